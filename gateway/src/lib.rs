@@ -1,0 +1,31 @@
+//! Anju site gateway: reads foundation-settlement, concrete-curing and slope sensors over Modbus
+//! and MQTT, commits every reading to a durable spool, and forwards it to the county's InfluxDB.
+//!
+//! # Layout
+//! - [`config`]: the TOML file, validated into a typed [`config::Config`]; errors name the path.
+//! - [`model`]: [`model::Reading`], [`model::Series`], [`model::Quality`], [`model::QuantityKind`].
+//! - [`sources`]: Modbus pollers ([`sources::modbus`]) and the MQTT subscriber
+//!   ([`sources::mqtt`]); they send batches of readings to the engine.
+//! - [`engine`]: one task that owns channel state, checks timestamps, and commits readings to the
+//!   spool.
+//! - [`spool`]: the durable hand-off (redb) between the site and the network.
+//! - [`sinks`]: deliver spooled batches (InfluxDB v2).
+//! - [`broker`]: the embedded MQTT broker for site sensor nodes (feature `embedded-broker`).
+//! - [`metrics`]: counters of what happened to the data.
+//! - [`run`]: wires everything together for `gateway run`.
+//!
+//! # Data flow
+//! ```text
+//! Modbus pollers ─┐                                                   ┌─> InfluxSink ─> central store
+//! MQTT subscriber ┴─> mpsc<Vec<Reading>> ─> Engine ─> Spool (redb) ───┘
+//! ```
+
+pub mod broker;
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod model;
+pub mod run;
+pub mod sinks;
+pub mod sources;
+pub mod spool;

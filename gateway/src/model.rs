@@ -1,0 +1,330 @@
+//! The gateway's data vocabulary: what a reading is, which series it belongs to, and how good it is.
+//!
+//! Owns [`Reading`], [`Series`], [`Quality`] and [`QuantityKind`]. Sources create readings, the
+//! engine stamps and forwards them, sinks render them. Nothing here does I/O or decoding.
+//!
+//! A [`Series`] is built once per channel (at start-up for Modbus points, on first sight for MQTT
+//! sensors) and shared by `Arc`, so a reading on the hot path is a pointer, a timestamp, a value
+//! and a quality code: no per-reading string work.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// UTC time in nanoseconds since the Unix epoch, the one timestamp type of the gateway.
+pub type TimestampNs = i64;
+
+/// Nanoseconds per second, for converting device epoch seconds.
+pub const NANOS_PER_SEC: i64 = 1_000_000_000;
+
+/// What physical quantity a channel measures. It becomes the InfluxDB measurement name, so a
+/// dashboard query for "all settlement" does not depend on how each device names its registers.
+///
+/// Closed set: a new kind is a code change with a schema entry in README.md, not a config string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuantityKind {
+    /// Vertical settlement of a point (mm, positive = down unless the profile says otherwise).
+    Settlement,
+    /// Hydrostatic head or liquid level (mm or m).
+    Level,
+    /// Displacement along an axis: GNSS, extensometer, inclinometer chain (mm).
+    Displacement,
+    /// Crack opening (mm).
+    Crack,
+    /// Tilt angle (degrees or mrad).
+    Tilt,
+    /// Temperature (°C): concrete, ambient, soil.
+    Temperature,
+    /// Relative humidity or soil moisture (%).
+    Humidity,
+    /// Rainfall (mm).
+    Rainfall,
+    /// Pore water or seepage pressure (kPa).
+    PorePressure,
+    /// Earth pressure, stress or load (kPa, kN).
+    Pressure,
+    /// Acceleration (mg, m/s²).
+    Acceleration,
+    /// Vibration frequency or amplitude.
+    Vibration,
+    /// Strain (µε).
+    Strain,
+    /// Vibrating-wire frequency (Hz) or digits, before conversion.
+    Frequency,
+    /// Electrical resistance (Ω), e.g. a thermistor read raw.
+    Resistance,
+    /// Supply, battery or solar voltage (V).
+    Voltage,
+    /// Radio signal strength (dBm).
+    Signal,
+    /// A device status or fault code (unitless).
+    Status,
+    /// Anything else; prefer adding a kind over using this.
+    Other,
+}
+
+impl QuantityKind {
+    /// The measurement name written to InfluxDB.
+    #[must_use]
+    pub const fn measurement(self) -> &'static str {
+        match self {
+            Self::Settlement => "settlement",
+            Self::Level => "level",
+            Self::Displacement => "displacement",
+            Self::Crack => "crack",
+            Self::Tilt => "tilt",
+            Self::Temperature => "temperature",
+            Self::Humidity => "humidity",
+            Self::Rainfall => "rainfall",
+            Self::PorePressure => "pore_pressure",
+            Self::Pressure => "pressure",
+            Self::Acceleration => "acceleration",
+            Self::Vibration => "vibration",
+            Self::Strain => "strain",
+            Self::Frequency => "frequency",
+            Self::Resistance => "resistance",
+            Self::Voltage => "voltage",
+            Self::Signal => "signal",
+            Self::Status => "status",
+            Self::Other => "other",
+        }
+    }
+
+    /// Every kind, for error messages that list the allowed values.
+    pub const ALL: [Self; 19] = [
+        Self::Settlement,
+        Self::Level,
+        Self::Displacement,
+        Self::Crack,
+        Self::Tilt,
+        Self::Temperature,
+        Self::Humidity,
+        Self::Rainfall,
+        Self::PorePressure,
+        Self::Pressure,
+        Self::Acceleration,
+        Self::Vibration,
+        Self::Strain,
+        Self::Frequency,
+        Self::Resistance,
+        Self::Voltage,
+        Self::Signal,
+        Self::Status,
+        Self::Other,
+    ];
+}
+
+impl fmt::Display for QuantityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.measurement())
+    }
+}
+
+/// How far a reading can be trusted. Written to InfluxDB as the integer field `quality`
+/// ([`Quality::code`]) so that dashboards can filter bad readings and the schema stays numeric
+/// (VictoriaMetrics drops string fields).
+///
+/// Only [`Quality::Good`] readings carry a value that rules may act on; every other variant is
+/// data about the device, for the site technician.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Quality {
+    /// Read and decoded normally.
+    Good,
+    /// The device answered with a Modbus exception (the code, e.g. 2 = illegal data address).
+    Exception(u8),
+    /// The device did not answer within the timeout, after all retries.
+    Timeout,
+    /// The connection failed or the reply was garbled (CRC error, header mismatch, short frame).
+    CommError,
+    /// The device reported a fault for this sensor (e.g. CIGEM `sensor_state` ≠ 0).
+    DeviceFault(i16),
+    /// The decoded value was not a finite number (NaN or infinity in a float register).
+    NotFinite,
+}
+
+impl Quality {
+    /// The integer written as the `quality` field. Stable: dashboards and the README schema rely
+    /// on these numbers. 0 good; 1xx Modbus exception 1xx = 100 + code; 200 timeout;
+    /// 201 communication error; 202 not finite; 3xx device-reported fault 300 + |code|.
+    #[must_use]
+    pub fn code(self) -> i64 {
+        match self {
+            Self::Good => 0,
+            Self::Exception(code) => 100 + i64::from(code),
+            Self::Timeout => 200,
+            Self::CommError => 201,
+            Self::NotFinite => 202,
+            Self::DeviceFault(code) => 300 + i64::from(code.unsigned_abs()),
+        }
+    }
+
+    /// True for a reading whose value may be used.
+    #[must_use]
+    pub const fn is_good(self) -> bool {
+        matches!(self, Self::Good)
+    }
+}
+
+/// Identity and tags of one channel: one physical quantity of one point of one device.
+///
+/// `key` is the stable channel id used by the engine and logs (`device/point`); `line_prefix` is
+/// the measurement and escaped, sorted tag set, rendered once so that encoding a reading into line
+/// protocol is a copy plus two numbers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Series {
+    /// `device/point`, unique per gateway.
+    pub key: String,
+    /// The device (Modbus device name, MQTT node or CIGEM device id).
+    pub device: String,
+    /// The point within the device (register name, sensor id, CIGEM data point and field).
+    pub point: String,
+    /// What the channel measures.
+    pub kind: QuantityKind,
+    /// Engineering unit after scaling, e.g. `mm`; empty when unknown.
+    pub unit: String,
+    /// All tags, including site, gateway, device, point and unit (when not empty).
+    pub tags: BTreeMap<String, String>,
+    /// `measurement,tag=v,...` escaped per the line-protocol rules.
+    pub line_prefix: String,
+}
+
+impl Series {
+    /// Build a series and render its line-protocol prefix.
+    ///
+    /// `extra_tags` (structure, topic placeholders, ...) may override `site` and `device`, so a
+    /// topic such as `sites/{site}/nodes/{device}/up` can name them.
+    #[must_use]
+    pub fn new(
+        site: &str,
+        gateway: &str,
+        device: &str,
+        point: &str,
+        kind: QuantityKind,
+        unit: &str,
+        extra_tags: &BTreeMap<String, String>,
+    ) -> Self {
+        let mut tags = BTreeMap::new();
+        tags.insert("site".to_owned(), site.to_owned());
+        tags.insert("gateway".to_owned(), gateway.to_owned());
+        tags.insert("device".to_owned(), device.to_owned());
+        for (k, v) in extra_tags {
+            tags.insert(k.clone(), v.clone());
+        }
+        // `point` and `unit` describe the channel itself and are never overridden by a tag.
+        tags.insert("point".to_owned(), point.to_owned());
+        if !unit.is_empty() {
+            tags.insert("unit".to_owned(), unit.to_owned());
+        }
+        tags.retain(|_, v| !v.is_empty());
+        let device = tags.get("device").cloned().unwrap_or_default();
+        let line_prefix = crate::sinks::influxdb::line::series_prefix(kind.measurement(), &tags);
+        Self {
+            key: format!("{device}/{point}"),
+            device,
+            point: point.to_owned(),
+            kind,
+            unit: unit.to_owned(),
+            tags,
+            line_prefix,
+        }
+    }
+}
+
+/// One sample of one channel.
+#[derive(Debug, Clone)]
+pub struct Reading {
+    /// The channel.
+    pub series: Arc<Series>,
+    /// Sample time: device time when the device sends it, otherwise the poll or receive time.
+    pub ts: TimestampNs,
+    /// Engineering value after scale and offset; `None` when the quality is not good and no
+    /// value could be read.
+    pub value: Option<f64>,
+    /// How far the value can be trusted.
+    pub quality: Quality,
+}
+
+impl Reading {
+    /// A good reading, or a `NotFinite` one when the value is NaN or infinite (line protocol has
+    /// no representation for them, and a NaN must never reach a rule).
+    #[must_use]
+    pub fn good(series: Arc<Series>, ts: TimestampNs, value: f64) -> Self {
+        if value.is_finite() {
+            Self { series, ts, value: Some(value), quality: Quality::Good }
+        } else {
+            Self { series, ts, value: None, quality: Quality::NotFinite }
+        }
+    }
+
+    /// A reading without a value, carrying only why it is missing.
+    #[must_use]
+    pub fn bad(series: Arc<Series>, ts: TimestampNs, quality: Quality) -> Self {
+        Self { series, ts, value: None, quality }
+    }
+}
+
+/// The current wall-clock time in UTC nanoseconds.
+///
+/// Time-dependent logic takes a [`Clock`] instead of calling this, so tests can inject time.
+#[must_use]
+pub fn now_ns() -> TimestampNs {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(now.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// A source of "now", injectable so that time-dependent logic is testable without sleeping.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current UTC time in nanoseconds.
+    fn now_ns(&self) -> TimestampNs;
+}
+
+/// The real clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ns(&self) -> TimestampNs {
+        now_ns()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quality_codes_are_the_documented_ones() {
+        assert_eq!(Quality::Good.code(), 0);
+        assert_eq!(Quality::Exception(2).code(), 102);
+        assert_eq!(Quality::Timeout.code(), 200);
+        assert_eq!(Quality::CommError.code(), 201);
+        assert_eq!(Quality::NotFinite.code(), 202);
+        assert_eq!(Quality::DeviceFault(-2).code(), 302);
+    }
+
+    #[test]
+    fn a_nan_value_is_never_good() {
+        let s = Arc::new(Series::new("s", "g", "d", "p", QuantityKind::Other, "", &BTreeMap::new()));
+        let r = Reading::good(s, 0, f64::NAN);
+        assert_eq!(r.quality, Quality::NotFinite);
+        assert!(r.value.is_none());
+    }
+
+    #[test]
+    fn series_tags_are_sorted_and_topic_tags_may_name_the_device() {
+        let mut extra = BTreeMap::new();
+        extra.insert("device".to_owned(), "node-7".to_owned());
+        extra.insert("structure".to_owned(), "block A".to_owned());
+        let s = Series::new("xa", "gw1", "mqtt", "t1", QuantityKind::Temperature, "°C", &extra);
+        assert_eq!(s.key, "node-7/t1");
+        assert_eq!(
+            s.line_prefix,
+            "temperature,device=node-7,gateway=gw1,point=t1,site=xa,structure=block\\ A,unit=°C"
+        );
+    }
+}
