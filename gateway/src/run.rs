@@ -1,1 +1,120 @@
-//! stub
+//! Wiring for `gateway run`: opens the spool, starts the sources, the engine and the sinks, and
+//! shuts them down in order.
+//!
+//! Owns start-up and shutdown order, nothing else. Shutdown: cancel the sources; each drops its
+//! sender; the engine drains the channel, commits the rest to the spool and returns; then the
+//! sinks stop (what they have not delivered stays in the spool for the next start).
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::{Config, Sink};
+use crate::engine::Engine;
+use crate::metrics::Metrics;
+use crate::model::{Clock, SystemClock};
+use crate::sinks::influxdb::{InfluxSink, InfluxSinkError};
+use crate::sources::modbus::poller::{group_into_buses, Poller};
+use crate::sources::READING_CHANNEL_CAPACITY;
+use crate::spool::{Spool, SpoolError};
+
+/// File name of the spool inside the data directory.
+pub const SPOOL_FILE: &str = "spool.redb";
+
+/// Why the gateway could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The spool could not be opened.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// A sink could not be built.
+    #[error(transparent)]
+    Sink(#[from] InfluxSinkError),
+    /// The spool task failed.
+    #[error("spool open task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A configured gateway, ready to run.
+#[derive(Debug)]
+pub struct Gateway {
+    cfg: Config,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Gateway {
+    /// A gateway for `cfg` with the system clock.
+    #[must_use]
+    pub fn new(cfg: Config) -> Self {
+        Self { cfg, metrics: Arc::new(Metrics::new()), clock: Arc::new(SystemClock) }
+    }
+
+    /// Its counters (shared; readable while it runs).
+    #[must_use]
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// Sink names registered in the spool.
+    fn sink_names(&self) -> Vec<String> {
+        self.cfg.sinks.iter().map(|s| s.name().to_owned()).collect()
+    }
+
+    /// Run until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// Start-up failures (spool, broker); running components log and count their own errors.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
+        let cfg = &self.cfg;
+        let spool_path = cfg.data_dir.join(SPOOL_FILE);
+        let sinks = self.sink_names();
+        let spool_cfg = cfg.spool.clone();
+        let spool = Arc::new(
+            tokio::task::spawn_blocking(move || Spool::open(&spool_path, &spool_cfg, &sinks)).await??,
+        );
+        info!(site = %cfg.site, gateway = %cfg.gateway_id, spool = %spool.path().display(), "Gateway starting.");
+
+        let (tx, rx) = mpsc::channel(READING_CHANNEL_CAPACITY);
+        let sources_stop = shutdown.child_token();
+        let mut sources = JoinSet::new();
+        for bus in group_into_buses(&cfg.devices) {
+            let poller = Poller::new(bus, &cfg.site, &cfg.gateway_id, Arc::clone(&self.metrics), Arc::clone(&self.clock));
+            sources.spawn(poller.run(tx.clone(), sources_stop.clone()));
+        }
+        drop(tx);
+
+        let sinks_stop = CancellationToken::new();
+        let mut sink_tasks: JoinSet<()> = JoinSet::new();
+        for sink in &cfg.sinks {
+            match sink {
+                Sink::Influxdb(resolved) => {
+                    let s = InfluxSink::new(resolved.clone(), Arc::clone(&spool), Arc::clone(&self.metrics))?;
+                    sink_tasks.spawn(s.run(sinks_stop.clone()));
+                }
+            }
+        }
+
+        let engine = Engine::new(
+            rx,
+            Arc::clone(&spool),
+            Arc::clone(&self.metrics),
+            Arc::clone(&self.clock),
+            cfg.engine.clone(),
+            cfg.summary_interval,
+        );
+        let engine = tokio::spawn(engine.run());
+
+        shutdown.cancelled().await;
+        sources_stop.cancel();
+        while sources.join_next().await.is_some() {}
+        let _ = engine.await;
+        sinks_stop.cancel();
+        while sink_tasks.join_next().await.is_some() {}
+        info!("Gateway stopped.");
+        Ok(())
+    }
+}

@@ -1,1 +1,276 @@
-//! stub
+//! Test harness for the system tests, the demo and the benchmarks: real servers on loopback.
+//!
+//! Owns starting and stopping a real mosquitto and a real VictoriaMetrics on free 127.0.0.1
+//! ports, each in its own temporary directory, and reading back what landed in
+//! VictoriaMetrics. It does not fake any server: tests that need a failure a real server cannot
+//! produce on demand build their fake locally and say so.
+//!
+//! The servers are Debian packages (`mosquitto`, `victoria-metrics`, `socat`); `tests/run.sh`
+//! installs them when missing. A missing binary is reported with that fix.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use serde::Deserialize;
+
+/// Path of the mosquitto binary from Debian's package.
+pub const MOSQUITTO_BIN: &str = "/usr/sbin/mosquitto";
+/// Path of the VictoriaMetrics binary from Debian's package.
+pub const VICTORIA_METRICS_BIN: &str = "/usr/bin/victoria-metrics";
+/// How long a server may take to accept connections (measured: mosquitto 0.02 s, VictoriaMetrics
+/// 0.17 s; the margin covers a loaded 2-core CI machine).
+pub const SERVER_START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The repository root (for `config/`).
+#[must_use]
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the small race is acceptable in tests).
+///
+/// # Errors
+/// When no port can be bound.
+pub fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn require(bin: &str, package: &str) -> Result<()> {
+    if !Path::new(bin).exists() {
+        bail!("{bin} not found: run `bash tests/run.sh` (it installs {package}) or `apt-get install -y {package}`");
+    }
+    Ok(())
+}
+
+/// Wait until `addr` accepts a TCP connection, or fail after [`SERVER_START_TIMEOUT`].
+///
+/// # Errors
+/// When the port does not open in time or the child process exited.
+pub fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) -> Result<()> {
+    let deadline = Instant::now() + SERVER_START_TIMEOUT;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("{what} exited with {status} before listening on {addr}");
+        }
+        if Instant::now() > deadline {
+            bail!("{what} did not listen on {addr} within {SERVER_START_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A real mosquitto broker on a free loopback port, with persistence so that persistent
+/// sessions survive a broker restart. Killed on drop.
+#[derive(Debug)]
+pub struct Mosquitto {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Start a broker.
+    ///
+    /// # Errors
+    /// When mosquitto is missing or does not start.
+    pub fn start() -> Result<Self> {
+        require(MOSQUITTO_BIN, "mosquitto")?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let mut m = Self { child: None, port, dir };
+        m.spawn()?;
+        Ok(m)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let conf = self.dir.path().join("mosquitto.conf");
+        // mosquitto drops privileges to user `mosquitto` when started as root; the directory
+        // must be writable for it, hence the permissive mode on this private temp dir.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o777))?;
+        }
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nautosave_interval 1\n\
+                 max_queued_messages 1000000\nmax_inflight_messages 1000\nuser root\n",
+                port = self.port,
+                dir = self.dir.path().display()
+            ),
+        )?;
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log"))?;
+        let mut child = Command::new(MOSQUITTO_BIN)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn mosquitto")?;
+        wait_for_port(self.addr(), &mut child, "mosquitto")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The broker's address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Stop the broker (its persistence file stays).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port.
+    ///
+    /// # Errors
+    /// When it does not come back.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A real VictoriaMetrics on a free loopback port. It accepts InfluxDB v2 line-protocol writes at
+/// `/api/v2/write`. Killed on drop.
+///
+/// It runs with `-dedup.minScrapeInterval=1ms`, so a point written twice with the same series and
+/// timestamp is stored once, as InfluxDB itself overwrites it (the gateway's delivery is
+/// at-least-once by design). VictoriaMetrics stores milliseconds.
+#[derive(Debug)]
+pub struct VictoriaMetrics {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    http: reqwest011::Client,
+}
+
+/// One series exported from VictoriaMetrics.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ExportedSeries {
+    /// `__name__` (`<measurement>_<field>`) and the tags.
+    pub metric: BTreeMap<String, String>,
+    /// Values, in time order.
+    pub values: Vec<f64>,
+    /// Timestamps in milliseconds.
+    pub timestamps: Vec<i64>,
+}
+
+impl VictoriaMetrics {
+    /// Start a store.
+    ///
+    /// # Errors
+    /// When victoria-metrics is missing or does not start.
+    pub fn start() -> Result<Self> {
+        require(VICTORIA_METRICS_BIN, "victoria-metrics")?;
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let http = reqwest011::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let mut vm = Self { child: None, port, dir, http };
+        vm.spawn()?;
+        Ok(vm)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::File::create(self.dir.path().join("vm.log"))?;
+        let mut child = Command::new(VICTORIA_METRICS_BIN)
+            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+            .arg(format!("-storageDataPath={}", self.dir.path().join("data").display()))
+            .arg("-retentionPeriod=100y")
+            .arg("-dedup.minScrapeInterval=1ms")
+            .arg("-search.latencyOffset=0s")
+            .arg("-loggerLevel=ERROR")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawn victoria-metrics")?;
+        wait_for_port(self.addr(), &mut child, "victoria-metrics")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The HTTP address.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The base URL for the gateway's InfluxDB sink.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// Stop the store (data stays on disk).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port and data.
+    ///
+    /// # Errors
+    /// When it does not come back.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// Every series whose name matches the regex `name_re`, with all its raw samples.
+    ///
+    /// # Errors
+    /// On HTTP or decoding failure.
+    pub async fn export(&self, name_re: &str) -> Result<Vec<ExportedSeries>> {
+        // Make recently written samples searchable now instead of within ~1 s.
+        let _ = self.http.get(format!("{}/internal/force_flush", self.url())).send().await;
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/export", self.url()))
+            .form(&[("match[]", format!("{{__name__=~\"{name_re}\"}}"))])
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        resp.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).with_context(|| format!("export line {l}")))
+            .collect()
+    }
+}
+
+impl Drop for VictoriaMetrics {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Install a compact tracing subscriber for tests (once; later calls do nothing). Level from
+/// `ANJU_LOG`, default `warn`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ANJU_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}

@@ -1,1 +1,345 @@
-//! stub
+//! The engine: the one task that owns all channel state and commits readings to the spool.
+//!
+//! Owns per-channel state ([`ChannelState`]: last value, time and quality, counts), the
+//! plausibility check of timestamps, the rendering of readings into line protocol, and the
+//! batching of spool commits. It decodes nothing (sources do) and delivers nothing (sinks do).
+//! Rules, derived channels and alerts (issue 4) will live here, fed by the same loop.
+//!
+//! Why one task: no locks on the hot path. Sources send `Vec<Reading>` batches through a bounded
+//! channel; the engine drains them, appends lines to one buffer, and commits the buffer to the
+//! spool every `flush_interval` or `flush_max_records`, whichever comes first, so the commit
+//! rate (one fsync each) stays far below what an SD card can take.
+//!
+//! A reading is acknowledged to nobody until its spool commit returned: the engine awaits each
+//! commit. If the spool cannot be written (full disk, I/O error) the engine keeps the lines in
+//! memory and retries on the next flush, up to [`MAX_UNSPOOLED_RECORDS`]; past that it drops
+//! them, counted and logged at ERROR, so that memory stays bounded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::time::{sleep_until, Instant};
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
+use crate::model::{Clock, Quality, Reading, Series, TimestampNs};
+use crate::sinks::influxdb::line;
+use crate::sources::ReadingRx;
+use crate::spool::{Spool, Stream};
+
+/// Default limit on how far in the future a reading's time may be: device clocks drift, but a
+/// reading ten minutes ahead is a clock fault, and stored it would sit above every later one.
+pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(10 * 60);
+/// Default limit on how old a reading's time may be. Geo-hazard devices may upload up to 72 h
+/// of buffered samples (domain.md §3.4: upload interval up to 259 200 s); 30 days also covers a
+/// gateway that was off for weeks. Older than that is a device clock that was never set.
+pub const DEFAULT_MAX_PAST: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Default longest time a reading waits in the engine before its spool commit.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Default most readings per spool commit.
+pub const DEFAULT_FLUSH_MAX_RECORDS: u32 = 8192;
+/// Most readings held in memory while the spool cannot be written. About 12 MB of lines.
+pub const MAX_UNSPOOLED_RECORDS: u32 = 100_000;
+
+/// Engine settings (`[engine]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Reject readings stamped further ahead of the gateway clock than this (default 10m).
+    #[serde(default, with = "crate::config::duration_opt")]
+    pub max_future: Option<Duration>,
+    /// Reject readings stamped further behind the gateway clock than this (default 30 days).
+    #[serde(default, with = "crate::config::duration_opt")]
+    pub max_past: Option<Duration>,
+    /// Longest time between a reading's arrival and its spool commit (default 100ms).
+    #[serde(default, with = "crate::config::duration_opt")]
+    pub flush_interval: Option<Duration>,
+    /// Most readings per spool commit (default 8192).
+    #[serde(default)]
+    pub flush_max_records: Option<u32>,
+}
+
+impl EngineConfig {
+    /// The future limit in force.
+    #[must_use]
+    pub fn max_future(&self) -> Duration {
+        self.max_future.unwrap_or(DEFAULT_MAX_FUTURE)
+    }
+    /// The past limit in force.
+    #[must_use]
+    pub fn max_past(&self) -> Duration {
+        self.max_past.unwrap_or(DEFAULT_MAX_PAST)
+    }
+    /// The flush interval in force.
+    #[must_use]
+    pub fn flush_interval(&self) -> Duration {
+        self.flush_interval.unwrap_or(DEFAULT_FLUSH_INTERVAL)
+    }
+    /// The batch size in force.
+    #[must_use]
+    pub fn flush_max_records(&self) -> u32 {
+        self.flush_max_records.unwrap_or(DEFAULT_FLUSH_MAX_RECORDS)
+    }
+
+    /// Check the values.
+    ///
+    /// # Errors
+    /// A message naming the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.flush_interval().is_zero() || self.flush_interval() > Duration::from_secs(10) {
+            return Err("flush_interval must be between 1ms and 10s".into());
+        }
+        if self.flush_max_records() == 0 || self.flush_max_records() > MAX_UNSPOOLED_RECORDS {
+            return Err(format!("flush_max_records must be between 1 and {MAX_UNSPOOLED_RECORDS}"));
+        }
+        Ok(())
+    }
+}
+
+/// What the engine knows about one channel. Serialisable state for rules comes with issue 4.
+#[derive(Debug, Clone)]
+pub struct ChannelState {
+    /// The channel.
+    pub series: Arc<Series>,
+    /// Time of the last reading.
+    pub last_ts: TimestampNs,
+    /// Last good value.
+    pub last_value: Option<f64>,
+    /// Quality of the last reading.
+    pub last_quality: Quality,
+    /// Readings seen since start.
+    pub readings: u64,
+}
+
+/// The engine task. Build with [`Engine::new`], then `run`.
+#[derive(Debug)]
+pub struct Engine {
+    rx: ReadingRx,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    cfg: EngineConfig,
+    summary_interval: Duration,
+    channels: HashMap<String, ChannelState>,
+    /// Lines waiting for the next spool commit, and how many readings they hold.
+    pending: Vec<u8>,
+    pending_records: u32,
+    /// Readings since the last summary.
+    since_summary: u64,
+    bad_since_summary: u64,
+}
+
+impl Engine {
+    /// An engine reading from `rx` and committing to `spool`.
+    #[must_use]
+    pub fn new(
+        rx: ReadingRx,
+        spool: Arc<Spool>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+        cfg: EngineConfig,
+        summary_interval: Duration,
+    ) -> Self {
+        Self {
+            rx,
+            spool,
+            metrics,
+            clock,
+            cfg,
+            summary_interval,
+            channels: HashMap::new(),
+            pending: Vec::with_capacity(1 << 20),
+            pending_records: 0,
+            since_summary: 0,
+            bad_since_summary: 0,
+        }
+    }
+
+    /// Run until every source has dropped its sender, then commit what is left and return.
+    pub async fn run(mut self) {
+        let flush_interval = self.cfg.flush_interval();
+        let max_records = self.cfg.flush_max_records();
+        let mut flush_at = Instant::now() + flush_interval;
+        let mut next_summary = Instant::now() + self.summary_interval;
+        loop {
+            tokio::select! {
+                batch = self.rx.recv() => match batch {
+                    Some(batch) => {
+                        if self.pending_records == 0 {
+                            flush_at = Instant::now() + flush_interval;
+                        }
+                        self.ingest(batch);
+                        if self.pending_records >= max_records {
+                            self.flush().await;
+                        }
+                    }
+                    None => break,
+                },
+                () = sleep_until(flush_at), if self.pending_records > 0 => {
+                    self.flush().await;
+                    flush_at = Instant::now() + flush_interval;
+                }
+                () = sleep_until(next_summary) => {
+                    self.summary().await;
+                    next_summary = Instant::now() + self.summary_interval;
+                }
+            }
+        }
+        self.flush().await;
+        info!(channels = self.channels.len(), "Engine stopped; every reading received is in the spool.");
+    }
+
+    /// Check, record and render one batch.
+    fn ingest(&mut self, batch: Vec<Reading>) {
+        let now = self.clock.now_ns();
+        let max_future = i64::try_from(self.cfg.max_future().as_nanos()).unwrap_or(i64::MAX);
+        let max_past = i64::try_from(self.cfg.max_past().as_nanos()).unwrap_or(i64::MAX);
+        for r in batch {
+            let reason = if r.ts > now.saturating_add(max_future) {
+                Some("future")
+            } else if r.ts < now.saturating_sub(max_past) {
+                Some("past")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.reject_time(&r, reason, now);
+                continue;
+            }
+            let Some(state) = self.channel(&r.series) else { continue };
+            state.last_ts = r.ts;
+            state.last_quality = r.quality;
+            if r.value.is_some() {
+                state.last_value = r.value;
+            }
+            state.readings += 1;
+            if !r.quality.is_good() {
+                self.bad_since_summary += 1;
+            }
+            line::encode_reading(&mut self.pending, &r);
+            self.pending_records += 1;
+            self.since_summary += 1;
+        }
+    }
+
+    /// The state of a channel, created on first sight after checking that its line-protocol
+    /// prefix is valid (once per channel, not per reading). `None` for a channel whose names
+    /// cannot be written.
+    fn channel(&mut self, series: &Arc<Series>) -> Option<&mut ChannelState> {
+        if !self.channels.contains_key(series.key.as_str()) {
+            let probe = format!("{} value=0 0\n", series.line_prefix);
+            if let Err(e) = line::validate(probe.as_bytes()) {
+                self.metrics.incr("readings_rejected_total", &[("reason", "unwritable_name"), ("device", &series.device)]);
+                error!(channel = %series.key, error = %e, "Channel names cannot be written as line protocol; its readings are dropped.");
+                return None;
+            }
+            self.channels.insert(
+                series.key.clone(),
+                ChannelState {
+                    series: Arc::clone(series),
+                    last_ts: 0,
+                    last_value: None,
+                    last_quality: Quality::Good,
+                    readings: 0,
+                },
+            );
+        }
+        self.channels.get_mut(series.key.as_str())
+    }
+
+    fn reject_time(&mut self, r: &Reading, reason: &'static str, now: TimestampNs) {
+        let device = r.series.device.as_str();
+        let before = self.metrics.get("readings_rejected_total", &[("reason", reason), ("device", device)]);
+        self.metrics.incr("readings_rejected_total", &[("reason", reason), ("device", device)]);
+        // Log the first one per device and reason, then every 1000th: a device with a wrong
+        // clock sends every reading wrong.
+        if before.is_multiple_of(1000) {
+            let skew = Duration::from_nanos((r.ts - now).unsigned_abs());
+            warn!(
+                channel = %r.series.key, reason, skew = %humantime::format_duration(skew),
+                rejected = before + 1,
+                "Reading time is implausible (device clock wrong?); reading rejected."
+            );
+        }
+    }
+
+    /// Commit the pending lines to the spool.
+    async fn flush(&mut self) {
+        if self.pending_records == 0 {
+            return;
+        }
+        let body = std::mem::take(&mut self.pending);
+        let records = self.pending_records;
+        let spool = Arc::clone(&self.spool);
+        let result = tokio::task::spawn_blocking(move || {
+            let r = spool.append(Stream::Points, &body, records);
+            (r, body)
+        })
+        .await;
+        match result {
+            Ok((Ok(outcome), mut body)) => {
+                self.metrics.add("readings_spooled_total", &[], u64::from(records));
+                if outcome.dropped_records > 0 {
+                    self.metrics.add("readings_dropped_total", &[("reason", "spool_full")], outcome.dropped_records);
+                    warn!(
+                        dropped = outcome.dropped_records,
+                        "Spool is full: the oldest undelivered readings were dropped to make room (raise spool.max_bytes or restore the uplink)."
+                    );
+                }
+                body.clear();
+                self.pending = body;
+                self.pending_records = 0;
+            }
+            Ok((Err(e), body)) => {
+                self.metrics.incr("spool_errors_total", &[]);
+                if records >= MAX_UNSPOOLED_RECORDS {
+                    self.metrics.add("readings_dropped_total", &[("reason", "spool_error")], u64::from(records));
+                    error!(error = %e, dropped = records, "Spool cannot be written; readings held in memory were dropped.");
+                    self.pending = Vec::with_capacity(1 << 20);
+                    self.pending_records = 0;
+                } else {
+                    error!(error = %e, held = records, "Spool cannot be written; holding the readings in memory and retrying.");
+                    self.pending = body;
+                }
+            }
+            Err(join) => {
+                // The blocking task panicked or was cancelled; its body is gone with it.
+                self.metrics.add("readings_dropped_total", &[("reason", "spool_error")], u64::from(records));
+                error!(error = %join, dropped = records, "Spool commit task failed; readings lost.");
+                self.pending = Vec::with_capacity(1 << 20);
+                self.pending_records = 0;
+            }
+        }
+    }
+
+    /// Log what flowed since the last summary.
+    async fn summary(&mut self) {
+        let spool = Arc::clone(&self.spool);
+        let stats = tokio::task::spawn_blocking(move || spool.stats()).await.ok();
+        let mut latest: Vec<&ChannelState> = self.channels.values().filter(|c| c.last_value.is_some()).collect();
+        latest.sort_by(|a, b| b.last_ts.cmp(&a.last_ts).then_with(|| a.series.key.cmp(&b.series.key)));
+        let sample: Vec<String> = latest
+            .iter()
+            .take(3)
+            .map(|c| format!("{}={}{}", c.series.key, c.last_value.unwrap_or_default(), c.series.unit))
+            .collect();
+        info!(
+            readings = self.since_summary,
+            flagged = self.bad_since_summary,
+            channels = self.channels.len(),
+            spool = ?stats,
+            latest = %sample.join(" "),
+            "Summary."
+        );
+        self.since_summary = 0;
+        self.bad_since_summary = 0;
+    }
+
+    /// The channels seen so far (for tests and the status page).
+    #[must_use]
+    pub fn channels(&self) -> &HashMap<String, ChannelState> {
+        &self.channels
+    }
+}

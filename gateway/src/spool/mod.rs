@@ -1,1 +1,1017 @@
-//! stub
+//! The durable spool: the single hand-off between the site and the network (ARCHITECTURE.md,
+//! "Data flow"). A reading or alert is acknowledged to nobody until it is committed here, and a
+//! sink deletes nothing until its receiver answered success.
+//!
+//! Owns the on-disk file (redb), the two streams, the sink cursors, the size bound and the
+//! dead-letter table. It does not build line protocol (the engine does, validated with
+//! [`crate::sinks::influxdb::line::validate`]), does not talk to any network (the sinks do), and
+//! does not log what it drops: [`Spool::append`] returns the count so the caller logs it.
+//!
+//! # Invariants
+//! 1. **Durable before acknowledged.** Every mutating call is one redb write transaction with
+//!    [`Durability::Immediate`]: when it returns `Ok`, the change has been fsynced.
+//! 2. **Ordered, never reused sequences.** One `u64` sequence is shared by both streams; it only
+//!    grows and survives restarts (it is stored in the same transaction as the chunk).
+//! 3. **A sink never loses or repeats a chunk** across restarts: its cursor (next sequence to
+//!    read) is durable and only moves forward, in the same transaction as the deletions it causes.
+//! 4. **Deleted only when every registered sink has passed it** — or by the size bound, which
+//!    drops the oldest *points* only, counts the records, and reports them to the caller.
+//! 5. **Points never delay or evict alerts:** separate tables, separate cursors, and the size
+//!    bound never touches the alerts table. An alert append that still does not fit after every
+//!    point is gone is stored anyway (alerts are rare and small; losing one is worse than
+//!    overrunning the bound by a few hundred bytes). A points append that does not fit is refused
+//!    with [`SpoolError::Full`].
+//! 6. **Counters are not scanned.** Chunk, record and byte counts, per-sink backlogs and the
+//!    dropped-records total live in the meta and cursor tables, updated in the same transaction
+//!    as the data, and mirrored in memory so [`Spool::stats`] is a copy.
+//!
+//! # On-disk layout (one redb file)
+//! | table | key | value |
+//! |---|---|---|
+//! | `points`, `alerts` | `u64` sequence | `(records: u32, appended_ns: i64, body: &[u8])` — newline-terminated lines |
+//! | `cursors` | `(stream code: u8, sink name: &str)` | `(next sequence to read: u64, backlog records: u64)` |
+//! | `meta` | `&str` name | `u64` (next sequence, per-stream counts, totals; see the `META_*` keys) |
+//! | `dead_letters` | `u64` id | `(stream, sink, first_seq, last_seq, records, at_ns, reason, body)` |
+//!
+//! "Bytes" everywhere means logical bytes: the sum of chunk body lengths. The file itself is
+//! larger, about twice the logical size at the high-water mark (crates.md: 65 MiB of payload made
+//! a 136 MiB file), and it does not shrink: redb reuses freed pages instead.
+//!
+//! # Paths
+//! - **Write** ([`Spool::append`]): check the chunk fits at all; in one transaction drop oldest
+//!   points until it fits, insert it under the next sequence, add its records to every sink's
+//!   backlog, store counters; commit; then wake sinks through [`Spool::appended`].
+//! - **Read** ([`Spool::read_batch`]): take the sink's cursor and a read snapshot together, then
+//!   concatenate consecutive chunks from the cursor up to `max_records` (at least one chunk).
+//! - **Delete** ([`Spool::ack`], [`Spool::dead_letter`]): in one transaction move the sink's
+//!   cursor past the batch (optionally storing the batch as a dead letter first), then delete
+//!   every chunk below the smallest cursor of all registered sinks. With no sink registered,
+//!   chunks stay until the size bound removes them.
+//!
+//! All methods block (every commit is an fsync): call them from `tokio::task::spawn_blocking`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
+};
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+/// Default size bound, in logical bytes (chunk bodies), over both streams and the dead letters.
+///
+/// A typical site has about 200 channels sampled every 10 s at about 120 B per line: 20 lines/s
+/// × 120 B = 2,400 B/s = 207,360,000 B ≈ 198 MiB per day. 256 MiB therefore rides out an uplink
+/// outage of about 1.3 days (≈ 31 h) before the oldest points are dropped, while the file stays
+/// near 0.5 GiB at worst (≈ 2× logical, see the module doc), which any SD card or eMMC in a
+/// gateway box holds. Sites that must bridge a long weekend raise `max_bytes` (1 GiB ≈ 5 days).
+pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Smallest `max_bytes` a configuration may set: below this a single flush of a busy site would
+/// not fit and every append would fail.
+pub const MIN_MAX_BYTES: u64 = 1024 * 1024;
+
+/// Page cache redb may use. redb's default is 1 GiB, which an ARM box with 512 MiB of RAM does
+/// not have; the spool is a FIFO, so only the head and tail pages are hot.
+pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Dead letters may hold at most `max_bytes / DEAD_LETTER_SHARE` logical bytes (16 MiB by
+/// default). They are kept for diagnosis, not for delivery, so when a new one would exceed this
+/// share the oldest dead letters are evicted (counted in
+/// [`SpoolStats::dead_letters_evicted_total`]) and the points keep the rest of the bound.
+pub const DEAD_LETTER_SHARE: u64 = 16;
+
+/// Longest reason stored with a dead letter. A receiver (or a proxy in front of it) may answer a
+/// rejected write with a whole HTML page; the first 4 KiB say what went wrong.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// First sequence number of a fresh spool (0 is never used, so it can mean "nothing yet").
+const FIRST_SEQ: u64 = 1;
+
+/// Value of a chunk: `(records, appended_ns, body)`.
+type ChunkValue = (u32, i64, &'static [u8]);
+/// Value of a dead letter: `(stream code, sink, first_seq, last_seq, records, at_ns, reason, body)`.
+type DeadLetterValue = (
+    u8,
+    &'static str,
+    u64,
+    u64,
+    u64,
+    i64,
+    &'static str,
+    &'static [u8],
+);
+
+const POINTS: TableDefinition<u64, ChunkValue> = TableDefinition::new("points");
+const ALERTS: TableDefinition<u64, ChunkValue> = TableDefinition::new("alerts");
+const CURSORS: TableDefinition<(u8, &str), (u64, u64)> = TableDefinition::new("cursors");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const DEAD_LETTERS: TableDefinition<u64, DeadLetterValue> = TableDefinition::new("dead_letters");
+
+const META_NEXT_SEQ: &str = "next_seq";
+const META_CHUNKS: [&str; 2] = ["points.chunks", "alerts.chunks"];
+const META_RECORDS: [&str; 2] = ["points.records", "alerts.records"];
+const META_BYTES: [&str; 2] = ["points.bytes", "alerts.bytes"];
+const META_DROPPED: &str = "points.dropped_records_total";
+const META_DEAD_NEXT_ID: &str = "dead_letters.next_id";
+const META_DEAD_COUNT: &str = "dead_letters.count";
+const META_DEAD_BYTES: &str = "dead_letters.bytes";
+const META_DEAD_EVICTED: &str = "dead_letters.evicted_total";
+
+/// The spool's configuration (`[spool]` in the gateway config).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Size bound in logical bytes; see [`DEFAULT_MAX_BYTES`] for what the default buys.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+}
+
+const fn default_max_bytes() -> u64 {
+    DEFAULT_MAX_BYTES
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+impl SpoolConfig {
+    /// Check the values; `path` is where this table sits in the config (e.g. `spool`).
+    ///
+    /// # Errors
+    /// A message naming the field and the fix.
+    pub fn validate(&self, path: &str) -> Result<(), String> {
+        if self.max_bytes < MIN_MAX_BYTES {
+            return Err(format!(
+                "{path}.max_bytes: {} is below the minimum {MIN_MAX_BYTES} (1 MiB); the default is \
+                 {DEFAULT_MAX_BYTES} (256 MiB, about 1.3 days of a 200-channel site)",
+                self.max_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One of the spool's independent streams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Stream {
+    /// Measured and derived points, line protocol. Subject to the size bound.
+    Points,
+    /// Alerts. Never dropped by the size bound, never behind points.
+    Alerts,
+}
+
+impl Stream {
+    /// Both streams, in code order.
+    pub const ALL: [Self; 2] = [Self::Points, Self::Alerts];
+
+    /// The stream's code in the cursor and dead-letter tables (part of the file format).
+    #[must_use]
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Points => 0,
+            Self::Alerts => 1,
+        }
+    }
+
+    /// The stream for a stored code.
+    #[must_use]
+    pub const fn from_code(code: u8) -> Option<Self> {
+        match code {
+            0 => Some(Self::Points),
+            1 => Some(Self::Alerts),
+            _ => None,
+        }
+    }
+
+    /// The stream's name, for logs.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Points => "points",
+            Self::Alerts => "alerts",
+        }
+    }
+
+    const fn index(self) -> usize {
+        self.code() as usize
+    }
+
+    const fn table(self) -> TableDefinition<'static, u64, ChunkValue> {
+        match self {
+            Self::Points => POINTS,
+            Self::Alerts => ALERTS,
+        }
+    }
+}
+
+/// What [`Spool::append`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// The sequence the chunk was stored under.
+    pub seq: u64,
+    /// Records of older points dropped to make room (the caller must log them).
+    pub dropped_records: u64,
+}
+
+/// Consecutive chunks of one stream, read for one sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Sequence of the first chunk.
+    pub first_seq: u64,
+    /// Sequence of the last chunk; [`Spool::ack`] moves the cursor past it.
+    pub last_seq: u64,
+    /// Records (lines) in `body`.
+    pub records: u64,
+    /// The chunks' bodies, concatenated (newline-terminated lines).
+    pub body: Vec<u8>,
+    /// When the oldest chunk was appended, UTC nanoseconds (wall clock of the gateway).
+    pub oldest_append_ns: i64,
+}
+
+/// A batch a receiver refused, kept for diagnosis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Id in the dead-letter table (grows; never reused).
+    pub id: u64,
+    /// The stream the batch came from.
+    pub stream: Stream,
+    /// The sink whose receiver refused it.
+    pub sink: String,
+    /// First sequence of the batch.
+    pub first_seq: u64,
+    /// Last sequence of the batch.
+    pub last_seq: u64,
+    /// Records in the batch.
+    pub records: u64,
+    /// When it was refused, UTC nanoseconds.
+    pub at_ns: i64,
+    /// The receiver's answer (truncated to [`MAX_REASON_BYTES`]).
+    pub reason: String,
+    /// The batch body as read from the spool.
+    pub body: Vec<u8>,
+}
+
+/// Backlog of one sink: records appended but not yet passed by its cursor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkBacklog {
+    /// Points records not yet delivered.
+    pub points_records: u64,
+    /// Alert records not yet delivered.
+    pub alerts_records: u64,
+}
+
+/// Counts for a periodic summary; [`Spool::stats`] copies them from memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    /// Points chunks stored.
+    pub points_chunks: u64,
+    /// Points records stored.
+    pub points_records: u64,
+    /// Logical bytes of stored points.
+    pub points_bytes: u64,
+    /// Alert chunks stored.
+    pub alerts_chunks: u64,
+    /// Alert records stored.
+    pub alerts_records: u64,
+    /// Logical bytes of stored alerts.
+    pub alerts_bytes: u64,
+    /// Points records dropped by the size bound since the spool file was created.
+    pub dropped_records_total: u64,
+    /// Dead letters stored.
+    pub dead_letter_count: u64,
+    /// Logical bytes of stored dead letters (body + reason).
+    pub dead_letter_bytes: u64,
+    /// Dead letters evicted to keep within their share of the bound.
+    pub dead_letters_evicted_total: u64,
+    /// Backlog per registered sink.
+    pub sinks: BTreeMap<String, SinkBacklog>,
+}
+
+/// Why a spool operation failed. Every variant names the spool file.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    /// The directory for the spool file could not be created.
+    #[error("spool {}: cannot create its directory: {source}; check the path and permissions", path.display())]
+    CreateDir {
+        /// The spool file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file could not be opened as a spool (start-up error).
+    #[error("cannot open spool {}: {source}; {hint}", path.display())]
+    Open {
+        /// The spool file.
+        path: PathBuf,
+        /// What redb reported.
+        source: Box<DatabaseError>,
+        /// How to fix it.
+        hint: &'static str,
+    },
+    /// A read or write of the open file failed.
+    #[error("spool {}: storage error: {source}", path.display())]
+    Storage {
+        /// The spool file.
+        path: PathBuf,
+        /// What redb reported.
+        source: Box<redb::Error>,
+    },
+    /// A sink name that was not registered at [`Spool::open`].
+    #[error("spool {}: sink `{sink}` is not registered; pass it to Spool::open", path.display())]
+    UnknownSink {
+        /// The spool file.
+        path: PathBuf,
+        /// The sink name.
+        sink: String,
+    },
+    /// A chunk with no records or no bytes.
+    #[error("spool {}: refusing an empty chunk ({records} records, {bytes} bytes)", path.display())]
+    EmptyChunk {
+        /// The spool file.
+        path: PathBuf,
+        /// Records given.
+        records: u32,
+        /// Bytes given.
+        bytes: usize,
+    },
+    /// One chunk is larger than the whole bound: storing it would mean wiping everything.
+    #[error("spool {}: a chunk of {bytes} bytes exceeds the size bound of {max_bytes} bytes; flush smaller chunks or raise spool.max_bytes", path.display())]
+    ChunkTooLarge {
+        /// The spool file.
+        path: PathBuf,
+        /// The chunk's size.
+        bytes: u64,
+        /// The bound.
+        max_bytes: u64,
+    },
+    /// Alerts and dead letters fill the bound, so no point can be stored.
+    #[error("spool {}: full: {used_bytes} bytes of alerts and dead letters leave no room for {bytes} bytes of points within {max_bytes}; raise spool.max_bytes or restore the alert sinks", path.display())]
+    Full {
+        /// The spool file.
+        path: PathBuf,
+        /// The chunk's size.
+        bytes: u64,
+        /// Bytes held by what the bound cannot drop.
+        used_bytes: u64,
+        /// The bound.
+        max_bytes: u64,
+    },
+}
+
+/// Attach the spool path to a redb error.
+trait AtPath<T> {
+    fn at(self, path: &Path) -> Result<T, SpoolError>;
+}
+
+impl<T, E: Into<redb::Error>> AtPath<T> for Result<T, E> {
+    fn at(self, path: &Path) -> Result<T, SpoolError> {
+        self.map_err(|e| SpoolError::Storage {
+            path: path.to_path_buf(),
+            source: Box::new(e.into()),
+        })
+    }
+}
+
+/// Counts of one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct StreamCounts {
+    chunks: u64,
+    records: u64,
+    bytes: u64,
+}
+
+/// Position and backlog of one sink, per stream (indexed by [`Stream::index`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct SinkState {
+    cursor: [u64; 2],
+    backlog: [u64; 2],
+}
+
+/// The in-memory mirror of the meta and cursor tables. Mutations work on a copy that replaces
+/// this one only after the transaction committed, so memory never runs ahead of the disk.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct State {
+    next_seq: u64,
+    streams: [StreamCounts; 2],
+    dropped_records_total: u64,
+    dead_next_id: u64,
+    dead_count: u64,
+    dead_bytes: u64,
+    dead_evicted_total: u64,
+    sinks: BTreeMap<String, SinkState>,
+}
+
+impl State {
+    /// Logical bytes the size bound counts.
+    fn used_bytes(&self) -> u64 {
+        self.streams.iter().map(|s| s.bytes).sum::<u64>() + self.dead_bytes
+    }
+
+    fn load(meta: &Table<&'static str, u64>) -> Result<Self, redb::StorageError> {
+        let get = |key: &str| -> Result<u64, redb::StorageError> {
+            Ok(meta.get(key)?.map_or(0, |v| v.value()))
+        };
+        let mut state = Self {
+            next_seq: get(META_NEXT_SEQ)?.max(FIRST_SEQ),
+            dropped_records_total: get(META_DROPPED)?,
+            dead_next_id: get(META_DEAD_NEXT_ID)?,
+            dead_count: get(META_DEAD_COUNT)?,
+            dead_bytes: get(META_DEAD_BYTES)?,
+            dead_evicted_total: get(META_DEAD_EVICTED)?,
+            ..Self::default()
+        };
+        for s in Stream::ALL {
+            let i = s.index();
+            state.streams[i] = StreamCounts {
+                chunks: get(META_CHUNKS[i])?,
+                records: get(META_RECORDS[i])?,
+                bytes: get(META_BYTES[i])?,
+            };
+        }
+        Ok(state)
+    }
+
+    fn save(
+        &self,
+        meta: &mut Table<&'static str, u64>,
+        cursors: &mut Table<(u8, &'static str), (u64, u64)>,
+    ) -> Result<(), redb::StorageError> {
+        meta.insert(META_NEXT_SEQ, self.next_seq)?;
+        for s in Stream::ALL {
+            let i = s.index();
+            meta.insert(META_CHUNKS[i], self.streams[i].chunks)?;
+            meta.insert(META_RECORDS[i], self.streams[i].records)?;
+            meta.insert(META_BYTES[i], self.streams[i].bytes)?;
+        }
+        meta.insert(META_DROPPED, self.dropped_records_total)?;
+        meta.insert(META_DEAD_NEXT_ID, self.dead_next_id)?;
+        meta.insert(META_DEAD_COUNT, self.dead_count)?;
+        meta.insert(META_DEAD_BYTES, self.dead_bytes)?;
+        meta.insert(META_DEAD_EVICTED, self.dead_evicted_total)?;
+        // A handful of sinks: rewriting every row keeps this obviously in sync with memory.
+        for (name, sink) in &self.sinks {
+            for s in Stream::ALL {
+                let i = s.index();
+                cursors.insert((s.code(), name.as_str()), (sink.cursor[i], sink.backlog[i]))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Account for chunk `seq` of `stream` (with `records` and `bytes`) leaving the table.
+    fn forget_chunk(&mut self, stream: Stream, seq: u64, records: u64, bytes: u64) {
+        let i = stream.index();
+        let counts = &mut self.streams[i];
+        counts.chunks = counts.chunks.saturating_sub(1);
+        counts.records = counts.records.saturating_sub(records);
+        counts.bytes = counts.bytes.saturating_sub(bytes);
+        // Sinks that had not yet passed it will never deliver it.
+        for sink in self.sinks.values_mut() {
+            if sink.cursor[i] <= seq {
+                sink.backlog[i] = sink.backlog[i].saturating_sub(records);
+            }
+        }
+    }
+}
+
+/// The durable spool. `Send + Sync`; share it as `Arc<Spool>`.
+#[derive(Debug)]
+pub struct Spool {
+    path: PathBuf,
+    config: SpoolConfig,
+    db: Database,
+    /// Serializes writers and guards the in-memory mirror; held across each write transaction.
+    state: Mutex<State>,
+    appended: Notify,
+}
+
+/// Wall-clock time in UTC nanoseconds (0 if the clock is before 1970, saturating far ahead).
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// `s` cut to at most `max` bytes at a character boundary.
+#[must_use]
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Read the first chunk of a table as `(seq, records, bytes)`, releasing the borrow.
+fn first_chunk(
+    table: &Table<u64, ChunkValue>,
+) -> Result<Option<(u64, u64, u64)>, redb::StorageError> {
+    Ok(table.first()?.map(|(k, v)| {
+        let (records, _, body) = v.value();
+        (k.value(), u64::from(records), body.len() as u64)
+    }))
+}
+
+impl Spool {
+    /// Open (or create) the spool at `path` and register `sinks` (names, e.g. `"influxdb"`).
+    ///
+    /// A sink seen for the first time starts at the oldest chunk still stored. Cursors of sinks
+    /// no longer configured are removed, so they do not pin data; chunks that every remaining sink
+    /// has passed are deleted.
+    ///
+    /// # Errors
+    /// [`SpoolError::Open`] with a fix hint when the file is locked, corrupt or of another format;
+    /// [`SpoolError::Storage`] when the first transaction fails.
+    pub fn open(path: &Path, config: &SpoolConfig, sinks: &[String]) -> Result<Self, SpoolError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| SpoolError::CreateDir {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| {
+                let hint = match &e {
+                DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+                    "another gateway process has this file open; stop it, or give each gateway its \
+                     own spool path"
+                }
+                DatabaseError::UpgradeRequired(_) => {
+                    "the file was written by an older redb format; deliver its data with the \
+                     gateway version that wrote it, or move the file aside to start an empty spool"
+                }
+                _ => {
+                    "if the file is damaged or not a spool, move it aside (for example append \
+                     `.broken` to its name) and restart: the gateway starts an empty spool, and \
+                     the undelivered data in the moved file is not sent"
+                }
+            };
+                SpoolError::Open {
+                    path: path.to_path_buf(),
+                    source: Box::new(e),
+                    hint,
+                }
+            })?;
+
+        let p = path;
+        let txn = Self::begin_durable(&db).at(p)?;
+        let state = {
+            let mut meta = txn.open_table(META).at(p)?;
+            let mut cursors = txn.open_table(CURSORS).at(p)?;
+            let mut points = txn.open_table(POINTS).at(p)?;
+            let mut alerts = txn.open_table(ALERTS).at(p)?;
+            txn.open_table(DEAD_LETTERS).at(p)?;
+            let mut state = State::load(&meta).at(p)?;
+
+            // Stored cursors, grouped by sink; stale ones are removed.
+            let wanted: BTreeSet<&str> = sinks.iter().map(String::as_str).collect();
+            let mut stale: Vec<(u8, String)> = Vec::new();
+            for entry in cursors.iter().at(p)? {
+                let (key, value) = entry.at(p)?;
+                let (code, name) = key.value();
+                let (cursor, backlog) = value.value();
+                match Stream::from_code(code) {
+                    Some(stream) if wanted.contains(name) => {
+                        let sink = state.sinks.entry(name.to_owned()).or_default();
+                        sink.cursor[stream.index()] = cursor;
+                        sink.backlog[stream.index()] = backlog;
+                    }
+                    _ => stale.push((code, name.to_owned())),
+                }
+            }
+            for (code, name) in &stale {
+                cursors.remove((*code, name.as_str())).at(p)?;
+            }
+
+            // New sinks start at the oldest chunk still stored (or the next one to come).
+            for name in &wanted {
+                if state.sinks.contains_key(*name) {
+                    continue;
+                }
+                let mut sink = SinkState::default();
+                for (stream, table) in [(Stream::Points, &points), (Stream::Alerts, &alerts)] {
+                    let i = stream.index();
+                    sink.cursor[i] = first_chunk(table).at(p)?.map_or(state.next_seq, |c| c.0);
+                    sink.backlog[i] = state.streams[i].records;
+                }
+                state.sinks.insert((*name).to_owned(), sink);
+            }
+
+            for (stream, table) in [(Stream::Points, &mut points), (Stream::Alerts, &mut alerts)] {
+                Self::delete_passed(&mut state, stream, table).at(p)?;
+            }
+            state.save(&mut meta, &mut cursors).at(p)?;
+            state
+        };
+        txn.commit().at(p)?;
+
+        Ok(Self {
+            path: path.to_path_buf(),
+            config: config.clone(),
+            db,
+            state: Mutex::new(state),
+            appended: Notify::new(),
+        })
+    }
+
+    /// The spool file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether `sink` was registered at open.
+    #[must_use]
+    pub fn is_registered(&self, sink: &str) -> bool {
+        self.lock().sinks.contains_key(sink)
+    }
+
+    /// Signalled (`notify_waiters`) after every committed append. To not miss one, create and
+    /// `enable()` the `notified()` future *before* reading, then await it if there was nothing.
+    #[must_use]
+    pub fn appended(&self) -> &Notify {
+        &self.appended
+    }
+
+    /// Store one chunk of `records` newline-terminated lines in `stream`, durably.
+    ///
+    /// When the bound would be exceeded, the oldest points are dropped first (delivered or not)
+    /// and their record count is returned in [`AppendOutcome::dropped_records`].
+    ///
+    /// # Errors
+    /// [`SpoolError::EmptyChunk`], [`SpoolError::ChunkTooLarge`] (a chunk above the bound is
+    /// refused rather than wiping the spool), [`SpoolError::Full`] (points only), or a storage
+    /// error; on any error nothing was changed.
+    pub fn append(
+        &self,
+        stream: Stream,
+        body: &[u8],
+        records: u32,
+    ) -> Result<AppendOutcome, SpoolError> {
+        let p = self.path.as_path();
+        if records == 0 || body.is_empty() {
+            return Err(SpoolError::EmptyChunk {
+                path: p.to_path_buf(),
+                records,
+                bytes: body.len(),
+            });
+        }
+        let bytes = body.len() as u64;
+        let max_bytes = self.config.max_bytes;
+        if bytes > max_bytes {
+            return Err(SpoolError::ChunkTooLarge {
+                path: p.to_path_buf(),
+                bytes,
+                max_bytes,
+            });
+        }
+
+        let mut guard = self.lock();
+        let mut next = guard.clone();
+        let txn = Self::begin_durable(&self.db).at(p)?;
+        let (seq, dropped_records) = {
+            let mut meta = txn.open_table(META).at(p)?;
+            let mut cursors = txn.open_table(CURSORS).at(p)?;
+            let mut points = txn.open_table(POINTS).at(p)?;
+
+            let mut dropped_records = 0;
+            while next.used_bytes() + bytes > max_bytes {
+                match first_chunk(&points).at(p)? {
+                    Some((seq, r, b)) => {
+                        points.remove(seq).at(p)?;
+                        next.forget_chunk(Stream::Points, seq, r, b);
+                        dropped_records += r;
+                    }
+                    None if stream == Stream::Alerts => break,
+                    None => {
+                        // Dropping the transaction aborts it: nothing was changed.
+                        return Err(SpoolError::Full {
+                            path: p.to_path_buf(),
+                            bytes,
+                            used_bytes: next.used_bytes(),
+                            max_bytes,
+                        });
+                    }
+                }
+            }
+            next.dropped_records_total += dropped_records;
+
+            let seq = next.next_seq;
+            next.next_seq += 1;
+            let value = (records, now_ns(), body);
+            if stream == Stream::Points {
+                points.insert(seq, value).at(p)?;
+            } else {
+                let mut alerts = txn.open_table(ALERTS).at(p)?;
+                alerts.insert(seq, value).at(p)?;
+            }
+            let i = stream.index();
+            next.streams[i].chunks += 1;
+            next.streams[i].records += u64::from(records);
+            next.streams[i].bytes += bytes;
+            for sink in next.sinks.values_mut() {
+                sink.backlog[i] += u64::from(records);
+            }
+            next.save(&mut meta, &mut cursors).at(p)?;
+            (seq, dropped_records)
+        };
+        txn.commit().at(p)?;
+        *guard = next;
+        drop(guard);
+        self.appended.notify_waiters();
+        Ok(AppendOutcome {
+            seq,
+            dropped_records,
+        })
+    }
+
+    /// Read consecutive chunks of `stream` from `sink`'s cursor: stop before the chunk that would
+    /// take the batch above `max_records`, but always return at least one chunk. `None` when
+    /// the sink has read everything. Does not move the cursor.
+    ///
+    /// # Errors
+    /// [`SpoolError::UnknownSink`] or a storage error.
+    pub fn read_batch(
+        &self,
+        stream: Stream,
+        sink: &str,
+        max_records: u64,
+    ) -> Result<Option<Batch>, SpoolError> {
+        let p = self.path.as_path();
+        // Cursor and snapshot are taken together, so the snapshot matches the cursor.
+        let (cursor, txn) = {
+            let state = self.lock();
+            let cursor = state
+                .sinks
+                .get(sink)
+                .ok_or_else(|| self.unknown(sink))?
+                .cursor[stream.index()];
+            (cursor, self.db.begin_read().at(p)?)
+        };
+        let table = txn.open_table(stream.table()).at(p)?;
+        let mut batch: Option<Batch> = None;
+        for entry in table.range(cursor..).at(p)? {
+            let (key, value) = entry.at(p)?;
+            let (records, appended_ns, body) = value.value();
+            let records = u64::from(records);
+            match batch.as_mut() {
+                None => {
+                    batch = Some(Batch {
+                        first_seq: key.value(),
+                        last_seq: key.value(),
+                        records,
+                        body: body.to_vec(),
+                        oldest_append_ns: appended_ns,
+                    });
+                }
+                Some(b) if b.records + records <= max_records => {
+                    b.last_seq = key.value();
+                    b.records += records;
+                    b.body.extend_from_slice(body);
+                }
+                Some(_) => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// The receiver accepted `batch`: move `sink`'s cursor past it and delete every chunk all
+    /// registered sinks have passed, in one durable commit. Acking an already-passed batch
+    /// changes nothing.
+    ///
+    /// # Errors
+    /// [`SpoolError::UnknownSink`] or a storage error (then nothing changed).
+    pub fn ack(&self, stream: Stream, sink: &str, batch: &Batch) -> Result<(), SpoolError> {
+        self.advance(stream, sink, batch, None)
+    }
+
+    /// The receiver refused `batch` for good: store its body with `reason` (the receiver's
+    /// answer) and the time in the dead-letter table, then ack it, in one durable commit.
+    ///
+    /// # Errors
+    /// [`SpoolError::UnknownSink`] or a storage error (then nothing changed).
+    pub fn dead_letter(
+        &self,
+        stream: Stream,
+        sink: &str,
+        batch: &Batch,
+        reason: &str,
+    ) -> Result<(), SpoolError> {
+        self.advance(stream, sink, batch, Some(reason))
+    }
+
+    /// Every stored dead letter, oldest first (bounded by [`DEAD_LETTER_SHARE`]).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, SpoolError> {
+        let p = self.path.as_path();
+        let txn = self.db.begin_read().at(p)?;
+        let table = txn.open_table(DEAD_LETTERS).at(p)?;
+        let mut out = Vec::new();
+        for entry in table.iter().at(p)? {
+            let (key, value) = entry.at(p)?;
+            let (code, sink, first_seq, last_seq, records, at_ns, reason, body) = value.value();
+            // Codes are written by this module only; an unknown one is a newer file format.
+            let Some(stream) = Stream::from_code(code) else {
+                continue;
+            };
+            out.push(DeadLetter {
+                id: key.value(),
+                stream,
+                sink: sink.to_owned(),
+                first_seq,
+                last_seq,
+                records,
+                at_ns,
+                reason: reason.to_owned(),
+                body: body.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Current counts, copied from memory (no disk access).
+    #[must_use]
+    pub fn stats(&self) -> SpoolStats {
+        let s = self.lock();
+        let [points, alerts] = s.streams;
+        SpoolStats {
+            points_chunks: points.chunks,
+            points_records: points.records,
+            points_bytes: points.bytes,
+            alerts_chunks: alerts.chunks,
+            alerts_records: alerts.records,
+            alerts_bytes: alerts.bytes,
+            dropped_records_total: s.dropped_records_total,
+            dead_letter_count: s.dead_count,
+            dead_letter_bytes: s.dead_bytes,
+            dead_letters_evicted_total: s.dead_evicted_total,
+            sinks: s
+                .sinks
+                .iter()
+                .map(|(name, k)| {
+                    let backlog = SinkBacklog {
+                        points_records: k.backlog[0],
+                        alerts_records: k.backlog[1],
+                    };
+                    (name.clone(), backlog)
+                })
+                .collect(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock happens before the memory copy is replaced (the copy is
+        // swapped in only after commit), so the mirror is still consistent with the disk.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn unknown(&self, sink: &str) -> SpoolError {
+        SpoolError::UnknownSink {
+            path: self.path.clone(),
+            sink: sink.to_owned(),
+        }
+    }
+
+    fn begin_durable(db: &Database) -> Result<WriteTransaction, redb::Error> {
+        let mut txn = db.begin_write()?;
+        // Immediate is redb's default; set it anyway because invariant 1 depends on it.
+        txn.set_durability(Durability::Immediate)?;
+        Ok(txn)
+    }
+
+    /// Delete chunks below the smallest cursor of all registered sinks (none with no sinks).
+    fn delete_passed(
+        state: &mut State,
+        stream: Stream,
+        table: &mut Table<u64, ChunkValue>,
+    ) -> Result<(), redb::StorageError> {
+        let i = stream.index();
+        let Some(min) = state.sinks.values().map(|s| s.cursor[i]).min() else {
+            return Ok(());
+        };
+        while let Some((seq, records, bytes)) = first_chunk(table)? {
+            if seq >= min {
+                break;
+            }
+            table.remove(seq)?;
+            state.forget_chunk(stream, seq, records, bytes);
+        }
+        Ok(())
+    }
+
+    fn advance(
+        &self,
+        stream: Stream,
+        sink: &str,
+        batch: &Batch,
+        dead: Option<&str>,
+    ) -> Result<(), SpoolError> {
+        let p = self.path.as_path();
+        let i = stream.index();
+        let mut guard = self.lock();
+        let mut next = guard.clone();
+        let cursor = next
+            .sinks
+            .get(sink)
+            .ok_or_else(|| self.unknown(sink))?
+            .cursor[i];
+        let txn = Self::begin_durable(&self.db).at(p)?;
+        {
+            let mut meta = txn.open_table(META).at(p)?;
+            let mut cursors = txn.open_table(CURSORS).at(p)?;
+            let mut table = txn.open_table(stream.table()).at(p)?;
+            if batch.last_seq >= cursor {
+                // Count what is still stored between the cursor and the batch end: chunks the
+                // size bound dropped meanwhile were already taken off the backlog.
+                let mut passed = 0u64;
+                for entry in table.range(cursor..=batch.last_seq).at(p)? {
+                    passed += u64::from(entry.at(p)?.1.value().0);
+                }
+                if let Some(k) = next.sinks.get_mut(sink) {
+                    k.cursor[i] = batch.last_seq + 1;
+                    k.backlog[i] = k.backlog[i].saturating_sub(passed);
+                }
+            }
+            if let Some(reason) = dead {
+                Self::store_dead_letter(
+                    &mut next,
+                    &txn,
+                    self.config.max_bytes,
+                    stream,
+                    sink,
+                    batch,
+                    reason,
+                )
+                .at(p)?;
+            }
+            Self::delete_passed(&mut next, stream, &mut table).at(p)?;
+            next.save(&mut meta, &mut cursors).at(p)?;
+        }
+        txn.commit().at(p)?;
+        *guard = next;
+        Ok(())
+    }
+
+    fn store_dead_letter(
+        state: &mut State,
+        txn: &WriteTransaction,
+        max_bytes: u64,
+        stream: Stream,
+        sink: &str,
+        batch: &Batch,
+        reason: &str,
+    ) -> Result<(), redb::Error> {
+        let reason = truncate_utf8(reason, MAX_REASON_BYTES);
+        let bytes = (batch.body.len() + reason.len()) as u64;
+        let budget = max_bytes / DEAD_LETTER_SHARE;
+        let mut table = txn.open_table(DEAD_LETTERS)?;
+        // Evict the oldest until the new one fits; a single letter above the budget is kept
+        // alone rather than refused, since it is the newest evidence of what went wrong.
+        while state.dead_bytes + bytes > budget {
+            let oldest = table.first()?.map(|(k, v)| {
+                let v = v.value();
+                (k.value(), (v.7.len() + v.6.len()) as u64)
+            });
+            let Some((id, old_bytes)) = oldest else { break };
+            table.remove(id)?;
+            state.dead_count = state.dead_count.saturating_sub(1);
+            state.dead_bytes = state.dead_bytes.saturating_sub(old_bytes);
+            state.dead_evicted_total += 1;
+        }
+        let id = state.dead_next_id;
+        state.dead_next_id += 1;
+        let value = (
+            stream.code(),
+            sink,
+            batch.first_seq,
+            batch.last_seq,
+            batch.records,
+            now_ns(),
+            reason,
+            batch.body.as_slice(),
+        );
+        table.insert(id, value)?;
+        state.dead_count += 1;
+        state.dead_bytes += bytes;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

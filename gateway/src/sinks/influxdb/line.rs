@@ -133,8 +133,10 @@ fn valid_field_value(v: &str) -> bool {
     if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
         return true;
     }
-    if matches!(v, "t" | "T" | "true" | "True" | "TRUE" | "f" | "F" | "false" | "False" | "FALSE")
-    {
+    if matches!(
+        v,
+        "t" | "T" | "true" | "True" | "TRUE" | "f" | "F" | "false" | "False" | "FALSE"
+    ) {
         return true;
     }
     if let Some(int) = v.strip_suffix('i') {
@@ -191,10 +193,13 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::model::{QuantityKind, Quality, Series};
+    use crate::model::{Quality, QuantityKind, Series};
 
     fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -217,7 +222,10 @@ mod tests {
 
     #[test]
     fn empty_tag_values_are_skipped() {
-        assert_eq!(series_prefix("m", &tags(&[("unit", ""), ("a", "b")])), "m,a=b");
+        assert_eq!(
+            series_prefix("m", &tags(&[("unit", ""), ("a", "b")])),
+            "m,a=b"
+        );
     }
 
     #[test]
@@ -232,7 +240,10 @@ mod tests {
             &BTreeMap::new(),
         ));
         let mut out = Vec::new();
-        encode_reading(&mut out, &Reading::good(Arc::clone(&s), 1_700_000_000_000_000_000, 12.5));
+        encode_reading(
+            &mut out,
+            &Reading::good(Arc::clone(&s), 1_700_000_000_000_000_000, 12.5),
+        );
         encode_reading(&mut out, &Reading::good(Arc::clone(&s), 1, 3.0));
         encode_reading(&mut out, &Reading::bad(s, 2, Quality::Exception(2)));
         let text = String::from_utf8(out.clone()).expect("utf8");
@@ -247,8 +258,22 @@ mod tests {
 
     #[test]
     fn float_formatting_round_trips_exactly() {
-        let s = Arc::new(Series::new("s", "g", "d", "p", QuantityKind::Other, "", &BTreeMap::new()));
-        for v in [0.1_f64, 1e-7, 123_456_789.123_456_78, -0.000_1, f64::from(21.53_f32)] {
+        let s = Arc::new(Series::new(
+            "s",
+            "g",
+            "d",
+            "p",
+            QuantityKind::Other,
+            "",
+            &BTreeMap::new(),
+        ));
+        for v in [
+            0.1_f64,
+            1e-7,
+            123_456_789.123_456_78,
+            -0.000_1,
+            f64::from(21.53_f32),
+        ] {
             let mut out = Vec::new();
             encode_reading(&mut out, &Reading::good(Arc::clone(&s), 0, v));
             let text = String::from_utf8(out).expect("utf8");

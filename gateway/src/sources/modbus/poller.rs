@@ -1,1 +1,469 @@
-//! stub
+//! Polling the devices of one bus.
+//!
+//! Owns the connection to one bus (a TCP device, a serial line, or a serial device server
+//! reached by TCP), the schedule of its devices, retries, backoff while a device is dead, and
+//! turning replies into [`Reading`]s. It does not decide which registers to read ([`ReadPlan`])
+//! or how to decode them ([`super::decode`]).
+//!
+//! Design:
+//! - One task per bus, so a slow or dead device delays only devices on its own wire; devices on
+//!   one RS-485 line must be polled one at a time anyway (Modbus over serial line V1.02 §2.1:
+//!   a single master, one outstanding request).
+//! - Every request runs under `tokio::time::timeout`: tokio-modbus has none of its own.
+//! - After a timeout or a garbled reply the connection is dropped and reopened before the next
+//!   request. A late reply left in the socket would otherwise be taken as the answer to the next
+//!   request; on RTU, which has no transaction id, that is silent wrong data (crates.md,
+//!   tokio-modbus#324). On a serial line we also wait out the slave's reply time and discard
+//!   whatever arrived before reusing the port.
+//! - A device that fails a whole poll is polled again after an exponentially growing delay
+//!   (poll interval × 2^n, capped at `max_backoff`) and returns to its normal schedule as soon as
+//!   it answers.
+//! - An exception, a timeout or a garbled frame becomes a quality flag on the affected readings
+//!   and a counter per device and reason; it never ends the task.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio_modbus::client::{rtu, tcp, Context, Reader};
+use tokio_modbus::prelude::SlaveContext;
+use tokio_modbus::{ExceptionCode, Slave};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::config::{Device, Parity, SerialLine, Transport};
+use super::decode;
+use super::plan::{ReadPlan, ReadRequest};
+use crate::metrics::Metrics;
+use crate::model::{Clock, Quality, Reading, Series};
+use crate::sources::ReadingTx;
+
+/// How long to let a serial line go quiet after a failed request before reopening it, so that
+/// a slow slave's late reply is not read as the answer to the next request. 100 ms covers a
+/// 125-register reply at 19 200 baud; slower lines get their own timeout added on top.
+pub const RTU_RECOVERY_DELAY: Duration = Duration::from_millis(100);
+
+/// How long to wait before retrying a request answered with exception 06 (server device busy,
+/// Modbus application protocol V1.1b3 §7).
+pub const BUSY_RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// The wire a group of devices shares.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Link {
+    /// Modbus TCP to one device.
+    Tcp(SocketAddr),
+    /// RTU frames through a serial device server.
+    RtuOverTcp(SocketAddr),
+    /// RTU on a local serial port.
+    Serial(SerialLine),
+}
+
+impl fmt::Display for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(a) => write!(f, "tcp://{a}"),
+            Self::RtuOverTcp(a) => write!(f, "rtu-over-tcp://{a}"),
+            Self::Serial(l) => write!(f, "serial {} ({})", l.name, l.path),
+        }
+    }
+}
+
+/// Devices that share one wire and are polled by one task.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    /// The wire.
+    pub link: Link,
+    /// The devices on it, in config order.
+    pub devices: Vec<Device>,
+}
+
+/// Group devices into buses: one per TCP device, one per serial port, one per serial device
+/// server address.
+#[must_use]
+pub fn group_into_buses(devices: &[Device]) -> Vec<Bus> {
+    let mut buses: Vec<Bus> = Vec::new();
+    for d in devices {
+        let link = match &d.transport {
+            Transport::Tcp(a) => Link::Tcp(*a),
+            Transport::RtuOverTcp(a) => Link::RtuOverTcp(*a),
+            Transport::Rtu(line) => Link::Serial(line.clone()),
+        };
+        let shared = !matches!(link, Link::Tcp(_));
+        match buses.iter_mut().find(|b| shared && b.link == link) {
+            Some(bus) => bus.devices.push(d.clone()),
+            None => buses.push(Bus { link, devices: vec![d.clone()] }),
+        }
+    }
+    buses
+}
+
+/// What one request came back with.
+enum Reply {
+    Registers(Vec<u16>),
+    Bits(Vec<bool>),
+}
+
+/// How a request (with its retries) ended.
+enum Outcome {
+    Data(Reply),
+    Exception(u8),
+    Failed(Quality, &'static str),
+}
+
+/// Per-device state kept by the poller.
+struct DeviceState {
+    device: Device,
+    /// One series per point, same order as `device.points`.
+    series: Vec<Arc<Series>>,
+    plan: ReadPlan,
+    next_due: Instant,
+    /// Consecutive failed polls (0 = healthy).
+    failed_polls: u32,
+    /// Points already reported as refused on their own, so the ERROR is logged once.
+    refused_points: HashSet<usize>,
+}
+
+/// Polls the devices of one bus until shut down.
+pub struct Poller {
+    link: Link,
+    devices: Vec<DeviceState>,
+    /// The open connection, if any. Dropped after any timeout or garbled reply.
+    ctx: Option<Context>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Poller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Poller")
+            .field("link", &self.link)
+            .field("devices", &self.devices.iter().map(|d| &d.device.name).collect::<Vec<_>>())
+            .field("connected", &self.ctx.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Poller {
+    /// A poller for `bus`, tagging readings with `site` and `gateway`.
+    #[must_use]
+    pub fn new(bus: Bus, site: &str, gateway: &str, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Self {
+        let start = Instant::now();
+        let devices = bus
+            .devices
+            .into_iter()
+            .map(|device| {
+                let series = device
+                    .points
+                    .iter()
+                    .map(|p| {
+                        Arc::new(Series::new(
+                            site,
+                            gateway,
+                            &device.name,
+                            &p.name,
+                            p.quantity,
+                            &p.unit,
+                            &device.tags,
+                        ))
+                    })
+                    .collect();
+                let plan = ReadPlan::new(&device.points, device.max_gap);
+                DeviceState {
+                    device,
+                    series,
+                    plan,
+                    next_due: start,
+                    failed_polls: 0,
+                    refused_points: HashSet::new(),
+                }
+            })
+            .collect();
+        Self { link: bus.link, devices, ctx: None, metrics, clock }
+    }
+
+    /// Poll until `shutdown` is cancelled or the engine goes away.
+    pub async fn run(mut self, out: ReadingTx, shutdown: CancellationToken) {
+        if self.devices.is_empty() {
+            return;
+        }
+        info!(bus = %self.link, devices = self.devices.len(), "Modbus poller started.");
+        loop {
+            let Some((idx, due)) =
+                self.devices.iter().enumerate().map(|(i, d)| (i, d.next_due)).min_by_key(|&(_, t)| t)
+            else {
+                return;
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = sleep_until(due) => {}
+            }
+            let readings = tokio::select! {
+                () = shutdown.cancelled() => break,
+                r = self.poll_device(idx) => r,
+            };
+            self.schedule_next(idx);
+            if !readings.is_empty() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    sent = out.send(readings) => if sent.is_err() { break },
+                }
+            }
+        }
+        debug!(bus = %self.link, "Modbus poller stopped.");
+    }
+
+    /// Set the device's next poll: its interval when healthy, exponential backoff when not.
+    fn schedule_next(&mut self, idx: usize) {
+        let now = Instant::now();
+        let st = &mut self.devices[idx];
+        let interval = st.device.poll_interval;
+        if st.failed_polls == 0 {
+            // Fixed rate; a poll that overran a whole interval restarts the grid from now
+            // instead of firing a burst of catch-up polls.
+            let next = st.next_due + interval;
+            st.next_due = if next <= now {
+                self.metrics.incr("modbus_poll_overruns_total", &[("device", &st.device.name)]);
+                now + interval
+            } else {
+                next
+            };
+        } else {
+            let exp = st.failed_polls.saturating_sub(1).min(16);
+            let delay = interval.saturating_mul(1 << exp).min(st.device.max_backoff.max(interval));
+            st.next_due = now + delay;
+        }
+    }
+
+    /// Poll every request of one device, returning its readings (good and flagged).
+    async fn poll_device(&mut self, idx: usize) -> Vec<Reading> {
+        let mut readings = Vec::new();
+        let mut i = 0;
+        while i < self.devices[idx].plan.requests.len() {
+            let req = self.devices[idx].plan.requests[i].clone();
+            match self.request(idx, &req).await {
+                Outcome::Data(reply) => {
+                    self.decode_reply(idx, &req, &reply, &mut readings);
+                    i += 1;
+                }
+                Outcome::Exception(2) if req.points.len() > 1 => {
+                    let st = &mut self.devices[idx];
+                    let n = st.plan.split(i, &st.device.points);
+                    warn!(
+                        device = %st.device.name, request = %req,
+                        "Device refused a coalesced read with exception 02 (illegal data address); re-planned it as {n} single-point requests."
+                    );
+                    self.metrics.incr("modbus_replans_total", &[("device", &st.device.name)]);
+                }
+                Outcome::Exception(code) => {
+                    self.flag_refused(idx, &req, code);
+                    let ts = self.clock.now_ns();
+                    let st = &self.devices[idx];
+                    for &p in &req.points {
+                        readings.push(Reading::bad(Arc::clone(&st.series[p]), ts, Quality::Exception(code)));
+                    }
+                    i += 1;
+                }
+                Outcome::Failed(quality, reason) => {
+                    let ts = self.clock.now_ns();
+                    let st = &mut self.devices[idx];
+                    for r in &st.plan.requests[i..] {
+                        for &p in &r.points {
+                            readings.push(Reading::bad(Arc::clone(&st.series[p]), ts, quality));
+                        }
+                    }
+                    st.failed_polls += 1;
+                    self.metrics.incr("modbus_failed_polls_total", &[("device", &st.device.name)]);
+                    if st.failed_polls == 1 {
+                        warn!(
+                            device = %st.device.name, unit = st.device.unit, bus = %self.link, reason,
+                            "Device did not answer after {} attempts; its readings are flagged and it is polled with backoff until it answers.",
+                            st.device.retries + 1
+                        );
+                    } else {
+                        debug!(device = %st.device.name, reason, failed_polls = st.failed_polls, "Device still not answering.");
+                    }
+                    return readings;
+                }
+            }
+        }
+        let st = &mut self.devices[idx];
+        if st.failed_polls > 0 {
+            info!(device = %st.device.name, failed_polls = st.failed_polls, "Device answers again.");
+            st.failed_polls = 0;
+        }
+        self.metrics.add("modbus_readings_total", &[("device", &st.device.name)], readings.len() as u64);
+        readings
+    }
+
+    /// Report a point the device refuses even on its own (logged once per point).
+    fn flag_refused(&mut self, idx: usize, req: &ReadRequest, code: u8) {
+        let st = &mut self.devices[idx];
+        if code == 2 && req.points.len() == 1 && st.refused_points.insert(req.points[0]) {
+            let p = &st.device.points[req.points[0]];
+            error!(
+                device = %st.device.name, point = %p.name, request = %req,
+                "Device refuses this point's registers (exception 02, illegal data address); check its address in the register map."
+            );
+        }
+    }
+
+    fn decode_reply(&self, idx: usize, req: &ReadRequest, reply: &Reply, out: &mut Vec<Reading>) {
+        let st = &self.devices[idx];
+        let poll_ts = self.clock.now_ns();
+        for &p in &req.points {
+            let point = &st.device.points[p];
+            let series = Arc::clone(&st.series[p]);
+            let value = match reply {
+                Reply::Registers(regs) => decode::register_point(point, req.start, regs),
+                Reply::Bits(bits) => decode::bit_point(point, req.start, bits),
+            };
+            let ts = match (reply, point.time) {
+                (Reply::Registers(regs), Some((addr, order))) => {
+                    decode::sample_time(addr, order, req.start, regs)
+                }
+                _ => Ok(poll_ts),
+            };
+            match (value, ts) {
+                (Ok(v), Ok(ts)) => out.push(Reading::good(series, ts, v)),
+                (Err(e), _) | (_, Err(e)) => {
+                    // The device answered with fewer registers than asked: a garbled reply.
+                    self.metrics.incr("modbus_errors_total", &[("device", &st.device.name), ("reason", "short_reply")]);
+                    debug!(device = %st.device.name, point = %point.name, error = %e, "Short reply.");
+                    out.push(Reading::bad(series, poll_ts, Quality::CommError));
+                }
+            }
+        }
+    }
+
+    /// Send one request with the device's retries, reconnecting after any failure.
+    async fn request(&mut self, idx: usize, req: &ReadRequest) -> Outcome {
+        let (name, unit, wait, retries) = {
+            let d = &self.devices[idx].device;
+            (d.name.clone(), d.unit, d.timeout, d.retries)
+        };
+        let mut last = Outcome::Failed(Quality::Timeout, "timeout");
+        for attempt in 0..=retries {
+            if attempt > 0 {
+                self.metrics.incr("modbus_retries_total", &[("device", &name)]);
+            }
+            if let Err(reason) = self.ensure_connected(unit, wait).await {
+                self.metrics.incr("modbus_errors_total", &[("device", &name), ("reason", "connect")]);
+                debug!(device = %name, bus = %self.link, error = %reason, "Connect failed.");
+                last = Outcome::Failed(Quality::CommError, "connect");
+                sleep(wait.min(Duration::from_secs(1))).await;
+                continue;
+            }
+            let Some(ctx) = self.ctx.as_mut() else { continue };
+            ctx.set_slave(Slave(unit));
+            self.metrics.incr("modbus_requests_total", &[("device", &name)]);
+            let result = timeout(wait, send(ctx, req)).await;
+            match result {
+                Ok(Ok(Ok(reply))) => return Outcome::Data(reply),
+                Ok(Ok(Err(exception))) => {
+                    let code = u8::from(exception);
+                    let reason = exception_reason(code);
+                    self.metrics.incr("modbus_errors_total", &[("device", &name), ("reason", reason)]);
+                    debug!(device = %name, request = %req, code, "Modbus exception.");
+                    if exception == ExceptionCode::ServerDeviceBusy && attempt < retries {
+                        sleep(BUSY_RETRY_DELAY).await;
+                        last = Outcome::Exception(code);
+                        continue;
+                    }
+                    return Outcome::Exception(code);
+                }
+                Ok(Err(e)) => {
+                    self.metrics.incr("modbus_errors_total", &[("device", &name), ("reason", "comm_error")]);
+                    debug!(device = %name, request = %req, error = %e, "Garbled reply or transport error; reconnecting.");
+                    last = Outcome::Failed(Quality::CommError, "comm_error");
+                }
+                Err(_elapsed) => {
+                    self.metrics.incr("modbus_errors_total", &[("device", &name), ("reason", "timeout")]);
+                    debug!(device = %name, request = %req, timeout = ?wait, "No reply in time; reconnecting.");
+                    last = Outcome::Failed(Quality::Timeout, "timeout");
+                }
+            }
+            self.drop_connection().await;
+        }
+        last
+    }
+
+    /// Drop the connection after a failure. On a serial line, let the slave finish talking first
+    /// so the reopened port starts clean (see the module doc).
+    async fn drop_connection(&mut self) {
+        self.ctx = None;
+        if matches!(self.link, Link::Serial(_) | Link::RtuOverTcp(_)) {
+            sleep(RTU_RECOVERY_DELAY).await;
+        }
+    }
+
+    async fn ensure_connected(&mut self, unit: u8, wait: Duration) -> Result<(), String> {
+        if self.ctx.is_some() {
+            return Ok(());
+        }
+        let ctx = match &self.link {
+            Link::Tcp(addr) => timeout(wait, tcp::connect_slave(*addr, Slave(unit)))
+                .await
+                .map_err(|_| format!("connect to {addr} timed out"))?
+                .map_err(|e| format!("connect to {addr}: {e}"))?,
+            Link::RtuOverTcp(addr) => {
+                let stream = timeout(wait, tokio::net::TcpStream::connect(*addr))
+                    .await
+                    .map_err(|_| format!("connect to {addr} timed out"))?
+                    .map_err(|e| format!("connect to {addr}: {e}"))?;
+                rtu::attach_slave(stream, Slave(unit))
+            }
+            Link::Serial(line) => rtu::attach_slave(open_serial(line)?, Slave(unit)),
+        };
+        self.ctx = Some(ctx);
+        Ok(())
+    }
+}
+
+/// Open a serial port with the line's settings and discard anything already buffered.
+fn open_serial(line: &SerialLine) -> Result<tokio_serial::SerialStream, String> {
+    use tokio_serial::SerialPort as _;
+    let builder = tokio_serial::new(&line.path, line.baud)
+        .parity(match line.parity {
+            Parity::None => tokio_serial::Parity::None,
+            Parity::Even => tokio_serial::Parity::Even,
+            Parity::Odd => tokio_serial::Parity::Odd,
+        })
+        .data_bits(if line.data_bits == 7 { tokio_serial::DataBits::Seven } else { tokio_serial::DataBits::Eight })
+        .stop_bits(if line.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One });
+    let port = tokio_serial::SerialStream::open(&builder).map_err(|e| format!("open {}: {e}", line.path))?;
+    // A failure to flush is not fatal: the reopened port is still usable, and the read plan's
+    // timeouts catch a stale frame.
+    if let Err(e) = port.clear(tokio_serial::ClearBuffer::Input) {
+        debug!(port = %line.path, error = %e, "Could not clear the serial input buffer.");
+    }
+    Ok(port)
+}
+
+async fn send(ctx: &mut Context, req: &ReadRequest) -> tokio_modbus::Result<Reply> {
+    use super::config::Function;
+    Ok(match req.function {
+        Function::Coil => ctx.read_coils(req.start, req.count).await?.map(Reply::Bits),
+        Function::Discrete => ctx.read_discrete_inputs(req.start, req.count).await?.map(Reply::Bits),
+        Function::Holding => ctx.read_holding_registers(req.start, req.count).await?.map(Reply::Registers),
+        Function::Input => ctx.read_input_registers(req.start, req.count).await?.map(Reply::Registers),
+    })
+}
+
+/// A static counter label per exception code (Modbus application protocol V1.1b3 §7).
+fn exception_reason(code: u8) -> &'static str {
+    match code {
+        1 => "exception_01_illegal_function",
+        2 => "exception_02_illegal_data_address",
+        3 => "exception_03_illegal_data_value",
+        4 => "exception_04_device_failure",
+        5 => "exception_05_acknowledge",
+        6 => "exception_06_busy",
+        8 => "exception_08_memory_parity",
+        10 => "exception_0a_gateway_path",
+        11 => "exception_0b_gateway_target",
+        _ => "exception_other",
+    }
+}

@@ -1,0 +1,66 @@
+//! `gateway check`: a plain-text account of what a validated config would do, for the site
+//! technician. Owns only formatting; never connects to anything and never prints a secret.
+
+use std::fmt::Write as _;
+
+use super::Config;
+use crate::sources::modbus::config::{Device, Transport};
+use crate::sources::modbus::plan::ReadPlan;
+
+fn transport(d: &Device) -> String {
+    match &d.transport {
+        Transport::Tcp(a) => format!("Modbus TCP {a} unit {}", d.unit),
+        Transport::RtuOverTcp(a) => format!("Modbus RTU over TCP {a} unit {}", d.unit),
+        Transport::Rtu(l) => format!(
+            "Modbus RTU {} ({}, {} baud, {:?} parity, {}{}) unit {}",
+            l.name, l.path, l.baud, l.parity, l.data_bits, l.stop_bits, d.unit
+        ),
+    }
+}
+
+/// Describe `cfg`: site, devices with their channels and read plans, and the rest.
+#[must_use]
+pub fn describe(cfg: &Config) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "site {} / gateway {}", cfg.site, cfg.gateway_id);
+    let _ = writeln!(out, "data dir {} (spool bound {} bytes)", cfg.data_dir.display(), cfg.spool.max_bytes);
+    let _ = writeln!(out, "\nModbus devices: {}", cfg.devices.len());
+    for d in &cfg.devices {
+        let _ = writeln!(
+            out,
+            "\n  {}: {}; poll every {:?}, timeout {:?}, {} retries, max gap {}",
+            d.name,
+            transport(d),
+            d.poll_interval,
+            d.timeout,
+            d.retries,
+            d.max_gap
+        );
+        let _ = writeln!(out, "    channels ({}):", d.points.len());
+        for p in &d.points {
+            let time = p.time.map_or(String::new(), |(a, o)| format!(", sample time u32 at {a} ({o:?})"));
+            let _ = writeln!(
+                out,
+                "      {}/{} [{}{}] {} @ {} {:?} {:?} x{} {:+}{}",
+                d.name,
+                p.name,
+                p.quantity,
+                if p.unit.is_empty() { String::new() } else { format!(", {}", p.unit) },
+                p.function,
+                p.address,
+                p.data_type,
+                p.word_order,
+                p.scale,
+                p.offset,
+                time
+            );
+        }
+        let plan = ReadPlan::new(&d.points, d.max_gap);
+        let _ = writeln!(out, "    read plan ({} requests per poll):", plan.requests.len());
+        for r in &plan.requests {
+            let names: Vec<&str> = r.points.iter().map(|&i| d.points[i].name.as_str()).collect();
+            let _ = writeln!(out, "      {r}: {}", names.join(", "));
+        }
+    }
+    out
+}

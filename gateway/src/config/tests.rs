@@ -1,0 +1,174 @@
+//! Config loading: valid files resolve, every mistake is named with its path and fix, and every
+//! file shipped in `config/` loads.
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::sources::modbus::config::{Function, WordOrder};
+
+/// The repository's `config/` directory.
+fn config_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config")
+}
+
+/// Validate `text` as if it were `config/test.toml`, so profiles resolve to `config/profiles`.
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_str_at(text, &config_dir().join("test.toml"))
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => panic!("config was accepted but should not be:\n{text}"),
+        Err(e) => e.problems(),
+    }
+}
+
+fn assert_problem(text: &str, needle: &str) {
+    let p = problems(text);
+    assert!(p.iter().any(|p| p.contains(needle)), "no problem contains {needle:?}; got:\n{}", p.join("\n"));
+}
+
+const HEAD: &str = "site = \"xa\"\ngateway_id = \"gw1\"\ndata_dir = \"/tmp/anju-test\"\n";
+
+#[test]
+fn a_device_with_a_profile_resolves_every_point() {
+    let cfg = load(&format!(
+        "{HEAD}
+[[devices]]
+name = \"lev-a1\"
+transport = \"tcp\"
+address = \"127.0.0.1:5020\"
+unit = 3
+profile = \"levelling-8ch\"
+poll_interval = \"5s\"
+tags = {{ structure = \"block-A\" }}
+"
+    ))
+    .expect("valid");
+    let d = &cfg.devices[0];
+    assert_eq!(d.unit, 3);
+    assert_eq!(d.poll_interval, Duration::from_secs(5));
+    assert_eq!(d.points.len(), 12);
+    let ch1 = &d.points[0];
+    assert_eq!((ch1.name.as_str(), ch1.function, ch1.address), ("ch1", Function::Input, 0));
+    assert_eq!(ch1.word_order, WordOrder::Cdab, "profile default word order applies");
+    assert_eq!(ch1.time, Some((40, WordOrder::Cdab)));
+    assert_eq!(d.tags.get("structure").map(String::as_str), Some("block-A"));
+    assert_eq!(d.max_gap, 10, "profile max_gap applies");
+}
+
+#[test]
+fn forty_identical_modules_need_forty_short_entries() {
+    let mut text = HEAD.to_owned();
+    for i in 1..=40 {
+        text.push_str(&format!(
+            "[[devices]]\nname = \"lev-{i}\"\ntransport = \"rtu\"\nport = \"bus1\"\nunit = {i}\nprofile = \"levelling-8ch\"\n"
+        ));
+    }
+    text.push_str("[[serial_ports]]\nname = \"bus1\"\npath = \"/dev/ttyS1\"\nbaud = 19200\nparity = \"even\"\n");
+    let cfg = load(&text).expect("valid");
+    assert_eq!(cfg.devices.len(), 40);
+    assert!(cfg.devices.iter().all(|d| d.points.len() == 12));
+}
+
+#[test]
+fn a_bad_word_order_names_the_path_and_the_allowed_values() {
+    let p = problems(&format!(
+        "{HEAD}
+[[devices]]
+name = \"a\"
+transport = \"tcp\"
+address = \"127.0.0.1:502\"
+[[devices.points]]
+name = \"p\"
+function = \"holding\"
+address = 0
+type = \"f32\"
+quantity = \"settlement\"
+word_order = \"ACBD\"
+"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].contains("devices[0].points[0].word_order"), "{}", p[0]);
+    assert!(p[0].contains("ACBD") && p[0].contains("abcd") && p[0].contains("dcba"), "{}", p[0]);
+    assert!(p[0].contains("test.toml"), "{}", p[0]);
+}
+
+#[test]
+fn an_unknown_key_is_refused_with_its_path() {
+    assert_problem(&format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nprofile = \"tilt-crack\"\npoll_intervall = \"5s\"\n"), "devices[0]");
+    assert_problem(&format!("{HEAD}\ncolour = \"red\"\n"), "unknown field `colour`");
+}
+
+#[test]
+fn address_and_type_mistakes_are_explained() {
+    let dev = "[[devices]]\nname = \"a\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\n";
+    let pt = |extra: &str| format!("{HEAD}\n{dev}[[devices.points]]\nname = \"p\"\nquantity = \"tilt\"\n{extra}\n");
+    assert_problem(&pt("function = \"holding\"\naddress = 70000\ntype = \"u16\""), "devices[0].points[0].address");
+    assert_problem(&pt("function = \"holding\"\naddress = 65535\ntype = \"f32\""), "runs past register 65535");
+    assert_problem(&pt("function = \"coil\"\naddress = 0\ntype = \"u16\""), "use type = \"bool\"");
+    assert_problem(&pt("function = \"holding\"\naddress = 0\ntype = \"bool\""), "needs `bit = 0..15`");
+    assert_problem(&pt("function = \"holding\"\naddress = 0\ntype = \"bool\"\nbit = 16"), "bit 16 is not 0..15");
+    assert_problem(&pt("function = \"holding\"\naddress = 0\ntype = \"f32\"\ntime_address = 300"), "time_address is too far");
+    assert_problem(&pt("function = \"holding\"\naddress = 0\ntype = \"f32\"\nscale = 0.0"), "scale 0 must be");
+    assert_problem(&pt("function = \"holding\"\naddress = 0\ntype = \"f32\"\nquantity2 = 1"), "unknown field `quantity2`");
+}
+
+#[test]
+fn transport_mistakes_name_the_fix() {
+    assert_problem(&format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"tcp\"\nprofile = \"tilt-crack\"\n"), "devices[0].address: missing");
+    assert_problem(&format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"rtu\"\nport = \"nope\"\nprofile = \"tilt-crack\"\n"), "no serial port named \"nope\"");
+    assert_problem(&format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"rtu_over_tcp\"\naddress = \"127.0.0.1:4001\"\nunit = 0\nprofile = \"tilt-crack\"\n"), "devices[0].unit: 0 is not a serial slave address");
+    assert_problem(&format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"tcp\"\naddress = \"nowhere\"\nprofile = \"tilt-crack\"\n"), "is not host:port");
+    assert_problem(&format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"serial\"\n"), "unknown variant `serial`");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let p = problems(&format!(
+        "{HEAD}
+[[devices]]
+name = \"a\"
+transport = \"tcp\"
+address = \"127.0.0.1:502\"
+profile = \"tilt-crack\"
+poll_interval = \"10ms\"
+retries = 50
+[[devices]]
+name = \"a\"
+transport = \"tcp\"
+address = \"127.0.0.1:502\"
+profile = \"no-such-profile\"
+"
+    ));
+    let all = p.join("\n");
+    assert!(all.contains("devices[0].poll_interval"), "{all}");
+    assert!(all.contains("devices[0].retries"), "{all}");
+    assert!(all.contains("devices[1].name: device name \"a\" is used twice"), "{all}");
+    assert!(all.contains("devices[1].profile: cannot read profile \"no-such-profile\""), "{all}");
+}
+
+#[test]
+fn durations_must_be_written_as_durations() {
+    assert_problem(&format!("{HEAD}\nsummary_interval = \"often\"\n"), "\"often\" is not a duration");
+}
+
+#[test]
+fn every_profile_in_config_profiles_loads() {
+    let dir = config_dir().join("profiles");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("config/profiles exists") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let name = path.file_stem().and_then(|s| s.to_str()).expect("name").to_owned();
+        let cfg = load(&format!(
+            "{HEAD}\n[[devices]]\nname = \"d\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nprofile = \"{name}\"\n"
+        ))
+        .unwrap_or_else(|e| panic!("profile {name}: {e}"));
+        assert!(!cfg.devices[0].points.is_empty());
+        n += 1;
+    }
+    assert!(n >= 3, "expected the shipped profiles, found {n}");
+}

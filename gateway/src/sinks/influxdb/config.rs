@@ -1,0 +1,571 @@
+//! Configuration of the InfluxDB v2 sink: the raw TOML shape ([`InfluxSinkConfig`]) and its
+//! validated form ([`ResolvedInflux`]) with the token read from the environment or a file.
+//!
+//! Owns the defaults, the URL checks and token resolution. Secrets are never inline in the
+//! config (ARCHITECTURE.md, "Conventions") and never printed: [`InfluxToken`] has a redacting
+//! `Debug` and no `Display`. It does not talk to the server (see [`super::sink`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest011::Url;
+use serde::Deserialize;
+
+/// Default sink name (the spool cursor is stored under it).
+pub const DEFAULT_NAME: &str = "influxdb";
+/// Default time for one whole write request (connect, send, answer). influxdb2 has no default
+/// timeout at all (crates.md), so without one a half-open connection would stall the sink.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on the TCP/TLS connect part of a request. A working uplink, even cellular,
+/// connects in well under a second; longer means the route is down and backing off is better.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default lines per write. InfluxDB's write guide recommends batches of 5000 lines.
+pub const DEFAULT_BATCH_MAX_RECORDS: u32 = 5000;
+/// Largest allowed `batch_max_records`: 100k lines of ~120 B is 12 MB before gzip, already above
+/// what proxies in front of a store usually accept in one request.
+pub const MAX_BATCH_MAX_RECORDS: u32 = 100_000;
+/// Default time a partial batch waits for more data before it is sent.
+pub const DEFAULT_BATCH_MAX_AGE: Duration = Duration::from_secs(1);
+/// Largest allowed `batch_max_age`: supervision engineers watch live values.
+pub const MAX_BATCH_MAX_AGE: Duration = Duration::from_secs(60);
+/// Default first wait after a failed write.
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// Default longest wait between retries (exponential backoff ceiling).
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// `[[sinks]]` entry of type influx, as written in the TOML. Timestamp precision is fixed at
+/// nanoseconds, the gateway's unit (ARCHITECTURE.md, "Timestamps"), so it is not configurable.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxSinkConfig {
+    /// Name of the sink; also its cursor name in the spool. Default `influxdb`.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Server root, `http://host:8086` or `https://...`. It must not have a path: influxdb2
+    /// replaces the path with `/api/v2/write` (crates.md), so a proxy prefix would be lost.
+    pub url: String,
+    /// Organization (InfluxDB requires it; VictoriaMetrics ignores it).
+    pub org: String,
+    /// Bucket (InfluxDB requires it; VictoriaMetrics ignores it).
+    pub bucket: String,
+    /// Name of the environment variable holding the API token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File holding the API token (surrounding whitespace is ignored).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Whole-request timeout, e.g. `"10s"`. Default [`DEFAULT_TIMEOUT`].
+    #[serde(default, deserialize_with = "crate::config::duration_opt::deserialize")]
+    pub timeout: Option<Duration>,
+    /// Lines per write. Default [`DEFAULT_BATCH_MAX_RECORDS`].
+    #[serde(default)]
+    pub batch_max_records: Option<u32>,
+    /// How long a partial batch waits for more. Default [`DEFAULT_BATCH_MAX_AGE`].
+    #[serde(default, deserialize_with = "crate::config::duration_opt::deserialize")]
+    pub batch_max_age: Option<Duration>,
+    /// Send bodies gzip-compressed (`Content-Encoding: gzip`). Default true.
+    #[serde(default)]
+    pub gzip: Option<bool>,
+    /// First wait after a failed write. Default [`DEFAULT_RETRY_INITIAL`].
+    #[serde(default, deserialize_with = "crate::config::duration_opt::deserialize")]
+    pub retry_initial: Option<Duration>,
+    /// Longest wait between retries. Default [`DEFAULT_RETRY_MAX`].
+    #[serde(default, deserialize_with = "crate::config::duration_opt::deserialize")]
+    pub retry_max: Option<Duration>,
+}
+
+fn default_name() -> String {
+    DEFAULT_NAME.to_owned()
+}
+
+/// An API token. `Debug` prints `<redacted>`; there is no `Display`, so it cannot end up in a
+/// log line by accident.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct InfluxToken(String);
+
+impl InfluxToken {
+    /// Wrap a token (tests and callers that already hold a secret).
+    #[must_use]
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The secret itself, for the `Authorization` header only.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when no token is used (VictoriaMetrics ignores auth).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for InfluxToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("InfluxToken(<none>)")
+        } else {
+            f.write_str("InfluxToken(<redacted>)")
+        }
+    }
+}
+
+/// The validated sink configuration: every default applied, token resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedInflux {
+    /// Sink name (spool cursor name, metric label, log field).
+    pub name: String,
+    /// Server root (scheme, host, port; no path, query, fragment or credentials).
+    pub url: Url,
+    /// Organization.
+    pub org: String,
+    /// Bucket.
+    pub bucket: String,
+    /// API token; empty means no `Authorization` header.
+    pub token: InfluxToken,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Connect timeout: `min(timeout, MAX_CONNECT_TIMEOUT)`.
+    pub connect_timeout: Duration,
+    /// Lines per write.
+    pub batch_max_records: u32,
+    /// How long a partial batch waits for more.
+    pub batch_max_age: Duration,
+    /// Gzip bodies.
+    pub gzip: bool,
+    /// First retry wait.
+    pub retry_initial: Duration,
+    /// Retry wait ceiling.
+    pub retry_max: Duration,
+}
+
+/// A configuration problem; the message names the config path and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct InfluxConfigError {
+    /// Where in the config, e.g. `sinks[0].token_env`.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// How the token is looked up in the environment (swapped in tests so they never touch the
+/// process environment, which is shared between test threads).
+type EnvLookup<'a> = &'a dyn Fn(&str) -> Result<String, std::env::VarError>;
+
+impl InfluxSinkConfig {
+    /// Apply defaults, read the token, and check every value. `path` is where this entry sits in
+    /// the config, e.g. `sinks[0]`.
+    ///
+    /// # Errors
+    /// The first problem found, e.g. `sinks[0].token_env: environment variable
+    /// ANJU_INFLUX_TOKEN is not set; export it or use token_file`.
+    pub fn validate(&self, path: &str) -> Result<ResolvedInflux, InfluxConfigError> {
+        self.validate_with_env(path, &|k| std::env::var(k))
+    }
+
+    fn validate_with_env(
+        &self,
+        path: &str,
+        env: EnvLookup<'_>,
+    ) -> Result<ResolvedInflux, InfluxConfigError> {
+        let err = |field: &str, message: String| InfluxConfigError {
+            path: format!("{path}.{field}"),
+            message,
+        };
+        if self.name.trim().is_empty() {
+            return Err(err(
+                "name",
+                "must not be empty; it names the sink's cursor in the spool".into(),
+            ));
+        }
+        let url = check_url(&self.url).map_err(|m| err("url", m))?;
+        for (field, value) in [("org", &self.org), ("bucket", &self.bucket)] {
+            if value.trim().is_empty() {
+                return Err(err(
+                    field,
+                    "must not be empty (InfluxDB requires it; for VictoriaMetrics any name will do)".into(),
+                ));
+            }
+        }
+        let token = self.resolve_token(path, env)?;
+
+        let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        if timeout.is_zero() {
+            return Err(err(
+                "timeout",
+                format!(
+                    "must be above 0; the default is {}",
+                    fmt_dur(DEFAULT_TIMEOUT)
+                ),
+            ));
+        }
+        let batch_max_records = self.batch_max_records.unwrap_or(DEFAULT_BATCH_MAX_RECORDS);
+        if !(1..=MAX_BATCH_MAX_RECORDS).contains(&batch_max_records) {
+            return Err(err(
+                "batch_max_records",
+                format!(
+                    "{batch_max_records} is outside 1..={MAX_BATCH_MAX_RECORDS}; the default is \
+                     {DEFAULT_BATCH_MAX_RECORDS}"
+                ),
+            ));
+        }
+        let batch_max_age = self.batch_max_age.unwrap_or(DEFAULT_BATCH_MAX_AGE);
+        if batch_max_age > MAX_BATCH_MAX_AGE {
+            return Err(err(
+                "batch_max_age",
+                format!(
+                    "{} is above the maximum {}",
+                    fmt_dur(batch_max_age),
+                    fmt_dur(MAX_BATCH_MAX_AGE)
+                ),
+            ));
+        }
+        let retry_initial = self.retry_initial.unwrap_or(DEFAULT_RETRY_INITIAL);
+        if retry_initial.is_zero() {
+            return Err(err(
+                "retry_initial",
+                format!(
+                    "must be above 0; the default is {}",
+                    fmt_dur(DEFAULT_RETRY_INITIAL)
+                ),
+            ));
+        }
+        let retry_max = self.retry_max.unwrap_or(DEFAULT_RETRY_MAX);
+        if retry_max < retry_initial {
+            return Err(err(
+                "retry_max",
+                format!(
+                    "{} is below retry_initial ({})",
+                    fmt_dur(retry_max),
+                    fmt_dur(retry_initial)
+                ),
+            ));
+        }
+        Ok(ResolvedInflux {
+            name: self.name.clone(),
+            url,
+            org: self.org.clone(),
+            bucket: self.bucket.clone(),
+            token,
+            timeout,
+            connect_timeout: timeout.min(MAX_CONNECT_TIMEOUT),
+            batch_max_records,
+            batch_max_age,
+            gzip: self.gzip.unwrap_or(true),
+            retry_initial,
+            retry_max,
+        })
+    }
+
+    fn resolve_token(
+        &self,
+        path: &str,
+        env: EnvLookup<'_>,
+    ) -> Result<InfluxToken, InfluxConfigError> {
+        let (field, raw) = match (&self.token_env, &self.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(InfluxConfigError {
+                    path: format!("{path}.token_env"),
+                    message: "set either token_env or token_file, not both".into(),
+                })
+            }
+            // No token at all: allowed, VictoriaMetrics ignores auth. InfluxDB will answer 401,
+            // which the sink reports at ERROR without discarding data.
+            (None, None) => return Ok(InfluxToken::default()),
+            (Some(var), None) => {
+                let value = env(var).map_err(|e| InfluxConfigError {
+                    path: format!("{path}.token_env"),
+                    message: match e {
+                        std::env::VarError::NotPresent => format!(
+                            "environment variable {var} is not set; export it or use token_file"
+                        ),
+                        std::env::VarError::NotUnicode(_) => {
+                            format!("environment variable {var} is not valid UTF-8")
+                        }
+                    },
+                })?;
+                ("token_env", value)
+            }
+            (None, Some(file)) => {
+                let value = std::fs::read_to_string(file).map_err(|e| InfluxConfigError {
+                    path: format!("{path}.token_file"),
+                    message: format!(
+                        "cannot read {}: {e}; check the path and that the gateway's user may read it",
+                        file.display()
+                    ),
+                })?;
+                ("token_file", value)
+            }
+        };
+        let token = raw.trim();
+        // The token goes into an HTTP header: only visible ASCII is allowed there (RFC 9110
+        // §5.5). reqwest would otherwise fail every request at send time, looking like a
+        // network error that is retried forever.
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(InfluxConfigError {
+                path: format!("{path}.{field}"),
+                message: "the token contains spaces or non-ASCII characters, which cannot be sent \
+                          in an HTTP header; check that the right secret is configured"
+                    .into(),
+            });
+        }
+        Ok(InfluxToken::new(token))
+    }
+}
+
+/// Check the server URL; messages never echo it whole, since it might hold credentials.
+fn check_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw.trim())
+        .map_err(|e| format!("not a URL ({e}); write it as http://host:8086"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "scheme `{}` is not supported; use http:// or https://",
+            url.scheme()
+        ));
+    }
+    if url.host().is_none() {
+        return Err("has no host; write it as http://host:8086".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(
+            "must not contain credentials (they would appear in logs); put the token in \
+                    token_env or token_file"
+                .into(),
+        );
+    }
+    if url.path() != "/" {
+        return Err(format!(
+            "path `{}` would be ignored: the InfluxDB client always writes to /api/v2/write at the \
+             server root; give the server root, or serve the store on its own port",
+            url.path()
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query (?...) or fragment (#...)".into());
+    }
+    Ok(url)
+}
+
+fn fmt_dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "url = \"http://127.0.0.1:8428\"\norg = \"site\"\nbucket = \"anju\"\n";
+
+    fn parse(extra: &str) -> InfluxSinkConfig {
+        toml::from_str(&format!("{MINIMAL}{extra}")).expect("parse")
+    }
+
+    fn no_env(_: &str) -> Result<String, std::env::VarError> {
+        Err(std::env::VarError::NotPresent)
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let r = parse("")
+            .validate_with_env("sinks[0]", &no_env)
+            .expect("valid");
+        assert_eq!(r.name, "influxdb");
+        assert_eq!(r.url.as_str(), "http://127.0.0.1:8428/");
+        assert_eq!(
+            (r.timeout, r.connect_timeout),
+            (Duration::from_secs(10), Duration::from_secs(5))
+        );
+        assert_eq!(
+            (r.batch_max_records, r.batch_max_age),
+            (5000, Duration::from_secs(1))
+        );
+        assert!(r.gzip);
+        assert_eq!(
+            (r.retry_initial, r.retry_max),
+            (Duration::from_secs(1), Duration::from_secs(60))
+        );
+        assert!(r.token.is_empty());
+    }
+
+    #[test]
+    fn durations_are_humantime_strings() {
+        let r = parse(
+            "timeout = \"2s\"\nbatch_max_age = \"250ms\"\nretry_max = \"2m\"\ngzip = false\n",
+        )
+        .validate_with_env("sinks[0]", &no_env)
+        .expect("valid");
+        assert_eq!(r.timeout, Duration::from_secs(2));
+        assert_eq!(r.connect_timeout, Duration::from_secs(2));
+        assert_eq!(r.batch_max_age, Duration::from_millis(250));
+        assert_eq!(r.retry_max, Duration::from_secs(120));
+        assert!(!r.gzip);
+        assert!(
+            toml::from_str::<InfluxSinkConfig>(&format!("{MINIMAL}timeout = \"ten\"")).is_err()
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = toml::from_str::<InfluxSinkConfig>(&format!("{MINIMAL}token = \"inline\"\n"))
+            .expect_err("unknown");
+        assert!(err.to_string().contains("unknown field `token`"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_env_var_names_the_path_and_the_fix() {
+        let err = parse("token_env = \"ANJU_INFLUX_TOKEN\"\n")
+            .validate_with_env("sinks[0]", &no_env)
+            .expect_err("unset");
+        assert_eq!(
+            err.to_string(),
+            "sinks[0].token_env: environment variable ANJU_INFLUX_TOKEN is not set; export it or use token_file"
+        );
+    }
+
+    #[test]
+    fn the_token_comes_from_the_env_var_and_is_never_printed() {
+        let env = |k: &str| {
+            if k == "ANJU_INFLUX_TOKEN" {
+                Ok("s3cret-token==\n".to_owned())
+            } else {
+                Err(std::env::VarError::NotPresent)
+            }
+        };
+        let r = parse("token_env = \"ANJU_INFLUX_TOKEN\"\n")
+            .validate_with_env("sinks[0]", &env)
+            .expect("valid");
+        assert_eq!(r.token.expose(), "s3cret-token==");
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("InfluxToken(<redacted>)"), "{shown}");
+    }
+
+    #[test]
+    fn the_token_comes_from_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "abc123\n").expect("write");
+        let cfg = parse(&format!("token_file = {:?}\n", file.display().to_string()));
+        assert_eq!(
+            cfg.validate("sinks[1]").expect("valid").token.expose(),
+            "abc123"
+        );
+
+        let missing = parse("token_file = \"/nonexistent/anju/token\"\n");
+        let err = missing.validate("sinks[1]").expect_err("missing file");
+        assert_eq!(err.path, "sinks[1].token_file");
+        assert!(
+            err.message
+                .starts_with("cannot read /nonexistent/anju/token:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn both_token_sources_or_a_bad_token_are_refused() {
+        let both = parse("token_env = \"X\"\ntoken_file = \"/x\"\n");
+        assert_eq!(
+            both.validate_with_env("s", &no_env).expect_err("both").path,
+            "s.token_env"
+        );
+        let env = |_: &str| Ok("two words".to_owned());
+        let err = parse("token_env = \"X\"\n")
+            .validate_with_env("s", &env)
+            .expect_err("space");
+        assert_eq!(err.path, "s.token_env");
+        assert!(
+            !err.message.contains("two words"),
+            "the secret must not be echoed: {err}"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_with_a_reason() {
+        let cases = [
+            ("localhost:8086", "sinks[0].url: scheme `localhost` is not supported; use http:// or https://"),
+            ("ftp://h:1", "sinks[0].url: scheme `ftp` is not supported; use http:// or https://"),
+            ("not a url", "sinks[0].url: not a URL (relative URL without a base); write it as http://host:8086"),
+        ];
+        for (url, want) in cases {
+            let cfg = InfluxSinkConfig {
+                url: url.into(),
+                ..parse("")
+            };
+            assert_eq!(
+                cfg.validate_with_env("sinks[0]", &no_env)
+                    .expect_err(url)
+                    .to_string(),
+                want
+            );
+        }
+        let with_path = InfluxSinkConfig {
+            url: "http://proxy/influx/".into(),
+            ..parse("")
+        };
+        let err = with_path
+            .validate_with_env("sinks[0]", &no_env)
+            .expect_err("path");
+        assert!(
+            err.message.starts_with("path `/influx/` would be ignored"),
+            "{err}"
+        );
+        let creds = InfluxSinkConfig {
+            url: "https://user:pw@h".into(),
+            ..parse("")
+        };
+        let err = creds
+            .validate_with_env("sinks[0]", &no_env)
+            .expect_err("credentials");
+        assert!(!err.to_string().contains("pw"), "{err}");
+        let query = InfluxSinkConfig {
+            url: "http://h/?db=x".into(),
+            ..parse("")
+        };
+        assert!(query.validate_with_env("sinks[0]", &no_env).is_err());
+        let https = InfluxSinkConfig {
+            url: "https://influx.example:8086".into(),
+            ..parse("")
+        };
+        assert!(https.validate_with_env("sinks[0]", &no_env).is_ok());
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        let bad = [
+            ("batch_max_records = 0\n", "sinks[0].batch_max_records"),
+            ("batch_max_records = 100001\n", "sinks[0].batch_max_records"),
+            ("timeout = \"0s\"\n", "sinks[0].timeout"),
+            ("batch_max_age = \"61s\"\n", "sinks[0].batch_max_age"),
+            ("retry_initial = \"0s\"\n", "sinks[0].retry_initial"),
+            (
+                "retry_initial = \"5s\"\nretry_max = \"1s\"\n",
+                "sinks[0].retry_max",
+            ),
+            ("name = \" \"\n", "sinks[0].name"),
+        ];
+        for (extra, path) in bad {
+            assert_eq!(
+                parse(extra)
+                    .validate_with_env("sinks[0]", &no_env)
+                    .expect_err(extra)
+                    .path,
+                path
+            );
+        }
+        let empty_org = InfluxSinkConfig {
+            org: String::new(),
+            ..parse("")
+        };
+        assert_eq!(
+            empty_org
+                .validate_with_env("sinks[0]", &no_env)
+                .expect_err("org")
+                .path,
+            "sinks[0].org"
+        );
+    }
+}

@@ -1,0 +1,476 @@
+//! Tests of the sink: pure rules (classification, backoff, batching age, gzip) and delivery
+//! against a scripted HTTP server on 127.0.0.1.
+//!
+//! The scripted server is a fake, which ARCHITECTURE.md allows only for failures a real server
+//! cannot produce on demand: VictoriaMetrics cannot be told to answer 503 once, to answer 400
+//! (it answers 204 even to malformed lines, crates.md), or to hang mid-request. Successful
+//! delivery to a real store is covered by the end-to-end tests in `tests/`.
+
+use std::collections::VecDeque;
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::sinks::influxdb::config::{InfluxToken, ResolvedInflux};
+use crate::spool::{SpoolConfig, DEFAULT_MAX_BYTES};
+
+#[test]
+fn classification_table() {
+    let table = [
+        (400, Verdict::Reject),
+        (413, Verdict::Reject),
+        (422, Verdict::Reject),
+        (401, Verdict::Misconfigured),
+        (403, Verdict::Misconfigured),
+        (404, Verdict::Misconfigured),
+        (408, Verdict::Retry),
+        (429, Verdict::Retry),
+        (500, Verdict::Retry),
+        (502, Verdict::Retry),
+        (503, Verdict::Retry),
+        (504, Verdict::Retry),
+        (200, Verdict::Misconfigured),
+        (302, Verdict::Misconfigured),
+    ];
+    for (status, want) in table {
+        assert_eq!(classify_status(status), want, "status {status}");
+    }
+}
+
+#[tokio::test]
+async fn a_transport_error_is_retried() {
+    // Port 1 on loopback: nothing listens there, so the connect is refused immediately.
+    let client = influxdb2::Client::new("http://127.0.0.1:1", "o", "");
+    let err = client
+        .write_line_protocol("o", "b", "m v=1 1\n")
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(err, RequestError::ReqwestProcessing { .. }),
+        "{err}"
+    );
+    assert_eq!(classify(&err), Verdict::Retry);
+    let (status, text) = describe(&err);
+    assert_eq!(status, None);
+    assert!(text.to_lowercase().contains("connect"), "{text}");
+}
+
+#[test]
+fn backoff_doubles_up_to_the_ceiling_and_resets() {
+    let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    let secs: Vec<u64> = (0..8).map(|_| b.next_delay().as_secs()).collect();
+    assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60]);
+    b.reset();
+    assert_eq!(b.next_delay(), Duration::from_secs(1));
+}
+
+#[test]
+fn a_partial_batch_waits_at_most_max_age() {
+    let max = Duration::from_secs(1);
+    // 300 ms old -> 700 ms left.
+    assert_eq!(
+        remaining_wait(1_000_000_000, 1_300_000_000, max),
+        Duration::from_millis(700)
+    );
+    // Older than max_age -> send now.
+    assert_eq!(remaining_wait(0, 5_000_000_000, max), Duration::ZERO);
+    // The clock stepped back 10 s -> age 0, wait the full max_age, never longer.
+    assert_eq!(remaining_wait(20_000_000_000, 10_000_000_000, max), max);
+}
+
+#[test]
+fn gzip_round_trips_and_is_rfc_1952() {
+    let body = b"m,a=1 value=1.0 1\nm,a=2 value=2.0 2\n";
+    let z = gzip(body).expect("gzip");
+    // RFC 1952 §2.3.1: ID1 = 0x1f, ID2 = 0x8b, CM = 8 (deflate).
+    assert_eq!(&z[..3], &[0x1f, 0x8b, 0x08]);
+    assert_eq!(gunzip(&z), body);
+}
+
+fn gunzip(z: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(z)
+        .read_to_end(&mut out)
+        .expect("gunzip");
+    out
+}
+
+// ---- scripted server -------------------------------------------------------------------------
+
+/// What the scripted server answers to one request.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// This status, with this body as text/plain (none for 204).
+    Status(u16, &'static str),
+    /// Read the request and never answer (a stalled store or proxy).
+    Hang,
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    request_line: String,
+    /// Header names lowercased.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Fake {
+    script: Arc<Mutex<VecDeque<Answer>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Fake {
+    /// Listen on 127.0.0.1:0 and answer with `script` in order, then 204 to everything.
+    async fn start(script: &[Answer]) -> (SocketAddr, Self) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let fake = Self {
+            script: Arc::new(Mutex::new(script.iter().copied().collect())),
+            ..Self::default()
+        };
+        let server = fake.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(server.clone().connection(stream));
+            }
+        });
+        (addr, fake)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("lock").clone()
+    }
+
+    /// Serve one keep-alive connection: request, answer, repeat.
+    async fn connection(self, stream: tokio::net::TcpStream) {
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                return;
+            }
+            let mut headers = Vec::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    headers.push((k.trim().to_lowercase(), v.trim().to_owned()));
+                }
+            }
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).await.is_err() {
+                return;
+            }
+            self.seen.lock().expect("lock").push(Seen {
+                request_line: request_line.trim_end().to_owned(),
+                headers,
+                body,
+            });
+            let answer = self
+                .script
+                .lock()
+                .expect("lock")
+                .pop_front()
+                .unwrap_or(Answer::Status(204, ""));
+            let response = match answer {
+                Answer::Hang => return std::future::pending().await,
+                Answer::Status(204, _) => "HTTP/1.1 204 No Content\r\n\r\n".to_owned(),
+                Answer::Status(code, text) => format!(
+                    "HTTP/1.1 {code} Scripted\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{text}",
+                    text.len()
+                ),
+            };
+            if reader
+                .get_mut()
+                .write_all(response.as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+// ---- delivery against the scripted server ---------------------------------------------------
+
+const SINK: &str = "influxdb";
+const LABELS: [(&str, &str); 1] = [("sink", SINK)];
+const CHUNK1: &[u8] = b"settlement,point=P1 value=1.5,quality=0i 1700000000000000000\n\
+settlement,point=P2 value=-0.25,quality=0i 1700000000000000000\n";
+const CHUNK2: &[u8] = b"settlement,point=P1 value=1.75,quality=0i 1700000010000000000\n";
+
+fn resolved(addr: SocketAddr, gzip: bool) -> ResolvedInflux {
+    ResolvedInflux {
+        name: SINK.to_owned(),
+        url: reqwest011::Url::parse(&format!("http://{addr}")).expect("url"),
+        org: "site".to_owned(),
+        bucket: "anju".to_owned(),
+        token: InfluxToken::new("t0ken"),
+        timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(5),
+        batch_max_records: 5000,
+        batch_max_age: Duration::ZERO,
+        gzip,
+        retry_initial: Duration::from_millis(10),
+        retry_max: Duration::from_millis(40),
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    spool: Arc<Spool>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Harness {
+    fn start(cfg: ResolvedInflux, chunks: &[(&[u8], u32)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = Arc::new(
+            Spool::open(
+                &dir.path().join("spool.redb"),
+                &SpoolConfig {
+                    max_bytes: DEFAULT_MAX_BYTES,
+                },
+                &[SINK.to_owned()],
+            )
+            .expect("spool"),
+        );
+        for (body, records) in chunks {
+            spool
+                .append(Stream::Points, body, *records)
+                .expect("append");
+        }
+        let metrics = Arc::new(Metrics::new());
+        let sink = InfluxSink::new(cfg, Arc::clone(&spool), Arc::clone(&metrics)).expect("sink");
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(sink.run(shutdown.clone()));
+        Self {
+            _dir: dir,
+            spool,
+            metrics,
+            shutdown,
+            task,
+        }
+    }
+
+    fn backlog(&self) -> u64 {
+        self.spool.stats().sinks[SINK].points_records
+    }
+
+    fn counter(&self, name: &'static str) -> u64 {
+        self.metrics.get(name, &LABELS)
+    }
+
+    /// Cancel and require the task to end promptly.
+    async fn stop(self) -> (Arc<Spool>, Arc<Metrics>, tempfile::TempDir) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(2), self.task)
+            .await
+            .expect("prompt shutdown")
+            .expect("join");
+        (self.spool, self.metrics, self._dir)
+    }
+}
+
+/// Wait (bounded) for the asynchronous delivery to reach a state.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_503_is_retried_with_the_same_batch_then_acked_once() {
+    let (addr, fake) = Fake::start(&[Answer::Status(503, "busy")]).await;
+    let h = Harness::start(resolved(addr, true), &[(CHUNK1, 2)]);
+    eventually("two requests and an empty backlog", || {
+        fake.seen().len() == 2 && h.backlog() == 0
+    })
+    .await;
+    assert_eq!(h.counter(WRITE_RETRIES), 1);
+    assert_eq!(h.counter(WRITTEN_RECORDS), 2);
+    assert_eq!(h.counter(WRITE_BATCHES), 1);
+    assert_eq!(h.counter(REJECTED_RECORDS), 0);
+    let (spool, _, _dir) = h.stop().await;
+
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 2, "nothing duplicated after the ack");
+    for req in &seen {
+        assert_eq!(gunzip(&req.body), CHUNK1, "the same batch both times");
+    }
+    assert_eq!(spool.stats().points_chunks, 0, "acked and deleted");
+    assert!(spool.dead_letters().expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn the_request_is_a_gzipped_v2_write_with_the_token() {
+    let (addr, fake) = Fake::start(&[]).await;
+    let h = Harness::start(resolved(addr, true), &[(CHUNK1, 2)]);
+    eventually("the batch is acked", || h.backlog() == 0).await;
+    h.stop().await;
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 1);
+    let req = &seen[0];
+    assert_eq!(
+        req.request_line,
+        "POST /api/v2/write?bucket=anju&org=site&precision=ns HTTP/1.1"
+    );
+    assert_eq!(req.header("content-encoding"), Some("gzip"));
+    assert_eq!(req.header("authorization"), Some("Token t0ken"));
+    assert_eq!(&req.body[..2], &[0x1f, 0x8b]);
+    assert_eq!(gunzip(&req.body), CHUNK1);
+}
+
+#[tokio::test]
+async fn without_gzip_the_body_is_plain() {
+    let (addr, fake) = Fake::start(&[]).await;
+    let h = Harness::start(resolved(addr, false), &[(CHUNK1, 2)]);
+    eventually("the batch is acked", || h.backlog() == 0).await;
+    h.stop().await;
+    let req = &fake.seen()[0];
+    assert_eq!(req.header("content-encoding"), None);
+    assert_eq!(req.body, CHUNK1);
+}
+
+#[tokio::test]
+async fn a_400_moves_the_batch_to_dead_letters_and_the_sink_goes_on() {
+    let text = "unable to parse 'settlement,point=P1 value=': missing field value";
+    let (addr, fake) = Fake::start(&[Answer::Status(400, text)]).await;
+    let h = Harness::start(resolved(addr, true), &[(CHUNK1, 2)]);
+    // The count follows the dead-letter commit, so wait for both.
+    eventually("a dead letter", || {
+        h.spool.stats().dead_letter_count == 1 && h.counter(REJECTED_RECORDS) == 2
+    })
+    .await;
+    assert_eq!(h.backlog(), 0, "the cursor moved past the rejected batch");
+    assert_eq!(h.counter(REJECTED_RECORDS), 2);
+    assert_eq!(h.counter(WRITE_RETRIES), 0);
+
+    // The next batch is delivered normally.
+    h.spool.append(Stream::Points, CHUNK2, 1).expect("append");
+    eventually("the second batch is acked", || {
+        fake.seen().len() == 2 && h.backlog() == 0
+    })
+    .await;
+    assert_eq!(h.counter(WRITTEN_RECORDS), 1);
+    let (spool, _, _dir) = h.stop().await;
+
+    let letters = spool.dead_letters().expect("list");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, format!("HTTP 400: {text}"));
+    assert_eq!(letters[0].body, CHUNK1);
+    assert_eq!((letters[0].sink.as_str(), letters[0].records), (SINK, 2));
+    let seen = fake.seen();
+    assert_eq!(gunzip(&seen[1].body), CHUNK2);
+    assert_eq!(spool.stats().points_chunks, 0);
+}
+
+#[tokio::test]
+async fn a_401_is_not_dead_lettered_but_retried() {
+    let (addr, fake) = Fake::start(&[Answer::Status(401, "unauthorized access")]).await;
+    let h = Harness::start(resolved(addr, true), &[(CHUNK1, 2)]);
+    eventually("acked after the retry", || {
+        fake.seen().len() == 2 && h.backlog() == 0
+    })
+    .await;
+    assert_eq!(h.counter(WRITE_RETRIES), 1);
+    assert_eq!(h.spool.stats().dead_letter_count, 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_abandons_a_hanging_request_without_acking() {
+    let (addr, fake) = Fake::start(&[Answer::Hang]).await;
+    let h = Harness::start(resolved(addr, true), &[(CHUNK1, 2)]);
+    eventually("the request arrived", || fake.seen().len() == 1).await;
+    let (spool, metrics, _dir) = h.stop().await;
+    assert_eq!(
+        spool.stats().sinks[SINK].points_records,
+        2,
+        "not confirmed, so not acked"
+    );
+    assert_eq!(spool.stats().points_chunks, 1);
+    assert_eq!(metrics.get(WRITTEN_RECORDS, &LABELS), 0);
+}
+
+#[tokio::test]
+async fn a_partial_batch_waits_for_more_and_goes_out_when_full() {
+    let (addr, fake) = Fake::start(&[]).await;
+    // Room for 3 records; the first chunk has 2, so the sink waits (up to 30 s) for the third.
+    let cfg = ResolvedInflux {
+        batch_max_records: 3,
+        batch_max_age: Duration::from_secs(30),
+        ..resolved(addr, false)
+    };
+    let h = Harness::start(cfg, &[(CHUNK1, 2)]);
+    h.spool.append(Stream::Points, CHUNK2, 1).expect("append");
+    eventually("one full batch acked", || h.backlog() == 0).await;
+    h.stop().await;
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, [CHUNK1, CHUNK2].concat());
+}
+
+#[tokio::test]
+async fn shutdown_while_a_partial_batch_waits_returns_promptly() {
+    let (addr, fake) = Fake::start(&[]).await;
+    let cfg = ResolvedInflux {
+        batch_max_age: Duration::from_secs(30),
+        ..resolved(addr, false)
+    };
+    let h = Harness::start(cfg, &[(CHUNK1, 2)]);
+    let (spool, _, _dir) = h.stop().await;
+    assert!(fake.seen().is_empty());
+    assert_eq!(spool.stats().sinks[SINK].points_records, 2);
+}
+
+#[tokio::test]
+async fn an_unregistered_sink_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Arc::new(
+        Spool::open(&dir.path().join("s.redb"), &SpoolConfig::default(), &[]).expect("spool"),
+    );
+    let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let err = InfluxSink::new(resolved(addr, true), spool, Arc::new(Metrics::new()))
+        .expect_err("not registered");
+    assert!(
+        matches!(err, InfluxSinkError::NotRegistered { .. }),
+        "{err}"
+    );
+}

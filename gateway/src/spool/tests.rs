@@ -1,0 +1,574 @@
+//! Tests of the spool against real redb files in temporary directories. Expected values are
+//! worked out by hand in the comments (byte lengths of the bodies, sequences, counts).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+const A: &str = "a";
+const B: &str = "b";
+
+fn sinks(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn open(dir: &tempfile::TempDir, max_bytes: u64, names: &[&str]) -> Spool {
+    Spool::open(
+        &dir.path().join("spool.redb"),
+        &SpoolConfig { max_bytes },
+        &sinks(names),
+    )
+    .expect("open spool")
+}
+
+/// A body of exactly `len` bytes (the spool does not parse lines): `len - 1` x's and a newline.
+fn body(len: usize) -> Vec<u8> {
+    let mut b = vec![b'x'; len - 1];
+    b.push(b'\n');
+    b
+}
+
+// 9 bytes each: m,' ',v,=,1,i,' ',1,\n
+const L1: &[u8] = b"m v=1i 1\n";
+const L2: &[u8] = b"m v=2i 2\n";
+const L3: &[u8] = b"m v=3i 3\n";
+const L4: &[u8] = b"m v=4i 4\n";
+
+fn concat(parts: &[&[u8]]) -> Vec<u8> {
+    parts.concat()
+}
+
+#[test]
+fn the_spool_can_be_shared_between_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Spool>();
+}
+
+#[test]
+fn append_read_ack_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open(&dir, DEFAULT_MAX_BYTES, &[A]);
+    let two = concat(&[L2, L3]);
+    assert_eq!(
+        spool.append(Stream::Points, L1, 1).expect("append"),
+        AppendOutcome {
+            seq: 1,
+            dropped_records: 0
+        }
+    );
+    assert_eq!(
+        spool.append(Stream::Points, &two, 2).expect("append").seq,
+        2
+    );
+    assert_eq!(spool.append(Stream::Points, L4, 1).expect("append").seq, 3);
+    let s = spool.stats();
+    assert_eq!(
+        (s.points_chunks, s.points_records, s.points_bytes),
+        (3, 4, 36)
+    );
+    assert_eq!(
+        s.sinks[A],
+        SinkBacklog {
+            points_records: 4,
+            alerts_records: 0
+        }
+    );
+
+    // 1 + 2 = 3 records fit in max 3; the third chunk would make 4.
+    let batch = spool
+        .read_batch(Stream::Points, A, 3)
+        .expect("read")
+        .expect("some");
+    assert_eq!((batch.first_seq, batch.last_seq, batch.records), (1, 2, 3));
+    assert_eq!(batch.body, b"m v=1i 1\nm v=2i 2\nm v=3i 3\n");
+    // Reading does not move the cursor.
+    assert_eq!(
+        spool.read_batch(Stream::Points, A, 3).expect("read"),
+        Some(batch.clone())
+    );
+
+    spool.ack(Stream::Points, A, &batch).expect("ack");
+    let s = spool.stats();
+    assert_eq!(
+        (s.points_chunks, s.points_records, s.points_bytes),
+        (1, 1, 9)
+    );
+    assert_eq!(s.sinks[A].points_records, 1);
+
+    let last = spool
+        .read_batch(Stream::Points, A, 3)
+        .expect("read")
+        .expect("some");
+    assert_eq!(
+        (
+            last.first_seq,
+            last.last_seq,
+            last.records,
+            last.body.as_slice()
+        ),
+        (3, 3, 1, L4)
+    );
+    spool.ack(Stream::Points, A, &last).expect("ack");
+    assert_eq!(spool.read_batch(Stream::Points, A, 3).expect("read"), None);
+    assert_eq!(spool.stats().points_chunks, 0);
+    assert_eq!(spool.stats().sinks[A].points_records, 0);
+
+    // Acking the same batch twice changes nothing.
+    spool.ack(Stream::Points, A, &last).expect("ack");
+    assert_eq!(spool.stats().sinks[A].points_records, 0);
+}
+
+#[test]
+fn a_batch_has_at_least_one_chunk_even_above_max_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open(&dir, DEFAULT_MAX_BYTES, &[A]);
+    spool
+        .append(Stream::Points, &concat(&[L1, L2, L3]), 3)
+        .expect("append");
+    spool.append(Stream::Points, L4, 1).expect("append");
+    let batch = spool
+        .read_batch(Stream::Points, A, 1)
+        .expect("read")
+        .expect("some");
+    assert_eq!((batch.first_seq, batch.last_seq, batch.records), (1, 1, 3));
+}
+
+#[test]
+fn restart_resumes_at_the_cursor_with_nothing_lost_or_repeated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let spool = open(&dir, DEFAULT_MAX_BYTES, &[A]);
+        for line in [L1, L2, L3] {
+            spool.append(Stream::Points, line, 1).expect("append");
+        }
+        let first = spool
+            .read_batch(Stream::Points, A, 1)
+            .expect("read")
+            .expect("some");
+        assert_eq!(first.body, L1);
+        spool.ack(Stream::Points, A, &first).expect("ack");
+        // Read but not acked: must come again after the restart.
+        let second = spool
+            .read_batch(Stream::Points, A, 1)
+            .expect("read")
+            .expect("some");
+        assert_eq!(second.body, L2);
+    }
+    let spool = open(&dir, DEFAULT_MAX_BYTES, &[A]);
+    let s = spool.stats();
+    assert_eq!(
+        (s.points_chunks, s.points_records, s.points_bytes),
+        (2, 2, 18)
+    );
+    assert_eq!(s.sinks[A].points_records, 2);
+    // The sequence survives the restart: 1..=3 were used, the next is 4.
+    assert_eq!(spool.append(Stream::Points, L4, 1).expect("append").seq, 4);
+    let rest = spool
+        .read_batch(Stream::Points, A, 100)
+        .expect("read")
+        .expect("some");
+    assert_eq!((rest.first_seq, rest.last_seq, rest.records), (2, 4, 3));
+    assert_eq!(rest.body, concat(&[L2, L3, L4]));
+}
+
+#[test]
+fn a_chunk_is_deleted_only_when_both_sinks_passed_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open(&dir, DEFAULT_MAX_BYTES, &[A, B]);
+    spool.append(Stream::Points, L1, 1).expect("append");
+    spool.append(Stream::Points, L2, 1).expect("append");
+
+    let a_all = spool
+        .read_batch(Stream::Points, A, 10)
+        .expect("read")
+        .expect("some");
+    spool.ack(Stream::Points, A, &a_all).expect("ack");
+    let s = spool.stats();
+    assert_eq!(s.points_chunks, 2, "b has not passed anything");
+    assert_eq!(s.sinks[A].points_records, 0);
+    assert_eq!(s.sinks[B].points_records, 2);
+
+    let b_first = spool
+        .read_batch(Stream::Points, B, 1)
+        .expect("read")
+        .expect("some");
+    spool.ack(Stream::Points, B, &b_first).expect("ack");
+    assert_eq!(spool.stats().points_chunks, 1);
+    let b_second = spool
+        .read_batch(Stream::Points, B, 1)
+        .expect("read")
+        .expect("some");
+    assert_eq!(b_second.body, L2);
+    spool.ack(Stream::Points, B, &b_second).expect("ack");
+    assert_eq!(spool.stats().points_chunks, 0);
+}
+
+#[test]
+fn without_sinks_chunks_stay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open(&dir, DEFAULT_MAX_BYTES, &[]);
+    spool.append(Stream::Points, L1, 1).expect("append");
+    assert_eq!(spool.stats().points_chunks, 1);
+    assert!(spool.stats().sinks.is_empty());
+    drop(spool);
+    assert_eq!(open(&dir, DEFAULT_MAX_BYTES, &[]).stats().points_chunks, 1);
+}
+
+#[test]
+fn size_bound_drops_oldest_points_counts_them_and_never_drops_alerts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        // Bound 100 bytes: alert 30 (seq 1) + points 30 (seq 2, 3 records) + 30 (seq 3, 2 records) = 90.
+        let spool = open(&dir, 100, &[A]);
+        spool.append(Stream::Alerts, &body(30), 1).expect("alert");
+        spool.append(Stream::Points, &body(30), 3).expect("points");
+        spool.append(Stream::Points, &body(30), 2).expect("points");
+        // 90 + 30 = 120 > 100: drop seq 2 (3 records) -> 60 + 30 = 90.
+        let out = spool.append(Stream::Points, &body(30), 4).expect("points");
+        assert_eq!(
+            out,
+            AppendOutcome {
+                seq: 4,
+                dropped_records: 3
+            }
+        );
+        let s = spool.stats();
+        assert_eq!(
+            (s.points_chunks, s.points_records, s.points_bytes),
+            (2, 6, 60)
+        );
+        assert_eq!(
+            (s.alerts_chunks, s.alerts_records, s.alerts_bytes),
+            (1, 1, 30)
+        );
+        assert_eq!(s.dropped_records_total, 3);
+        // The dropped records left a's backlog too: 2 + 4 points, 1 alert.
+        assert_eq!(
+            s.sinks[A],
+            SinkBacklog {
+                points_records: 6,
+                alerts_records: 1
+            }
+        );
+        // An alert makes room by dropping points too: 90 + 30 > 100, drop seq 3 (2 records).
+        assert_eq!(
+            spool
+                .append(Stream::Alerts, &body(30), 1)
+                .expect("alert")
+                .dropped_records,
+            2
+        );
+        // a's points read now starts at the oldest surviving chunk, seq 4.
+        let b = spool
+            .read_batch(Stream::Points, A, 100)
+            .expect("read")
+            .expect("some");
+        assert_eq!((b.first_seq, b.last_seq, b.records), (4, 4, 4));
+    }
+    // The dropped total is durable.
+    let spool = open(&dir, 100, &[A]);
+    assert_eq!(spool.stats().dropped_records_total, 5);
+    // Alerts 60 + alert 30 = 90 after dropping seq 4: alerts are 90, no points are left.
+    assert_eq!(
+        spool
+            .append(Stream::Alerts, &body(30), 1)
+            .expect("alert")
+            .dropped_records,
+        4
+    );
+    // Points cannot make room when only alerts remain: refused, nothing changed.
+    let err = spool
+        .append(Stream::Points, &body(20), 1)
+        .expect_err("full");
+    assert!(
+        matches!(
+            err,
+            SpoolError::Full {
+                bytes: 20,
+                used_bytes: 90,
+                max_bytes: 100,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // An alert is stored anyway, above the bound (invariant 5).
+    spool
+        .append(Stream::Alerts, &body(30), 1)
+        .expect("alert over the bound");
+    let s = spool.stats();
+    assert_eq!(
+        (s.alerts_chunks, s.alerts_bytes, s.points_chunks),
+        (4, 120, 0)
+    );
+    assert_eq!(s.dropped_records_total, 9);
+}
+
+#[test]
+fn a_chunk_larger_than_the_bound_is_an_error_not_a_wipe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open(&dir, 100, &[A]);
+    spool.append(Stream::Points, &body(50), 1).expect("append");
+    let err = spool
+        .append(Stream::Points, &body(101), 1)
+        .expect_err("too large");
+    assert!(matches!(
+        err,
+        SpoolError::ChunkTooLarge {
+            bytes: 101,
+            max_bytes: 100,
+            ..
+        }
+    ));
+    assert!(err.to_string().contains("spool.redb"), "{err}");
+    assert_eq!(spool.stats().points_chunks, 1);
+}
+
+#[test]
+fn empty_chunks_and_unknown_sinks_are_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open(&dir, DEFAULT_MAX_BYTES, &[A]);
+    assert!(matches!(
+        spool.append(Stream::Points, b"", 1),
+        Err(SpoolError::EmptyChunk { .. })
+    ));
+    assert!(matches!(
+        spool.append(Stream::Points, L1, 0),
+        Err(SpoolError::EmptyChunk { .. })
+    ));
+    let err = spool
+        .read_batch(Stream::Points, "nobody", 1)
+        .expect_err("unknown");
+    assert!(matches!(err, SpoolError::UnknownSink { ref sink, .. } if sink == "nobody"));
+    assert!(!spool.is_registered("nobody"));
+    assert!(spool.is_registered(A));
+}
+
+#[test]
+fn dead_letter_moves_the_batch_and_advances() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open(&dir, DEFAULT_MAX_BYTES, &[A]);
+    spool.append(Stream::Points, L1, 1).expect("append");
+    spool.append(Stream::Points, L2, 1).expect("append");
+    let batch = spool
+        .read_batch(Stream::Points, A, 10)
+        .expect("read")
+        .expect("some");
+    let reason = "unable to parse 'm v=1i 1': bad timestamp";
+    spool
+        .dead_letter(Stream::Points, A, &batch, reason)
+        .expect("dead letter");
+
+    assert_eq!(spool.read_batch(Stream::Points, A, 10).expect("read"), None);
+    let letters = spool.dead_letters().expect("list");
+    assert_eq!(letters.len(), 1);
+    let d = &letters[0];
+    assert_eq!((d.id, d.stream, d.sink.as_str()), (0, Stream::Points, A));
+    assert_eq!((d.first_seq, d.last_seq, d.records), (1, 2, 2));
+    assert_eq!(d.reason, reason);
+    assert_eq!(d.body, concat(&[L1, L2]));
+    assert!(d.at_ns > 0);
+    let s = spool.stats();
+    assert_eq!(s.points_chunks, 0);
+    assert_eq!(s.dead_letter_count, 1);
+    // 18 body bytes + 41 reason bytes.
+    assert_eq!(s.dead_letter_bytes, 18 + 41);
+    assert_eq!(s.sinks[A].points_records, 0);
+}
+
+#[test]
+fn dead_letters_are_bounded_by_their_share() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Bound 1600 -> dead-letter budget 1600 / 16 = 100 bytes; each letter is 60 + 0 bytes.
+    let spool = open(&dir, 1600, &[A]);
+    for _ in 0..2 {
+        spool.append(Stream::Points, &body(60), 1).expect("append");
+        let batch = spool
+            .read_batch(Stream::Points, A, 1)
+            .expect("read")
+            .expect("some");
+        spool
+            .dead_letter(Stream::Points, A, &batch, "")
+            .expect("dead letter");
+    }
+    let s = spool.stats();
+    assert_eq!(
+        (
+            s.dead_letter_count,
+            s.dead_letter_bytes,
+            s.dead_letters_evicted_total
+        ),
+        (1, 60, 1)
+    );
+    let letters = spool.dead_letters().expect("list");
+    assert_eq!((letters[0].id, letters[0].first_seq), (1, 2));
+}
+
+#[test]
+fn long_reasons_are_truncated_at_a_character_boundary() {
+    assert_eq!(truncate_utf8("abc", 5), "abc");
+    // "é" is 2 bytes; cutting at 2 would split it.
+    assert_eq!(truncate_utf8("aé", 2), "a");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open(&dir, DEFAULT_MAX_BYTES, &[A]);
+    spool.append(Stream::Points, L1, 1).expect("append");
+    let batch = spool
+        .read_batch(Stream::Points, A, 1)
+        .expect("read")
+        .expect("some");
+    spool
+        .dead_letter(
+            Stream::Points,
+            A,
+            &batch,
+            &"x".repeat(MAX_REASON_BYTES + 10),
+        )
+        .expect("dead letter");
+    assert_eq!(
+        spool.dead_letters().expect("list")[0].reason.len(),
+        MAX_REASON_BYTES
+    );
+}
+
+#[test]
+fn a_new_sink_starts_at_the_oldest_chunk_still_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let spool = open(&dir, DEFAULT_MAX_BYTES, &[A]);
+        for line in [L1, L2, L3] {
+            spool.append(Stream::Points, line, 1).expect("append");
+        }
+        let first = spool
+            .read_batch(Stream::Points, A, 1)
+            .expect("read")
+            .expect("some");
+        spool.ack(Stream::Points, A, &first).expect("ack"); // deletes seq 1
+    }
+    let spool = open(&dir, DEFAULT_MAX_BYTES, &[A, B]);
+    assert_eq!(
+        spool.stats().sinks[B],
+        SinkBacklog {
+            points_records: 2,
+            alerts_records: 0
+        }
+    );
+    let b = spool
+        .read_batch(Stream::Points, B, 10)
+        .expect("read")
+        .expect("some");
+    assert_eq!((b.first_seq, b.last_seq), (2, 3));
+    assert_eq!(b.body, concat(&[L2, L3]));
+    // A sink registered on an empty stream waits for the next sequence.
+    assert_eq!(spool.read_batch(Stream::Alerts, B, 10).expect("read"), None);
+    spool.append(Stream::Alerts, L4, 1).expect("alert");
+    assert_eq!(
+        spool
+            .read_batch(Stream::Alerts, B, 10)
+            .expect("read")
+            .expect("some")
+            .first_seq,
+        4
+    );
+}
+
+#[test]
+fn a_sink_no_longer_configured_stops_pinning_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let spool = open(&dir, DEFAULT_MAX_BYTES, &[A, B]);
+        spool.append(Stream::Points, L1, 1).expect("append");
+        let batch = spool
+            .read_batch(Stream::Points, A, 1)
+            .expect("read")
+            .expect("some");
+        spool.ack(Stream::Points, A, &batch).expect("ack");
+        assert_eq!(spool.stats().points_chunks, 1, "b pins it");
+    }
+    let spool = open(&dir, DEFAULT_MAX_BYTES, &[A]);
+    let s = spool.stats();
+    assert_eq!(s.points_chunks, 0);
+    assert_eq!(s.sinks.keys().collect::<Vec<_>>(), vec![A]);
+}
+
+#[test]
+fn streams_have_separate_cursors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open(&dir, DEFAULT_MAX_BYTES, &[A]);
+    spool.append(Stream::Points, L1, 1).expect("append"); // seq 1
+    spool.append(Stream::Alerts, L2, 1).expect("append"); // seq 2
+    let alert = spool
+        .read_batch(Stream::Alerts, A, 10)
+        .expect("read")
+        .expect("some");
+    assert_eq!((alert.first_seq, alert.body.as_slice()), (2, L2));
+    spool.ack(Stream::Alerts, A, &alert).expect("ack");
+    let point = spool
+        .read_batch(Stream::Points, A, 10)
+        .expect("read")
+        .expect("some");
+    assert_eq!((point.first_seq, point.body.as_slice()), (1, L1));
+    assert_eq!(
+        spool.stats().sinks[A],
+        SinkBacklog {
+            points_records: 1,
+            alerts_records: 0
+        }
+    );
+}
+
+#[test]
+fn an_unreadable_file_is_a_startup_error_naming_the_path_and_the_fix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spool.redb");
+    std::fs::write(&path, vec![0x5a; 8192]).expect("write garbage");
+    let err = Spool::open(&path, &SpoolConfig::default(), &[]).expect_err("garbage is not a spool");
+    let msg = err.to_string();
+    assert!(matches!(err, SpoolError::Open { .. }), "{msg}");
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("move it aside"), "{msg}");
+}
+
+#[test]
+fn the_spool_directory_is_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("data").join("spool.redb");
+    Spool::open(&path, &SpoolConfig::default(), &[]).expect("open");
+    assert!(path.exists());
+}
+
+#[test]
+fn config_defaults_and_validation() {
+    let c: SpoolConfig = toml::from_str("").expect("empty table");
+    assert_eq!(c.max_bytes, 268_435_456);
+    assert!(toml::from_str::<SpoolConfig>("max_bytes = 1\nmax_bites = 2").is_err());
+    let err = SpoolConfig { max_bytes: 1000 }
+        .validate("spool")
+        .expect_err("too small");
+    assert!(
+        err.starts_with("spool.max_bytes: 1000 is below the minimum 1048576"),
+        "{err}"
+    );
+    assert!(SpoolConfig {
+        max_bytes: MIN_MAX_BYTES
+    }
+    .validate("spool")
+    .is_ok());
+}
+
+#[tokio::test]
+async fn sinks_are_woken_after_an_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Arc::new(open(&dir, DEFAULT_MAX_BYTES, &[A]));
+    let notified = spool.appended().notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    let writer = Arc::clone(&spool);
+    tokio::task::spawn_blocking(move || writer.append(Stream::Points, L1, 1))
+        .await
+        .expect("join")
+        .expect("append");
+    tokio::time::timeout(Duration::from_secs(5), notified)
+        .await
+        .expect("woken");
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command: every unit and system test of the workspace.
+#
+# The system tests start a real mosquitto, a real VictoriaMetrics and socat pseudo-terminals on
+# free 127.0.0.1 ports. When one of them is missing, this script installs it from Debian's
+# packages first, so a fresh Debian machine with Rust needs nothing else.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+[ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+[ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
+command -v socat >/dev/null 2>&1 || need+=(socat)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${need[*]} (needed by the system tests)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+exec cargo test --workspace --locked "$@"
