@@ -274,3 +274,91 @@ pub fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
+
+/// The repository's device profiles.
+#[must_use]
+pub fn profiles_dir() -> PathBuf {
+    repo_root().join("config").join("profiles")
+}
+
+/// A gateway running in-process on its own tasks, stopped with [`RunningGateway::stop`].
+#[derive(Debug)]
+pub struct RunningGateway {
+    shutdown: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), anju_gateway::run::RunError>>,
+    /// The gateway's counters.
+    pub metrics: std::sync::Arc<anju_gateway::metrics::Metrics>,
+}
+
+/// Write `config` to `dir/gateway.toml`, validate it as the daemon would, and run the gateway.
+///
+/// # Errors
+/// When the config is invalid.
+pub fn start_gateway(config: &str, dir: &Path) -> Result<RunningGateway> {
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, config)?;
+    let cfg = anju_gateway::config::Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gw = anju_gateway::run::Gateway::new(cfg);
+    let metrics = gw.metrics();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(gw.run(shutdown.clone()));
+    Ok(RunningGateway { shutdown, handle, metrics })
+}
+
+impl RunningGateway {
+    /// Shut down as on SIGTERM and wait for it.
+    ///
+    /// # Errors
+    /// When the gateway ended with an error or did not stop within 30 s.
+    pub async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .context("gateway did not stop within 30 s")??
+            .map_err(|e| anyhow::anyhow!("gateway failed: {e}"))
+    }
+
+    /// True while the gateway task runs.
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        !self.handle.is_finished()
+    }
+}
+
+/// Poll `check` every 100 ms until it returns true or `limit` passes.
+///
+/// # Errors
+/// When `limit` passes first; the message says what was awaited.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What landed per channel: `(device, point)` → timestamp (ms) → every value stored there.
+pub type Landed = BTreeMap<(String, String), BTreeMap<i64, Vec<f64>>>;
+
+/// Group exported `<measurement>_value` series by device and point.
+#[must_use]
+pub fn landed(series: &[ExportedSeries]) -> Landed {
+    let mut out = Landed::new();
+    for s in series {
+        let (Some(d), Some(p)) = (s.metric.get("device"), s.metric.get("point")) else { continue };
+        let per = out.entry((d.clone(), p.clone())).or_default();
+        for (t, v) in s.timestamps.iter().zip(&s.values) {
+            per.entry(*t).or_default().push(*v);
+        }
+    }
+    out
+}
