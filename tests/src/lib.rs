@@ -67,6 +67,21 @@ pub fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) -> Result<
     }
 }
 
+/// Stop a server gracefully (SIGTERM, so VictoriaMetrics flushes its in-memory buffer and
+/// mosquitto saves its persistence file), killing it if it has not exited after 10 s.
+fn terminate(mut child: Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// A real mosquitto broker on a free loopback port, with persistence so that persistent
 /// sessions survive a broker restart. Killed on drop.
 #[derive(Debug)]
@@ -129,9 +144,8 @@ impl Mosquitto {
 
     /// Stop the broker (its persistence file stays).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            terminate(c);
         }
     }
 
@@ -223,9 +237,8 @@ impl VictoriaMetrics {
 
     /// Stop the store (data stays on disk).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            terminate(c);
         }
     }
 

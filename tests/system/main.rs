@@ -2,5 +2,7 @@
 //! loopback, compared against the simulator's truth.
 //!
 //! - [`modbus_to_influx`]: Modbus TCP and RTU values and device times land exactly.
+//! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
 
 mod modbus_to_influx;
+mod restarts;

@@ -99,8 +99,13 @@ fn describe(err: &RequestError) -> (Option<u16>, String) {
             let mut text = other.to_string();
             let mut source = std::error::Error::source(other);
             while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
+                // reqwest and hyper already fold their sources into their own messages; only
+                // add a cause that is not in the text yet, so a log line says it once.
+                let cause = s.to_string();
+                if !text.contains(&cause) {
+                    text.push_str(": ");
+                    text.push_str(&cause);
+                }
                 source = s.source();
             }
             (None, truncate_utf8(&text, MAX_REASON_BYTES).to_owned())
