@@ -1,1 +1,42 @@
-//! stub
+//! Simulated resettlement site: the gateway's test oracle.
+//!
+//! Serves Modbus TCP and RTU slaves and publishes MQTT sensor messages from a scenario file
+//! (`config/sim/*.toml`), and records the TRUE values it served ([`Truth`]) so system tests can
+//! compare what landed in the database. It shares only data with the gateway (the profile files
+//! `config/profiles/*.toml`): its profile structs, register encoding, CRC and message formats
+//! are its own, so a decoding bug in the gateway makes the tests fail instead of cancelling out.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use firmware_sim::{ClockMode, Scenario, Site, StartOptions};
+//! let scenario = Scenario::load("config/sim/basic.toml".as_ref())?;
+//! let site = Site::start(&scenario, StartOptions { clock: ClockMode::Manual, ..Default::default() }).await?;
+//! let addr = site.tcp_addr("lvl-1");
+//! site.step();
+//! let truth = site.truth().samples();
+//! site.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod clock;
+pub mod device;
+pub mod encode;
+pub mod messages;
+pub mod mqtt;
+pub mod nodes;
+pub mod profile;
+pub mod pty;
+pub mod quantity;
+pub mod rtu;
+pub mod scenario;
+pub mod signal;
+pub mod site;
+pub mod tcp;
+pub mod truth;
+
+pub use clock::ClockMode;
+pub use device::SampleStamp;
+pub use pty::{PtyError, PtyPair};
+pub use scenario::{Scenario, ScenarioError};
+pub use site::{RtuEndpoint, RunningSite, Site, SiteError, StartOptions};
+pub use truth::{FaultKind, FaultRecord, TrueSample, Truth};

@@ -1,0 +1,812 @@
+//! Scenario files (`config/sim/*.toml`): what site the simulator plays.
+//!
+//! Owns the scenario format (raw serde structs with `deny_unknown_fields`), its validation into
+//! a [`Scenario`] with every profile resolved, and [`ScenarioError`], which always names the
+//! file and the path of the offending entry (`modbus_tcp[1].profile: no profile "foo" in
+//! config/profiles`). It starts nothing ([`crate::site`]).
+//!
+//! ```toml
+//! name = "basic"
+//! seed = 20261129
+//! sample_interval = "1s"          # whole seconds, >= 1 s
+//! site = "site-01"
+//!
+//! [[modbus_tcp]]
+//! name = "lvl-1"                  # device name: the truth's `device`
+//! profile = "levelling-8ch"       # config/profiles/<profile>.toml
+//! unit = 1
+//! listen = "127.0.0.1:0"          # default; port 0 = any free port
+//! strict_map = false              # true: reads touching unmapped registers get exception 02
+//!
+//! [[modbus_rtu]]
+//! bus = "rs485-1"
+//! tty = "/dev/ttyUSB0"            # optional: absent = a socat pty pair made at start
+//! baud = 9600
+//! [[modbus_rtu.slaves]]
+//! name = "therm-1"
+//! profile = "thermistor-16"
+//! unit = 1
+//!
+//! [[json_nodes]]
+//! name = "curing-a"
+//! topic = "sites/{site}/nodes/{node}/up"   # placeholders: {site} {node} ({sensor}: single only)
+//! message = "batch"               # batch: one message with all readings; single: one per sensor
+//! every = 1                       # publish every N sample ticks
+//! [[json_nodes.sensors]]
+//! id = "t1"
+//! quantity = "temperature"
+//! unit = "°C"
+//! decimals = 2                    # values are rounded to this many decimals
+//!
+//! [[cigem]]
+//! device_id = "51010400001"
+//! data_every = 1                  # type-2 data message every N sample ticks
+//! status_every = 10               # type-1 status message every N sample ticks
+//! [[cigem.points]]
+//! id = "L1_LF_1"
+//! kind = "crack"
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::profile::{Profile, ProfileSet};
+use crate::quantity::Quantity;
+
+/// Longest sample interval: one day (the CIGEM firmware's sample interval is 1-86 400 s,
+/// domain.md §3.4).
+pub const MAX_SAMPLE_INTERVAL_S: u64 = 86_400;
+/// Most decimals an MQTT value may carry (beyond this the JSON number stops being a clean
+/// decimal the gateway and the truth agree on).
+pub const MAX_DECIMALS: u8 = 6;
+/// Modbus over serial line V1.02 §2.2: unit ids 1-247 address one slave (0 is broadcast).
+pub const MAX_UNIT_ID: u8 = 247;
+/// Default listen address of a Modbus TCP slave: loopback, any free port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";
+/// Default serial speed.
+pub const DEFAULT_BAUD: u32 = 9600;
+/// Default CIGEM uplink topic (OneNET-style, domain.md §3.5).
+pub const DEFAULT_CIGEM_TOPIC: &str = "$dp";
+/// Default number of sample ticks between two CIGEM status messages.
+pub const DEFAULT_STATUS_EVERY: u32 = 10;
+/// Default decimals of an MQTT value (0.01 resolution).
+pub const DEFAULT_DECIMALS: u8 = 2;
+
+/// A scenario or profile file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file or directory cannot be read.
+    #[error("{}: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or shape error (unknown field, wrong type, missing field).
+    #[error("{}: {path}: {message}{}", file.display(), line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// Path of the entry, e.g. `modbus_tcp[1].unit` (`.` for the top level).
+        path: String,
+        /// What is wrong.
+        message: String,
+        /// 1-based line, when known.
+        line: Option<usize>,
+    },
+    /// A rule is broken.
+    #[error("{}: {path}: {message}", file.display())]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// Path of the entry.
+        path: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+/// Parses TOML into `T`, naming the entry path on error.
+pub(crate) fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ScenarioError> {
+    let line_of = |span: Option<std::ops::Range<usize>>| {
+        span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| ScenarioError::Parse {
+        file: file.to_path_buf(),
+        path: ".".into(),
+        message: e.message().to_owned(),
+        line: line_of(e.span()),
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        ScenarioError::Parse {
+            file: file.to_path_buf(),
+            path,
+            message: inner.message().to_owned(),
+            line: line_of(inner.span()),
+        }
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: String,
+    #[serde(default)]
+    description: String,
+    seed: u64,
+    sample_interval: String,
+    site: String,
+    #[serde(default)]
+    modbus_tcp: Vec<RawTcpSlave>,
+    #[serde(default)]
+    modbus_rtu: Vec<RawRtuBus>,
+    #[serde(default)]
+    json_nodes: Vec<RawJsonNode>,
+    #[serde(default)]
+    cigem: Vec<RawCigem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTcpSlave {
+    name: String,
+    profile: String,
+    unit: u8,
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    strict_map: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRtuBus {
+    bus: String,
+    #[serde(default)]
+    tty: Option<PathBuf>,
+    #[serde(default = "default_baud")]
+    baud: u32,
+    slaves: Vec<RawRtuSlave>,
+}
+
+const fn default_baud() -> u32 {
+    DEFAULT_BAUD
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRtuSlave {
+    name: String,
+    profile: String,
+    unit: u8,
+    #[serde(default)]
+    strict_map: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJsonNode {
+    name: String,
+    topic: String,
+    message: MessageForm,
+    #[serde(default = "one")]
+    every: u32,
+    sensors: Vec<RawJsonSensor>,
+}
+
+const fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJsonSensor {
+    id: String,
+    quantity: Quantity,
+    #[serde(default)]
+    unit: String,
+    #[serde(default = "default_decimals")]
+    decimals: u8,
+}
+
+const fn default_decimals() -> u8 {
+    DEFAULT_DECIMALS
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCigem {
+    device_id: String,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default = "one")]
+    data_every: u32,
+    #[serde(default = "default_status_every")]
+    status_every: u32,
+    points: Vec<RawCigemPoint>,
+}
+
+const fn default_status_every() -> u32 {
+    DEFAULT_STATUS_EVERY
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCigemPoint {
+    id: String,
+    kind: CigemKind,
+}
+
+/// How a JSON node packs readings into messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageForm {
+    /// One message per tick with every sensor:
+    /// `{"ts":"<ISO-8601 ms>","readings":[{"sensor":..,"value":..,"unit":..},..]}`.
+    Batch,
+    /// One message per sensor per tick: `{"sensor":..,"value":..,"ts":<epoch ms>}`.
+    Single,
+}
+
+/// CIGEM data-point kinds (domain.md §3.5 field dictionary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CigemKind {
+    /// L1 LF crack meter: a scalar, cumulative opening in mm.
+    Crack,
+    /// L1 QJ tilt: `X`, `Y`, `Z` (absolute °), `angle` (°), `AZI` (0-360°).
+    Tilt,
+    /// Rain gauge: `value` (mm this sample), `totalValue` (cumulative mm).
+    Rain,
+    /// L1 JS acceleration: `gX`, `gY`, `gZ` (mg).
+    Acceleration,
+    /// L1 GP GNSS: `gpsTotalX`, `gpsTotalY`, `gpsTotalZ` (mm vs the initial position).
+    Gnss,
+    /// L1 SW deep displacement: `dispsX`, `dispsY` (mm).
+    DeepDisplacement,
+    /// L2 YL earth pressure: a scalar in kN.
+    EarthPressure,
+    /// L3 HS soil moisture: a scalar in %.
+    SoilMoisture,
+    /// L3 TW soil temperature: a scalar in °C.
+    SoilTemperature,
+}
+
+impl fmt::Display for CigemKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Self::Crack => "crack",
+            Self::Tilt => "tilt",
+            Self::Rain => "rain",
+            Self::Acceleration => "acceleration",
+            Self::Gnss => "gnss",
+            Self::DeepDisplacement => "deep_displacement",
+            Self::EarthPressure => "earth_pressure",
+            Self::SoilMoisture => "soil_moisture",
+            Self::SoilTemperature => "soil_temperature",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A validated scenario, profiles resolved.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Scenario name.
+    pub name: String,
+    /// What it is for.
+    pub description: String,
+    /// Seed of every value series.
+    pub seed: u64,
+    /// Time between two sample ticks (whole seconds).
+    pub sample_interval: Duration,
+    /// Site name (the `{site}` of MQTT topics).
+    pub site: String,
+    /// Modbus TCP slaves, one listener each.
+    pub modbus_tcp: Vec<TcpSlave>,
+    /// Modbus RTU buses.
+    pub modbus_rtu: Vec<RtuBus>,
+    /// MQTT JSON sensor nodes.
+    pub json_nodes: Vec<JsonNode>,
+    /// CIGEM universal geo-hazard devices.
+    pub cigem: Vec<CigemDevice>,
+}
+
+/// A Modbus TCP slave.
+#[derive(Debug, Clone)]
+pub struct TcpSlave {
+    /// Device name.
+    pub name: String,
+    /// Its register map.
+    pub profile: Arc<Profile>,
+    /// Unit id it answers to (also 0 and 255, the Modbus/TCP "direct" ids).
+    pub unit: u8,
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// Reads touching unmapped registers answer exception 02 instead of zeros.
+    pub strict_map: bool,
+}
+
+/// One RS-485 line with its slaves.
+#[derive(Debug, Clone)]
+pub struct RtuBus {
+    /// Bus name.
+    pub name: String,
+    /// Serial device to serve on; `None` = make a socat pty pair at start.
+    pub tty: Option<PathBuf>,
+    /// Line speed (sets the inter-frame silence).
+    pub baud: u32,
+    /// Slaves on the line.
+    pub slaves: Vec<RtuSlave>,
+}
+
+/// A slave on an RTU bus.
+#[derive(Debug, Clone)]
+pub struct RtuSlave {
+    /// Device name.
+    pub name: String,
+    /// Its register map.
+    pub profile: Arc<Profile>,
+    /// Unit id, 1-247, unique on the bus.
+    pub unit: u8,
+    /// Reads touching unmapped registers answer exception 02 instead of zeros.
+    pub strict_map: bool,
+}
+
+/// An MQTT node publishing JSON.
+#[derive(Debug, Clone)]
+pub struct JsonNode {
+    /// Node name (the truth's `device`).
+    pub name: String,
+    /// Topic template.
+    pub topic: String,
+    /// Message packing.
+    pub message: MessageForm,
+    /// Publish every N ticks.
+    pub every: u32,
+    /// Sensors.
+    pub sensors: Vec<JsonSensor>,
+}
+
+impl JsonNode {
+    /// The topic for `site` (and `sensor`, for the single form).
+    #[must_use]
+    pub fn topic_for(&self, site: &str, sensor: Option<&str>) -> String {
+        self.topic
+            .replace("{site}", site)
+            .replace("{node}", &self.name)
+            .replace("{sensor}", sensor.unwrap_or(""))
+    }
+}
+
+/// A sensor of a JSON node.
+#[derive(Debug, Clone)]
+pub struct JsonSensor {
+    /// Sensor id (the truth's `point`).
+    pub id: String,
+    /// What it measures.
+    pub quantity: Quantity,
+    /// Unit string put in batch messages.
+    pub unit: String,
+    /// Decimals the value is rounded to.
+    pub decimals: u8,
+}
+
+/// A CIGEM universal geo-hazard device.
+#[derive(Debug, Clone)]
+pub struct CigemDevice {
+    /// Platform device id (the truth's `device`).
+    pub device_id: String,
+    /// Uplink topic (default `$dp`).
+    pub topic: String,
+    /// Data message every N ticks.
+    pub data_every: u32,
+    /// Status message every N ticks.
+    pub status_every: u32,
+    /// Data points.
+    pub points: Vec<CigemPoint>,
+}
+
+/// A CIGEM data point.
+#[derive(Debug, Clone)]
+pub struct CigemPoint {
+    /// `L<cat>_<TYPE>_<n>`, e.g. `L1_QJ_1`.
+    pub id: String,
+    /// What it measures and which fields it has.
+    pub kind: CigemKind,
+}
+
+impl Scenario {
+    /// Loads `file`, resolving profiles from the `profiles` directory next to the scenario's
+    /// directory (`config/sim/x.toml` → `config/profiles`).
+    ///
+    /// # Errors
+    /// See [`ScenarioError`].
+    pub fn load(file: &Path) -> Result<Self, ScenarioError> {
+        let dir = file
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or_else(|| Path::new(".."));
+        Self::load_with_profiles(file, &dir.join("profiles"))
+    }
+
+    /// Loads `file` with profiles from `profiles_dir`.
+    ///
+    /// # Errors
+    /// See [`ScenarioError`].
+    pub fn load_with_profiles(file: &Path, profiles_dir: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ScenarioError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
+        let raw: RawScenario = parse_toml(file, &text)?;
+        let profiles = ProfileSet::load_dir(profiles_dir)?;
+        validate(file, raw, &profiles).map_err(|(path, message)| ScenarioError::Invalid {
+            file: file.to_path_buf(),
+            path,
+            message,
+        })
+    }
+
+    /// Every device name, in file order (Modbus TCP, RTU slaves, JSON nodes, CIGEM ids).
+    #[must_use]
+    pub fn device_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.modbus_tcp.iter().map(|d| d.name.as_str()).collect();
+        for bus in &self.modbus_rtu {
+            names.extend(bus.slaves.iter().map(|s| s.name.as_str()));
+        }
+        names.extend(self.json_nodes.iter().map(|n| n.name.as_str()));
+        names.extend(self.cigem.iter().map(|c| c.device_id.as_str()));
+        names
+    }
+}
+
+type Invalid = (String, String);
+
+/// Names go into MQTT topics, InfluxDB tags and file names: keep them to a safe alphabet.
+fn check_name(path: String, name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err((
+            path,
+            format!("{name:?}: use letters, digits, '-', '_' or '.' (no spaces, '/', '+', '#')"),
+        ))
+    }
+}
+
+fn check_unit(path: String, unit: u8) -> Result<(), Invalid> {
+    if (1..=MAX_UNIT_ID).contains(&unit) {
+        Ok(())
+    } else {
+        Err((
+            path,
+            format!("unit id {unit} is outside 1-{MAX_UNIT_ID} (0 is broadcast)"),
+        ))
+    }
+}
+
+fn resolve_profile(
+    path: String,
+    name: &str,
+    profiles: &ProfileSet,
+) -> Result<Arc<Profile>, Invalid> {
+    profiles
+        .get(name)
+        .map(|p| Arc::new(p.clone()))
+        .ok_or_else(|| {
+            let known: Vec<&str> = profiles.names().collect();
+            (
+                path,
+                format!(
+                    "no profile {name:?} in {} (have: {})",
+                    profiles.dir().display(),
+                    known.join(", ")
+                ),
+            )
+        })
+}
+
+/// Checks a topic template: known placeholders only, no MQTT wildcards.
+fn check_topic(path: String, topic: &str, allow_sensor: bool) -> Result<(), Invalid> {
+    if topic.is_empty() || topic.contains(['+', '#']) {
+        return Err((
+            path,
+            format!("{topic:?}: a publish topic must be non-empty, without '+' or '#'"),
+        ));
+    }
+    let mut rest = topic;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return Err((path, format!("{topic:?}: unclosed '{{'")));
+        };
+        let name = &rest[open + 1..open + close];
+        match name {
+            "site" | "node" => {}
+            "sensor" if allow_sensor => {}
+            "sensor" => {
+                return Err((path, "{sensor} is only for message = \"single\"".into()));
+            }
+            other => {
+                return Err((
+                    path,
+                    format!(
+                        "unknown placeholder {{{other}}} (known: {{site}}, {{node}}, {{sensor}})"
+                    ),
+                ))
+            }
+        }
+        rest = &rest[open + close + 1..];
+    }
+    if rest.contains('}') {
+        return Err((path, format!("{topic:?}: stray '}}'")));
+    }
+    Ok(())
+}
+
+/// `L<digit>_<LETTERS>_<digits>` (domain.md §3.5 data-point naming).
+fn is_cigem_point_id(id: &str) -> bool {
+    let mut parts = id.split('_');
+    let (Some(cat), Some(code), Some(n), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    cat.len() == 2
+        && cat.starts_with('L')
+        && cat[1..].chars().all(|c| c.is_ascii_digit())
+        && !code.is_empty()
+        && code.chars().all(|c| c.is_ascii_uppercase())
+        && !n.is_empty()
+        && n.chars().all(|c| c.is_ascii_digit())
+}
+
+fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scenario, Invalid> {
+    check_name("name".into(), &raw.name)?;
+    check_name("site".into(), &raw.site)?;
+    let interval = humantime::parse_duration(&raw.sample_interval).map_err(|e| {
+        (
+            "sample_interval".to_owned(),
+            format!("{:?}: {e}", raw.sample_interval),
+        )
+    })?;
+    if interval.subsec_nanos() != 0
+        || interval.as_secs() == 0
+        || interval.as_secs() > MAX_SAMPLE_INTERVAL_S
+    {
+        return Err((
+            "sample_interval".into(),
+            format!(
+                "must be whole seconds in 1s-{MAX_SAMPLE_INTERVAL_S}s, got {:?}",
+                raw.sample_interval
+            ),
+        ));
+    }
+
+    let mut devices: HashMap<String, String> = HashMap::new();
+    let mut claim = |path: &str, name: &str| -> Result<(), Invalid> {
+        check_name(path.to_owned(), name)?;
+        match devices.insert(name.to_owned(), path.to_owned()) {
+            Some(first) => Err((
+                path.to_owned(),
+                format!("device name {name:?} already used at {first}"),
+            )),
+            None => Ok(()),
+        }
+    };
+
+    let mut fixed_ports = HashSet::new();
+    let mut modbus_tcp = Vec::with_capacity(raw.modbus_tcp.len());
+    for (i, d) in raw.modbus_tcp.into_iter().enumerate() {
+        let at = |f: &str| format!("modbus_tcp[{i}].{f}");
+        claim(&at("name"), &d.name)?;
+        check_unit(at("unit"), d.unit)?;
+        let profile = resolve_profile(at("profile"), &d.profile, profiles)?;
+        let listen_text = d.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_text.parse().map_err(|e| {
+            (
+                at("listen"),
+                format!("{listen_text:?}: {e} (write ip:port)"),
+            )
+        })?;
+        if listen.port() != 0 && !fixed_ports.insert(listen) {
+            return Err((
+                at("listen"),
+                format!("{listen} is already used by another slave"),
+            ));
+        }
+        modbus_tcp.push(TcpSlave {
+            name: d.name,
+            profile,
+            unit: d.unit,
+            listen,
+            strict_map: d.strict_map,
+        });
+    }
+
+    let mut buses = HashSet::new();
+    let mut modbus_rtu = Vec::with_capacity(raw.modbus_rtu.len());
+    for (i, b) in raw.modbus_rtu.into_iter().enumerate() {
+        let at = |f: &str| format!("modbus_rtu[{i}].{f}");
+        check_name(at("bus"), &b.bus)?;
+        if !buses.insert(b.bus.clone()) {
+            return Err((at("bus"), format!("bus name {:?} used twice", b.bus)));
+        }
+        if b.baud == 0 {
+            return Err((at("baud"), "baud must be positive".into()));
+        }
+        if b.slaves.is_empty() {
+            return Err((at("slaves"), "a bus needs at least one slave".into()));
+        }
+        let mut units = HashMap::new();
+        let mut slaves = Vec::with_capacity(b.slaves.len());
+        for (j, s) in b.slaves.into_iter().enumerate() {
+            let at = |f: &str| format!("modbus_rtu[{i}].slaves[{j}].{f}");
+            claim(&at("name"), &s.name)?;
+            check_unit(at("unit"), s.unit)?;
+            if let Some(first) = units.insert(s.unit, j) {
+                return Err((
+                    at("unit"),
+                    format!("unit {} already on this bus (slaves[{first}])", s.unit),
+                ));
+            }
+            let profile = resolve_profile(at("profile"), &s.profile, profiles)?;
+            slaves.push(RtuSlave {
+                name: s.name,
+                profile,
+                unit: s.unit,
+                strict_map: s.strict_map,
+            });
+        }
+        modbus_rtu.push(RtuBus {
+            name: b.bus,
+            tty: b.tty,
+            baud: b.baud,
+            slaves,
+        });
+    }
+
+    let mut json_nodes = Vec::with_capacity(raw.json_nodes.len());
+    for (i, n) in raw.json_nodes.into_iter().enumerate() {
+        let at = |f: &str| format!("json_nodes[{i}].{f}");
+        claim(&at("name"), &n.name)?;
+        check_topic(at("topic"), &n.topic, n.message == MessageForm::Single)?;
+        if n.every == 0 {
+            return Err((at("every"), "every must be at least 1".into()));
+        }
+        if n.sensors.is_empty() {
+            return Err((at("sensors"), "a node needs at least one sensor".into()));
+        }
+        let mut ids = HashSet::new();
+        let mut sensors = Vec::with_capacity(n.sensors.len());
+        for (j, s) in n.sensors.into_iter().enumerate() {
+            let at = |f: &str| format!("json_nodes[{i}].sensors[{j}].{f}");
+            check_name(at("id"), &s.id)?;
+            if !ids.insert(s.id.clone()) {
+                return Err((
+                    at("id"),
+                    format!("sensor id {:?} used twice in this node", s.id),
+                ));
+            }
+            if s.decimals > MAX_DECIMALS {
+                return Err((at("decimals"), format!("at most {MAX_DECIMALS} decimals")));
+            }
+            sensors.push(JsonSensor {
+                id: s.id,
+                quantity: s.quantity,
+                unit: s.unit,
+                decimals: s.decimals,
+            });
+        }
+        json_nodes.push(JsonNode {
+            name: n.name,
+            topic: n.topic,
+            message: n.message,
+            every: n.every,
+            sensors,
+        });
+    }
+
+    let mut cigem = Vec::with_capacity(raw.cigem.len());
+    for (i, c) in raw.cigem.into_iter().enumerate() {
+        let at = |f: &str| format!("cigem[{i}].{f}");
+        claim(&at("device_id"), &c.device_id)?;
+        let topic = c.topic.unwrap_or_else(|| DEFAULT_CIGEM_TOPIC.to_owned());
+        check_topic(at("topic"), &topic, false)?;
+        if c.data_every == 0 {
+            return Err((at("data_every"), "data_every must be at least 1".into()));
+        }
+        if c.status_every == 0 {
+            return Err((at("status_every"), "status_every must be at least 1".into()));
+        }
+        if c.points.is_empty() {
+            return Err((
+                at("points"),
+                "a device needs at least one data point".into(),
+            ));
+        }
+        let mut ids = HashSet::new();
+        let mut points = Vec::with_capacity(c.points.len());
+        for (j, p) in c.points.into_iter().enumerate() {
+            let at = |f: &str| format!("cigem[{i}].points[{j}].{f}");
+            if !is_cigem_point_id(&p.id) {
+                return Err((
+                    at("id"),
+                    format!("{:?}: expected L<category>_<TYPE>_<n>, e.g. L1_LF_1", p.id),
+                ));
+            }
+            if !ids.insert(p.id.clone()) {
+                return Err((
+                    at("id"),
+                    format!("point {:?} used twice in this device", p.id),
+                ));
+            }
+            points.push(CigemPoint {
+                id: p.id,
+                kind: p.kind,
+            });
+        }
+        cigem.push(CigemDevice {
+            device_id: c.device_id,
+            topic,
+            data_every: c.data_every,
+            status_every: c.status_every,
+            points,
+        });
+    }
+
+    Ok(Scenario {
+        file: file.to_path_buf(),
+        name: raw.name,
+        description: raw.description,
+        seed: raw.seed,
+        sample_interval: interval,
+        site: raw.site,
+        modbus_tcp,
+        modbus_rtu,
+        json_nodes,
+        cigem,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_templates() {
+        assert!(check_topic("t".into(), "sites/{site}/nodes/{node}/up", false).is_ok());
+        assert!(check_topic("t".into(), "s/{node}/{sensor}", true).is_ok());
+        assert!(check_topic("t".into(), "s/{node}/{sensor}", false).is_err());
+        assert!(check_topic("t".into(), "s/{nod}", false).is_err());
+        assert!(check_topic("t".into(), "s/+/x", false).is_err());
+        assert!(check_topic("t".into(), "s/{site", false).is_err());
+        assert!(check_topic("t".into(), "$dp", false).is_ok());
+    }
+
+    #[test]
+    fn cigem_point_ids() {
+        assert!(is_cigem_point_id("L1_LF_1"));
+        assert!(is_cigem_point_id("L3_YL_12"));
+        assert!(!is_cigem_point_id("S1_ZT_1"));
+        assert!(!is_cigem_point_id("L1_lf_1"));
+        assert!(!is_cigem_point_id("L1_LF"));
+        assert!(!is_cigem_point_id("L1_LF_1_2"));
+    }
+}

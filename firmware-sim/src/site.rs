@@ -1,0 +1,526 @@
+//! A running simulated site: every device of a scenario served, sampled and recorded.
+//!
+//! Owns start-up (listeners, serial lines, pty pairs, the MQTT publisher), the sample ticks
+//! (sample `k` is taken at `t0 + k × sample_interval`, whole Unix seconds, `t0` the second the
+//! site started; sample 0 is taken before [`Site::start`] returns), fault control and shutdown.
+//! Values come from [`crate::device`] and [`crate::nodes`]; transports from [`crate::tcp`],
+//! [`crate::rtu`], [`crate::mqtt`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{ClockMode, SimClock, NANOS_PER_SEC};
+use crate::device::{ModbusDevice, SampleStamp};
+use crate::mqtt::{self, PublishStats, Publisher};
+use crate::nodes::{CigemSim, JsonNodeSim};
+use crate::pty::{PtyError, PtyPair};
+use crate::rtu;
+use crate::scenario::Scenario;
+use crate::tcp;
+use crate::truth::{FaultKind, Truth, TruthError};
+
+/// Numbers the default pty directories of the sites of this process.
+static SITE_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Options of [`Site::start`]. `Default` = real time, no MQTT, scenario seed and ttys.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Broker for the MQTT nodes; `None` = their messages are dropped (no truth for them).
+    pub mqtt_broker: Option<SocketAddr>,
+    /// MQTT client id; default `anju-sim-<scenario>-<pid>-<n>` (n numbers the sites of a process).
+    pub mqtt_client_id: Option<String>,
+    /// Serial device per bus name, overriding the scenario's `tty`.
+    pub rtu_paths: HashMap<String, PathBuf>,
+    /// Where pty pairs are made for buses without a tty (`<dir>/<bus>/{sim,gw}`); default
+    /// `<temp>/anju-sim-<pid>-<n>`.
+    pub pty_dir: Option<PathBuf>,
+    /// How ticks are driven.
+    pub clock: ClockMode,
+    /// Overrides the scenario seed.
+    pub seed: Option<u64>,
+    /// Also stream the truth as JSON lines to this file.
+    pub truth_file: Option<PathBuf>,
+}
+
+/// Errors starting or controlling a site.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    /// A Modbus TCP listener could not be bound.
+    #[error("modbus tcp device {device}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// Device name.
+        device: String,
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A pty pair could not be made for a bus.
+    #[error("rtu bus {bus}: {source}")]
+    Pty {
+        /// Bus name.
+        bus: String,
+        /// Cause.
+        source: PtyError,
+    },
+    /// A serial device could not be opened.
+    #[error("rtu bus {bus}: cannot open {}: {source}", path.display())]
+    Serial {
+        /// Bus name.
+        bus: String,
+        /// Device path.
+        path: PathBuf,
+        /// Cause.
+        source: tokio_serial::Error,
+    },
+    /// The truth file could not be created.
+    #[error(transparent)]
+    Truth(#[from] TruthError),
+    /// No device of that name in the scenario.
+    #[error("no device {0:?} in this site")]
+    UnknownDevice(String),
+}
+
+/// Where an RTU bus is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtuEndpoint {
+    /// The serial device the simulator serves on.
+    pub sim_path: PathBuf,
+    /// The other end of the simulator's own pty pair, for the gateway (`None` for a tty given
+    /// by the scenario or the caller).
+    pub gateway_path: Option<PathBuf>,
+}
+
+/// Takes samples: one lock serialises ticks so sample indices are consecutive.
+#[derive(Debug)]
+struct Sampler {
+    t0_s: i64,
+    interval_s: i64,
+    modbus: Vec<Arc<ModbusDevice>>,
+    json: Vec<JsonNodeSim>,
+    cigem: Vec<CigemSim>,
+    publisher: Option<Publisher>,
+    truth: Arc<Truth>,
+    next: Mutex<u64>,
+}
+
+impl Sampler {
+    fn lock_next(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.next
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn time_of(&self, k: u64) -> i64 {
+        let k = i64::try_from(k).unwrap_or(i64::MAX);
+        self.t0_s.saturating_add(k.saturating_mul(self.interval_s))
+    }
+
+    fn next_index(&self) -> u64 {
+        *self.lock_next()
+    }
+
+    fn tick(&self) -> SampleStamp {
+        let mut next = self.lock_next();
+        let index = *next;
+        let unix_s = self.time_of(index);
+        for d in &self.modbus {
+            self.truth.record(d.sample(index, unix_s));
+        }
+        let messages = self
+            .json
+            .iter()
+            .flat_map(|n| n.messages(index, unix_s))
+            .chain(self.cigem.iter().flat_map(|c| c.messages(index, unix_s)));
+        for m in messages {
+            if let Some(p) = &self.publisher {
+                p.send(m);
+            }
+        }
+        *next += 1;
+        SampleStamp { index, unix_s }
+    }
+}
+
+/// Entry point: `Site::start(&scenario, options)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Site;
+
+/// A site being simulated. Dropping it stops everything (tasks aborted, socat killed);
+/// [`RunningSite::shutdown`] does the same and waits for the tasks to end.
+#[derive(Debug)]
+pub struct RunningSite {
+    name: String,
+    interval: Duration,
+    clock: SimClock,
+    sampler: Arc<Sampler>,
+    tcp: BTreeMap<String, SocketAddr>,
+    rtu: BTreeMap<String, RtuEndpoint>,
+    ptys: Vec<PtyPair>,
+    /// Directories made for pty pairs, innermost first; removed (if empty) at the end.
+    made_dirs: Vec<PathBuf>,
+    truth: Arc<Truth>,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Site {
+    /// Starts every device of `scenario`. Must be called inside a tokio runtime (multi-thread
+    /// or current-thread). Sample 0 is in the registers and the truth when this returns.
+    ///
+    /// # Errors
+    /// A listener, serial device, pty pair or the truth file could not be set up.
+    pub async fn start(
+        scenario: &Scenario,
+        options: StartOptions,
+    ) -> Result<RunningSite, SiteError> {
+        let seed = options.seed.unwrap_or(scenario.seed);
+        let site_no = SITE_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let truth = Arc::new(match &options.truth_file {
+            Some(path) => Truth::with_jsonl(path)?,
+            None => Truth::new(),
+        });
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let speed = match options.clock {
+            ClockMode::Realtime { speed } => speed,
+            ClockMode::Manual => 1,
+        };
+        let clock = SimClock::start(speed);
+        let mut modbus = Vec::new();
+
+        // Modbus TCP: bind every listener first, so a port clash fails start-up cleanly.
+        let mut tcp_addrs = BTreeMap::new();
+        let mut listeners = Vec::new();
+        for slave in &scenario.modbus_tcp {
+            let device = Arc::new(ModbusDevice::new(
+                &slave.name,
+                slave.unit,
+                &slave.profile,
+                slave.strict_map,
+                seed,
+            ));
+            let listener = tcp::bind(slave.listen)
+                .await
+                .map_err(|source| SiteError::Bind {
+                    device: slave.name.clone(),
+                    addr: slave.listen,
+                    source,
+                })?;
+            let addr = listener.local_addr().map_err(|source| SiteError::Bind {
+                device: slave.name.clone(),
+                addr: slave.listen,
+                source,
+            })?;
+            tcp_addrs.insert(slave.name.clone(), addr);
+            modbus.push(Arc::clone(&device));
+            listeners.push((listener, device));
+        }
+
+        // Modbus RTU: resolve each bus's serial device, making a pty pair when none is given.
+        let mut rtu_endpoints = BTreeMap::new();
+        let mut ptys = Vec::new();
+        let mut ports = Vec::new();
+        // The default root is unique per site, so sites started side by side (parallel tests)
+        // never share a link (nor, below, an MQTT client id).
+        let pty_root = options.pty_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("anju-sim-{}-{site_no}", std::process::id()))
+        });
+        let mut made_dirs = Vec::new();
+        for bus in &scenario.modbus_rtu {
+            let devices: Vec<Arc<ModbusDevice>> = bus
+                .slaves
+                .iter()
+                .map(|s| {
+                    Arc::new(ModbusDevice::new(
+                        &s.name,
+                        s.unit,
+                        &s.profile,
+                        s.strict_map,
+                        seed,
+                    ))
+                })
+                .collect();
+            modbus.extend(devices.iter().cloned());
+            let given = options
+                .rtu_paths
+                .get(&bus.name)
+                .cloned()
+                .or_else(|| bus.tty.clone());
+            let endpoint = if let Some(path) = given {
+                RtuEndpoint {
+                    sim_path: path,
+                    gateway_path: None,
+                }
+            } else {
+                let dir = pty_root.join(&bus.name);
+                made_dirs.push(dir.clone());
+                let pair = spawn_pty(dir).await.map_err(|source| SiteError::Pty {
+                    bus: bus.name.clone(),
+                    source,
+                })?;
+                let endpoint = RtuEndpoint {
+                    sim_path: pair.sim_path().to_path_buf(),
+                    gateway_path: Some(pair.gateway_path().to_path_buf()),
+                };
+                ptys.push(pair);
+                endpoint
+            };
+            let port =
+                rtu::open(&endpoint.sim_path, bus.baud).map_err(|source| SiteError::Serial {
+                    bus: bus.name.clone(),
+                    path: endpoint.sim_path.clone(),
+                    source,
+                })?;
+            ports.push((rtu::Bus::new(&bus.name, bus.baud, devices), port));
+            rtu_endpoints.insert(bus.name.clone(), endpoint);
+        }
+
+        // MQTT nodes run only with a broker.
+        let publisher = match options.mqtt_broker {
+            Some(broker) if !(scenario.json_nodes.is_empty() && scenario.cigem.is_empty()) => {
+                let id = options.mqtt_client_id.clone().unwrap_or_else(|| {
+                    format!(
+                        "anju-sim-{}-{}-{site_no}",
+                        scenario.name,
+                        std::process::id()
+                    )
+                });
+                Some(mqtt::start(
+                    broker,
+                    &id,
+                    Arc::clone(&truth),
+                    &cancel,
+                    &mut tasks,
+                ))
+            }
+            _ => None,
+        };
+        // The nodes run even without a broker (their state, e.g. rain totals, stays the same);
+        // their messages are then dropped and never become truth.
+        let json = scenario
+            .json_nodes
+            .iter()
+            .map(|n| JsonNodeSim::new(n, &scenario.site, seed))
+            .collect();
+        let cigem = scenario
+            .cigem
+            .iter()
+            .map(|c| CigemSim::new(c, seed))
+            .collect();
+
+        let interval_s = i64::try_from(scenario.sample_interval.as_secs())
+            .unwrap_or(1)
+            .max(1);
+        let sampler = Arc::new(Sampler {
+            t0_s: clock.now_ns().div_euclid(NANOS_PER_SEC),
+            interval_s,
+            modbus,
+            json,
+            cigem,
+            publisher,
+            truth: Arc::clone(&truth),
+            next: Mutex::new(0),
+        });
+        // Sample 0 before anything answers, so no read ever sees an empty image.
+        sampler.tick();
+
+        for (listener, device) in listeners {
+            tasks.spawn(tcp::serve(listener, device));
+        }
+        for (bus, port) in ports {
+            tasks.spawn(rtu::serve(bus, port));
+        }
+        if let ClockMode::Realtime { .. } = options.clock {
+            tasks.spawn(run_ticks(Arc::clone(&sampler), clock, cancel.clone()));
+        }
+
+        if options.pty_dir.is_none() && !made_dirs.is_empty() {
+            made_dirs.push(pty_root);
+        }
+        Ok(RunningSite {
+            name: scenario.name.clone(),
+            interval: scenario.sample_interval,
+            clock,
+            sampler,
+            tcp: tcp_addrs,
+            rtu: rtu_endpoints,
+            ptys,
+            made_dirs,
+            truth,
+            cancel,
+            tasks,
+        })
+    }
+}
+
+/// socat start-up polls the file system; keep it off the async worker.
+async fn spawn_pty(dir: PathBuf) -> Result<PtyPair, PtyError> {
+    match tokio::task::spawn_blocking(move || PtyPair::spawn(&dir)).await {
+        Ok(r) => r,
+        Err(e) => Err(PtyError::Spawn(std::io::Error::other(e))),
+    }
+}
+
+/// Fires ticks when the simulated clock reaches each sample time.
+async fn run_ticks(sampler: Arc<Sampler>, clock: SimClock, cancel: CancellationToken) {
+    loop {
+        let due = clock.instant_at(
+            sampler
+                .time_of(sampler.next_index())
+                .saturating_mul(NANOS_PER_SEC),
+        );
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep_until(due) => {
+                sampler.tick();
+            }
+        }
+    }
+}
+
+impl RunningSite {
+    /// Scenario name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Time between sample ticks (simulated time).
+    #[must_use]
+    pub const fn sample_interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// Address a Modbus TCP device listens on.
+    #[must_use]
+    pub fn tcp_addr(&self, device: &str) -> Option<SocketAddr> {
+        self.tcp.get(device).copied()
+    }
+
+    /// Every Modbus TCP device and its address, by name.
+    #[must_use]
+    pub fn tcp_addrs(&self) -> &BTreeMap<String, SocketAddr> {
+        &self.tcp
+    }
+
+    /// Where an RTU bus is served.
+    #[must_use]
+    pub fn rtu_endpoint(&self, bus: &str) -> Option<&RtuEndpoint> {
+        self.rtu.get(bus)
+    }
+
+    /// Every RTU bus and its endpoint, by name.
+    #[must_use]
+    pub fn rtu_endpoints(&self) -> &BTreeMap<String, RtuEndpoint> {
+        &self.rtu
+    }
+
+    /// The truth (shared; keeps growing while the site runs).
+    #[must_use]
+    pub fn truth(&self) -> Arc<Truth> {
+        Arc::clone(&self.truth)
+    }
+
+    /// MQTT publisher counters, if MQTT runs.
+    #[must_use]
+    pub fn mqtt_stats(&self) -> Option<&PublishStats> {
+        self.sampler.publisher.as_ref().map(Publisher::stats)
+    }
+
+    /// The simulated clock now, UTC ns.
+    #[must_use]
+    pub fn now_ns(&self) -> i64 {
+        self.clock.now_ns()
+    }
+
+    /// The sample index and time the next tick will take.
+    #[must_use]
+    pub fn next_sample(&self) -> SampleStamp {
+        let index = self.sampler.next_index();
+        SampleStamp {
+            index,
+            unix_s: self.sampler.time_of(index),
+        }
+    }
+
+    /// The sample most recently taken (sample 0 is taken at start, so there always is one).
+    #[must_use]
+    pub fn last_sample(&self) -> SampleStamp {
+        let index = self.sampler.next_index().saturating_sub(1);
+        SampleStamp {
+            index,
+            unix_s: self.sampler.time_of(index),
+        }
+    }
+
+    /// Takes the next sample now (the way to advance a [`ClockMode::Manual`] site; in real
+    /// time it just takes the next sample early). Its time stays `t0 + k × interval`.
+    pub fn step(&self) -> SampleStamp {
+        self.sampler.tick()
+    }
+
+    /// Makes a device answer/publish (`true`) or go silent (`false`): Modbus TCP connections
+    /// stay open but get no reply, an RTU slave ignores its frames, an MQTT node stops
+    /// publishing (a CIGEM rain gauge keeps counting). A change opens or closes an
+    /// [`FaultKind::Offline`] window in the truth at the simulated time; repeating the current
+    /// state changes nothing.
+    ///
+    /// # Errors
+    /// [`SiteError::UnknownDevice`] if no device has that name.
+    pub fn set_online(&self, device: &str, online: bool) -> Result<(), SiteError> {
+        let s = &self.sampler;
+        let previous = if let Some(d) = s.modbus.iter().find(|d| d.name() == device) {
+            d.set_online(online)
+        } else if let Some(n) = s.json.iter().find(|n| n.name() == device) {
+            n.set_online(online)
+        } else if let Some(c) = s.cigem.iter().find(|c| c.name() == device) {
+            c.set_online(online)
+        } else {
+            return Err(SiteError::UnknownDevice(device.to_owned()));
+        };
+        if previous != online {
+            let now = self.clock.now_ns();
+            if online {
+                self.truth.fault_end(device, FaultKind::Offline, now);
+            } else {
+                self.truth.fault_start(device, FaultKind::Offline, now);
+            }
+            tracing::info!(device, online, "device state changed");
+        }
+        Ok(())
+    }
+
+    /// Stops everything and waits for the tasks to end; flushes the truth file.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        self.tasks.shutdown().await;
+        self.release();
+    }
+
+    /// Kills socat (tasks first, so no bus task sees its line vanish), removes the pty
+    /// directories we made, flushes the truth. Idempotent.
+    fn release(&mut self) {
+        self.ptys.clear();
+        for dir in self.made_dirs.drain(..) {
+            // remove_dir only removes an empty directory: nothing of anyone else's is lost.
+            let _ = std::fs::remove_dir(dir);
+        }
+        self.truth.flush();
+    }
+}
+
+impl Drop for RunningSite {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.tasks.abort_all();
+        self.release();
+    }
+}

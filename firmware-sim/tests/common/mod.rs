@@ -1,0 +1,75 @@
+//! Test helpers: a client-side decoder written separately from the simulator's encoder, and
+//! timeouts around every client call (tokio-modbus has none of its own).
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use firmware_sim::profile::{DataType, Point, WordOrder};
+
+/// Longest wait for one Modbus reply in the tests (loopback answers in well under 1 ms).
+pub const REPLY_TIMEOUT: Duration = Duration::from_millis(500);
+/// Wait used where silence is expected.
+pub const SILENCE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// Runs `f` with [`REPLY_TIMEOUT`], panicking with `what` on timeout.
+pub async fn within<F: Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(REPLY_TIMEOUT, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no reply within {REPLY_TIMEOUT:?}"))
+}
+
+/// The repository root (firmware-sim's parent).
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Wire bytes (register by register, high byte first) back to the value's big-endian bytes.
+/// Formulated per order as a byte permutation: `dcba` is the byte array reversed, `cdab` the
+/// words reversed, `badc` the bytes of each word swapped.
+fn be_bytes(regs: &[u16], order: WordOrder) -> Vec<u8> {
+    let wire: Vec<u8> = regs
+        .iter()
+        .flat_map(|r| [(r >> 8) as u8, (r & 0xFF) as u8])
+        .collect();
+    if regs.len() == 1 {
+        return wire;
+    }
+    match order {
+        WordOrder::Abcd => wire,
+        WordOrder::Dcba => wire.into_iter().rev().collect(),
+        WordOrder::Cdab => wire.chunks(2).rev().flatten().copied().collect(),
+        WordOrder::Badc => wire.chunks(2).flat_map(|w| [w[1], w[0]]).collect(),
+    }
+}
+
+/// Decodes a point from the registers starting at its address (bits as 0/1 words).
+pub fn decode(point: &Point, regs: &[u16]) -> f64 {
+    if let Some(bit) = point.bit {
+        return f64::from((regs[0] >> bit) & 1);
+    }
+    let b = be_bytes(
+        &regs[..usize::from(point.data_type.registers())],
+        point.word_order,
+    );
+    let raw = match point.data_type {
+        DataType::Bool => return f64::from(regs[0] & 1),
+        DataType::U16 => f64::from(u16::from_be_bytes([b[0], b[1]])),
+        DataType::I16 => f64::from(i16::from_be_bytes([b[0], b[1]])),
+        DataType::U32 => f64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+        DataType::I32 => f64::from(i32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+        DataType::F32 => f64::from(f32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+        DataType::U64 => u64::from_be_bytes(b[..8].try_into().expect("8 bytes")) as f64,
+        DataType::I64 => i64::from_be_bytes(b[..8].try_into().expect("8 bytes")) as f64,
+        DataType::F64 => f64::from_be_bytes(b[..8].try_into().expect("8 bytes")),
+    };
+    raw * point.scale + point.offset
+}
+
+/// Decodes a u32 sample time.
+pub fn decode_time(regs: &[u16], order: WordOrder) -> i64 {
+    let b = be_bytes(&regs[..2], order);
+    i64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
