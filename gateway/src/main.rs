@@ -40,7 +40,7 @@ enum Cmd {
 fn init_logging() {
     // ANJU_LOG takes tracing's filter syntax, e.g. `info` or `info,anju_gateway::sources=debug`.
     let filter = tracing_subscriber::EnvFilter::try_from_env("ANJU_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
 }
 

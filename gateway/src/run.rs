@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::model::{Clock, SystemClock};
 use crate::sinks::influxdb::{InfluxSink, InfluxSinkError};
 use crate::sources::modbus::poller::{group_into_buses, Poller};
+use crate::sources::mqtt::MqttSource;
 use crate::sources::READING_CHANNEL_CAPACITY;
 use crate::spool::{Spool, SpoolError};
 
@@ -30,6 +31,9 @@ pub enum RunError {
     /// The spool could not be opened.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The embedded MQTT broker did not start.
+    #[error("embedded_broker: {0}")]
+    Broker(#[from] crate::broker::BrokerError),
     /// A sink could not be built.
     #[error(transparent)]
     Sink(#[from] InfluxSinkError),
@@ -78,12 +82,23 @@ impl Gateway {
         );
         info!(site = %cfg.site, gateway = %cfg.gateway_id, spool = %spool.path().display(), "Gateway starting.");
 
+        // The embedded broker first, so MQTT sources pointed at it connect on their first try.
+        // rumqttd has no shutdown: it lives until the process exits (see `broker`).
+        let _broker = match cfg.embedded_broker.clone() {
+            Some(b) => Some(tokio::task::spawn_blocking(move || crate::broker::start(&b)).await??),
+            None => None,
+        };
+
         let (tx, rx) = mpsc::channel(READING_CHANNEL_CAPACITY);
         let sources_stop = shutdown.child_token();
         let mut sources = JoinSet::new();
         for bus in group_into_buses(&cfg.devices) {
             let poller = Poller::new(bus, &cfg.site, &cfg.gateway_id, Arc::clone(&self.metrics), Arc::clone(&self.clock));
             sources.spawn(poller.run(tx.clone(), sources_stop.clone()));
+        }
+        for settings in &cfg.mqtt {
+            let source = MqttSource::new(settings.clone(), &cfg.site, &cfg.gateway_id, Arc::clone(&self.metrics));
+            sources.spawn(source.run(tx.clone(), sources_stop.clone()));
         }
         drop(tx);
 

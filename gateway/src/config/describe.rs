@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::Config;
+use super::{Config, Sink};
 use crate::sources::modbus::config::{Device, Transport};
 use crate::sources::modbus::plan::ReadPlan;
 
@@ -60,6 +60,62 @@ pub fn describe(cfg: &Config) -> String {
         for r in &plan.requests {
             let names: Vec<&str> = r.points.iter().map(|&i| d.points[i].name.as_str()).collect();
             let _ = writeln!(out, "      {r}: {}", names.join(", "));
+        }
+    }
+    if let Some(b) = &cfg.embedded_broker {
+        let _ = writeln!(out, "\nembedded MQTT broker on {} (max {} clients)", b.listen, b.max_connections);
+    }
+    let _ = writeln!(out, "\nMQTT sources: {}", cfg.mqtt.len());
+    for m in &cfg.mqtt {
+        let auth = match (&m.username, &m.password) {
+            (Some(u), Some(_)) => format!(", user {u}, password <redacted>"),
+            (Some(u), None) => format!(", user {u}"),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "\n  {}: broker {}{}, {} session, max payload {} bytes",
+            m.name,
+            m.broker(),
+            auth,
+            if m.clean_session { "clean" } else { "persistent" },
+            m.max_payload_bytes
+        );
+        for s in &m.subscriptions {
+            let _ = writeln!(
+                out,
+                "    {}: subscribe {:?} (from {:?}) QoS {:?}, payload {}, quantity {}{}",
+                s.name,
+                s.pattern.filter(),
+                s.pattern.as_str(),
+                s.qos,
+                s.payload.name(),
+                s.quantity,
+                if s.unit.is_empty() { String::new() } else { format!(" [{}]", s.unit) }
+            );
+        }
+    }
+    let _ = writeln!(out, "\nsinks: {}", cfg.sinks.len());
+    if cfg.sinks.is_empty() {
+        let _ = writeln!(out, "  none: readings stay in the spool, oldest dropped past the bound");
+    }
+    for s in &cfg.sinks {
+        match s {
+            Sink::Influxdb(r) => {
+                let _ = writeln!(
+                    out,
+                    "  {}: InfluxDB v2 {} org {} bucket {}, token {}, batches of {} lines or {:?}, timeout {:?}, gzip {}",
+                    r.name,
+                    r.url,
+                    r.org,
+                    r.bucket,
+                    if r.token.is_empty() { "none" } else { "<redacted>" },
+                    r.batch_max_records,
+                    r.batch_max_age,
+                    r.timeout,
+                    r.gzip
+                );
+            }
         }
     }
     out

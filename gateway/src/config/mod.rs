@@ -153,6 +153,12 @@ pub struct RawConfig {
     /// Modbus devices.
     #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// MQTT sources (external brokers or the embedded one).
+    #[serde(default)]
+    pub mqtt: Vec<crate::sources::mqtt::MqttSourceConfig>,
+    /// The embedded MQTT broker for site sensor nodes; absent = not started.
+    #[serde(default)]
+    pub embedded_broker: Option<crate::broker::EmbeddedBrokerConfig>,
     /// Where spooled data is delivered. None: readings stay in the spool (under its bound).
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
@@ -202,6 +208,10 @@ pub struct Config {
     pub spool: crate::spool::SpoolConfig,
     /// Modbus devices with their points resolved.
     pub devices: Vec<Device>,
+    /// MQTT sources with their secrets resolved.
+    pub mqtt: Vec<crate::sources::mqtt::MqttSettings>,
+    /// The embedded broker, if configured.
+    pub embedded_broker: Option<crate::broker::EmbeddedBrokerConfig>,
     /// Sinks with their secrets resolved.
     pub sinks: Vec<Sink>,
 }
@@ -254,6 +264,42 @@ impl Config {
                 devices.push(dev);
             }
         }
+        let mut mqtt = Vec::new();
+        let mut mqtt_names = HashSet::new();
+        for (i, m) in raw.mqtt.iter().enumerate() {
+            let at = format!("mqtt[{i}]");
+            if !mqtt_names.insert(m.name.as_str()) {
+                v.problem(&format!("{at}.name"), &format!("MQTT source name \"{}\" is used twice", m.name));
+            }
+            match m.validate(&at) {
+                Ok(settings) => mqtt.push(settings),
+                Err(e) => v.problems.push(Problem { file: v.file.clone(), at: e.path.clone(), message: e.message.clone() }),
+            }
+        }
+        if let Some(b) = &raw.embedded_broker {
+            if let Err(e) = b.validate() {
+                v.problem("embedded_broker", &e.to_string());
+            }
+            // A subscription the embedded broker cannot serve would get the source disconnected
+            // on every SUBSCRIBE (see `broker::filter_supported`): refuse it here instead.
+            for (i, m) in mqtt.iter().enumerate() {
+                if m.port != b.listen.port() || !is_local_host(&m.host, b.listen) {
+                    continue;
+                }
+                for (j, sub) in m.subscriptions.iter().enumerate() {
+                    if !crate::broker::filter_supported(sub.pattern.filter()) {
+                        v.problem(
+                            &format!("mqtt[{i}].subscriptions[{j}].topic"),
+                            &format!(
+                                "the embedded broker cannot route \"{}\" (rumqttd drops topics starting with `$`); \
+                                 point this source at mosquitto for CIGEM `$dp` devices, or have the devices publish to a topic without `$`",
+                                sub.pattern.as_str()
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         let mut sinks = Vec::new();
         let mut sink_names = HashSet::new();
         for (i, s) in raw.sinks.iter().enumerate() {
@@ -282,9 +328,18 @@ impl Config {
             engine: raw.engine,
             spool: raw.spool,
             devices,
+            mqtt,
+            embedded_broker: raw.embedded_broker,
             sinks,
         })
     }
+}
+
+/// Whether `host` names the machine the embedded broker listens on.
+fn is_local_host(host: &str, listen: SocketAddr) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip == listen.ip() || (ip.is_loopback() && listen.ip().is_loopback()) || listen.ip().is_unspecified())
 }
 
 /// Profiles loaded once per config load, by name.

@@ -12,11 +12,26 @@
 //!   its time registers, so value and time always come from one request, hence one sample.
 //! - Many devices refuse a read that covers an unmapped register with exception 02 (illegal data
 //!   address). When a coalesced request is refused that way, [`ReadPlan::split`] replaces it with
-//!   one request per point; a point that is refused on its own is reported to the operator.
+//!   one request per point. When a point's value+time hull is still refused (an unmapped hole
+//!   between the value and the time register), it is split once more into a value request and
+//!   a time request ([`Part`]); those two reads can straddle a sample tick, in which case the
+//!   reading carries the next sample's time, which is why the hull is always tried first. A
+//!   point refused even then is reported to the operator.
 
 use std::fmt;
 
 use super::config::{Function, Point};
+
+/// Which registers of a point a request reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The value and, if the point has one, its sample time (the normal case).
+    Whole,
+    /// Only the value; the time comes from a [`Part::Time`] request of the same poll.
+    Value,
+    /// Only the sample time.
+    Time,
+}
 
 /// One read request and the points it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +44,8 @@ pub struct ReadRequest {
     pub count: u16,
     /// Indices into the device's point list, in address order.
     pub points: Vec<usize>,
+    /// What of each point is read (one point per request unless `Whole`).
+    pub part: Part,
 }
 
 impl fmt::Display for ReadRequest {
@@ -126,25 +143,34 @@ impl ReadPlan {
         Self { requests }
     }
 
-    /// Replace request `index` with one request per point it served (after the device refused
-    /// the coalesced read). Returns the number of requests that replaced it.
+    /// Re-plan request `index` after the device refused it with exception 02: a coalesced
+    /// request becomes one request per point; a single point's value+time hull becomes a value
+    /// request and a time request. Returns how many requests replaced it, or 0 when it cannot
+    /// be split further (the point itself is refused).
     pub fn split(&mut self, index: usize, points: &[Point]) -> usize {
-        if index >= self.requests.len() {
-            return 0;
-        }
-        let old = self.requests.remove(index);
-        let singles: Vec<ReadRequest> = old
-            .points
-            .iter()
-            .filter_map(|&i| {
-                let (s, e) = point_span(points.get(i)?)?;
-                Some(make_request(old.function, s, e, vec![i]))
-            })
-            .collect();
-        let n = singles.len();
-        for (k, r) in singles.into_iter().enumerate() {
-            self.requests.insert(index + k, r);
-        }
+        let Some(old) = self.requests.get(index) else { return 0 };
+        let replacement: Vec<ReadRequest> = if old.points.len() > 1 {
+            old.points
+                .iter()
+                .filter_map(|&i| {
+                    let (s, e) = point_span(points.get(i)?)?;
+                    Some(make_request(old.function, s, e, vec![i]))
+                })
+                .collect()
+        } else {
+            let Some(p) = old.points.first().and_then(|&i| points.get(i)) else { return 0 };
+            match (old.part, p.time) {
+                (Part::Whole, Some((t, _))) => {
+                    let value_start = u32::from(p.address);
+                    let value = make_request(old.function, value_start, value_start + u32::from(p.width()), old.points.clone());
+                    let time = make_request(old.function, u32::from(t), u32::from(t) + 2, old.points.clone());
+                    vec![ReadRequest { part: Part::Time, ..time }, ReadRequest { part: Part::Value, ..value }]
+                }
+                _ => return 0,
+            }
+        };
+        let n = replacement.len();
+        self.requests.splice(index..=index, replacement);
         n
     }
 }
@@ -154,7 +180,7 @@ fn make_request(function: Function, start: u32, end: u32, points: Vec<usize>) ->
     // `end - start` within the protocol limit, so both conversions hold.
     let start16 = u16::try_from(start).unwrap_or(u16::MAX);
     let count = u16::try_from(end - start).unwrap_or(u16::MAX);
-    ReadRequest { function, start: start16, count, points }
+    ReadRequest { function, start: start16, count, points, part: Part::Whole }
 }
 
 #[cfg(test)]
@@ -273,8 +299,28 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_value_time_hull_splits_into_value_and_time_reads() {
+        let mut a = pt(Function::Input, 4, DataType::U32);
+        a.time = Some((30, WordOrder::Abcd));
+        let pts = vec![a];
+        let mut plan = ReadPlan::new(&pts, 0);
+        assert_eq!(spans(&plan), vec![(Function::Input, 4, 28)]);
+        assert_eq!(plan.split(0, &pts), 2);
+        assert_eq!(spans(&plan), vec![(Function::Input, 30, 2), (Function::Input, 4, 2)]);
+        assert_eq!((plan.requests[0].part, plan.requests[1].part), (Part::Time, Part::Value));
+        // Neither half can be split further: the point itself is refused.
+        assert_eq!(plan.split(1, &pts), 0);
+        assert_eq!(plan.split(0, &pts), 0);
+        // A point without a sample time cannot be split either.
+        let b = vec![pt(Function::Input, 4, DataType::U32)];
+        let mut plan = ReadPlan::new(&b, 0);
+        assert_eq!(plan.split(0, &b), 0);
+        assert_eq!(plan.requests.len(), 1);
+    }
+
+    #[test]
     fn requests_display_their_range() {
-        let r = ReadRequest { function: Function::Input, start: 0, count: 42, points: vec![] };
+        let r = ReadRequest { function: Function::Input, start: 0, count: 42, points: vec![], part: Part::Whole };
         assert_eq!(r.to_string(), "input (FC 04) 0..=41 (42 registers)");
     }
 }

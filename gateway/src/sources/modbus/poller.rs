@@ -36,7 +36,7 @@ use tracing::{debug, error, info, warn};
 
 use super::config::{Device, Parity, SerialLine, Transport};
 use super::decode;
-use super::plan::{ReadPlan, ReadRequest};
+use super::plan::{Part, ReadPlan, ReadRequest};
 use crate::metrics::Metrics;
 use crate::model::{Clock, Quality, Reading, Series};
 use crate::sources::ReadingTx;
@@ -111,6 +111,15 @@ enum Outcome {
     Data(Reply),
     Exception(u8),
     Failed(Quality, &'static str),
+}
+
+/// Values and times read in separate requests during one poll (see [`Part`]).
+#[derive(Default)]
+struct SplitReads {
+    /// Point index, value, poll time.
+    values: Vec<(usize, f64, i64)>,
+    /// Point index, device sample time.
+    times: Vec<(usize, i64)>,
 }
 
 /// Per-device state kept by the poller.
@@ -240,23 +249,17 @@ impl Poller {
     /// Poll every request of one device, returning its readings (good and flagged).
     async fn poll_device(&mut self, idx: usize) -> Vec<Reading> {
         let mut readings = Vec::new();
+        // Values and times of points read in two parts (see `plan::Part`), joined at the end.
+        let mut split = SplitReads::default();
         let mut i = 0;
         while i < self.devices[idx].plan.requests.len() {
             let req = self.devices[idx].plan.requests[i].clone();
             match self.request(idx, &req).await {
                 Outcome::Data(reply) => {
-                    self.decode_reply(idx, &req, &reply, &mut readings);
+                    self.decode_reply(idx, &req, &reply, &mut readings, &mut split);
                     i += 1;
                 }
-                Outcome::Exception(2) if req.points.len() > 1 => {
-                    let st = &mut self.devices[idx];
-                    let n = st.plan.split(i, &st.device.points);
-                    warn!(
-                        device = %st.device.name, request = %req,
-                        "Device refused a coalesced read with exception 02 (illegal data address); re-planned it as {n} single-point requests."
-                    );
-                    self.metrics.incr("modbus_replans_total", &[("device", &st.device.name)]);
-                }
+                Outcome::Exception(2) if self.split_request(idx, i, &req) => {}
                 Outcome::Exception(code) => {
                     self.flag_refused(idx, &req, code);
                     let ts = self.clock.now_ns();
@@ -289,6 +292,7 @@ impl Poller {
                 }
             }
         }
+        self.join_split_reads(idx, split, &mut readings);
         let st = &mut self.devices[idx];
         if st.failed_polls > 0 {
             info!(device = %st.device.name, failed_polls = st.failed_polls, "Device answers again.");
@@ -298,10 +302,38 @@ impl Poller {
         readings
     }
 
+    /// Re-plan request `i` after an exception 02; false when it cannot be split further.
+    fn split_request(&mut self, idx: usize, i: usize, req: &ReadRequest) -> bool {
+        let st = &mut self.devices[idx];
+        let n = st.plan.split(i, &st.device.points);
+        if n == 0 {
+            return false;
+        }
+        warn!(
+            device = %st.device.name, request = %req, requests = n,
+            "Device refused a read with exception 02 (illegal data address); re-planned it as smaller requests."
+        );
+        self.metrics.incr("modbus_replans_total", &[("device", &st.device.name)]);
+        true
+    }
+
+    /// Pair values read without their time with the times read on their own in this poll.
+    fn join_split_reads(&self, idx: usize, split: SplitReads, readings: &mut Vec<Reading>) {
+        let st = &self.devices[idx];
+        for (p, value, poll_ts) in split.values {
+            let series = Arc::clone(&st.series[p]);
+            match split.times.iter().find(|(q, _)| *q == p) {
+                Some(&(_, ts)) => readings.push(Reading::good(series, ts, value)),
+                // The time request failed after the value request succeeded.
+                None => readings.push(Reading::bad(series, poll_ts, Quality::CommError)),
+            }
+        }
+    }
+
     /// Report a point the device refuses even on its own (logged once per point).
     fn flag_refused(&mut self, idx: usize, req: &ReadRequest, code: u8) {
         let st = &mut self.devices[idx];
-        if code == 2 && req.points.len() == 1 && st.refused_points.insert(req.points[0]) {
+        if code == 2 && req.points.len() == 1 && req.part != Part::Time && st.refused_points.insert(req.points[0]) {
             let p = &st.device.points[req.points[0]];
             error!(
                 device = %st.device.name, point = %p.name, request = %req,
@@ -310,29 +342,41 @@ impl Poller {
         }
     }
 
-    fn decode_reply(&self, idx: usize, req: &ReadRequest, reply: &Reply, out: &mut Vec<Reading>) {
+    fn decode_reply(
+        &self,
+        idx: usize,
+        req: &ReadRequest,
+        reply: &Reply,
+        out: &mut Vec<Reading>,
+        split: &mut SplitReads,
+    ) {
         let st = &self.devices[idx];
         let poll_ts = self.clock.now_ns();
         for &p in &req.points {
             let point = &st.device.points[p];
             let series = Arc::clone(&st.series[p]);
-            let value = match reply {
-                Reply::Registers(regs) => decode::register_point(point, req.start, regs),
-                Reply::Bits(bits) => decode::bit_point(point, req.start, bits),
+            let value = match (reply, req.part) {
+                (_, Part::Time) => Ok(0.0),
+                (Reply::Registers(regs), _) => decode::register_point(point, req.start, regs),
+                (Reply::Bits(bits), _) => decode::bit_point(point, req.start, bits),
             };
-            let ts = match (reply, point.time) {
-                (Reply::Registers(regs), Some((addr, order))) => {
+            let ts = match (reply, point.time, req.part) {
+                (Reply::Registers(regs), Some((addr, order)), Part::Whole | Part::Time) => {
                     decode::sample_time(addr, order, req.start, regs)
                 }
                 _ => Ok(poll_ts),
             };
-            match (value, ts) {
-                (Ok(v), Ok(ts)) => out.push(Reading::good(series, ts, v)),
-                (Err(e), _) | (_, Err(e)) => {
+            match (value, ts, req.part) {
+                (Ok(v), Ok(ts), Part::Whole) => out.push(Reading::good(series, ts, v)),
+                (Ok(v), Ok(_), Part::Value) => split.values.push((p, v, poll_ts)),
+                (Ok(_), Ok(ts), Part::Time) => split.times.push((p, ts)),
+                (Err(e), _, _) | (_, Err(e), _) => {
                     // The device answered with fewer registers than asked: a garbled reply.
                     self.metrics.incr("modbus_errors_total", &[("device", &st.device.name), ("reason", "short_reply")]);
                     debug!(device = %st.device.name, point = %point.name, error = %e, "Short reply.");
-                    out.push(Reading::bad(series, poll_ts, Quality::CommError));
+                    if req.part != Part::Time {
+                        out.push(Reading::bad(series, poll_ts, Quality::CommError));
+                    }
                 }
             }
         }
