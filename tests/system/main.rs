@@ -2,7 +2,9 @@
 //! loopback, compared against the simulator's truth.
 //!
 //! - [`modbus_to_influx`]: Modbus TCP and RTU values and device times land exactly.
+//! - [`mqtt_to_influx`]: JSON and CIGEM messages through mosquitto land exactly.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
 
 mod modbus_to_influx;
+mod mqtt_to_influx;
 mod restarts;

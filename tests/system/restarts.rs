@@ -1,15 +1,17 @@
 //! Durability across failures: the store goes away mid-stream, and the gateway is restarted
 //! while it holds an undelivered backlog. Every reading the gateway took lands, once, with the
-//! device's value; the only gap allowed is the time the gateway process itself was down (a
-//! Modbus device keeps no history to catch up from).
+//! device's value. For Modbus the only gap allowed is the time the gateway process itself was
+//! down (a Modbus device keeps no history to catch up from); for MQTT there is no gap at all,
+//! because the broker keeps the gateway's persistent session and queues QoS 1 messages for it.
 
 use std::time::{Duration, Instant};
 
-use anju_system::{landed, start_gateway, wait_until, VictoriaMetrics};
+use anju_system::{landed, start_gateway, wait_until, Mosquitto, VictoriaMetrics};
 use anyhow::{ensure, Result};
 use firmware_sim::{Scenario, Site, StartOptions};
 
 use crate::modbus_to_influx::{check_modbus_against_truth, gateway_config};
+use crate::mqtt_to_influx::{check_mqtt, mqtt_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_outage_and_gateway_restart_lose_nothing_the_gateway_took() -> Result<()> {
@@ -17,15 +19,19 @@ async fn store_outage_and_gateway_restart_lose_nothing_the_gateway_took() -> Res
     let mut vm = VictoriaMetrics::start()?;
     let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/basic.toml"))?;
     let pty_dir = tempfile::tempdir()?;
-    let site = Site::start(&scenario, StartOptions { pty_dir: Some(pty_dir.path().to_path_buf()), ..Default::default() })
-        .await?;
+    let broker = Mosquitto::start()?;
+    let site = Site::start(
+        &scenario,
+        StartOptions { mqtt_broker: Some(broker.addr()), pty_dir: Some(pty_dir.path().to_path_buf()), ..Default::default() },
+    )
+    .await?;
     let truth = site.truth();
     let dir = tempfile::tempdir()?;
     // Retry quickly so the test does not wait out a long backoff after the store returns.
     let config = gateway_config(&site, &vm.url(), dir.path())?.replace(
         "batch_max_age = \"100ms\"",
         "batch_max_age = \"100ms\"\nretry_initial = \"200ms\"\nretry_max = \"500ms\"",
-    );
+    ) + &mqtt_config(&broker.addr().to_string());
     let devices = ["lvl-1", "tc-1", "therm-1", "tc-2"];
 
     // Phase 1: data flows.
@@ -34,6 +40,8 @@ async fn store_outage_and_gateway_restart_lose_nothing_the_gateway_took() -> Res
         vm.export("level_value").await.map(|s| !s.is_empty()).unwrap_or(false)
     })
     .await?;
+    // MQTT messages count from the gateway's first session on (earlier ones had no subscriber).
+    let mqtt_from_ms = wall_ms() + 1_000;
 
     // Phase 2: the store goes away; readings pile up in the spool.
     vm.stop();
@@ -61,8 +69,12 @@ async fn store_outage_and_gateway_restart_lose_nothing_the_gateway_took() -> Res
         .unwrap_or(false)
     })
     .await?;
-    gw.stop().await?;
     site.shutdown().await;
+    wait_until(Duration::from_secs(30), "every MQTT message published since the first session", || async {
+        vm.export(".*_value").await.map(|s| check_mqtt(&landed(&s), &truth.samples(), mqtt_from_ms).is_ok()).unwrap_or(false)
+    })
+    .await?;
+    gw.stop().await?;
 
     let got = landed(&vm.export(".*_value").await?);
     let samples = truth.samples();
@@ -86,7 +98,11 @@ async fn store_outage_and_gateway_restart_lose_nothing_the_gateway_took() -> Res
             checked += 1;
         }
     }
-    ensure!(checked > 200, "only {checked} samples checked for gaps");
+    ensure!(checked > 100, "only {checked} samples checked for gaps");
+
+    // MQTT: everything published while the gateway was up, down, or waiting for the store.
+    let mqtt_checked = check_mqtt(&got, &samples, mqtt_from_ms)?;
+    ensure!(mqtt_checked > 50, "only {mqtt_checked} MQTT samples checked");
     Ok(())
 }
 
