@@ -34,6 +34,17 @@ impl Default for ClockMode {
     }
 }
 
+/// One sample tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    /// Sample index (0 = the sample taken at start).
+    pub index: u64,
+    /// Seconds since the scenario started (`index × sample_interval`): physics and fault time.
+    pub rel_s: i64,
+    /// The sample's UTC second on the simulated clock.
+    pub unix_s: i64,
+}
+
 /// Simulated time anchored at a wall-clock instant.
 #[derive(Debug, Clone, Copy)]
 pub struct SimClock {

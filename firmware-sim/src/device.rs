@@ -2,18 +2,28 @@
 //!
 //! Owns [`ModbusDevice`]: per sample tick every point gets a new value and the whole image
 //! (values and sample-time registers) is swapped under one lock, and a read is answered under
-//! the same lock, so a request never mixes two samples. It also owns the Modbus exception rules
-//! for reads (application protocol V1.1b3 §6.1-6.4, §7). It does not speak any transport
-//! ([`crate::tcp`], [`crate::rtu`]).
+//! the same lock, so a request never mixes two samples. A point's value comes from a physics
+//! channel through its sensor ([`crate::sensor`]) when the scenario maps it, else from its
+//! default series ([`crate::signal`]); the device's scheduled faults then alter it
+//! ([`crate::fault`]): stuck, spike, drift, status flags, dropped samples, a skewed clock. It also
+//! owns the Modbus exception rules for reads (application protocol V1.1b3 §6.1-6.4, §7) and
+//! the line faults the transports act on ([`LineFaults`]: exceptions, delays, garbage, bad
+//! CRCs). It does not speak any transport ([`crate::tcp`], [`crate::rtu`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
-use crate::clock::NANOS_PER_SEC;
+use crate::clock::{Tick, NANOS_PER_SEC};
 use crate::encode::{time_registers, to_registers, RawValue};
+use crate::fault::{faulted_value, Action, ExceptionName, FaultSpec, DEFAULT_MODBUS_FLAG};
+use crate::physics::Physics;
 use crate::profile::{DataType, Function, Point, Profile, WordOrder};
 use crate::quantity::{Behaviour, Quantity};
-use crate::signal::Series;
+use crate::scenario::StatusPoints;
+use crate::sensor::{ChannelRef, Reader};
+use crate::signal::{fault_bits, series_id, uniform, Series};
 use crate::truth::TrueSample;
 
 /// Modbus application protocol V1.1b3 §6.3/6.4: 1-125 registers per read.
@@ -26,6 +36,10 @@ const COIL_BEHAVIOUR: Behaviour = Behaviour::Flag {
     probability: 0.5,
     hold: 10,
 };
+/// Series-name suffix of the dropout draws (cannot clash with a point: '#' is not in names).
+const DROPOUT_SERIES: &str = "#dropout";
+/// Series-name suffix of the garbage bytes.
+const GARBAGE_SERIES: &str = "#garbage";
 
 /// Modbus exception codes the simulator answers with (application protocol §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,6 +50,10 @@ pub enum Exception {
     IllegalDataAddress,
     /// 03: quantity out of 1-125 (registers) or 1-2000 (bits).
     IllegalDataValue,
+    /// 04: the device failed while answering (an injected fault).
+    ServerDeviceFailure,
+    /// 06: the device is busy with a long command (an injected fault).
+    ServerDeviceBusy,
     /// 0B: (Modbus/TCP) no device with that unit id behind this address.
     GatewayTargetFailed,
 }
@@ -48,16 +66,41 @@ impl Exception {
             Self::IllegalFunction => 0x01,
             Self::IllegalDataAddress => 0x02,
             Self::IllegalDataValue => 0x03,
+            Self::ServerDeviceFailure => 0x04,
+            Self::ServerDeviceBusy => 0x06,
             Self::GatewayTargetFailed => 0x0B,
         }
     }
 }
 
-/// A point with its value series.
+impl From<ExceptionName> for Exception {
+    fn from(e: ExceptionName) -> Self {
+        match e {
+            ExceptionName::IllegalAddress => Self::IllegalDataAddress,
+            ExceptionName::DeviceFailure => Self::ServerDeviceFailure,
+            ExceptionName::DeviceBusy => Self::ServerDeviceBusy,
+        }
+    }
+}
+
+/// Where a point's value comes from.
+#[derive(Debug)]
+enum Source {
+    /// The default series of its quantity.
+    Series(Series),
+    /// A physics channel through a sensor.
+    Channel(Reader),
+    /// A status point: its random flag series (`StatusPoints::Random`) or 0 (`Clear`).
+    Status(Option<Series>),
+}
+
+/// A point with its value source and the faults that may alter it.
 #[derive(Debug)]
 struct LivePoint {
     point: Point,
-    series: Series,
+    source: Source,
+    /// Indices into the device's faults: value faults and status flags aimed at this point.
+    faults: Vec<usize>,
 }
 
 /// One register or bit written per sample.
@@ -104,6 +147,68 @@ struct Image {
     stamp: Option<SampleStamp>,
 }
 
+/// The registers of one point: table, first address, width.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisterSpan {
+    /// Table.
+    pub function: Function,
+    /// First address.
+    pub address: u16,
+    /// Registers (or bits).
+    pub width: u16,
+}
+
+impl RegisterSpan {
+    /// True if a read of `quantity` from `address` on `function` touches this span.
+    #[must_use]
+    pub fn touched_by(&self, function: Function, address: u16, quantity: u16) -> bool {
+        let (start, end) = (
+            usize::from(address),
+            usize::from(address) + usize::from(quantity),
+        );
+        let a = usize::from(self.address);
+        self.function == function && start < a + usize::from(self.width) && a < end
+    }
+}
+
+/// The transport-level faults active at the last sample tick.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LineFaults {
+    /// Exceptions answered instead of data: the code and, for one point, its table and range.
+    pub exceptions: Vec<(Exception, Option<RegisterSpan>)>,
+    /// Reply delay (wall time).
+    pub delay: Option<Duration>,
+    /// Random bytes sent before each reply (serial line).
+    pub garbage: Option<usize>,
+    /// Replies with a wrong CRC (serial line).
+    pub bad_crc: bool,
+}
+
+/// Everything a device is built from.
+#[derive(Debug)]
+pub struct DeviceSetup<'a> {
+    /// Device name.
+    pub name: &'a str,
+    /// Unit id.
+    pub unit: u8,
+    /// Register map.
+    pub profile: &'a Profile,
+    /// Reads of holes answer exception 02.
+    pub strict_map: bool,
+    /// Scenario seed.
+    pub seed: u64,
+    /// What the status points read.
+    pub status_points: StatusPoints,
+    /// Points following a channel.
+    pub channels: &'a BTreeMap<String, ChannelRef>,
+    /// The scenario's faults aimed at this device.
+    pub faults: Vec<FaultSpec>,
+    /// The scenario's physics.
+    pub physics: Arc<Physics>,
+    /// Seconds between samples.
+    pub interval_s: i64,
+}
+
 /// A simulated Modbus slave.
 #[derive(Debug)]
 pub struct ModbusDevice {
@@ -116,12 +221,49 @@ pub struct ModbusDevice {
     maps: [TableMap; 4],
     image: Mutex<Image>,
     online: AtomicBool,
+    faults: Vec<FaultSpec>,
+    physics: Arc<Physics>,
+    interval_s: i64,
+    line: Mutex<LineFaults>,
+    dropout_id: u64,
+    garbage_id: u64,
+    garbage_count: AtomicU64,
 }
 
 impl ModbusDevice {
-    /// A device named `name` with `profile`'s map, its values seeded by `seed`.
+    /// A device named `name` with `profile`'s map and default series seeded by `seed`: no
+    /// physics, no faults (the first simulator's device).
     #[must_use]
     pub fn new(name: &str, unit: u8, profile: &Profile, strict_map: bool, seed: u64) -> Self {
+        Self::build(DeviceSetup {
+            name,
+            unit,
+            profile,
+            strict_map,
+            seed,
+            status_points: StatusPoints::Random,
+            channels: &BTreeMap::new(),
+            faults: Vec::new(),
+            physics: Arc::new(Physics::default()),
+            interval_s: 1,
+        })
+    }
+
+    /// A device from its full setup.
+    #[must_use]
+    pub fn build(setup: DeviceSetup<'_>) -> Self {
+        let DeviceSetup {
+            name,
+            unit,
+            profile,
+            strict_map,
+            seed,
+            status_points,
+            channels,
+            faults,
+            physics,
+            interval_s,
+        } = setup;
         let mut maps: [TableMap; 4] = Default::default();
         let mut times: Vec<(Function, u16, WordOrder)> = Vec::new();
         let points = profile
@@ -135,14 +277,43 @@ impl ModbusDevice {
                         times.push((p.function, t, order));
                     }
                 }
-                let behaviour = match (p.function, p.data_type) {
-                    (Function::Coil, _) => COIL_BEHAVIOUR,
-                    (_, DataType::Bool) => Quantity::Status.behaviour(),
-                    _ => p.quantity.behaviour(),
+                let is_status = p.quantity == Quantity::Status && !p.function.is_bits();
+                let source = if let Some(map) = channels.get(&p.name) {
+                    Source::Channel(Reader::new(map.clone(), seed, name, &p.name))
+                } else if is_status {
+                    Source::Status(match status_points {
+                        StatusPoints::Random => Some(Series::new(
+                            seed,
+                            name,
+                            &p.name,
+                            Quantity::Status.behaviour(),
+                        )),
+                        StatusPoints::Clear => None,
+                    })
+                } else {
+                    let behaviour = match (p.function, p.data_type) {
+                        (Function::Coil, _) => COIL_BEHAVIOUR,
+                        (_, DataType::Bool) => Quantity::Status.behaviour(),
+                        _ => p.quantity.behaviour(),
+                    };
+                    Source::Series(Series::new(seed, name, &p.name, behaviour))
                 };
+                let numeric = p.data_type != DataType::Bool && !p.function.is_bits();
+                let point_faults = faults
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| f.applies_to(&p.name))
+                    .filter(|(_, f)| match f.action {
+                        Action::Stuck | Action::Spike { .. } | Action::Drift { .. } => numeric,
+                        Action::StatusFlag { .. } => is_status,
+                        _ => false,
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
                 LivePoint {
-                    series: Series::new(seed, name, &p.name, behaviour),
+                    source,
                     point: p.clone(),
+                    faults: point_faults,
                 }
             })
             .collect();
@@ -159,12 +330,25 @@ impl ModbusDevice {
                 stamp: None,
             }),
             online: AtomicBool::new(true),
+            faults,
+            physics,
+            interval_s: interval_s.max(1),
+            line: Mutex::new(LineFaults::default()),
+            dropout_id: series_id(seed, name, DROPOUT_SERIES),
+            garbage_id: series_id(seed, name, GARBAGE_SERIES),
+            garbage_count: AtomicU64::new(0),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Image> {
         // Every update completes before the guard drops; a poisoned lock still holds an image.
         self.image
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_line(&self) -> MutexGuard<'_, LineFaults> {
+        self.line
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -198,19 +382,126 @@ impl ModbusDevice {
         self.lock().stamp
     }
 
-    /// Takes sample `index` at `unix_s`: computes every point, swaps the image atomically, and
-    /// returns the truth (one entry per point, whether or not anyone reads it).
-    pub fn sample(&self, index: u64, unix_s: i64) -> Vec<TrueSample> {
-        let ts_ns = unix_s.saturating_mul(NANOS_PER_SEC);
+    /// The line faults in force (set at each sample tick).
+    #[must_use]
+    pub fn line_faults(&self) -> LineFaults {
+        self.lock_line().clone()
+    }
+
+    /// `n` random bytes of line noise (seeded; each call gives new bytes).
+    #[must_use]
+    pub fn garbage(&self, n: usize) -> Vec<u8> {
+        let start = self.garbage_count.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| {
+                let bits = fault_bits(
+                    self.garbage_id,
+                    start.wrapping_mul(1024).wrapping_add(i as u64),
+                );
+                bits.to_le_bytes()[0]
+            })
+            .collect()
+    }
+
+    /// The fault-free value of point `lp` at sample `k`.
+    fn reading(&self, lp: &LivePoint, k: u64) -> f64 {
+        match &lp.source {
+            Source::Series(s) => s.value(k),
+            Source::Status(Some(s)) => s.value(k),
+            Source::Status(None) => 0.0,
+            Source::Channel(r) => {
+                let t_s = i64::try_from(k)
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(self.interval_s);
+                #[allow(clippy::cast_precision_loss)] // seconds since the start ≪ 2^53
+                let t = t_s as f64;
+                r.value(&self.physics, k, t)
+            }
+        }
+    }
+
+    /// The value of point `lp` at `tick`, faults applied.
+    fn value(&self, lp: &LivePoint, tick: Tick) -> f64 {
+        let active = |i: &&usize| self.faults[**i].active_at(tick.rel_s);
+        let flag = lp
+            .faults
+            .iter()
+            .filter(active)
+            .find_map(|&i| match self.faults[i].action {
+                Action::StatusFlag { state } => Some(state.unwrap_or(DEFAULT_MODBUS_FLAG)),
+                _ => None,
+            });
+        if let Some(state) = flag {
+            #[allow(clippy::cast_precision_loss)] // a small flag value
+            return state as f64;
+        }
+        faulted_value(
+            lp.faults.iter().map(|&i| &self.faults[i]),
+            tick.index,
+            tick.rel_s,
+            self.interval_s,
+            &|k| self.reading(lp, k),
+        )
+    }
+
+    /// Sets the line faults for `rel_s`.
+    fn update_line(&self, rel_s: i64) {
+        let mut line = LineFaults::default();
+        for f in self.faults.iter().filter(|f| f.active_at(rel_s)) {
+            match f.action {
+                Action::Exception(e) => {
+                    let range = f.point.as_ref().and_then(|name| {
+                        self.points
+                            .iter()
+                            .find(|lp| &lp.point.name == name)
+                            .map(|lp| RegisterSpan {
+                                function: lp.point.function,
+                                address: lp.point.address,
+                                width: lp.point.width(),
+                            })
+                    });
+                    line.exceptions.push((e.into(), range));
+                }
+                Action::Slow(d) => line.delay = Some(d),
+                Action::Garbage { bytes } => line.garbage = Some(bytes),
+                Action::BadCrc => line.bad_crc = true,
+                _ => {}
+            }
+        }
+        *self.lock_line() = line;
+    }
+
+    /// Takes the sample of `tick`: sets the line faults, computes every point, swaps the image
+    /// atomically, and returns the truth (one entry per point, whether or not anyone reads it).
+    /// A dropped sample (an active `dropout`) leaves the image and returns nothing.
+    pub fn sample(&self, tick: Tick) -> Vec<TrueSample> {
+        self.update_line(tick.rel_s);
+        let active = || self.faults.iter().filter(|f| f.active_at(tick.rel_s));
+        let dropped = active().any(|f| match f.action {
+            Action::Dropout { probability } => uniform(self.dropout_id, tick.index) < probability,
+            _ => false,
+        });
+        if dropped {
+            return Vec::new();
+        }
+        let skew: i64 = active()
+            .map(|f| match f.action {
+                Action::ClockSkew { offset_s } => offset_s,
+                _ => 0,
+            })
+            .sum();
+        let device_s = tick.unix_s.saturating_add(skew);
+        let true_ns = tick.unix_s.saturating_mul(NANOS_PER_SEC);
+        let device_ns = device_s.saturating_mul(NANOS_PER_SEC);
         let mut truth = Vec::with_capacity(self.points.len());
         let mut writes = Vec::with_capacity(self.points.len() * 2);
         for lp in &self.points {
             let p = &lp.point;
             let raw =
-                RawValue::from_engineering(p.data_type, lp.series.value(index), p.scale, p.offset);
+                RawValue::from_engineering(p.data_type, self.value(lp, tick), p.scale, p.offset);
             match (raw, p.bit) {
                 (RawValue::Bool(b), Some(bit)) => {
-                    writes.push(Write::Bit(p.function, p.address, bit, b))
+                    writes.push(Write::Bit(p.function, p.address, bit, b));
                 }
                 (RawValue::Bool(b), None) => {
                     writes.push(Write::Word(p.function, p.address, u16::from(b)));
@@ -225,12 +516,13 @@ impl ModbusDevice {
             truth.push(TrueSample {
                 device: self.name.clone(),
                 point: p.name.clone(),
-                ts_ns,
+                // A skewed clock shows only through the time registers.
+                ts_ns: if p.time.is_some() { device_ns } else { true_ns },
                 value: raw.engineering(p.scale, p.offset),
             });
         }
         // The time registers hold a u32 of Unix seconds; a clock past 2106 saturates.
-        let unix_u32 = u32::try_from(unix_s.max(0)).unwrap_or(u32::MAX);
+        let unix_u32 = u32::try_from(device_s.max(0)).unwrap_or(u32::MAX);
         for &(f, a, order) in &self.times {
             let [hi, lo] = time_registers(unix_u32, order);
             writes.push(Write::Word(f, a, hi));
@@ -246,7 +538,10 @@ impl ModbusDevice {
                 }
             }
         }
-        image.stamp = Some(SampleStamp { index, unix_s });
+        image.stamp = Some(SampleStamp {
+            index: tick.index,
+            unix_s: device_s,
+        });
         truth
     }
 
@@ -255,8 +550,9 @@ impl ModbusDevice {
     /// transports check it, since an offline device sends nothing at all).
     ///
     /// # Errors
-    /// 03 for a quantity outside 1-125/1-2000; 02 for a range beyond the map, or touching an
-    /// unmapped address when the device is `strict_map`.
+    /// 03 for a quantity outside 1-125/1-2000; an injected exception (02, 04, 06) when one is
+    /// active for the whole device or for a point the range touches; 02 for a range beyond the
+    /// map, or touching an unmapped address when the device is `strict_map`.
     pub fn read(
         &self,
         function: Function,
@@ -273,6 +569,12 @@ impl ModbusDevice {
         }
         let start = usize::from(address);
         let end = start + usize::from(quantity);
+        for (e, range) in &self.lock_line().exceptions {
+            let hit = range.is_none_or(|r| r.touched_by(function, address, quantity));
+            if hit {
+                return Err(*e);
+            }
+        }
         let map = &self.maps[function.index()].mapped;
         if end > map.len() {
             return Err(Exception::IllegalDataAddress);
@@ -319,7 +621,11 @@ mod tests {
     #[test]
     fn sample_writes_values_and_time_together() {
         let d = device(false);
-        let truth = d.sample(0, 1_764_410_000);
+        let truth = d.sample(Tick {
+            index: 0,
+            rel_s: 0,
+            unix_s: 1_764_410_000,
+        });
         let regs = d.read(Function::Input, 0, 12).expect("read");
         let a = truth[0].value;
         // u32 ABCD at 0-1, u16 at 4, time u32 CDAB at 10-11 (1764410000 = 0x692AC290).

@@ -6,6 +6,17 @@
 //! `config/profiles/*.toml`): its profile structs, register encoding, CRC and message formats
 //! are its own, so a decoding bug in the gateway makes the tests fail instead of cancelling out.
 //!
+//! Where values come from: a scenario may declare physics models ([`physics`]: settlement,
+//! curing, slope; pure functions of simulated time) and map device points onto their channels
+//! through a sensor ([`sensor`]: gain, offset, seeded noise, resolution); unmapped points keep a
+//! plausible random walk ([`signal`]). Scheduled faults ([`fault`]) then alter values, samples,
+//! replies, serial bytes, payloads and clocks. The [`Truth`] records the served samples, the
+//! true channel values and every fault window.
+//!
+//! Module map: [`scenario`] (file format) → [`site`] (start, ticks, fault schedule) →
+//! [`device`] + [`tcp`] + [`rtu`] (Modbus), [`nodes`] + [`messages`] + [`mqtt`] (MQTT);
+//! [`profile`] and [`encode`] (register maps), [`clock`], [`pty`], [`quantity`], [`truth`].
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use firmware_sim::{ClockMode, Scenario, Site, StartOptions};
@@ -21,14 +32,17 @@
 pub mod clock;
 pub mod device;
 pub mod encode;
+pub mod fault;
 pub mod messages;
 pub mod mqtt;
 pub mod nodes;
+pub mod physics;
 pub mod profile;
 pub mod pty;
 pub mod quantity;
 pub mod rtu;
 pub mod scenario;
+pub mod sensor;
 pub mod signal;
 pub mod site;
 pub mod tcp;
@@ -39,4 +53,4 @@ pub use device::SampleStamp;
 pub use pty::{PtyError, PtyPair};
 pub use scenario::{Scenario, ScenarioError};
 pub use site::{RtuEndpoint, RunningSite, Site, SiteError, StartOptions};
-pub use truth::{FaultKind, FaultRecord, TrueSample, Truth};
+pub use truth::{ChannelSample, FaultKind, FaultRecord, TrueSample, Truth};

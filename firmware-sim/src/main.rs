@@ -1,4 +1,5 @@
-//! `firmware-sim`: runs a simulated site from a scenario file until Ctrl-C.
+//! `firmware-sim`: runs a simulated site from a scenario file until Ctrl-C, or until the
+//! scenario's `duration` (or `--until`) of simulated time has passed.
 //!
 //! Owns only the command line and console output; everything else is the library.
 
@@ -6,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
@@ -39,6 +41,13 @@ struct Args {
     /// Directory for the pty pairs of buses without a tty (`<dir>/<bus>/{sim,gw}`).
     #[arg(long)]
     pty_dir: Option<PathBuf>,
+    /// Stop after this much simulated time (e.g. `72h`); default: the scenario's `duration`,
+    /// or run until Ctrl-C when it has none.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    until: Option<Duration>,
+    /// Run until Ctrl-C even if the scenario has a `duration`.
+    #[arg(long, conflicts_with = "until")]
+    forever: bool,
 }
 
 fn main() -> ExitCode {
@@ -125,14 +134,57 @@ async fn run() -> anyhow::Result<()> {
         }
         None => {}
     }
+    for m in scenario.physics.models() {
+        println!(
+            "physics     {:<16} {} channel(s)",
+            m.name(),
+            scenario.physics.names_of_model(m.name()).len()
+        );
+    }
+    for f in &scenario.faults {
+        let end = f.end.map_or_else(
+            || "end".to_owned(),
+            |e| humantime::format_duration(e).to_string(),
+        );
+        println!(
+            "fault       {:<12} {:<16} {:<10} {} .. {end}",
+            f.kind(),
+            f.device,
+            f.point.as_deref().unwrap_or("-"),
+            humantime::format_duration(f.start)
+        );
+    }
     if let Some(t) = &args.truth {
         println!("truth       {}", t.display());
     }
-    println!("running; Ctrl-C to stop");
+    let until = if args.forever {
+        None
+    } else {
+        args.until.or(scenario.duration)
+    };
+    match until {
+        Some(d) => println!(
+            "running {} of simulated time; Ctrl-C to stop early",
+            humantime::format_duration(d)
+        ),
+        None => println!("running; Ctrl-C to stop"),
+    }
 
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    let ctrl_c = tokio::signal::ctrl_c();
+    match until {
+        Some(d) => {
+            // One more sample interval so the sample at `d` itself is taken.
+            let end = site.instant_after(d + scenario.sample_interval / 2);
+            tokio::select! {
+                r = ctrl_c => r.context("waiting for Ctrl-C")?,
+                () = tokio::time::sleep_until(end) => println!("reached {}", humantime::format_duration(d)),
+            }
+        }
+        None => ctrl_c.await.context("waiting for Ctrl-C")?,
+    }
+    let truth = site.truth();
     site.shutdown().await;
+    let (samples, channels, faults) = truth.counts();
+    println!("{samples} samples, {channels} channel samples, {faults} faults recorded");
     Ok(())
 }

@@ -7,16 +7,27 @@
 //! A message whose connection breaks before its PUBACK is sent again after the reconnect (a
 //! broker may then hold it twice; same value and time, so harmless). It builds no payloads
 //! ([`crate::nodes`], [`crate::messages`]).
+//!
+//! Last wills: a node with a will gets a connection of its own (a will belongs to one MQTT
+//! connection, MQTT 3.1.1 §3.1.2.5), set up with the will at QoS 1. [`Publisher::set_connected`]
+//! with `false` drops that connection's socket without a DISCONNECT, which is what a node losing
+//! power or radio does, so the broker publishes the will; `true` reconnects, and the node's
+//! optional online message goes out at QoS 0 after each CONNACK (QoS 0 has no PUBACK, so the
+//! one-message-one-PUBACK bookkeeping above is untouched).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, Event, EventLoop, LastWill, MqttOptions, Packet, QoS,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::fault::MAX_OVERSIZED_BYTES;
+use crate::scenario::Will;
 use crate::truth::{TrueSample, Truth};
 
 /// Messages waiting to be published; beyond this, new ones are dropped (counted, not truth).
@@ -31,8 +42,9 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest wait for a PUBACK before the message is sent again.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest packet either way (CIGEM JSON is at most 64 KiB by its length field).
-const MAX_PACKET: usize = 256 * 1024;
+/// Largest packet either way: the largest oversized payload a fault may send, plus room for the
+/// topic and header.
+const MAX_PACKET: usize = MAX_OVERSIZED_BYTES + 64 * 1024;
 
 /// One message to publish and the truth it carries.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +60,8 @@ pub struct Outgoing {
 /// Counters of the publisher.
 #[derive(Debug, Default)]
 pub struct PublishStats {
+    /// Messages queued for publishing (every connection).
+    pub queued: AtomicU64,
     /// Messages acknowledged by the broker.
     pub acked: AtomicU64,
     /// Messages sent again after a broken connection or a missing PUBACK.
@@ -61,6 +75,16 @@ pub struct PublishStats {
 pub struct Publisher {
     tx: mpsc::Sender<Outgoing>,
     stats: Arc<PublishStats>,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+/// Orders to the connection task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    /// Close the socket without DISCONNECT and stay away.
+    Drop,
+    /// Connect again.
+    Restore,
 }
 
 impl Publisher {
@@ -69,6 +93,8 @@ impl Publisher {
         if let Err(e) = self.tx.try_send(msg) {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "mqtt outgoing queue full or closed; message dropped");
+        } else {
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -76,6 +102,15 @@ impl Publisher {
     #[must_use]
     pub fn stats(&self) -> &PublishStats {
         &self.stats
+    }
+
+    /// `false` drops the connection abruptly (the broker then publishes the will, if any) and
+    /// keeps it down; `true` connects again.
+    pub fn set_connected(&self, up: bool) {
+        let c = if up { Control::Restore } else { Control::Drop };
+        if self.control.send(c).is_err() {
+            tracing::debug!("mqtt connection task gone; connection order ignored");
+        }
     }
 }
 
@@ -87,24 +122,60 @@ enum Link {
     Acked,
 }
 
-/// Starts the connection and publishing tasks on `tasks`; both stop on `cancel`.
+/// One broker connection to open.
+#[derive(Debug, Clone, Copy)]
+pub struct Connection<'a> {
+    /// Broker address.
+    pub broker: SocketAddr,
+    /// MQTT client id.
+    pub client_id: &'a str,
+    /// The node's last will, for a node's own connection.
+    pub will: Option<&'a Will>,
+}
+
+/// Starts the connection and publishing tasks on `tasks`; both stop on `cancel`. Counters go to
+/// `stats` (shared by all connections of a site).
 pub fn start(
-    broker: SocketAddr,
-    client_id: &str,
+    conn: Connection<'_>,
     truth: Arc<Truth>,
+    stats: Arc<PublishStats>,
     cancel: &CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> Publisher {
-    let mut options = MqttOptions::new(client_id, broker.ip().to_string(), broker.port());
+    let broker = conn.broker;
+    let mut options = MqttOptions::new(conn.client_id, broker.ip().to_string(), broker.port());
     options
         .set_keep_alive(KEEP_ALIVE)
         .set_clean_session(true)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    if let Some(w) = conn.will {
+        options.set_last_will(LastWill::new(
+            w.topic.clone(),
+            w.payload.clone().into_bytes(),
+            QoS::AtLeastOnce,
+            w.retain,
+        ));
+    }
+    let online = conn.will.and_then(|w| {
+        w.online_payload
+            .clone()
+            .map(|p| (w.topic.clone(), p.into_bytes(), w.retain))
+    });
     let (client, eventloop) = AsyncClient::new(options, CLIENT_CAPACITY);
     let (link_tx, link_rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (tx, rx) = mpsc::channel(OUTGOING_CAPACITY);
-    let stats = Arc::new(PublishStats::default());
-    tasks.spawn(drive(eventloop, link_tx, broker, cancel.clone()));
+    tasks.spawn(drive(
+        eventloop,
+        Driver {
+            client: client.clone(),
+            link: link_tx,
+            control: control_rx,
+            broker,
+            online,
+        },
+        cancel.clone(),
+    ));
     tasks.spawn(publish(
         client,
         rx,
@@ -113,21 +184,54 @@ pub fn start(
         Arc::clone(&stats),
         cancel.clone(),
     ));
-    Publisher { tx, stats }
+    Publisher {
+        tx,
+        stats,
+        control: control_tx,
+    }
 }
 
-/// Polls the event loop: reports connection state and PUBACKs, backs off after errors.
-async fn drive(
-    mut eventloop: EventLoop,
+/// What the connection task works with besides its event loop.
+struct Driver {
+    client: AsyncClient,
     link: mpsc::UnboundedSender<Link>,
+    control: mpsc::UnboundedReceiver<Control>,
     broker: SocketAddr,
-    cancel: CancellationToken,
-) {
+    /// Online message: topic, payload, retain.
+    online: Option<(String, Vec<u8>, bool)>,
+}
+
+/// Polls the event loop: reports connection state and PUBACKs, backs off after errors, drops
+/// and restores the connection on order.
+async fn drive(mut eventloop: EventLoop, mut d: Driver, cancel: CancellationToken) {
+    let broker = d.broker;
+    let link = d.link.clone();
     let mut backoff = MIN_BACKOFF;
     let mut was_up = false;
     loop {
         let event = tokio::select! {
             () = cancel.cancelled() => return,
+            c = d.control.recv() => {
+                match c {
+                    Some(Control::Drop) => {
+                        // No DISCONNECT: the socket just closes, as when a node loses power.
+                        eventloop.clean();
+                        was_up = false;
+                        let _ = link.send(Link::Down);
+                        tracing::info!(%broker, "mqtt connection dropped (last will due)");
+                        loop {
+                            match tokio::select! { () = cancel.cancelled() => None, c = d.control.recv() => c } {
+                                Some(Control::Restore) => break,
+                                Some(Control::Drop) => {}
+                                None => return,
+                            }
+                        }
+                    }
+                    Some(Control::Restore) => {}
+                    None => return,
+                }
+                continue;
+            }
             e = eventloop.poll() => e,
         };
         match event {
@@ -135,6 +239,16 @@ async fn drive(
                 tracing::info!(%broker, "mqtt connected");
                 backoff = MIN_BACKOFF;
                 was_up = true;
+                if let Some((topic, payload, retain)) = &d.online {
+                    if let Err(e) = d.client.try_publish(
+                        topic.clone(),
+                        QoS::AtMostOnce,
+                        *retain,
+                        payload.clone(),
+                    ) {
+                        tracing::warn!(error = %e, "online message not queued");
+                    }
+                }
                 let _ = link.send(Link::Up);
             }
             Ok(Event::Incoming(Packet::PubAck(_))) => {
@@ -182,6 +296,19 @@ async fn publish(
         // Publishes of this message on the current connection not yet acknowledged.
         let mut outstanding = 0_u32;
         'send: loop {
+            // Connection changes that happened while idle (a node's connection dropped and
+            // restored between two messages): without this, a stale Down/Up pair read after the
+            // publish would send the message twice.
+            while let Ok(l) = link.try_recv() {
+                match l {
+                    Link::Up => up = true,
+                    Link::Down => {
+                        up = false;
+                        stale_acks = 0;
+                    }
+                    Link::Acked => stale_acks = stale_acks.saturating_sub(1),
+                }
+            }
             while !up {
                 match tokio::select! { () = cancel.cancelled() => None, l = link.recv() => l } {
                     Some(Link::Up) => up = true,

@@ -299,7 +299,7 @@ impl ProfileSet {
 /// Reads and validates one profile file.
 ///
 /// # Errors
-/// Unreadable file, TOML/shape error, or a rule broken (see [`validate`]).
+/// Unreadable file, TOML/shape error, or a rule broken (see `validate`).
 pub fn load_profile(file: &Path) -> Result<Profile, ScenarioError> {
     let text = std::fs::read_to_string(file).map_err(|source| ScenarioError::Read {
         file: file.to_path_buf(),

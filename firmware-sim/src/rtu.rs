@@ -4,8 +4,9 @@
 //! needs control tokio-modbus does not give: its server ends on a run of undecodable bytes and
 //! always sends exceptions, while a real RS-485 slave ignores frames with a bad CRC, frames for
 //! other units and broadcasts of reads, and answers only its own unit (Modbus over serial line
-//! V1.02 §2.4.1, §2.5.1). Owning the framing also leaves room for garbage/CRC fault injection.
-//! It does not hold register values ([`crate::device`]).
+//! V1.02 §2.4.1, §2.5.1). Owning the framing also lets it inject the line faults a device has
+//! in force ([`crate::device::LineFaults`]): random bytes before a reply, a wrong CRC, a
+//! delayed reply. It does not hold register values ([`crate::device`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,6 +34,17 @@ const MIN_SILENCE: Duration = Duration::from_millis(20);
 const READ_REQUEST_LEN: usize = 8;
 /// Broadcast unit id: slaves act but never answer (§2.1); reads are meaningless.
 const BROADCAST: u8 = 0;
+/// XOR mask that spoils a reply's CRC (flips every bit of its low byte: never a valid CRC).
+const CRC_SPOIL: u8 = 0xFF;
+
+/// One reply and how it goes out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The bytes on the line (garbage, if any, then the frame).
+    pub bytes: Vec<u8>,
+    /// Wait this long before sending (a `slow` fault).
+    pub delay: Option<Duration>,
+}
 
 /// CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF), sent low byte first (§2.5.1.2, §6.2.2).
 #[must_use]
@@ -66,7 +78,7 @@ pub fn push_crc(frame: &mut Vec<u8>) {
     frame.extend_from_slice(&crc.to_le_bytes());
 }
 
-/// The silence that ends a frame at `baud`: t3.5 (§2.5.1.1), never below [`MIN_SILENCE`].
+/// The silence that ends a frame at `baud`: t3.5 (§2.5.1.1), never below `MIN_SILENCE`.
 #[must_use]
 pub fn frame_silence(baud: u32) -> Duration {
     let t35 = if baud > FIXED_T35_ABOVE_BAUD {
@@ -98,9 +110,10 @@ impl Bus {
         }
     }
 
-    /// The reply to one CRC-checked frame, or `None` for silence.
+    /// The reply to one CRC-checked frame with the device's line faults applied, or `None` for
+    /// silence.
     #[must_use]
-    pub fn reply(&self, frame: &[u8]) -> Option<Vec<u8>> {
+    pub fn reply(&self, frame: &[u8]) -> Option<Reply> {
         let (&unit, rest) = frame.split_first()?;
         if unit == BROADCAST {
             return None;
@@ -123,7 +136,23 @@ impl Bus {
             }
         }
         push_crc(&mut out);
-        Some(out)
+        let line = device.line_faults();
+        if line.bad_crc {
+            let last = out.len() - 2;
+            out[last] ^= CRC_SPOIL;
+        }
+        let bytes = match line.garbage {
+            Some(n) => {
+                let mut b = device.garbage(n);
+                b.extend(out);
+                b
+            }
+            None => out,
+        };
+        Some(Reply {
+            bytes,
+            delay: line.delay,
+        })
     }
 }
 
@@ -226,8 +255,11 @@ pub async fn serve(bus: Bus, mut port: SerialStream) {
     }
 }
 
-async fn send(bus: &Bus, port: &mut SerialStream, reply: &[u8]) {
-    if let Err(e) = port.write_all(reply).await {
+async fn send(bus: &Bus, port: &mut SerialStream, reply: &Reply) {
+    if let Some(d) = reply.delay {
+        tokio::time::sleep(d).await;
+    }
+    if let Err(e) = port.write_all(&reply.bytes).await {
         tracing::warn!(bus = %bus.name, error = %e, "serial write failed");
     }
 }
@@ -275,7 +307,11 @@ mod tests {
             }],
         };
         let d = Arc::new(ModbusDevice::new("d", 5, &profile, false, 1));
-        d.sample(0, 0);
+        d.sample(crate::clock::Tick {
+            index: 0,
+            rel_s: 0,
+            unix_s: 0,
+        });
         Bus::new("b", 9600, [d])
     }
 
@@ -284,7 +320,7 @@ mod tests {
         let b = bus();
         let mut req = vec![0x05, 0x03, 0x00, 0x00, 0x00, 0x01];
         push_crc(&mut req);
-        let reply = b.reply(&req).expect("reply");
+        let reply = b.reply(&req).expect("reply").bytes;
         assert_eq!(&reply[..3], &[0x05, 0x03, 0x02]);
         assert!(crc_ok(&reply));
         let mut other = vec![0x06, 0x03, 0x00, 0x00, 0x00, 0x01];
@@ -301,12 +337,12 @@ mod tests {
         // Beyond the map: 05 83 02 + CRC.
         let mut req = vec![0x05, 0x03, 0x00, 0x01, 0x00, 0x01];
         push_crc(&mut req);
-        let reply = b.reply(&req).expect("reply");
+        let reply = b.reply(&req).expect("reply").bytes;
         assert_eq!(&reply[..3], &[0x05, 0x83, 0x02]);
         // Write single register (06) is not supported: 05 86 01.
         let mut req = vec![0x05, 0x06, 0x00, 0x00, 0x00, 0x01];
         push_crc(&mut req);
-        let reply = b.reply(&req).expect("reply");
+        let reply = b.reply(&req).expect("reply").bytes;
         assert_eq!(&reply[..3], &[0x05, 0x86, 0x01]);
     }
 

@@ -46,8 +46,48 @@
 //! id = "L1_LF_1"
 //! kind = "crack"
 //! ```
+//!
+//! # Physics, mappings, faults (all optional; files without them behave as before)
+//! ```toml
+//! duration = "72h"                # optional: how long a run lasts (the CLI stops there)
+//!
+//! [[settlement]]                  # crate::physics::settlement: channels <name>.<point>, ...
+//! name = "block-a"
+//! # [[curing]] crate::physics::curing, [[slope]] crate::physics::slope
+//!
+//! [[modbus_tcp]]
+//! name = "block-a-lvl"
+//! profile = "levelling-8ch"
+//! unit = 1
+//! status_points = "clear"         # random (default) | clear: 0 unless a status_flag fault
+//! # point -> channel: a name, or a table with gain, offset, sensor, noise, resolution
+//! channels = { ch1 = "block-a.A1", ch2 = { channel = "block-a.A2", offset = 250.0 } }
+//!
+//! [[json_nodes.sensors]]
+//! id = "core"
+//! quantity = "temperature"
+//! channel = "raft-a.core"
+//!
+//! [json_nodes.will]               # this node gets its own MQTT connection with a last will
+//! topic = "sites/{site}/nodes/{node}/status"
+//! payload = "offline"
+//! online_payload = "online"       # optional, published (QoS 0) on every connect
+//! retain = true
+//!
+//! [[cigem.points]]
+//! id = "L1_GP_1"
+//! kind = "gnss"
+//! fields = { gpsTotalX = "north.G1.east", gpsTotalY = "north.G1.north", gpsTotalZ = "north.G1.up" }
+//!
+//! [[faults]]                      # crate::fault: kind, device, point, start, end, ...
+//! kind = "stuck"
+//! device = "block-a-lvl"
+//! point = "ch3"
+//! start = "2h"
+//! end = "6h"
+//! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,8 +97,12 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::profile::{Profile, ProfileSet};
+use crate::fault::{check_target, FaultSpec, RawFault, TargetKind};
+use crate::physics::{self, Physics, RawModels};
+use crate::profile::{DataType, Profile, ProfileSet};
 use crate::quantity::Quantity;
+use crate::sensor::{ChannelRef, RawMapping, SensorKind};
+use crate::truth::FaultKind;
 
 /// Longest sample interval: one day (the CIGEM firmware's sample interval is 1-86 400 s,
 /// domain.md §3.4).
@@ -147,6 +191,14 @@ struct RawScenario {
     sample_interval: String,
     site: String,
     #[serde(default)]
+    duration: Option<String>,
+    #[serde(default)]
+    settlement: Vec<physics::settlement::RawSettlement>,
+    #[serde(default)]
+    curing: Vec<physics::curing::RawCuring>,
+    #[serde(default)]
+    slope: Vec<physics::slope::RawSlope>,
+    #[serde(default)]
     modbus_tcp: Vec<RawTcpSlave>,
     #[serde(default)]
     modbus_rtu: Vec<RawRtuBus>,
@@ -154,6 +206,8 @@ struct RawScenario {
     json_nodes: Vec<RawJsonNode>,
     #[serde(default)]
     cigem: Vec<RawCigem>,
+    #[serde(default)]
+    faults: Vec<RawFault>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +220,48 @@ struct RawTcpSlave {
     listen: Option<String>,
     #[serde(default)]
     strict_map: bool,
+    #[serde(default)]
+    status_points: StatusPoints,
+    #[serde(default)]
+    channels: BTreeMap<String, RawMapping>,
+}
+
+/// What the status points (quantity `status`, not coils) of a Modbus device read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusPoints {
+    /// An occasional random flag (2 % of the time, held 5 samples): the first simulator's
+    /// behaviour, kept for the existing scenarios.
+    #[default]
+    Random,
+    /// 0, except while a `status_flag` fault is active: a healthy device.
+    Clear,
+}
+
+/// A last will: the node's own MQTT connection carries it, the broker publishes it when the
+/// connection drops without a DISCONNECT (MQTT 3.1.1 §3.1.2.5).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWill {
+    topic: String,
+    payload: String,
+    #[serde(default)]
+    retain: bool,
+    #[serde(default)]
+    online_payload: Option<String>,
+}
+
+/// A validated last will.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    /// Topic, placeholders resolved.
+    pub topic: String,
+    /// Will payload.
+    pub payload: String,
+    /// Retained (will and online message alike).
+    pub retain: bool,
+    /// Published at QoS 0 on every (re)connect, if set.
+    pub online_payload: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +287,10 @@ struct RawRtuSlave {
     unit: u8,
     #[serde(default)]
     strict_map: bool,
+    #[serde(default)]
+    status_points: StatusPoints,
+    #[serde(default)]
+    channels: BTreeMap<String, RawMapping>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,6 +302,8 @@ struct RawJsonNode {
     #[serde(default = "one")]
     every: u32,
     sensors: Vec<RawJsonSensor>,
+    #[serde(default)]
+    will: Option<RawWill>,
 }
 
 const fn one() -> u32 {
@@ -217,6 +319,8 @@ struct RawJsonSensor {
     unit: String,
     #[serde(default = "default_decimals")]
     decimals: u8,
+    #[serde(default)]
+    channel: Option<RawMapping>,
 }
 
 const fn default_decimals() -> u8 {
@@ -234,6 +338,8 @@ struct RawCigem {
     #[serde(default = "default_status_every")]
     status_every: u32,
     points: Vec<RawCigemPoint>,
+    #[serde(default)]
+    will: Option<RawWill>,
 }
 
 const fn default_status_every() -> u32 {
@@ -245,6 +351,10 @@ const fn default_status_every() -> u32 {
 struct RawCigemPoint {
     id: String,
     kind: CigemKind,
+    #[serde(default)]
+    channel: Option<RawMapping>,
+    #[serde(default)]
+    fields: BTreeMap<String, RawMapping>,
 }
 
 /// How a JSON node packs readings into messages.
@@ -280,6 +390,40 @@ pub enum CigemKind {
     SoilMoisture,
     /// L3 TW soil temperature: a scalar in °C.
     SoilTemperature,
+    /// L3 SY seepage / pore water pressure (a piezometer): a scalar in kPa.
+    PorePressure,
+}
+
+impl CigemKind {
+    /// The fields of a multi-field kind (domain.md §3.5 field dictionary); empty for a scalar
+    /// and for rain (whose `value`/`totalValue` come from one cumulative channel).
+    #[must_use]
+    pub const fn fields(self) -> &'static [&'static str] {
+        match self {
+            Self::Tilt => &["X", "Y", "Z", "angle", "AZI"],
+            Self::Acceleration => &["gX", "gY", "gZ"],
+            Self::Gnss => &["gpsTotalX", "gpsTotalY", "gpsTotalZ"],
+            Self::DeepDisplacement => &["dispsX", "dispsY"],
+            _ => &[],
+        }
+    }
+
+    /// The instrument behind a field (`""` for a scalar).
+    #[must_use]
+    pub fn sensor(self, field: &str) -> SensorKind {
+        match self {
+            Self::Crack => SensorKind::CrackMeter,
+            Self::Tilt => SensorKind::TiltMeter,
+            Self::Rain => SensorKind::RainGauge,
+            // gpsTotalZ is the vertical axis (±5 mm against ±2 mm horizontal, domain.md §3.4).
+            Self::Gnss if field == "gpsTotalZ" => SensorKind::GnssVertical,
+            Self::Gnss => SensorKind::GnssHorizontal,
+            Self::DeepDisplacement => SensorKind::DeepDisplacement,
+            Self::EarthPressure | Self::PorePressure => SensorKind::Piezometer,
+            Self::SoilTemperature => SensorKind::Thermistor,
+            Self::Acceleration | Self::SoilMoisture => SensorKind::Ideal,
+        }
+    }
 }
 
 impl fmt::Display for CigemKind {
@@ -294,6 +438,7 @@ impl fmt::Display for CigemKind {
             Self::EarthPressure => "earth_pressure",
             Self::SoilMoisture => "soil_moisture",
             Self::SoilTemperature => "soil_temperature",
+            Self::PorePressure => "pore_pressure",
         };
         f.write_str(name)
     }
@@ -322,6 +467,12 @@ pub struct Scenario {
     pub json_nodes: Vec<JsonNode>,
     /// CIGEM universal geo-hazard devices.
     pub cigem: Vec<CigemDevice>,
+    /// The physics models and their channels.
+    pub physics: Arc<Physics>,
+    /// Scheduled faults, in file order.
+    pub faults: Vec<FaultSpec>,
+    /// How long a run lasts (simulated time), if the scenario says.
+    pub duration: Option<Duration>,
 }
 
 /// A Modbus TCP slave.
@@ -337,6 +488,10 @@ pub struct TcpSlave {
     pub listen: SocketAddr,
     /// Reads touching unmapped registers answer exception 02 instead of zeros.
     pub strict_map: bool,
+    /// What the status points read.
+    pub status_points: StatusPoints,
+    /// Points following a physics channel, by point name (the others keep their default series).
+    pub channels: BTreeMap<String, ChannelRef>,
 }
 
 /// One RS-485 line with its slaves.
@@ -363,6 +518,10 @@ pub struct RtuSlave {
     pub unit: u8,
     /// Reads touching unmapped registers answer exception 02 instead of zeros.
     pub strict_map: bool,
+    /// What the status points read.
+    pub status_points: StatusPoints,
+    /// Points following a physics channel, by point name.
+    pub channels: BTreeMap<String, ChannelRef>,
 }
 
 /// An MQTT node publishing JSON.
@@ -378,6 +537,8 @@ pub struct JsonNode {
     pub every: u32,
     /// Sensors.
     pub sensors: Vec<JsonSensor>,
+    /// Last will (own MQTT connection), if any.
+    pub will: Option<Will>,
 }
 
 impl JsonNode {
@@ -402,6 +563,8 @@ pub struct JsonSensor {
     pub unit: String,
     /// Decimals the value is rounded to.
     pub decimals: u8,
+    /// The physics channel it follows, if any.
+    pub channel: Option<ChannelRef>,
 }
 
 /// A CIGEM universal geo-hazard device.
@@ -417,6 +580,8 @@ pub struct CigemDevice {
     pub status_every: u32,
     /// Data points.
     pub points: Vec<CigemPoint>,
+    /// Last will (own MQTT connection), if any.
+    pub will: Option<Will>,
 }
 
 /// A CIGEM data point.
@@ -426,6 +591,10 @@ pub struct CigemPoint {
     pub id: String,
     /// What it measures and which fields it has.
     pub kind: CigemKind,
+    /// The channel a scalar or rain point follows (rain: the cumulative total, mm).
+    pub channel: Option<ChannelRef>,
+    /// The channels the fields of a multi-field point follow, by field name.
+    pub fields: BTreeMap<String, ChannelRef>,
 }
 
 impl Scenario {
@@ -473,7 +642,8 @@ impl Scenario {
     }
 }
 
-type Invalid = (String, String);
+/// A broken rule: the path of the offending entry and what is wrong.
+pub(crate) type Invalid = (String, String);
 
 /// Names go into MQTT topics, InfluxDB tags and file names: keep them to a safe alphabet.
 fn check_name(path: String, name: &str) -> Result<(), Invalid> {
@@ -577,6 +747,172 @@ fn is_cigem_point_id(id: &str) -> bool {
         && n.chars().all(|c| c.is_ascii_digit())
 }
 
+/// Validates a Modbus device's `channels` against its profile and the physics.
+fn modbus_channels(
+    at: &dyn Fn(&str) -> String,
+    raw: BTreeMap<String, RawMapping>,
+    profile: &Profile,
+    physics: &Physics,
+) -> Result<BTreeMap<String, ChannelRef>, Invalid> {
+    let mut out = BTreeMap::new();
+    for (point, mapping) in raw {
+        let path = format!("{}.{point}", at("channels"));
+        let Some(p) = profile.points.iter().find(|p| p.name == point) else {
+            let known: Vec<&str> = profile.points.iter().map(|p| p.name.as_str()).collect();
+            return Err((
+                path,
+                format!(
+                    "profile {:?} has no point {point:?} (have: {})",
+                    profile.name,
+                    known.join(", ")
+                ),
+            ));
+        };
+        if p.data_type == DataType::Bool || p.function.is_bits() {
+            return Err((
+                path,
+                format!("{point:?} is a bit: only numeric points follow a channel"),
+            ));
+        }
+        let r = ChannelRef::validate(
+            &path,
+            &mapping,
+            physics,
+            SensorKind::for_quantity(p.quantity),
+        )?;
+        out.insert(point, r);
+    }
+    Ok(out)
+}
+
+/// Validates a node's last will; `{site}` and `{node}` are resolved here.
+fn will(path: &str, raw: Option<RawWill>, site: &str, node: &str) -> Result<Option<Will>, Invalid> {
+    let Some(w) = raw else { return Ok(None) };
+    check_topic(format!("{path}.topic"), &w.topic, false)?;
+    Ok(Some(Will {
+        topic: w.topic.replace("{site}", site).replace("{node}", node),
+        payload: w.payload,
+        retain: w.retain,
+        online_payload: w.online_payload,
+    }))
+}
+
+/// What a fault target offers, for the fault rules.
+#[derive(Debug)]
+struct Target<'a> {
+    kind: TargetKind,
+    /// Modbus: the profile; nodes: `None`.
+    profile: Option<&'a Profile>,
+    /// MQTT nodes: point ids (sensor ids, CIGEM point ids) and whether each is a rain point.
+    points: Vec<(&'a str, bool)>,
+}
+
+/// Checks a fault's device and point (the fault itself is already valid).
+fn check_fault(
+    at: &str,
+    f: &FaultSpec,
+    targets: &HashMap<&str, Target<'_>>,
+) -> Result<(), Invalid> {
+    let kind = f.kind();
+    let Some(t) = targets.get(f.device.as_str()) else {
+        let mut known: Vec<&str> = targets.keys().copied().collect();
+        known.sort_unstable();
+        return Err((
+            format!("{at}.device"),
+            format!("no device {:?} (have: {})", f.device, known.join(", ")),
+        ));
+    };
+    check_target(kind, t.kind).map_err(|m| (format!("{at}.kind"), m))?;
+    let point_path = format!("{at}.point");
+    if let Some(profile) = t.profile {
+        let status: Vec<&str> = profile
+            .points
+            .iter()
+            .filter(|p| p.quantity == Quantity::Status && !p.function.is_bits())
+            .map(|p| p.name.as_str())
+            .collect();
+        if let Some(name) = &f.point {
+            let Some(p) = profile.points.iter().find(|p| &p.name == name) else {
+                let known: Vec<&str> = profile.points.iter().map(|p| p.name.as_str()).collect();
+                return Err((
+                    point_path,
+                    format!(
+                        "profile {:?} has no point {name:?} (have: {})",
+                        profile.name,
+                        known.join(", ")
+                    ),
+                ));
+            };
+            let numeric = p.data_type != DataType::Bool && !p.function.is_bits();
+            if matches!(kind, FaultKind::Stuck | FaultKind::Spike | FaultKind::Drift) && !numeric {
+                return Err((
+                    point_path,
+                    format!("{name:?} is a bit: a {kind} fault needs a numeric point"),
+                ));
+            }
+            if kind == FaultKind::StatusFlag && !status.contains(&name.as_str()) {
+                return Err((
+                    point_path,
+                    format!(
+                        "{name:?} is not a status point (have: {})",
+                        status.join(", ")
+                    ),
+                ));
+            }
+        }
+        if kind == FaultKind::StatusFlag && status.is_empty() {
+            return Err((
+                format!("{at}.device"),
+                format!("profile {:?} has no status point to flag", profile.name),
+            ));
+        }
+        if kind == FaultKind::ClockSkew && profile.points.iter().all(|p| p.time.is_none()) {
+            return Err((
+                format!("{at}.device"),
+                format!("profile {:?} has no time registers to skew", profile.name),
+            ));
+        }
+        return Ok(());
+    }
+    match &f.point {
+        Some(name) => {
+            let base = name.split('.').next().unwrap_or(name);
+            let Some(&(_, rain)) = t.points.iter().find(|(p, _)| *p == base) else {
+                let known: Vec<&str> = t.points.iter().map(|(p, _)| *p).collect();
+                return Err((
+                    point_path,
+                    format!(
+                        "device {:?} has no point {name:?} (have: {})",
+                        f.device,
+                        known.join(", ")
+                    ),
+                ));
+            };
+            if rain && matches!(kind, FaultKind::Stuck | FaultKind::Spike | FaultKind::Drift) {
+                return Err((
+                    point_path,
+                    format!("a {kind} fault is not supported on a rain gauge (it counts tips)"),
+                ));
+            }
+        }
+        None if kind == FaultKind::StatusFlag => {
+            return Err((
+                point_path,
+                "a CIGEM status_flag names the point whose sensor_state it sets".into(),
+            ));
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Time windows `[start, end)` overlap (an open end runs forever).
+fn overlaps(a: &FaultSpec, b: &FaultSpec) -> bool {
+    let before = |x: &FaultSpec, y: &FaultSpec| x.end.is_some_and(|e| e <= y.start);
+    !(before(a, b) || before(b, a))
+}
+
+#[allow(clippy::too_many_lines)] // one pass over the file's sections, in file order
 fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scenario, Invalid> {
     check_name("name".into(), &raw.name)?;
     check_name("site".into(), &raw.site)?;
@@ -598,6 +934,18 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
             ),
         ));
     }
+    let duration = match &raw.duration {
+        Some(d) => Some(
+            humantime::parse_duration(d)
+                .map_err(|e| ("duration".to_owned(), format!("{d:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    let physics = physics::validate(RawModels {
+        settlement: raw.settlement,
+        curing: raw.curing,
+        slope: raw.slope,
+    })?;
 
     let mut devices: HashMap<String, String> = HashMap::new();
     let mut claim = |path: &str, name: &str| -> Result<(), Invalid> {
@@ -631,12 +979,15 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
                 format!("{listen} is already used by another slave"),
             ));
         }
+        let channels = modbus_channels(&at, d.channels, &profile, &physics)?;
         modbus_tcp.push(TcpSlave {
             name: d.name,
             profile,
             unit: d.unit,
             listen,
             strict_map: d.strict_map,
+            status_points: d.status_points,
+            channels,
         });
     }
 
@@ -667,11 +1018,14 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
                 ));
             }
             let profile = resolve_profile(at("profile"), &s.profile, profiles)?;
+            let channels = modbus_channels(&at, s.channels, &profile, &physics)?;
             slaves.push(RtuSlave {
                 name: s.name,
                 profile,
                 unit: s.unit,
                 strict_map: s.strict_map,
+                status_points: s.status_points,
+                channels,
             });
         }
         modbus_rtu.push(RtuBus {
@@ -707,19 +1061,31 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
             if s.decimals > MAX_DECIMALS {
                 return Err((at("decimals"), format!("at most {MAX_DECIMALS} decimals")));
             }
+            let channel = match &s.channel {
+                Some(m) => Some(ChannelRef::validate(
+                    &at("channel"),
+                    m,
+                    &physics,
+                    SensorKind::for_quantity(s.quantity),
+                )?),
+                None => None,
+            };
             sensors.push(JsonSensor {
                 id: s.id,
                 quantity: s.quantity,
                 unit: s.unit,
                 decimals: s.decimals,
+                channel,
             });
         }
+        let will = will(&at("will"), n.will, &raw.site, &n.name)?;
         json_nodes.push(JsonNode {
             name: n.name,
             topic: n.topic,
             message: n.message,
             every: n.every,
             sensors,
+            will,
         });
     }
 
@@ -757,18 +1123,124 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
                     format!("point {:?} used twice in this device", p.id),
                 ));
             }
+            let names = p.kind.fields();
+            let channel = match &p.channel {
+                Some(_) if !names.is_empty() => {
+                    return Err((
+                        at("channel"),
+                        format!(
+                            "a {} point has fields ({}): map them with `fields`",
+                            p.kind,
+                            names.join(", ")
+                        ),
+                    ))
+                }
+                Some(m) => Some(ChannelRef::validate(
+                    &at("channel"),
+                    m,
+                    &physics,
+                    p.kind.sensor(""),
+                )?),
+                None => None,
+            };
+            let mut fields = BTreeMap::new();
+            for (f, m) in &p.fields {
+                let path = format!("{}.{f}", at("fields"));
+                if !names.contains(&f.as_str()) {
+                    let have = if names.is_empty() {
+                        format!("a {} point is a scalar: use `channel`", p.kind)
+                    } else {
+                        format!("a {} point has {}", p.kind, names.join(", "))
+                    };
+                    return Err((path, format!("no field {f:?}: {have}")));
+                }
+                fields.insert(
+                    f.clone(),
+                    ChannelRef::validate(&path, m, &physics, p.kind.sensor(f))?,
+                );
+            }
             points.push(CigemPoint {
                 id: p.id,
                 kind: p.kind,
+                channel,
+                fields,
             });
         }
+        let will = will(&at("will"), c.will, &raw.site, &c.device_id)?;
         cigem.push(CigemDevice {
             device_id: c.device_id,
             topic,
             data_every: c.data_every,
             status_every: c.status_every,
             points,
+            will,
         });
+    }
+
+    let mut targets: HashMap<&str, Target<'_>> = HashMap::new();
+    for d in &modbus_tcp {
+        targets.insert(
+            &d.name,
+            Target {
+                kind: TargetKind::ModbusTcp,
+                profile: Some(&d.profile),
+                points: Vec::new(),
+            },
+        );
+    }
+    for s in modbus_rtu.iter().flat_map(|b| &b.slaves) {
+        targets.insert(
+            &s.name,
+            Target {
+                kind: TargetKind::ModbusRtu,
+                profile: Some(&s.profile),
+                points: Vec::new(),
+            },
+        );
+    }
+    for n in &json_nodes {
+        let points = n.sensors.iter().map(|s| (s.id.as_str(), false)).collect();
+        targets.insert(
+            &n.name,
+            Target {
+                kind: TargetKind::JsonNode,
+                profile: None,
+                points,
+            },
+        );
+    }
+    for c in &cigem {
+        let points = c
+            .points
+            .iter()
+            .map(|p| (p.id.as_str(), p.kind == CigemKind::Rain))
+            .collect();
+        targets.insert(
+            &c.device_id,
+            Target {
+                kind: TargetKind::Cigem,
+                profile: None,
+                points,
+            },
+        );
+    }
+    let mut faults: Vec<FaultSpec> = Vec::with_capacity(raw.faults.len());
+    for (i, f) in raw.faults.into_iter().enumerate() {
+        let at = format!("faults[{i}]");
+        let spec = FaultSpec::validate(&at, f)?;
+        check_fault(&at, &spec, &targets)?;
+        if let Some(j) = faults.iter().position(|g| {
+            g.device == spec.device
+                && g.point == spec.point
+                && g.kind() == spec.kind()
+                && overlaps(g, &spec)
+        }) {
+            return Err((
+                format!("{at}.start"),
+                format!("overlaps faults[{j}] (same kind, device and point)"),
+            ));
+        }
+        faults.push(spec);
     }
 
     Ok(Scenario {
@@ -782,6 +1254,9 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
         modbus_rtu,
         json_nodes,
         cigem,
+        physics: Arc::new(physics),
+        faults,
+        duration,
     })
 }
 

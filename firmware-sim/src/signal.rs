@@ -18,6 +18,10 @@ const STREAM_PARAMS: u64 = 0;
 const STREAM_NOISE: u64 = 1;
 /// ChaCha stream of the held flag states.
 const STREAM_FLAG: u64 = 2;
+/// ChaCha stream of the Gaussian sensor noise ([`gaussian`]).
+const STREAM_GAUSS: u64 = 3;
+/// ChaCha stream of per-sample fault draws (dropouts, garbage bytes: [`uniform`]).
+const STREAM_FAULT: u64 = 4;
 /// 32-bit ChaCha words consumed by one `next_u64`.
 const WORDS_PER_DRAW: u128 = 2;
 
@@ -48,7 +52,7 @@ pub const fn splitmix64(x: u64) -> u64 {
 }
 
 /// Uniform in `[0, 1)` from the top 53 bits of a draw.
-fn unit(x: u64) -> f64 {
+pub(crate) fn unit(x: u64) -> f64 {
     /// 2^-53: one unit in the last place of a double in [1, 2), scaled to [0, 1).
     const SCALE: f64 = 1.0 / (1_u64 << 53) as f64;
     (x >> 11) as f64 * SCALE
@@ -64,6 +68,32 @@ fn nth_draw(id: u64, stream: u64, i: u64) -> u64 {
     rng.set_stream(stream);
     rng.set_word_pos(u128::from(i) * WORDS_PER_DRAW);
     rng.next_u64()
+}
+
+/// Standard normal draw `k` of series `id` (Box-Muller on two independent uniforms, so sample
+/// `k` is computed without computing `0..k`).
+#[must_use]
+pub fn gaussian(id: u64, k: u64) -> f64 {
+    // 1 − u is in (0, 1]: the logarithm is finite.
+    let u1 = 1.0 - unit(nth_draw(id, STREAM_GAUSS, k.wrapping_mul(2)));
+    let u2 = unit(nth_draw(
+        id,
+        STREAM_GAUSS,
+        k.wrapping_mul(2).wrapping_add(1),
+    ));
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// Uniform draw `k` in `[0, 1)` of series `id`, for fault decisions (independent of the values).
+#[must_use]
+pub fn uniform(id: u64, k: u64) -> f64 {
+    unit(nth_draw(id, STREAM_FAULT, k))
+}
+
+/// Raw 64-bit draw `k` of series `id` on the fault stream (garbage bytes).
+#[must_use]
+pub fn fault_bits(id: u64, k: u64) -> u64 {
+    nth_draw(id, STREAM_FAULT, k)
 }
 
 /// One series with its parameters drawn.
@@ -207,6 +237,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn gaussian_has_unit_variance() {
+        // 20 000 draws: the sample mean's standard error is 1/√20000 = 0.0071, the variance's
+        // about √(2/20000) = 0.01; bounds at five standard errors.
+        let n = 20_000_u64;
+        let draws: Vec<f64> = (0..n).map(|k| gaussian(42, k)).collect();
+        let mean = draws.iter().sum::<f64>() / n as f64;
+        let var = draws.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        assert!(mean.abs() < 0.036, "{mean}");
+        assert!((var - 1.0).abs() < 0.05, "{var}");
+        assert_eq!(gaussian(42, 17), draws[17], "pure in (id, k)");
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! A running simulated site: every device of a scenario served, sampled and recorded.
 //!
-//! Owns start-up (listeners, serial lines, pty pairs, the MQTT publisher), the sample ticks
+//! Owns start-up (listeners, serial lines, pty pairs, the MQTT connections), the sample ticks
 //! (sample `k` is taken at `t0 + k × sample_interval`, whole Unix seconds, `t0` the second the
-//! site started; sample 0 is taken before [`Site::start`] returns), fault control and shutdown.
-//! Values come from [`crate::device`] and [`crate::nodes`]; transports from [`crate::tcp`],
-//! [`crate::rtu`], [`crate::mqtt`].
+//! site started; sample 0 is taken before [`Site::start`] returns), the fault schedule (each
+//! tick opens and closes the scenario's fault windows in the truth, and turns devices off and
+//! on for `offline` faults) and shutdown. Every tick also records the true value of every physics
+//! channel. Values come from [`crate::device`] and [`crate::nodes`]; transports from
+//! [`crate::tcp`], [`crate::rtu`], [`crate::mqtt`].
+//!
+//! MQTT connections: nodes without a last will share one connection; each node with a will has
+//! its own (a will belongs to a connection), which an `offline` fault drops abruptly so the
+//! broker publishes the will, and restores when the fault ends.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -16,15 +22,17 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::{ClockMode, SimClock, NANOS_PER_SEC};
-use crate::device::{ModbusDevice, SampleStamp};
-use crate::mqtt::{self, PublishStats, Publisher};
-use crate::nodes::{CigemSim, JsonNodeSim};
+use crate::clock::{ClockMode, SimClock, Tick, NANOS_PER_SEC};
+use crate::device::{DeviceSetup, ModbusDevice, SampleStamp};
+use crate::fault::{Action, FaultSpec};
+use crate::mqtt::{self, Connection, PublishStats, Publisher};
+use crate::nodes::{CigemSim, JsonNodeSim, NodeSetup};
+use crate::physics::Physics;
 use crate::pty::{PtyError, PtyPair};
 use crate::rtu;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, StatusPoints};
 use crate::tcp;
-use crate::truth::{FaultKind, Truth, TruthError};
+use crate::truth::{ChannelSample, FaultKind, FaultRecord, Truth, TruthError};
 
 /// Numbers the default pty directories of the sites of this process.
 static SITE_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -98,22 +106,45 @@ pub struct RtuEndpoint {
     pub gateway_path: Option<PathBuf>,
 }
 
+/// Where a scheduled fault stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Window {
+    /// Not started yet.
+    Pending,
+    /// Recorded as open.
+    Open,
+    /// Recorded with its end.
+    Closed,
+}
+
+/// What [`Sampler::tick`] guards: the next index and the state of every scheduled fault.
+#[derive(Debug)]
+struct TickState {
+    next: u64,
+    windows: Vec<Window>,
+}
+
 /// Takes samples: one lock serialises ticks so sample indices are consecutive.
 #[derive(Debug)]
 struct Sampler {
     t0_s: i64,
     interval_s: i64,
+    physics: Arc<Physics>,
+    faults: Vec<FaultSpec>,
     modbus: Vec<Arc<ModbusDevice>>,
-    json: Vec<JsonNodeSim>,
-    cigem: Vec<CigemSim>,
-    publisher: Option<Publisher>,
+    /// JSON nodes with the index of their publisher.
+    json: Vec<(JsonNodeSim, Option<usize>)>,
+    /// CIGEM devices with the index of their publisher.
+    cigem: Vec<(CigemSim, Option<usize>)>,
+    publishers: Vec<Publisher>,
+    stats: Option<Arc<PublishStats>>,
     truth: Arc<Truth>,
-    next: Mutex<u64>,
+    state: Mutex<TickState>,
 }
 
 impl Sampler {
-    fn lock_next(&self) -> std::sync::MutexGuard<'_, u64> {
-        self.next
+    fn lock_state(&self) -> std::sync::MutexGuard<'_, TickState> {
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -124,28 +155,132 @@ impl Sampler {
     }
 
     fn next_index(&self) -> u64 {
-        *self.lock_next()
+        self.lock_state().next
+    }
+
+    /// UTC ns of `rel` after the scenario start.
+    fn abs_ns(&self, rel: Duration) -> i64 {
+        let rel = i64::try_from(rel.as_nanos()).unwrap_or(i64::MAX);
+        self.t0_s.saturating_mul(NANOS_PER_SEC).saturating_add(rel)
+    }
+
+    /// Turns a device (or node) off or on: Modbus silent, node silent, a will node's
+    /// connection dropped. Returns the previous state, `None` for an unknown name.
+    fn set_online(&self, device: &str, online: bool) -> Option<bool> {
+        if let Some(d) = self.modbus.iter().find(|d| d.name() == device) {
+            return Some(d.set_online(online));
+        }
+        let (previous, publisher) =
+            if let Some((n, p)) = self.json.iter().find(|(n, _)| n.name() == device) {
+                (n.set_online(online), *p)
+            } else if let Some((c, p)) = self.cigem.iter().find(|(c, _)| c.name() == device) {
+                (c.set_online(online), *p)
+            } else {
+                return None;
+            };
+        // Only a node with a will has a connection of its own to drop (index ≥ 1 when a shared
+        // connection exists, see `Site::start`).
+        if let Some(p) = publisher.and_then(|i| self.publishers.get(i)) {
+            if previous != online && self.is_own_connection(publisher) {
+                p.set_connected(online);
+            }
+        }
+        Some(previous)
+    }
+
+    /// True when publisher `p` serves one node alone (a will node).
+    fn is_own_connection(&self, p: Option<usize>) -> bool {
+        let Some(p) = p else { return false };
+        let users = self.json.iter().filter(|(_, q)| *q == Some(p)).count()
+            + self.cigem.iter().filter(|(_, q)| *q == Some(p)).count();
+        let will = self.json.iter().any(|(n, q)| *q == Some(p) && n.has_will())
+            || self
+                .cigem
+                .iter()
+                .any(|(c, q)| *q == Some(p) && c.has_will());
+        users == 1 && will
+    }
+
+    /// Opens and closes the fault windows reached by `tick`, turning devices off and on.
+    fn schedule(&self, tick: Tick, windows: &mut [Window]) {
+        let now = Duration::from_secs(tick.rel_s.unsigned_abs());
+        for (f, w) in self.faults.iter().zip(windows.iter_mut()) {
+            if *w == Window::Pending && now >= f.start {
+                *w = Window::Open;
+                self.truth.open_fault(FaultRecord {
+                    device: f.device.clone(),
+                    point: f.point.clone(),
+                    kind: f.kind(),
+                    start_ns: self.abs_ns(f.start),
+                    end_ns: None,
+                    param: f.param(),
+                });
+                if f.action == Action::Offline {
+                    self.set_online(&f.device, false);
+                }
+                tracing::info!(device = %f.device, kind = %f.kind(), "fault starts");
+            }
+            if *w == Window::Open {
+                if let Some(end) = f.end.filter(|e| now >= *e) {
+                    *w = Window::Closed;
+                    self.truth.close_fault(
+                        &f.device,
+                        f.point.as_deref(),
+                        f.kind(),
+                        self.abs_ns(end),
+                    );
+                    if f.action == Action::Offline {
+                        self.set_online(&f.device, true);
+                    }
+                    tracing::info!(device = %f.device, kind = %f.kind(), "fault ends");
+                }
+            }
+        }
     }
 
     fn tick(&self) -> SampleStamp {
-        let mut next = self.lock_next();
-        let index = *next;
-        let unix_s = self.time_of(index);
+        let mut state = self.lock_state();
+        let index = state.next;
+        let tick = Tick {
+            index,
+            rel_s: i64::try_from(index)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(self.interval_s),
+            unix_s: self.time_of(index),
+        };
+        self.schedule(tick, &mut state.windows);
+        if !self.physics.is_empty() {
+            #[allow(clippy::cast_precision_loss)] // seconds since the start ≪ 2^53
+            let t = tick.rel_s as f64;
+            let ts_ns = tick.unix_s.saturating_mul(NANOS_PER_SEC);
+            self.truth
+                .record_channels(self.physics.channel_ids().map(|id| ChannelSample {
+                    channel: self.physics.name_of(id).to_owned(),
+                    ts_ns,
+                    value: self.physics.value(id, t),
+                }));
+        }
         for d in &self.modbus {
-            self.truth.record(d.sample(index, unix_s));
+            self.truth.record(d.sample(tick));
         }
         let messages = self
             .json
             .iter()
-            .flat_map(|n| n.messages(index, unix_s))
-            .chain(self.cigem.iter().flat_map(|c| c.messages(index, unix_s)));
-        for m in messages {
-            if let Some(p) = &self.publisher {
-                p.send(m);
+            .map(|(n, p)| (n.messages(tick), *p))
+            .chain(self.cigem.iter().map(|(c, p)| (c.messages(tick), *p)));
+        for (msgs, p) in messages {
+            // Without a broker the messages are dropped and never become truth.
+            if let Some(publisher) = p.and_then(|i| self.publishers.get(i)) {
+                for m in msgs {
+                    publisher.send(m);
+                }
             }
         }
-        *next += 1;
-        SampleStamp { index, unix_s }
+        state.next += 1;
+        SampleStamp {
+            index,
+            unix_s: tick.unix_s,
+        }
     }
 }
 
@@ -195,18 +330,45 @@ impl Site {
         };
         let clock = SimClock::start(speed);
         let mut modbus = Vec::new();
+        let interval_s = i64::try_from(scenario.sample_interval.as_secs())
+            .unwrap_or(1)
+            .max(1);
+        let faults_of = |device: &str| -> Vec<FaultSpec> {
+            scenario
+                .faults
+                .iter()
+                .filter(|f| f.device == device)
+                .cloned()
+                .collect()
+        };
+        let build =
+            |name: &str, unit: u8, profile, strict_map, status_points: StatusPoints, channels| {
+                Arc::new(ModbusDevice::build(DeviceSetup {
+                    name,
+                    unit,
+                    profile,
+                    strict_map,
+                    seed,
+                    status_points,
+                    channels,
+                    faults: faults_of(name),
+                    physics: Arc::clone(&scenario.physics),
+                    interval_s,
+                }))
+            };
 
         // Modbus TCP: bind every listener first, so a port clash fails start-up cleanly.
         let mut tcp_addrs = BTreeMap::new();
         let mut listeners = Vec::new();
         for slave in &scenario.modbus_tcp {
-            let device = Arc::new(ModbusDevice::new(
+            let device = build(
                 &slave.name,
                 slave.unit,
                 &slave.profile,
                 slave.strict_map,
-                seed,
-            ));
+                slave.status_points,
+                &slave.channels,
+            );
             let listener = tcp::bind(slave.listen)
                 .await
                 .map_err(|source| SiteError::Bind {
@@ -239,13 +401,14 @@ impl Site {
                 .slaves
                 .iter()
                 .map(|s| {
-                    Arc::new(ModbusDevice::new(
+                    build(
                         &s.name,
                         s.unit,
                         &s.profile,
                         s.strict_map,
-                        seed,
-                    ))
+                        s.status_points,
+                        &s.channels,
+                    )
                 })
                 .collect();
             modbus.extend(devices.iter().cloned());
@@ -283,51 +446,79 @@ impl Site {
             rtu_endpoints.insert(bus.name.clone(), endpoint);
         }
 
-        // MQTT nodes run only with a broker.
-        let publisher = match options.mqtt_broker {
-            Some(broker) if !(scenario.json_nodes.is_empty() && scenario.cigem.is_empty()) => {
-                let id = options.mqtt_client_id.clone().unwrap_or_else(|| {
-                    format!(
-                        "anju-sim-{}-{}-{site_no}",
-                        scenario.name,
-                        std::process::id()
-                    )
-                });
-                Some(mqtt::start(
+        // MQTT nodes publish only with a broker: one shared connection for the nodes without a
+        // last will, one of their own for the others. The nodes run even without a broker
+        // (their state, e.g. rain totals, stays the same); their messages are then dropped and
+        // never become truth.
+        let base_id = options.mqtt_client_id.clone().unwrap_or_else(|| {
+            format!(
+                "anju-sim-{}-{}-{site_no}",
+                scenario.name,
+                std::process::id()
+            )
+        });
+        let mut publishers = Vec::new();
+        let mut stats = None;
+        let mut shared = None;
+        let mut connect = |name: Option<&str>, will| {
+            let broker = options.mqtt_broker?;
+            let stats = Arc::clone(stats.get_or_insert_with(|| Arc::new(PublishStats::default())));
+            let client_id = match name {
+                Some(n) => format!("{base_id}-{n}"),
+                None => base_id.clone(),
+            };
+            publishers.push(mqtt::start(
+                Connection {
                     broker,
-                    &id,
-                    Arc::clone(&truth),
-                    &cancel,
-                    &mut tasks,
-                ))
-            }
-            _ => None,
+                    client_id: &client_id,
+                    will,
+                },
+                Arc::clone(&truth),
+                stats,
+                &cancel,
+                &mut tasks,
+            ));
+            Some(publishers.len() - 1)
         };
-        // The nodes run even without a broker (their state, e.g. rain totals, stays the same);
-        // their messages are then dropped and never become truth.
-        let json = scenario
-            .json_nodes
-            .iter()
-            .map(|n| JsonNodeSim::new(n, &scenario.site, seed))
-            .collect();
-        let cigem = scenario
-            .cigem
-            .iter()
-            .map(|c| CigemSim::new(c, seed))
-            .collect();
+        let setup = |name: &str| NodeSetup {
+            seed,
+            site: scenario.site.clone(),
+            physics: Arc::clone(&scenario.physics),
+            interval_s,
+            faults: faults_of(name),
+        };
+        let mut json = Vec::with_capacity(scenario.json_nodes.len());
+        for n in &scenario.json_nodes {
+            let p = match &n.will {
+                Some(w) => connect(Some(&n.name), Some(w)),
+                None => *shared.get_or_insert_with(|| connect(None, None)),
+            };
+            json.push((JsonNodeSim::build(n, &setup(&n.name)), p));
+        }
+        let mut cigem = Vec::with_capacity(scenario.cigem.len());
+        for c in &scenario.cigem {
+            let p = match &c.will {
+                Some(w) => connect(Some(&c.device_id), Some(w)),
+                None => *shared.get_or_insert_with(|| connect(None, None)),
+            };
+            cigem.push((CigemSim::build(c, &setup(&c.device_id)), p));
+        }
 
-        let interval_s = i64::try_from(scenario.sample_interval.as_secs())
-            .unwrap_or(1)
-            .max(1);
         let sampler = Arc::new(Sampler {
             t0_s: clock.now_ns().div_euclid(NANOS_PER_SEC),
             interval_s,
+            physics: Arc::clone(&scenario.physics),
+            faults: scenario.faults.clone(),
             modbus,
             json,
             cigem,
-            publisher,
+            publishers,
+            stats,
             truth: Arc::clone(&truth),
-            next: Mutex::new(0),
+            state: Mutex::new(TickState {
+                next: 0,
+                windows: vec![Window::Pending; scenario.faults.len()],
+            }),
         });
         // Sample 0 before anything answers, so no read ever sees an empty image.
         sampler.tick();
@@ -429,10 +620,29 @@ impl RunningSite {
         Arc::clone(&self.truth)
     }
 
-    /// MQTT publisher counters, if MQTT runs.
+    /// MQTT publisher counters (all connections together), if MQTT runs.
     #[must_use]
     pub fn mqtt_stats(&self) -> Option<&PublishStats> {
-        self.sampler.publisher.as_ref().map(Publisher::stats)
+        self.sampler.stats.as_deref()
+    }
+
+    /// The scenario's physics (to compare the truth with the formulas).
+    #[must_use]
+    pub fn physics(&self) -> Arc<Physics> {
+        Arc::clone(&self.sampler.physics)
+    }
+
+    /// The UTC second of sample 0 (the scenario's t = 0 on the simulated clock).
+    #[must_use]
+    pub fn start_unix_s(&self) -> i64 {
+        self.sampler.t0_s
+    }
+
+    /// The tokio instant at which the simulated clock is `rel` past the scenario start (for a
+    /// run of a given simulated length; in [`ClockMode::Manual`] the clock is the wall clock).
+    #[must_use]
+    pub fn instant_after(&self, rel: Duration) -> tokio::time::Instant {
+        self.clock.instant_at(self.sampler.abs_ns(rel))
     }
 
     /// The simulated clock now, UTC ns.
@@ -469,23 +679,18 @@ impl RunningSite {
 
     /// Makes a device answer/publish (`true`) or go silent (`false`): Modbus TCP connections
     /// stay open but get no reply, an RTU slave ignores its frames, an MQTT node stops
-    /// publishing (a CIGEM rain gauge keeps counting). A change opens or closes an
+    /// publishing (a CIGEM rain gauge keeps counting) and a node with a last will loses its
+    /// connection (the broker publishes the will). A change opens or closes an
     /// [`FaultKind::Offline`] window in the truth at the simulated time; repeating the current
     /// state changes nothing.
     ///
     /// # Errors
     /// [`SiteError::UnknownDevice`] if no device has that name.
     pub fn set_online(&self, device: &str, online: bool) -> Result<(), SiteError> {
-        let s = &self.sampler;
-        let previous = if let Some(d) = s.modbus.iter().find(|d| d.name() == device) {
-            d.set_online(online)
-        } else if let Some(n) = s.json.iter().find(|n| n.name() == device) {
-            n.set_online(online)
-        } else if let Some(c) = s.cigem.iter().find(|c| c.name() == device) {
-            c.set_online(online)
-        } else {
-            return Err(SiteError::UnknownDevice(device.to_owned()));
-        };
+        let previous = self
+            .sampler
+            .set_online(device, online)
+            .ok_or_else(|| SiteError::UnknownDevice(device.to_owned()))?;
         if previous != online {
             let now = self.clock.now_ns();
             if online {

@@ -2,11 +2,14 @@
 //!
 //! Owns the mapping of tokio-modbus requests onto [`ModbusDevice::read`] and the unit-id and
 //! offline rules: an offline device accepts connections but never answers (a hung device behind
-//! a live network); a request for another unit id gets exception 0B. It does not hold values.
+//! a live network); a request for another unit id gets exception 0B; a `slow` fault holds the
+//! reply back (the answer is computed when the request arrives, so it carries the sample of
+//! that moment). It does not hold values.
 
-use std::future::{ready, Ready};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -27,6 +30,8 @@ impl From<Exception> for ExceptionCode {
             Exception::IllegalFunction => Self::IllegalFunction,
             Exception::IllegalDataAddress => Self::IllegalDataAddress,
             Exception::IllegalDataValue => Self::IllegalDataValue,
+            Exception::ServerDeviceFailure => Self::ServerDeviceFailure,
+            Exception::ServerDeviceBusy => Self::ServerDeviceBusy,
             Exception::GatewayTargetFailed => Self::GatewayTargetDevice,
         }
     }
@@ -71,10 +76,17 @@ impl Service for DeviceService {
     type Request = SlaveRequest<'static>;
     type Response = Option<Response>;
     type Exception = ExceptionCode;
-    type Future = Ready<Answer>;
+    type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
     fn call(&self, req: Self::Request) -> Self::Future {
-        ready(self.answer(&req))
+        let answer = self.answer(&req);
+        let delay = self.device.line_faults().delay;
+        Box::pin(async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            answer
+        })
     }
 }
 

@@ -40,6 +40,16 @@ name = "tc-strict"
 profile = "tilt-crack"
 unit = 1
 strict_map = true
+
+[[modbus_tcp]]
+name = "ipi"
+profile = "ipi-segment"
+unit = 3
+
+[[modbus_tcp]]
+name = "piezo"
+profile = "vw-piezometer"
+unit = 1
 "#;
 
 fn scenario(dir: &Path) -> Scenario {
@@ -140,6 +150,24 @@ async fn check_all(s: &Scenario, site: &RunningSite) -> usize {
 async fn every_profile_reads_back_the_truth() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (s, site) = start(dir.path()).await;
+    // Every profile file is served here (a new profile cannot be left out).
+    let mut files: Vec<String> = std::fs::read_dir(common::repo().join("config/profiles"))
+        .expect("profiles dir")
+        .filter_map(|e| {
+            let p = e.expect("entry").path();
+            (p.extension()? == "toml")
+                .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))?
+        })
+        .collect();
+    files.sort();
+    let mut used: Vec<String> = s
+        .modbus_tcp
+        .iter()
+        .map(|d| d.profile.name.clone())
+        .collect();
+    used.sort();
+    used.dedup();
+    assert_eq!(used, files);
     let points: usize = s.modbus_tcp.iter().map(|d| d.profile.points.len()).sum();
     for _ in 0..3 {
         assert_eq!(check_all(&s, &site).await, points);
@@ -374,7 +402,12 @@ async fn one_request_never_mixes_two_samples() {
     let mut ctx = connect(site.tcp_addr("lvl").expect("addr"), 1).await;
     let truth = site.truth();
     let mut times = std::collections::BTreeSet::new();
-    for _ in 0..200 {
+    // Read until the samples have moved on a few times (each read takes tens of µs, a tick
+    // comes every ms), checking every read.
+    for _ in 0..20_000 {
+        if times.len() > 10 {
+            break;
+        }
         let regs = read(&mut ctx, Function::Input, 0, 42)
             .await
             .expect("whole map");

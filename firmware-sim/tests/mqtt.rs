@@ -1,13 +1,11 @@
 //! MQTT nodes against a real mosquitto on a free loopback port: every truth entry of the JSON
 //! and CIGEM nodes is found, with the same time and value, in what a subscriber received.
-//! Skipped (with a note) when mosquitto is not installed.
+//! Fails (does not skip) when mosquitto is not installed.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -15,58 +13,7 @@ use firmware_sim::{ClockMode, Scenario, Site, StartOptions, TrueSample};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
-/// Longest wait for the broker, the publisher or the subscriber.
-const WAIT: Duration = Duration::from_secs(10);
-
-/// mosquitto, killed (by its own handle) on drop.
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-async fn start_broker(dir: &Path) -> (Broker, SocketAddr) {
-    start_broker_on(dir, free_port()).await
-}
-
-async fn start_broker_on(dir: &Path, port: u16) -> (Broker, SocketAddr) {
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
-    )
-    .expect("conf");
-    let child = Command::new(MOSQUITTO)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mosquitto");
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let broker = Broker(child);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "mosquitto did not listen"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (broker, addr)
-}
+use common::{start_broker, start_broker_on, MOSQUITTO, MQTT_WAIT as WAIT};
 
 /// Days from 1970-01-01 of a civil date (test-side, Hinnant's days_from_civil).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
@@ -171,7 +118,10 @@ fn parse(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_published_truth_reaches_a_subscriber() {
-    assert!(Path::new(MOSQUITTO).exists(), "{MOSQUITTO} not installed: run `bash tests/run.sh`, which installs it");
+    assert!(
+        Path::new(MOSQUITTO).exists(),
+        "{MOSQUITTO} not installed: run `bash tests/run.sh`, which installs it"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let (_broker, addr) = start_broker(dir.path()).await;
 
@@ -273,7 +223,10 @@ async fn every_published_truth_reaches_a_subscriber() {
 
 #[tokio::test]
 async fn offline_node_publishes_nothing_and_records_the_fault() {
-    assert!(Path::new(MOSQUITTO).exists(), "{MOSQUITTO} not installed: run `bash tests/run.sh`, which installs it");
+    assert!(
+        Path::new(MOSQUITTO).exists(),
+        "{MOSQUITTO} not installed: run `bash tests/run.sh`, which installs it"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let (_broker, addr) = start_broker(dir.path()).await;
     let s = Scenario::load(&common::repo().join("config/sim/basic.toml")).expect("basic");
@@ -325,7 +278,10 @@ async fn offline_node_publishes_nothing_and_records_the_fault() {
 
 #[tokio::test]
 async fn publishing_resumes_after_a_broker_restart() {
-    assert!(Path::new(MOSQUITTO).exists(), "{MOSQUITTO} not installed: run `bash tests/run.sh`, which installs it");
+    assert!(
+        Path::new(MOSQUITTO).exists(),
+        "{MOSQUITTO} not installed: run `bash tests/run.sh`, which installs it"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let (broker, addr) = start_broker(dir.path()).await;
     let s = Scenario::load(&common::repo().join("config/sim/basic.toml")).expect("basic");

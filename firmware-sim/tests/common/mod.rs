@@ -73,3 +73,74 @@ pub fn decode_time(regs: &[u16], order: WordOrder) -> i64 {
     let b = be_bytes(&regs[..2], order);
     i64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
+
+/// The mosquitto binary the MQTT tests run (installed by `tests/run.sh`).
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+/// Longest wait for the broker, a publisher or a subscriber.
+pub const MQTT_WAIT: Duration = Duration::from_secs(10);
+
+/// mosquitto, killed (by its own handle) on drop.
+pub struct Broker(std::process::Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback port (bound and released; the broker takes it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Starts mosquitto on `port` with its config in `dir`; fails (does not skip) when it is not
+/// installed.
+pub async fn start_broker_on(dir: &std::path::Path, port: u16) -> (Broker, std::net::SocketAddr) {
+    assert!(
+        std::path::Path::new(MOSQUITTO).exists(),
+        "{MOSQUITTO} not installed: run `bash tests/run.sh`, which installs it"
+    );
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+    )
+    .expect("conf");
+    let child = std::process::Command::new(MOSQUITTO)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn mosquitto");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let broker = Broker(child);
+    let deadline = tokio::time::Instant::now() + MQTT_WAIT;
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "mosquitto did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (broker, addr)
+}
+
+/// Starts mosquitto on a free port.
+pub async fn start_broker(dir: &std::path::Path) -> (Broker, std::net::SocketAddr) {
+    start_broker_on(dir, free_port()).await
+}
+
+/// The gateway side of an RTU bus as a tokio-modbus client on `unit`.
+pub fn open_rtu(path: &std::path::Path, unit: u8) -> tokio_modbus::client::Context {
+    use tokio_serial::SerialPortBuilderExt;
+    let port = tokio_serial::new(path.to_string_lossy(), 9600)
+        .open_native_async()
+        .expect("open gateway side");
+    tokio_modbus::client::rtu::attach_slave(port, tokio_modbus::Slave(unit))
+}
