@@ -20,6 +20,7 @@
 //! MQTT subscriber ┴─> mpsc<Vec<Reading>> ─> Engine ─> Spool (redb) ───┘
 //! ```
 
+pub mod alert;
 pub mod broker;
 pub mod config;
 pub mod engine;

@@ -15,6 +15,8 @@
 //! memory and retries on the next flush, up to [`MAX_UNSPOOLED_RECORDS`]; past that it drops
 //! them, counted and logged at ERROR, so that memory stays bounded.
 
+pub mod rules;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,1296 @@
+//! The evaluator: feeds each reading through the sensor checks and the rules that match its
+//! channel, and turns state transitions into [`Alert`] events.
+//!
+//! Owns all evaluation state (per channel: checks, baseline, rate windows, rule conditions; per
+//! pair; per device; the latest event of every active alert), its snapshot
+//! ([`EvaluatorState`]) and restore. Does not own time (every call takes `now`), I/O, persistence
+//! or delivery: the engine task calls it, stores the snapshot, and spools the events.
+//!
+//! # Order of checks for one reading
+//! 1. Quality not good → a bad-quality observation (device fault); nothing else.
+//! 2. Not newer than the channel's last good reading (a device sample read again by the next
+//!    poll, a re-delivered message) → [`Verdict::Repeat`], not evaluated twice.
+//! 3. Outside the physical range → out-of-range observation; not used.
+//! 4. Stuck (same value `count` times / for `for`) → not used.
+//! 5. A jump beyond the spike bound → held until the next reading says whether it was a spike
+//!    (the value came back: discarded, spike fault) or a real step (used, late, with its own
+//!    time). Held at most `within`; [`Evaluator::on_tick`] releases it after that.
+//! 6. Otherwise the reading is used: baseline, rate windows, rule conditions, pairs.
+//!
+//! Readings that fail 1–5 never raise, escalate or clear a quality alert and never enter a rate
+//! window (domain.md §5.3: evaluate alarms only on good points, raise separate device-fault
+//! notices).
+//!
+//! # Time
+//! Conditions, windows and spike checks run on the reading's own time (device time when the
+//! device sends it), so buffered uploads are judged as they happened. Stale checks run on `now`
+//! (gateway time of arrival): silence is about the link, not the device clock.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::condition::{Active, Condition, Confirm, FaultCondition, FaultStep, Step, Streak};
+use super::config::{Measure, RuleSet, BAD_QUALITY_CHECK, RANGE_CHECK, SPIKE_CHECK, STUCK_CHECK};
+use super::plan::Plan;
+use super::selector::ChannelInfo;
+use super::window::RateWindow;
+use crate::alert::{render_message, stable_id, Alert, AlertState, Cause, Language, Level, Side};
+use crate::model::{QuantityKind, Reading, Series, TimestampNs, NANOS_PER_SEC};
+
+/// Version of [`EvaluatorState`]'s layout. A snapshot of another version is refused by
+/// [`Evaluator::restore`]; the engine then starts fresh.
+pub const STATE_FORMAT: u32 = 1;
+
+/// What the evaluator made of a reading, for the engine (to count, or to flag the stored point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Used by the rules.
+    Usable,
+    /// Quality not good (or no value): counted toward a bad-quality device fault only.
+    BadQuality,
+    /// Not newer than the channel's last good reading: already evaluated, ignored.
+    Repeat,
+    /// Outside the physical range of its quantity: not used.
+    OutOfRange,
+    /// The value has not moved for the stuck check's count / duration: not used.
+    Stuck,
+    /// A jump beyond the spike bound, held until the next reading (or `within`) decides whether
+    /// it is a spike (then never used) or a real step (then used with its own time).
+    Held,
+}
+
+impl Verdict {
+    /// True when the rules used the reading.
+    #[must_use]
+    pub const fn is_usable(self) -> bool {
+        matches!(self, Self::Usable)
+    }
+}
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// The snapshot was written by another version of the layout.
+    #[error("alert state has format {found}, this gateway reads format {expected}; starting with empty alert state")]
+    Format {
+        /// The snapshot's format.
+        found: u32,
+        /// [`STATE_FORMAT`].
+        expected: u32,
+    },
+}
+
+/// A good reading's time and value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Sample {
+    ts: TimestampNs,
+    value: f64,
+}
+
+/// The current run of (nearly) identical values, for the stuck check.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Run {
+    value: f64,
+    streak: Streak,
+}
+
+/// A jump waiting for the next reading's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Held {
+    sample: Sample,
+    /// Gateway time it arrived.
+    arrived: TimestampNs,
+}
+
+/// Device-fault state of a channel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Faults {
+    bad_quality: FaultCondition,
+    range: FaultCondition,
+    stuck: FaultCondition,
+    spike: FaultCondition,
+    run: Option<Run>,
+    held: Option<Held>,
+}
+
+/// The persisted state of a channel apart from its rules.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct ChannelData {
+    /// Gateway time of the last reading of any quality (or of registration / restore).
+    last_heard: TimestampNs,
+    /// Data time of the newest good reading (duplicates and older ones are not re-evaluated).
+    last_ts: Option<TimestampNs>,
+    /// The last reading the rules used.
+    last_usable: Option<Sample>,
+    /// The first reading the rules used: the baseline of change rules without one.
+    first_usable: Option<Sample>,
+    faults: Faults,
+}
+
+/// The state of one rule on one channel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct RuleSlot {
+    upper: Condition,
+    lower: Condition,
+    /// Rate rules only.
+    window: Option<RateWindow>,
+}
+
+/// The state of one pair of a difference or tilt rule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct PairState {
+    upper: Condition,
+    lower: Condition,
+}
+
+/// A channel at run time.
+#[derive(Debug)]
+struct Channel {
+    info: ChannelInfo,
+    device: usize,
+    plan: Plan,
+    data: ChannelData,
+    /// Aligned with `plan.rules`.
+    slots: Vec<RuleSlot>,
+    /// Aligned with `plan.stale`.
+    stale: Vec<FaultCondition>,
+}
+
+/// A device at run time: the union of its channels, for device-scope stale rules.
+#[derive(Debug)]
+struct Device {
+    name: String,
+    structure: Option<String>,
+    last_heard: TimestampNs,
+    /// Device-scope stale rules watching it (indices into `RuleSet::stale_rules`).
+    rules: Vec<usize>,
+    /// Aligned with `rules`.
+    stale: Vec<FaultCondition>,
+    /// Restored conditions not yet claimed by a rule (claimed as channels are restored).
+    parked: BTreeMap<String, FaultCondition>,
+}
+
+/// A channel in a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ChannelSnapshot {
+    info: ChannelInfo,
+    data: ChannelData,
+    /// By rule name.
+    rules: BTreeMap<String, RuleSlot>,
+    /// By stale rule name.
+    stale: BTreeMap<String, FaultCondition>,
+}
+
+/// A device in a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DeviceSnapshot {
+    name: String,
+    last_heard: TimestampNs,
+    /// By stale rule name.
+    stale: BTreeMap<String, FaultCondition>,
+}
+
+/// A pair in a snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PairSnapshot {
+    rule: String,
+    a: String,
+    b: String,
+    state: PairState,
+}
+
+/// Everything the evaluator knows, serialisable (serde) so the engine can persist it and
+/// [`Evaluator::restore`] it after a restart: active alerts (no duplicate raise, no lost clear),
+/// confirmation runs, baselines, rate windows. Keyed by names, not positions, so it survives
+/// edits of the rule file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvaluatorState {
+    format: u32,
+    channels: Vec<ChannelSnapshot>,
+    devices: Vec<DeviceSnapshot>,
+    pairs: Vec<PairSnapshot>,
+    /// The latest event of every active alert.
+    active: Vec<Alert>,
+}
+
+impl EvaluatorState {
+    /// Number of active alerts in the snapshot.
+    #[must_use]
+    pub fn active_alerts(&self) -> usize {
+        self.active.len()
+    }
+}
+
+/// What every event of one condition shares.
+struct Subject {
+    cause: Cause,
+    rule: String,
+    label: Option<String>,
+    side: Option<Side>,
+    structure: Option<String>,
+    device: String,
+    point: String,
+    channel: String,
+    channels: Vec<String>,
+    quantity: Option<QuantityKind>,
+    unit: String,
+}
+
+impl Subject {
+    fn channel(
+        info: &ChannelInfo,
+        cause: Cause,
+        rule: &str,
+        label: Option<&str>,
+        side: Option<Side>,
+        unit: String,
+    ) -> Self {
+        Self {
+            cause,
+            rule: rule.to_owned(),
+            label: label.map(str::to_owned),
+            side,
+            structure: info.structure().map(str::to_owned),
+            device: info.device.clone(),
+            point: info.point.clone(),
+            channel: info.key.clone(),
+            channels: vec![info.key.clone()],
+            quantity: Some(info.kind),
+            unit,
+        }
+    }
+
+    fn pair(
+        a: &ChannelInfo,
+        b: &ChannelInfo,
+        cause: Cause,
+        rule: &str,
+        label: Option<&str>,
+        side: Side,
+    ) -> Self {
+        Self {
+            cause,
+            rule: rule.to_owned(),
+            label: label.map(str::to_owned),
+            side: Some(side),
+            structure: a.structure().map(str::to_owned),
+            device: a.device.clone(),
+            point: a.point.clone(),
+            channel: format!("{}|{}", a.key, b.key),
+            channels: vec![a.key.clone(), b.key.clone()],
+            quantity: Some(a.kind),
+            // A tilt is a ratio; a difference has the channels' unit.
+            unit: if cause == Cause::Tilt {
+                String::new()
+            } else {
+                a.unit.clone()
+            },
+        }
+    }
+
+    fn device(d: &Device, rule: &str) -> Self {
+        Self {
+            cause: Cause::DeviceSilent,
+            rule: rule.to_owned(),
+            label: None,
+            side: None,
+            structure: d.structure.clone(),
+            device: d.name.clone(),
+            point: String::new(),
+            channel: d.name.clone(),
+            channels: Vec::new(),
+            quantity: None,
+            unit: "s".to_owned(),
+        }
+    }
+}
+
+/// Turns condition steps into alert events.
+struct Emit<'a> {
+    site: &'a str,
+    lang: Language,
+    now: TimestampNs,
+    active: &'a mut BTreeMap<String, Alert>,
+    out: &'a mut Vec<Alert>,
+}
+
+/// Everything an event carries beyond its subject and step.
+#[derive(Clone, Copy)]
+struct EventData {
+    value: Option<f64>,
+    threshold: Option<f64>,
+    quality: Option<i64>,
+    ts: TimestampNs,
+}
+
+impl Emit<'_> {
+    /// Open an alert: its id is derived from the subject and the raise time.
+    fn open(&self, slot: &mut Option<Active>, s: &Subject, level: Level, ts: TimestampNs) {
+        let channels: Vec<&str> = if s.channels.is_empty() {
+            vec![s.channel.as_str()]
+        } else {
+            s.channels.iter().map(String::as_str).collect()
+        };
+        let id = stable_id(self.site, &s.rule, s.side, &channels, ts);
+        *slot = Some(Active {
+            id,
+            level,
+            started_at: ts,
+            seq: 0,
+        });
+    }
+
+    fn quality(
+        &mut self,
+        slot: &mut Option<Active>,
+        step: Step,
+        s: &Subject,
+        value: f64,
+        thresholds: &[Option<f64>; 4],
+        ts: TimestampNs,
+    ) {
+        let (state, level, previous) = match step {
+            Step::Raise(l) => {
+                self.open(slot, s, l, ts);
+                (AlertState::Raised, l, None)
+            }
+            Step::Change { from, to } => {
+                let Some(a) = slot.as_mut() else { return };
+                a.level = to;
+                a.next_seq();
+                (
+                    if to > from {
+                        AlertState::Escalated
+                    } else {
+                        AlertState::DeEscalated
+                    },
+                    to,
+                    Some(from),
+                )
+            }
+            Step::Clear(l) => {
+                let Some(a) = slot.as_mut() else { return };
+                a.next_seq();
+                (AlertState::Cleared, l, Some(l))
+            }
+        };
+        let ev = EventData {
+            value: Some(value),
+            threshold: thresholds[level.index()],
+            quality: None,
+            ts,
+        };
+        self.finish(slot, s, state, level, previous, ev);
+    }
+
+    fn fault(
+        &mut self,
+        slot: &mut Option<Active>,
+        step: FaultStep,
+        level: Level,
+        s: &Subject,
+        ev: EventData,
+    ) {
+        let state = match step {
+            FaultStep::Raise => {
+                self.open(slot, s, level, ev.ts);
+                AlertState::Raised
+            }
+            FaultStep::Clear => {
+                let Some(a) = slot.as_mut() else { return };
+                a.next_seq();
+                AlertState::Cleared
+            }
+        };
+        let level = slot.as_ref().map_or(level, |a| a.level);
+        let previous = (state == AlertState::Cleared).then_some(level);
+        self.finish(slot, s, state, level, previous, ev);
+    }
+
+    fn finish(
+        &mut self,
+        slot: &mut Option<Active>,
+        s: &Subject,
+        state: AlertState,
+        level: Level,
+        previous: Option<Level>,
+        ev: EventData,
+    ) {
+        let Some(a) = slot.as_ref() else { return };
+        let mut alert = Alert {
+            id: a.id.clone(),
+            seq: a.seq,
+            kind: s.cause.kind(),
+            cause: s.cause,
+            site: self.site.to_owned(),
+            structure: s.structure.clone(),
+            device: s.device.clone(),
+            point: s.point.clone(),
+            channel: s.channel.clone(),
+            channels: s.channels.clone(),
+            quantity: s.quantity,
+            rule: s.rule.clone(),
+            label: s.label.clone(),
+            side: s.side,
+            level,
+            previous_level: previous,
+            state,
+            value: ev.value,
+            threshold: ev.threshold,
+            unit: s.unit.clone(),
+            quality: ev.quality,
+            started_at: a.started_at,
+            event_at: ev.ts,
+            detected_at: self.now,
+            message: String::new(),
+        };
+        if state == AlertState::Cleared {
+            *slot = None;
+            // A clear reports the band and threshold that had been passed (a good reading that
+            // clears an out-of-range fault is on neither side).
+            if let Some(last) = self.active.get(&alert.id) {
+                alert.side = alert.side.or(last.side);
+                alert.threshold = alert.threshold.or(last.threshold);
+            }
+        }
+        alert.message = render_message(&alert, self.lang);
+        if alert.is_active() {
+            self.active.insert(alert.id.clone(), alert.clone());
+        } else {
+            self.active.remove(&alert.id);
+        }
+        self.out.push(alert);
+    }
+}
+
+/// Nanoseconds as seconds, for stale alerts (unit `s`).
+fn secs(ns: i64) -> f64 {
+    ns as f64 / NANOS_PER_SEC as f64
+}
+
+/// Evaluates readings against a [`RuleSet`] and emits alert events on state transitions only.
+///
+/// Cost per reading: one hash lookup of the channel key, then work proportional to the rules
+/// that match the channel (selectors are resolved once per channel, when it is first seen).
+/// No allocation unless an event is emitted.
+#[derive(Debug)]
+pub struct Evaluator {
+    rules: RuleSet,
+    site: String,
+    channels: Vec<Channel>,
+    by_key: HashMap<String, usize>,
+    devices: Vec<Device>,
+    by_device: HashMap<String, usize>,
+    /// `[pair rule][pair]`.
+    pairs: Vec<Vec<PairState>>,
+    /// The latest event of every active alert, by id.
+    active: BTreeMap<String, Alert>,
+    /// Clears of alerts whose rule or check is gone, emitted by the next [`Evaluator::on_tick`].
+    pending: Vec<Alert>,
+}
+
+impl Evaluator {
+    /// An evaluator with no history, for `site`.
+    #[must_use]
+    pub fn new(rules: RuleSet, site: &str) -> Self {
+        let pairs = rules
+            .pair_rules
+            .iter()
+            .map(|r| vec![PairState::default(); r.pairs.len()])
+            .collect();
+        Self {
+            rules,
+            site: site.to_owned(),
+            channels: Vec::new(),
+            by_key: HashMap::new(),
+            devices: Vec::new(),
+            by_device: HashMap::new(),
+            pairs,
+            active: BTreeMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// The rules in force.
+    #[must_use]
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Channels known (seen, registered or restored).
+    #[must_use]
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// The latest event of every active alert, by id (for a retained summary or status page).
+    pub fn active_alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.active.values()
+    }
+
+    /// Make a channel known before its first reading, so that stale rules watch it from `now`
+    /// (the engine registers every configured Modbus point at start-up).
+    pub fn register(&mut self, series: &Series, now: TimestampNs) {
+        let _ = self.channel_index(series, now);
+    }
+
+    fn channel_index(&mut self, series: &Series, now: TimestampNs) -> usize {
+        if let Some(&i) = self.by_key.get(series.key.as_str()) {
+            return i;
+        }
+        let data = ChannelData {
+            last_heard: now,
+            ..ChannelData::default()
+        };
+        self.add_channel(
+            ChannelInfo::from_series(series),
+            data,
+            BTreeMap::new(),
+            BTreeMap::new(),
+            now,
+        )
+    }
+
+    fn device_index(&mut self, name: &str, now: TimestampNs) -> usize {
+        if let Some(&i) = self.by_device.get(name) {
+            return i;
+        }
+        self.devices.push(Device {
+            name: name.to_owned(),
+            structure: None,
+            last_heard: now,
+            rules: Vec::new(),
+            stale: Vec::new(),
+            parked: BTreeMap::new(),
+        });
+        self.by_device
+            .insert(name.to_owned(), self.devices.len() - 1);
+        self.devices.len() - 1
+    }
+
+    /// Add a channel with (possibly restored) state, resolving its plan and dropping state the
+    /// rules no longer have a place for (its active alerts become orphans, cleared on restore).
+    fn add_channel(
+        &mut self,
+        info: ChannelInfo,
+        mut data: ChannelData,
+        mut rule_slots: BTreeMap<String, RuleSlot>,
+        mut stale_slots: BTreeMap<String, FaultCondition>,
+        now: TimestampNs,
+    ) -> usize {
+        let plan = self.rules.plan(&info);
+        let slots = plan
+            .rules
+            .iter()
+            .map(|rp| {
+                let rule = &self.rules.channel_rules[rp.rule];
+                let mut slot = rule_slots.remove(&rule.name).unwrap_or_default();
+                if rp.bands[0].is_none() {
+                    slot.upper = Condition::default();
+                }
+                if rp.bands[1].is_none() {
+                    slot.lower = Condition::default();
+                }
+                slot.window = match rule.measure {
+                    Measure::Rate(spec) => {
+                        let fresh = RateWindow::new(spec.window_ns);
+                        // A window of another length has buckets of another width: start over.
+                        slot.window
+                            .filter(|w| w.width_ns == fresh.width_ns)
+                            .or(Some(fresh))
+                    }
+                    _ => None,
+                };
+                slot
+            })
+            .collect();
+        let stale = plan
+            .stale
+            .iter()
+            .map(|&s| {
+                stale_slots
+                    .remove(&self.rules.stale_rules[s].name)
+                    .unwrap_or_default()
+            })
+            .collect();
+        let checks = plan.checks;
+        if checks.range.is_none() {
+            data.faults.range = FaultCondition::default();
+        }
+        if checks.stuck.is_none() {
+            data.faults.stuck = FaultCondition::default();
+            data.faults.run = None;
+        }
+        if checks.spike.is_none() {
+            data.faults.spike = FaultCondition::default();
+            data.faults.held = None;
+        }
+        let di = self.device_index(&info.device, now);
+        let device = &mut self.devices[di];
+        if device.structure.is_none() {
+            device.structure = info.structure().map(str::to_owned);
+        }
+        for &r in &plan.device_stale {
+            if !device.rules.contains(&r) {
+                let cond = device
+                    .parked
+                    .remove(&self.rules.stale_rules[r].name)
+                    .unwrap_or_default();
+                device.rules.push(r);
+                device.stale.push(cond);
+            }
+        }
+        self.by_key.insert(info.key.clone(), self.channels.len());
+        self.channels.push(Channel {
+            info,
+            device: di,
+            plan,
+            data,
+            slots,
+            stale,
+        });
+        self.channels.len() - 1
+    }
+
+    /// Evaluate one reading that arrived at gateway time `now`. Returns what was made of it and
+    /// the alert events it caused (usually none).
+    #[must_use = "alert events must be delivered (spooled)"]
+    pub fn on_reading(&mut self, r: &Reading, now: TimestampNs) -> (Verdict, Vec<Alert>) {
+        let mut out = Vec::new();
+        let ci = self.channel_index(&r.series, now);
+        let mut emit = Emit {
+            site: &self.site,
+            lang: self.rules.language,
+            now,
+            active: &mut self.active,
+            out: &mut out,
+        };
+        let di = self.channels[ci].device;
+        heard_device(&self.rules, &mut self.devices[di], now, &mut emit);
+        heard_channel(&self.rules, &mut self.channels[ci], now, &mut emit);
+        let (verdict, accepted) = check(&mut self.channels[ci], r, now, &mut emit);
+        for sample in accepted.into_iter().flatten() {
+            accept(&self.rules, &mut self.channels[ci], sample, &mut emit);
+            eval_pairs(
+                &self.rules,
+                &self.by_key,
+                &self.channels,
+                &mut self.pairs,
+                ci,
+                sample.ts,
+                &mut emit,
+            );
+        }
+        (verdict, out)
+    }
+
+    /// Time-driven checks at gateway time `now`: stale channels and devices, spike holds that
+    /// waited `within`, and clears of alerts orphaned by a rule change over a restart. Call it
+    /// regularly (every second is plenty).
+    #[must_use = "alert events must be delivered (spooled)"]
+    pub fn on_tick(&mut self, now: TimestampNs) -> Vec<Alert> {
+        let mut out = std::mem::take(&mut self.pending);
+        let mut emit = Emit {
+            site: &self.site,
+            lang: self.rules.language,
+            now,
+            active: &mut self.active,
+            out: &mut out,
+        };
+        let mut releases = Vec::new();
+        for (ci, ch) in self.channels.iter_mut().enumerate() {
+            for (j, &sr) in ch.plan.stale.iter().enumerate() {
+                let rule = &self.rules.stale_rules[sr];
+                let silent = now.saturating_sub(ch.data.last_heard);
+                let cond = &mut ch.stale[j];
+                if cond.active.is_none() && silent >= rule.after_ns {
+                    let s = Subject::channel(
+                        &ch.info,
+                        Cause::Stale,
+                        &rule.name,
+                        None,
+                        None,
+                        "s".to_owned(),
+                    );
+                    let ev = EventData {
+                        value: Some(secs(silent)),
+                        threshold: Some(secs(rule.after_ns)),
+                        quality: None,
+                        ts: now,
+                    };
+                    emit.fault(&mut cond.active, FaultStep::Raise, rule.level, &s, ev);
+                }
+            }
+            if let (Some(h), Some(spike)) = (ch.data.faults.held, ch.plan.checks.spike) {
+                if now.saturating_sub(h.arrived) >= spike.within_ns {
+                    ch.data.faults.held = None;
+                    releases.push((ci, h.sample));
+                }
+            }
+        }
+        for (ci, sample) in releases {
+            let level = self.channels[ci].plan.checks.level;
+            let ch = &mut self.channels[ci];
+            observe_spike(ch, false, level, None, sample.ts, &mut emit);
+            accept(&self.rules, ch, sample, &mut emit);
+            eval_pairs(
+                &self.rules,
+                &self.by_key,
+                &self.channels,
+                &mut self.pairs,
+                ci,
+                sample.ts,
+                &mut emit,
+            );
+        }
+        for d in &mut self.devices {
+            for (j, &sr) in d.rules.iter().enumerate() {
+                let rule = &self.rules.stale_rules[sr];
+                let silent = now.saturating_sub(d.last_heard);
+                if d.stale[j].active.is_none() && silent >= rule.after_ns {
+                    let s = Subject::device(d, &rule.name);
+                    let ev = EventData {
+                        value: Some(secs(silent)),
+                        threshold: Some(secs(rule.after_ns)),
+                        quality: None,
+                        ts: now,
+                    };
+                    emit.fault(&mut d.stale[j].active, FaultStep::Raise, rule.level, &s, ev);
+                }
+            }
+        }
+        out
+    }
+
+    /// A copy of all evaluation state, for the engine to persist.
+    #[must_use]
+    pub fn snapshot(&self) -> EvaluatorState {
+        let channels = self
+            .channels
+            .iter()
+            .map(|c| ChannelSnapshot {
+                info: c.info.clone(),
+                data: c.data.clone(),
+                rules: c
+                    .plan
+                    .rules
+                    .iter()
+                    .zip(&c.slots)
+                    .map(|(rp, s)| (self.rules.channel_rules[rp.rule].name.clone(), s.clone()))
+                    .collect(),
+                stale: c
+                    .plan
+                    .stale
+                    .iter()
+                    .zip(&c.stale)
+                    .map(|(&r, s)| (self.rules.stale_rules[r].name.clone(), s.clone()))
+                    .collect(),
+            })
+            .collect();
+        let devices = self
+            .devices
+            .iter()
+            .map(|d| DeviceSnapshot {
+                name: d.name.clone(),
+                last_heard: d.last_heard,
+                stale: d
+                    .rules
+                    .iter()
+                    .zip(&d.stale)
+                    .map(|(&r, s)| (self.rules.stale_rules[r].name.clone(), s.clone()))
+                    .collect(),
+            })
+            .collect();
+        let mut pairs = Vec::new();
+        for (ri, rule) in self.rules.pair_rules.iter().enumerate() {
+            for (pi, p) in rule.pairs.iter().enumerate() {
+                let state = &self.pairs[ri][pi];
+                if *state != PairState::default() {
+                    pairs.push(PairSnapshot {
+                        rule: rule.name.clone(),
+                        a: p.a.clone(),
+                        b: p.b.clone(),
+                        state: state.clone(),
+                    });
+                }
+            }
+        }
+        EvaluatorState {
+            format: STATE_FORMAT,
+            channels,
+            devices,
+            pairs,
+            active: self.active.values().cloned().collect(),
+        }
+    }
+
+    /// Rebuild an evaluator from a snapshot, under possibly edited `rules`, at gateway time `now`.
+    ///
+    /// - Active alerts continue: the next transition is an escalation or a clear of the same id,
+    ///   never a second raise.
+    /// - Alerts whose rule, band or check no longer exists are cleared by the next
+    ///   [`Evaluator::on_tick`] (no alert is left open forever).
+    /// - Stale clocks restart at `now`: the silence while the gateway itself was down is not the
+    ///   devices' fault.
+    /// - Rate windows keep their history (unless the rule's window length changed).
+    ///
+    /// # Errors
+    /// [`RestoreError::Format`] for a snapshot of another layout version.
+    pub fn restore(
+        rules: RuleSet,
+        site: &str,
+        state: EvaluatorState,
+        now: TimestampNs,
+    ) -> Result<Self, RestoreError> {
+        if state.format != STATE_FORMAT {
+            return Err(RestoreError::Format {
+                found: state.format,
+                expected: STATE_FORMAT,
+            });
+        }
+        let mut ev = Self::new(rules, site);
+        for d in state.devices {
+            let di = ev.device_index(&d.name, now);
+            let dev = &mut ev.devices[di];
+            dev.last_heard = d.last_heard.max(now);
+            dev.parked = d.stale;
+        }
+        for c in state.channels {
+            let mut data = c.data;
+            data.last_heard = data.last_heard.max(now);
+            if ev.by_key.contains_key(&c.info.key) {
+                continue;
+            }
+            ev.add_channel(c.info, data, c.rules, c.stale, now);
+        }
+        for d in &mut ev.devices {
+            d.parked.clear();
+        }
+        for p in state.pairs {
+            let Some(ri) = ev.rules.pair_rules.iter().position(|r| r.name == p.rule) else {
+                continue;
+            };
+            let rule = &ev.rules.pair_rules[ri];
+            let Some(pi) = rule.pairs.iter().position(|x| x.a == p.a && x.b == p.b) else {
+                continue;
+            };
+            let mut st = p.state;
+            if rule.bands[0].is_none() {
+                st.upper = Condition::default();
+            }
+            if rule.bands[1].is_none() {
+                st.lower = Condition::default();
+            }
+            ev.pairs[ri][pi] = st;
+        }
+        // Every alert still held by a condition stays active; the others are orphans.
+        let mut live: Vec<&str> = Vec::new();
+        for c in &ev.channels {
+            for s in &c.slots {
+                live.extend(
+                    [&s.upper.active, &s.lower.active]
+                        .into_iter()
+                        .flatten()
+                        .map(|a| a.id.as_str()),
+                );
+            }
+            live.extend(
+                c.stale
+                    .iter()
+                    .filter_map(|s| s.active.as_ref())
+                    .map(|a| a.id.as_str()),
+            );
+            let f = &c.data.faults;
+            live.extend(
+                [
+                    &f.bad_quality.active,
+                    &f.range.active,
+                    &f.stuck.active,
+                    &f.spike.active,
+                ]
+                .into_iter()
+                .flatten()
+                .map(|a| a.id.as_str()),
+            );
+        }
+        for d in &ev.devices {
+            live.extend(
+                d.stale
+                    .iter()
+                    .filter_map(|s| s.active.as_ref())
+                    .map(|a| a.id.as_str()),
+            );
+        }
+        for row in &ev.pairs {
+            for p in row {
+                live.extend(
+                    [&p.upper.active, &p.lower.active]
+                        .into_iter()
+                        .flatten()
+                        .map(|a| a.id.as_str()),
+                );
+            }
+        }
+        let live: std::collections::HashSet<String> = live.into_iter().map(str::to_owned).collect();
+        let lang = ev.rules.language;
+        for a in state.active {
+            if live.contains(&a.id) {
+                ev.active.insert(a.id.clone(), a);
+            } else {
+                let mut clear = a;
+                clear.seq = clear.seq.saturating_add(1);
+                clear.previous_level = Some(clear.level);
+                clear.state = AlertState::Cleared;
+                clear.value = None;
+                clear.event_at = now;
+                clear.detected_at = now;
+                clear.message = render_message(&clear, lang);
+                ev.pending.push(clear);
+            }
+        }
+        Ok(ev)
+    }
+}
+
+/// A reading arrived from the device: clear its device-scope stale alerts.
+fn heard_device(rules: &RuleSet, d: &mut Device, now: TimestampNs, emit: &mut Emit<'_>) {
+    let silent = now.saturating_sub(d.last_heard);
+    d.last_heard = d.last_heard.max(now);
+    for (j, &sr) in d.rules.iter().enumerate() {
+        if d.stale[j].active.is_some() {
+            let rule = &rules.stale_rules[sr];
+            let s = Subject::device(d, &rule.name);
+            let ev = EventData {
+                value: Some(secs(silent)),
+                threshold: Some(secs(rule.after_ns)),
+                quality: None,
+                ts: now,
+            };
+            emit.fault(&mut d.stale[j].active, FaultStep::Clear, rule.level, &s, ev);
+        }
+    }
+}
+
+/// A reading arrived on the channel: clear its stale alerts.
+fn heard_channel(rules: &RuleSet, ch: &mut Channel, now: TimestampNs, emit: &mut Emit<'_>) {
+    let silent = now.saturating_sub(ch.data.last_heard);
+    ch.data.last_heard = ch.data.last_heard.max(now);
+    for (j, &sr) in ch.plan.stale.iter().enumerate() {
+        if ch.stale[j].active.is_some() {
+            let rule = &rules.stale_rules[sr];
+            let s = Subject::channel(
+                &ch.info,
+                Cause::Stale,
+                &rule.name,
+                None,
+                None,
+                "s".to_owned(),
+            );
+            let ev = EventData {
+                value: Some(secs(silent)),
+                threshold: Some(secs(rule.after_ns)),
+                quality: None,
+                ts: now,
+            };
+            emit.fault(
+                &mut ch.stale[j].active,
+                FaultStep::Clear,
+                rule.level,
+                &s,
+                ev,
+            );
+        }
+    }
+}
+
+/// Feed one observation to the channel's spike fault (`value`: the spike, for the message).
+fn observe_spike(
+    ch: &mut Channel,
+    spiked: bool,
+    level: Level,
+    value: Option<f64>,
+    ts: TimestampNs,
+    emit: &mut Emit<'_>,
+) {
+    let Some(spike) = ch.plan.checks.spike else {
+        return;
+    };
+    let f = &mut ch.data.faults.spike;
+    if let Some(step) = f.observe(
+        spiked,
+        ts,
+        Confirm::IMMEDIATE,
+        super::config::DEFAULT_FAULT_CLEAR_COUNT,
+    ) {
+        let s = Subject::channel(
+            &ch.info,
+            Cause::Spike,
+            SPIKE_CHECK,
+            None,
+            None,
+            ch.info.unit.clone(),
+        );
+        let ev = EventData {
+            value,
+            threshold: Some(spike.jump),
+            quality: None,
+            ts,
+        };
+        emit.fault(&mut f.active, step, level, &s, ev);
+    }
+}
+
+/// The sensor checks (steps 1–5 of the module doc). Returns the verdict and the samples to
+/// use, in order: a released held reading, then this one.
+fn check(
+    ch: &mut Channel,
+    r: &Reading,
+    now: TimestampNs,
+    emit: &mut Emit<'_>,
+) -> (Verdict, [Option<Sample>; 2]) {
+    let checks = ch.plan.checks;
+    let level = checks.level;
+    let good = r.value.filter(|v| r.quality.is_good() && v.is_finite());
+    {
+        let f = &mut ch.data.faults.bad_quality;
+        let spec = checks.bad_quality;
+        if let Some(step) = f.observe(good.is_none(), r.ts, spec.raise, spec.clear_count) {
+            let s = Subject::channel(
+                &ch.info,
+                Cause::BadQuality,
+                BAD_QUALITY_CHECK,
+                None,
+                None,
+                ch.info.unit.clone(),
+            );
+            let ev = EventData {
+                value: good,
+                threshold: None,
+                quality: good.is_none().then(|| r.quality.code()),
+                ts: r.ts,
+            };
+            emit.fault(&mut f.active, step, level, &s, ev);
+        }
+    }
+    let Some(value) = good else {
+        return (Verdict::BadQuality, [None, None]);
+    };
+    if ch.data.last_ts.is_some_and(|t| r.ts <= t) {
+        return (Verdict::Repeat, [None, None]);
+    }
+    ch.data.last_ts = Some(r.ts);
+
+    if let Some(range) = checks.range {
+        let side = if range.max.is_some_and(|m| value > m) {
+            Some(Side::Upper)
+        } else if range.min.is_some_and(|m| value < m) {
+            Some(Side::Lower)
+        } else {
+            None
+        };
+        let f = &mut ch.data.faults.range;
+        if let Some(step) = f.observe(
+            side.is_some(),
+            r.ts,
+            range.fault.raise,
+            range.fault.clear_count,
+        ) {
+            let threshold = match side {
+                Some(Side::Upper) => range.max,
+                Some(Side::Lower) => range.min,
+                None => None,
+            };
+            let s = Subject::channel(
+                &ch.info,
+                Cause::OutOfRange,
+                RANGE_CHECK,
+                None,
+                side,
+                ch.info.unit.clone(),
+            );
+            emit.fault(
+                &mut f.active,
+                step,
+                level,
+                &s,
+                EventData {
+                    value: Some(value),
+                    threshold,
+                    quality: None,
+                    ts: r.ts,
+                },
+            );
+        }
+        if side.is_some() {
+            return (Verdict::OutOfRange, [None, None]);
+        }
+    }
+
+    if let Some(stuck) = checks.stuck {
+        let run = match &mut ch.data.faults.run {
+            Some(run) if (value - run.value).abs() <= stuck.tolerance => {
+                run.streak.bump(r.ts);
+                *run
+            }
+            slot => {
+                let mut streak = Streak::default();
+                streak.bump(r.ts);
+                *slot.insert(Run { value, streak })
+            }
+        };
+        let is_stuck = stuck.run.met(&run.streak, r.ts);
+        let f = &mut ch.data.faults.stuck;
+        // Raised by the first reading that completes the run; cleared by the first that moves.
+        if let Some(step) = f.observe(is_stuck, r.ts, Confirm::IMMEDIATE, 1) {
+            let s = Subject::channel(
+                &ch.info,
+                Cause::Stuck,
+                STUCK_CHECK,
+                None,
+                None,
+                ch.info.unit.clone(),
+            );
+            emit.fault(
+                &mut f.active,
+                step,
+                level,
+                &s,
+                EventData {
+                    value: Some(value),
+                    threshold: None,
+                    quality: None,
+                    ts: r.ts,
+                },
+            );
+        }
+        if is_stuck {
+            return (Verdict::Stuck, [None, None]);
+        }
+    }
+
+    let sample = Sample { ts: r.ts, value };
+    let mut accepted = [None, None];
+    if let Some(spike) = checks.spike {
+        if let Some(h) = ch.data.faults.held.take() {
+            let returned = ch
+                .data
+                .last_usable
+                .is_some_and(|p| (value - p.value).abs() <= spike.jump)
+                && (value - h.sample.value).abs() > spike.jump
+                && r.ts.saturating_sub(h.sample.ts) <= spike.within_ns;
+            if returned {
+                observe_spike(ch, true, level, Some(h.sample.value), r.ts, emit);
+            } else {
+                // A real step: the held reading is used, late, with its own time.
+                observe_spike(ch, false, level, None, h.sample.ts, emit);
+                accepted[0] = Some(h.sample);
+            }
+        }
+        let reference = accepted[0].or(ch.data.last_usable);
+        if reference.is_some_and(|p| (value - p.value).abs() > spike.jump) {
+            ch.data.faults.held = Some(Held {
+                sample,
+                arrived: now,
+            });
+            return (Verdict::Held, accepted);
+        }
+        observe_spike(ch, false, level, None, r.ts, emit);
+    }
+    accepted[1] = Some(sample);
+    (Verdict::Usable, accepted)
+}
+
+/// Use a good reading: baseline, rate windows, and every rule of the channel.
+fn accept(rules: &RuleSet, ch: &mut Channel, sample: Sample, emit: &mut Emit<'_>) {
+    ch.data.last_usable = Some(sample);
+    let first = *ch.data.first_usable.get_or_insert(sample);
+    for (slot, rp) in ch.slots.iter_mut().zip(&ch.plan.rules) {
+        let rule = &rules.channel_rules[rp.rule];
+        let m = match rule.measure {
+            Measure::Absolute => Some(sample.value),
+            Measure::Change => Some(sample.value - rp.baseline.unwrap_or(first.value)),
+            Measure::Rate(spec) => {
+                let w = slot
+                    .window
+                    .get_or_insert_with(|| RateWindow::new(spec.window_ns));
+                w.push(sample.ts, sample.value);
+                w.slope()
+                    .filter(|s| s.points >= spec.min_points && s.span_ns >= spec.min_span_ns)
+                    .map(|s| s.per_sec * spec.per_secs)
+            }
+        };
+        let Some(m) = m else { continue };
+        for (side_idx, band) in rp.bands.iter().enumerate() {
+            let Some((band, th)) = band else { continue };
+            let (cond, sign) = if side_idx == 0 {
+                (&mut slot.upper, 1.0)
+            } else {
+                (&mut slot.lower, -1.0)
+            };
+            if let Some(step) = cond.observe(sign * m, sample.ts, th, rule.confirm, rule.clear) {
+                let unit = format!("{}{}", ch.info.unit, rule.unit_suffix);
+                let s = Subject::channel(
+                    &ch.info,
+                    rule.cause,
+                    &rule.name,
+                    rule.label.as_deref(),
+                    Some(band.side),
+                    unit,
+                );
+                emit.quality(&mut cond.active, step, &s, m, &band.thresholds, sample.ts);
+            }
+        }
+    }
+}
+
+/// Re-evaluate the pairs channel `ci` belongs to, after it took a new value at `ts`.
+fn eval_pairs(
+    rules: &RuleSet,
+    by_key: &HashMap<String, usize>,
+    channels: &[Channel],
+    pairs: &mut [Vec<PairState>],
+    ci: usize,
+    ts: TimestampNs,
+    emit: &mut Emit<'_>,
+) {
+    for &(ri, pi) in &channels[ci].plan.pairs {
+        let rule = &rules.pair_rules[ri];
+        let pair = &rule.pairs[pi];
+        let (Some(&ai), Some(&bi)) = (by_key.get(&pair.a), by_key.get(&pair.b)) else {
+            continue;
+        };
+        let (Some(a), Some(b)) = (channels[ai].data.last_usable, channels[bi].data.last_usable)
+        else {
+            continue;
+        };
+        // Compare readings taken close enough together to describe the same moment.
+        if a.ts.abs_diff(b.ts) > rule.max_skew_ns.unsigned_abs() {
+            continue;
+        }
+        let mut m = (a.value - b.value) / pair.divisor;
+        if rule.abs {
+            m = m.abs();
+        }
+        let st = &mut pairs[ri][pi];
+        for (side_idx, band) in rule.bands.iter().enumerate() {
+            let Some((band, th)) = band else { continue };
+            let (cond, sign) = if side_idx == 0 {
+                (&mut st.upper, 1.0)
+            } else {
+                (&mut st.lower, -1.0)
+            };
+            if let Some(step) = cond.observe(sign * m, ts, th, rule.confirm, rule.clear) {
+                let s = Subject::pair(
+                    &channels[ai].info,
+                    &channels[bi].info,
+                    rule.cause,
+                    &rule.name,
+                    rule.label.as_deref(),
+                    band.side,
+                );
+                emit.quality(&mut cond.active, step, &s, m, &band.thresholds, ts);
+            }
+        }
+    }
+}

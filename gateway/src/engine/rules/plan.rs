@@ -1,0 +1,124 @@
+//! What applies to one channel: the rules whose selectors match it (with its override applied and
+//! thresholds oriented), its sensor checks, its stale rules and the pairs it belongs to.
+//!
+//! Owns [`Plan`] and its resolution, [`RuleSet::plan`]. The evaluator resolves a plan once, when
+//! it first sees a channel (or restores it), so that evaluating a reading is a walk over the
+//! rules that match that channel and nothing else.
+
+use super::condition::Thresholds;
+use super::config::{
+    Band, ChannelRule, FaultSpec, RangeSpec, RuleSet, SpikeSpec, StaleScope, StuckSpec,
+    DEFAULT_FAULT_LEVEL,
+};
+use super::selector::{glob_match, ChannelInfo};
+use crate::alert::Level;
+
+/// One matching channel rule, resolved for the channel.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RulePlan {
+    /// Index into [`RuleSet::channel_rules`].
+    pub rule: usize,
+    /// `[upper, lower]`, after the channel's override.
+    pub bands: [Option<(Band, Thresholds)>; 2],
+    /// Change rules: the configured baseline (`None`: the channel's first good reading).
+    pub baseline: Option<f64>,
+}
+
+/// The sensor checks of a channel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ChannelChecks {
+    /// Level of its device-fault alerts.
+    pub level: Level,
+    /// Always on: readings whose quality is not good.
+    pub bad_quality: FaultSpec,
+    pub range: Option<RangeSpec>,
+    pub stuck: Option<StuckSpec>,
+    pub spike: Option<SpikeSpec>,
+}
+
+/// Everything that applies to one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Plan {
+    pub rules: Vec<RulePlan>,
+    /// Channel-scope stale rules (indices into [`RuleSet::stale_rules`]).
+    pub stale: Vec<usize>,
+    /// Device-scope stale rules this channel's selectors select (its device is watched).
+    pub device_stale: Vec<usize>,
+    pub checks: ChannelChecks,
+    /// (pair rule, pair) this channel is `a` or `b` of.
+    pub pairs: Vec<(usize, usize)>,
+}
+
+impl RuleSet {
+    /// Resolve what applies to channel `c`.
+    pub(crate) fn plan(&self, c: &ChannelInfo) -> Plan {
+        let rules = self
+            .channel_rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.selector.matches(c))
+            .filter_map(|(i, r)| resolve(i, r, &c.key))
+            .collect();
+        let mut stale = Vec::new();
+        let mut device_stale = Vec::new();
+        for (i, s) in self.stale_rules.iter().enumerate() {
+            if s.selector.matches(c) {
+                match s.scope {
+                    StaleScope::Channel => stale.push(i),
+                    StaleScope::Device => device_stale.push(i),
+                }
+            }
+        }
+        let mut checks = ChannelChecks {
+            level: DEFAULT_FAULT_LEVEL,
+            bad_quality: FaultSpec::BAD_QUALITY_DEFAULT,
+            range: None,
+            stuck: None,
+            spike: None,
+        };
+        // For each check type, the first matching entry that sets it applies.
+        let (mut level, mut bad_quality) = (None, None);
+        for e in self.checks.iter().filter(|e| e.selector.matches(c)) {
+            level = level.or(e.level);
+            bad_quality = bad_quality.or(e.bad_quality);
+            checks.range = checks.range.or(e.range);
+            checks.stuck = checks.stuck.or(e.stuck);
+            checks.spike = checks.spike.or(e.spike);
+        }
+        checks.level = level.unwrap_or(DEFAULT_FAULT_LEVEL);
+        checks.bad_quality = bad_quality.unwrap_or(FaultSpec::BAD_QUALITY_DEFAULT);
+        let pairs = self
+            .pairs_by_channel
+            .get(&c.key)
+            .cloned()
+            .unwrap_or_default();
+        Plan {
+            rules,
+            stale,
+            device_stale,
+            checks,
+            pairs,
+        }
+    }
+}
+
+/// Apply the first matching override; `None` when it disables the rule for this channel.
+fn resolve(index: usize, r: &ChannelRule, key: &str) -> Option<RulePlan> {
+    let o = r.overrides.iter().find(|o| glob_match(&o.pattern, key));
+    if o.is_some_and(|o| !o.enabled) {
+        return None;
+    }
+    let upper = o.and_then(|o| o.upper.clone()).or_else(|| r.upper.clone());
+    let lower = o.and_then(|o| o.lower.clone()).or_else(|| r.lower.clone());
+    let orient = |b: Option<Band>| {
+        b.map(|b| {
+            let t = b.oriented(r.deadband);
+            (b, t)
+        })
+    };
+    Some(RulePlan {
+        rule: index,
+        bands: [orient(upper), orient(lower)],
+        baseline: o.and_then(|o| o.baseline).or(r.baseline),
+    })
+}

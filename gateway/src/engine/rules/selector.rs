@@ -1,0 +1,254 @@
+//! Which channels a rule or check applies to: device and point globs, the quantity kind, and tag
+//! equality, so that "every settlement point of building A" is one line of config.
+//!
+//! Owns [`SelectorConfig`] (the TOML form), the validated [`Selector`], [`ChannelInfo`] (what a
+//! selector looks at) and the glob matcher. Matching runs once per channel, when the evaluator
+//! first sees it, never per reading.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{QuantityKind, Series};
+
+/// The identity of a channel as rules see it: a copy of the [`Series`] fields that selectors and
+/// alert messages use, kept in the evaluator's state so that a channel restored after a restart
+/// is matched and watched (stale checks) before its first new reading.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelInfo {
+    /// `device/point`.
+    pub key: String,
+    /// The device.
+    pub device: String,
+    /// The point within the device.
+    pub point: String,
+    /// What the channel measures.
+    pub kind: QuantityKind,
+    /// Engineering unit, possibly empty.
+    pub unit: String,
+    /// All tags of the series (site, device, point, structure, ...).
+    pub tags: BTreeMap<String, String>,
+}
+
+impl ChannelInfo {
+    /// The rules' view of a series.
+    #[must_use]
+    pub fn from_series(s: &Series) -> Self {
+        Self {
+            key: s.key.clone(),
+            device: s.device.clone(),
+            point: s.point.clone(),
+            kind: s.kind,
+            unit: s.unit.clone(),
+            tags: s.tags.clone(),
+        }
+    }
+
+    /// The `structure` tag, shown in alert messages (e.g. `A栋`).
+    #[must_use]
+    pub fn structure(&self) -> Option<&str> {
+        self.tags
+            .get("structure")
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// `select = { device = "lev-a*", point = "ch*", kind = "settlement", tags = { structure = "A栋" } }`.
+/// Every field given must match; an empty table matches every channel.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorConfig {
+    /// Glob on the device name (`*` any run of characters, `?` one character).
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Glob on the point name.
+    #[serde(default)]
+    pub point: Option<String>,
+    /// Glob on the channel key `device/point`.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// The quantity kind (`settlement`, `temperature`, ...).
+    #[serde(default)]
+    pub kind: Option<QuantityKind>,
+    /// Tags that must be present with exactly these values.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A validated selector.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    device: Option<String>,
+    point: Option<String>,
+    channel: Option<String>,
+    kind: Option<QuantityKind>,
+    tags: BTreeMap<String, String>,
+}
+
+impl SelectorConfig {
+    /// Check the patterns; problems are `(path, message)` with `at` as the prefix.
+    pub(crate) fn validate(&self, at: &str, problems: &mut Vec<(String, String)>) -> Selector {
+        for (field, pattern) in [
+            ("device", &self.device),
+            ("point", &self.point),
+            ("channel", &self.channel),
+        ] {
+            if let Some(p) = pattern {
+                if p.is_empty() {
+                    problems.push((
+                        format!("{at}.{field}"),
+                        "must not be empty; leave it out to match every value".into(),
+                    ));
+                }
+            }
+        }
+        for k in self.tags.keys() {
+            if k.is_empty() {
+                problems.push((format!("{at}.tags"), "a tag name must not be empty".into()));
+            }
+        }
+        Selector {
+            device: self.device.clone(),
+            point: self.point.clone(),
+            channel: self.channel.clone(),
+            kind: self.kind,
+            tags: self.tags.clone(),
+        }
+    }
+}
+
+impl Selector {
+    /// True when the channel satisfies every given condition.
+    #[must_use]
+    pub fn matches(&self, c: &ChannelInfo) -> bool {
+        self.kind.is_none_or(|k| k == c.kind)
+            && self
+                .device
+                .as_deref()
+                .is_none_or(|p| glob_match(p, &c.device))
+            && self
+                .point
+                .as_deref()
+                .is_none_or(|p| glob_match(p, &c.point))
+            && self
+                .channel
+                .as_deref()
+                .is_none_or(|p| glob_match(p, &c.key))
+            && self.tags.iter().all(|(k, v)| c.tags.get(k) == Some(v))
+    }
+}
+
+/// Match `text` against a glob: `*` is any run of characters (also empty), `?` exactly one
+/// character, everything else itself. Linear-time two-pointer matching with backtracking to the
+/// last `*` only, so a hostile pattern cannot blow up.
+#[must_use]
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    let (mut pi, mut ti) = (0, 0);
+    // Position of the last `*` in the pattern and the text position it was tried at.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            // Let the last `*` swallow one more character and retry.
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        let cases = [
+            ("lev-a*", "lev-a1", true),
+            ("lev-a*", "lev-b1", false),
+            ("*", "", true),
+            ("ch?", "ch3", true),
+            ("ch?", "ch12", false),
+            ("*/ch*", "lev-a1/ch3", true),
+            ("a*b*c", "axxbyyc", true),
+            ("a*b*c", "axxbyy", false),
+            ("测温*", "测温1", true),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+        ];
+        for (p, t, want) in cases {
+            assert_eq!(glob_match(p, t), want, "{p} vs {t}");
+        }
+    }
+
+    fn info(device: &str, point: &str, kind: QuantityKind, tags: &[(&str, &str)]) -> ChannelInfo {
+        ChannelInfo {
+            key: format!("{device}/{point}"),
+            device: device.into(),
+            point: point.into(),
+            kind,
+            unit: "mm".into(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_given_field_must_match() {
+        let cfg: SelectorConfig = toml::from_str(
+            "device = \"lev-a*\"\nkind = \"settlement\"\ntags = { structure = \"block-A\" }",
+        )
+        .expect("toml");
+        let mut problems = Vec::new();
+        let s = cfg.validate("rules[0].select", &mut problems);
+        assert!(problems.is_empty());
+        let a = [("structure", "block-A")];
+        assert!(s.matches(&info("lev-a1", "ch1", QuantityKind::Settlement, &a)));
+        assert!(
+            !s.matches(&info("lev-b1", "ch1", QuantityKind::Settlement, &a)),
+            "device"
+        );
+        assert!(
+            !s.matches(&info("lev-a1", "ch1", QuantityKind::Temperature, &a)),
+            "kind"
+        );
+        assert!(
+            !s.matches(&info(
+                "lev-a1",
+                "ch1",
+                QuantityKind::Settlement,
+                &[("structure", "block-B")]
+            )),
+            "tag value"
+        );
+        assert!(
+            !s.matches(&info("lev-a1", "ch1", QuantityKind::Settlement, &[])),
+            "tag missing"
+        );
+        assert!(
+            Selector::default().matches(&info("x", "y", QuantityKind::Other, &[])),
+            "empty selects all"
+        );
+    }
+
+    #[test]
+    fn empty_patterns_are_refused_with_their_path() {
+        let cfg: SelectorConfig = toml::from_str("device = \"\"").expect("toml");
+        let mut problems = Vec::new();
+        let _ = cfg.validate("rules[2].select", &mut problems);
+        assert_eq!(problems[0].0, "rules[2].select.device");
+    }
+}
