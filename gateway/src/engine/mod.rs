@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 use crate::metrics::Metrics;
 use crate::model::{Clock, Quality, Reading, Series, TimestampNs};
 use crate::sinks::influxdb::line;
-use crate::sources::ReadingRx;
+use crate::sources::{ReadingBatch, ReadingRx};
 use crate::spool::{Spool, Stream};
 
 /// Default limit on how far in the future a reading's time may be: device clocks drift, but a
@@ -128,6 +128,9 @@ pub struct Engine {
     /// Lines waiting for the next spool commit, and how many readings they hold.
     pending: Vec<u8>,
     pending_records: u32,
+    /// Commit notices of the batches whose readings are in `pending` (see
+    /// [`crate::sources::ReadingBatch::on_commit`]).
+    pending_acks: Vec<tokio::sync::oneshot::Sender<()>>,
     /// Readings since the last summary.
     since_summary: u64,
     bad_since_summary: u64,
@@ -154,6 +157,7 @@ impl Engine {
             channels: HashMap::new(),
             pending: Vec::with_capacity(1 << 20),
             pending_records: 0,
+            pending_acks: Vec::new(),
             since_summary: 0,
             bad_since_summary: 0,
         }
@@ -173,7 +177,12 @@ impl Engine {
                             flush_at = Instant::now() + flush_interval;
                         }
                         self.ingest(batch);
-                        if self.pending_records >= max_records {
+                        // Group commit: a source waiting to acknowledge upstream gets its commit
+                        // as soon as the input is drained, not after the flush interval; under
+                        // load, batches pile up during a commit and share the next one.
+                        if self.pending_records >= max_records
+                            || (!self.pending_acks.is_empty() && self.rx.is_empty())
+                        {
                             self.flush().await;
                         }
                     }
@@ -194,11 +203,14 @@ impl Engine {
     }
 
     /// Check, record and render one batch.
-    fn ingest(&mut self, batch: Vec<Reading>) {
+    fn ingest(&mut self, batch: ReadingBatch) {
+        if let Some(ack) = batch.on_commit {
+            self.pending_acks.push(ack);
+        }
         let now = self.clock.now_ns();
         let max_future = i64::try_from(self.cfg.max_future().as_nanos()).unwrap_or(i64::MAX);
         let max_past = i64::try_from(self.cfg.max_past().as_nanos()).unwrap_or(i64::MAX);
-        for r in batch {
+        for r in batch.readings {
             let reason = if r.ts > now.saturating_add(max_future) {
                 Some("future")
             } else if r.ts < now.saturating_sub(max_past) {
@@ -270,6 +282,10 @@ impl Engine {
     /// Commit the pending lines to the spool.
     async fn flush(&mut self) {
         if self.pending_records == 0 {
+            // A batch of only rejected readings still counts as handled.
+            for ack in self.pending_acks.drain(..) {
+                let _ = ack.send(());
+            }
             return;
         }
         let body = std::mem::take(&mut self.pending);
@@ -293,6 +309,10 @@ impl Engine {
                 body.clear();
                 self.pending = body;
                 self.pending_records = 0;
+                for ack in self.pending_acks.drain(..) {
+                    // A source that went away no longer needs the notice.
+                    let _ = ack.send(());
+                }
             }
             Ok((Err(e), body)) => {
                 self.metrics.incr("spool_errors_total", &[]);
@@ -301,6 +321,8 @@ impl Engine {
                     error!(error = %e, dropped = records, "Spool cannot be written; readings held in memory were dropped.");
                     self.pending = Vec::with_capacity(1 << 20);
                     self.pending_records = 0;
+                    // Not committed: the senders are not told, so MQTT redelivers.
+                    self.pending_acks.clear();
                 } else {
                     error!(error = %e, held = records, "Spool cannot be written; holding the readings in memory and retrying.");
                     self.pending = body;
@@ -312,6 +334,7 @@ impl Engine {
                 error!(error = %join, dropped = records, "Spool commit task failed; readings lost.");
                 self.pending = Vec::with_capacity(1 << 20);
                 self.pending_records = 0;
+                self.pending_acks.clear();
             }
         }
     }

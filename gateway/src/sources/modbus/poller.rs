@@ -217,7 +217,7 @@ impl Poller {
             if !readings.is_empty() {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    sent = out.send(readings) => if sent.is_err() { break },
+                    sent = out.send(readings.into()) => if sent.is_err() { break },
                 }
             }
         }

@@ -16,12 +16,13 @@
 //! and readings go to the engine in batches of [`BATCH_SIZE`] or every [`FLUSH_INTERVAL`].
 //! Counters are summed locally and added to [`Metrics`] once per batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{
-    AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
+    SubscribeReasonCode,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -42,9 +43,12 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// Longest wait between reconnect attempts.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Capacity of rumqttc's request channel. The subscriber only queues a SUBSCRIBE per connect
-/// and a DISCONNECT at shutdown, so a few slots are plenty.
-pub const REQUEST_CHANNEL_CAPACITY: usize = 16;
+/// Capacity of rumqttc's request channel: a SUBSCRIBE per connect, a DISCONNECT at shutdown,
+/// and the PUBACKs of committed QoS 1 messages. The broker has at most its in-flight window of
+/// unacknowledged messages out to us (mosquitto `max_inflight_messages`, default 20; MQTT 5
+/// receive maximum ≤ 65535, but brokers configure hundreds at most), so 4096 slots never fill
+/// in practice; if they do, a PUBACK is skipped and the broker redelivers (a duplicate).
+pub const REQUEST_CHANNEL_CAPACITY: usize = 4096;
 /// Most distinct series one source builds. Beyond it, readings of new series are dropped and
 /// counted, so a publisher that invents sensor ids cannot exhaust memory.
 pub const MAX_SERIES: usize = 100_000;
@@ -120,6 +124,10 @@ impl MqttSource {
         // preconditions of these two setters (they assert).
         options.set_keep_alive(s.keep_alive);
         options.set_clean_session(s.clean_session);
+        // PUBACK only after the readings are in the spool (ARCHITECTURE.md: acknowledged to
+        // nobody until committed); rumqttc would otherwise ack on receipt, and a crash between
+        // receipt and commit would lose QoS 1 messages the broker considers delivered.
+        options.set_manual_acks(true);
         let incoming = s
             .max_payload_bytes
             .saturating_mul(PACKET_LIMIT_FACTOR)
@@ -154,6 +162,9 @@ impl MqttSource {
         let mut ingest = Ingest::new(self.settings, &self.site, &self.gateway, self.metrics);
         info!(source = %source, broker = %broker, client_id = %self.client_id, "MQTT source starting");
 
+        // Batches handed to the engine whose QoS 1 messages wait for the commit notice, oldest
+        // first (PUBACKs go out in the order the messages came, MQTT 3.1.1 §4.6).
+        let mut awaiting: Awaiting = VecDeque::new();
         let mut backoff = INITIAL_BACKOFF;
         let flush_timer = tokio::time::sleep(FLUSH_INTERVAL);
         tokio::pin!(flush_timer);
@@ -168,8 +179,22 @@ impl MqttSource {
             tokio::select! {
                 biased;
                 () = &mut cancelled => break,
+                committed = next_commit(&mut awaiting), if !awaiting.is_empty() => {
+                    if let Some((_, publishes)) = awaiting.pop_front() {
+                        if committed {
+                            for p in &publishes {
+                                // The request channel holds more than the broker lets be in
+                                // flight (see REQUEST_CHANNEL_CAPACITY); a full channel means a
+                                // PUBACK is lost and the broker redelivers: a duplicate, not a loss.
+                                if client.try_ack(p).is_err() {
+                                    metrics.incr("mqtt_ack_failures_total", &[("source", &source)]);
+                                }
+                            }
+                        }
+                    }
+                }
                 () = &mut flush_timer, if ingest.has_pending() => {
-                    if !ingest.flush(&out).await {
+                    if !ingest.flush(&out, &mut awaiting).await {
                         info!(source = %source, "engine channel closed; MQTT source stopping");
                         return;
                     }
@@ -178,8 +203,9 @@ impl MqttSource {
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         let was_empty = !ingest.has_pending();
                         ingest.on_publish(&publish.topic, &publish.payload, now_ns());
+                        ingest.hold_for_ack(publish);
                         if ingest.pending_len() >= BATCH_SIZE {
-                            if !ingest.flush(&out).await {
+                            if !ingest.flush(&out, &mut awaiting).await {
                                 info!(source = %source, "engine channel closed; MQTT source stopping");
                                 return;
                             }
@@ -189,6 +215,11 @@ impl MqttSource {
                     }
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         info!(source = %source, broker = %broker, session_present = ack.session_present, "MQTT connected");
+                        // Packet ids of the old connection mean nothing on the new one (and may
+                        // be reused): never acknowledge them. The broker redelivers unacknowledged
+                        // QoS 1 messages of a kept session; the store de-duplicates by time.
+                        awaiting.clear();
+                        ingest.unacked.clear();
                         metrics.incr("mqtt_connects_total", &[("source", &source)]);
                         backoff = INITIAL_BACKOFF;
                         // rumqttc does not re-subscribe on reconnect (rumqtt#250): always do it,
@@ -214,7 +245,7 @@ impl MqttSource {
                     Err(e) => {
                         warn!(source = %source, broker = %broker, error = %e, retry_in = ?backoff, "MQTT connection error");
                         metrics.incr("mqtt_connection_errors_total", &[("source", &source)]);
-                        if !ingest.flush(&out).await {
+                        if !ingest.flush(&out, &mut awaiting).await {
                             return;
                         }
                         tokio::select! {
@@ -230,12 +261,25 @@ impl MqttSource {
         // Shutdown: hand over what is pending, then say goodbye to the broker (best effort, so
         // a persistent session is kept rather than the broker waiting out the keep-alive).
         let pending = ingest.pending_len();
-        if tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, ingest.flush(&out))
+        if tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, ingest.flush(&out, &mut awaiting))
             .await
             .is_err()
         {
             warn!(source = %source, dropped = pending, "engine did not take the last readings at shutdown");
         }
+        // Acknowledge what the engine commits meanwhile (the engine keeps committing until every
+        // source has stopped); the PUBACKs are queued ahead of the DISCONNECT below. Whatever is
+        // not committed in time stays unacknowledged and the broker delivers it again.
+        let _ = tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, async {
+            while let Some((rx, publishes)) = awaiting.pop_front() {
+                if rx.await.is_ok() {
+                    for p in &publishes {
+                        let _ = client.try_ack(p);
+                    }
+                }
+            }
+        })
+        .await;
         if client.try_disconnect().is_ok() {
             let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
                 loop {
@@ -248,6 +292,18 @@ impl MqttSource {
             .await;
         }
         info!(source = %source, "MQTT source stopped");
+    }
+}
+
+/// Batches waiting for the engine's commit notice, with the QoS 1 messages they carry.
+type Awaiting = VecDeque<(tokio::sync::oneshot::Receiver<()>, Vec<Publish>)>;
+
+/// Wait for the oldest batch's commit notice: true when committed, false when the engine
+/// dropped it uncommitted. Pending forever when nothing waits.
+async fn next_commit(awaiting: &mut Awaiting) -> bool {
+    match awaiting.front_mut() {
+        Some((rx, _)) => rx.await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 
@@ -280,7 +336,10 @@ pub(crate) struct Ingest {
     fault_count: usize,
     /// State reports of the message being decoded, applied only if it decodes fully.
     pending_states: Vec<(Arc<Series>, String, i16)>,
-    batch: ReadingBatch,
+    batch: Vec<Reading>,
+    /// QoS 1 messages whose readings are in `batch`, acknowledged once the engine committed
+    /// them (manual acks; see [`MqttSource::run`]).
+    unacked: Vec<Publish>,
     warnings: WarnLimiter,
     metrics: Arc<Metrics>,
 }
@@ -306,6 +365,7 @@ impl Ingest {
             fault_count: 0,
             pending_states: Vec::new(),
             batch: Vec::with_capacity(BATCH_SIZE),
+            unacked: Vec::new(),
             warnings: WarnLimiter::default(),
             metrics,
         }
@@ -320,15 +380,41 @@ impl Ingest {
     }
 
     /// Take the pending readings (and publish the counters).
-    pub(crate) fn take_batch(&mut self) -> ReadingBatch {
+    pub(crate) fn take_batch(&mut self) -> Vec<Reading> {
         self.publish_counters();
         std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_SIZE))
     }
 
-    /// Send the pending readings to the engine; false when the engine is gone.
-    async fn flush(&mut self, out: &ReadingTx) -> bool {
-        let batch = self.take_batch();
-        batch.is_empty() || out.send(batch).await.is_ok()
+    /// Send the pending readings to the engine; false when the engine is gone. QoS 1 messages
+    /// of the batch go to `awaiting`, to be acknowledged when the engine reports the commit.
+    async fn flush(&mut self, out: &ReadingTx, awaiting: &mut Awaiting) -> bool {
+        let readings = self.take_batch();
+        let unacked = std::mem::take(&mut self.unacked);
+        if readings.is_empty() && unacked.is_empty() {
+            return true;
+        }
+        let on_commit = if unacked.is_empty() {
+            None
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            awaiting.push_back((rx, unacked));
+            Some(tx)
+        };
+        out.send(ReadingBatch {
+            readings,
+            on_commit,
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Hold a QoS 1 message for acknowledgement after its readings are committed. Messages that
+    /// decoded to nothing (malformed, unmatched) are held too: acknowledging them in order keeps
+    /// the broker from redelivering garbage forever.
+    fn hold_for_ack(&mut self, publish: Publish) {
+        if publish.qos != QoS::AtMostOnce {
+            self.unacked.push(publish);
+        }
     }
 
     /// Add the locally summed counters to the shared metrics.
@@ -373,6 +459,7 @@ impl Ingest {
             fault_count,
             pending_states,
             batch,
+            unacked: _,
             warnings,
             metrics,
         } = self;
