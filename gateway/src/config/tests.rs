@@ -172,3 +172,24 @@ fn every_profile_in_config_profiles_loads() {
     }
     assert!(n >= 3, "expected the shipped profiles, found {n}");
 }
+
+#[test]
+fn every_config_file_in_config_loads() {
+    // The example names these variables for its secrets; give them values so that loading it
+    // checks everything else. (Set once; no other test reads these names.)
+    std::env::set_var("ANJU_INFLUX_TOKEN", "example-token");
+    std::env::set_var("ANJU_MQTT_PASSWORD", "example-password");
+    let mut n = 0;
+    for entry in std::fs::read_dir(config_dir()).expect("config/ exists") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
+        assert!(!cfg.devices.is_empty() || !cfg.mqtt.is_empty(), "{} reads nothing", path.display());
+        let text = describe(&cfg);
+        assert!(!text.contains("example-token") && !text.contains("example-password"), "a secret was printed");
+        n += 1;
+    }
+    assert!(n >= 2, "expected demo.toml and site.example.toml, found {n}");
+}
