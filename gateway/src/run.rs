@@ -120,6 +120,8 @@ impl Gateway {
             Arc::clone(&self.clock),
             cfg.engine.clone(),
             cfg.summary_interval,
+            cfg.rules.clone(),
+            &cfg.site,
         );
         let engine = tokio::spawn(engine.run());
 

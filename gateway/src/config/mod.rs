@@ -156,6 +156,9 @@ pub struct RawConfig {
     /// MQTT sources (external brokers or the embedded one).
     #[serde(default)]
     pub mqtt: Vec<crate::sources::mqtt::MqttSourceConfig>,
+    /// Alert rules and sensor checks.
+    #[serde(default)]
+    pub alerts: crate::engine::rules::AlertsConfig,
     /// The embedded MQTT broker for site sensor nodes; absent = not started.
     #[serde(default)]
     pub embedded_broker: Option<crate::broker::EmbeddedBrokerConfig>,
@@ -210,6 +213,8 @@ pub struct Config {
     pub devices: Vec<Device>,
     /// MQTT sources with their secrets resolved.
     pub mqtt: Vec<crate::sources::mqtt::MqttSettings>,
+    /// Alert rules and sensor checks, validated.
+    pub rules: crate::engine::rules::RuleSet,
     /// The embedded broker, if configured.
     pub embedded_broker: Option<crate::broker::EmbeddedBrokerConfig>,
     /// Sinks with their secrets resolved.
@@ -300,6 +305,15 @@ impl Config {
                 }
             }
         }
+        let rules = match crate::engine::rules::RuleSet::from_config(&raw.alerts, "alerts") {
+            Ok(r) => r,
+            Err(problems) => {
+                for p in problems {
+                    v.problems.push(Problem { file: v.file.clone(), at: p.at.clone(), message: p.message.clone() });
+                }
+                crate::engine::rules::RuleSet::default()
+            }
+        };
         let mut sinks = Vec::new();
         let mut sink_names = HashSet::new();
         for (i, s) in raw.sinks.iter().enumerate() {
@@ -329,6 +343,7 @@ impl Config {
             spool: raw.spool,
             devices,
             mqtt,
+            rules,
             embedded_broker: raw.embedded_broker,
             sinks,
         })

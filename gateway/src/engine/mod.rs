@@ -25,11 +25,13 @@ use serde::Deserialize;
 use tokio::time::{sleep_until, Instant};
 use tracing::{error, info, warn};
 
+use crate::alert::{encode_alert_line, Alert};
 use crate::metrics::Metrics;
 use crate::model::{Clock, Quality, Reading, Series, TimestampNs};
 use crate::sinks::influxdb::line;
 use crate::sources::{ReadingBatch, ReadingRx};
 use crate::spool::{Spool, Stream};
+use rules::{Evaluator, EvaluatorState, RuleSet};
 
 /// Default limit on how far in the future a reading's time may be: device clocks drift, but a
 /// reading ten minutes ahead is a clock fault, and stored it would sit above every later one.
@@ -44,6 +46,12 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_FLUSH_MAX_RECORDS: u32 = 8192;
 /// Most readings held in memory while the spool cannot be written. About 12 MB of lines.
 pub const MAX_UNSPOOLED_RECORDS: u32 = 100_000;
+/// How often rules are evaluated without a reading ("no data" rules, held spikes).
+pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the rule state (windows, confirmation counts) is saved when no alert forced a
+/// save. A crash loses at most this much of it: a confirmation count restarts, a rate window
+/// misses a few seconds. Alerts themselves are always saved with their state.
+pub const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Engine settings (`[engine]`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -100,6 +108,17 @@ impl EngineConfig {
     }
 }
 
+/// A static counter label for an alert state.
+fn state_name(state: crate::alert::AlertState) -> &'static str {
+    use crate::alert::AlertState;
+    match state {
+        AlertState::Raised => "raised",
+        AlertState::Escalated => "escalated",
+        AlertState::DeEscalated => "de_escalated",
+        AlertState::Cleared => "cleared",
+    }
+}
+
 /// What the engine knows about one channel. Serialisable state for rules comes with issue 4.
 #[derive(Debug, Clone)]
 pub struct ChannelState {
@@ -125,9 +144,18 @@ pub struct Engine {
     cfg: EngineConfig,
     summary_interval: Duration,
     channels: HashMap<String, ChannelState>,
+    site: String,
     /// Lines waiting for the next spool commit, and how many readings they hold.
     pending: Vec<u8>,
     pending_records: u32,
+    /// The alert rules and their state.
+    evaluator: Evaluator,
+    /// Alert events (JSON lines) waiting for the next commit, and how many.
+    pending_alerts: Vec<u8>,
+    pending_alert_records: u32,
+    /// The rule state changed since it was last saved.
+    state_dirty: bool,
+    last_state_save: Instant,
     /// Commit notices of the batches whose readings are in `pending` (see
     /// [`crate::sources::ReadingBatch::on_commit`]).
     pending_acks: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -139,6 +167,7 @@ pub struct Engine {
 impl Engine {
     /// An engine reading from `rx` and committing to `spool`.
     #[must_use]
+    #[allow(clippy::too_many_arguments)] // each is a distinct collaborator; a builder adds nothing
     pub fn new(
         rx: ReadingRx,
         spool: Arc<Spool>,
@@ -146,8 +175,15 @@ impl Engine {
         clock: Arc<dyn Clock>,
         cfg: EngineConfig,
         summary_interval: Duration,
+        rules: RuleSet,
+        site: &str,
     ) -> Self {
         Self {
+            evaluator: Evaluator::new(rules, site),
+            pending_alerts: Vec::new(),
+            pending_alert_records: 0,
+            state_dirty: false,
+            last_state_save: Instant::now(),
             rx,
             spool,
             metrics,
@@ -155,6 +191,7 @@ impl Engine {
             cfg,
             summary_interval,
             channels: HashMap::new(),
+            site: site.to_owned(),
             pending: Vec::with_capacity(1 << 20),
             pending_records: 0,
             pending_acks: Vec::new(),
@@ -163,12 +200,46 @@ impl Engine {
         }
     }
 
+    /// Take over the rule state saved in the spool (active alerts, windows), so a restart
+    /// neither raises an active alert again nor forgets to clear it. A state that cannot be
+    /// read is reported and the rules start fresh.
+    async fn restore_rules(&mut self) {
+        let spool = Arc::clone(&self.spool);
+        let saved = match tokio::task::spawn_blocking(move || spool.load_state()).await {
+            Ok(Ok(saved)) => saved,
+            Ok(Err(e)) => {
+                error!(error = %e, "Cannot read the saved rule state; rules start fresh.");
+                return;
+            }
+            Err(e) => {
+                error!(error = %e, "Cannot read the saved rule state; rules start fresh.");
+                return;
+            }
+        };
+        let Some(bytes) = saved else { return };
+        let now = self.clock.now_ns();
+        let rules = self.evaluator.rules().clone();
+        let site = self.site.clone();
+        match serde_json::from_slice::<EvaluatorState>(&bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|state| Evaluator::restore(rules, &site, state, now).map_err(|e| e.to_string()))
+        {
+            Ok(ev) => {
+                info!(active_alerts = ev.active_alerts().count(), "Rule state restored.");
+                self.evaluator = ev;
+            }
+            Err(e) => warn!(error = %e, "Saved rule state is not usable; rules start fresh."),
+        }
+    }
+
     /// Run until every source has dropped its sender, then commit what is left and return.
     pub async fn run(mut self) {
+        self.restore_rules().await;
         let flush_interval = self.cfg.flush_interval();
         let max_records = self.cfg.flush_max_records();
         let mut flush_at = Instant::now() + flush_interval;
         let mut next_summary = Instant::now() + self.summary_interval;
+        let mut next_tick = Instant::now() + TICK_INTERVAL;
         loop {
             tokio::select! {
                 batch = self.rx.recv() => match batch {
@@ -180,7 +251,9 @@ impl Engine {
                         // Group commit: a source waiting to acknowledge upstream gets its commit
                         // as soon as the input is drained, not after the flush interval; under
                         // load, batches pile up during a commit and share the next one.
+                        // Alerts go out at once: the bureau must not wait for a flush interval.
                         if self.pending_records >= max_records
+                            || self.pending_alert_records > 0
                             || (!self.pending_acks.is_empty() && self.rx.is_empty())
                         {
                             self.flush().await;
@@ -191,6 +264,18 @@ impl Engine {
                 () = sleep_until(flush_at), if self.pending_records > 0 => {
                     self.flush().await;
                     flush_at = Instant::now() + flush_interval;
+                }
+                () = sleep_until(next_tick) => {
+                    let now = self.clock.now_ns();
+                    for alert in self.evaluator.on_tick(now) {
+                        self.push_alert(&alert);
+                    }
+                    if self.pending_alert_records > 0
+                        || (self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL)
+                    {
+                        self.flush().await;
+                    }
+                    next_tick = Instant::now() + TICK_INTERVAL;
                 }
                 () = sleep_until(next_summary) => {
                     self.summary().await;
@@ -222,7 +307,7 @@ impl Engine {
                 self.reject_time(&r, reason, now);
                 continue;
             }
-            let Some(state) = self.channel(&r.series) else { continue };
+            let Some(state) = self.channel(&r.series, now) else { continue };
             state.last_ts = r.ts;
             state.last_quality = r.quality;
             if r.value.is_some() {
@@ -235,14 +320,20 @@ impl Engine {
             line::encode_reading(&mut self.pending, &r);
             self.pending_records += 1;
             self.since_summary += 1;
+            let (_verdict, alerts) = self.evaluator.on_reading(&r, now);
+            self.state_dirty = true;
+            for alert in &alerts {
+                self.push_alert(alert);
+            }
         }
     }
 
     /// The state of a channel, created on first sight after checking that its line-protocol
     /// prefix is valid (once per channel, not per reading). `None` for a channel whose names
     /// cannot be written.
-    fn channel(&mut self, series: &Arc<Series>) -> Option<&mut ChannelState> {
+    fn channel(&mut self, series: &Arc<Series>, now: TimestampNs) -> Option<&mut ChannelState> {
         if !self.channels.contains_key(series.key.as_str()) {
+            self.evaluator.register(series, now);
             let probe = format!("{} value=0 0\n", series.line_prefix);
             if let Err(e) = line::validate(probe.as_bytes()) {
                 self.metrics.incr("readings_rejected_total", &[("reason", "unwritable_name"), ("device", &series.device)]);
@@ -263,6 +354,22 @@ impl Engine {
         self.channels.get_mut(series.key.as_str())
     }
 
+    /// Queue an alert event for the alerts stream, and as an `alerts` point for dashboards.
+    fn push_alert(&mut self, alert: &Alert) {
+        if serde_json::to_writer(&mut self.pending_alerts, alert).is_err() {
+            // Serialising plain strings and numbers cannot fail; count it if it ever does.
+            self.metrics.incr("alerts_unserialisable_total", &[]);
+            return;
+        }
+        self.pending_alerts.push(b'\n');
+        self.pending_alert_records += 1;
+        encode_alert_line(&mut self.pending, alert);
+        self.pending_records += 1;
+        self.state_dirty = true;
+        self.metrics.incr("alerts_total", &[("kind", alert.kind.as_str()), ("state", state_name(alert.state))]);
+        warn!(alert = %alert.id, seq = alert.seq, rule = %alert.rule, channel = %alert.channel, level = ?alert.level, state = ?alert.state, "{}", alert.message);
+    }
+
     fn reject_time(&mut self, r: &Reading, reason: &'static str, now: TimestampNs) {
         let device = r.series.device.as_str();
         let before = self.metrics.get("readings_rejected_total", &[("reason", reason), ("device", device)]);
@@ -279,8 +386,11 @@ impl Engine {
         }
     }
 
-    /// Commit the pending lines to the spool.
+    /// Commit pending alerts with the rule state, then the pending lines.
     async fn flush(&mut self) {
+        if self.pending_alert_records > 0 {
+            self.flush_alerts().await;
+        }
         if self.pending_records == 0 {
             // A batch of only rejected readings still counts as handled.
             for ack in self.pending_acks.drain(..) {
@@ -291,11 +401,20 @@ impl Engine {
         let body = std::mem::take(&mut self.pending);
         let records = self.pending_records;
         let spool = Arc::clone(&self.spool);
+        // Save the rule state with the points now and then (alerts save it themselves).
+        let state = (self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL)
+            .then(|| self.state_bytes())
+            .flatten();
+        let saving_state = state.is_some();
         let result = tokio::task::spawn_blocking(move || {
-            let r = spool.append(Stream::Points, &body, records);
+            let r = spool.append_with_state(Stream::Points, &body, records, state.as_deref());
             (r, body)
         })
         .await;
+        if saving_state && matches!(result, Ok((Ok(_), _))) {
+            self.state_dirty = false;
+            self.last_state_save = Instant::now();
+        }
         match result {
             Ok((Ok(outcome), mut body)) => {
                 self.metrics.add("readings_spooled_total", &[], u64::from(records));
@@ -339,6 +458,49 @@ impl Engine {
         }
     }
 
+    /// The rule state as JSON (None, counted, if it cannot be serialised).
+    fn state_bytes(&self) -> Option<Vec<u8>> {
+        match serde_json::to_vec(&self.evaluator.snapshot()) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                self.metrics.incr("rule_state_save_errors_total", &[]);
+                error!(error = %e, "Cannot serialise the rule state.");
+                None
+            }
+        }
+    }
+
+    /// Commit the pending alert events and the rule state in one transaction. On failure the
+    /// alerts stay pending and are retried with the next flush: alerts are never dropped here.
+    async fn flush_alerts(&mut self) {
+        let Some(state) = self.state_bytes() else { return };
+        let body = std::mem::take(&mut self.pending_alerts);
+        let records = self.pending_alert_records;
+        let spool = Arc::clone(&self.spool);
+        let result = tokio::task::spawn_blocking(move || {
+            let r = spool.append_with_state(Stream::Alerts, &body, records, Some(&state));
+            (r, body)
+        })
+        .await;
+        match result {
+            Ok((Ok(_), _)) => {
+                self.metrics.add("alerts_spooled_total", &[], u64::from(records));
+                self.pending_alert_records = 0;
+                self.state_dirty = false;
+                self.last_state_save = Instant::now();
+            }
+            Ok((Err(e), body)) => {
+                self.metrics.incr("spool_errors_total", &[]);
+                error!(error = %e, held = records, "Cannot commit alerts to the spool; holding them and retrying.");
+                self.pending_alerts = body;
+            }
+            Err(e) => {
+                self.metrics.incr("spool_errors_total", &[]);
+                error!(error = %e, held = records, "Alert commit task failed; holding them and retrying.");
+            }
+        }
+    }
+
     /// Log what flowed since the last summary.
     async fn summary(&mut self) {
         let spool = Arc::clone(&self.spool);
@@ -368,3 +530,6 @@ impl Engine {
         &self.channels
     }
 }
+
+#[cfg(test)]
+mod tests;

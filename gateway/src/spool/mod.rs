@@ -112,6 +112,10 @@ const CURSORS: TableDefinition<(u8, &str), (u64, u64)> = TableDefinition::new("c
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const DEAD_LETTERS: TableDefinition<u64, DeadLetterValue> = TableDefinition::new("dead_letters");
 
+/// The engine's serialised state (rule windows, active alerts), one value under
+/// [`ENGINE_STATE_KEY`]; written with the alerts it produced ([`Spool::append_with_state`]).
+const ENGINE_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("engine_state");
+const ENGINE_STATE_KEY: &str = "rules";
 const META_NEXT_SEQ: &str = "next_seq";
 const META_CHUNKS: [&str; 2] = ["points.chunks", "alerts.chunks"];
 const META_RECORDS: [&str; 2] = ["points.records", "alerts.records"];
@@ -662,6 +666,22 @@ impl Spool {
         body: &[u8],
         records: u32,
     ) -> Result<AppendOutcome, SpoolError> {
+        self.append_with_state(stream, body, records, None)
+    }
+
+    /// [`Spool::append`], and in the same transaction replace the engine's saved state with
+    /// `state` (when given): an alert and the rule state that produced it are committed
+    /// together, so a restart can neither raise it twice nor forget it.
+    ///
+    /// # Errors
+    /// As [`Spool::append`].
+    pub fn append_with_state(
+        &self,
+        stream: Stream,
+        body: &[u8],
+        records: u32,
+        state: Option<&[u8]>,
+    ) -> Result<AppendOutcome, SpoolError> {
         let p = self.path.as_path();
         if records == 0 || body.is_empty() {
             return Err(SpoolError::EmptyChunk {
@@ -727,6 +747,10 @@ impl Spool {
                 sink.backlog[i] += u64::from(records);
             }
             next.save(&mut meta, &mut cursors).at(p)?;
+            if let Some(state) = state {
+                let mut table = txn.open_table(ENGINE_STATE).at(p)?;
+                table.insert(ENGINE_STATE_KEY, state).at(p)?;
+            }
             (seq, dropped_records)
         };
         txn.commit().at(p)?;
@@ -737,6 +761,21 @@ impl Spool {
             seq,
             dropped_records,
         })
+    }
+
+    /// The engine state saved by the last [`Spool::append_with_state`], if any.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn load_state(&self) -> Result<Option<Vec<u8>>, SpoolError> {
+        let p = self.path.as_path();
+        let txn = self.db.begin_read().at(p)?;
+        let table = match txn.open_table(ENGINE_STATE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e).at(p),
+        };
+        Ok(table.get(ENGINE_STATE_KEY).at(p)?.map(|v| v.value().to_vec()))
     }
 
     /// Read consecutive chunks of `stream` from `sink`'s cursor: stop before the chunk that would
@@ -751,6 +790,22 @@ impl Spool {
         sink: &str,
         max_records: u64,
     ) -> Result<Option<Batch>, SpoolError> {
+        self.read_batch_from(stream, sink, 0, max_records)
+    }
+
+    /// Like [`Spool::read_batch`], but start at sequence `from` when it is beyond `sink`'s
+    /// cursor: a sink that pipelines its writes reads the batch after the ones it has in flight
+    /// (`from` = last in-flight `last_seq + 1`) before acking them. Does not move the cursor.
+    ///
+    /// # Errors
+    /// [`SpoolError::UnknownSink`] or a storage error.
+    pub fn read_batch_from(
+        &self,
+        stream: Stream,
+        sink: &str,
+        from: u64,
+        max_records: u64,
+    ) -> Result<Option<Batch>, SpoolError> {
         let p = self.path.as_path();
         // Cursor and snapshot are taken together, so the snapshot matches the cursor.
         let (cursor, txn) = {
@@ -760,7 +815,7 @@ impl Spool {
                 .get(sink)
                 .ok_or_else(|| self.unknown(sink))?
                 .cursor[stream.index()];
-            (cursor, self.db.begin_read().at(p)?)
+            (cursor.max(from), self.db.begin_read().at(p)?)
         };
         let table = txn.open_table(stream.table()).at(p)?;
         let mut batch: Option<Batch> = None;
