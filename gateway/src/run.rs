@@ -17,6 +17,8 @@ use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::model::{Clock, SystemClock};
 use crate::sinks::influxdb::{InfluxSink, InfluxSinkError};
+use crate::sinks::mqtt::{MqttSink, MqttSinkError};
+use crate::sinks::webhook::{WebhookSink, WebhookSinkError};
 use crate::sources::modbus::poller::{group_into_buses, Poller};
 use crate::sources::mqtt::MqttSource;
 use crate::sources::READING_CHANNEL_CAPACITY;
@@ -37,6 +39,12 @@ pub enum RunError {
     /// A sink could not be built.
     #[error(transparent)]
     Sink(#[from] InfluxSinkError),
+    /// The MQTT alert sink could not be built.
+    #[error(transparent)]
+    MqttSink(#[from] MqttSinkError),
+    /// The webhook sink could not be built.
+    #[error(transparent)]
+    WebhookSink(#[from] WebhookSinkError),
     /// The spool task failed.
     #[error("spool open task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -108,6 +116,14 @@ impl Gateway {
             match sink {
                 Sink::Influxdb(resolved) => {
                     let s = InfluxSink::new(resolved.clone(), Arc::clone(&spool), Arc::clone(&self.metrics))?;
+                    sink_tasks.spawn(s.run(sinks_stop.clone()));
+                }
+                Sink::Mqtt(resolved) => {
+                    let s = MqttSink::new(resolved.clone(), Arc::clone(&spool), Arc::clone(&self.metrics))?;
+                    sink_tasks.spawn(s.run(sinks_stop.clone()));
+                }
+                Sink::Webhook(resolved) => {
+                    let s = WebhookSink::new(resolved.clone(), Arc::clone(&spool), Arc::clone(&self.metrics))?;
                     sink_tasks.spawn(s.run(sinks_stop.clone()));
                 }
             }

@@ -116,6 +116,22 @@ pub fn describe(cfg: &Config) -> String {
                     r.gzip
                 );
             }
+            Sink::Mqtt(r) => {
+                let _ = writeln!(
+                    out,
+                    "  {}: alerts to MQTT {}:{} as {}{}, topic {:?}, retained summary {:?}, QoS 1",
+                    r.name,
+                    r.host,
+                    r.port,
+                    r.client_id,
+                    if r.credentials.is_some() { " (password <redacted>)" } else { "" },
+                    r.topic,
+                    r.summary_topic
+                );
+            }
+            Sink::Webhook(r) => {
+                let _ = writeln!(out, "  {}: alerts to a {:?} webhook (URL <redacted>)", r.name, r.format);
+            }
         }
     }
     out

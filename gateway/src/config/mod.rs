@@ -173,6 +173,10 @@ pub struct RawConfig {
 pub enum SinkConfig {
     /// InfluxDB v2 (or VictoriaMetrics) line-protocol writes.
     Influxdb(crate::sinks::influxdb::InfluxSinkConfig),
+    /// Alerts to an upstream MQTT broker (QoS 1, retained summary of active alerts).
+    Mqtt(crate::sinks::mqtt::MqttSinkConfig),
+    /// Alerts to an HTTP webhook (generic JSON, WeCom or DingTalk group robots).
+    Webhook(crate::sinks::webhook::WebhookSinkConfig),
 }
 
 /// A validated sink.
@@ -180,6 +184,10 @@ pub enum SinkConfig {
 pub enum Sink {
     /// InfluxDB v2 with its token resolved.
     Influxdb(crate::sinks::influxdb::ResolvedInflux),
+    /// Upstream MQTT for alerts, credentials resolved.
+    Mqtt(crate::sinks::mqtt::ResolvedMqtt),
+    /// Webhook for alerts, URL (a secret) resolved.
+    Webhook(crate::sinks::webhook::ResolvedWebhook),
 }
 
 impl Sink {
@@ -188,6 +196,8 @@ impl Sink {
     pub fn name(&self) -> &str {
         match self {
             Self::Influxdb(r) => &r.name,
+            Self::Mqtt(r) => &r.name,
+            Self::Webhook(r) => &r.name,
         }
     }
 }
@@ -318,11 +328,14 @@ impl Config {
         let mut sink_names = HashSet::new();
         for (i, s) in raw.sinks.iter().enumerate() {
             let at = format!("sinks[{i}]");
-            match s {
-                SinkConfig::Influxdb(c) => match c.validate(&at) {
-                    Ok(r) => sinks.push(Sink::Influxdb(r)),
-                    Err(e) => v.problems.push(Problem { file: v.file.clone(), at: e.path.clone(), message: e.message.clone() }),
-                },
+            let validated = match s {
+                SinkConfig::Influxdb(c) => c.validate(&at).map(Sink::Influxdb).map_err(|e| (e.path, e.message)),
+                SinkConfig::Mqtt(c) => c.validate(&at).map(Sink::Mqtt).map_err(|e| (e.path, e.message)),
+                SinkConfig::Webhook(c) => c.validate(&at).map(Sink::Webhook).map_err(|e| (e.path, e.message)),
+            };
+            match validated {
+                Ok(sink) => sinks.push(sink),
+                Err((at, message)) => v.problems.push(Problem { file: v.file.clone(), at, message }),
             }
             if let Some(last) = sinks.last() {
                 if !sink_names.insert(last.name().to_owned()) {

@@ -2,5 +2,270 @@
 //!
 //! Owns the sink implementations. A sink reads a batch from the spool, delivers it, and only
 //! then advances its own cursor; it never deletes what the receiver has not accepted.
+//!
+//! This module also holds the small pieces the alert sinks ([`mqtt`], [`webhook`]) share:
+//! exponential [`Backoff`], shutdown-aware sleeping, secrets read from the environment or a file
+//! ([`Secret`], [`read_secret`]) and parsing of the alerts stream ([`parse_alert_lines`]). The
+//! InfluxDB sink keeps its own private copy of the backoff (same rules) so its behaviour is
+//! untouched.
 
 pub mod influxdb;
+pub mod mqtt;
+pub mod webhook;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::alert::Alert;
+use crate::spool::{truncate_utf8, Batch, Spool, SpoolError, Stream, MAX_REASON_BYTES};
+
+/// Exponential backoff between `initial` and `max` (doubling), as the InfluxDB sink uses.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Start at `initial`; never wait longer than `max`.
+    #[must_use]
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The wait before the next attempt; doubles up to `max`.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        d
+    }
+
+    /// Back to `initial` after a success.
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// Sleep for `delay` unless shut down first; false when shut down.
+pub async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        biased;
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
+    }
+}
+
+/// A secret (password, robot URL holding a key, signing secret). `Debug` prints `<redacted>` and
+/// there is no `Display`, so it cannot reach a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret (tests and callers that already hold one).
+    #[must_use]
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, only for the protocol field that needs it.
+    #[must_use]
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// How a variable is looked up in the environment (swapped in tests so they never touch the
+/// process environment, which test threads share).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Result<String, std::env::VarError>;
+
+/// Read a secret from the environment variable `env` or the file `file` (exactly one may be set;
+/// surrounding whitespace is dropped). `None` when neither is set. The error is
+/// `(field, message)`: the config field at fault (`<prefix>_env` / `<prefix>_file`) and the fix.
+/// Messages never contain the secret.
+///
+/// # Errors
+/// Both set, the variable unset or not UTF-8, the file unreadable, or the secret empty.
+pub fn read_secret(
+    prefix: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+    lookup: EnvLookup<'_>,
+) -> Result<Option<(String, Secret)>, (String, String)> {
+    let env_field = format!("{prefix}_env");
+    let file_field = format!("{prefix}_file");
+    let (field, raw) = match (env, file) {
+        (Some(_), Some(_)) => {
+            return Err((
+                env_field,
+                format!("set either {prefix}_env or {prefix}_file, not both"),
+            ))
+        }
+        (None, None) => return Ok(None),
+        (Some(var), None) => {
+            let value = lookup(var).map_err(|e| {
+                let m = match e {
+                    std::env::VarError::NotPresent => format!(
+                        "environment variable {var} is not set; export it or use {file_field}"
+                    ),
+                    std::env::VarError::NotUnicode(_) => {
+                        format!("environment variable {var} is not valid UTF-8")
+                    }
+                };
+                (env_field.clone(), m)
+            })?;
+            (env_field, value)
+        }
+        (None, Some(path)) => {
+            let value = std::fs::read_to_string(path).map_err(|e| {
+                (
+                    file_field.clone(),
+                    format!(
+                        "cannot read {}: {e}; check the path and that the gateway's user may read it",
+                        path.display()
+                    ),
+                )
+            })?;
+            (file_field, value)
+        }
+    };
+    let value = raw.trim();
+    if value.is_empty() {
+        return Err((field, "the secret is empty; put the value there".into()));
+    }
+    Ok(Some((field, Secret::new(value))))
+}
+
+/// Parse the alerts stream's body: one `serde_json` [`Alert`] per line. Blank lines are skipped;
+/// a line that does not parse becomes `Err(description)` (bounded, for a dead-letter reason).
+#[must_use]
+pub fn parse_alert_lines(body: &[u8]) -> Vec<Result<Alert, String>> {
+    body.split(|&b| b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .map(|l| {
+            serde_json::from_slice::<Alert>(l).map_err(|e| {
+                let text = String::from_utf8_lossy(l);
+                format!(
+                    "unparsable alert line ({e}): {}",
+                    truncate_utf8(&text, MAX_REASON_BYTES / 4)
+                )
+            })
+        })
+        .collect()
+}
+
+/// Why a spool call run on the blocking pool failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolCallError {
+    /// The spool reported an error.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The blocking task panicked or was cancelled.
+    #[error("blocking task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Read the next batch of the alerts stream for `sink` (every spool call fsyncs or reads disk,
+/// so it runs on the blocking pool).
+///
+/// # Errors
+/// A spool error.
+pub async fn read_alerts(
+    spool: &Arc<Spool>,
+    sink: &str,
+    max_records: u64,
+) -> Result<Option<Batch>, SpoolCallError> {
+    let (spool, sink) = (Arc::clone(spool), sink.to_owned());
+    Ok(
+        tokio::task::spawn_blocking(move || spool.read_batch(Stream::Alerts, &sink, max_records))
+            .await??,
+    )
+}
+
+/// Finish an alerts batch: ack it, or, with a `reason`, store it as a dead letter (which also
+/// moves the cursor past it).
+///
+/// # Errors
+/// A spool error (then the cursor did not move and the batch is read again).
+pub async fn settle_alerts(
+    spool: &Arc<Spool>,
+    sink: &str,
+    batch: &Batch,
+    reason: Option<String>,
+) -> Result<(), SpoolCallError> {
+    let (spool, sink, batch) = (Arc::clone(spool), sink.to_owned(), batch.clone());
+    Ok(tokio::task::spawn_blocking(move || match reason {
+        None => spool.ack(Stream::Alerts, &sink, &batch),
+        Some(r) => spool.dead_letter(Stream::Alerts, &sink, &batch, &r),
+    })
+    .await??)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_ceiling_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(3));
+        let ms: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(ms, [500, 1000, 2000, 3000, 3000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn secrets_come_from_env_or_file_and_never_print() {
+        let env = |k: &str| {
+            if k == "SET" {
+                Ok(" s3cret \n".to_owned())
+            } else {
+                Err(std::env::VarError::NotPresent)
+            }
+        };
+        let (field, s) = read_secret("password", Some("SET"), None, &env)
+            .expect("ok")
+            .expect("some");
+        assert_eq!(field, "password_env");
+        assert_eq!(s.expose(), "s3cret");
+        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
+        assert_eq!(read_secret("password", None, None, &env), Ok(None));
+        assert_eq!(
+            read_secret("url", Some("NOPE"), None, &env),
+            Err((
+                "url_env".to_owned(),
+                "environment variable NOPE is not set; export it or use url_file".to_owned()
+            ))
+        );
+        let both = read_secret("url", Some("SET"), Some(Path::new("/x")), &env);
+        assert_eq!(
+            both,
+            Err((
+                "url_env".to_owned(),
+                "set either url_env or url_file, not both".to_owned()
+            ))
+        );
+    }
+
+    #[test]
+    fn alert_lines_parse_and_bad_lines_are_named() {
+        let parsed = parse_alert_lines(b"\nnot json\n");
+        assert_eq!(parsed.len(), 1);
+        let err = parsed[0].as_ref().expect_err("bad line");
+        assert!(err.starts_with("unparsable alert line ("), "{err}");
+        assert!(err.ends_with("): not json"), "{err}");
+    }
+}

@@ -1,0 +1,289 @@
+//! Configuration of the webhook alert sink: the raw TOML shape ([`WebhookSinkConfig`]) and its
+//! validated form ([`ResolvedWebhook`]).
+//!
+//! Owns the defaults, the per-format rate limits and secret resolution. A robot URL carries its
+//! access key (`?key=` for WeCom, `?access_token=` for DingTalk), so the URL itself is a secret:
+//! it is read from `url_env` or `url_file`, never inline, never printed (ARCHITECTURE.md,
+//! "Conventions"). It does not send anything (see [`super::sink`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest011::Url;
+use serde::Deserialize;
+
+use crate::alert::{AlertKind, Language};
+use crate::sinks::{read_secret, EnvLookup, Secret};
+
+/// Default sink name (the spool cursor is stored under it).
+pub const DEFAULT_NAME: &str = "webhook";
+/// Default whole-request timeout. Robots answer in well under a second; longer means the route
+/// is down and backing off is better.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on the connect part of a request (as for the InfluxDB sink).
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// WeCom group robot limit: "每个机器人发送的消息不能超过20条/分钟" (WeCom developer docs, 群机器人
+/// 配置说明).
+pub const WECOM_MAX_PER_MINUTE: u32 = 20;
+/// DingTalk custom robot limit: 20 messages per minute per robot; above it the robot is
+/// throttled for 10 minutes (DingTalk open platform, 自定义机器人发送群消息).
+pub const DINGTALK_MAX_PER_MINUTE: u32 = 20;
+/// Default first wait after a failed POST.
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
+/// Default longest wait between retries.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The body format, i.e. which kind of receiver this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    /// The alert JSON as it is in the spool (the schema of [`crate::alert::Alert`]).
+    Generic,
+    /// WeCom group robot, `msgtype = markdown`.
+    Wecom,
+    /// DingTalk custom robot, `msgtype = markdown`, optionally signed.
+    Dingtalk,
+}
+
+impl WebhookFormat {
+    /// The robot's published rate limit; `None` for a generic receiver.
+    #[must_use]
+    pub const fn default_max_per_minute(self) -> Option<u32> {
+        match self {
+            Self::Generic => None,
+            Self::Wecom => Some(WECOM_MAX_PER_MINUTE),
+            Self::Dingtalk => Some(DINGTALK_MAX_PER_MINUTE),
+        }
+    }
+}
+
+/// `[[sinks]]` entry of type webhook, as written in the TOML.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSinkConfig {
+    /// Name of the sink; also its cursor name in the spool. Default [`DEFAULT_NAME`].
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Body format.
+    pub format: WebhookFormat,
+    /// Environment variable holding the URL (it contains the robot's key).
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// File holding the URL.
+    #[serde(default)]
+    pub url_file: Option<PathBuf>,
+    /// Environment variable holding the DingTalk signing secret (`SEC...`), if the robot uses
+    /// 加签. Only for `format = "dingtalk"`.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// File holding the DingTalk signing secret.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Which alerts to send; default both kinds. A bureau robot usually takes `["quality"]`
+    /// and the technicians' robot `["device_fault"]` (issue 4: a broken sensor must not page the
+    /// bureau). Alerts of other kinds are passed over (acked without a POST).
+    #[serde(default)]
+    pub kinds: Option<Vec<AlertKind>>,
+    /// Language of the robot message's labels (the alert's own message is already rendered).
+    /// Default `zh`.
+    #[serde(default)]
+    pub language: Option<Language>,
+    /// Messages per minute at most; default per format ([`WECOM_MAX_PER_MINUTE`],
+    /// [`DINGTALK_MAX_PER_MINUTE`], unlimited for generic). 0 means unlimited.
+    #[serde(default)]
+    pub max_per_minute: Option<u32>,
+    /// Whole-request timeout, e.g. `"10s"`. Default [`DEFAULT_TIMEOUT`].
+    #[serde(default, deserialize_with = "crate::config::duration_opt::deserialize")]
+    pub timeout: Option<Duration>,
+    /// First wait after a failed POST. Default [`DEFAULT_RETRY_INITIAL`].
+    #[serde(default, deserialize_with = "crate::config::duration_opt::deserialize")]
+    pub retry_initial: Option<Duration>,
+    /// Longest wait between retries. Default [`DEFAULT_RETRY_MAX`].
+    #[serde(default, deserialize_with = "crate::config::duration_opt::deserialize")]
+    pub retry_max: Option<Duration>,
+}
+
+fn default_name() -> String {
+    DEFAULT_NAME.to_owned()
+}
+
+/// The validated sink configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedWebhook {
+    /// Sink name (spool cursor name, metric label, log field).
+    pub name: String,
+    /// Body format.
+    pub format: WebhookFormat,
+    /// The URL (secret: it holds the robot key).
+    pub url: Secret,
+    /// DingTalk signing secret.
+    pub secret: Option<Secret>,
+    /// Alert kinds sent.
+    pub kinds: Vec<AlertKind>,
+    /// Label language.
+    pub language: Language,
+    /// Messages per minute at most; `None` = unlimited.
+    pub max_per_minute: Option<u32>,
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Connect timeout: `min(timeout, MAX_CONNECT_TIMEOUT)`.
+    pub connect_timeout: Duration,
+    /// First retry wait.
+    pub retry_initial: Duration,
+    /// Retry wait ceiling.
+    pub retry_max: Duration,
+}
+
+/// A configuration problem; the message names the config path and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct WebhookConfigError {
+    /// Where in the config, e.g. `sinks[2].url_env`.
+    pub path: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+fn fmt_dur(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+impl WebhookSinkConfig {
+    /// Apply defaults, read the URL and secret, and check every value. `path` is where this
+    /// entry sits in the config, e.g. `sinks[2]`.
+    ///
+    /// # Errors
+    /// The first problem found, e.g. `sinks[2].url_env: environment variable ANJU_WECOM_URL is
+    /// not set; export it or use url_file`.
+    pub fn validate(&self, path: &str) -> Result<ResolvedWebhook, WebhookConfigError> {
+        self.validate_with_env(path, &|k| std::env::var(k))
+    }
+
+    pub(crate) fn validate_with_env(
+        &self,
+        path: &str,
+        env: EnvLookup<'_>,
+    ) -> Result<ResolvedWebhook, WebhookConfigError> {
+        let err = |field: &str, message: String| WebhookConfigError {
+            path: format!("{path}.{field}"),
+            message,
+        };
+        if self.name.trim().is_empty() {
+            return Err(err(
+                "name",
+                "must not be empty; it names the sink's cursor in the spool".into(),
+            ));
+        }
+        let (url_field, url) = read_secret(
+            "url",
+            self.url_env.as_deref(),
+            self.url_file.as_deref(),
+            env,
+        )
+        .map_err(|(f, m)| err(&f, m))?
+        .ok_or_else(|| {
+            err(
+                "url_env",
+                "the receiver's URL is required; set url_env (or url_file) to where it is kept \
+                 (it holds the robot's key, so it is never written in the config)"
+                    .into(),
+            )
+        })?;
+        // Messages never echo the URL: it holds the key.
+        let parsed = Url::parse(url.expose())
+            .map_err(|e| err(&url_field, format!("the value is not a URL ({e})")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            return Err(err(
+                &url_field,
+                "the value must be an http:// or https:// URL with a host".into(),
+            ));
+        }
+        let secret = read_secret(
+            "secret",
+            self.secret_env.as_deref(),
+            self.secret_file.as_deref(),
+            env,
+        )
+        .map_err(|(f, m)| err(&f, m))?;
+        if let Some((field, _)) = &secret {
+            if self.format != WebhookFormat::Dingtalk {
+                return Err(err(
+                    field,
+                    "a signing secret is only used with format = \"dingtalk\"; remove it".into(),
+                ));
+            }
+        }
+        let kinds = self
+            .kinds
+            .clone()
+            .unwrap_or_else(|| vec![AlertKind::Quality, AlertKind::DeviceFault]);
+        if kinds.is_empty() {
+            return Err(err(
+                "kinds",
+                "an empty list sends nothing; list \"quality\" and/or \"device_fault\", or remove \
+                 the sink"
+                    .into(),
+            ));
+        }
+        let max_per_minute = match self.max_per_minute {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => self.format.default_max_per_minute(),
+        };
+        if let (Some(n), Some(limit)) = (max_per_minute, self.format.default_max_per_minute()) {
+            if n > limit {
+                return Err(err(
+                    "max_per_minute",
+                    format!(
+                        "{n} is above the robot's own limit of {limit} per minute; the robot \
+                         would throttle it (and DingTalk blocks it for 10 minutes)"
+                    ),
+                ));
+            }
+        }
+        let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
+        if timeout.is_zero() {
+            return Err(err(
+                "timeout",
+                format!(
+                    "must be above 0; the default is {}",
+                    fmt_dur(DEFAULT_TIMEOUT)
+                ),
+            ));
+        }
+        let retry_initial = self.retry_initial.unwrap_or(DEFAULT_RETRY_INITIAL);
+        if retry_initial.is_zero() {
+            return Err(err(
+                "retry_initial",
+                format!(
+                    "must be above 0; the default is {}",
+                    fmt_dur(DEFAULT_RETRY_INITIAL)
+                ),
+            ));
+        }
+        let retry_max = self.retry_max.unwrap_or(DEFAULT_RETRY_MAX);
+        if retry_max < retry_initial {
+            return Err(err(
+                "retry_max",
+                format!(
+                    "{} is below retry_initial ({})",
+                    fmt_dur(retry_max),
+                    fmt_dur(retry_initial)
+                ),
+            ));
+        }
+        Ok(ResolvedWebhook {
+            name: self.name.clone(),
+            format: self.format,
+            url,
+            secret: secret.map(|(_, s)| s),
+            kinds,
+            language: self.language.unwrap_or_default(),
+            max_per_minute,
+            timeout,
+            connect_timeout: timeout.min(MAX_CONNECT_TIMEOUT),
+            retry_initial,
+            retry_max,
+        })
+    }
+}
