@@ -1,0 +1,239 @@
+//! Alerts end to end: the simulator's curing pour (raft-b breaks the GB 50496-2018 §3.0.4-2
+//! core–surface limit of 25 °C, raft-a stays inside it) runs at 10 000× through a real
+//! mosquitto and the gateway; the alerts reach a real mosquitto subscriber (QoS 1 upstream sink)
+//! and a local webhook receiver. Checked against the simulator's truth: red only where the true
+//! difference reached 25 °C, every alert's events in order from raise to clear, and the same
+//! alert on both paths.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anju_system::{profiles_dir, start_gateway, wait_until, Mosquitto};
+use anyhow::{ensure, Context as _, Result};
+use firmware_sim::{ClockMode, Scenario, Site, StartOptions};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// A webhook receiver on 127.0.0.1:0 that answers 200 to every POST and keeps the bodies. A
+/// plain HTTP/1.1 loop is enough here (keep-alive, Content-Length bodies); nothing about the
+/// receiver is under test.
+async fn webhook_receiver() -> Result<(String, Arc<Mutex<Vec<Value>>>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let store = Arc::clone(&bodies);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let mut stream = BufReader::new(stream);
+                loop {
+                    let mut length = 0usize;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if stream.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    if let Ok(v) = serde_json::from_slice(&body) {
+                        store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(v);
+                    }
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    if stream.get_mut().write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok((url, bodies))
+}
+
+/// A QoS 1 subscriber collecting alert JSON from `filter`.
+async fn alert_subscriber(broker: std::net::SocketAddr, filter: &str) -> Result<Arc<Mutex<Vec<Value>>>> {
+    let mut opts = MqttOptions::new("bureau-subscriber", "127.0.0.1", broker.port());
+    opts.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    client.subscribe(filter, QoS::AtLeastOnce).await?;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let store = Arc::clone(&got);
+    tokio::spawn(async move {
+        let _client = client;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
+                        store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(v);
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    Ok(got)
+}
+
+fn snapshot(v: &Arc<Mutex<Vec<Value>>>) -> Vec<Value> {
+    v.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+}
+
+/// The core–surface alerts of `raft` in arrival order, as (state, level).
+fn core_surface(alerts: &[Value], raft: &str) -> Vec<(String, String)> {
+    alerts
+        .iter()
+        .filter(|a| a["rule"] == "core-surface" && a["channel"].as_str().is_some_and(|c| c.starts_with(raft)))
+        .map(|a| (a["state"].as_str().unwrap_or("").to_owned(), a["level"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_curing_pour_that_breaks_the_core_surface_limit_alerts_the_bureau_in_order() -> Result<()> {
+    anju_system::init_tracing();
+    let broker = Mosquitto::start()?;
+    let (hook_url, hooks) = webhook_receiver().await?;
+    let upstream = alert_subscriber(broker.addr(), "anju/+/alerts").await?;
+    let dir = tempfile::tempdir()?;
+    let config = format!(
+        r#"
+site = "anju-curing"
+gateway_id = "gw-test"
+data_dir = "{data}"
+profiles_dir = "{profiles}"
+
+[engine]
+# The pour runs 10 000x faster than the wall clock: accept its future timestamps.
+max_future = "3650d"
+flush_interval = "20ms"
+
+[[mqtt]]
+name = "nodes"
+address = "{broker}"
+
+[[mqtt.subscriptions]]
+name = "curing"
+topic = "sites/{{site}}/nodes/{{device}}/up"
+quantity = "temperature"
+payload = {{ format = "json", readings = "readings", sensor = "sensor", value = "value", unit = "unit", time = "ts" }}
+
+[alerts]
+language = "en"
+
+[[alerts.rules]]
+name = "core-surface"
+kind = "difference"
+pairs = [{{ a = "raft-a-node/core", b = "raft-a-node/surface" }}, {{ a = "raft-b-node/core", b = "raft-b-node/surface" }}]
+upper = {{ alarm = 25.0, yellow = 0.8, red = 1.0 }}
+confirm = {{ count = 2 }}
+
+[[sinks]]
+type = "mqtt"
+host = "127.0.0.1"
+port = {port}
+client_id = "anju-gw-test-alerts"
+
+[[sinks]]
+type = "webhook"
+format = "generic"
+url_env = "ANJU_TEST_WEBHOOK_URL"
+"#,
+        data = dir.path().display(),
+        profiles = profiles_dir().display(),
+        broker = broker.addr(),
+        port = broker.addr().port(),
+    );
+    // The webhook URL is a secret in production; here the test names it in the environment.
+    std::env::set_var("ANJU_TEST_WEBHOOK_URL", &hook_url);
+    let gw = start_gateway(&config, dir.path())?;
+    wait_until(Duration::from_secs(10), "the gateway's MQTT session", || async { gw.metrics.total("mqtt_connects_total") > 0 }).await?;
+
+    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/curing-pour.toml"))?;
+    let pty_dir = tempfile::tempdir()?;
+    let site = Site::start(
+        &scenario,
+        StartOptions {
+            mqtt_broker: Some(broker.addr()),
+            pty_dir: Some(pty_dir.path().to_path_buf()),
+            clock: ClockMode::Realtime { speed: 10_000 },
+            ..Default::default()
+        },
+    )
+    .await?;
+
+    // raft-b reaches red (≥ 25 °C) on both delivery paths.
+    wait_until(Duration::from_secs(90), "a red core-surface alert for raft-b upstream and on the webhook", || async {
+        let red = |v: &[Value]| core_surface(v, "raft-b").iter().any(|(_, level)| level == "red");
+        red(&snapshot(&upstream)) && red(&snapshot(&hooks))
+    })
+    .await
+    .with_context(|| format!("alerts so far: {}", gw.metrics.render()))?;
+    let truth = site.truth();
+    site.shutdown().await;
+    gw.stop().await?;
+
+    // What the pour really did: the largest true core–surface difference of each raft.
+    let max_difference = |node: &str| {
+        let samples = truth.samples();
+        let mut max = f64::MIN;
+        for core in samples.iter().filter(|s| s.device == node && s.point == "core") {
+            if let Some(surface) = samples.iter().find(|s| s.device == node && s.point == "surface" && s.ts_ns == core.ts_ns) {
+                max = max.max(core.value - surface.value);
+            }
+        }
+        max
+    };
+    let (max_a, max_b) = (max_difference("raft-a-node"), max_difference("raft-b-node"));
+    ensure!(max_b >= 25.0 && max_a < 25.0, "the scenario changed: max differences a {max_a}, b {max_b}");
+
+    let mut delivered = Vec::new();
+    for (path, alerts) in [("upstream MQTT", snapshot(&upstream)), ("webhook", snapshot(&hooks))] {
+        let b = core_surface(&alerts, "raft-b");
+        ensure!(b.iter().any(|(s, l)| (s == "raised" || s == "escalated") && l == "red"), "{path}: raft-b never red: {b:?}");
+        // raft-a stays inside the limit: never red (the truth above says it never reached 25 °C).
+        let a = core_surface(&alerts, "raft-a");
+        ensure!(a.iter().all(|(_, l)| l != "red"), "{path}: raft-a went red: {a:?}");
+        // Per alert: events in order (seq never goes back; at-least-once may repeat one), the
+        // first is a raise, nothing follows a clear; red events carry a value at or above 25.
+        let mut seen: std::collections::BTreeMap<String, (i64, String)> = std::collections::BTreeMap::new();
+        for a in alerts.iter().filter(|a| a["rule"] == "core-surface") {
+            let id = a["id"].as_str().context("id")?.to_owned();
+            let seq = a["seq"].as_i64().context("seq")?;
+            let state = a["state"].as_str().context("state")?.to_owned();
+            match seen.get(&id) {
+                None => ensure!(seq == 0 && state == "raised", "{path}: alert {id} starts with seq {seq} {state}"),
+                Some((last_seq, last_state)) => {
+                    ensure!(seq >= *last_seq, "{path}: alert {id} went back from seq {last_seq} to {seq}");
+                    ensure!(last_state != "cleared" || seq == *last_seq, "{path}: alert {id} has events after its clear");
+                }
+            }
+            if a["level"] == "red" && state != "cleared" {
+                let value = a["value"].as_f64().context("value")?;
+                ensure!(value >= 25.0, "{path}: red at {value}");
+            }
+            seen.insert(id, (seq, state));
+        }
+        let red_id = alerts
+            .iter()
+            .find(|a| a["rule"] == "core-surface" && a["level"] == "red" && a["channel"].as_str().is_some_and(|c| c.starts_with("raft-b")))
+            .and_then(|a| a["id"].as_str())
+            .context("red alert id")?
+            .to_owned();
+        delivered.push(red_id);
+    }
+    // Both sinks read the same alerts stream: the red alert is the same alert on both paths.
+    ensure!(delivered[0] == delivered[1], "MQTT and webhook delivered different red alerts: {delivered:?}");
+    Ok(())
+}
