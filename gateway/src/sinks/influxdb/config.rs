@@ -19,10 +19,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on the TCP/TLS connect part of a request. A working uplink, even cellular,
 /// connects in well under a second; longer means the route is down and backing off is better.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default lines per write. InfluxDB's write guide recommends batches of 5000 lines.
+/// Default lines per write. InfluxDB's write guide recommends batches of 5000 lines. The sink
+/// holds up to [`MAX_IN_FLIGHT`](super::sink::MAX_IN_FLIGHT) batches at once (one on the wire
+/// while the next is read and compressed), so about 2 × 5000 × 112 B ≈ 1.1 MB of lines.
 pub const DEFAULT_BATCH_MAX_RECORDS: u32 = 5000;
 /// Largest allowed `batch_max_records`: 100k lines of ~120 B is 12 MB before gzip, already above
-/// what proxies in front of a store usually accept in one request.
+/// what proxies in front of a store usually accept in one request; with two batches held by the
+/// write pipeline that is up to 24 MB of the gateway's memory, so raise the batch size only for a
+/// receiver far away, where fewer round trips matter more than memory.
 pub const MAX_BATCH_MAX_RECORDS: u32 = 100_000;
 /// Default time a partial batch waits for more data before it is sent.
 pub const DEFAULT_BATCH_MAX_AGE: Duration = Duration::from_secs(1);
