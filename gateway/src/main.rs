@@ -41,7 +41,10 @@ fn init_logging() {
     // ANJU_LOG takes tracing's filter syntax, e.g. `info` or `info,anju_gateway::sources=debug`.
     let filter = tracing_subscriber::EnvFilter::try_from_env("ANJU_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn main() -> ExitCode {
@@ -55,7 +58,10 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{e}");
-                eprintln!("\n{}: invalid configuration (nothing was started)", config.display());
+                eprintln!(
+                    "\n{}: invalid configuration (nothing was started)",
+                    config.display()
+                );
                 ExitCode::from(2)
             }
         },
@@ -65,7 +71,10 @@ fn main() -> ExitCode {
                 Ok(cfg) => cfg,
                 Err(e) => {
                     eprintln!("{e}");
-                    eprintln!("\n{}: invalid configuration; fix the lines above and start again", config.display());
+                    eprintln!(
+                        "\n{}: invalid configuration; fix the lines above and start again",
+                        config.display()
+                    );
                     return ExitCode::from(2);
                 }
             };
@@ -93,7 +102,10 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             info!("Shutting down: stopping sources, committing what is in flight.");
             signal.cancel();
         });
-        anju_gateway::run::Gateway::new(cfg).run(shutdown).await.context("gateway stopped")
+        anju_gateway::run::Gateway::new(cfg)
+            .run(shutdown)
+            .await
+            .context("gateway stopped")
     })
 }
 

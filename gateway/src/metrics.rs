@@ -28,10 +28,16 @@ impl Metrics {
 
     /// Add `by` to the counter `name{labels}`.
     pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
-        let key = (name, labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect());
+        let key = (
+            name,
+            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        );
         // A poisoned lock only means another thread panicked while counting; the map is
         // still a valid map, so keep counting rather than losing the numbers.
-        let mut map = self.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut map = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *map.entry(key).or_insert(0) += by;
     }
 
@@ -43,22 +49,37 @@ impl Metrics {
     /// The value of `name{labels}` (0 if never counted).
     #[must_use]
     pub fn get(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
-        let key = (name, labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect());
-        let map = self.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (
+            name,
+            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        );
+        let map = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(&key).copied().unwrap_or(0)
     }
 
     /// The sum of `name` over all label sets.
     #[must_use]
     pub fn total(&self, name: &'static str) -> u64 {
-        let map = self.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.iter().filter(|((n, _), _)| *n == name).map(|(_, v)| *v).sum()
+        let map = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter()
+            .filter(|((n, _), _)| *n == name)
+            .map(|(_, v)| *v)
+            .sum()
     }
 
     /// Every counter as `name{k="v",...} value`, sorted, one per line (Prometheus text style).
     #[must_use]
     pub fn render(&self) -> String {
-        let map = self.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = String::new();
         for ((name, labels), value) in map.iter() {
             out.push_str(name);
@@ -68,7 +89,11 @@ impl Metrics {
                     if i > 0 {
                         out.push(',');
                     }
-                    let _ = write!(out, "{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+                    let _ = write!(
+                        out,
+                        "{k}=\"{}\"",
+                        v.replace('\\', "\\\\").replace('"', "\\\"")
+                    );
                 }
                 out.push('}');
             }
@@ -85,11 +110,26 @@ mod tests {
     #[test]
     fn counters_add_up_per_label_set_and_in_total() {
         let m = Metrics::new();
-        m.incr("modbus_errors_total", &[("device", "a"), ("reason", "timeout")]);
-        m.add("modbus_errors_total", &[("device", "b"), ("reason", "timeout")], 2);
-        assert_eq!(m.get("modbus_errors_total", &[("device", "a"), ("reason", "timeout")]), 1);
+        m.incr(
+            "modbus_errors_total",
+            &[("device", "a"), ("reason", "timeout")],
+        );
+        m.add(
+            "modbus_errors_total",
+            &[("device", "b"), ("reason", "timeout")],
+            2,
+        );
+        assert_eq!(
+            m.get(
+                "modbus_errors_total",
+                &[("device", "a"), ("reason", "timeout")]
+            ),
+            1
+        );
         assert_eq!(m.total("modbus_errors_total"), 3);
         assert_eq!(m.get("other", &[]), 0);
-        assert!(m.render().contains("modbus_errors_total{device=\"b\",reason=\"timeout\"} 2\n"));
+        assert!(m
+            .render()
+            .contains("modbus_errors_total{device=\"b\",reason=\"timeout\"} 2\n"));
     }
 }

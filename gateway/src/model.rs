@@ -253,16 +253,31 @@ impl Reading {
     #[must_use]
     pub fn good(series: Arc<Series>, ts: TimestampNs, value: f64) -> Self {
         if value.is_finite() {
-            Self { series, ts, value: Some(value), quality: Quality::Good }
+            Self {
+                series,
+                ts,
+                value: Some(value),
+                quality: Quality::Good,
+            }
         } else {
-            Self { series, ts, value: None, quality: Quality::NotFinite }
+            Self {
+                series,
+                ts,
+                value: None,
+                quality: Quality::NotFinite,
+            }
         }
     }
 
     /// A reading without a value, carrying only why it is missing.
     #[must_use]
     pub fn bad(series: Arc<Series>, ts: TimestampNs, quality: Quality) -> Self {
-        Self { series, ts, value: None, quality }
+        Self {
+            series,
+            ts,
+            value: None,
+            quality,
+        }
     }
 }
 
@@ -309,7 +324,15 @@ mod tests {
 
     #[test]
     fn a_nan_value_is_never_good() {
-        let s = Arc::new(Series::new("s", "g", "d", "p", QuantityKind::Other, "", &BTreeMap::new()));
+        let s = Arc::new(Series::new(
+            "s",
+            "g",
+            "d",
+            "p",
+            QuantityKind::Other,
+            "",
+            &BTreeMap::new(),
+        ));
         let r = Reading::good(s, 0, f64::NAN);
         assert_eq!(r.quality, Quality::NotFinite);
         assert!(r.value.is_none());
@@ -320,7 +343,15 @@ mod tests {
         let mut extra = BTreeMap::new();
         extra.insert("device".to_owned(), "node-7".to_owned());
         extra.insert("structure".to_owned(), "block A".to_owned());
-        let s = Series::new("xa", "gw1", "mqtt", "t1", QuantityKind::Temperature, "°C", &extra);
+        let s = Series::new(
+            "xa",
+            "gw1",
+            "mqtt",
+            "t1",
+            QuantityKind::Temperature,
+            "°C",
+            &extra,
+        );
         assert_eq!(s.key, "node-7/t1");
         assert_eq!(
             s.line_prefix,

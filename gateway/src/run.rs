@@ -62,7 +62,11 @@ impl Gateway {
     /// A gateway for `cfg` with the system clock.
     #[must_use]
     pub fn new(cfg: Config) -> Self {
-        Self { cfg, metrics: Arc::new(Metrics::new()), clock: Arc::new(SystemClock) }
+        Self {
+            cfg,
+            metrics: Arc::new(Metrics::new()),
+            clock: Arc::new(SystemClock),
+        }
     }
 
     /// Its counters (shared; readable while it runs).
@@ -86,7 +90,8 @@ impl Gateway {
         let sinks = self.sink_names();
         let spool_cfg = cfg.spool.clone();
         let spool = Arc::new(
-            tokio::task::spawn_blocking(move || Spool::open(&spool_path, &spool_cfg, &sinks)).await??,
+            tokio::task::spawn_blocking(move || Spool::open(&spool_path, &spool_cfg, &sinks))
+                .await??,
         );
         info!(site = %cfg.site, gateway = %cfg.gateway_id, spool = %spool.path().display(), "Gateway starting.");
 
@@ -101,11 +106,22 @@ impl Gateway {
         let sources_stop = shutdown.child_token();
         let mut sources = JoinSet::new();
         for bus in group_into_buses(&cfg.devices) {
-            let poller = Poller::new(bus, &cfg.site, &cfg.gateway_id, Arc::clone(&self.metrics), Arc::clone(&self.clock));
+            let poller = Poller::new(
+                bus,
+                &cfg.site,
+                &cfg.gateway_id,
+                Arc::clone(&self.metrics),
+                Arc::clone(&self.clock),
+            );
             sources.spawn(poller.run(tx.clone(), sources_stop.clone()));
         }
         for settings in &cfg.mqtt {
-            let source = MqttSource::new(settings.clone(), &cfg.site, &cfg.gateway_id, Arc::clone(&self.metrics));
+            let source = MqttSource::new(
+                settings.clone(),
+                &cfg.site,
+                &cfg.gateway_id,
+                Arc::clone(&self.metrics),
+            );
             sources.spawn(source.run(tx.clone(), sources_stop.clone()));
         }
         drop(tx);
@@ -115,15 +131,27 @@ impl Gateway {
         for sink in &cfg.sinks {
             match sink {
                 Sink::Influxdb(resolved) => {
-                    let s = InfluxSink::new(resolved.clone(), Arc::clone(&spool), Arc::clone(&self.metrics))?;
+                    let s = InfluxSink::new(
+                        resolved.clone(),
+                        Arc::clone(&spool),
+                        Arc::clone(&self.metrics),
+                    )?;
                     sink_tasks.spawn(s.run(sinks_stop.clone()));
                 }
                 Sink::Mqtt(resolved) => {
-                    let s = MqttSink::new(resolved.clone(), Arc::clone(&spool), Arc::clone(&self.metrics))?;
+                    let s = MqttSink::new(
+                        resolved.clone(),
+                        Arc::clone(&spool),
+                        Arc::clone(&self.metrics),
+                    )?;
                     sink_tasks.spawn(s.run(sinks_stop.clone()));
                 }
                 Sink::Webhook(resolved) => {
-                    let s = WebhookSink::new(resolved.clone(), Arc::clone(&spool), Arc::clone(&self.metrics))?;
+                    let s = WebhookSink::new(
+                        resolved.clone(),
+                        Arc::clone(&spool),
+                        Arc::clone(&self.metrics),
+                    )?;
                     sink_tasks.spawn(s.run(sinks_stop.clone()));
                 }
             }

@@ -54,7 +54,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let spool = Arc::new(Spool::open(&dir.path().join("spool.redb"), &SpoolConfig::default(), &["watcher".to_owned()])?);
+    let spool = Arc::new(Spool::open(
+        &dir.path().join("spool.redb"),
+        &SpoolConfig::default(),
+        &["watcher".to_owned()],
+    )?);
     let cfg: AlertsConfig = toml::from_str(RULES)?;
     let rules = RuleSet::from_config(&cfg, "alerts").map_err(|p| anyhow::anyhow!("{p:?}"))?;
     let (tx, rx) = mpsc::channel(256);
@@ -72,9 +76,27 @@ async fn main() -> Result<()> {
 
     let no_tags = BTreeMap::new();
     let load_series: Vec<Arc<Series>> = (0..LOAD_CHANNELS)
-        .map(|i| Arc::new(Series::new("bench", "gw", "load-dev", &format!("s{i:04}"), QuantityKind::Strain, "ue", &no_tags)))
+        .map(|i| {
+            Arc::new(Series::new(
+                "bench",
+                "gw",
+                "load-dev",
+                &format!("s{i:04}"),
+                QuantityKind::Strain,
+                "ue",
+                &no_tags,
+            ))
+        })
         .collect();
-    let alarm = Arc::new(Series::new("bench", "gw", "alarm-dev", "ch1", QuantityKind::Settlement, "mm", &no_tags));
+    let alarm = Arc::new(Series::new(
+        "bench",
+        "gw",
+        "alarm-dev",
+        "ch1",
+        QuantityKind::Settlement,
+        "mm",
+        &no_tags,
+    ));
 
     // Alerting readings sent, by their timestamp, with the instant they were sent.
     let sent: Arc<Mutex<BTreeMap<i64, Instant>>> = Arc::new(Mutex::new(BTreeMap::new()));
@@ -103,8 +125,12 @@ async fn main() -> Result<()> {
             let seen = Instant::now();
             for b in batches {
                 for line in b.body.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
-                    let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
-                    let Some(event_at) = v["event_at"].as_i64() else { continue };
+                    let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+                        continue;
+                    };
+                    let Some(event_at) = v["event_at"].as_i64() else {
+                        continue;
+                    };
                     if let Some(at) = watcher_sent.lock().await.get(&event_at) {
                         latencies.push(seen.duration_since(*at));
                     }
@@ -131,7 +157,9 @@ async fn main() -> Result<()> {
                     Reading::good(Arc::clone(&load_series[i]), ts, (k % 97) as f64)
                 })
                 .collect();
-            tx.send(ReadingBatch::from(readings)).await.context("engine alive")?;
+            tx.send(ReadingBatch::from(readings))
+                .await
+                .context("engine alive")?;
             sent_load += BATCH as u64;
         }
         if Instant::now() >= next_alert {
@@ -139,7 +167,13 @@ async fn main() -> Result<()> {
             let value = if high { 40.0 } else { 10.0 };
             high = !high;
             sent.lock().await.insert(ts, Instant::now());
-            tx.send(ReadingBatch::from(vec![Reading::good(Arc::clone(&alarm), ts, value)])).await.context("engine alive")?;
+            tx.send(ReadingBatch::from(vec![Reading::good(
+                Arc::clone(&alarm),
+                ts,
+                value,
+            )]))
+            .await
+            .context("engine alive")?;
             next_alert += ALERT_EVERY;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -150,9 +184,22 @@ async fn main() -> Result<()> {
     latencies.sort();
     let alerts_sent = sent.lock().await.len();
     println!("alert latency benchmark: {:.0} readings/s background load over {LOAD_CHANNELS} channels, {} alerting readings", sent_load as f64 / RUN_FOR.as_secs_f64(), alerts_sent);
-    println!("  alerts committed and seen  {} of {}", latencies.len(), alerts_sent);
-    println!("  latency p50               {:>8.2} ms", percentile(&latencies, 0.50).as_secs_f64() * 1e3);
-    println!("  latency p99               {:>8.2} ms", percentile(&latencies, 0.99).as_secs_f64() * 1e3);
-    println!("  latency max               {:>8.2} ms", latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
+    println!(
+        "  alerts committed and seen  {} of {}",
+        latencies.len(),
+        alerts_sent
+    );
+    println!(
+        "  latency p50               {:>8.2} ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3
+    );
+    println!(
+        "  latency p99               {:>8.2} ms",
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "  latency max               {:>8.2} ms",
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
     Ok(())
 }

@@ -33,7 +33,10 @@ const CLK_TCK: u64 = 100;
 
 fn proc_field(pid: u32, key: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with(key)).with_context(|| format!("{key} in /proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(key))
+        .with_context(|| format!("{key} in /proc/{pid}/status"))?;
     let kb: u64 = line.split_whitespace().nth(1).context("value")?.parse()?;
     Ok(kb)
 }
@@ -52,15 +55,23 @@ fn cpu_us(pid: u32) -> Result<u64> {
 /// Distinct readings stored and queryable. (VictoriaMetrics' own `vm_rows_inserted_total`
 /// moves in steps of about a second, too coarse to time a two-second run.)
 async fn stored_count(http: &reqwest011::Client, vm: &VictoriaMetrics) -> Result<u64> {
-    let _ = http.get(format!("{}/internal/force_flush", vm.url())).send().await;
+    let _ = http
+        .get(format!("{}/internal/force_flush", vm.url()))
+        .send()
+        .await;
     let body: serde_json::Value = http
         .get(format!("{}/api/v1/query", vm.url()))
-        .query(&[("query", "sum(count_over_time(strain_value{device=\"bench\"}[1d]))")])
+        .query(&[(
+            "query",
+            "sum(count_over_time(strain_value{device=\"bench\"}[1d]))",
+        )])
         .send()
         .await?
         .json()
         .await?;
-    let v = body["data"]["result"][0]["value"][1].as_str().unwrap_or("0");
+    let v = body["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap_or("0");
     Ok(v.parse::<f64>().unwrap_or(0.0) as u64)
 }
 
@@ -68,17 +79,32 @@ fn build_gateway() -> Result<std::path::PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(repo_root())
-        .args(["build", "--release", "--quiet", "-p", "anju-gateway", "--bin", "gateway"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "anju-gateway",
+            "--bin",
+            "gateway",
+        ])
         .status()
         .context("cargo build")?;
     if !status.success() {
         bail!("building the gateway failed");
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map_or_else(|_| repo_root().join("target"), std::path::PathBuf::from);
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map_or_else(|_| repo_root().join("target"), std::path::PathBuf::from);
     Ok(target.join("release").join("gateway"))
 }
 
-fn start_gateway(bin: &Path, dir: &Path, broker: &str, vm_url: &str, gzip: bool) -> Result<(Child, u16)> {
+fn start_gateway(
+    bin: &Path,
+    dir: &Path,
+    broker: &str,
+    vm_url: &str,
+    gzip: bool,
+) -> Result<(Child, u16)> {
     let probe_port = free_port()?;
     let config = format!(
         r#"
@@ -123,7 +149,11 @@ batch_max_age = "200ms"
         .stderr(Stdio::inherit())
         .spawn()
         .context("spawn gateway")?;
-    wait_for_port(std::net::SocketAddr::from(([127, 0, 0, 1], probe_port)), &mut child, "gateway")?;
+    wait_for_port(
+        std::net::SocketAddr::from(([127, 0, 0, 1], probe_port)),
+        &mut child,
+        "gateway",
+    )?;
     Ok((child, probe_port))
 }
 
@@ -142,7 +172,13 @@ async fn main() -> Result<()> {
     let vm = VictoriaMetrics::start()?;
     let broker = Mosquitto::start()?;
     let dir = tempfile::tempdir()?;
-    let (mut gw, _) = start_gateway(&bin, dir.path(), &broker.addr().to_string(), &vm.url(), gzip)?;
+    let (mut gw, _) = start_gateway(
+        &bin,
+        dir.path(),
+        &broker.addr().to_string(),
+        &vm.url(),
+        gzip,
+    )?;
     let pid = gw.id();
 
     // Let the gateway connect and settle, then take the idle figures.
@@ -165,7 +201,11 @@ async fn main() -> Result<()> {
                 i % 1000,
                 base_ms + i as i64
             );
-            if client.publish("bench/nodes/bench/up", QoS::AtMostOnce, false, payload).await.is_err() {
+            if client
+                .publish("bench/nodes/bench/up", QoS::AtMostOnce, false, payload)
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -184,7 +224,9 @@ async fn main() -> Result<()> {
     let published_in = started.elapsed();
     let _client = publisher.await?;
 
-    let http = reqwest011::Client::builder().timeout(Duration::from_secs(10)).build()?;
+    let http = reqwest011::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
     let deadline = Instant::now() + LAND_TIMEOUT;
     let mut stored = 0;
     while Instant::now() < deadline {
@@ -199,16 +241,37 @@ async fn main() -> Result<()> {
     let landed_in = started.elapsed();
     let cpu_after = cpu_us(pid)?;
     let peak_rss_kb = proc_field(pid, "VmHWM:")?;
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
     let _ = gw.wait();
 
     let cpu_per_reading = (cpu_after - cpu_before) as f64 / readings as f64;
     println!("ingest benchmark: {readings} readings, {SENSORS} sensors, 1 reading per message, QoS 0, gzip {gzip}");
-    println!("  published in        {:>8.2} s ({:.0} messages/s offered)", published_in.as_secs_f64(), readings as f64 / published_in.as_secs_f64());
-    println!("  landed in store     {stored} of {readings} stored and queryable after {:.2} s", landed_in.as_secs_f64());
-    println!("  throughput          {:>8.0} readings/s (first publish to last reading queryable)", stored as f64 / landed_in.as_secs_f64());
-    println!("  gateway CPU         {:>8.2} µs per reading ({:.2} s user+system)", cpu_per_reading, (cpu_after - cpu_before) as f64 / 1e6);
-    println!("  gateway RSS         idle {:.1} MB, peak {:.1} MB", idle_rss_kb as f64 / 1024.0, peak_rss_kb as f64 / 1024.0);
+    println!(
+        "  published in        {:>8.2} s ({:.0} messages/s offered)",
+        published_in.as_secs_f64(),
+        readings as f64 / published_in.as_secs_f64()
+    );
+    println!(
+        "  landed in store     {stored} of {readings} stored and queryable after {:.2} s",
+        landed_in.as_secs_f64()
+    );
+    println!(
+        "  throughput          {:>8.0} readings/s (first publish to last reading queryable)",
+        stored as f64 / landed_in.as_secs_f64()
+    );
+    println!(
+        "  gateway CPU         {:>8.2} µs per reading ({:.2} s user+system)",
+        cpu_per_reading,
+        (cpu_after - cpu_before) as f64 / 1e6
+    );
+    println!(
+        "  gateway RSS         idle {:.1} MB, peak {:.1} MB",
+        idle_rss_kb as f64 / 1024.0,
+        peak_rss_kb as f64 / 1024.0
+    );
     if stored < readings {
         bail!("only {stored} of {readings} readings landed within {LAND_TIMEOUT:?}");
     }

@@ -70,7 +70,10 @@ pub fn wait_for_port(addr: SocketAddr, child: &mut Child, what: &str) -> Result<
 /// Stop a server gracefully (SIGTERM, so VictoriaMetrics flushes its in-memory buffer and
 /// mosquitto saves its persistence file), killing it if it has not exited after 10 s.
 fn terminate(mut child: Child) {
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
@@ -100,7 +103,11 @@ impl Mosquitto {
         require(MOSQUITTO_BIN, "mosquitto")?;
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
-        let mut m = Self { child: None, port, dir };
+        let mut m = Self {
+            child: None,
+            port,
+            dir,
+        };
         m.spawn()?;
         Ok(m)
     }
@@ -199,8 +206,15 @@ impl VictoriaMetrics {
         require(VICTORIA_METRICS_BIN, "victoria-metrics")?;
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
-        let http = reqwest011::Client::builder().timeout(Duration::from_secs(30)).build()?;
-        let mut vm = Self { child: None, port, dir, http };
+        let http = reqwest011::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()?;
+        let mut vm = Self {
+            child: None,
+            port,
+            dir,
+            http,
+        };
         vm.spawn()?;
         Ok(vm)
     }
@@ -209,7 +223,10 @@ impl VictoriaMetrics {
         let log = std::fs::File::create(self.dir.path().join("vm.log"))?;
         let mut child = Command::new(VICTORIA_METRICS_BIN)
             .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
-            .arg(format!("-storageDataPath={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "-storageDataPath={}",
+                self.dir.path().join("data").display()
+            ))
             .arg("-retentionPeriod=100y")
             .arg("-dedup.minScrapeInterval=1ms")
             .arg("-search.latencyOffset=0s")
@@ -257,7 +274,11 @@ impl VictoriaMetrics {
     /// On HTTP or decoding failure.
     pub async fn export(&self, name_re: &str) -> Result<Vec<ExportedSeries>> {
         // Make recently written samples searchable now instead of within ~1 s.
-        let _ = self.http.get(format!("{}/internal/force_flush", self.url())).send().await;
+        let _ = self
+            .http
+            .get(format!("{}/internal/force_flush", self.url()))
+            .send()
+            .await;
         let resp = self
             .http
             .post(format!("{}/api/v1/export", self.url()))
@@ -285,7 +306,10 @@ impl Drop for VictoriaMetrics {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ANJU_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// The repository's device profiles.
@@ -315,7 +339,11 @@ pub fn start_gateway(config: &str, dir: &Path) -> Result<RunningGateway> {
     let metrics = gw.metrics();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let handle = tokio::spawn(gw.run(shutdown.clone()));
-    Ok(RunningGateway { shutdown, handle, metrics })
+    Ok(RunningGateway {
+        shutdown,
+        handle,
+        metrics,
+    })
 }
 
 impl RunningGateway {
@@ -367,7 +395,9 @@ pub type Landed = BTreeMap<(String, String), BTreeMap<i64, Vec<f64>>>;
 pub fn landed(series: &[ExportedSeries]) -> Landed {
     let mut out = Landed::new();
     for s in series {
-        let (Some(d), Some(p)) = (s.metric.get("device"), s.metric.get("point")) else { continue };
+        let (Some(d), Some(p)) = (s.metric.get("device"), s.metric.get("point")) else {
+            continue;
+        };
         let per = out.entry((d.clone(), p.clone())).or_default();
         for (t, v) in s.timestamps.iter().zip(&s.values) {
             per.entry(*t).or_default().push(*v);

@@ -49,7 +49,10 @@ async fn webhook_receiver() -> Result<(String, Arc<Mutex<Vec<Value>>>)> {
                         return;
                     }
                     if let Ok(v) = serde_json::from_slice(&body) {
-                        store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(v);
+                        store
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(v);
                     }
                     let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
                     if stream.get_mut().write_all(reply).await.is_err() {
@@ -63,7 +66,10 @@ async fn webhook_receiver() -> Result<(String, Arc<Mutex<Vec<Value>>>)> {
 }
 
 /// A QoS 1 subscriber collecting alert JSON from `filter`.
-async fn alert_subscriber(broker: std::net::SocketAddr, filter: &str) -> Result<Arc<Mutex<Vec<Value>>>> {
+async fn alert_subscriber(
+    broker: std::net::SocketAddr,
+    filter: &str,
+) -> Result<Arc<Mutex<Vec<Value>>>> {
     let mut opts = MqttOptions::new("bureau-subscriber", "127.0.0.1", broker.port());
     opts.set_keep_alive(Duration::from_secs(10));
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
@@ -76,7 +82,10 @@ async fn alert_subscriber(broker: std::net::SocketAddr, filter: &str) -> Result<
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     if let Ok(v) = serde_json::from_slice::<Value>(&p.payload) {
-                        store.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(v);
+                        store
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(v);
                     }
                 }
                 Ok(_) => {}
@@ -88,20 +97,31 @@ async fn alert_subscriber(broker: std::net::SocketAddr, filter: &str) -> Result<
 }
 
 fn snapshot(v: &Arc<Mutex<Vec<Value>>>) -> Vec<Value> {
-    v.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    v.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
 }
 
 /// The core–surface alerts of `raft` in arrival order, as (state, level).
 fn core_surface(alerts: &[Value], raft: &str) -> Vec<(String, String)> {
     alerts
         .iter()
-        .filter(|a| a["rule"] == "core-surface" && a["channel"].as_str().is_some_and(|c| c.starts_with(raft)))
-        .map(|a| (a["state"].as_str().unwrap_or("").to_owned(), a["level"].as_str().unwrap_or("").to_owned()))
+        .filter(|a| {
+            a["rule"] == "core-surface"
+                && a["channel"].as_str().is_some_and(|c| c.starts_with(raft))
+        })
+        .map(|a| {
+            (
+                a["state"].as_str().unwrap_or("").to_owned(),
+                a["level"].as_str().unwrap_or("").to_owned(),
+            )
+        })
         .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_curing_pour_that_breaks_the_core_surface_limit_alerts_the_bureau_in_order() -> Result<()> {
+async fn a_curing_pour_that_breaks_the_core_surface_limit_alerts_the_bureau_in_order() -> Result<()>
+{
     anju_system::init_tracing();
     let broker = Mosquitto::start()?;
     let (hook_url, hooks) = webhook_receiver().await?;
@@ -158,7 +178,12 @@ url_env = "ANJU_TEST_WEBHOOK_URL"
     // The webhook URL is a secret in production; here the test names it in the environment.
     std::env::set_var("ANJU_TEST_WEBHOOK_URL", &hook_url);
     let gw = start_gateway(&config, dir.path())?;
-    wait_until(Duration::from_secs(10), "the gateway's MQTT session", || async { gw.metrics.total("mqtt_connects_total") > 0 }).await?;
+    wait_until(
+        Duration::from_secs(10),
+        "the gateway's MQTT session",
+        || async { gw.metrics.total("mqtt_connects_total") > 0 },
+    )
+    .await?;
 
     let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/curing-pour.toml"))?;
     let pty_dir = tempfile::tempdir()?;
@@ -174,10 +199,18 @@ url_env = "ANJU_TEST_WEBHOOK_URL"
     .await?;
 
     // raft-b reaches red (≥ 25 °C) on both delivery paths.
-    wait_until(Duration::from_secs(90), "a red core-surface alert for raft-b upstream and on the webhook", || async {
-        let red = |v: &[Value]| core_surface(v, "raft-b").iter().any(|(_, level)| level == "red");
-        red(&snapshot(&upstream)) && red(&snapshot(&hooks))
-    })
+    wait_until(
+        Duration::from_secs(90),
+        "a red core-surface alert for raft-b upstream and on the webhook",
+        || async {
+            let red = |v: &[Value]| {
+                core_surface(v, "raft-b")
+                    .iter()
+                    .any(|(_, level)| level == "red")
+            };
+            red(&snapshot(&upstream)) && red(&snapshot(&hooks))
+        },
+    )
     .await
     .with_context(|| format!("alerts so far: {}", gw.metrics.render()))?;
     let truth = site.truth();
@@ -188,35 +221,64 @@ url_env = "ANJU_TEST_WEBHOOK_URL"
     let max_difference = |node: &str| {
         let samples = truth.samples();
         let mut max = f64::MIN;
-        for core in samples.iter().filter(|s| s.device == node && s.point == "core") {
-            if let Some(surface) = samples.iter().find(|s| s.device == node && s.point == "surface" && s.ts_ns == core.ts_ns) {
+        for core in samples
+            .iter()
+            .filter(|s| s.device == node && s.point == "core")
+        {
+            if let Some(surface) = samples
+                .iter()
+                .find(|s| s.device == node && s.point == "surface" && s.ts_ns == core.ts_ns)
+            {
                 max = max.max(core.value - surface.value);
             }
         }
         max
     };
     let (max_a, max_b) = (max_difference("raft-a-node"), max_difference("raft-b-node"));
-    ensure!(max_b >= 25.0 && max_a < 25.0, "the scenario changed: max differences a {max_a}, b {max_b}");
+    ensure!(
+        max_b >= 25.0 && max_a < 25.0,
+        "the scenario changed: max differences a {max_a}, b {max_b}"
+    );
 
     let mut delivered = Vec::new();
-    for (path, alerts) in [("upstream MQTT", snapshot(&upstream)), ("webhook", snapshot(&hooks))] {
+    for (path, alerts) in [
+        ("upstream MQTT", snapshot(&upstream)),
+        ("webhook", snapshot(&hooks)),
+    ] {
         let b = core_surface(&alerts, "raft-b");
-        ensure!(b.iter().any(|(s, l)| (s == "raised" || s == "escalated") && l == "red"), "{path}: raft-b never red: {b:?}");
+        ensure!(
+            b.iter()
+                .any(|(s, l)| (s == "raised" || s == "escalated") && l == "red"),
+            "{path}: raft-b never red: {b:?}"
+        );
         // raft-a stays inside the limit: never red (the truth above says it never reached 25 °C).
         let a = core_surface(&alerts, "raft-a");
-        ensure!(a.iter().all(|(_, l)| l != "red"), "{path}: raft-a went red: {a:?}");
+        ensure!(
+            a.iter().all(|(_, l)| l != "red"),
+            "{path}: raft-a went red: {a:?}"
+        );
         // Per alert: events in order (seq never goes back; at-least-once may repeat one), the
         // first is a raise, nothing follows a clear; red events carry a value at or above 25.
-        let mut seen: std::collections::BTreeMap<String, (i64, String)> = std::collections::BTreeMap::new();
+        let mut seen: std::collections::BTreeMap<String, (i64, String)> =
+            std::collections::BTreeMap::new();
         for a in alerts.iter().filter(|a| a["rule"] == "core-surface") {
             let id = a["id"].as_str().context("id")?.to_owned();
             let seq = a["seq"].as_i64().context("seq")?;
             let state = a["state"].as_str().context("state")?.to_owned();
             match seen.get(&id) {
-                None => ensure!(seq == 0 && state == "raised", "{path}: alert {id} starts with seq {seq} {state}"),
+                None => ensure!(
+                    seq == 0 && state == "raised",
+                    "{path}: alert {id} starts with seq {seq} {state}"
+                ),
                 Some((last_seq, last_state)) => {
-                    ensure!(seq >= *last_seq, "{path}: alert {id} went back from seq {last_seq} to {seq}");
-                    ensure!(last_state != "cleared" || seq == *last_seq, "{path}: alert {id} has events after its clear");
+                    ensure!(
+                        seq >= *last_seq,
+                        "{path}: alert {id} went back from seq {last_seq} to {seq}"
+                    );
+                    ensure!(
+                        last_state != "cleared" || seq == *last_seq,
+                        "{path}: alert {id} has events after its clear"
+                    );
                 }
             }
             if a["level"] == "red" && state != "cleared" {
@@ -227,13 +289,22 @@ url_env = "ANJU_TEST_WEBHOOK_URL"
         }
         let red_id = alerts
             .iter()
-            .find(|a| a["rule"] == "core-surface" && a["level"] == "red" && a["channel"].as_str().is_some_and(|c| c.starts_with("raft-b")))
+            .find(|a| {
+                a["rule"] == "core-surface"
+                    && a["level"] == "red"
+                    && a["channel"]
+                        .as_str()
+                        .is_some_and(|c| c.starts_with("raft-b"))
+            })
             .and_then(|a| a["id"].as_str())
             .context("red alert id")?
             .to_owned();
         delivered.push(red_id);
     }
     // Both sinks read the same alerts stream: the red alert is the same alert on both paths.
-    ensure!(delivered[0] == delivered[1], "MQTT and webhook delivered different red alerts: {delivered:?}");
+    ensure!(
+        delivered[0] == delivered[1],
+        "MQTT and webhook delivered different red alerts: {delivered:?}"
+    );
     Ok(())
 }

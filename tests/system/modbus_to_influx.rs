@@ -13,10 +13,23 @@ use firmware_sim::{RunningSite, Scenario, Site, StartOptions, TrueSample};
 /// the read straddled a tick).
 const POLL_TIME_POINTS: [&str; 3] = ["r01", "heater", "door_open"];
 
-pub(crate) fn gateway_config(site: &RunningSite, vm_url: &str, data_dir: &std::path::Path) -> Result<String> {
-    let rtu = site.rtu_endpoint("rs485-1").context("basic scenario has bus rs485-1")?;
-    let tty = rtu.gateway_path.clone().context("simulator made a pty pair")?;
-    let addr = |d: &str| site.tcp_addr(d).map(|a| a.to_string()).context("tcp device");
+pub(crate) fn gateway_config(
+    site: &RunningSite,
+    vm_url: &str,
+    data_dir: &std::path::Path,
+) -> Result<String> {
+    let rtu = site
+        .rtu_endpoint("rs485-1")
+        .context("basic scenario has bus rs485-1")?;
+    let tty = rtu
+        .gateway_path
+        .clone()
+        .context("simulator made a pty pair")?;
+    let addr = |d: &str| {
+        site.tcp_addr(d)
+            .map(|a| a.to_string())
+            .context("tcp device")
+    };
     Ok(format!(
         r#"
 site = "site-01"
@@ -89,29 +102,48 @@ batch_max_age = "100ms"
 /// resolution and far above a decoding error (a wrong byte order or scale is off by orders of
 /// magnitude, a wrong f32 rounding by 1e-8 relative).
 pub(crate) fn same_value(expected: f64, stored: f64) -> bool {
-    expected.to_bits() == stored.to_bits() || (expected - stored).abs() <= 1e-11 * expected.abs().max(stored.abs())
+    expected.to_bits() == stored.to_bits()
+        || (expected - stored).abs() <= 1e-11 * expected.abs().max(stored.abs())
 }
 
 /// Check every landed Modbus reading against the truth; returns how many were checked.
-pub(crate) fn check_modbus_against_truth(got: &Landed, truth: &[TrueSample], devices: &[&str]) -> Result<usize> {
+pub(crate) fn check_modbus_against_truth(
+    got: &Landed,
+    truth: &[TrueSample],
+    devices: &[&str],
+) -> Result<usize> {
     let mut checked = 0;
     for ((device, point), samples) in got {
         if !devices.contains(&device.as_str()) {
             continue;
         }
-        let mut true_samples: Vec<&TrueSample> =
-            truth.iter().filter(|s| &s.device == device && &s.point == point).collect();
+        let mut true_samples: Vec<&TrueSample> = truth
+            .iter()
+            .filter(|s| &s.device == device && &s.point == point)
+            .collect();
         true_samples.sort_by_key(|s| s.ts_ns);
-        ensure!(!true_samples.is_empty(), "{device}/{point} landed but the simulator never served it");
+        ensure!(
+            !true_samples.is_empty(),
+            "{device}/{point} landed but the simulator never served it"
+        );
         for (ts_ms, values) in samples {
             let distinct: BTreeSet<u64> = values.iter().map(|v| v.to_bits()).collect();
-            ensure!(distinct.len() == 1, "{device}/{point} at {ts_ms} ms has different values {values:?}");
+            ensure!(
+                distinct.len() == 1,
+                "{device}/{point} at {ts_ms} ms has different values {values:?}"
+            );
             let v = values[0];
             if POLL_TIME_POINTS.contains(&point.as_str()) {
                 // The sample current at poll time, or the one before it.
                 let idx = true_samples.partition_point(|s| s.ts_ns / 1_000_000 <= *ts_ms);
-                ensure!(idx > 0, "{device}/{point}: poll at {ts_ms} ms before the first sample");
-                let candidates: Vec<f64> = true_samples[idx.saturating_sub(2)..idx].iter().map(|s| s.value).collect();
+                ensure!(
+                    idx > 0,
+                    "{device}/{point}: poll at {ts_ms} ms before the first sample"
+                );
+                let candidates: Vec<f64> = true_samples[idx.saturating_sub(2)..idx]
+                    .iter()
+                    .map(|s| s.value)
+                    .collect();
                 ensure!(candidates.iter().any(|c| same_value(*c, v)), "{device}/{point} at {ts_ms} ms: {v} is none of the values served then {candidates:?}");
             } else {
                 let expect = true_samples
@@ -148,22 +180,37 @@ async fn modbus_tcp_and_rtu_readings_land_with_the_devices_values_and_times() ->
     let vm = VictoriaMetrics::start()?;
     let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/basic.toml"))?;
     let pty_dir = tempfile::tempdir()?;
-    let site = Site::start(&scenario, StartOptions { pty_dir: Some(pty_dir.path().to_path_buf()), ..Default::default() })
-        .await?;
+    let site = Site::start(
+        &scenario,
+        StartOptions {
+            pty_dir: Some(pty_dir.path().to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .await?;
     let dir = tempfile::tempdir()?;
     let gw = start_gateway(&gateway_config(&site, &vm.url(), dir.path())?, dir.path())?;
 
     // Four devices, every point, at least four samples of each.
     let devices = ["lvl-1", "tc-1", "therm-1", "tc-2"];
     let expected_points = 12 + 9 + 20 + 9;
-    wait_until(Duration::from_secs(30), "4 samples of every Modbus point in VictoriaMetrics", || async {
-        vm.export(".*_value").await.map(|s| {
-            let got = landed(&s);
-            let mine: Vec<_> = got.iter().filter(|((d, _), _)| devices.contains(&d.as_str())).collect();
-            mine.len() == expected_points && mine.iter().all(|(_, v)| v.len() >= 4)
-        })
-        .unwrap_or(false)
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "4 samples of every Modbus point in VictoriaMetrics",
+        || async {
+            vm.export(".*_value")
+                .await
+                .map(|s| {
+                    let got = landed(&s);
+                    let mine: Vec<_> = got
+                        .iter()
+                        .filter(|((d, _), _)| devices.contains(&d.as_str()))
+                        .collect();
+                    mine.len() == expected_points && mine.iter().all(|(_, v)| v.len() >= 4)
+                })
+                .unwrap_or(false)
+        },
+    )
     .await?;
     gw.stop().await?;
     let truth = site.truth();
@@ -172,22 +219,35 @@ async fn modbus_tcp_and_rtu_readings_land_with_the_devices_values_and_times() ->
     let exported = vm.export(".*_value").await?;
     let got = landed(&exported);
     let checked = check_modbus_against_truth(&got, &truth.samples(), &devices)?;
-    ensure!(checked >= expected_points * 4, "only {checked} readings checked");
+    ensure!(
+        checked >= expected_points * 4,
+        "only {checked} readings checked"
+    );
 
     // Every reading is flagged good, and the tags carry site, gateway, unit and device tags.
     let quality = vm.export(".*_quality").await?;
     for s in &quality {
-        ensure!(s.values.iter().all(|v| *v == 0.0), "a reading was flagged: {:?}", s.metric);
+        ensure!(
+            s.values.iter().all(|v| *v == 0.0),
+            "a reading was flagged: {:?}",
+            s.metric
+        );
     }
     let lvl = exported
         .iter()
-        .find(|s| s.metric.get("device").map(String::as_str) == Some("lvl-1") && s.metric.get("point").map(String::as_str) == Some("ch1"))
+        .find(|s| {
+            s.metric.get("device").map(String::as_str) == Some("lvl-1")
+                && s.metric.get("point").map(String::as_str) == Some("ch1")
+        })
         .context("lvl-1/ch1 series")?;
-    ensure!(lvl.metric.get("__name__").map(String::as_str) == Some("level_value"), "{:?}", lvl.metric);
+    ensure!(
+        lvl.metric.get("__name__").map(String::as_str) == Some("level_value"),
+        "{:?}",
+        lvl.metric
+    );
     ensure!(lvl.metric.get("site").map(String::as_str) == Some("site-01"));
     ensure!(lvl.metric.get("gateway").map(String::as_str) == Some("gw-test"));
     ensure!(lvl.metric.get("unit").map(String::as_str) == Some("mm"));
     ensure!(lvl.metric.get("structure").map(String::as_str) == Some("block-A"));
     Ok(())
 }
-

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anju_system::{landed, profiles_dir, start_gateway, wait_until, Landed, Mosquitto, VictoriaMetrics};
+use anju_system::{
+    landed, profiles_dir, start_gateway, wait_until, Landed, Mosquitto, VictoriaMetrics,
+};
 use anyhow::{ensure, Context as _, Result};
 use firmware_sim::{Scenario, Site, StartOptions, TrueSample};
 
@@ -73,16 +75,28 @@ pub(crate) fn check_mqtt(got: &Landed, truth: &[TrueSample], from_ms: i64) -> Re
         Some(point) => format!("{point}.sensor_state"),
         None => p.strip_suffix(".value").unwrap_or(p).to_owned(),
     };
-    let truth: Vec<TrueSample> = truth.iter().map(|s| TrueSample { point: gateway_name(&s.point), ..s.clone() }).collect();
+    let truth: Vec<TrueSample> = truth
+        .iter()
+        .map(|s| TrueSample {
+            point: gateway_name(&s.point),
+            ..s.clone()
+        })
+        .collect();
     let truth = truth.as_slice();
     let mut checked = 0;
     let mut status: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
-    for s in truth.iter().filter(|s| MQTT_DEVICES.contains(&s.device.as_str())) {
+    for s in truth
+        .iter()
+        .filter(|s| MQTT_DEVICES.contains(&s.device.as_str()))
+    {
         if is_status(&s.point) || s.point.ends_with(".sensor_state") {
             if from_ms != i64::MIN {
                 continue;
             }
-            status.entry((s.device.clone(), s.point.clone())).or_default().push(s.value);
+            status
+                .entry((s.device.clone(), s.point.clone()))
+                .or_default()
+                .push(s.value);
             continue;
         }
         if s.ts_ns / 1_000_000 < from_ms {
@@ -91,9 +105,14 @@ pub(crate) fn check_mqtt(got: &Landed, truth: &[TrueSample], from_ms: i64) -> Re
         let per = got
             .get(&(s.device.clone(), s.point.clone()))
             .with_context(|| format!("{}/{} never landed", s.device, s.point))?;
-        let values = per
-            .get(&(s.ts_ns / 1_000_000))
-            .with_context(|| format!("{}/{}: the sample at {} ms never landed", s.device, s.point, s.ts_ns / 1_000_000))?;
+        let values = per.get(&(s.ts_ns / 1_000_000)).with_context(|| {
+            format!(
+                "{}/{}: the sample at {} ms never landed",
+                s.device,
+                s.point,
+                s.ts_ns / 1_000_000
+            )
+        })?;
         ensure!(
             values.iter().all(|v| same_value(s.value, *v)),
             "{}/{} at {} ms: stored {values:?}, published {}",
@@ -106,22 +125,37 @@ pub(crate) fn check_mqtt(got: &Landed, truth: &[TrueSample], from_ms: i64) -> Re
     }
     // Nothing landed that was not published.
     for ((device, point), per) in got {
-        if !MQTT_DEVICES.contains(&device.as_str()) || is_status(point) || point.ends_with(".sensor_state") {
+        if !MQTT_DEVICES.contains(&device.as_str())
+            || is_status(point)
+            || point.ends_with(".sensor_state")
+        {
             continue;
         }
         for ts in per.keys() {
             ensure!(
-                truth.iter().any(|s| &s.device == device && &s.point == point && s.ts_ns / 1_000_000 == *ts),
+                truth.iter().any(|s| &s.device == device
+                    && &s.point == point
+                    && s.ts_ns / 1_000_000 == *ts),
                 "{device}/{point} at {ts} ms landed but was never published"
             );
         }
     }
     for ((device, point), values) in status {
-        let per = got.get(&(device.clone(), point.clone())).with_context(|| format!("status {device}/{point} never landed"))?;
+        let per = got
+            .get(&(device.clone(), point.clone()))
+            .with_context(|| format!("status {device}/{point} never landed"))?;
         let landed_values: Vec<f64> = per.values().flatten().copied().collect();
-        ensure!(landed_values.len() >= values.len(), "status {device}/{point}: {} published, {} landed", values.len(), landed_values.len());
+        ensure!(
+            landed_values.len() >= values.len(),
+            "status {device}/{point}: {} published, {} landed",
+            values.len(),
+            landed_values.len()
+        );
         for (want, have) in values.iter().zip(&landed_values) {
-            ensure!(same_value(*want, *have), "status {device}/{point}: published {values:?}, landed {landed_values:?}");
+            ensure!(
+                same_value(*want, *have),
+                "status {device}/{point}: published {values:?}, landed {landed_values:?}"
+            );
         }
         checked += values.len();
     }
@@ -144,53 +178,97 @@ async fn json_and_cigem_messages_land_with_their_published_values_and_times() ->
     );
     // The gateway first, so its persistent session exists before the first message.
     let gw = start_gateway(&config, dir.path())?;
-    wait_until(Duration::from_secs(10), "the gateway's MQTT session", || async {
-        gw.metrics.total("mqtt_connects_total") > 0
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the gateway's MQTT session",
+        || async { gw.metrics.total("mqtt_connects_total") > 0 },
+    )
     .await?;
     let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/basic.toml"))?;
     let pty_dir = tempfile::tempdir()?;
     let site = Site::start(
         &scenario,
-        StartOptions { mqtt_broker: Some(broker.addr()), pty_dir: Some(pty_dir.path().to_path_buf()), ..Default::default() },
+        StartOptions {
+            mqtt_broker: Some(broker.addr()),
+            pty_dir: Some(pty_dir.path().to_path_buf()),
+            ..Default::default()
+        },
     )
     .await?;
     let truth = site.truth();
     // At least six ticks, so the CIGEM device (status every 5 ticks) has sent its status.
-    wait_until(Duration::from_secs(30), "six ticks of MQTT data in the store", || async {
-        let published = truth.samples().iter().filter(|s| s.device == "51010400001" && is_status(&s.point)).count();
-        published > 0 && vm.export(".*_value").await.map(|s| landed(&s).len() >= 15).unwrap_or(false)
-            && truth.samples().iter().filter(|s| s.device == "curing-a").count() >= 18
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "six ticks of MQTT data in the store",
+        || async {
+            let published = truth
+                .samples()
+                .iter()
+                .filter(|s| s.device == "51010400001" && is_status(&s.point))
+                .count();
+            published > 0
+                && vm
+                    .export(".*_value")
+                    .await
+                    .map(|s| landed(&s).len() >= 15)
+                    .unwrap_or(false)
+                && truth
+                    .samples()
+                    .iter()
+                    .filter(|s| s.device == "curing-a")
+                    .count()
+                    >= 18
+        },
+    )
     .await?;
     site.shutdown().await;
     // Let the last published messages through the broker, the gateway and the sink.
     let last_problem = std::sync::Mutex::new(String::new());
-    let waited = wait_until(Duration::from_secs(30), "every published MQTT sample in the store", || async {
-        match vm.export(".*_value").await.map(|s| check_mqtt_against_truth(&landed(&s), &truth.samples())) {
-            Ok(Ok(_)) => true,
-            Ok(Err(e)) => {
-                *last_problem.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = e.to_string();
-                false
+    let waited = wait_until(
+        Duration::from_secs(30),
+        "every published MQTT sample in the store",
+        || async {
+            match vm
+                .export(".*_value")
+                .await
+                .map(|s| check_mqtt_against_truth(&landed(&s), &truth.samples()))
+            {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => {
+                    *last_problem
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = e.to_string();
+                    false
+                }
+                Err(_) => false,
             }
-            Err(_) => false,
-        }
-    })
+        },
+    )
     .await;
     if let Err(e) = waited {
-        let problem = last_problem.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let problem = last_problem
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         return Err(e.context(problem));
     }
     let got = landed(&vm.export(".*_value").await?);
     let checked = check_mqtt_against_truth(&got, &truth.samples())?;
     ensure!(checked >= 40, "only {checked} MQTT samples checked");
-    ensure!(gw.metrics.total("mqtt_payload_errors_total") == 0, "payload errors:\n{}", gw.metrics.render());
+    ensure!(
+        gw.metrics.total("mqtt_payload_errors_total") == 0,
+        "payload errors:\n{}",
+        gw.metrics.render()
+    );
     gw.stop().await?;
 
     // The CIGEM tilt point became one channel per field, tagged as tilt.
     let tilt = vm.export("tilt_value").await?;
     ensure!(
-        tilt.iter().any(|s| s.metric.get("point").map(String::as_str) == Some("L1_QJ_1.X") && s.metric.get("device").map(String::as_str) == Some("51010400001")),
+        tilt.iter().any(
+            |s| s.metric.get("point").map(String::as_str) == Some("L1_QJ_1.X")
+                && s.metric.get("device").map(String::as_str) == Some("51010400001")
+        ),
         "no L1_QJ_1.X tilt series: {:?}",
         tilt.iter().map(|s| &s.metric).collect::<Vec<_>>()
     );

@@ -22,7 +22,11 @@ async fn store_outage_and_gateway_restart_lose_nothing_the_gateway_took() -> Res
     let broker = Mosquitto::start()?;
     let site = Site::start(
         &scenario,
-        StartOptions { mqtt_broker: Some(broker.addr()), pty_dir: Some(pty_dir.path().to_path_buf()), ..Default::default() },
+        StartOptions {
+            mqtt_broker: Some(broker.addr()),
+            pty_dir: Some(pty_dir.path().to_path_buf()),
+            ..Default::default()
+        },
     )
     .await?;
     let truth = site.truth();
@@ -36,9 +40,16 @@ async fn store_outage_and_gateway_restart_lose_nothing_the_gateway_took() -> Res
 
     // Phase 1: data flows.
     let gw = start_gateway(&config, dir.path())?;
-    wait_until(Duration::from_secs(30), "first readings in the store", || async {
-        vm.export("level_value").await.map(|s| !s.is_empty()).unwrap_or(false)
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "first readings in the store",
+        || async {
+            vm.export("level_value")
+                .await
+                .map(|s| !s.is_empty())
+                .unwrap_or(false)
+        },
+    )
     .await?;
     // MQTT messages count from the gateway's first session on (earlier ones had no subscriber).
     let mqtt_from_ms = wall_ms() + 1_000;
@@ -46,7 +57,10 @@ async fn store_outage_and_gateway_restart_lose_nothing_the_gateway_took() -> Res
     // Phase 2: the store goes away; readings pile up in the spool.
     vm.stop();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    ensure!(gw.metrics.total("influx_write_retries_total") > 0, "the sink never noticed the outage");
+    ensure!(
+        gw.metrics.total("influx_write_retries_total") > 0,
+        "the sink never noticed the outage"
+    );
 
     // Phase 3: the gateway restarts with that backlog on disk.
     let down_from = Instant::now();
@@ -61,18 +75,34 @@ async fn store_outage_and_gateway_restart_lose_nothing_the_gateway_took() -> Res
     // Phase 4: the store returns; the backlog drains.
     vm.restart()?;
     let end_ms = wall_ms() + 2000;
-    wait_until(Duration::from_secs(60), "readings after the outage in the store", || async {
-        vm.export("level_value").await.map(|s| {
-            let got = landed(&s);
-            got.len() == 8 && got.values().all(|per| per.keys().next_back().is_some_and(|t| *t >= end_ms))
-        })
-        .unwrap_or(false)
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "readings after the outage in the store",
+        || async {
+            vm.export("level_value")
+                .await
+                .map(|s| {
+                    let got = landed(&s);
+                    got.len() == 8
+                        && got
+                            .values()
+                            .all(|per| per.keys().next_back().is_some_and(|t| *t >= end_ms))
+                })
+                .unwrap_or(false)
+        },
+    )
     .await?;
     site.shutdown().await;
-    wait_until(Duration::from_secs(30), "every MQTT message published since the first session", || async {
-        vm.export(".*_value").await.map(|s| check_mqtt(&landed(&s), &truth.samples(), mqtt_from_ms).is_ok()).unwrap_or(false)
-    })
+    wait_until(
+        Duration::from_secs(30),
+        "every MQTT message published since the first session",
+        || async {
+            vm.export(".*_value")
+                .await
+                .map(|s| check_mqtt(&landed(&s), &truth.samples(), mqtt_from_ms).is_ok())
+                .unwrap_or(false)
+        },
+    )
     .await?;
     gw.stop().await?;
 
@@ -85,11 +115,16 @@ async fn store_outage_and_gateway_restart_lose_nothing_the_gateway_took() -> Res
     let allowed = (down_from_ms - 1_000)..=(down_to_ms + 1_500);
     let mut checked = 0;
     for ((device, point), per) in &got {
-        if !devices.contains(&device.as_str()) || ["r01", "heater", "door_open"].contains(&point.as_str()) {
+        if !devices.contains(&device.as_str())
+            || ["r01", "heater", "door_open"].contains(&point.as_str())
+        {
             continue;
         }
         let first = *per.keys().next().unwrap_or(&0);
-        for s in samples.iter().filter(|s| &s.device == device && &s.point == point) {
+        for s in samples
+            .iter()
+            .filter(|s| &s.device == device && &s.point == point)
+        {
             let t = s.ts_ns / 1_000_000;
             if t < first || t > end_ms - 1_000 || allowed.contains(&t) {
                 continue;
@@ -102,7 +137,10 @@ async fn store_outage_and_gateway_restart_lose_nothing_the_gateway_took() -> Res
 
     // MQTT: everything published while the gateway was up, down, or waiting for the store.
     let mqtt_checked = check_mqtt(&got, &samples, mqtt_from_ms)?;
-    ensure!(mqtt_checked > 50, "only {mqtt_checked} MQTT samples checked");
+    ensure!(
+        mqtt_checked > 50,
+        "only {mqtt_checked} MQTT samples checked"
+    );
     Ok(())
 }
 

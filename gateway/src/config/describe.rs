@@ -23,7 +23,12 @@ fn transport(d: &Device) -> String {
 pub fn describe(cfg: &Config) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "site {} / gateway {}", cfg.site, cfg.gateway_id);
-    let _ = writeln!(out, "data dir {} (spool bound {} bytes)", cfg.data_dir.display(), cfg.spool.max_bytes);
+    let _ = writeln!(
+        out,
+        "data dir {} (spool bound {} bytes)",
+        cfg.data_dir.display(),
+        cfg.spool.max_bytes
+    );
     let _ = writeln!(out, "\nModbus devices: {}", cfg.devices.len());
     for d in &cfg.devices {
         let _ = writeln!(
@@ -38,14 +43,20 @@ pub fn describe(cfg: &Config) -> String {
         );
         let _ = writeln!(out, "    channels ({}):", d.points.len());
         for p in &d.points {
-            let time = p.time.map_or(String::new(), |(a, o)| format!(", sample time u32 at {a} ({o:?})"));
+            let time = p.time.map_or(String::new(), |(a, o)| {
+                format!(", sample time u32 at {a} ({o:?})")
+            });
             let _ = writeln!(
                 out,
                 "      {}/{} [{}{}] {} @ {} {:?} {:?} x{} {:+}{}",
                 d.name,
                 p.name,
                 p.quantity,
-                if p.unit.is_empty() { String::new() } else { format!(", {}", p.unit) },
+                if p.unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", p.unit)
+                },
                 p.function,
                 p.address,
                 p.data_type,
@@ -56,14 +67,26 @@ pub fn describe(cfg: &Config) -> String {
             );
         }
         let plan = ReadPlan::new(&d.points, d.max_gap);
-        let _ = writeln!(out, "    read plan ({} requests per poll):", plan.requests.len());
+        let _ = writeln!(
+            out,
+            "    read plan ({} requests per poll):",
+            plan.requests.len()
+        );
         for r in &plan.requests {
-            let names: Vec<&str> = r.points.iter().map(|&i| d.points[i].name.as_str()).collect();
+            let names: Vec<&str> = r
+                .points
+                .iter()
+                .map(|&i| d.points[i].name.as_str())
+                .collect();
             let _ = writeln!(out, "      {r}: {}", names.join(", "));
         }
     }
     if let Some(b) = &cfg.embedded_broker {
-        let _ = writeln!(out, "\nembedded MQTT broker on {} (max {} clients)", b.listen, b.max_connections);
+        let _ = writeln!(
+            out,
+            "\nembedded MQTT broker on {} (max {} clients)",
+            b.listen, b.max_connections
+        );
     }
     let _ = writeln!(out, "\nMQTT sources: {}", cfg.mqtt.len());
     for m in &cfg.mqtt {
@@ -78,7 +101,11 @@ pub fn describe(cfg: &Config) -> String {
             m.name,
             m.broker(),
             auth,
-            if m.clean_session { "clean" } else { "persistent" },
+            if m.clean_session {
+                "clean"
+            } else {
+                "persistent"
+            },
             m.max_payload_bytes
         );
         for s in &m.subscriptions {
@@ -91,13 +118,20 @@ pub fn describe(cfg: &Config) -> String {
                 s.qos,
                 s.payload.name(),
                 s.quantity,
-                if s.unit.is_empty() { String::new() } else { format!(" [{}]", s.unit) }
+                if s.unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(" [{}]", s.unit)
+                }
             );
         }
     }
     let _ = writeln!(out, "\nsinks: {}", cfg.sinks.len());
     if cfg.sinks.is_empty() {
-        let _ = writeln!(out, "  none: readings stay in the spool, oldest dropped past the bound");
+        let _ = writeln!(
+            out,
+            "  none: readings stay in the spool, oldest dropped past the bound"
+        );
     }
     for s in &cfg.sinks {
         match s {
@@ -117,7 +151,8 @@ pub fn describe(cfg: &Config) -> String {
                 );
             }
             Sink::Mqtt(r) => {
-                let _ = writeln!(
+                let _ =
+                    writeln!(
                     out,
                     "  {}: alerts to MQTT {}:{} as {}{}, topic {:?}, retained summary {:?}, QoS 1",
                     r.name,
@@ -130,7 +165,11 @@ pub fn describe(cfg: &Config) -> String {
                 );
             }
             Sink::Webhook(r) => {
-                let _ = writeln!(out, "  {}: alerts to a {:?} webhook (URL <redacted>)", r.name, r.format);
+                let _ = writeln!(
+                    out,
+                    "  {}: alerts to a {:?} webhook (URL <redacted>)",
+                    r.name, r.format
+                );
             }
         }
     }

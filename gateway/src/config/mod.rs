@@ -44,11 +44,15 @@ pub(crate) mod duration_opt {
 
     use serde::{Deserialize, Deserializer};
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
         s.map(|s| {
             humantime::parse_duration(&s).map_err(|e| {
-                serde::de::Error::custom(format!("\"{s}\" is not a duration ({e}); write e.g. \"10s\", \"500ms\", \"5m\""))
+                serde::de::Error::custom(format!(
+                    "\"{s}\" is not a duration ({e}); write e.g. \"10s\", \"500ms\", \"5m\""
+                ))
             })
         })
         .transpose()
@@ -109,12 +113,18 @@ impl ConfigError {
 /// A single [`Problem`] with the path and toml's message and line.
 pub fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Problem> {
     let problem = |at: String, e: &toml::de::Error| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
         let mut message = e.message().trim().to_owned();
         if let Some(line) = line {
             message.push_str(&format!(" (line {line})"));
         }
-        Problem { file: file.to_path_buf(), at, message }
+        Problem {
+            file: file.to_path_buf(),
+            at,
+            message,
+        }
     };
     let de = toml::Deserializer::parse(text).map_err(|e| problem(String::new(), &e))?;
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -237,8 +247,10 @@ impl Config {
     /// # Errors
     /// Every problem found, each naming its file and path.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_str_at(&text, path)
     }
 
@@ -249,14 +261,33 @@ impl Config {
     /// Every problem found, each naming its file and path.
     pub fn from_str_at(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = parse_toml(path, text).map_err(|p| ConfigError::Invalid(vec![p]))?;
-        let mut v = Validator { file: path.to_path_buf(), problems: Vec::new() };
-        let base = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let mut v = Validator {
+            file: path.to_path_buf(),
+            problems: Vec::new(),
+        };
+        let base = path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
 
         v.check_name("site", &raw.site);
         v.check_name("gateway_id", &raw.gateway_id);
-        let data_dir = resolve(raw.data_dir.as_deref().unwrap_or(Path::new(DEFAULT_DATA_DIR)));
-        let profiles_dir = resolve(raw.profiles_dir.as_deref().unwrap_or(Path::new(DEFAULT_PROFILES_DIR)));
+        let data_dir = resolve(
+            raw.data_dir
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_DATA_DIR)),
+        );
+        let profiles_dir = resolve(
+            raw.profiles_dir
+                .as_deref()
+                .unwrap_or(Path::new(DEFAULT_PROFILES_DIR)),
+        );
         let summary_interval = raw.summary_interval.unwrap_or(DEFAULT_SUMMARY_INTERVAL);
         if summary_interval.is_zero() {
             v.problem("summary_interval", "must be longer than 0s");
@@ -267,13 +298,22 @@ impl Config {
         }
 
         let ports = v.serial_ports(&raw.serial_ports);
-        let mut profiles = ProfileCache { dir: profiles_dir, loaded: BTreeMap::new() };
+        let mut profiles = ProfileCache {
+            dir: profiles_dir,
+            loaded: BTreeMap::new(),
+        };
         let mut devices = Vec::new();
         let mut names = HashSet::new();
         for (i, d) in raw.devices.iter().enumerate() {
             let at = format!("devices[{i}]");
             if !names.insert(d.name.as_str()) {
-                v.problem(&format!("{at}.name"), &format!("device name \"{}\" is used twice; names must be unique", d.name));
+                v.problem(
+                    &format!("{at}.name"),
+                    &format!(
+                        "device name \"{}\" is used twice; names must be unique",
+                        d.name
+                    ),
+                );
             }
             if let Some(dev) = v.device(&at, d, &ports, &mut profiles) {
                 devices.push(dev);
@@ -284,11 +324,18 @@ impl Config {
         for (i, m) in raw.mqtt.iter().enumerate() {
             let at = format!("mqtt[{i}]");
             if !mqtt_names.insert(m.name.as_str()) {
-                v.problem(&format!("{at}.name"), &format!("MQTT source name \"{}\" is used twice", m.name));
+                v.problem(
+                    &format!("{at}.name"),
+                    &format!("MQTT source name \"{}\" is used twice", m.name),
+                );
             }
             match m.validate(&at) {
                 Ok(settings) => mqtt.push(settings),
-                Err(e) => v.problems.push(Problem { file: v.file.clone(), at: e.path.clone(), message: e.message.clone() }),
+                Err(e) => v.problems.push(Problem {
+                    file: v.file.clone(),
+                    at: e.path.clone(),
+                    message: e.message.clone(),
+                }),
             }
         }
         if let Some(b) = &raw.embedded_broker {
@@ -319,7 +366,11 @@ impl Config {
             Ok(r) => r,
             Err(problems) => {
                 for p in problems {
-                    v.problems.push(Problem { file: v.file.clone(), at: p.at.clone(), message: p.message.clone() });
+                    v.problems.push(Problem {
+                        file: v.file.clone(),
+                        at: p.at.clone(),
+                        message: p.message.clone(),
+                    });
                 }
                 crate::engine::rules::RuleSet::default()
             }
@@ -329,17 +380,36 @@ impl Config {
         for (i, s) in raw.sinks.iter().enumerate() {
             let at = format!("sinks[{i}]");
             let validated = match s {
-                SinkConfig::Influxdb(c) => c.validate(&at).map(Sink::Influxdb).map_err(|e| (e.path, e.message)),
-                SinkConfig::Mqtt(c) => c.validate(&at).map(Sink::Mqtt).map_err(|e| (e.path, e.message)),
-                SinkConfig::Webhook(c) => c.validate(&at).map(Sink::Webhook).map_err(|e| (e.path, e.message)),
+                SinkConfig::Influxdb(c) => c
+                    .validate(&at)
+                    .map(Sink::Influxdb)
+                    .map_err(|e| (e.path, e.message)),
+                SinkConfig::Mqtt(c) => c
+                    .validate(&at)
+                    .map(Sink::Mqtt)
+                    .map_err(|e| (e.path, e.message)),
+                SinkConfig::Webhook(c) => c
+                    .validate(&at)
+                    .map(Sink::Webhook)
+                    .map_err(|e| (e.path, e.message)),
             };
             match validated {
                 Ok(sink) => sinks.push(sink),
-                Err((at, message)) => v.problems.push(Problem { file: v.file.clone(), at, message }),
+                Err((at, message)) => v.problems.push(Problem {
+                    file: v.file.clone(),
+                    at,
+                    message,
+                }),
             }
             if let Some(last) = sinks.last() {
                 if !sink_names.insert(last.name().to_owned()) {
-                    v.problem(&format!("{at}.name"), &format!("sink name \"{}\" is used twice; give each sink its own `name`", last.name()));
+                    v.problem(
+                        &format!("{at}.name"),
+                        &format!(
+                            "sink name \"{}\" is used twice; give each sink its own `name`",
+                            last.name()
+                        ),
+                    );
                 }
             }
         }
@@ -367,7 +437,11 @@ impl Config {
 fn is_local_host(host: &str, listen: SocketAddr) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost"
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip == listen.ip() || (ip.is_loopback() && listen.ip().is_loopback()) || listen.ip().is_unspecified())
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+            ip == listen.ip()
+                || (ip.is_loopback() && listen.ip().is_loopback())
+                || listen.ip().is_unspecified()
+        })
 }
 
 /// Profiles loaded once per config load, by name.
@@ -383,7 +457,11 @@ struct Validator {
 
 impl Validator {
     fn problem(&mut self, at: &str, message: &str) {
-        self.problems.push(Problem { file: self.file.clone(), at: at.to_owned(), message: message.to_owned() });
+        self.problems.push(Problem {
+            file: self.file.clone(),
+            at: at.to_owned(),
+            message: message.to_owned(),
+        });
     }
 
     fn check_name(&mut self, at: &str, value: &str) {
@@ -405,16 +483,28 @@ impl Validator {
         for (i, p) in ports.iter().enumerate() {
             let at = format!("serial_ports[{i}]");
             if out.contains_key(&p.name) {
-                self.problem(&format!("{at}.name"), &format!("serial port \"{}\" is defined twice", p.name));
+                self.problem(
+                    &format!("{at}.name"),
+                    &format!("serial port \"{}\" is defined twice", p.name),
+                );
             }
             if !matches!(p.data_bits, 7 | 8) {
-                self.problem(&format!("{at}.data_bits"), &format!("{} is not 7 or 8", p.data_bits));
+                self.problem(
+                    &format!("{at}.data_bits"),
+                    &format!("{} is not 7 or 8", p.data_bits),
+                );
             }
             if !matches!(p.stop_bits, 1 | 2) {
-                self.problem(&format!("{at}.stop_bits"), &format!("{} is not 1 or 2", p.stop_bits));
+                self.problem(
+                    &format!("{at}.stop_bits"),
+                    &format!("{} is not 1 or 2", p.stop_bits),
+                );
             }
             if p.baud == 0 {
-                self.problem(&format!("{at}.baud"), "must be above 0 (typical: 9600, 19200, 115200)");
+                self.problem(
+                    &format!("{at}.baud"),
+                    "must be above 0 (typical: 9600, 19200, 115200)",
+                );
             }
             out.insert(
                 p.name.clone(),
@@ -438,38 +528,65 @@ impl Validator {
         match addr.to_socket_addrs().map(|mut a| a.next()) {
             Ok(Some(a)) => Some(a),
             _ => {
-                self.problem(at, &format!("\"{addr}\" is not host:port (e.g. \"192.168.1.20:502\")"));
+                self.problem(
+                    at,
+                    &format!("\"{addr}\" is not host:port (e.g. \"192.168.1.20:502\")"),
+                );
                 None
             }
         }
     }
 
-    fn transport(&mut self, at: &str, d: &DeviceConfig, ports: &BTreeMap<String, SerialLine>) -> Option<Transport> {
+    fn transport(
+        &mut self,
+        at: &str,
+        d: &DeviceConfig,
+        ports: &BTreeMap<String, SerialLine>,
+    ) -> Option<Transport> {
         match d.transport {
             TransportKind::Tcp | TransportKind::RtuOverTcp => {
                 if d.port.is_some() {
-                    self.problem(&format!("{at}.port"), "only `transport = \"rtu\"` uses a serial port; use `address` for TCP");
+                    self.problem(
+                        &format!("{at}.port"),
+                        "only `transport = \"rtu\"` uses a serial port; use `address` for TCP",
+                    );
                 }
                 let Some(addr) = d.address.as_deref() else {
-                    self.problem(&format!("{at}.address"), "missing: TCP devices need `address = \"host:port\"`");
+                    self.problem(
+                        &format!("{at}.address"),
+                        "missing: TCP devices need `address = \"host:port\"`",
+                    );
                     return None;
                 };
                 let a = self.address(&format!("{at}.address"), addr)?;
-                Some(if d.transport == TransportKind::Tcp { Transport::Tcp(a) } else { Transport::RtuOverTcp(a) })
+                Some(if d.transport == TransportKind::Tcp {
+                    Transport::Tcp(a)
+                } else {
+                    Transport::RtuOverTcp(a)
+                })
             }
             TransportKind::Rtu => {
                 if d.address.is_some() {
                     self.problem(&format!("{at}.address"), "an RTU device is reached through `port`, not `address` (use transport = \"rtu_over_tcp\" for a serial device server)");
                 }
                 let Some(name) = d.port.as_deref() else {
-                    self.problem(&format!("{at}.port"), "missing: RTU devices need `port = \"<name of a [[serial_ports]] entry>\"`");
+                    self.problem(
+                        &format!("{at}.port"),
+                        "missing: RTU devices need `port = \"<name of a [[serial_ports]] entry>\"`",
+                    );
                     return None;
                 };
                 match ports.get(name) {
                     Some(line) => Some(Transport::Rtu(line.clone())),
                     None => {
                         let known: Vec<&str> = ports.keys().map(String::as_str).collect();
-                        self.problem(&format!("{at}.port"), &format!("no serial port named \"{name}\"; defined: [{}]", known.join(", ")));
+                        self.problem(
+                            &format!("{at}.port"),
+                            &format!(
+                                "no serial port named \"{name}\"; defined: [{}]",
+                                known.join(", ")
+                            ),
+                        );
                         None
                     }
                 }
@@ -494,7 +611,10 @@ impl Validator {
             TransportKind::Tcp => true,
         };
         if !unit_ok {
-            self.problem(&format!("{at}.unit"), &format!("{} is not a serial slave address (1-247)", d.unit));
+            self.problem(
+                &format!("{at}.unit"),
+                &format!("{} is not a serial slave address (1-247)", d.unit),
+            );
         }
 
         let mut points = Vec::new();
@@ -514,7 +634,10 @@ impl Validator {
         }
         let points: Vec<Point> = points.into_iter().flatten().collect();
         if points.is_empty() {
-            self.problem(at, "has no points: give `profile = \"<name>\"` or [[devices.points]]");
+            self.problem(
+                at,
+                "has no points: give `profile = \"<name>\"` or [[devices.points]]",
+            );
         }
         let mut seen = HashSet::new();
         for p in &points {
@@ -525,7 +648,10 @@ impl Validator {
 
         let poll_interval = d.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL);
         if poll_interval < MIN_POLL_INTERVAL {
-            self.problem(&format!("{at}.poll_interval"), &format!("{poll_interval:?} is too short; the minimum is {MIN_POLL_INTERVAL:?}"));
+            self.problem(
+                &format!("{at}.poll_interval"),
+                &format!("{poll_interval:?} is too short; the minimum is {MIN_POLL_INTERVAL:?}"),
+            );
         }
         let timeout = d.timeout.unwrap_or(DEFAULT_TIMEOUT);
         if timeout.is_zero() {
@@ -537,7 +663,10 @@ impl Validator {
         }
         let max_gap = max_gap.unwrap_or(DEFAULT_MAX_GAP);
         if max_gap > MAX_REGISTERS_PER_READ {
-            self.problem(&format!("{at}.max_gap"), &format!("{max_gap} is more than one request can read ({MAX_REGISTERS_PER_READ})"));
+            self.problem(
+                &format!("{at}.max_gap"),
+                &format!("{max_gap} is more than one request can read ({MAX_REGISTERS_PER_READ})"),
+            );
         }
         Some(Device {
             name: d.name.clone(),
@@ -560,7 +689,10 @@ impl Validator {
         let file = cache.dir.join(format!("{name}.toml"));
         let loaded = match std::fs::read_to_string(&file) {
             Err(e) => {
-                self.problem(at, &format!("cannot read profile \"{name}\" at {}: {e}", file.display()));
+                self.problem(
+                    at,
+                    &format!("cannot read profile \"{name}\" at {}: {e}", file.display()),
+                );
                 Err(())
             }
             Ok(text) => match parse_toml::<ProfileConfig>(&file, &text) {
@@ -572,7 +704,10 @@ impl Validator {
                     self.problems.push(Problem {
                         file: file.clone(),
                         at: "name".into(),
-                        message: format!("\"{}\" does not match the file name; write name = \"{name}\"", p.name),
+                        message: format!(
+                            "\"{}\" does not match the file name; write name = \"{name}\"",
+                            p.name
+                        ),
                     });
                     Err(())
                 }
@@ -604,10 +739,16 @@ impl Validator {
         let bits = p.function.is_bits();
         match (p.data_type, bits, p.bit) {
             (DataType::Bool, true, Some(_)) => {
-                found.push(bad(format!("`bit` is only for a bool inside a register; {} already holds single bits", p.function)));
+                found.push(bad(format!(
+                    "`bit` is only for a bool inside a register; {} already holds single bits",
+                    p.function
+                )));
             }
             (DataType::Bool, false, None) => {
-                found.push(bad("a bool in a register table needs `bit = 0..15` (which bit of the register)".into()));
+                found.push(bad(
+                    "a bool in a register table needs `bit = 0..15` (which bit of the register)"
+                        .into(),
+                ));
             }
             (DataType::Bool, false, Some(b)) if b > 15 => {
                 found.push(bad(format!("bit {b} is not 0..15")));
@@ -621,13 +762,18 @@ impl Validator {
             _ => {}
         }
         if !p.scale.is_finite() || p.scale == 0.0 {
-            found.push(bad(format!("scale {} must be a finite, non-zero number", p.scale)));
+            found.push(bad(format!(
+                "scale {} must be a finite, non-zero number",
+                p.scale
+            )));
         }
         if !p.offset.is_finite() {
             found.push(bad(format!("offset {} must be finite", p.offset)));
         }
         if p.time_address.is_some() && bits {
-            found.push(bad("time_address needs a register table (holding or input)".into()));
+            found.push(bad(
+                "time_address needs a register table (holding or input)".into(),
+            ));
         }
         let point = Point {
             name: p.name.clone(),
@@ -640,7 +786,9 @@ impl Validator {
             offset: p.offset,
             unit: p.unit.clone(),
             quantity: p.quantity,
-            time: p.time_address.map(|t| (t, p.time_word_order.unwrap_or(default_order))),
+            time: p
+                .time_address
+                .map(|t| (t, p.time_word_order.unwrap_or(default_order))),
         };
         if let Some(msg) = point_span_error(&point) {
             found.push(bad(msg));

@@ -25,7 +25,11 @@ fn problems(text: &str) -> Vec<String> {
 
 fn assert_problem(text: &str, needle: &str) {
     let p = problems(text);
-    assert!(p.iter().any(|p| p.contains(needle)), "no problem contains {needle:?}; got:\n{}", p.join("\n"));
+    assert!(
+        p.iter().any(|p| p.contains(needle)),
+        "no problem contains {needle:?}; got:\n{}",
+        p.join("\n")
+    );
 }
 
 const HEAD: &str = "site = \"xa\"\ngateway_id = \"gw1\"\ndata_dir = \"/tmp/anju-test\"\n";
@@ -50,8 +54,15 @@ tags = {{ structure = \"block-A\" }}
     assert_eq!(d.poll_interval, Duration::from_secs(5));
     assert_eq!(d.points.len(), 12);
     let ch1 = &d.points[0];
-    assert_eq!((ch1.name.as_str(), ch1.function, ch1.address), ("ch1", Function::Input, 0));
-    assert_eq!(ch1.word_order, WordOrder::Cdab, "profile default word order applies");
+    assert_eq!(
+        (ch1.name.as_str(), ch1.function, ch1.address),
+        ("ch1", Function::Input, 0)
+    );
+    assert_eq!(
+        ch1.word_order,
+        WordOrder::Cdab,
+        "profile default word order applies"
+    );
     assert_eq!(ch1.time, Some((40, WordOrder::Cdab)));
     assert_eq!(d.tags.get("structure").map(String::as_str), Some("block-A"));
     assert_eq!(d.max_gap, 10, "profile max_gap applies");
@@ -90,37 +101,78 @@ word_order = \"ACBD\"
     ));
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].contains("devices[0].points[0].word_order"), "{}", p[0]);
-    assert!(p[0].contains("ACBD") && p[0].contains("abcd") && p[0].contains("dcba"), "{}", p[0]);
+    assert!(
+        p[0].contains("ACBD") && p[0].contains("abcd") && p[0].contains("dcba"),
+        "{}",
+        p[0]
+    );
     assert!(p[0].contains("test.toml"), "{}", p[0]);
 }
 
 #[test]
 fn an_unknown_key_is_refused_with_its_path() {
     assert_problem(&format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nprofile = \"tilt-crack\"\npoll_intervall = \"5s\"\n"), "devices[0]");
-    assert_problem(&format!("{HEAD}\ncolour = \"red\"\n"), "unknown field `colour`");
+    assert_problem(
+        &format!("{HEAD}\ncolour = \"red\"\n"),
+        "unknown field `colour`",
+    );
 }
 
 #[test]
 fn address_and_type_mistakes_are_explained() {
     let dev = "[[devices]]\nname = \"a\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\n";
-    let pt = |extra: &str| format!("{HEAD}\n{dev}[[devices.points]]\nname = \"p\"\nquantity = \"tilt\"\n{extra}\n");
-    assert_problem(&pt("function = \"holding\"\naddress = 70000\ntype = \"u16\""), "devices[0].points[0].address");
-    assert_problem(&pt("function = \"holding\"\naddress = 65535\ntype = \"f32\""), "runs past register 65535");
-    assert_problem(&pt("function = \"coil\"\naddress = 0\ntype = \"u16\""), "use type = \"bool\"");
-    assert_problem(&pt("function = \"holding\"\naddress = 0\ntype = \"bool\""), "needs `bit = 0..15`");
-    assert_problem(&pt("function = \"holding\"\naddress = 0\ntype = \"bool\"\nbit = 16"), "bit 16 is not 0..15");
-    assert_problem(&pt("function = \"holding\"\naddress = 0\ntype = \"f32\"\ntime_address = 300"), "time_address is too far");
-    assert_problem(&pt("function = \"holding\"\naddress = 0\ntype = \"f32\"\nscale = 0.0"), "scale 0 must be");
-    assert_problem(&pt("function = \"holding\"\naddress = 0\ntype = \"f32\"\nquantity2 = 1"), "unknown field `quantity2`");
+    let pt = |extra: &str| {
+        format!("{HEAD}\n{dev}[[devices.points]]\nname = \"p\"\nquantity = \"tilt\"\n{extra}\n")
+    };
+    assert_problem(
+        &pt("function = \"holding\"\naddress = 70000\ntype = \"u16\""),
+        "devices[0].points[0].address",
+    );
+    assert_problem(
+        &pt("function = \"holding\"\naddress = 65535\ntype = \"f32\""),
+        "runs past register 65535",
+    );
+    assert_problem(
+        &pt("function = \"coil\"\naddress = 0\ntype = \"u16\""),
+        "use type = \"bool\"",
+    );
+    assert_problem(
+        &pt("function = \"holding\"\naddress = 0\ntype = \"bool\""),
+        "needs `bit = 0..15`",
+    );
+    assert_problem(
+        &pt("function = \"holding\"\naddress = 0\ntype = \"bool\"\nbit = 16"),
+        "bit 16 is not 0..15",
+    );
+    assert_problem(
+        &pt("function = \"holding\"\naddress = 0\ntype = \"f32\"\ntime_address = 300"),
+        "time_address is too far",
+    );
+    assert_problem(
+        &pt("function = \"holding\"\naddress = 0\ntype = \"f32\"\nscale = 0.0"),
+        "scale 0 must be",
+    );
+    assert_problem(
+        &pt("function = \"holding\"\naddress = 0\ntype = \"f32\"\nquantity2 = 1"),
+        "unknown field `quantity2`",
+    );
 }
 
 #[test]
 fn transport_mistakes_name_the_fix() {
-    assert_problem(&format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"tcp\"\nprofile = \"tilt-crack\"\n"), "devices[0].address: missing");
+    assert_problem(
+        &format!(
+            "{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"tcp\"\nprofile = \"tilt-crack\"\n"
+        ),
+        "devices[0].address: missing",
+    );
     assert_problem(&format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"rtu\"\nport = \"nope\"\nprofile = \"tilt-crack\"\n"), "no serial port named \"nope\"");
     assert_problem(&format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"rtu_over_tcp\"\naddress = \"127.0.0.1:4001\"\nunit = 0\nprofile = \"tilt-crack\"\n"), "devices[0].unit: 0 is not a serial slave address");
     assert_problem(&format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"tcp\"\naddress = \"nowhere\"\nprofile = \"tilt-crack\"\n"), "is not host:port");
-    assert_problem(&format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"serial\"\n"), "unknown variant `serial`");
+    assert_problem(
+        &format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"serial\"\n"),
+        "unknown variant `serial`",
+    );
 }
 
 #[test]
@@ -144,13 +196,22 @@ profile = \"no-such-profile\"
     let all = p.join("\n");
     assert!(all.contains("devices[0].poll_interval"), "{all}");
     assert!(all.contains("devices[0].retries"), "{all}");
-    assert!(all.contains("devices[1].name: device name \"a\" is used twice"), "{all}");
-    assert!(all.contains("devices[1].profile: cannot read profile \"no-such-profile\""), "{all}");
+    assert!(
+        all.contains("devices[1].name: device name \"a\" is used twice"),
+        "{all}"
+    );
+    assert!(
+        all.contains("devices[1].profile: cannot read profile \"no-such-profile\""),
+        "{all}"
+    );
 }
 
 #[test]
 fn durations_must_be_written_as_durations() {
-    assert_problem(&format!("{HEAD}\nsummary_interval = \"often\"\n"), "\"often\" is not a duration");
+    assert_problem(
+        &format!("{HEAD}\nsummary_interval = \"often\"\n"),
+        "\"often\" is not a duration",
+    );
 }
 
 #[test]
@@ -162,7 +223,11 @@ fn every_profile_in_config_profiles_loads() {
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
         }
-        let name = path.file_stem().and_then(|s| s.to_str()).expect("name").to_owned();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name")
+            .to_owned();
         let cfg = load(&format!(
             "{HEAD}\n[[devices]]\nname = \"d\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nprofile = \"{name}\"\n"
         ))
@@ -186,10 +251,20 @@ fn every_config_file_in_config_loads() {
             continue;
         }
         let cfg = Config::load(&path).unwrap_or_else(|e| panic!("{}:\n{e}", path.display()));
-        assert!(!cfg.devices.is_empty() || !cfg.mqtt.is_empty(), "{} reads nothing", path.display());
+        assert!(
+            !cfg.devices.is_empty() || !cfg.mqtt.is_empty(),
+            "{} reads nothing",
+            path.display()
+        );
         let text = describe(&cfg);
-        assert!(!text.contains("example-token") && !text.contains("example-password"), "a secret was printed");
+        assert!(
+            !text.contains("example-token") && !text.contains("example-password"),
+            "a secret was printed"
+        );
         n += 1;
     }
-    assert!(n >= 2, "expected demo.toml and site.example.toml, found {n}");
+    assert!(
+        n >= 2,
+        "expected demo.toml and site.example.toml, found {n}"
+    );
 }

@@ -102,7 +102,9 @@ impl EngineConfig {
             return Err("flush_interval must be between 1ms and 10s".into());
         }
         if self.flush_max_records() == 0 || self.flush_max_records() > MAX_UNSPOOLED_RECORDS {
-            return Err(format!("flush_max_records must be between 1 and {MAX_UNSPOOLED_RECORDS}"));
+            return Err(format!(
+                "flush_max_records must be between 1 and {MAX_UNSPOOLED_RECORDS}"
+            ));
         }
         Ok(())
     }
@@ -222,10 +224,14 @@ impl Engine {
         let site = self.site.clone();
         match serde_json::from_slice::<EvaluatorState>(&bytes)
             .map_err(|e| e.to_string())
-            .and_then(|state| Evaluator::restore(rules, &site, state, now).map_err(|e| e.to_string()))
-        {
+            .and_then(|state| {
+                Evaluator::restore(rules, &site, state, now).map_err(|e| e.to_string())
+            }) {
             Ok(ev) => {
-                info!(active_alerts = ev.active_alerts().count(), "Rule state restored.");
+                info!(
+                    active_alerts = ev.active_alerts().count(),
+                    "Rule state restored."
+                );
                 self.evaluator = ev;
             }
             Err(e) => warn!(error = %e, "Saved rule state is not usable; rules start fresh."),
@@ -284,7 +290,10 @@ impl Engine {
             }
         }
         self.flush().await;
-        info!(channels = self.channels.len(), "Engine stopped; every reading received is in the spool.");
+        info!(
+            channels = self.channels.len(),
+            "Engine stopped; every reading received is in the spool."
+        );
     }
 
     /// Check, record and render one batch.
@@ -307,7 +316,9 @@ impl Engine {
                 self.reject_time(&r, reason, now);
                 continue;
             }
-            let Some(state) = self.channel(&r.series, now) else { continue };
+            let Some(state) = self.channel(&r.series, now) else {
+                continue;
+            };
             state.last_ts = r.ts;
             state.last_quality = r.quality;
             if r.value.is_some() {
@@ -336,7 +347,10 @@ impl Engine {
             self.evaluator.register(series, now);
             let probe = format!("{} value=0 0\n", series.line_prefix);
             if let Err(e) = line::validate(probe.as_bytes()) {
-                self.metrics.incr("readings_rejected_total", &[("reason", "unwritable_name"), ("device", &series.device)]);
+                self.metrics.incr(
+                    "readings_rejected_total",
+                    &[("reason", "unwritable_name"), ("device", &series.device)],
+                );
                 error!(channel = %series.key, error = %e, "Channel names cannot be written as line protocol; its readings are dropped.");
                 return None;
             }
@@ -366,14 +380,26 @@ impl Engine {
         encode_alert_line(&mut self.pending, alert);
         self.pending_records += 1;
         self.state_dirty = true;
-        self.metrics.incr("alerts_total", &[("kind", alert.kind.as_str()), ("state", state_name(alert.state))]);
+        self.metrics.incr(
+            "alerts_total",
+            &[
+                ("kind", alert.kind.as_str()),
+                ("state", state_name(alert.state)),
+            ],
+        );
         warn!(alert = %alert.id, seq = alert.seq, rule = %alert.rule, channel = %alert.channel, level = ?alert.level, state = ?alert.state, "{}", alert.message);
     }
 
     fn reject_time(&mut self, r: &Reading, reason: &'static str, now: TimestampNs) {
         let device = r.series.device.as_str();
-        let before = self.metrics.get("readings_rejected_total", &[("reason", reason), ("device", device)]);
-        self.metrics.incr("readings_rejected_total", &[("reason", reason), ("device", device)]);
+        let before = self.metrics.get(
+            "readings_rejected_total",
+            &[("reason", reason), ("device", device)],
+        );
+        self.metrics.incr(
+            "readings_rejected_total",
+            &[("reason", reason), ("device", device)],
+        );
         // Log the first one per device and reason, then every 1000th: a device with a wrong
         // clock sends every reading wrong.
         if before.is_multiple_of(1000) {
@@ -417,9 +443,14 @@ impl Engine {
         }
         match result {
             Ok((Ok(outcome), mut body)) => {
-                self.metrics.add("readings_spooled_total", &[], u64::from(records));
+                self.metrics
+                    .add("readings_spooled_total", &[], u64::from(records));
                 if outcome.dropped_records > 0 {
-                    self.metrics.add("readings_dropped_total", &[("reason", "spool_full")], outcome.dropped_records);
+                    self.metrics.add(
+                        "readings_dropped_total",
+                        &[("reason", "spool_full")],
+                        outcome.dropped_records,
+                    );
                     warn!(
                         dropped = outcome.dropped_records,
                         "Spool is full: the oldest undelivered readings were dropped to make room (raise spool.max_bytes or restore the uplink)."
@@ -436,7 +467,11 @@ impl Engine {
             Ok((Err(e), body)) => {
                 self.metrics.incr("spool_errors_total", &[]);
                 if records >= MAX_UNSPOOLED_RECORDS {
-                    self.metrics.add("readings_dropped_total", &[("reason", "spool_error")], u64::from(records));
+                    self.metrics.add(
+                        "readings_dropped_total",
+                        &[("reason", "spool_error")],
+                        u64::from(records),
+                    );
                     error!(error = %e, dropped = records, "Spool cannot be written; readings held in memory were dropped.");
                     self.pending = Vec::with_capacity(1 << 20);
                     self.pending_records = 0;
@@ -449,7 +484,11 @@ impl Engine {
             }
             Err(join) => {
                 // The blocking task panicked or was cancelled; its body is gone with it.
-                self.metrics.add("readings_dropped_total", &[("reason", "spool_error")], u64::from(records));
+                self.metrics.add(
+                    "readings_dropped_total",
+                    &[("reason", "spool_error")],
+                    u64::from(records),
+                );
                 error!(error = %join, dropped = records, "Spool commit task failed; readings lost.");
                 self.pending = Vec::with_capacity(1 << 20);
                 self.pending_records = 0;
@@ -473,7 +512,9 @@ impl Engine {
     /// Commit the pending alert events and the rule state in one transaction. On failure the
     /// alerts stay pending and are retried with the next flush: alerts are never dropped here.
     async fn flush_alerts(&mut self) {
-        let Some(state) = self.state_bytes() else { return };
+        let Some(state) = self.state_bytes() else {
+            return;
+        };
         let body = std::mem::take(&mut self.pending_alerts);
         let records = self.pending_alert_records;
         let spool = Arc::clone(&self.spool);
@@ -484,7 +525,8 @@ impl Engine {
         .await;
         match result {
             Ok((Ok(_), _)) => {
-                self.metrics.add("alerts_spooled_total", &[], u64::from(records));
+                self.metrics
+                    .add("alerts_spooled_total", &[], u64::from(records));
                 self.pending_alert_records = 0;
                 self.state_dirty = false;
                 self.last_state_save = Instant::now();
@@ -504,13 +546,30 @@ impl Engine {
     /// Log what flowed since the last summary.
     async fn summary(&mut self) {
         let spool = Arc::clone(&self.spool);
-        let stats = tokio::task::spawn_blocking(move || spool.stats()).await.ok();
-        let mut latest: Vec<&ChannelState> = self.channels.values().filter(|c| c.last_value.is_some()).collect();
-        latest.sort_by(|a, b| b.last_ts.cmp(&a.last_ts).then_with(|| a.series.key.cmp(&b.series.key)));
+        let stats = tokio::task::spawn_blocking(move || spool.stats())
+            .await
+            .ok();
+        let mut latest: Vec<&ChannelState> = self
+            .channels
+            .values()
+            .filter(|c| c.last_value.is_some())
+            .collect();
+        latest.sort_by(|a, b| {
+            b.last_ts
+                .cmp(&a.last_ts)
+                .then_with(|| a.series.key.cmp(&b.series.key))
+        });
         let sample: Vec<String> = latest
             .iter()
             .take(3)
-            .map(|c| format!("{}={}{}", c.series.key, c.last_value.unwrap_or_default(), c.series.unit))
+            .map(|c| {
+                format!(
+                    "{}={}{}",
+                    c.series.key,
+                    c.last_value.unwrap_or_default(),
+                    c.series.unit
+                )
+            })
             .collect();
         info!(
             readings = self.since_summary,

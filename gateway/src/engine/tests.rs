@@ -52,12 +52,18 @@ async fn run_engine(spool: &Arc<Spool>, series: &Arc<Series>, t0: i64, values: &
         tx.send(batch).await.expect("engine alive");
     }
     drop(tx);
-    tokio::time::timeout(Duration::from_secs(10), task).await.expect("engine stops").expect("no panic");
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("engine stops")
+        .expect("no panic");
 }
 
 fn alerts(spool: &Spool) -> Vec<Alert> {
     let mut out = Vec::new();
-    while let Some(batch) = spool.read_batch(Stream::Alerts, "reader", 1000).expect("read") {
+    while let Some(batch) = spool
+        .read_batch(Stream::Alerts, "reader", 1000)
+        .expect("read")
+    {
         for line in batch.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             out.push(serde_json::from_slice(line).expect("alert JSON"));
         }
@@ -70,8 +76,20 @@ fn alerts(spool: &Spool) -> Vec<Alert> {
 async fn an_alert_survives_a_restart_without_a_second_raise_and_still_clears() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("spool.redb");
-    let open = || Arc::new(Spool::open(&path, &SpoolConfig::default(), &["reader".to_owned()]).expect("spool"));
-    let series = Arc::new(Series::new("xa", "gw", "lev-a1", "ch3", QuantityKind::Settlement, "mm", &BTreeMap::new()));
+    let open = || {
+        Arc::new(
+            Spool::open(&path, &SpoolConfig::default(), &["reader".to_owned()]).expect("spool"),
+        )
+    };
+    let series = Arc::new(Series::new(
+        "xa",
+        "gw",
+        "lev-a1",
+        "ch3",
+        QuantityKind::Settlement,
+        "mm",
+        &BTreeMap::new(),
+    ));
     // Recent timestamps, so the engine's plausibility check accepts them.
     let t0 = now_ns() - 600 * 1_000_000_000;
 
@@ -89,19 +107,38 @@ async fn an_alert_survives_a_restart_without_a_second_raise_and_still_clears() {
     // Restart: two readings still above the alarm (enough to confirm a raise) → no second raise. Then twice below the lowest level's
     // threshold minus the 10 % deadband (21 × 0.9 = 18.9 mm) → one clear, same id.
     let spool = open();
-    run_engine(&spool, &series, t0 + 10_000_000_000, &[33.0, 34.0, 15.0, 14.0]).await;
+    run_engine(
+        &spool,
+        &series,
+        t0 + 10_000_000_000,
+        &[33.0, 34.0, 15.0, 14.0],
+    )
+    .await;
     let second = alerts(&spool);
-    assert!(second.iter().all(|a| a.state != AlertState::Raised), "raised again after restart: {second:?}");
-    let clears: Vec<&Alert> = second.iter().filter(|a| a.state == AlertState::Cleared).collect();
+    assert!(
+        second.iter().all(|a| a.state != AlertState::Raised),
+        "raised again after restart: {second:?}"
+    );
+    let clears: Vec<&Alert> = second
+        .iter()
+        .filter(|a| a.state == AlertState::Cleared)
+        .collect();
     assert_eq!(clears.len(), 1, "{second:?}");
     assert_eq!(clears[0].id, id);
 
     // Every reading is in the points stream too, plus the two alert events as `alerts` points.
     let mut lines = 0;
-    while let Some(batch) = spool.read_batch(Stream::Points, "reader", 1000).expect("read") {
+    while let Some(batch) = spool
+        .read_batch(Stream::Points, "reader", 1000)
+        .expect("read")
+    {
         lines += batch.records;
         spool.ack(Stream::Points, "reader", &batch).expect("ack");
     }
     let events = u64::try_from(first.len() + second.len()).expect("small");
-    assert_eq!(lines, 7 + events, "seven readings plus one `alerts` point per alert event");
+    assert_eq!(
+        lines,
+        7 + events,
+        "seven readings plus one `alerts` point per alert event"
+    );
 }

@@ -25,7 +25,10 @@ pub struct ReadingBatch {
 
 impl From<Vec<Reading>> for ReadingBatch {
     fn from(readings: Vec<Reading>) -> Self {
-        Self { readings, on_commit: None }
+        Self {
+            readings,
+            on_commit: None,
+        }
     }
 }
 

@@ -775,7 +775,10 @@ impl Spool {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(e).at(p),
         };
-        Ok(table.get(ENGINE_STATE_KEY).at(p)?.map(|v| v.value().to_vec()))
+        Ok(table
+            .get(ENGINE_STATE_KEY)
+            .at(p)?
+            .map(|v| v.value().to_vec()))
     }
 
     /// Read consecutive chunks of `stream` from `sink`'s cursor: stop before the chunk that would

@@ -37,14 +37,24 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("ANJU_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 
     let root = anju_system::repo_root();
-    let resolve = |p: &PathBuf| if p.is_absolute() || p.exists() { p.clone() } else { root.join(p) };
+    let resolve = |p: &PathBuf| {
+        if p.is_absolute() || p.exists() {
+            p.clone()
+        } else {
+            root.join(p)
+        }
+    };
     let config_path = resolve(&args.config);
     let scenario_path = resolve(&args.scenario);
 
-    let cfg = anju_gateway::config::Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cfg =
+        anju_gateway::config::Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let broker = cfg
         .embedded_broker
         .as_ref()
@@ -65,13 +75,21 @@ async fn main() -> Result<()> {
     )
     .await
     .context("start the simulated site")?;
-    println!("anju-demo: simulated site \"{}\" is up: {} Modbus TCP slaves, RTU buses {:?}", scenario.name, site.tcp_addrs().len(), site.rtu_endpoints().keys().collect::<Vec<_>>());
+    println!(
+        "anju-demo: simulated site \"{}\" is up: {} Modbus TCP slaves, RTU buses {:?}",
+        scenario.name,
+        site.tcp_addrs().len(),
+        site.rtu_endpoints().keys().collect::<Vec<_>>()
+    );
 
     let gw = anju_gateway::run::Gateway::new(cfg);
     let metrics = gw.metrics();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let gateway = tokio::spawn(gw.run(shutdown.clone()));
-    println!("anju-demo: gateway running with {}; Ctrl-C to stop", config_path.display());
+    println!(
+        "anju-demo: gateway running with {}; Ctrl-C to stop",
+        config_path.display()
+    );
 
     let stop_at = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(Duration::from_secs(args.every.max(1)));
@@ -108,7 +126,12 @@ async fn main() -> Result<()> {
         Err(e) => anyhow::bail!("gateway task failed: {e}"),
     }
     site.shutdown().await;
-    let errors: Vec<String> = metrics.render().lines().filter(|l| l.contains("error") || l.contains("dropped") || l.contains("rejected")).map(str::to_owned).collect();
+    let errors: Vec<String> = metrics
+        .render()
+        .lines()
+        .filter(|l| l.contains("error") || l.contains("dropped") || l.contains("rejected"))
+        .map(str::to_owned)
+        .collect();
     if !errors.is_empty() {
         println!("anju-demo: problems counted:\n  {}", errors.join("\n  "));
     }

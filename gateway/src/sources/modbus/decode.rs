@@ -73,7 +73,8 @@ fn window(regs: &[u16], block_start: u16, address: u16, count: u16) -> Result<&[
     let end = start + u32::from(count);
     let out_of_block = DecodeError::OutOfBlock { start, end };
     let offset = usize::from(address.checked_sub(block_start).ok_or(out_of_block)?);
-    regs.get(offset..offset + usize::from(count)).ok_or(out_of_block)
+    regs.get(offset..offset + usize::from(count))
+        .ok_or(out_of_block)
 }
 
 /// The engineering value of `point` from a register block read at `block_start`.
@@ -98,7 +99,10 @@ pub fn register_point(point: &Point, block_start: u16, regs: &[u16]) -> Result<f
 /// [`DecodeError::OutOfBlock`] when the block does not cover the point.
 pub fn bit_point(point: &Point, block_start: u16, bits: &[bool]) -> Result<f64, DecodeError> {
     let start = u32::from(point.address);
-    let out_of_block = DecodeError::OutOfBlock { start, end: start + 1 };
+    let out_of_block = DecodeError::OutOfBlock {
+        start,
+        end: start + 1,
+    };
     let offset = usize::from(point.address.checked_sub(block_start).ok_or(out_of_block)?);
     let bit = bits.get(offset).copied().ok_or(out_of_block)?;
     Ok(f64::from(u8::from(bit)) * point.scale + point.offset)
@@ -134,32 +138,77 @@ mod tests {
         // 0x4628_C87C (A=46 B=28 C=C8 D=7C) is the Geokon example of domain.md §4.4: 10 802.12 Ω.
         let expect = f64::from(f32::from_bits(0x4628_C87C));
         assert!((expect - 10_802.12).abs() < 0.002);
-        assert_eq!(raw_value(&[0x4628, 0xC87C], DataType::F32, WordOrder::Abcd), expect); // AB CD
-        assert_eq!(raw_value(&[0xC87C, 0x4628], DataType::F32, WordOrder::Cdab), expect); // CD AB
-        assert_eq!(raw_value(&[0x2846, 0x7CC8], DataType::F32, WordOrder::Badc), expect); // BA DC
-        assert_eq!(raw_value(&[0x7CC8, 0x2846], DataType::F32, WordOrder::Dcba), expect); // DC BA
+        assert_eq!(
+            raw_value(&[0x4628, 0xC87C], DataType::F32, WordOrder::Abcd),
+            expect
+        ); // AB CD
+        assert_eq!(
+            raw_value(&[0xC87C, 0x4628], DataType::F32, WordOrder::Cdab),
+            expect
+        ); // CD AB
+        assert_eq!(
+            raw_value(&[0x2846, 0x7CC8], DataType::F32, WordOrder::Badc),
+            expect
+        ); // BA DC
+        assert_eq!(
+            raw_value(&[0x7CC8, 0x2846], DataType::F32, WordOrder::Dcba),
+            expect
+        ); // DC BA
     }
 
     #[test]
     fn u32_and_i32_in_all_four_orders() {
         // 0x0001_E240 = 123456: A=00 B=01 C=E2 D=40.
-        assert_eq!(raw_value(&[0x0001, 0xE240], DataType::U32, WordOrder::Abcd), 123_456.0);
-        assert_eq!(raw_value(&[0xE240, 0x0001], DataType::U32, WordOrder::Cdab), 123_456.0);
-        assert_eq!(raw_value(&[0x0100, 0x40E2], DataType::U32, WordOrder::Badc), 123_456.0);
-        assert_eq!(raw_value(&[0x40E2, 0x0100], DataType::U32, WordOrder::Dcba), 123_456.0);
+        assert_eq!(
+            raw_value(&[0x0001, 0xE240], DataType::U32, WordOrder::Abcd),
+            123_456.0
+        );
+        assert_eq!(
+            raw_value(&[0xE240, 0x0001], DataType::U32, WordOrder::Cdab),
+            123_456.0
+        );
+        assert_eq!(
+            raw_value(&[0x0100, 0x40E2], DataType::U32, WordOrder::Badc),
+            123_456.0
+        );
+        assert_eq!(
+            raw_value(&[0x40E2, 0x0100], DataType::U32, WordOrder::Dcba),
+            123_456.0
+        );
         // -2 = 0xFFFF_FFFE.
-        assert_eq!(raw_value(&[0xFFFF, 0xFFFE], DataType::I32, WordOrder::Abcd), -2.0);
-        assert_eq!(raw_value(&[0xFFFE, 0xFFFF], DataType::I32, WordOrder::Cdab), -2.0);
-        assert_eq!(raw_value(&[0xFFFF, 0xFEFF], DataType::I32, WordOrder::Badc), -2.0);
-        assert_eq!(raw_value(&[0xFEFF, 0xFFFF], DataType::I32, WordOrder::Dcba), -2.0);
+        assert_eq!(
+            raw_value(&[0xFFFF, 0xFFFE], DataType::I32, WordOrder::Abcd),
+            -2.0
+        );
+        assert_eq!(
+            raw_value(&[0xFFFE, 0xFFFF], DataType::I32, WordOrder::Cdab),
+            -2.0
+        );
+        assert_eq!(
+            raw_value(&[0xFFFF, 0xFEFF], DataType::I32, WordOrder::Badc),
+            -2.0
+        );
+        assert_eq!(
+            raw_value(&[0xFEFF, 0xFFFF], DataType::I32, WordOrder::Dcba),
+            -2.0
+        );
         // Same words, other type: 0xFFFF_FFFE as unsigned.
-        assert_eq!(raw_value(&[0xFFFF, 0xFFFE], DataType::U32, WordOrder::Abcd), 4_294_967_294.0);
+        assert_eq!(
+            raw_value(&[0xFFFF, 0xFFFE], DataType::U32, WordOrder::Abcd),
+            4_294_967_294.0
+        );
     }
 
     #[test]
     fn sixteen_bit_types_and_byte_swap() {
-        assert_eq!(raw_value(&[0x8000], DataType::I16, WordOrder::Abcd), -32_768.0);
-        assert_eq!(raw_value(&[0x8000], DataType::U16, WordOrder::Abcd), 32_768.0);
+        assert_eq!(
+            raw_value(&[0x8000], DataType::I16, WordOrder::Abcd),
+            -32_768.0
+        );
+        assert_eq!(
+            raw_value(&[0x8000], DataType::U16, WordOrder::Abcd),
+            32_768.0
+        );
         // A 16-bit value only has bytes A B; badc/dcba swap them, cdab leaves them.
         assert_eq!(raw_value(&[0x0102], DataType::U16, WordOrder::Cdab), 258.0);
         assert_eq!(raw_value(&[0x0201], DataType::U16, WordOrder::Badc), 258.0);
@@ -173,18 +222,58 @@ mod tests {
         let v = 72_623_859_790_382_856_u64 as f64;
         let abcd = [0x0102, 0x0304, 0x0506, 0x0708];
         assert_eq!(raw_value(&abcd, DataType::U64, WordOrder::Abcd), v);
-        assert_eq!(raw_value(&[0x0708, 0x0506, 0x0304, 0x0102], DataType::U64, WordOrder::Cdab), v);
-        assert_eq!(raw_value(&[0x0201, 0x0403, 0x0605, 0x0807], DataType::U64, WordOrder::Badc), v);
-        assert_eq!(raw_value(&[0x0807, 0x0605, 0x0403, 0x0201], DataType::U64, WordOrder::Dcba), v);
+        assert_eq!(
+            raw_value(
+                &[0x0708, 0x0506, 0x0304, 0x0102],
+                DataType::U64,
+                WordOrder::Cdab
+            ),
+            v
+        );
+        assert_eq!(
+            raw_value(
+                &[0x0201, 0x0403, 0x0605, 0x0807],
+                DataType::U64,
+                WordOrder::Badc
+            ),
+            v
+        );
+        assert_eq!(
+            raw_value(
+                &[0x0807, 0x0605, 0x0403, 0x0201],
+                DataType::U64,
+                WordOrder::Dcba
+            ),
+            v
+        );
         // -1_000_000 = 0xFFFF_FFFF_FFF0_BDC0.
         let i = [0xFFFF, 0xFFFF, 0xFFF0, 0xBDC0];
         assert_eq!(raw_value(&i, DataType::I64, WordOrder::Abcd), -1_000_000.0);
-        assert_eq!(raw_value(&[0xBDC0, 0xFFF0, 0xFFFF, 0xFFFF], DataType::I64, WordOrder::Cdab), -1e6);
+        assert_eq!(
+            raw_value(
+                &[0xBDC0, 0xFFF0, 0xFFFF, 0xFFFF],
+                DataType::I64,
+                WordOrder::Cdab
+            ),
+            -1e6
+        );
         // 1.5_f64 = 0x3FF8_0000_0000_0000; -273.15 = 0xC071_1266_6666_6666.
-        assert_eq!(raw_value(&[0x3FF8, 0, 0, 0], DataType::F64, WordOrder::Abcd), 1.5);
-        assert_eq!(raw_value(&[0, 0, 0, 0x3FF8], DataType::F64, WordOrder::Cdab), 1.5);
-        assert_eq!(raw_value(&[0xF83F, 0, 0, 0], DataType::F64, WordOrder::Badc), 1.5);
-        assert_eq!(raw_value(&[0, 0, 0, 0xF83F], DataType::F64, WordOrder::Dcba), 1.5);
+        assert_eq!(
+            raw_value(&[0x3FF8, 0, 0, 0], DataType::F64, WordOrder::Abcd),
+            1.5
+        );
+        assert_eq!(
+            raw_value(&[0, 0, 0, 0x3FF8], DataType::F64, WordOrder::Cdab),
+            1.5
+        );
+        assert_eq!(
+            raw_value(&[0xF83F, 0, 0, 0], DataType::F64, WordOrder::Badc),
+            1.5
+        );
+        assert_eq!(
+            raw_value(&[0, 0, 0, 0xF83F], DataType::F64, WordOrder::Dcba),
+            1.5
+        );
         let t = [0xC071, 0x1266, 0x6666, 0x6666];
         assert_eq!(raw_value(&t, DataType::F64, WordOrder::Abcd), -273.15);
     }

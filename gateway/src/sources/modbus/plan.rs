@@ -51,7 +51,15 @@ pub struct ReadRequest {
 impl fmt::Display for ReadRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let last = u32::from(self.start) + u32::from(self.count) - 1;
-        write!(f, "{} {}..={} ({} {})", self.function, self.start, last, self.count, unit_word(self))
+        write!(
+            f,
+            "{} {}..={} ({} {})",
+            self.function,
+            self.start,
+            last,
+            self.count,
+            unit_word(self)
+        )
     }
 }
 
@@ -76,7 +84,8 @@ pub fn point_span(point: &Point) -> Option<(u32, u32)> {
         start = start.min(u32::from(t));
         end = end.max(u32::from(t) + 2);
     }
-    (end <= 0x1_0000 && end - start <= u32::from(point.function.max_per_read())).then_some((start, end))
+    (end <= 0x1_0000 && end - start <= u32::from(point.function.max_per_read()))
+        .then_some((start, end))
 }
 
 /// Explain why a point's span cannot be read in one request, for config validation.
@@ -148,7 +157,9 @@ impl ReadPlan {
     /// request and a time request. Returns how many requests replaced it, or 0 when it cannot
     /// be split further (the point itself is refused).
     pub fn split(&mut self, index: usize, points: &[Point]) -> usize {
-        let Some(old) = self.requests.get(index) else { return 0 };
+        let Some(old) = self.requests.get(index) else {
+            return 0;
+        };
         let replacement: Vec<ReadRequest> = if old.points.len() > 1 {
             old.points
                 .iter()
@@ -158,13 +169,34 @@ impl ReadPlan {
                 })
                 .collect()
         } else {
-            let Some(p) = old.points.first().and_then(|&i| points.get(i)) else { return 0 };
+            let Some(p) = old.points.first().and_then(|&i| points.get(i)) else {
+                return 0;
+            };
             match (old.part, p.time) {
                 (Part::Whole, Some((t, _))) => {
                     let value_start = u32::from(p.address);
-                    let value = make_request(old.function, value_start, value_start + u32::from(p.width()), old.points.clone());
-                    let time = make_request(old.function, u32::from(t), u32::from(t) + 2, old.points.clone());
-                    vec![ReadRequest { part: Part::Time, ..time }, ReadRequest { part: Part::Value, ..value }]
+                    let value = make_request(
+                        old.function,
+                        value_start,
+                        value_start + u32::from(p.width()),
+                        old.points.clone(),
+                    );
+                    let time = make_request(
+                        old.function,
+                        u32::from(t),
+                        u32::from(t) + 2,
+                        old.points.clone(),
+                    );
+                    vec![
+                        ReadRequest {
+                            part: Part::Time,
+                            ..time
+                        },
+                        ReadRequest {
+                            part: Part::Value,
+                            ..value
+                        },
+                    ]
                 }
                 _ => return 0,
             }
@@ -180,7 +212,13 @@ fn make_request(function: Function, start: u32, end: u32, points: Vec<usize>) ->
     // `end - start` within the protocol limit, so both conversions hold.
     let start16 = u16::try_from(start).unwrap_or(u16::MAX);
     let count = u16::try_from(end - start).unwrap_or(u16::MAX);
-    ReadRequest { function, start: start16, count, points, part: Part::Whole }
+    ReadRequest {
+        function,
+        start: start16,
+        count,
+        points,
+        part: Part::Whole,
+    }
 }
 
 #[cfg(test)]
@@ -206,16 +244,24 @@ mod tests {
     }
 
     fn spans(plan: &ReadPlan) -> Vec<(Function, u16, u16)> {
-        plan.requests.iter().map(|r| (r.function, r.start, r.count)).collect()
+        plan.requests
+            .iter()
+            .map(|r| (r.function, r.start, r.count))
+            .collect()
     }
 
     #[test]
     fn adjacent_registers_merge_into_one_request() {
         // telegraf's example: [1,2,3,5,6] with no gap allowed → (1,3) and (5,2).
-        let pts: Vec<Point> =
-            [1, 2, 3, 5, 6].iter().map(|&a| pt(Function::Holding, a, DataType::U16)).collect();
+        let pts: Vec<Point> = [1, 2, 3, 5, 6]
+            .iter()
+            .map(|&a| pt(Function::Holding, a, DataType::U16))
+            .collect();
         let plan = ReadPlan::new(&pts, 0);
-        assert_eq!(spans(&plan), vec![(Function::Holding, 1, 3), (Function::Holding, 5, 2)]);
+        assert_eq!(
+            spans(&plan),
+            vec![(Function::Holding, 1, 3), (Function::Holding, 5, 2)]
+        );
         // Reading through one unused register joins them.
         let plan = ReadPlan::new(&pts, 1);
         assert_eq!(spans(&plan), vec![(Function::Holding, 1, 6)]);
@@ -234,26 +280,50 @@ mod tests {
         let plan = ReadPlan::new(&pts, 0);
         assert_eq!(
             spans(&plan),
-            vec![(Function::Coil, 0, 2), (Function::Holding, 2, 4), (Function::Input, 0, 6)]
+            vec![
+                (Function::Coil, 0, 2),
+                (Function::Holding, 2, 4),
+                (Function::Input, 0, 6)
+            ]
         );
     }
 
     #[test]
     fn the_125_register_limit_splits_requests() {
         // 0..=123 (124 registers) then a f32 at 124-125 would make 126 registers.
-        let pts = vec![pt(Function::Holding, 0, DataType::U16), pt(Function::Holding, 123, DataType::U16), pt(Function::Holding, 124, DataType::F32)];
+        let pts = vec![
+            pt(Function::Holding, 0, DataType::U16),
+            pt(Function::Holding, 123, DataType::U16),
+            pt(Function::Holding, 124, DataType::F32),
+        ];
         let plan = ReadPlan::new(&pts, 200);
-        assert_eq!(spans(&plan), vec![(Function::Holding, 0, 124), (Function::Holding, 124, 2)]);
+        assert_eq!(
+            spans(&plan),
+            vec![(Function::Holding, 0, 124), (Function::Holding, 124, 2)]
+        );
         // Exactly 125 fits.
-        let pts = vec![pt(Function::Holding, 0, DataType::U16), pt(Function::Holding, 123, DataType::F32)];
-        assert_eq!(spans(&ReadPlan::new(&pts, 200)), vec![(Function::Holding, 0, 125)]);
+        let pts = vec![
+            pt(Function::Holding, 0, DataType::U16),
+            pt(Function::Holding, 123, DataType::F32),
+        ];
+        assert_eq!(
+            spans(&ReadPlan::new(&pts, 200)),
+            vec![(Function::Holding, 0, 125)]
+        );
     }
 
     #[test]
     fn bits_allow_2000_per_request() {
-        let pts = vec![pt(Function::Discrete, 0, DataType::Bool), pt(Function::Discrete, 1999, DataType::Bool), pt(Function::Discrete, 2000, DataType::Bool)];
+        let pts = vec![
+            pt(Function::Discrete, 0, DataType::Bool),
+            pt(Function::Discrete, 1999, DataType::Bool),
+            pt(Function::Discrete, 2000, DataType::Bool),
+        ];
         let plan = ReadPlan::new(&pts, u16::MAX);
-        assert_eq!(spans(&plan), vec![(Function::Discrete, 0, 2000), (Function::Discrete, 2000, 1)]);
+        assert_eq!(
+            spans(&plan),
+            vec![(Function::Discrete, 0, 2000), (Function::Discrete, 2000, 1)]
+        );
     }
 
     #[test]
@@ -284,7 +354,10 @@ mod tests {
             pt(Function::Holding, 9, DataType::U16),
         ];
         let mut plan = ReadPlan::new(&pts, 10);
-        assert_eq!(spans(&plan), vec![(Function::Coil, 0, 1), (Function::Holding, 0, 10)]);
+        assert_eq!(
+            spans(&plan),
+            vec![(Function::Coil, 0, 1), (Function::Holding, 0, 10)]
+        );
         assert_eq!(plan.split(1, &pts), 3);
         assert_eq!(
             spans(&plan),
@@ -306,8 +379,14 @@ mod tests {
         let mut plan = ReadPlan::new(&pts, 0);
         assert_eq!(spans(&plan), vec![(Function::Input, 4, 28)]);
         assert_eq!(plan.split(0, &pts), 2);
-        assert_eq!(spans(&plan), vec![(Function::Input, 30, 2), (Function::Input, 4, 2)]);
-        assert_eq!((plan.requests[0].part, plan.requests[1].part), (Part::Time, Part::Value));
+        assert_eq!(
+            spans(&plan),
+            vec![(Function::Input, 30, 2), (Function::Input, 4, 2)]
+        );
+        assert_eq!(
+            (plan.requests[0].part, plan.requests[1].part),
+            (Part::Time, Part::Value)
+        );
         // Neither half can be split further: the point itself is refused.
         assert_eq!(plan.split(1, &pts), 0);
         assert_eq!(plan.split(0, &pts), 0);
@@ -320,7 +399,13 @@ mod tests {
 
     #[test]
     fn requests_display_their_range() {
-        let r = ReadRequest { function: Function::Input, start: 0, count: 42, points: vec![], part: Part::Whole };
+        let r = ReadRequest {
+            function: Function::Input,
+            start: 0,
+            count: 42,
+            points: vec![],
+            part: Part::Whole,
+        };
         assert_eq!(r.to_string(), "input (FC 04) 0..=41 (42 registers)");
     }
 }

@@ -94,7 +94,10 @@ pub fn group_into_buses(devices: &[Device]) -> Vec<Bus> {
         let shared = !matches!(link, Link::Tcp(_));
         match buses.iter_mut().find(|b| shared && b.link == link) {
             Some(bus) => bus.devices.push(d.clone()),
-            None => buses.push(Bus { link, devices: vec![d.clone()] }),
+            None => buses.push(Bus {
+                link,
+                devices: vec![d.clone()],
+            }),
         }
     }
     buses
@@ -149,7 +152,14 @@ impl fmt::Debug for Poller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Poller")
             .field("link", &self.link)
-            .field("devices", &self.devices.iter().map(|d| &d.device.name).collect::<Vec<_>>())
+            .field(
+                "devices",
+                &self
+                    .devices
+                    .iter()
+                    .map(|d| &d.device.name)
+                    .collect::<Vec<_>>(),
+            )
             .field("connected", &self.ctx.is_some())
             .finish_non_exhaustive()
     }
@@ -158,7 +168,13 @@ impl fmt::Debug for Poller {
 impl Poller {
     /// A poller for `bus`, tagging readings with `site` and `gateway`.
     #[must_use]
-    pub fn new(bus: Bus, site: &str, gateway: &str, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        bus: Bus,
+        site: &str,
+        gateway: &str,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let start = Instant::now();
         let devices = bus
             .devices
@@ -190,7 +206,13 @@ impl Poller {
                 }
             })
             .collect();
-        Self { link: bus.link, devices, ctx: None, metrics, clock }
+        Self {
+            link: bus.link,
+            devices,
+            ctx: None,
+            metrics,
+            clock,
+        }
     }
 
     /// Poll until `shutdown` is cancelled or the engine goes away.
@@ -200,8 +222,12 @@ impl Poller {
         }
         info!(bus = %self.link, devices = self.devices.len(), "Modbus poller started.");
         loop {
-            let Some((idx, due)) =
-                self.devices.iter().enumerate().map(|(i, d)| (i, d.next_due)).min_by_key(|&(_, t)| t)
+            let Some((idx, due)) = self
+                .devices
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (i, d.next_due))
+                .min_by_key(|&(_, t)| t)
             else {
                 return;
             };
@@ -234,14 +260,17 @@ impl Poller {
             // instead of firing a burst of catch-up polls.
             let next = st.next_due + interval;
             st.next_due = if next <= now {
-                self.metrics.incr("modbus_poll_overruns_total", &[("device", &st.device.name)]);
+                self.metrics
+                    .incr("modbus_poll_overruns_total", &[("device", &st.device.name)]);
                 now + interval
             } else {
                 next
             };
         } else {
             let exp = st.failed_polls.saturating_sub(1).min(16);
-            let delay = interval.saturating_mul(1 << exp).min(st.device.max_backoff.max(interval));
+            let delay = interval
+                .saturating_mul(1 << exp)
+                .min(st.device.max_backoff.max(interval));
             st.next_due = now + delay;
         }
     }
@@ -265,7 +294,11 @@ impl Poller {
                     let ts = self.clock.now_ns();
                     let st = &self.devices[idx];
                     for &p in &req.points {
-                        readings.push(Reading::bad(Arc::clone(&st.series[p]), ts, Quality::Exception(code)));
+                        readings.push(Reading::bad(
+                            Arc::clone(&st.series[p]),
+                            ts,
+                            Quality::Exception(code),
+                        ));
                     }
                     i += 1;
                 }
@@ -278,7 +311,8 @@ impl Poller {
                         }
                     }
                     st.failed_polls += 1;
-                    self.metrics.incr("modbus_failed_polls_total", &[("device", &st.device.name)]);
+                    self.metrics
+                        .incr("modbus_failed_polls_total", &[("device", &st.device.name)]);
                     if st.failed_polls == 1 {
                         warn!(
                             device = %st.device.name, unit = st.device.unit, bus = %self.link, reason,
@@ -298,7 +332,11 @@ impl Poller {
             info!(device = %st.device.name, failed_polls = st.failed_polls, "Device answers again.");
             st.failed_polls = 0;
         }
-        self.metrics.add("modbus_readings_total", &[("device", &st.device.name)], readings.len() as u64);
+        self.metrics.add(
+            "modbus_readings_total",
+            &[("device", &st.device.name)],
+            readings.len() as u64,
+        );
         readings
     }
 
@@ -313,7 +351,8 @@ impl Poller {
             device = %st.device.name, request = %req, requests = n,
             "Device refused a read with exception 02 (illegal data address); re-planned it as smaller requests."
         );
-        self.metrics.incr("modbus_replans_total", &[("device", &st.device.name)]);
+        self.metrics
+            .incr("modbus_replans_total", &[("device", &st.device.name)]);
         true
     }
 
@@ -333,7 +372,11 @@ impl Poller {
     /// Report a point the device refuses even on its own (logged once per point).
     fn flag_refused(&mut self, idx: usize, req: &ReadRequest, code: u8) {
         let st = &mut self.devices[idx];
-        if code == 2 && req.points.len() == 1 && req.part != Part::Time && st.refused_points.insert(req.points[0]) {
+        if code == 2
+            && req.points.len() == 1
+            && req.part != Part::Time
+            && st.refused_points.insert(req.points[0])
+        {
             let p = &st.device.points[req.points[0]];
             error!(
                 device = %st.device.name, point = %p.name, request = %req,
@@ -372,7 +415,10 @@ impl Poller {
                 (Ok(_), Ok(ts), Part::Time) => split.times.push((p, ts)),
                 (Err(e), _, _) | (_, Err(e), _) => {
                     // The device answered with fewer registers than asked: a garbled reply.
-                    self.metrics.incr("modbus_errors_total", &[("device", &st.device.name), ("reason", "short_reply")]);
+                    self.metrics.incr(
+                        "modbus_errors_total",
+                        &[("device", &st.device.name), ("reason", "short_reply")],
+                    );
                     debug!(device = %st.device.name, point = %point.name, error = %e, "Short reply.");
                     if req.part != Part::Time {
                         out.push(Reading::bad(series, poll_ts, Quality::CommError));
@@ -391,25 +437,35 @@ impl Poller {
         let mut last = Outcome::Failed(Quality::Timeout, "timeout");
         for attempt in 0..=retries {
             if attempt > 0 {
-                self.metrics.incr("modbus_retries_total", &[("device", &name)]);
+                self.metrics
+                    .incr("modbus_retries_total", &[("device", &name)]);
             }
             if let Err(reason) = self.ensure_connected(unit, wait).await {
-                self.metrics.incr("modbus_errors_total", &[("device", &name), ("reason", "connect")]);
+                self.metrics.incr(
+                    "modbus_errors_total",
+                    &[("device", &name), ("reason", "connect")],
+                );
                 debug!(device = %name, bus = %self.link, error = %reason, "Connect failed.");
                 last = Outcome::Failed(Quality::CommError, "connect");
                 sleep(wait.min(Duration::from_secs(1))).await;
                 continue;
             }
-            let Some(ctx) = self.ctx.as_mut() else { continue };
+            let Some(ctx) = self.ctx.as_mut() else {
+                continue;
+            };
             ctx.set_slave(Slave(unit));
-            self.metrics.incr("modbus_requests_total", &[("device", &name)]);
+            self.metrics
+                .incr("modbus_requests_total", &[("device", &name)]);
             let result = timeout(wait, send(ctx, req)).await;
             match result {
                 Ok(Ok(Ok(reply))) => return Outcome::Data(reply),
                 Ok(Ok(Err(exception))) => {
                     let code = u8::from(exception);
                     let reason = exception_reason(code);
-                    self.metrics.incr("modbus_errors_total", &[("device", &name), ("reason", reason)]);
+                    self.metrics.incr(
+                        "modbus_errors_total",
+                        &[("device", &name), ("reason", reason)],
+                    );
                     debug!(device = %name, request = %req, code, "Modbus exception.");
                     if exception == ExceptionCode::ServerDeviceBusy && attempt < retries {
                         sleep(BUSY_RETRY_DELAY).await;
@@ -419,12 +475,18 @@ impl Poller {
                     return Outcome::Exception(code);
                 }
                 Ok(Err(e)) => {
-                    self.metrics.incr("modbus_errors_total", &[("device", &name), ("reason", "comm_error")]);
+                    self.metrics.incr(
+                        "modbus_errors_total",
+                        &[("device", &name), ("reason", "comm_error")],
+                    );
                     debug!(device = %name, request = %req, error = %e, "Garbled reply or transport error; reconnecting.");
                     last = Outcome::Failed(Quality::CommError, "comm_error");
                 }
                 Err(_elapsed) => {
-                    self.metrics.incr("modbus_errors_total", &[("device", &name), ("reason", "timeout")]);
+                    self.metrics.incr(
+                        "modbus_errors_total",
+                        &[("device", &name), ("reason", "timeout")],
+                    );
                     debug!(device = %name, request = %req, timeout = ?wait, "No reply in time; reconnecting.");
                     last = Outcome::Failed(Quality::Timeout, "timeout");
                 }
@@ -475,9 +537,18 @@ fn open_serial(line: &SerialLine) -> Result<tokio_serial::SerialStream, String> 
             Parity::Even => tokio_serial::Parity::Even,
             Parity::Odd => tokio_serial::Parity::Odd,
         })
-        .data_bits(if line.data_bits == 7 { tokio_serial::DataBits::Seven } else { tokio_serial::DataBits::Eight })
-        .stop_bits(if line.stop_bits == 2 { tokio_serial::StopBits::Two } else { tokio_serial::StopBits::One });
-    let port = tokio_serial::SerialStream::open(&builder).map_err(|e| format!("open {}: {e}", line.path))?;
+        .data_bits(if line.data_bits == 7 {
+            tokio_serial::DataBits::Seven
+        } else {
+            tokio_serial::DataBits::Eight
+        })
+        .stop_bits(if line.stop_bits == 2 {
+            tokio_serial::StopBits::Two
+        } else {
+            tokio_serial::StopBits::One
+        });
+    let port = tokio_serial::SerialStream::open(&builder)
+        .map_err(|e| format!("open {}: {e}", line.path))?;
     // A failure to flush is not fatal: the reopened port is still usable, and the read plan's
     // timeouts catch a stale frame.
     if let Err(e) = port.clear(tokio_serial::ClearBuffer::Input) {
@@ -490,9 +561,18 @@ async fn send(ctx: &mut Context, req: &ReadRequest) -> tokio_modbus::Result<Repl
     use super::config::Function;
     Ok(match req.function {
         Function::Coil => ctx.read_coils(req.start, req.count).await?.map(Reply::Bits),
-        Function::Discrete => ctx.read_discrete_inputs(req.start, req.count).await?.map(Reply::Bits),
-        Function::Holding => ctx.read_holding_registers(req.start, req.count).await?.map(Reply::Registers),
-        Function::Input => ctx.read_input_registers(req.start, req.count).await?.map(Reply::Registers),
+        Function::Discrete => ctx
+            .read_discrete_inputs(req.start, req.count)
+            .await?
+            .map(Reply::Bits),
+        Function::Holding => ctx
+            .read_holding_registers(req.start, req.count)
+            .await?
+            .map(Reply::Registers),
+        Function::Input => ctx
+            .read_input_registers(req.start, req.count)
+            .await?
+            .map(Reply::Registers),
     })
 }
 
