@@ -111,7 +111,7 @@ async fn store_outage_and_gateway_restart_lose_nothing_the_gateway_took() -> Res
     // No gap in any device-timestamped channel except while the gateway was down (plus one
     // sample interval and the poller's start-up at each edge).
     let allowed = (down_from_ms - 1_000)..=(down_to_ms + 1_500);
-    check_modbus_against_truth(&got, &samples, &devices, &allowed)?;
+    check_modbus_against_truth(&got, &samples, &devices, Some(&allowed))?;
     let mut checked = 0;
     for ((device, point), per) in &got {
         if !devices.contains(&device.as_str())
