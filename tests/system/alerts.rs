@@ -308,3 +308,117 @@ url_env = "ANJU_TEST_WEBHOOK_URL"
     );
     Ok(())
 }
+
+/// The faulty-devices scenario (stuck, spikes, drift, dropouts, a slave that goes silent,
+/// exceptions, slow replies, status flags) at 600×: device-fault alerts for the technician, and
+/// not one quality alert, although a rule would fire on the spikes if they were believed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faulty_devices_raise_device_fault_alerts_and_no_quality_alert() -> Result<()> {
+    anju_system::init_tracing();
+    let scenario =
+        Scenario::load(&anju_system::repo_root().join("config/sim/faulty-devices.toml"))?;
+    let pty_dir = tempfile::tempdir()?;
+    let site = Site::start(
+        &scenario,
+        StartOptions {
+            pty_dir: Some(pty_dir.path().to_path_buf()),
+            clock: ClockMode::Realtime { speed: 600 },
+            ..Default::default()
+        },
+    )
+    .await?;
+    let tty = site
+        .rtu_endpoint("rs485-f")
+        .and_then(|e| e.gateway_path.clone())
+        .context("rs485-f pty")?;
+    let addr = |d: &str| {
+        site.tcp_addr(d)
+            .map(|a| a.to_string())
+            .context("tcp device")
+    };
+    let dir = tempfile::tempdir()?;
+    let device = |name: &str, transport: &str, at: &str, unit: u8, profile: &str| {
+        let place = if transport == "tcp" {
+            format!("address = \"{at}\"")
+        } else {
+            format!("port = \"{at}\"")
+        };
+        format!(
+            "[[devices]]\nname = \"{name}\"\ntransport = \"{transport}\"\n{place}\nunit = {unit}\nprofile = \"{profile}\"\n\
+             poll_interval = \"100ms\"\ntimeout = \"80ms\"\nretries = 0\nmax_backoff = \"200ms\"\n"
+        )
+    };
+    let config = format!(
+        r#"
+site = "anju-faulty"
+gateway_id = "gw-test"
+data_dir = "{data}"
+profiles_dir = "{profiles}"
+
+[engine]
+# Simulated time runs 600x faster than the wall clock.
+max_future = "3650d"
+
+[[serial_ports]]
+name = "rs485-f"
+path = "{tty}"
+baud = 9600
+
+{lvl}{tc}{therm}{tc2}{piezo}
+[alerts]
+language = "en"
+
+# Would fire on lvl-f/ch2's +25 mm spikes if they were taken for real settlement.
+[[alerts.rules]]
+name = "settlement-change"
+kind = "change"
+select = {{ device = "lvl-f", point = "ch2" }}
+upper = {{ alarm = 10.0, red = 1.0 }}
+confirm = {{ count = 1 }}
+
+[[alerts.checks]]
+select = {{ device = "lvl-f" }}
+spike = {{ jump = 5.0, within = "3min" }}
+"#,
+        data = dir.path().display(),
+        profiles = profiles_dir().display(),
+        tty = tty.display(),
+        lvl = device("lvl-f", "tcp", &addr("lvl-f")?, 1, "levelling-8ch"),
+        tc = device("tc-f", "tcp", &addr("tc-f")?, 1, "tilt-crack"),
+        therm = device("therm-f", "rtu", "rs485-f", 1, "thermistor-16"),
+        tc2 = device("tc-f2", "rtu", "rs485-f", 2, "tilt-crack"),
+        piezo = device("piezo-f", "rtu", "rs485-f", 3, "vw-piezometer"),
+    );
+    let gw = start_gateway(&config, dir.path())?;
+    // 100 simulated minutes cover every Modbus fault window of the scenario.
+    let until = site.now_ns() + 100 * 60 * 1_000_000_000;
+    wait_until(Duration::from_secs(60), "100 simulated minutes", || async {
+        site.now_ns() >= until
+    })
+    .await?;
+    let metrics = std::sync::Arc::clone(&gw.metrics);
+    gw.stop().await?;
+    let faults = site.truth().faults();
+    site.shutdown().await;
+
+    let m = &metrics;
+    let raised = |kind: &str| m.get("alerts_total", &[("kind", kind), ("state", "raised")]);
+    ensure!(
+        faults.len() >= 10,
+        "the scenario injected only {} faults",
+        faults.len()
+    );
+    ensure!(
+        raised("device_fault") >= 2,
+        "device-fault alerts raised: {}\n{}",
+        raised("device_fault"),
+        m.render()
+    );
+    ensure!(m.total("alerts_total") >= raised("device_fault"));
+    ensure!(
+        raised("quality") == 0,
+        "a quality alert was raised by a faulty device:\n{}",
+        m.render()
+    );
+    Ok(())
+}

@@ -1,7 +1,8 @@
 //! System tests: the simulator, the gateway, a real mosquitto and a real VictoriaMetrics on
 //! loopback, compared against the simulator's truth.
 //!
-//! - [`alerts`]: a curing pour that breaks the GB 50496 limit alerts the bureau, in order.
+//! - [`alerts`]: a curing pour that breaks the GB 50496 limit alerts the bureau, in order;
+//!   faulty devices raise device-fault alerts and no quality alert.
 //! - [`modbus_to_influx`]: Modbus TCP and RTU values and device times land exactly.
 //! - [`mqtt_to_influx`]: JSON and CIGEM messages through mosquitto land exactly.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
