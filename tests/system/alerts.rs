@@ -422,3 +422,140 @@ spike = {{ jump = 5.0, within = "3min" }}
     );
     Ok(())
 }
+
+/// The slope heading to failure (creep 2 mm/d, rain on days 2 and 5, inverse-velocity
+/// acceleration from day 10 to failure on day 20), stepped hour by hour through mosquitto as the
+/// CIGEM device publishes it on `$dp`: the crack meter's rate alert reaches the bureau and climbs
+/// yellow → orange → red in order after the acceleration starts, never red before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slope_accelerating_to_failure_escalates_its_rate_alert_in_order() -> Result<()> {
+    anju_system::init_tracing();
+    let broker = Mosquitto::start()?;
+    let upstream = alert_subscriber(broker.addr(), "anju/+/alerts").await?;
+    let dir = tempfile::tempdir()?;
+    let config = format!(
+        r#"
+site = "anju-slope"
+gateway_id = "gw-test"
+data_dir = "{data}"
+profiles_dir = "{profiles}"
+
+[engine]
+# The 20 simulated days are stepped in seconds: accept their future timestamps.
+max_future = "3650d"
+
+[[mqtt]]
+name = "geo"
+address = "{broker}"
+
+[[mqtt.subscriptions]]
+name = "geo-hazard"
+topic = "$dp"
+payload = {{ format = "cigem" }}
+
+[alerts]
+language = "zh"
+
+[[alerts.rules]]
+name = "crack-rate"
+kind = "rate"
+select = {{ channel = "51010400301/L1_LF_1" }}
+window = "1d"
+upper = {{ yellow = 5.0, orange = 10.0, red = 20.0 }}
+confirm = {{ count = 2 }}
+
+[[sinks]]
+type = "mqtt"
+host = "127.0.0.1"
+port = {port}
+client_id = "anju-gw-slope-alerts"
+"#,
+        data = dir.path().display(),
+        profiles = profiles_dir().display(),
+        broker = broker.addr(),
+        port = broker.addr().port(),
+    );
+    let gw = start_gateway(&config, dir.path())?;
+    wait_until(
+        Duration::from_secs(10),
+        "the gateway's MQTT session",
+        || async { gw.metrics.total("mqtt_connects_total") > 0 },
+    )
+    .await?;
+
+    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/slope-failure.toml"))?;
+    let site = Site::start(
+        &scenario,
+        StartOptions {
+            mqtt_broker: Some(broker.addr()),
+            clock: ClockMode::Manual,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let t0_ms = site.start_unix_s() * 1_000;
+    // Hourly samples up to four hours before the failure: the 1-day least-squares rate then
+    // averages 1/v = A·(t_f − t) over [t_f − 28 h, t_f − 4 h], about 35 mm/d on the crack meter.
+    for _ in 0..(19 * 24 + 20) {
+        site.step();
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "a red crack-rate alert upstream",
+        || async {
+            snapshot(&upstream)
+                .iter()
+                .any(|a| a["rule"] == "crack-rate" && a["level"] == "red")
+        },
+    )
+    .await
+    .with_context(|| gw.metrics.render())?;
+    site.shutdown().await;
+    gw.stop().await?;
+
+    let alerts: Vec<Value> = snapshot(&upstream)
+        .into_iter()
+        .filter(|a| a["rule"] == "crack-rate")
+        .collect();
+    let day =
+        |a: &Value| (a["event_at"].as_i64().unwrap_or(0) / 1_000_000 - t0_ms) as f64 / 86_400_000.0;
+    // Never red before the acceleration starts on day 10.
+    for a in &alerts {
+        ensure!(
+            a["level"] != "red" || day(a) >= 10.0,
+            "red on day {:.1}: {a}",
+            day(a)
+        );
+    }
+    // The alert that reached red climbed the levels in order, one id from raise to red.
+    let red = alerts
+        .iter()
+        .find(|a| a["level"] == "red")
+        .context("red alert")?;
+    let id = red["id"].as_str().context("id")?;
+    let levels: Vec<&str> = alerts
+        .iter()
+        .filter(|a| a["id"] == id)
+        .filter_map(|a| a["level"].as_str())
+        .collect();
+    let rank = |l: &str| {
+        ["blue", "yellow", "orange", "red"]
+            .iter()
+            .position(|x| *x == l)
+            .unwrap_or(9)
+    };
+    ensure!(
+        levels.windows(2).all(|w| rank(w[0]) <= rank(w[1])),
+        "levels out of order: {levels:?}"
+    );
+    ensure!(
+        levels.first() == Some(&"yellow") && levels.contains(&"orange"),
+        "expected yellow, orange, red: {levels:?}"
+    );
+    ensure!(
+        red["message"].as_str().is_some_and(|m| m.contains("警报")),
+        "zh message: {}",
+        red["message"]
+    );
+    Ok(())
+}

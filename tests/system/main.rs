@@ -2,7 +2,8 @@
 //! loopback, compared against the simulator's truth.
 //!
 //! - [`alerts`]: a curing pour that breaks the GB 50496 limit alerts the bureau, in order;
-//!   faulty devices raise device-fault alerts and no quality alert.
+//!   a slope accelerating to failure escalates yellow → orange → red; faulty devices raise
+//!   device-fault alerts and no quality alert.
 //! - [`modbus_to_influx`]: Modbus TCP and RTU values and device times land exactly.
 //! - [`mqtt_to_influx`]: JSON and CIGEM messages through mosquitto land exactly.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
