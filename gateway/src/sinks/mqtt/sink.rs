@@ -24,8 +24,10 @@
 //! the spool's dead letters with a reason naming the bad lines.
 //!
 //! # The retained summary after a restart
-//! [`ActiveAlerts`] lives in memory and is rebuilt only from the events this sink delivers. After
-//! a gateway restart it starts empty, so the first summary published for a site lists only the
+//! [`ActiveAlerts`] lives in memory. On its first connection the sink reads the broker's retained
+//! summaries back ([`SEED_WAIT`]) and starts from them, so alerts still active from before a
+//! restart stay listed. Without a retained copy (a broker that lost it) it starts empty, so the
+//! first summary published for a site lists only the
 //! alerts with an event since the restart; an alert that stays active without a new event is
 //! missing from the summary until its next event (its clear removes it anyway). Nothing extra is
 //! persisted.
@@ -67,6 +69,10 @@ pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
 const LINK_EVENTS: usize = 4 * super::config::MAX_BATCH_MAX_RECORDS as usize;
 /// Longest wait for CONNACK after the TCP connect (rumqttc's own connect timeout is 5 s).
 const CONNACK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the sink waits for the broker's retained summaries when it starts (they arrive
+/// right after the SUBSCRIBE on a working broker, within milliseconds on a LAN).
+pub const SEED_WAIT: Duration = Duration::from_millis(500);
 
 /// The active alerts, per site, keyed by alert id: the latest event of every alert that is raised
 /// and not yet cleared. Rebuilt from delivered events only (see the module doc for restarts).
@@ -175,6 +181,8 @@ enum LinkEvent {
     Sent(u16),
     /// PUBACK for this packet id.
     Acked(u16),
+    /// A PUBLISH came in: only the retained summaries this sink subscribes to at start.
+    Summary(Vec<u8>),
     /// The connection failed; the task has ended.
     Lost(String),
 }
@@ -245,6 +253,8 @@ impl MqttSink {
               topic = %self.cfg.topic, "mqtt alert sink started");
         let mut backoff = Backoff::new(self.cfg.retry_initial, self.cfg.retry_max);
         let mut active = ActiveAlerts::default();
+        // The summary is seeded once, from the broker's retained copy, on the first connection.
+        let mut seeded = false;
         let mut work: Option<Work> = None;
         let labels = [("sink", self.cfg.name.as_str())];
         'connection: loop {
@@ -262,6 +272,10 @@ impl MqttSink {
                 }
             };
             info!(sink = %self.cfg.name, "connected to the broker");
+            if !seeded {
+                seeded = true;
+                self.seed_summary(&mut link, &mut active, &shutdown).await;
+            }
             let lost = loop {
                 if work.is_none() {
                     match self.next_work(&mut link, &active, &shutdown).await {
@@ -315,6 +329,56 @@ impl MqttSink {
         o
     }
 
+    /// Start the summary of active alerts from the broker's retained summaries, so that alerts
+    /// raised before a gateway restart, and still active, stay in the summary although no new
+    /// event of theirs passes through this sink. Best effort: waits at most [`SEED_WAIT`]; a
+    /// broker that lost its retained messages leaves the summary to be rebuilt from new events.
+    async fn seed_summary(
+        &self,
+        link: &mut Link,
+        active: &mut ActiveAlerts,
+        shutdown: &CancellationToken,
+    ) {
+        let filter = self.cfg.summary_topic.replace(SITE_PLACEHOLDER, "+");
+        if link
+            .client
+            .subscribe(filter.clone(), QoS::AtMostOnce)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let deadline = Instant::now() + SEED_WAIT;
+        let mut seeded = 0usize;
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(deadline) => break,
+                ev = link.events.recv() => match ev {
+                    Some(LinkEvent::Summary(payload)) => {
+                        match serde_json::from_slice::<Vec<Alert>>(&payload) {
+                            Ok(alerts) => {
+                                for a in alerts.iter().filter(|a| a.is_active()) {
+                                    active.apply(a);
+                                    seeded += 1;
+                                }
+                            }
+                            Err(e) => warn!(sink = %self.cfg.name, error = %e, "a retained alert summary is not valid JSON; ignored"),
+                        }
+                    }
+                    Some(LinkEvent::Lost(_)) | None => break,
+                    Some(_) => {}
+                },
+            }
+        }
+        // Our own summaries must not come back to us while delivering.
+        let _ = link.client.unsubscribe(filter).await;
+        if seeded > 0 {
+            info!(sink = %self.cfg.name, active = seeded, "alert summary seeded from the broker's retained copy");
+        }
+    }
+
     /// Open a new connection and wait for its CONNACK.
     async fn connect(&self, shutdown: &CancellationToken) -> Step<Link> {
         let opts = self.options();
@@ -327,6 +391,9 @@ impl MqttSink {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => LinkEvent::Connected,
                     Ok(Event::Incoming(Packet::PubAck(p))) => LinkEvent::Acked(p.pkid),
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        LinkEvent::Summary(p.payload.to_vec())
+                    }
                     Ok(_) => continue,
                     Err(e) => {
                         // Not polled again: rumqttc would reconnect and might drop publishes.
@@ -502,7 +569,7 @@ impl MqttSink {
                             work.acked[i] = true;
                         }
                     }
-                    Some(LinkEvent::Connected) => {}
+                    Some(LinkEvent::Connected | LinkEvent::Summary(_)) => {}
                     Some(LinkEvent::Lost(e)) => return Step::Lost(e),
                     None => return Step::Lost("event loop ended".into()),
                 },

@@ -455,3 +455,45 @@ async fn the_cursor_waits_for_pubacks_and_a_broker_restart_mid_batch_resends() {
     .await;
     sink.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_summary_keeps_alerts_raised_before_it() {
+    let broker = Broker::start();
+    let got = subscriber(
+        broker.port,
+        "watch-restart",
+        &["anju/+/alerts/active"],
+        false,
+    )
+    .await;
+    let first = start_sink(broker.port);
+    let x = alert("00000000000000b1", 0, AlertState::Raised);
+    first.append(std::slice::from_ref(&x));
+    wait_for("summary with the first alert", || {
+        !payloads_on(&got, "anju/xa/alerts/active").is_empty()
+    })
+    .await;
+    first.stop().await;
+
+    // A new sink (as after a gateway restart: empty memory, a spool with only a new event).
+    let second = start_sink(broker.port);
+    let y = alert("00000000000000b2", 0, AlertState::Raised);
+    second.append(std::slice::from_ref(&y));
+    wait_for("summary after the restart", || {
+        payloads_on(&got, "anju/xa/alerts/active").len() >= 2
+    })
+    .await;
+    let last: Vec<Alert> = serde_json::from_slice(
+        payloads_on(&got, "anju/xa/alerts/active")
+            .last()
+            .expect("summary"),
+    )
+    .expect("summary json");
+    let ids: Vec<&str> = last.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec!["00000000000000b1", "00000000000000b2"],
+        "the alert raised before the restart is still listed"
+    );
+    second.stop().await;
+}
