@@ -214,6 +214,48 @@ pub async fn settle_alerts(
     .await??)
 }
 
+/// Default first wait after a failed delivery, for every sink.
+pub const DEFAULT_RETRY_INITIAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Default longest wait between retries (exponential backoff ceiling), for every sink.
+pub const DEFAULT_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A duration as written in the config (`"1m 30s"`), for error messages.
+pub(crate) fn fmt_dur(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+/// Resolve a sink's `retry_initial` / `retry_max` with their defaults and check them.
+///
+/// # Errors
+/// The offending field name and a message saying how to fix it.
+pub(crate) fn retry_bounds(
+    initial: Option<std::time::Duration>,
+    max: Option<std::time::Duration>,
+) -> Result<(std::time::Duration, std::time::Duration), (&'static str, String)> {
+    let initial = initial.unwrap_or(DEFAULT_RETRY_INITIAL);
+    if initial.is_zero() {
+        return Err((
+            "retry_initial",
+            format!(
+                "must be above 0; the default is {}",
+                fmt_dur(DEFAULT_RETRY_INITIAL)
+            ),
+        ));
+    }
+    let max = max.unwrap_or(DEFAULT_RETRY_MAX);
+    if max < initial {
+        return Err((
+            "retry_max",
+            format!(
+                "{} is below retry_initial ({})",
+                fmt_dur(max),
+                fmt_dur(initial)
+            ),
+        ));
+    }
+    Ok((initial, max))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

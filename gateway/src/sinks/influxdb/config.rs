@@ -32,10 +32,7 @@ pub const MAX_BATCH_MAX_RECORDS: u32 = 100_000;
 pub const DEFAULT_BATCH_MAX_AGE: Duration = Duration::from_secs(1);
 /// Largest allowed `batch_max_age`: supervision engineers watch live values.
 pub const MAX_BATCH_MAX_AGE: Duration = Duration::from_secs(60);
-/// Default first wait after a failed write.
-pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
-/// Default longest wait between retries (exponential backoff ceiling).
-pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
+pub use crate::sinks::{DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX};
 
 /// `[[sinks]]` entry of type influx, as written in the TOML. Timestamp precision is fixed at
 /// nanoseconds, the gateway's unit (ARCHITECTURE.md, "Timestamps"), so it is not configurable.
@@ -228,27 +225,9 @@ impl InfluxSinkConfig {
                 ),
             ));
         }
-        let retry_initial = self.retry_initial.unwrap_or(DEFAULT_RETRY_INITIAL);
-        if retry_initial.is_zero() {
-            return Err(err(
-                "retry_initial",
-                format!(
-                    "must be above 0; the default is {}",
-                    fmt_dur(DEFAULT_RETRY_INITIAL)
-                ),
-            ));
-        }
-        let retry_max = self.retry_max.unwrap_or(DEFAULT_RETRY_MAX);
-        if retry_max < retry_initial {
-            return Err(err(
-                "retry_max",
-                format!(
-                    "{} is below retry_initial ({})",
-                    fmt_dur(retry_max),
-                    fmt_dur(retry_initial)
-                ),
-            ));
-        }
+        let (retry_initial, retry_max) =
+            crate::sinks::retry_bounds(self.retry_initial, self.retry_max)
+                .map_err(|(field, m)| err(field, m))?;
         Ok(ResolvedInflux {
             name: self.name.clone(),
             url,
@@ -354,9 +333,7 @@ fn check_url(raw: &str) -> Result<Url, String> {
     Ok(url)
 }
 
-fn fmt_dur(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
+use crate::sinks::fmt_dur;
 
 #[cfg(test)]
 mod tests {

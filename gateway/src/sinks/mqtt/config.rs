@@ -34,10 +34,7 @@ pub const DEFAULT_BATCH_MAX_RECORDS: u32 = 100;
 /// Largest `batch_max_records`: every message of a batch is in flight at once, and MQTT packet
 /// ids are 16-bit; 1000 keeps the in-flight window far below that and below broker limits.
 pub const MAX_BATCH_MAX_RECORDS: u32 = 1000;
-/// Default first wait after a failed connection.
-pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
-/// Default longest wait between connection attempts.
-pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
+pub use crate::sinks::{DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX};
 
 /// `[[sinks]]` entry of type mqtt, as written in the TOML.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -154,9 +151,7 @@ fn check_topic(t: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn fmt_dur(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
+use crate::sinks::fmt_dur;
 
 impl MqttSinkConfig {
     /// Apply defaults, read the password, and check every value. `path` is where this entry sits
@@ -272,27 +267,9 @@ impl MqttSinkConfig {
                 ),
             ));
         }
-        let retry_initial = self.retry_initial.unwrap_or(DEFAULT_RETRY_INITIAL);
-        if retry_initial.is_zero() {
-            return Err(err(
-                "retry_initial",
-                format!(
-                    "must be above 0; the default is {}",
-                    fmt_dur(DEFAULT_RETRY_INITIAL)
-                ),
-            ));
-        }
-        let retry_max = self.retry_max.unwrap_or(DEFAULT_RETRY_MAX);
-        if retry_max < retry_initial {
-            return Err(err(
-                "retry_max",
-                format!(
-                    "{} is below retry_initial ({})",
-                    fmt_dur(retry_max),
-                    fmt_dur(retry_initial)
-                ),
-            ));
-        }
+        let (retry_initial, retry_max) =
+            crate::sinks::retry_bounds(self.retry_initial, self.retry_max)
+                .map_err(|(field, m)| err(field, m))?;
         Ok(ResolvedMqtt {
             name: self.name.clone(),
             host: host.to_owned(),

@@ -28,10 +28,7 @@ pub const WECOM_MAX_PER_MINUTE: u32 = 20;
 /// DingTalk custom robot limit: 20 messages per minute per robot; above it the robot is
 /// throttled for 10 minutes (DingTalk open platform, 自定义机器人发送群消息).
 pub const DINGTALK_MAX_PER_MINUTE: u32 = 20;
-/// Default first wait after a failed POST.
-pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_secs(1);
-/// Default longest wait between retries.
-pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(60);
+pub use crate::sinks::{DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX};
 
 /// The body format, i.e. which kind of receiver this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -144,9 +141,7 @@ pub struct WebhookConfigError {
     pub message: String,
 }
 
-fn fmt_dur(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
+use crate::sinks::fmt_dur;
 
 impl WebhookSinkConfig {
     /// Apply defaults, read the URL and secret, and check every value. `path` is where this
@@ -251,27 +246,9 @@ impl WebhookSinkConfig {
                 ),
             ));
         }
-        let retry_initial = self.retry_initial.unwrap_or(DEFAULT_RETRY_INITIAL);
-        if retry_initial.is_zero() {
-            return Err(err(
-                "retry_initial",
-                format!(
-                    "must be above 0; the default is {}",
-                    fmt_dur(DEFAULT_RETRY_INITIAL)
-                ),
-            ));
-        }
-        let retry_max = self.retry_max.unwrap_or(DEFAULT_RETRY_MAX);
-        if retry_max < retry_initial {
-            return Err(err(
-                "retry_max",
-                format!(
-                    "{} is below retry_initial ({})",
-                    fmt_dur(retry_max),
-                    fmt_dur(retry_initial)
-                ),
-            ));
-        }
+        let (retry_initial, retry_max) =
+            crate::sinks::retry_bounds(self.retry_initial, self.retry_max)
+                .map_err(|(field, m)| err(field, m))?;
         Ok(ResolvedWebhook {
             name: self.name.clone(),
             format: self.format,
