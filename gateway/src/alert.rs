@@ -26,7 +26,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{QuantityKind, TimestampNs};
-use crate::sinks::influxdb::line;
+use crate::record as line;
 
 /// The InfluxDB measurement alerts are written to.
 pub const ALERTS_MEASUREMENT: &str = "alerts";

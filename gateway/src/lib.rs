@@ -8,6 +8,8 @@
 //!   ([`sources::mqtt`]); they send batches of readings to the engine.
 //! - [`engine`]: one task that owns channel state, checks timestamps, and commits readings to the
 //!   spool.
+//! - [`record`]: the spool's record format (InfluxDB line protocol), below the engine and sinks.
+//! - [`retry`]: exponential backoff and shutdown-aware sleep, for every task that retries.
 //! - [`spool`]: the durable hand-off (redb) between the site and the network.
 //! - [`sinks`]: deliver spooled batches (InfluxDB v2).
 //! - [`broker`]: the embedded MQTT broker for site sensor nodes (feature `embedded-broker`).
@@ -26,6 +28,8 @@ pub mod config;
 pub mod engine;
 pub mod metrics;
 pub mod model;
+pub mod record;
+pub mod retry;
 pub mod run;
 pub mod sinks;
 pub mod sources;

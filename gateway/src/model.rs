@@ -220,7 +220,7 @@ impl Series {
         }
         tags.retain(|_, v| !v.is_empty());
         let device = tags.get("device").cloned().unwrap_or_default();
-        let line_prefix = crate::sinks::influxdb::line::series_prefix(kind.measurement(), &tags);
+        let line_prefix = crate::record::series_prefix(kind.measurement(), &tags);
         Self {
             key: format!("{device}/{point}"),
             device,

@@ -28,7 +28,7 @@ use tracing::{error, info, warn};
 use crate::alert::{encode_alert_line, Alert};
 use crate::metrics::Metrics;
 use crate::model::{Clock, Quality, Reading, Series, TimestampNs};
-use crate::sinks::influxdb::line;
+use crate::record as line;
 use crate::sources::{ReadingBatch, ReadingRx};
 use crate::spool::{Spool, Stream};
 use rules::{Evaluator, EvaluatorState, RuleSet};

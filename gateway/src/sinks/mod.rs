@@ -3,11 +3,10 @@
 //! Owns the sink implementations. A sink reads a batch from the spool, delivers it, and only
 //! then advances its own cursor; it never deletes what the receiver has not accepted.
 //!
-//! This module also holds the small pieces the alert sinks ([`mqtt`], [`webhook`]) share:
-//! exponential [`Backoff`], shutdown-aware sleeping, secrets read from the environment or a file
-//! ([`Secret`], [`read_secret`]) and parsing of the alerts stream ([`parse_alert_lines`]). The
-//! InfluxDB sink keeps its own private copy of the backoff (same rules) so its behaviour is
-//! untouched.
+//! This module also holds the small pieces the sinks share: secrets read from the environment
+//! or a file ([`Secret`], [`read_secret`]), the classification of a failed HTTP delivery
+//! ([`classify_status`]), parsing of the alerts stream ([`parse_alert_lines`]) and the spool
+//! calls of the alert sinks. Waiting between attempts is [`crate::retry`].
 
 pub mod influxdb;
 pub mod mqtt;
@@ -15,53 +14,9 @@ pub mod webhook;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio_util::sync::CancellationToken;
 
 use crate::alert::Alert;
 use crate::spool::{truncate_utf8, Batch, Spool, SpoolError, Stream, MAX_REASON_BYTES};
-
-/// Exponential backoff between `initial` and `max` (doubling), as the InfluxDB sink uses.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    /// Start at `initial`; never wait longer than `max`.
-    #[must_use]
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    /// The wait before the next attempt; doubles up to `max`.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
-        d
-    }
-
-    /// Back to `initial` after a success.
-    pub fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
-/// Sleep for `delay` unless shut down first; false when shut down.
-pub async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        biased;
-        () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(delay) => true,
-    }
-}
 
 /// A secret (password, robot URL holding a key, signing secret). `Debug` prints `<redacted>` and
 /// there is no `Display`, so it cannot reach a log line by accident.
@@ -167,6 +122,35 @@ pub fn parse_alert_lines(body: &[u8]) -> Vec<Result<Alert, String>> {
         .collect()
 }
 
+/// What to do after a failed HTTP delivery (InfluxDB write, webhook post).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Transient (network, timeout, 5xx, 408, 429): WARN, back off, resend the same batch.
+    Retry,
+    /// The receiver refuses the gateway rather than the data (401, 403, 404, or a status that
+    /// is not an InfluxDB answer): ERROR, back off, resend the same batch.
+    Misconfigured,
+    /// The receiver refused this batch for good (other 4xx): dead letter, ERROR, go on.
+    Reject,
+}
+
+/// Classify an HTTP status other than 204.
+#[must_use]
+pub const fn classify_status(status: u16) -> Verdict {
+    match status {
+        // RFC 9110 §15.5.9 Request Timeout, RFC 6585 §4 Too Many Requests: try again later.
+        408 | 429 => Verdict::Retry,
+        // Unauthorized, Forbidden (token), Not Found (bucket/org, webhook path, or not a v2
+        // endpoint: InfluxDB 1.6 answers 404).
+        401 | 403 | 404 => Verdict::Misconfigured,
+        400..=499 => Verdict::Reject,
+        500..=599 => Verdict::Retry,
+        // 1xx/2xx other than 204/3xx: something that is not InfluxDB answered (a captive portal,
+        // a proxy login page); the data was not written.
+        _ => Verdict::Misconfigured,
+    }
+}
+
 /// Why a spool call run on the blocking pool failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolCallError {
@@ -259,15 +243,6 @@ pub(crate) fn retry_bounds(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_ceiling_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(500), Duration::from_secs(3));
-        let ms: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(ms, [500, 1000, 2000, 3000, 3000]);
-        b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(500));
-    }
 
     #[test]
     fn secrets_come_from_env_or_file_and_never_print() {

@@ -4,7 +4,7 @@
 //!
 //! Owns the on-disk file (redb), the two streams, the sink cursors, the size bound and the
 //! dead-letter table. It does not build line protocol (the engine does, validated with
-//! [`crate::sinks::influxdb::line::validate`]), does not talk to any network (the sinks do), and
+//! [`crate::record::validate`]), does not talk to any network (the sinks do), and
 //! does not log what it drops: [`Spool::append`] returns the count so the caller logs it.
 //!
 //! # Invariants
@@ -50,10 +50,10 @@
 //!
 //! All methods block (every commit is an fsync): call them from `tokio::task::spawn_blocking`.
 
+use crate::model::now_ns;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition,
@@ -496,13 +496,6 @@ pub struct Spool {
     /// Serializes writers and guards the in-memory mirror; held across each write transaction.
     state: Mutex<State>,
     appended: Notify,
-}
-
-/// Wall-clock time in UTC nanoseconds (0 if the clock is before 1970, saturating far ahead).
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// `s` cut to at most `max` bytes at a character boundary.

@@ -1,16 +1,15 @@
 //! The InfluxDB v2 sink: delivers the spool's points stream to the central store (InfluxDB v2,
 //! or VictoriaMetrics through its InfluxDB-compatible `/api/v2/write`).
 //!
-//! Owns the sink's configuration ([`config`]), the delivery task ([`sink`]) and the line
-//! protocol ([`mod@line`]). It does not own the data: the spool keeps every batch until this sink
+//! Owns the sink's configuration ([`config`]) and the delivery task ([`sink`]). The records it
+//! sends are line protocol already ([`crate::record`]). It does not own the data: the spool keeps every batch until this sink
 //! has a 204 for it, and keeps refused batches as dead letters.
 //!
 //! Use: validate an [`InfluxSinkConfig`] into a [`ResolvedInflux`], open the spool with the
 //! sink's name registered, build an [`InfluxSink`] and spawn [`InfluxSink::run`].
 
 pub mod config;
-pub mod line;
 pub mod sink;
 
 pub use config::{InfluxConfigError, InfluxSinkConfig, InfluxToken, ResolvedInflux};
-pub use sink::{classify, classify_status, InfluxSink, InfluxSinkError, Verdict};
+pub use sink::{classify, InfluxSink, InfluxSinkError};

@@ -54,6 +54,9 @@ use tracing::{error, info, warn};
 
 use super::config::ResolvedInflux;
 use crate::metrics::Metrics;
+use crate::model::now_ns;
+use crate::retry::{sleep_or_shutdown, Backoff};
+use crate::sinks::{classify_status, Verdict};
 use crate::spool::{truncate_utf8, Batch, Spool, SpoolError, Stream, MAX_REASON_BYTES};
 
 /// Counter: records the receiver confirmed (204).
@@ -90,35 +93,6 @@ pub const GZIP_LEVEL: u32 = 2;
 /// wire, which is where the sequential sink lost its time; more would only add memory (one
 /// batch of 5000 lines is ≈ 560 kB before gzip) and load on a receiver that is already busy.
 pub const MAX_IN_FLIGHT: usize = 2;
-
-/// What to do after a failed write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Transient (network, timeout, 5xx, 408, 429): WARN, back off, resend the same batch.
-    Retry,
-    /// The receiver refuses the gateway rather than the data (401, 403, 404, or a status that
-    /// is not an InfluxDB answer): ERROR, back off, resend the same batch.
-    Misconfigured,
-    /// The receiver refused this batch for good (other 4xx): dead letter, ERROR, go on.
-    Reject,
-}
-
-/// Classify an HTTP status other than 204.
-#[must_use]
-pub const fn classify_status(status: u16) -> Verdict {
-    match status {
-        // RFC 9110 §15.5.9 Request Timeout, RFC 6585 §4 Too Many Requests: try again later.
-        408 | 429 => Verdict::Retry,
-        // Unauthorized, Forbidden (token), Not Found (bucket/org, or not a v2 endpoint: InfluxDB
-        // 1.6 answers 404, crates.md).
-        401 | 403 | 404 => Verdict::Misconfigured,
-        400..=499 => Verdict::Reject,
-        500..=599 => Verdict::Retry,
-        // 1xx/2xx other than 204/3xx: something that is not InfluxDB answered (a captive portal,
-        // a proxy login page); the data was not written.
-        _ => Verdict::Misconfigured,
-    }
-}
 
 /// Classify a failed `write_line_protocol`.
 #[must_use]
@@ -180,35 +154,6 @@ pub fn remaining_wait(oldest_ns: i64, now_ns: i64, max_age: Duration) -> Duratio
     max_age.saturating_sub(Duration::from_nanos(age_ns))
 }
 
-/// Exponential backoff between `initial` and `max`.
-#[derive(Debug, Clone)]
-struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-}
-
-impl Backoff {
-    fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            next: initial,
-        }
-    }
-
-    /// The wait before the next attempt; doubles up to `max`.
-    fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
-        d
-    }
-
-    fn reset(&mut self) {
-        self.next = self.initial;
-    }
-}
-
 /// Why the sink could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum InfluxSinkError {
@@ -252,22 +197,6 @@ async fn blocking<T: Send + 'static, E: Into<BlockingError> + Send + 'static>(
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, BlockingError> {
     tokio::task::spawn_blocking(f).await?.map_err(Into::into)
-}
-
-/// Sleep for `delay` unless shut down first; false when shut down.
-async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        biased;
-        () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(delay) => true,
-    }
-}
-
-/// Wall-clock time in UTC nanoseconds, to compare with [`Batch::oldest_append_ns`].
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// Where writes go: the client and the org/bucket query parameters, shared with the write tasks.

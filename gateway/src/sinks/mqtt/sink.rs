@@ -46,9 +46,8 @@ use tracing::{error, info, warn};
 use super::config::{ResolvedMqtt, SITE_PLACEHOLDER};
 use crate::alert::Alert;
 use crate::metrics::Metrics;
-use crate::sinks::{
-    parse_alert_lines, read_alerts, settle_alerts, sleep_or_shutdown, Backoff, SpoolCallError,
-};
+use crate::retry::{sleep_or_shutdown, Backoff};
+use crate::sinks::{parse_alert_lines, read_alerts, settle_alerts, SpoolCallError};
 use crate::spool::{truncate_utf8, Batch, Spool, MAX_REASON_BYTES};
 
 /// Counter: alert events the broker acknowledged (PUBACK).

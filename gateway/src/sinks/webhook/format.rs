@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 use super::config::WebhookFormat;
 use crate::alert::{Alert, AlertKind, AlertState, Language};
-use crate::sinks::influxdb::Verdict;
+use crate::sinks::Verdict;
 use crate::spool::truncate_utf8;
 
 /// Longest WeCom markdown `content`, in bytes (WeCom: "markdown内容，最长不超过4096个字节").

@@ -37,8 +37,9 @@ use super::config::{ResolvedWebhook, WebhookFormat};
 use super::format::{dingtalk_signed_url, render_body, robot_verdict};
 use crate::alert::Alert;
 use crate::metrics::Metrics;
-use crate::sinks::influxdb::{classify_status, Verdict};
-use crate::sinks::{read_alerts, settle_alerts, sleep_or_shutdown, Backoff};
+use crate::retry::{sleep_or_shutdown, Backoff};
+use crate::sinks::{classify_status, Verdict};
+use crate::sinks::{read_alerts, settle_alerts};
 use crate::spool::{truncate_utf8, Batch, Spool, MAX_REASON_BYTES};
 
 /// Counter: alert events the receiver accepted.

@@ -19,7 +19,7 @@ use super::sink::{RateLimit, WebhookSink, RATE_WINDOW, RETRIES};
 use crate::alert::{stable_id, Alert, AlertKind, AlertState, Cause, Language, Level, Side};
 use crate::metrics::Metrics;
 use crate::model::QuantityKind;
-use crate::sinks::influxdb::Verdict;
+use crate::sinks::Verdict;
 use crate::spool::{Spool, SpoolConfig, Stream};
 
 /// 2026-01-01T00:00:00Z in ns.

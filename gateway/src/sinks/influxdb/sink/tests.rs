@@ -62,15 +62,6 @@ async fn a_transport_error_is_retried() {
 }
 
 #[test]
-fn backoff_doubles_up_to_the_ceiling_and_resets() {
-    let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-    let secs: Vec<u64> = (0..8).map(|_| b.next_delay().as_secs()).collect();
-    assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60]);
-    b.reset();
-    assert_eq!(b.next_delay(), Duration::from_secs(1));
-}
-
-#[test]
 fn a_partial_batch_waits_at_most_max_age() {
     let max = Duration::from_secs(1);
     // 300 ms old -> 700 ms left.

@@ -1,16 +1,24 @@
-//! InfluxDB line protocol, built and checked by us.
+//! The spool's record format: InfluxDB line protocol, built and checked by us.
 //!
 //! Owns escaping, the rendering of one reading as one line, and a validator for whole bodies.
+//! Sits below the engine, the alerts and the sinks: the engine encodes readings into records,
+//! the spool stores records as opaque bytes, the InfluxDB sink sends them as they are. It does
+//! not own any network write.
+//!
 //! We validate before spooling because VictoriaMetrics answers 204 even to malformed lines and
-//! only logs "cannot unmarshal" (crates.md): a bad line would vanish without any error reaching
-//! the gateway. Rules follow the InfluxDB v2 line-protocol reference ("Special characters"):
-//! - measurement: escape comma and space;
-//! - tag keys, tag values and field keys: escape comma, equals sign and space;
+//! only logs "cannot unmarshal" (docs/ARCHITECTURE.md §Crate pitfalls): a bad line would vanish
+//! without any error reaching the gateway. Escaping follows the InfluxDB v2 line-protocol
+//! reference, "Special characters" (docs/DOMAIN.md §Line protocol):
+//! - measurement: escape comma, space and backslash;
+//! - tag keys, tag values and field keys: escape comma, equals sign, space and backslash;
 //! - string field values: escape double quote and backslash (we write no string fields);
+//! - a double quote has no special meaning outside a string field value;
 //! - no newline may appear anywhere in a line; we replace CR and LF in names with a space
 //!   (then escaped) since they cannot be escaped at all.
 //!
-//! Does not own the HTTP write (see the sink in `super`).
+//! The validator parses by the same rules a receiver does (a backslash escapes the character
+//! after it, quotes open only at the start of a field value), so what it accepts is read back
+//! with the same names.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,7 +29,7 @@ use crate::model::Reading;
 fn escape_measurement(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
-            ',' | ' ' => {
+            ',' | ' ' | '\\' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -32,10 +40,10 @@ fn escape_measurement(out: &mut String, s: &str) {
 }
 
 /// Append `s` escaped for a tag key, tag value or field key.
-pub(crate) fn escape_key(out: &mut String, s: &str) {
+pub fn escape_key(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
-            ',' | '=' | ' ' => {
+            ',' | '=' | ' ' | '\\' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -104,35 +112,33 @@ pub enum LineError {
     NotUtf8(usize),
 }
 
-/// Split `s` at unescaped occurrences of `sep`, outside double quotes when `quotes` is set.
-fn split_unescaped(s: &str, sep: char, quotes: bool) -> Vec<&str> {
+/// Byte index of the first unescaped `sep` in `s` at or after `from` (a backslash escapes the
+/// byte after it, whatever it is), or `None`.
+fn find_unescaped(s: &[u8], from: usize, sep: &[u8]) -> Option<usize> {
+    let mut i = from;
+    while i < s.len() {
+        match s[i] {
+            b'\\' => i += 2,
+            c if sep.contains(&c) => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Split `s` at every unescaped `sep`.
+fn split_unescaped(s: &[u8], sep: u8) -> Vec<&[u8]> {
     let mut parts = Vec::new();
     let mut start = 0;
-    let mut escaped = false;
-    let mut in_quotes = false;
-    for (i, c) in s.char_indices() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => escaped = true,
-            '"' if quotes => in_quotes = !in_quotes,
-            c if c == sep && !in_quotes => {
-                parts.push(&s[start..i]);
-                start = i + c.len_utf8();
-            }
-            _ => {}
-        }
+    while let Some(i) = find_unescaped(s, start, &[sep]) {
+        parts.push(&s[start..i]);
+        start = i + 1;
     }
     parts.push(&s[start..]);
     parts
 }
 
 fn valid_field_value(v: &str) -> bool {
-    if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
-        return true;
-    }
     if matches!(
         v,
         "t" | "T" | "true" | "True" | "TRUE" | "f" | "F" | "false" | "False" | "FALSE"
@@ -148,41 +154,72 @@ fn valid_field_value(v: &str) -> bool {
     v.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
+/// Check the field set starting at `line[from..]`; returns the index just past it (at the
+/// space before the timestamp, or the end). `None` when malformed.
+fn field_set_end(line: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    loop {
+        let eq = find_unescaped(line, i, b"= ,")?;
+        if line[eq] != b'=' || eq == i {
+            return None;
+        }
+        let v = eq + 1;
+        let end = if line.get(v) == Some(&b'"') {
+            // A string value: `\"` and `\\` are escapes, anything else is literal.
+            let close = find_unescaped(line, v + 1, b"\"")?;
+            close + 1
+        } else {
+            let end = find_unescaped(line, v, b", ").unwrap_or(line.len());
+            let text = std::str::from_utf8(&line[v..end]).ok()?;
+            if !valid_field_value(text) {
+                return None;
+            }
+            end
+        };
+        match line.get(end) {
+            Some(b',') => i = end + 1,
+            Some(b' ') | None => return Some(end),
+            Some(_) => return None,
+        }
+    }
+}
+
+/// Check one non-empty line; `n` is its 1-based number.
+fn validate_line(line: &[u8], n: usize) -> Result<(), LineError> {
+    let Some(space) = find_unescaped(line, 0, b" ") else {
+        return Err(LineError::NoFields(n));
+    };
+    let series = split_unescaped(&line[..space], b',');
+    if series[0].is_empty() {
+        return Err(LineError::EmptyMeasurement(n));
+    }
+    for tag in &series[1..] {
+        let kv = split_unescaped(tag, b'=');
+        if kv.len() != 2 || kv[0].is_empty() || kv[1].is_empty() {
+            return Err(LineError::BadTag(n));
+        }
+    }
+    let fields_end = field_set_end(line, space + 1).ok_or(LineError::BadField(n))?;
+    if fields_end < line.len() {
+        let ts = std::str::from_utf8(&line[fields_end + 1..]).map_err(|_| LineError::NotUtf8(n))?;
+        if ts.parse::<i64>().is_err() {
+            return Err(LineError::BadTimestamp(n));
+        }
+    }
+    Ok(())
+}
+
 /// Check that every non-empty line of `body` is well-formed line protocol.
 ///
 /// # Errors
 /// The first problem found, with its 1-based line number.
 pub fn validate(body: &[u8]) -> Result<(), LineError> {
-    let text = std::str::from_utf8(body).map_err(|_| LineError::NotUtf8(0))?;
-    for (n, line) in text.split('\n').enumerate() {
-        let n = n + 1;
-        if line.is_empty() {
-            continue;
-        }
-        let sections = split_unescaped(line, ' ', true);
-        if sections.len() < 2 || sections.len() > 3 {
-            return Err(LineError::NoFields(n));
-        }
-        let series = split_unescaped(sections[0], ',', false);
-        if series[0].is_empty() {
-            return Err(LineError::EmptyMeasurement(n));
-        }
-        for tag in &series[1..] {
-            let kv = split_unescaped(tag, '=', false);
-            if kv.len() != 2 || kv[0].is_empty() || kv[1].is_empty() {
-                return Err(LineError::BadTag(n));
-            }
-        }
-        for field in split_unescaped(sections[1], ',', true) {
-            let kv = split_unescaped(field, '=', true);
-            if kv.len() != 2 || kv[0].is_empty() || !valid_field_value(kv[1]) {
-                return Err(LineError::BadField(n));
-            }
-        }
-        if let Some(ts) = sections.get(2) {
-            if ts.parse::<i64>().is_err() {
-                return Err(LineError::BadTimestamp(n));
-            }
+    if std::str::from_utf8(body).is_err() {
+        return Err(LineError::NotUtf8(0));
+    }
+    for (n, line) in body.split(|&b| b == b'\n').enumerate() {
+        if !line.is_empty() {
+            validate_line(line, n + 1)?;
         }
     }
     Ok(())
@@ -211,6 +248,30 @@ mod tests {
     fn tag_keys_and_values_escape_comma_equals_space() {
         let p = series_prefix("m", &tags(&[("k=1", "v,1 x"), ("z", "ok")]));
         assert_eq!(p, "m,k\\=1=v\\,1\\ x,z=ok");
+    }
+
+    #[test]
+    fn backslashes_are_escaped_and_quotes_are_plain_in_names() {
+        // InfluxDB line-protocol reference, "Special characters": a backslash in a tag value
+        // is written `\\`; a double quote needs no escape outside string field values.
+        let p = series_prefix(
+            "m",
+            &tags(&[("device", "s7\\"), ("point", "a b,c=d\"e\\f 中")]),
+        );
+        assert_eq!(p, "m,device=s7\\\\,point=a\\ b\\,c\\=d\"e\\\\f\\ 中");
+        assert_eq!(validate(format!("{p} value=1 1\n").as_bytes()), Ok(()));
+        assert_eq!(series_prefix("a\\b", &BTreeMap::new()), "a\\\\b");
+    }
+
+    #[test]
+    fn every_printable_ascii_character_in_a_tag_makes_a_valid_line() {
+        for c in ' '..='~' {
+            for value in [c.to_string(), format!("x{c}"), format!("{c}x{c}")] {
+                let p = series_prefix("m", &tags(&[("k", &value), (&value, "v")]));
+                let line = format!("{p} value=1,quality=0i 1\n");
+                assert_eq!(validate(line.as_bytes()), Ok(()), "{line}");
+            }
+        }
     }
 
     #[test]
@@ -300,5 +361,13 @@ mod tests {
         assert_eq!(validate(b"m v=1 12x"), Err(LineError::BadTimestamp(1)));
         assert_eq!(validate(b",a=b v=1"), Err(LineError::EmptyMeasurement(1)));
         assert_eq!(validate(b"m v=1i2"), Err(LineError::BadField(1)));
+        // A quote in a tag value is a plain character; in a field value it opens a string.
+        assert_eq!(validate(b"m,a=x\"y v=1 10"), Ok(()));
+        assert_eq!(validate(b"m v=\"a, b=c\" 10"), Ok(()));
+        assert_eq!(validate(b"m v=\"open 10"), Err(LineError::BadField(1)));
+        assert_eq!(validate(b"m v=1,=2"), Err(LineError::BadField(1)));
+        assert_eq!(validate(b"m v=1,"), Err(LineError::BadField(1)));
+        assert_eq!(validate(b"m,a=b\\\\ v=1"), Ok(()));
+        assert_eq!(validate(b"m,a=b\\ v=1"), Err(LineError::NoFields(1)));
     }
 }
