@@ -12,10 +12,18 @@ pub mod influxdb;
 pub mod mqtt;
 pub mod webhook;
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
 
 use crate::alert::Alert;
+use crate::model::now_ns;
+use crate::retry::{sleep_or_shutdown, Backoff};
 use crate::spool::{truncate_utf8, Batch, Spool, SpoolError, Stream, MAX_REASON_BYTES};
 
 /// A secret (password, robot URL holding a key, signing secret). `Debug` prints `<redacted>` and
@@ -162,40 +170,188 @@ pub enum SpoolCallError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Read the next batch of the alerts stream for `sink` (every spool call fsyncs or reads disk,
-/// so it runs on the blocking pool).
-///
-/// # Errors
-/// A spool error.
-pub async fn read_alerts(
-    spool: &Arc<Spool>,
-    sink: &str,
-    max_records: u64,
-) -> Result<Option<Batch>, SpoolCallError> {
-    let (spool, sink) = (Arc::clone(spool), sink.to_owned());
-    Ok(
-        tokio::task::spawn_blocking(move || spool.read_batch(Stream::Alerts, &sink, max_records))
-            .await??,
-    )
+/// What [`BatchReader::next`] ended with.
+#[derive(Debug)]
+pub enum Next<E> {
+    /// A batch worth delivering.
+    Batch(Batch),
+    /// The gateway is shutting down.
+    Shutdown,
+    /// The caller's `interrupt` future finished first (an MQTT sink's connection was lost).
+    Interrupted(E),
 }
 
-/// Finish an alerts batch: ack it, or, with a `reason`, store it as a dead letter (which also
-/// moves the cursor past it).
+/// The first and last step of every sink's loop: read the next batch of one stream at the
+/// sink's cursor (waiting for the engine to append one), and advance the cursor once the batch
+/// is delivered (ack) or refused for good (dead letter). Delivery in between is the sink's own.
 ///
-/// # Errors
-/// A spool error (then the cursor did not move and the batch is read again).
-pub async fn settle_alerts(
-    spool: &Arc<Spool>,
-    sink: &str,
-    batch: &Batch,
-    reason: Option<String>,
-) -> Result<(), SpoolCallError> {
-    let (spool, sink, batch) = (Arc::clone(spool), sink.to_owned(), batch.clone());
-    Ok(tokio::task::spawn_blocking(move || match reason {
-        None => spool.ack(Stream::Alerts, &sink, &batch),
-        Some(r) => spool.dead_letter(Stream::Alerts, &sink, &batch, &r),
-    })
-    .await??)
+/// Every spool call runs on the blocking pool (reads touch the disk, acks fsync). A spool error
+/// is logged with the sink's name and retried after the caller's backoff; it never ends a sink.
+#[derive(Debug, Clone)]
+pub struct BatchReader {
+    spool: Arc<Spool>,
+    stream: Stream,
+    sink: String,
+    max_records: u64,
+    max_age: Duration,
+}
+
+impl BatchReader {
+    /// A reader of `stream` for `sink`. A batch is handed out when it holds `max_records`
+    /// records, or when its oldest record was appended `max_age` ago (zero: at once).
+    #[must_use]
+    pub fn new(
+        spool: Arc<Spool>,
+        stream: Stream,
+        sink: &str,
+        max_records: u64,
+        max_age: Duration,
+    ) -> Self {
+        Self {
+            spool,
+            stream,
+            sink: sink.to_owned(),
+            max_records: max_records.max(1),
+            max_age,
+        }
+    }
+
+    /// The spool.
+    #[must_use]
+    pub fn spool(&self) -> &Arc<Spool> {
+        &self.spool
+    }
+
+    /// Wait for the next batch at or after sequence `from` (0: the cursor; a pipelining sink
+    /// passes the sequence after its batches in flight). Ends early on shutdown or when
+    /// `interrupt` finishes.
+    pub async fn next<E>(
+        &self,
+        from: u64,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+        interrupt: impl Future<Output = E>,
+    ) -> Next<E> {
+        tokio::pin!(interrupt);
+        // Fixed at the first sight of a partial batch; re-reads keep the same oldest chunk.
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if shutdown.is_cancelled() {
+                return Next::Shutdown;
+            }
+            // Registered before reading, so an append between the read and the wait wakes us.
+            let notified = self.spool.appended().notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (spool, stream, sink, max) = (
+                Arc::clone(&self.spool),
+                self.stream,
+                self.sink.clone(),
+                self.max_records,
+            );
+            let read: Result<Option<Batch>, SpoolCallError> =
+                tokio::task::spawn_blocking(move || {
+                    spool.read_batch_from(stream, &sink, from, max)
+                })
+                .await
+                .map_err(SpoolCallError::from)
+                .and_then(|r| r.map_err(SpoolCallError::from));
+            let until = match read {
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    error!(sink = %self.sink, stream = ?self.stream, error = %e, retry_in = ?delay,
+                           "cannot read from the spool");
+                    Some(Instant::now() + delay)
+                }
+                Ok(None) => {
+                    deadline = None;
+                    None
+                }
+                Ok(Some(batch)) => {
+                    if batch.records >= self.max_records {
+                        return Next::Batch(batch);
+                    }
+                    let until = *deadline.get_or_insert_with(|| {
+                        Instant::now()
+                            + remaining_wait(batch.oldest_append_ns, now_ns(), self.max_age)
+                    });
+                    if Instant::now() >= until {
+                        return Next::Batch(batch);
+                    }
+                    Some(until)
+                }
+            };
+            // Wait for an append, the deadline (a partial batch's age, or a retry after an
+            // error), shutdown or the interrupt; then read again.
+            let sleep = async {
+                match until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Next::Shutdown,
+                e = &mut interrupt => return Next::Interrupted(e),
+                () = &mut notified => {}
+                () = sleep => {}
+            }
+        }
+    }
+
+    /// Advance the cursor past `batch`: an ack, or with a `reason`, a dead letter (which also
+    /// moves the cursor).
+    ///
+    /// # Errors
+    /// A spool error; then the cursor did not move and the batch is read (and delivered) again.
+    pub async fn settle(
+        &self,
+        batch: &Batch,
+        reason: Option<String>,
+    ) -> Result<(), SpoolCallError> {
+        let (spool, stream, sink, batch) = (
+            Arc::clone(&self.spool),
+            self.stream,
+            self.sink.clone(),
+            batch.clone(),
+        );
+        Ok(tokio::task::spawn_blocking(move || match reason {
+            None => spool.ack(stream, &sink, &batch),
+            Some(r) => spool.dead_letter(stream, &sink, &batch, &r),
+        })
+        .await??)
+    }
+
+    /// [`BatchReader::settle`], logging a failure and waiting out the backoff before the batch is
+    /// read again. True when settled; false when not (then the caller reads again, or stops if
+    /// `shutdown` is cancelled).
+    pub async fn settle_or_wait(
+        &self,
+        batch: &Batch,
+        reason: Option<String>,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> bool {
+        match self.settle(batch, reason).await {
+            Ok(()) => true,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                error!(sink = %self.sink, stream = ?self.stream, error = %e, retry_in = ?delay,
+                       "cannot advance the spool cursor; the batch will be delivered again");
+                sleep_or_shutdown(delay, shutdown).await;
+                false
+            }
+        }
+    }
+}
+
+/// How long a partial batch whose oldest chunk was appended at `oldest_ns` may still wait at
+/// `now_ns`. A wall clock that stepped backwards counts as age 0, so the wait never exceeds
+/// `max_age`.
+#[must_use]
+pub fn remaining_wait(oldest_ns: i64, now_ns: i64, max_age: Duration) -> Duration {
+    let age_ns = u64::try_from(now_ns.saturating_sub(oldest_ns)).unwrap_or(0);
+    max_age.saturating_sub(Duration::from_nanos(age_ns))
 }
 
 /// Default first wait after a failed delivery, for every sink.
@@ -243,6 +399,114 @@ pub(crate) fn retry_bounds(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spool::SpoolConfig;
+
+    fn spool(dir: &tempfile::TempDir) -> Arc<Spool> {
+        Arc::new(
+            Spool::open(
+                &dir.path().join("spool.redb"),
+                &SpoolConfig::default(),
+                &["s".to_owned()],
+            )
+            .expect("spool"),
+        )
+    }
+
+    fn backoff() -> Backoff {
+        Backoff::new(Duration::from_millis(10), Duration::from_millis(50))
+    }
+
+    /// Bounded wait for a reader call in these tests.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_reader_hands_out_a_full_batch_at_once_and_a_partial_one_after_max_age() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = spool(&dir);
+        let stop = CancellationToken::new();
+        let reader = BatchReader::new(
+            Arc::clone(&spool),
+            Stream::Points,
+            "s",
+            3,
+            Duration::from_millis(300),
+        );
+        spool
+            .append(Stream::Points, b"m v=1 1\nm v=2 2\n", 2)
+            .expect("append");
+        let started = Instant::now();
+        let next = tokio::time::timeout(
+            LIMIT,
+            reader.next(0, &stop, &mut backoff(), std::future::pending::<()>()),
+        )
+        .await
+        .expect("bounded");
+        let Next::Batch(partial) = next else {
+            panic!("expected a batch, got {next:?}")
+        };
+        // Two of three records: handed out only once the oldest is max_age old.
+        assert_eq!(partial.records, 2);
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        // Once settled, the next read starts after it.
+        assert!(reader.settle(&partial, None).await.is_ok());
+        spool
+            .append(Stream::Points, b"m v=3 3\nm v=4 4\nm v=5 5\n", 3)
+            .expect("append");
+        let next = tokio::time::timeout(
+            LIMIT,
+            reader.next(0, &stop, &mut backoff(), std::future::pending::<()>()),
+        )
+        .await
+        .expect("bounded");
+        let Next::Batch(full) = next else {
+            panic!("expected a batch, got {next:?}")
+        };
+        assert_eq!(
+            (full.records, full.body.as_slice()),
+            (3, &b"m v=3 3\nm v=4 4\nm v=5 5\n"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_reader_wakes_on_append_and_ends_on_shutdown_or_interrupt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spool = spool(&dir);
+        let stop = CancellationToken::new();
+        let reader = BatchReader::new(Arc::clone(&spool), Stream::Alerts, "s", 10, Duration::ZERO);
+        let writer = Arc::clone(&spool);
+        let append = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            writer.append(Stream::Alerts, b"{}\n", 1).map(|_| ())
+        });
+        let next = tokio::time::timeout(
+            LIMIT,
+            reader.next(0, &stop, &mut backoff(), std::future::pending::<()>()),
+        )
+        .await
+        .expect("woken by the append");
+        assert!(
+            matches!(next, Next::Batch(ref b) if b.records == 1),
+            "{next:?}"
+        );
+        assert!(append.await.expect("join").is_ok());
+        // An empty stream (after an ack): the interrupt ends the wait, then shutdown does.
+        if let Next::Batch(b) = next {
+            assert!(reader.settle(&b, Some("refused".into())).await.is_ok());
+        }
+        let next = reader
+            .next(0, &stop, &mut backoff(), async { "link lost" })
+            .await;
+        assert!(matches!(next, Next::Interrupted("link lost")), "{next:?}");
+        stop.cancel();
+        let next = tokio::time::timeout(
+            LIMIT,
+            reader.next(0, &stop, &mut backoff(), std::future::pending::<()>()),
+        )
+        .await
+        .expect("bounded");
+        assert!(matches!(next, Next::Shutdown), "{next:?}");
+        assert_eq!(spool.dead_letters().expect("dead letters").len(), 1);
+    }
 
     #[test]
     fn secrets_come_from_env_or_file_and_never_print() {

@@ -43,20 +43,17 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use influxdb2::RequestError;
 use reqwest011::header::{HeaderMap, HeaderValue, CONTENT_ENCODING};
-use tokio::time::Instant;
 use tokio_util::bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::config::ResolvedInflux;
 use crate::metrics::Metrics;
-use crate::model::now_ns;
 use crate::retry::{sleep_or_shutdown, Backoff};
-use crate::sinks::{classify_status, Verdict};
+use crate::sinks::{classify_status, BatchReader, Next, Verdict};
 use crate::spool::{truncate_utf8, Batch, Spool, SpoolError, Stream, MAX_REASON_BYTES};
 
 /// Counter: records the receiver confirmed (204).
@@ -145,15 +142,6 @@ pub fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
-/// How long a partial batch whose oldest chunk was appended at `oldest_ns` may still wait at
-/// `now_ns`. A wall clock that stepped backwards counts as age 0, so the wait never exceeds
-/// `max_age`.
-#[must_use]
-pub fn remaining_wait(oldest_ns: i64, now_ns: i64, max_age: Duration) -> Duration {
-    let age_ns = u64::try_from(now_ns.saturating_sub(oldest_ns)).unwrap_or(0);
-    max_age.saturating_sub(Duration::from_nanos(age_ns))
-}
-
 /// Why the sink could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum InfluxSinkError {
@@ -190,6 +178,8 @@ enum BlockingError {
     Join(#[from] tokio::task::JoinError),
     #[error("gzip failed: {0}")]
     Gzip(#[from] std::io::Error),
+    #[error(transparent)]
+    Call(#[from] crate::sinks::SpoolCallError),
 }
 
 /// Run a blocking spool call (every commit fsyncs) off the async workers.
@@ -305,6 +295,7 @@ pub struct InfluxSink {
     cfg: ResolvedInflux,
     endpoint: Arc<Endpoint>,
     spool: Arc<Spool>,
+    reader: BatchReader,
     metrics: Arc<Metrics>,
 }
 
@@ -358,10 +349,18 @@ impl InfluxSink {
             org: cfg.org.clone(),
             bucket: cfg.bucket.clone(),
         });
+        let reader = BatchReader::new(
+            Arc::clone(&spool),
+            Stream::Points,
+            &cfg.name,
+            u64::from(cfg.batch_max_records),
+            cfg.batch_max_age,
+        );
         Ok(Self {
             cfg,
             endpoint,
             spool,
+            reader,
             metrics,
         })
     }
@@ -458,7 +457,13 @@ impl InfluxSink {
     async fn prepare(&self, from: u64, shutdown: &CancellationToken) -> Option<Prepared> {
         let mut backoff = Backoff::new(self.cfg.retry_initial, self.cfg.retry_max);
         loop {
-            let mut batch = self.next_batch(from, shutdown, &mut backoff).await?;
+            let Next::Batch(mut batch) = self
+                .reader
+                .next(from, shutdown, &mut backoff, std::future::pending::<()>())
+                .await
+            else {
+                return None;
+            };
             let body = std::mem::take(&mut batch.body);
             if !self.cfg.gzip {
                 return Some(Prepared {
@@ -478,74 +483,6 @@ impl InfluxSink {
                     error!(sink = %self.cfg.name, error = %e, retry_in = ?delay, "cannot compress a batch");
                     if !sleep_or_shutdown(delay, shutdown).await {
                         return None;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Wait for a batch worth sending, starting at sequence `from` (or the cursor, if that is
-    /// further): full (`batch_max_records`), or its oldest data `batch_max_age` old. `None` on
-    /// shutdown.
-    async fn next_batch(
-        &self,
-        from: u64,
-        shutdown: &CancellationToken,
-        backoff: &mut Backoff,
-    ) -> Option<Batch> {
-        // Fixed at the first sight of a partial batch; re-reads keep the same oldest chunk.
-        let mut deadline: Option<Instant> = None;
-        let max_records = u64::from(self.cfg.batch_max_records);
-        loop {
-            if shutdown.is_cancelled() {
-                return None;
-            }
-            // Registered before reading, so an append between the read and the wait wakes us.
-            let notified = self.spool.appended().notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-
-            let spool = Arc::clone(&self.spool);
-            let name = self.cfg.name.clone();
-            match blocking(move || spool.read_batch_from(Stream::Points, &name, from, max_records))
-                .await
-            {
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    error!(sink = %self.cfg.name, error = %e, retry_in = ?delay, "cannot read from the spool");
-                    if !sleep_or_shutdown(delay, shutdown).await {
-                        return None;
-                    }
-                }
-                Ok(None) => {
-                    deadline = None;
-                    tokio::select! {
-                        biased;
-                        () = shutdown.cancelled() => return None,
-                        () = &mut notified => {}
-                    }
-                }
-                Ok(Some(batch)) => {
-                    backoff.reset();
-                    if batch.records >= max_records {
-                        return Some(batch);
-                    }
-                    let until = *deadline.get_or_insert_with(|| {
-                        Instant::now()
-                            + remaining_wait(
-                                batch.oldest_append_ns,
-                                now_ns(),
-                                self.cfg.batch_max_age,
-                            )
-                    });
-                    if Instant::now() >= until {
-                        return Some(batch);
-                    }
-                    tokio::select! {
-                        biased;
-                        () = shutdown.cancelled() => return None,
-                        () = &mut notified => {}
-                        () = tokio::time::sleep_until(until) => return Some(batch),
                     }
                 }
             }
@@ -578,9 +515,12 @@ impl InfluxSink {
                 // the pipeline is counted once per ack, like the rest of the spool.
                 self.metrics.add(WRITTEN_RECORDS, &labels, batch.records);
                 self.metrics.incr(WRITE_BATCHES, &labels);
-                let (spool, sink) = (Arc::clone(&self.spool), name.to_owned());
                 // `batch.body` is empty: an ack needs only the sequences.
-                let done = blocking(move || spool.ack(Stream::Points, &sink, &batch)).await;
+                let done = self
+                    .reader
+                    .settle(&batch, None)
+                    .await
+                    .map_err(BlockingError::from);
                 return self.after_spool_write(done, shutdown, backoff).await;
             }
             Outcome::Failed {

@@ -47,8 +47,8 @@ use super::config::{ResolvedMqtt, SITE_PLACEHOLDER};
 use crate::alert::Alert;
 use crate::metrics::Metrics;
 use crate::retry::{sleep_or_shutdown, Backoff};
-use crate::sinks::{parse_alert_lines, read_alerts, settle_alerts, SpoolCallError};
-use crate::spool::{truncate_utf8, Batch, Spool, MAX_REASON_BYTES};
+use crate::sinks::{parse_alert_lines, BatchReader, Next};
+use crate::spool::{truncate_utf8, Batch, Spool, Stream, MAX_REASON_BYTES};
 
 /// Counter: alert events the broker acknowledged (PUBACK).
 pub const PUBLISHED_RECORDS: &str = "mqtt_alerts_published_total";
@@ -212,7 +212,7 @@ enum Step<T> {
 #[derive(Debug)]
 pub struct MqttSink {
     cfg: ResolvedMqtt,
-    spool: Arc<Spool>,
+    reader: BatchReader,
     metrics: Arc<Metrics>,
 }
 
@@ -232,9 +232,17 @@ impl MqttSink {
                 path: spool.path().to_path_buf(),
             });
         }
+        // Alerts are published as soon as they are committed: no batching delay.
+        let reader = BatchReader::new(
+            spool,
+            Stream::Alerts,
+            &cfg.name,
+            u64::from(cfg.batch_max_records),
+            Duration::ZERO,
+        );
         Ok(Self {
             cfg,
-            spool,
+            reader,
             metrics,
         })
     }
@@ -435,36 +443,22 @@ impl MqttSink {
         active: &ActiveAlerts,
         shutdown: &CancellationToken,
     ) -> Step<Work> {
-        let max = u64::from(self.cfg.batch_max_records);
-        loop {
-            // Registered before reading, so an append between the read and the wait wakes us.
-            let notified = self.spool.appended().notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match read_alerts(&self.spool, &self.cfg.name, max).await {
-                Ok(Some(batch)) => return Step::Done(self.build(batch, active)),
-                Ok(None) => {}
-                Err(e) => {
-                    // A storage error; the connection is fine, so wait here rather than drop it.
-                    error!(sink = %self.cfg.name, error = %e, "cannot read from the spool");
-                    if !sleep_or_shutdown(self.cfg.retry_initial, shutdown).await {
-                        return Step::Shutdown;
-                    }
-                    continue;
-                }
-            }
+        // A storage error is retried here: the connection is fine, so it is not dropped.
+        let mut backoff = Backoff::new(self.cfg.retry_initial, self.cfg.retry_max);
+        let events = &mut link.events;
+        let lost = async move {
             loop {
-                tokio::select! {
-                    biased;
-                    () = shutdown.cancelled() => return Step::Shutdown,
-                    () = &mut notified => break,
-                    ev = link.events.recv() => match ev {
-                        Some(LinkEvent::Lost(e)) => return Step::Lost(e),
-                        None => return Step::Lost("event loop ended".into()),
-                        Some(_) => {}
-                    },
+                match events.recv().await {
+                    Some(LinkEvent::Lost(e)) => return e,
+                    None => return "event loop ended".to_owned(),
+                    Some(_) => {}
                 }
             }
+        };
+        match self.reader.next(0, shutdown, &mut backoff, lost).await {
+            Next::Batch(batch) => Step::Done(self.build(batch, active)),
+            Next::Shutdown => Step::Shutdown,
+            Next::Interrupted(e) => Step::Lost(e),
         }
     }
 
@@ -600,28 +594,23 @@ impl MqttSink {
             Some(truncate_utf8(&text, MAX_REASON_BYTES).to_owned())
         };
         let dead = reason.is_some();
-        let done: Result<(), SpoolCallError> =
-            settle_alerts(&self.spool, &self.cfg.name, &work.batch, reason).await;
-        match done {
-            Ok(()) => {
-                self.metrics.add(PUBLISHED_RECORDS, &labels, work.alerts);
-                self.metrics
-                    .add(SUMMARIES_PUBLISHED, &labels, work.summaries);
-                if dead {
-                    self.metrics
-                        .add(REJECTED_RECORDS, &labels, work.bad.len() as u64);
-                }
-                *active = work.next_active;
-                true
-            }
-            Err(e) => {
-                // The batch stays at the cursor and is published again (at least once); the
-                // summary is recomputed from the same events, so it comes out the same.
-                let delay = backoff.next_delay();
-                error!(sink = %self.cfg.name, error = %e, retry_in = ?delay,
-                       "cannot advance the spool cursor; the batch will be published again");
-                sleep_or_shutdown(delay, shutdown).await
-            }
+        // On a spool error the batch stays at the cursor and is published again (at least
+        // once); the summary is recomputed from the same events, so it comes out the same.
+        if !self
+            .reader
+            .settle_or_wait(&work.batch, reason, shutdown, backoff)
+            .await
+        {
+            return !shutdown.is_cancelled();
         }
+        self.metrics.add(PUBLISHED_RECORDS, &labels, work.alerts);
+        self.metrics
+            .add(SUMMARIES_PUBLISHED, &labels, work.summaries);
+        if dead {
+            self.metrics
+                .add(REJECTED_RECORDS, &labels, work.bad.len() as u64);
+        }
+        *active = work.next_active;
+        true
     }
 }

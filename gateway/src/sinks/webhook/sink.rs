@@ -39,8 +39,8 @@ use crate::alert::Alert;
 use crate::metrics::Metrics;
 use crate::retry::{sleep_or_shutdown, Backoff};
 use crate::sinks::{classify_status, Verdict};
-use crate::sinks::{read_alerts, settle_alerts};
-use crate::spool::{truncate_utf8, Batch, Spool, MAX_REASON_BYTES};
+use crate::sinks::{BatchReader, Next};
+use crate::spool::{truncate_utf8, Batch, Spool, Stream, MAX_REASON_BYTES};
 
 /// Counter: alert events the receiver accepted.
 pub const DELIVERED_RECORDS: &str = "webhook_alerts_delivered_total";
@@ -158,7 +158,7 @@ fn describe(err: reqwest011::Error) -> String {
 pub struct WebhookSink {
     cfg: ResolvedWebhook,
     client: reqwest011::Client,
-    spool: Arc<Spool>,
+    reader: BatchReader,
     metrics: Arc<Metrics>,
 }
 
@@ -188,10 +188,18 @@ impl WebhookSink {
                 sink: cfg.name.clone(),
                 source: source.without_url(),
             })?;
+        // Each alert is posted as soon as it is committed: no batching delay.
+        let reader = BatchReader::new(
+            spool,
+            Stream::Alerts,
+            &cfg.name,
+            BATCH_MAX_RECORDS,
+            Duration::ZERO,
+        );
         Ok(Self {
             cfg,
             client,
-            spool,
+            reader,
             metrics,
         })
     }
@@ -209,7 +217,11 @@ impl WebhookSink {
               "webhook sink started");
         let mut backoff = Backoff::new(self.cfg.retry_initial, self.cfg.retry_max);
         let mut limit = self.cfg.max_per_minute.map(RateLimit::new);
-        while let Some(batch) = self.next_batch(&shutdown, &mut backoff).await {
+        while let Next::Batch(batch) = self
+            .reader
+            .next(0, &shutdown, &mut backoff, std::future::pending::<()>())
+            .await
+        {
             if !self
                 .deliver_batch(&batch, &shutdown, &mut backoff, &mut limit)
                 .await
@@ -218,35 +230,6 @@ impl WebhookSink {
             }
         }
         info!(sink = %self.cfg.name, "webhook sink stopped");
-    }
-
-    async fn next_batch(
-        &self,
-        shutdown: &CancellationToken,
-        backoff: &mut Backoff,
-    ) -> Option<Batch> {
-        loop {
-            let notified = self.spool.appended().notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match read_alerts(&self.spool, &self.cfg.name, BATCH_MAX_RECORDS).await {
-                Ok(Some(b)) => return Some(b),
-                Ok(None) => {
-                    tokio::select! {
-                        biased;
-                        () = shutdown.cancelled() => return None,
-                        () = &mut notified => {}
-                    }
-                }
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    error!(sink = %self.cfg.name, error = %e, retry_in = ?delay, "cannot read from the spool");
-                    if !sleep_or_shutdown(delay, shutdown).await {
-                        return None;
-                    }
-                }
-            }
-        }
     }
 
     /// POST every event of `batch`, then ack it (or dead-letter it, naming the refused events).
@@ -303,18 +286,14 @@ impl WebhookSink {
             truncate_utf8(&text, MAX_REASON_BYTES).to_owned()
         });
         let rejected = refused.len() as u64;
-        match settle_alerts(&self.spool, &self.cfg.name, batch, reason).await {
-            Ok(()) => {
-                self.metrics.add(REJECTED_RECORDS, &labels, rejected);
-                true
-            }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                error!(sink = %self.cfg.name, error = %e, retry_in = ?delay,
-                       "cannot advance the spool cursor; the batch will be sent again");
-                sleep_or_shutdown(delay, shutdown).await
-            }
+        if self
+            .reader
+            .settle_or_wait(batch, reason, shutdown, backoff)
+            .await
+        {
+            self.metrics.add(REJECTED_RECORDS, &labels, rejected);
         }
+        !shutdown.is_cancelled()
     }
 
     /// POST one event until it is accepted or refused for good.

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::sinks::influxdb::config::{InfluxToken, ResolvedInflux};
+use crate::sinks::remaining_wait;
 use crate::spool::{SpoolConfig, DEFAULT_MAX_BYTES};
 
 #[test]
