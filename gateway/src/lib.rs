@@ -15,6 +15,7 @@
 //! - [`broker`]: the embedded MQTT broker for site sensor nodes (feature `embedded-broker`).
 //! - [`metrics`]: counters of what happened to the data.
 //! - [`run`]: wires everything together for `gateway run`.
+//! - [`supervise`]: the task tree: every task named, watched, and stopped in order.
 //!
 //! # Data flow
 //! ```text
@@ -34,3 +35,4 @@ pub mod run;
 pub mod sinks;
 pub mod sources;
 pub mod spool;
+pub mod supervise;

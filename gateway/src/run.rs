@@ -1,16 +1,17 @@
 //! Wiring for `gateway run`: opens the spool, starts the sources, the engine and the sinks, and
 //! shuts them down in order.
 //!
-//! Owns start-up and shutdown order, nothing else. Shutdown: cancel the sources; each drops its
-//! sender; the engine drains the channel, commits the rest to the spool and returns; then the
-//! sinks stop (what they have not delivered stays in the spool for the next start).
+//! Owns start-up order, nothing else; the task tree and shutdown order are [`crate::supervise`].
+//! Shutdown: cancel the sources; each drops its sender; the engine drains the channel, commits
+//! the rest to the spool and returns; then the sinks stop (what they have not delivered stays in
+//! the spool for the next start). A task that ends on its own starts the same shutdown, and
+//! [`Gateway::run`] then returns [`RunError::Task`], so the process exits non-zero.
 
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::config::{Config, Sink};
 use crate::engine::Engine;
@@ -23,6 +24,7 @@ use crate::sources::modbus::poller::{group_into_buses, Poller};
 use crate::sources::mqtt::MqttSource;
 use crate::sources::READING_CHANNEL_CAPACITY;
 use crate::spool::{Spool, SpoolError};
+use crate::supervise::{Stage, TaskFailure, TaskTree};
 
 /// File name of the spool inside the data directory.
 pub const SPOOL_FILE: &str = "spool.redb";
@@ -48,6 +50,14 @@ pub enum RunError {
     /// The spool task failed.
     #[error("spool open task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// A task ended without being asked to (the gateway was stopped in order after it).
+    #[error("{first}{}", if more.is_empty() { String::new() } else { format!("; then {}", more.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")) })]
+    Task {
+        /// The first task that failed.
+        first: TaskFailure,
+        /// Any that failed during the shutdown after it.
+        more: Vec<TaskFailure>,
+    },
 }
 
 /// A configured gateway, ready to run.
@@ -103,9 +113,10 @@ impl Gateway {
         };
 
         let (tx, rx) = mpsc::channel(READING_CHANNEL_CAPACITY);
-        let sources_stop = shutdown.child_token();
-        let mut sources = JoinSet::new();
+        let mut tree = TaskTree::new();
+        let sources_stop = tree.stop_token(Stage::Sources);
         for bus in group_into_buses(&cfg.devices) {
+            let name = format!("poller {}", bus.link);
             let poller = Poller::new(
                 bus,
                 &cfg.site,
@@ -113,22 +124,31 @@ impl Gateway {
                 Arc::clone(&self.metrics),
                 Arc::clone(&self.clock),
             );
-            sources.spawn(poller.run(tx.clone(), sources_stop.clone()));
+            tree.spawn(
+                Stage::Sources,
+                name,
+                poller.run(tx.clone(), sources_stop.clone()),
+            );
         }
         for settings in &cfg.mqtt {
+            let name = format!("mqtt source {}", settings.name);
             let source = MqttSource::new(
                 settings.clone(),
                 &cfg.site,
                 &cfg.gateway_id,
                 Arc::clone(&self.metrics),
             );
-            sources.spawn(source.run(tx.clone(), sources_stop.clone()));
+            tree.spawn(
+                Stage::Sources,
+                name,
+                source.run(tx.clone(), sources_stop.clone()),
+            );
         }
         drop(tx);
 
-        let sinks_stop = CancellationToken::new();
-        let mut sink_tasks: JoinSet<()> = JoinSet::new();
+        let sinks_stop = tree.stop_token(Stage::Sinks);
         for sink in &cfg.sinks {
+            let name = format!("sink {}", sink.name());
             match sink {
                 Sink::Influxdb(resolved) => {
                     let s = InfluxSink::new(
@@ -136,7 +156,7 @@ impl Gateway {
                         Arc::clone(&spool),
                         Arc::clone(&self.metrics),
                     )?;
-                    sink_tasks.spawn(s.run(sinks_stop.clone()));
+                    tree.spawn(Stage::Sinks, name, s.run(sinks_stop.clone()));
                 }
                 Sink::Mqtt(resolved) => {
                     let s = MqttSink::new(
@@ -144,7 +164,7 @@ impl Gateway {
                         Arc::clone(&spool),
                         Arc::clone(&self.metrics),
                     )?;
-                    sink_tasks.spawn(s.run(sinks_stop.clone()));
+                    tree.spawn(Stage::Sinks, name, s.run(sinks_stop.clone()));
                 }
                 Sink::Webhook(resolved) => {
                     let s = WebhookSink::new(
@@ -152,7 +172,7 @@ impl Gateway {
                         Arc::clone(&spool),
                         Arc::clone(&self.metrics),
                     )?;
-                    sink_tasks.spawn(s.run(sinks_stop.clone()));
+                    tree.spawn(Stage::Sinks, name, s.run(sinks_stop.clone()));
                 }
             }
         }
@@ -167,14 +187,19 @@ impl Gateway {
             cfg.rules.clone(),
             &cfg.site,
         );
-        let engine = tokio::spawn(engine.run());
+        tree.spawn(Stage::Engine, "engine", engine.run());
 
-        shutdown.cancelled().await;
-        sources_stop.cancel();
-        while sources.join_next().await.is_some() {}
-        let _ = engine.await;
-        sinks_stop.cancel();
-        while sink_tasks.join_next().await.is_some() {}
+        let failed = tree.watch(&shutdown).await;
+        if let Some(f) = &failed {
+            error!(task = %f.name, how = %f.how,
+                   "A gateway task ended on its own; stopping the gateway (what is held is committed first) so that it can be restarted.");
+        }
+        let more = tree.shutdown().await;
+        if let Some(first) = failed.or_else(|| more.first().cloned()) {
+            let more = more.into_iter().filter(|f| *f != first).collect();
+            info!("Gateway stopped after a task failure.");
+            return Err(RunError::Task { first, more });
+        }
         info!("Gateway stopped.");
         Ok(())
     }
