@@ -11,9 +11,15 @@
 //! rate (one fsync each) stays far below what an SD card can take.
 //!
 //! A reading is acknowledged to nobody until its spool commit returned: the engine awaits each
-//! commit. If the spool cannot be written (full disk, I/O error) the engine keeps the lines in
-//! memory and retries on the next flush, up to [`MAX_UNSPOOLED_RECORDS`]; past that it drops
-//! them, counted and logged at ERROR, so that memory stays bounded.
+//! commit. Alerts are committed before the points of the same flush, and points wait while
+//! alerts cannot be committed, so no reading is acknowledged upstream before the alerts it
+//! raised are durable. If the spool cannot be written (full disk, I/O error, a panic in the
+//! storage layer) the engine keeps the lines in memory and retries with backoff
+//! ([`COMMIT_RETRY_INITIAL`] → [`COMMIT_RETRY_MAX`]), logging the failure once and then at most
+//! every [`FAILURE_LOG_INTERVAL`] with counts. Past [`MAX_UNSPOOLED_RECORDS`] held readings it
+//! drops them, counted and logged at ERROR, so that memory stays bounded. At shutdown it tries
+//! the final commit [`FINAL_COMMIT_ATTEMPTS`] times and says how many readings it could not
+//! commit; it never claims a commit that did not happen.
 
 pub mod rules;
 
@@ -29,6 +35,7 @@ use crate::alert::{encode_alert_line, Alert};
 use crate::metrics::Metrics;
 use crate::model::{Clock, Quality, Reading, Series, TimestampNs};
 use crate::record as line;
+use crate::retry::Backoff;
 use crate::sources::{ReadingBatch, ReadingRx};
 use crate::spool::{Spool, Stream};
 use rules::{Evaluator, EvaluatorState, RuleSet};
@@ -46,6 +53,15 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_FLUSH_MAX_RECORDS: u32 = 8192;
 /// Most readings held in memory while the spool cannot be written. About 12 MB of lines.
 pub const MAX_UNSPOOLED_RECORDS: u32 = 100_000;
+/// First wait before retrying a failed spool commit.
+pub const COMMIT_RETRY_INITIAL: Duration = Duration::from_millis(100);
+/// Longest wait between retries of a failing spool commit: short enough that a disk with room
+/// again is used within seconds, long enough that a failing disk is not hammered.
+pub const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
+/// While commits keep failing, the ERROR line is repeated at most this often, with counts.
+pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
+/// Attempts at the final commit on shutdown before held readings are given up (counted).
+pub const FINAL_COMMIT_ATTEMPTS: u32 = 3;
 /// How often rules are evaluated without a reading ("no data" rules, held spikes).
 pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the rule state (windows, confirmation counts) is saved when no alert forced a
@@ -164,6 +180,72 @@ pub struct Engine {
     /// Readings since the last summary.
     since_summary: u64,
     bad_since_summary: u64,
+    /// Whether the spool takes commits, and when to try again if not.
+    commits: CommitHealth,
+}
+
+/// The health of spool commits: backoff while they fail, and a bounded log of the failure.
+#[derive(Debug)]
+struct CommitHealth {
+    backoff: Backoff,
+    /// No commit is attempted before this (set after a failure).
+    retry_at: Option<Instant>,
+    /// Failed commits since the last success.
+    failures: u64,
+    /// When the failure was last logged.
+    last_log: Option<Instant>,
+}
+
+impl CommitHealth {
+    fn new() -> Self {
+        Self {
+            backoff: Backoff::new(COMMIT_RETRY_INITIAL, COMMIT_RETRY_MAX),
+            retry_at: None,
+            failures: 0,
+            last_log: None,
+        }
+    }
+
+    /// A commit may be tried now.
+    fn may_try(&self) -> bool {
+        self.retry_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// A commit failed: back off, and log (the first failure, then once per interval).
+    fn failed(
+        &mut self,
+        what: &str,
+        error: &dyn std::fmt::Display,
+        held_readings: u32,
+        held_alerts: u32,
+    ) {
+        self.failures += 1;
+        let delay = self.backoff.next_delay();
+        self.retry_at = Some(Instant::now() + delay);
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= FAILURE_LOG_INTERVAL)
+        {
+            self.last_log = Some(Instant::now());
+            error!(what, error = %error, failed_commits = self.failures, held_readings, held_alerts,
+                   retry_in = ?delay,
+                   "Spool cannot be written; holding the readings and alerts in memory and retrying (nothing is acknowledged upstream until committed).");
+        }
+    }
+
+    /// A commit succeeded.
+    fn succeeded(&mut self) {
+        if self.failures > 0 {
+            info!(
+                failed_commits = self.failures,
+                "Spool writable again; held readings and alerts committed."
+            );
+        }
+        self.failures = 0;
+        self.retry_at = None;
+        self.last_log = None;
+        self.backoff.reset();
+    }
 }
 
 impl Engine {
@@ -199,6 +281,7 @@ impl Engine {
             pending_acks: Vec::new(),
             since_summary: 0,
             bad_since_summary: 0,
+            commits: CommitHealth::new(),
         }
     }
 
@@ -267,9 +350,10 @@ impl Engine {
                     }
                     None => break,
                 },
-                () = sleep_until(flush_at), if self.pending_records > 0 => {
+                () = sleep_until(flush_at), if self.pending_records > 0 || self.pending_alert_records > 0 => {
                     self.flush().await;
-                    flush_at = Instant::now() + flush_interval;
+                    // While commits fail, the next try waits for the backoff, not the interval.
+                    flush_at = (Instant::now() + flush_interval).max(self.commits.retry_at.unwrap_or(flush_at));
                 }
                 () = sleep_until(next_tick) => {
                     let now = self.clock.now_ns();
@@ -289,10 +373,41 @@ impl Engine {
                 }
             }
         }
-        self.flush().await;
-        info!(
-            channels = self.channels.len(),
-            "Engine stopped; every reading received is in the spool."
+        self.final_flush().await;
+    }
+
+    /// Commit what is held before stopping, trying [`FINAL_COMMIT_ATTEMPTS`] times; then say
+    /// truthfully what was committed, and count what was not.
+    async fn final_flush(&mut self) {
+        let mut backoff = Backoff::new(COMMIT_RETRY_INITIAL, COMMIT_RETRY_MAX);
+        for attempt in 1..=FINAL_COMMIT_ATTEMPTS {
+            // The last words: no backoff gate, but a short wait between attempts.
+            self.commits.retry_at = None;
+            if self.flush().await {
+                info!(
+                    channels = self.channels.len(),
+                    "Engine stopped; every reading received is in the spool."
+                );
+                return;
+            }
+            if attempt < FINAL_COMMIT_ATTEMPTS {
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+        }
+        let (readings, alerts) = (self.pending_records, self.pending_alert_records);
+        self.metrics.add(
+            "readings_dropped_total",
+            &[("reason", "uncommitted_at_shutdown")],
+            u64::from(readings),
+        );
+        self.metrics.add(
+            "alerts_dropped_total",
+            &[("reason", "uncommitted_at_shutdown")],
+            u64::from(alerts),
+        );
+        error!(
+            readings, alerts, attempts = FINAL_COMMIT_ATTEMPTS,
+            "Engine stopped with readings and alerts that could not be committed to the spool; they are lost (MQTT QoS 1 senders deliver theirs again, as they were never acknowledged)."
         );
     }
 
@@ -412,37 +527,47 @@ impl Engine {
         }
     }
 
-    /// Commit pending alerts with the rule state, then the pending lines.
-    async fn flush(&mut self) {
-        if self.pending_alert_records > 0 {
-            self.flush_alerts().await;
+    /// Commit pending alerts with the rule state, then the pending lines. Points wait while the
+    /// alerts cannot be committed. True when nothing is left uncommitted; false while commits
+    /// fail (or wait for their retry time), with everything still held.
+    async fn flush(&mut self) -> bool {
+        if !self.commits.may_try() {
+            self.bound_held_points();
+            return false;
+        }
+        if self.pending_alert_records > 0 && !self.flush_alerts().await {
+            self.bound_held_points();
+            return false;
         }
         if self.pending_records == 0 {
             // A batch of only rejected readings still counts as handled.
             for ack in self.pending_acks.drain(..) {
                 let _ = ack.send(());
             }
-            return;
+            return true;
         }
-        let body = std::mem::take(&mut self.pending);
+        // Shared with the commit task, so that the lines survive a panic in it.
+        let body = Arc::new(std::mem::take(&mut self.pending));
         let records = self.pending_records;
-        let spool = Arc::clone(&self.spool);
+        let (spool, task_body) = (Arc::clone(&self.spool), Arc::clone(&body));
         // Save the rule state with the points now and then (alerts save it themselves).
         let state = (self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL)
             .then(|| self.state_bytes())
             .flatten();
         let saving_state = state.is_some();
         let result = tokio::task::spawn_blocking(move || {
-            let r = spool.append_with_state(Stream::Points, &body, records, state.as_deref());
-            (r, body)
+            spool.append_with_state(Stream::Points, &task_body, records, state.as_deref())
         })
         .await;
-        if saving_state && matches!(result, Ok((Ok(_), _))) {
-            self.state_dirty = false;
-            self.last_state_save = Instant::now();
-        }
-        match result {
-            Ok((Ok(outcome), mut body)) => {
+        // The task has ended, so this is the only reference left.
+        let mut body = Arc::try_unwrap(body).unwrap_or_else(|shared| (*shared).clone());
+        let error = match result {
+            Ok(Ok(outcome)) => {
+                self.commits.succeeded();
+                if saving_state {
+                    self.state_dirty = false;
+                    self.last_state_save = Instant::now();
+                }
                 self.metrics
                     .add("readings_spooled_total", &[], u64::from(records));
                 if outcome.dropped_records > 0 {
@@ -463,38 +588,43 @@ impl Engine {
                     // A source that went away no longer needs the notice.
                     let _ = ack.send(());
                 }
+                return true;
             }
-            Ok((Err(e), body)) => {
-                self.metrics.incr("spool_errors_total", &[]);
-                if records >= MAX_UNSPOOLED_RECORDS {
-                    self.metrics.add(
-                        "readings_dropped_total",
-                        &[("reason", "spool_error")],
-                        u64::from(records),
-                    );
-                    error!(error = %e, dropped = records, "Spool cannot be written; readings held in memory were dropped.");
-                    self.pending = Vec::with_capacity(1 << 20);
-                    self.pending_records = 0;
-                    // Not committed: the senders are not told, so MQTT redelivers.
-                    self.pending_acks.clear();
-                } else {
-                    error!(error = %e, held = records, "Spool cannot be written; holding the readings in memory and retrying.");
-                    self.pending = body;
-                }
-            }
-            Err(join) => {
-                // The blocking task panicked or was cancelled; its body is gone with it.
-                self.metrics.add(
-                    "readings_dropped_total",
-                    &[("reason", "spool_error")],
-                    u64::from(records),
-                );
-                error!(error = %join, dropped = records, "Spool commit task failed; readings lost.");
-                self.pending = Vec::with_capacity(1 << 20);
-                self.pending_records = 0;
-                self.pending_acks.clear();
-            }
+            Ok(Err(e)) => e.to_string(),
+            Err(join) => format!("the commit task failed: {join}"),
+        };
+        self.metrics.incr("spool_errors_total", &[]);
+        self.pending = body;
+        self.commits.failed(
+            "points",
+            &error,
+            self.pending_records,
+            self.pending_alert_records,
+        );
+        self.bound_held_points();
+        false
+    }
+
+    /// While commits fail: past [`MAX_UNSPOOLED_RECORDS`] held readings, drop them (counted,
+    /// logged) so that memory stays bounded. Their senders are not told: MQTT QoS 1 redelivers.
+    fn bound_held_points(&mut self) {
+        if self.pending_records < MAX_UNSPOOLED_RECORDS {
+            return;
         }
+        let dropped = self.pending_records;
+        self.metrics.add(
+            "readings_dropped_total",
+            &[("reason", "spool_error")],
+            u64::from(dropped),
+        );
+        error!(
+            dropped,
+            limit = MAX_UNSPOOLED_RECORDS,
+            "Spool cannot be written and the readings held in memory reached their limit; they were dropped."
+        );
+        self.pending = Vec::with_capacity(1 << 20);
+        self.pending_records = 0;
+        self.pending_acks.clear();
     }
 
     /// The rule state as JSON (None, counted, if it cannot be serialised).
@@ -510,37 +640,39 @@ impl Engine {
     }
 
     /// Commit the pending alert events and the rule state in one transaction. On failure the
-    /// alerts stay pending and are retried with the next flush: alerts are never dropped here.
-    async fn flush_alerts(&mut self) {
+    /// alerts stay pending (all of them: the commit task gets a shared copy, so even its panic
+    /// loses nothing) and are retried with the next flush: alerts are never dropped here.
+    /// True when committed.
+    async fn flush_alerts(&mut self) -> bool {
         let Some(state) = self.state_bytes() else {
-            return;
+            return false;
         };
-        let body = std::mem::take(&mut self.pending_alerts);
+        let body = Arc::new(std::mem::take(&mut self.pending_alerts));
         let records = self.pending_alert_records;
-        let spool = Arc::clone(&self.spool);
+        let (spool, task_body) = (Arc::clone(&self.spool), Arc::clone(&body));
         let result = tokio::task::spawn_blocking(move || {
-            let r = spool.append_with_state(Stream::Alerts, &body, records, Some(&state));
-            (r, body)
+            spool.append_with_state(Stream::Alerts, &task_body, records, Some(&state))
         })
         .await;
-        match result {
-            Ok((Ok(_), _)) => {
+        let body = Arc::try_unwrap(body).unwrap_or_else(|shared| (*shared).clone());
+        let error = match result {
+            Ok(Ok(_)) => {
+                self.commits.succeeded();
                 self.metrics
                     .add("alerts_spooled_total", &[], u64::from(records));
                 self.pending_alert_records = 0;
                 self.state_dirty = false;
                 self.last_state_save = Instant::now();
+                return true;
             }
-            Ok((Err(e), body)) => {
-                self.metrics.incr("spool_errors_total", &[]);
-                error!(error = %e, held = records, "Cannot commit alerts to the spool; holding them and retrying.");
-                self.pending_alerts = body;
-            }
-            Err(e) => {
-                self.metrics.incr("spool_errors_total", &[]);
-                error!(error = %e, held = records, "Alert commit task failed; holding them and retrying.");
-            }
-        }
+            Ok(Err(e)) => e.to_string(),
+            Err(join) => format!("the commit task failed: {join}"),
+        };
+        self.metrics.incr("spool_errors_total", &[]);
+        self.pending_alerts = body;
+        self.commits
+            .failed("alerts", &error, self.pending_records, records);
+        false
     }
 
     /// Log what flowed since the last summary.

@@ -496,6 +496,20 @@ pub struct Spool {
     /// Serializes writers and guards the in-memory mirror; held across each write transaction.
     state: Mutex<State>,
     appended: Notify,
+    /// Commit failures to inject (tests of the engine's failure paths only).
+    #[cfg(test)]
+    injected: Mutex<std::collections::VecDeque<InjectedFault>>,
+}
+
+/// A commit failure a test asks for. A fake, allowed because a real disk cannot be told to fail
+/// exactly the next commit, or to make the commit task panic (docs/ARCHITECTURE.md §Testing).
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InjectedFault {
+    /// The commit returns a storage error (as on a full disk).
+    Error,
+    /// The commit panics (as a bug in the storage layer would).
+    Panic,
 }
 
 /// `s` cut to at most `max` bytes at a character boundary.
@@ -622,7 +636,37 @@ impl Spool {
             db,
             state: Mutex::new(state),
             appended: Notify::new(),
+            #[cfg(test)]
+            injected: Mutex::default(),
         })
+    }
+
+    /// Make the next appends fail, one fault per append, in order (tests only).
+    #[cfg(test)]
+    pub fn inject_faults(&self, faults: &[InjectedFault]) {
+        self.injected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(faults);
+    }
+
+    #[cfg(test)]
+    fn take_injected_fault(&self) -> Result<(), SpoolError> {
+        let next = self
+            .injected
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_front();
+        match next {
+            None => Ok(()),
+            Some(InjectedFault::Error) => Err(SpoolError::Storage {
+                path: self.path.clone(),
+                source: Box::new(redb::Error::Io(std::io::Error::other(
+                    "injected: no space left on device",
+                ))),
+            }),
+            Some(InjectedFault::Panic) => panic!("injected: storage layer panicked"),
+        }
     }
 
     /// The spool file.
@@ -676,6 +720,8 @@ impl Spool {
         state: Option<&[u8]>,
     ) -> Result<AppendOutcome, SpoolError> {
         let p = self.path.as_path();
+        #[cfg(test)]
+        self.take_injected_fault()?;
         if records == 0 || body.is_empty() {
             return Err(SpoolError::EmptyChunk {
                 path: p.to_path_buf(),
