@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::scenario::Invalid;
 use crate::truth::FaultKind;
+use crate::validation::Invalid;
 
 /// Seconds per day.
 const SECONDS_PER_DAY: f64 = 86_400.0;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::quantity::Quantity;
-use crate::scenario::{parse_toml, ScenarioError};
+use crate::validation::{parse_toml, ScenarioError};
 
 /// Highest bit index inside a 16-bit register (bit 0 is the least significant).
 pub const MAX_REGISTER_BIT: u8 = 15;

@@ -20,8 +20,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::physics::{ChannelId, Physics};
 use crate::quantity::Quantity;
-use crate::scenario::Invalid;
 use crate::signal::{gaussian, series_id};
+use crate::validation::Invalid;
 
 /// Largest `noise` (σ) a mapping may set, in the reading's units (beyond it the signal drowns).
 pub const MAX_NOISE: f64 = 1.0e4;

@@ -36,8 +36,8 @@
 
 use serde::Deserialize;
 
-use super::{check_range, days, HOURS_PER_DAY};
-use crate::scenario::Invalid;
+use super::kernel::{days, HOURS_PER_DAY};
+use crate::validation::{check_range, Invalid};
 
 /// Binder content range accepted, kg/m³.
 pub const CEMENT_RANGE: (f64, f64) = (50.0, 1000.0);

@@ -22,8 +22,8 @@
 
 use serde::Deserialize;
 
-use super::{check_part, check_range, days, ramp_response, ramp_response_rate};
-use crate::scenario::Invalid;
+use super::kernel::{days, ramp_response, ramp_response_rate};
+use crate::validation::{check_part, check_range, Invalid};
 
 /// Longest consolidation time constant accepted: ten years (a larger value is almost certainly
 /// seconds or hours typed as days).

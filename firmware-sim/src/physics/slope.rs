@@ -29,11 +29,13 @@
 //!   `θ_k = asin(sin θ_k,0 + w_k·f·D/L)`, the weights `w_k` spreading the movement over the shear
 //!   band (Σ w = 1), so the chain's cumulative displacement `Σ L·(sin θ − sin θ₀)` (domain.md §4.3)
 //!   is `f·D` again; a segment saturates at the sensor range [`IPI_RANGE_DEG`].
+//!
+//! It does not know about sensors or devices ([`crate::sensor`], [`crate::nodes`]).
 
 use serde::Deserialize;
 
-use super::{check_part, check_range, days, ramp_response, ramp_response_rate, HOURS_PER_DAY};
-use crate::scenario::Invalid;
+use super::kernel::{days, ramp_response, ramp_response_rate, HOURS_PER_DAY};
+use crate::validation::{check_part, check_range, Invalid};
 
 /// Default run-out velocity, mm/d: 0.5 mm/s, the lower bound of the "rapid" class (Cruden &
 /// Varnes 1996, domain.md §3.1).
