@@ -113,7 +113,7 @@ use crate::validation::{parse_toml, Invalid};
 pub use crate::validation::ScenarioError;
 
 /// Longest sample interval: one day (the CIGEM firmware's sample interval is 1-86 400 s,
-/// domain.md §3.4).
+/// docs/DOMAIN.md §CIGEM).
 pub const MAX_SAMPLE_INTERVAL_S: u64 = 86_400;
 /// Most decimals an MQTT value may carry (beyond this the JSON number stops being a clean
 /// decimal the gateway and the truth agree on).
@@ -124,7 +124,7 @@ pub const MAX_UNIT_ID: u8 = 247;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";
 /// Default serial speed.
 pub const DEFAULT_BAUD: u32 = 9600;
-/// Default CIGEM uplink topic (OneNET-style, domain.md §3.5).
+/// Default CIGEM uplink topic (OneNET-style, docs/DOMAIN.md §CIGEM).
 pub const DEFAULT_CIGEM_TOPIC: &str = "$dp";
 /// Default number of sample ticks between two CIGEM status messages.
 pub const DEFAULT_STATUS_EVERY: u32 = 10;
@@ -318,7 +318,7 @@ pub enum MessageForm {
     Single,
 }
 
-/// CIGEM data-point kinds (domain.md §3.5 field dictionary).
+/// CIGEM data-point kinds (docs/DOMAIN.md §CIGEM field dictionary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CigemKind {
@@ -345,8 +345,8 @@ pub enum CigemKind {
 }
 
 impl CigemKind {
-    /// The fields of a multi-field kind (domain.md §3.5 field dictionary); empty for a scalar
-    /// and for rain (whose `value`/`totalValue` come from one cumulative channel).
+    /// The fields of a multi-field kind (docs/DOMAIN.md §CIGEM field dictionary); empty for a
+    /// scalar and for rain (whose `value`/`totalValue` come from one cumulative channel).
     #[must_use]
     pub const fn fields(self) -> &'static [&'static str] {
         match self {
@@ -365,7 +365,8 @@ impl CigemKind {
             Self::Crack => SensorKind::CrackMeter,
             Self::Tilt => SensorKind::TiltMeter,
             Self::Rain => SensorKind::RainGauge,
-            // gpsTotalZ is the vertical axis (±5 mm against ±2 mm horizontal, domain.md §3.4).
+            // gpsTotalZ is the vertical axis (±5 mm against ±2 mm horizontal, docs/DOMAIN.md
+            // §Sensors).
             Self::Gnss if field == "gpsTotalZ" => SensorKind::GnssVertical,
             Self::Gnss => SensorKind::GnssHorizontal,
             Self::DeepDisplacement => SensorKind::DeepDisplacement,
@@ -677,7 +678,7 @@ fn check_topic(path: String, topic: &str, allow_sensor: bool) -> Result<(), Inva
     Ok(())
 }
 
-/// `L<digit>_<LETTERS>_<digits>` (domain.md §3.5 data-point naming).
+/// `L<digit>_<LETTERS>_<digits>` (docs/DOMAIN.md §CIGEM data-point naming).
 fn is_cigem_point_id(id: &str) -> bool {
     let mut parts = id.split('_');
     let (Some(cat), Some(code), Some(n), None) =

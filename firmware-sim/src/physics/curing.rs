@@ -1,7 +1,7 @@
 //! Hydration heat of a concrete pour: core, surface and ambient temperatures.
 //!
 //! Owns the `[[curing]]` model. Heat source: the adiabatic temperature rise in the form of
-//! GB 50496-2018 appendix B (domain.md §2.1),
+//! GB 50496-2018 appendix B (docs/DOMAIN.md §Curing),
 //!
 //! ```text
 //! T_ad(τ) = T_max · (1 − e^(−m·τ)),   T_max = W·Q / (C·ρ)

@@ -2,7 +2,7 @@
 //!
 //! Owns escaping, the rendering of one reading as one line, and a validator for whole bodies.
 //! We validate before spooling because VictoriaMetrics answers 204 even to malformed lines and
-//! only logs "cannot unmarshal" (crates.md): a bad line would vanish without any error reaching
+//! only logs "cannot unmarshal" (docs/ARCHITECTURE.md §Crate pitfalls): a bad line would vanish without any error reaching
 //! the gateway. Rules follow the InfluxDB v2 line-protocol reference ("Special characters"):
 //! - measurement: escape comma and space;
 //! - tag keys, tag values and field keys: escape comma, equals sign and space;

@@ -19,7 +19,7 @@
 //!   moves past batches the receiver accepted, one after another, and never past one it has not
 //!   accepted. A later batch answered first waits its turn.
 //!
-//! Failure rules (ARCHITECTURE.md, "Sinks"; crates.md, "influxdb2"), applied to the oldest
+//! Failure rules (docs/ARCHITECTURE.md §Sinks; §Crate pitfalls, influxdb2), applied to the oldest
 //! write:
 //! - success is exactly `204 No Content` (influxdb2 turns anything else into
 //!   `RequestError::Http`) → ack;
@@ -110,7 +110,7 @@ pub const fn classify_status(status: u16) -> Verdict {
         // RFC 9110 §15.5.9 Request Timeout, RFC 6585 §4 Too Many Requests: try again later.
         408 | 429 => Verdict::Retry,
         // Unauthorized, Forbidden (token), Not Found (bucket/org, or not a v2 endpoint: InfluxDB
-        // 1.6 answers 404, crates.md).
+        // 1.6 answers 404, docs/ARCHITECTURE.md §Crate pitfalls).
         401 | 403 | 404 => Verdict::Misconfigured,
         400..=499 => Verdict::Reject,
         500..=599 => Verdict::Retry,
@@ -403,8 +403,8 @@ impl InfluxSink {
         }
         let mut headers = HeaderMap::new();
         if cfg.gzip {
-            // influxdb2's own gzip option does not cover write_line_protocol (crates.md), so the
-            // header is set here and the body is compressed by `gzip`.
+            // influxdb2's own gzip option does not cover write_line_protocol (docs/ARCHITECTURE.md
+            // §Crate pitfalls), so the header is set here and the body is compressed by `gzip`.
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
         let http = reqwest011::ClientBuilder::new()
