@@ -3,8 +3,8 @@
 //! Written independently of the gateway's decoder (the simulator is the test oracle; sharing
 //! code would hide a byte-order bug on both sides). Owns [`RawValue`] (rounding and clamping an
 //! engineering value into what the raw type can hold, and the exact engineering value a correct
-//! decoder gets back) and [`to_registers`] (the four word orders of domain.md §4.4). It does not
-//! decide values ([`crate::signal`]) nor hold register images ([`crate::device`]).
+//! decoder gets back) and [`to_registers`] (the four word orders of docs/DOMAIN.md §Modbus). It
+//! does not decide values ([`crate::signal`]) nor hold register images ([`crate::device`]).
 
 use crate::profile::{DataType, WordOrder};
 
@@ -163,8 +163,8 @@ mod tests {
 
     #[test]
     fn f32_geokon_example_is_cdab() {
-        // domain.md §4.4: Geokon sends C87C 4628, the binary32 0x4628C87C = 10802.12109375 Ω.
-        // (The nearest binary32 to 10802.12 itself is 0x4628C87B.)
+        // Geokon sends C87C 4628, the binary32 0x4628C87C = 10802.12109375 Ω (docs/DOMAIN.md
+        // §Modbus). (The nearest binary32 to 10802.12 itself is 0x4628C87B.)
         let v = RawValue::F32(f32::from_bits(0x4628_C87C));
         assert_eq!(v.as_f64(), 10_802.121_093_75);
         assert_eq!(regs(v, WordOrder::Cdab), [0xC87C, 0x4628]);

@@ -27,8 +27,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::scenario::Invalid;
 use crate::truth::FaultKind;
+use crate::validation::Invalid;
 
 /// Seconds per day.
 const SECONDS_PER_DAY: f64 = 86_400.0;
@@ -46,7 +46,7 @@ pub const MAX_OVERSIZED_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_CLOCK_OFFSET_S: i64 = 10 * 366 * 86_400;
 /// Default flag value of a Modbus status point under `status_flag` (bit 0 = fault).
 pub const DEFAULT_MODBUS_FLAG: i64 = 1;
-/// Default CIGEM `sensor_state` under `status_flag`: −2, data error (domain.md §3.5).
+/// Default CIGEM `sensor_state` under `status_flag`: −2, data error (docs/DOMAIN.md §CIGEM).
 pub const DEFAULT_CIGEM_STATE: i64 = -2;
 
 /// Which Modbus exception a device answers.

@@ -17,6 +17,16 @@
 //! [`device`] + [`tcp`] + [`rtu`] (Modbus), [`nodes`] + [`messages`] + [`mqtt`] (MQTT);
 //! [`profile`] and [`encode`] (register maps), [`clock`], [`pty`], [`quantity`], [`truth`].
 //!
+//! Layers (a module imports only modules of the layers below it; no cycles):
+//! 1. [`validation`] (error types and shared field checks), [`quantity`], [`truth`],
+//!    [`clock`], [`messages`], [`pty`]: import nothing of the crate;
+//! 2. [`physics`] (its models import only their kernels and [`validation`]), [`signal`],
+//!    [`profile`], [`fault`], then [`sensor`] and [`encode`];
+//! 3. [`scenario`]: the file format, built on the tables of layer 2;
+//! 4. [`device`] and [`mqtt`], then [`nodes`], [`tcp`] and [`rtu`]: the running devices and
+//!    transports, built from a validated [`Scenario`];
+//! 5. [`site`]: starts and ticks all of them.
+//!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
 //! use firmware_sim::{ClockMode, Scenario, Site, StartOptions};
@@ -47,6 +57,7 @@ pub mod signal;
 pub mod site;
 pub mod tcp;
 pub mod truth;
+pub mod validation;
 
 pub use clock::ClockMode;
 pub use device::SampleStamp;

@@ -2,7 +2,7 @@
 //!
 //! Owns the JSON node forms (batch: ISO-8601 timestamp and a `readings` array; single: one
 //! sensor with an epoch-milliseconds `ts`), the CIGEM `$dp` frames (3-byte header + JSON,
-//! domain.md §3.5) and the UTC ISO-8601 formatting they need. Objects keep their field order
+//! docs/DOMAIN.md §CIGEM) and the UTC ISO-8601 formatting they need. Objects keep their field order
 //! (`X, Y, Z, angle, AZI`, as devices send them). It decides no values and publishes nothing.
 
 use serde::ser::{SerializeMap, SerializeSeq};

@@ -3,10 +3,10 @@
 //! Owns the broker connection, its reconnect backoff and the exact moment a message becomes
 //! truth: when the broker's PUBACK for it arrives. Messages go out one at a time (one QoS 1
 //! publish in flight), so each PUBACK maps to exactly one message without relying on rumqttc's
-//! packet-id bookkeeping, which silently drops queued publishes on a new session (crates.md).
-//! A message whose connection breaks before its PUBACK is sent again after the reconnect (a
-//! broker may then hold it twice; same value and time, so harmless). It builds no payloads
-//! ([`crate::nodes`], [`crate::messages`]).
+//! packet-id bookkeeping, which silently drops queued publishes on a new session
+//! (docs/ARCHITECTURE.md §Crate pitfalls). A message whose connection breaks before its PUBACK is
+//! sent again after the reconnect (a broker may then hold it twice; same value and time, so
+//! harmless). It builds no payloads ([`crate::nodes`], [`crate::messages`]).
 //!
 //! Last wills: a node with a will gets a connection of its own (a will belongs to one MQTT
 //! connection, MQTT 3.1.1 §3.1.2.5), set up with the will at QoS 1. [`Publisher::set_connected`]

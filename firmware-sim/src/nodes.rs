@@ -44,7 +44,7 @@ const RAIN_TIP_TENTHS: u64 = 2;
 /// One tip of the rain gauge, mm.
 const RAIN_TIP_MM: f64 = 0.2;
 /// Most tips in one sample during a storm (2 mm per sample at 0.2 mm a tip, far below the
-/// 50 mm/sample spike limit of domain.md §5.2).
+/// 50 mm/sample spike limit of docs/DOMAIN.md §Data quality).
 const MAX_TIPS_PER_SAMPLE: f64 = 10.0;
 /// Decimals of CIGEM data values (the platform examples carry two).
 const CIGEM_DECIMALS: u8 = 2;
@@ -52,7 +52,7 @@ const CIGEM_DECIMALS: u8 = 2;
 const SOLAR_DECIMALS: u8 = 3;
 /// The CIGEM status object's id.
 pub const STATUS_POINT: &str = "S1_ZT_1";
-/// The CIGEM firmware's error sentinel (`cigemPacket.h`, domain.md §3.5): a point in error
+/// The CIGEM firmware's error sentinel (`cigemPacket.h`, docs/DOMAIN.md §CIGEM): a point in error
 /// carries it instead of a value.
 pub const CIGEM_ERROR_SENTINEL: f64 = -4321.0;
 /// Series-name suffix of a node's dropout draws.
@@ -64,7 +64,7 @@ const BAD_TIMESTAMP: &str = "2026-13-45T25:61:61.000Z";
 /// Number of malformed shapes cycled through.
 const MALFORMED_SHAPES: u64 = 3;
 
-/// Li-cell voltage → charge, from one CIGEM firmware (domain.md §5.2): (V, %).
+/// Li-cell voltage → charge, from one CIGEM firmware (docs/DOMAIN.md §Data quality): (V, %).
 const LI_CURVE: [(f64, f64); 5] = [
     (2.83, 0.0),
     (3.12, 8.0),
@@ -439,7 +439,7 @@ const fn wander(base: Range, noise: f64, limits: Range) -> Behaviour {
     })
 }
 
-/// Default behaviours of the fields of a CIGEM point kind (domain.md §3.5). Empty = scalar,
+/// Default behaviours of the fields of a CIGEM point kind (docs/DOMAIN.md §CIGEM). Empty = scalar,
 /// whose behaviour is the second element.
 fn kind_fields(kind: CigemKind) -> (Vec<(&'static str, Behaviour)>, Behaviour) {
     /// CIGEM tilt angles are absolute, −90…90°.
@@ -873,7 +873,8 @@ mod tests {
 
     #[test]
     fn battery_curve_points() {
-        // domain.md §5.2: 3.40 V = 100 %, 3.30 V = 94 %, 3.20 V = 40 %, 3.12 V = 8 %, 2.83 V = 0 %.
+        // docs/DOMAIN.md §Data quality: 3.40 V = 100 %, 3.30 V = 94 %, 3.20 V = 40 %, 3.12 V = 8 %,
+        // 2.83 V = 0 %.
         assert_eq!(battery_percent(3.40), 100);
         assert_eq!(battery_percent(3.30), 94);
         assert_eq!(battery_percent(3.20), 40);

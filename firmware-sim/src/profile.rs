@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::quantity::Quantity;
-use crate::scenario::{parse_toml, ScenarioError};
+use crate::validation::{parse_toml, ScenarioError};
 
 /// Highest bit index inside a 16-bit register (bit 0 is the least significant).
 pub const MAX_REGISTER_BIT: u8 = 15;
@@ -125,8 +125,8 @@ impl DataType {
     }
 }
 
-/// Byte order of a 32/64-bit value over 16-bit registers, in libmodbus letters (domain.md
-/// §4.4). The value's big-endian bytes are `A B C D` (`A..H` for 64-bit):
+/// Byte order of a 32/64-bit value over 16-bit registers, in libmodbus letters (docs/DOMAIN.md
+/// §Modbus). The value's big-endian bytes are `A B C D` (`A..H` for 64-bit):
 /// - `abcd`: registers `AB CD` (Modbus's own big-endian convention);
 /// - `cdab`: word order reversed, `CD AB` (for 64-bit all four words reversed: `GH EF CD AB`);
 /// - `badc`: words kept, bytes swapped inside each word, `BA DC`;

@@ -2,7 +2,8 @@
 //!
 //! Owns the socat child process and the two symlinks `<dir>/sim` (the simulator's end) and
 //! `<dir>/gw` (the gateway's end). socat is killed when the [`PtyPair`] is dropped. A pty
-//! ignores the baud rate, so timing on it is far faster than a real RS-485 line.
+//! ignores the baud rate, so timing on it is far faster than a real RS-485 line. It does not
+//! speak Modbus ([`crate::rtu`]) nor decide where pairs are made ([`crate::site`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -131,8 +131,8 @@ pub enum Behaviour {
 }
 
 impl Quantity {
-    /// The default behaviour: plausible values for a resettlement-site sensor (domain.md §3.4,
-    /// §4): settlement and level a few mm drifting slowly, curing temperatures 5-70 °C, tilt
+    /// The default behaviour: plausible values for a resettlement-site sensor (docs/DOMAIN.md
+    /// §Sensors): settlement and level a few mm drifting slowly, curing temperatures 5-70 °C, tilt
     /// within ±2°, crack 0-5 mm, supplies 3.3-13 V.
     #[must_use]
     pub const fn behaviour(self) -> Behaviour {

@@ -1,9 +1,15 @@
 //! Scenario files (`config/sim/*.toml`): what site the simulator plays.
 //!
-//! Owns the scenario format (raw serde structs with `deny_unknown_fields`), its validation into
-//! a [`Scenario`] with every profile resolved, and [`ScenarioError`], which always names the
-//! file and the path of the offending entry (`modbus_tcp[1].profile: no profile "foo" in
-//! config/profiles`). It starts nothing ([`crate::site`]).
+//! Owns the scenario format (raw serde structs with `deny_unknown_fields`) and its validation
+//! into a [`Scenario`] with every profile resolved, one function per section (top level,
+//! Modbus TCP, RTU buses, JSON nodes, CIGEM devices, faults) called in file order. Errors are
+//! [`ScenarioError`]s, which always name the file and the path of the offending entry
+//! (`modbus_tcp[1].profile: no profile "foo" in config/profiles`); the error types live in
+//! [`crate::validation`], below every layer, and are re-exported here. The model, mapping,
+//! fault and profile tables are validated by their own modules ([`crate::physics`],
+//! [`crate::sensor`], [`crate::fault`], [`crate::profile`]), which do not import this one; this
+//! module adds the cross-section rules (unique device names, fault targets). It starts nothing
+//! ([`crate::site`]).
 //!
 //! ```toml
 //! name = "basic"
@@ -94,7 +100,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::fault::{check_target, FaultSpec, RawFault, TargetKind};
@@ -103,9 +108,12 @@ use crate::profile::{DataType, Profile, ProfileSet};
 use crate::quantity::Quantity;
 use crate::sensor::{ChannelRef, RawMapping, SensorKind};
 use crate::truth::FaultKind;
+use crate::validation::{parse_toml, Invalid};
+
+pub use crate::validation::ScenarioError;
 
 /// Longest sample interval: one day (the CIGEM firmware's sample interval is 1-86 400 s,
-/// domain.md §3.4).
+/// docs/DOMAIN.md §CIGEM).
 pub const MAX_SAMPLE_INTERVAL_S: u64 = 86_400;
 /// Most decimals an MQTT value may carry (beyond this the JSON number stops being a clean
 /// decimal the gateway and the truth agree on).
@@ -116,70 +124,12 @@ pub const MAX_UNIT_ID: u8 = 247;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:0";
 /// Default serial speed.
 pub const DEFAULT_BAUD: u32 = 9600;
-/// Default CIGEM uplink topic (OneNET-style, domain.md §3.5).
+/// Default CIGEM uplink topic (OneNET-style, docs/DOMAIN.md §CIGEM).
 pub const DEFAULT_CIGEM_TOPIC: &str = "$dp";
 /// Default number of sample ticks between two CIGEM status messages.
 pub const DEFAULT_STATUS_EVERY: u32 = 10;
 /// Default decimals of an MQTT value (0.01 resolution).
 pub const DEFAULT_DECIMALS: u8 = 2;
-
-/// A scenario or profile file that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ScenarioError {
-    /// The file or directory cannot be read.
-    #[error("{}: {source}", file.display())]
-    Read {
-        /// The file.
-        file: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// TOML syntax or shape error (unknown field, wrong type, missing field).
-    #[error("{}: {path}: {message}{}", file.display(), line.map(|l| format!(" (line {l})")).unwrap_or_default())]
-    Parse {
-        /// The file.
-        file: PathBuf,
-        /// Path of the entry, e.g. `modbus_tcp[1].unit` (`.` for the top level).
-        path: String,
-        /// What is wrong.
-        message: String,
-        /// 1-based line, when known.
-        line: Option<usize>,
-    },
-    /// A rule is broken.
-    #[error("{}: {path}: {message}", file.display())]
-    Invalid {
-        /// The file.
-        file: PathBuf,
-        /// Path of the entry.
-        path: String,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
-}
-
-/// Parses TOML into `T`, naming the entry path on error.
-pub(crate) fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ScenarioError> {
-    let line_of = |span: Option<std::ops::Range<usize>>| {
-        span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-    };
-    let de = toml::Deserializer::parse(text).map_err(|e| ScenarioError::Parse {
-        file: file.to_path_buf(),
-        path: ".".into(),
-        message: e.message().to_owned(),
-        line: line_of(e.span()),
-    })?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        ScenarioError::Parse {
-            file: file.to_path_buf(),
-            path,
-            message: inner.message().to_owned(),
-            line: line_of(inner.span()),
-        }
-    })
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -368,7 +318,7 @@ pub enum MessageForm {
     Single,
 }
 
-/// CIGEM data-point kinds (domain.md §3.5 field dictionary).
+/// CIGEM data-point kinds (docs/DOMAIN.md §CIGEM field dictionary).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CigemKind {
@@ -395,8 +345,8 @@ pub enum CigemKind {
 }
 
 impl CigemKind {
-    /// The fields of a multi-field kind (domain.md §3.5 field dictionary); empty for a scalar
-    /// and for rain (whose `value`/`totalValue` come from one cumulative channel).
+    /// The fields of a multi-field kind (docs/DOMAIN.md §CIGEM field dictionary); empty for a
+    /// scalar and for rain (whose `value`/`totalValue` come from one cumulative channel).
     #[must_use]
     pub const fn fields(self) -> &'static [&'static str] {
         match self {
@@ -415,7 +365,8 @@ impl CigemKind {
             Self::Crack => SensorKind::CrackMeter,
             Self::Tilt => SensorKind::TiltMeter,
             Self::Rain => SensorKind::RainGauge,
-            // gpsTotalZ is the vertical axis (±5 mm against ±2 mm horizontal, domain.md §3.4).
+            // gpsTotalZ is the vertical axis (±5 mm against ±2 mm horizontal, docs/DOMAIN.md
+            // §Sensors).
             Self::Gnss if field == "gpsTotalZ" => SensorKind::GnssVertical,
             Self::Gnss => SensorKind::GnssHorizontal,
             Self::DeepDisplacement => SensorKind::DeepDisplacement,
@@ -642,9 +593,6 @@ impl Scenario {
     }
 }
 
-/// A broken rule: the path of the offending entry and what is wrong.
-pub(crate) type Invalid = (String, String);
-
 /// Names go into MQTT topics, InfluxDB tags and file names: keep them to a safe alphabet.
 fn check_name(path: String, name: &str) -> Result<(), Invalid> {
     let ok = !name.is_empty()
@@ -730,7 +678,7 @@ fn check_topic(path: String, topic: &str, allow_sensor: bool) -> Result<(), Inva
     Ok(())
 }
 
-/// `L<digit>_<LETTERS>_<digits>` (domain.md §3.5 data-point naming).
+/// `L<digit>_<LETTERS>_<digits>` (docs/DOMAIN.md §CIGEM data-point naming).
 fn is_cigem_point_id(id: &str) -> bool {
     let mut parts = id.split('_');
     let (Some(cat), Some(code), Some(n), None) =
@@ -912,58 +860,99 @@ fn overlaps(a: &FaultSpec, b: &FaultSpec) -> bool {
     !(before(a, b) || before(b, a))
 }
 
-#[allow(clippy::too_many_lines)] // one pass over the file's sections, in file order
+/// Validates a scenario file section by section, in file order: the top-level fields, the
+/// physics models, the Modbus TCP slaves, the RTU buses, the JSON nodes, the CIGEM devices and
+/// the faults. The first broken rule is the error.
 fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scenario, Invalid> {
     check_name("name".into(), &raw.name)?;
     check_name("site".into(), &raw.site)?;
-    let interval = humantime::parse_duration(&raw.sample_interval).map_err(|e| {
-        (
-            "sample_interval".to_owned(),
-            format!("{:?}: {e}", raw.sample_interval),
-        )
+    let sample_interval = validate_sample_interval(&raw.sample_interval)?;
+    let duration = validate_duration(raw.duration.as_deref())?;
+    let physics = physics::validate(RawModels {
+        settlement: raw.settlement,
+        curing: raw.curing,
+        slope: raw.slope,
     })?;
+    let mut names = DeviceNames::default();
+    let modbus_tcp = validate_tcp(raw.modbus_tcp, &mut names, profiles, &physics)?;
+    let modbus_rtu = validate_rtu(raw.modbus_rtu, &mut names, profiles, &physics)?;
+    let json_nodes = validate_json_nodes(raw.json_nodes, &mut names, &raw.site, &physics)?;
+    let cigem = validate_cigem(raw.cigem, &mut names, &raw.site, &physics)?;
+    let targets = fault_targets(&modbus_tcp, &modbus_rtu, &json_nodes, &cigem);
+    let faults = validate_faults(raw.faults, &targets)?;
+    Ok(Scenario {
+        file: file.to_path_buf(),
+        name: raw.name,
+        description: raw.description,
+        seed: raw.seed,
+        sample_interval,
+        site: raw.site,
+        modbus_tcp,
+        modbus_rtu,
+        json_nodes,
+        cigem,
+        physics: Arc::new(physics),
+        faults,
+        duration,
+    })
+}
+
+/// `sample_interval`: whole seconds, 1 s to [`MAX_SAMPLE_INTERVAL_S`].
+fn validate_sample_interval(text: &str) -> Result<Duration, Invalid> {
+    let interval = humantime::parse_duration(text)
+        .map_err(|e| ("sample_interval".to_owned(), format!("{text:?}: {e}")))?;
     if interval.subsec_nanos() != 0
         || interval.as_secs() == 0
         || interval.as_secs() > MAX_SAMPLE_INTERVAL_S
     {
         return Err((
             "sample_interval".into(),
-            format!(
-                "must be whole seconds in 1s-{MAX_SAMPLE_INTERVAL_S}s, got {:?}",
-                raw.sample_interval
-            ),
+            format!("must be whole seconds in 1s-{MAX_SAMPLE_INTERVAL_S}s, got {text:?}"),
         ));
     }
-    let duration = match &raw.duration {
-        Some(d) => Some(
-            humantime::parse_duration(d)
-                .map_err(|e| ("duration".to_owned(), format!("{d:?}: {e}")))?,
-        ),
-        None => None,
-    };
-    let physics = physics::validate(RawModels {
-        settlement: raw.settlement,
-        curing: raw.curing,
-        slope: raw.slope,
-    })?;
+    Ok(interval)
+}
 
-    let mut devices: HashMap<String, String> = HashMap::new();
-    let mut claim = |path: &str, name: &str| -> Result<(), Invalid> {
+/// `duration`, if given: any humantime duration.
+fn validate_duration(text: Option<&str>) -> Result<Option<Duration>, Invalid> {
+    text.map(|d| {
+        humantime::parse_duration(d).map_err(|e| ("duration".to_owned(), format!("{d:?}: {e}")))
+    })
+    .transpose()
+}
+
+/// Device names claimed so far: one namespace across Modbus TCP slaves, RTU slaves, JSON nodes
+/// and CIGEM devices (the truth's `device`), with the path that claimed each.
+#[derive(Debug, Default)]
+struct DeviceNames(HashMap<String, String>);
+
+impl DeviceNames {
+    /// Checks `name` and claims it for the entry at `path`.
+    fn claim(&mut self, path: &str, name: &str) -> Result<(), Invalid> {
         check_name(path.to_owned(), name)?;
-        match devices.insert(name.to_owned(), path.to_owned()) {
+        match self.0.insert(name.to_owned(), path.to_owned()) {
             Some(first) => Err((
                 path.to_owned(),
                 format!("device name {name:?} already used at {first}"),
             )),
             None => Ok(()),
         }
-    };
+    }
+}
 
+/// The `[[modbus_tcp]]` slaves: names, units, profiles, listen addresses (fixed ports unique),
+/// channel mappings.
+fn validate_tcp(
+    raw: Vec<RawTcpSlave>,
+    names: &mut DeviceNames,
+    profiles: &ProfileSet,
+    physics: &Physics,
+) -> Result<Vec<TcpSlave>, Invalid> {
     let mut fixed_ports = HashSet::new();
-    let mut modbus_tcp = Vec::with_capacity(raw.modbus_tcp.len());
-    for (i, d) in raw.modbus_tcp.into_iter().enumerate() {
+    let mut modbus_tcp = Vec::with_capacity(raw.len());
+    for (i, d) in raw.into_iter().enumerate() {
         let at = |f: &str| format!("modbus_tcp[{i}].{f}");
-        claim(&at("name"), &d.name)?;
+        names.claim(&at("name"), &d.name)?;
         check_unit(at("unit"), d.unit)?;
         let profile = resolve_profile(at("profile"), &d.profile, profiles)?;
         let listen_text = d.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
@@ -979,7 +968,7 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
                 format!("{listen} is already used by another slave"),
             ));
         }
-        let channels = modbus_channels(&at, d.channels, &profile, &physics)?;
+        let channels = modbus_channels(&at, d.channels, &profile, physics)?;
         modbus_tcp.push(TcpSlave {
             name: d.name,
             profile,
@@ -990,10 +979,20 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
             channels,
         });
     }
+    Ok(modbus_tcp)
+}
 
+/// The `[[modbus_rtu]]` buses: bus names unique, a positive baud, at least one slave, and per
+/// slave its name, unit (unique on the bus), profile and channel mappings.
+fn validate_rtu(
+    raw: Vec<RawRtuBus>,
+    names: &mut DeviceNames,
+    profiles: &ProfileSet,
+    physics: &Physics,
+) -> Result<Vec<RtuBus>, Invalid> {
     let mut buses = HashSet::new();
-    let mut modbus_rtu = Vec::with_capacity(raw.modbus_rtu.len());
-    for (i, b) in raw.modbus_rtu.into_iter().enumerate() {
+    let mut modbus_rtu = Vec::with_capacity(raw.len());
+    for (i, b) in raw.into_iter().enumerate() {
         let at = |f: &str| format!("modbus_rtu[{i}].{f}");
         check_name(at("bus"), &b.bus)?;
         if !buses.insert(b.bus.clone()) {
@@ -1009,7 +1008,7 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
         let mut slaves = Vec::with_capacity(b.slaves.len());
         for (j, s) in b.slaves.into_iter().enumerate() {
             let at = |f: &str| format!("modbus_rtu[{i}].slaves[{j}].{f}");
-            claim(&at("name"), &s.name)?;
+            names.claim(&at("name"), &s.name)?;
             check_unit(at("unit"), s.unit)?;
             if let Some(first) = units.insert(s.unit, j) {
                 return Err((
@@ -1018,7 +1017,7 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
                 ));
             }
             let profile = resolve_profile(at("profile"), &s.profile, profiles)?;
-            let channels = modbus_channels(&at, s.channels, &profile, &physics)?;
+            let channels = modbus_channels(&at, s.channels, &profile, physics)?;
             slaves.push(RtuSlave {
                 name: s.name,
                 profile,
@@ -1035,11 +1034,20 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
             slaves,
         });
     }
+    Ok(modbus_rtu)
+}
 
-    let mut json_nodes = Vec::with_capacity(raw.json_nodes.len());
-    for (i, n) in raw.json_nodes.into_iter().enumerate() {
+/// The `[[json_nodes]]`: name, topic template, `every`, sensors, last will.
+fn validate_json_nodes(
+    raw: Vec<RawJsonNode>,
+    names: &mut DeviceNames,
+    site: &str,
+    physics: &Physics,
+) -> Result<Vec<JsonNode>, Invalid> {
+    let mut json_nodes = Vec::with_capacity(raw.len());
+    for (i, n) in raw.into_iter().enumerate() {
         let at = |f: &str| format!("json_nodes[{i}].{f}");
-        claim(&at("name"), &n.name)?;
+        names.claim(&at("name"), &n.name)?;
         check_topic(at("topic"), &n.topic, n.message == MessageForm::Single)?;
         if n.every == 0 {
             return Err((at("every"), "every must be at least 1".into()));
@@ -1047,38 +1055,8 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
         if n.sensors.is_empty() {
             return Err((at("sensors"), "a node needs at least one sensor".into()));
         }
-        let mut ids = HashSet::new();
-        let mut sensors = Vec::with_capacity(n.sensors.len());
-        for (j, s) in n.sensors.into_iter().enumerate() {
-            let at = |f: &str| format!("json_nodes[{i}].sensors[{j}].{f}");
-            check_name(at("id"), &s.id)?;
-            if !ids.insert(s.id.clone()) {
-                return Err((
-                    at("id"),
-                    format!("sensor id {:?} used twice in this node", s.id),
-                ));
-            }
-            if s.decimals > MAX_DECIMALS {
-                return Err((at("decimals"), format!("at most {MAX_DECIMALS} decimals")));
-            }
-            let channel = match &s.channel {
-                Some(m) => Some(ChannelRef::validate(
-                    &at("channel"),
-                    m,
-                    &physics,
-                    SensorKind::for_quantity(s.quantity),
-                )?),
-                None => None,
-            };
-            sensors.push(JsonSensor {
-                id: s.id,
-                quantity: s.quantity,
-                unit: s.unit,
-                decimals: s.decimals,
-                channel,
-            });
-        }
-        let will = will(&at("will"), n.will, &raw.site, &n.name)?;
+        let sensors = validate_json_sensors(i, n.sensors, physics)?;
+        let will = will(&at("will"), n.will, site, &n.name)?;
         json_nodes.push(JsonNode {
             name: n.name,
             topic: n.topic,
@@ -1088,11 +1066,60 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
             will,
         });
     }
+    Ok(json_nodes)
+}
 
-    let mut cigem = Vec::with_capacity(raw.cigem.len());
-    for (i, c) in raw.cigem.into_iter().enumerate() {
+/// The sensors of JSON node `i`: ids unique in the node, decimals, channel mappings.
+fn validate_json_sensors(
+    i: usize,
+    raw: Vec<RawJsonSensor>,
+    physics: &Physics,
+) -> Result<Vec<JsonSensor>, Invalid> {
+    let mut ids = HashSet::new();
+    let mut sensors = Vec::with_capacity(raw.len());
+    for (j, s) in raw.into_iter().enumerate() {
+        let at = |f: &str| format!("json_nodes[{i}].sensors[{j}].{f}");
+        check_name(at("id"), &s.id)?;
+        if !ids.insert(s.id.clone()) {
+            return Err((
+                at("id"),
+                format!("sensor id {:?} used twice in this node", s.id),
+            ));
+        }
+        if s.decimals > MAX_DECIMALS {
+            return Err((at("decimals"), format!("at most {MAX_DECIMALS} decimals")));
+        }
+        let channel = match &s.channel {
+            Some(m) => Some(ChannelRef::validate(
+                &at("channel"),
+                m,
+                physics,
+                SensorKind::for_quantity(s.quantity),
+            )?),
+            None => None,
+        };
+        sensors.push(JsonSensor {
+            id: s.id,
+            quantity: s.quantity,
+            unit: s.unit,
+            decimals: s.decimals,
+            channel,
+        });
+    }
+    Ok(sensors)
+}
+
+/// The `[[cigem]]` devices: device id, topic, `data_every`/`status_every`, points, last will.
+fn validate_cigem(
+    raw: Vec<RawCigem>,
+    names: &mut DeviceNames,
+    site: &str,
+    physics: &Physics,
+) -> Result<Vec<CigemDevice>, Invalid> {
+    let mut cigem = Vec::with_capacity(raw.len());
+    for (i, c) in raw.into_iter().enumerate() {
         let at = |f: &str| format!("cigem[{i}].{f}");
-        claim(&at("device_id"), &c.device_id)?;
+        names.claim(&at("device_id"), &c.device_id)?;
         let topic = c.topic.unwrap_or_else(|| DEFAULT_CIGEM_TOPIC.to_owned());
         check_topic(at("topic"), &topic, false)?;
         if c.data_every == 0 {
@@ -1123,50 +1150,9 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
                     format!("point {:?} used twice in this device", p.id),
                 ));
             }
-            let names = p.kind.fields();
-            let channel = match &p.channel {
-                Some(_) if !names.is_empty() => {
-                    return Err((
-                        at("channel"),
-                        format!(
-                            "a {} point has fields ({}): map them with `fields`",
-                            p.kind,
-                            names.join(", ")
-                        ),
-                    ))
-                }
-                Some(m) => Some(ChannelRef::validate(
-                    &at("channel"),
-                    m,
-                    &physics,
-                    p.kind.sensor(""),
-                )?),
-                None => None,
-            };
-            let mut fields = BTreeMap::new();
-            for (f, m) in &p.fields {
-                let path = format!("{}.{f}", at("fields"));
-                if !names.contains(&f.as_str()) {
-                    let have = if names.is_empty() {
-                        format!("a {} point is a scalar: use `channel`", p.kind)
-                    } else {
-                        format!("a {} point has {}", p.kind, names.join(", "))
-                    };
-                    return Err((path, format!("no field {f:?}: {have}")));
-                }
-                fields.insert(
-                    f.clone(),
-                    ChannelRef::validate(&path, m, &physics, p.kind.sensor(f))?,
-                );
-            }
-            points.push(CigemPoint {
-                id: p.id,
-                kind: p.kind,
-                channel,
-                fields,
-            });
+            points.push(validate_cigem_point(&at, p, physics)?);
         }
-        let will = will(&at("will"), c.will, &raw.site, &c.device_id)?;
+        let will = will(&at("will"), c.will, site, &c.device_id)?;
         cigem.push(CigemDevice {
             device_id: c.device_id,
             topic,
@@ -1176,9 +1162,69 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
             will,
         });
     }
+    Ok(cigem)
+}
 
+/// One CIGEM point's mapping: `channel` for a scalar or rain point, `fields` (the kind's field
+/// names only) for a multi-field one.
+fn validate_cigem_point(
+    at: &dyn Fn(&str) -> String,
+    p: RawCigemPoint,
+    physics: &Physics,
+) -> Result<CigemPoint, Invalid> {
+    let names = p.kind.fields();
+    let channel = match &p.channel {
+        Some(_) if !names.is_empty() => {
+            return Err((
+                at("channel"),
+                format!(
+                    "a {} point has fields ({}): map them with `fields`",
+                    p.kind,
+                    names.join(", ")
+                ),
+            ))
+        }
+        Some(m) => Some(ChannelRef::validate(
+            &at("channel"),
+            m,
+            physics,
+            p.kind.sensor(""),
+        )?),
+        None => None,
+    };
+    let mut fields = BTreeMap::new();
+    for (f, m) in &p.fields {
+        let path = format!("{}.{f}", at("fields"));
+        if !names.contains(&f.as_str()) {
+            let have = if names.is_empty() {
+                format!("a {} point is a scalar: use `channel`", p.kind)
+            } else {
+                format!("a {} point has {}", p.kind, names.join(", "))
+            };
+            return Err((path, format!("no field {f:?}: {have}")));
+        }
+        fields.insert(
+            f.clone(),
+            ChannelRef::validate(&path, m, physics, p.kind.sensor(f))?,
+        );
+    }
+    Ok(CigemPoint {
+        id: p.id,
+        kind: p.kind,
+        channel,
+        fields,
+    })
+}
+
+/// What every device offers a fault, by device name.
+fn fault_targets<'a>(
+    modbus_tcp: &'a [TcpSlave],
+    modbus_rtu: &'a [RtuBus],
+    json_nodes: &'a [JsonNode],
+    cigem: &'a [CigemDevice],
+) -> HashMap<&'a str, Target<'a>> {
     let mut targets: HashMap<&str, Target<'_>> = HashMap::new();
-    for d in &modbus_tcp {
+    for d in modbus_tcp {
         targets.insert(
             &d.name,
             Target {
@@ -1198,7 +1244,7 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
             },
         );
     }
-    for n in &json_nodes {
+    for n in json_nodes {
         let points = n.sensors.iter().map(|s| (s.id.as_str(), false)).collect();
         targets.insert(
             &n.name,
@@ -1209,7 +1255,7 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
             },
         );
     }
-    for c in &cigem {
+    for c in cigem {
         let points = c
             .points
             .iter()
@@ -1224,11 +1270,20 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
             },
         );
     }
-    let mut faults: Vec<FaultSpec> = Vec::with_capacity(raw.faults.len());
-    for (i, f) in raw.faults.into_iter().enumerate() {
+    targets
+}
+
+/// The `[[faults]]`: each valid on its own, on an existing target, and not overlapping an
+/// earlier fault of the same kind, device and point.
+fn validate_faults(
+    raw: Vec<RawFault>,
+    targets: &HashMap<&str, Target<'_>>,
+) -> Result<Vec<FaultSpec>, Invalid> {
+    let mut faults: Vec<FaultSpec> = Vec::with_capacity(raw.len());
+    for (i, f) in raw.into_iter().enumerate() {
         let at = format!("faults[{i}]");
         let spec = FaultSpec::validate(&at, f)?;
-        check_fault(&at, &spec, &targets)?;
+        check_fault(&at, &spec, targets)?;
         if let Some(j) = faults.iter().position(|g| {
             g.device == spec.device
                 && g.point == spec.point
@@ -1242,22 +1297,7 @@ fn validate(file: &Path, raw: RawScenario, profiles: &ProfileSet) -> Result<Scen
         }
         faults.push(spec);
     }
-
-    Ok(Scenario {
-        file: file.to_path_buf(),
-        name: raw.name,
-        description: raw.description,
-        seed: raw.seed,
-        sample_interval: interval,
-        site: raw.site,
-        modbus_tcp,
-        modbus_rtu,
-        json_nodes,
-        cigem,
-        physics: Arc::new(physics),
-        faults,
-        duration,
-    })
+    Ok(faults)
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! From a physics channel to what a sensor reports: scaling, noise and resolution.
 //!
-//! Owns [`SensorKind`] (the noise and resolution of each instrument type, domain.md §3.4 and
-//! §4.2), [`ChannelRef`] (a scenario's mapping of a device point, JSON sensor or CIGEM field onto
-//! a channel of [`crate::physics`]) and [`Reader`], which computes the reading of sample `k`:
+//! Owns [`SensorKind`] (the noise and resolution of each instrument type, docs/DOMAIN.md
+//! §Sensors), [`ChannelRef`] (a scenario's mapping of a device point, JSON sensor or CIGEM field
+//! onto a channel of [`crate::physics`]) and [`Reader`], which computes the reading of sample `k`:
 //!
 //! ```text
 //! reading = quantize(gain · channel(t) + offset + σ · N(0,1), resolution)
@@ -20,8 +20,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::physics::{ChannelId, Physics};
 use crate::quantity::Quantity;
-use crate::scenario::Invalid;
 use crate::signal::{gaussian, series_id};
+use crate::validation::Invalid;
 
 /// Largest `noise` (σ) a mapping may set, in the reading's units (beyond it the signal drowns).
 pub const MAX_NOISE: f64 = 1.0e4;
@@ -30,10 +30,11 @@ pub const MAX_NOISE: f64 = 1.0e4;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SensorKind {
-    /// Hydrostatic levelling cell, mm: resolution 0.01 mm (GB 50911 via domain.md §4.2),
+    /// Hydrostatic levelling cell, mm: resolution 0.01 mm (GB 50911 via docs/DOMAIN.md §Sensors),
     /// σ 0.05 mm (unconfirmed; typical ±0.1 mm).
     StaticLevel,
-    /// GNSS static, horizontal axis, mm: ±2 mm (domain.md §3.4) → σ 1 mm, resolution 0.1 mm.
+    /// GNSS static, horizontal axis, mm: ±2 mm → σ 1 mm, resolution 0.1 mm
+    /// (docs/DOMAIN.md §Sensors).
     GnssHorizontal,
     /// GNSS static, vertical axis, mm: ±5 mm → σ 2.5 mm, resolution 0.1 mm.
     GnssVertical,
@@ -41,8 +42,8 @@ pub enum SensorKind {
     CrackMeter,
     /// MEMS tilt meter, degrees: ±0.01° → σ 0.005°, resolution 0.001°.
     TiltMeter,
-    /// In-place inclinometer segment, degrees: ±0.5 mm per 10 m (probe class, domain.md §3.4)
-    /// is 0.0029° → σ 0.0015°, resolution 0.0001°.
+    /// In-place inclinometer segment, degrees: ±0.5 mm per 10 m (probe class, docs/DOMAIN.md
+    /// §Sensors) is 0.0029° → σ 0.0015°, resolution 0.0001°.
     InclinometerSegment,
     /// In-place inclinometer chain output, mm: ±0.5 mm per 10 m → σ 0.25 mm, resolution 0.01 mm.
     DeepDisplacement,
@@ -319,7 +320,8 @@ mod tests {
 
     #[test]
     fn accuracy_is_two_sigma() {
-        // domain.md §3.4: GNSS ±2 mm horizontal, ±5 mm vertical; crack ±0.05 mm; tilt ±0.01°.
+        // GNSS ±2 mm horizontal, ±5 mm vertical; crack ±0.05 mm; tilt ±0.01°
+        // (docs/DOMAIN.md §Sensors).
         assert_eq!(SensorKind::GnssHorizontal.noise_sigma() * 2.0, 2.0);
         assert_eq!(SensorKind::GnssVertical.noise_sigma() * 2.0, 5.0);
         assert_eq!(SensorKind::CrackMeter.noise_sigma() * 2.0, 0.05);

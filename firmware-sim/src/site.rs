@@ -14,12 +14,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+use tokio_serial::SerialStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{ClockMode, SimClock, Tick, NANOS_PER_SEC};
@@ -28,9 +30,11 @@ use crate::fault::{Action, FaultSpec};
 use crate::mqtt::{self, Connection, PublishStats, Publisher};
 use crate::nodes::{CigemSim, JsonNodeSim, NodeSetup};
 use crate::physics::Physics;
+use crate::profile::Profile;
 use crate::pty::{PtyError, PtyPair};
 use crate::rtu;
 use crate::scenario::{Scenario, StatusPoints};
+use crate::sensor::ChannelRef;
 use crate::tcp;
 use crate::truth::{ChannelSample, FaultKind, FaultRecord, Truth, TruthError};
 
@@ -310,13 +314,16 @@ impl Site {
     /// Starts every device of `scenario`. Must be called inside a tokio runtime (multi-thread
     /// or current-thread). Sample 0 is in the registers and the truth when this returns.
     ///
+    /// Order: the truth file, the Modbus TCP listeners (all bound first, so a port clash fails
+    /// start-up cleanly), the RTU buses, the MQTT nodes and their connections, sample 0, then
+    /// the serving tasks and the tick task.
+    ///
     /// # Errors
     /// A listener, serial device, pty pair or the truth file could not be set up.
     pub async fn start(
         scenario: &Scenario,
         options: StartOptions,
     ) -> Result<RunningSite, SiteError> {
-        let seed = options.seed.unwrap_or(scenario.seed);
         let site_no = SITE_COUNTER.fetch_add(1, Ordering::Relaxed);
         let truth = Arc::new(match &options.truth_file {
             Some(path) => Truth::with_jsonl(path)?,
@@ -329,191 +336,39 @@ impl Site {
             ClockMode::Manual => 1,
         };
         let clock = SimClock::start(speed);
-        let mut modbus = Vec::new();
-        let interval_s = i64::try_from(scenario.sample_interval.as_secs())
-            .unwrap_or(1)
-            .max(1);
-        let faults_of = |device: &str| -> Vec<FaultSpec> {
-            scenario
-                .faults
-                .iter()
-                .filter(|f| f.device == device)
-                .cloned()
-                .collect()
+        let builder = Builder {
+            scenario,
+            seed: options.seed.unwrap_or(scenario.seed),
+            interval_s: i64::try_from(scenario.sample_interval.as_secs())
+                .unwrap_or(1)
+                .max(1),
         };
-        let build =
-            |name: &str, unit: u8, profile, strict_map, status_points: StatusPoints, channels| {
-                Arc::new(ModbusDevice::build(DeviceSetup {
-                    name,
-                    unit,
-                    profile,
-                    strict_map,
-                    seed,
-                    status_points,
-                    channels,
-                    faults: faults_of(name),
-                    physics: Arc::clone(&scenario.physics),
-                    interval_s,
-                }))
-            };
 
-        // Modbus TCP: bind every listener first, so a port clash fails start-up cleanly.
-        let mut tcp_addrs = BTreeMap::new();
-        let mut listeners = Vec::new();
-        for slave in &scenario.modbus_tcp {
-            let device = build(
-                &slave.name,
-                slave.unit,
-                &slave.profile,
-                slave.strict_map,
-                slave.status_points,
-                &slave.channels,
-            );
-            let listener = tcp::bind(slave.listen)
-                .await
-                .map_err(|source| SiteError::Bind {
-                    device: slave.name.clone(),
-                    addr: slave.listen,
-                    source,
-                })?;
-            let addr = listener.local_addr().map_err(|source| SiteError::Bind {
-                device: slave.name.clone(),
-                addr: slave.listen,
-                source,
-            })?;
-            tcp_addrs.insert(slave.name.clone(), addr);
-            modbus.push(Arc::clone(&device));
-            listeners.push((listener, device));
-        }
-
-        // Modbus RTU: resolve each bus's serial device, making a pty pair when none is given.
-        let mut rtu_endpoints = BTreeMap::new();
-        let mut ptys = Vec::new();
-        let mut ports = Vec::new();
+        let tcp = start_tcp(scenario, &builder).await?;
         // The default root is unique per site, so sites started side by side (parallel tests)
-        // never share a link (nor, below, an MQTT client id).
+        // never share a link (nor, in `start_nodes`, an MQTT client id).
         let pty_root = options.pty_dir.clone().unwrap_or_else(|| {
             std::env::temp_dir().join(format!("anju-sim-{}-{site_no}", std::process::id()))
         });
-        let mut made_dirs = Vec::new();
-        for bus in &scenario.modbus_rtu {
-            let devices: Vec<Arc<ModbusDevice>> = bus
-                .slaves
-                .iter()
-                .map(|s| {
-                    build(
-                        &s.name,
-                        s.unit,
-                        &s.profile,
-                        s.strict_map,
-                        s.status_points,
-                        &s.channels,
-                    )
-                })
-                .collect();
-            modbus.extend(devices.iter().cloned());
-            let given = options
-                .rtu_paths
-                .get(&bus.name)
-                .cloned()
-                .or_else(|| bus.tty.clone());
-            let endpoint = if let Some(path) = given {
-                RtuEndpoint {
-                    sim_path: path,
-                    gateway_path: None,
-                }
-            } else {
-                let dir = pty_root.join(&bus.name);
-                made_dirs.push(dir.clone());
-                let pair = spawn_pty(dir).await.map_err(|source| SiteError::Pty {
-                    bus: bus.name.clone(),
-                    source,
-                })?;
-                let endpoint = RtuEndpoint {
-                    sim_path: pair.sim_path().to_path_buf(),
-                    gateway_path: Some(pair.gateway_path().to_path_buf()),
-                };
-                ptys.push(pair);
-                endpoint
-            };
-            let port =
-                rtu::open(&endpoint.sim_path, bus.baud).map_err(|source| SiteError::Serial {
-                    bus: bus.name.clone(),
-                    path: endpoint.sim_path.clone(),
-                    source,
-                })?;
-            ports.push((rtu::Bus::new(&bus.name, bus.baud, devices), port));
-            rtu_endpoints.insert(bus.name.clone(), endpoint);
-        }
+        let rtu = start_rtu(scenario, &options, &pty_root, &builder).await?;
+        let nodes = start_nodes(&builder, &options, site_no, &truth, &cancel, &mut tasks);
 
-        // MQTT nodes publish only with a broker: one shared connection for the nodes without a
-        // last will, one of their own for the others. The nodes run even without a broker
-        // (their state, e.g. rain totals, stays the same); their messages are then dropped and
-        // never become truth.
-        let base_id = options.mqtt_client_id.clone().unwrap_or_else(|| {
-            format!(
-                "anju-sim-{}-{}-{site_no}",
-                scenario.name,
-                std::process::id()
-            )
-        });
-        let mut publishers = Vec::new();
-        let mut stats = None;
-        let mut shared = None;
-        let mut connect = |name: Option<&str>, will| {
-            let broker = options.mqtt_broker?;
-            let stats = Arc::clone(stats.get_or_insert_with(|| Arc::new(PublishStats::default())));
-            let client_id = match name {
-                Some(n) => format!("{base_id}-{n}"),
-                None => base_id.clone(),
-            };
-            publishers.push(mqtt::start(
-                Connection {
-                    broker,
-                    client_id: &client_id,
-                    will,
-                },
-                Arc::clone(&truth),
-                stats,
-                &cancel,
-                &mut tasks,
-            ));
-            Some(publishers.len() - 1)
-        };
-        let setup = |name: &str| NodeSetup {
-            seed,
-            site: scenario.site.clone(),
-            physics: Arc::clone(&scenario.physics),
-            interval_s,
-            faults: faults_of(name),
-        };
-        let mut json = Vec::with_capacity(scenario.json_nodes.len());
-        for n in &scenario.json_nodes {
-            let p = match &n.will {
-                Some(w) => connect(Some(&n.name), Some(w)),
-                None => *shared.get_or_insert_with(|| connect(None, None)),
-            };
-            json.push((JsonNodeSim::build(n, &setup(&n.name)), p));
-        }
-        let mut cigem = Vec::with_capacity(scenario.cigem.len());
-        for c in &scenario.cigem {
-            let p = match &c.will {
-                Some(w) => connect(Some(&c.device_id), Some(w)),
-                None => *shared.get_or_insert_with(|| connect(None, None)),
-            };
-            cigem.push((CigemSim::build(c, &setup(&c.device_id)), p));
-        }
-
+        let modbus = tcp
+            .listeners
+            .iter()
+            .map(|(_, device)| Arc::clone(device))
+            .chain(rtu.devices)
+            .collect();
         let sampler = Arc::new(Sampler {
             t0_s: clock.now_ns().div_euclid(NANOS_PER_SEC),
-            interval_s,
+            interval_s: builder.interval_s,
             physics: Arc::clone(&scenario.physics),
             faults: scenario.faults.clone(),
             modbus,
-            json,
-            cigem,
-            publishers,
-            stats,
+            json: nodes.json,
+            cigem: nodes.cigem,
+            publishers: nodes.publishers,
+            stats: nodes.stats,
             truth: Arc::clone(&truth),
             state: Mutex::new(TickState {
                 next: 0,
@@ -523,16 +378,17 @@ impl Site {
         // Sample 0 before anything answers, so no read ever sees an empty image.
         sampler.tick();
 
-        for (listener, device) in listeners {
+        for (listener, device) in tcp.listeners {
             tasks.spawn(tcp::serve(listener, device));
         }
-        for (bus, port) in ports {
+        for (bus, port) in rtu.ports {
             tasks.spawn(rtu::serve(bus, port));
         }
         if let ClockMode::Realtime { .. } = options.clock {
             tasks.spawn(run_ticks(Arc::clone(&sampler), clock, cancel.clone()));
         }
 
+        let mut made_dirs = rtu.made_dirs;
         if options.pty_dir.is_none() && !made_dirs.is_empty() {
             made_dirs.push(pty_root);
         }
@@ -541,14 +397,269 @@ impl Site {
             interval: scenario.sample_interval,
             clock,
             sampler,
-            tcp: tcp_addrs,
-            rtu: rtu_endpoints,
-            ptys,
+            tcp: tcp.addrs,
+            rtu: rtu.endpoints,
+            ptys: rtu.ptys,
             made_dirs,
             truth,
             cancel,
             tasks,
         })
+    }
+}
+
+/// What every simulated device and node of a site is built from.
+#[derive(Debug, Clone, Copy)]
+struct Builder<'a> {
+    scenario: &'a Scenario,
+    /// The seed in force (the scenario's, or the caller's override).
+    seed: u64,
+    /// Seconds between samples (at least 1).
+    interval_s: i64,
+}
+
+impl Builder<'_> {
+    /// The scenario's faults aimed at `device`.
+    fn faults_of(&self, device: &str) -> Vec<FaultSpec> {
+        self.scenario
+            .faults
+            .iter()
+            .filter(|f| f.device == device)
+            .cloned()
+            .collect()
+    }
+
+    /// A Modbus slave (TCP or RTU).
+    fn modbus(
+        &self,
+        name: &str,
+        unit: u8,
+        profile: &Profile,
+        strict_map: bool,
+        status_points: StatusPoints,
+        channels: &BTreeMap<String, ChannelRef>,
+    ) -> Arc<ModbusDevice> {
+        Arc::new(ModbusDevice::build(DeviceSetup {
+            name,
+            unit,
+            profile,
+            strict_map,
+            seed: self.seed,
+            status_points,
+            channels,
+            faults: self.faults_of(name),
+            physics: Arc::clone(&self.scenario.physics),
+            interval_s: self.interval_s,
+        }))
+    }
+
+    /// The setup of an MQTT node (JSON node or CIGEM device).
+    fn node(&self, name: &str) -> NodeSetup {
+        NodeSetup {
+            seed: self.seed,
+            site: self.scenario.site.clone(),
+            physics: Arc::clone(&self.scenario.physics),
+            interval_s: self.interval_s,
+            faults: self.faults_of(name),
+        }
+    }
+}
+
+/// The Modbus TCP slaves, bound but not serving yet.
+struct TcpStarted {
+    /// The bound address of each slave.
+    addrs: BTreeMap<String, SocketAddr>,
+    /// Each listener with its device, in scenario order.
+    listeners: Vec<(TcpListener, Arc<ModbusDevice>)>,
+}
+
+/// Builds every Modbus TCP slave and binds its listener.
+async fn start_tcp(scenario: &Scenario, builder: &Builder<'_>) -> Result<TcpStarted, SiteError> {
+    let mut addrs = BTreeMap::new();
+    let mut listeners = Vec::new();
+    for slave in &scenario.modbus_tcp {
+        let device = builder.modbus(
+            &slave.name,
+            slave.unit,
+            &slave.profile,
+            slave.strict_map,
+            slave.status_points,
+            &slave.channels,
+        );
+        let listener = tcp::bind(slave.listen)
+            .await
+            .map_err(|source| SiteError::Bind {
+                device: slave.name.clone(),
+                addr: slave.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| SiteError::Bind {
+            device: slave.name.clone(),
+            addr: slave.listen,
+            source,
+        })?;
+        addrs.insert(slave.name.clone(), addr);
+        listeners.push((listener, device));
+    }
+    Ok(TcpStarted { addrs, listeners })
+}
+
+/// The Modbus RTU buses, their serial devices open but not serving yet.
+struct RtuStarted {
+    /// Where each bus is served.
+    endpoints: BTreeMap<String, RtuEndpoint>,
+    /// The pty pairs made for buses without a tty (socat is killed when they drop).
+    ptys: Vec<PtyPair>,
+    /// Each bus with its open serial device.
+    ports: Vec<(rtu::Bus, SerialStream)>,
+    /// Every slave of every bus, in scenario order.
+    devices: Vec<Arc<ModbusDevice>>,
+    /// The pty directories made, one per bus without a tty.
+    made_dirs: Vec<PathBuf>,
+}
+
+/// Builds every RTU slave and opens each bus's serial device: the caller's path for the bus,
+/// else the scenario's `tty`, else a pty pair made under `pty_root`.
+async fn start_rtu(
+    scenario: &Scenario,
+    options: &StartOptions,
+    pty_root: &Path,
+    builder: &Builder<'_>,
+) -> Result<RtuStarted, SiteError> {
+    let mut started = RtuStarted {
+        endpoints: BTreeMap::new(),
+        ptys: Vec::new(),
+        ports: Vec::new(),
+        devices: Vec::new(),
+        made_dirs: Vec::new(),
+    };
+    for bus in &scenario.modbus_rtu {
+        let devices: Vec<Arc<ModbusDevice>> = bus
+            .slaves
+            .iter()
+            .map(|s| {
+                builder.modbus(
+                    &s.name,
+                    s.unit,
+                    &s.profile,
+                    s.strict_map,
+                    s.status_points,
+                    &s.channels,
+                )
+            })
+            .collect();
+        started.devices.extend(devices.iter().cloned());
+        let given = options
+            .rtu_paths
+            .get(&bus.name)
+            .cloned()
+            .or_else(|| bus.tty.clone());
+        let endpoint = if let Some(path) = given {
+            RtuEndpoint {
+                sim_path: path,
+                gateway_path: None,
+            }
+        } else {
+            let dir = pty_root.join(&bus.name);
+            started.made_dirs.push(dir.clone());
+            let pair = spawn_pty(dir).await.map_err(|source| SiteError::Pty {
+                bus: bus.name.clone(),
+                source,
+            })?;
+            let endpoint = RtuEndpoint {
+                sim_path: pair.sim_path().to_path_buf(),
+                gateway_path: Some(pair.gateway_path().to_path_buf()),
+            };
+            started.ptys.push(pair);
+            endpoint
+        };
+        let port = rtu::open(&endpoint.sim_path, bus.baud).map_err(|source| SiteError::Serial {
+            bus: bus.name.clone(),
+            path: endpoint.sim_path.clone(),
+            source,
+        })?;
+        started
+            .ports
+            .push((rtu::Bus::new(&bus.name, bus.baud, devices), port));
+        started.endpoints.insert(bus.name.clone(), endpoint);
+    }
+    Ok(started)
+}
+
+/// The MQTT nodes, each with the index of its publisher (`None` without a broker).
+struct NodesStarted {
+    json: Vec<(JsonNodeSim, Option<usize>)>,
+    cigem: Vec<(CigemSim, Option<usize>)>,
+    publishers: Vec<Publisher>,
+    /// Shared by every connection; `None` when there is none.
+    stats: Option<Arc<PublishStats>>,
+}
+
+/// Builds the MQTT nodes and starts their connections on `tasks`.
+///
+/// MQTT nodes publish only with a broker: one shared connection for the nodes without a last
+/// will, one of their own for the others. The nodes run even without a broker (their state,
+/// e.g. rain totals, stays the same); their messages are then dropped and never become truth.
+fn start_nodes(
+    builder: &Builder<'_>,
+    options: &StartOptions,
+    site_no: u64,
+    truth: &Arc<Truth>,
+    cancel: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) -> NodesStarted {
+    let scenario = builder.scenario;
+    let base_id = options.mqtt_client_id.clone().unwrap_or_else(|| {
+        format!(
+            "anju-sim-{}-{}-{site_no}",
+            scenario.name,
+            std::process::id()
+        )
+    });
+    let mut publishers = Vec::new();
+    let mut stats = None;
+    let mut shared = None;
+    let mut connect = |name: Option<&str>, will| {
+        let broker = options.mqtt_broker?;
+        let stats = Arc::clone(stats.get_or_insert_with(|| Arc::new(PublishStats::default())));
+        let client_id = match name {
+            Some(n) => format!("{base_id}-{n}"),
+            None => base_id.clone(),
+        };
+        publishers.push(mqtt::start(
+            Connection {
+                broker,
+                client_id: &client_id,
+                will,
+            },
+            Arc::clone(truth),
+            stats,
+            cancel,
+            tasks,
+        ));
+        Some(publishers.len() - 1)
+    };
+    let mut json = Vec::with_capacity(scenario.json_nodes.len());
+    for n in &scenario.json_nodes {
+        let p = match &n.will {
+            Some(w) => connect(Some(&n.name), Some(w)),
+            None => *shared.get_or_insert_with(|| connect(None, None)),
+        };
+        json.push((JsonNodeSim::build(n, &builder.node(&n.name)), p));
+    }
+    let mut cigem = Vec::with_capacity(scenario.cigem.len());
+    for c in &scenario.cigem {
+        let p = match &c.will {
+            Some(w) => connect(Some(&c.device_id), Some(w)),
+            None => *shared.get_or_insert_with(|| connect(None, None)),
+        };
+        cigem.push((CigemSim::build(c, &builder.node(&c.device_id)), p));
+    }
+    NodesStarted {
+        json,
+        cigem,
+        publishers,
+        stats,
     }
 }
 

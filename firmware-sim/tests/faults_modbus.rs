@@ -18,8 +18,8 @@ use tokio_modbus::client::{tcp, Context};
 use tokio_modbus::prelude::*;
 use tokio_serial::SerialPortBuilderExt;
 
-/// Time for a late reply to drain before a serial port is reopened (crates.md: RTU has no
-/// transaction id).
+/// Time for a late reply to drain before a serial port is reopened (RTU has no transaction id,
+/// docs/ARCHITECTURE.md §Crate pitfalls).
 const SETTLE: Duration = Duration::from_millis(50);
 /// How long a raw serial read collects bytes.
 const RAW_WAIT: Duration = Duration::from_millis(300);
@@ -229,7 +229,8 @@ async fn dropout_exceptions_slow_replies_and_clock_skew_over_tcp() {
         late.is_err(),
         "a 900 ms reply beats a 500 ms timeout: {late:?}"
     );
-    drop(lvl); // the late reply would corrupt the next transaction (crates.md)
+    // The late reply would corrupt the next transaction (docs/ARCHITECTURE.md §Crate pitfalls).
+    drop(lvl);
     let mut lvl = connect(&site, "lvl-f").await;
     let started_2 = Instant::now();
     let r = tokio::time::timeout(Duration::from_secs(2), lvl.read_input_registers(0, 2))

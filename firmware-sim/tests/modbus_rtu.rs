@@ -13,8 +13,8 @@ use tokio_modbus::client::{rtu, Context};
 use tokio_modbus::prelude::*;
 use tokio_serial::SerialPortBuilderExt;
 
-/// Time for a late reply to arrive before a port is reopened (crates.md: RTU has no
-/// transaction id, so a stale reply would be taken as the next answer).
+/// Time for a late reply to arrive before a port is reopened (docs/ARCHITECTURE.md §Crate pitfalls:
+/// RTU has no transaction id, so a stale reply would be taken as the next answer).
 const SETTLE: Duration = Duration::from_millis(50);
 
 fn basic() -> Scenario {

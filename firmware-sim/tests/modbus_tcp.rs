@@ -358,7 +358,8 @@ async fn offline_device_times_out_then_answers_again() {
     );
 
     site.set_online("lvl", true).expect("known device");
-    // After a timeout the old context is dropped (a late reply would corrupt it, crates.md).
+    // After a timeout the old context is dropped (a late reply would corrupt it,
+    // docs/ARCHITECTURE.md §Crate pitfalls).
     let mut ctx = connect(addr, 1).await;
     assert!(read(&mut ctx, Function::Input, 0, 2).await.is_ok());
     let faults = site.truth().faults();
@@ -370,7 +371,7 @@ async fn offline_device_times_out_then_answers_again() {
 
 #[test]
 fn decoder_reads_the_geokon_vector() {
-    // domain.md §4.4: C87C 4628 in CDAB is 0x4628C87C = 10802.12109375 (test-side decoder).
+    // docs/DOMAIN.md §Modbus: C87C 4628 in CDAB is 0x4628C87C = 10802.12109375 (test-side decoder).
     let p = Point {
         name: "r".into(),
         function: Function::Holding,

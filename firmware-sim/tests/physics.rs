@@ -118,8 +118,8 @@ settlement_mm = 8.0
     // Final settlement f·ΣS: 1.2·20 = 24 mm and 0.9·20 = 18 mm (e^(−1000/40) ≈ 1e-11).
     assert!((p1(1000.0) - 24.0).abs() < 1e-9, "{}", p1(1000.0));
     assert!((p2(1000.0) - 18.0).abs() < 1e-9);
-    // Stability (JGJ 8-2016 §7.1.5, domain.md §1.3): the largest rate over the last 100 days is
-    // below 0.04 mm/d for P1 after 400 days, but the creeping corner P3 never gets there.
+    // Stability (JGJ 8-2016 §7.1.5, docs/DOMAIN.md §Settlement): the largest rate over the last 100
+    // days is below 0.04 mm/d for P1 after 400 days, but the creeping corner P3 never gets there.
     let max_rate = |name: &str, t: f64| {
         let r = channel(p, name);
         (0..=100)
@@ -253,7 +253,7 @@ fn gb50496(p: &Physics, pour: &str, placing: f64, removed_days: f64) -> (f64, f6
 fn curing_pour_keeps_and_breaks_the_gb50496_limits() {
     let s = load("curing-pour.toml");
     // Limits: core-surface ≤ 25 °C, cooling ≤ 2.0 °C/d, rise ≤ 50 °C, surface-air ≤ 20 °C at
-    // removal (domain.md §2.1).
+    // removal (docs/DOMAIN.md §Curing).
     let (cs, drop, rise, sa) = gb50496(&s.physics, "raft-a", 22.0, 21.0);
     assert!(
         cs < 25.0 && drop < 2.0 && rise < 50.0 && sa < 20.0,
@@ -373,11 +373,11 @@ fn inverse_velocity_from_the_gnss_readings_finds_the_failure_time() {
             })
             .collect()
     };
-    // GNSS horizontal noise σ = 1 mm per axis (±2 mm, domain.md §3.4): σ_D = 1/cos 30° = 1.155 mm;
-    // a window slope has σ_v = σ_D/√Σ(t − t̄)² = 1.155/√(2·Σ_{j=1..12}(j/24)²) = 1.155/1.502
-    // = 0.769 mm/d; 1/v then has σ = σ_v/v². Weighted least squares with w = v⁴/σ_v² (the true v
-    // from the model) is the minimum-variance line; its t_f = −b/a has variance J·C·Jᵀ with
-    // J = (b/a², −1/a) and C = (XᵀWX)⁻¹.
+    // GNSS horizontal noise σ = 1 mm per axis (±2 mm, docs/DOMAIN.md §Sensors):
+    // σ_D = 1/cos 30° = 1.155 mm; a window slope has σ_v = σ_D/√Σ(t − t̄)²
+    // = 1.155/√(2·Σ_{j=1..12}(j/24)²) = 1.155/1.502 = 0.769 mm/d; 1/v then has σ = σ_v/v².
+    // Weighted least squares with w = v⁴/σ_v² (the true v from the model) is the minimum-variance
+    // line; its t_f = −b/a has variance J·C·Jᵀ with J = (b/a², −1/a) and C = (XᵀWX)⁻¹.
     let sigma_v = (1.0 / delta.cos())
         / (2.0 * (1..=12).map(|j| (f64::from(j) / 24.0).powi(2)).sum::<f64>()).sqrt();
     let v_true = channel(p, "north.velocity");
@@ -436,7 +436,8 @@ fn rain_precedes_the_acceleration_and_the_instruments_agree() {
     let t = 16.0;
     let d = channel(p, "north.disp")(t);
     // crack meter: 2.4 + 0.9·D; chain top: 0.95·D; the chain's own sum Σ L·(sin θ − sin θ₀) of
-    // its segment tilts (domain.md §4.3) equals its top; GNSS along-slide at the toe: 0.6·D.
+    // its segment tilts (docs/DOMAIN.md §Sensors) equals its top; GNSS along-slide at the toe
+    // is 0.6·D.
     assert!((channel(p, "north.C1.disp")(t) - 0.9 * d).abs() < 1e-9);
     assert!((channel(p, "north.IPI1.top_x")(t) - 0.95 * d).abs() < 1e-9);
     let initial = [0.42_f64, -0.31, 0.18, 0.55, -0.12, 0.27];

@@ -9,8 +9,8 @@
 //! [`crate::engine::rules`]), nor delivery (spool and sinks).
 //!
 //! # Levels
-//! Four levels, as Chinese early-warning practice names them (domain.md §3.1, EURASIP JWCN 2021
-//! Table 1): blue 注意 (attention), yellow 警示 (caution), orange 警戒 (warning), red 警报
+//! Four levels, as Chinese early-warning practice names them (docs/DOMAIN.md §Levels, EURASIP JWCN
+//! 2021 Table 1): blue 注意 (attention), yellow 警示 (caution), orange 警戒 (warning), red 警报
 //! (alarm). A rule may use any subset.
 //!
 //! # One condition, one alert
@@ -37,7 +37,7 @@ pub const ALERTS_MEASUREMENT: &str = "alerts";
 pub enum Level {
     /// 注意 (attention): noticeable, keep watching.
     Blue,
-    /// 警示 (caution): typically 70 % of the alarm value (domain.md §1.4).
+    /// 警示 (caution): typically 70 % of the alarm value (docs/DOMAIN.md §Levels).
     Yellow,
     /// 警戒 (warning): typically 85 % of the alarm value.
     Orange,
@@ -135,7 +135,7 @@ impl AlertState {
 }
 
 /// Who an alert is for. Distinct kinds are routed differently: a broken sensor must not page the
-/// bureau, and a real breach must not be filed as a sensor problem (issue 4, domain.md §5.3).
+/// bureau, and a real breach must not be filed as a sensor problem (issue 4, docs/DOMAIN.md §Data quality).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {

@@ -6,7 +6,7 @@
 //! it like from any broker, through an [`crate::sources::mqtt::MqttSource`] pointed at
 //! [`EmbeddedBroker::listen_addr`].
 //!
-//! Facts about rumqttd this relies on (crates.md "rumqttd 0.20", and its source):
+//! Facts about rumqttd this relies on (docs/ARCHITECTURE.md §Crate pitfalls, rumqttd; and its source):
 //! - `Broker::start()` blocks forever and spawns its own threads and single-threaded runtimes,
 //!   so it gets a thread of its own here. rumqttd has no shutdown: the broker lives until the
 //!   process exits.
@@ -38,7 +38,7 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize =
 pub const MAX_PAYLOAD_BYTES_LIMIT: usize = crate::sources::mqtt::config::MAX_PAYLOAD_BYTES_LIMIT;
 /// Most `max_connections` accepted; rumqttd preallocates per-connection slots.
 pub const MAX_CONNECTIONS_LIMIT: usize = 10_000;
-/// How long [`start`] waits for the listener to accept a connection (crates.md measured 5 ms).
+/// How long [`start`] waits for the listener to accept a connection (docs/ARCHITECTURE.md §Crate pitfalls: 5 ms measured).
 pub const START_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause between two readiness probes.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(10);
@@ -51,11 +51,11 @@ const CONNECT_PACKET_TIMEOUT_MS: u16 = 10_000;
 /// Unacknowledged QoS 1 messages per connection (rumqttd sample config value).
 #[cfg(feature = "embedded-broker")]
 const MAX_INFLIGHT: usize = 500;
-/// Packets rumqttd queues per outgoing connection before it reads more (crates.md value).
+/// Packets rumqttd queues per outgoing connection before it reads more (docs/ARCHITECTURE.md §Crate pitfalls).
 #[cfg(feature = "embedded-broker")]
 const MAX_OUTGOING_PACKETS: u64 = 200;
 /// Smallest segment of rumqttd's in-memory commit log (it panics below 1 KiB; 1 MiB is the
-/// crates.md value). The segment size is at least four payloads.
+/// measured value, docs/ARCHITECTURE.md §Crate pitfalls). The segment size is at least four payloads.
 #[cfg(feature = "embedded-broker")]
 const MIN_SEGMENT_BYTES: usize = 1024 * 1024;
 /// Segments kept in memory per filter: together with the segment size this bounds memory.

@@ -1,7 +1,7 @@
 //! Hydration heat of a concrete pour: core, surface and ambient temperatures.
 //!
 //! Owns the `[[curing]]` model. Heat source: the adiabatic temperature rise in the form of
-//! GB 50496-2018 appendix B (domain.md §2.1),
+//! GB 50496-2018 appendix B (docs/DOMAIN.md §Curing),
 //!
 //! ```text
 //! T_ad(τ) = T_max · (1 − e^(−m·τ)),   T_max = W·Q / (C·ρ)
@@ -36,8 +36,8 @@
 
 use serde::Deserialize;
 
-use super::{check_range, days, HOURS_PER_DAY};
-use crate::scenario::Invalid;
+use super::kernel::{days, HOURS_PER_DAY};
+use crate::validation::{check_range, Invalid};
 
 /// Binder content range accepted, kg/m³.
 pub const CEMENT_RANGE: (f64, f64) = (50.0, 1000.0);

@@ -13,23 +13,23 @@
 //! point's compressibility factor (uneven ground: differential settlement) and `c_p` an optional
 //! secondary-compression creep in mm/d from `t_c,p` on ("one corner keeps sinking": its rate
 //! never falls below `c_p`, so it never meets the 0.01-0.04 mm/d stability rule of JGJ 8-2016
-//! §7.1.5, domain.md §1.3). Without creep the final settlement is `f_p · Σ Sᵢ`.
+//! §7.1.5, docs/DOMAIN.md §Settlement). Without creep the final settlement is `f_p · Σ Sᵢ`.
 //!
 //! Derived channels for each neighbour pair `(a, b)` at distance `L` (from the points' plan
 //! coordinates): the differential settlement `s_a − s_b` (mm), the tilt ratio
-//! `(s_a − s_b)/L` as GB 50007-2011 Table 5.3.4 states it (domain.md §1.2), and that tilt as an
-//! angle in degrees. It does not know about sensors or registers.
+//! `(s_a − s_b)/L` as GB 50007-2011 Table 5.3.4 states it (docs/DOMAIN.md §Settlement), and that
+//! tilt as an angle in degrees. It does not know about sensors or registers.
 
 use serde::Deserialize;
 
-use super::{check_part, check_range, days, ramp_response, ramp_response_rate};
-use crate::scenario::Invalid;
+use super::kernel::{days, ramp_response, ramp_response_rate};
+use crate::validation::{check_part, check_range, Invalid};
 
 /// Longest consolidation time constant accepted: ten years (a larger value is almost certainly
 /// seconds or hours typed as days).
 pub const MAX_CONSOLIDATION_DAYS: f64 = 3650.0;
 /// Largest settlement of one load step accepted, mm (GB 50007 caps the mean settlement of a
-/// simple high-rise at 200 mm, domain.md §1.2; a resettlement block is far below).
+/// simple high-rise at 200 mm, docs/DOMAIN.md §Settlement; a resettlement block is far below).
 pub const MAX_STEP_MM: f64 = 500.0;
 /// Range of a point's compressibility factor.
 pub const FACTOR_RANGE: (f64, f64) = (0.0, 10.0);

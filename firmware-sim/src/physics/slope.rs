@@ -4,20 +4,20 @@
 //! with factor 1) and its velocity `v` (mm/d):
 //!
 //! - creep: `v = v₀` up to the onset of acceleration `t_a` (the constant-velocity stage of Xu's
-//!   tangent-angle method, α ≈ 45°, domain.md §3.1);
+//!   tangent-angle method, α ≈ 45°, docs/DOMAIN.md §Slope);
 //! - acceleration: Fukuzono's inverse-velocity law (Voight's `dv/dt = A·v^α` with α = 2,
-//!   domain.md §3.2), `1/v = A·(t_f − t)`, a straight line reaching zero at the failure time
+//!   docs/DOMAIN.md §Slope), `1/v = A·(t_f − t)`, a straight line reaching zero at the failure time
 //!   `t_f`; continuity at `t_a` gives `A = 1/(v₀·(t_f − t_a))`, so `v = v₀·(t_f − t_a)/(t_f − t)`
 //!   and `D = v₀·t_a + v₀·(t_f − t_a)·ln((t_f − t_a)/(t_f − t))`;
 //! - run-out: once `v` reaches `v_max` (default 0.5 mm/s = 43 200 mm/d, the lower bound of
-//!   Cruden & Varnes' "rapid" class, domain.md §3.1) it stays there, so values stay finite at and
-//!   after `t_f`.
+//!   Cruden & Varnes' "rapid" class, docs/DOMAIN.md §Slope) it stays there, so values stay
+//!   finite at and after `t_f`.
 //!
 //! Rain events (uniform intensity over their duration) give the rain gauge's cumulative total,
 //! an optional step of displacement (`c_r` mm per mm of rain, through the ramped first-order
 //! response of [`super::ramp_response`] with time constant `T_r`: step-like rainfall movement,
-//! which a gateway must not read as critical acceleration, domain.md §5.3) and the pore pressure
-//! `u = u₀ + Δu`, `dΔu/dt = α·r(t) − Δu/T_d` (`r` the rain intensity): per event
+//! which a gateway must not read as critical acceleration, docs/DOMAIN.md §Data quality) and the
+//! pore pressure `u = u₀ + Δu`, `dΔu/dt = α·r(t) − Δu/T_d` (`r` the rain intensity): per event
 //! `Δu = α·r·T_d·(1 − e^(−τ/T_d))` while it rains, decaying as `e^(−(τ−d)/T_d)` after.
 //!
 //! Instruments on the same movement:
@@ -27,16 +27,18 @@
 //!   with `t` a transverse share;
 //! - in-place inclinometer chains: segment `k` of length `L` (bottom first) tilts to
 //!   `θ_k = asin(sin θ_k,0 + w_k·f·D/L)`, the weights `w_k` spreading the movement over the shear
-//!   band (Σ w = 1), so the chain's cumulative displacement `Σ L·(sin θ − sin θ₀)` (domain.md §4.3)
-//!   is `f·D` again; a segment saturates at the sensor range [`IPI_RANGE_DEG`].
+//!   band (Σ w = 1), so the chain's cumulative displacement `Σ L·(sin θ − sin θ₀)` (docs/DOMAIN.md
+//!   §Sensors) is `f·D` again; a segment saturates at the sensor range [`IPI_RANGE_DEG`].
+//!
+//! It does not know about sensors or devices ([`crate::sensor`], [`crate::nodes`]).
 
 use serde::Deserialize;
 
-use super::{check_part, check_range, days, ramp_response, ramp_response_rate, HOURS_PER_DAY};
-use crate::scenario::Invalid;
+use super::kernel::{days, ramp_response, ramp_response_rate, HOURS_PER_DAY};
+use crate::validation::{check_part, check_range, Invalid};
 
 /// Default run-out velocity, mm/d: 0.5 mm/s, the lower bound of the "rapid" class (Cruden &
-/// Varnes 1996, domain.md §3.1).
+/// Varnes 1996, docs/DOMAIN.md §Slope).
 pub const DEFAULT_MAX_VELOCITY_MM_PER_DAY: f64 = 43_200.0;
 /// Largest creep velocity accepted, mm/d (5 mm/s, "very rapid").
 pub const MAX_VELOCITY_MM_PER_DAY: f64 = 432_000.0;

@@ -44,8 +44,8 @@ use rules::{Evaluator, EvaluatorState, RuleSet};
 /// reading ten minutes ahead is a clock fault, and stored it would sit above every later one.
 pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(10 * 60);
 /// Default limit on how old a reading's time may be. Geo-hazard devices may upload up to 72 h
-/// of buffered samples (domain.md §3.4: upload interval up to 259 200 s); 30 days also covers a
-/// gateway that was off for weeks. Older than that is a device clock that was never set.
+/// of buffered samples (docs/DOMAIN.md §CIGEM: upload interval up to 259 200 s); 30 days also
+/// covers a gateway that was off for weeks. Older than that is a device clock that was never set.
 pub const DEFAULT_MAX_PAST: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Default longest time a reading waits in the engine before its spool commit.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);

@@ -18,8 +18,8 @@ pub struct ReadingBatch {
     pub readings: Vec<Reading>,
     /// Fired by the engine once every reading of the batch is committed to the spool, so that
     /// a source can acknowledge upstream (an MQTT PUBACK) only then: "acknowledged to nobody
-    /// until committed" (ARCHITECTURE.md). Dropped unfired if the readings could not be
-    /// committed; the source then does not acknowledge and the sender delivers again.
+    /// until committed" (docs/ARCHITECTURE.md §Invariants). Dropped unfired if the readings could
+    /// not be committed; the source then does not acknowledge and the sender delivers again.
     pub on_commit: Option<oneshot::Sender<()>>,
 }
 

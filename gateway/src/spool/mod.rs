@@ -1,5 +1,5 @@
-//! The durable spool: the single hand-off between the site and the network (ARCHITECTURE.md,
-//! "Data flow"). A reading or alert is acknowledged to nobody until it is committed here, and a
+//! The durable spool: the single hand-off between the site and the network (docs/ARCHITECTURE.md
+//! §Data flow). A reading or alert is acknowledged to nobody until it is committed here, and a
 //! sink deletes nothing until its receiver answered success.
 //!
 //! Owns the on-disk file (redb), the two streams, the sink cursors, the size bound and the
@@ -34,7 +34,7 @@
 //! | `dead_letters` | `u64` id | `(stream, sink, first_seq, last_seq, records, at_ns, reason, body)` |
 //!
 //! "Bytes" everywhere means logical bytes: the sum of chunk body lengths. The file itself is
-//! larger, about twice the logical size at the high-water mark (crates.md: 65 MiB of payload made
+//! larger, about twice the logical size at the high-water mark (docs/ARCHITECTURE.md §Crate pitfalls: 65 MiB of payload made
 //! a 136 MiB file), and it does not shrink: redb reuses freed pages instead.
 //!
 //! # Paths
@@ -502,7 +502,7 @@ pub struct Spool {
 }
 
 /// A commit failure a test asks for. A fake, allowed because a real disk cannot be told to fail
-/// exactly the next commit, or to make the commit task panic (docs/ARCHITECTURE.md §Testing).
+/// exactly the next commit, or to make the commit task panic (docs/ARCHITECTURE.md §Tests).
 #[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InjectedFault {

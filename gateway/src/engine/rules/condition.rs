@@ -8,7 +8,7 @@
 //! [`Step`]s into alerts).
 //!
 //! # Why per-level streaks
-//! Domain.md §5.3: raise only after the condition held for N readings (or a duration), and drop
+//! docs/DOMAIN.md §Data quality: raise only after the condition held for N readings (or a duration), and drop
 //! a level only after the value stayed below about 90 % of that level's threshold for M readings.
 //! A [`Condition`] counts, for every level, the current run of readings at or above its threshold
 //! (`up`) and the current run below its clearing threshold (`down`). The alert goes to the

@@ -18,17 +18,17 @@ use crate::alert::{Cause, Language, Level, Side};
 use crate::config::duration_opt;
 
 /// Consecutive readings that must breach a level before it is raised or escalated, when a rule
-/// has no `confirm`. Domain.md §5.3 suggests escalating after 3 of 4 recent samples; 3 in a row is
-/// the simpler, slightly stricter form.
+/// has no `confirm`. docs/DOMAIN.md §Data quality suggests escalating after 3 of 4 recent samples;
+/// 3 in a row is the simpler, slightly stricter form.
 pub const DEFAULT_CONFIRM_COUNT: u32 = 3;
 /// Default deadband, as a fraction of each level's threshold: a level is left once the value is
-/// back below 90 % of its threshold (domain.md §5.3).
+/// back below 90 % of its threshold (docs/DOMAIN.md §Data quality).
 pub const DEFAULT_DEADBAND_FRACTION: f64 = 0.1;
 /// Default unit of time of a rate: per day (mm/d, °C/d as the standards write them).
 pub const DEFAULT_RATE_PER: Duration = Duration::from_secs(24 * 3600);
 /// Default least number of readings in a rate window before its slope is used.
 pub const DEFAULT_RATE_MIN_POINTS: u32 = 3;
-/// Shortest rate window accepted: a slope over less than a minute is noise (domain.md §5.3).
+/// Shortest rate window accepted: a slope over less than a minute is noise (docs/DOMAIN.md §Data quality).
 pub const MIN_RATE_WINDOW: Duration = Duration::from_secs(60);
 /// Longest time between the two readings of a difference or tilt pair for them to be compared,
 /// when the rule has no `max_skew`.
@@ -1084,7 +1084,7 @@ impl Validation {
         let after = match r.after {
             Some(a) if !a.is_zero() => a,
             _ => {
-                self.problem(&format!("{at}.after"), "missing or 0: how long without data raises the alert, e.g. after = \"30m\" (a few upload intervals, domain.md §5.2)");
+                self.problem(&format!("{at}.after"), "missing or 0: how long without data raises the alert, e.g. after = \"30m\" (a few upload intervals, docs/DOMAIN.md §Data quality)");
                 return;
             }
         };

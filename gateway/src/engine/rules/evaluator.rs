@@ -18,8 +18,8 @@
 //! 6. Otherwise the reading is used: baseline, rate windows, rule conditions, pairs.
 //!
 //! Readings that fail 1–5 never raise, escalate or clear a quality alert and never enter a rate
-//! window (domain.md §5.3: evaluate alarms only on good points, raise separate device-fault
-//! notices).
+//! window (docs/DOMAIN.md §Data quality: evaluate alarms only on good points, raise separate
+//! device-fault notices).
 //!
 //! # Time
 //! Conditions, windows and spike checks run on the reading's own time (device time when the

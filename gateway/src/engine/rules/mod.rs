@@ -8,20 +8,20 @@
 //! each reading and a periodic tick, spools the [`crate::alert::Alert`] events it returns, and
 //! persists [`Evaluator::snapshot`].
 //!
-//! # Rule kinds (standards in `domain.md`)
+//! # Rule kinds (standards in `docs/DOMAIN.md`)
 //! - `absolute`: the value against `upper` and/or `lower` levels (cumulative settlement).
 //! - `change`: the value minus a baseline, `baseline = ...` or the channel's first good reading.
 //! - `rate`: the least-squares slope over `window`, per `per` (default 1d: mm/d, °C/d), once the
-//!   window holds `min_points` readings spanning `min_span` (§1.3, §5.3).
+//!   window holds `min_points` readings spanning `min_span` (§Settlement, §Data quality).
 //! - `difference`: `a − b` for listed pairs (core − surface temperature, GB 50496 §3.0.4-2;
 //!   differential settlement with `abs = true`).
 //! - `tilt`: `|a − b| / distance` for listed pairs (local tilt, GB 50007 Table 5.3.4: 0.002).
 //! - `stale`: no reading for `after`, per channel or per device (a device-fault alert).
 //!
 //! Levels blue / yellow / orange / red (注意 / 警示 / 警戒 / 警报), any subset, as values or as
-//! fractions of `alarm` (70 / 85 / 100 %, domain.md §1.4). Raising and escalating need
+//! fractions of `alarm` (70 / 85 / 100 %, docs/DOMAIN.md §Levels). Raising and escalating need
 //! `confirm` (default 3 readings in a row); de-escalating and clearing need the value back past a
-//! deadband (default 10 % of the level's threshold, §5.3) for `clear.count` readings.
+//! deadband (default 10 % of the level's threshold, §Data quality) for `clear.count` readings.
 //!
 //! Difference and tilt pairs compare the latest good readings of both channels when they are
 //! at most `max_skew` apart (default 10m); each new good reading of either channel is one
@@ -100,7 +100,7 @@
 //!
 //! [[alerts.checks]]
 //! select = { kind = "temperature" }
-//! range = { min = -40.0, max = 85.0 }   # domain.md §5.2
+//! range = { min = -40.0, max = 85.0 }   # docs/DOMAIN.md §Data quality
 //! stuck = { count = 36, for = "6h" }
 //! spike = { jump = 5.0, within = "10m" }
 //! bad_quality = { count = 3, clear_count = 3 }

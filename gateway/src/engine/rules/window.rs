@@ -1,7 +1,7 @@
 //! A bounded sliding window of one channel's good readings, answering "what is the least-squares
 //! slope over the last `window`?" in O(1) amortised time per reading.
 //!
-//! Owns [`RateWindow`]. Domain.md §1.3 and §5.3: a rate alarm needs the rate over a window longer
+//! Owns [`RateWindow`]. docs/DOMAIN.md §Settlement and §Data quality: a rate alarm needs the rate over a window longer
 //! than the noise period, as a least-squares slope, not the difference of two samples.
 //!
 //! # Bounded memory

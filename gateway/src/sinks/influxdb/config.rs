@@ -2,7 +2,7 @@
 //! validated form ([`ResolvedInflux`]) with the token read from the environment or a file.
 //!
 //! Owns the defaults, the URL checks and token resolution. Secrets are never inline in the
-//! config (ARCHITECTURE.md, "Conventions") and never printed: [`InfluxToken`] has a redacting
+//! config (docs/ARCHITECTURE.md §Conventions) and never printed: [`InfluxToken`] has a redacting
 //! `Debug` and no `Display`. It does not talk to the server (see [`super::sink`]).
 
 use std::path::PathBuf;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 /// Default sink name (the spool cursor is stored under it).
 pub const DEFAULT_NAME: &str = "influxdb";
 /// Default time for one whole write request (connect, send, answer). influxdb2 has no default
-/// timeout at all (crates.md), so without one a half-open connection would stall the sink.
+/// timeout at all (docs/ARCHITECTURE.md §Crate pitfalls), so without one a half-open connection would stall the sink.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on the TCP/TLS connect part of a request. A working uplink, even cellular,
 /// connects in well under a second; longer means the route is down and backing off is better.
@@ -35,7 +35,7 @@ pub const MAX_BATCH_MAX_AGE: Duration = Duration::from_secs(60);
 pub use crate::sinks::{DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX};
 
 /// `[[sinks]]` entry of type influx, as written in the TOML. Timestamp precision is fixed at
-/// nanoseconds, the gateway's unit (ARCHITECTURE.md, "Timestamps"), so it is not configurable.
+/// nanoseconds, the gateway's unit (docs/ARCHITECTURE.md §Conventions), so it is not configurable.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxSinkConfig {
@@ -43,7 +43,7 @@ pub struct InfluxSinkConfig {
     #[serde(default = "default_name")]
     pub name: String,
     /// Server root, `http://host:8086` or `https://...`. It must not have a path: influxdb2
-    /// replaces the path with `/api/v2/write` (crates.md), so a proxy prefix would be lost.
+    /// replaces the path with `/api/v2/write` (docs/ARCHITECTURE.md §Crate pitfalls), so a proxy prefix would be lost.
     pub url: String,
     /// Organization (InfluxDB requires it; VictoriaMetrics ignores it).
     pub org: String,

@@ -19,7 +19,7 @@
 //!   moves past batches the receiver accepted, one after another, and never past one it has not
 //!   accepted. A later batch answered first waits its turn.
 //!
-//! Failure rules (ARCHITECTURE.md, "Sinks"; crates.md, "influxdb2"), applied to the oldest
+//! Failure rules (docs/ARCHITECTURE.md §Sinks, §Crate pitfalls), applied to the oldest
 //! write:
 //! - success is exactly `204 No Content` (influxdb2 turns anything else into
 //!   `RequestError::Http`) → ack;
@@ -323,7 +323,7 @@ impl InfluxSink {
         }
         let mut headers = HeaderMap::new();
         if cfg.gzip {
-            // influxdb2's own gzip option does not cover write_line_protocol (crates.md), so the
+            // influxdb2's own gzip option does not cover write_line_protocol (docs/ARCHITECTURE.md §Crate pitfalls), so the
             // header is set here and the body is compressed by `gzip`.
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }

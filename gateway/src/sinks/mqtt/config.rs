@@ -2,7 +2,7 @@
 //! its validated form ([`ResolvedMqtt`]) with the password read from the environment or a file.
 //!
 //! Owns the defaults, the topic-template checks and password resolution. Secrets are never
-//! inline (ARCHITECTURE.md, "Conventions"). It does not talk to the broker (see [`super::sink`]).
+//! inline (docs/ARCHITECTURE.md §Conventions). It does not talk to the broker (see [`super::sink`]).
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -10,10 +10,10 @@
 //! # Why a fresh client per connection
 //! rumqttc reconnects by itself, but when the broker answers CONNACK with `session_present =
 //! false` it clears its pending queue, dropping unacknowledged QoS 1 publishes without an error
-//! (crates.md, "rumqttc 0.25"; bytebeamio/rumqtt#250). This sink therefore never lets rumqttc
-//! reconnect: on any connection error it drops the client and event loop, backs off, builds new
-//! ones (clean session) and re-publishes every message of the current batch that has no PubAck
-//! yet. Because every connection starts from an empty rumqttc state, the `n`-th
+//! (docs/ARCHITECTURE.md §Crate pitfalls, rumqttc; bytebeamio/rumqtt#250). This sink therefore
+//! never lets rumqttc reconnect: on any connection error it drops the client and event loop, backs
+//! off, builds new ones (clean session) and re-publishes every message of the current batch that
+//! has no PubAck yet. Because every connection starts from an empty rumqttc state, the `n`-th
 //! `Outgoing::Publish(pkid)` event belongs to the `n`-th publish this sink queued, which is how a
 //! PubAck's packet id is mapped back to a message.
 //!

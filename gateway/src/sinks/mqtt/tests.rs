@@ -237,7 +237,7 @@ impl Drop for Broker {
 type Received = Arc<Mutex<Vec<(String, Vec<u8>, bool)>>>;
 
 /// A QoS 1 subscriber to `filters`; with `persistent`, its session survives broker restarts.
-/// Subscribes on every CONNACK without a session (crates.md: rumqttc does not re-subscribe).
+/// Subscribes on every CONNACK without a session (docs/ARCHITECTURE.md §Crate pitfalls: rumqttc does not re-subscribe).
 async fn subscriber(port: u16, id: &str, filters: &[&str], persistent: bool) -> Received {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_clean_session(!persistent);

@@ -3,8 +3,8 @@
 //!
 //! Owns the defaults, the per-format rate limits and secret resolution. A robot URL carries its
 //! access key (`?key=` for WeCom, `?access_token=` for DingTalk), so the URL itself is a secret:
-//! it is read from `url_env` or `url_file`, never inline, never printed (ARCHITECTURE.md,
-//! "Conventions"). It does not send anything (see [`super::sink`]).
+//! it is read from `url_env` or `url_file`, never inline, never printed (docs/ARCHITECTURE.md
+//! §Conventions). It does not send anything (see [`super::sink`]).
 
 use std::path::PathBuf;
 use std::time::Duration;

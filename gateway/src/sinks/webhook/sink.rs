@@ -5,7 +5,7 @@
 //! Owns the HTTP client and its timeouts, the per-robot [`RateLimit`], failure classification,
 //! backoff and its counters. It does not own message wording (see [`super::format`]).
 //!
-//! Failure rules (ARCHITECTURE.md, "Sinks"), with the InfluxDB sink's [`Verdict`]s and
+//! Failure rules (docs/ARCHITECTURE.md §Sinks), with the InfluxDB sink's [`Verdict`]s and
 //! [`classify_status`]:
 //! - 2xx and, for robots, `errcode` 0 → delivered;
 //! - [`Verdict::Retry`]: connect/timeout/I/O errors, 5xx, 408, 429, a robot's rate-limit

@@ -1,9 +1,9 @@
 //! Tests of the webhook sink: configuration errors, the exact bodies per format, DingTalk's
 //! signature, the rate limit, and delivery against a scripted HTTP receiver on 127.0.0.1.
 //!
-//! The receiver is a fake, which ARCHITECTURE.md allows only for failures a real server cannot
-//! produce on demand: a 500 followed by a 200, a 400, and the robots' HTTP 200 answers carrying
-//! `errcode` ≠ 0 (WeCom and DingTalk cannot be reached from a test, and must not be).
+//! The receiver is a fake, which docs/ARCHITECTURE.md §Tests allows only for failures a real server
+//! cannot produce on demand: a 500 followed by a 200, a 400, and the robots' HTTP 200 answers
+//! carrying `errcode` ≠ 0 (WeCom and DingTalk cannot be reached from a test, and must not be).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -124,7 +124,7 @@ impl DataType {
 
 /// Byte order of a multi-register value, in libmodbus's letters: `abcd` is the big-endian value
 /// `0xAABBCCDD` sent as registers `AABB CCDD` (Modbus spec §4.2, "big-endian"); `cdab` swaps the
-/// words (the common "little-endian word order", e.g. Geokon's float32, domain.md §4.4); `badc`
+/// words (the common "little-endian word order", e.g. Geokon's float32, docs/DOMAIN.md §Modbus); `badc`
 /// swaps the bytes inside each word; `dcba` is fully little-endian. For 64-bit values the same
 /// rule extends to four words (`cdab` reverses the word order, `badc` swaps bytes in each word).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]

@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn f32_in_all_four_orders() {
-        // 0x4628_C87C (A=46 B=28 C=C8 D=7C) is the Geokon example of domain.md §4.4: 10 802.12 Ω.
+        // 0x4628_C87C (A=46 B=28 C=C8 D=7C) is the Geokon example of docs/DOMAIN.md §Modbus: 10 802.12 Ω.
         let expect = f64::from(f32::from_bits(0x4628_C87C));
         assert!((expect - 10_802.12).abs() < 0.002);
         assert_eq!(

@@ -12,9 +12,9 @@
 //! - Every request runs under `tokio::time::timeout`: tokio-modbus has none of its own.
 //! - After a timeout or a garbled reply the connection is dropped and reopened before the next
 //!   request. A late reply left in the socket would otherwise be taken as the answer to the next
-//!   request; on RTU, which has no transaction id, that is silent wrong data (crates.md,
-//!   tokio-modbus#324). On a serial line we also wait out the slave's reply time and discard
-//!   whatever arrived before reusing the port.
+//!   request; on RTU, which has no transaction id, that is silent wrong data (docs/ARCHITECTURE.md
+//!   §Crate pitfalls, tokio-modbus#324). On a serial line we also wait out the slave's reply time
+//!   and discard whatever arrived before reusing the port.
 //! - A device that fails a whole poll is polled again after an exponentially growing delay
 //!   (poll interval × 2^n, capped at `max_backoff`) and returns to its normal schedule as soon as
 //!   it answers.

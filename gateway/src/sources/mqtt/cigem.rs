@@ -1,5 +1,5 @@
 //! The CIGEM universal geo-hazard device ("普适型") uplink format, MQTT topic `$dp`
-//! (domain.md §3.5; platform doc http://ghiot.cigem.cn:8080/doc/overview/overview.html).
+//! (docs/DOMAIN.md §CIGEM; platform doc http://ghiot.cigem.cn:8080/doc/overview/overview.html).
 //!
 //! Owns the header handling ([`split_header`]), the data-point dictionary ([`data_rule`],
 //! [`status_rule`]) and [`decode`]. It does not remember `sensor_state` between messages: it
@@ -138,7 +138,7 @@ pub enum FieldRule {
     Ignore,
 }
 
-/// The data dictionary (domain.md §3.5 table): quantity and unit by category (`L1`...), type
+/// The data dictionary (docs/DOMAIN.md §CIGEM table): quantity and unit by category (`L1`...), type
 /// code (`LF`...) and field (`None` for a scalar point or the field `value`).
 ///
 /// `YL` is stress/earth pressure in L2 (应力, kN) and the rain gauge in L3 (雨量, fields `value`
@@ -196,7 +196,7 @@ pub fn data_rule(category: &str, code: &str, field: Option<&str>) -> FieldRule {
     }
 }
 
-/// Fields of the status object `S1_ZT_1` (domain.md §3.5, type 1).
+/// Fields of the status object `S1_ZT_1` (docs/DOMAIN.md §CIGEM, type 1).
 #[must_use]
 pub fn status_rule(field: &str) -> FieldRule {
     use QuantityKind as Q;
@@ -430,10 +430,10 @@ mod tests {
     /// One hour later, 08:04:03Z.
     const T2: i64 = T1 + 3_600_000_000_000;
 
-    /// domain.md §3.5 type 2 example, device id and `<ts>` filled in, plus the scalar crack point.
+    /// docs/DOMAIN.md §CIGEM type 2 example, device id and `<ts>` filled in, plus the scalar crack point.
     const DATA: &str = r#"{"6101020001":{"L1_QJ_1":{"2026-03-14T07:04:03.000Z":{"X":3.15,"Y":-5.14,"Z":83.97,"angle":-6.03,"AZI":236.18}},"L1_JS_1":{"2026-03-14T07:04:03.000Z":{"gX":-0.04,"gY":0.18,"gZ":-0.04}},"L1_LF_1":{"2026-03-14T07:04:03.000Z":10.86}}}"#;
 
-    /// domain.md §3.5 type 1 example, verbatim except the device id.
+    /// docs/DOMAIN.md §CIGEM type 1 example, verbatim except the device id.
     const STATUS: &str = r#"{"6101020001":{"S1_ZT_1":{"ext_power_volt":3.54,"solar_volt":6.185,"battery_dump_energy":1,"temp":0.0,"humidity":0,"lon":103.48,"lat":36.18,"signal_4g":-51,"sw_version":"…","sensor_state":{"L1_JS_1":0,"L1_QJ_1":0,"L1_LF_1":3}}}}"#;
 
     fn run(payload: &[u8]) -> Result<(Vec<Owned>, DecodeReport), PayloadError> {

@@ -473,7 +473,7 @@ async fn cigem_dp_through_mosquitto() {
         .publish("$dp", QoS::AtLeastOnce, false, status_frame)
         .await
         .expect("publish");
-    // No header at all, as the integration test quoted in domain.md sends it.
+    // No header at all, as the integration test quoted in docs/DOMAIN.md §CIGEM sends it.
     client
         .publish("$dp", QoS::AtLeastOnce, false, data)
         .await

@@ -4,7 +4,7 @@
 //! - [`config`]: `[[mqtt]]` config, validated into [`MqttSettings`] (errors name the path).
 //! - [`topic`]: topic patterns with `{placeholders}` and name templates.
 //! - [`payload`]: the `json` and `plain` formats, [`PayloadError`], the decoded [`payload::Sample`].
-//! - [`cigem`]: the CIGEM universal geo-hazard device format on `$dp` (domain.md §3.5).
+//! - [`cigem`]: the CIGEM universal geo-hazard device format on `$dp` (docs/DOMAIN.md §CIGEM).
 //! - [`document`]: the borrowed JSON tree both JSON formats parse into.
 //! - [`timestamp`]: RFC 3339 and epoch timestamps.
 //! - [`subscriber`]: [`MqttSource`], the connection loop, series cache and batching.

@@ -44,7 +44,7 @@ pub enum PayloadFormat {
     Json(Box<JsonMapping>),
     /// One number as text; the point is the subscription's `point`.
     Plain {},
-    /// The CIGEM universal geo-hazard device format (domain.md §3.5).
+    /// The CIGEM universal geo-hazard device format (docs/DOMAIN.md §CIGEM).
     Cigem {},
 }
 

@@ -5,7 +5,7 @@
 //! warnings. It does not parse payloads ([`super::payload`], [`super::cigem`]) or check
 //! timestamps against the clock (the engine does).
 //!
-//! rumqttc pitfalls handled here (crates.md, "rumqttc 0.25"):
+//! rumqttc pitfalls handled here (docs/ARCHITECTURE.md §Crate pitfalls, rumqttc):
 //! - it does not re-subscribe after a reconnect: every ConnAck re-sends all subscriptions;
 //! - `poll()` returns errors in a tight loop while the broker is down: after an error the task
 //!   sleeps with exponential backoff ([`INITIAL_BACKOFF`] → [`MAX_BACKOFF`], reset on ConnAck);
@@ -124,7 +124,7 @@ impl MqttSource {
         // preconditions of these two setters (they assert).
         options.set_keep_alive(s.keep_alive);
         options.set_clean_session(s.clean_session);
-        // PUBACK only after the readings are in the spool (ARCHITECTURE.md: acknowledged to
+        // PUBACK only after the readings are in the spool (docs/ARCHITECTURE.md §Invariants: acknowledged to
         // nobody until committed); rumqttc would otherwise ack on receipt, and a crash between
         // receipt and commit would lose QoS 1 messages the broker considers delivered.
         options.set_manual_acks(true);

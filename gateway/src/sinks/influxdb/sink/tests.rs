@@ -1,10 +1,10 @@
 //! Tests of the sink: pure rules (classification, backoff, batching age, gzip) and delivery
 //! against a scripted HTTP server on 127.0.0.1.
 //!
-//! The scripted server is a fake, which ARCHITECTURE.md allows only for failures a real server
-//! cannot produce on demand: VictoriaMetrics cannot be told to answer 503 once, to answer 400
-//! (it answers 204 even to malformed lines, crates.md), or to hang mid-request. Successful
-//! delivery to a real store is covered by the end-to-end tests in `tests/`.
+//! The scripted server is a fake, which docs/ARCHITECTURE.md §Tests allows only for failures a real
+//! server cannot produce on demand: VictoriaMetrics cannot be told to answer 503 once, to answer
+//! 400 (it answers 204 even to malformed lines, docs/ARCHITECTURE.md §Crate pitfalls), or to hang
+//! mid-request. Successful delivery to a real store is covered by the end-to-end tests in `tests/`.
 
 use std::collections::VecDeque;
 use std::io::Read as _;
