@@ -12,6 +12,7 @@
 //! - [`sinks`]: deliver spooled batches (InfluxDB v2).
 //! - [`broker`]: the embedded MQTT broker for site sensor nodes (feature `embedded-broker`).
 //! - [`metrics`]: counters of what happened to the data.
+//! - [`secret`]: tokens and passwords, read from the environment or a file by one set of rules.
 //! - [`run`]: wires everything together for `gateway run`.
 //!
 //! # Data flow
@@ -27,6 +28,7 @@ pub mod engine;
 pub mod metrics;
 pub mod model;
 pub mod run;
+pub mod secret;
 pub mod sinks;
 pub mod sources;
 pub mod spool;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::secret::Secret;
 use crate::sources::modbus::config::{Function, WordOrder};
 
 /// The repository's `config/` directory.
@@ -266,5 +267,70 @@ fn every_config_file_in_config_loads() {
     assert!(
         n >= 2,
         "expected demo.toml and site.example.toml, found {n}"
+    );
+}
+
+/// An `[[mqtt]]` source and an `[[sinks]]` MQTT sink reading `password_file = <file>`.
+fn two_mqtt_clients(file: &Path) -> String {
+    format!(
+        "{HEAD}
+[[mqtt]]
+name = \"nodes\"
+username = \"gw\"
+password_file = {file:?}
+[[mqtt.subscriptions]]
+name = \"curing\"
+topic = \"n/{{node}}/up\"
+point = \"t\"
+payload = {{ format = \"plain\" }}
+
+[[sinks]]
+type = \"mqtt\"
+host = \"mqtt.bureau.example\"
+client_id = \"anju-xa\"
+username = \"gw\"
+password_file = {file:?}
+",
+        file = file.display().to_string()
+    )
+}
+
+#[test]
+fn the_mqtt_source_and_the_mqtt_sink_read_a_password_file_the_same_way() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mqtt.pass");
+    std::fs::write(&file, "  s3cret \r\n").expect("write");
+    let cfg = load(&two_mqtt_clients(&file)).expect("both accept the file");
+    let source = cfg.mqtt[0].password.as_ref().map(Secret::expose);
+    let Some(Sink::Mqtt(sink)) = cfg.sinks.first() else {
+        panic!("no mqtt sink: {:?}", cfg.sinks);
+    };
+    let sink = sink.credentials.as_ref().map(|(_, p)| p.expose());
+    assert_eq!(source, Some("s3cret"));
+    assert_eq!(sink, source, "the same file gives the same password");
+
+    std::fs::write(&file, "\n").expect("write");
+    let p = problems(&two_mqtt_clients(&file));
+    let want = format!("{} is empty; write the secret into it", file.display());
+    for at in ["mqtt[0].password_file", "sinks[0].password_file"] {
+        assert!(
+            p.iter().any(|p| p.contains(at) && p.contains(&want)),
+            "{at} not refused; got:\n{}",
+            p.join("\n")
+        );
+    }
+}
+
+#[test]
+fn an_empty_influx_token_file_is_refused_not_taken_as_no_auth() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, " \n").expect("write");
+    assert_problem(
+        &format!(
+            "{HEAD}\n[[mqtt]]\nname = \"n\"\n[[mqtt.subscriptions]]\nname = \"s\"\ntopic = \"a\"\npoint = \"p\"\npayload = {{ format = \"plain\" }}\n[[sinks]]\ntype = \"influxdb\"\nurl = \"http://127.0.0.1:8428\"\norg = \"o\"\nbucket = \"b\"\ntoken_file = {:?}\n",
+            file.display().to_string()
+        ),
+        "sinks[0].token_file: ",
     );
 }

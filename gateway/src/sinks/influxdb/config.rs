@@ -1,15 +1,17 @@
 //! Configuration of the InfluxDB v2 sink: the raw TOML shape ([`InfluxSinkConfig`]) and its
 //! validated form ([`ResolvedInflux`]) with the token read from the environment or a file.
 //!
-//! Owns the defaults, the URL checks and token resolution. Secrets are never inline in the
-//! config (ARCHITECTURE.md, "Conventions") and never printed: [`InfluxToken`] has a redacting
-//! `Debug` and no `Display`. It does not talk to the server (see [`super::sink`]).
+//! Owns the defaults, the URL checks and the check that the token fits an HTTP header. The token
+//! is read by [`crate::secret`] (never inline, never printed). It does not talk to the server
+//! (see [`super::sink`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest011::Url;
 use serde::Deserialize;
+
+use crate::secret::{process_env, read_secret, EnvLookup, Secret};
 
 /// Default sink name (the spool cursor is stored under it).
 pub const DEFAULT_NAME: &str = "influxdb";
@@ -79,41 +81,6 @@ fn default_name() -> String {
     DEFAULT_NAME.to_owned()
 }
 
-/// An API token. `Debug` prints `<redacted>`; there is no `Display`, so it cannot end up in a
-/// log line by accident.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct InfluxToken(String);
-
-impl InfluxToken {
-    /// Wrap a token (tests and callers that already hold a secret).
-    #[must_use]
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
-    /// The secret itself, for the `Authorization` header only.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// True when no token is used (VictoriaMetrics ignores auth).
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for InfluxToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("InfluxToken(<none>)")
-        } else {
-            f.write_str("InfluxToken(<redacted>)")
-        }
-    }
-}
-
 /// The validated sink configuration: every default applied, token resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedInflux {
@@ -125,8 +92,8 @@ pub struct ResolvedInflux {
     pub org: String,
     /// Bucket.
     pub bucket: String,
-    /// API token; empty means no `Authorization` header.
-    pub token: InfluxToken,
+    /// API token; `None` means no `Authorization` header (VictoriaMetrics ignores auth).
+    pub token: Option<Secret>,
     /// Whole-request timeout.
     pub timeout: Duration,
     /// Connect timeout: `min(timeout, MAX_CONNECT_TIMEOUT)`.
@@ -153,10 +120,6 @@ pub struct InfluxConfigError {
     pub message: String,
 }
 
-/// How the token is looked up in the environment (swapped in tests so they never touch the
-/// process environment, which is shared between test threads).
-type EnvLookup<'a> = &'a dyn Fn(&str) -> Result<String, std::env::VarError>;
-
 impl InfluxSinkConfig {
     /// Apply defaults, read the token, and check every value. `path` is where this entry sits in
     /// the config, e.g. `sinks[0]`.
@@ -165,7 +128,7 @@ impl InfluxSinkConfig {
     /// The first problem found, e.g. `sinks[0].token_env: environment variable
     /// ANJU_INFLUX_TOKEN is not set; export it or use token_file`.
     pub fn validate(&self, path: &str) -> Result<ResolvedInflux, InfluxConfigError> {
-        self.validate_with_env(path, &|k| std::env::var(k))
+        self.validate_with_env(path, &process_env)
     }
 
     fn validate_with_env(
@@ -248,55 +211,36 @@ impl InfluxSinkConfig {
         &self,
         path: &str,
         env: EnvLookup<'_>,
-    ) -> Result<InfluxToken, InfluxConfigError> {
-        let (field, raw) = match (&self.token_env, &self.token_file) {
-            (Some(_), Some(_)) => {
-                return Err(InfluxConfigError {
-                    path: format!("{path}.token_env"),
-                    message: "set either token_env or token_file, not both".into(),
-                })
-            }
-            // No token at all: allowed, VictoriaMetrics ignores auth. InfluxDB will answer 401,
-            // which the sink reports at ERROR without discarding data.
-            (None, None) => return Ok(InfluxToken::default()),
-            (Some(var), None) => {
-                let value = env(var).map_err(|e| InfluxConfigError {
-                    path: format!("{path}.token_env"),
-                    message: match e {
-                        std::env::VarError::NotPresent => format!(
-                            "environment variable {var} is not set; export it or use token_file"
-                        ),
-                        std::env::VarError::NotUnicode(_) => {
-                            format!("environment variable {var} is not valid UTF-8")
-                        }
-                    },
-                })?;
-                ("token_env", value)
-            }
-            (None, Some(file)) => {
-                let value = std::fs::read_to_string(file).map_err(|e| InfluxConfigError {
-                    path: format!("{path}.token_file"),
-                    message: format!(
-                        "cannot read {}: {e}; check the path and that the gateway's user may read it",
-                        file.display()
-                    ),
-                })?;
-                ("token_file", value)
-            }
+    ) -> Result<Option<Secret>, InfluxConfigError> {
+        let err = |field: String, message: String| InfluxConfigError {
+            path: format!("{path}.{field}"),
+            message,
         };
-        let token = raw.trim();
+        // No token at all: allowed, VictoriaMetrics ignores auth. InfluxDB will answer 401,
+        // which the sink reports at ERROR without discarding data. An empty token file is an
+        // error (see `crate::secret`), not "no auth".
+        let Some((field, token)) = read_secret(
+            "token",
+            self.token_env.as_deref(),
+            self.token_file.as_deref(),
+            env,
+        )
+        .map_err(|(f, m)| err(f, m))?
+        else {
+            return Ok(None);
+        };
         // The token goes into an HTTP header: only visible ASCII is allowed there (RFC 9110
         // §5.5). reqwest would otherwise fail every request at send time, looking like a
         // network error that is retried forever.
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(InfluxConfigError {
-                path: format!("{path}.{field}"),
-                message: "the token contains spaces or non-ASCII characters, which cannot be sent \
-                          in an HTTP header; check that the right secret is configured"
+        if !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(err(
+                field,
+                "the token contains spaces or non-ASCII characters, which cannot be sent in an \
+                 HTTP header; check that the right secret is configured"
                     .into(),
-            });
+            ));
         }
-        Ok(InfluxToken::new(token))
+        Ok(Some(token))
     }
 }
 
@@ -369,7 +313,7 @@ mod tests {
             (r.retry_initial, r.retry_max),
             (Duration::from_secs(1), Duration::from_secs(60))
         );
-        assert!(r.token.is_empty());
+        assert!(r.token.is_none());
     }
 
     #[test]
@@ -419,10 +363,10 @@ mod tests {
         let r = parse("token_env = \"ANJU_INFLUX_TOKEN\"\n")
             .validate_with_env("sinks[0]", &env)
             .expect("valid");
-        assert_eq!(r.token.expose(), "s3cret-token==");
+        assert_eq!(r.token.as_ref().map(Secret::expose), Some("s3cret-token=="));
         let shown = format!("{r:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("InfluxToken(<redacted>)"), "{shown}");
+        assert!(shown.contains("Secret(<redacted>)"), "{shown}");
     }
 
     #[test]
@@ -432,8 +376,12 @@ mod tests {
         std::fs::write(&file, "abc123\n").expect("write");
         let cfg = parse(&format!("token_file = {:?}\n", file.display().to_string()));
         assert_eq!(
-            cfg.validate("sinks[1]").expect("valid").token.expose(),
-            "abc123"
+            cfg.validate("sinks[1]")
+                .expect("valid")
+                .token
+                .as_ref()
+                .map(Secret::expose),
+            Some("abc123")
         );
 
         let missing = parse("token_file = \"/nonexistent/anju/token\"\n");

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sinks::{read_secret, EnvLookup, Secret};
+use crate::secret::{read_secret, EnvLookup, Secret};
 
 /// Default sink name (the spool cursor is stored under it).
 pub const DEFAULT_NAME: &str = "mqtt-alerts";

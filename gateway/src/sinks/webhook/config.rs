@@ -13,7 +13,7 @@ use reqwest011::Url;
 use serde::Deserialize;
 
 use crate::alert::{AlertKind, Language};
-use crate::sinks::{read_secret, EnvLookup, Secret};
+use crate::secret::{read_secret, EnvLookup, Secret};
 
 /// Default sink name (the spool cursor is stored under it).
 pub const DEFAULT_NAME: &str = "webhook";

@@ -1,8 +1,8 @@
 //! Configuration of one MQTT source: the raw TOML shape ([`MqttSourceConfig`]) and its validated
 //! form ([`MqttSettings`]).
 //!
-//! Owns broker address parsing, credential loading (from an environment variable or a file,
-//! never inline) and the checks that turn a subscription's topic, templates and payload mapping
+//! Owns broker address parsing, the credentials (the password read by [`crate::secret`], never
+//! inline) and the checks that turn a subscription's topic, templates and payload mapping
 //! into typed values. It does not connect ([`super::subscriber`]).
 //!
 //! ```toml
@@ -27,7 +27,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,6 +35,7 @@ use serde::Deserialize;
 use super::payload::{PayloadFormat, DEFAULT_MAX_PAYLOAD_BYTES};
 use super::topic::{Template, TopicPattern};
 use crate::model::QuantityKind;
+use crate::secret::{process_env, read_secret, EnvLookup, Secret};
 
 /// MQTT's registered port (IANA, MQTT 3.1.1 §4.2).
 pub const DEFAULT_PORT: u16 = 1883;
@@ -149,30 +149,6 @@ const fn default_qos() -> u8 {
     DEFAULT_QOS
 }
 
-/// A password, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret.
-    #[must_use]
-    pub fn new(secret: String) -> Self {
-        Self(secret)
-    }
-
-    /// The secret itself, for handing to the MQTT client.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 /// MQTT delivery guarantee of a subscription (MQTT 3.1.1 §4.3). QoS 2 is not offered: readings
 /// are idempotent by series and timestamp, so at-least-once is enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +226,18 @@ impl MqttSourceConfig {
     /// # Errors
     /// The first problem found.
     pub fn validate(&self, path: &str) -> Result<MqttSettings, MqttConfigError> {
+        self.validate_with_env(path, &process_env)
+    }
+
+    /// [`Self::validate`] with the environment looked up by `env`.
+    ///
+    /// # Errors
+    /// The first problem found.
+    pub(crate) fn validate_with_env(
+        &self,
+        path: &str,
+        env: EnvLookup<'_>,
+    ) -> Result<MqttSettings, MqttConfigError> {
         if self.name.trim().is_empty() {
             return Err(err(format!("{path}.name"), "must not be empty"));
         }
@@ -262,7 +250,7 @@ impl MqttSourceConfig {
                 ));
             }
         }
-        let password = self.password(path)?;
+        let password = self.password(path, env)?;
         if password.is_some() && self.username.is_none() {
             return Err(err(
                 format!("{path}.username"),
@@ -356,37 +344,16 @@ impl MqttSourceConfig {
         }
     }
 
-    /// The password from `password_env` or `password_file`.
-    fn password(&self, path: &str) -> Result<Option<Secret>, MqttConfigError> {
-        match (&self.password_env, &self.password_file) {
-            (Some(_), Some(_)) => Err(err(
-                format!("{path}.password_env"),
-                "set either `password_env` or `password_file`, not both",
-            )),
-            (Some(var), None) => match std::env::var(var) {
-                Ok(p) if !p.is_empty() => Ok(Some(Secret(p))),
-                Ok(_) => Err(err(format!("{path}.password_env"), format!("environment variable {var} is empty"))),
-                Err(std::env::VarError::NotPresent) => Err(err(
-                    format!("{path}.password_env"),
-                    format!("environment variable {var} is not set; export it before starting the gateway"),
-                )),
-                Err(std::env::VarError::NotUnicode(_)) => Err(err(
-                    format!("{path}.password_env"),
-                    format!("environment variable {var} is not UTF-8"),
-                )),
-            },
-            (None, Some(file)) => {
-                let text = std::fs::read_to_string(file).map_err(|e| {
-                    err(format!("{path}.password_file"), format!("cannot read {}: {e}", file.display()))
-                })?;
-                let p = text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
-                if p.is_empty() {
-                    return Err(err(format!("{path}.password_file"), format!("{} is empty", file.display())));
-                }
-                Ok(Some(Secret(p.to_owned())))
-            }
-            (None, None) => Ok(None),
-        }
+    /// The password from `password_env` or `password_file` (rules in [`crate::secret`]).
+    fn password(&self, path: &str, env: EnvLookup<'_>) -> Result<Option<Secret>, MqttConfigError> {
+        read_secret(
+            "password",
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+            env,
+        )
+        .map(|p| p.map(|(_, secret)| secret))
+        .map_err(|(field, message)| err(format!("{path}.{field}"), message))
     }
 }
 

@@ -21,7 +21,7 @@ pub mod timestamp;
 pub mod topic;
 
 pub use config::{
-    MqttConfigError, MqttSettings, MqttSourceConfig, Qos, Secret, Subscription, SubscriptionConfig,
+    MqttConfigError, MqttSettings, MqttSourceConfig, Qos, Subscription, SubscriptionConfig,
 };
 pub use payload::{JsonMapping, PayloadError, PayloadFormat};
 pub use subscriber::MqttSource;
