@@ -11,7 +11,6 @@
 //! config, never written inline, and never printed.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -56,27 +55,6 @@ pub(crate) mod duration_opt {
             })
         })
         .transpose()
-    }
-}
-
-/// One problem found in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The file the problem is in.
-    pub file: PathBuf,
-    /// The path inside the file (`devices[2].points[5].word_order`); empty for the whole file.
-    pub at: String,
-    /// What is wrong and, where possible, how to fix it.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.at.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.at, self.message)
-        }
     }
 }
 
@@ -331,11 +309,7 @@ impl Config {
             }
             match m.validate(&at) {
                 Ok(settings) => mqtt.push(settings),
-                Err(e) => v.problems.push(Problem {
-                    file: v.file.clone(),
-                    at: e.path.clone(),
-                    message: e.message.clone(),
-                }),
+                Err(found) => v.absorb(found),
             }
         }
         if let Some(b) = &raw.embedded_broker {
@@ -380,26 +354,13 @@ impl Config {
         for (i, s) in raw.sinks.iter().enumerate() {
             let at = format!("sinks[{i}]");
             let validated = match s {
-                SinkConfig::Influxdb(c) => c
-                    .validate(&at)
-                    .map(Sink::Influxdb)
-                    .map_err(|e| (e.path, e.message)),
-                SinkConfig::Mqtt(c) => c
-                    .validate(&at)
-                    .map(Sink::Mqtt)
-                    .map_err(|e| (e.path, e.message)),
-                SinkConfig::Webhook(c) => c
-                    .validate(&at)
-                    .map(Sink::Webhook)
-                    .map_err(|e| (e.path, e.message)),
+                SinkConfig::Influxdb(c) => c.validate(&at).map(Sink::Influxdb),
+                SinkConfig::Mqtt(c) => c.validate(&at).map(Sink::Mqtt),
+                SinkConfig::Webhook(c) => c.validate(&at).map(Sink::Webhook),
             };
             match validated {
                 Ok(sink) => sinks.push(sink),
-                Err((at, message)) => v.problems.push(Problem {
-                    file: v.file.clone(),
-                    at,
-                    message,
-                }),
+                Err(found) => v.absorb(found),
             }
             if let Some(last) = sinks.last() {
                 if !sink_names.insert(last.name().to_owned()) {
@@ -462,6 +423,13 @@ impl Validator {
             at: at.to_owned(),
             message: message.to_owned(),
         });
+    }
+
+    /// Take over the problems of a section validated on its own (they are in this file).
+    fn absorb(&mut self, found: Vec<Problem>) {
+        let mut all = Problems::new(&self.file);
+        all.extend(found);
+        self.problems.extend(all.into_vec());
     }
 
     fn check_name(&mut self, at: &str, value: &str) {
@@ -799,7 +767,9 @@ impl Validator {
 }
 
 mod describe;
+mod problem;
 pub use describe::describe;
+pub use problem::{Problem, Problems};
 
 #[cfg(test)]
 mod tests;

@@ -12,5 +12,5 @@ pub mod config;
 pub mod line;
 pub mod sink;
 
-pub use config::{InfluxConfigError, InfluxSinkConfig, ResolvedInflux};
+pub use config::{InfluxSinkConfig, ResolvedInflux};
 pub use sink::{classify, classify_status, InfluxSink, InfluxSinkError, Verdict};
