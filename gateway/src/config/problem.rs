@@ -87,6 +87,15 @@ impl Problems {
         }
     }
 
+    /// Check a name (site, device, ...): not blank, no line break (it becomes a tag).
+    pub fn check_name(&mut self, at: &str, value: &str) {
+        if value.trim().is_empty() {
+            self.push(at, "must not be empty");
+        } else if value.contains(['\n', '\r']) {
+            self.push(at, "must not contain a line break");
+        }
+    }
+
     /// How many problems so far; compare before and after a section to see if it was clean.
     #[must_use]
     pub fn len(&self) -> usize {
