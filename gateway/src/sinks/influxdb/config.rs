@@ -111,6 +111,14 @@ pub struct ResolvedInflux {
     pub retry_max: Duration,
 }
 
+impl ResolvedInflux {
+    /// The token for the client; empty when none is configured (VictoriaMetrics ignores auth).
+    #[must_use]
+    pub fn token_or_empty(&self) -> &str {
+        self.token.as_ref().map_or("", Secret::expose)
+    }
+}
+
 impl InfluxSinkConfig {
     /// Apply defaults, read the token, and check every value. `path` is where this entry sits in
     /// the config, e.g. `sinks[0]`.

@@ -398,9 +398,7 @@ impl InfluxSink {
         }
         // influxdb2 sets this header per request; an invalid value would fail every request as
         // a transport error and be retried forever, so check it once here.
-        // No token configured: an empty one (VictoriaMetrics ignores auth).
-        let token = cfg.token.as_ref().map_or("", crate::secret::Secret::expose);
-        if HeaderValue::from_str(&format!("Token {token}")).is_err() {
+        if HeaderValue::from_str(&format!("Token {}", cfg.token_or_empty())).is_err() {
             return Err(InfluxSinkError::BadToken { sink: cfg.name });
         }
         let mut headers = HeaderMap::new();
@@ -415,13 +413,17 @@ impl InfluxSink {
             .default_headers(headers);
         // `with_builder` panics on an unparsable URL; `cfg.url` is an already parsed `Url`, and
         // its serialization always parses again.
-        let client =
-            influxdb2::ClientBuilder::with_builder(http, cfg.url.as_str(), cfg.org.as_str(), token)
-                .build()
-                .map_err(|source| InfluxSinkError::Client {
-                    sink: cfg.name.clone(),
-                    source,
-                })?;
+        let client = influxdb2::ClientBuilder::with_builder(
+            http,
+            cfg.url.as_str(),
+            cfg.org.as_str(),
+            cfg.token_or_empty(),
+        )
+        .build()
+        .map_err(|source| InfluxSinkError::Client {
+            sink: cfg.name.clone(),
+            source,
+        })?;
         let endpoint = Arc::new(Endpoint {
             client,
             org: cfg.org.clone(),
