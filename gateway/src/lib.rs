@@ -14,6 +14,7 @@
 //! - [`sinks`]: deliver spooled batches (InfluxDB v2).
 //! - [`broker`]: the embedded MQTT broker for site sensor nodes (feature `embedded-broker`).
 //! - [`metrics`]: counters of what happened to the data.
+//! - [`secret`]: tokens and passwords, read from the environment or a file by one set of rules.
 //! - [`run`]: wires everything together for `gateway run`.
 //! - [`supervise`]: the task tree: every task named, watched, and stopped in order.
 //!
@@ -32,6 +33,7 @@ pub mod model;
 pub mod record;
 pub mod retry;
 pub mod run;
+pub mod secret;
 pub mod sinks;
 pub mod sources;
 pub mod spool;

@@ -143,7 +143,7 @@ pub fn describe(cfg: &Config) -> String {
                     r.url,
                     r.org,
                     r.bucket,
-                    if r.token.is_empty() { "none" } else { "<redacted>" },
+                    if r.token.is_none() { "none" } else { "<redacted>" },
                     r.batch_max_records,
                     r.batch_max_age,
                     r.timeout,

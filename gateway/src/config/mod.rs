@@ -1,8 +1,11 @@
 //! The gateway's configuration: one TOML file, validated into a typed [`Config`] at load.
 //!
-//! Owns parsing (with `deny_unknown_fields` everywhere), resolution of device profiles, and the
-//! cross-checks that no single struct can do (unique names, ports that exist, register spans).
-//! Component config structs live next to the code they configure and are only gathered here.
+//! Owns parsing (with `deny_unknown_fields` everywhere), the one problem type ([`Problem`],
+//! collected in [`Problems`]) and the cross-checks that no single section can do (unique
+//! source and sink names, subscriptions the embedded broker cannot route). Component config
+//! structs live next to the code they configure, with their own validation (Modbus devices in
+//! `sources::modbus::config`, MQTT in `sources::mqtt::config`, each sink in its module), and
+//! are only gathered here.
 //!
 //! Every error names the file, the path inside it and, where one exists, the fix:
 //! `site.toml: devices[2].points[5].word_order: unknown variant "ACBD", expected one of ...`.
@@ -10,9 +13,8 @@
 //! Secrets (tokens, passwords) are read from environment variables or files named in the
 //! config, never written inline, and never printed.
 
-use std::collections::{BTreeMap, HashSet};
-use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,11 +23,9 @@ use serde::Deserialize;
 
 use crate::engine::EngineConfig;
 use crate::sources::modbus::config::{
-    DataType, Device, DeviceConfig, Point, PointConfig, ProfileConfig, SerialLine,
-    SerialPortConfig, Transport, TransportKind, DEFAULT_MAX_BACKOFF, DEFAULT_MAX_GAP,
-    DEFAULT_POLL_INTERVAL, DEFAULT_RETRIES, DEFAULT_TIMEOUT, MAX_REGISTERS_PER_READ,
+    validate_modbus, Device, DeviceConfig, DeviceDefaults, SerialPortConfig,
 };
-use crate::sources::modbus::plan::point_span_error;
+pub use crate::sources::modbus::config::{MAX_RETRIES, MIN_POLL_INTERVAL};
 
 /// Default directory for the spool and other state, relative to the config file when relative.
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/anju";
@@ -33,10 +33,6 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/anju";
 pub const DEFAULT_PROFILES_DIR: &str = "profiles";
 /// Default period of the console summary of what flowed.
 pub const DEFAULT_SUMMARY_INTERVAL: Duration = Duration::from_secs(60);
-/// Shortest poll interval accepted: faster polling starves other devices on a 9600-baud bus.
-pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// Most retries accepted per request: beyond this a dead device holds its bus for too long.
-pub const MAX_RETRIES: u32 = 10;
 
 /// Deserialize an optional humantime duration string (`"10s"`, `"500ms"`, `"2h"`).
 pub(crate) mod duration_opt {
@@ -56,27 +52,6 @@ pub(crate) mod duration_opt {
             })
         })
         .transpose()
-    }
-}
-
-/// One problem found in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The file the problem is in.
-    pub file: PathBuf,
-    /// The path inside the file (`devices[2].points[5].word_order`); empty for the whole file.
-    pub at: String,
-    /// What is wrong and, where possible, how to fix it.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.at.is_empty() {
-            write!(f, "{}: {}", self.file.display(), self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.at, self.message)
-        }
     }
 }
 
@@ -157,6 +132,9 @@ pub struct RawConfig {
     /// Spool settings.
     #[serde(default)]
     pub spool: crate::spool::SpoolConfig,
+    /// Defaults for every Modbus device (`[defaults]`).
+    #[serde(default)]
+    pub defaults: DeviceDefaults,
     /// Serial ports for Modbus RTU.
     #[serde(default)]
     pub serial_ports: Vec<SerialPortConfig>,
@@ -261,10 +239,7 @@ impl Config {
     /// Every problem found, each naming its file and path.
     pub fn from_str_at(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = parse_toml(path, text).map_err(|p| ConfigError::Invalid(vec![p]))?;
-        let mut v = Validator {
-            file: path.to_path_buf(),
-            problems: Vec::new(),
-        };
+        let mut v = Problems::new(path);
         let base = path
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
@@ -290,57 +265,40 @@ impl Config {
         );
         let summary_interval = raw.summary_interval.unwrap_or(DEFAULT_SUMMARY_INTERVAL);
         if summary_interval.is_zero() {
-            v.problem("summary_interval", "must be longer than 0s");
+            v.push("summary_interval", "must be longer than 0s");
         }
-        v.check_engine(&raw.engine);
+        if let Err(msg) = raw.engine.validate() {
+            v.push("engine", msg);
+        }
         if let Err(msg) = raw.spool.validate("spool") {
-            v.problem("", &msg);
+            v.push("", msg);
         }
 
-        let ports = v.serial_ports(&raw.serial_ports);
-        let mut profiles = ProfileCache {
-            dir: profiles_dir,
-            loaded: BTreeMap::new(),
-        };
-        let mut devices = Vec::new();
-        let mut names = HashSet::new();
-        for (i, d) in raw.devices.iter().enumerate() {
-            let at = format!("devices[{i}]");
-            if !names.insert(d.name.as_str()) {
-                v.problem(
-                    &format!("{at}.name"),
-                    &format!(
-                        "device name \"{}\" is used twice; names must be unique",
-                        d.name
-                    ),
-                );
-            }
-            if let Some(dev) = v.device(&at, d, &ports, &mut profiles) {
-                devices.push(dev);
-            }
-        }
+        let devices = validate_modbus(
+            &raw.defaults,
+            &raw.serial_ports,
+            &raw.devices,
+            &profiles_dir,
+            &mut v,
+        );
         let mut mqtt = Vec::new();
         let mut mqtt_names = HashSet::new();
         for (i, m) in raw.mqtt.iter().enumerate() {
             let at = format!("mqtt[{i}]");
             if !mqtt_names.insert(m.name.as_str()) {
-                v.problem(
-                    &format!("{at}.name"),
-                    &format!("MQTT source name \"{}\" is used twice", m.name),
+                v.push(
+                    format!("{at}.name"),
+                    format!("MQTT source name \"{}\" is used twice", m.name),
                 );
             }
             match m.validate(&at) {
                 Ok(settings) => mqtt.push(settings),
-                Err(e) => v.problems.push(Problem {
-                    file: v.file.clone(),
-                    at: e.path.clone(),
-                    message: e.message.clone(),
-                }),
+                Err(found) => v.extend(found),
             }
         }
         if let Some(b) = &raw.embedded_broker {
             if let Err(e) = b.validate() {
-                v.problem("embedded_broker", &e.to_string());
+                v.push("embedded_broker", e.to_string());
             }
             // A subscription the embedded broker cannot serve would get the source disconnected
             // on every SUBSCRIBE (see `broker::filter_supported`): refuse it here instead.
@@ -350,9 +308,9 @@ impl Config {
                 }
                 for (j, sub) in m.subscriptions.iter().enumerate() {
                     if !crate::broker::filter_supported(sub.pattern.filter()) {
-                        v.problem(
-                            &format!("mqtt[{i}].subscriptions[{j}].topic"),
-                            &format!(
+                        v.push(
+                            format!("mqtt[{i}].subscriptions[{j}].topic"),
+                            format!(
                                 "the embedded broker cannot route \"{}\" (rumqttd drops topics starting with `$`); \
                                  point this source at mosquitto for CIGEM `$dp` devices, or have the devices publish to a topic without `$`",
                                 sub.pattern.as_str()
@@ -366,11 +324,7 @@ impl Config {
             Ok(r) => r,
             Err(problems) => {
                 for p in problems {
-                    v.problems.push(Problem {
-                        file: v.file.clone(),
-                        at: p.at.clone(),
-                        message: p.message.clone(),
-                    });
+                    v.push(p.at, p.message);
                 }
                 crate::engine::rules::RuleSet::default()
             }
@@ -380,41 +334,28 @@ impl Config {
         for (i, s) in raw.sinks.iter().enumerate() {
             let at = format!("sinks[{i}]");
             let validated = match s {
-                SinkConfig::Influxdb(c) => c
-                    .validate(&at)
-                    .map(Sink::Influxdb)
-                    .map_err(|e| (e.path, e.message)),
-                SinkConfig::Mqtt(c) => c
-                    .validate(&at)
-                    .map(Sink::Mqtt)
-                    .map_err(|e| (e.path, e.message)),
-                SinkConfig::Webhook(c) => c
-                    .validate(&at)
-                    .map(Sink::Webhook)
-                    .map_err(|e| (e.path, e.message)),
+                SinkConfig::Influxdb(c) => c.validate(&at).map(Sink::Influxdb),
+                SinkConfig::Mqtt(c) => c.validate(&at).map(Sink::Mqtt),
+                SinkConfig::Webhook(c) => c.validate(&at).map(Sink::Webhook),
             };
             match validated {
-                Ok(sink) => sinks.push(sink),
-                Err((at, message)) => v.problems.push(Problem {
-                    file: v.file.clone(),
-                    at,
-                    message,
-                }),
-            }
-            if let Some(last) = sinks.last() {
-                if !sink_names.insert(last.name().to_owned()) {
-                    v.problem(
-                        &format!("{at}.name"),
-                        &format!(
-                            "sink name \"{}\" is used twice; give each sink its own `name`",
-                            last.name()
-                        ),
-                    );
+                Ok(sink) => {
+                    if !sink_names.insert(sink.name().to_owned()) {
+                        v.push(
+                            format!("{at}.name"),
+                            format!(
+                                "sink name \"{}\" is used twice; give each sink its own `name`",
+                                sink.name()
+                            ),
+                        );
+                    }
+                    sinks.push(sink);
                 }
+                Err(found) => v.extend(found),
             }
         }
-        if !v.problems.is_empty() {
-            return Err(ConfigError::Invalid(v.problems));
+        if !v.is_empty() {
+            return Err(ConfigError::Invalid(v.into_vec()));
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -436,7 +377,7 @@ impl Config {
 /// Whether `host` names the machine the embedded broker listens on.
 fn is_local_host(host: &str, listen: SocketAddr) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
+    host.trim_end_matches('.').eq_ignore_ascii_case("localhost")
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| {
             ip == listen.ip()
                 || (ip.is_loopback() && listen.ip().is_loopback())
@@ -444,362 +385,10 @@ fn is_local_host(host: &str, listen: SocketAddr) -> bool {
         })
 }
 
-/// Profiles loaded once per config load, by name.
-struct ProfileCache {
-    dir: PathBuf,
-    loaded: BTreeMap<String, Result<ProfileConfig, ()>>,
-}
-
-struct Validator {
-    file: PathBuf,
-    problems: Vec<Problem>,
-}
-
-impl Validator {
-    fn problem(&mut self, at: &str, message: &str) {
-        self.problems.push(Problem {
-            file: self.file.clone(),
-            at: at.to_owned(),
-            message: message.to_owned(),
-        });
-    }
-
-    fn check_name(&mut self, at: &str, value: &str) {
-        if value.trim().is_empty() {
-            self.problem(at, "must not be empty");
-        } else if value.contains(['\n', '\r']) {
-            self.problem(at, "must not contain a line break");
-        }
-    }
-
-    fn check_engine(&mut self, e: &EngineConfig) {
-        if let Err(msg) = e.validate() {
-            self.problem("engine", &msg);
-        }
-    }
-
-    fn serial_ports(&mut self, ports: &[SerialPortConfig]) -> BTreeMap<String, SerialLine> {
-        let mut out = BTreeMap::new();
-        for (i, p) in ports.iter().enumerate() {
-            let at = format!("serial_ports[{i}]");
-            if out.contains_key(&p.name) {
-                self.problem(
-                    &format!("{at}.name"),
-                    &format!("serial port \"{}\" is defined twice", p.name),
-                );
-            }
-            if !matches!(p.data_bits, 7 | 8) {
-                self.problem(
-                    &format!("{at}.data_bits"),
-                    &format!("{} is not 7 or 8", p.data_bits),
-                );
-            }
-            if !matches!(p.stop_bits, 1 | 2) {
-                self.problem(
-                    &format!("{at}.stop_bits"),
-                    &format!("{} is not 1 or 2", p.stop_bits),
-                );
-            }
-            if p.baud == 0 {
-                self.problem(
-                    &format!("{at}.baud"),
-                    "must be above 0 (typical: 9600, 19200, 115200)",
-                );
-            }
-            out.insert(
-                p.name.clone(),
-                SerialLine {
-                    name: p.name.clone(),
-                    path: p.path.clone(),
-                    baud: p.baud,
-                    parity: p.parity,
-                    data_bits: p.data_bits,
-                    stop_bits: p.stop_bits,
-                },
-            );
-        }
-        out
-    }
-
-    fn address(&mut self, at: &str, addr: &str) -> Option<SocketAddr> {
-        if let Ok(a) = addr.parse::<SocketAddr>() {
-            return Some(a);
-        }
-        match addr.to_socket_addrs().map(|mut a| a.next()) {
-            Ok(Some(a)) => Some(a),
-            _ => {
-                self.problem(
-                    at,
-                    &format!("\"{addr}\" is not host:port (e.g. \"192.168.1.20:502\")"),
-                );
-                None
-            }
-        }
-    }
-
-    fn transport(
-        &mut self,
-        at: &str,
-        d: &DeviceConfig,
-        ports: &BTreeMap<String, SerialLine>,
-    ) -> Option<Transport> {
-        match d.transport {
-            TransportKind::Tcp | TransportKind::RtuOverTcp => {
-                if d.port.is_some() {
-                    self.problem(
-                        &format!("{at}.port"),
-                        "only `transport = \"rtu\"` uses a serial port; use `address` for TCP",
-                    );
-                }
-                let Some(addr) = d.address.as_deref() else {
-                    self.problem(
-                        &format!("{at}.address"),
-                        "missing: TCP devices need `address = \"host:port\"`",
-                    );
-                    return None;
-                };
-                let a = self.address(&format!("{at}.address"), addr)?;
-                Some(if d.transport == TransportKind::Tcp {
-                    Transport::Tcp(a)
-                } else {
-                    Transport::RtuOverTcp(a)
-                })
-            }
-            TransportKind::Rtu => {
-                if d.address.is_some() {
-                    self.problem(&format!("{at}.address"), "an RTU device is reached through `port`, not `address` (use transport = \"rtu_over_tcp\" for a serial device server)");
-                }
-                let Some(name) = d.port.as_deref() else {
-                    self.problem(
-                        &format!("{at}.port"),
-                        "missing: RTU devices need `port = \"<name of a [[serial_ports]] entry>\"`",
-                    );
-                    return None;
-                };
-                match ports.get(name) {
-                    Some(line) => Some(Transport::Rtu(line.clone())),
-                    None => {
-                        let known: Vec<&str> = ports.keys().map(String::as_str).collect();
-                        self.problem(
-                            &format!("{at}.port"),
-                            &format!(
-                                "no serial port named \"{name}\"; defined: [{}]",
-                                known.join(", ")
-                            ),
-                        );
-                        None
-                    }
-                }
-            }
-        }
-    }
-
-    fn device(
-        &mut self,
-        at: &str,
-        d: &DeviceConfig,
-        ports: &BTreeMap<String, SerialLine>,
-        profiles: &mut ProfileCache,
-    ) -> Option<Device> {
-        self.check_name(&format!("{at}.name"), &d.name);
-        let transport = self.transport(at, d, ports);
-        let unit_ok = match d.transport {
-            // Modbus over serial line V1.02 §2.2: 1-247 are slave addresses, 0 is broadcast.
-            TransportKind::Rtu | TransportKind::RtuOverTcp => (1..=247).contains(&d.unit),
-            // Modbus/TCP: the unit id addresses a device behind a gateway; 0 and 255 are used
-            // by devices that ignore it.
-            TransportKind::Tcp => true,
-        };
-        if !unit_ok {
-            self.problem(
-                &format!("{at}.unit"),
-                &format!("{} is not a serial slave address (1-247)", d.unit),
-            );
-        }
-
-        let mut points = Vec::new();
-        let mut max_gap = d.max_gap;
-        if let Some(name) = &d.profile {
-            if let Some(profile) = self.profile(&format!("{at}.profile"), name, profiles) {
-                max_gap = max_gap.or(profile.max_gap);
-                let file = profiles.dir.join(format!("{name}.toml"));
-                for (j, p) in profile.points.iter().enumerate() {
-                    let pat = format!("points[{j}]");
-                    points.push(self.point(Some(&file), &pat, p, profile.word_order));
-                }
-            }
-        }
-        for (j, p) in d.points.iter().enumerate() {
-            points.push(self.point(None, &format!("{at}.points[{j}]"), p, Default::default()));
-        }
-        let points: Vec<Point> = points.into_iter().flatten().collect();
-        if points.is_empty() {
-            self.problem(
-                at,
-                "has no points: give `profile = \"<name>\"` or [[devices.points]]",
-            );
-        }
-        let mut seen = HashSet::new();
-        for p in &points {
-            if !seen.insert(p.name.as_str()) {
-                self.problem(&format!("{at}.points"), &format!("point name \"{}\" appears twice (profile and inline points share one namespace)", p.name));
-            }
-        }
-
-        let poll_interval = d.poll_interval.unwrap_or(DEFAULT_POLL_INTERVAL);
-        if poll_interval < MIN_POLL_INTERVAL {
-            self.problem(
-                &format!("{at}.poll_interval"),
-                &format!("{poll_interval:?} is too short; the minimum is {MIN_POLL_INTERVAL:?}"),
-            );
-        }
-        let timeout = d.timeout.unwrap_or(DEFAULT_TIMEOUT);
-        if timeout.is_zero() {
-            self.problem(&format!("{at}.timeout"), "must be longer than 0s");
-        }
-        let retries = d.retries.unwrap_or(DEFAULT_RETRIES);
-        if retries > MAX_RETRIES {
-            self.problem(&format!("{at}.retries"), &format!("{retries} is more than {MAX_RETRIES}; a dead device would hold its bus too long"));
-        }
-        let max_gap = max_gap.unwrap_or(DEFAULT_MAX_GAP);
-        if max_gap > MAX_REGISTERS_PER_READ {
-            self.problem(
-                &format!("{at}.max_gap"),
-                &format!("{max_gap} is more than one request can read ({MAX_REGISTERS_PER_READ})"),
-            );
-        }
-        Some(Device {
-            name: d.name.clone(),
-            transport: transport?,
-            unit: d.unit,
-            points,
-            poll_interval,
-            timeout,
-            retries,
-            max_backoff: d.max_backoff.unwrap_or(DEFAULT_MAX_BACKOFF),
-            max_gap,
-            tags: d.tags.clone(),
-        })
-    }
-
-    fn profile(&mut self, at: &str, name: &str, cache: &mut ProfileCache) -> Option<ProfileConfig> {
-        if let Some(p) = cache.loaded.get(name) {
-            return p.clone().ok();
-        }
-        let file = cache.dir.join(format!("{name}.toml"));
-        let loaded = match std::fs::read_to_string(&file) {
-            Err(e) => {
-                self.problem(
-                    at,
-                    &format!("cannot read profile \"{name}\" at {}: {e}", file.display()),
-                );
-                Err(())
-            }
-            Ok(text) => match parse_toml::<ProfileConfig>(&file, &text) {
-                Err(p) => {
-                    self.problems.push(p);
-                    Err(())
-                }
-                Ok(p) if p.name != name => {
-                    self.problems.push(Problem {
-                        file: file.clone(),
-                        at: "name".into(),
-                        message: format!(
-                            "\"{}\" does not match the file name; write name = \"{name}\"",
-                            p.name
-                        ),
-                    });
-                    Err(())
-                }
-                Ok(p) => Ok(p),
-            },
-        };
-        cache.loaded.insert(name.to_owned(), loaded.clone());
-        loaded.ok()
-    }
-
-    /// Validate one point; `file` is the profile file it came from (None: the config file).
-    fn point(
-        &mut self,
-        file: Option<&Path>,
-        at: &str,
-        p: &PointConfig,
-        default_order: crate::sources::modbus::config::WordOrder,
-    ) -> Option<Point> {
-        let before = self.problems.len();
-        let bad = |msg: String| Problem {
-            file: file.map_or_else(|| self.file.clone(), Path::to_path_buf),
-            at: at.to_owned(),
-            message: msg,
-        };
-        let mut found = Vec::new();
-        if p.name.trim().is_empty() {
-            found.push(bad("name must not be empty".into()));
-        }
-        let bits = p.function.is_bits();
-        match (p.data_type, bits, p.bit) {
-            (DataType::Bool, true, Some(_)) => {
-                found.push(bad(format!(
-                    "`bit` is only for a bool inside a register; {} already holds single bits",
-                    p.function
-                )));
-            }
-            (DataType::Bool, false, None) => {
-                found.push(bad(
-                    "a bool in a register table needs `bit = 0..15` (which bit of the register)"
-                        .into(),
-                ));
-            }
-            (DataType::Bool, false, Some(b)) if b > 15 => {
-                found.push(bad(format!("bit {b} is not 0..15")));
-            }
-            (t, true, _) if t != DataType::Bool => {
-                found.push(bad(format!("type {t:?} needs a register table (holding or input); {} holds single bits: use type = \"bool\"", p.function).to_lowercase()));
-            }
-            (t, false, Some(_)) if t != DataType::Bool => {
-                found.push(bad("`bit` is only for type = \"bool\"".into()));
-            }
-            _ => {}
-        }
-        if !p.scale.is_finite() || p.scale == 0.0 {
-            found.push(bad(format!(
-                "scale {} must be a finite, non-zero number",
-                p.scale
-            )));
-        }
-        if !p.offset.is_finite() {
-            found.push(bad(format!("offset {} must be finite", p.offset)));
-        }
-        if p.time_address.is_some() && bits {
-            found.push(bad(
-                "time_address needs a register table (holding or input)".into(),
-            ));
-        }
-        let point = Point {
-            name: p.name.clone(),
-            function: p.function,
-            address: p.address,
-            data_type: p.data_type,
-            word_order: p.word_order.unwrap_or(default_order),
-            bit: if bits { None } else { p.bit },
-            scale: p.scale,
-            offset: p.offset,
-            unit: p.unit.clone(),
-            quantity: p.quantity,
-            time: p
-                .time_address
-                .map(|t| (t, p.time_word_order.unwrap_or(default_order))),
-        };
-        if let Some(msg) = point_span_error(&point) {
-            found.push(bad(msg));
-        }
-        self.problems.extend(found);
-        (self.problems.len() == before).then_some(point)
-    }
-}
-
 mod describe;
+mod problem;
 pub use describe::describe;
+pub use problem::{Problem, Problems};
 
 #[cfg(test)]
 mod tests;

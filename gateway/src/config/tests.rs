@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::sources::modbus::config::{Function, WordOrder};
+use crate::secret::Secret;
+use crate::sources::modbus::config::{Endpoint, Function, Transport, WordOrder};
 
 /// The repository's `config/` directory.
 fn config_dir() -> PathBuf {
@@ -266,5 +267,229 @@ fn every_config_file_in_config_loads() {
     assert!(
         n >= 2,
         "expected demo.toml and site.example.toml, found {n}"
+    );
+}
+
+/// An `[[mqtt]]` source and an `[[sinks]]` MQTT sink reading `password_file = <file>`.
+fn two_mqtt_clients(file: &Path) -> String {
+    format!(
+        "{HEAD}
+[[mqtt]]
+name = \"nodes\"
+username = \"gw\"
+password_file = {file:?}
+[[mqtt.subscriptions]]
+name = \"curing\"
+topic = \"n/{{node}}/up\"
+point = \"t\"
+payload = {{ format = \"plain\" }}
+
+[[sinks]]
+type = \"mqtt\"
+host = \"mqtt.bureau.example\"
+client_id = \"anju-xa\"
+username = \"gw\"
+password_file = {file:?}
+",
+        file = file.display().to_string()
+    )
+}
+
+#[test]
+fn the_mqtt_source_and_the_mqtt_sink_read_a_password_file_the_same_way() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mqtt.pass");
+    std::fs::write(&file, "  s3cret \r\n").expect("write");
+    let cfg = load(&two_mqtt_clients(&file)).expect("both accept the file");
+    let source = cfg.mqtt[0].password.as_ref().map(Secret::expose);
+    let Some(Sink::Mqtt(sink)) = cfg.sinks.first() else {
+        panic!("no mqtt sink: {:?}", cfg.sinks);
+    };
+    let sink = sink.credentials.as_ref().map(|(_, p)| p.expose());
+    assert_eq!(source, Some("s3cret"));
+    assert_eq!(sink, source, "the same file gives the same password");
+
+    std::fs::write(&file, "\n").expect("write");
+    let p = problems(&two_mqtt_clients(&file));
+    let want = format!("{} is empty; write the secret into it", file.display());
+    for at in ["mqtt[0].password_file", "sinks[0].password_file"] {
+        assert!(
+            p.iter().any(|p| p.contains(at) && p.contains(&want)),
+            "{at} not refused; got:\n{}",
+            p.join("\n")
+        );
+    }
+}
+
+#[test]
+fn an_empty_influx_token_file_is_refused_not_taken_as_no_auth() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, " \n").expect("write");
+    assert_problem(
+        &format!(
+            "{HEAD}\n[[mqtt]]\nname = \"n\"\n[[mqtt.subscriptions]]\nname = \"s\"\ntopic = \"a\"\npoint = \"p\"\npayload = {{ format = \"plain\" }}\n[[sinks]]\ntype = \"influxdb\"\nurl = \"http://127.0.0.1:8428\"\norg = \"o\"\nbucket = \"b\"\ntoken_file = {:?}\n",
+            file.display().to_string()
+        ),
+        "sinks[0].token_file: ",
+    );
+}
+
+#[test]
+fn a_host_name_is_kept_for_connect_time_not_resolved_at_load() {
+    // `.invalid` never resolves (RFC 2606): DNS being down at boot must not make a config invalid.
+    let cfg = load(&format!(
+        "{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"rtu_over_tcp\"\naddress = \"modbus-rtu-gw.invalid:502\"\nprofile = \"tilt-crack\"\n"
+    ))
+    .expect("a host name loads without a lookup");
+    assert_eq!(
+        cfg.devices[0].transport,
+        Transport::RtuOverTcp(Endpoint::Host("modbus-rtu-gw.invalid".into(), 502))
+    );
+    let dev = |addr: &str| {
+        format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"tcp\"\naddress = \"{addr}\"\nprofile = \"tilt-crack\"\n")
+    };
+    assert_problem(&dev("plc.site:0"), "the port must be 1-65535");
+    assert_problem(&dev("plc.site:http"), "the port must be 1-65535");
+    assert_problem(&dev(":502"), "is neither an IP address");
+    assert_problem(&dev("fd00::7:502"), "IPv6 goes in brackets");
+    let v6 = load(&dev("[fd00::7]:502")).expect("IPv6 literal");
+    assert!(
+        matches!(v6.devices[0].transport, Transport::Tcp(Endpoint::Addr(a)) if a.port() == 502)
+    );
+}
+
+#[test]
+fn device_defaults_apply_and_a_device_value_wins() {
+    let cfg = load(&format!(
+        "{HEAD}
+[defaults]
+poll_interval = \"30s\"
+timeout = \"2s\"
+retries = 3
+max_backoff = \"10m\"
+tags = {{ structure = \"block-A\", contractor = \"c1\" }}
+
+[[devices]]
+name = \"a\"
+transport = \"tcp\"
+address = \"127.0.0.1:502\"
+profile = \"tilt-crack\"
+
+[[devices]]
+name = \"b\"
+transport = \"tcp\"
+address = \"127.0.0.1:503\"
+profile = \"tilt-crack\"
+poll_interval = \"5s\"
+retries = 0
+tags = {{ structure = \"block-B\" }}
+"
+    ))
+    .expect("valid");
+    let (a, b) = (&cfg.devices[0], &cfg.devices[1]);
+    assert_eq!(
+        (a.poll_interval, a.timeout, a.retries, a.max_backoff),
+        (
+            Duration::from_secs(30),
+            Duration::from_secs(2),
+            3,
+            Duration::from_secs(600)
+        )
+    );
+    assert_eq!(
+        (b.poll_interval, b.timeout, b.retries, b.max_backoff),
+        (
+            Duration::from_secs(5),
+            Duration::from_secs(2),
+            0,
+            Duration::from_secs(600)
+        )
+    );
+    let tags = |d: &Device| {
+        d.tags
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tags(a), ["contractor=c1", "structure=block-A"]);
+    assert_eq!(
+        tags(b),
+        ["contractor=c1", "structure=block-B"],
+        "tags merge; the device's wins"
+    );
+}
+
+#[test]
+fn a_bad_default_is_reported_once_at_defaults() {
+    let p = problems(&format!(
+        "{HEAD}\n[defaults]\npoll_interval = \"10ms\"\nretries = 50\n[[devices]]\nname = \"a\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nprofile = \"tilt-crack\"\n[[devices]]\nname = \"b\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:503\"\nprofile = \"tilt-crack\"\n"
+    ));
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(
+        p[0].contains("defaults.poll_interval: 10ms is too short"),
+        "{}",
+        p[0]
+    );
+    assert!(
+        p[1].contains("defaults.retries: 50 is more than 10"),
+        "{}",
+        p[1]
+    );
+}
+
+#[test]
+fn unnamed_sinks_get_their_own_type_s_default_name() {
+    let cfg = load(&format!(
+        "{HEAD}
+[[mqtt]]
+name = \"n\"
+[[mqtt.subscriptions]]
+name = \"s\"
+topic = \"a\"
+point = \"p\"
+payload = {{ format = \"plain\" }}
+
+[[sinks]]
+type = \"influxdb\"
+url = \"http://127.0.0.1:8428\"
+org = \"o\"
+bucket = \"b\"
+
+[[sinks]]
+type = \"mqtt\"
+host = \"127.0.0.1\"
+client_id = \"anju-xa\"
+"
+    ))
+    .expect("an influxdb and an mqtt sink, both unnamed, load");
+    let names: Vec<&str> = cfg.sinks.iter().map(Sink::name).collect();
+    assert_eq!(names, ["influxdb", "mqtt-alerts"]);
+}
+
+#[test]
+fn a_sink_with_a_problem_is_not_also_reported_as_a_duplicate_name() {
+    // Before, the name check looked at the last *valid* sink, so an invalid mqtt sink after an
+    // influxdb one was refused as a second "influxdb".
+    let p = problems(&format!(
+        "{HEAD}\n[[mqtt]]\nname = \"n\"\n[[mqtt.subscriptions]]\nname = \"s\"\ntopic = \"a\"\npoint = \"p\"\npayload = {{ format = \"plain\" }}\n\
+         [[sinks]]\ntype = \"influxdb\"\nurl = \"http://127.0.0.1:8428\"\norg = \"o\"\nbucket = \"b\"\n\
+         [[sinks]]\ntype = \"mqtt\"\nhost = \"127.0.0.1\"\nport = 0\nclient_id = \"anju-xa\"\n"
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].contains("sinks[1].port: 0 is not a port"), "{}", p[0]);
+}
+
+#[tokio::test]
+async fn a_host_name_is_looked_up_when_connecting() {
+    let local = Endpoint::Host("localhost".into(), 502)
+        .resolve()
+        .await
+        .expect("localhost resolves");
+    assert!(local.ip().is_loopback() && local.port() == 502, "{local}");
+    let literal = Endpoint::parse("192.0.2.7:1502").expect("literal");
+    assert_eq!(
+        literal.resolve().await.expect("no lookup").to_string(),
+        "192.0.2.7:1502"
     );
 }

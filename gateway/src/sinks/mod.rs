@@ -3,17 +3,16 @@
 //! Owns the sink implementations. A sink reads a batch from the spool, delivers it, and only
 //! then advances its own cursor; it never deletes what the receiver has not accepted.
 //!
-//! This module also holds the small pieces the sinks share: secrets read from the environment
-//! or a file ([`Secret`], [`read_secret`]), the classification of a failed HTTP delivery
-//! ([`classify_status`]), parsing of the alerts stream ([`parse_alert_lines`]) and the spool
-//! calls of the alert sinks. Waiting between attempts is [`crate::retry`].
+//! This module also holds the small pieces the sinks share: the classification of a failed
+//! HTTP delivery ([`classify_status`]), the spool reading and cursor moving of every sink
+//! ([`BatchReader`]) and parsing of the alerts stream ([`parse_alert_lines`]). Secrets are read
+//! by [`crate::secret`], waiting between attempts is [`crate::retry`].
 
 pub mod influxdb;
 pub mod mqtt;
 pub mod webhook;
 
 use std::future::Future;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,92 +24,6 @@ use crate::alert::Alert;
 use crate::model::now_ns;
 use crate::retry::{sleep_or_shutdown, Backoff};
 use crate::spool::{truncate_utf8, Batch, Spool, SpoolError, Stream, MAX_REASON_BYTES};
-
-/// A secret (password, robot URL holding a key, signing secret). `Debug` prints `<redacted>` and
-/// there is no `Display`, so it cannot reach a log line by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret (tests and callers that already hold one).
-    #[must_use]
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself, only for the protocol field that needs it.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
-
-/// How a variable is looked up in the environment (swapped in tests so they never touch the
-/// process environment, which test threads share).
-pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Result<String, std::env::VarError>;
-
-/// Read a secret from the environment variable `env` or the file `file` (exactly one may be set;
-/// surrounding whitespace is dropped). `None` when neither is set. The error is
-/// `(field, message)`: the config field at fault (`<prefix>_env` / `<prefix>_file`) and the fix.
-/// Messages never contain the secret.
-///
-/// # Errors
-/// Both set, the variable unset or not UTF-8, the file unreadable, or the secret empty.
-pub fn read_secret(
-    prefix: &str,
-    env: Option<&str>,
-    file: Option<&Path>,
-    lookup: EnvLookup<'_>,
-) -> Result<Option<(String, Secret)>, (String, String)> {
-    let env_field = format!("{prefix}_env");
-    let file_field = format!("{prefix}_file");
-    let (field, raw) = match (env, file) {
-        (Some(_), Some(_)) => {
-            return Err((
-                env_field,
-                format!("set either {prefix}_env or {prefix}_file, not both"),
-            ))
-        }
-        (None, None) => return Ok(None),
-        (Some(var), None) => {
-            let value = lookup(var).map_err(|e| {
-                let m = match e {
-                    std::env::VarError::NotPresent => format!(
-                        "environment variable {var} is not set; export it or use {file_field}"
-                    ),
-                    std::env::VarError::NotUnicode(_) => {
-                        format!("environment variable {var} is not valid UTF-8")
-                    }
-                };
-                (env_field.clone(), m)
-            })?;
-            (env_field, value)
-        }
-        (None, Some(path)) => {
-            let value = std::fs::read_to_string(path).map_err(|e| {
-                (
-                    file_field.clone(),
-                    format!(
-                        "cannot read {}: {e}; check the path and that the gateway's user may read it",
-                        path.display()
-                    ),
-                )
-            })?;
-            (file_field, value)
-        }
-    };
-    let value = raw.trim();
-    if value.is_empty() {
-        return Err((field, "the secret is empty; put the value there".into()));
-    }
-    Ok(Some((field, Secret::new(value))))
-}
 
 /// Parse the alerts stream's body: one `serde_json` [`Alert`] per line. Blank lines are skipped;
 /// a line that does not parse becomes `Err(description)` (bounded, for a dead-letter reason).
@@ -506,39 +419,6 @@ mod tests {
         .expect("bounded");
         assert!(matches!(next, Next::Shutdown), "{next:?}");
         assert_eq!(spool.dead_letters().expect("dead letters").len(), 1);
-    }
-
-    #[test]
-    fn secrets_come_from_env_or_file_and_never_print() {
-        let env = |k: &str| {
-            if k == "SET" {
-                Ok(" s3cret \n".to_owned())
-            } else {
-                Err(std::env::VarError::NotPresent)
-            }
-        };
-        let (field, s) = read_secret("password", Some("SET"), None, &env)
-            .expect("ok")
-            .expect("some");
-        assert_eq!(field, "password_env");
-        assert_eq!(s.expose(), "s3cret");
-        assert_eq!(format!("{s:?}"), "Secret(<redacted>)");
-        assert_eq!(read_secret("password", None, None, &env), Ok(None));
-        assert_eq!(
-            read_secret("url", Some("NOPE"), None, &env),
-            Err((
-                "url_env".to_owned(),
-                "environment variable NOPE is not set; export it or use url_file".to_owned()
-            ))
-        );
-        let both = read_secret("url", Some("SET"), Some(Path::new("/x")), &env);
-        assert_eq!(
-            both,
-            Err((
-                "url_env".to_owned(),
-                "set either url_env or url_file, not both".to_owned()
-            ))
-        );
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! Configuration of the InfluxDB v2 sink: the raw TOML shape ([`InfluxSinkConfig`]) and its
 //! validated form ([`ResolvedInflux`]) with the token read from the environment or a file.
 //!
-//! Owns the defaults, the URL checks and token resolution. Secrets are never inline in the
-//! config (docs/ARCHITECTURE.md §Conventions) and never printed: [`InfluxToken`] has a redacting
-//! `Debug` and no `Display`. It does not talk to the server (see [`super::sink`]).
+//! Owns the defaults, the URL checks and the check that the token fits an HTTP header. The token
+//! is read by [`crate::secret`] (never inline, never printed). It does not talk to the server
+//! (see [`super::sink`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest011::Url;
 use serde::Deserialize;
+
+use crate::config::{Problem, Problems};
+use crate::secret::{process_env, read_secret, EnvLookup, Secret};
 
 /// Default sink name (the spool cursor is stored under it).
 pub const DEFAULT_NAME: &str = "influxdb";
@@ -79,41 +82,6 @@ fn default_name() -> String {
     DEFAULT_NAME.to_owned()
 }
 
-/// An API token. `Debug` prints `<redacted>`; there is no `Display`, so it cannot end up in a
-/// log line by accident.
-#[derive(Clone, PartialEq, Eq, Default)]
-pub struct InfluxToken(String);
-
-impl InfluxToken {
-    /// Wrap a token (tests and callers that already hold a secret).
-    #[must_use]
-    pub fn new(token: impl Into<String>) -> Self {
-        Self(token.into())
-    }
-
-    /// The secret itself, for the `Authorization` header only.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// True when no token is used (VictoriaMetrics ignores auth).
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl std::fmt::Debug for InfluxToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.is_empty() {
-            f.write_str("InfluxToken(<none>)")
-        } else {
-            f.write_str("InfluxToken(<redacted>)")
-        }
-    }
-}
-
 /// The validated sink configuration: every default applied, token resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedInflux {
@@ -125,8 +93,8 @@ pub struct ResolvedInflux {
     pub org: String,
     /// Bucket.
     pub bucket: String,
-    /// API token; empty means no `Authorization` header.
-    pub token: InfluxToken,
+    /// API token; `None` means no `Authorization` header (VictoriaMetrics ignores auth).
+    pub token: Option<Secret>,
     /// Whole-request timeout.
     pub timeout: Duration,
     /// Connect timeout: `min(timeout, MAX_CONNECT_TIMEOUT)`.
@@ -143,160 +111,132 @@ pub struct ResolvedInflux {
     pub retry_max: Duration,
 }
 
-/// A configuration problem; the message names the config path and the fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct InfluxConfigError {
-    /// Where in the config, e.g. `sinks[0].token_env`.
-    pub path: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
+impl ResolvedInflux {
+    /// The token for the client; empty when none is configured (VictoriaMetrics ignores auth).
+    #[must_use]
+    pub fn token_or_empty(&self) -> &str {
+        self.token.as_ref().map_or("", Secret::expose)
+    }
 }
-
-/// How the token is looked up in the environment (swapped in tests so they never touch the
-/// process environment, which is shared between test threads).
-type EnvLookup<'a> = &'a dyn Fn(&str) -> Result<String, std::env::VarError>;
 
 impl InfluxSinkConfig {
     /// Apply defaults, read the token, and check every value. `path` is where this entry sits in
     /// the config, e.g. `sinks[0]`.
     ///
     /// # Errors
-    /// The first problem found, e.g. `sinks[0].token_env: environment variable
-    /// ANJU_INFLUX_TOKEN is not set; export it or use token_file`.
-    pub fn validate(&self, path: &str) -> Result<ResolvedInflux, InfluxConfigError> {
-        self.validate_with_env(path, &|k| std::env::var(k))
+    /// Every problem found, e.g. `sinks[0].token_env: environment variable ANJU_INFLUX_TOKEN is
+    /// not set; export it or use token_file`.
+    pub fn validate(&self, path: &str) -> Result<ResolvedInflux, Vec<Problem>> {
+        self.validate_with_env(path, &process_env)
     }
 
     fn validate_with_env(
         &self,
         path: &str,
         env: EnvLookup<'_>,
-    ) -> Result<ResolvedInflux, InfluxConfigError> {
-        let err = |field: &str, message: String| InfluxConfigError {
-            path: format!("{path}.{field}"),
-            message,
-        };
+    ) -> Result<ResolvedInflux, Vec<Problem>> {
+        let mut p = Problems::default();
+        let at = |field: &str| format!("{path}.{field}");
         if self.name.trim().is_empty() {
-            return Err(err(
-                "name",
-                "must not be empty; it names the sink's cursor in the spool".into(),
-            ));
+            p.push(
+                at("name"),
+                "must not be empty; it names the sink's cursor in the spool",
+            );
         }
-        let url = check_url(&self.url).map_err(|m| err("url", m))?;
+        let url = check_url(&self.url).map_err(|m| p.push(at("url"), m)).ok();
         for (field, value) in [("org", &self.org), ("bucket", &self.bucket)] {
             if value.trim().is_empty() {
-                return Err(err(
-                    field,
-                    "must not be empty (InfluxDB requires it; for VictoriaMetrics any name will do)".into(),
-                ));
+                p.push(
+                    at(field),
+                    "must not be empty (InfluxDB requires it; for VictoriaMetrics any name will do)",
+                );
             }
         }
-        let token = self.resolve_token(path, env)?;
+        let token = self
+            .resolve_token(env)
+            .map_err(|(field, m)| p.push(at(&field), m))
+            .ok();
 
         let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
         if timeout.is_zero() {
-            return Err(err(
-                "timeout",
+            p.push(
+                at("timeout"),
                 format!(
                     "must be above 0; the default is {}",
                     fmt_dur(DEFAULT_TIMEOUT)
                 ),
-            ));
+            );
         }
         let batch_max_records = self.batch_max_records.unwrap_or(DEFAULT_BATCH_MAX_RECORDS);
         if !(1..=MAX_BATCH_MAX_RECORDS).contains(&batch_max_records) {
-            return Err(err(
-                "batch_max_records",
+            p.push(
+                at("batch_max_records"),
                 format!(
                     "{batch_max_records} is outside 1..={MAX_BATCH_MAX_RECORDS}; the default is \
                      {DEFAULT_BATCH_MAX_RECORDS}"
                 ),
-            ));
+            );
         }
         let batch_max_age = self.batch_max_age.unwrap_or(DEFAULT_BATCH_MAX_AGE);
         if batch_max_age > MAX_BATCH_MAX_AGE {
-            return Err(err(
-                "batch_max_age",
+            p.push(
+                at("batch_max_age"),
                 format!(
                     "{} is above the maximum {}",
                     fmt_dur(batch_max_age),
                     fmt_dur(MAX_BATCH_MAX_AGE)
                 ),
-            ));
+            );
         }
-        let (retry_initial, retry_max) =
-            crate::sinks::retry_bounds(self.retry_initial, self.retry_max)
-                .map_err(|(field, m)| err(field, m))?;
-        Ok(ResolvedInflux {
-            name: self.name.clone(),
-            url,
-            org: self.org.clone(),
-            bucket: self.bucket.clone(),
-            token,
-            timeout,
-            connect_timeout: timeout.min(MAX_CONNECT_TIMEOUT),
-            batch_max_records,
-            batch_max_age,
-            gzip: self.gzip.unwrap_or(true),
-            retry_initial,
-            retry_max,
-        })
+        let retry = crate::sinks::retry_bounds(self.retry_initial, self.retry_max)
+            .map_err(|(field, m)| p.push(at(field), m))
+            .ok();
+        let resolved = match (url, token, retry) {
+            (Some(url), Some(token), Some((retry_initial, retry_max))) => Some(ResolvedInflux {
+                name: self.name.clone(),
+                url,
+                org: self.org.clone(),
+                bucket: self.bucket.clone(),
+                token,
+                timeout,
+                connect_timeout: timeout.min(MAX_CONNECT_TIMEOUT),
+                batch_max_records,
+                batch_max_age,
+                gzip: self.gzip.unwrap_or(true),
+                retry_initial,
+                retry_max,
+            }),
+            _ => None,
+        };
+        p.finish(path, resolved)
     }
 
-    fn resolve_token(
-        &self,
-        path: &str,
-        env: EnvLookup<'_>,
-    ) -> Result<InfluxToken, InfluxConfigError> {
-        let (field, raw) = match (&self.token_env, &self.token_file) {
-            (Some(_), Some(_)) => {
-                return Err(InfluxConfigError {
-                    path: format!("{path}.token_env"),
-                    message: "set either token_env or token_file, not both".into(),
-                })
-            }
-            // No token at all: allowed, VictoriaMetrics ignores auth. InfluxDB will answer 401,
-            // which the sink reports at ERROR without discarding data.
-            (None, None) => return Ok(InfluxToken::default()),
-            (Some(var), None) => {
-                let value = env(var).map_err(|e| InfluxConfigError {
-                    path: format!("{path}.token_env"),
-                    message: match e {
-                        std::env::VarError::NotPresent => format!(
-                            "environment variable {var} is not set; export it or use token_file"
-                        ),
-                        std::env::VarError::NotUnicode(_) => {
-                            format!("environment variable {var} is not valid UTF-8")
-                        }
-                    },
-                })?;
-                ("token_env", value)
-            }
-            (None, Some(file)) => {
-                let value = std::fs::read_to_string(file).map_err(|e| InfluxConfigError {
-                    path: format!("{path}.token_file"),
-                    message: format!(
-                        "cannot read {}: {e}; check the path and that the gateway's user may read it",
-                        file.display()
-                    ),
-                })?;
-                ("token_file", value)
-            }
+    /// The token, if any; the error is `(field, message)`.
+    fn resolve_token(&self, env: EnvLookup<'_>) -> Result<Option<Secret>, (String, String)> {
+        // No token at all: allowed, VictoriaMetrics ignores auth. InfluxDB will answer 401,
+        // which the sink reports at ERROR without discarding data. An empty token file is an
+        // error (see `crate::secret`), not "no auth".
+        let Some((field, token)) = read_secret(
+            "token",
+            self.token_env.as_deref(),
+            self.token_file.as_deref(),
+            env,
+        )?
+        else {
+            return Ok(None);
         };
-        let token = raw.trim();
         // The token goes into an HTTP header: only visible ASCII is allowed there (RFC 9110
         // §5.5). reqwest would otherwise fail every request at send time, looking like a
         // network error that is retried forever.
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(InfluxConfigError {
-                path: format!("{path}.{field}"),
-                message: "the token contains spaces or non-ASCII characters, which cannot be sent \
-                          in an HTTP header; check that the right secret is configured"
+        if !token.expose().bytes().all(|b| b.is_ascii_graphic()) {
+            return Err((
+                field,
+                "the token contains spaces or non-ASCII characters, which cannot be sent in an \
+                 HTTP header; check that the right secret is configured"
                     .into(),
-            });
+            ));
         }
-        Ok(InfluxToken::new(token))
+        Ok(Some(token))
     }
 }
 
@@ -369,7 +309,7 @@ mod tests {
             (r.retry_initial, r.retry_max),
             (Duration::from_secs(1), Duration::from_secs(60))
         );
-        assert!(r.token.is_empty());
+        assert!(r.token.is_none());
     }
 
     #[test]
@@ -400,7 +340,8 @@ mod tests {
     fn a_missing_env_var_names_the_path_and_the_fix() {
         let err = parse("token_env = \"ANJU_INFLUX_TOKEN\"\n")
             .validate_with_env("sinks[0]", &no_env)
-            .expect_err("unset");
+            .expect_err("unset")
+            .remove(0);
         assert_eq!(
             err.to_string(),
             "sinks[0].token_env: environment variable ANJU_INFLUX_TOKEN is not set; export it or use token_file"
@@ -419,10 +360,10 @@ mod tests {
         let r = parse("token_env = \"ANJU_INFLUX_TOKEN\"\n")
             .validate_with_env("sinks[0]", &env)
             .expect("valid");
-        assert_eq!(r.token.expose(), "s3cret-token==");
+        assert_eq!(r.token.as_ref().map(Secret::expose), Some("s3cret-token=="));
         let shown = format!("{r:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(shown.contains("InfluxToken(<redacted>)"), "{shown}");
+        assert!(shown.contains("Secret(<redacted>)"), "{shown}");
     }
 
     #[test]
@@ -432,13 +373,20 @@ mod tests {
         std::fs::write(&file, "abc123\n").expect("write");
         let cfg = parse(&format!("token_file = {:?}\n", file.display().to_string()));
         assert_eq!(
-            cfg.validate("sinks[1]").expect("valid").token.expose(),
-            "abc123"
+            cfg.validate("sinks[1]")
+                .expect("valid")
+                .token
+                .as_ref()
+                .map(Secret::expose),
+            Some("abc123")
         );
 
         let missing = parse("token_file = \"/nonexistent/anju/token\"\n");
-        let err = missing.validate("sinks[1]").expect_err("missing file");
-        assert_eq!(err.path, "sinks[1].token_file");
+        let err = missing
+            .validate("sinks[1]")
+            .expect_err("missing file")
+            .remove(0);
+        assert_eq!(err.at, "sinks[1].token_file");
         assert!(
             err.message
                 .starts_with("cannot read /nonexistent/anju/token:"),
@@ -450,14 +398,18 @@ mod tests {
     fn both_token_sources_or_a_bad_token_are_refused() {
         let both = parse("token_env = \"X\"\ntoken_file = \"/x\"\n");
         assert_eq!(
-            both.validate_with_env("s", &no_env).expect_err("both").path,
+            both.validate_with_env("s", &no_env)
+                .expect_err("both")
+                .remove(0)
+                .at,
             "s.token_env"
         );
         let env = |_: &str| Ok("two words".to_owned());
         let err = parse("token_env = \"X\"\n")
             .validate_with_env("s", &env)
-            .expect_err("space");
-        assert_eq!(err.path, "s.token_env");
+            .expect_err("space")
+            .remove(0);
+        assert_eq!(err.at, "s.token_env");
         assert!(
             !err.message.contains("two words"),
             "the secret must not be echoed: {err}"
@@ -479,6 +431,7 @@ mod tests {
             assert_eq!(
                 cfg.validate_with_env("sinks[0]", &no_env)
                     .expect_err(url)
+                    .remove(0)
                     .to_string(),
                 want
             );
@@ -489,7 +442,8 @@ mod tests {
         };
         let err = with_path
             .validate_with_env("sinks[0]", &no_env)
-            .expect_err("path");
+            .expect_err("path")
+            .remove(0);
         assert!(
             err.message.starts_with("path `/influx/` would be ignored"),
             "{err}"
@@ -500,7 +454,8 @@ mod tests {
         };
         let err = creds
             .validate_with_env("sinks[0]", &no_env)
-            .expect_err("credentials");
+            .expect_err("credentials")
+            .remove(0);
         assert!(!err.to_string().contains("pw"), "{err}");
         let query = InfluxSinkConfig {
             url: "http://h/?db=x".into(),
@@ -533,7 +488,8 @@ mod tests {
                 parse(extra)
                     .validate_with_env("sinks[0]", &no_env)
                     .expect_err(extra)
-                    .path,
+                    .remove(0)
+                    .at,
                 path
             );
         }
@@ -545,8 +501,34 @@ mod tests {
             empty_org
                 .validate_with_env("sinks[0]", &no_env)
                 .expect_err("org")
-                .path,
+                .remove(0)
+                .at,
             "sinks[0].org"
+        );
+    }
+
+    #[test]
+    fn every_problem_of_the_entry_is_reported_at_once() {
+        let cfg = InfluxSinkConfig {
+            url: "ftp://h".into(),
+            bucket: " ".into(),
+            ..parse("timeout = \"0s\"\nbatch_max_records = 0\ntoken_env = \"NOPE\"\n")
+        };
+        let at: Vec<String> = cfg
+            .validate_with_env("sinks[0]", &no_env)
+            .expect_err("invalid")
+            .into_iter()
+            .map(|p| p.at)
+            .collect();
+        assert_eq!(
+            at,
+            [
+                "sinks[0].url",
+                "sinks[0].bucket",
+                "sinks[0].token_env",
+                "sinks[0].timeout",
+                "sinks[0].batch_max_records"
+            ]
         );
     }
 }

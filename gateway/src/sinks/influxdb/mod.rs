@@ -11,5 +11,5 @@
 pub mod config;
 pub mod sink;
 
-pub use config::{InfluxConfigError, InfluxSinkConfig, InfluxToken, ResolvedInflux};
+pub use config::{InfluxSinkConfig, ResolvedInflux};
 pub use sink::{classify, InfluxSink, InfluxSinkError};

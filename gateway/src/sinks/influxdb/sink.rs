@@ -318,7 +318,7 @@ impl InfluxSink {
         }
         // influxdb2 sets this header per request; an invalid value would fail every request as
         // a transport error and be retried forever, so check it once here.
-        if HeaderValue::from_str(&format!("Token {}", cfg.token.expose())).is_err() {
+        if HeaderValue::from_str(&format!("Token {}", cfg.token_or_empty())).is_err() {
             return Err(InfluxSinkError::BadToken { sink: cfg.name });
         }
         let mut headers = HeaderMap::new();
@@ -337,7 +337,7 @@ impl InfluxSink {
             http,
             cfg.url.as_str(),
             cfg.org.as_str(),
-            cfg.token.expose(),
+            cfg.token_or_empty(),
         )
         .build()
         .map_err(|source| InfluxSinkError::Client {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sinks::{read_secret, EnvLookup, Secret};
+use crate::config::{Problem, Problems};
+use crate::secret::{process_env, read_secret, EnvLookup, Secret};
 
 /// Default sink name (the spool cursor is stored under it).
 pub const DEFAULT_NAME: &str = "mqtt-alerts";
@@ -116,16 +117,6 @@ pub struct ResolvedMqtt {
     pub retry_max: Duration,
 }
 
-/// A configuration problem; the message names the config path and the fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct MqttConfigError {
-    /// Where in the config, e.g. `sinks[1].topic`.
-    pub path: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
 /// Check a topic template: `{site}` present, no other placeholder, no wildcard (MQTT 3.1.1
 /// §4.7.1: `+` and `#` are for filters only), no empty level at the ends, no NUL (§1.5.3).
 fn check_topic(t: &str) -> Result<(), String> {
@@ -158,49 +149,46 @@ impl MqttSinkConfig {
     /// in the config, e.g. `sinks[1]`.
     ///
     /// # Errors
-    /// The first problem found, e.g. `sinks[1].topic: `anju/alerts` has no {site}; ...`.
-    pub fn validate(&self, path: &str) -> Result<ResolvedMqtt, MqttConfigError> {
-        self.validate_with_env(path, &|k| std::env::var(k))
+    /// Every problem found, e.g. `sinks[1].topic: `anju/alerts` has no {site}; ...`.
+    pub fn validate(&self, path: &str) -> Result<ResolvedMqtt, Vec<Problem>> {
+        self.validate_with_env(path, &process_env)
     }
 
     pub(crate) fn validate_with_env(
         &self,
         path: &str,
         env: EnvLookup<'_>,
-    ) -> Result<ResolvedMqtt, MqttConfigError> {
-        let err = |field: &str, message: String| MqttConfigError {
-            path: format!("{path}.{field}"),
-            message,
-        };
+    ) -> Result<ResolvedMqtt, Vec<Problem>> {
+        let mut p = Problems::default();
+        let at = |field: &str| format!("{path}.{field}");
         if self.name.trim().is_empty() {
-            return Err(err(
-                "name",
-                "must not be empty; it names the sink's cursor in the spool".into(),
-            ));
+            p.push(
+                at("name"),
+                "must not be empty; it names the sink's cursor in the spool",
+            );
         }
         let host = self.host.trim();
         if host.is_empty() || host.contains(['/', ' ']) {
-            return Err(err(
-                "host",
+            p.push(
+                at("host"),
                 "give the broker's host name or address only, e.g. mqtt.example.org (the port \
-                 goes in `port`)"
-                    .into(),
-            ));
+                 goes in `port`)",
+            );
         }
         let port = self.port.unwrap_or(DEFAULT_PORT);
         if port == 0 {
-            return Err(err(
-                "port",
+            p.push(
+                at("port"),
                 format!("0 is not a port; the default is {DEFAULT_PORT}"),
-            ));
+            );
         }
         // MQTT 3.1.1 §3.1.3.1: 1..=23 bytes is what every server must accept; longer ids are
         // allowed by many brokers, so only emptiness is refused.
         if self.client_id.trim().is_empty() {
-            return Err(err(
-                "client_id",
-                "must not be empty; use one unique per gateway, e.g. anju-site-xa".into(),
-            ));
+            p.push(
+                at("client_id"),
+                "must not be empty; use one unique per gateway, e.g. anju-site-xa",
+            );
         }
         let password = read_secret(
             "password",
@@ -208,81 +196,85 @@ impl MqttSinkConfig {
             self.password_file.as_deref(),
             env,
         )
-        .map_err(|(field, m)| err(&field, m))?;
+        .map_err(|(field, m)| p.push(at(&field), m))
+        .ok()
+        .flatten();
         let credentials = match (&self.username, password) {
-            (Some(u), Some((_, p))) => Some((u.clone(), p)),
+            (Some(u), Some((_, pw))) => Some((u.clone(), pw)),
             (Some(u), None) => Some((u.clone(), Secret::new(""))),
             (None, Some((field, _))) => {
-                return Err(err(
-                    &field,
-                    "a password needs a username; set `username`".into(),
-                ))
+                p.push(at(&field), "a password needs a username; set `username`");
+                None
             }
             (None, None) => None,
         };
         let topic = self.topic.clone().unwrap_or_else(|| DEFAULT_TOPIC.into());
-        check_topic(&topic).map_err(|m| err("topic", m))?;
+        if let Err(m) = check_topic(&topic) {
+            p.push(at("topic"), m);
+        }
         let summary_topic = self
             .summary_topic
             .clone()
             .unwrap_or_else(|| DEFAULT_SUMMARY_TOPIC.into());
-        check_topic(&summary_topic).map_err(|m| err("summary_topic", m))?;
-        if summary_topic == topic {
-            return Err(err(
-                "summary_topic",
+        if let Err(m) = check_topic(&summary_topic) {
+            p.push(at("summary_topic"), m);
+        } else if summary_topic == topic {
+            p.push(
+                at("summary_topic"),
                 format!(
                     "must differ from `topic`, or the retained summary would replace events; \
                      the default is {DEFAULT_SUMMARY_TOPIC}"
                 ),
-            ));
+            );
         }
         let keep_alive = self.keep_alive.unwrap_or(DEFAULT_KEEP_ALIVE);
         if keep_alive < MIN_KEEP_ALIVE {
-            return Err(err(
-                "keep_alive",
+            p.push(
+                at("keep_alive"),
                 format!(
                     "{} is below the minimum {}",
                     fmt_dur(keep_alive),
                     fmt_dur(MIN_KEEP_ALIVE)
                 ),
-            ));
+            );
         }
         let ack_timeout = self.ack_timeout.unwrap_or(DEFAULT_ACK_TIMEOUT);
         if ack_timeout.is_zero() {
-            return Err(err(
-                "ack_timeout",
+            p.push(
+                at("ack_timeout"),
                 format!(
                     "must be above 0; the default is {}",
                     fmt_dur(DEFAULT_ACK_TIMEOUT)
                 ),
-            ));
+            );
         }
         let batch_max_records = self.batch_max_records.unwrap_or(DEFAULT_BATCH_MAX_RECORDS);
         if !(1..=MAX_BATCH_MAX_RECORDS).contains(&batch_max_records) {
-            return Err(err(
-                "batch_max_records",
+            p.push(
+                at("batch_max_records"),
                 format!(
                     "{batch_max_records} is outside 1..={MAX_BATCH_MAX_RECORDS}; the default is \
                      {DEFAULT_BATCH_MAX_RECORDS}"
                 ),
-            ));
+            );
         }
-        let (retry_initial, retry_max) =
-            crate::sinks::retry_bounds(self.retry_initial, self.retry_max)
-                .map_err(|(field, m)| err(field, m))?;
-        Ok(ResolvedMqtt {
-            name: self.name.clone(),
-            host: host.to_owned(),
-            port,
-            client_id: self.client_id.clone(),
-            credentials,
-            topic,
-            summary_topic,
-            keep_alive,
-            ack_timeout,
-            batch_max_records,
-            retry_initial,
-            retry_max,
-        })
+        let resolved = crate::sinks::retry_bounds(self.retry_initial, self.retry_max)
+            .map_err(|(field, m)| p.push(at(field), m))
+            .ok()
+            .map(|(retry_initial, retry_max)| ResolvedMqtt {
+                name: self.name.clone(),
+                host: host.to_owned(),
+                port,
+                client_id: self.client_id.clone(),
+                credentials,
+                topic,
+                summary_topic,
+                keep_alive,
+                ack_timeout,
+                batch_max_records,
+                retry_initial,
+                retry_max,
+            });
+        p.finish(path, resolved)
     }
 }

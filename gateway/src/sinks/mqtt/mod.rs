@@ -13,7 +13,7 @@
 pub mod config;
 pub mod sink;
 
-pub use config::{MqttConfigError, MqttSinkConfig, ResolvedMqtt};
+pub use config::{MqttSinkConfig, ResolvedMqtt};
 pub use sink::{render_topic, ActiveAlerts, MqttSink, MqttSinkError};
 
 #[cfg(test)]

@@ -103,8 +103,9 @@ fn config_errors_name_the_path_and_the_fix() {
     for (extra, path, message) in cases {
         let cfg: MqttSinkConfig = toml::from_str(&format!("{base}{extra}")).expect("toml");
         let e = cfg.validate_with_env("sinks[1]", &env).expect_err(extra);
+        assert_eq!(e.len(), 1, "{extra}: {e:?}");
         assert_eq!(
-            (e.path.as_str(), e.message.as_str()),
+            (e[0].at.as_str(), e[0].message.as_str()),
             (path, message),
             "{extra}"
         );

@@ -13,7 +13,8 @@ use reqwest011::Url;
 use serde::Deserialize;
 
 use crate::alert::{AlertKind, Language};
-use crate::sinks::{read_secret, EnvLookup, Secret};
+use crate::config::{Problem, Problems};
+use crate::secret::{process_env, read_secret, EnvLookup, Secret};
 
 /// Default sink name (the spool cursor is stored under it).
 pub const DEFAULT_NAME: &str = "webhook";
@@ -131,16 +132,6 @@ pub struct ResolvedWebhook {
     pub retry_max: Duration,
 }
 
-/// A configuration problem; the message names the config path and the fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct WebhookConfigError {
-    /// Where in the config, e.g. `sinks[2].url_env`.
-    pub path: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
 use crate::sinks::fmt_dur;
 
 impl WebhookSinkConfig {
@@ -148,77 +139,88 @@ impl WebhookSinkConfig {
     /// entry sits in the config, e.g. `sinks[2]`.
     ///
     /// # Errors
-    /// The first problem found, e.g. `sinks[2].url_env: environment variable ANJU_WECOM_URL is
-    /// not set; export it or use url_file`.
-    pub fn validate(&self, path: &str) -> Result<ResolvedWebhook, WebhookConfigError> {
-        self.validate_with_env(path, &|k| std::env::var(k))
+    /// Every problem found, e.g. `sinks[2].url_env: environment variable ANJU_WECOM_URL is not
+    /// set; export it or use url_file`.
+    pub fn validate(&self, path: &str) -> Result<ResolvedWebhook, Vec<Problem>> {
+        self.validate_with_env(path, &process_env)
     }
 
     pub(crate) fn validate_with_env(
         &self,
         path: &str,
         env: EnvLookup<'_>,
-    ) -> Result<ResolvedWebhook, WebhookConfigError> {
-        let err = |field: &str, message: String| WebhookConfigError {
-            path: format!("{path}.{field}"),
-            message,
-        };
+    ) -> Result<ResolvedWebhook, Vec<Problem>> {
+        let mut p = Problems::default();
+        let at = |field: &str| format!("{path}.{field}");
         if self.name.trim().is_empty() {
-            return Err(err(
-                "name",
-                "must not be empty; it names the sink's cursor in the spool".into(),
-            ));
+            p.push(
+                at("name"),
+                "must not be empty; it names the sink's cursor in the spool",
+            );
         }
-        let (url_field, url) = read_secret(
+        let url = match read_secret(
             "url",
             self.url_env.as_deref(),
             self.url_file.as_deref(),
             env,
-        )
-        .map_err(|(f, m)| err(&f, m))?
-        .ok_or_else(|| {
-            err(
-                "url_env",
-                "the receiver's URL is required; set url_env (or url_file) to where it is kept \
-                 (it holds the robot's key, so it is never written in the config)"
-                    .into(),
-            )
-        })?;
-        // Messages never echo the URL: it holds the key.
-        let parsed = Url::parse(url.expose())
-            .map_err(|e| err(&url_field, format!("the value is not a URL ({e})")))?;
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
-            return Err(err(
-                &url_field,
-                "the value must be an http:// or https:// URL with a host".into(),
-            ));
-        }
-        let secret = read_secret(
+        ) {
+            Err((field, m)) => {
+                p.push(at(&field), m);
+                None
+            }
+            Ok(None) => {
+                p.push(
+                    at("url_env"),
+                    "the receiver's URL is required; set url_env (or url_file) to where it is \
+                     kept (it holds the robot's key, so it is never written in the config)",
+                );
+                None
+            }
+            // Messages never echo the URL: it holds the key.
+            Ok(Some((field, url))) => match Url::parse(url.expose()) {
+                Err(e) => {
+                    p.push(at(&field), format!("the value is not a URL ({e})"));
+                    None
+                }
+                Ok(u) if !matches!(u.scheme(), "http" | "https") || u.host().is_none() => {
+                    p.push(
+                        at(&field),
+                        "the value must be an http:// or https:// URL with a host",
+                    );
+                    None
+                }
+                Ok(_) => Some(url),
+            },
+        };
+        let secret = match read_secret(
             "secret",
             self.secret_env.as_deref(),
             self.secret_file.as_deref(),
             env,
-        )
-        .map_err(|(f, m)| err(&f, m))?;
-        if let Some((field, _)) = &secret {
-            if self.format != WebhookFormat::Dingtalk {
-                return Err(err(
-                    field,
-                    "a signing secret is only used with format = \"dingtalk\"; remove it".into(),
-                ));
+        ) {
+            Err((field, m)) => {
+                p.push(at(&field), m);
+                None
             }
-        }
+            Ok(Some((field, _))) if self.format != WebhookFormat::Dingtalk => {
+                p.push(
+                    at(&field),
+                    "a signing secret is only used with format = \"dingtalk\"; remove it",
+                );
+                None
+            }
+            Ok(s) => s.map(|(_, s)| s),
+        };
         let kinds = self
             .kinds
             .clone()
             .unwrap_or_else(|| vec![AlertKind::Quality, AlertKind::DeviceFault]);
         if kinds.is_empty() {
-            return Err(err(
-                "kinds",
+            p.push(
+                at("kinds"),
                 "an empty list sends nothing; list \"quality\" and/or \"device_fault\", or remove \
-                 the sink"
-                    .into(),
-            ));
+                 the sink",
+            );
         }
         let max_per_minute = match self.max_per_minute {
             Some(0) => None,
@@ -227,40 +229,44 @@ impl WebhookSinkConfig {
         };
         if let (Some(n), Some(limit)) = (max_per_minute, self.format.default_max_per_minute()) {
             if n > limit {
-                return Err(err(
-                    "max_per_minute",
+                p.push(
+                    at("max_per_minute"),
                     format!(
                         "{n} is above the robot's own limit of {limit} per minute; the robot \
                          would throttle it (and DingTalk blocks it for 10 minutes)"
                     ),
-                ));
+                );
             }
         }
         let timeout = self.timeout.unwrap_or(DEFAULT_TIMEOUT);
         if timeout.is_zero() {
-            return Err(err(
-                "timeout",
+            p.push(
+                at("timeout"),
                 format!(
                     "must be above 0; the default is {}",
                     fmt_dur(DEFAULT_TIMEOUT)
                 ),
-            ));
+            );
         }
-        let (retry_initial, retry_max) =
-            crate::sinks::retry_bounds(self.retry_initial, self.retry_max)
-                .map_err(|(field, m)| err(field, m))?;
-        Ok(ResolvedWebhook {
-            name: self.name.clone(),
-            format: self.format,
-            url,
-            secret: secret.map(|(_, s)| s),
-            kinds,
-            language: self.language.unwrap_or_default(),
-            max_per_minute,
-            timeout,
-            connect_timeout: timeout.min(MAX_CONNECT_TIMEOUT),
-            retry_initial,
-            retry_max,
-        })
+        let retry = crate::sinks::retry_bounds(self.retry_initial, self.retry_max)
+            .map_err(|(field, m)| p.push(at(field), m))
+            .ok();
+        let resolved = match (url, retry) {
+            (Some(url), Some((retry_initial, retry_max))) => Some(ResolvedWebhook {
+                name: self.name.clone(),
+                format: self.format,
+                url,
+                secret,
+                kinds,
+                language: self.language.unwrap_or_default(),
+                max_per_minute,
+                timeout,
+                connect_timeout: timeout.min(MAX_CONNECT_TIMEOUT),
+                retry_initial,
+                retry_max,
+            }),
+            _ => None,
+        };
+        p.finish(path, resolved)
     }
 }

@@ -13,7 +13,7 @@ pub mod config;
 pub mod format;
 pub mod sink;
 
-pub use config::{ResolvedWebhook, WebhookConfigError, WebhookFormat, WebhookSinkConfig};
+pub use config::{ResolvedWebhook, WebhookFormat, WebhookSinkConfig};
 pub use format::{dingtalk_sign, render_body, robot_verdict};
 pub use sink::{RateLimit, WebhookSink, WebhookSinkError};
 

@@ -111,8 +111,9 @@ fn config_errors_name_the_path_and_the_fix() {
         let e = parse(text)
             .validate_with_env("sinks[2]", &env)
             .expect_err(text);
+        assert_eq!(e.len(), 1, "{text}: {e:?}");
         assert_eq!(
-            (e.path.as_str(), e.message.as_str()),
+            (e[0].at.as_str(), e[0].message.as_str()),
             (path, message),
             "{text}"
         );
@@ -121,8 +122,9 @@ fn config_errors_name_the_path_and_the_fix() {
     let bad = env_with("not a url key=SECRETKEY");
     let e = parse("format = \"generic\"\nurl_env = \"HOOK_URL\"")
         .validate_with_env("sinks[2]", &bad)
-        .expect_err("bad url");
-    assert_eq!(e.path, "sinks[2].url_env");
+        .expect_err("bad url")
+        .remove(0);
+    assert_eq!(e.at, "sinks[2].url_env");
     assert!(!e.message.contains("SECRETKEY"), "{}", e.message);
     // Unknown fields are refused by serde (deny_unknown_fields).
     assert!(toml::from_str::<WebhookSinkConfig>("format = \"wecom\"\nurl = \"x\"").is_err());

@@ -1,15 +1,21 @@
 //! Configuration of Modbus devices and points: the raw TOML shapes and their validated forms.
 //!
 //! Owns the register-map vocabulary (function, data type, word order), device profiles
-//! (`config/profiles/*.toml`), and per-device transport settings. It does not talk to devices
-//! ([`super::poller`]) or build read requests ([`super::plan`]).
+//! (`config/profiles/*.toml`), per-device transport settings, `[defaults]` for devices, and the
+//! validation of all of these ([`validate_modbus`]: every problem reported, with its file and
+//! path). Host names in `address` are kept and looked up at connect time ([`Endpoint`]). It
+//! does not talk to devices ([`super::poller`]) or build read requests ([`super::plan`]); the
+//! cross-section checks of a whole config file are [`crate::config`]'s.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::Problems;
 use crate::model::QuantityKind;
 
 /// Modbus application protocol V1.1b3 §6.3/6.4: at most 125 registers per read request.
@@ -350,11 +356,90 @@ impl Point {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transport {
     /// Modbus TCP.
-    Tcp(SocketAddr),
+    Tcp(Endpoint),
     /// RTU over TCP through a serial device server.
-    RtuOverTcp(SocketAddr),
+    RtuOverTcp(Endpoint),
     /// RTU on a local serial port.
     Rtu(SerialLine),
+}
+
+/// A TCP endpoint as written in `address`: an IP address, or a host name that is looked up at
+/// every connect (never at load, so a config stays valid while DNS is down at boot, and a device
+/// server that moves to a new address is found again).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// An IP address and port (`192.168.1.20:502`, `[fd00::7]:502`).
+    Addr(SocketAddr),
+    /// A host name and port (`plc-3.site.lan:502`).
+    Host(String, u16),
+}
+
+impl Endpoint {
+    /// Parse `host:port`: the port a number 1-65535, the host an IP address (IPv6 in brackets)
+    /// or a host name. Nothing is looked up.
+    ///
+    /// # Errors
+    /// What is wrong, for the config message.
+    pub fn parse(address: &str) -> Result<Self, String> {
+        if let Ok(a) = address.parse::<SocketAddr>() {
+            return if a.port() == 0 {
+                Err("port 0 cannot be connected to; give the device's port (Modbus: 502)".into())
+            } else {
+                Ok(Self::Addr(a))
+            };
+        }
+        let example = "write host:port, e.g. \"192.168.1.20:502\" or \"plc-3.site.lan:502\"";
+        let Some((host, port)) = address.rsplit_once(':') else {
+            return Err(format!("\"{address}\" is not host:port; {example}"));
+        };
+        let port = match port.parse::<u16>() {
+            Ok(0) | Err(_) => {
+                return Err(format!(
+                    "\"{address}\" is not host:port: the port must be 1-65535; {example}"
+                ))
+            }
+            Ok(p) => p,
+        };
+        let name_ok = !host.is_empty()
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+        if !name_ok {
+            return Err(format!(
+                "\"{address}\" is not host:port: \"{host}\" is neither an IP address (IPv6 goes in \
+                 brackets, \"[fd00::7]:502\") nor a host name; {example}"
+            ));
+        }
+        Ok(Self::Host(host.to_owned(), port))
+    }
+
+    /// The address to connect to now; a host name is looked up (first address wins).
+    ///
+    /// # Errors
+    /// The lookup failed or found no address; the caller treats it as a failed connect.
+    pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Self::Addr(a) => Ok(*a),
+            Self::Host(host, port) => tokio::net::lookup_host((host.as_str(), *port))
+                .await?
+                .next()
+                .ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("host name {host} has no address"),
+                    )
+                }),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Addr(a) => write!(f, "{a}"),
+            Self::Host(h, p) => write!(f, "{h}:{p}"),
+        }
+    }
 }
 
 /// Validated serial line settings.
@@ -397,4 +482,441 @@ pub struct Device {
     pub max_gap: u16,
     /// Extra tags.
     pub tags: std::collections::BTreeMap<String, String>,
+}
+
+// ----------------------------------------------------------------------------------------------
+// Validation: `[defaults]`, `[[serial_ports]]`, `[[devices]]` and their profiles and points.
+// ----------------------------------------------------------------------------------------------
+
+/// Shortest poll interval accepted: faster polling starves other devices on a 9600-baud bus.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Most retries accepted per request: beyond this a dead device holds its bus for too long.
+pub const MAX_RETRIES: u32 = 10;
+
+/// `[defaults]`: values for every `[[devices]]` entry that does not set its own. A device's own
+/// value wins; `tags` merge, the device's tag winning over a default of the same name.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceDefaults {
+    /// Time between polls, e.g. `"30s"`.
+    #[serde(default, with = "crate::config::duration_opt")]
+    pub poll_interval: Option<Duration>,
+    /// Reply timeout per request.
+    #[serde(default, with = "crate::config::duration_opt")]
+    pub timeout: Option<Duration>,
+    /// Retries of a failed request within one poll.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// Backoff ceiling while a device is dead.
+    #[serde(default, with = "crate::config::duration_opt")]
+    pub max_backoff: Option<Duration>,
+    /// Tags on every channel of every device.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// Check the timing values that are set; `at` is the table they are in (`defaults`,
+/// `devices[3]`).
+fn check_timing(
+    at: &str,
+    poll_interval: Option<Duration>,
+    timeout: Option<Duration>,
+    retries: Option<u32>,
+    max_backoff: Option<Duration>,
+    p: &mut Problems,
+) {
+    if let Some(i) = poll_interval.filter(|i| *i < MIN_POLL_INTERVAL) {
+        p.push(
+            format!("{at}.poll_interval"),
+            format!("{i:?} is too short; the minimum is {MIN_POLL_INTERVAL:?}"),
+        );
+    }
+    if timeout.is_some_and(|t| t.is_zero()) {
+        p.push(format!("{at}.timeout"), "must be longer than 0s");
+    }
+    if let Some(r) = retries.filter(|r| *r > MAX_RETRIES) {
+        p.push(
+            format!("{at}.retries"),
+            format!("{r} is more than {MAX_RETRIES}; a dead device would hold its bus too long"),
+        );
+    }
+    if max_backoff.is_some_and(|b| b.is_zero()) {
+        p.push(format!("{at}.max_backoff"), "must be longer than 0s");
+    }
+}
+
+/// Validate the Modbus part of a config: `[defaults]`, the serial ports and the devices with
+/// their profiles (read from `profiles_dir`). Every problem goes to `p`, each naming its file
+/// and path; the devices returned are the valid ones.
+pub fn validate_modbus(
+    defaults: &DeviceDefaults,
+    ports: &[SerialPortConfig],
+    devices: &[DeviceConfig],
+    profiles_dir: &Path,
+    p: &mut Problems,
+) -> Vec<Device> {
+    check_timing(
+        "defaults",
+        defaults.poll_interval,
+        defaults.timeout,
+        defaults.retries,
+        defaults.max_backoff,
+        p,
+    );
+    let lines = serial_lines(ports, p);
+    let mut profiles = ProfileCache {
+        dir: profiles_dir.to_path_buf(),
+        loaded: BTreeMap::new(),
+    };
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, d) in devices.iter().enumerate() {
+        let at = format!("devices[{i}]");
+        if !names.insert(d.name.as_str()) {
+            p.push(
+                format!("{at}.name"),
+                format!(
+                    "device name \"{}\" is used twice; names must be unique",
+                    d.name
+                ),
+            );
+        }
+        if let Some(dev) = d.validate(&at, defaults, &lines, &mut profiles, p) {
+            out.push(dev);
+        }
+    }
+    out
+}
+
+/// The serial ports by name.
+fn serial_lines(ports: &[SerialPortConfig], p: &mut Problems) -> BTreeMap<String, SerialLine> {
+    let mut out = BTreeMap::new();
+    for (i, port) in ports.iter().enumerate() {
+        let at = format!("serial_ports[{i}]");
+        if out.contains_key(&port.name) {
+            p.push(
+                format!("{at}.name"),
+                format!("serial port \"{}\" is defined twice", port.name),
+            );
+        }
+        if !matches!(port.data_bits, 7 | 8) {
+            p.push(
+                format!("{at}.data_bits"),
+                format!("{} is not 7 or 8", port.data_bits),
+            );
+        }
+        if !matches!(port.stop_bits, 1 | 2) {
+            p.push(
+                format!("{at}.stop_bits"),
+                format!("{} is not 1 or 2", port.stop_bits),
+            );
+        }
+        if port.baud == 0 {
+            p.push(
+                format!("{at}.baud"),
+                "must be above 0 (typical: 9600, 19200, 115200)",
+            );
+        }
+        out.insert(
+            port.name.clone(),
+            SerialLine {
+                name: port.name.clone(),
+                path: port.path.clone(),
+                baud: port.baud,
+                parity: port.parity,
+                data_bits: port.data_bits,
+                stop_bits: port.stop_bits,
+            },
+        );
+    }
+    out
+}
+
+/// Profiles loaded once per config load, by name (`Err`: already reported).
+struct ProfileCache {
+    dir: PathBuf,
+    loaded: BTreeMap<String, Result<ProfileConfig, ()>>,
+}
+
+impl ProfileCache {
+    /// The profile `name`, read and parsed once; problems are reported against its file.
+    fn get(&mut self, at: &str, name: &str, p: &mut Problems) -> Option<ProfileConfig> {
+        if let Some(found) = self.loaded.get(name) {
+            return found.clone().ok();
+        }
+        let file = self.file(name);
+        let loaded = match std::fs::read_to_string(&file) {
+            Err(e) => {
+                p.push(
+                    at,
+                    format!(
+                        "cannot read profile \"{name}\" at {}: {e}; check `profiles_dir` and the name",
+                        file.display()
+                    ),
+                );
+                Err(())
+            }
+            Ok(text) => match crate::config::parse_toml::<ProfileConfig>(&file, &text) {
+                Err(problem) => {
+                    p.extend([problem]);
+                    Err(())
+                }
+                Ok(profile) if profile.name != name => {
+                    p.push_in(
+                        &file,
+                        "name",
+                        format!(
+                            "\"{}\" does not match the file name; write name = \"{name}\"",
+                            profile.name
+                        ),
+                    );
+                    Err(())
+                }
+                Ok(profile) => Ok(profile),
+            },
+        };
+        self.loaded.insert(name.to_owned(), loaded.clone());
+        loaded.ok()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.toml"))
+    }
+}
+
+impl DeviceConfig {
+    /// Where the device is reached.
+    fn transport(
+        &self,
+        at: &str,
+        lines: &BTreeMap<String, SerialLine>,
+        p: &mut Problems,
+    ) -> Option<Transport> {
+        match self.transport {
+            TransportKind::Tcp | TransportKind::RtuOverTcp => {
+                if self.port.is_some() {
+                    p.push(
+                        format!("{at}.port"),
+                        "only `transport = \"rtu\"` uses a serial port; use `address` for TCP",
+                    );
+                }
+                let Some(addr) = self.address.as_deref() else {
+                    p.push(
+                        format!("{at}.address"),
+                        "missing: TCP devices need `address = \"host:port\"`",
+                    );
+                    return None;
+                };
+                let endpoint = Endpoint::parse(addr)
+                    .map_err(|m| p.push(format!("{at}.address"), m))
+                    .ok()?;
+                Some(if self.transport == TransportKind::Tcp {
+                    Transport::Tcp(endpoint)
+                } else {
+                    Transport::RtuOverTcp(endpoint)
+                })
+            }
+            TransportKind::Rtu => {
+                if self.address.is_some() {
+                    p.push(format!("{at}.address"), "an RTU device is reached through `port`, not `address` (use transport = \"rtu_over_tcp\" for a serial device server)");
+                }
+                let Some(name) = self.port.as_deref() else {
+                    p.push(
+                        format!("{at}.port"),
+                        "missing: RTU devices need `port = \"<name of a [[serial_ports]] entry>\"`",
+                    );
+                    return None;
+                };
+                if let Some(line) = lines.get(name) {
+                    return Some(Transport::Rtu(line.clone()));
+                }
+                let known: Vec<&str> = lines.keys().map(String::as_str).collect();
+                p.push(
+                    format!("{at}.port"),
+                    format!(
+                        "no serial port named \"{name}\"; defined: [{}]",
+                        known.join(", ")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Validate this device with `defaults` applied; `None` when any problem was found.
+    fn validate(
+        &self,
+        at: &str,
+        defaults: &DeviceDefaults,
+        lines: &BTreeMap<String, SerialLine>,
+        profiles: &mut ProfileCache,
+        p: &mut Problems,
+    ) -> Option<Device> {
+        let before = p.len();
+        p.check_name(&format!("{at}.name"), &self.name);
+        let transport = self.transport(at, lines, p);
+        let unit_ok = match self.transport {
+            // Modbus over serial line V1.02 §2.2: 1-247 are slave addresses, 0 is broadcast.
+            TransportKind::Rtu | TransportKind::RtuOverTcp => (1..=247).contains(&self.unit),
+            // Modbus/TCP: the unit id addresses a device behind a gateway; 0 and 255 are used
+            // by devices that ignore it.
+            TransportKind::Tcp => true,
+        };
+        if !unit_ok {
+            p.push(
+                format!("{at}.unit"),
+                format!("{} is not a serial slave address (1-247)", self.unit),
+            );
+        }
+
+        let mut points = Vec::new();
+        let mut max_gap = self.max_gap;
+        if let Some(name) = &self.profile {
+            if let Some(profile) = profiles.get(&format!("{at}.profile"), name, p) {
+                max_gap = max_gap.or(profile.max_gap);
+                let file = profiles.file(name);
+                for (j, pc) in profile.points.iter().enumerate() {
+                    points.push(pc.validate(
+                        Some(&file),
+                        &format!("points[{j}]"),
+                        profile.word_order,
+                        p,
+                    ));
+                }
+            }
+        }
+        for (j, pc) in self.points.iter().enumerate() {
+            points.push(pc.validate(None, &format!("{at}.points[{j}]"), WordOrder::default(), p));
+        }
+        let points: Vec<Point> = points.into_iter().flatten().collect();
+        if points.is_empty() {
+            p.push(
+                at,
+                "has no points: give `profile = \"<name>\"` or [[devices.points]]",
+            );
+        }
+        let mut seen = HashSet::new();
+        for pt in &points {
+            if !seen.insert(pt.name.as_str()) {
+                p.push(format!("{at}.points"), format!("point name \"{}\" appears twice (profile and inline points share one namespace)", pt.name));
+            }
+        }
+
+        // The device's own values are checked here; defaults were checked once, at `defaults`.
+        check_timing(
+            at,
+            self.poll_interval,
+            self.timeout,
+            self.retries,
+            self.max_backoff,
+            p,
+        );
+        let max_gap = max_gap.unwrap_or(DEFAULT_MAX_GAP);
+        if max_gap > MAX_REGISTERS_PER_READ {
+            p.push(
+                format!("{at}.max_gap"),
+                format!("{max_gap} is more than one request can read ({MAX_REGISTERS_PER_READ})"),
+            );
+        }
+        let mut tags = defaults.tags.clone();
+        tags.extend(self.tags.clone());
+        let device = Device {
+            name: self.name.clone(),
+            transport: transport?,
+            unit: self.unit,
+            points,
+            poll_interval: self
+                .poll_interval
+                .or(defaults.poll_interval)
+                .unwrap_or(DEFAULT_POLL_INTERVAL),
+            timeout: self.timeout.or(defaults.timeout).unwrap_or(DEFAULT_TIMEOUT),
+            retries: self.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
+            max_backoff: self
+                .max_backoff
+                .or(defaults.max_backoff)
+                .unwrap_or(DEFAULT_MAX_BACKOFF),
+            max_gap,
+            tags,
+        };
+        (p.len() == before).then_some(device)
+    }
+}
+
+impl PointConfig {
+    /// Validate one point; `file` is the profile file it came from (`None`: the config file).
+    fn validate(
+        &self,
+        file: Option<&Path>,
+        at: &str,
+        default_order: WordOrder,
+        p: &mut Problems,
+    ) -> Option<Point> {
+        let mut found = Vec::new();
+        if self.name.trim().is_empty() {
+            found.push("name must not be empty".to_owned());
+        }
+        let bits = self.function.is_bits();
+        match (self.data_type, bits, self.bit) {
+            (DataType::Bool, true, Some(_)) => {
+                found.push(format!(
+                    "`bit` is only for a bool inside a register; {} already holds single bits",
+                    self.function
+                ));
+            }
+            (DataType::Bool, false, None) => {
+                found.push(
+                    "a bool in a register table needs `bit = 0..15` (which bit of the register)"
+                        .into(),
+                );
+            }
+            (DataType::Bool, false, Some(b)) if b > 15 => {
+                found.push(format!("bit {b} is not 0..15"));
+            }
+            (t, true, _) if t != DataType::Bool => {
+                found.push(format!("type {t:?} needs a register table (holding or input); {} holds single bits: use type = \"bool\"", self.function).to_lowercase());
+            }
+            (t, false, Some(_)) if t != DataType::Bool => {
+                found.push("`bit` is only for type = \"bool\"".into());
+            }
+            _ => {}
+        }
+        if !self.scale.is_finite() || self.scale == 0.0 {
+            found.push(format!(
+                "scale {} must be a finite, non-zero number",
+                self.scale
+            ));
+        }
+        if !self.offset.is_finite() {
+            found.push(format!("offset {} must be finite", self.offset));
+        }
+        if self.time_address.is_some() && bits {
+            found.push("time_address needs a register table (holding or input)".into());
+        }
+        let point = Point {
+            name: self.name.clone(),
+            function: self.function,
+            address: self.address,
+            data_type: self.data_type,
+            word_order: self.word_order.unwrap_or(default_order),
+            bit: if bits { None } else { self.bit },
+            scale: self.scale,
+            offset: self.offset,
+            unit: self.unit.clone(),
+            quantity: self.quantity,
+            time: self
+                .time_address
+                .map(|t| (t, self.time_word_order.unwrap_or(default_order))),
+        };
+        if let Some(msg) = super::plan::point_span_error(&point) {
+            found.push(msg);
+        }
+        let ok = found.is_empty();
+        for message in found {
+            match file {
+                Some(f) => p.push_in(f, at, message),
+                None => p.push(at, message),
+            }
+        }
+        ok.then_some(point)
+    }
 }

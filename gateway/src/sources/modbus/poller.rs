@@ -23,7 +23,6 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +33,7 @@ use tokio_modbus::{ExceptionCode, Slave};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::config::{Device, Parity, SerialLine, Transport};
+use super::config::{Device, Endpoint, Parity, SerialLine, Transport};
 use super::decode;
 use super::plan::{Part, ReadPlan, ReadRequest};
 use crate::metrics::Metrics;
@@ -54,9 +53,9 @@ pub const BUSY_RETRY_DELAY: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Link {
     /// Modbus TCP to one device.
-    Tcp(SocketAddr),
+    Tcp(Endpoint),
     /// RTU frames through a serial device server.
-    RtuOverTcp(SocketAddr),
+    RtuOverTcp(Endpoint),
     /// RTU on a local serial port.
     Serial(SerialLine),
 }
@@ -87,8 +86,8 @@ pub fn group_into_buses(devices: &[Device]) -> Vec<Bus> {
     let mut buses: Vec<Bus> = Vec::new();
     for d in devices {
         let link = match &d.transport {
-            Transport::Tcp(a) => Link::Tcp(*a),
-            Transport::RtuOverTcp(a) => Link::RtuOverTcp(*a),
+            Transport::Tcp(a) => Link::Tcp(a.clone()),
+            Transport::RtuOverTcp(a) => Link::RtuOverTcp(a.clone()),
             Transport::Rtu(line) => Link::Serial(line.clone()),
         };
         let shared = !matches!(link, Link::Tcp(_));
@@ -510,15 +509,21 @@ impl Poller {
             return Ok(());
         }
         let ctx = match &self.link {
-            Link::Tcp(addr) => timeout(wait, tcp::connect_slave(*addr, Slave(unit)))
+            // A host name is looked up here, within the connect timeout; a failed lookup is a
+            // failed connect.
+            Link::Tcp(addr) => timeout(wait, async {
+                tcp::connect_slave(addr.resolve().await?, Slave(unit)).await
+            })
+            .await
+            .map_err(|_| format!("connect to {addr} timed out"))?
+            .map_err(|e| format!("connect to {addr}: {e}"))?,
+            Link::RtuOverTcp(addr) => {
+                let stream = timeout(wait, async {
+                    tokio::net::TcpStream::connect(addr.resolve().await?).await
+                })
                 .await
                 .map_err(|_| format!("connect to {addr} timed out"))?
-                .map_err(|e| format!("connect to {addr}: {e}"))?,
-            Link::RtuOverTcp(addr) => {
-                let stream = timeout(wait, tokio::net::TcpStream::connect(*addr))
-                    .await
-                    .map_err(|_| format!("connect to {addr} timed out"))?
-                    .map_err(|e| format!("connect to {addr}: {e}"))?;
+                .map_err(|e| format!("connect to {addr}: {e}"))?;
                 rtu::attach_slave(stream, Slave(unit))
             }
             Link::Serial(line) => rtu::attach_slave(open_serial(line)?, Slave(unit)),

@@ -1,8 +1,8 @@
 //! Configuration of one MQTT source: the raw TOML shape ([`MqttSourceConfig`]) and its validated
 //! form ([`MqttSettings`]).
 //!
-//! Owns broker address parsing, credential loading (from an environment variable or a file,
-//! never inline) and the checks that turn a subscription's topic, templates and payload mapping
+//! Owns broker address parsing, the credentials (the password read by [`crate::secret`], never
+//! inline) and the checks that turn a subscription's topic, templates and payload mapping
 //! into typed values. It does not connect ([`super::subscriber`]).
 //!
 //! ```toml
@@ -27,7 +27,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,7 +34,9 @@ use serde::Deserialize;
 
 use super::payload::{PayloadFormat, DEFAULT_MAX_PAYLOAD_BYTES};
 use super::topic::{Template, TopicPattern};
+use crate::config::{Problem, Problems};
 use crate::model::QuantityKind;
+use crate::secret::{process_env, read_secret, EnvLookup, Secret};
 
 /// MQTT's registered port (IANA, MQTT 3.1.1 §4.2).
 pub const DEFAULT_PORT: u16 = 1883;
@@ -54,23 +55,6 @@ pub const MAX_CLIENT_ID_BYTES: usize = 65_535;
 /// Default subscription QoS: at least once, so a reading survives a reconnect when the broker
 /// keeps the persistent session.
 pub const DEFAULT_QOS: u8 = 1;
-
-/// A config error that names where it is and what to do.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{path}: {message}")]
-pub struct MqttConfigError {
-    /// Config path, e.g. `mqtt[0].subscriptions[1].topic`.
-    pub path: String,
-    /// The problem and the fix.
-    pub message: String,
-}
-
-fn err(path: impl Into<String>, message: impl Into<String>) -> MqttConfigError {
-    MqttConfigError {
-        path: path.into(),
-        message: message.into(),
-    }
-}
 
 /// One `[[mqtt]]` source as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -149,30 +133,6 @@ const fn default_qos() -> u8 {
     DEFAULT_QOS
 }
 
-/// A password, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a secret.
-    #[must_use]
-    pub fn new(secret: String) -> Self {
-        Self(secret)
-    }
-
-    /// The secret itself, for handing to the MQTT client.
-    #[must_use]
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
 /// MQTT delivery guarantee of a subscription (MQTT 3.1.1 §4.3). QoS 2 is not offered: readings
 /// are idempotent by series and timestamp, so at-least-once is enough.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,75 +208,102 @@ impl MqttSourceConfig {
     /// name the field under it and the fix. Reads the password from its variable or file.
     ///
     /// # Errors
-    /// The first problem found.
-    pub fn validate(&self, path: &str) -> Result<MqttSettings, MqttConfigError> {
+    /// Every problem found.
+    pub fn validate(&self, path: &str) -> Result<MqttSettings, Vec<Problem>> {
+        self.validate_with_env(path, &process_env)
+    }
+
+    /// [`Self::validate`] with the environment looked up by `env`.
+    ///
+    /// # Errors
+    /// Every problem found.
+    pub(crate) fn validate_with_env(
+        &self,
+        path: &str,
+        env: EnvLookup<'_>,
+    ) -> Result<MqttSettings, Vec<Problem>> {
+        let mut p = Problems::default();
+        let at = |field: &str| format!("{path}.{field}");
         if self.name.trim().is_empty() {
-            return Err(err(format!("{path}.name"), "must not be empty"));
+            p.push(at("name"), "must not be empty");
         }
-        let (host, port) = self.broker(path)?;
+        let broker = self.broker(path, &mut p);
         if let Some(id) = &self.client_id {
             if id.is_empty() || id.len() > MAX_CLIENT_ID_BYTES || id.contains('\0') {
-                return Err(err(
-                    format!("{path}.client_id"),
+                p.push(
+                    at("client_id"),
                     format!("must be 1 to {MAX_CLIENT_ID_BYTES} bytes without NUL; or remove it to use the default"),
-                ));
+                );
             }
         }
-        let password = self.password(path)?;
+        // The password, by the rules of `crate::secret`.
+        let password = read_secret(
+            "password",
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+            env,
+        )
+        .map_err(|(field, message)| p.push(at(&field), message))
+        .ok()
+        .flatten()
+        .map(|(_, secret)| secret);
         if password.is_some() && self.username.is_none() {
-            return Err(err(
-                format!("{path}.username"),
+            p.push(
+                at("username"),
                 "a password is configured but no username (MQTT 3.1.1 §3.1.2.9 requires one)",
-            ));
+            );
         }
         let keep_alive = self.keep_alive.unwrap_or(DEFAULT_KEEP_ALIVE);
         if keep_alive < Duration::from_secs(1) || keep_alive > MAX_KEEP_ALIVE {
-            return Err(err(
-                format!("{path}.keep_alive"),
+            p.push(
+                at("keep_alive"),
                 "must be between \"1s\" and \"65535s\" (a dead connection is found after 1.5 × keep_alive)",
-            ));
+            );
         }
         let max_payload_bytes = self.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES);
         if max_payload_bytes == 0 || max_payload_bytes > MAX_PAYLOAD_BYTES_LIMIT {
-            return Err(err(
-                format!("{path}.max_payload_bytes"),
+            p.push(
+                at("max_payload_bytes"),
                 format!("must be between 1 and {MAX_PAYLOAD_BYTES_LIMIT}"),
-            ));
+            );
         }
         if self.subscriptions.is_empty() {
-            return Err(err(
-                format!("{path}.subscriptions"),
+            p.push(
+                at("subscriptions"),
                 "add at least one [[...subscriptions]] entry with a topic and a payload format",
-            ));
+            );
         }
         let mut subscriptions: Vec<Subscription> = Vec::with_capacity(self.subscriptions.len());
         for (i, sub) in self.subscriptions.iter().enumerate() {
             let sub_path = format!("{path}.subscriptions[{i}]");
-            let validated = sub.validate(&sub_path)?;
-            if let Some(j) = subscriptions.iter().position(|s| s.name == validated.name) {
-                return Err(err(
-                    format!("{sub_path}.name"),
-                    format!(
-                        "\"{}\" is already the name of subscriptions[{j}]",
-                        validated.name
-                    ),
-                ));
-            }
-            if let Some(j) = subscriptions
+            if let Some(j) = self.subscriptions[..i]
                 .iter()
-                .position(|s| s.pattern.filter() == validated.pattern.filter())
+                .position(|s| s.name == sub.name)
             {
-                return Err(err(
+                p.push(
+                    format!("{sub_path}.name"),
+                    format!("\"{}\" is already the name of subscriptions[{j}]", sub.name),
+                );
+            }
+            let Some(validated) = sub.validate(&sub_path, &mut p) else {
+                continue;
+            };
+            if let Some(other) = subscriptions
+                .iter()
+                .find(|s| s.pattern.filter() == validated.pattern.filter())
+            {
+                p.push(
                     format!("{sub_path}.topic"),
                     format!(
-                        "same MQTT filter \"{}\" as subscriptions[{j}], which matches first, so this one would never receive",
-                        validated.pattern.filter()
+                        "same MQTT filter \"{}\" as subscription \"{}\", which matches first, so this one would never receive",
+                        validated.pattern.filter(),
+                        other.name
                     ),
-                ));
+                );
             }
             subscriptions.push(validated);
         }
-        Ok(MqttSettings {
+        let settings = broker.map(|(host, port)| MqttSettings {
             name: self.name.clone(),
             host,
             port,
@@ -327,65 +314,40 @@ impl MqttSourceConfig {
             clean_session: self.clean_session,
             max_payload_bytes,
             subscriptions,
-        })
+        });
+        p.finish(path, settings)
     }
 
-    /// Host and port from `address` or `host`/`port`.
-    fn broker(&self, path: &str) -> Result<(String, u16), MqttConfigError> {
+    /// Host and port from `address` or `host`/`port`. Only the syntax is checked: a host name is
+    /// resolved when connecting, so DNS being down at boot does not make the config invalid.
+    fn broker(&self, path: &str, p: &mut Problems) -> Option<(String, u16)> {
         if self.address.is_some() && (self.host.is_some() || self.port.is_some()) {
-            return Err(err(
+            p.push(
                 format!("{path}.address"),
                 "set either `address` or `host`/`port`, not both",
-            ));
+            );
+            return None;
         }
         match (&self.address, &self.host) {
-            (Some(address), _) => parse_address(address).ok_or_else(|| {
-                err(
-                    format!("{path}.address"),
-                    format!("\"{address}\" is not `host:port` (use `[addr]:port` for IPv6)"),
-                )
-            }),
+            (Some(address), _) => {
+                let parsed = parse_address(address);
+                if parsed.is_none() {
+                    p.push(
+                        format!("{path}.address"),
+                        format!("\"{address}\" is not `host:port` (use `[addr]:port` for IPv6)"),
+                    );
+                }
+                parsed
+            }
             (None, Some(host)) => {
                 let host = host.trim_start_matches('[').trim_end_matches(']');
                 if host.is_empty() {
-                    return Err(err(format!("{path}.host"), "must not be empty"));
+                    p.push(format!("{path}.host"), "must not be empty");
+                    return None;
                 }
-                Ok((host.to_owned(), self.port.unwrap_or(DEFAULT_PORT)))
+                Some((host.to_owned(), self.port.unwrap_or(DEFAULT_PORT)))
             }
-            (None, None) => Ok((DEFAULT_HOST.to_owned(), self.port.unwrap_or(DEFAULT_PORT))),
-        }
-    }
-
-    /// The password from `password_env` or `password_file`.
-    fn password(&self, path: &str) -> Result<Option<Secret>, MqttConfigError> {
-        match (&self.password_env, &self.password_file) {
-            (Some(_), Some(_)) => Err(err(
-                format!("{path}.password_env"),
-                "set either `password_env` or `password_file`, not both",
-            )),
-            (Some(var), None) => match std::env::var(var) {
-                Ok(p) if !p.is_empty() => Ok(Some(Secret(p))),
-                Ok(_) => Err(err(format!("{path}.password_env"), format!("environment variable {var} is empty"))),
-                Err(std::env::VarError::NotPresent) => Err(err(
-                    format!("{path}.password_env"),
-                    format!("environment variable {var} is not set; export it before starting the gateway"),
-                )),
-                Err(std::env::VarError::NotUnicode(_)) => Err(err(
-                    format!("{path}.password_env"),
-                    format!("environment variable {var} is not UTF-8"),
-                )),
-            },
-            (None, Some(file)) => {
-                let text = std::fs::read_to_string(file).map_err(|e| {
-                    err(format!("{path}.password_file"), format!("cannot read {}: {e}", file.display()))
-                })?;
-                let p = text.strip_suffix('\n').map_or(text.as_str(), |t| t.strip_suffix('\r').unwrap_or(t));
-                if p.is_empty() {
-                    return Err(err(format!("{path}.password_file"), format!("{} is empty", file.display())));
-                }
-                Ok(Some(Secret(p.to_owned())))
-            }
-            (None, None) => Ok(None),
+            (None, None) => Some((DEFAULT_HOST.to_owned(), self.port.unwrap_or(DEFAULT_PORT))),
         }
     }
 }
@@ -403,26 +365,28 @@ fn parse_address(address: &str) -> Option<(String, u16)> {
 }
 
 impl SubscriptionConfig {
-    /// Validate one subscription; `path` is `mqtt[0].subscriptions[1]`.
-    ///
-    /// # Errors
-    /// The first problem found, naming the field.
-    pub fn validate(&self, path: &str) -> Result<Subscription, MqttConfigError> {
+    /// Validate one subscription; `path` is `mqtt[0].subscriptions[1]`. Every problem found is
+    /// pushed to `p`, naming the field; `None` when there was any.
+    pub fn validate(&self, path: &str, p: &mut Problems) -> Option<Subscription> {
+        let before = p.len();
+        let at = |field: &str| format!("{path}.{field}");
         if self.name.trim().is_empty() {
-            return Err(err(format!("{path}.name"), "must not be empty"));
+            p.push(at("name"), "must not be empty");
         }
         let pattern = TopicPattern::parse(&self.topic)
-            .map_err(|e| err(format!("{path}.topic"), e.to_string()))?;
+            .map_err(|e| p.push(at("topic"), e.to_string()))
+            .ok();
         let qos = match self.qos {
             0 => Qos::AtMostOnce,
             1 => Qos::AtLeastOnce,
             n => {
-                return Err(err(
-                    format!("{path}.qos"),
+                p.push(
+                    at("qos"),
                     format!(
-                    "{n} is not supported; use 0 or 1 (readings are idempotent, so 1 is enough)"
-                ),
-                ))
+                        "{n} is not supported; use 0 or 1 (readings are idempotent, so 1 is enough)"
+                    ),
+                );
+                Qos::AtLeastOnce
             }
         };
         let cigem = matches!(self.payload, PayloadFormat::Cigem {});
@@ -434,42 +398,51 @@ impl SubscriptionConfig {
                 ("unit", self.unit.is_some()),
             ] {
                 if set {
-                    return Err(err(
-                        format!("{path}.{field}"),
+                    p.push(
+                        at(field),
                         "cigem payloads name the device, points, quantities and units themselves; remove it",
-                    ));
+                    );
                 }
             }
         }
+        // The rest needs the topic's placeholders.
+        let pattern = pattern?;
         let device = match &self.device {
             Some(t) => Template::parse(t, &pattern)
-                .map_err(|e| err(format!("{path}.device"), e.to_string()))?,
-            None => match pattern.index_of("device") {
+                .map_err(|e| p.push(at("device"), e.to_string()))
+                .ok(),
+            None => Some(match pattern.index_of("device") {
                 Some(i) => Template::capture(i),
                 None => Template::fixed(&self.name),
-            },
+            }),
         };
-        let point = self
-            .point
-            .as_deref()
-            .map(|t| Template::parse(t, &pattern))
-            .transpose()
-            .map_err(|e| err(format!("{path}.point"), e.to_string()))?;
+        let point = match self.point.as_deref().map(|t| Template::parse(t, &pattern)) {
+            None => None,
+            Some(Ok(t)) => Some(t),
+            Some(Err(e)) => {
+                p.push(at("point"), e.to_string());
+                // Reported; go on as if it were set, so the payload checks below do not also
+                // ask for it.
+                Some(Template::fixed(&self.name))
+            }
+        };
         match &self.payload {
             PayloadFormat::Json(mapping) if mapping.sensor.is_some() && point.is_some() => {
-                return Err(err(
-                    format!("{path}.point"),
+                p.push(
+                    at("point"),
                     "the point name comes from `payload.sensor`; remove `point` (or `sensor`)",
-                ));
+                );
             }
-            PayloadFormat::Json(mapping) => mapping
-                .validate(point.is_some())
-                .map_err(|m| err(format!("{path}.payload"), m))?,
+            PayloadFormat::Json(mapping) => {
+                if let Err(m) = mapping.validate(point.is_some()) {
+                    p.push(at("payload"), m);
+                }
+            }
             PayloadFormat::Plain {} if point.is_none() => {
-                return Err(err(
-                    format!("{path}.point"),
+                p.push(
+                    at("point"),
                     "plain payloads carry no sensor name: set `point` (a fixed name or a topic placeholder like \"{sensor}\")",
-                ));
+                );
             }
             PayloadFormat::Plain {} | PayloadFormat::Cigem {} => {}
         }
@@ -488,15 +461,18 @@ impl SubscriptionConfig {
                 None
             };
             if let Some(reason) = reason {
-                return Err(err(format!("{path}.tags"), reason));
+                p.push(at("tags"), reason);
             }
         }
-        Ok(Subscription {
+        if p.len() > before {
+            return None;
+        }
+        Some(Subscription {
             name: self.name.clone(),
             pattern,
             qos,
             payload: self.payload.clone(),
-            device,
+            device: device?,
             point,
             quantity: self.quantity.unwrap_or(QuantityKind::Other),
             unit: self.unit.clone().unwrap_or_default(),
@@ -579,10 +555,12 @@ mod tests {
     }
 
     fn error_of(text: &str) -> String {
-        parse(text)
-            .validate("mqtt[0]")
-            .expect_err("invalid")
-            .to_string()
+        let found = parse(text).validate("mqtt[0]").expect_err("invalid");
+        found
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     #[test]
@@ -683,5 +661,29 @@ mod tests {
         assert_eq!(s.password.as_ref().map(Secret::expose), Some("s3cret"));
         assert!(!format!("{s:?}").contains("s3cret"));
         assert!(format!("{s:?}").contains("<redacted>"));
+    }
+
+    #[test]
+    fn every_problem_of_a_source_is_reported_at_once() {
+        let found = parse(
+            "name = \" \"\naddress = \"nope\"\nkeep_alive = \"500ms\"\npassword_env = \"PW\"\n\
+             [[subscriptions]]\nname = \"a\"\ntopic = \"a/{x}\"\nqos = 2\npayload = { format = \"plain\" }\n\
+             [[subscriptions]]\nname = \"a\"\ntopic = \"b\"\npoint = \"p\"\npayload = { format = \"plain\" }\n",
+        )
+        .validate_with_env("mqtt[0]", &|_| Ok("pw".to_owned()))
+        .expect_err("invalid");
+        let at: Vec<&str> = found.iter().map(|p| p.at.as_str()).collect();
+        assert_eq!(
+            at,
+            [
+                "mqtt[0].name",
+                "mqtt[0].address",
+                "mqtt[0].username",
+                "mqtt[0].keep_alive",
+                "mqtt[0].subscriptions[0].qos",
+                "mqtt[0].subscriptions[0].point",
+                "mqtt[0].subscriptions[1].name",
+            ]
+        );
     }
 }

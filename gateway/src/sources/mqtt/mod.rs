@@ -20,9 +20,7 @@ pub mod subscriber;
 pub mod timestamp;
 pub mod topic;
 
-pub use config::{
-    MqttConfigError, MqttSettings, MqttSourceConfig, Qos, Secret, Subscription, SubscriptionConfig,
-};
+pub use config::{MqttSettings, MqttSourceConfig, Qos, Subscription, SubscriptionConfig};
 pub use payload::{JsonMapping, PayloadError, PayloadFormat};
 pub use subscriber::MqttSource;
 pub use timestamp::TimeFormat;

@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
-use crate::sinks::influxdb::config::{InfluxToken, ResolvedInflux};
+use crate::secret::Secret;
+use crate::sinks::influxdb::config::ResolvedInflux;
 use crate::sinks::remaining_wait;
 use crate::spool::{SpoolConfig, DEFAULT_MAX_BYTES};
 
@@ -310,7 +311,7 @@ fn resolved(addr: SocketAddr, gzip: bool) -> ResolvedInflux {
         url: reqwest011::Url::parse(&format!("http://{addr}")).expect("url"),
         org: "site".to_owned(),
         bucket: "anju".to_owned(),
-        token: InfluxToken::new("t0ken"),
+        token: Some(Secret::new("t0ken")),
         timeout: Duration::from_secs(10),
         connect_timeout: Duration::from_secs(5),
         batch_max_records: 5000,
