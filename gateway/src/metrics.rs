@@ -2,16 +2,132 @@
 //! device and topic. One place that every component reports to, so a status page and the
 //! console summary (and later `/metrics`) read the same numbers.
 //!
-//! Owns [`Metrics`]. It does not log: the component that counts also logs, with the device,
-//! topic or path that names the problem. Counters are keyed by a static name and a small label
-//! set; the hot path counts per batch, not per reading, so a mutex is cheap enough.
+//! Owns [`Metrics`] and the one list of counter names ([`Counter`]). It does not log: the
+//! component that counts also logs, with the device, topic or path that names the problem.
+//! Counters are keyed by a [`Counter`] and a small label set; the hot path counts per batch, not
+//! per reading, so a mutex is cheap enough.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 
-/// A counter's identity: a static name plus `label=value` pairs, in the order given.
-type CounterKey = (&'static str, Vec<(&'static str, String)>);
+/// A counter's identity: the counter plus `label=value` pairs, in the order given.
+type CounterKey = (Counter, Vec<(&'static str, String)>);
+
+/// Declares [`Counter`]: one variant per counter, with its exported name, its label names and
+/// its help text (the doc comment), in one table so that names cannot drift between the code,
+/// `/metrics` and README (a test checks README's table against [`Counter::ALL`]).
+macro_rules! counters {
+    ($( #[doc = $doc:literal] $variant:ident = $name:literal [$($label:literal),*]; )*) => {
+        /// Every counter the gateway keeps. Names follow Prometheus conventions (`_total`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Counter {
+            $( #[doc = $doc] $variant, )*
+        }
+
+        impl Counter {
+            /// Every counter, in declaration order.
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant),*];
+
+            /// The exported name.
+            #[must_use]
+            pub const fn name(self) -> &'static str {
+                match self { $(Counter::$variant => $name,)* }
+            }
+
+            /// The label names, in the order the code passes them.
+            #[must_use]
+            pub const fn labels(self) -> &'static [&'static str] {
+                match self { $(Counter::$variant => &[$($label),*],)* }
+            }
+
+            /// One line saying what it counts.
+            #[must_use]
+            pub const fn help(self) -> &'static str {
+                match self { $(Counter::$variant => $doc.trim_ascii(),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Modbus requests sent (every attempt).
+    ModbusRequests = "modbus_requests_total" ["device"];
+    /// Modbus request failures, by reason (timeout, exception, garbled reply, connect, ...).
+    ModbusErrors = "modbus_errors_total" ["device", "reason"];
+    /// Modbus requests sent again after a failure within one poll.
+    ModbusRetries = "modbus_retries_total" ["device"];
+    /// Polls in which a device answered no request.
+    ModbusFailedPolls = "modbus_failed_polls_total" ["device"];
+    /// Read plans rebuilt after an exception 02 (illegal data address).
+    ModbusReplans = "modbus_replans_total" ["device"];
+    /// Readings produced by Modbus polls.
+    ModbusReadings = "modbus_readings_total" ["device"];
+    /// Polls that started later than their schedule by more than one interval.
+    ModbusPollOverruns = "modbus_poll_overruns_total" ["device"];
+    /// MQTT messages received per subscription.
+    MqttMessages = "mqtt_messages_total" ["subscription"];
+    /// Readings decoded from MQTT messages.
+    MqttReadings = "mqtt_readings_total" ["subscription"];
+    /// Values in MQTT payloads skipped (not numeric, or not mapped).
+    MqttValuesSkipped = "mqtt_values_skipped_total" ["subscription"];
+    /// MQTT readings dropped because the source's channel limit was reached.
+    MqttSeriesLimitDropped = "mqtt_series_limit_dropped_total" ["subscription"];
+    /// MQTT payloads that could not be decoded, by reason.
+    MqttPayloadErrors = "mqtt_payload_errors_total" ["subscription", "reason"];
+    /// MQTT messages that matched no subscription of the source.
+    MqttUnmatchedMessages = "mqtt_unmatched_messages_total" ["source"];
+    /// MQTT connections established (ConnAck received).
+    MqttConnects = "mqtt_connects_total" ["source"];
+    /// MQTT connection errors.
+    MqttConnectionErrors = "mqtt_connection_errors_total" ["source"];
+    /// MQTT subscribe requests the client could not queue.
+    MqttSubscribeFailures = "mqtt_subscribe_failures_total" ["source"];
+    /// MQTT acknowledgements the client could not queue.
+    MqttAckFailures = "mqtt_ack_failures_total" ["source"];
+    /// Readings committed to the spool.
+    ReadingsSpooled = "readings_spooled_total" [];
+    /// Readings refused by the engine, by reason (implausible time, unwritable name).
+    ReadingsRejected = "readings_rejected_total" ["reason", "device"];
+    /// Readings lost, by reason (spool full, spool error, uncommitted at shutdown).
+    ReadingsDropped = "readings_dropped_total" ["reason"];
+    /// Spool commits that failed.
+    SpoolErrors = "spool_errors_total" [];
+    /// Alert events raised, by kind and state.
+    Alerts = "alerts_total" ["kind", "state"];
+    /// Alert events committed to the spool.
+    AlertsSpooled = "alerts_spooled_total" [];
+    /// Alert events lost, by reason (uncommitted at shutdown).
+    AlertsDropped = "alerts_dropped_total" ["reason"];
+    /// Alert events that could not be serialised.
+    AlertsUnserialisable = "alerts_unserialisable_total" [];
+    /// Rule states that could not be serialised for saving.
+    RuleStateSaveErrors = "rule_state_save_errors_total" [];
+    /// Points accepted by the InfluxDB store.
+    InfluxWrittenRecords = "influx_written_records_total" ["sink"];
+    /// Batches accepted by the InfluxDB store.
+    InfluxWriteBatches = "influx_write_batches_total" ["sink"];
+    /// InfluxDB writes sent again after a failure.
+    InfluxWriteRetries = "influx_write_retries_total" ["sink"];
+    /// Points the InfluxDB store refused for good (kept as dead letters).
+    InfluxRejectedRecords = "influx_rejected_records_total" ["sink"];
+    /// Alert events published to the upstream MQTT broker.
+    MqttAlertsPublished = "mqtt_alerts_published_total" ["sink"];
+    /// Retained active-alert summaries published.
+    MqttAlertsSummariesPublished = "mqtt_alerts_summaries_published_total" ["sink"];
+    /// Connection failures of the MQTT alert sink.
+    MqttAlertsConnectionFailures = "mqtt_alerts_connection_failures_total" ["sink"];
+    /// Lines of the alerts stream the MQTT alert sink could not publish (dead letters).
+    MqttAlertsRejected = "mqtt_alerts_rejected_total" ["sink"];
+    /// Alert events delivered by the webhook sink.
+    WebhookAlertsDelivered = "webhook_alerts_delivered_total" ["sink"];
+    /// Webhook posts sent again after a failure.
+    WebhookAlertsRetries = "webhook_alerts_retries_total" ["sink"];
+    /// Alert events the webhook receiver refused for good (dead letters).
+    WebhookAlertsRejected = "webhook_alerts_rejected_total" ["sink"];
+    /// Alert events of kinds the webhook sink is not configured for.
+    WebhookAlertsSkipped = "webhook_alerts_skipped_total" ["sink"];
+}
 
 /// The gateway's counters. Shared as `Arc<Metrics>`.
 #[derive(Debug, Default)]
@@ -26,10 +142,10 @@ impl Metrics {
         Self::default()
     }
 
-    /// Add `by` to the counter `name{labels}`.
-    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
+    /// Add `by` to the counter `counter{labels}`.
+    pub fn add(&self, counter: Counter, labels: &[(&'static str, &str)], by: u64) {
         let key = (
-            name,
+            counter,
             labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
         );
         // A poisoned lock only means another thread panicked while counting; the map is
@@ -42,15 +158,15 @@ impl Metrics {
     }
 
     /// Add one to the counter `name{labels}`.
-    pub fn incr(&self, name: &'static str, labels: &[(&'static str, &str)]) {
-        self.add(name, labels, 1);
+    pub fn incr(&self, counter: Counter, labels: &[(&'static str, &str)]) {
+        self.add(counter, labels, 1);
     }
 
     /// The value of `name{labels}` (0 if never counted).
     #[must_use]
-    pub fn get(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
+    pub fn get(&self, counter: Counter, labels: &[(&'static str, &str)]) -> u64 {
         let key = (
-            name,
+            counter,
             labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
         );
         let map = self
@@ -62,13 +178,13 @@ impl Metrics {
 
     /// The sum of `name` over all label sets.
     #[must_use]
-    pub fn total(&self, name: &'static str) -> u64 {
+    pub fn total(&self, counter: Counter) -> u64 {
         let map = self
             .counters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.iter()
-            .filter(|((n, _), _)| *n == name)
+            .filter(|((c, _), _)| *c == counter)
             .map(|(_, v)| *v)
             .sum()
     }
@@ -81,8 +197,8 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut out = String::new();
-        for ((name, labels), value) in map.iter() {
-            out.push_str(name);
+        for ((counter, labels), value) in map.iter() {
+            out.push_str(counter.name());
             if !labels.is_empty() {
                 out.push('{');
                 for (i, (k, v)) in labels.iter().enumerate() {
@@ -108,26 +224,66 @@ mod tests {
     use super::*;
 
     #[test]
+    fn counter_names_are_unique_prometheus_names() {
+        let mut names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
+        assert!(names.iter().all(
+            |n| n.ends_with("_total") && n.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        ));
+        assert!(Counter::ALL.iter().all(|c| !c.help().is_empty()));
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "a counter name is declared twice");
+    }
+
+    /// README's counter table lists exactly the counters the code keeps, with their labels.
+    #[test]
+    fn readme_lists_exactly_the_counters() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("<!-- counters:start -->")
+            .expect("README has a counters table");
+        let end = readme
+            .find("<!-- counters:end -->")
+            .expect("README's counters table ends");
+        let mut listed: Vec<(String, String)> = readme[start..end]
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((name.to_owned(), (*cells.get(2)?).to_owned()))
+            })
+            .collect();
+        listed.sort();
+        let mut declared: Vec<(String, String)> = Counter::ALL
+            .iter()
+            .map(|c| (c.name().to_owned(), c.labels().join(", ")))
+            .collect();
+        declared.sort();
+        assert_eq!(listed, declared);
+    }
+
+    #[test]
     fn counters_add_up_per_label_set_and_in_total() {
         let m = Metrics::new();
         m.incr(
-            "modbus_errors_total",
+            Counter::ModbusErrors,
             &[("device", "a"), ("reason", "timeout")],
         );
         m.add(
-            "modbus_errors_total",
+            Counter::ModbusErrors,
             &[("device", "b"), ("reason", "timeout")],
             2,
         );
         assert_eq!(
             m.get(
-                "modbus_errors_total",
+                Counter::ModbusErrors,
                 &[("device", "a"), ("reason", "timeout")]
             ),
             1
         );
-        assert_eq!(m.total("modbus_errors_total"), 3);
-        assert_eq!(m.get("other", &[]), 0);
+        assert_eq!(m.total(Counter::ModbusErrors), 3);
+        assert_eq!(m.get(Counter::SpoolErrors, &[]), 0);
         assert!(m
             .render()
             .contains("modbus_errors_total{device=\"b\",reason=\"timeout\"} 2\n"));

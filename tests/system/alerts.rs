@@ -5,6 +5,7 @@
 //! difference reached 25 °C, every alert's events in order from raise to clear, and the same
 //! alert on both paths.
 
+use anju_gateway::metrics::Counter;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -181,7 +182,7 @@ url_env = "ANJU_TEST_WEBHOOK_URL"
     wait_until(
         Duration::from_secs(10),
         "the gateway's MQTT session",
-        || async { gw.metrics.total("mqtt_connects_total") > 0 },
+        || async { gw.metrics.total(Counter::MqttConnects) > 0 },
     )
     .await?;
 
@@ -402,7 +403,7 @@ spike = {{ jump = 5.0, within = "3min" }}
     site.shutdown().await;
 
     let m = &metrics;
-    let raised = |kind: &str| m.get("alerts_total", &[("kind", kind), ("state", "raised")]);
+    let raised = |kind: &str| m.get(Counter::Alerts, &[("kind", kind), ("state", "raised")]);
     ensure!(
         faults.len() >= 10,
         "the scenario injected only {} faults",
@@ -414,7 +415,7 @@ spike = {{ jump = 5.0, within = "3min" }}
         raised("device_fault"),
         m.render()
     );
-    ensure!(m.total("alerts_total") >= raised("device_fault"));
+    ensure!(m.total(Counter::Alerts) >= raised("device_fault"));
     ensure!(
         raised("quality") == 0,
         "a quality alert was raised by a faulty device:\n{}",
@@ -479,7 +480,7 @@ client_id = "anju-gw-slope-alerts"
     wait_until(
         Duration::from_secs(10),
         "the gateway's MQTT session",
-        || async { gw.metrics.total("mqtt_connects_total") > 0 },
+        || async { gw.metrics.total(Counter::MqttConnects) > 0 },
     )
     .await?;
 

@@ -2,6 +2,7 @@
 //! through a real mosquitto and the gateway, into a real VictoriaMetrics: every value and
 //! timestamp equals what the simulator published.
 
+use anju_gateway::metrics::Counter;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -181,7 +182,7 @@ async fn json_and_cigem_messages_land_with_their_published_values_and_times() ->
     wait_until(
         Duration::from_secs(10),
         "the gateway's MQTT session",
-        || async { gw.metrics.total("mqtt_connects_total") > 0 },
+        || async { gw.metrics.total(Counter::MqttConnects) > 0 },
     )
     .await?;
     let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/basic.toml"))?;
@@ -256,7 +257,7 @@ async fn json_and_cigem_messages_land_with_their_published_values_and_times() ->
     let checked = check_mqtt_against_truth(&got, &truth.samples())?;
     ensure!(checked >= 40, "only {checked} MQTT samples checked");
     ensure!(
-        gw.metrics.total("mqtt_payload_errors_total") == 0,
+        gw.metrics.total(Counter::MqttPayloadErrors) == 0,
         "payload errors:\n{}",
         gw.metrics.render()
     );

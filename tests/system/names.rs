@@ -2,6 +2,7 @@
 //! mosquitto, land in a real VictoriaMetrics under exactly those ids (InfluxDB line-protocol
 //! escaping, docs/DOMAIN.md §Line protocol): nothing dropped, nothing renamed.
 
+use anju_gateway::metrics::Counter;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -55,7 +56,7 @@ async fn every_printable_and_cjk_id_round_trips_through_the_store() -> Result<()
     wait_until(
         Duration::from_secs(10),
         "the gateway's MQTT session",
-        || async { gw.metrics.total("mqtt_connects_total") > 0 },
+        || async { gw.metrics.total(Counter::MqttConnects) > 0 },
     )
     .await?;
 
@@ -98,7 +99,7 @@ async fn every_printable_and_cjk_id_round_trips_through_the_store() -> Result<()
     ensure!(missing.is_empty(), "ids that never landed: {missing:?}");
     ensure!(got == want, "stored {got:?}\npublished {want:?}");
     ensure!(
-        gw.metrics.total("readings_rejected_total") == 0,
+        gw.metrics.total(Counter::ReadingsRejected) == 0,
         "readings rejected: {}",
         gw.metrics.render()
     );

@@ -4,6 +4,7 @@
 //! down (a Modbus device keeps no history to catch up from); for MQTT there is no gap at all,
 //! because the broker keeps the gateway's persistent session and queues QoS 1 messages for it.
 
+use anju_gateway::metrics::Counter;
 use std::time::{Duration, Instant};
 
 use anju_system::{landed, start_gateway, wait_until, Mosquitto, VictoriaMetrics};
@@ -58,7 +59,7 @@ async fn store_outage_and_gateway_restart_lose_nothing_the_gateway_took() -> Res
     vm.stop();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     ensure!(
-        gw.metrics.total("influx_write_retries_total") > 0,
+        gw.metrics.total(Counter::InfluxWriteRetries) > 0,
         "the sink never noticed the outage"
     );
 

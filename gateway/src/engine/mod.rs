@@ -23,6 +23,7 @@
 
 pub mod rules;
 
+use crate::metrics::Counter;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -396,12 +397,12 @@ impl Engine {
         }
         let (readings, alerts) = (self.pending_records, self.pending_alert_records);
         self.metrics.add(
-            "readings_dropped_total",
+            Counter::ReadingsDropped,
             &[("reason", "uncommitted_at_shutdown")],
             u64::from(readings),
         );
         self.metrics.add(
-            "alerts_dropped_total",
+            Counter::AlertsDropped,
             &[("reason", "uncommitted_at_shutdown")],
             u64::from(alerts),
         );
@@ -463,7 +464,7 @@ impl Engine {
             let probe = format!("{} value=0 0\n", series.line_prefix);
             if let Err(e) = line::validate(probe.as_bytes()) {
                 self.metrics.incr(
-                    "readings_rejected_total",
+                    Counter::ReadingsRejected,
                     &[("reason", "unwritable_name"), ("device", &series.device)],
                 );
                 error!(channel = %series.key, error = %e, "Channel names cannot be written as line protocol; its readings are dropped.");
@@ -487,7 +488,7 @@ impl Engine {
     fn push_alert(&mut self, alert: &Alert) {
         if serde_json::to_writer(&mut self.pending_alerts, alert).is_err() {
             // Serialising plain strings and numbers cannot fail; count it if it ever does.
-            self.metrics.incr("alerts_unserialisable_total", &[]);
+            self.metrics.incr(Counter::AlertsUnserialisable, &[]);
             return;
         }
         self.pending_alerts.push(b'\n');
@@ -496,7 +497,7 @@ impl Engine {
         self.pending_records += 1;
         self.state_dirty = true;
         self.metrics.incr(
-            "alerts_total",
+            Counter::Alerts,
             &[
                 ("kind", alert.kind.as_str()),
                 ("state", state_name(alert.state)),
@@ -508,11 +509,11 @@ impl Engine {
     fn reject_time(&mut self, r: &Reading, reason: &'static str, now: TimestampNs) {
         let device = r.series.device.as_str();
         let before = self.metrics.get(
-            "readings_rejected_total",
+            Counter::ReadingsRejected,
             &[("reason", reason), ("device", device)],
         );
         self.metrics.incr(
-            "readings_rejected_total",
+            Counter::ReadingsRejected,
             &[("reason", reason), ("device", device)],
         );
         // Log the first one per device and reason, then every 1000th: a device with a wrong
@@ -569,10 +570,10 @@ impl Engine {
                     self.last_state_save = Instant::now();
                 }
                 self.metrics
-                    .add("readings_spooled_total", &[], u64::from(records));
+                    .add(Counter::ReadingsSpooled, &[], u64::from(records));
                 if outcome.dropped_records > 0 {
                     self.metrics.add(
-                        "readings_dropped_total",
+                        Counter::ReadingsDropped,
                         &[("reason", "spool_full")],
                         outcome.dropped_records,
                     );
@@ -593,7 +594,7 @@ impl Engine {
             Ok(Err(e)) => e.to_string(),
             Err(join) => format!("the commit task failed: {join}"),
         };
-        self.metrics.incr("spool_errors_total", &[]);
+        self.metrics.incr(Counter::SpoolErrors, &[]);
         self.pending = body;
         self.commits.failed(
             "points",
@@ -613,7 +614,7 @@ impl Engine {
         }
         let dropped = self.pending_records;
         self.metrics.add(
-            "readings_dropped_total",
+            Counter::ReadingsDropped,
             &[("reason", "spool_error")],
             u64::from(dropped),
         );
@@ -632,7 +633,7 @@ impl Engine {
         match serde_json::to_vec(&self.evaluator.snapshot()) {
             Ok(b) => Some(b),
             Err(e) => {
-                self.metrics.incr("rule_state_save_errors_total", &[]);
+                self.metrics.incr(Counter::RuleStateSaveErrors, &[]);
                 error!(error = %e, "Cannot serialise the rule state.");
                 None
             }
@@ -659,7 +660,7 @@ impl Engine {
             Ok(Ok(_)) => {
                 self.commits.succeeded();
                 self.metrics
-                    .add("alerts_spooled_total", &[], u64::from(records));
+                    .add(Counter::AlertsSpooled, &[], u64::from(records));
                 self.pending_alert_records = 0;
                 self.state_dirty = false;
                 self.last_state_save = Instant::now();
@@ -668,7 +669,7 @@ impl Engine {
             Ok(Err(e)) => e.to_string(),
             Err(join) => format!("the commit task failed: {join}"),
         };
-        self.metrics.incr("spool_errors_total", &[]);
+        self.metrics.incr(Counter::SpoolErrors, &[]);
         self.pending_alerts = body;
         self.commits
             .failed("alerts", &error, self.pending_records, records);

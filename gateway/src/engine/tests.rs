@@ -2,6 +2,7 @@
 //! state, and a restart in the middle of an active alert neither raises it again nor loses the
 //! clear.
 
+use crate::metrics::Counter;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -273,9 +274,9 @@ mod spool_faults {
         assert_eq!(lines.len(), 50, "{lines:?}");
         // Exactly the six injected failures were attempts: retries waited for the backoff
         // instead of hammering the disk with every incoming batch.
-        assert_eq!(metrics.total("spool_errors_total"), 6);
-        assert_eq!(metrics.total("readings_dropped_total"), 0);
-        assert_eq!(metrics.total("readings_spooled_total"), 50);
+        assert_eq!(metrics.total(Counter::SpoolErrors), 6);
+        assert_eq!(metrics.total(Counter::ReadingsDropped), 0);
+        assert_eq!(metrics.total(Counter::ReadingsSpooled), 50);
     }
 
     #[tokio::test]
@@ -318,11 +319,11 @@ mod spool_faults {
         let metrics = engine.stop().await;
         assert_eq!(
             metrics.get(
-                "readings_dropped_total",
+                Counter::ReadingsDropped,
                 &[("reason", "uncommitted_at_shutdown")]
             ),
             3
         );
-        assert_eq!(metrics.total("readings_spooled_total"), 0);
+        assert_eq!(metrics.total(Counter::ReadingsSpooled), 0);
     }
 }

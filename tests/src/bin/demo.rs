@@ -5,6 +5,7 @@
 //! with `config/demo.toml` (which runs the embedded MQTT broker), then prints what flows every
 //! few seconds until Ctrl-C or `--duration`.
 
+use anju_gateway::metrics::Counter;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -103,12 +104,12 @@ async fn main() -> Result<()> {
                 println!(
                     "[{:>4}s] modbus readings {:>6} | mqtt readings {:>6} | spooled {:>6} | replans {} | modbus errors {} | payload errors {}",
                     started.elapsed().as_secs(),
-                    m.total("modbus_readings_total"),
-                    m.total("mqtt_readings_total"),
-                    m.total("readings_spooled_total"),
-                    m.total("modbus_replans_total"),
-                    m.total("modbus_errors_total"),
-                    m.total("mqtt_payload_errors_total"),
+                    m.total(Counter::ModbusReadings),
+                    m.total(Counter::MqttReadings),
+                    m.total(Counter::ReadingsSpooled),
+                    m.total(Counter::ModbusReplans),
+                    m.total(Counter::ModbusErrors),
+                    m.total(Counter::MqttPayloadErrors),
                 );
                 if stop_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
                     break;

@@ -39,6 +39,7 @@
 //! field and timestamp, so such a repeat overwrites a point with itself. A batch is never
 //! skipped.
 
+use crate::metrics::Counter;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -57,13 +58,13 @@ use crate::sinks::{classify_status, BatchReader, Next, Verdict};
 use crate::spool::{truncate_utf8, Batch, Spool, SpoolError, Stream, MAX_REASON_BYTES};
 
 /// Counter: records the receiver confirmed (204).
-pub const WRITTEN_RECORDS: &str = "influx_written_records_total";
+pub const WRITTEN_RECORDS: Counter = Counter::InfluxWrittenRecords;
 /// Counter: write requests the receiver confirmed.
-pub const WRITE_BATCHES: &str = "influx_write_batches_total";
+pub const WRITE_BATCHES: Counter = Counter::InfluxWriteBatches;
 /// Counter: failed attempts that will be retried.
-pub const WRITE_RETRIES: &str = "influx_write_retries_total";
+pub const WRITE_RETRIES: Counter = Counter::InfluxWriteRetries;
 /// Counter: records the receiver refused for good (moved to dead letters).
-pub const REJECTED_RECORDS: &str = "influx_rejected_records_total";
+pub const REJECTED_RECORDS: Counter = Counter::InfluxRejectedRecords;
 
 /// zlib level for request bodies.
 ///

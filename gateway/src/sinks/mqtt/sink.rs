@@ -32,6 +32,7 @@
 //! missing from the summary until its next event (its clear removes it anyway). Nothing extra is
 //! persisted.
 
+use crate::metrics::Counter;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,13 +52,13 @@ use crate::sinks::{parse_alert_lines, BatchReader, Next};
 use crate::spool::{truncate_utf8, Batch, Spool, Stream, MAX_REASON_BYTES};
 
 /// Counter: alert events the broker acknowledged (PUBACK).
-pub const PUBLISHED_RECORDS: &str = "mqtt_alerts_published_total";
+pub const PUBLISHED_RECORDS: Counter = Counter::MqttAlertsPublished;
 /// Counter: retained summaries the broker acknowledged.
-pub const SUMMARIES_PUBLISHED: &str = "mqtt_alerts_summaries_published_total";
+pub const SUMMARIES_PUBLISHED: Counter = Counter::MqttAlertsSummariesPublished;
 /// Counter: connections that failed or were lost (each is followed by a backoff).
-pub const CONNECTION_FAILURES: &str = "mqtt_alerts_connection_failures_total";
+pub const CONNECTION_FAILURES: Counter = Counter::MqttAlertsConnectionFailures;
 /// Counter: stream lines that were not alerts (their batch went to the dead letters).
-pub const REJECTED_RECORDS: &str = "mqtt_alerts_rejected_total";
+pub const REJECTED_RECORDS: Counter = Counter::MqttAlertsRejected;
 
 /// Largest MQTT packet this client sends or accepts. rumqttc's default is 10 KiB, which a
 /// summary of about 15 active alerts (≈ 700 B each) would exceed; 1 MiB holds well over a

@@ -24,6 +24,7 @@
 //! The URL holds the robot key: it never appears in a log line, an error or a dead letter
 //! (reqwest errors are stripped of it with `without_url`).
 
+use crate::metrics::Counter;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,13 +44,13 @@ use crate::sinks::{BatchReader, Next};
 use crate::spool::{truncate_utf8, Batch, Spool, Stream, MAX_REASON_BYTES};
 
 /// Counter: alert events the receiver accepted.
-pub const DELIVERED_RECORDS: &str = "webhook_alerts_delivered_total";
+pub const DELIVERED_RECORDS: Counter = Counter::WebhookAlertsDelivered;
 /// Counter: failed attempts that will be retried.
-pub const RETRIES: &str = "webhook_alerts_retries_total";
+pub const RETRIES: Counter = Counter::WebhookAlertsRetries;
 /// Counter: alert events refused for good (their batch is in the dead letters).
-pub const REJECTED_RECORDS: &str = "webhook_alerts_rejected_total";
+pub const REJECTED_RECORDS: Counter = Counter::WebhookAlertsRejected;
 /// Counter: alert events of a kind this sink does not send.
-pub const SKIPPED_RECORDS: &str = "webhook_alerts_skipped_total";
+pub const SKIPPED_RECORDS: Counter = Counter::WebhookAlertsSkipped;
 
 /// Alert events read from the spool at once. One POST each; a small batch keeps the events that
 /// are re-sent after a restart few.

@@ -21,6 +21,7 @@
 //! - An exception, a timeout or a garbled frame becomes a quality flag on the affected readings
 //!   and a counter per device and reason; it never ends the task.
 
+use crate::metrics::Counter;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
@@ -260,7 +261,7 @@ impl Poller {
             let next = st.next_due + interval;
             st.next_due = if next <= now {
                 self.metrics
-                    .incr("modbus_poll_overruns_total", &[("device", &st.device.name)]);
+                    .incr(Counter::ModbusPollOverruns, &[("device", &st.device.name)]);
                 now + interval
             } else {
                 next
@@ -311,7 +312,7 @@ impl Poller {
                     }
                     st.failed_polls += 1;
                     self.metrics
-                        .incr("modbus_failed_polls_total", &[("device", &st.device.name)]);
+                        .incr(Counter::ModbusFailedPolls, &[("device", &st.device.name)]);
                     if st.failed_polls == 1 {
                         warn!(
                             device = %st.device.name, unit = st.device.unit, bus = %self.link, reason,
@@ -332,7 +333,7 @@ impl Poller {
             st.failed_polls = 0;
         }
         self.metrics.add(
-            "modbus_readings_total",
+            Counter::ModbusReadings,
             &[("device", &st.device.name)],
             readings.len() as u64,
         );
@@ -351,7 +352,7 @@ impl Poller {
             "Device refused a read with exception 02 (illegal data address); re-planned it as smaller requests."
         );
         self.metrics
-            .incr("modbus_replans_total", &[("device", &st.device.name)]);
+            .incr(Counter::ModbusReplans, &[("device", &st.device.name)]);
         true
     }
 
@@ -415,7 +416,7 @@ impl Poller {
                 (Err(e), _, _) | (_, Err(e), _) => {
                     // The device answered with fewer registers than asked: a garbled reply.
                     self.metrics.incr(
-                        "modbus_errors_total",
+                        Counter::ModbusErrors,
                         &[("device", &st.device.name), ("reason", "short_reply")],
                     );
                     debug!(device = %st.device.name, point = %point.name, error = %e, "Short reply.");
@@ -437,11 +438,11 @@ impl Poller {
         for attempt in 0..=retries {
             if attempt > 0 {
                 self.metrics
-                    .incr("modbus_retries_total", &[("device", &name)]);
+                    .incr(Counter::ModbusRetries, &[("device", &name)]);
             }
             if let Err(reason) = self.ensure_connected(unit, wait).await {
                 self.metrics.incr(
-                    "modbus_errors_total",
+                    Counter::ModbusErrors,
                     &[("device", &name), ("reason", "connect")],
                 );
                 debug!(device = %name, bus = %self.link, error = %reason, "Connect failed.");
@@ -454,7 +455,7 @@ impl Poller {
             };
             ctx.set_slave(Slave(unit));
             self.metrics
-                .incr("modbus_requests_total", &[("device", &name)]);
+                .incr(Counter::ModbusRequests, &[("device", &name)]);
             let result = timeout(wait, send(ctx, req)).await;
             match result {
                 Ok(Ok(Ok(reply))) => return Outcome::Data(reply),
@@ -462,7 +463,7 @@ impl Poller {
                     let code = u8::from(exception);
                     let reason = exception_reason(code);
                     self.metrics.incr(
-                        "modbus_errors_total",
+                        Counter::ModbusErrors,
                         &[("device", &name), ("reason", reason)],
                     );
                     debug!(device = %name, request = %req, code, "Modbus exception.");
@@ -475,7 +476,7 @@ impl Poller {
                 }
                 Ok(Err(e)) => {
                     self.metrics.incr(
-                        "modbus_errors_total",
+                        Counter::ModbusErrors,
                         &[("device", &name), ("reason", "comm_error")],
                     );
                     debug!(device = %name, request = %req, error = %e, "Garbled reply or transport error; reconnecting.");
@@ -483,7 +484,7 @@ impl Poller {
                 }
                 Err(_elapsed) => {
                     self.metrics.incr(
-                        "modbus_errors_total",
+                        Counter::ModbusErrors,
                         &[("device", &name), ("reason", "timeout")],
                     );
                     debug!(device = %name, request = %req, timeout = ?wait, "No reply in time; reconnecting.");

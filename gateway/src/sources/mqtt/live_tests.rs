@@ -6,6 +6,7 @@
 //! Subscription readiness is observed, not assumed: a probe message is published until its
 //! reading arrives, so no test message is sent before the SUBSCRIBE took effect.
 
+use crate::metrics::Counter;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -235,7 +236,7 @@ async fn json_through_the_embedded_broker() {
         .expect("publish");
     tokio::time::timeout(WAIT, async {
         while metrics.get(
-            "mqtt_payload_errors_total",
+            Counter::MqttPayloadErrors,
             &[("subscription", "nodes"), ("reason", "not_json")],
         ) == 0
         {
@@ -251,11 +252,11 @@ async fn json_through_the_embedded_broker() {
         .expect("stops")
         .expect("no panic");
     assert_eq!(
-        metrics.get("mqtt_readings_total", &[("subscription", "nodes")]),
+        metrics.get(Counter::MqttReadings, &[("subscription", "nodes")]),
         1
     );
     assert_eq!(
-        metrics.get("mqtt_messages_total", &[("subscription", "nodes")]),
+        metrics.get(Counter::MqttMessages, &[("subscription", "nodes")]),
         2
     );
 }
@@ -435,8 +436,8 @@ async fn resubscribes_after_a_broker_restart() {
             ""
         )]
     );
-    assert!(metrics.get("mqtt_connects_total", &[("source", "live")]) >= 2);
-    assert!(metrics.get("mqtt_connection_errors_total", &[("source", "live")]) >= 1);
+    assert!(metrics.get(Counter::MqttConnects, &[("source", "live")]) >= 2);
+    assert!(metrics.get(Counter::MqttConnectionErrors, &[("source", "live")]) >= 1);
 
     shutdown.cancel();
     tokio::time::timeout(WAIT, task)
@@ -534,7 +535,7 @@ async fn cigem_dp_through_mosquitto() {
         .expect("publish");
     tokio::time::timeout(WAIT, async {
         while metrics.get(
-            "mqtt_payload_errors_total",
+            Counter::MqttPayloadErrors,
             &[("subscription", "geohazard"), ("reason", "not_json")],
         ) == 0
         {
@@ -550,7 +551,7 @@ async fn cigem_dp_through_mosquitto() {
         .expect("stops")
         .expect("no panic");
     assert_eq!(
-        metrics.get("mqtt_readings_total", &[("subscription", "geohazard")]),
+        metrics.get(Counter::MqttReadings, &[("subscription", "geohazard")]),
         4
     );
 }

@@ -16,6 +16,7 @@
 //! and readings go to the engine in batches of [`BATCH_SIZE`] or every [`FLUSH_INTERVAL`].
 //! Counters are summed locally and added to [`Metrics`] once per batch.
 
+use crate::metrics::Counter;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -187,7 +188,7 @@ impl MqttSource {
                                 // flight (see REQUEST_CHANNEL_CAPACITY); a full channel means a
                                 // PUBACK is lost and the broker redelivers: a duplicate, not a loss.
                                 if client.try_ack(p).is_err() {
-                                    metrics.incr("mqtt_ack_failures_total", &[("source", &source)]);
+                                    metrics.incr(Counter::MqttAckFailures, &[("source", &source)]);
                                 }
                             }
                         }
@@ -220,7 +221,7 @@ impl MqttSource {
                         // QoS 1 messages of a kept session; the store de-duplicates by time.
                         awaiting.clear();
                         ingest.unacked.clear();
-                        metrics.incr("mqtt_connects_total", &[("source", &source)]);
+                        metrics.incr(Counter::MqttConnects, &[("source", &source)]);
                         backoff = INITIAL_BACKOFF;
                         // rumqttc does not re-subscribe on reconnect (rumqtt#250): always do it,
                         // also when the session is present (re-subscribing is idempotent).
@@ -233,7 +234,7 @@ impl MqttSource {
                             match code {
                                 SubscribeReasonCode::Failure => {
                                     warn!(source = %source, filter = %filter.path, "broker refused the subscription");
-                                    metrics.incr("mqtt_subscribe_failures_total", &[("source", &source)]);
+                                    metrics.incr(Counter::MqttSubscribeFailures, &[("source", &source)]);
                                 }
                                 SubscribeReasonCode::Success(qos) => {
                                     debug!(source = %source, filter = %filter.path, ?qos, "subscribed");
@@ -244,7 +245,7 @@ impl MqttSource {
                     Ok(_) => {}
                     Err(e) => {
                         warn!(source = %source, broker = %broker, error = %e, retry_in = ?backoff, "MQTT connection error");
-                        metrics.incr("mqtt_connection_errors_total", &[("source", &source)]);
+                        metrics.incr(Counter::MqttConnectionErrors, &[("source", &source)]);
                         if !ingest.flush(&out, &mut awaiting).await {
                             return;
                         }
@@ -422,10 +423,10 @@ impl Ingest {
         for (sub, c) in self.subs.iter().zip(self.counters.iter_mut()) {
             let labels = [("subscription", sub.name.as_str())];
             for (name, value) in [
-                ("mqtt_messages_total", c.messages),
-                ("mqtt_readings_total", c.readings),
-                ("mqtt_values_skipped_total", c.skipped),
-                ("mqtt_series_limit_dropped_total", c.series_limit),
+                (Counter::MqttMessages, c.messages),
+                (Counter::MqttReadings, c.readings),
+                (Counter::MqttValuesSkipped, c.skipped),
+                (Counter::MqttSeriesLimitDropped, c.series_limit),
             ] {
                 if value > 0 {
                     self.metrics.add(name, &labels, value);
@@ -435,7 +436,7 @@ impl Ingest {
         }
         if self.unmatched > 0 {
             self.metrics.add(
-                "mqtt_unmatched_messages_total",
+                Counter::MqttUnmatchedMessages,
                 &[("source", &self.source)],
                 self.unmatched,
             );
@@ -550,7 +551,7 @@ impl Ingest {
         };
         if let Err(e) = result {
             metrics.incr(
-                "mqtt_payload_errors_total",
+                Counter::MqttPayloadErrors,
                 &[("subscription", sub.name.as_str()), ("reason", e.reason())],
             );
             if let Some(suppressed) = warnings.allow(topic) {
@@ -799,11 +800,11 @@ mod tests {
         );
         assert_eq!(ing.series.len(), 2);
         assert_eq!(
-            metrics.get("mqtt_messages_total", &[("subscription", "nodes")]),
+            metrics.get(Counter::MqttMessages, &[("subscription", "nodes")]),
             2
         );
         assert_eq!(
-            metrics.get("mqtt_readings_total", &[("subscription", "nodes")]),
+            metrics.get(Counter::MqttReadings, &[("subscription", "nodes")]),
             4
         );
     }
@@ -846,7 +847,7 @@ mod tests {
         let _ = ing.take_batch();
         let errors = |sub: &str, reason: &str| {
             metrics.get(
-                "mqtt_payload_errors_total",
+                Counter::MqttPayloadErrors,
                 &[("subscription", sub), ("reason", reason)],
             )
         };
@@ -854,14 +855,14 @@ mod tests {
         assert_eq!(errors("nodes", "not_json"), 2);
         assert_eq!(errors("single", "too_large"), 1);
         assert_eq!(
-            metrics.get("mqtt_unmatched_messages_total", &[("source", "site")]),
+            metrics.get(Counter::MqttUnmatchedMessages, &[("source", "site")]),
             1
         );
         assert_eq!(
-            metrics.get("mqtt_messages_total", &[("subscription", "nodes")]),
+            metrics.get(Counter::MqttMessages, &[("subscription", "nodes")]),
             3
         );
-        assert_eq!(metrics.total("mqtt_readings_total"), 0);
+        assert_eq!(metrics.total(Counter::MqttReadings), 0);
     }
 
     #[test]

@@ -365,7 +365,7 @@ impl Harness {
         self.spool.stats().sinks[SINK].points_records
     }
 
-    fn counter(&self, name: &'static str) -> u64 {
+    fn counter(&self, name: crate::metrics::Counter) -> u64 {
         self.metrics.get(name, &LABELS)
     }
 
