@@ -13,6 +13,7 @@
 //! - [`spool`]: the durable hand-off (redb) between the site and the network.
 //! - [`sinks`]: deliver spooled batches (InfluxDB v2).
 //! - [`broker`]: the embedded MQTT broker for site sensor nodes (feature `embedded-broker`).
+//! - [`log_limit`]: one log line per key and interval for conditions that repeat.
 //! - [`metrics`]: counters of what happened to the data.
 //! - [`secret`]: tokens and passwords, read from the environment or a file by one set of rules.
 //! - [`run`]: wires everything together for `gateway run`.
@@ -28,6 +29,7 @@ pub mod alert;
 pub mod broker;
 pub mod config;
 pub mod engine;
+pub mod log_limit;
 pub mod metrics;
 pub mod model;
 pub mod record;

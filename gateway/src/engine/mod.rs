@@ -33,6 +33,7 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{error, info, warn};
 
 use crate::alert::{encode_alert_line, Alert};
+use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::model::{Clock, Quality, Reading, Series, TimestampNs};
 use crate::record as line;
@@ -63,6 +64,8 @@ pub const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
 pub const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 /// Attempts at the final commit on shutdown before held readings are given up (counted).
 pub const FINAL_COMMIT_ATTEMPTS: u32 = 3;
+/// Most channels whose repeated problems are logged individually (see [`LogLimiter`]).
+pub const MAX_LOGGED_CHANNELS: usize = 1024;
 /// How often rules are evaluated without a reading ("no data" rules, held spikes).
 pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the rule state (windows, confirmation counts) is saved when no alert forced a
@@ -183,6 +186,9 @@ pub struct Engine {
     bad_since_summary: u64,
     /// Whether the spool takes commits, and when to try again if not.
     commits: CommitHealth,
+    /// Channels whose names cannot be written, devices whose clocks are wrong: logged once per
+    /// interval, not per reading.
+    name_errors: LogLimiter,
 }
 
 /// The health of spool commits: backoff while they fail, and a bounded log of the failure.
@@ -193,9 +199,12 @@ struct CommitHealth {
     retry_at: Option<Instant>,
     /// Failed commits since the last success.
     failures: u64,
-    /// When the failure was last logged.
-    last_log: Option<Instant>,
+    /// The failure is logged once, then at most every [`FAILURE_LOG_INTERVAL`].
+    log: LogLimiter,
 }
+
+/// The [`LogLimiter`] key of a failing spool.
+const SPOOL_FAILING: &str = "spool";
 
 impl CommitHealth {
     fn new() -> Self {
@@ -203,7 +212,7 @@ impl CommitHealth {
             backoff: Backoff::new(COMMIT_RETRY_INITIAL, COMMIT_RETRY_MAX),
             retry_at: None,
             failures: 0,
-            last_log: None,
+            log: LogLimiter::new(FAILURE_LOG_INTERVAL, 1),
         }
     }
 
@@ -223,11 +232,7 @@ impl CommitHealth {
         self.failures += 1;
         let delay = self.backoff.next_delay();
         self.retry_at = Some(Instant::now() + delay);
-        if self
-            .last_log
-            .is_none_or(|t| t.elapsed() >= FAILURE_LOG_INTERVAL)
-        {
-            self.last_log = Some(Instant::now());
+        if self.log.allow(SPOOL_FAILING).is_some() {
             error!(what, error = %error, failed_commits = self.failures, held_readings, held_alerts,
                    retry_in = ?delay,
                    "Spool cannot be written; holding the readings and alerts in memory and retrying (nothing is acknowledged upstream until committed).");
@@ -244,7 +249,7 @@ impl CommitHealth {
         }
         self.failures = 0;
         self.retry_at = None;
-        self.last_log = None;
+        self.log.reset(SPOOL_FAILING);
         self.backoff.reset();
     }
 }
@@ -283,6 +288,7 @@ impl Engine {
             since_summary: 0,
             bad_since_summary: 0,
             commits: CommitHealth::new(),
+            name_errors: LogLimiter::new(FAILURE_LOG_INTERVAL, MAX_LOGGED_CHANNELS),
         }
     }
 
@@ -467,7 +473,10 @@ impl Engine {
                     Counter::ReadingsRejected,
                     &[("reason", "unwritable_name"), ("device", &series.device)],
                 );
-                error!(channel = %series.key, error = %e, "Channel names cannot be written as line protocol; its readings are dropped.");
+                if let Some(suppressed) = self.name_errors.allow(&series.key) {
+                    error!(channel = %series.key, error = %e, suppressed,
+                           "Channel names cannot be written as line protocol; its readings are dropped (counted in readings_rejected_total).");
+                }
                 return None;
             }
             self.channels.insert(
@@ -508,22 +517,19 @@ impl Engine {
 
     fn reject_time(&mut self, r: &Reading, reason: &'static str, now: TimestampNs) {
         let device = r.series.device.as_str();
-        let before = self.metrics.get(
-            Counter::ReadingsRejected,
-            &[("reason", reason), ("device", device)],
-        );
         self.metrics.incr(
             Counter::ReadingsRejected,
             &[("reason", reason), ("device", device)],
         );
-        // Log the first one per device and reason, then every 1000th: a device with a wrong
-        // clock sends every reading wrong.
-        if before.is_multiple_of(1000) {
-            let skew = Duration::from_nanos((r.ts - now).unsigned_abs());
+        // A device with a wrong clock sends every reading wrong: one line per device and
+        // reason per interval, with the count of the others.
+        if let Some(suppressed) = self.name_errors.allow(&format!("time {reason} {device}")) {
+            // `abs_diff`: a far-past or far-future time must not overflow the subtraction.
+            let skew = Duration::from_nanos(r.ts.abs_diff(now));
             warn!(
                 channel = %r.series.key, reason, skew = %humantime::format_duration(skew),
-                rejected = before + 1,
-                "Reading time is implausible (device clock wrong?); reading rejected."
+                suppressed,
+                "Reading time is implausible (device clock wrong?); reading rejected (counted in readings_rejected_total)."
             );
         }
     }

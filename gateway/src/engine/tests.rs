@@ -305,6 +305,18 @@ mod spool_faults {
     }
 
     #[tokio::test]
+    async fn readings_at_the_ends_of_time_are_rejected_and_counted_without_overflow() {
+        let (_dir, spool, series) = setup();
+        let engine = start(&spool);
+        for ts in [i64::MIN, i64::MIN + 1, i64::MAX, 0] {
+            drop(engine.send(&series, ts, 1.0).await);
+        }
+        let metrics = engine.stop().await;
+        assert_eq!(metrics.total(Counter::ReadingsRejected), 4);
+        assert_eq!(metrics.total(Counter::ReadingsSpooled), 0);
+    }
+
+    #[tokio::test]
     async fn readings_that_cannot_be_committed_at_shutdown_are_counted_not_claimed() {
         let (_dir, spool, series) = setup();
         let engine = start(&spool);

@@ -16,10 +16,11 @@
 //! and readings go to the engine in batches of [`BATCH_SIZE`] or every [`FLUSH_INTERVAL`].
 //! Counters are summed locally and added to [`Metrics`] once per batch.
 
+use crate::log_limit::LogLimiter;
 use crate::metrics::Counter;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rumqttc::{
     AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
@@ -341,7 +342,7 @@ pub(crate) struct Ingest {
     /// QoS 1 messages whose readings are in `batch`, acknowledged once the engine committed
     /// them (manual acks; see [`MqttSource::run`]).
     unacked: Vec<Publish>,
-    warnings: WarnLimiter,
+    warnings: LogLimiter,
     metrics: Arc<Metrics>,
 }
 
@@ -367,7 +368,7 @@ impl Ingest {
             pending_states: Vec::new(),
             batch: Vec::with_capacity(BATCH_SIZE),
             unacked: Vec::new(),
-            warnings: WarnLimiter::default(),
+            warnings: LogLimiter::new(WARN_INTERVAL, MAX_WARN_TOPICS),
             metrics,
         }
     }
@@ -682,40 +683,6 @@ fn series_for(
     Some(series)
 }
 
-/// At most one warning per topic per [`WARN_INTERVAL`]; the others are counted as suppressed
-/// and reported with the next warning.
-#[derive(Debug, Default)]
-struct WarnLimiter {
-    /// Topic → (last warning, warnings suppressed since).
-    topics: HashMap<String, (Instant, u64)>,
-}
-
-impl WarnLimiter {
-    /// `Some(suppressed)` if a warning about `topic` may be logged now.
-    fn allow(&mut self, topic: &str) -> Option<u64> {
-        let now = Instant::now();
-        if let Some((last, suppressed)) = self.topics.get_mut(topic) {
-            if now.duration_since(*last) >= WARN_INTERVAL {
-                let n = *suppressed;
-                *last = now;
-                *suppressed = 0;
-                return Some(n);
-            }
-            *suppressed += 1;
-            return None;
-        }
-        if self.topics.len() >= MAX_WARN_TOPICS {
-            self.topics
-                .retain(|_, (last, _)| now.duration_since(*last) < WARN_INTERVAL);
-            if self.topics.len() >= MAX_WARN_TOPICS {
-                return None;
-            }
-        }
-        self.topics.insert(topic.to_owned(), (now, 0));
-        Some(0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -948,20 +915,6 @@ mod tests {
         assert_eq!(source.client_id(), "anju-Xi_an_1-gw1-site");
     }
 
-    #[test]
-    fn warnings_are_rate_limited_per_topic() {
-        let mut w = WarnLimiter::default();
-        assert_eq!(w.allow("a"), Some(0));
-        assert_eq!(w.allow("a"), None);
-        assert_eq!(w.allow("a"), None);
-        assert_eq!(w.allow("b"), Some(0));
-        // Pretend the interval has passed for `a`.
-        if let Some((last, _)) = w.topics.get_mut("a") {
-            *last -= WARN_INTERVAL;
-        }
-        assert_eq!(w.allow("a"), Some(2));
-    }
-
     /// Per-message cost of the ingest path for the benchmark's message shape:
     /// `cargo test -p anju-gateway --release --lib ingest_cost -- --ignored --nocapture`.
     #[test]
@@ -981,7 +934,7 @@ mod tests {
                 )
             })
             .collect();
-        let start = Instant::now();
+        let start = std::time::Instant::now();
         let mut total = 0usize;
         for i in 0..n {
             let (topic, payload) = &payloads[i as usize % payloads.len()];
