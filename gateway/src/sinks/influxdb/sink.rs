@@ -44,6 +44,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use influxdb2::RequestError;
 use reqwest011::header::{HeaderMap, HeaderValue, CONTENT_ENCODING};
@@ -91,6 +92,15 @@ pub const GZIP_LEVEL: u32 = 2;
 /// wire, which is where the sequential sink lost its time; more would only add memory (one
 /// batch of 5000 lines is ≈ 560 kB before gzip) and load on a receiver that is already busy.
 pub const MAX_IN_FLIGHT: usize = 2;
+
+/// While backing off after the store could not be reached at all (connect refused, timeout), its
+/// `/health` endpoint is asked this often; as soon as it answers 2xx the batch is sent again, so
+/// a store back after a long outage is used within about a second instead of after a backoff
+/// that had grown to `retry_max` (a 5-minute outage left a 60 s wait). A store that answers with
+/// an error status (5xx) is not probed: it is up but busy, and the backoff is what relieves it.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Timeout of one `/health` probe: it is one small GET on a link that just failed.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Classify a failed `write_line_protocol`.
 #[must_use]
@@ -160,6 +170,14 @@ pub enum InfluxSinkError {
         /// The sink name.
         sink: String,
     },
+    /// reqwest could not build the health-probe client (TLS backend initialisation).
+    #[error("sink {sink}: cannot build the HTTP client for health probes: {source}")]
+    Probe {
+        /// The sink name.
+        sink: String,
+        /// What reqwest reported.
+        source: reqwest011::Error,
+    },
     /// reqwest could not build a client (TLS backend initialisation).
     #[error("sink {sink}: cannot build the HTTP client: {source}")]
     Client {
@@ -196,6 +214,10 @@ struct Endpoint {
     client: influxdb2::Client,
     org: String,
     bucket: String,
+    /// Plain client for the `/health` probe ([`PROBE_INTERVAL`]).
+    probe: reqwest011::Client,
+    /// `<url>/health` (InfluxDB v2 and VictoriaMetrics both serve it).
+    health: reqwest011::Url,
 }
 
 /// A batch read from the spool and encoded for the wire.
@@ -345,10 +367,25 @@ impl InfluxSink {
             sink: cfg.name.clone(),
             source,
         })?;
+        let probe = reqwest011::ClientBuilder::new()
+            .timeout(PROBE_TIMEOUT)
+            .connect_timeout(PROBE_TIMEOUT)
+            .build()
+            .map_err(|source| InfluxSinkError::Probe {
+                sink: cfg.name.clone(),
+                source: source.without_url(),
+            })?;
+        let mut health = cfg.url.clone();
+        // Keep a path prefix (a store behind a reverse proxy at /influx/).
+        let prefix = health.path().trim_end_matches('/').to_owned();
+        health.set_path(&format!("{prefix}/health"));
+        health.set_query(None);
         let endpoint = Arc::new(Endpoint {
             client,
             org: cfg.org.clone(),
             bucket: cfg.bucket.clone(),
+            probe,
+            health,
         });
         let reader = BatchReader::new(
             Arc::clone(&spool),
@@ -570,12 +607,46 @@ impl InfluxSink {
             error!(sink = %name, status, response = %text, records, attempt, retry_in = ?delay,
                    "receiver refuses the gateway (check url, org, bucket and token); will resend");
         }
-        if !sleep_or_shutdown(delay, shutdown).await {
+        // Unreachable (no HTTP status at all): probe the store while waiting.
+        let probe = verdict == Verdict::Retry && status.is_none();
+        if !self.wait_before_resend(delay, probe, shutdown).await {
             return Step::Stop;
         }
         head.attempt += 1;
         head.task = self.send(head.prepared.wire.clone());
         Step::Next
+    }
+
+    /// Wait `delay` before resending; with `probe`, end the wait early once the store's
+    /// `/health` answers 2xx (checked every [`PROBE_INTERVAL`]). False on shutdown.
+    async fn wait_before_resend(
+        &self,
+        delay: Duration,
+        probe: bool,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        if !probe || delay <= PROBE_INTERVAL {
+            return sleep_or_shutdown(delay, shutdown).await;
+        }
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            if !sleep_or_shutdown(left.min(PROBE_INTERVAL), shutdown).await {
+                return false;
+            }
+            let answer = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return false,
+                r = self.endpoint.probe.get(self.endpoint.health.clone()).send() => r,
+            };
+            if answer.is_ok_and(|r| r.status().is_success()) {
+                info!(sink = %self.cfg.name, "the store answers again; resending now");
+                return true;
+            }
+        }
     }
 
     /// After an ack or dead letter: on a spool error, log and back off, then restart from the

@@ -179,7 +179,16 @@ impl Fake {
         script: &[Answer],
         keyed: &[(&'static [u8], &[Answer])],
     ) -> (SocketAddr, Self) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_at("127.0.0.1:0", script, keyed).await
+    }
+
+    /// Like [`Fake::start_keyed`], listening on `addr`.
+    async fn start_at(
+        addr: &str,
+        script: &[Answer],
+        keyed: &[(&'static [u8], &[Answer])],
+    ) -> (SocketAddr, Self) {
+        let listener = TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let fake = Self {
             script: Arc::new(Mutex::new(script.iter().copied().collect())),
@@ -390,6 +399,34 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+#[tokio::test]
+async fn an_unreachable_store_is_probed_and_used_within_seconds_of_its_return() {
+    // A port nothing listens on yet: every write fails to connect.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let mut cfg = resolved(addr, false);
+    // A backoff far longer than the test's wait: only the health probe can end it early.
+    cfg.retry_initial = Duration::from_secs(60);
+    cfg.retry_max = Duration::from_secs(60);
+    let h = Harness::start(cfg, &[(CHUNK1, 2)]);
+    eventually("the first failed write", || h.counter(WRITE_RETRIES) == 1).await;
+    let (_, fake) = Fake::start_at(&addr.to_string(), &[], &[]).await;
+    eventually("the backlog delivered after the store came back", || {
+        h.backlog() == 0
+    })
+    .await;
+    let seen = fake.seen();
+    assert!(
+        seen.iter()
+            .any(|r| r.request_line.starts_with("GET /health")),
+        "{seen:?}"
+    );
+    assert_eq!(fake.count(b"point=P2"), 1, "written once");
+    h.stop().await;
 }
 
 #[tokio::test]
