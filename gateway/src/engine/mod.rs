@@ -186,9 +186,11 @@ pub struct Engine {
     bad_since_summary: u64,
     /// Whether the spool takes commits, and when to try again if not.
     commits: CommitHealth,
-    /// Channels whose names cannot be written, devices whose clocks are wrong: logged once per
-    /// interval, not per reading.
+    /// Channels whose names cannot be written, devices whose clocks are wrong, a full spool:
+    /// logged once per interval, not per reading or commit.
     name_errors: LogLimiter,
+    /// Readings dropped by the spool's bound since that was last logged.
+    dropped_since_log: u64,
 }
 
 /// The health of spool commits: backoff while they fail, and a bounded log of the failure.
@@ -205,6 +207,8 @@ struct CommitHealth {
 
 /// The [`LogLimiter`] key of a failing spool.
 const SPOOL_FAILING: &str = "spool";
+/// The [`LogLimiter`] key of a spool dropping readings to stay within its bound.
+const SPOOL_FULL: &str = "spool full";
 
 impl CommitHealth {
     fn new() -> Self {
@@ -289,6 +293,7 @@ impl Engine {
             bad_since_summary: 0,
             commits: CommitHealth::new(),
             name_errors: LogLimiter::new(FAILURE_LOG_INTERVAL, MAX_LOGGED_CHANNELS),
+            dropped_since_log: 0,
         }
     }
 
@@ -583,10 +588,15 @@ impl Engine {
                         &[("reason", "spool_full")],
                         outcome.dropped_records,
                     );
-                    warn!(
-                        dropped = outcome.dropped_records,
-                        "Spool is full: the oldest undelivered readings were dropped to make room (raise spool.max_bytes or restore the uplink)."
-                    );
+                    // Logged when it starts, then at most once per interval with the count.
+                    self.dropped_since_log += outcome.dropped_records;
+                    if self.name_errors.allow(SPOOL_FULL).is_some() {
+                        warn!(
+                            dropped = self.dropped_since_log,
+                            "Spool is full: the oldest undelivered readings were dropped to make room (raise spool.max_bytes or restore the uplink)."
+                        );
+                        self.dropped_since_log = 0;
+                    }
                 }
                 body.clear();
                 self.pending = body;
