@@ -619,14 +619,26 @@ impl Validator {
 
         let mut points = Vec::new();
         let mut max_gap = d.max_gap;
+        let mut holes = Vec::new();
         if let Some(name) = &d.profile {
             if let Some(profile) = self.profile(&format!("{at}.profile"), name, profiles) {
                 max_gap = max_gap.or(profile.max_gap);
                 let file = profiles.dir.join(format!("{name}.toml"));
                 for (j, p) in profile.points.iter().enumerate() {
                     let pat = format!("points[{j}]");
-                    points.push(self.point(Some(&file), &pat, p, profile.word_order));
+                    let p = profile.with_defaults(p);
+                    points.push(self.point(Some(&file), &pat, &p, profile.word_order));
                 }
+                for (j, h) in profile.holes.iter().enumerate() {
+                    if let Some(message) = h.problem() {
+                        self.problems.push(Problem {
+                            file: file.clone(),
+                            at: format!("holes[{j}]"),
+                            message,
+                        });
+                    }
+                }
+                holes.clone_from(&profile.holes);
             }
         }
         for (j, p) in d.points.iter().enumerate() {
@@ -678,6 +690,7 @@ impl Validator {
             retries,
             max_backoff: d.max_backoff.unwrap_or(DEFAULT_MAX_BACKOFF),
             max_gap,
+            holes,
             tags: d.tags.clone(),
         })
     }

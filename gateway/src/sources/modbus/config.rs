@@ -184,6 +184,33 @@ const fn default_scale() -> f64 {
     1.0
 }
 
+/// Registers `first..=last` of one table that the device refuses to read (exception 02) although
+/// they lie between mapped registers. The read plan never spans them, so the device is not
+/// asked for them even once. Holes that are not declared are learned at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hole {
+    /// Register table.
+    pub function: Function,
+    /// First refused address (0-based).
+    pub first: u16,
+    /// Last refused address, inclusive.
+    pub last: u16,
+}
+
+impl Hole {
+    /// Why this declared hole is invalid, if it is.
+    #[must_use]
+    pub fn problem(&self) -> Option<String> {
+        (self.first > self.last).then(|| {
+            format!(
+                "first ({}) is after last ({}): a hole is first..=last",
+                self.first, self.last
+            )
+        })
+    }
+}
+
 /// A device profile file: a register map written once and used by many devices.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,8 +226,33 @@ pub struct ProfileConfig {
     /// Default `max_gap` for devices using the profile.
     #[serde(default)]
     pub max_gap: Option<u16>,
+    /// Default sample-time address for the profile's holding and input points that do not set
+    /// their own (many loggers keep one sample time for all channels).
+    #[serde(default)]
+    pub time_address: Option<u16>,
+    /// Default word order of that sample time; else the profile's `word_order`.
+    #[serde(default)]
+    pub time_word_order: Option<WordOrder>,
+    /// Known holes in the register map (unmapped registers the device refuses to read).
+    #[serde(default)]
+    pub holes: Vec<Hole>,
     /// The register map.
     pub points: Vec<PointConfig>,
+}
+
+impl ProfileConfig {
+    /// `p` with the profile's sample-time defaults applied: a holding or input point without
+    /// its own `time_address` gets the profile's, in the same table (coils and discrete inputs
+    /// have no sample-time register).
+    #[must_use]
+    pub fn with_defaults(&self, p: &PointConfig) -> PointConfig {
+        let mut p = p.clone();
+        if p.time_address.is_none() && !p.function.is_bits() {
+            p.time_address = self.time_address;
+            p.time_word_order = p.time_word_order.or(self.time_word_order);
+        }
+        p
+    }
 }
 
 /// How the gateway reaches a device.
@@ -395,6 +447,8 @@ pub struct Device {
     pub max_backoff: Duration,
     /// Coalescing gap.
     pub max_gap: u16,
+    /// Declared holes in the register map (from the profile).
+    pub holes: Vec<Hole>,
     /// Extra tags.
     pub tags: std::collections::BTreeMap<String, String>,
 }

@@ -235,7 +235,7 @@ impl Poller {
                         ))
                     })
                     .collect();
-                let plan = ReadPlan::new(&device.points, device.max_gap);
+                let plan = ReadPlan::with_holes(&device.points, device.max_gap, &device.holes);
                 DeviceState {
                     device,
                     series,
@@ -327,6 +327,7 @@ impl Poller {
             let req = self.devices[idx].plan.requests[i].clone();
             match self.request(idx, &req).await {
                 Outcome::Data(reply) => {
+                    self.devices[idx].plan.mark_read(&req);
                     self.decode_reply(idx, &req, &reply, &mut readings, &mut split);
                     i += 1;
                 }
@@ -370,6 +371,13 @@ impl Poller {
         }
         self.join_split_reads(idx, split, &mut readings);
         let st = &mut self.devices[idx];
+        if st.plan.rebuild_if_replanned(&st.device.points) {
+            info!(
+                device = %st.device.name, requests = st.plan.requests.len(),
+                holes = ?st.plan.holes(),
+                "Re-planned the device's reads around the registers it refuses."
+            );
+        }
         if st.failed_polls > 0 {
             info!(device = %st.device.name, failed_polls = st.failed_polls, "Device answers again.");
             st.failed_polls = 0;
@@ -453,6 +461,10 @@ impl Poller {
             };
             match (value, ts, req.part) {
                 (Ok(v), Ok(ts), Part::Whole) => out.push(Reading::good(series, ts, v)),
+                // A point without a sample time in a value-only request is complete.
+                (Ok(v), Ok(ts), Part::Value) if point.time.is_none() => {
+                    out.push(Reading::good(series, ts, v));
+                }
                 (Ok(v), Ok(_), Part::Value) => split.values.push((p, v, poll_ts)),
                 (Ok(_), Ok(ts), Part::Time) => split.times.push((p, ts)),
                 (Err(e), _, _) | (_, Err(e), _) => {
