@@ -69,7 +69,12 @@ impl fmt::Display for ReadRequest {
             last,
             self.count,
             unit_word(self)
-        )
+        )?;
+        match self.part {
+            Part::Whole => Ok(()),
+            Part::Value => write!(f, ", values only"),
+            Part::Time => write!(f, ", sample time only"),
+        }
     }
 }
 
