@@ -645,6 +645,17 @@ impl Validator {
             points.push(self.point(None, &format!("{at}.points[{j}]"), p, Default::default()));
         }
         let points: Vec<Point> = points.into_iter().flatten().collect();
+        for h in &holes {
+            if let Some(p) = h.overlapping_point(&points) {
+                self.problem(
+                    &format!("{at}.profile"),
+                    &format!(
+                        "the profile's hole {} {}..={} covers registers of point \"{}\"",
+                        h.function, h.first, h.last, p.name
+                    ),
+                );
+            }
+        }
         if points.is_empty() {
             self.problem(
                 at,

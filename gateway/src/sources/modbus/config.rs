@@ -209,6 +209,21 @@ impl Hole {
             )
         })
     }
+
+    /// The first point whose value or sample-time registers lie in this hole: a point cannot
+    /// be read from registers the device refuses.
+    #[must_use]
+    pub fn overlapping_point<'a>(&self, points: &'a [Point]) -> Option<&'a Point> {
+        let hole = u32::from(self.first)..=u32::from(self.last);
+        points
+            .iter()
+            .filter(|p| p.function == self.function)
+            .find(|p| {
+                let value = u32::from(p.address)..u32::from(p.address) + u32::from(p.width());
+                let time = p.time.map_or(0..0, |(t, _)| u32::from(t)..u32::from(t) + 2);
+                value.chain(time).any(|r| hole.contains(&r))
+            })
+    }
 }
 
 /// A device profile file: a register map written once and used by many devices.
@@ -451,4 +466,93 @@ pub struct Device {
     pub holes: Vec<Hole>,
     /// Extra tags.
     pub tags: std::collections::BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const PROFILE: &str = r#"
+name = "logger"
+word_order = "cdab"
+time_address = 60
+[[holes]]
+function = "holding"
+first = 25
+last = 59
+[[points]]
+name = "t00"
+function = "holding"
+address = 0
+type = "i16"
+quantity = "temperature"
+[[points]]
+name = "own_time"
+function = "holding"
+address = 1
+type = "i16"
+quantity = "temperature"
+time_address = 70
+time_word_order = "abcd"
+[[points]]
+name = "door"
+function = "coil"
+address = 0
+type = "bool"
+quantity = "status"
+"#;
+
+    fn load(profile: &str) -> Result<Config, crate::config::ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| panic!("tempdir: {e}"))?;
+        std::fs::write(dir.path().join("logger.toml"), profile)
+            .map_err(|e| panic!("write profile: {e}"))?;
+        let text = format!(
+            "site = \"s\"\ngateway_id = \"g\"\ndata_dir = \"/tmp/anju-test\"\nprofiles_dir = \"{}\"\n\
+             [[devices]]\nname = \"log-1\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nprofile = \"logger\"\n",
+            dir.path().display()
+        );
+        Config::from_str_at(&text, &dir.path().join("gateway.toml"))
+    }
+
+    #[test]
+    fn profile_time_defaults_and_holes_reach_the_device() {
+        let cfg = load(PROFILE).unwrap_or_else(|e| panic!("{:?}", e.problems()));
+        let d = &cfg.devices[0];
+        // The profile's time_address, in the profile's word order (no time_word_order given).
+        assert_eq!(d.points[0].time, Some((60, WordOrder::Cdab)));
+        // A point's own time_address wins.
+        assert_eq!(d.points[1].time, Some((70, WordOrder::Abcd)));
+        // Coils have no sample-time register.
+        assert_eq!(d.points[2].time, None);
+        assert_eq!(
+            d.holes,
+            vec![Hole {
+                function: Function::Holding,
+                first: 25,
+                last: 59
+            }]
+        );
+    }
+
+    #[test]
+    fn a_hole_over_a_point_or_reversed_is_rejected() {
+        let over = PROFILE.replace("first = 25", "first = 1");
+        let problems = load(&over).err().map(|e| e.problems()).unwrap_or_default();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("covers registers of point \"own_time\"")),
+            "{problems:?}"
+        );
+        let reversed = PROFILE.replace("first = 25", "first = 80");
+        let problems = load(&reversed)
+            .err()
+            .map(|e| e.problems())
+            .unwrap_or_default();
+        assert!(
+            problems.iter().any(|p| p.contains("is after last")),
+            "{problems:?}"
+        );
+    }
 }

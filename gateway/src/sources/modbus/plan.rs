@@ -207,8 +207,13 @@ impl ReadPlan {
         out
     }
 
-    /// Record that `req` was answered: the gaps it spans are not holes.
+    /// Record that `req` was answered: the gaps it spans are not holes. Only kept once the
+    /// device has refused something (before that there is nothing to learn, and a poll should
+    /// not pay for bookkeeping).
     pub fn mark_read(&mut self, req: &ReadRequest) {
+        if self.refused.is_empty() {
+            return;
+        }
         let start = u32::from(req.start);
         for r in start..start + u32::from(req.count) {
             self.readable.insert((req.function, r));
