@@ -53,6 +53,8 @@ pub type Units = BTreeMap<u8, BTreeMap<u16, u16>>;
 /// A running slave; socat is killed on drop, which ends the slave thread.
 pub struct RtuSlave {
     socat: Child,
+    /// socat relaying a loopback TCP port to the gateway's pty (a serial device server).
+    tcp_relay: Option<Child>,
     gateway_path: PathBuf,
     log: Arc<Mutex<Vec<Seen>>>,
 }
@@ -94,9 +96,30 @@ impl RtuSlave {
         std::thread::spawn(move || serve(port, &units, &delay, &thread_log));
         Ok(Self {
             socat,
+            tcp_relay: None,
             gateway_path,
             log,
         })
+    }
+
+    /// Make the slave reachable as a serial device server on 127.0.0.1 (RTU over TCP): socat
+    /// relays each TCP connection to the gateway's end of the pty pair. Returns `host:port`.
+    pub fn expose_tcp(&mut self) -> Result<String> {
+        let port = anju_system::free_port()?;
+        let mut relay = Command::new("socat")
+            .args([
+                format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"),
+                format!("FILE:{},raw,echo=0", self.gateway_path.display()),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn socat TCP relay")?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        anju_system::wait_for_port(addr, &mut relay, "socat TCP relay")?;
+        self.tcp_relay = Some(relay);
+        Ok(addr.to_string())
     }
 
     /// The pty the gateway opens.
@@ -115,6 +138,10 @@ impl RtuSlave {
 
 impl Drop for RtuSlave {
     fn drop(&mut self) {
+        if let Some(mut relay) = self.tcp_relay.take() {
+            let _ = relay.kill();
+            let _ = relay.wait();
+        }
         let _ = self.socat.kill();
         let _ = self.socat.wait();
     }
