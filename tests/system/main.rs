@@ -5,12 +5,18 @@
 //!   a slope accelerating to failure escalates yellow → orange → red; faulty devices raise
 //!   device-fault alerts and no quality alert.
 //! - [`modbus_to_influx`]: Modbus TCP and RTU values and device times land exactly.
+//! - [`modbus_holes`]: reads are re-planned around refused holes to the minimum per cycle.
+//! - [`modbus_late_reply`]: an RTU slave answering after the timeout never gets its late answer
+//!   stored as another request's value.
 //! - [`mqtt_to_influx`]: JSON and CIGEM messages through mosquitto land exactly.
 //! - [`names`]: ids with any printable character land under exactly those ids.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
 
 mod alerts;
+mod modbus_holes;
+mod modbus_late_reply;
 mod modbus_to_influx;
 mod mqtt_to_influx;
 mod names;
 mod restarts;
+mod rtu_slave;

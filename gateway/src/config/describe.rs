@@ -66,7 +66,14 @@ pub fn describe(cfg: &Config) -> String {
                 time
             );
         }
-        let plan = ReadPlan::new(&d.points, d.max_gap);
+        for h in &d.holes {
+            let _ = writeln!(
+                out,
+                "    hole (never read): {} {}..={}",
+                h.function, h.first, h.last
+            );
+        }
+        let plan = ReadPlan::with_holes(&d.points, d.max_gap, &d.holes);
         let _ = writeln!(
             out,
             "    read plan ({} requests per poll):",

@@ -190,6 +190,48 @@ const fn default_scale() -> f64 {
     1.0
 }
 
+/// Registers `first..=last` of one table that the device refuses to read (exception 02) although
+/// they lie between mapped registers. The read plan never spans them, so the device is not
+/// asked for them even once. Holes that are not declared are learned at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hole {
+    /// Register table.
+    pub function: Function,
+    /// First refused address (0-based).
+    pub first: u16,
+    /// Last refused address, inclusive.
+    pub last: u16,
+}
+
+impl Hole {
+    /// Why this declared hole is invalid, if it is.
+    #[must_use]
+    pub fn problem(&self) -> Option<String> {
+        (self.first > self.last).then(|| {
+            format!(
+                "first ({}) is after last ({}): a hole is first..=last",
+                self.first, self.last
+            )
+        })
+    }
+
+    /// The first point whose value or sample-time registers lie in this hole: a point cannot
+    /// be read from registers the device refuses.
+    #[must_use]
+    pub fn overlapping_point<'a>(&self, points: &'a [Point]) -> Option<&'a Point> {
+        let hole = u32::from(self.first)..=u32::from(self.last);
+        points
+            .iter()
+            .filter(|p| p.function == self.function)
+            .find(|p| {
+                let value = u32::from(p.address)..u32::from(p.address) + u32::from(p.width());
+                let time = p.time.map_or(0..0, |(t, _)| u32::from(t)..u32::from(t) + 2);
+                value.chain(time).any(|r| hole.contains(&r))
+            })
+    }
+}
+
 /// A device profile file: a register map written once and used by many devices.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -205,8 +247,33 @@ pub struct ProfileConfig {
     /// Default `max_gap` for devices using the profile.
     #[serde(default)]
     pub max_gap: Option<u16>,
+    /// Default sample-time address for the profile's holding and input points that do not set
+    /// their own (many loggers keep one sample time for all channels).
+    #[serde(default)]
+    pub time_address: Option<u16>,
+    /// Default word order of that sample time; else the profile's `word_order`.
+    #[serde(default)]
+    pub time_word_order: Option<WordOrder>,
+    /// Known holes in the register map (unmapped registers the device refuses to read).
+    #[serde(default)]
+    pub holes: Vec<Hole>,
     /// The register map.
     pub points: Vec<PointConfig>,
+}
+
+impl ProfileConfig {
+    /// `p` with the profile's sample-time defaults applied: a holding or input point without
+    /// its own `time_address` gets the profile's, in the same table (coils and discrete inputs
+    /// have no sample-time register).
+    #[must_use]
+    pub fn with_defaults(&self, p: &PointConfig) -> PointConfig {
+        let mut p = p.clone();
+        if p.time_address.is_none() && !p.function.is_bits() {
+            p.time_address = self.time_address;
+            p.time_word_order = p.time_word_order.or(self.time_word_order);
+        }
+        p
+    }
 }
 
 /// How the gateway reaches a device.
@@ -480,6 +547,8 @@ pub struct Device {
     pub max_backoff: Duration,
     /// Coalescing gap.
     pub max_gap: u16,
+    /// Declared holes in the register map (from the profile).
+    pub holes: Vec<Hole>,
     /// Extra tags.
     pub tags: std::collections::BTreeMap<String, String>,
 }
@@ -771,11 +840,13 @@ impl DeviceConfig {
 
         let mut points = Vec::new();
         let mut max_gap = self.max_gap;
+        let mut holes = Vec::new();
         if let Some(name) = &self.profile {
             if let Some(profile) = profiles.get(&format!("{at}.profile"), name, p) {
                 max_gap = max_gap.or(profile.max_gap);
                 let file = profiles.file(name);
                 for (j, pc) in profile.points.iter().enumerate() {
+                    let pc = profile.with_defaults(pc);
                     points.push(pc.validate(
                         Some(&file),
                         &format!("points[{j}]"),
@@ -783,12 +854,29 @@ impl DeviceConfig {
                         p,
                     ));
                 }
+                for (j, h) in profile.holes.iter().enumerate() {
+                    if let Some(message) = h.problem() {
+                        p.push_in(&file, format!("holes[{j}]"), message);
+                    }
+                }
+                holes.clone_from(&profile.holes);
             }
         }
         for (j, pc) in self.points.iter().enumerate() {
             points.push(pc.validate(None, &format!("{at}.points[{j}]"), WordOrder::default(), p));
         }
         let points: Vec<Point> = points.into_iter().flatten().collect();
+        for h in &holes {
+            if let Some(pt) = h.overlapping_point(&points) {
+                p.push(
+                    format!("{at}.profile"),
+                    format!(
+                        "the profile's hole {} {}..={} covers registers of point \"{}\"",
+                        h.function, h.first, h.last, pt.name
+                    ),
+                );
+            }
+        }
         if points.is_empty() {
             p.push(
                 at,
@@ -836,6 +924,7 @@ impl DeviceConfig {
                 .or(defaults.max_backoff)
                 .unwrap_or(DEFAULT_MAX_BACKOFF),
             max_gap,
+            holes,
             tags,
         };
         (p.len() == before).then_some(device)
@@ -918,5 +1007,94 @@ impl PointConfig {
             }
         }
         ok.then_some(point)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const PROFILE: &str = r#"
+name = "logger"
+word_order = "cdab"
+time_address = 60
+[[holes]]
+function = "holding"
+first = 25
+last = 59
+[[points]]
+name = "t00"
+function = "holding"
+address = 0
+type = "i16"
+quantity = "temperature"
+[[points]]
+name = "own_time"
+function = "holding"
+address = 1
+type = "i16"
+quantity = "temperature"
+time_address = 70
+time_word_order = "abcd"
+[[points]]
+name = "door"
+function = "coil"
+address = 0
+type = "bool"
+quantity = "status"
+"#;
+
+    fn load(profile: &str) -> Result<Config, crate::config::ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| panic!("tempdir: {e}"))?;
+        std::fs::write(dir.path().join("logger.toml"), profile)
+            .map_err(|e| panic!("write profile: {e}"))?;
+        let text = format!(
+            "site = \"s\"\ngateway_id = \"g\"\ndata_dir = \"/tmp/anju-test\"\nprofiles_dir = \"{}\"\n\
+             [[devices]]\nname = \"log-1\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nprofile = \"logger\"\n",
+            dir.path().display()
+        );
+        Config::from_str_at(&text, &dir.path().join("gateway.toml"))
+    }
+
+    #[test]
+    fn profile_time_defaults_and_holes_reach_the_device() {
+        let cfg = load(PROFILE).unwrap_or_else(|e| panic!("{:?}", e.problems()));
+        let d = &cfg.devices[0];
+        // The profile's time_address, in the profile's word order (no time_word_order given).
+        assert_eq!(d.points[0].time, Some((60, WordOrder::Cdab)));
+        // A point's own time_address wins.
+        assert_eq!(d.points[1].time, Some((70, WordOrder::Abcd)));
+        // Coils have no sample-time register.
+        assert_eq!(d.points[2].time, None);
+        assert_eq!(
+            d.holes,
+            vec![Hole {
+                function: Function::Holding,
+                first: 25,
+                last: 59
+            }]
+        );
+    }
+
+    #[test]
+    fn a_hole_over_a_point_or_reversed_is_rejected() {
+        let over = PROFILE.replace("first = 25", "first = 1");
+        let problems = load(&over).err().map(|e| e.problems()).unwrap_or_default();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("covers registers of point \"own_time\"")),
+            "{problems:?}"
+        );
+        let reversed = PROFILE.replace("first = 25", "first = 80");
+        let problems = load(&reversed)
+            .err()
+            .map(|e| e.problems())
+            .unwrap_or_default();
+        assert!(
+            problems.iter().any(|p| p.contains("is after last")),
+            "{problems:?}"
+        );
     }
 }

@@ -1,10 +1,13 @@
 //! Modbus sources: TCP, RTU on a serial port, and RTU over TCP.
 //!
 //! Owns the register-map config ([`config`]), value decoding ([`decode`]), read planning
-//! ([`plan`]) and the per-bus [`poller`]. One poller task per bus: devices on one serial line
+//! ([`plan`]), RTU framing ([`rtu_frame`]) and exchanges ([`rtu_link`]), and the per-bus
+//! [`poller`]. One poller task per bus: devices on one serial line
 //! (or behind one serial device server) are polled one at a time, separate buses in parallel.
 
 pub mod config;
 pub mod decode;
 pub mod plan;
 pub mod poller;
+pub mod rtu_frame;
+pub mod rtu_link;

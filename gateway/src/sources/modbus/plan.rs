@@ -11,16 +11,26 @@
 //! - A point with a device sample time (`time_address`) is planned as the hull of its value and
 //!   its time registers, so value and time always come from one request, hence one sample.
 //! - Many devices refuse a read that covers an unmapped register with exception 02 (illegal data
-//!   address). When a coalesced request is refused that way, [`ReadPlan::split`] replaces it with
-//!   one request per point. When a point's value+time hull is still refused (an unmapped hole
-//!   between the value and the time register), it is split once more into a value request and
-//!   a time request ([`Part`]); those two reads can straddle a sample tick, in which case the
-//!   reading carries the next sample's time, which is why the hull is always tried first. A
-//!   point refused even then is reported to the operator.
+//!   address, Modbus application protocol V1.1b3 §7). No request spans a *hole*: registers
+//!   declared in the profile (`holes`) or learned. When a request is refused that way,
+//!   [`ReadPlan::split`] looks at the unused gaps inside it: a single gap not read before is the
+//!   hole and is learned; with several, the request is split at the largest (bisection; reading
+//!   the halves shows which gaps are readable, and [`ReadPlan::rebuild_if_replanned`] learns the
+//!   one left); with none, a point's own registers are refused and the points are halved down to
+//!   the refused point, which is then read alone (and flagged) while the others stay coalesced.
+//!   A refused range is never requested again inside a larger one, so learning ends even when
+//!   the refusal has another cause (a device with a smaller request limit).
+//! - After a poll that re-planned, the whole plan is rebuilt with what was learned, so the
+//!   requests per poll are the fewest the map allows around its holes.
+//! - A point whose value+time hull spans a hole is read in two parts ([`Part`]): its value with
+//!   the other values, and its time in a time request that serves every point sharing that
+//!   time register (read once per group). Those two reads can straddle a sample tick, in which
+//!   case the reading carries the next sample's time, which is why the hull is preferred.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
-use super::config::{Function, Point};
+use super::config::{Function, Hole, Point};
 
 /// Which registers of a point a request reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +69,12 @@ impl fmt::Display for ReadRequest {
             last,
             self.count,
             unit_word(self)
-        )
+        )?;
+        match self.part {
+            Part::Whole => Ok(()),
+            Part::Value => write!(f, ", values only"),
+            Part::Time => write!(f, ", sample time only"),
+        }
     }
 }
 
@@ -109,11 +124,41 @@ pub fn point_span_error(point: &Point) -> Option<String> {
     ))
 }
 
-/// The requests for one device.
+/// One register (or bit) of one table, widened so that the end of the table (65536) fits.
+type Reg = (Function, u32);
+
+/// The requests for one device, and what the device taught us about its register map.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ReadPlan {
     /// Requests in function and address order.
     pub requests: Vec<ReadRequest>,
+    /// Unused registers a coalesced read may span.
+    max_gap: u16,
+    /// Registers no request may span: declared in the profile, or learned from exception 02.
+    holes: BTreeSet<Reg>,
+    /// Registers read in an accepted request: a gap made of these is not a hole.
+    readable: BTreeSet<Reg>,
+    /// Ranges `[start, end)` the device refused with exception 02: no request may contain one
+    /// again (whatever the reason for the refusal, a larger read is refused too), which makes
+    /// learning converge even when the refusal is not a hole.
+    refused: Vec<(Function, u32, u32)>,
+    /// Points refused on their own: planned alone, never coalesced.
+    refused_points: BTreeSet<usize>,
+    /// Set when a request was re-planned; the whole plan is rebuilt after the poll.
+    dirty: bool,
+}
+
+/// How a point enters the coalescing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// No sample time: fits a `Whole` or a `Value` request.
+    Timeless,
+    /// Value and sample time in one span.
+    Whole,
+    /// Value only (its time is in a `Time` item).
+    Value,
+    /// Sample time only.
+    Time,
 }
 
 impl ReadPlan {
@@ -121,90 +166,334 @@ impl ReadPlan {
     /// left out; validation rejects such configs before a plan is built.
     #[must_use]
     pub fn new(points: &[Point], max_gap: u16) -> Self {
-        let mut items: Vec<(Function, u32, u32, usize)> = points
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| point_span(p).map(|(s, e)| (p.function, s, e, i)))
-            .collect();
-        items.sort_by_key(|&(f, s, e, i)| (f, s, e, i));
-
-        let mut requests: Vec<ReadRequest> = Vec::new();
-        let mut current: Option<(Function, u32, u32, Vec<usize>)> = None;
-        for (function, start, end, idx) in items {
-            if let Some(cur) = current.as_mut() {
-                let (f, s, e, ref mut pts) = *cur;
-                let gap_ok = start <= e + u32::from(max_gap);
-                let size_ok = end.max(e) - s <= u32::from(function.max_per_read());
-                if f == function && gap_ok && size_ok {
-                    pts.push(idx);
-                    cur.2 = e.max(end);
-                    continue;
-                }
-            }
-            if let Some((f, s, e, pts)) = current.take() {
-                requests.push(make_request(f, s, e, pts));
-            }
-            current = Some((function, start, end, vec![idx]));
-        }
-        if let Some((f, s, e, pts)) = current {
-            requests.push(make_request(f, s, e, pts));
-        }
-        Self { requests }
+        Self::with_holes(points, max_gap, &[])
     }
 
-    /// Re-plan request `index` after the device refused it with exception 02: a coalesced
-    /// request becomes one request per point; a single point's value+time hull becomes a value
-    /// request and a time request. Returns how many requests replaced it, or 0 when it cannot
-    /// be split further (the point itself is refused).
+    /// Like [`ReadPlan::new`], never spanning the registers of `holes` (declared in the
+    /// profile): a point whose value and sample time straddle a hole is read in two parts.
+    #[must_use]
+    pub fn with_holes(points: &[Point], max_gap: u16, holes: &[Hole]) -> Self {
+        let mut plan = Self {
+            max_gap,
+            ..Self::default()
+        };
+        for h in holes {
+            for r in u32::from(h.first)..=u32::from(h.last) {
+                plan.holes.insert((h.function, r));
+            }
+        }
+        let all: Vec<usize> = (0..points.len()).collect();
+        plan.requests = plan.build(points, &all, &plan.holes);
+        plan
+    }
+
+    /// The registers learned or declared as holes, per table, as inclusive ranges.
+    #[must_use]
+    pub fn holes(&self) -> Vec<Hole> {
+        let mut out: Vec<Hole> = Vec::new();
+        for &(function, r) in &self.holes {
+            let r = u16::try_from(r).unwrap_or(u16::MAX);
+            match out.last_mut() {
+                Some(h) if h.function == function && u32::from(h.last) + 1 == u32::from(r) => {
+                    h.last = r;
+                }
+                _ => out.push(Hole {
+                    function,
+                    first: r,
+                    last: r,
+                }),
+            }
+        }
+        out
+    }
+
+    /// Record that `req` was answered: the gaps it spans are not holes. Only kept once the
+    /// device has refused something (before that there is nothing to learn, and a poll should
+    /// not pay for bookkeeping).
+    pub fn mark_read(&mut self, req: &ReadRequest) {
+        if self.refused.is_empty() {
+            return;
+        }
+        let start = u32::from(req.start);
+        for r in start..start + u32::from(req.count) {
+            self.readable.insert((req.function, r));
+        }
+    }
+
+    /// After a poll in which requests were re-planned, plan the whole device again with what
+    /// was learned, so the requests around a hole are coalesced as far as the map allows.
+    /// Returns true when it rebuilt.
+    pub fn rebuild_if_replanned(&mut self, points: &[Point]) -> bool {
+        if !std::mem::take(&mut self.dirty) {
+            return false;
+        }
+        self.learn_from_refusals(points);
+        let all: Vec<usize> = (0..points.len()).collect();
+        self.requests = self.build(points, &all, &self.holes);
+        true
+    }
+
+    /// Re-plan request `index` after the device refused it with exception 02 (illegal data
+    /// address, Modbus application protocol V1.1b3 §7). Returns how many requests replaced it,
+    /// or 0 when it cannot be split further (the point itself, or a shared time register, is
+    /// refused).
+    ///
+    /// The unused registers inside the request form gaps. If exactly one gap has not been read
+    /// before, it is the hole: it is learned and the request's points are planned around it.
+    /// If several are unknown, the request is split at the largest (bisection: each half is
+    /// read, which tells which gaps are readable). If none, a point's own registers are
+    /// refused: the points are split in two halves, down to one point, whose value+time hull
+    /// is split into a value and a time read, and a single value refused is the point's fault.
     pub fn split(&mut self, index: usize, points: &[Point]) -> usize {
-        let Some(old) = self.requests.get(index) else {
+        let Some(old) = self.requests.get(index).cloned() else {
             return 0;
         };
-        let replacement: Vec<ReadRequest> = if old.points.len() > 1 {
-            old.points
-                .iter()
-                .filter_map(|&i| {
-                    let (s, e) = point_span(points.get(i)?)?;
-                    Some(make_request(old.function, s, e, vec![i]))
-                })
-                .collect()
-        } else {
-            let Some(p) = old.points.first().and_then(|&i| points.get(i)) else {
-                return 0;
-            };
-            match (old.part, p.time) {
-                (Part::Whole, Some((t, _))) => {
-                    let value_start = u32::from(p.address);
-                    let value = make_request(
-                        old.function,
-                        value_start,
-                        value_start + u32::from(p.width()),
-                        old.points.clone(),
-                    );
-                    let time = make_request(
-                        old.function,
-                        u32::from(t),
-                        u32::from(t) + 2,
-                        old.points.clone(),
-                    );
-                    vec![
-                        ReadRequest {
-                            part: Part::Time,
-                            ..time
-                        },
-                        ReadRequest {
-                            part: Part::Value,
-                            ..value
-                        },
-                    ]
-                }
-                _ => return 0,
+        let (start, end) = (
+            u32::from(old.start),
+            u32::from(old.start) + u32::from(old.count),
+        );
+        self.refused.push((old.function, start, end));
+        self.dirty = true;
+        let mut occupied = BTreeSet::new();
+        for &i in &old.points {
+            let Some(p) = points.get(i) else { continue };
+            for r in registers_of(p, old.part) {
+                occupied.insert(r);
             }
+        }
+        let mut gaps: Vec<(u32, u32)> = Vec::new();
+        for r in start..end {
+            if occupied.contains(&r) {
+                continue;
+            }
+            match gaps.last_mut() {
+                Some(g) if g.1 == r => g.1 = r + 1,
+                _ => gaps.push((r, r + 1)),
+            }
+        }
+        let unknown: Vec<(u32, u32)> = gaps
+            .into_iter()
+            .filter(|&(a, b)| (a..b).any(|r| !self.readable.contains(&(old.function, r))))
+            .collect();
+        let replacement: Vec<ReadRequest> = match unknown.as_slice() {
+            [(a, b)] => {
+                for r in *a..*b {
+                    self.holes.insert((old.function, r));
+                }
+                self.build(points, &old.points, &self.holes)
+            }
+            [_, _, ..] => {
+                let (a, b) = unknown
+                    .iter()
+                    .copied()
+                    .max_by_key(|&(a, b)| (b - a, std::cmp::Reverse(a)))
+                    .unwrap_or((start, start));
+                let mut trial = self.holes.clone();
+                for r in a..b {
+                    trial.insert((old.function, r));
+                }
+                self.build(points, &old.points, &trial)
+            }
+            [] if old.part == Part::Time => return 0,
+            [] if old.points.len() > 1 => {
+                let mut sorted = old.points.clone();
+                sorted.sort_by_key(|&i| points.get(i).map_or(0, |p| p.address));
+                let (left, right) = sorted.split_at(sorted.len() / 2);
+                let mut halves = self.build(points, left, &self.holes);
+                halves.extend(self.build(points, right, &self.holes));
+                halves
+            }
+            [] => match (old.part, old.points.first().and_then(|&i| points.get(i))) {
+                (Part::Whole, Some(p)) if p.time.is_some() => split_value_and_time(&old, p),
+                _ => {
+                    self.refused_points.extend(old.points.iter().copied());
+                    return 0;
+                }
+            },
         };
+        if replacement.is_empty() || replacement == [old.clone()] {
+            self.refused_points.extend(old.points.iter().copied());
+            return 0;
+        }
         let n = replacement.len();
         self.requests.splice(index..=index, replacement);
         n
     }
+
+    /// A refused range whose gaps have all been read since, but one, has that one as its hole
+    /// (the bisection read both sides of it).
+    fn learn_from_refusals(&mut self, points: &[Point]) {
+        let mut occupied: BTreeSet<Reg> = BTreeSet::new();
+        for p in points {
+            for r in registers_of(p, Part::Whole) {
+                occupied.insert((p.function, r));
+            }
+        }
+        let mut learned = Vec::new();
+        for &(f, s, e) in &self.refused {
+            let mut gaps: Vec<(u32, u32)> = Vec::new();
+            for r in (s..e).filter(|&r| !occupied.contains(&(f, r))) {
+                match gaps.last_mut() {
+                    Some(g) if g.1 == r => g.1 = r + 1,
+                    _ => gaps.push((r, r + 1)),
+                }
+            }
+            let unknown: Vec<(u32, u32)> = gaps
+                .into_iter()
+                .filter(|&(a, b)| (a..b).any(|r| !self.readable.contains(&(f, r))))
+                .collect();
+            if let [(a, b)] = unknown.as_slice() {
+                learned.extend((*a..*b).map(|r| (f, r)));
+            }
+        }
+        self.holes.extend(learned);
+    }
+
+    /// True when `[start, end)` of `function` spans a hole or contains a refused range.
+    fn blocked(&self, holes: &BTreeSet<Reg>, function: Function, start: u32, end: u32) -> bool {
+        holes
+            .range((function, start)..(function, end))
+            .next()
+            .is_some()
+            || self
+                .refused
+                .iter()
+                .any(|&(f, s, e)| f == function && start <= s && e <= end)
+    }
+
+    /// Coalesce the points `idxs` into requests, never spanning `holes` or containing a refused
+    /// range; a point whose value+time hull spans a hole gets a value item and a time item, and
+    /// points sharing a sample-time register read it in one request.
+    fn build(&self, points: &[Point], idxs: &[usize], holes: &BTreeSet<Reg>) -> Vec<ReadRequest> {
+        let mut items: Vec<(Function, u32, u32, Kind, usize)> = Vec::new();
+        let mut alone = Vec::new();
+        for &i in idxs {
+            let Some(p) = points.get(i) else { continue };
+            let Some((s, e)) = point_span(p) else {
+                continue;
+            };
+            let value = (
+                u32::from(p.address),
+                u32::from(p.address) + u32::from(p.width()),
+            );
+            if self.refused_points.contains(&i) {
+                let mut r = make_request(p.function, value.0, value.1, vec![i]);
+                r.part = if p.time.is_some() {
+                    Part::Value
+                } else {
+                    Part::Whole
+                };
+                alone.push(r);
+                continue;
+            }
+            match p.time {
+                Some((t, _)) if self.blocked(holes, p.function, s, e) => {
+                    items.push((p.function, value.0, value.1, Kind::Value, i));
+                    items.push((p.function, u32::from(t), u32::from(t) + 2, Kind::Time, i));
+                }
+                Some(_) => items.push((p.function, s, e, Kind::Whole, i)),
+                None => items.push((p.function, s, e, Kind::Timeless, i)),
+            }
+        }
+        // Time items coalesce among themselves only; values and wholes among themselves.
+        items.sort_by_key(|&(f, s, e, k, i)| (k == Kind::Time, f, s, e, i));
+        let mut requests: Vec<ReadRequest> = Vec::new();
+        // (function, start, end, kind of the group, points)
+        let mut current: Option<(Function, u32, u32, Kind, Vec<usize>)> = None;
+        for (function, start, end, kind, idx) in items {
+            if let Some(cur) = current.as_mut() {
+                let (f, s, e, k, ref mut pts) = *cur;
+                let new_end = e.max(end);
+                let same_side = (k == Kind::Time) == (kind == Kind::Time);
+                let kinds_ok = same_side
+                    && (k == kind || k == Kind::Timeless || kind == Kind::Timeless)
+                    // A `Whole` group takes timeless points, a `Value` group too; but `Whole`
+                    // and `Value` items do not mix (their times are read differently).
+                    && !matches!((k, kind), (Kind::Whole, Kind::Value) | (Kind::Value, Kind::Whole));
+                if f == function
+                    && kinds_ok
+                    && start <= e + u32::from(self.max_gap)
+                    && new_end - s <= u32::from(function.max_per_read())
+                    && !self.blocked(holes, function, s, new_end)
+                {
+                    if !pts.contains(&idx) {
+                        pts.push(idx);
+                    }
+                    cur.2 = new_end;
+                    if k == Kind::Timeless {
+                        cur.3 = kind;
+                    }
+                    continue;
+                }
+            }
+            if let Some(group) = current.take() {
+                requests.push(group_request(group));
+            }
+            current = Some((function, start, end, kind, vec![idx]));
+        }
+        if let Some(group) = current {
+            requests.push(group_request(group));
+        }
+        requests.extend(alone);
+        requests.sort_by_key(|r| (r.function, r.start, r.count));
+        requests
+    }
+}
+
+/// The registers of `p` that a request of `part` reads.
+fn registers_of(p: &Point, part: Part) -> Vec<u32> {
+    let value = u32::from(p.address)..u32::from(p.address) + u32::from(p.width());
+    let time = p
+        .time
+        .map(|(t, _)| u32::from(t)..u32::from(t) + 2)
+        .unwrap_or(0..0);
+    match part {
+        Part::Whole => value.chain(time).collect(),
+        Part::Value => value.collect(),
+        Part::Time => time.collect(),
+    }
+}
+
+fn group_request(
+    (function, start, end, kind, points): (Function, u32, u32, Kind, Vec<usize>),
+) -> ReadRequest {
+    let mut r = make_request(function, start, end, points);
+    r.part = match kind {
+        Kind::Timeless | Kind::Whole => Part::Whole,
+        Kind::Value => Part::Value,
+        Kind::Time => Part::Time,
+    };
+    r
+}
+
+/// A single point's refused value+time hull as a time read and a value read.
+fn split_value_and_time(old: &ReadRequest, p: &Point) -> Vec<ReadRequest> {
+    let Some((t, _)) = p.time else {
+        return Vec::new();
+    };
+    let value_start = u32::from(p.address);
+    let value = make_request(
+        old.function,
+        value_start,
+        value_start + u32::from(p.width()),
+        old.points.clone(),
+    );
+    let time = make_request(
+        old.function,
+        u32::from(t),
+        u32::from(t) + 2,
+        old.points.clone(),
+    );
+    vec![
+        ReadRequest {
+            part: Part::Time,
+            ..time
+        },
+        ReadRequest {
+            part: Part::Value,
+            ..value
+        },
+    ]
 }
 
 fn make_request(function: Function, start: u32, end: u32, points: Vec<usize>) -> ReadRequest {
@@ -346,7 +635,7 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_request_splits_into_one_per_point() {
+    fn a_refused_request_is_split_at_its_largest_unread_gap() {
         let pts = vec![
             pt(Function::Coil, 0, DataType::Bool),
             pt(Function::Holding, 0, DataType::U16),
@@ -358,17 +647,129 @@ mod tests {
             spans(&plan),
             vec![(Function::Coil, 0, 1), (Function::Holding, 0, 10)]
         );
-        assert_eq!(plan.split(1, &pts), 3);
+        // Gaps 1..=4 and 7..=8 are unread: split at the larger one, keep the rest coalesced.
+        assert_eq!(plan.split(1, &pts), 2);
         assert_eq!(
             spans(&plan),
             vec![
                 (Function::Coil, 0, 1),
                 (Function::Holding, 0, 1),
-                (Function::Holding, 5, 2),
-                (Function::Holding, 9, 1)
+                (Function::Holding, 5, 5)
             ]
         );
-        assert_eq!(plan.requests[2].points, vec![2]);
+        assert_eq!(plan.requests[2].points, vec![2, 3]);
+        // Both halves are answered: 7..=8 is readable, so 1..=4, the only unread gap of the
+        // refused 0..=9, is learned as the hole when the plan is rebuilt after the poll.
+        let (a, b) = (plan.requests[1].clone(), plan.requests[2].clone());
+        plan.mark_read(&a);
+        plan.mark_read(&b);
+        assert!(plan.rebuild_if_replanned(&pts));
+        assert_eq!(
+            spans(&plan),
+            vec![
+                (Function::Coil, 0, 1),
+                (Function::Holding, 0, 1),
+                (Function::Holding, 5, 5)
+            ]
+        );
+        assert_eq!(
+            plan.holes(),
+            vec![Hole {
+                function: Function::Holding,
+                first: 1,
+                last: 4
+            }]
+        );
+        assert!(!plan.rebuild_if_replanned(&pts));
+    }
+
+    /// Issue 10: registers 100..=115 and 120..=121 with a hole in between: after one refusal,
+    /// two requests instead of 18.
+    #[test]
+    fn a_single_unread_gap_is_learned_as_a_hole() {
+        let pts: Vec<Point> = (100..=115)
+            .chain(120..=121)
+            .map(|a| pt(Function::Holding, a, DataType::U16))
+            .collect();
+        let mut plan = ReadPlan::new(&pts, 10);
+        assert_eq!(spans(&plan), vec![(Function::Holding, 100, 22)]);
+        assert_eq!(plan.split(0, &pts), 2);
+        assert_eq!(
+            spans(&plan),
+            vec![(Function::Holding, 100, 16), (Function::Holding, 120, 2)]
+        );
+        assert_eq!(
+            plan.holes(),
+            vec![Hole {
+                function: Function::Holding,
+                first: 116,
+                last: 119
+            }]
+        );
+        assert!(plan.rebuild_if_replanned(&pts));
+        assert_eq!(plan.requests.len(), 2);
+    }
+
+    /// Issue 10: 25 points sharing one sample time behind a hole read the time once: 2 requests
+    /// and 27 registers per cycle.
+    #[test]
+    fn a_shared_time_register_is_read_once_per_group() {
+        let pts: Vec<Point> = (0..25)
+            .map(|a| {
+                let mut p = pt(Function::Input, a, DataType::I16);
+                p.time = Some((60, WordOrder::Abcd));
+                p
+            })
+            .collect();
+        let mut plan = ReadPlan::new(&pts, 10);
+        assert_eq!(spans(&plan), vec![(Function::Input, 0, 62)]);
+        assert_eq!(plan.split(0, &pts), 2);
+        assert!(plan.rebuild_if_replanned(&pts));
+        assert_eq!(
+            spans(&plan),
+            vec![(Function::Input, 0, 25), (Function::Input, 60, 2)]
+        );
+        assert_eq!(
+            (plan.requests[0].part, plan.requests[1].part),
+            (Part::Value, Part::Time)
+        );
+        assert_eq!(plan.requests[1].points, (0..25).collect::<Vec<_>>());
+        // Declared in the profile, the hole gives the same plan without any refusal.
+        let declared = ReadPlan::with_holes(
+            &pts,
+            10,
+            &[Hole {
+                function: Function::Input,
+                first: 25,
+                last: 59,
+            }],
+        );
+        assert_eq!(declared.requests, plan.requests);
+    }
+
+    #[test]
+    fn a_declared_hole_is_never_spanned_and_timeless_points_join_value_reads() {
+        let mut a = pt(Function::Holding, 0, DataType::U16);
+        a.time = Some((20, WordOrder::Abcd));
+        let b = pt(Function::Holding, 1, DataType::U16);
+        let c = pt(Function::Holding, 6, DataType::U16);
+        let pts = vec![a, b, c];
+        let hole = Hole {
+            function: Function::Holding,
+            first: 3,
+            last: 4,
+        };
+        let plan = ReadPlan::with_holes(&pts, 10, &[hole]);
+        assert_eq!(
+            spans(&plan),
+            vec![
+                (Function::Holding, 0, 2),
+                (Function::Holding, 6, 1),
+                (Function::Holding, 20, 2)
+            ]
+        );
+        assert_eq!(plan.requests[0].part, Part::Value);
+        assert_eq!(plan.requests[0].points, vec![0, 1]);
     }
 
     #[test]
@@ -381,11 +782,11 @@ mod tests {
         assert_eq!(plan.split(0, &pts), 2);
         assert_eq!(
             spans(&plan),
-            vec![(Function::Input, 30, 2), (Function::Input, 4, 2)]
+            vec![(Function::Input, 4, 2), (Function::Input, 30, 2)]
         );
         assert_eq!(
             (plan.requests[0].part, plan.requests[1].part),
-            (Part::Time, Part::Value)
+            (Part::Value, Part::Time)
         );
         // Neither half can be split further: the point itself is refused.
         assert_eq!(plan.split(1, &pts), 0);
@@ -395,6 +796,45 @@ mod tests {
         let mut plan = ReadPlan::new(&b, 0);
         assert_eq!(plan.split(0, &b), 0);
         assert_eq!(plan.requests.len(), 1);
+    }
+
+    #[test]
+    fn contiguous_points_refused_are_bisected_down_to_the_refused_point() {
+        let pts: Vec<Point> = (0..4)
+            .map(|a| pt(Function::Holding, a, DataType::U16))
+            .collect();
+        let mut plan = ReadPlan::new(&pts, 0);
+        // No gap: a point's own register is refused. Halves, then the refused half again.
+        assert_eq!(plan.split(0, &pts), 2);
+        assert_eq!(
+            spans(&plan),
+            vec![(Function::Holding, 0, 2), (Function::Holding, 2, 2)]
+        );
+        assert_eq!(plan.split(1, &pts), 2);
+        assert_eq!(
+            spans(&plan),
+            vec![
+                (Function::Holding, 0, 2),
+                (Function::Holding, 2, 1),
+                (Function::Holding, 3, 1)
+            ]
+        );
+        assert_eq!(plan.split(1, &pts), 0);
+        // After the poll, register 2's point is read alone and the rest coalesced again, but
+        // never into a range containing a refused one.
+        let ok = plan.requests[2].clone();
+        plan.mark_read(&ok);
+        let ok = plan.requests[0].clone();
+        plan.mark_read(&ok);
+        assert!(plan.rebuild_if_replanned(&pts));
+        assert_eq!(
+            spans(&plan),
+            vec![
+                (Function::Holding, 0, 2),
+                (Function::Holding, 2, 1),
+                (Function::Holding, 3, 1)
+            ]
+        );
     }
 
     #[test]

@@ -9,12 +9,17 @@
 //! - One task per bus, so a slow or dead device delays only devices on its own wire; devices on
 //!   one RS-485 line must be polled one at a time anyway (Modbus over serial line V1.02 §2.1:
 //!   a single master, one outstanding request).
-//! - Every request runs under `tokio::time::timeout`: tokio-modbus has none of its own.
-//! - After a timeout or a garbled reply the connection is dropped and reopened before the next
-//!   request. A late reply left in the socket would otherwise be taken as the answer to the next
-//!   request; on RTU, which has no transaction id, that is silent wrong data (docs/ARCHITECTURE.md
-//!   §Crate pitfalls, tokio-modbus#324). On a serial line we also wait out the slave's reply time
-//!   and discard whatever arrived before reusing the port.
+//! - Modbus TCP goes through tokio-modbus, which matches the MBAP transaction id and unit of a
+//!   reply to its request (Modbus Messaging on TCP/IP V1.0b §3.1.3); every request runs under
+//!   `tokio::time::timeout` (tokio-modbus has none of its own), the register or bit count of a
+//!   reply is checked against the request here (tokio-modbus only `debug_assert`s it), and after
+//!   a timeout or a garbled reply the connection is dropped and reopened.
+//! - RTU, on a serial line or through a serial device server, has no transaction id: a late
+//!   reply would be taken as the answer to the next request (issue 10). It goes through our own
+//!   framing ([`super::rtu_link`]), which checks every reply against its request and drains and
+//!   discards late and mismatched frames; each discarded frame is counted per device and reason
+//!   (`modbus_errors_total{reason="late_reply"|"mismatched_reply"|"garbled"}`) and logged at
+//!   most once per [`DISCARD_LOG_INTERVAL`] per device.
 //! - A device that fails a whole poll is polled again after an exponentially growing delay
 //!   (poll interval × 2^n, capped at `max_backoff`) and returns to its normal schedule as soon as
 //!   it answers.
@@ -28,23 +33,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::{sleep, sleep_until, timeout, Instant};
-use tokio_modbus::client::{rtu, tcp, Context, Reader};
+use tokio_modbus::client::{tcp, Context, Reader};
 use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::{ExceptionCode, Slave};
+use tokio_modbus::Slave;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::config::{Device, Endpoint, Parity, SerialLine, Transport};
 use super::decode;
 use super::plan::{Part, ReadPlan, ReadRequest};
+use super::rtu_frame::{self, Answer, Expect};
+use super::rtu_link::{
+    reason as rtu_link_reason, Discard, ExchangeError, PendingRequests, RtuLink,
+};
 use crate::metrics::Metrics;
 use crate::model::{Clock, Quality, Reading, Series};
 use crate::sources::ReadingTx;
 
-/// How long to let a serial line go quiet after a failed request before reopening it, so that
-/// a slow slave's late reply is not read as the answer to the next request. 100 ms covers a
-/// 125-register reply at 19 200 baud; slower lines get their own timeout added on top.
+/// How long to wait before reopening a serial port or device-server connection that failed
+/// with an I/O error (a USB adapter re-enumerating, a device server restarting), so a broken
+/// port is not reopened in a tight loop. Late replies are handled by [`super::rtu_link`], not by
+/// this delay.
 pub const RTU_RECOVERY_DELAY: Duration = Duration::from_millis(100);
+
+/// At most one WARN per device in this interval about discarded late or mismatched replies;
+/// the counter has the full numbers.
+pub const DISCARD_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How long to wait before retrying a request answered with exception 06 (server device busy,
 /// Modbus application protocol V1.1b3 §7).
@@ -109,6 +123,27 @@ enum Reply {
     Bits(Vec<bool>),
 }
 
+/// An open connection.
+enum Conn {
+    /// Modbus TCP through tokio-modbus.
+    Tcp(Context),
+    /// RTU through our own framing.
+    Rtu(RtuLink),
+}
+
+/// What one attempt of a request came back with, whichever the transport.
+enum Attempt {
+    Data(Reply),
+    Exception(u8),
+    Timeout,
+    /// A reply that is not the answer to the request (wrong length): discarded.
+    Mismatched(String),
+    /// A garbled reply or a protocol error.
+    Garbled(String),
+    /// The connection failed; reopen it.
+    Io(String),
+}
+
 /// How a request (with its retries) ended.
 enum Outcome {
     Data(Reply),
@@ -136,14 +171,19 @@ struct DeviceState {
     failed_polls: u32,
     /// Points already reported as refused on their own, so the ERROR is logged once.
     refused_points: HashSet<usize>,
+    /// When discarded replies were last logged at WARN, and how many since.
+    discard_log: (Option<Instant>, u64),
 }
 
 /// Polls the devices of one bus until shut down.
 pub struct Poller {
     link: Link,
     devices: Vec<DeviceState>,
-    /// The open connection, if any. Dropped after any timeout or garbled reply.
-    ctx: Option<Context>,
+    /// The open connection, if any. TCP: dropped after any timeout or garbled reply. RTU:
+    /// dropped after an I/O error only.
+    ctx: Option<Conn>,
+    /// Requests of a dropped RTU connection that may still be answered late, for the next one.
+    rtu_pending: Option<PendingRequests>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
 }
@@ -195,7 +235,7 @@ impl Poller {
                         ))
                     })
                     .collect();
-                let plan = ReadPlan::new(&device.points, device.max_gap);
+                let plan = ReadPlan::with_holes(&device.points, device.max_gap, &device.holes);
                 DeviceState {
                     device,
                     series,
@@ -203,6 +243,7 @@ impl Poller {
                     next_due: start,
                     failed_polls: 0,
                     refused_points: HashSet::new(),
+                    discard_log: (None, 0),
                 }
             })
             .collect();
@@ -210,6 +251,7 @@ impl Poller {
             link: bus.link,
             devices,
             ctx: None,
+            rtu_pending: None,
             metrics,
             clock,
         }
@@ -285,6 +327,7 @@ impl Poller {
             let req = self.devices[idx].plan.requests[i].clone();
             match self.request(idx, &req).await {
                 Outcome::Data(reply) => {
+                    self.devices[idx].plan.mark_read(&req);
                     self.decode_reply(idx, &req, &reply, &mut readings, &mut split);
                     i += 1;
                 }
@@ -328,6 +371,13 @@ impl Poller {
         }
         self.join_split_reads(idx, split, &mut readings);
         let st = &mut self.devices[idx];
+        if st.plan.rebuild_if_replanned(&st.device.points) {
+            info!(
+                device = %st.device.name, requests = st.plan.requests.len(),
+                holes = ?st.plan.holes(),
+                "Re-planned the device's reads around the registers it refuses."
+            );
+        }
         if st.failed_polls > 0 {
             info!(device = %st.device.name, failed_polls = st.failed_polls, "Device answers again.");
             st.failed_polls = 0;
@@ -411,6 +461,10 @@ impl Poller {
             };
             match (value, ts, req.part) {
                 (Ok(v), Ok(ts), Part::Whole) => out.push(Reading::good(series, ts, v)),
+                // A point without a sample time in a value-only request is complete.
+                (Ok(v), Ok(ts), Part::Value) if point.time.is_none() => {
+                    out.push(Reading::good(series, ts, v));
+                }
                 (Ok(v), Ok(_), Part::Value) => split.values.push((p, v, poll_ts)),
                 (Ok(_), Ok(ts), Part::Time) => split.times.push((p, ts)),
                 (Err(e), _, _) | (_, Err(e), _) => {
@@ -450,56 +504,139 @@ impl Poller {
                 sleep(wait.min(Duration::from_secs(1))).await;
                 continue;
             }
-            let Some(ctx) = self.ctx.as_mut() else {
-                continue;
-            };
-            ctx.set_slave(Slave(unit));
             self.metrics
                 .incr(Counter::ModbusRequests, &[("device", &name)]);
-            let result = timeout(wait, send(ctx, req)).await;
-            match result {
-                Ok(Ok(Ok(reply))) => return Outcome::Data(reply),
-                Ok(Ok(Err(exception))) => {
-                    let code = u8::from(exception);
+            let (reason, quality) = match self.attempt(idx, unit, req, wait).await {
+                Attempt::Data(reply) => return Outcome::Data(reply),
+                Attempt::Exception(code) => {
                     let reason = exception_reason(code);
                     self.metrics.incr(
                         Counter::ModbusErrors,
                         &[("device", &name), ("reason", reason)],
                     );
                     debug!(device = %name, request = %req, code, "Modbus exception.");
-                    if exception == ExceptionCode::ServerDeviceBusy && attempt < retries {
+                    // Exception 06, server device busy (Modbus application protocol V1.1b3 §7).
+                    if code == 6 && attempt < retries {
                         sleep(BUSY_RETRY_DELAY).await;
                         last = Outcome::Exception(code);
                         continue;
                     }
                     return Outcome::Exception(code);
                 }
-                Ok(Err(e)) => {
-                    self.metrics.incr(
-                        Counter::ModbusErrors,
-                        &[("device", &name), ("reason", "comm_error")],
-                    );
-                    debug!(device = %name, request = %req, error = %e, "Garbled reply or transport error; reconnecting.");
-                    last = Outcome::Failed(Quality::CommError, "comm_error");
+                Attempt::Timeout => {
+                    debug!(device = %name, request = %req, timeout = ?wait, "No reply in time.");
+                    ("timeout", Quality::Timeout)
                 }
-                Err(_elapsed) => {
-                    self.metrics.incr(
-                        Counter::ModbusErrors,
-                        &[("device", &name), ("reason", "timeout")],
-                    );
-                    debug!(device = %name, request = %req, timeout = ?wait, "No reply in time; reconnecting.");
-                    last = Outcome::Failed(Quality::Timeout, "timeout");
+                Attempt::Mismatched(e) => {
+                    debug!(device = %name, request = %req, error = %e, "Reply does not fit the request; discarded.");
+                    (rtu_link_reason::MISMATCHED_REPLY, Quality::CommError)
                 }
+                Attempt::Garbled(e) => {
+                    debug!(device = %name, request = %req, error = %e, "Garbled reply or protocol error.");
+                    ("comm_error", Quality::CommError)
+                }
+                Attempt::Io(e) => {
+                    debug!(device = %name, request = %req, error = %e, "Connection failed; reopening.");
+                    self.drop_connection().await;
+                    ("comm_error", Quality::CommError)
+                }
+            };
+            self.metrics.incr(
+                Counter::ModbusErrors,
+                &[("device", &name), ("reason", reason)],
+            );
+            last = Outcome::Failed(quality, reason);
+            // A TCP stream after a failure may still deliver the late reply; the MBAP transaction
+            // id would reject it, but a fresh connection is the simpler guarantee. An RTU link
+            // has drained the line itself and stays open.
+            if matches!(self.ctx, Some(Conn::Tcp(_))) {
+                self.drop_connection().await;
             }
-            self.drop_connection().await;
         }
         last
     }
 
-    /// Drop the connection after a failure. On a serial line, let the slave finish talking first
-    /// so the reopened port starts clean (see the module doc).
+    /// One attempt of `req` on the open connection.
+    async fn attempt(
+        &mut self,
+        idx: usize,
+        unit: u8,
+        req: &ReadRequest,
+        wait: Duration,
+    ) -> Attempt {
+        match self.ctx.as_mut() {
+            None => Attempt::Io("not connected".to_owned()),
+            Some(Conn::Tcp(ctx)) => {
+                ctx.set_slave(Slave(unit));
+                match timeout(wait, send(ctx, req)).await {
+                    Ok(Ok(Ok(reply))) => match reply_count_error(&reply, req) {
+                        None => Attempt::Data(reply),
+                        Some(e) => Attempt::Mismatched(e),
+                    },
+                    Ok(Ok(Err(exception))) => Attempt::Exception(u8::from(exception)),
+                    Ok(Err(e)) => Attempt::Garbled(e.to_string()),
+                    Err(_elapsed) => Attempt::Timeout,
+                }
+            }
+            Some(Conn::Rtu(link)) => {
+                let expect = Expect {
+                    unit,
+                    function: req.function,
+                    start: req.start,
+                    count: req.count,
+                };
+                let result = link.exchange(expect, wait).await;
+                let discards = link.take_discards();
+                self.count_discards(idx, &discards);
+                match result {
+                    Ok(Answer::Registers(r)) => Attempt::Data(Reply::Registers(r)),
+                    Ok(Answer::Bits(b)) => Attempt::Data(Reply::Bits(b)),
+                    Ok(Answer::Exception(code)) => Attempt::Exception(code),
+                    Err(ExchangeError::Timeout) => Attempt::Timeout,
+                    Err(ExchangeError::Garbled) => Attempt::Garbled("garbled reply".to_owned()),
+                    Err(ExchangeError::Io(e)) => Attempt::Io(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Count the frames an RTU exchange of device `idx` discarded, per device (the unit in the
+    /// frame if it is on this bus, else the device in flight) and reason; WARN at most once per
+    /// [`DISCARD_LOG_INTERVAL`] per device.
+    fn count_discards(&mut self, idx: usize, discards: &[Discard]) {
+        for d in discards {
+            let owner = d
+                .frame_unit
+                .and_then(|u| self.devices.iter().position(|s| s.device.unit == u))
+                .unwrap_or(idx);
+            let st = &mut self.devices[owner];
+            self.metrics.incr(
+                Counter::ModbusErrors,
+                &[("device", &st.device.name), ("reason", d.reason)],
+            );
+            let now = Instant::now();
+            let (last, since) = &mut st.discard_log;
+            *since += 1;
+            if last.is_none_or(|t| now.duration_since(t) >= DISCARD_LOG_INTERVAL) {
+                warn!(
+                    device = %st.device.name, bus = %self.link, reason = d.reason,
+                    detail = ?d.detail, discarded = *since,
+                    "Discarded a reply that is not the answer to the request in flight (RTU has no transaction id); its value was not stored. A late reply means the device's timeout is shorter than its reply time."
+                );
+                *last = Some(now);
+                *since = 0;
+            } else {
+                debug!(device = %st.device.name, reason = d.reason, detail = ?d.detail, "Discarded a reply.");
+            }
+        }
+    }
+
+    /// Drop the connection after an I/O error (and any TCP failure). On a serial line, let the
+    /// port settle before it is reopened; RTU requests still pending are kept for the new link.
     async fn drop_connection(&mut self) {
-        self.ctx = None;
+        if let Some(Conn::Rtu(link)) = self.ctx.take() {
+            self.rtu_pending = Some(link.into_pending());
+        }
         if matches!(self.link, Link::Serial(_) | Link::RtuOverTcp(_)) {
             sleep(RTU_RECOVERY_DELAY).await;
         }
@@ -512,12 +649,14 @@ impl Poller {
         let ctx = match &self.link {
             // A host name is looked up here, within the connect timeout; a failed lookup is a
             // failed connect.
-            Link::Tcp(addr) => timeout(wait, async {
-                tcp::connect_slave(addr.resolve().await?, Slave(unit)).await
-            })
-            .await
-            .map_err(|_| format!("connect to {addr} timed out"))?
-            .map_err(|e| format!("connect to {addr}: {e}"))?,
+            Link::Tcp(addr) => Conn::Tcp(
+                timeout(wait, async {
+                    tcp::connect_slave(addr.resolve().await?, Slave(unit)).await
+                })
+                .await
+                .map_err(|_| format!("connect to {addr} timed out"))?
+                .map_err(|e| format!("connect to {addr}: {e}"))?,
+            ),
             Link::RtuOverTcp(addr) => {
                 let stream = timeout(wait, async {
                     tokio::net::TcpStream::connect(addr.resolve().await?).await
@@ -525,13 +664,37 @@ impl Poller {
                 .await
                 .map_err(|_| format!("connect to {addr} timed out"))?
                 .map_err(|e| format!("connect to {addr}: {e}"))?;
-                rtu::attach_slave(stream, Slave(unit))
+                self.rtu_conn(Box::new(stream))
             }
-            Link::Serial(line) => rtu::attach_slave(open_serial(line)?, Slave(unit)),
+            Link::Serial(line) => self.rtu_conn(Box::new(open_serial(line)?)),
         };
         self.ctx = Some(ctx);
         Ok(())
     }
+
+    /// An RTU link on a freshly opened stream, with the line's t3.5 (Modbus over serial line
+    /// V1.02 §2.5.1.1; a device server's baud is unknown, so the fast-line value) and the pending
+    /// requests of the previous link.
+    fn rtu_conn(&mut self, io: Box<dyn super::rtu_link::RtuIo>) -> Conn {
+        let gap = match &self.link {
+            Link::Serial(line) => rtu_frame::t35(line.baud),
+            _ => rtu_frame::T35_FAST_LINE,
+        };
+        let mut link = RtuLink::new(io, gap);
+        if let Some(pending) = self.rtu_pending.take() {
+            link.inherit_pending(pending);
+        }
+        Conn::Rtu(link)
+    }
+}
+
+/// Why a TCP reply of the right transaction does not carry exactly the quantity asked for.
+fn reply_count_error(reply: &Reply, req: &ReadRequest) -> Option<String> {
+    let got = match reply {
+        Reply::Registers(r) => r.len(),
+        Reply::Bits(b) => b.len(),
+    };
+    (got != usize::from(req.count)).then(|| format!("{got} values for a request of {}", req.count))
 }
 
 /// Open a serial port with the line's settings and discard anything already buffered.
