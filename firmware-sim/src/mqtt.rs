@@ -42,6 +42,9 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Longest wait for a PUBACK before the message is sent again.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// On shutdown, how long a message already published may still wait for its PUBACK before the
+/// publisher stops (then it is not in the truth; the broker may or may not have it).
+pub const SHUTDOWN_ACK_WAIT: Duration = Duration::from_secs(5);
 /// Largest packet either way: the largest oversized payload a fault may send, plus room for the
 /// topic and header.
 const MAX_PACKET: usize = MAX_OVERSIZED_BYTES + 64 * 1024;
@@ -335,10 +338,23 @@ async fn publish(
             outstanding += 1;
             let deadline = tokio::time::sleep(ACK_TIMEOUT);
             tokio::pin!(deadline);
+            // Cancelled while this message is out: wait (bounded) for its PUBACK, so that a
+            // message the broker took is recorded in the truth (the gateway receives it) even
+            // when the site shuts down right after publishing.
+            let mut draining = false;
             loop {
                 let l = tokio::select! {
-                    () = cancel.cancelled() => return,
+                    () = cancel.cancelled(), if !draining => {
+                        draining = true;
+                        deadline
+                            .as_mut()
+                            .reset(tokio::time::Instant::now() + SHUTDOWN_ACK_WAIT);
+                        continue;
+                    }
                     () = &mut deadline => {
+                        if draining {
+                            return;
+                        }
                         tracing::warn!(topic = %msg.topic, "no PUBACK in time; sending again");
                         continue 'send;
                     }
@@ -350,8 +366,12 @@ async fn publish(
                         stale_acks = outstanding - 1;
                         truth.record(msg.truth.iter().cloned());
                         stats.acked.fetch_add(1, Ordering::Relaxed);
+                        if draining {
+                            return;
+                        }
                         break 'send;
                     }
+                    Some(Link::Down) if draining => return,
                     Some(Link::Down) => {
                         // A new (clean) session: nothing of the old one will be acknowledged.
                         up = false;
