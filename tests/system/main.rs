@@ -6,11 +6,14 @@
 //!   device-fault alerts and no quality alert.
 //! - [`modbus_to_influx`]: Modbus TCP and RTU values and device times land exactly.
 //! - [`mqtt_to_influx`]: JSON and CIGEM messages through mosquitto land exactly.
+//! - [`mqtt_robustness`]: a 5 MB message in the session, a barrage of malformed payloads and
+//!   50,000 sensor ids never stop MQTT intake.
 //! - [`names`]: ids with any printable character land under exactly those ids.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
 
 mod alerts;
 mod modbus_to_influx;
+mod mqtt_robustness;
 mod mqtt_to_influx;
 mod names;
 mod restarts;
