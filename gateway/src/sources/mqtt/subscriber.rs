@@ -465,6 +465,7 @@ impl Ingest {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn has_pending(&self) -> bool {
         !self.batch.is_empty()
     }
