@@ -71,8 +71,10 @@ counters! {
     MqttReadings = "mqtt_readings_total" ["subscription"];
     /// Values in MQTT payloads skipped (not numeric, or not mapped).
     MqttValuesSkipped = "mqtt_values_skipped_total" ["subscription"];
-    /// MQTT readings dropped because the source's channel limit was reached.
+    /// MQTT readings refused because the source's channel limit (`max_channels`) was reached.
     MqttSeriesLimitDropped = "mqtt_series_limit_dropped_total" ["subscription"];
+    /// MQTT channels evicted from a source's memory after `channel_idle_evict` without readings.
+    MqttChannelsEvicted = "mqtt_channels_evicted_total" ["source"];
     /// MQTT payloads that could not be decoded, by reason.
     MqttPayloadErrors = "mqtt_payload_errors_total" ["subscription", "reason"];
     /// MQTT messages that matched no subscription of the source.

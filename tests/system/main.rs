@@ -9,6 +9,8 @@
 //! - [`modbus_late_reply`]: an RTU slave answering after the timeout never gets its late answer
 //!   stored as another request's value.
 //! - [`mqtt_to_influx`]: JSON and CIGEM messages through mosquitto land exactly.
+//! - [`mqtt_robustness`]: a 5 MB message in the session, a barrage of malformed payloads and
+//!   50,000 sensor ids never stop MQTT intake.
 //! - [`names`]: ids with any printable character land under exactly those ids.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
 
@@ -16,6 +18,7 @@ mod alerts;
 mod modbus_holes;
 mod modbus_late_reply;
 mod modbus_to_influx;
+mod mqtt_robustness;
 mod mqtt_to_influx;
 mod names;
 mod restarts;

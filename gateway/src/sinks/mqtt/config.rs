@@ -82,7 +82,15 @@ pub struct MqttSinkConfig {
     /// Longest wait between connection attempts. Default [`DEFAULT_RETRY_MAX`].
     #[serde(default, deserialize_with = "crate::config::duration_opt::deserialize")]
     pub retry_max: Option<Duration>,
+    /// Longest wait between reconnect attempts (`retry_max` still bounds the waits after spool
+    /// errors). Default [`DEFAULT_MAX_RECONNECT_BACKOFF`].
+    #[serde(default, deserialize_with = "crate::config::duration_opt::deserialize")]
+    pub max_reconnect_backoff: Option<Duration>,
 }
+
+/// Default longest wait between reconnects to the alert broker: an alert should reach the
+/// bureau within seconds of its broker (or the site's uplink) returning (issue 10 item 11).
+pub const DEFAULT_MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
 
 fn default_name() -> String {
     DEFAULT_NAME.to_owned()
@@ -115,6 +123,8 @@ pub struct ResolvedMqtt {
     pub retry_initial: Duration,
     /// Retry wait ceiling.
     pub retry_max: Duration,
+    /// Longest wait between reconnect attempts.
+    pub max_reconnect_backoff: Duration,
 }
 
 /// Check a topic template: `{site}` present, no other placeholder, no wildcard (MQTT 3.1.1
@@ -258,6 +268,15 @@ impl MqttSinkConfig {
                 ),
             );
         }
+        let max_reconnect_backoff = self
+            .max_reconnect_backoff
+            .unwrap_or(DEFAULT_MAX_RECONNECT_BACKOFF);
+        if max_reconnect_backoff.is_zero() {
+            p.push(
+                at("max_reconnect_backoff"),
+                "must be more than 0s; the default is \"5s\"",
+            );
+        }
         let resolved = crate::sinks::retry_bounds(self.retry_initial, self.retry_max)
             .map_err(|(field, m)| p.push(at(field), m))
             .ok()
@@ -274,6 +293,8 @@ impl MqttSinkConfig {
                 batch_max_records,
                 retry_initial,
                 retry_max,
+                // Never below the first wait (Backoff caps at its max).
+                max_reconnect_backoff: max_reconnect_backoff.max(retry_initial),
             });
         p.finish(path, resolved)
     }

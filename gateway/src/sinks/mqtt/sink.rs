@@ -260,6 +260,10 @@ impl MqttSink {
         info!(sink = %self.cfg.name, host = %self.cfg.host, port = self.cfg.port,
               topic = %self.cfg.topic, "mqtt alert sink started");
         let mut backoff = Backoff::new(self.cfg.retry_initial, self.cfg.retry_max);
+        // Reconnects have their own, lower ceiling, reset only after a connection stayed up
+        // (docs/ARCHITECTURE.md §Crate pitfalls, rumqttc).
+        let mut reconnect = Backoff::new(self.cfg.retry_initial, self.cfg.max_reconnect_backoff)
+            .with_healthy_after(crate::sources::mqtt::subscriber::HEALTHY_CONNECTION);
         let mut active = ActiveAlerts::default();
         // The summary is seeded once, from the broker's retained copy, on the first connection.
         let mut seeded = false;
@@ -270,7 +274,7 @@ impl MqttSink {
                 Step::Done(link) => link,
                 Step::Shutdown => break,
                 Step::Lost(e) => {
-                    let delay = backoff.next_delay();
+                    let delay = reconnect.failed_at(std::time::Instant::now());
                     self.metrics.incr(CONNECTION_FAILURES, &labels);
                     warn!(sink = %self.cfg.name, error = %e, retry_in = ?delay, "cannot connect to the broker");
                     if sleep_or_shutdown(delay, &shutdown).await {
@@ -280,6 +284,7 @@ impl MqttSink {
                 }
             };
             info!(sink = %self.cfg.name, "connected to the broker");
+            reconnect.connected_at(std::time::Instant::now());
             if !seeded {
                 seeded = true;
                 self.seed_summary(&mut link, &mut active, &shutdown).await;
@@ -305,7 +310,7 @@ impl MqttSink {
                 }
             };
             drop(link);
-            let delay = backoff.next_delay();
+            let delay = reconnect.failed_at(std::time::Instant::now());
             self.metrics.incr(CONNECTION_FAILURES, &labels);
             let unacked = work
                 .as_ref()

@@ -52,6 +52,27 @@ pub const MAX_KEEP_ALIVE: Duration = Duration::from_secs(65_535);
 pub const MAX_PAYLOAD_BYTES_LIMIT: usize = 4 * 1024 * 1024;
 /// Longest client id (an MQTT UTF-8 string, §1.5.3).
 pub const MAX_CLIENT_ID_BYTES: usize = 65_535;
+/// Default longest wait between reconnect attempts. Site brokers are on the same LAN (or this
+/// machine): a broker back after a restart should be reconnected within seconds, and a few
+/// attempts every 5 s cost nothing (issue 10 item 11: a 16 s ceiling reconnected a broker that
+/// was back after 20 s only 11.4 s later).
+pub const DEFAULT_MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
+/// Largest `max_reconnect_backoff` accepted: beyond it a broker that came back is missed for
+/// longer than a site tolerates without data.
+pub const MAX_RECONNECT_BACKOFF_LIMIT: Duration = Duration::from_secs(300);
+/// Default channel (series) cap per source. A site has hundreds to a few thousand sensor
+/// channels; 5,000 leaves room and bounds the memory of a publisher that invents ids (issue 14
+/// item 3: 50,000 ids took the gateway from 25 MB to 200 MB). The engine keeps state per channel
+/// too, so this cap bounds both.
+pub const DEFAULT_MAX_CHANNELS: usize = 5_000;
+/// Largest `max_channels` accepted (the former fixed limit).
+pub const MAX_CHANNELS_LIMIT: usize = 100_000;
+/// Default time without a reading after which a channel is evicted from the source's series
+/// cache (it is rebuilt on its next reading; nothing is lost but the cached names). Sensors
+/// report every minute to every 30 minutes, so an hour keeps every live channel cached.
+pub const DEFAULT_CHANNEL_IDLE_EVICT: Duration = Duration::from_secs(3600);
+/// Shortest `channel_idle_evict` accepted.
+pub const MIN_CHANNEL_IDLE_EVICT: Duration = Duration::from_secs(1);
 /// Default subscription QoS: at least once, so a reading survives a reconnect when the broker
 /// keeps the persistent session.
 pub const DEFAULT_QOS: u8 = 1;
@@ -94,6 +115,18 @@ pub struct MqttSourceConfig {
     /// Largest payload accepted; larger messages are dropped unparsed and counted.
     #[serde(default)]
     pub max_payload_bytes: Option<usize>,
+    /// Longest wait between reconnect attempts, e.g. `"5s"`. Default
+    /// [`DEFAULT_MAX_RECONNECT_BACKOFF`].
+    #[serde(default, with = "crate::config::duration_opt")]
+    pub max_reconnect_backoff: Option<Duration>,
+    /// Most distinct channels this source creates; readings of further ones are refused and
+    /// counted. Default [`DEFAULT_MAX_CHANNELS`].
+    #[serde(default)]
+    pub max_channels: Option<usize>,
+    /// A channel without readings for this long is evicted from the source's memory, e.g.
+    /// `"1h"`. Default [`DEFAULT_CHANNEL_IDLE_EVICT`].
+    #[serde(default, with = "crate::config::duration_opt")]
+    pub channel_idle_evict: Option<Duration>,
     /// What to subscribe to; the first subscription whose topic matches a message decodes it.
     pub subscriptions: Vec<SubscriptionConfig>,
 }
@@ -187,6 +220,12 @@ pub struct MqttSettings {
     pub clean_session: bool,
     /// Largest payload accepted.
     pub max_payload_bytes: usize,
+    /// Longest wait between reconnect attempts.
+    pub max_reconnect_backoff: Duration,
+    /// Most distinct channels.
+    pub max_channels: usize,
+    /// Idle time after which a channel leaves the series cache.
+    pub channel_idle_evict: Duration,
     /// Subscriptions, in match order.
     pub subscriptions: Vec<Subscription>,
 }
@@ -267,6 +306,38 @@ impl MqttSourceConfig {
                 format!("must be between 1 and {MAX_PAYLOAD_BYTES_LIMIT}"),
             );
         }
+        let max_reconnect_backoff = self
+            .max_reconnect_backoff
+            .unwrap_or(DEFAULT_MAX_RECONNECT_BACKOFF);
+        if max_reconnect_backoff < super::subscriber::INITIAL_BACKOFF
+            || max_reconnect_backoff > MAX_RECONNECT_BACKOFF_LIMIT
+        {
+            p.push(
+                at("max_reconnect_backoff"),
+                format!(
+                    "must be between {:?} and {:?}; the default is {:?}",
+                    super::subscriber::INITIAL_BACKOFF,
+                    MAX_RECONNECT_BACKOFF_LIMIT,
+                    DEFAULT_MAX_RECONNECT_BACKOFF
+                ),
+            );
+        }
+        let max_channels = self.max_channels.unwrap_or(DEFAULT_MAX_CHANNELS);
+        if max_channels == 0 || max_channels > MAX_CHANNELS_LIMIT {
+            p.push(
+                at("max_channels"),
+                format!("must be between 1 and {MAX_CHANNELS_LIMIT}; the default is {DEFAULT_MAX_CHANNELS}"),
+            );
+        }
+        let channel_idle_evict = self
+            .channel_idle_evict
+            .unwrap_or(DEFAULT_CHANNEL_IDLE_EVICT);
+        if channel_idle_evict < MIN_CHANNEL_IDLE_EVICT {
+            p.push(
+                at("channel_idle_evict"),
+                format!("must be at least {MIN_CHANNEL_IDLE_EVICT:?}; the default is \"1h\""),
+            );
+        }
         if self.subscriptions.is_empty() {
             p.push(
                 at("subscriptions"),
@@ -313,6 +384,9 @@ impl MqttSourceConfig {
             keep_alive,
             clean_session: self.clean_session,
             max_payload_bytes,
+            max_reconnect_backoff,
+            max_channels,
+            channel_idle_evict,
             subscriptions,
         });
         p.finish(path, settings)
@@ -513,6 +587,9 @@ mod tests {
         assert_eq!(s.keep_alive, Duration::from_secs(30));
         assert!(!s.clean_session);
         assert_eq!(s.max_payload_bytes, 65_536);
+        assert_eq!(s.max_reconnect_backoff, Duration::from_secs(5));
+        assert_eq!(s.max_channels, 5_000);
+        assert_eq!(s.channel_idle_evict, Duration::from_secs(3600));
         assert_eq!(s.subscriptions.len(), 2);
         let nodes = &s.subscriptions[0];
         assert_eq!(nodes.pattern.filter(), "sites/+/nodes/+/up");
@@ -625,6 +702,18 @@ mod tests {
         assert!(
             error_of("name = \"s\"\nsubscriptions = []\nmax_payload_bytes = 0")
                 .starts_with("mqtt[0].max_payload_bytes")
+        );
+        assert!(
+            error_of("name = \"s\"\nsubscriptions = []\nmax_reconnect_backoff = \"10m\"")
+                .starts_with("mqtt[0].max_reconnect_backoff: must be between 500ms and 300s")
+        );
+        assert!(
+            error_of("name = \"s\"\nsubscriptions = []\nmax_channels = 0")
+                .starts_with("mqtt[0].max_channels: must be between 1 and 100000")
+        );
+        assert!(
+            error_of("name = \"s\"\nsubscriptions = []\nchannel_idle_evict = \"10ms\"")
+                .starts_with("mqtt[0].channel_idle_evict: must be at least 1s")
         );
         assert!(error_of("name = \"s\"\nsubscriptions = []\npassword_env = \"ANJU_TEST_SURELY_UNSET_VAR\"\nusername = \"u\"")
             .starts_with("mqtt[0].password_env: environment variable ANJU_TEST_SURELY_UNSET_VAR is not set"));

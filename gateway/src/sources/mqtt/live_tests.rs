@@ -683,3 +683,115 @@ async fn throughput_through_mosquitto() {
         );
     }
 }
+
+/// Issue 10 item 2: a 5 MB QoS 1 message, above the source's packet limit (1 MiB with the
+/// default `max_payload_bytes`), waits in the persistent session while the source is down; then
+/// 1,000 normal messages alternate between two subscriptions of the same connection. Before the
+/// drain the broker redelivered the big one on every connect and nothing after it ever arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_above_the_packet_limit_in_the_session_is_drained_and_counted() {
+    const BIG: usize = 5 * 1024 * 1024;
+    const NORMAL: u32 = 1_000;
+    /// Values of the plain messages start here, apart from the probes' 1.
+    const PLAIN_BASE: u32 = 10_000;
+    assert!(
+        std::path::Path::new(Mosquitto::BINARY).exists(),
+        "{} is not installed: run `bash tests/run.sh`, which installs it",
+        Mosquitto::BINARY
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _broker = Mosquitto::start(dir.path(), port);
+    // First run: the session and its subscriptions exist on the broker.
+    let (mut rx, shutdown, task) = spawn_source(port, false, Arc::new(Metrics::new()));
+    let mut options = MqttOptions::new("live-pub-big", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_max_packet_size(2 * BIG, 2 * BIG);
+    let (client, mut eventloop) = AsyncClient::new(options, 2 * NORMAL as usize);
+    tokio::spawn(async move {
+        loop {
+            if eventloop.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    wait_subscribed(&client, &mut rx).await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+
+    client
+        .publish(
+            "sites/xb/nodes/big/up",
+            QoS::AtLeastOnce,
+            false,
+            vec![b' '; BIG],
+        )
+        .await
+        .expect("publish");
+    let metrics = Arc::new(Metrics::new());
+    let (mut rx, shutdown, task) = spawn_source(port, false, Arc::clone(&metrics));
+    for i in 0..NORMAL {
+        if i % 2 == 0 {
+            let v = PLAIN_BASE + i;
+            client
+                .publish(
+                    format!("probe/m{i}"),
+                    QoS::AtLeastOnce,
+                    false,
+                    v.to_string(),
+                )
+                .await
+                .expect("publish");
+        } else {
+            let json = format!(
+                r#"{{"ts":"2026-11-29T10:00:00.000Z","readings":[{{"sensor":"t{i}","value":{i}}}]}}"#
+            );
+            client
+                .publish("sites/xb/nodes/n1/up", QoS::AtLeastOnce, false, json)
+                .await
+                .expect("publish");
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let all = tokio::time::timeout(WAIT, async {
+        while seen.len() < NORMAL as usize {
+            let batch = recv_committed(&mut rx).await.expect("source alive");
+            for r in batch.readings {
+                let Some(v) = r.value else { continue };
+                // Exact small integers: the casts are lossless.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let v = v as u32;
+                match r.series.device.as_str() {
+                    "probe" if v >= PLAIN_BASE => seen.insert(v - PLAIN_BASE),
+                    "n1" => seen.insert(v),
+                    _ => false,
+                };
+            }
+        }
+    })
+    .await;
+    let connection_errors = metrics.get(Counter::MqttConnectionErrors, &[("source", "live")]);
+    assert!(
+        all.is_ok(),
+        "{} of {NORMAL} normal messages arrived; {connection_errors} connection errors",
+        seen.len()
+    );
+    assert_eq!(
+        metrics.get(
+            Counter::MqttPayloadErrors,
+            &[("subscription", "nodes"), ("reason", "too_large")]
+        ),
+        1
+    );
+    // The big one cost one connection: no reconnect loop.
+    assert_eq!(connection_errors, 1);
+    assert_eq!(metrics.get(Counter::MqttConnects, &[("source", "live")]), 2);
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+}

@@ -7,6 +7,7 @@
 //! - [`cigem`]: the CIGEM universal geo-hazard device format on `$dp` (docs/DOMAIN.md §CIGEM).
 //! - [`document`]: the borrowed JSON tree both JSON formats parse into.
 //! - [`timestamp`]: RFC 3339 and epoch timestamps.
+//! - [`drain`]: discarding messages above the packet limit from a persistent session.
 //! - [`subscriber`]: [`MqttSource`], the connection loop, series cache and batching.
 //!
 //! It does not publish anything (alerts going upstream are a sink's job) and does not check
@@ -15,6 +16,7 @@
 pub mod cigem;
 pub mod config;
 pub mod document;
+pub mod drain;
 pub mod payload;
 pub mod subscriber;
 pub mod timestamp;

@@ -8,8 +8,16 @@
 //! rumqttc pitfalls handled here (docs/ARCHITECTURE.md §Crate pitfalls, rumqttc):
 //! - it does not re-subscribe after a reconnect: every ConnAck re-sends all subscriptions;
 //! - `poll()` returns errors in a tight loop while the broker is down: after an error the task
-//!   sleeps with exponential backoff ([`INITIAL_BACKOFF`] → [`MAX_BACKOFF`], reset on ConnAck);
+//!   sleeps with exponential backoff ([`INITIAL_BACKOFF`] → `max_reconnect_backoff`), reset only
+//!   after a connection stayed up for [`HEALTHY_CONNECTION`], so a connection that dies right
+//!   after its ConnAck is not retried every 500 ms forever (issue 10 item 2);
+//! - a message above its packet limit fails the connection, and a persistent session redelivers
+//!   it on every connect: the task then drains it ([`super::drain`]) and counts it as
+//!   `too_large`, so it never wedges the source;
 //! - a persistent session needs `clean_session = false` and a stable client id.
+//!
+//! Memory per source is bounded by `max_channels` (a WARN at [`CHANNEL_WARN_PERCENT`] %, refusal
+//! counted beyond it) and channels idle for `channel_idle_evict` leave the series cache.
 //!
 //! Hot path (about 100k messages/s): a topic is matched without allocating, the payload is
 //! parsed once into a borrowed tree, the series is found by a key written into a reused buffer,
@@ -23,16 +31,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, Event, MqttOptions, Outgoing, Packet, Publish, QoS, SubscribeFilter,
-    SubscribeReasonCode,
+    AsyncClient, ConnectionError, Event, MqttOptions, Outgoing, Packet, Publish, QoS, StateError,
+    SubscribeFilter, SubscribeReasonCode,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::config::{MqttSettings, Qos, Subscription};
+use super::drain::{drain_oversized, DrainTarget};
 use super::payload::{decode, DecodeContext, PayloadError, Sample, SampleValue};
 use crate::metrics::Metrics;
 use crate::model::{now_ns, Quality, Reading, Series, TimestampNs};
+use crate::retry::Backoff;
 use crate::sources::{ReadingBatch, ReadingTx};
 
 /// Readings per batch sent to the engine. Large enough that the per-batch costs (channel send,
@@ -43,17 +53,27 @@ pub const BATCH_SIZE: usize = 512;
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// First wait after a connection error.
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
-/// Longest wait between reconnect attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A connection must stay up this long before a failure starts the backoff again from
+/// [`INITIAL_BACKOFF`]. A connection that fails sooner failed because of something it met on
+/// connecting (a redelivered message, a takeover by a duplicate client id, an ACL kick), which
+/// retrying faster does not cure; 10 s is longer than receiving a session's in-flight window
+/// takes and short next to a real outage.
+pub const HEALTHY_CONNECTION: Duration = Duration::from_secs(10);
 /// Capacity of rumqttc's request channel: a SUBSCRIBE per connect, a DISCONNECT at shutdown,
 /// and the PUBACKs of committed QoS 1 messages. The broker has at most its in-flight window of
 /// unacknowledged messages out to us (mosquitto `max_inflight_messages`, default 20; MQTT 5
 /// receive maximum ≤ 65535, but brokers configure hundreds at most), so 4096 slots never fill
 /// in practice; if they do, a PUBACK is skipped and the broker redelivers (a duplicate).
 pub const REQUEST_CHANNEL_CAPACITY: usize = 4096;
-/// Most distinct series one source builds. Beyond it, readings of new series are dropped and
-/// counted, so a publisher that invents sensor ids cannot exhaust memory.
-pub const MAX_SERIES: usize = 100_000;
+/// A WARN is logged when a source's channels reach this share (in %) of its `max_channels`,
+/// before anything is refused (issue 14 item 3: no warning before the limit).
+pub const CHANNEL_WARN_PERCENT: usize = 80;
+/// The series cache is swept for idle channels this many times per `channel_idle_evict`: a
+/// channel leaves the cache between 1 and 1.25 × `channel_idle_evict` after its last reading.
+pub const EVICT_SWEEPS_PER_IDLE: u32 = 4;
+/// LogLimiter key of the channel-limit warning. `#` cannot occur in a published topic
+/// (MQTT 3.1.1 §4.7.1.1), so it never shares a key with a topic's warnings.
+const CHANNEL_LIMIT_KEY: &str = "#channel-limit";
 /// Most (device, point) fault states kept for CIGEM devices.
 pub const MAX_FAULT_STATES: usize = 100_000;
 /// At most one warning per topic in this interval; the rest are counted, not logged.
@@ -63,8 +83,10 @@ pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
 pub const MAX_WARN_TOPICS: usize = 1024;
 /// Incoming MQTT packets may be this many times `max_payload_bytes` (and at least
 /// [`MIN_PACKET_LIMIT`]): such a message is received and refused by size with a counted reason.
-/// Only a larger packet makes rumqttc drop the connection (it checks the length in the fixed
-/// header before buffering, so memory stays bounded either way).
+/// A larger packet makes rumqttc drop the connection (it checks the length in the fixed header
+/// before buffering, so memory stays bounded); the message is then drained as a stream and
+/// counted ([`super::drain`]). The factor keeps moderately oversized messages off that slower
+/// path while rumqttc's buffer stays at most 4 × `max_payload_bytes` (1 MiB by default).
 pub const PACKET_LIMIT_FACTOR: usize = 4;
 /// Lower bound of the incoming packet limit.
 pub const MIN_PACKET_LIMIT: usize = 1024 * 1024;
@@ -130,16 +152,59 @@ impl MqttSource {
         // nobody until committed); rumqttc would otherwise ack on receipt, and a crash between
         // receipt and commit would lose QoS 1 messages the broker considers delivered.
         options.set_manual_acks(true);
-        let incoming = s
-            .max_payload_bytes
-            .saturating_mul(PACKET_LIMIT_FACTOR)
-            .max(MIN_PACKET_LIMIT);
-        options.set_max_packet_size(incoming, OUTGOING_PACKET_LIMIT);
+        options.set_max_packet_size(self.packet_limit(), OUTGOING_PACKET_LIMIT);
         if let Some(user) = &s.username {
             let password = s.password.as_ref().map_or("", |p| p.expose());
             options.set_credentials(user.clone(), password.to_owned());
         }
         options
+    }
+
+    /// rumqttc's incoming packet limit (see [`PACKET_LIMIT_FACTOR`]).
+    fn packet_limit(&self) -> usize {
+        self.settings
+            .max_payload_bytes
+            .saturating_mul(PACKET_LIMIT_FACTOR)
+            .max(MIN_PACKET_LIMIT)
+    }
+
+    /// After rumqttc dropped the connection for a packet of `len` bytes above its limit: drain
+    /// the persistent session of oversized messages and count them. True when at least one was
+    /// drained (the cause is gone: reconnect at once).
+    async fn drain(&self, len: usize, ingest: &mut Ingest) -> bool {
+        let s = &self.settings;
+        let source = &s.name;
+        if s.clean_session {
+            // A clean session is discarded on the next connect, message included.
+            warn!(source = %source, len, limit = self.packet_limit(),
+                "MQTT message above the packet limit dropped (clean session: not redelivered)");
+            return false;
+        }
+        let target = DrainTarget {
+            host: &s.host,
+            port: s.port,
+            client_id: &self.client_id,
+            credentials: s
+                .username
+                .as_deref()
+                .map(|u| (u, s.password.as_ref().map_or("", |p| p.expose()))),
+            limit: self.packet_limit(),
+        };
+        match drain_oversized(&target).await {
+            Ok(drained) => {
+                for (topic, len) in &drained.oversized {
+                    ingest.on_oversized(topic, *len);
+                }
+                ingest.publish_counters();
+                info!(source = %source, drained = drained.oversized.len(), left_for_redelivery = drained.left,
+                    "drained MQTT messages above the packet limit from the session");
+                !drained.oversized.is_empty()
+            }
+            Err(e) => {
+                warn!(source = %source, error = %e, "cannot drain the MQTT message above the packet limit; retrying after the backoff");
+                false
+            }
+        }
     }
 
     /// Run until `shutdown` is cancelled or the engine's channel closes. Connection errors are
@@ -161,13 +226,19 @@ impl MqttSource {
             })
             .collect();
         let metrics = Arc::clone(&self.metrics);
-        let mut ingest = Ingest::new(self.settings, &self.site, &self.gateway, self.metrics);
+        let mut ingest = Ingest::new(
+            self.settings.clone(),
+            &self.site,
+            &self.gateway,
+            Arc::clone(&self.metrics),
+        );
         info!(source = %source, broker = %broker, client_id = %self.client_id, "MQTT source starting");
 
         // Batches handed to the engine whose QoS 1 messages wait for the commit notice, oldest
         // first (PUBACKs go out in the order the messages came, MQTT 3.1.1 §4.6).
         let mut awaiting: Awaiting = VecDeque::new();
-        let mut backoff = INITIAL_BACKOFF;
+        let mut backoff = Backoff::new(INITIAL_BACKOFF, self.settings.max_reconnect_backoff)
+            .with_healthy_after(HEALTHY_CONNECTION);
         let flush_timer = tokio::time::sleep(FLUSH_INTERVAL);
         tokio::pin!(flush_timer);
         // Created once: a fresh `cancelled()` per message registers and removes a waiter under
@@ -195,7 +266,7 @@ impl MqttSource {
                         }
                     }
                 }
-                () = &mut flush_timer, if ingest.has_pending() => {
+                () = &mut flush_timer, if ingest.needs_flush() => {
                     if !ingest.flush(&out, &mut awaiting).await {
                         info!(source = %source, "engine channel closed; MQTT source stopping");
                         return;
@@ -203,15 +274,15 @@ impl MqttSource {
                 }
                 event = eventloop.poll() => match event {
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
-                        let was_empty = !ingest.has_pending();
+                        let was_empty = !ingest.needs_flush();
                         ingest.on_publish(&publish.topic, &publish.payload, now_ns());
                         ingest.hold_for_ack(publish);
-                        if ingest.pending_len() >= BATCH_SIZE {
+                        if ingest.pending_len() >= BATCH_SIZE || ingest.unacked.len() >= BATCH_SIZE {
                             if !ingest.flush(&out, &mut awaiting).await {
                                 info!(source = %source, "engine channel closed; MQTT source stopping");
                                 return;
                             }
-                        } else if was_empty && ingest.has_pending() {
+                        } else if was_empty && ingest.needs_flush() {
                             flush_timer.as_mut().reset(tokio::time::Instant::now() + FLUSH_INTERVAL);
                         }
                     }
@@ -223,7 +294,7 @@ impl MqttSource {
                         awaiting.clear();
                         ingest.unacked.clear();
                         metrics.incr(Counter::MqttConnects, &[("source", &source)]);
-                        backoff = INITIAL_BACKOFF;
+                        backoff.connected_at(std::time::Instant::now());
                         // rumqttc does not re-subscribe on reconnect (rumqtt#250): always do it,
                         // also when the session is present (re-subscribing is idempotent).
                         if let Err(e) = client.try_subscribe_many(filters.clone()) {
@@ -245,16 +316,25 @@ impl MqttSource {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        warn!(source = %source, broker = %broker, error = %e, retry_in = ?backoff, "MQTT connection error");
+                        let delay = backoff.failed_at(std::time::Instant::now());
+                        warn!(source = %source, broker = %broker, error = %e, retry_in = ?delay, "MQTT connection error");
                         metrics.incr(Counter::MqttConnectionErrors, &[("source", &source)]);
                         if !ingest.flush(&out, &mut awaiting).await {
                             return;
                         }
+                        if let Some(len) = packet_too_large(&e) {
+                            let drained = tokio::select! {
+                                () = &mut cancelled => break,
+                                drained = self.drain(len, &mut ingest) => drained,
+                            };
+                            if drained {
+                                continue;
+                            }
+                        }
                         tokio::select! {
                             () = &mut cancelled => break,
-                            () = tokio::time::sleep(backoff) => {}
+                            () = tokio::time::sleep(delay) => {}
                         }
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
                     }
                 }
             }
@@ -297,6 +377,18 @@ impl MqttSource {
     }
 }
 
+/// The packet length, when rumqttc dropped the connection because an incoming packet was above
+/// its limit (`mqttbytes::Error::PayloadSizeLimitExceeded`, raised from the fixed header before
+/// the packet is read).
+fn packet_too_large(e: &ConnectionError) -> Option<usize> {
+    match e {
+        ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(len),
+        )) => Some(*len),
+        _ => None,
+    }
+}
+
 /// Batches waiting for the engine's commit notice, with the QoS 1 messages they carry.
 type Awaiting = VecDeque<(tokio::sync::oneshot::Receiver<()>, Vec<Publish>)>;
 
@@ -329,8 +421,8 @@ pub(crate) struct Ingest {
     max_payload_bytes: usize,
     counters: Vec<SubCounters>,
     unmatched: u64,
-    /// Series by [`write_key`] key.
-    series: HashMap<Box<[u8]>, Arc<Series>>,
+    /// Series by [`write_key`] key, bounded by `max_channels`.
+    series: SeriesCache,
     /// Reused key buffer, so a cache hit allocates nothing.
     key: Vec<u8>,
     /// Last CIGEM `sensor_state` per device, then point.
@@ -361,7 +453,7 @@ impl Ingest {
             subs: settings.subscriptions,
             max_payload_bytes: settings.max_payload_bytes,
             unmatched: 0,
-            series: HashMap::new(),
+            series: SeriesCache::new(settings.max_channels, settings.channel_idle_evict),
             key: Vec::with_capacity(128),
             faults: HashMap::new(),
             fault_count: 0,
@@ -373,8 +465,18 @@ impl Ingest {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn has_pending(&self) -> bool {
         !self.batch.is_empty()
+    }
+
+    /// Readings or QoS 1 messages wait to go to the engine. Messages that decoded to nothing
+    /// (malformed, refused by the channel limit) count: their PUBACKs wait for the flush, and a
+    /// broker stops sending when its in-flight window (mosquitto `max_inflight_messages`) is full
+    /// of unacknowledged ones, so holding them until a good reading came stalled intake for good
+    /// (found by the 50,000-id system test: 45,000 refused QoS 1 messages in a row).
+    pub(crate) fn needs_flush(&self) -> bool {
+        !self.batch.is_empty() || !self.unacked.is_empty()
     }
 
     pub(crate) fn pending_len(&self) -> usize {
@@ -419,6 +521,32 @@ impl Ingest {
         }
     }
 
+    /// Count a message that was too large to be received at all (drained from the session by
+    /// [`super::drain`]): as `too_large` of the subscription its topic matches, like a smaller
+    /// oversized message.
+    pub(crate) fn on_oversized(&mut self, topic: &str, len: usize) {
+        let Some((index, sub)) = self
+            .subs
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.pattern.matches(topic).is_some())
+        else {
+            self.unmatched += 1;
+            return;
+        };
+        if let Some(c) = self.counters.get_mut(index) {
+            c.messages += 1;
+        }
+        self.metrics.incr(
+            Counter::MqttPayloadErrors,
+            &[("subscription", sub.name.as_str()), ("reason", "too_large")],
+        );
+        if let Some(suppressed) = self.warnings.allow(topic) {
+            warn!(source = %self.source, topic, subscription = %sub.name, len, max = self.max_payload_bytes,
+                suppressed, "dropped oversized MQTT message (drained from the session)");
+        }
+    }
+
     /// Add the locally summed counters to the shared metrics.
     fn publish_counters(&mut self) {
         for (sub, c) in self.subs.iter().zip(self.counters.iter_mut()) {
@@ -443,6 +571,14 @@ impl Ingest {
             );
             self.unmatched = 0;
         }
+        if self.series.evicted > 0 {
+            self.metrics.add(
+                Counter::MqttChannelsEvicted,
+                &[("source", &self.source)],
+                self.series.evicted,
+            );
+            self.series.evicted = 0;
+        }
     }
 
     /// Decode one message into the pending batch.
@@ -465,6 +601,7 @@ impl Ingest {
             warnings,
             metrics,
         } = self;
+        series.evict_idle(received_ns);
         let Some((index, sub, caps)) = subs
             .iter()
             .enumerate()
@@ -498,7 +635,15 @@ impl Ingest {
             let mut emitted = 0u64;
             let mut dropped = 0u64;
             let result = decode(&sub.payload, payload, &ctx, &mut |sample: Sample<'_>| {
-                let Some(s) = series_for(series, key, names, index, sub, &caps, &sample) else {
+                let Some(s) = series_for(
+                    series,
+                    key,
+                    names,
+                    (index, sub),
+                    &caps,
+                    &sample,
+                    received_ns,
+                ) else {
                     dropped += 1;
                     return;
                 };
@@ -528,10 +673,16 @@ impl Ingest {
             });
             counter.series_limit += dropped;
             if dropped > 0 {
-                if let Some(suppressed) = warnings.allow(topic) {
+                // One line per interval for the whole source, not per topic: a publisher that
+                // invents ids uses a new topic for each.
+                if let Some(suppressed) = warnings.allow(CHANNEL_LIMIT_KEY) {
                     warn!(source = %source, topic, subscription = %sub.name, dropped, suppressed,
-                        limit = MAX_SERIES, "too many distinct series; readings of new ones dropped");
+                        max_channels = series.max, "channel limit reached; readings of new channels refused");
                 }
+            }
+            if series.take_warning() {
+                warn!(source = %source, channels = series.map.len(), max_channels = series.max,
+                    "MQTT source at {CHANNEL_WARN_PERCENT} % of its channel limit; readings of new channels will be refused beyond it (raise max_channels if the site has that many)");
             }
             match result {
                 Ok(report) => {
@@ -629,21 +780,109 @@ fn write_key(key: &mut Vec<u8>, index: usize, caps: &[&str], sample: &Sample<'_>
     push_part(key, Some(sample.unit));
 }
 
-/// The series of a sample, built on first sight. `None` when [`MAX_SERIES`] is reached.
+/// A source's series, by [`write_key`] key, with the time each was last seen: at most `max`,
+/// and those idle for `idle_ns` are evicted.
+///
+/// Eviction loses nothing: a series is a name, rebuilt equal on the channel's next reading; the
+/// engine keys its channel state by the series key, not by this `Arc`.
+#[derive(Debug)]
+struct SeriesCache {
+    map: HashMap<Box<[u8]>, (Arc<Series>, TimestampNs)>,
+    max: usize,
+    idle_ns: i64,
+    /// Receive time at or after which the next sweep runs.
+    next_sweep_ns: TimestampNs,
+    /// The WARN at [`CHANNEL_WARN_PERCENT`] % is due (set on crossing, taken by the caller).
+    warn_due: bool,
+    /// The WARN was given and the cache has not fallen below the mark since.
+    warned: bool,
+    /// Channels evicted since the counters were last published.
+    evicted: u64,
+}
+
+impl SeriesCache {
+    fn new(max: usize, idle: Duration) -> Self {
+        Self {
+            map: HashMap::new(),
+            max,
+            idle_ns: i64::try_from(idle.as_nanos()).unwrap_or(i64::MAX),
+            next_sweep_ns: TimestampNs::MIN,
+            warn_due: false,
+            warned: false,
+            evicted: 0,
+        }
+    }
+
+    /// Channel count at which the WARN is given.
+    fn warn_at(&self) -> usize {
+        self.max.saturating_mul(CHANNEL_WARN_PERCENT) / 100
+    }
+
+    fn get(&mut self, key: &[u8], now: TimestampNs) -> Option<Arc<Series>> {
+        let (series, seen) = self.map.get_mut(key)?;
+        *seen = now;
+        Some(Arc::clone(series))
+    }
+
+    /// Insert unless full; false when the channel limit refuses it.
+    fn insert(&mut self, key: &[u8], series: Arc<Series>, now: TimestampNs) -> bool {
+        if self.map.len() >= self.max {
+            return false;
+        }
+        self.map.insert(key.into(), (series, now));
+        if self.map.len() >= self.warn_at() && !self.warned {
+            self.warned = true;
+            self.warn_due = true;
+        }
+        true
+    }
+
+    /// True once per crossing of the WARN mark.
+    fn take_warning(&mut self) -> bool {
+        std::mem::take(&mut self.warn_due)
+    }
+
+    /// Drop channels idle for `idle_ns`, at most once per sweep period. The clock is the
+    /// receive time: a clock step back evicts nothing, one forward evicts early (rebuilt on the
+    /// next reading).
+    fn evict_idle(&mut self, now: TimestampNs) {
+        if now < self.next_sweep_ns {
+            return;
+        }
+        self.next_sweep_ns = now.saturating_add(self.idle_ns / i64::from(EVICT_SWEEPS_PER_IDLE));
+        let cutoff = now.saturating_sub(self.idle_ns);
+        let before = self.map.len();
+        self.map.retain(|_, (_, seen)| *seen > cutoff);
+        let removed = before - self.map.len();
+        if removed > 0 {
+            self.evicted += removed as u64;
+            // Give the memory back when most of the table is empty (a HashMap keeps its
+            // capacity otherwise).
+            if self.map.len() < self.map.capacity() / 4 {
+                self.map.shrink_to_fit();
+            }
+        }
+        if self.map.len() < self.warn_at() {
+            self.warned = false;
+        }
+    }
+}
+
+/// The series of a sample, built on first sight. `None` when the channel limit is reached.
 fn series_for(
-    cache: &mut HashMap<Box<[u8]>, Arc<Series>>,
+    cache: &mut SeriesCache,
     key: &mut Vec<u8>,
     (site, gateway): (&str, &str),
-    index: usize,
-    sub: &Subscription,
+    (index, sub): (usize, &Subscription),
     caps: &super::topic::Captures<'_>,
     sample: &Sample<'_>,
+    now: TimestampNs,
 ) -> Option<Arc<Series>> {
     write_key(key, index, caps.as_slice(), sample);
-    if let Some(series) = cache.get(key.as_slice()) {
-        return Some(Arc::clone(series));
+    if let Some(series) = cache.get(key.as_slice(), now) {
+        return Some(series);
     }
-    if cache.len() >= MAX_SERIES {
+    if cache.map.len() >= cache.max {
         return None;
     }
     let device = match &sample.device {
@@ -679,8 +918,9 @@ fn series_for(
         sample.unit,
         &tags,
     ));
-    cache.insert(key.as_slice().into(), Arc::clone(&series));
-    Some(series)
+    cache
+        .insert(key.as_slice(), Arc::clone(&series), now)
+        .then_some(series)
 }
 
 #[cfg(test)]
@@ -765,7 +1005,7 @@ mod tests {
             Arc::ptr_eq(&batch[0].series, &batch[2].series),
             "series is cached"
         );
-        assert_eq!(ing.series.len(), 2);
+        assert_eq!(ing.series.map.len(), 2);
         assert_eq!(
             metrics.get(Counter::MqttMessages, &[("subscription", "nodes")]),
             2
@@ -830,6 +1070,105 @@ mod tests {
             3
         );
         assert_eq!(metrics.total(Counter::MqttReadings), 0);
+    }
+
+    /// One plain-JSON reading of sensor `s{i}` on `sensors/x`.
+    fn sensor_msg(i: usize) -> Vec<u8> {
+        format!(r#"{{"sensor":"s{i}","value":{i},"ts":1764410000123}}"#).into_bytes()
+    }
+
+    #[test]
+    fn channels_beyond_the_cap_are_refused_and_idle_ones_evicted() {
+        let text = CONFIG.replacen(
+            "max_payload_bytes = 300",
+            "max_payload_bytes = 300\nmax_channels = 10\nchannel_idle_evict = \"1m\"",
+            1,
+        );
+        let (mut ing, metrics) = ingest(&text);
+        for i in 0..7 {
+            ing.on_publish("sensors/x", &sensor_msg(i), RECEIVED);
+        }
+        assert!(!ing.series.warned, "7 of 10 is below the 80 % mark");
+        ing.on_publish("sensors/x", &sensor_msg(7), RECEIVED);
+        assert!(ing.series.warned, "8 of 10 gives the WARN");
+        for i in 8..13 {
+            ing.on_publish("sensors/x", &sensor_msg(i), RECEIVED);
+        }
+        // s0..s9 known: a known channel still lands at the cap.
+        ing.on_publish("sensors/x", &sensor_msg(3), RECEIVED);
+        let batch = ing.take_batch();
+        let points: Vec<&str> = batch.iter().map(|r| r.series.point.as_str()).collect();
+        assert_eq!(
+            points,
+            ["s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s3"]
+        );
+        let refused = || {
+            metrics.get(
+                Counter::MqttSeriesLimitDropped,
+                &[("subscription", "single")],
+            )
+        };
+        assert_eq!(refused(), 3);
+        // s3 was seen 30 s later than the rest: 61 s after the start only it is still live.
+        let s = 1_000_000_000;
+        ing.on_publish("sensors/x", &sensor_msg(3), RECEIVED + 30 * s);
+        ing.on_publish("sensors/x", &sensor_msg(20), RECEIVED + 61 * s);
+        assert_eq!(ing.series.map.len(), 2, "s3 and the new s20");
+        assert!(
+            !ing.series.warned,
+            "below the mark again: the WARN is re-armed"
+        );
+        for i in 21..40 {
+            ing.on_publish("sensors/x", &sensor_msg(i), RECEIVED + 61 * s);
+        }
+        let batch = ing.take_batch();
+        assert_eq!(batch.len(), 2 + 8, "s3, s20, then 8 new until the cap");
+        assert_eq!(refused(), 3 + 11);
+        assert_eq!(
+            metrics.get(Counter::MqttChannelsEvicted, &[("source", "site")]),
+            9
+        );
+    }
+
+    /// Memory of the source's series cache per channel, from RSS before and after 50,000
+    /// channels: `cargo test -p anju-gateway --release --lib memory_per_channel -- --ignored
+    /// --nocapture`.
+    #[test]
+    #[ignore = "measurement; run alone in release mode"]
+    fn memory_per_channel() {
+        const CHANNELS: usize = 50_000;
+        fn rss_bytes() -> usize {
+            /// statm counts pages; 4 KiB on x86_64 and aarch64 Linux.
+            const PAGE: usize = 4096;
+            let statm = std::fs::read_to_string("/proc/self/statm").expect("procfs");
+            statm
+                .split(' ')
+                .nth(1)
+                .and_then(|p| p.parse::<usize>().ok())
+                .expect("resident pages")
+                * PAGE
+        }
+        let text = CONFIG.replacen(
+            "max_payload_bytes = 300",
+            &format!("max_payload_bytes = 300\nmax_channels = {CHANNELS}"),
+            1,
+        );
+        let (mut ing, _) = ingest(&text);
+        let messages: Vec<Vec<u8>> = (0..CHANNELS).map(sensor_msg).collect();
+        let before = rss_bytes();
+        for m in &messages {
+            ing.on_publish("sensors/x", m, RECEIVED);
+            if ing.pending_len() >= BATCH_SIZE {
+                drop(ing.take_batch());
+            }
+        }
+        drop(ing.take_batch());
+        let after = rss_bytes();
+        assert_eq!(ing.series.map.len(), CHANNELS);
+        println!(
+            "series cache: {} bytes per channel ({CHANNELS} channels, RSS {before} -> {after})",
+            after.saturating_sub(before) / CHANNELS
+        );
     }
 
     #[test]
