@@ -274,17 +274,23 @@ async fn a_barrage_of_malformed_payloads_costs_no_good_reading() -> Result<()> {
     }
     // The 5 MB one.
     *expected.entry("too_large").or_insert(0) += 1;
+    // QoS 1 is at least once: the messages in flight when the drain reconnects are delivered
+    // again (at most mosquitto's in-flight window, `max_inflight_messages` = 20 by default), so
+    // a reason may count a few more than were sent, never fewer.
+    const REDELIVERED_AT_MOST: u64 = 20;
     for (reason, want) in &expected {
         let got = count(reason);
         ensure!(
-            got == *want,
+            (*want..=*want + REDELIVERED_AT_MOST).contains(&got),
             "{reason}: counted {got}, sent {want} ({} connection errors); counters:\n{}",
             gw.metrics.total(Counter::MqttConnectionErrors),
             gw.metrics.render()
         );
     }
+    let counted = gw.metrics.total(Counter::MqttPayloadErrors);
+    let sent = expected.values().sum::<u64>();
     ensure!(
-        gw.metrics.total(Counter::MqttPayloadErrors) == expected.values().sum::<u64>(),
+        (sent..=sent + REDELIVERED_AT_MOST).contains(&counted),
         "other reasons counted:\n{}",
         gw.metrics.render()
     );

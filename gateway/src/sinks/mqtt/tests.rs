@@ -415,7 +415,11 @@ async fn alerts_arrive_with_qos1_and_the_retained_summary_follows_raise_then_cle
     assert_eq!(payloads_on(&got, "anju/xa/alerts/active")[1], b"[]");
     assert_eq!(payloads_on(&got, "anju/xa/alerts").len(), 2);
     // Counted once the cursor moved, which may be just after the subscriber got the summary.
-    wait_for("clear settled", || sink.backlog() == 0).await;
+    // The cursor moves first, then the counter: wait for both.
+    wait_for("clear settled and counted", || {
+        sink.backlog() == 0 && sink.metrics.get(PUBLISHED_RECORDS, &[("sink", "up")]) >= 2
+    })
+    .await;
     assert_eq!(sink.metrics.get(PUBLISHED_RECORDS, &[("sink", "up")]), 2);
     sink.stop().await;
 }
