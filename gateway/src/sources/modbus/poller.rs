@@ -46,6 +46,7 @@ use super::rtu_frame::{self, Answer, Expect};
 use super::rtu_link::{
     reason as rtu_link_reason, Discard, ExchangeError, PendingRequests, RtuLink,
 };
+use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::model::{Clock, Quality, Reading, Series};
 use crate::sources::ReadingTx;
@@ -171,8 +172,6 @@ struct DeviceState {
     failed_polls: u32,
     /// Points already reported as refused on their own, so the ERROR is logged once.
     refused_points: HashSet<usize>,
-    /// When discarded replies were last logged at WARN, and how many since.
-    discard_log: (Option<Instant>, u64),
 }
 
 /// Polls the devices of one bus until shut down.
@@ -184,6 +183,8 @@ pub struct Poller {
     ctx: Option<Conn>,
     /// Requests of a dropped RTU connection that may still be answered late, for the next one.
     rtu_pending: Option<PendingRequests>,
+    /// Discarded replies: one WARN per device per [`DISCARD_LOG_INTERVAL`].
+    discard_log: LogLimiter,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
 }
@@ -243,7 +244,6 @@ impl Poller {
                     next_due: start,
                     failed_polls: 0,
                     refused_points: HashSet::new(),
-                    discard_log: (None, 0),
                 }
             })
             .collect();
@@ -252,6 +252,8 @@ impl Poller {
             devices,
             ctx: None,
             rtu_pending: None,
+            // One key per device on the bus, so the bound is never reached.
+            discard_log: LogLimiter::new(DISCARD_LOG_INTERVAL, 256),
             metrics,
             clock,
         }
@@ -614,17 +616,12 @@ impl Poller {
                 Counter::ModbusErrors,
                 &[("device", &st.device.name), ("reason", d.reason)],
             );
-            let now = Instant::now();
-            let (last, since) = &mut st.discard_log;
-            *since += 1;
-            if last.is_none_or(|t| now.duration_since(t) >= DISCARD_LOG_INTERVAL) {
+            if let Some(suppressed) = self.discard_log.allow(&st.device.name) {
                 warn!(
                     device = %st.device.name, bus = %self.link, reason = d.reason,
-                    detail = ?d.detail, discarded = *since,
+                    detail = ?d.detail, suppressed,
                     "Discarded a reply that is not the answer to the request in flight (RTU has no transaction id); its value was not stored. A late reply means the device's timeout is shorter than its reply time."
                 );
-                *last = Some(now);
-                *since = 0;
             } else {
                 debug!(device = %st.device.name, reason = d.reason, detail = ?d.detail, "Discarded a reply.");
             }
