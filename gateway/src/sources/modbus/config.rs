@@ -1402,4 +1402,33 @@ conversion = { type = "ntc_beta", r25 = 10000.0, beta = 3950.0 }
             "{e:?}"
         );
     }
+
+    /// The example profiles of `config/example-profiles` load, and a device's own calibration
+    /// sheet replaces the profile's with `overrides`.
+    #[test]
+    fn example_profiles_load_and_devices_override_the_calibration() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/example-profiles");
+        let text = format!(
+            "site = \"s\"\ngateway_id = \"g\"\ndata_dir = \"/tmp/anju-test\"\nprofiles_dir = \"{}\"\n\
+             [[devices]]\nname = \"pz-7\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nprofile = \"vw-piezometer-hz\"\n\
+             [devices.overrides.freq]\nconversion = {{ type = \"vibrating_wire\", gauge_factor = -0.2, zero_reading = 9000.0 }}\n\
+             [[devices]]\nname = \"slab-1\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:503\"\nprofile = \"ntc-10k-8ch\"\n\
+             [devices.overrides.t2]\nsign = -1\n",
+            dir.display()
+        );
+        let cfg = Config::from_str_at(&text, &dir.join("gateway.toml"))
+            .unwrap_or_else(|e| panic!("{:?}", e.problems()));
+        let pz = &cfg.devices[0].points[0].channel;
+        assert_eq!(
+            pz.conversion,
+            Some(crate::conversion::Conversion::VibratingWire {
+                input: crate::conversion::VwInput::Hz,
+                gauge_factor: -0.2,
+                zero_reading: 9000.0,
+                thermal: None
+            })
+        );
+        assert_eq!(cfg.devices[1].points[1].channel.sign, Sign::Negative);
+        assert_eq!(cfg.devices[1].points[0].channel.sign, Sign::Positive);
+    }
 }
