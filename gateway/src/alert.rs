@@ -388,6 +388,7 @@ const fn quantity_zh(q: QuantityKind) -> (&'static str, &'static str) {
         QuantityKind::Voltage => ("电压点", "电压"),
         QuantityKind::Signal => ("信号点", "信号强度"),
         QuantityKind::Status => ("状态点", "状态"),
+        QuantityKind::Azimuth => ("方位角点", "方位角"),
         QuantityKind::Other => ("测点", "测值"),
     }
 }
@@ -413,6 +414,7 @@ const fn quantity_en(q: QuantityKind) -> (&'static str, &'static str) {
         QuantityKind::Voltage => ("voltage point", "voltage"),
         QuantityKind::Signal => ("signal point", "signal strength"),
         QuantityKind::Status => ("status point", "status"),
+        QuantityKind::Azimuth => ("azimuth point", "azimuth"),
         QuantityKind::Other => ("point", "value"),
     }
 }
@@ -487,12 +489,16 @@ fn quality_text(code: i64, lang: Language) -> String {
         (Language::Zh, 200) => "通信超时".to_owned(),
         (Language::Zh, 201) => "通信错误".to_owned(),
         (Language::Zh, 202) => "数值无效".to_owned(),
+        (Language::Zh, 203) => "原始值无法换算为工程值".to_owned(),
+        (Language::Zh, 204) => "温度修正值缺失".to_owned(),
         (Language::Zh, 100..=199) => format!("Modbus 异常码 {}", code - 100),
         (Language::Zh, 300..=399) => format!("设备报告传感器故障（状态码 {}）", code - 300),
         (Language::Zh, _) => format!("质量码 {code}"),
         (Language::En, 200) => "timeout".to_owned(),
         (Language::En, 201) => "communication error".to_owned(),
         (Language::En, 202) => "not a finite number".to_owned(),
+        (Language::En, 203) => "raw value not convertible to an engineering value".to_owned(),
+        (Language::En, 204) => "temperature correction unavailable".to_owned(),
         (Language::En, 100..=199) => format!("Modbus exception {}", code - 100),
         (Language::En, 300..=399) => format!("device-reported sensor fault (state {})", code - 300),
         (Language::En, _) => format!("quality code {code}"),

@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file, validated into a typed [`config::Config`]; errors name the path.
+//! - [`conversion`]: a channel's raw number to its engineering value (NTC, vibrating wire,
+//!   polynomial, linear) and its sign convention.
 //! - [`model`]: [`model::Reading`], [`model::Series`], [`model::Quality`], [`model::QuantityKind`].
 //! - [`sources`]: Modbus pollers ([`sources::modbus`]) and the MQTT subscriber
 //!   ([`sources::mqtt`]); they send batches of readings to the engine.
@@ -28,6 +30,7 @@
 pub mod alert;
 pub mod broker;
 pub mod config;
+pub mod conversion;
 pub mod engine;
 pub mod log_limit;
 pub mod metrics;

@@ -36,6 +36,10 @@ pub enum QuantityKind {
     Crack,
     /// Tilt angle (degrees or mrad).
     Tilt,
+    /// A direction in the horizontal plane (°, 0–360, e.g. CIGEM `AZI`/`trend`, the azimuth of
+    /// the tilt). A kind of its own so that no tilt rule or tilt dashboard ever selects it: 359°
+    /// and 1° are two degrees apart, not 358 (docs/DOMAIN.md §CIGEM).
+    Azimuth,
     /// Temperature (°C): concrete, ambient, soil.
     Temperature,
     /// Relative humidity or soil moisture (%).
@@ -76,6 +80,7 @@ impl QuantityKind {
             Self::Displacement => "displacement",
             Self::Crack => "crack",
             Self::Tilt => "tilt",
+            Self::Azimuth => "azimuth",
             Self::Temperature => "temperature",
             Self::Humidity => "humidity",
             Self::Rainfall => "rainfall",
@@ -94,12 +99,13 @@ impl QuantityKind {
     }
 
     /// Every kind, for error messages that list the allowed values.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::Settlement,
         Self::Level,
         Self::Displacement,
         Self::Crack,
         Self::Tilt,
+        Self::Azimuth,
         Self::Temperature,
         Self::Humidity,
         Self::Rainfall,
@@ -143,12 +149,21 @@ pub enum Quality {
     DeviceFault(i16),
     /// The decoded value was not a finite number (NaN or infinity in a float register).
     NotFinite,
+    /// The raw value could not be converted to an engineering value: outside the conversion's
+    /// domain (thermistor resistance ≤ 0, vibrating-wire frequency ≤ 0) or a result that is not
+    /// finite (docs/DOMAIN.md §Sensors). The raw value is kept in the reading.
+    NotConvertible,
+    /// A conversion needs a correction input from a sibling channel read in the same poll (the
+    /// vibrating-wire gauge's own thermistor) and that input was missing or not good. The value
+    /// is never given uncorrected; the raw value is kept in the reading.
+    CorrectionUnavailable,
 }
 
 impl Quality {
     /// The integer written as the `quality` field. Stable: dashboards and the README schema rely
     /// on these numbers. 0 good; 1xx Modbus exception 1xx = 100 + code; 200 timeout;
-    /// 201 communication error; 202 not finite; 3xx device-reported fault 300 + |code|.
+    /// 201 communication error; 202 not finite; 203 not convertible; 204 correction input
+    /// unavailable; 3xx device-reported fault 300 + |code|.
     #[must_use]
     pub fn code(self) -> i64 {
         match self {
@@ -157,6 +172,8 @@ impl Quality {
             Self::Timeout => 200,
             Self::CommError => 201,
             Self::NotFinite => 202,
+            Self::NotConvertible => 203,
+            Self::CorrectionUnavailable => 204,
             Self::DeviceFault(code) => 300 + i64::from(code.unsigned_abs()),
         }
     }
@@ -240,9 +257,13 @@ pub struct Reading {
     pub series: Arc<Series>,
     /// Sample time: device time when the device sends it, otherwise the poll or receive time.
     pub ts: TimestampNs,
-    /// Engineering value after scale and offset; `None` when the quality is not good and no
-    /// value could be read.
+    /// Engineering value (after scale and offset, the channel's conversion and its sign);
+    /// `None` when the quality is not good and no value could be read or converted.
     pub value: Option<f64>,
+    /// The device's own number before the channel's conversion (Hz, Ω, digits), kept when a
+    /// conversion other than identity applies, also when that conversion failed; `None` when the
+    /// channel has no conversion or nothing was read. Written as the `raw` field.
+    pub raw: Option<f64>,
     /// How far the value can be trusted.
     pub quality: Quality,
 }
@@ -257,6 +278,7 @@ impl Reading {
                 series,
                 ts,
                 value: Some(value),
+                raw: None,
                 quality: Quality::Good,
             }
         } else {
@@ -264,6 +286,7 @@ impl Reading {
                 series,
                 ts,
                 value: None,
+                raw: None,
                 quality: Quality::NotFinite,
             }
         }
@@ -276,6 +299,7 @@ impl Reading {
             series,
             ts,
             value: None,
+            raw: None,
             quality,
         }
     }
@@ -319,6 +343,8 @@ mod tests {
         assert_eq!(Quality::Timeout.code(), 200);
         assert_eq!(Quality::CommError.code(), 201);
         assert_eq!(Quality::NotFinite.code(), 202);
+        assert_eq!(Quality::NotConvertible.code(), 203);
+        assert_eq!(Quality::CorrectionUnavailable.code(), 204);
         assert_eq!(Quality::DeviceFault(-2).code(), 302);
     }
 

@@ -72,7 +72,9 @@ pub fn series_prefix(measurement: &str, tags: &BTreeMap<String, String>) -> Stri
 }
 
 /// Append one reading as one line (with the trailing newline) to `out`:
-/// `<prefix> value=<f64>,quality=<code>i <ts_ns>`; `value` is omitted when the reading has none.
+/// `<prefix> value=<f64>,raw=<f64>,quality=<code>i <ts_ns>`; `value` is omitted when the reading
+/// has none, `raw` when the channel has no conversion (or the raw number is not finite: line
+/// protocol cannot carry NaN, docs/DOMAIN.md §Line protocol).
 ///
 /// Floats are written with Rust's shortest round-trip formatting, so the stored value is the
 /// exact `f64` the gateway computed.
@@ -83,6 +85,9 @@ pub fn encode_reading(out: &mut Vec<u8>, reading: &Reading) {
     if let Some(v) = reading.value {
         // `{v:?}` keeps a decimal point or exponent, so integers stay floats (`3.0`, not `3`).
         let _ = write!(buf, "value={v:?},");
+    }
+    if let Some(raw) = reading.raw.filter(|r| r.is_finite()) {
+        let _ = write!(buf, "raw={raw:?},");
     }
     let _ = write!(buf, "quality={}i {}", reading.quality.code(), reading.ts);
     out.extend_from_slice(buf.as_bytes());
@@ -313,6 +318,40 @@ mod tests {
             "settlement,device=lev\\,a,gateway=gw,point=ch\\=1,site=site\\ 1,unit=mm value=12.5,quality=0i 1700000000000000000\n\
              settlement,device=lev\\,a,gateway=gw,point=ch\\=1,site=site\\ 1,unit=mm value=3.0,quality=0i 1\n\
              settlement,device=lev\\,a,gateway=gw,point=ch\\=1,site=site\\ 1,unit=mm quality=102i 2\n"
+        );
+        assert_eq!(validate(&out), Ok(()));
+    }
+
+    #[test]
+    fn a_converted_reading_carries_its_raw_value_also_when_the_conversion_failed() {
+        let s = Arc::new(Series::new(
+            "s",
+            "g",
+            "pz",
+            "p1",
+            QuantityKind::PorePressure,
+            "kPa",
+            &BTreeMap::new(),
+        ));
+        let mut good = Reading::good(Arc::clone(&s), 5, 418.8);
+        good.raw = Some(6749.0);
+        let mut failed = Reading::bad(Arc::clone(&s), 6, Quality::NotConvertible);
+        failed.raw = Some(0.0);
+        let mut nan_raw = Reading::bad(s, 7, Quality::NotFinite);
+        nan_raw.raw = Some(f64::NAN);
+        let mut out = Vec::new();
+        for r in [&good, &failed, &nan_raw] {
+            encode_reading(&mut out, r);
+        }
+        let text = String::from_utf8(out.clone()).expect("utf8");
+        let prefix = "pore_pressure,device=pz,gateway=g,point=p1,site=s,unit=kPa";
+        assert_eq!(
+            text,
+            format!(
+                "{prefix} value=418.8,raw=6749.0,quality=0i 5\n\
+                 {prefix} raw=0.0,quality=203i 6\n\
+                 {prefix} quality=202i 7\n"
+            )
         );
         assert_eq!(validate(&out), Ok(()));
     }

@@ -15,6 +15,7 @@
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
 
 mod alerts;
+mod engineering;
 mod modbus_holes;
 mod modbus_late_reply;
 mod modbus_to_influx;

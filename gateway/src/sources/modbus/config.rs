@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::config::Problems;
+use crate::conversion::{Channel, ConversionConfig, Sign};
 use crate::model::QuantityKind;
 
 /// Modbus application protocol V1.1b3 §6.3/6.4: at most 125 registers per read request.
@@ -166,13 +167,21 @@ pub struct PointConfig {
     /// For `type = "bool"` on a register table: which bit, 0 = least significant.
     #[serde(default)]
     pub bit: Option<u8>,
-    /// Engineering value = raw × scale + offset.
+    /// The device's number = register × scale + offset (e.g. 0.01 for hundredths).
     #[serde(default = "default_scale")]
     pub scale: f64,
-    /// Engineering value = raw × scale + offset.
+    /// The device's number = register × scale + offset.
     #[serde(default)]
     pub offset: f64,
-    /// Engineering unit after scaling (`mm`, `°C`).
+    /// Conversion of the device's number (Hz, Ω, digits) to the engineering value; absent: the
+    /// device's number is the value. A device may replace it per point (`overrides`).
+    #[serde(default)]
+    pub conversion: Option<ConversionConfig>,
+    /// `1` (default) or `-1`: the engineering value is multiplied by it (settlement is positive
+    /// downwards).
+    #[serde(default)]
+    pub sign: Sign,
+    /// Engineering unit after scaling and conversion (`mm`, `°C`).
     #[serde(default)]
     pub unit: String,
     /// What the point measures; becomes the InfluxDB measurement.
@@ -374,6 +383,22 @@ pub struct DeviceConfig {
     /// Extra tags for every channel of this device (e.g. `structure = "block-A"`).
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// Per-point replacements of the profile's conversion and sign, by point name: each gauge
+    /// has its own calibration sheet (gauge factor, zero reading), the profile only its kind.
+    #[serde(default)]
+    pub overrides: BTreeMap<String, PointOverride>,
+}
+
+/// `[devices.overrides.<point>]`: this device's own conversion and/or sign for one point.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointOverride {
+    /// Replaces the point's conversion.
+    #[serde(default)]
+    pub conversion: Option<ConversionConfig>,
+    /// Replaces the point's sign.
+    #[serde(default)]
+    pub sign: Option<Sign>,
 }
 
 const fn default_unit() -> u8 {
@@ -399,6 +424,8 @@ pub struct Point {
     pub scale: f64,
     /// Offset.
     pub offset: f64,
+    /// Conversion and sign applied after scale and offset.
+    pub channel: Channel,
     /// Unit.
     pub unit: String,
     /// Quantity kind.
@@ -753,7 +780,85 @@ impl ProfileCache {
     }
 }
 
+/// Where the conversion of a point is written: the device's override when it replaces the
+/// conversion, else the point itself (`file`: its profile, `None`: the config file).
+fn conversion_origin(
+    file: Option<&Path>,
+    point_at: &str,
+    ov: Option<&(&PointOverride, String)>,
+) -> (Option<PathBuf>, String) {
+    match ov {
+        Some((o, oat)) if o.conversion.is_some() => (None, format!("{oat}.conversion")),
+        _ => (
+            file.map(Path::to_path_buf),
+            format!("{point_at}.conversion"),
+        ),
+    }
+}
+
+/// A vibrating-wire point's temperature input must be another point of the same device that
+/// measures temperature and needs no temperature input itself: the correction
+/// `K·(T1 − T0)` takes the gauge's own thermistor, read in the same poll (Geokon 4500 manual
+/// §5.2; docs/DOMAIN.md §Sensors).
+fn check_temperature_siblings(
+    points: &[Option<Point>],
+    origins: &[(Option<PathBuf>, String)],
+    p: &mut Problems,
+) {
+    let valid: Vec<&Point> = points.iter().flatten().collect();
+    for (pt, (file, conv_at)) in points.iter().zip(origins) {
+        let Some(pt) = pt else { continue };
+        let Some(sibling) = pt
+            .channel
+            .conversion
+            .as_ref()
+            .and_then(|c| c.temperature_input())
+        else {
+            continue;
+        };
+        let problem = match valid.iter().find(|q| q.name == sibling) {
+            _ if sibling == pt.name => Some(
+                "names the point itself; name the point that reads this gauge's thermistor (°C)"
+                    .to_owned(),
+            ),
+            None => Some(format!(
+                "no point named \"{sibling}\" in this device; name the point that reads this gauge's thermistor (°C), one of: {}",
+                valid
+                    .iter()
+                    .filter(|q| q.quantity == QuantityKind::Temperature)
+                    .map(|q| q.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            Some(q) if q.quantity != QuantityKind::Temperature => Some(format!(
+                "point \"{sibling}\" measures {}, not temperature; name the point that reads this gauge's thermistor (°C)",
+                q.quantity
+            )),
+            Some(q) if q.channel.conversion.as_ref().and_then(|c| c.temperature_input()).is_some() => {
+                Some(format!(
+                    "point \"{sibling}\" itself needs a temperature input; the thermistor point must not"
+                ))
+            }
+            Some(_) => None,
+        };
+        if let Some(message) = problem {
+            let at = format!("{conv_at}.temperature");
+            match file {
+                Some(f) => p.push_in(f, at, message),
+                None => p.push(at, message),
+            }
+        }
+    }
+}
+
 impl DeviceConfig {
+    /// This device's override of point `name`, with its path.
+    fn override_of(&self, at: &str, name: &str) -> Option<(&PointOverride, String)> {
+        self.overrides
+            .get(name)
+            .map(|o| (o, format!("{at}.overrides.{name}")))
+    }
+
     /// Where the device is reached.
     fn transport(
         &self,
@@ -839,6 +944,8 @@ impl DeviceConfig {
         }
 
         let mut points = Vec::new();
+        // Where each point's conversion is written (file, path), for the sibling checks below.
+        let mut origins: Vec<(Option<PathBuf>, String)> = Vec::new();
         let mut max_gap = self.max_gap;
         let mut holes = Vec::new();
         if let Some(name) = &self.profile {
@@ -847,10 +954,17 @@ impl DeviceConfig {
                 let file = profiles.file(name);
                 for (j, pc) in profile.points.iter().enumerate() {
                     let pc = profile.with_defaults(pc);
+                    let ov = self.override_of(at, &pc.name);
+                    origins.push(conversion_origin(
+                        Some(&file),
+                        &format!("points[{j}]"),
+                        ov.as_ref(),
+                    ));
                     points.push(pc.validate(
                         Some(&file),
                         &format!("points[{j}]"),
                         profile.word_order,
+                        ov,
                         p,
                     ));
                 }
@@ -863,8 +977,29 @@ impl DeviceConfig {
             }
         }
         for (j, pc) in self.points.iter().enumerate() {
-            points.push(pc.validate(None, &format!("{at}.points[{j}]"), WordOrder::default(), p));
+            let ov = self.override_of(at, &pc.name);
+            let pat = format!("{at}.points[{j}]");
+            origins.push(conversion_origin(None, &pat, ov.as_ref()));
+            points.push(pc.validate(None, &pat, WordOrder::default(), ov, p));
         }
+        for name in self.overrides.keys() {
+            if !self.points.iter().any(|pc| &pc.name == name)
+                && !self
+                    .profile
+                    .as_ref()
+                    .and_then(|n| profiles.loaded.get(n))
+                    .and_then(|r| r.as_ref().ok())
+                    .is_some_and(|pr| pr.points.iter().any(|pc| &pc.name == name))
+            {
+                p.push(
+                    format!("{at}.overrides.{name}"),
+                    format!(
+                        "the device has no point named \"{name}\"; overrides are keyed by the point names of its profile and inline points"
+                    ),
+                );
+            }
+        }
+        check_temperature_siblings(&points, &origins, p);
         let points: Vec<Point> = points.into_iter().flatten().collect();
         for h in &holes {
             if let Some(pt) = h.overlapping_point(&points) {
@@ -938,9 +1073,33 @@ impl PointConfig {
         file: Option<&Path>,
         at: &str,
         default_order: WordOrder,
+        ov: Option<(&PointOverride, String)>,
         p: &mut Problems,
     ) -> Option<Point> {
         let mut found = Vec::new();
+        let (conversion, conv_file, conv_at) = match &ov {
+            Some((o, oat)) if o.conversion.is_some() => {
+                (o.conversion.as_ref(), None, format!("{oat}.conversion"))
+            }
+            _ => (self.conversion.as_ref(), file, format!("{at}.conversion")),
+        };
+        let sign = ov.as_ref().and_then(|(o, _)| o.sign).unwrap_or(self.sign);
+        let mut conversion_ok = true;
+        let conversion = match conversion.map(ConversionConfig::validate) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(errors)) => {
+                conversion_ok = false;
+                for (field, message) in errors {
+                    let at = format!("{conv_at}.{field}");
+                    match conv_file {
+                        Some(f) => p.push_in(f, at, message),
+                        None => p.push(at, message),
+                    }
+                }
+                None
+            }
+        };
         if self.name.trim().is_empty() {
             found.push("name must not be empty".to_owned());
         }
@@ -990,6 +1149,7 @@ impl PointConfig {
             bit: if bits { None } else { self.bit },
             scale: self.scale,
             offset: self.offset,
+            channel: Channel { conversion, sign },
             unit: self.unit.clone(),
             quantity: self.quantity,
             time: self
@@ -999,7 +1159,7 @@ impl PointConfig {
         if let Some(msg) = super::plan::point_span_error(&point) {
             found.push(msg);
         }
-        let ok = found.is_empty();
+        let ok = found.is_empty() && conversion_ok;
         for message in found {
             match file {
                 Some(f) => p.push_in(f, at, message),
@@ -1096,5 +1256,179 @@ quantity = "status"
             problems.iter().any(|p| p.contains("is after last")),
             "{problems:?}"
         );
+    }
+
+    const VW_PROFILE: &str = r#"
+name = "vw"
+word_order = "cdab"
+[[points]]
+name = "freq"
+function = "holding"
+address = 0
+type = "f32"
+unit = "kPa"
+quantity = "pore_pressure"
+conversion = { type = "vibrating_wire", gauge_factor = -0.1, zero_reading = 9000.0, thermal_factor = 0.1, zero_temperature = 20.0, temperature = "therm" }
+[[points]]
+name = "therm"
+function = "holding"
+address = 2
+type = "f32"
+unit = "°C"
+quantity = "temperature"
+conversion = { type = "ntc_beta", r25 = 10000.0, beta = 3950.0 }
+"#;
+
+    fn load_device(profile: &str, device_extra: &str) -> Result<Config, Vec<String>> {
+        let dir = tempfile::tempdir().map_err(|e| vec![e.to_string()])?;
+        std::fs::write(dir.path().join("vw.toml"), profile).map_err(|e| vec![e.to_string()])?;
+        let text = format!(
+            "site = \"s\"\ngateway_id = \"g\"\ndata_dir = \"/tmp/anju-test\"\nprofiles_dir = \"{}\"\n\
+             [[devices]]\nname = \"pz-1\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nprofile = \"vw\"\n{device_extra}",
+            dir.path().display()
+        );
+        Config::from_str_at(&text, &dir.path().join("gateway.toml")).map_err(|e| {
+            e.problems()
+                .into_iter()
+                .map(|p| {
+                    // The temp dir differs per run: keep the file name only.
+                    p.replace(&dir.path().display().to_string(), "<dir>")
+                })
+                .collect()
+        })
+    }
+
+    /// Geokon 4500 manual Appendix C: G = −0.1795 kPa/digit, R0 = 9082 digits, a reading of
+    /// 6749 digits → 418.8 kPa; §5.2 thermal factor K = 0.1319 kPa/°C. The device's own sheet
+    /// overrides the profile's placeholder calibration. Its thermistor is a 10 kΩ B3950 NTC:
+    /// 10 000 Ω = 25 °C and 3 588 Ω = 50 °C (the published 10 kΩ 3950 table). With T0 = 25 °C:
+    /// 10 000 Ω → no correction, 418.8 kPa; 3 588 Ω → + 0.1319 × 25 = +3.30 kPa, 422.1 kPa.
+    #[test]
+    fn a_vw_point_is_corrected_with_its_thermistor_sibling_from_the_same_poll() {
+        use crate::model::{Quality, Reading, Series};
+        use std::sync::Arc;
+        let cfg = load_device(
+            VW_PROFILE,
+            "[devices.overrides.freq]\nconversion = { type = \"vibrating_wire\", gauge_factor = -0.1795, zero_reading = 9082.0, thermal_factor = 0.1319, zero_temperature = 25.0, temperature = \"therm\" }\n",
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let points = &cfg.devices[0].points;
+        let series = |name: &str| {
+            Arc::new(Series::new(
+                "s",
+                "g",
+                "pz-1",
+                name,
+                crate::model::QuantityKind::Other,
+                "",
+                &BTreeMap::new(),
+            ))
+        };
+        let hz = (6749.0_f64 * 1000.0).sqrt();
+        let poll = |therm: Option<Reading>| {
+            let mut readings = vec![Reading::good(series("freq"), 1, hz)];
+            readings.extend(therm);
+            super::super::decode::convert_poll(points, &mut readings);
+            readings
+        };
+        let r = poll(Some(Reading::good(series("therm"), 1, 10_000.0)));
+        assert!(
+            (r[0].value.unwrap_or(f64::NAN) - 418.8).abs() < 0.05,
+            "{r:?}"
+        );
+        assert_eq!(r[0].raw, Some(hz));
+        assert!((r[1].value.unwrap_or(f64::NAN) - 25.0).abs() < 1e-9);
+        assert_eq!(r[1].raw, Some(10_000.0));
+        let r = poll(Some(Reading::good(series("therm"), 1, 3_588.0)));
+        assert!(
+            (r[0].value.unwrap_or(f64::NAN) - 422.1).abs() < 0.05,
+            "{r:?}"
+        );
+        // The thermistor timed out, or was not read in this poll: flagged, raw kept.
+        for therm in [
+            Some(Reading::bad(series("therm"), 1, Quality::Timeout)),
+            None,
+        ] {
+            let r = poll(therm);
+            assert_eq!(
+                (r[0].value, r[0].raw, r[0].quality),
+                (None, Some(hz), Quality::CorrectionUnavailable)
+            );
+        }
+        // An open thermistor (0 Ω) is itself not convertible, so the pressure is not corrected.
+        let r = poll(Some(Reading::good(series("therm"), 1, 0.0)));
+        assert_eq!(r[1].quality, Quality::NotConvertible);
+        assert_eq!(r[0].quality, Quality::CorrectionUnavailable);
+    }
+
+    #[test]
+    fn conversion_problems_name_the_file_the_path_and_the_fix() {
+        let bad_sibling = VW_PROFILE.replace("temperature = \"therm\"", "temperature = \"nope\"");
+        let e = load_device(&bad_sibling, "").err().unwrap_or_default();
+        assert!(
+            e.iter().any(|p| p.starts_with(
+                "<dir>/vw.toml: points[0].conversion.temperature: no point named \"nope\""
+            ) && p.contains("one of: therm")),
+            "{e:?}"
+        );
+        let not_temp = VW_PROFILE.replacen("quantity = \"temperature\"", "quantity = \"other\"", 1);
+        let e = load_device(&not_temp, "").err().unwrap_or_default();
+        assert!(
+            e.iter().any(|p| p.contains(
+                "points[0].conversion.temperature: point \"therm\" measures other, not temperature"
+            )),
+            "{e:?}"
+        );
+        let e = load_device(
+            VW_PROFILE,
+            "sign = 1\n[devices.overrides.fre]\nsign = -1\n[devices.overrides.therm]\nconversion = { type = \"ntc_beta\", r25 = -1.0, beta = 3950.0 }\n",
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(e.iter().any(|p| p.contains("devices[0].sign")), "{e:?}");
+        let e = load_device(
+            VW_PROFILE,
+            "[devices.overrides.fre]\nsign = -1\n[devices.overrides.therm]\nconversion = { type = \"ntc_beta\", r25 = -1.0, beta = 3950.0 }\n",
+        )
+        .err()
+        .unwrap_or_default();
+        assert!(
+            e.iter().any(|p| p.ends_with("devices[0].overrides.fre: the device has no point named \"fre\"; overrides are keyed by the point names of its profile and inline points")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|p| p.contains("devices[0].overrides.therm.conversion.r25: must be above 0")),
+            "{e:?}"
+        );
+    }
+
+    /// The example profiles of `config/example-profiles` load, and a device's own calibration
+    /// sheet replaces the profile's with `overrides`.
+    #[test]
+    fn example_profiles_load_and_devices_override_the_calibration() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/example-profiles");
+        let text = format!(
+            "site = \"s\"\ngateway_id = \"g\"\ndata_dir = \"/tmp/anju-test\"\nprofiles_dir = \"{}\"\n\
+             [[devices]]\nname = \"pz-7\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nprofile = \"vw-piezometer-hz\"\n\
+             [devices.overrides.freq]\nconversion = {{ type = \"vibrating_wire\", gauge_factor = -0.2, zero_reading = 9000.0 }}\n\
+             [[devices]]\nname = \"slab-1\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:503\"\nprofile = \"ntc-10k-8ch\"\n\
+             [devices.overrides.t2]\nsign = -1\n",
+            dir.display()
+        );
+        let cfg = Config::from_str_at(&text, &dir.join("gateway.toml"))
+            .unwrap_or_else(|e| panic!("{:?}", e.problems()));
+        let pz = &cfg.devices[0].points[0].channel;
+        assert_eq!(
+            pz.conversion,
+            Some(crate::conversion::Conversion::VibratingWire {
+                input: crate::conversion::VwInput::Hz,
+                gauge_factor: -0.2,
+                zero_reading: 9000.0,
+                thermal: None
+            })
+        );
+        assert_eq!(cfg.devices[1].points[1].channel.sign, Sign::Negative);
+        assert_eq!(cfg.devices[1].points[0].channel.sign, Sign::Positive);
     }
 }

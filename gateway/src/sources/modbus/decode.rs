@@ -1,15 +1,17 @@
 //! Turning Modbus registers and bits into numbers.
 //!
-//! Owns the byte-order rules and the raw → engineering conversion (`raw × scale + offset`). It
-//! does not know which request a register came from beyond the block start it is given
-//! ([`super::plan`] decides the requests).
+//! Owns the byte-order rules, the register → device number step (`register × scale + offset`),
+//! and applying each point's conversion to the readings of one poll ([`convert_poll`]), pairing
+//! a vibrating-wire point with its temperature sibling. It does not know which request a
+//! register came from beyond the block start it is given ([`super::plan`] decides the
+//! requests); the formulas are [`crate::conversion`]'s.
 //!
 //! Modbus itself only defines 16-bit big-endian registers (Modbus application protocol V1.1b3
 //! §4.2); how wider values span registers is the device maker's choice, hence the four word
 //! orders of [`WordOrder`] (libmodbus `modbus_get_float_abcd/cdab/badc/dcba`).
 
 use super::config::{DataType, Point, WordOrder};
-use crate::model::{TimestampNs, NANOS_PER_SEC};
+use crate::model::{Reading, TimestampNs, NANOS_PER_SEC};
 
 /// Why a value could not be taken from a register block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -106,6 +108,54 @@ pub fn bit_point(point: &Point, block_start: u16, bits: &[bool]) -> Result<f64, 
     let offset = usize::from(point.address.checked_sub(block_start).ok_or(out_of_block)?);
     let bit = bits.get(offset).copied().ok_or(out_of_block)?;
     Ok(f64::from(u8::from(bit)) * point.scale + point.offset)
+}
+
+/// Apply every point's conversion and sign to the readings of one poll of one device, in place.
+///
+/// Readings are matched to points by point name (unique in a device). Points without a
+/// temperature input are converted first; then each vibrating-wire point with one takes its
+/// sibling's engineering value from this same poll (the gauge's own thermistor, Geokon 4500
+/// manual §5.2, docs/DOMAIN.md §Sensors). A sibling that was not read in this poll or is not
+/// good makes the derived reading [`Quality::CorrectionUnavailable`] (raw kept): a pressure is
+/// never given uncorrected, and never corrected with a temperature from another poll.
+///
+/// [`Quality::CorrectionUnavailable`]: crate::model::Quality::CorrectionUnavailable
+pub fn convert_poll(points: &[Point], readings: &mut [Reading]) {
+    if points.iter().all(|p| p.channel.is_identity()) {
+        return;
+    }
+    let point_of = |r: &Reading| points.iter().find(|p| p.name == r.series.point);
+    let mut deferred = Vec::new();
+    for (i, r) in readings.iter_mut().enumerate() {
+        let Some(p) = point_of(r) else { continue };
+        let needs_temperature = p
+            .channel
+            .conversion
+            .as_ref()
+            .and_then(|c| c.temperature_input())
+            .is_some();
+        if needs_temperature {
+            deferred.push(i);
+        } else {
+            p.channel.convert(r, None);
+        }
+    }
+    for i in deferred {
+        let Some(p) = point_of(&readings[i]) else {
+            continue;
+        };
+        let sibling = p
+            .channel
+            .conversion
+            .as_ref()
+            .and_then(|c| c.temperature_input());
+        let temperature = readings
+            .iter()
+            .find(|r| Some(r.series.point.as_str()) == sibling)
+            .filter(|r| r.quality.is_good())
+            .and_then(|r| r.value);
+        p.channel.convert(&mut readings[i], temperature);
+    }
 }
 
 /// The device sample time (a u32 of Unix seconds at `address`) as UTC nanoseconds.
@@ -288,6 +338,7 @@ mod tests {
             bit: None,
             scale: 1.0,
             offset: 0.0,
+            channel: crate::conversion::Channel::default(),
             unit: String::new(),
             quantity: QuantityKind::Other,
             time: None,

@@ -526,6 +526,7 @@ mod tests {
             bit: None,
             scale: 1.0,
             offset: 0.0,
+            channel: crate::conversion::Channel::default(),
             unit: String::new(),
             quantity: QuantityKind::Other,
             time: None,

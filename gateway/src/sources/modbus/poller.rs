@@ -355,6 +355,8 @@ impl Poller {
                             readings.push(Reading::bad(Arc::clone(&st.series[p]), ts, quality));
                         }
                     }
+                    // Readings of the requests answered before the failure are converted too.
+                    decode::convert_poll(&st.device.points, &mut readings);
                     st.failed_polls += 1;
                     self.metrics
                         .incr(Counter::ModbusFailedPolls, &[("device", &st.device.name)]);
@@ -373,6 +375,7 @@ impl Poller {
         }
         self.join_split_reads(idx, split, &mut readings);
         let st = &mut self.devices[idx];
+        decode::convert_poll(&st.device.points, &mut readings);
         if st.plan.rebuild_if_replanned(&st.device.points) {
             info!(
                 device = %st.device.name, requests = st.plan.requests.len(),

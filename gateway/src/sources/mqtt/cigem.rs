@@ -167,13 +167,12 @@ pub fn data_rule(category: &str, code: &str, field: Option<&str>) -> FieldRule {
             Q::Acceleration,
             unit_if(matches!(field, Some("gX" | "gY" | "gZ")), "mg"),
         ),
+        // `AZI` (Huace: `trend`) is the direction of the tilt, 0–360° from magnetic north: a
+        // direction, not a tilt, so it gets its own kind and no tilt rule ever selects it.
+        "QJ" if matches!(field, Some("AZI" | "trend")) => FieldRule::Measure(Q::Azimuth, "°"),
         "QJ" => FieldRule::Measure(
             Q::Tilt,
-            // `trend` is Huace's name for `AZI`.
-            unit_if(
-                matches!(field, Some("X" | "Y" | "Z" | "angle" | "AZI" | "trend")),
-                "°",
-            ),
+            unit_if(matches!(field, Some("X" | "Y" | "Z" | "angle")), "°"),
         ),
         "ZD" => FieldRule::Measure(
             Q::Vibration,
@@ -464,7 +463,7 @@ mod tests {
             s("L1_QJ_1", Some("Y"), Q::Tilt, "°", T1, v(-5.14)),
             s("L1_QJ_1", Some("Z"), Q::Tilt, "°", T1, v(83.97)),
             s("L1_QJ_1", Some("angle"), Q::Tilt, "°", T1, v(-6.03)),
-            s("L1_QJ_1", Some("AZI"), Q::Tilt, "°", T1, v(236.18)),
+            s("L1_QJ_1", Some("AZI"), Q::Azimuth, "°", T1, v(236.18)),
             s("L1_JS_1", Some("gX"), Q::Acceleration, "mg", T1, v(-0.04)),
             s("L1_JS_1", Some("gY"), Q::Acceleration, "mg", T1, v(0.18)),
             s("L1_JS_1", Some("gZ"), Q::Acceleration, "mg", T1, v(-0.04)),
@@ -478,6 +477,21 @@ mod tests {
         let mut out = vec![packet_type, (len >> 8) as u8, (len & 0xff) as u8];
         out.extend_from_slice(json.as_bytes());
         out
+    }
+
+    /// docs/DOMAIN.md §CIGEM: `AZI` is 0–360° vs magnetic north; Huace sends `trend` for it.
+    #[test]
+    fn azimuth_is_its_own_kind_never_tilt() {
+        for field in ["AZI", "trend"] {
+            assert!(matches!(
+                data_rule("L1", "QJ", Some(field)),
+                FieldRule::Measure(Q::Azimuth, "°")
+            ));
+        }
+        assert!(matches!(
+            data_rule("L1", "QJ", Some("X")),
+            FieldRule::Measure(Q::Tilt, "°")
+        ));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! [[mqtt]]
 //! name = "nodes"
 //! address = "127.0.0.1:1883"          # or host = "..." / port = 1883; default 127.0.0.1:1883
+//! timezone = "+08:00"                 # for payload times without an offset (the default)
 //! username = "gateway"
 //! password_env = "ANJU_MQTT_PASSWORD" # or password_file = "/etc/anju/mqtt.pass"
 //!
@@ -33,6 +34,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::payload::{PayloadFormat, DEFAULT_MAX_PAYLOAD_BYTES};
+use super::timestamp::{UtcOffset, DEFAULT_TIMEZONE};
 use super::topic::{Template, TopicPattern};
 use crate::config::{Problem, Problems};
 use crate::model::QuantityKind;
@@ -127,6 +129,11 @@ pub struct MqttSourceConfig {
     /// `"1h"`. Default [`DEFAULT_CHANNEL_IDLE_EVICT`].
     #[serde(default, with = "crate::config::duration_opt")]
     pub channel_idle_evict: Option<Duration>,
+    /// Offset of payload timestamps written without one, e.g. `"+08:00"` (default
+    /// [`DEFAULT_TIMEZONE`]): Chinese devices send local time without an offset. A JSON
+    /// subscription's `payload.timezone` wins.
+    #[serde(default)]
+    pub timezone: Option<UtcOffset>,
     /// What to subscribe to; the first subscription whose topic matches a message decodes it.
     pub subscriptions: Vec<SubscriptionConfig>,
 }
@@ -356,9 +363,14 @@ impl MqttSourceConfig {
                     format!("\"{}\" is already the name of subscriptions[{j}]", sub.name),
                 );
             }
-            let Some(validated) = sub.validate(&sub_path, &mut p) else {
+            let Some(mut validated) = sub.validate(&sub_path, &mut p) else {
                 continue;
             };
+            if let PayloadFormat::Json(mapping) = &mut validated.payload {
+                mapping
+                    .timezone
+                    .get_or_insert(self.timezone.unwrap_or(DEFAULT_TIMEZONE));
+            }
             if let Some(other) = subscriptions
                 .iter()
                 .find(|s| s.pattern.filter() == validated.pattern.filter())

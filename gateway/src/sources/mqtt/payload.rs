@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::document::{self, Node};
-use super::timestamp::{self, TimeFormat};
+use super::timestamp::{self, TimeFormat, UtcOffset, DEFAULT_TIMEZONE};
 use crate::model::{QuantityKind, TimestampNs};
 
 /// Default largest payload a subscription accepts; larger messages are refused unparsed.
@@ -100,6 +100,20 @@ pub struct JsonMapping {
     /// How the timestamp is written.
     #[serde(default)]
     pub time_format: TimeFormat,
+    /// Offset of timestamps written without one (`"+08:00"`); default: the source's
+    /// `timezone`, else [`DEFAULT_TIMEZONE`]. Filled in at validation.
+    #[serde(default)]
+    pub timezone: Option<UtcOffset>,
+    /// Path of the quantity kind written in the payload (`"kind": "settlement"`), looked up in
+    /// the reading object, then the document root; its value is mapped by `kinds`. A reading
+    /// without it has the subscription's `quantity`.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Payload kind → quantity kind, e.g. `{ settlement = "settlement", temp = "temperature" }`.
+    /// A payload kind not in the map drops the message with reason `unknown_kind` (counted per
+    /// subscription), so no series appears under a kind nobody configured.
+    #[serde(default)]
+    pub kinds: BTreeMap<String, QuantityKind>,
     /// Quantity and unit per sensor id, overriding the subscription's.
     #[serde(default)]
     pub sensors: BTreeMap<String, ChannelOverride>,
@@ -131,6 +145,25 @@ impl JsonMapping {
                         subscription's `point` (a fixed name or a topic placeholder like \"{node}\")"
                 .to_owned());
         }
+        match (&self.kind, self.kinds.is_empty()) {
+            (Some(_), true) => {
+                return Err(
+                    "`kind` needs `kinds`, the map from payload kinds to quantities, e.g. \
+                            kinds = { settlement = \"settlement\", temp = \"temperature\" }"
+                        .to_owned(),
+                );
+            }
+            (None, false) => {
+                return Err(
+                    "`kinds` needs `kind`, the path of the kind in the payload (e.g. kind = \"kind\")"
+                        .to_owned(),
+                );
+            }
+            _ => {}
+        }
+        if self.kinds.keys().any(String::is_empty) {
+            return Err("`kinds` has an empty payload kind; remove it".to_owned());
+        }
         let paths = [
             &self.readings,
             &self.device,
@@ -138,6 +171,7 @@ impl JsonMapping {
             &self.value,
             &self.unit,
             &self.time,
+            &self.kind,
         ];
         for path in paths.into_iter().flatten().chain(self.values.iter()) {
             if path.split('.').any(str::is_empty) {
@@ -217,6 +251,14 @@ pub enum PayloadError {
     /// The document does not have the expected structure.
     #[error("unexpected structure: {0}")]
     BadShape(String),
+    /// The payload's kind is not a key of the subscription's `kinds`.
+    #[error("kind {kind:?} at \"{path}\" is not in the subscription's `kinds`; add it there to accept it")]
+    UnknownKind {
+        /// Where it was.
+        path: String,
+        /// An excerpt of it.
+        kind: String,
+    },
 }
 
 impl PayloadError {
@@ -233,6 +275,7 @@ impl PayloadError {
             Self::NotAName { .. } => "not_a_name",
             Self::BadTimestamp { .. } => "bad_timestamp",
             Self::BadShape(_) => "bad_shape",
+            Self::UnknownKind { .. } => "unknown_kind",
         }
     }
 }
@@ -471,24 +514,43 @@ fn decode_json_reading<'d>(
     };
     let ts = match &mapping.time {
         Some(path) => match lookup(reading, root, path) {
-            Some(node) => timestamp::from_node(node, mapping.time_format).ok_or_else(|| {
-                PayloadError::BadTimestamp {
-                    path: path.clone(),
-                    text: excerpt(&node_text(node)),
-                    format: mapping.time_format,
-                }
+            Some(node) => timestamp::from_node(
+                node,
+                mapping.time_format,
+                mapping.timezone.unwrap_or(DEFAULT_TIMEZONE),
+            )
+            .ok_or_else(|| PayloadError::BadTimestamp {
+                path: path.clone(),
+                text: excerpt(&node_text(node)),
+                format: mapping.time_format,
             })?,
             None => ctx.received_ns,
         },
         None => ctx.received_ns,
     };
+    let payload_kind = match &mapping.kind {
+        Some(path) => match lookup(reading, root, path) {
+            Some(node) => {
+                let name = name_at(node, path)?;
+                Some(*mapping.kinds.get(name.as_ref()).ok_or_else(|| {
+                    PayloadError::UnknownKind {
+                        path: path.clone(),
+                        kind: excerpt(&name),
+                    }
+                })?)
+            }
+            None => None,
+        },
+        None => None,
+    };
     let sensor_override = sensor.as_deref().and_then(|s| mapping.sensors.get(s));
-    // Precedence: field override > sensor override > payload unit > subscription default.
+    // Precedence: field override > sensor override > payload (kind, unit) > subscription default.
     let channel = |field: Option<&str>| -> (QuantityKind, &'d str) {
         let field_override = field.and_then(|f| mapping.fields.get(f));
         let kind = field_override
             .and_then(|o| o.quantity)
             .or_else(|| sensor_override.and_then(|o| o.quantity))
+            .or(payload_kind)
             .unwrap_or(ctx.kind);
         let unit = field_override
             .and_then(|o| o.unit.as_deref())
@@ -645,6 +707,92 @@ pub(crate) mod tests {
                 1_764_410_000_123_000_000,
                 1.5
             )]
+        );
+    }
+
+    /// The performance benchmark's node message (issue 7 item 6): topic
+    /// `sites/{site}/nodes/{node}/up`, payload
+    /// `{"ts":<epoch ms>,"sensor":"s07-n042","kind":"settlement","value":12.345,"unit":"mm"}`.
+    /// The kind comes from the payload through `kinds`, the unit from the payload; keys that are
+    /// not configured values (`battery`) do not become series.
+    #[test]
+    fn benchmark_shape_kind_and_unit_from_the_payload() {
+        let mut kinds = BTreeMap::new();
+        kinds.insert("settlement".to_owned(), QuantityKind::Settlement);
+        kinds.insert("temp".to_owned(), QuantityKind::Temperature);
+        let format = json(JsonMapping {
+            sensor: path("sensor"),
+            value: path("value"),
+            unit: path("unit"),
+            time: path("ts"),
+            time_format: TimeFormat::EpochMs,
+            kind: path("kind"),
+            kinds,
+            ..JsonMapping::default()
+        });
+        let got = run(
+            &format,
+            br#"{"ts":1764410000123,"sensor":"s07-n042","kind":"settlement","value":12.345,"unit":"mm","battery":3.61}"#,
+        )
+        .expect("decodes");
+        assert_eq!(
+            got,
+            [sample(
+                "s07-n042",
+                QuantityKind::Settlement,
+                "mm",
+                1_764_410_000_123_000_000,
+                12.345
+            )]
+        );
+        let got = run(
+            &format,
+            r#"{"ts":1764410000123,"sensor":"t1","kind":"temp","value":"21.5","unit":"°C"}"#
+                .as_bytes(),
+        )
+        .expect("decodes");
+        assert_eq!(got[0].kind, QuantityKind::Temperature);
+        // No kind in the payload: the subscription's quantity.
+        let got = run(&format, br#"{"ts":1764410000123,"sensor":"x","value":1}"#).expect("ok");
+        assert_eq!(got[0].kind, QuantityKind::Other);
+        // A kind nobody configured is refused with its own reason, never stored as `other`.
+        let err = run(
+            &format,
+            br#"{"ts":1764410000123,"sensor":"x","kind":"tilt","value":1}"#,
+        )
+        .expect_err("unknown kind");
+        assert_eq!(
+            err,
+            PayloadError::UnknownKind {
+                path: "kind".to_owned(),
+                kind: "tilt".to_owned()
+            }
+        );
+        assert_eq!(err.reason(), "unknown_kind");
+    }
+
+    /// China Standard Time is UTC+8: a device's local `2026-01-01 08:00:00` without an offset is
+    /// 2026-01-01T00:00:00Z ([`RECEIVED`]) with the default timezone, and 08:00Z with "Z".
+    #[test]
+    fn times_without_an_offset_are_read_in_the_timezone() {
+        let mapping = |tz: Option<&str>| {
+            json(JsonMapping {
+                sensor: path("s"),
+                value: path("v"),
+                time: path("ts"),
+                timezone: tz.map(|t| UtcOffset::try_from(t.to_owned()).expect("offset")),
+                ..JsonMapping::default()
+            })
+        };
+        let payload = br#"{"s":"a","v":1,"ts":"2026-01-01 08:00:00"}"#;
+        assert_eq!(run(&mapping(None), payload).expect("ok")[0].ts, RECEIVED);
+        assert_eq!(
+            run(&mapping(Some("+08:00")), payload).expect("ok")[0].ts,
+            RECEIVED
+        );
+        assert_eq!(
+            run(&mapping(Some("Z")), payload).expect("ok")[0].ts,
+            RECEIVED + 8 * 3_600 * 1_000_000_000
         );
     }
 
@@ -831,6 +979,15 @@ pub(crate) mod tests {
             ..Default::default()
         };
         assert_eq!(values_only.validate(false), Ok(()));
+        let kind_without_kinds = JsonMapping {
+            value: path("v"),
+            kind: path("kind"),
+            ..Default::default()
+        };
+        assert!(kind_without_kinds
+            .validate(true)
+            .expect_err("kinds")
+            .contains("`kind` needs `kinds`"));
         let empty_key = JsonMapping {
             value: path("a..b"),
             ..Default::default()

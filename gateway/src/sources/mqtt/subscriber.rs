@@ -654,6 +654,7 @@ impl Ingest {
                             series: s,
                             ts: sample.ts,
                             value: Some(v),
+                            raw: None,
                             quality: Quality::DeviceFault(code),
                         },
                         _ => Reading::good(s, sample.ts, v),

@@ -9,15 +9,82 @@
 //! are written down here:
 //! - `YYYY-MM-DD`, then `T`, `t` or one space, then `hh:mm:ss`, an optional fraction of 1 to 9
 //!   digits (further digits are ignored), then `Z`, `z` or `±hh:mm` (RFC 3339 §5.6).
-//! - No offset at all is read as UTC (like `parse_rfc3339_weak`). Devices that send local time
-//!   without an offset then appear shifted by their UTC offset, which the engine's future and
-//!   past checks report rather than hide.
+//! - No offset at all is not RFC 3339 but common: Chinese devices and platforms send local time
+//!   (China Standard Time, UTC+8, no daylight saving) as `2026-03-14 15:04:03`. Such a time is
+//!   read in the subscription's configured [`UtcOffset`] (`timezone`, default
+//!   [`DEFAULT_TIMEZONE`] = `+08:00`); read as UTC it would land 8 hours in the future, which
+//!   the engine's `max_future` check would reject (docs/DOMAIN.md §Time). [`parse_rfc3339`]
+//!   alone reads it as UTC (the CIGEM protocol's own timestamps are UTC with `Z`).
 //! - Second 60 (a leap second, RFC 3339 §5.7) rolls into the next minute, as POSIX time does.
 
 use serde::Deserialize;
 
 use super::document::{Node, Number};
 use crate::model::{TimestampNs, NANOS_PER_SEC};
+
+/// A fixed offset from UTC, written `"+08:00"`, `"-03:30"` or `"Z"` (RFC 3339 §5.6
+/// `time-numoffset`), for timestamps that carry none. Fixed, not a zone name: the device's
+/// clock does not follow daylight-saving rules either, and China has none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct UtcOffset {
+    seconds: i32,
+}
+
+/// Offset for device times without one when the config sets no `timezone`: China Standard Time,
+/// UTC+8, the local time of the sites and of the devices that send local time.
+pub const DEFAULT_TIMEZONE: UtcOffset = UtcOffset { seconds: 8 * 3600 };
+
+/// UTC itself.
+pub const UTC: UtcOffset = UtcOffset { seconds: 0 };
+
+impl UtcOffset {
+    /// The offset in seconds east of UTC.
+    #[must_use]
+    pub const fn seconds(self) -> i32 {
+        self.seconds
+    }
+}
+
+impl TryFrom<String> for UtcOffset {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        let b = text.as_bytes();
+        let bad = || {
+            format!("\"{text}\" is not a UTC offset; write it as \"+08:00\" (China Standard Time), \"-03:30\" or \"Z\"")
+        };
+        if text == "Z" || text == "z" {
+            return Ok(UTC);
+        }
+        let sign = match b.first() {
+            Some(b'+') => 1,
+            Some(b'-') => -1,
+            _ => return Err(bad()),
+        };
+        if b.len() != 6 || b[3] != b':' {
+            return Err(bad());
+        }
+        let (Some(h), Some(m)) = (digits(b, 1, 2), digits(b, 4, 2)) else {
+            return Err(bad());
+        };
+        if h > 23 || m > 59 {
+            return Err(bad());
+        }
+        let seconds = i32::try_from(h * 3600 + m * 60).map_err(|_| bad())?;
+        Ok(Self {
+            seconds: sign * seconds,
+        })
+    }
+}
+
+impl std::fmt::Display for UtcOffset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.seconds < 0 { '-' } else { '+' };
+        let a = self.seconds.unsigned_abs();
+        write!(f, "{sign}{:02}:{:02}", a / 3600, a % 3600 / 60)
+    }
+}
 
 /// How a timestamp field is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -51,14 +118,14 @@ const NANOS_PER_MICRO: i64 = 1_000;
 /// Seconds per day.
 const SECS_PER_DAY: i64 = 86_400;
 
-/// Convert a timestamp node to UTC ns. `None` when it is not in `format` or out of the `i64` ns
-/// range (years 1677–2262).
+/// Convert a timestamp node to UTC ns; a date-time without an offset is read in `local`.
+/// `None` when it is not in `format` or out of the `i64` ns range (years 1677–2262).
 #[must_use]
-pub fn from_node(node: &Node<'_>, format: TimeFormat) -> Option<TimestampNs> {
+pub fn from_node(node: &Node<'_>, format: TimeFormat, local: UtcOffset) -> Option<TimestampNs> {
     match (node, format) {
-        (Node::Str(s), TimeFormat::Rfc3339) => parse_rfc3339(s),
+        (Node::Str(s), TimeFormat::Rfc3339) => parse_rfc3339_in(s, local),
         (Node::Str(s), TimeFormat::Auto) => {
-            epoch_text(s).map_or_else(|| parse_rfc3339(s), epoch_auto)
+            epoch_text(s).map_or_else(|| parse_rfc3339_in(s, local), epoch_auto)
         }
         (Node::Str(s), unit) => epoch_text(s).and_then(|n| epoch(n, unit_nanos(unit)?)),
         (Node::Number(n), TimeFormat::Auto) => epoch_auto(*n),
@@ -128,9 +195,16 @@ fn epoch(n: Number, per_unit: i64) -> Option<TimestampNs> {
     }
 }
 
-/// Parse an RFC 3339 date-time (rules in the module doc) to UTC ns.
+/// Parse an RFC 3339 date-time (rules in the module doc) to UTC ns; without an offset it is
+/// read as UTC.
 #[must_use]
 pub fn parse_rfc3339(s: &str) -> Option<TimestampNs> {
+    parse_rfc3339_in(s, UTC)
+}
+
+/// Parse an RFC 3339 date-time to UTC ns; without an offset it is read in `local`.
+#[must_use]
+pub fn parse_rfc3339_in(s: &str, local: UtcOffset) -> Option<TimestampNs> {
     let b = s.as_bytes();
     let year = digits(b, 0, 4)?;
     let month = digits(b, 5, 2)?;
@@ -175,7 +249,7 @@ pub fn parse_rfc3339(s: &str) -> Option<TimestampNs> {
         }
     }
     let offset_secs = match b.get(pos) {
-        None => 0,
+        None => i64::from(local.seconds),
         Some(b'Z' | b'z') if pos + 1 == b.len() => 0,
         Some(sign @ (b'+' | b'-')) if pos + 6 == b.len() && b.get(pos + 3) == Some(&b':') => {
             let oh = digits(b, pos + 1, 2)?;
@@ -242,6 +316,32 @@ mod tests {
     /// 2026: January 31 + February 28 + 13 days = 72; 20 526 days × 86 400 s = 1 773 446 400 s;
     /// plus 7 h 4 min 3 s = 25 443 s → 1 773 471 843 s.
     const CIGEM_EXAMPLE_NS: i64 = 1_773_471_843_000_000_000;
+
+    /// China Standard Time is UTC+8 with no daylight saving: a device's local
+    /// `2026-03-14 15:04:03` without an offset is the CIGEM example's 07:04:03Z.
+    #[test]
+    fn local_times_without_an_offset_are_read_in_the_configured_timezone() {
+        assert_eq!(DEFAULT_TIMEZONE.to_string(), "+08:00");
+        assert_eq!(
+            parse_rfc3339_in("2026-03-14 15:04:03", DEFAULT_TIMEZONE),
+            Some(CIGEM_EXAMPLE_NS)
+        );
+        // An explicit offset or Z always wins over the configured zone.
+        assert_eq!(
+            parse_rfc3339_in("2026-03-14T07:04:03Z", DEFAULT_TIMEZONE),
+            Some(CIGEM_EXAMPLE_NS)
+        );
+        let minus = UtcOffset::try_from("-03:30".to_owned()).expect("offset");
+        assert_eq!(minus.seconds(), -12_600);
+        assert_eq!(
+            parse_rfc3339_in("2026-03-14T03:34:03", minus),
+            Some(CIGEM_EXAMPLE_NS)
+        );
+        for bad in ["+8", "08:00", "+24:00", "UTC+8", "+08:60"] {
+            assert!(UtcOffset::try_from(bad.to_owned()).is_err(), "{bad}");
+        }
+        assert_eq!(UtcOffset::try_from("Z".to_owned()), Ok(UTC));
+    }
 
     #[test]
     fn cigem_example_is_exact() {
@@ -335,7 +435,10 @@ mod tests {
         )
         .expect("json");
         let Node::Array(n) = doc else { panic!("array") };
-        let auto: Vec<Option<i64>> = n.iter().map(|x| from_node(x, TimeFormat::Auto)).collect();
+        let auto: Vec<Option<i64>> = n
+            .iter()
+            .map(|x| from_node(x, TimeFormat::Auto, UTC))
+            .collect();
         assert_eq!(
             auto,
             [
@@ -349,29 +452,29 @@ mod tests {
             ]
         );
         assert_eq!(
-            from_node(&n[1], TimeFormat::EpochS),
+            from_node(&n[1], TimeFormat::EpochS, UTC),
             Some(1_764_410_000_000_000_000)
         );
         assert_eq!(
-            from_node(&n[0], TimeFormat::EpochMs),
+            from_node(&n[0], TimeFormat::EpochMs, UTC),
             Some(1_764_410_000_123_000_000)
         );
         assert_eq!(
-            from_node(&n[3], TimeFormat::EpochUs),
+            from_node(&n[3], TimeFormat::EpochUs, UTC),
             Some(1_764_410_000_123_456_000)
         );
         assert_eq!(
-            from_node(&n[4], TimeFormat::EpochNs),
+            from_node(&n[4], TimeFormat::EpochNs, UTC),
             Some(1_764_410_000_123_456_789)
         );
         assert_eq!(
-            from_node(&n[5], TimeFormat::EpochMs),
+            from_node(&n[5], TimeFormat::EpochMs, UTC),
             Some(1_764_410_000_123_000_000)
         );
         // Wrong kind for the declared format, or out of range.
-        assert_eq!(from_node(&n[0], TimeFormat::Rfc3339), None);
-        assert_eq!(from_node(&n[6], TimeFormat::EpochMs), None);
-        assert_eq!(from_node(&n[0], TimeFormat::EpochS), None);
-        assert_eq!(from_node(&Node::Bool(true), TimeFormat::Auto), None);
+        assert_eq!(from_node(&n[0], TimeFormat::Rfc3339, UTC), None);
+        assert_eq!(from_node(&n[6], TimeFormat::EpochMs, UTC), None);
+        assert_eq!(from_node(&n[0], TimeFormat::EpochS, UTC), None);
+        assert_eq!(from_node(&Node::Bool(true), TimeFormat::Auto, UTC), None);
     }
 }
