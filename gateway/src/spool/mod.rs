@@ -14,13 +14,15 @@
 //!    grows and survives restarts (it is stored in the same transaction as the chunk).
 //! 3. **A sink never loses or repeats a chunk** across restarts: its cursor (next sequence to
 //!    read) is durable and only moves forward, in the same transaction as the deletions it causes.
-//! 4. **Deleted only when every registered sink has passed it** — or by the size bound, which
-//!    drops the oldest *points* only, counts the records, and reports them to the caller.
-//! 5. **Points never delay or evict alerts:** separate tables, separate cursors, and the size
-//!    bound never touches the alerts table. An alert append that still does not fit after every
-//!    point is gone is stored anyway (alerts are rare and small; losing one is worse than
-//!    overrunning the bound by a few hundred bytes). A points append that does not fit is refused
-//!    with [`SpoolError::Full`].
+//! 4. **Deleted only when every reader of its stream has passed it** — or by the size bound,
+//!    which drops the oldest chunks first and counts (and reports to the caller) only records
+//!    some reader of the stream had not delivered. A sink reads only the streams it was
+//!    registered for ([`Reader`]), so it pins nothing elsewhere.
+//! 5. **Points never delay or evict alerts within their share; alerts never refuse points:**
+//!    separate tables and cursors; alerts hold at most `max_bytes /` [`ALERT_SHARE`] (an alert
+//!    append drops older alerts beyond it), dead letters `max_bytes /` [`DEAD_LETTER_SHARE`],
+//!    and points the rest. No append is refused for want of room (docs/ARCHITECTURE.md
+//!    §Invariants S5).
 //! 6. **Counters are not scanned.** Chunk, record and byte counts, per-sink backlogs and the
 //!    dropped-records total live in the meta and cursor tables, updated in the same transaction
 //!    as the data, and mirrored in memory so [`Spool::stats`] is a copy.
@@ -45,7 +47,7 @@
 //!   concatenate consecutive chunks from the cursor up to `max_records` (at least one chunk).
 //! - **Delete** ([`Spool::ack`], [`Spool::dead_letter`]): in one transaction move the sink's
 //!   cursor past the batch (optionally storing the batch as a dead letter first), then delete
-//!   every chunk below the smallest cursor of all registered sinks. With no sink registered,
+//!   every chunk below the smallest cursor of the stream's readers. With no reader of a stream,
 //!   chunks stay until the size bound removes them.
 //!
 //! All methods block (every commit is an fsync): call them from `tokio::task::spawn_blocking`.
@@ -82,8 +84,18 @@ pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// Dead letters may hold at most `max_bytes / DEAD_LETTER_SHARE` logical bytes (16 MiB by
 /// default). They are kept for diagnosis, not for delivery, so when a new one would exceed this
 /// share the oldest dead letters are evicted (counted in
-/// [`SpoolStats::dead_letters_evicted_total`]) and the points keep the rest of the bound.
+/// [`SpoolStats::dead_letters_evicted_total`]) and the points keep the rest of the bound. A single
+/// letter larger than the share keeps its reason and as much of its body as fits.
 pub const DEAD_LETTER_SHARE: u64 = 16;
+
+/// Alerts may hold at most `max_bytes / ALERT_SHARE` logical bytes (32 MiB by default, about
+/// 50,000 alert events of ~600 B; 128 KiB, ~200 events, at the 1 MiB minimum). Within their
+/// share alerts are kept longest: only an alert append drops older alerts (oldest first, which
+/// are the delivered ones before the undelivered), and points never do, except alerts above the
+/// share (docs/ARCHITECTURE.md §Spool layout). With dead letters bounded by
+/// [`DEAD_LETTER_SHARE`], points always keep `max_bytes × (1 − 1/8 − 1/16)`: a flapping alarm can
+/// never stop readings from being stored (issue 14 item 1).
+pub const ALERT_SHARE: u64 = 8;
 
 /// Longest reason stored with a dead letter. A receiver (or a proxy in front of it) may answer a
 /// rejected write with a whole HTML page; the first 4 KiB say what went wrong.
@@ -121,6 +133,7 @@ const META_CHUNKS: [&str; 2] = ["points.chunks", "alerts.chunks"];
 const META_RECORDS: [&str; 2] = ["points.records", "alerts.records"];
 const META_BYTES: [&str; 2] = ["points.bytes", "alerts.bytes"];
 const META_DROPPED: &str = "points.dropped_records_total";
+const META_ALERTS_DROPPED: &str = "alerts.dropped_records_total";
 const META_DEAD_NEXT_ID: &str = "dead_letters.next_id";
 const META_DEAD_COUNT: &str = "dead_letters.count";
 const META_DEAD_BYTES: &str = "dead_letters.bytes";
@@ -217,13 +230,38 @@ impl Stream {
     }
 }
 
+/// A sink and the streams it reads ([`Spool::open_for`]). A sink has a cursor only in the
+/// streams it reads, so it pins nothing in the others (issue 14 item 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    /// The sink's name (its cursor name).
+    pub sink: String,
+    /// The streams it reads.
+    pub streams: Vec<Stream>,
+}
+
+impl Reader {
+    /// `sink` reading `streams`.
+    #[must_use]
+    pub fn new(sink: &str, streams: &[Stream]) -> Self {
+        Self {
+            sink: sink.to_owned(),
+            streams: streams.to_vec(),
+        }
+    }
+}
+
 /// What [`Spool::append`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
     /// The sequence the chunk was stored under.
     pub seq: u64,
-    /// Records of older points dropped to make room (the caller must log them).
+    /// Records of older points dropped to make room that some reader of the points stream had
+    /// not delivered yet (the caller must log them). Delivered points are reclaimed silently.
     pub dropped_records: u64,
+    /// Alert records dropped to keep alerts within their share ([`ALERT_SHARE`]) that some
+    /// reader of the alerts stream had not delivered yet.
+    pub dropped_alert_records: u64,
 }
 
 /// Consecutive chunks of one stream, read for one sink.
@@ -288,8 +326,11 @@ pub struct SpoolStats {
     pub alerts_records: u64,
     /// Logical bytes of stored alerts.
     pub alerts_bytes: u64,
-    /// Points records dropped by the size bound since the spool file was created.
+    /// Undelivered points records dropped by the size bound since the spool file was created.
     pub dropped_records_total: u64,
+    /// Undelivered alert records dropped to keep alerts within [`ALERT_SHARE`], since the
+    /// spool file was created.
+    pub alerts_dropped_total: u64,
     /// Dead letters stored.
     pub dead_letter_count: u64,
     /// Logical bytes of stored dead letters (body + reason).
@@ -357,17 +398,15 @@ pub enum SpoolError {
         /// The bound.
         max_bytes: u64,
     },
-    /// Alerts and dead letters fill the bound, so no point can be stored.
-    #[error("spool {}: full: {used_bytes} bytes of alerts and dead letters leave no room for {bytes} bytes of points within {max_bytes}; raise spool.max_bytes or restore the alert sinks", path.display())]
-    Full {
+    /// A sink asked for a stream it was not registered to read.
+    #[error("spool {}: sink `{sink}` does not read the {} stream; register it with Spool::open_for", path.display(), stream.name())]
+    NotAReader {
         /// The spool file.
         path: PathBuf,
-        /// The chunk's size.
-        bytes: u64,
-        /// Bytes held by what the bound cannot drop.
-        used_bytes: u64,
-        /// The bound.
-        max_bytes: u64,
+        /// The sink name.
+        sink: String,
+        /// The stream.
+        stream: Stream,
     },
 }
 
@@ -393,9 +432,11 @@ struct StreamCounts {
     bytes: u64,
 }
 
-/// Position and backlog of one sink, per stream (indexed by [`Stream::index`]).
+/// Position and backlog of one sink, per stream (indexed by [`Stream::index`]). `reads` says
+/// which streams it reads; cursor and backlog of the others stay 0 and are not stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct SinkState {
+    reads: [bool; 2],
     cursor: [u64; 2],
     backlog: [u64; 2],
 }
@@ -407,6 +448,7 @@ struct State {
     next_seq: u64,
     streams: [StreamCounts; 2],
     dropped_records_total: u64,
+    alerts_dropped_total: u64,
     dead_next_id: u64,
     dead_count: u64,
     dead_bytes: u64,
@@ -427,6 +469,7 @@ impl State {
         let mut state = Self {
             next_seq: get(META_NEXT_SEQ)?.max(FIRST_SEQ),
             dropped_records_total: get(META_DROPPED)?,
+            alerts_dropped_total: get(META_ALERTS_DROPPED)?,
             dead_next_id: get(META_DEAD_NEXT_ID)?,
             dead_count: get(META_DEAD_COUNT)?,
             dead_bytes: get(META_DEAD_BYTES)?,
@@ -457,6 +500,7 @@ impl State {
             meta.insert(META_BYTES[i], self.streams[i].bytes)?;
         }
         meta.insert(META_DROPPED, self.dropped_records_total)?;
+        meta.insert(META_ALERTS_DROPPED, self.alerts_dropped_total)?;
         meta.insert(META_DEAD_NEXT_ID, self.dead_next_id)?;
         meta.insert(META_DEAD_COUNT, self.dead_count)?;
         meta.insert(META_DEAD_BYTES, self.dead_bytes)?;
@@ -465,10 +509,34 @@ impl State {
         for (name, sink) in &self.sinks {
             for s in Stream::ALL {
                 let i = s.index();
-                cursors.insert((s.code(), name.as_str()), (sink.cursor[i], sink.backlog[i]))?;
+                if sink.reads[i] {
+                    cursors.insert((s.code(), name.as_str()), (sink.cursor[i], sink.backlog[i]))?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Whether chunk `seq` of `stream` is still to be delivered by some reader of the stream. With
+    /// no reader at all it counts as undelivered: a sink configured later would read it.
+    fn undelivered(&self, stream: Stream, seq: u64) -> bool {
+        let i = stream.index();
+        let mut readers = self.sinks.values().filter(|s| s.reads[i]).peekable();
+        readers.peek().is_none()
+            || self
+                .sinks
+                .values()
+                .any(|s| s.reads[i] && s.cursor[i] <= seq)
+    }
+
+    /// The smallest cursor of the readers of `stream`; `None` when no sink reads it.
+    fn min_cursor(&self, stream: Stream) -> Option<u64> {
+        let i = stream.index();
+        self.sinks
+            .values()
+            .filter(|s| s.reads[i])
+            .map(|s| s.cursor[i])
+            .min()
     }
 
     /// Account for chunk `seq` of `stream` (with `records` and `bytes`) leaving the table.
@@ -480,7 +548,7 @@ impl State {
         counts.bytes = counts.bytes.saturating_sub(bytes);
         // Sinks that had not yet passed it will never deliver it.
         for sink in self.sinks.values_mut() {
-            if sink.cursor[i] <= seq {
+            if sink.reads[i] && sink.cursor[i] <= seq {
                 sink.backlog[i] = sink.backlog[i].saturating_sub(records);
             }
         }
@@ -536,16 +604,33 @@ fn first_chunk(
 }
 
 impl Spool {
-    /// Open (or create) the spool at `path` and register `sinks` (names, e.g. `"influxdb"`).
+    /// Open (or create) the spool at `path` and register `sinks` (names, e.g. `"influxdb"`), each
+    /// reading *both* streams. Kept for callers that do not say which streams a sink reads; the
+    /// gateway uses [`Spool::open_for`], so that a sink pins only the stream it reads.
     ///
-    /// A sink seen for the first time starts at the oldest chunk still stored. Cursors of sinks
-    /// no longer configured are removed, so they do not pin data; chunks that every remaining sink
-    /// has passed are deleted.
+    /// # Errors
+    /// As [`Spool::open_for`].
+    pub fn open(path: &Path, config: &SpoolConfig, sinks: &[String]) -> Result<Self, SpoolError> {
+        let readers: Vec<Reader> = sinks.iter().map(|s| Reader::new(s, &Stream::ALL)).collect();
+        Self::open_for(path, config, &readers)
+    }
+
+    /// Open (or create) the spool at `path` and register `readers`: each sink with the streams it
+    /// reads (docs/ARCHITECTURE.md §Spool layout, Cursors).
+    ///
+    /// A (sink, stream) pair seen for the first time starts at the oldest chunk still stored.
+    /// Stored cursors of sinks no longer configured, or of streams a sink no longer reads, are
+    /// removed so they pin nothing; chunks that every remaining reader of a stream has passed are
+    /// deleted.
     ///
     /// # Errors
     /// [`SpoolError::Open`] with a fix hint when the file is locked, corrupt or of another format;
     /// [`SpoolError::Storage`] when the first transaction fails.
-    pub fn open(path: &Path, config: &SpoolConfig, sinks: &[String]) -> Result<Self, SpoolError> {
+    pub fn open_for(
+        path: &Path,
+        config: &SpoolConfig,
+        readers: &[Reader],
+    ) -> Result<Self, SpoolError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| SpoolError::CreateDir {
                 path: path.to_path_buf(),
@@ -588,38 +673,54 @@ impl Spool {
             txn.open_table(DEAD_LETTERS).at(p)?;
             let mut state = State::load(&meta).at(p)?;
 
-            // Stored cursors, grouped by sink; stale ones are removed.
-            let wanted: BTreeSet<&str> = sinks.iter().map(String::as_str).collect();
+            // Which (sink, stream) pairs are wanted.
+            let mut wanted: BTreeMap<&str, [bool; 2]> = BTreeMap::new();
+            for r in readers {
+                let reads = wanted.entry(r.sink.as_str()).or_default();
+                for s in &r.streams {
+                    reads[s.index()] = true;
+                }
+            }
+            for (name, reads) in &wanted {
+                let sink = state.sinks.entry((*name).to_owned()).or_default();
+                sink.reads = *reads;
+            }
+            // Stored cursors of wanted pairs are taken over; every other row (a sink no longer
+            // configured, or a stream it no longer reads, e.g. an InfluxDB sink's alerts cursor
+            // from before issue 14) is removed so that it pins nothing.
+            let mut found: BTreeSet<(u8, String)> = BTreeSet::new();
             let mut stale: Vec<(u8, String)> = Vec::new();
             for entry in cursors.iter().at(p)? {
                 let (key, value) = entry.at(p)?;
                 let (code, name) = key.value();
                 let (cursor, backlog) = value.value();
-                match Stream::from_code(code) {
-                    Some(stream) if wanted.contains(name) => {
-                        let sink = state.sinks.entry(name.to_owned()).or_default();
-                        sink.cursor[stream.index()] = cursor;
-                        sink.backlog[stream.index()] = backlog;
+                let wanted_pair = Stream::from_code(code)
+                    .filter(|s| wanted.get(name).is_some_and(|r| r[s.index()]));
+                match wanted_pair {
+                    Some(stream) => {
+                        if let Some(sink) = state.sinks.get_mut(name) {
+                            sink.cursor[stream.index()] = cursor;
+                            sink.backlog[stream.index()] = backlog;
+                        }
+                        found.insert((code, name.to_owned()));
                     }
-                    _ => stale.push((code, name.to_owned())),
+                    None => stale.push((code, name.to_owned())),
                 }
             }
             for (code, name) in &stale {
                 cursors.remove((*code, name.as_str())).at(p)?;
             }
 
-            // New sinks start at the oldest chunk still stored (or the next one to come).
-            for name in &wanted {
-                if state.sinks.contains_key(*name) {
-                    continue;
+            // New pairs start at the oldest chunk still stored (or the next one to come).
+            for (stream, table) in [(Stream::Points, &points), (Stream::Alerts, &alerts)] {
+                let i = stream.index();
+                let start = first_chunk(table).at(p)?.map_or(state.next_seq, |c| c.0);
+                for (name, sink) in &mut state.sinks {
+                    if sink.reads[i] && !found.contains(&(stream.code(), name.clone())) {
+                        sink.cursor[i] = start;
+                        sink.backlog[i] = state.streams[i].records;
+                    }
                 }
-                let mut sink = SinkState::default();
-                for (stream, table) in [(Stream::Points, &points), (Stream::Alerts, &alerts)] {
-                    let i = stream.index();
-                    sink.cursor[i] = first_chunk(table).at(p)?.map_or(state.next_seq, |c| c.0);
-                    sink.backlog[i] = state.streams[i].records;
-                }
-                state.sinks.insert((*name).to_owned(), sink);
             }
 
             for (stream, table) in [(Stream::Points, &mut points), (Stream::Alerts, &mut alerts)] {
@@ -690,13 +791,14 @@ impl Spool {
 
     /// Store one chunk of `records` newline-terminated lines in `stream`, durably.
     ///
-    /// When the bound would be exceeded, the oldest points are dropped first (delivered or not)
-    /// and their record count is returned in [`AppendOutcome::dropped_records`].
+    /// When the bound would be exceeded, the oldest chunks are dropped (alerts beyond their share
+    /// by an alert append; points, then alerts above their share, by a points append), and the
+    /// undelivered records among them are returned in [`AppendOutcome`].
     ///
     /// # Errors
-    /// [`SpoolError::EmptyChunk`], [`SpoolError::ChunkTooLarge`] (a chunk above the bound is
-    /// refused rather than wiping the spool), [`SpoolError::Full`] (points only), or a storage
-    /// error; on any error nothing was changed.
+    /// [`SpoolError::EmptyChunk`], [`SpoolError::ChunkTooLarge`] (a chunk larger than its
+    /// stream's room is refused rather than wiping the spool), or a storage error; on any error
+    /// nothing was changed.
     pub fn append(
         &self,
         stream: Stream,
@@ -731,43 +833,69 @@ impl Spool {
         }
         let bytes = body.len() as u64;
         let max_bytes = self.config.max_bytes;
-        if bytes > max_bytes {
+        let alert_share = max_bytes / ALERT_SHARE;
+        let dead_share = max_bytes / DEAD_LETTER_SHARE;
+        // The most one chunk may take so that it fits beside what the bound never takes from it:
+        // a points chunk beside full alert and dead-letter shares, an alert chunk beside the
+        // dead letters (docs/ARCHITECTURE.md §Spool layout, Size bound).
+        let room = match stream {
+            Stream::Points => max_bytes.saturating_sub(alert_share + dead_share),
+            Stream::Alerts => max_bytes.saturating_sub(dead_share),
+        };
+        if bytes > room {
             return Err(SpoolError::ChunkTooLarge {
                 path: p.to_path_buf(),
                 bytes,
-                max_bytes,
+                max_bytes: room,
             });
         }
 
         let mut guard = self.lock();
         let mut next = guard.clone();
         let txn = Self::begin_durable(&self.db).at(p)?;
-        let (seq, dropped_records) = {
+        let (seq, dropped_records, dropped_alert_records) = {
             let mut meta = txn.open_table(META).at(p)?;
             let mut cursors = txn.open_table(CURSORS).at(p)?;
             let mut points = txn.open_table(POINTS).at(p)?;
-
-            let mut dropped_records = 0;
-            while next.used_bytes() + bytes > max_bytes {
-                match first_chunk(&points).at(p)? {
-                    Some((seq, r, b)) => {
-                        points.remove(seq).at(p)?;
-                        next.forget_chunk(Stream::Points, seq, r, b);
-                        dropped_records += r;
-                    }
-                    None if stream == Stream::Alerts => break,
-                    None => {
-                        // Dropping the transaction aborts it: nothing was changed.
-                        return Err(SpoolError::Full {
-                            path: p.to_path_buf(),
-                            bytes,
-                            used_bytes: next.used_bytes(),
-                            max_bytes,
-                        });
-                    }
+            let mut alerts = txn.open_table(ALERTS).at(p)?;
+            let mut dropped = [0u64; 2];
+            // Oldest first: a chunk every reader has delivered is already deleted (at its ack),
+            // so the oldest stored chunk is the one delivered by the most readers; what is still
+            // undelivered by some reader when dropped is counted (issue 14 item 1).
+            let mut drop_oldest = |next: &mut State,
+                                   stream: Stream,
+                                   table: &mut Table<u64, ChunkValue>|
+             -> Result<bool, redb::StorageError> {
+                let Some((seq, r, b)) = first_chunk(table)? else {
+                    return Ok(false);
+                };
+                if next.undelivered(stream, seq) {
+                    dropped[stream.index()] += r;
                 }
+                table.remove(seq)?;
+                next.forget_chunk(stream, seq, r, b);
+                Ok(true)
+            };
+            let alerts_i = Stream::Alerts.index();
+            if stream == Stream::Alerts {
+                // Alerts make room among themselves first: they never take more than their share.
+                while next.streams[alerts_i].bytes + bytes > alert_share
+                    && drop_oldest(&mut next, Stream::Alerts, &mut alerts).at(p)?
+                {}
             }
-            next.dropped_records_total += dropped_records;
+            while next.used_bytes() + bytes > max_bytes
+                && drop_oldest(&mut next, Stream::Points, &mut points).at(p)?
+            {}
+            // Only alerts above their share (after an alert chunk larger than the share) give
+            // way to points; within the share they are never touched by points.
+            while next.used_bytes() + bytes > max_bytes
+                && next.streams[alerts_i].bytes > alert_share
+                && drop_oldest(&mut next, Stream::Alerts, &mut alerts).at(p)?
+            {}
+            // By the shares, what is left fits (dead letters <= 1/16, alerts <= 1/8 or dropped,
+            // the chunk <= `room`); nothing is ever refused for want of room.
+            next.dropped_records_total += dropped[Stream::Points.index()];
+            next.alerts_dropped_total += dropped[alerts_i];
 
             let seq = next.next_seq;
             next.next_seq += 1;
@@ -775,14 +903,13 @@ impl Spool {
             if stream == Stream::Points {
                 points.insert(seq, value).at(p)?;
             } else {
-                let mut alerts = txn.open_table(ALERTS).at(p)?;
                 alerts.insert(seq, value).at(p)?;
             }
             let i = stream.index();
             next.streams[i].chunks += 1;
             next.streams[i].records += u64::from(records);
             next.streams[i].bytes += bytes;
-            for sink in next.sinks.values_mut() {
+            for sink in next.sinks.values_mut().filter(|s| s.reads[i]) {
                 sink.backlog[i] += u64::from(records);
             }
             next.save(&mut meta, &mut cursors).at(p)?;
@@ -790,7 +917,7 @@ impl Spool {
                 let mut table = txn.open_table(ENGINE_STATE).at(p)?;
                 table.insert(ENGINE_STATE_KEY, state).at(p)?;
             }
-            (seq, dropped_records)
+            (seq, dropped[Stream::Points.index()], dropped[alerts_i])
         };
         txn.commit().at(p)?;
         *guard = next;
@@ -799,6 +926,7 @@ impl Spool {
         Ok(AppendOutcome {
             seq,
             dropped_records,
+            dropped_alert_records,
         })
     }
 
@@ -852,11 +980,7 @@ impl Spool {
         // Cursor and snapshot are taken together, so the snapshot matches the cursor.
         let (cursor, txn) = {
             let state = self.lock();
-            let cursor = state
-                .sinks
-                .get(sink)
-                .ok_or_else(|| self.unknown(sink))?
-                .cursor[stream.index()];
+            let cursor = self.cursor_of(&state, stream, sink)?;
             (cursor.max(from), self.db.begin_read().at(p)?)
         };
         let table = txn.open_table(stream.table()).at(p)?;
@@ -887,7 +1011,7 @@ impl Spool {
     }
 
     /// The receiver accepted `batch`: move `sink`'s cursor past it and delete every chunk all
-    /// registered sinks have passed, in one durable commit. Acking an already-passed batch
+    /// readers of `stream` have passed, in one durable commit. Acking an already-passed batch
     /// changes nothing.
     ///
     /// # Errors
@@ -955,6 +1079,7 @@ impl Spool {
             alerts_records: alerts.records,
             alerts_bytes: alerts.bytes,
             dropped_records_total: s.dropped_records_total,
+            alerts_dropped_total: s.alerts_dropped_total,
             dead_letter_count: s.dead_count,
             dead_letter_bytes: s.dead_bytes,
             dead_letters_evicted_total: s.dead_evicted_total,
@@ -985,6 +1110,19 @@ impl Spool {
         }
     }
 
+    /// `sink`'s cursor in `stream`, or why it has none.
+    fn cursor_of(&self, state: &State, stream: Stream, sink: &str) -> Result<u64, SpoolError> {
+        let k = state.sinks.get(sink).ok_or_else(|| self.unknown(sink))?;
+        if !k.reads[stream.index()] {
+            return Err(SpoolError::NotAReader {
+                path: self.path.clone(),
+                sink: sink.to_owned(),
+                stream,
+            });
+        }
+        Ok(k.cursor[stream.index()])
+    }
+
     fn begin_durable(db: &Database) -> Result<WriteTransaction, redb::Error> {
         let mut txn = db.begin_write()?;
         // Immediate is redb's default; set it anyway because invariant 1 depends on it.
@@ -992,14 +1130,13 @@ impl Spool {
         Ok(txn)
     }
 
-    /// Delete chunks below the smallest cursor of all registered sinks (none with no sinks).
+    /// Delete chunks below the smallest cursor of the stream's readers (none without readers).
     fn delete_passed(
         state: &mut State,
         stream: Stream,
         table: &mut Table<u64, ChunkValue>,
     ) -> Result<(), redb::StorageError> {
-        let i = stream.index();
-        let Some(min) = state.sinks.values().map(|s| s.cursor[i]).min() else {
+        let Some(min) = state.min_cursor(stream) else {
             return Ok(());
         };
         while let Some((seq, records, bytes)) = first_chunk(table)? {
@@ -1023,11 +1160,7 @@ impl Spool {
         let i = stream.index();
         let mut guard = self.lock();
         let mut next = guard.clone();
-        let cursor = next
-            .sinks
-            .get(sink)
-            .ok_or_else(|| self.unknown(sink))?
-            .cursor[i];
+        let cursor = self.cursor_of(&next, stream, sink)?;
         let txn = Self::begin_durable(&self.db).at(p)?;
         {
             let mut meta = txn.open_table(META).at(p)?;
@@ -1074,12 +1207,21 @@ impl Spool {
         batch: &Batch,
         reason: &str,
     ) -> Result<(), redb::Error> {
-        let reason = truncate_utf8(reason, MAX_REASON_BYTES);
-        let bytes = (batch.body.len() + reason.len()) as u64;
         let budget = max_bytes / DEAD_LETTER_SHARE;
+        let reason = truncate_utf8(
+            reason,
+            MAX_REASON_BYTES.min(usize::try_from(budget).unwrap_or(usize::MAX)),
+        );
+        // A letter above the share keeps its reason and the start of its body: dead letters
+        // stay within their share so that points always keep theirs (docs/ARCHITECTURE.md
+        // §Spool layout, Dead letters).
+        let body_room = usize::try_from(budget)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(reason.len());
+        let body = &batch.body[..batch.body.len().min(body_room)];
+        let bytes = (body.len() + reason.len()) as u64;
         let mut table = txn.open_table(DEAD_LETTERS)?;
-        // Evict the oldest until the new one fits; a single letter above the budget is kept
-        // alone rather than refused, since it is the newest evidence of what went wrong.
+        // Evict the oldest until the new one fits.
         while state.dead_bytes + bytes > budget {
             let oldest = table.first()?.map(|(k, v)| {
                 let v = v.value();
@@ -1101,7 +1243,7 @@ impl Spool {
             batch.records,
             now_ns(),
             reason,
-            batch.body.as_slice(),
+            body,
         );
         table.insert(id, value)?;
         state.dead_count += 1;
