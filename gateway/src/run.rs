@@ -23,7 +23,7 @@ use crate::sinks::webhook::{WebhookSink, WebhookSinkError};
 use crate::sources::modbus::poller::{group_into_buses, Poller};
 use crate::sources::mqtt::MqttSource;
 use crate::sources::READING_CHANNEL_CAPACITY;
-use crate::spool::{Reader, Spool, SpoolError, Stream};
+use crate::spool::{AlertIdentity, Reader, Spool, SpoolError, Stream};
 use crate::supervise::{Stage, TaskFailure, TaskTree};
 
 /// File name of the spool inside the data directory.
@@ -110,9 +110,18 @@ impl Gateway {
         let spool_path = cfg.data_dir.join(SPOOL_FILE);
         let readers = self.spool_readers();
         let spool_cfg = cfg.spool.clone();
+        // Named in the device-fault alert the spool raises itself if it finds its file damaged
+        // (docs/ARCHITECTURE.md §Spool layout, Failures).
+        let identity = AlertIdentity {
+            site: cfg.site.clone(),
+            gateway: cfg.gateway_id.clone(),
+            language: cfg.rules.language(),
+        };
         let spool = Arc::new(
-            tokio::task::spawn_blocking(move || Spool::open_for(&spool_path, &spool_cfg, &readers))
-                .await??,
+            tokio::task::spawn_blocking(move || {
+                Spool::open_with(&spool_path, &spool_cfg, &readers, Some(identity))
+            })
+            .await??,
         );
         info!(site = %cfg.site, gateway = %cfg.gateway_id, spool = %spool.path().display(), "Gateway starting.");
 

@@ -52,10 +52,18 @@
 //!
 //! All methods block (every commit is an fsync): call them from `tokio::task::spawn_blocking`.
 
+mod disk;
+mod open;
+
+use open::{panic_message, Health};
+pub use open::{AlertIdentity, DamageReport};
+
 use crate::model::now_ns;
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition,
@@ -337,6 +345,16 @@ pub struct SpoolStats {
     pub dead_letter_bytes: u64,
     /// Dead letters evicted to keep within their share of the bound.
     pub dead_letters_evicted_total: u64,
+    /// Whether the file is open now (false while it is unavailable and retried).
+    pub available: bool,
+    /// The file's size on disk, bytes.
+    pub file_bytes: u64,
+    /// Times the file was opened again after a storage error or a caught panic.
+    pub reopens_total: u64,
+    /// Panics caught inside the storage layer.
+    pub storage_panics_total: u64,
+    /// Damaged files moved aside and replaced by a fresh one.
+    pub damaged_files_total: u64,
     /// Backlog per registered sink.
     pub sinks: BTreeMap<String, SinkBacklog>,
 }
@@ -344,13 +362,33 @@ pub struct SpoolStats {
 /// Why a spool operation failed. Every variant names the spool file.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    /// The directory for the spool file could not be created.
-    #[error("spool {}: cannot create its directory: {source}; check the path and permissions", path.display())]
-    CreateDir {
+    /// The data directory or the file cannot be written by this process (start-up error).
+    #[error("spool {}: cannot write it: {source}; the gateway needs to create and write files in data_dir (check the path, its owner and mode, e.g. `chown anju: /var/lib/anju`)", path.display())]
+    Permission {
         /// The spool file.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The file is not available now (it could not be opened, or was closed after a storage
+    /// error); it is opened again on a call after `retry_in`. Nothing was changed.
+    #[error("spool {}: not available ({reason}); the file is opened again in {retry_in:?}", path.display())]
+    Unavailable {
+        /// The spool file.
+        path: PathBuf,
+        /// The last error.
+        reason: String,
+        /// When the next call tries to open it again.
+        retry_in: Duration,
+    },
+    /// redb panicked inside a call (a damaged file, or a bug). Caught; the file is closed and
+    /// checked when it is opened again. Nothing was changed.
+    #[error("spool {}: the storage layer panicked ({message}); the file is checked and reopened", path.display())]
+    Panicked {
+        /// The spool file.
+        path: PathBuf,
+        /// The panic message.
+        message: String,
     },
     /// The file could not be opened as a spool (start-up error).
     #[error("cannot open spool {}: {source}; {hint}", path.display())]
@@ -408,6 +446,13 @@ pub enum SpoolError {
         /// The stream.
         stream: Stream,
     },
+}
+
+impl SpoolError {
+    /// An error of the file or the disk (not of the call): the file is closed and reopened.
+    const fn is_storage_fault(&self) -> bool {
+        matches!(self, Self::Storage { .. })
+    }
 }
 
 /// Attach the spool path to a redb error.
@@ -539,6 +584,17 @@ impl State {
             .min()
     }
 
+    /// Account for a new chunk of `stream` with `records` and `bytes`.
+    fn count_chunk(&mut self, stream: Stream, records: u32, bytes: u64) {
+        let i = stream.index();
+        self.streams[i].chunks += 1;
+        self.streams[i].records += u64::from(records);
+        self.streams[i].bytes += bytes;
+        for sink in self.sinks.values_mut().filter(|s| s.reads[i]) {
+            sink.backlog[i] += u64::from(records);
+        }
+    }
+
     /// Account for chunk `seq` of `stream` (with `records` and `bytes`) leaving the table.
     fn forget_chunk(&mut self, stream: Stream, seq: u64, records: u64, bytes: u64) {
         let i = stream.index();
@@ -560,9 +616,13 @@ impl State {
 pub struct Spool {
     path: PathBuf,
     config: SpoolConfig,
-    db: Database,
-    /// Serializes writers and guards the in-memory mirror; held across each write transaction.
-    state: Mutex<State>,
+    /// The sinks and the streams they read, as given at open (kept for every reopen).
+    readers: Vec<Reader>,
+    /// Who the gateway is, for the device-fault alert about a damaged file.
+    identity: Option<AlertIdentity>,
+    /// The open file, the in-memory mirror and the file's health. Held across every call that
+    /// touches the file (reads too): a reopen swaps the database under it, and reads are short.
+    inner: Mutex<Inner>,
     appended: Notify,
     /// Commit failures to inject (tests of the engine's failure paths only).
     #[cfg(test)]
@@ -576,8 +636,20 @@ pub struct Spool {
 pub enum InjectedFault {
     /// The commit returns a storage error (as on a full disk).
     Error,
-    /// The commit panics (as a bug in the storage layer would).
+    /// The commit panics (as a bug in the storage layer would), before the spool's guard.
     Panic,
+    /// redb panics inside the commit (as on a damaged page): caught by the spool.
+    PanicInRedb,
+}
+
+/// Everything behind the spool's lock.
+#[derive(Debug)]
+struct Inner {
+    /// `None` while the file is not available: it could not be opened yet (full disk), or it
+    /// was closed after a storage error or a panic and is reopened on a later call.
+    db: Option<Database>,
+    state: State,
+    health: Health,
 }
 
 /// `s` cut to at most `max` bytes at a character boundary.
@@ -631,40 +703,55 @@ impl Spool {
         config: &SpoolConfig,
         readers: &[Reader],
     ) -> Result<Self, SpoolError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| SpoolError::CreateDir {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        }
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| {
-                let hint = match &e {
-                DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
-                    "another gateway process has this file open; stop it, or give each gateway its \
-                     own spool path"
-                }
-                DatabaseError::UpgradeRequired(_) => {
-                    "the file was written by an older redb format; deliver its data with the \
-                     gateway version that wrote it, or move the file aside to start an empty spool"
-                }
-                _ => {
-                    "if the file is damaged or not a spool, move it aside (for example append \
-                     `.broken` to its name) and restart: the gateway starts an empty spool, and \
-                     the undelivered data in the moved file is not sent"
-                }
-            };
-                SpoolError::Open {
-                    path: path.to_path_buf(),
-                    source: Box::new(e),
-                    hint,
-                }
-            })?;
+        Self::open_with(path, config, readers, None)
+    }
 
-        let p = path;
-        let txn = Self::begin_durable(&db).at(p)?;
+    /// [`Spool::open_for`], and when the file turns out damaged (now or when it is reopened
+    /// later) put a device-fault alert about it, naming `identity`'s site and gateway, on the
+    /// fresh file's alerts stream (docs/ARCHITECTURE.md §Spool layout, Damage).
+    ///
+    /// Start-up never fails for a full disk or a damaged file: the spool then starts not
+    /// available (every call returns [`SpoolError::Unavailable`] until a later call opens it) or
+    /// on a fresh file with what could be salvaged.
+    ///
+    /// # Errors
+    /// [`SpoolError::Permission`] when data_dir or the file cannot be written;
+    /// [`SpoolError::Open`] when another process has the file open or it is of an older format.
+    pub fn open_with(
+        path: &Path,
+        config: &SpoolConfig,
+        readers: &[Reader],
+        identity: Option<AlertIdentity>,
+    ) -> Result<Self, SpoolError> {
+        let spool = Self {
+            path: path.to_path_buf(),
+            config: config.clone(),
+            readers: readers.to_vec(),
+            identity,
+            inner: Mutex::new(Inner {
+                db: None,
+                state: State::default(),
+                health: Health::new(),
+            }),
+            appended: Notify::new(),
+            #[cfg(test)]
+            injected: Mutex::default(),
+        };
+        spool.first_open()?;
+        Ok(spool)
+    }
+
+    /// Register `readers` in the freshly opened `db` and load the mirror (one transaction).
+    ///
+    /// Sequences continue from at least `floor_seq` (the last file's next sequence, when the
+    /// file is reopened or replaced), so a batch read before cannot be acked into new data.
+    fn register(
+        p: &Path,
+        db: &Database,
+        readers: &[Reader],
+        floor_seq: u64,
+    ) -> Result<State, SpoolError> {
+        let txn = Self::begin_durable(db).at(p)?;
         let state = {
             let mut meta = txn.open_table(META).at(p)?;
             let mut cursors = txn.open_table(CURSORS).at(p)?;
@@ -672,6 +759,7 @@ impl Spool {
             let mut alerts = txn.open_table(ALERTS).at(p)?;
             txn.open_table(DEAD_LETTERS).at(p)?;
             let mut state = State::load(&meta).at(p)?;
+            state.next_seq = state.next_seq.max(floor_seq);
 
             // Which (sink, stream) pairs are wanted.
             let mut wanted: BTreeMap<&str, [bool; 2]> = BTreeMap::new();
@@ -730,16 +818,7 @@ impl Spool {
             state
         };
         txn.commit().at(p)?;
-
-        Ok(Self {
-            path: path.to_path_buf(),
-            config: config.clone(),
-            db,
-            state: Mutex::new(state),
-            appended: Notify::new(),
-            #[cfg(test)]
-            injected: Mutex::default(),
-        })
+        Ok(state)
     }
 
     /// Make the next appends fail, one fault per append, in order (tests only).
@@ -752,14 +831,15 @@ impl Spool {
     }
 
     #[cfg(test)]
-    fn take_injected_fault(&self) -> Result<(), SpoolError> {
+    fn take_injected_fault(&self) -> Result<bool, SpoolError> {
         let next = self
             .injected
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop_front();
         match next {
-            None => Ok(()),
+            None => Ok(false),
+            Some(InjectedFault::PanicInRedb) => Ok(true),
             Some(InjectedFault::Error) => Err(SpoolError::Storage {
                 path: self.path.clone(),
                 source: Box::new(redb::Error::Io(std::io::Error::other(
@@ -779,7 +859,7 @@ impl Spool {
     /// Whether `sink` was registered at open.
     #[must_use]
     pub fn is_registered(&self, sink: &str) -> bool {
-        self.lock().sinks.contains_key(sink)
+        self.readers.iter().any(|r| r.sink == sink)
     }
 
     /// Signalled (`notify_waiters`) after every committed append. To not miss one, create and
@@ -823,7 +903,7 @@ impl Spool {
     ) -> Result<AppendOutcome, SpoolError> {
         let p = self.path.as_path();
         #[cfg(test)]
-        self.take_injected_fault()?;
+        let panic_in_redb = self.take_injected_fault()?;
         if records == 0 || body.is_empty() {
             return Err(SpoolError::EmptyChunk {
                 path: p.to_path_buf(),
@@ -850,84 +930,82 @@ impl Spool {
             });
         }
 
-        let mut guard = self.lock();
-        let mut next = guard.clone();
-        let txn = Self::begin_durable(&self.db).at(p)?;
-        let (seq, dropped_records, dropped_alert_records) = {
-            let mut meta = txn.open_table(META).at(p)?;
-            let mut cursors = txn.open_table(CURSORS).at(p)?;
-            let mut points = txn.open_table(POINTS).at(p)?;
-            let mut alerts = txn.open_table(ALERTS).at(p)?;
-            let mut dropped = [0u64; 2];
-            // Oldest first: a chunk every reader has delivered is already deleted (at its ack),
-            // so the oldest stored chunk is the one delivered by the most readers; what is still
-            // undelivered by some reader when dropped is counted (issue 14 item 1).
-            let mut drop_oldest = |next: &mut State,
-                                   stream: Stream,
-                                   table: &mut Table<u64, ChunkValue>|
-             -> Result<bool, redb::StorageError> {
-                let Some((seq, r, b)) = first_chunk(table)? else {
-                    return Ok(false);
+        let outcome = self.with_db(|db, current| {
+            #[cfg(test)]
+            assert!(!panic_in_redb, "injected: redb panicked");
+            let mut next = current.clone();
+            let txn = Self::begin_durable(db).at(p)?;
+            let (seq, dropped_records, dropped_alert_records) = {
+                let mut meta = txn.open_table(META).at(p)?;
+                let mut cursors = txn.open_table(CURSORS).at(p)?;
+                let mut points = txn.open_table(POINTS).at(p)?;
+                let mut alerts = txn.open_table(ALERTS).at(p)?;
+                let mut dropped = [0u64; 2];
+                // Oldest first: a chunk every reader has delivered is already deleted (at its ack),
+                // so the oldest stored chunk is the one delivered by the most readers; what is still
+                // undelivered by some reader when dropped is counted (issue 14 item 1).
+                let mut drop_oldest = |next: &mut State,
+                                       stream: Stream,
+                                       table: &mut Table<u64, ChunkValue>|
+                 -> Result<bool, redb::StorageError> {
+                    let Some((seq, r, b)) = first_chunk(table)? else {
+                        return Ok(false);
+                    };
+                    if next.undelivered(stream, seq) {
+                        dropped[stream.index()] += r;
+                    }
+                    table.remove(seq)?;
+                    next.forget_chunk(stream, seq, r, b);
+                    Ok(true)
                 };
-                if next.undelivered(stream, seq) {
-                    dropped[stream.index()] += r;
+                let alerts_i = Stream::Alerts.index();
+                if stream == Stream::Alerts {
+                    // Alerts make room among themselves first: they never take more than their share.
+                    while next.streams[alerts_i].bytes + bytes > alert_share
+                        && drop_oldest(&mut next, Stream::Alerts, &mut alerts).at(p)?
+                    {
+                    }
                 }
-                table.remove(seq)?;
-                next.forget_chunk(stream, seq, r, b);
-                Ok(true)
-            };
-            let alerts_i = Stream::Alerts.index();
-            if stream == Stream::Alerts {
-                // Alerts make room among themselves first: they never take more than their share.
-                while next.streams[alerts_i].bytes + bytes > alert_share
+                while next.used_bytes() + bytes > max_bytes
+                    && drop_oldest(&mut next, Stream::Points, &mut points).at(p)?
+                {}
+                // Only alerts above their share (after an alert chunk larger than the share) give
+                // way to points; within the share they are never touched by points.
+                while next.used_bytes() + bytes > max_bytes
+                    && next.streams[alerts_i].bytes > alert_share
                     && drop_oldest(&mut next, Stream::Alerts, &mut alerts).at(p)?
                 {}
-            }
-            while next.used_bytes() + bytes > max_bytes
-                && drop_oldest(&mut next, Stream::Points, &mut points).at(p)?
-            {}
-            // Only alerts above their share (after an alert chunk larger than the share) give
-            // way to points; within the share they are never touched by points.
-            while next.used_bytes() + bytes > max_bytes
-                && next.streams[alerts_i].bytes > alert_share
-                && drop_oldest(&mut next, Stream::Alerts, &mut alerts).at(p)?
-            {}
-            // By the shares, what is left fits (dead letters <= 1/16, alerts <= 1/8 or dropped,
-            // the chunk <= `room`); nothing is ever refused for want of room.
-            next.dropped_records_total += dropped[Stream::Points.index()];
-            next.alerts_dropped_total += dropped[alerts_i];
+                // By the shares, what is left fits (dead letters <= 1/16, alerts <= 1/8 or dropped,
+                // the chunk <= `room`); nothing is ever refused for want of room.
+                next.dropped_records_total += dropped[Stream::Points.index()];
+                next.alerts_dropped_total += dropped[alerts_i];
 
-            let seq = next.next_seq;
-            next.next_seq += 1;
-            let value = (records, now_ns(), body);
-            if stream == Stream::Points {
-                points.insert(seq, value).at(p)?;
-            } else {
-                alerts.insert(seq, value).at(p)?;
-            }
-            let i = stream.index();
-            next.streams[i].chunks += 1;
-            next.streams[i].records += u64::from(records);
-            next.streams[i].bytes += bytes;
-            for sink in next.sinks.values_mut().filter(|s| s.reads[i]) {
-                sink.backlog[i] += u64::from(records);
-            }
-            next.save(&mut meta, &mut cursors).at(p)?;
-            if let Some(state) = state {
-                let mut table = txn.open_table(ENGINE_STATE).at(p)?;
-                table.insert(ENGINE_STATE_KEY, state).at(p)?;
-            }
-            (seq, dropped[Stream::Points.index()], dropped[alerts_i])
-        };
-        txn.commit().at(p)?;
-        *guard = next;
-        drop(guard);
+                let seq = next.next_seq;
+                next.next_seq += 1;
+                let value = (records, now_ns(), body);
+                if stream == Stream::Points {
+                    points.insert(seq, value).at(p)?;
+                } else {
+                    alerts.insert(seq, value).at(p)?;
+                }
+                next.count_chunk(stream, records, bytes);
+                next.save(&mut meta, &mut cursors).at(p)?;
+                if let Some(state) = state {
+                    let mut table = txn.open_table(ENGINE_STATE).at(p)?;
+                    table.insert(ENGINE_STATE_KEY, state).at(p)?;
+                }
+                (seq, dropped[Stream::Points.index()], dropped[alerts_i])
+            };
+            txn.commit().at(p)?;
+            *current = next;
+            Ok(AppendOutcome {
+                seq,
+                dropped_records,
+                dropped_alert_records,
+            })
+        })?;
         self.appended.notify_waiters();
-        Ok(AppendOutcome {
-            seq,
-            dropped_records,
-            dropped_alert_records,
-        })
+        Ok(outcome)
     }
 
     /// The engine state saved by the last [`Spool::append_with_state`], if any.
@@ -936,16 +1014,18 @@ impl Spool {
     /// A storage error.
     pub fn load_state(&self) -> Result<Option<Vec<u8>>, SpoolError> {
         let p = self.path.as_path();
-        let txn = self.db.begin_read().at(p)?;
-        let table = match txn.open_table(ENGINE_STATE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e).at(p),
-        };
-        Ok(table
-            .get(ENGINE_STATE_KEY)
-            .at(p)?
-            .map(|v| v.value().to_vec()))
+        self.with_db(|db, _| {
+            let txn = db.begin_read().at(p)?;
+            let table = match txn.open_table(ENGINE_STATE) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e).at(p),
+            };
+            Ok(table
+                .get(ENGINE_STATE_KEY)
+                .at(p)?
+                .map(|v| v.value().to_vec()))
+        })
     }
 
     /// Read consecutive chunks of `stream` from `sink`'s cursor: stop before the chunk that would
@@ -977,37 +1057,36 @@ impl Spool {
         max_records: u64,
     ) -> Result<Option<Batch>, SpoolError> {
         let p = self.path.as_path();
-        // Cursor and snapshot are taken together, so the snapshot matches the cursor.
-        let (cursor, txn) = {
-            let state = self.lock();
-            let cursor = self.cursor_of(&state, stream, sink)?;
-            (cursor.max(from), self.db.begin_read().at(p)?)
-        };
-        let table = txn.open_table(stream.table()).at(p)?;
-        let mut batch: Option<Batch> = None;
-        for entry in table.range(cursor..).at(p)? {
-            let (key, value) = entry.at(p)?;
-            let (records, appended_ns, body) = value.value();
-            let records = u64::from(records);
-            match batch.as_mut() {
-                None => {
-                    batch = Some(Batch {
-                        first_seq: key.value(),
-                        last_seq: key.value(),
-                        records,
-                        body: body.to_vec(),
-                        oldest_append_ns: appended_ns,
-                    });
+        // Under the lock, so the snapshot matches the cursor.
+        self.with_db(|db, state| {
+            let cursor = self.cursor_of(state, stream, sink)?.max(from);
+            let txn = db.begin_read().at(p)?;
+            let table = txn.open_table(stream.table()).at(p)?;
+            let mut batch: Option<Batch> = None;
+            for entry in table.range(cursor..).at(p)? {
+                let (key, value) = entry.at(p)?;
+                let (records, appended_ns, body) = value.value();
+                let records = u64::from(records);
+                match batch.as_mut() {
+                    None => {
+                        batch = Some(Batch {
+                            first_seq: key.value(),
+                            last_seq: key.value(),
+                            records,
+                            body: body.to_vec(),
+                            oldest_append_ns: appended_ns,
+                        });
+                    }
+                    Some(b) if b.records + records <= max_records => {
+                        b.last_seq = key.value();
+                        b.records += records;
+                        b.body.extend_from_slice(body);
+                    }
+                    Some(_) => break,
                 }
-                Some(b) if b.records + records <= max_records => {
-                    b.last_seq = key.value();
-                    b.records += records;
-                    b.body.extend_from_slice(body);
-                }
-                Some(_) => break,
             }
-        }
-        Ok(batch)
+            Ok(batch)
+        })
     }
 
     /// The receiver accepted `batch`: move `sink`'s cursor past it and delete every chunk all
@@ -1041,35 +1120,38 @@ impl Spool {
     /// A storage error.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, SpoolError> {
         let p = self.path.as_path();
-        let txn = self.db.begin_read().at(p)?;
-        let table = txn.open_table(DEAD_LETTERS).at(p)?;
-        let mut out = Vec::new();
-        for entry in table.iter().at(p)? {
-            let (key, value) = entry.at(p)?;
-            let (code, sink, first_seq, last_seq, records, at_ns, reason, body) = value.value();
-            // Codes are written by this module only; an unknown one is a newer file format.
-            let Some(stream) = Stream::from_code(code) else {
-                continue;
-            };
-            out.push(DeadLetter {
-                id: key.value(),
-                stream,
-                sink: sink.to_owned(),
-                first_seq,
-                last_seq,
-                records,
-                at_ns,
-                reason: reason.to_owned(),
-                body: body.to_vec(),
-            });
-        }
-        Ok(out)
+        self.with_db(|db, _| {
+            let txn = db.begin_read().at(p)?;
+            let table = txn.open_table(DEAD_LETTERS).at(p)?;
+            let mut out = Vec::new();
+            for entry in table.iter().at(p)? {
+                let (key, value) = entry.at(p)?;
+                let (code, sink, first_seq, last_seq, records, at_ns, reason, body) = value.value();
+                // Codes are written by this module only; an unknown one is a newer file format.
+                let Some(stream) = Stream::from_code(code) else {
+                    continue;
+                };
+                out.push(DeadLetter {
+                    id: key.value(),
+                    stream,
+                    sink: sink.to_owned(),
+                    first_seq,
+                    last_seq,
+                    records,
+                    at_ns,
+                    reason: reason.to_owned(),
+                    body: body.to_vec(),
+                });
+            }
+            Ok(out)
+        })
     }
 
-    /// Current counts, copied from memory (no disk access).
+    /// Current counts, copied from memory (and the file's size from its metadata).
     #[must_use]
     pub fn stats(&self) -> SpoolStats {
-        let s = self.lock();
+        let inner = self.lock();
+        let s = &inner.state;
         let [points, alerts] = s.streams;
         SpoolStats {
             points_chunks: points.chunks,
@@ -1083,6 +1165,11 @@ impl Spool {
             dead_letter_count: s.dead_count,
             dead_letter_bytes: s.dead_bytes,
             dead_letters_evicted_total: s.dead_evicted_total,
+            available: inner.db.is_some(),
+            file_bytes: disk::file_len(&self.path),
+            reopens_total: inner.health.reopens_total,
+            storage_panics_total: inner.health.panics_total,
+            damaged_files_total: inner.health.damaged_total,
             sinks: s
                 .sinks
                 .iter()
@@ -1097,10 +1184,46 @@ impl Spool {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock happens before the memory copy is replaced (the copy is
         // swapped in only after commit), so the mirror is still consistent with the disk.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Run `op` on the open file: reopen it first if it was closed and its retry time has come
+    /// (else [`SpoolError::Unavailable`]); catch a panic inside (counted, reported as
+    /// [`SpoolError::Panicked`]); after a storage error or a panic close the file, so that the
+    /// next call after the backoff reopens it, checks it and, if damaged, replaces it
+    /// (docs/ARCHITECTURE.md §Spool layout, Failures). No panic from redb leaves this function.
+    fn with_db<T>(
+        &self,
+        op: impl FnOnce(&Database, &mut State) -> Result<T, SpoolError>,
+    ) -> Result<T, SpoolError> {
+        let mut guard = self.lock();
+        self.ensure_open(&mut guard)?;
+        let inner = &mut *guard;
+        let Some(db) = inner.db.as_ref() else {
+            return Err(self.unavailable(&inner.health));
+        };
+        let state = &mut inner.state;
+        match catch_unwind(AssertUnwindSafe(|| op(db, state))) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if e.is_storage_fault() {
+                    self.close_after_fault(inner, &e.to_string());
+                }
+                Err(e)
+            }
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                inner.health.panics_total += 1;
+                self.close_after_fault(inner, &format!("panic in the storage layer: {message}"));
+                Err(SpoolError::Panicked {
+                    path: self.path.clone(),
+                    message,
+                })
+            }
+        }
     }
 
     fn unknown(&self, sink: &str) -> SpoolError {
@@ -1158,44 +1281,45 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         let p = self.path.as_path();
         let i = stream.index();
-        let mut guard = self.lock();
-        let mut next = guard.clone();
-        let cursor = self.cursor_of(&next, stream, sink)?;
-        let txn = Self::begin_durable(&self.db).at(p)?;
-        {
-            let mut meta = txn.open_table(META).at(p)?;
-            let mut cursors = txn.open_table(CURSORS).at(p)?;
-            let mut table = txn.open_table(stream.table()).at(p)?;
-            if batch.last_seq >= cursor {
-                // Count what is still stored between the cursor and the batch end: chunks the
-                // size bound dropped meanwhile were already taken off the backlog.
-                let mut passed = 0u64;
-                for entry in table.range(cursor..=batch.last_seq).at(p)? {
-                    passed += u64::from(entry.at(p)?.1.value().0);
+        self.with_db(|db, current| {
+            let mut next = current.clone();
+            let cursor = self.cursor_of(&next, stream, sink)?;
+            let txn = Self::begin_durable(db).at(p)?;
+            {
+                let mut meta = txn.open_table(META).at(p)?;
+                let mut cursors = txn.open_table(CURSORS).at(p)?;
+                let mut table = txn.open_table(stream.table()).at(p)?;
+                if batch.last_seq >= cursor {
+                    // Count what is still stored between the cursor and the batch end: chunks the
+                    // size bound dropped meanwhile were already taken off the backlog.
+                    let mut passed = 0u64;
+                    for entry in table.range(cursor..=batch.last_seq).at(p)? {
+                        passed += u64::from(entry.at(p)?.1.value().0);
+                    }
+                    if let Some(k) = next.sinks.get_mut(sink) {
+                        k.cursor[i] = batch.last_seq + 1;
+                        k.backlog[i] = k.backlog[i].saturating_sub(passed);
+                    }
                 }
-                if let Some(k) = next.sinks.get_mut(sink) {
-                    k.cursor[i] = batch.last_seq + 1;
-                    k.backlog[i] = k.backlog[i].saturating_sub(passed);
+                if let Some(reason) = dead {
+                    Self::store_dead_letter(
+                        &mut next,
+                        &txn,
+                        self.config.max_bytes,
+                        stream,
+                        sink,
+                        batch,
+                        reason,
+                    )
+                    .at(p)?;
                 }
+                Self::delete_passed(&mut next, stream, &mut table).at(p)?;
+                next.save(&mut meta, &mut cursors).at(p)?;
             }
-            if let Some(reason) = dead {
-                Self::store_dead_letter(
-                    &mut next,
-                    &txn,
-                    self.config.max_bytes,
-                    stream,
-                    sink,
-                    batch,
-                    reason,
-                )
-                .at(p)?;
-            }
-            Self::delete_passed(&mut next, stream, &mut table).at(p)?;
-            next.save(&mut meta, &mut cursors).at(p)?;
-        }
-        txn.commit().at(p)?;
-        *guard = next;
-        Ok(())
+            txn.commit().at(p)?;
+            *current = next;
+            Ok(())
+        })
     }
 
     fn store_dead_letter(
@@ -1252,5 +1376,7 @@ impl Spool {
     }
 }
 
+#[cfg(test)]
+mod damage_tests;
 #[cfg(test)]
 mod tests;

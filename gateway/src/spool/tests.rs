@@ -619,18 +619,6 @@ fn streams_have_separate_cursors() {
 }
 
 #[test]
-fn an_unreadable_file_is_a_startup_error_naming_the_path_and_the_fix() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("spool.redb");
-    std::fs::write(&path, vec![0x5a; 8192]).expect("write garbage");
-    let err = Spool::open(&path, &SpoolConfig::default(), &[]).expect_err("garbage is not a spool");
-    let msg = err.to_string();
-    assert!(matches!(err, SpoolError::Open { .. }), "{msg}");
-    assert!(msg.contains(&path.display().to_string()), "{msg}");
-    assert!(msg.contains("move it aside"), "{msg}");
-}
-
-#[test]
 fn the_spool_directory_is_created() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("data").join("spool.redb");
