@@ -298,3 +298,173 @@ fn spool_files_and_created_directories_are_private() {
     drop(open_at(&path));
     assert_eq!(mode(&path), 0o600);
 }
+
+/// A size-limited tmpfs, unmounted on drop: a real full disk (issue 10 item 6).
+struct SmallFs {
+    mnt: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// `None` (with a message saying the test did not run) where mounting is not permitted.
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mnt");
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!(
+                "SKIPPED: cannot mount a {size} tmpfs (needs root); this disk-full test did not run"
+            );
+            return None;
+        }
+        Some(Self { mnt, _dir: dir })
+    }
+
+    /// Fill the file system with a filler file (until ENOSPC, bounded by the fs size).
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.mnt.join("filler");
+        let mut f = std::fs::File::create(&path).expect("filler");
+        let block = vec![0u8; 16 * 1024];
+        // 64 MiB at most: far above the mounts used here.
+        for _ in 0..4096 {
+            if f.write_all(&block).is_err() {
+                break;
+            }
+        }
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mnt).status();
+    }
+}
+
+fn open_small(path: &Path, min_free_bytes: u64) -> Spool {
+    Spool::open_with(
+        path,
+        &SpoolConfig {
+            max_bytes: 64 * 1024 * 1024,
+            min_free_bytes,
+        },
+        &[
+            Reader::new(SINK, &[Stream::Points]),
+            Reader::new(HOOK, &[Stream::Alerts]),
+        ],
+        None,
+    )
+    .expect("open")
+}
+
+/// Append until it succeeds, for at most 3 × the longest reopen wait.
+fn append_until_ok(spool: &Spool, body: &[u8], records: u32) -> u32 {
+    let deadline = std::time::Instant::now() + 3 * open::REOPEN_RETRY_MAX;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match spool.append(Stream::Points, body, records) {
+            Ok(_) => return attempts,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "still failing after {attempts} attempts: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_full_disk_fails_commits_and_the_same_spool_recovers_when_space_returns() {
+    let Some(fs) = SmallFs::mount("8m") else {
+        return;
+    };
+    let spool = open_small(&fs.mnt.join("spool.redb"), 0);
+    let chunk = lines(0, 50);
+    let mut stored = 0u64;
+    for _ in 0..20 {
+        spool.append(Stream::Points, &chunk, 50).expect("room");
+        stored += 50;
+    }
+    let filler = fs.fill();
+    // Appends go on until redb needs a page it does not have (bounded: 8 MiB / 3 KiB).
+    let mut failed = None;
+    for _ in 0..3000 {
+        match spool.append(Stream::Points, &chunk, 50) {
+            Ok(_) => stored += 50,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let failed = failed.expect("a full disk fails a commit");
+    assert!(
+        matches!(failed, SpoolError::Storage { .. }),
+        "first failure is the storage error: {failed}"
+    );
+    // Until space returns every call fails, and nothing changes.
+    assert!(spool.append(Stream::Points, &chunk, 50).is_err());
+    std::fs::remove_file(filler).expect("free the disk");
+    append_until_ok(&spool, &chunk, 50);
+    stored += 50;
+    let s = spool.stats();
+    assert!(s.available && s.reopens_total >= 1, "{s:?}");
+    // In the same process: everything committed is there once, nothing more.
+    assert_eq!(drain(&spool).0, stored);
+}
+
+#[test]
+fn starting_on_a_full_disk_the_spool_waits_for_space_instead_of_failing() {
+    let Some(fs) = SmallFs::mount("4m") else {
+        return;
+    };
+    let filler = fs.fill();
+    let spool = open_small(&fs.mnt.join("spool.redb"), 0);
+    assert!(!spool.stats().available);
+    assert!(matches!(
+        spool.append(Stream::Points, &lines(0, 5), 5),
+        Err(SpoolError::Unavailable { .. })
+    ));
+    std::fs::remove_file(filler).expect("free the disk");
+    append_until_ok(&spool, &lines(0, 5), 5);
+    assert_eq!(drain(&spool).0, 5);
+}
+
+#[test]
+fn min_free_bytes_keeps_free_space_by_dropping_the_oldest_points() {
+    let Some(fs) = SmallFs::mount("8m") else {
+        return;
+    };
+    // Leave 5 MiB for the spool; it must keep 2 MiB of them free.
+    let filler = fs.mnt.join("filler");
+    std::fs::write(&filler, vec![0u8; 3 * 1024 * 1024]).expect("filler");
+    let min_free = 2 * 1024 * 1024;
+    let spool = open_small(&fs.mnt.join("spool.redb"), min_free);
+    let chunk = lines(0, 100); // about 5 KiB
+    let mut least_free = u64::MAX;
+    // 20 MB through a 5 MiB file system share.
+    for _ in 0..4000 {
+        spool
+            .append(Stream::Points, &chunk, 100)
+            .expect("never fails: the bound keeps the disk from filling");
+        least_free = least_free.min(disk::free_bytes(&fs.mnt.join("spool.redb")).unwrap_or(0));
+    }
+    let s = spool.stats();
+    assert!(s.dropped_records_total > 0, "{s:?}");
+    // redb grows its file by whole regions, so the file may overshoot by one growth step.
+    assert!(least_free >= min_free / 2, "free fell to {least_free}");
+}

@@ -79,7 +79,6 @@ pub fn restrict_file(file: &Path) -> io::Result<()> {
 /// Bytes available to this (unprivileged) process on the file system holding `file`'s
 /// directory; `None` when it cannot be asked (then no free-space bound applies).
 #[must_use]
-#[allow(dead_code)] // the free-space bound (min_free_bytes) uses it from the next commit on
 pub fn free_bytes(file: &Path) -> Option<u64> {
     let dir = file
         .parent()

@@ -71,6 +71,7 @@ use redb::{
 };
 use serde::Deserialize;
 use tokio::sync::Notify;
+use tracing::warn;
 
 /// Default size bound, in logical bytes (chunk bodies), over both streams and the dead letters.
 ///
@@ -80,6 +81,13 @@ use tokio::sync::Notify;
 /// near 0.5 GiB at worst (≈ 2× logical, see the module doc), which any SD card or eMMC in a
 /// gateway box holds. Sites that must bridge a long weekend raise `max_bytes` (1 GiB ≈ 5 days).
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Default free space the spool leaves on its file system (`[spool] min_free_bytes`): while
+/// less than this (plus the chunk) is free, an append does not let the spool grow — it drops
+/// the oldest points (counted) to make room inside the file instead (issue 10 item 6). 4 MiB
+/// leaves the system room for its logs and a package update on the 16–64 MB flash of a site
+/// box, where a larger default could not be met at all and would make every append drop.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Smallest `max_bytes` a configuration may set: below this a single flush of a busy site would
 /// not fit and every append would fail.
@@ -154,16 +162,25 @@ pub struct SpoolConfig {
     /// Size bound in logical bytes; see [`DEFAULT_MAX_BYTES`] for what the default buys.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+    /// Free space to leave on the spool's file system; see [`DEFAULT_MIN_FREE_BYTES`]. 0 turns
+    /// the check off.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
 }
 
 const fn default_max_bytes() -> u64 {
     DEFAULT_MAX_BYTES
 }
 
+const fn default_min_free_bytes() -> u64 {
+    DEFAULT_MIN_FREE_BYTES
+}
+
 impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
             max_bytes: DEFAULT_MAX_BYTES,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -930,10 +947,20 @@ impl Spool {
             });
         }
 
+        // Free space below the minimum: the spool keeps its current size (new chunks reuse the
+        // pages of dropped ones) instead of growing (docs/ARCHITECTURE.md §Spool layout).
+        let low_space = self.config.min_free_bytes > 0
+            && disk::free_bytes(p)
+                .is_some_and(|free| free < self.config.min_free_bytes.saturating_add(bytes));
         let outcome = self.with_db(|db, current| {
             #[cfg(test)]
             assert!(!panic_in_redb, "injected: redb panicked");
             let mut next = current.clone();
+            let limit = if low_space {
+                max_bytes.min(next.used_bytes())
+            } else {
+                max_bytes
+            };
             let txn = Self::begin_durable(db).at(p)?;
             let (seq, dropped_records, dropped_alert_records) = {
                 let mut meta = txn.open_table(META).at(p)?;
@@ -966,17 +993,19 @@ impl Spool {
                     {
                     }
                 }
-                while next.used_bytes() + bytes > max_bytes
+                while next.used_bytes() + bytes > limit
                     && drop_oldest(&mut next, Stream::Points, &mut points).at(p)?
                 {}
                 // Only alerts above their share (after an alert chunk larger than the share) give
                 // way to points; within the share they are never touched by points.
-                while next.used_bytes() + bytes > max_bytes
+                while next.used_bytes() + bytes > limit
                     && next.streams[alerts_i].bytes > alert_share
                     && drop_oldest(&mut next, Stream::Alerts, &mut alerts).at(p)?
                 {}
                 // By the shares, what is left fits (dead letters <= 1/16, alerts <= 1/8 or dropped,
-                // the chunk <= `room`); nothing is ever refused for want of room.
+                // the chunk <= `room`); nothing is ever refused for want of room. Short of free
+                // space with no points left, the chunk is stored anyway: a full disk then fails
+                // the commit, and the engine holds the readings.
                 next.dropped_records_total += dropped[Stream::Points.index()];
                 next.alerts_dropped_total += dropped[alerts_i];
 
@@ -1004,6 +1033,14 @@ impl Spool {
                 dropped_alert_records,
             })
         })?;
+        if low_space {
+            let mut inner = self.lock();
+            if let Some(suppressed) = inner.health.log_low_space() {
+                warn!(spool = %p.display(), min_free_bytes = self.config.min_free_bytes,
+                      dropped_readings = outcome.dropped_records, suppressed,
+                      "Free space on the spool's file system is below min_free_bytes; the spool does not grow and drops its oldest readings to make room.");
+            }
+        }
         self.appended.notify_waiters();
         Ok(outcome)
     }

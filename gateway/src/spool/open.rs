@@ -116,6 +116,11 @@ pub(super) struct Health {
 }
 
 impl Health {
+    /// `Some(suppressed)` when "free space low" may be logged now (once, then per interval).
+    pub(super) fn log_low_space(&mut self) -> Option<u64> {
+        self.log.allow(LOW_SPACE)
+    }
+
     pub(super) fn new() -> Self {
         Self {
             retry_at: None,
@@ -123,7 +128,7 @@ impl Health {
             last_error: String::new(),
             failed_attempts: 0,
             pending: None,
-            log: LogLimiter::new(UNAVAILABLE_LOG_INTERVAL, 1),
+            log: LogLimiter::new(UNAVAILABLE_LOG_INTERVAL, 2),
             reopens_total: 0,
             panics_total: 0,
             damaged_total: 0,
@@ -134,6 +139,8 @@ impl Health {
 
 /// The [`LogLimiter`] key of an unavailable spool.
 const UNAVAILABLE: &str = "unavailable";
+/// The [`LogLimiter`] key of free space below `min_free_bytes`.
+const LOW_SPACE: &str = "low space";
 
 /// Why an open did not give a usable file.
 #[derive(Debug)]

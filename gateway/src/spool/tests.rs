@@ -16,7 +16,10 @@ fn sinks(names: &[&str]) -> Vec<String> {
 fn open(dir: &tempfile::TempDir, max_bytes: u64, names: &[&str]) -> Spool {
     Spool::open(
         &dir.path().join("spool.redb"),
-        &SpoolConfig { max_bytes },
+        &SpoolConfig {
+            max_bytes,
+            ..SpoolConfig::default()
+        },
         &sinks(names),
     )
     .expect("open spool")
@@ -285,7 +288,10 @@ fn a_sink_pins_only_its_stream_and_a_flapping_alarm_never_stops_readings() {
     let max_bytes = MIN_MAX_BYTES;
     let spool = Spool::open_for(
         &dir.path().join("spool.redb"),
-        &SpoolConfig { max_bytes },
+        &SpoolConfig {
+            max_bytes,
+            ..SpoolConfig::default()
+        },
         &[
             Reader::new(INFLUX, &[Stream::Points]),
             Reader::new(HOOK, &[Stream::Alerts]),
@@ -630,16 +636,23 @@ fn the_spool_directory_is_created() {
 fn config_defaults_and_validation() {
     let c: SpoolConfig = toml::from_str("").expect("empty table");
     assert_eq!(c.max_bytes, 268_435_456);
+    assert_eq!(c.min_free_bytes, 4_194_304);
+    let c: SpoolConfig = toml::from_str("min_free_bytes = 0").expect("off");
+    assert_eq!(c.min_free_bytes, 0);
     assert!(toml::from_str::<SpoolConfig>("max_bytes = 1\nmax_bites = 2").is_err());
-    let err = SpoolConfig { max_bytes: 1000 }
-        .validate("spool")
-        .expect_err("too small");
+    let err = SpoolConfig {
+        max_bytes: 1000,
+        ..SpoolConfig::default()
+    }
+    .validate("spool")
+    .expect_err("too small");
     assert!(
         err.starts_with("spool.max_bytes: 1000 is below the minimum 1048576"),
         "{err}"
     );
     assert!(SpoolConfig {
-        max_bytes: MIN_MAX_BYTES
+        max_bytes: MIN_MAX_BYTES,
+        ..SpoolConfig::default()
     }
     .validate("spool")
     .is_ok());
