@@ -2,10 +2,13 @@
 //! §Data flow). A reading or alert is acknowledged to nobody until it is committed here, and a
 //! sink deletes nothing until its receiver answered success.
 //!
-//! Owns the on-disk file (redb), the two streams, the sink cursors, the size bound and the
-//! dead-letter table. It does not build line protocol (the engine does, validated with
-//! [`crate::record::validate`]), does not talk to any network (the sinks do), and
-//! does not log what it drops: [`Spool::append`] returns the count so the caller logs it.
+//! Owns the on-disk file (redb), the two streams, the sink cursors, the size bound, the
+//! free-space bound and the dead-letter table; `open.rs` keeps the file usable (reopen after a
+//! storage error, damage: move aside, salvage, alert), `disk.rs` the file system details. It
+//! does not build line protocol (the engine does, validated with [`crate::record::validate`]),
+//! does not talk to any network (the sinks do), and does not log what it drops:
+//! [`Spool::append`] returns the count so the caller logs it. It logs only its own states
+//! (unavailable, low free space, a damaged file), on change and then at most once a minute.
 //!
 //! # Invariants
 //! 1. **Durable before acknowledged.** Every mutating call is one redb write transaction with
