@@ -99,7 +99,7 @@ counters! {
     Alerts = "alerts_total" ["kind", "state"];
     /// Alert events committed to the spool.
     AlertsSpooled = "alerts_spooled_total" [];
-    /// Alert events lost, by reason (uncommitted at shutdown).
+    /// Alert events lost, by reason (spool full: the alerts share; uncommitted at shutdown).
     AlertsDropped = "alerts_dropped_total" ["reason"];
     /// Alert events that could not be serialised.
     AlertsUnserialisable = "alerts_unserialisable_total" [];

@@ -23,7 +23,7 @@ use crate::sinks::webhook::{WebhookSink, WebhookSinkError};
 use crate::sources::modbus::poller::{group_into_buses, Poller};
 use crate::sources::mqtt::MqttSource;
 use crate::sources::READING_CHANNEL_CAPACITY;
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{AlertIdentity, Reader, Spool, SpoolError, Stream};
 use crate::supervise::{Stage, TaskFailure, TaskTree};
 
 /// File name of the spool inside the data directory.
@@ -85,9 +85,20 @@ impl Gateway {
         Arc::clone(&self.metrics)
     }
 
-    /// Sink names registered in the spool.
-    fn sink_names(&self) -> Vec<String> {
-        self.cfg.sinks.iter().map(|s| s.name().to_owned()).collect()
+    /// The spool's readers: each sink with the one stream it delivers (docs/ARCHITECTURE.md
+    /// §Spool layout, Cursors), so that it pins nothing in the other stream.
+    fn spool_readers(&self) -> Vec<Reader> {
+        self.cfg
+            .sinks
+            .iter()
+            .map(|s| {
+                let stream = match s {
+                    Sink::Influxdb(_) => Stream::Points,
+                    Sink::Mqtt(_) | Sink::Webhook(_) => Stream::Alerts,
+                };
+                Reader::new(s.name(), &[stream])
+            })
+            .collect()
     }
 
     /// Run until `shutdown` is cancelled.
@@ -97,11 +108,20 @@ impl Gateway {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), RunError> {
         let cfg = &self.cfg;
         let spool_path = cfg.data_dir.join(SPOOL_FILE);
-        let sinks = self.sink_names();
+        let readers = self.spool_readers();
         let spool_cfg = cfg.spool.clone();
+        // Named in the device-fault alert the spool raises itself if it finds its file damaged
+        // (docs/ARCHITECTURE.md §Spool layout, Failures).
+        let identity = AlertIdentity {
+            site: cfg.site.clone(),
+            gateway: cfg.gateway_id.clone(),
+            language: cfg.rules.language(),
+        };
         let spool = Arc::new(
-            tokio::task::spawn_blocking(move || Spool::open(&spool_path, &spool_cfg, &sinks))
-                .await??,
+            tokio::task::spawn_blocking(move || {
+                Spool::open_with(&spool_path, &spool_cfg, &readers, Some(identity))
+            })
+            .await??,
         );
         info!(site = %cfg.site, gateway = %cfg.gateway_id, spool = %spool.path().display(), "Gateway starting.");
 

@@ -8,11 +8,14 @@
 //! - [`modbus_holes`]: reads are re-planned around refused holes to the minimum per cycle.
 //! - [`modbus_late_reply`]: an RTU slave answering after the timeout never gets its late answer
 //!   stored as another request's value.
+//! - [`engineering`]: the benchmark's node message (kind and unit from the payload) lands.
 //! - [`mqtt_to_influx`]: JSON and CIGEM messages through mosquitto land exactly.
 //! - [`mqtt_robustness`]: a 5 MB message in the session, a barrage of malformed payloads and
 //!   50,000 sensor ids never stop MQTT intake.
 //! - [`names`]: ids with any printable character land under exactly those ids.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
+//! - [`spool_failures`]: a damaged spool file at start and a full disk: the gateway keeps
+//!   collecting, keeps the damaged file aside and raises a device-fault alert.
 
 mod alerts;
 mod engineering;
@@ -24,3 +27,4 @@ mod mqtt_to_influx;
 mod names;
 mod restarts;
 mod rtu_slave;
+mod spool_failures;

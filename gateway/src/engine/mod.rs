@@ -582,6 +582,7 @@ impl Engine {
                 }
                 self.metrics
                     .add(Counter::ReadingsSpooled, &[], u64::from(records));
+                self.count_dropped_alerts(outcome.dropped_alert_records);
                 if outcome.dropped_records > 0 {
                     self.metrics.add(
                         Counter::ReadingsDropped,
@@ -620,6 +621,22 @@ impl Engine {
         );
         self.bound_held_points();
         false
+    }
+
+    /// Undelivered alert events the spool dropped to keep alerts within their share of the
+    /// bound (an alert sink down for long while alarms flap): counted, logged once per interval.
+    fn count_dropped_alerts(&mut self, dropped: u64) {
+        if dropped == 0 {
+            return;
+        }
+        self.metrics
+            .add(Counter::AlertsDropped, &[("reason", "spool_full")], dropped);
+        if let Some(suppressed) = self.name_errors.allow("alerts dropped") {
+            error!(
+                dropped, suppressed,
+                "The spool's share for alerts is full: the oldest undelivered alert events were dropped (restore the alert sinks or raise spool.max_bytes)."
+            );
+        }
     }
 
     /// While commits fail: past [`MAX_UNSPOOLED_RECORDS`] held readings, drop them (counted,
@@ -673,8 +690,9 @@ impl Engine {
         .await;
         let body = Arc::try_unwrap(body).unwrap_or_else(|shared| (*shared).clone());
         let error = match result {
-            Ok(Ok(_)) => {
+            Ok(Ok(outcome)) => {
                 self.commits.succeeded();
+                self.count_dropped_alerts(outcome.dropped_alert_records);
                 self.metrics
                     .add(Counter::AlertsSpooled, &[], u64::from(records));
                 self.pending_alert_records = 0;

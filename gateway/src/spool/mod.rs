@@ -2,10 +2,13 @@
 //! §Data flow). A reading or alert is acknowledged to nobody until it is committed here, and a
 //! sink deletes nothing until its receiver answered success.
 //!
-//! Owns the on-disk file (redb), the two streams, the sink cursors, the size bound and the
-//! dead-letter table. It does not build line protocol (the engine does, validated with
-//! [`crate::record::validate`]), does not talk to any network (the sinks do), and
-//! does not log what it drops: [`Spool::append`] returns the count so the caller logs it.
+//! Owns the on-disk file (redb), the two streams, the sink cursors, the size bound, the
+//! free-space bound and the dead-letter table; `open.rs` keeps the file usable (reopen after a
+//! storage error, damage: move aside, salvage, alert), `disk.rs` the file system details. It
+//! does not build line protocol (the engine does, validated with [`crate::record::validate`]),
+//! does not talk to any network (the sinks do), and does not log what it drops:
+//! [`Spool::append`] returns the count so the caller logs it. It logs only its own states
+//! (unavailable, low free space, a damaged file), on change and then at most once a minute.
 //!
 //! # Invariants
 //! 1. **Durable before acknowledged.** Every mutating call is one redb write transaction with
@@ -14,13 +17,15 @@
 //!    grows and survives restarts (it is stored in the same transaction as the chunk).
 //! 3. **A sink never loses or repeats a chunk** across restarts: its cursor (next sequence to
 //!    read) is durable and only moves forward, in the same transaction as the deletions it causes.
-//! 4. **Deleted only when every registered sink has passed it** — or by the size bound, which
-//!    drops the oldest *points* only, counts the records, and reports them to the caller.
-//! 5. **Points never delay or evict alerts:** separate tables, separate cursors, and the size
-//!    bound never touches the alerts table. An alert append that still does not fit after every
-//!    point is gone is stored anyway (alerts are rare and small; losing one is worse than
-//!    overrunning the bound by a few hundred bytes). A points append that does not fit is refused
-//!    with [`SpoolError::Full`].
+//! 4. **Deleted only when every reader of its stream has passed it** — or by the size bound,
+//!    which drops the oldest chunks first and counts (and reports to the caller) only records
+//!    some reader of the stream had not delivered. A sink reads only the streams it was
+//!    registered for ([`Reader`]), so it pins nothing elsewhere.
+//! 5. **Points never delay or evict alerts within their share; alerts never refuse points:**
+//!    separate tables and cursors; alerts hold at most `max_bytes /` [`ALERT_SHARE`] (an alert
+//!    append drops older alerts beyond it), dead letters `max_bytes /` [`DEAD_LETTER_SHARE`],
+//!    and points the rest. No append is refused for want of room (docs/ARCHITECTURE.md
+//!    §Invariants S5).
 //! 6. **Counters are not scanned.** Chunk, record and byte counts, per-sink backlogs and the
 //!    dropped-records total live in the meta and cursor tables, updated in the same transaction
 //!    as the data, and mirrored in memory so [`Spool::stats`] is a copy.
@@ -45,15 +50,23 @@
 //!   concatenate consecutive chunks from the cursor up to `max_records` (at least one chunk).
 //! - **Delete** ([`Spool::ack`], [`Spool::dead_letter`]): in one transaction move the sink's
 //!   cursor past the batch (optionally storing the batch as a dead letter first), then delete
-//!   every chunk below the smallest cursor of all registered sinks. With no sink registered,
+//!   every chunk below the smallest cursor of the stream's readers. With no reader of a stream,
 //!   chunks stay until the size bound removes them.
 //!
 //! All methods block (every commit is an fsync): call them from `tokio::task::spawn_blocking`.
 
+mod disk;
+mod open;
+
+use open::{panic_message, Health};
+pub use open::{AlertIdentity, DamageReport};
+
 use crate::model::now_ns;
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, Table, TableDefinition,
@@ -61,6 +74,7 @@ use redb::{
 };
 use serde::Deserialize;
 use tokio::sync::Notify;
+use tracing::warn;
 
 /// Default size bound, in logical bytes (chunk bodies), over both streams and the dead letters.
 ///
@@ -70,6 +84,13 @@ use tokio::sync::Notify;
 /// near 0.5 GiB at worst (≈ 2× logical, see the module doc), which any SD card or eMMC in a
 /// gateway box holds. Sites that must bridge a long weekend raise `max_bytes` (1 GiB ≈ 5 days).
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Default free space the spool leaves on its file system (`[spool] min_free_bytes`): while
+/// less than this (plus the chunk) is free, an append does not let the spool grow — it drops
+/// the oldest points (counted) to make room inside the file instead (issue 10 item 6). 4 MiB
+/// leaves the system room for its logs and a package update on the 16–64 MB flash of a site
+/// box, where a larger default could not be met at all and would make every append drop.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Smallest `max_bytes` a configuration may set: below this a single flush of a busy site would
 /// not fit and every append would fail.
@@ -82,8 +103,18 @@ pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// Dead letters may hold at most `max_bytes / DEAD_LETTER_SHARE` logical bytes (16 MiB by
 /// default). They are kept for diagnosis, not for delivery, so when a new one would exceed this
 /// share the oldest dead letters are evicted (counted in
-/// [`SpoolStats::dead_letters_evicted_total`]) and the points keep the rest of the bound.
+/// [`SpoolStats::dead_letters_evicted_total`]) and the points keep the rest of the bound. A single
+/// letter larger than the share keeps its reason and as much of its body as fits.
 pub const DEAD_LETTER_SHARE: u64 = 16;
+
+/// Alerts may hold at most `max_bytes / ALERT_SHARE` logical bytes (32 MiB by default, about
+/// 50,000 alert events of ~600 B; 128 KiB, ~200 events, at the 1 MiB minimum). Within their
+/// share alerts are kept longest: only an alert append drops older alerts (oldest first, which
+/// are the delivered ones before the undelivered), and points never do, except alerts above the
+/// share (docs/ARCHITECTURE.md §Spool layout). With dead letters bounded by
+/// [`DEAD_LETTER_SHARE`], points always keep `max_bytes × (1 − 1/8 − 1/16)`: a flapping alarm can
+/// never stop readings from being stored (issue 14 item 1).
+pub const ALERT_SHARE: u64 = 8;
 
 /// Longest reason stored with a dead letter. A receiver (or a proxy in front of it) may answer a
 /// rejected write with a whole HTML page; the first 4 KiB say what went wrong.
@@ -121,6 +152,7 @@ const META_CHUNKS: [&str; 2] = ["points.chunks", "alerts.chunks"];
 const META_RECORDS: [&str; 2] = ["points.records", "alerts.records"];
 const META_BYTES: [&str; 2] = ["points.bytes", "alerts.bytes"];
 const META_DROPPED: &str = "points.dropped_records_total";
+const META_ALERTS_DROPPED: &str = "alerts.dropped_records_total";
 const META_DEAD_NEXT_ID: &str = "dead_letters.next_id";
 const META_DEAD_COUNT: &str = "dead_letters.count";
 const META_DEAD_BYTES: &str = "dead_letters.bytes";
@@ -133,16 +165,25 @@ pub struct SpoolConfig {
     /// Size bound in logical bytes; see [`DEFAULT_MAX_BYTES`] for what the default buys.
     #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
+    /// Free space to leave on the spool's file system; see [`DEFAULT_MIN_FREE_BYTES`]. 0 turns
+    /// the check off.
+    #[serde(default = "default_min_free_bytes")]
+    pub min_free_bytes: u64,
 }
 
 const fn default_max_bytes() -> u64 {
     DEFAULT_MAX_BYTES
 }
 
+const fn default_min_free_bytes() -> u64 {
+    DEFAULT_MIN_FREE_BYTES
+}
+
 impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
             max_bytes: DEFAULT_MAX_BYTES,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
     }
 }
@@ -217,13 +258,38 @@ impl Stream {
     }
 }
 
+/// A sink and the streams it reads ([`Spool::open_for`]). A sink has a cursor only in the
+/// streams it reads, so it pins nothing in the others (issue 14 item 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    /// The sink's name (its cursor name).
+    pub sink: String,
+    /// The streams it reads.
+    pub streams: Vec<Stream>,
+}
+
+impl Reader {
+    /// `sink` reading `streams`.
+    #[must_use]
+    pub fn new(sink: &str, streams: &[Stream]) -> Self {
+        Self {
+            sink: sink.to_owned(),
+            streams: streams.to_vec(),
+        }
+    }
+}
+
 /// What [`Spool::append`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendOutcome {
     /// The sequence the chunk was stored under.
     pub seq: u64,
-    /// Records of older points dropped to make room (the caller must log them).
+    /// Records of older points dropped to make room that some reader of the points stream had
+    /// not delivered yet (the caller must log them). Delivered points are reclaimed silently.
     pub dropped_records: u64,
+    /// Alert records dropped to keep alerts within their share ([`ALERT_SHARE`]) that some
+    /// reader of the alerts stream had not delivered yet.
+    pub dropped_alert_records: u64,
 }
 
 /// Consecutive chunks of one stream, read for one sink.
@@ -288,14 +354,27 @@ pub struct SpoolStats {
     pub alerts_records: u64,
     /// Logical bytes of stored alerts.
     pub alerts_bytes: u64,
-    /// Points records dropped by the size bound since the spool file was created.
+    /// Undelivered points records dropped by the size bound since the spool file was created.
     pub dropped_records_total: u64,
+    /// Undelivered alert records dropped to keep alerts within [`ALERT_SHARE`], since the
+    /// spool file was created.
+    pub alerts_dropped_total: u64,
     /// Dead letters stored.
     pub dead_letter_count: u64,
     /// Logical bytes of stored dead letters (body + reason).
     pub dead_letter_bytes: u64,
     /// Dead letters evicted to keep within their share of the bound.
     pub dead_letters_evicted_total: u64,
+    /// Whether the file is open now (false while it is unavailable and retried).
+    pub available: bool,
+    /// The file's size on disk, bytes.
+    pub file_bytes: u64,
+    /// Times the file was opened again after a storage error or a caught panic.
+    pub reopens_total: u64,
+    /// Panics caught inside the storage layer.
+    pub storage_panics_total: u64,
+    /// Damaged files moved aside and replaced by a fresh one.
+    pub damaged_files_total: u64,
     /// Backlog per registered sink.
     pub sinks: BTreeMap<String, SinkBacklog>,
 }
@@ -303,13 +382,33 @@ pub struct SpoolStats {
 /// Why a spool operation failed. Every variant names the spool file.
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
-    /// The directory for the spool file could not be created.
-    #[error("spool {}: cannot create its directory: {source}; check the path and permissions", path.display())]
-    CreateDir {
+    /// The data directory or the file cannot be written by this process (start-up error).
+    #[error("spool {}: cannot write it: {source}; the gateway needs to create and write files in data_dir (check the path, its owner and mode, e.g. `chown anju: /var/lib/anju`)", path.display())]
+    Permission {
         /// The spool file.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The file is not available now (it could not be opened, or was closed after a storage
+    /// error); it is opened again on a call after `retry_in`. Nothing was changed.
+    #[error("spool {}: not available ({reason}); the file is opened again in {retry_in:?}", path.display())]
+    Unavailable {
+        /// The spool file.
+        path: PathBuf,
+        /// The last error.
+        reason: String,
+        /// When the next call tries to open it again.
+        retry_in: Duration,
+    },
+    /// redb panicked inside a call (a damaged file, or a bug). Caught; the file is closed and
+    /// checked when it is opened again. Nothing was changed.
+    #[error("spool {}: the storage layer panicked ({message}); the file is checked and reopened", path.display())]
+    Panicked {
+        /// The spool file.
+        path: PathBuf,
+        /// The panic message.
+        message: String,
     },
     /// The file could not be opened as a spool (start-up error).
     #[error("cannot open spool {}: {source}; {hint}", path.display())]
@@ -357,18 +456,23 @@ pub enum SpoolError {
         /// The bound.
         max_bytes: u64,
     },
-    /// Alerts and dead letters fill the bound, so no point can be stored.
-    #[error("spool {}: full: {used_bytes} bytes of alerts and dead letters leave no room for {bytes} bytes of points within {max_bytes}; raise spool.max_bytes or restore the alert sinks", path.display())]
-    Full {
+    /// A sink asked for a stream it was not registered to read.
+    #[error("spool {}: sink `{sink}` does not read the {} stream; register it with Spool::open_for", path.display(), stream.name())]
+    NotAReader {
         /// The spool file.
         path: PathBuf,
-        /// The chunk's size.
-        bytes: u64,
-        /// Bytes held by what the bound cannot drop.
-        used_bytes: u64,
-        /// The bound.
-        max_bytes: u64,
+        /// The sink name.
+        sink: String,
+        /// The stream.
+        stream: Stream,
     },
+}
+
+impl SpoolError {
+    /// An error of the file or the disk (not of the call): the file is closed and reopened.
+    const fn is_storage_fault(&self) -> bool {
+        matches!(self, Self::Storage { .. })
+    }
 }
 
 /// Attach the spool path to a redb error.
@@ -393,9 +497,11 @@ struct StreamCounts {
     bytes: u64,
 }
 
-/// Position and backlog of one sink, per stream (indexed by [`Stream::index`]).
+/// Position and backlog of one sink, per stream (indexed by [`Stream::index`]). `reads` says
+/// which streams it reads; cursor and backlog of the others stay 0 and are not stored.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct SinkState {
+    reads: [bool; 2],
     cursor: [u64; 2],
     backlog: [u64; 2],
 }
@@ -407,6 +513,7 @@ struct State {
     next_seq: u64,
     streams: [StreamCounts; 2],
     dropped_records_total: u64,
+    alerts_dropped_total: u64,
     dead_next_id: u64,
     dead_count: u64,
     dead_bytes: u64,
@@ -427,6 +534,7 @@ impl State {
         let mut state = Self {
             next_seq: get(META_NEXT_SEQ)?.max(FIRST_SEQ),
             dropped_records_total: get(META_DROPPED)?,
+            alerts_dropped_total: get(META_ALERTS_DROPPED)?,
             dead_next_id: get(META_DEAD_NEXT_ID)?,
             dead_count: get(META_DEAD_COUNT)?,
             dead_bytes: get(META_DEAD_BYTES)?,
@@ -457,6 +565,7 @@ impl State {
             meta.insert(META_BYTES[i], self.streams[i].bytes)?;
         }
         meta.insert(META_DROPPED, self.dropped_records_total)?;
+        meta.insert(META_ALERTS_DROPPED, self.alerts_dropped_total)?;
         meta.insert(META_DEAD_NEXT_ID, self.dead_next_id)?;
         meta.insert(META_DEAD_COUNT, self.dead_count)?;
         meta.insert(META_DEAD_BYTES, self.dead_bytes)?;
@@ -465,10 +574,45 @@ impl State {
         for (name, sink) in &self.sinks {
             for s in Stream::ALL {
                 let i = s.index();
-                cursors.insert((s.code(), name.as_str()), (sink.cursor[i], sink.backlog[i]))?;
+                if sink.reads[i] {
+                    cursors.insert((s.code(), name.as_str()), (sink.cursor[i], sink.backlog[i]))?;
+                }
             }
         }
         Ok(())
+    }
+
+    /// Whether chunk `seq` of `stream` is still to be delivered by some reader of the stream. With
+    /// no reader at all it counts as undelivered: a sink configured later would read it.
+    fn undelivered(&self, stream: Stream, seq: u64) -> bool {
+        let i = stream.index();
+        let mut readers = self.sinks.values().filter(|s| s.reads[i]).peekable();
+        readers.peek().is_none()
+            || self
+                .sinks
+                .values()
+                .any(|s| s.reads[i] && s.cursor[i] <= seq)
+    }
+
+    /// The smallest cursor of the readers of `stream`; `None` when no sink reads it.
+    fn min_cursor(&self, stream: Stream) -> Option<u64> {
+        let i = stream.index();
+        self.sinks
+            .values()
+            .filter(|s| s.reads[i])
+            .map(|s| s.cursor[i])
+            .min()
+    }
+
+    /// Account for a new chunk of `stream` with `records` and `bytes`.
+    fn count_chunk(&mut self, stream: Stream, records: u32, bytes: u64) {
+        let i = stream.index();
+        self.streams[i].chunks += 1;
+        self.streams[i].records += u64::from(records);
+        self.streams[i].bytes += bytes;
+        for sink in self.sinks.values_mut().filter(|s| s.reads[i]) {
+            sink.backlog[i] += u64::from(records);
+        }
     }
 
     /// Account for chunk `seq` of `stream` (with `records` and `bytes`) leaving the table.
@@ -480,7 +624,7 @@ impl State {
         counts.bytes = counts.bytes.saturating_sub(bytes);
         // Sinks that had not yet passed it will never deliver it.
         for sink in self.sinks.values_mut() {
-            if sink.cursor[i] <= seq {
+            if sink.reads[i] && sink.cursor[i] <= seq {
                 sink.backlog[i] = sink.backlog[i].saturating_sub(records);
             }
         }
@@ -492,9 +636,13 @@ impl State {
 pub struct Spool {
     path: PathBuf,
     config: SpoolConfig,
-    db: Database,
-    /// Serializes writers and guards the in-memory mirror; held across each write transaction.
-    state: Mutex<State>,
+    /// The sinks and the streams they read, as given at open (kept for every reopen).
+    readers: Vec<Reader>,
+    /// Who the gateway is, for the device-fault alert about a damaged file.
+    identity: Option<AlertIdentity>,
+    /// The open file, the in-memory mirror and the file's health. Held across every call that
+    /// touches the file (reads too): a reopen swaps the database under it, and reads are short.
+    inner: Mutex<Inner>,
     appended: Notify,
     /// Commit failures to inject (tests of the engine's failure paths only).
     #[cfg(test)]
@@ -508,8 +656,20 @@ pub struct Spool {
 pub enum InjectedFault {
     /// The commit returns a storage error (as on a full disk).
     Error,
-    /// The commit panics (as a bug in the storage layer would).
+    /// The commit panics (as a bug in the storage layer would), before the spool's guard.
     Panic,
+    /// redb panics inside the commit (as on a damaged page): caught by the spool.
+    PanicInRedb,
+}
+
+/// Everything behind the spool's lock.
+#[derive(Debug)]
+struct Inner {
+    /// `None` while the file is not available: it could not be opened yet (full disk), or it
+    /// was closed after a storage error or a panic and is reopened on a later call.
+    db: Option<Database>,
+    state: State,
+    health: Health,
 }
 
 /// `s` cut to at most `max` bytes at a character boundary.
@@ -536,50 +696,82 @@ fn first_chunk(
 }
 
 impl Spool {
-    /// Open (or create) the spool at `path` and register `sinks` (names, e.g. `"influxdb"`).
+    /// Open (or create) the spool at `path` and register `sinks` (names, e.g. `"influxdb"`), each
+    /// reading *both* streams. Kept for callers that do not say which streams a sink reads; the
+    /// gateway uses [`Spool::open_for`], so that a sink pins only the stream it reads.
     ///
-    /// A sink seen for the first time starts at the oldest chunk still stored. Cursors of sinks
-    /// no longer configured are removed, so they do not pin data; chunks that every remaining sink
-    /// has passed are deleted.
+    /// # Errors
+    /// As [`Spool::open_for`].
+    pub fn open(path: &Path, config: &SpoolConfig, sinks: &[String]) -> Result<Self, SpoolError> {
+        let readers: Vec<Reader> = sinks.iter().map(|s| Reader::new(s, &Stream::ALL)).collect();
+        Self::open_for(path, config, &readers)
+    }
+
+    /// Open (or create) the spool at `path` and register `readers`: each sink with the streams it
+    /// reads (docs/ARCHITECTURE.md §Spool layout, Cursors).
+    ///
+    /// A (sink, stream) pair seen for the first time starts at the oldest chunk still stored.
+    /// Stored cursors of sinks no longer configured, or of streams a sink no longer reads, are
+    /// removed so they pin nothing; chunks that every remaining reader of a stream has passed are
+    /// deleted.
     ///
     /// # Errors
     /// [`SpoolError::Open`] with a fix hint when the file is locked, corrupt or of another format;
     /// [`SpoolError::Storage`] when the first transaction fails.
-    pub fn open(path: &Path, config: &SpoolConfig, sinks: &[String]) -> Result<Self, SpoolError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| SpoolError::CreateDir {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        }
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| {
-                let hint = match &e {
-                DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
-                    "another gateway process has this file open; stop it, or give each gateway its \
-                     own spool path"
-                }
-                DatabaseError::UpgradeRequired(_) => {
-                    "the file was written by an older redb format; deliver its data with the \
-                     gateway version that wrote it, or move the file aside to start an empty spool"
-                }
-                _ => {
-                    "if the file is damaged or not a spool, move it aside (for example append \
-                     `.broken` to its name) and restart: the gateway starts an empty spool, and \
-                     the undelivered data in the moved file is not sent"
-                }
-            };
-                SpoolError::Open {
-                    path: path.to_path_buf(),
-                    source: Box::new(e),
-                    hint,
-                }
-            })?;
+    pub fn open_for(
+        path: &Path,
+        config: &SpoolConfig,
+        readers: &[Reader],
+    ) -> Result<Self, SpoolError> {
+        Self::open_with(path, config, readers, None)
+    }
 
-        let p = path;
-        let txn = Self::begin_durable(&db).at(p)?;
+    /// [`Spool::open_for`], and when the file turns out damaged (now or when it is reopened
+    /// later) put a device-fault alert about it, naming `identity`'s site and gateway, on the
+    /// fresh file's alerts stream (docs/ARCHITECTURE.md §Spool layout, Damage).
+    ///
+    /// Start-up never fails for a full disk or a damaged file: the spool then starts not
+    /// available (every call returns [`SpoolError::Unavailable`] until a later call opens it) or
+    /// on a fresh file with what could be salvaged.
+    ///
+    /// # Errors
+    /// [`SpoolError::Permission`] when data_dir or the file cannot be written;
+    /// [`SpoolError::Open`] when another process has the file open or it is of an older format.
+    pub fn open_with(
+        path: &Path,
+        config: &SpoolConfig,
+        readers: &[Reader],
+        identity: Option<AlertIdentity>,
+    ) -> Result<Self, SpoolError> {
+        let spool = Self {
+            path: path.to_path_buf(),
+            config: config.clone(),
+            readers: readers.to_vec(),
+            identity,
+            inner: Mutex::new(Inner {
+                db: None,
+                state: State::default(),
+                health: Health::new(),
+            }),
+            appended: Notify::new(),
+            #[cfg(test)]
+            injected: Mutex::default(),
+        };
+        spool.first_open()?;
+        Ok(spool)
+    }
+
+    /// Register `readers` in the freshly opened `db` and load the mirror (one transaction).
+    ///
+    /// Sequences continue from at least `floor_seq` (the last file's next sequence, when the
+    /// file is reopened or replaced), so a batch read before cannot be acked into new data.
+    fn register(
+        p: &Path,
+        db: &Database,
+        readers: &[Reader],
+        floor_seq: u64,
+    ) -> Result<State, SpoolError> {
+        let txn = Self::begin_durable(db).at(p)?;
         let state = {
             let mut meta = txn.open_table(META).at(p)?;
             let mut cursors = txn.open_table(CURSORS).at(p)?;
@@ -587,39 +779,56 @@ impl Spool {
             let mut alerts = txn.open_table(ALERTS).at(p)?;
             txn.open_table(DEAD_LETTERS).at(p)?;
             let mut state = State::load(&meta).at(p)?;
+            state.next_seq = state.next_seq.max(floor_seq);
 
-            // Stored cursors, grouped by sink; stale ones are removed.
-            let wanted: BTreeSet<&str> = sinks.iter().map(String::as_str).collect();
+            // Which (sink, stream) pairs are wanted.
+            let mut wanted: BTreeMap<&str, [bool; 2]> = BTreeMap::new();
+            for r in readers {
+                let reads = wanted.entry(r.sink.as_str()).or_default();
+                for s in &r.streams {
+                    reads[s.index()] = true;
+                }
+            }
+            for (name, reads) in &wanted {
+                let sink = state.sinks.entry((*name).to_owned()).or_default();
+                sink.reads = *reads;
+            }
+            // Stored cursors of wanted pairs are taken over; every other row (a sink no longer
+            // configured, or a stream it no longer reads, e.g. an InfluxDB sink's alerts cursor
+            // from before issue 14) is removed so that it pins nothing.
+            let mut found: BTreeSet<(u8, String)> = BTreeSet::new();
             let mut stale: Vec<(u8, String)> = Vec::new();
             for entry in cursors.iter().at(p)? {
                 let (key, value) = entry.at(p)?;
                 let (code, name) = key.value();
                 let (cursor, backlog) = value.value();
-                match Stream::from_code(code) {
-                    Some(stream) if wanted.contains(name) => {
-                        let sink = state.sinks.entry(name.to_owned()).or_default();
-                        sink.cursor[stream.index()] = cursor;
-                        sink.backlog[stream.index()] = backlog;
+                let wanted_pair = Stream::from_code(code)
+                    .filter(|s| wanted.get(name).is_some_and(|r| r[s.index()]));
+                match wanted_pair {
+                    Some(stream) => {
+                        if let Some(sink) = state.sinks.get_mut(name) {
+                            sink.cursor[stream.index()] = cursor;
+                            sink.backlog[stream.index()] = backlog;
+                        }
+                        found.insert((code, name.to_owned()));
                     }
-                    _ => stale.push((code, name.to_owned())),
+                    None => stale.push((code, name.to_owned())),
                 }
             }
             for (code, name) in &stale {
                 cursors.remove((*code, name.as_str())).at(p)?;
             }
 
-            // New sinks start at the oldest chunk still stored (or the next one to come).
-            for name in &wanted {
-                if state.sinks.contains_key(*name) {
-                    continue;
+            // New pairs start at the oldest chunk still stored (or the next one to come).
+            for (stream, table) in [(Stream::Points, &points), (Stream::Alerts, &alerts)] {
+                let i = stream.index();
+                let start = first_chunk(table).at(p)?.map_or(state.next_seq, |c| c.0);
+                for (name, sink) in &mut state.sinks {
+                    if sink.reads[i] && !found.contains(&(stream.code(), name.clone())) {
+                        sink.cursor[i] = start;
+                        sink.backlog[i] = state.streams[i].records;
+                    }
                 }
-                let mut sink = SinkState::default();
-                for (stream, table) in [(Stream::Points, &points), (Stream::Alerts, &alerts)] {
-                    let i = stream.index();
-                    sink.cursor[i] = first_chunk(table).at(p)?.map_or(state.next_seq, |c| c.0);
-                    sink.backlog[i] = state.streams[i].records;
-                }
-                state.sinks.insert((*name).to_owned(), sink);
             }
 
             for (stream, table) in [(Stream::Points, &mut points), (Stream::Alerts, &mut alerts)] {
@@ -629,16 +838,7 @@ impl Spool {
             state
         };
         txn.commit().at(p)?;
-
-        Ok(Self {
-            path: path.to_path_buf(),
-            config: config.clone(),
-            db,
-            state: Mutex::new(state),
-            appended: Notify::new(),
-            #[cfg(test)]
-            injected: Mutex::default(),
-        })
+        Ok(state)
     }
 
     /// Make the next appends fail, one fault per append, in order (tests only).
@@ -651,14 +851,15 @@ impl Spool {
     }
 
     #[cfg(test)]
-    fn take_injected_fault(&self) -> Result<(), SpoolError> {
+    fn take_injected_fault(&self) -> Result<bool, SpoolError> {
         let next = self
             .injected
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop_front();
         match next {
-            None => Ok(()),
+            None => Ok(false),
+            Some(InjectedFault::PanicInRedb) => Ok(true),
             Some(InjectedFault::Error) => Err(SpoolError::Storage {
                 path: self.path.clone(),
                 source: Box::new(redb::Error::Io(std::io::Error::other(
@@ -678,7 +879,7 @@ impl Spool {
     /// Whether `sink` was registered at open.
     #[must_use]
     pub fn is_registered(&self, sink: &str) -> bool {
-        self.lock().sinks.contains_key(sink)
+        self.readers.iter().any(|r| r.sink == sink)
     }
 
     /// Signalled (`notify_waiters`) after every committed append. To not miss one, create and
@@ -690,13 +891,14 @@ impl Spool {
 
     /// Store one chunk of `records` newline-terminated lines in `stream`, durably.
     ///
-    /// When the bound would be exceeded, the oldest points are dropped first (delivered or not)
-    /// and their record count is returned in [`AppendOutcome::dropped_records`].
+    /// When the bound would be exceeded, the oldest chunks are dropped (alerts beyond their share
+    /// by an alert append; points, then alerts above their share, by a points append), and the
+    /// undelivered records among them are returned in [`AppendOutcome`].
     ///
     /// # Errors
-    /// [`SpoolError::EmptyChunk`], [`SpoolError::ChunkTooLarge`] (a chunk above the bound is
-    /// refused rather than wiping the spool), [`SpoolError::Full`] (points only), or a storage
-    /// error; on any error nothing was changed.
+    /// [`SpoolError::EmptyChunk`], [`SpoolError::ChunkTooLarge`] (a chunk larger than its
+    /// stream's room is refused rather than wiping the spool), or a storage error; on any error
+    /// nothing was changed.
     pub fn append(
         &self,
         stream: Stream,
@@ -721,7 +923,7 @@ impl Spool {
     ) -> Result<AppendOutcome, SpoolError> {
         let p = self.path.as_path();
         #[cfg(test)]
-        self.take_injected_fault()?;
+        let panic_in_redb = self.take_injected_fault()?;
         if records == 0 || body.is_empty() {
             return Err(SpoolError::EmptyChunk {
                 path: p.to_path_buf(),
@@ -731,75 +933,119 @@ impl Spool {
         }
         let bytes = body.len() as u64;
         let max_bytes = self.config.max_bytes;
-        if bytes > max_bytes {
+        let alert_share = max_bytes / ALERT_SHARE;
+        let dead_share = max_bytes / DEAD_LETTER_SHARE;
+        // The most one chunk may take so that it fits beside what the bound never takes from it:
+        // a points chunk beside full alert and dead-letter shares, an alert chunk beside the
+        // dead letters (docs/ARCHITECTURE.md §Spool layout, Size bound).
+        let room = match stream {
+            Stream::Points => max_bytes.saturating_sub(alert_share + dead_share),
+            Stream::Alerts => max_bytes.saturating_sub(dead_share),
+        };
+        if bytes > room {
             return Err(SpoolError::ChunkTooLarge {
                 path: p.to_path_buf(),
                 bytes,
-                max_bytes,
+                max_bytes: room,
             });
         }
 
-        let mut guard = self.lock();
-        let mut next = guard.clone();
-        let txn = Self::begin_durable(&self.db).at(p)?;
-        let (seq, dropped_records) = {
-            let mut meta = txn.open_table(META).at(p)?;
-            let mut cursors = txn.open_table(CURSORS).at(p)?;
-            let mut points = txn.open_table(POINTS).at(p)?;
-
-            let mut dropped_records = 0;
-            while next.used_bytes() + bytes > max_bytes {
-                match first_chunk(&points).at(p)? {
-                    Some((seq, r, b)) => {
-                        points.remove(seq).at(p)?;
-                        next.forget_chunk(Stream::Points, seq, r, b);
-                        dropped_records += r;
+        // Free space below the minimum: the spool keeps its current size (new chunks reuse the
+        // pages of dropped ones) instead of growing (docs/ARCHITECTURE.md §Spool layout).
+        let low_space = self.config.min_free_bytes > 0
+            && disk::free_bytes(p)
+                .is_some_and(|free| free < self.config.min_free_bytes.saturating_add(bytes));
+        let outcome = self.with_db(|db, current| {
+            #[cfg(test)]
+            assert!(!panic_in_redb, "injected: redb panicked");
+            let mut next = current.clone();
+            let limit = if low_space {
+                max_bytes.min(next.used_bytes())
+            } else {
+                max_bytes
+            };
+            let txn = Self::begin_durable(db).at(p)?;
+            let (seq, dropped_records, dropped_alert_records) = {
+                let mut meta = txn.open_table(META).at(p)?;
+                let mut cursors = txn.open_table(CURSORS).at(p)?;
+                let mut points = txn.open_table(POINTS).at(p)?;
+                let mut alerts = txn.open_table(ALERTS).at(p)?;
+                let mut dropped = [0u64; 2];
+                // Oldest first: a chunk every reader has delivered is already deleted (at its ack),
+                // so the oldest stored chunk is the one delivered by the most readers; what is still
+                // undelivered by some reader when dropped is counted (issue 14 item 1).
+                let mut drop_oldest = |next: &mut State,
+                                       stream: Stream,
+                                       table: &mut Table<u64, ChunkValue>|
+                 -> Result<bool, redb::StorageError> {
+                    let Some((seq, r, b)) = first_chunk(table)? else {
+                        return Ok(false);
+                    };
+                    if next.undelivered(stream, seq) {
+                        dropped[stream.index()] += r;
                     }
-                    None if stream == Stream::Alerts => break,
-                    None => {
-                        // Dropping the transaction aborts it: nothing was changed.
-                        return Err(SpoolError::Full {
-                            path: p.to_path_buf(),
-                            bytes,
-                            used_bytes: next.used_bytes(),
-                            max_bytes,
-                        });
+                    table.remove(seq)?;
+                    next.forget_chunk(stream, seq, r, b);
+                    Ok(true)
+                };
+                let alerts_i = Stream::Alerts.index();
+                if stream == Stream::Alerts {
+                    // Alerts make room among themselves first: they never take more than their share.
+                    while next.streams[alerts_i].bytes + bytes > alert_share
+                        && drop_oldest(&mut next, Stream::Alerts, &mut alerts).at(p)?
+                    {
                     }
                 }
-            }
-            next.dropped_records_total += dropped_records;
+                while next.used_bytes() + bytes > limit
+                    && drop_oldest(&mut next, Stream::Points, &mut points).at(p)?
+                {}
+                // Only alerts above their share (after an alert chunk larger than the share) give
+                // way to points; within the share they are never touched by points.
+                while next.used_bytes() + bytes > limit
+                    && next.streams[alerts_i].bytes > alert_share
+                    && drop_oldest(&mut next, Stream::Alerts, &mut alerts).at(p)?
+                {}
+                // By the shares, what is left fits (dead letters <= 1/16, alerts <= 1/8 or dropped,
+                // the chunk <= `room`); nothing is ever refused for want of room. Short of free
+                // space with no points left, the chunk is stored anyway: a full disk then fails
+                // the commit, and the engine holds the readings.
+                next.dropped_records_total += dropped[Stream::Points.index()];
+                next.alerts_dropped_total += dropped[alerts_i];
 
-            let seq = next.next_seq;
-            next.next_seq += 1;
-            let value = (records, now_ns(), body);
-            if stream == Stream::Points {
-                points.insert(seq, value).at(p)?;
-            } else {
-                let mut alerts = txn.open_table(ALERTS).at(p)?;
-                alerts.insert(seq, value).at(p)?;
+                let seq = next.next_seq;
+                next.next_seq += 1;
+                let value = (records, now_ns(), body);
+                if stream == Stream::Points {
+                    points.insert(seq, value).at(p)?;
+                } else {
+                    alerts.insert(seq, value).at(p)?;
+                }
+                next.count_chunk(stream, records, bytes);
+                next.save(&mut meta, &mut cursors).at(p)?;
+                if let Some(state) = state {
+                    let mut table = txn.open_table(ENGINE_STATE).at(p)?;
+                    table.insert(ENGINE_STATE_KEY, state).at(p)?;
+                }
+                (seq, dropped[Stream::Points.index()], dropped[alerts_i])
+            };
+            txn.commit().at(p)?;
+            *current = next;
+            Ok(AppendOutcome {
+                seq,
+                dropped_records,
+                dropped_alert_records,
+            })
+        })?;
+        if low_space {
+            let mut inner = self.lock();
+            if let Some(suppressed) = inner.health.log_low_space() {
+                warn!(spool = %p.display(), min_free_bytes = self.config.min_free_bytes,
+                      dropped_readings = outcome.dropped_records, suppressed,
+                      "Free space on the spool's file system is below min_free_bytes; the spool does not grow and drops its oldest readings to make room.");
             }
-            let i = stream.index();
-            next.streams[i].chunks += 1;
-            next.streams[i].records += u64::from(records);
-            next.streams[i].bytes += bytes;
-            for sink in next.sinks.values_mut() {
-                sink.backlog[i] += u64::from(records);
-            }
-            next.save(&mut meta, &mut cursors).at(p)?;
-            if let Some(state) = state {
-                let mut table = txn.open_table(ENGINE_STATE).at(p)?;
-                table.insert(ENGINE_STATE_KEY, state).at(p)?;
-            }
-            (seq, dropped_records)
-        };
-        txn.commit().at(p)?;
-        *guard = next;
-        drop(guard);
+        }
         self.appended.notify_waiters();
-        Ok(AppendOutcome {
-            seq,
-            dropped_records,
-        })
+        Ok(outcome)
     }
 
     /// The engine state saved by the last [`Spool::append_with_state`], if any.
@@ -808,16 +1054,18 @@ impl Spool {
     /// A storage error.
     pub fn load_state(&self) -> Result<Option<Vec<u8>>, SpoolError> {
         let p = self.path.as_path();
-        let txn = self.db.begin_read().at(p)?;
-        let table = match txn.open_table(ENGINE_STATE) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e).at(p),
-        };
-        Ok(table
-            .get(ENGINE_STATE_KEY)
-            .at(p)?
-            .map(|v| v.value().to_vec()))
+        self.with_db(|db, _| {
+            let txn = db.begin_read().at(p)?;
+            let table = match txn.open_table(ENGINE_STATE) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e).at(p),
+            };
+            Ok(table
+                .get(ENGINE_STATE_KEY)
+                .at(p)?
+                .map(|v| v.value().to_vec()))
+        })
     }
 
     /// Read consecutive chunks of `stream` from `sink`'s cursor: stop before the chunk that would
@@ -849,45 +1097,40 @@ impl Spool {
         max_records: u64,
     ) -> Result<Option<Batch>, SpoolError> {
         let p = self.path.as_path();
-        // Cursor and snapshot are taken together, so the snapshot matches the cursor.
-        let (cursor, txn) = {
-            let state = self.lock();
-            let cursor = state
-                .sinks
-                .get(sink)
-                .ok_or_else(|| self.unknown(sink))?
-                .cursor[stream.index()];
-            (cursor.max(from), self.db.begin_read().at(p)?)
-        };
-        let table = txn.open_table(stream.table()).at(p)?;
-        let mut batch: Option<Batch> = None;
-        for entry in table.range(cursor..).at(p)? {
-            let (key, value) = entry.at(p)?;
-            let (records, appended_ns, body) = value.value();
-            let records = u64::from(records);
-            match batch.as_mut() {
-                None => {
-                    batch = Some(Batch {
-                        first_seq: key.value(),
-                        last_seq: key.value(),
-                        records,
-                        body: body.to_vec(),
-                        oldest_append_ns: appended_ns,
-                    });
+        // Under the lock, so the snapshot matches the cursor.
+        self.with_db(|db, state| {
+            let cursor = self.cursor_of(state, stream, sink)?.max(from);
+            let txn = db.begin_read().at(p)?;
+            let table = txn.open_table(stream.table()).at(p)?;
+            let mut batch: Option<Batch> = None;
+            for entry in table.range(cursor..).at(p)? {
+                let (key, value) = entry.at(p)?;
+                let (records, appended_ns, body) = value.value();
+                let records = u64::from(records);
+                match batch.as_mut() {
+                    None => {
+                        batch = Some(Batch {
+                            first_seq: key.value(),
+                            last_seq: key.value(),
+                            records,
+                            body: body.to_vec(),
+                            oldest_append_ns: appended_ns,
+                        });
+                    }
+                    Some(b) if b.records + records <= max_records => {
+                        b.last_seq = key.value();
+                        b.records += records;
+                        b.body.extend_from_slice(body);
+                    }
+                    Some(_) => break,
                 }
-                Some(b) if b.records + records <= max_records => {
-                    b.last_seq = key.value();
-                    b.records += records;
-                    b.body.extend_from_slice(body);
-                }
-                Some(_) => break,
             }
-        }
-        Ok(batch)
+            Ok(batch)
+        })
     }
 
     /// The receiver accepted `batch`: move `sink`'s cursor past it and delete every chunk all
-    /// registered sinks have passed, in one durable commit. Acking an already-passed batch
+    /// readers of `stream` have passed, in one durable commit. Acking an already-passed batch
     /// changes nothing.
     ///
     /// # Errors
@@ -917,35 +1160,38 @@ impl Spool {
     /// A storage error.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, SpoolError> {
         let p = self.path.as_path();
-        let txn = self.db.begin_read().at(p)?;
-        let table = txn.open_table(DEAD_LETTERS).at(p)?;
-        let mut out = Vec::new();
-        for entry in table.iter().at(p)? {
-            let (key, value) = entry.at(p)?;
-            let (code, sink, first_seq, last_seq, records, at_ns, reason, body) = value.value();
-            // Codes are written by this module only; an unknown one is a newer file format.
-            let Some(stream) = Stream::from_code(code) else {
-                continue;
-            };
-            out.push(DeadLetter {
-                id: key.value(),
-                stream,
-                sink: sink.to_owned(),
-                first_seq,
-                last_seq,
-                records,
-                at_ns,
-                reason: reason.to_owned(),
-                body: body.to_vec(),
-            });
-        }
-        Ok(out)
+        self.with_db(|db, _| {
+            let txn = db.begin_read().at(p)?;
+            let table = txn.open_table(DEAD_LETTERS).at(p)?;
+            let mut out = Vec::new();
+            for entry in table.iter().at(p)? {
+                let (key, value) = entry.at(p)?;
+                let (code, sink, first_seq, last_seq, records, at_ns, reason, body) = value.value();
+                // Codes are written by this module only; an unknown one is a newer file format.
+                let Some(stream) = Stream::from_code(code) else {
+                    continue;
+                };
+                out.push(DeadLetter {
+                    id: key.value(),
+                    stream,
+                    sink: sink.to_owned(),
+                    first_seq,
+                    last_seq,
+                    records,
+                    at_ns,
+                    reason: reason.to_owned(),
+                    body: body.to_vec(),
+                });
+            }
+            Ok(out)
+        })
     }
 
-    /// Current counts, copied from memory (no disk access).
+    /// Current counts, copied from memory (and the file's size from its metadata).
     #[must_use]
     pub fn stats(&self) -> SpoolStats {
-        let s = self.lock();
+        let inner = self.lock();
+        let s = &inner.state;
         let [points, alerts] = s.streams;
         SpoolStats {
             points_chunks: points.chunks,
@@ -955,9 +1201,15 @@ impl Spool {
             alerts_records: alerts.records,
             alerts_bytes: alerts.bytes,
             dropped_records_total: s.dropped_records_total,
+            alerts_dropped_total: s.alerts_dropped_total,
             dead_letter_count: s.dead_count,
             dead_letter_bytes: s.dead_bytes,
             dead_letters_evicted_total: s.dead_evicted_total,
+            available: inner.db.is_some(),
+            file_bytes: disk::file_len(&self.path),
+            reopens_total: inner.health.reopens_total,
+            storage_panics_total: inner.health.panics_total,
+            damaged_files_total: inner.health.damaged_total,
             sinks: s
                 .sinks
                 .iter()
@@ -972,10 +1224,46 @@ impl Spool {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock happens before the memory copy is replaced (the copy is
         // swapped in only after commit), so the mirror is still consistent with the disk.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Run `op` on the open file: reopen it first if it was closed and its retry time has come
+    /// (else [`SpoolError::Unavailable`]); catch a panic inside (counted, reported as
+    /// [`SpoolError::Panicked`]); after a storage error or a panic close the file, so that the
+    /// next call after the backoff reopens it, checks it and, if damaged, replaces it
+    /// (docs/ARCHITECTURE.md §Spool layout, Failures). No panic from redb leaves this function.
+    fn with_db<T>(
+        &self,
+        op: impl FnOnce(&Database, &mut State) -> Result<T, SpoolError>,
+    ) -> Result<T, SpoolError> {
+        let mut guard = self.lock();
+        self.ensure_open(&mut guard)?;
+        let inner = &mut *guard;
+        let Some(db) = inner.db.as_ref() else {
+            return Err(self.unavailable(&inner.health));
+        };
+        let state = &mut inner.state;
+        match catch_unwind(AssertUnwindSafe(|| op(db, state))) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                if e.is_storage_fault() {
+                    self.close_after_fault(inner, &e.to_string());
+                }
+                Err(e)
+            }
+            Err(panic) => {
+                let message = panic_message(panic.as_ref());
+                inner.health.panics_total += 1;
+                self.close_after_fault(inner, &format!("panic in the storage layer: {message}"));
+                Err(SpoolError::Panicked {
+                    path: self.path.clone(),
+                    message,
+                })
+            }
+        }
     }
 
     fn unknown(&self, sink: &str) -> SpoolError {
@@ -985,6 +1273,19 @@ impl Spool {
         }
     }
 
+    /// `sink`'s cursor in `stream`, or why it has none.
+    fn cursor_of(&self, state: &State, stream: Stream, sink: &str) -> Result<u64, SpoolError> {
+        let k = state.sinks.get(sink).ok_or_else(|| self.unknown(sink))?;
+        if !k.reads[stream.index()] {
+            return Err(SpoolError::NotAReader {
+                path: self.path.clone(),
+                sink: sink.to_owned(),
+                stream,
+            });
+        }
+        Ok(k.cursor[stream.index()])
+    }
+
     fn begin_durable(db: &Database) -> Result<WriteTransaction, redb::Error> {
         let mut txn = db.begin_write()?;
         // Immediate is redb's default; set it anyway because invariant 1 depends on it.
@@ -992,14 +1293,13 @@ impl Spool {
         Ok(txn)
     }
 
-    /// Delete chunks below the smallest cursor of all registered sinks (none with no sinks).
+    /// Delete chunks below the smallest cursor of the stream's readers (none without readers).
     fn delete_passed(
         state: &mut State,
         stream: Stream,
         table: &mut Table<u64, ChunkValue>,
     ) -> Result<(), redb::StorageError> {
-        let i = stream.index();
-        let Some(min) = state.sinks.values().map(|s| s.cursor[i]).min() else {
+        let Some(min) = state.min_cursor(stream) else {
             return Ok(());
         };
         while let Some((seq, records, bytes)) = first_chunk(table)? {
@@ -1021,48 +1321,45 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         let p = self.path.as_path();
         let i = stream.index();
-        let mut guard = self.lock();
-        let mut next = guard.clone();
-        let cursor = next
-            .sinks
-            .get(sink)
-            .ok_or_else(|| self.unknown(sink))?
-            .cursor[i];
-        let txn = Self::begin_durable(&self.db).at(p)?;
-        {
-            let mut meta = txn.open_table(META).at(p)?;
-            let mut cursors = txn.open_table(CURSORS).at(p)?;
-            let mut table = txn.open_table(stream.table()).at(p)?;
-            if batch.last_seq >= cursor {
-                // Count what is still stored between the cursor and the batch end: chunks the
-                // size bound dropped meanwhile were already taken off the backlog.
-                let mut passed = 0u64;
-                for entry in table.range(cursor..=batch.last_seq).at(p)? {
-                    passed += u64::from(entry.at(p)?.1.value().0);
+        self.with_db(|db, current| {
+            let mut next = current.clone();
+            let cursor = self.cursor_of(&next, stream, sink)?;
+            let txn = Self::begin_durable(db).at(p)?;
+            {
+                let mut meta = txn.open_table(META).at(p)?;
+                let mut cursors = txn.open_table(CURSORS).at(p)?;
+                let mut table = txn.open_table(stream.table()).at(p)?;
+                if batch.last_seq >= cursor {
+                    // Count what is still stored between the cursor and the batch end: chunks the
+                    // size bound dropped meanwhile were already taken off the backlog.
+                    let mut passed = 0u64;
+                    for entry in table.range(cursor..=batch.last_seq).at(p)? {
+                        passed += u64::from(entry.at(p)?.1.value().0);
+                    }
+                    if let Some(k) = next.sinks.get_mut(sink) {
+                        k.cursor[i] = batch.last_seq + 1;
+                        k.backlog[i] = k.backlog[i].saturating_sub(passed);
+                    }
                 }
-                if let Some(k) = next.sinks.get_mut(sink) {
-                    k.cursor[i] = batch.last_seq + 1;
-                    k.backlog[i] = k.backlog[i].saturating_sub(passed);
+                if let Some(reason) = dead {
+                    Self::store_dead_letter(
+                        &mut next,
+                        &txn,
+                        self.config.max_bytes,
+                        stream,
+                        sink,
+                        batch,
+                        reason,
+                    )
+                    .at(p)?;
                 }
+                Self::delete_passed(&mut next, stream, &mut table).at(p)?;
+                next.save(&mut meta, &mut cursors).at(p)?;
             }
-            if let Some(reason) = dead {
-                Self::store_dead_letter(
-                    &mut next,
-                    &txn,
-                    self.config.max_bytes,
-                    stream,
-                    sink,
-                    batch,
-                    reason,
-                )
-                .at(p)?;
-            }
-            Self::delete_passed(&mut next, stream, &mut table).at(p)?;
-            next.save(&mut meta, &mut cursors).at(p)?;
-        }
-        txn.commit().at(p)?;
-        *guard = next;
-        Ok(())
+            txn.commit().at(p)?;
+            *current = next;
+            Ok(())
+        })
     }
 
     fn store_dead_letter(
@@ -1074,12 +1371,21 @@ impl Spool {
         batch: &Batch,
         reason: &str,
     ) -> Result<(), redb::Error> {
-        let reason = truncate_utf8(reason, MAX_REASON_BYTES);
-        let bytes = (batch.body.len() + reason.len()) as u64;
         let budget = max_bytes / DEAD_LETTER_SHARE;
+        let reason = truncate_utf8(
+            reason,
+            MAX_REASON_BYTES.min(usize::try_from(budget).unwrap_or(usize::MAX)),
+        );
+        // A letter above the share keeps its reason and the start of its body: dead letters
+        // stay within their share so that points always keep theirs (docs/ARCHITECTURE.md
+        // §Spool layout, Dead letters).
+        let body_room = usize::try_from(budget)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(reason.len());
+        let body = &batch.body[..batch.body.len().min(body_room)];
+        let bytes = (body.len() + reason.len()) as u64;
         let mut table = txn.open_table(DEAD_LETTERS)?;
-        // Evict the oldest until the new one fits; a single letter above the budget is kept
-        // alone rather than refused, since it is the newest evidence of what went wrong.
+        // Evict the oldest until the new one fits.
         while state.dead_bytes + bytes > budget {
             let oldest = table.first()?.map(|(k, v)| {
                 let v = v.value();
@@ -1101,7 +1407,7 @@ impl Spool {
             batch.records,
             now_ns(),
             reason,
-            batch.body.as_slice(),
+            body,
         );
         table.insert(id, value)?;
         state.dead_count += 1;
@@ -1110,5 +1416,7 @@ impl Spool {
     }
 }
 
+#[cfg(test)]
+mod damage_tests;
 #[cfg(test)]
 mod tests;

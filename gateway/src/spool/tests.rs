@@ -16,7 +16,10 @@ fn sinks(names: &[&str]) -> Vec<String> {
 fn open(dir: &tempfile::TempDir, max_bytes: u64, names: &[&str]) -> Spool {
     Spool::open(
         &dir.path().join("spool.redb"),
-        &SpoolConfig { max_bytes },
+        &SpoolConfig {
+            max_bytes,
+            ..SpoolConfig::default()
+        },
         &sinks(names),
     )
     .expect("open spool")
@@ -54,7 +57,8 @@ fn append_read_ack_in_order() {
         spool.append(Stream::Points, L1, 1).expect("append"),
         AppendOutcome {
             seq: 1,
-            dropped_records: 0
+            dropped_records: 0,
+            dropped_alert_records: 0
         }
     );
     assert_eq!(
@@ -216,108 +220,211 @@ fn without_sinks_chunks_stay() {
 }
 
 #[test]
-fn size_bound_drops_oldest_points_counts_them_and_never_drops_alerts() {
+fn size_bound_drops_oldest_points_counts_them_and_keeps_alerts_in_their_share() {
     let dir = tempfile::tempdir().expect("tempdir");
-    {
-        // Bound 100 bytes: alert 30 (seq 1) + points 30 (seq 2, 3 records) + 30 (seq 3, 2 records) = 90.
-        let spool = open(&dir, 100, &[A]);
-        spool.append(Stream::Alerts, &body(30), 1).expect("alert");
-        spool.append(Stream::Points, &body(30), 3).expect("points");
-        spool.append(Stream::Points, &body(30), 2).expect("points");
-        // 90 + 30 = 120 > 100: drop seq 2 (3 records) -> 60 + 30 = 90.
-        let out = spool.append(Stream::Points, &body(30), 4).expect("points");
-        assert_eq!(
-            out,
-            AppendOutcome {
-                seq: 4,
-                dropped_records: 3
-            }
-        );
-        let s = spool.stats();
-        assert_eq!(
-            (s.points_chunks, s.points_records, s.points_bytes),
-            (2, 6, 60)
-        );
-        assert_eq!(
-            (s.alerts_chunks, s.alerts_records, s.alerts_bytes),
-            (1, 1, 30)
-        );
-        assert_eq!(s.dropped_records_total, 3);
-        // The dropped records left a's backlog too: 2 + 4 points, 1 alert.
-        assert_eq!(
-            s.sinks[A],
-            SinkBacklog {
-                points_records: 6,
-                alerts_records: 1
-            }
-        );
-        // An alert makes room by dropping points too: 90 + 30 > 100, drop seq 3 (2 records).
-        assert_eq!(
-            spool
-                .append(Stream::Alerts, &body(30), 1)
-                .expect("alert")
-                .dropped_records,
-            2
-        );
-        // a's points read now starts at the oldest surviving chunk, seq 4.
-        let b = spool
-            .read_batch(Stream::Points, A, 100)
-            .expect("read")
-            .expect("some");
-        assert_eq!((b.first_seq, b.last_seq, b.records), (4, 4, 4));
-    }
-    // The dropped total is durable.
-    let spool = open(&dir, 100, &[A]);
-    assert_eq!(spool.stats().dropped_records_total, 5);
-    // Alerts 60 + alert 30 = 90 after dropping seq 4: alerts are 90, no points are left.
+    // Bound 1600: alert share 1600 / 8 = 200, dead-letter share 1600 / 16 = 100; a points chunk
+    // may be 1600 - 300 = 1300 bytes, an alert chunk 1600 - 100 = 1500.
+    let spool = open(&dir, 1600, &[A]);
+    spool.append(Stream::Alerts, &body(100), 1).expect("alert"); // seq 1
+    spool.append(Stream::Points, &body(500), 3).expect("points"); // seq 2
+    spool.append(Stream::Points, &body(500), 2).expect("points"); // seq 3
+                                                                  // 1100 + 600 = 1700 > 1600: drop seq 2 (3 undelivered records) -> 600 + 600 = 1200.
+    let out = spool.append(Stream::Points, &body(600), 4).expect("points");
     assert_eq!(
-        spool
-            .append(Stream::Alerts, &body(30), 1)
-            .expect("alert")
-            .dropped_records,
-        4
+        out,
+        AppendOutcome {
+            seq: 4,
+            dropped_records: 3,
+            dropped_alert_records: 0
+        }
     );
-    // Points cannot make room when only alerts remain: refused, nothing changed.
-    let err = spool
-        .append(Stream::Points, &body(20), 1)
-        .expect_err("full");
-    assert!(
-        matches!(
-            err,
-            SpoolError::Full {
-                bytes: 20,
-                used_bytes: 90,
-                max_bytes: 100,
-                ..
-            }
-        ),
-        "{err}"
-    );
-    // An alert is stored anyway, above the bound (invariant 5).
-    spool
-        .append(Stream::Alerts, &body(30), 1)
-        .expect("alert over the bound");
     let s = spool.stats();
     assert_eq!(
-        (s.alerts_chunks, s.alerts_bytes, s.points_chunks),
-        (4, 120, 0)
+        (s.points_chunks, s.points_records, s.points_bytes),
+        (2, 6, 1100)
     );
-    assert_eq!(s.dropped_records_total, 9);
+    assert_eq!(s.dropped_records_total, 3);
+    // The dropped records left a's backlog too: 2 + 4 points, 1 alert.
+    assert_eq!(
+        s.sinks[A],
+        SinkBacklog {
+            points_records: 6,
+            alerts_records: 1
+        }
+    );
+    // Alerts stay within their share: 100 + 150 > 200 drops the older alert (counted), and
+    // no point (1250 + 150 fits the bound anyway).
+    let out = spool.append(Stream::Alerts, &body(150), 1).expect("alert"); // seq 5
+    assert_eq!((out.dropped_records, out.dropped_alert_records), (0, 1));
+    // An alert chunk above the share (1000 <= 1500) is stored: every older alert goes, then
+    // points make room: 1100 + 1000 = 2100 > 1600 drops seq 3 (2 records) -> 1600.
+    let out = spool.append(Stream::Alerts, &body(1000), 7).expect("alert"); // seq 6
+    assert_eq!((out.dropped_records, out.dropped_alert_records), (2, 1));
+    // Points are never refused: 1600 + 300 drops seq 4 (4 records) -> 1300.
+    let out = spool.append(Stream::Points, &body(300), 1).expect("points"); // seq 7
+    assert_eq!((out.dropped_records, out.dropped_alert_records), (4, 0));
+    // 1300 + 700 = 2000: drop seq 7 (1 record) -> 1700, still over, and only the alerts above
+    // their share are left: drop seq 6 (7 records) -> 700.
+    let out = spool.append(Stream::Points, &body(700), 2).expect("points"); // seq 8
+    assert_eq!((out.dropped_records, out.dropped_alert_records), (1, 7));
+    let s = spool.stats();
+    assert_eq!((s.points_bytes, s.alerts_bytes), (700, 0));
+    assert_eq!((s.dropped_records_total, s.alerts_dropped_total), (10, 9));
+    drop(spool);
+    // The dropped totals are durable.
+    let s = open(&dir, 1600, &[A]).stats();
+    assert_eq!((s.dropped_records_total, s.alerts_dropped_total), (10, 9));
+}
+
+/// Issue 14 item 1: an InfluxDB sink (points) and an alert sink (alerts), a flapping alarm and
+/// a 1 MiB bound. Both sinks deliver everything; 10 × the bound passes through. Before the fix
+/// every sink had a cursor in both streams, the InfluxDB sink pinned every delivered alert, and
+/// after ~1,870 alert events every points commit failed with "full".
+#[test]
+fn a_sink_pins_only_its_stream_and_a_flapping_alarm_never_stops_readings() {
+    const INFLUX: &str = "influxdb";
+    const HOOK: &str = "hook";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let max_bytes = MIN_MAX_BYTES;
+    let spool = Spool::open_for(
+        &dir.path().join("spool.redb"),
+        &SpoolConfig {
+            max_bytes,
+            ..SpoolConfig::default()
+        },
+        &[
+            Reader::new(INFLUX, &[Stream::Points]),
+            Reader::new(HOOK, &[Stream::Alerts]),
+        ],
+    )
+    .expect("open");
+    // One engine flush of ten 1,423-byte commits, and one alert event.
+    let points = body(14_230);
+    let alert = body(560);
+    let mut passed = 0u64;
+    let mut rounds = 0u64;
+    while passed < 10 * max_bytes {
+        let p = spool
+            .append(Stream::Points, &points, 120)
+            .expect("points never refused");
+        let a = spool.append(Stream::Alerts, &alert, 1).expect("alert");
+        assert_eq!((p.dropped_records, a.dropped_records), (0, 0));
+        assert_eq!(a.dropped_alert_records, 0);
+        passed += (points.len() + alert.len()) as u64;
+        rounds += 1;
+        // Each sink delivers what it reads, every few rounds and at the end.
+        if rounds.is_multiple_of(4) || passed >= 10 * max_bytes {
+            for (stream, sink) in [(Stream::Points, INFLUX), (Stream::Alerts, HOOK)] {
+                while let Some(b) = spool.read_batch(stream, sink, 1000).expect("read") {
+                    spool.ack(stream, sink, &b).expect("ack");
+                }
+            }
+            let s = spool.stats();
+            // Everything delivered is gone: a sink pins nothing in the other stream.
+            assert_eq!((s.points_chunks, s.alerts_chunks), (0, 0), "round {rounds}");
+        }
+    }
+    // 10 MiB / 14,790 B per round, rounded up; 709 alerts are 3 × the alert share.
+    assert_eq!(rounds, 709);
+    let s = spool.stats();
+    assert_eq!((s.dropped_records_total, s.alerts_dropped_total), (0, 0));
+    // A sink cannot read a stream it was not registered for, and has no cursor there.
+    assert!(matches!(
+        spool.read_batch(Stream::Alerts, INFLUX, 1),
+        Err(SpoolError::NotAReader { .. })
+    ));
+    assert_eq!(
+        s.sinks[INFLUX],
+        SinkBacklog {
+            points_records: 0,
+            alerts_records: 0
+        }
+    );
+
+    // The alert sink is down now: alerts pile up to their share and then the oldest are dropped
+    // (counted), but readings are still all stored and delivered.
+    let share = max_bytes / ALERT_SHARE;
+    for _ in 0..(2 * share / alert.len() as u64) {
+        let p = spool
+            .append(Stream::Points, &points, 120)
+            .expect("points never refused");
+        assert_eq!(p.dropped_records, 0);
+        spool.append(Stream::Alerts, &alert, 1).expect("alert");
+        while let Some(b) = spool
+            .read_batch(Stream::Points, INFLUX, 1000)
+            .expect("read")
+        {
+            spool.ack(Stream::Points, INFLUX, &b).expect("ack");
+        }
+    }
+    let s = spool.stats();
+    assert!(s.alerts_bytes <= share, "{} > {share}", s.alerts_bytes);
+    // 131072 / 560 = 234 alerts fit; 2 * 131072 / 560 = 468 were appended.
+    assert_eq!((s.alerts_records, s.alerts_dropped_total), (234, 468 - 234));
+    assert_eq!(s.dropped_records_total, 0);
+}
+
+#[test]
+fn stale_cursors_of_streams_a_sink_no_longer_reads_are_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        // The pre-issue-14 registration: both sinks in both streams.
+        let spool = open(&dir, DEFAULT_MAX_BYTES, &[A, B]);
+        spool.append(Stream::Points, L1, 1).expect("append"); // seq 1
+        spool.append(Stream::Alerts, L2, 1).expect("append"); // seq 2
+        let b = spool
+            .read_batch(Stream::Alerts, B, 10)
+            .expect("read")
+            .expect("some");
+        spool.ack(Stream::Alerts, B, &b).expect("ack");
+        assert_eq!(spool.stats().alerts_chunks, 1, "a pins the alert");
+    }
+    let path = dir.path().join("spool.redb");
+    let spool = Spool::open_for(
+        &path,
+        &SpoolConfig::default(),
+        &[
+            Reader::new(A, &[Stream::Points]),
+            Reader::new(B, &[Stream::Alerts]),
+        ],
+    )
+    .expect("open");
+    let s = spool.stats();
+    // B had delivered the alert, A no longer reads alerts: it is deleted at open.
+    assert_eq!((s.points_chunks, s.alerts_chunks), (1, 0));
+    assert_eq!(s.sinks[A].points_records, 1);
+    assert_eq!(s.sinks[B].points_records, 0);
+    drop(spool);
+    // Only the two wanted rows are left in the cursor table.
+    let db = Database::open(&path).expect("db");
+    let txn = db.begin_read().expect("read");
+    let cursors = txn.open_table(CURSORS).expect("cursors");
+    let rows: Vec<(u8, String)> = cursors
+        .iter()
+        .expect("iter")
+        .map(|e| {
+            let (k, _) = e.expect("row");
+            let (code, name) = k.value();
+            (code, name.to_owned())
+        })
+        .collect();
+    assert_eq!(rows, vec![(0, A.to_owned()), (1, B.to_owned())]);
 }
 
 #[test]
 fn a_chunk_larger_than_the_bound_is_an_error_not_a_wipe() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // Bound 100: a points chunk may take 100 - 100/8 - 100/16 = 100 - 12 - 6 = 82 bytes.
     let spool = open(&dir, 100, &[A]);
     spool.append(Stream::Points, &body(50), 1).expect("append");
     let err = spool
-        .append(Stream::Points, &body(101), 1)
+        .append(Stream::Points, &body(83), 1)
         .expect_err("too large");
     assert!(matches!(
         err,
         SpoolError::ChunkTooLarge {
-            bytes: 101,
-            max_bytes: 100,
+            bytes: 83,
+            max_bytes: 82,
             ..
         }
     ));
@@ -518,18 +625,6 @@ fn streams_have_separate_cursors() {
 }
 
 #[test]
-fn an_unreadable_file_is_a_startup_error_naming_the_path_and_the_fix() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("spool.redb");
-    std::fs::write(&path, vec![0x5a; 8192]).expect("write garbage");
-    let err = Spool::open(&path, &SpoolConfig::default(), &[]).expect_err("garbage is not a spool");
-    let msg = err.to_string();
-    assert!(matches!(err, SpoolError::Open { .. }), "{msg}");
-    assert!(msg.contains(&path.display().to_string()), "{msg}");
-    assert!(msg.contains("move it aside"), "{msg}");
-}
-
-#[test]
 fn the_spool_directory_is_created() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("data").join("spool.redb");
@@ -541,16 +636,23 @@ fn the_spool_directory_is_created() {
 fn config_defaults_and_validation() {
     let c: SpoolConfig = toml::from_str("").expect("empty table");
     assert_eq!(c.max_bytes, 268_435_456);
+    assert_eq!(c.min_free_bytes, 4_194_304);
+    let c: SpoolConfig = toml::from_str("min_free_bytes = 0").expect("off");
+    assert_eq!(c.min_free_bytes, 0);
     assert!(toml::from_str::<SpoolConfig>("max_bytes = 1\nmax_bites = 2").is_err());
-    let err = SpoolConfig { max_bytes: 1000 }
-        .validate("spool")
-        .expect_err("too small");
+    let err = SpoolConfig {
+        max_bytes: 1000,
+        ..SpoolConfig::default()
+    }
+    .validate("spool")
+    .expect_err("too small");
     assert!(
         err.starts_with("spool.max_bytes: 1000 is below the minimum 1048576"),
         "{err}"
     );
     assert!(SpoolConfig {
-        max_bytes: MIN_MAX_BYTES
+        max_bytes: MIN_MAX_BYTES,
+        ..SpoolConfig::default()
     }
     .validate("spool")
     .is_ok());

@@ -347,6 +347,7 @@ impl Harness {
                 &dir.path().join("spool.redb"),
                 &SpoolConfig {
                     max_bytes: DEFAULT_MAX_BYTES,
+                    ..SpoolConfig::default()
                 },
                 &[SINK.to_owned()],
             )
