@@ -7,6 +7,10 @@
 //! 20 ms, so every alerting reading raises or clears an alert. A watcher wakes on each spool
 //! append and reads the alerts stream; latency = commit observed − reading sent.
 //!
+//! Reference measured in the same run, on the same disk, first: a lone fsync (4 KiB written and
+//! `sync_data`, [`FSYNC_SAMPLES`] times) and a lone spool commit on an idle spool. The target
+//! (issue 11) is p99 ≤ the lone fsync's p99 + 1 ms; both are printed.
+//!
 //! Run: `cargo bench -p anju-system --bench alert_latency`. Bounded: a fixed 10 s run.
 
 use std::collections::BTreeMap;
@@ -32,6 +36,39 @@ const LOAD_CHANNELS: usize = 2_000;
 const ALERT_EVERY: Duration = Duration::from_millis(20);
 /// Length of the run.
 const RUN_FOR: Duration = Duration::from_secs(10);
+/// Lone fsyncs (and lone spool commits) measured for the reference.
+const FSYNC_SAMPLES: usize = 300;
+
+/// Latencies of `FSYNC_SAMPLES` lone 4 KiB write + fsync in `dir`, sorted.
+fn lone_fsyncs(dir: &std::path::Path) -> Result<Vec<Duration>> {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(dir.join("fsync.probe"))?;
+    let block = [0x5a_u8; 4096];
+    let mut out = Vec::with_capacity(FSYNC_SAMPLES);
+    for _ in 0..FSYNC_SAMPLES {
+        let t = Instant::now();
+        f.write_all(&block)?;
+        f.sync_data()?;
+        out.push(t.elapsed());
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Latencies of `FSYNC_SAMPLES` lone alert appends to an idle spool in `dir`, sorted.
+fn lone_commits(dir: &std::path::Path) -> Result<Vec<Duration>> {
+    let spool = Spool::open(&dir.join("idle.redb"), &SpoolConfig::default(), &[])?;
+    let line = br#"{"id":"bench","seq":0}
+"#;
+    let mut out = Vec::with_capacity(FSYNC_SAMPLES);
+    for _ in 0..FSYNC_SAMPLES {
+        let t = Instant::now();
+        spool.append(Stream::Alerts, line, 1)?;
+        out.push(t.elapsed());
+    }
+    out.sort();
+    Ok(out)
+}
 
 const RULES: &str = r#"
 [[rules]]
@@ -54,6 +91,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
+    // The references first, on the same disk, with nothing else running in this process.
+    let fsyncs = lone_fsyncs(dir.path())?;
+    let commits = lone_commits(dir.path())?;
     let spool = Arc::new(Spool::open(
         &dir.path().join("spool.redb"),
         &SpoolConfig::default(),
@@ -200,6 +240,19 @@ async fn main() -> Result<()> {
     println!(
         "  latency max               {:>8.2} ms",
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let fsync_p99 = percentile(&fsyncs, 0.99);
+    println!(
+        "  reference: lone fsync      p50 {:.2} ms, p99 {:.2} ms; lone spool commit p50 {:.2} ms, p99 {:.2} ms",
+        ms(percentile(&fsyncs, 0.50)),
+        ms(fsync_p99),
+        ms(percentile(&commits, 0.50)),
+        ms(percentile(&commits, 0.99)),
+    );
+    println!(
+        "  p99 / (fsync p99 + 1 ms)  {:>8.2} (target ≤ 1)",
+        ms(percentile(&latencies, 0.99)) / (ms(fsync_p99) + 1.0)
     );
     Ok(())
 }

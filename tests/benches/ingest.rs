@@ -1,17 +1,30 @@
-//! Ingest benchmark (issue 2): MQTT JSON readings through a real mosquitto into the gateway and
-//! out to a real VictoriaMetrics.
+//! Ingest benchmark (issues 2 and 11): MQTT JSON readings through a real mosquitto into the
+//! gateway and out to a real VictoriaMetrics.
 //!
-//! Scenario: 200,000 readings from 2,000 distinct sensors, one reading per message, QoS 0,
-//! published as fast as the broker takes them. The gateway runs as its own release-built
-//! process (`target/release/gateway`), so its CPU time and memory are measured from /proc
-//! without the publisher's. Prints readings/s landed in the store (first publish to the last
-//! reading queryable), gateway CPU microseconds per reading, idle RSS and peak RSS.
+//! Scenario `sites` (the default; what sites send, issue 11): 200,000 readings from 2,000
+//! sensors (20 sites × 100 nodes) on `sites/{site}/nodes/{node}/up`, payload
+//! `{"ts":<epoch ms>,"sensor":"s07-n042","kind":"settlement","value":12.345,"unit":"mm"}`, the
+//! kind by sensor index mod 3 (settlement mm / concrete temperature °C / tilt °) and the
+//! quantity taken from it, three absolute rules (settlement > 25 mm, temperature > 75 °C,
+//! tilt > 1°; every 1000th reading breaches), the MQTT alert sink and the InfluxDB sink on,
+//! QoS 0, published as fast as the broker takes them. Scenario `strain` (issue 2's): one
+//! quantity, no rules, no alert sink.
+//!
+//! Reference measured in the same run, first: the broker's own limit, the same messages from
+//! the same publisher to a subscriber that only counts them. Every figure is printed absolute
+//! and as a ratio to it, because absolute figures do not travel between machines.
+//!
+//! The gateway runs as its own release-built process (`target/release/gateway`), so its CPU
+//! time and memory are measured from /proc without the publisher's. Prints readings/s landed in
+//! the store (first publish to the last reading queryable), gateway CPU microseconds per
+//! reading, idle RSS and peak RSS.
 //!
 //! The sink runs with `batch_max_age = "200ms"`: with the default 1 s, the last partial batch
 //! of a finite burst waits up to a second for company, which is half of this two-second run.
 //!
-//! Run: `cargo bench -p anju-system --bench ingest` (add `-- --no-gzip` to write uncompressed
-//! bodies, `-- --readings N` to change the count). Everything runs on 127.0.0.1 and stops by
+//! Run: `cargo bench -p anju-system --bench ingest` (add `-- --scenario strain` for issue 2's
+//! scenario, `-- --no-gzip` to write uncompressed bodies, `-- --readings N` to change the
+//! count). Everything runs on 127.0.0.1 and stops by
 //! itself: the load is a fixed number of messages and every wait has a deadline.
 
 use std::path::Path;
@@ -24,6 +37,10 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, QoS};
 
 /// Distinct sensors in the scenario.
 const SENSORS: u64 = 2_000;
+/// Nodes per site in the `sites` scenario (20 sites × 100 nodes = [`SENSORS`]).
+const NODES_PER_SITE: u64 = 100;
+/// One reading in this many breaches its rule's threshold in the `sites` scenario.
+const BREACH_EVERY: u64 = 1_000;
 /// Readings published (one per message).
 const DEFAULT_READINGS: u64 = 200_000;
 /// Longest wait for every reading to be queryable in the store.
@@ -54,17 +71,18 @@ fn cpu_us(pid: u32) -> Result<u64> {
 
 /// Distinct readings stored and queryable. (VictoriaMetrics' own `vm_rows_inserted_total`
 /// moves in steps of about a second, too coarse to time a two-second run.)
-async fn stored_count(http: &reqwest011::Client, vm: &VictoriaMetrics) -> Result<u64> {
+async fn stored_count(
+    http: &reqwest011::Client,
+    vm: &VictoriaMetrics,
+    selector: &str,
+) -> Result<u64> {
     let _ = http
         .get(format!("{}/internal/force_flush", vm.url()))
         .send()
         .await;
     let body: serde_json::Value = http
         .get(format!("{}/api/v1/query", vm.url()))
-        .query(&[(
-            "query",
-            "sum(count_over_time(strain_value{device=\"bench\"}[1d]))",
-        )])
+        .query(&[("query", format!("sum(count_over_time({selector}[1d]))"))])
         .send()
         .await?
         .json()
@@ -98,12 +116,138 @@ fn build_gateway() -> Result<std::path::PathBuf> {
     Ok(target.join("release").join("gateway"))
 }
 
+/// What the publisher sends and the gateway is configured for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// What sites send (issue 11): kinds from the payload, three rules, the MQTT alert sink.
+    Sites,
+    /// Issue 2's: one quantity, no rules, no alert sink.
+    Strain,
+}
+
+impl Scenario {
+    /// The topic and payload of reading `i`, timestamped `ts_ms`.
+    fn message(self, i: u64, ts_ms: i64) -> (String, String) {
+        let s = i % SENSORS;
+        match self {
+            Scenario::Strain => (
+                "bench/nodes/bench/up".to_owned(),
+                format!(
+                    "{{\"sensor\":\"s{s:04}\",\"value\":{}.{:03},\"ts\":{ts_ms}}}",
+                    i % 97,
+                    i % 1000
+                ),
+            ),
+            Scenario::Sites => {
+                let (site, node) = (s / NODES_PER_SITE, s % NODES_PER_SITE);
+                let breach = i % BREACH_EVERY == BREACH_EVERY - 1;
+                // Below the limits, with decimals that vary; at or above them when breaching.
+                let (kind, unit, value) = match s % 3 {
+                    0 => (
+                        "settlement",
+                        "mm",
+                        if breach {
+                            30.5
+                        } else {
+                            12.0 + (i % 97) as f64 / 100.0
+                        },
+                    ),
+                    1 => (
+                        "temperature",
+                        "°C",
+                        if breach {
+                            80.5
+                        } else {
+                            20.0 + (i % 89) as f64 / 10.0
+                        },
+                    ),
+                    _ => (
+                        "tilt",
+                        "deg",
+                        if breach {
+                            1.5
+                        } else {
+                            (i % 83) as f64 / 1000.0
+                        },
+                    ),
+                };
+                (
+                    format!("sites/xa-{site:02}/nodes/n{node:03}/up"),
+                    format!(
+                        "{{\"ts\":{ts_ms},\"sensor\":\"s{site:02}-n{node:03}\",\"kind\":\"{kind}\",\"value\":{value},\"unit\":\"{unit}\"}}"
+                    ),
+                )
+            }
+        }
+    }
+
+    /// The store's series of this scenario's readings (for counting what landed).
+    fn selector(self) -> &'static str {
+        match self {
+            Scenario::Strain => "strain_value{device=\"bench\"}",
+            Scenario::Sites => {
+                "{__name__=~\"(settlement|temperature|tilt)_value\",gateway=\"bench-gw\"}"
+            }
+        }
+    }
+
+    /// The MQTT subscription, rules and extra sinks of the gateway config.
+    fn config(self, broker_port: u16) -> String {
+        match self {
+            Scenario::Strain => r#"
+[[mqtt.subscriptions]]
+name = "sensors"
+topic = "bench/nodes/{device}/up"
+qos = 0
+quantity = "strain"
+unit = "ue"
+payload = { format = "json", sensor = "sensor", value = "value", time = "ts", time_format = "epoch_ms" }
+"#
+            .to_owned(),
+            Scenario::Sites => format!(
+                r#"
+[[mqtt.subscriptions]]
+name = "nodes"
+topic = "sites/{{site}}/nodes/{{node}}/up"
+qos = 0
+device = "{{node}}"
+payload = {{ format = "json", sensor = "sensor", value = "value", unit = "unit", time = "ts", time_format = "epoch_ms", kind = "kind", kinds = {{ settlement = "settlement", temperature = "temperature", tilt = "tilt" }} }}
+
+[alerts]
+[[alerts.rules]]
+name = "settlement-limit"
+kind = "absolute"
+select = {{ kind = "settlement" }}
+upper = {{ alarm = 25.0 }}
+[[alerts.rules]]
+name = "temperature-limit"
+kind = "absolute"
+select = {{ kind = "temperature" }}
+upper = {{ alarm = 75.0 }}
+[[alerts.rules]]
+name = "tilt-limit"
+kind = "absolute"
+select = {{ kind = "tilt" }}
+upper = {{ alarm = 1.0 }}
+
+[[sinks]]
+type = "mqtt"
+host = "127.0.0.1"
+port = {broker_port}
+client_id = "anju-bench-alerts"
+"#
+            ),
+        }
+    }
+}
+
 fn start_gateway(
     bin: &Path,
     dir: &Path,
-    broker: &str,
+    broker: std::net::SocketAddr,
     vm_url: &str,
     gzip: bool,
+    scenario: Scenario,
 ) -> Result<(Child, u16)> {
     let probe_port = free_port()?;
     let config = format!(
@@ -120,15 +264,7 @@ listen = "127.0.0.1:{probe_port}"
 [[mqtt]]
 name = "bench"
 address = "{broker}"
-
-[[mqtt.subscriptions]]
-name = "sensors"
-topic = "bench/nodes/{{device}}/up"
-qos = 0
-quantity = "strain"
-unit = "ue"
-payload = {{ format = "json", sensor = "sensor", value = "value", time = "ts", time_format = "epoch_ms" }}
-
+{scenario_config}
 [[sinks]]
 type = "influxdb"
 url = "{vm_url}"
@@ -138,6 +274,7 @@ gzip = {gzip}
 batch_max_age = "200ms"
 "#,
         data = dir.join("data").display(),
+        scenario_config = scenario.config(broker.port()),
     );
     let path = dir.join("bench.toml");
     std::fs::write(&path, config)?;
@@ -157,52 +294,25 @@ batch_max_age = "200ms"
     Ok((child, probe_port))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let gzip = !args.iter().any(|a| a == "--no-gzip");
-    let readings = args
-        .iter()
-        .position(|a| a == "--readings")
-        .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(DEFAULT_READINGS);
-
-    let bin = build_gateway()?;
-    let vm = VictoriaMetrics::start()?;
-    let broker = Mosquitto::start()?;
-    let dir = tempfile::tempdir()?;
-    let (mut gw, _) = start_gateway(
-        &bin,
-        dir.path(),
-        &broker.addr().to_string(),
-        &vm.url(),
-        gzip,
-    )?;
-    let pid = gw.id();
-
-    // Let the gateway connect and settle, then take the idle figures.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle_rss_kb = proc_field(pid, "VmRSS:")?;
-    let cpu_before = cpu_us(pid)?;
-
-    let mut opts = MqttOptions::new("anju-bench-publisher", "127.0.0.1", broker.addr().port());
+/// Publish `readings` messages of `scenario` as fast as the broker takes them (QoS 0); returns
+/// when every publish is on the wire. Each reading `i` is stamped `base_ms + i`.
+async fn publish_all(
+    broker: std::net::SocketAddr,
+    client_id: &str,
+    scenario: Scenario,
+    readings: u64,
+    base_ms: i64,
+) -> Result<Duration> {
+    let mut opts = MqttOptions::new(client_id, "127.0.0.1", broker.port());
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
-    let base_ms: i64 = anju_gateway::model::now_ns() / 1_000_000 - (readings as i64);
     let started = Instant::now();
     let publisher = tokio::spawn(async move {
         for i in 0..readings {
-            let payload = format!(
-                "{{\"sensor\":\"s{:04}\",\"value\":{}.{:03},\"ts\":{}}}",
-                i % SENSORS,
-                i % 97,
-                i % 1000,
-                base_ms + i as i64
-            );
+            let (topic, payload) = scenario.message(i, base_ms + i as i64);
             if client
-                .publish("bench/nodes/bench/up", QoS::AtMostOnce, false, payload)
+                .publish(topic, QoS::AtMostOnce, false, payload)
                 .await
                 .is_err()
             {
@@ -221,8 +331,111 @@ async fn main() -> Result<()> {
             Err(_) => bail!("publisher stalled after {sent} messages"),
         }
     }
-    let published_in = started.elapsed();
-    let _client = publisher.await?;
+    let took = started.elapsed();
+    let client = publisher.await?;
+    let _ = client.disconnect().await;
+    // Let the DISCONNECT out, bounded.
+    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
+    Ok(took)
+}
+
+/// The broker's own limit in this run: the same messages from the same publisher to a subscriber
+/// that only counts them. Readings per second, first publish to last message received.
+async fn broker_limit(
+    broker: std::net::SocketAddr,
+    scenario: Scenario,
+    readings: u64,
+) -> Result<f64> {
+    let mut opts = MqttOptions::new("anju-bench-counter", "127.0.0.1", broker.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    let filter = match scenario {
+        Scenario::Sites => "sites/#",
+        Scenario::Strain => "bench/#",
+    };
+    client.subscribe(filter, QoS::AtMostOnce).await?;
+    // Wait for the SUBACK so no message is published before the subscription exists.
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(rumqttc::Packet::SubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => bail!("counting subscriber: {e}"),
+            Err(_) => bail!("counting subscriber: no SUBACK"),
+        }
+    }
+    let counter = tokio::spawn(async move {
+        let mut got = 0u64;
+        let mut last = Instant::now();
+        while got < readings {
+            match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+                Ok(Ok(Event::Incoming(rumqttc::Packet::Publish(_)))) => {
+                    got += 1;
+                    last = Instant::now();
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        let _ = client.disconnect().await;
+        (got, last)
+    });
+    let started = Instant::now();
+    publish_all(broker, "anju-bench-publisher-ref", scenario, readings, 0).await?;
+    let (got, last) = counter.await?;
+    if got < readings {
+        bail!("the counting subscriber got only {got} of {readings} messages (QoS 0 dropped by the broker?)");
+    }
+    Ok(readings as f64 / last.duration_since(started).as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let gzip = !args.iter().any(|a| a == "--no-gzip");
+    let readings = args
+        .iter()
+        .position(|a| a == "--readings")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(DEFAULT_READINGS);
+    let scenario = match args
+        .iter()
+        .position(|a| a == "--scenario")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+    {
+        None | Some("sites") => Scenario::Sites,
+        Some("strain") => Scenario::Strain,
+        Some(other) => bail!("unknown scenario {other}: sites or strain"),
+    };
+
+    let bin = build_gateway()?;
+    let vm = VictoriaMetrics::start()?;
+    let broker = Mosquitto::start()?;
+
+    // The reference first, with the broker to itself.
+    let limit = broker_limit(broker.addr(), scenario, readings).await?;
+
+    let dir = tempfile::tempdir()?;
+    let (mut gw, _) = start_gateway(&bin, dir.path(), broker.addr(), &vm.url(), gzip, scenario)?;
+    let pid = gw.id();
+
+    // Let the gateway connect and settle, then take the idle figures.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_rss_kb = proc_field(pid, "VmRSS:")?;
+    let cpu_before = cpu_us(pid)?;
+
+    let base_ms: i64 = anju_gateway::model::now_ns() / 1_000_000 - (readings as i64);
+    let started = Instant::now();
+    let published_in = publish_all(
+        broker.addr(),
+        "anju-bench-publisher",
+        scenario,
+        readings,
+        base_ms,
+    )
+    .await?;
 
     let http = reqwest011::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -230,7 +443,7 @@ async fn main() -> Result<()> {
     let deadline = Instant::now() + LAND_TIMEOUT;
     let mut stored = 0;
     while Instant::now() < deadline {
-        stored = stored_count(&http, &vm).await?;
+        stored = stored_count(&http, &vm, scenario.selector()).await?;
         if stored >= readings {
             break;
         }
@@ -248,7 +461,13 @@ async fn main() -> Result<()> {
     let _ = gw.wait();
 
     let cpu_per_reading = (cpu_after - cpu_before) as f64 / readings as f64;
-    println!("ingest benchmark: {readings} readings, {SENSORS} sensors, 1 reading per message, QoS 0, gzip {gzip}");
+    let throughput = stored as f64 / landed_in.as_secs_f64();
+    println!(
+        "ingest benchmark, scenario {scenario:?}: {readings} readings, {SENSORS} sensors, 1 reading per message, QoS 0, gzip {gzip}"
+    );
+    println!(
+        "  broker limit        {limit:>8.0} readings/s (same messages to a counting subscriber, this run)"
+    );
     println!(
         "  published in        {:>8.2} s ({:.0} messages/s offered)",
         published_in.as_secs_f64(),
@@ -259,16 +478,16 @@ async fn main() -> Result<()> {
         landed_in.as_secs_f64()
     );
     println!(
-        "  throughput          {:>8.0} readings/s (first publish to last reading queryable)",
-        stored as f64 / landed_in.as_secs_f64()
+        "  throughput          {throughput:>8.0} readings/s = {:.2} × the broker limit (target ≥ 0.85)",
+        throughput / limit
     );
     println!(
-        "  gateway CPU         {:>8.2} µs per reading ({:.2} s user+system)",
+        "  gateway CPU         {:>8.2} µs per reading ({:.2} s user+system; target ≤ 3)",
         cpu_per_reading,
         (cpu_after - cpu_before) as f64 / 1e6
     );
     println!(
-        "  gateway RSS         idle {:.1} MB, peak {:.1} MB",
+        "  gateway RSS         idle {:.1} MB, peak {:.1} MB (targets ≤ 15, ≤ 40)",
         idle_rss_kb as f64 / 1024.0,
         peak_rss_kb as f64 / 1024.0
     );

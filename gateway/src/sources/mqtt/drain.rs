@@ -185,8 +185,25 @@ where
     // DISCONNECT (§3.14): the session (clean session 0) is kept for the source.
     write.write_all(&[0xE0, 0x00]).await?;
     write.flush().await?;
+    // Close gracefully: send FIN, then read (and discard) until the broker closes its side
+    // (§3.14.4: on DISCONNECT the server closes the connection). Dropping a socket with unread
+    // data makes the kernel send RST, and a broker that has not yet read our PUBACK loses it
+    // with the reset: the oversized message would then be delivered, and counted, again.
+    let _ = write.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        while let Ok(n) = read.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
     Ok(out)
 }
+
+/// Longest wait for the broker to close its side after our DISCONNECT.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A read that fails when the broker stalls for [`IDLE_TIMEOUT`].
 async fn idle<T>(
