@@ -105,6 +105,12 @@ counters! {
     AlertsUnserialisable = "alerts_unserialisable_total" [];
     /// Rule states that could not be serialised for saving.
     RuleStateSaveErrors = "rule_state_save_errors_total" [];
+    /// Bytes of rule state entries committed to the spool (keys and values; only changed entries are written).
+    RuleStateBytesWritten = "rule_state_bytes_written_total" [];
+    /// Saved rule state that could not be used, by reason (the rules started fresh for it).
+    RuleStateLost = "rule_state_lost_total" ["reason"];
+    /// Channels dropped from the engine's memory after `channel_idle_evict` without readings.
+    ChannelsEvicted = "engine_channels_evicted_total" [];
     /// Points accepted by the InfluxDB store.
     InfluxWrittenRecords = "influx_written_records_total" ["sink"];
     /// Batches accepted by the InfluxDB store.

@@ -39,8 +39,8 @@ use crate::model::{Clock, Quality, Reading, Series, TimestampNs};
 use crate::record as line;
 use crate::retry::Backoff;
 use crate::sources::{ReadingBatch, ReadingRx};
-use crate::spool::{Spool, Stream};
-use rules::{Evaluator, EvaluatorState, RuleSet};
+use crate::spool::{Spool, StateDelta, Stream};
+use rules::{Evaluator, RuleSet};
 
 /// Default limit on how far in the future a reading's time may be: device clocks drift, but a
 /// reading ten minutes ahead is a clock fault, and stored it would sit above every later one.
@@ -70,8 +70,19 @@ pub const MAX_LOGGED_CHANNELS: usize = 1024;
 pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the rule state (windows, confirmation counts) is saved when no alert forced a
 /// save. A crash loses at most this much of it: a confirmation count restarts, a rate window
-/// misses a few seconds. Alerts themselves are always saved with their state.
+/// misses a few seconds. Alerts themselves are always saved with their state. Only the entries
+/// that changed are written (`rules/saved.rs`).
 pub const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Default time without readings after which a channel is dropped from the engine's memory
+/// (its rule state saved first, and read back at its next reading). An hour: far longer than
+/// any polling or upload interval of a live sensor (CIGEM devices upload at most every 72 h
+/// and are the exception: they are brought back from the spool), short enough that ids that
+/// came once (a mistyped topic, a replaced sensor) do not accumulate for days.
+pub const DEFAULT_CHANNEL_IDLE_EVICT: Duration = Duration::from_secs(3600);
+/// Shortest `channel_idle_evict`: eviction and return each cost a spool write and read.
+pub const MIN_CHANNEL_IDLE_EVICT: Duration = Duration::from_secs(60);
+/// How often (gateway clock) the engine looks for idle channels to evict.
+pub const EVICT_SCAN_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Engine settings (`[engine]`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -89,6 +100,10 @@ pub struct EngineConfig {
     /// Most readings per spool commit (default 8192).
     #[serde(default)]
     pub flush_max_records: Option<u32>,
+    /// Drop a channel from memory after this long without readings, its rule state saved and
+    /// restored at its next reading (default 1h, at least 1m).
+    #[serde(default, with = "crate::config::duration_opt")]
+    pub channel_idle_evict: Option<Duration>,
 }
 
 impl EngineConfig {
@@ -113,6 +128,13 @@ impl EngineConfig {
         self.flush_max_records.unwrap_or(DEFAULT_FLUSH_MAX_RECORDS)
     }
 
+    /// The eviction time in force.
+    #[must_use]
+    pub fn channel_idle_evict(&self) -> Duration {
+        self.channel_idle_evict
+            .unwrap_or(DEFAULT_CHANNEL_IDLE_EVICT)
+    }
+
     /// Check the values.
     ///
     /// # Errors
@@ -120,6 +142,12 @@ impl EngineConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.flush_interval().is_zero() || self.flush_interval() > Duration::from_secs(10) {
             return Err("flush_interval must be between 1ms and 10s".into());
+        }
+        if self.channel_idle_evict() < MIN_CHANNEL_IDLE_EVICT {
+            return Err(format!(
+                "channel_idle_evict must be at least {}",
+                humantime::format_duration(MIN_CHANNEL_IDLE_EVICT)
+            ));
         }
         if self.flush_max_records() == 0 || self.flush_max_records() > MAX_UNSPOOLED_RECORDS {
             return Err(format!(
@@ -177,6 +205,12 @@ pub struct Engine {
     pending_alert_records: u32,
     /// The rule state changed since it was last saved.
     state_dirty: bool,
+    /// Rule state entries handed out by the evaluator (or evicted) and not yet committed:
+    /// kept until a commit holding them returned, and read first when an evicted channel
+    /// returns.
+    unsaved: StateDelta,
+    /// Gateway time of the last look for idle channels.
+    last_evict_scan: TimestampNs,
     last_state_save: Instant,
     /// Commit notices of the batches whose readings are in `pending` (see
     /// [`crate::sources::ReadingBatch::on_commit`]).
@@ -277,6 +311,8 @@ impl Engine {
             pending_alerts: Vec::new(),
             pending_alert_records: 0,
             state_dirty: false,
+            unsaved: StateDelta::default(),
+            last_evict_scan: 0,
             last_state_save: Instant::now(),
             rx,
             spool,
@@ -299,37 +335,143 @@ impl Engine {
 
     /// Take over the rule state saved in the spool (active alerts, windows), so a restart
     /// neither raises an active alert again nor forgets to clear it. A state that cannot be
-    /// read is reported and the rules start fresh.
+    /// read is reported at ERROR and counted (`rule_state_lost_total`), and the rules start
+    /// fresh; a format-1 state (one value) is taken over and rewritten per entry.
     async fn restore_rules(&mut self) {
         let spool = Arc::clone(&self.spool);
-        let saved = match tokio::task::spawn_blocking(move || spool.load_state()).await {
-            Ok(Ok(saved)) => saved,
+        let entries = match tokio::task::spawn_blocking(move || spool.load_state()).await {
+            Ok(Ok(entries)) => entries,
             Ok(Err(e)) => {
-                error!(error = %e, "Cannot read the saved rule state; rules start fresh.");
+                self.state_lost("unreadable", &e);
                 return;
             }
             Err(e) => {
-                error!(error = %e, "Cannot read the saved rule state; rules start fresh.");
+                self.state_lost("unreadable", &e);
                 return;
             }
         };
-        let Some(bytes) = saved else { return };
+        if entries.is_empty() {
+            return;
+        }
         let now = self.clock.now_ns();
         let rules = self.evaluator.rules().clone();
-        let site = self.site.clone();
-        match serde_json::from_slice::<EvaluatorState>(&bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|state| {
-                Evaluator::restore(rules, &site, state, now).map_err(|e| e.to_string())
-            }) {
-            Ok(ev) => {
+        match Evaluator::restore_entries(rules, &self.site, entries, now) {
+            Ok((ev, report)) => {
+                if !report.unreadable.is_empty() {
+                    self.metrics.add(
+                        Counter::RuleStateLost,
+                        &[("reason", "unreadable_entry")],
+                        report.unreadable.len() as u64,
+                    );
+                    error!(entries = ?report.unreadable,
+                           "Some saved rule state entries cannot be read; those channels, devices or alerts start fresh (counted in rule_state_lost_total).");
+                }
                 info!(
                     active_alerts = ev.active_alerts().count(),
+                    channels = ev.channel_count(),
+                    migrated_from_single_value = report.migrated,
                     "Rule state restored."
                 );
                 self.evaluator = ev;
+                // Everything restored is written once per entry (and a format-1 value removed).
+                self.state_dirty = true;
             }
-            Err(e) => warn!(error = %e, "Saved rule state is not usable; rules start fresh."),
+            Err(e) => self.state_lost("unusable", &e),
+        }
+    }
+
+    /// The saved rule state cannot be used: never a silent restart from zero (issue 7).
+    fn state_lost(&self, reason: &'static str, e: &dyn std::fmt::Display) {
+        self.metrics
+            .incr(Counter::RuleStateLost, &[("reason", reason)]);
+        error!(error = %e, reason,
+               "Saved rule state cannot be used; rules start fresh: active alerts will be raised again and their earlier ids never cleared (counted in rule_state_lost_total).");
+    }
+
+    /// Take the evaluator's changed entries into [`Engine::unsaved`].
+    fn collect_state(&mut self) {
+        let (delta, errors) = self.evaluator.state_changes();
+        if errors > 0 {
+            self.metrics
+                .add(Counter::RuleStateSaveErrors, &[], errors as u64);
+            error!(
+                errors,
+                "Cannot serialise some rule state entries; retried at the next save."
+            );
+        }
+        self.unsaved.merge(delta);
+    }
+
+    /// Drop channels idle for `channel_idle_evict` from memory (at most every
+    /// [`EVICT_SCAN_INTERVAL`] of gateway time); their entries go with the next state save.
+    fn evict_idle(&mut self, now: TimestampNs) {
+        let interval = i64::try_from(EVICT_SCAN_INTERVAL.as_nanos()).unwrap_or(i64::MAX);
+        if now.saturating_sub(self.last_evict_scan) < interval {
+            return;
+        }
+        self.last_evict_scan = now;
+        let idle = i64::try_from(self.cfg.channel_idle_evict().as_nanos()).unwrap_or(i64::MAX);
+        // First what changed before, so the evicted entries (written in full) come last.
+        self.collect_state();
+        let (keys, delta) = self.evaluator.evict_idle(now, idle);
+        if keys.is_empty() {
+            return;
+        }
+        self.unsaved.merge(delta);
+        for k in &keys {
+            self.channels.remove(k.as_str());
+        }
+        self.channels.shrink_to(self.channels.len() * 2);
+        self.state_dirty = true;
+        self.metrics
+            .add(Counter::ChannelsEvicted, &[], keys.len() as u64);
+    }
+
+    /// Bring back the evicted channels this batch has readings for, with their saved rule
+    /// state: one spool read for all of them, and only for channels the evaluator evicted (a
+    /// new channel costs nothing). Before the batch is ingested, so a rate window or an active
+    /// alert continues instead of starting over.
+    async fn bring_back(&mut self, batch: &ReadingBatch) {
+        let mut wanted: Vec<String> = Vec::new();
+        for r in &batch.readings {
+            let key = r.series.key.as_str();
+            if !self.channels.contains_key(key)
+                && self.evaluator.maybe_evicted(key)
+                && !wanted.iter().any(|w| w == key)
+            {
+                wanted.push(key.to_owned());
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        let now = self.clock.now_ns();
+        let mut entries: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut from_spool: Vec<String> = Vec::new();
+        for key in &wanted {
+            let entry_key = rules::channel_entry_key(key);
+            match self.unsaved.entries.get(&entry_key) {
+                Some(Some(bytes)) => entries.push((entry_key, bytes.clone())),
+                _ => from_spool.push(entry_key),
+            }
+        }
+        if !from_spool.is_empty() {
+            let spool = Arc::clone(&self.spool);
+            let keys = from_spool.clone();
+            match tokio::task::spawn_blocking(move || spool.load_state_entries(&keys)).await {
+                Ok(Ok(found)) => entries.extend(found),
+                Ok(Err(e)) => self.state_lost("evicted_unreadable", &e),
+                Err(e) => self.state_lost("evicted_unreadable", &e),
+            }
+        }
+        for (entry_key, bytes) in &entries {
+            if let Err(e) = self.evaluator.restore_channel(bytes, now) {
+                self.state_lost("evicted_unreadable", &format!("{entry_key}: {e}"));
+            }
+        }
+        for key in &wanted {
+            // Missing or unreadable: the channel starts fresh (said above when unreadable).
+            self.evaluator.forget_evicted(key);
         }
     }
 
@@ -348,6 +490,7 @@ impl Engine {
                         if self.pending_records == 0 {
                             flush_at = Instant::now() + flush_interval;
                         }
+                        self.bring_back(&batch).await;
                         self.ingest(batch);
                         // Group commit: a source waiting to acknowledge upstream gets its commit
                         // as soon as the input is drained, not after the flush interval; under
@@ -372,6 +515,7 @@ impl Engine {
                     for alert in self.evaluator.on_tick(now) {
                         self.push_alert(&alert);
                     }
+                    self.evict_idle(now);
                     if self.pending_alert_records > 0
                         || (self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL)
                     {
@@ -562,13 +706,16 @@ impl Engine {
         let body = Arc::new(std::mem::take(&mut self.pending));
         let records = self.pending_records;
         let (spool, task_body) = (Arc::clone(&self.spool), Arc::clone(&body));
-        // Save the rule state with the points now and then (alerts save it themselves).
-        let state = (self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL)
-            .then(|| self.state_bytes())
-            .flatten();
-        let saving_state = state.is_some();
+        // Save the changed rule state entries with the points now and then (alerts save them
+        // themselves).
+        let saving_state =
+            self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL;
+        if saving_state {
+            self.collect_state();
+        }
+        let state = (saving_state && !self.unsaved.is_empty()).then(|| self.unsaved.clone());
         let result = tokio::task::spawn_blocking(move || {
-            spool.append_with_state(Stream::Points, &task_body, records, state.as_deref())
+            spool.append_with_state(Stream::Points, &task_body, records, state.as_ref())
         })
         .await;
         // The task has ended, so this is the only reference left.
@@ -577,8 +724,7 @@ impl Engine {
             Ok(Ok(outcome)) => {
                 self.commits.succeeded();
                 if saving_state {
-                    self.state_dirty = false;
-                    self.last_state_save = Instant::now();
+                    self.state_saved();
                 }
                 self.metrics
                     .add(Counter::ReadingsSpooled, &[], u64::from(records));
@@ -661,16 +807,16 @@ impl Engine {
         self.pending_acks.clear();
     }
 
-    /// The rule state as JSON (None, counted, if it cannot be serialised).
-    fn state_bytes(&self) -> Option<Vec<u8>> {
-        match serde_json::to_vec(&self.evaluator.snapshot()) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                self.metrics.incr(Counter::RuleStateSaveErrors, &[]);
-                error!(error = %e, "Cannot serialise the rule state.");
-                None
-            }
-        }
+    /// The unsaved rule state entries were committed.
+    fn state_saved(&mut self) {
+        let written = std::mem::take(&mut self.unsaved);
+        self.metrics.add(
+            Counter::RuleStateBytesWritten,
+            &[],
+            written.written_bytes() as u64,
+        );
+        self.state_dirty = false;
+        self.last_state_save = Instant::now();
     }
 
     /// Commit the pending alert events and the rule state in one transaction. On failure the
@@ -678,9 +824,8 @@ impl Engine {
     /// loses nothing) and are retried with the next flush: alerts are never dropped here.
     /// True when committed.
     async fn flush_alerts(&mut self) -> bool {
-        let Some(state) = self.state_bytes() else {
-            return false;
-        };
+        self.collect_state();
+        let state = self.unsaved.clone();
         let body = Arc::new(std::mem::take(&mut self.pending_alerts));
         let records = self.pending_alert_records;
         let (spool, task_body) = (Arc::clone(&self.spool), Arc::clone(&body));
@@ -696,8 +841,7 @@ impl Engine {
                 self.metrics
                     .add(Counter::AlertsSpooled, &[], u64::from(records));
                 self.pending_alert_records = 0;
-                self.state_dirty = false;
-                self.last_state_save = Instant::now();
+                self.state_saved();
                 return true;
             }
             Ok(Err(e)) => e.to_string(),

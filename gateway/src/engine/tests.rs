@@ -339,3 +339,101 @@ mod spool_faults {
         assert_eq!(metrics.total(Counter::ReadingsSpooled), 0);
     }
 }
+
+/// A clock the test moves.
+#[derive(Debug)]
+struct TestClock(std::sync::atomic::AtomicI64);
+
+impl crate::model::Clock for TestClock {
+    fn now_ns(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn an_idle_channel_is_evicted_and_comes_back_with_its_active_alert() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Arc::new(
+        Spool::open(
+            &dir.path().join("spool.redb"),
+            &SpoolConfig::default(),
+            &["reader".to_owned()],
+        )
+        .expect("open"),
+    );
+    let series = Arc::new(Series::new(
+        "xa",
+        "gw1",
+        "lev-a1",
+        "ch1",
+        QuantityKind::Settlement,
+        "mm",
+        &BTreeMap::new(),
+    ));
+    let t0 = now_ns();
+    let clock = Arc::new(TestClock(std::sync::atomic::AtomicI64::new(t0)));
+    let metrics = Arc::new(Metrics::new());
+    let (tx, rx) = mpsc::channel(16);
+    let cfg = EngineConfig {
+        channel_idle_evict: Some(Duration::from_secs(3600)),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(
+        rx,
+        Arc::clone(&spool),
+        Arc::clone(&metrics),
+        Arc::clone(&clock) as Arc<dyn crate::model::Clock>,
+        cfg,
+        Duration::from_secs(3600),
+        rules(),
+        "xa",
+    );
+    let task = tokio::spawn(engine.run());
+    let send = |ts: i64, v: f64| {
+        let tx = tx.clone();
+        let s = Arc::clone(&series);
+        async move {
+            tx.send(ReadingBatch::from(vec![Reading::good(s, ts, v)]))
+                .await
+                .expect("engine alive");
+        }
+    };
+    // 25 mm > 21 mm (0.7 × 30) twice: raised.
+    send(t0, 25.0).await;
+    send(t0 + 1_000_000_000, 25.0).await;
+    // The engine judges readings at its clock's time: let it take the raise first.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while metrics.total(Counter::AlertsSpooled) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not raised");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Two hours later the next tick (every second) evicts the channel.
+    clock
+        .0
+        .store(t0 + 2 * 3600 * 1_000_000_000, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while metrics.total(Counter::ChannelsEvicted) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "not evicted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metrics.total(Counter::ChannelsEvicted), 1);
+    // Back: still over (no second raise), then two readings under the clearing threshold.
+    let t1 = t0 + 2 * 3600 * 1_000_000_000;
+    send(t1, 25.0).await;
+    send(t1 + 1_000_000_000, 1.0).await;
+    send(t1 + 2_000_000_000, 1.0).await;
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("engine stops")
+        .expect("no panic");
+    let got: Vec<(String, AlertState)> = alerts(&spool)
+        .into_iter()
+        .map(|a| (a.id, a.state))
+        .collect();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].1, AlertState::Raised);
+    assert_eq!(got[1], (got[0].0.clone(), AlertState::Cleared));
+    assert_eq!(metrics.total(Counter::RuleStateLost), 0);
+}

@@ -143,11 +143,57 @@ const CURSORS: TableDefinition<(u8, &str), (u64, u64)> = TableDefinition::new("c
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const DEAD_LETTERS: TableDefinition<u64, DeadLetterValue> = TableDefinition::new("dead_letters");
 
-/// The engine's serialised state (rule windows, active alerts), one value under
-/// [`ENGINE_STATE_KEY`]; written with the alerts it produced ([`Spool::append_with_state`]).
+/// The engine's saved rule state, one entry per key (the keys and values are the engine's:
+/// `h`, `c/<channel>`, `d/<device>`, `p/<pair>`, `a/<alert id>`, or `rules` from before
+/// format 2); changed with the alerts it produced ([`Spool::append_with_state`]).
 const ENGINE_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("engine_state");
-const ENGINE_STATE_KEY: &str = "rules";
 const META_NEXT_SEQ: &str = "next_seq";
+
+/// Changes to the engine's saved state, applied in the transaction of a chunk
+/// ([`Spool::append_with_state`]): only the entries that changed are written, so the SD card is
+/// not rewritten with the whole state every few seconds (issue 11).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateDelta {
+    /// Entries to write (replacing the entry of that key), or to remove (`None`).
+    pub entries: BTreeMap<String, Option<Vec<u8>>>,
+}
+
+impl StateDelta {
+    /// Nothing to change.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes this delta writes (keys and values of the entries written, keys removed): the
+    /// figure the state-write measurement adds up.
+    #[must_use]
+    pub fn written_bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum()
+    }
+
+    /// Take `newer` on top of this one (a later change of a key wins).
+    pub fn merge(&mut self, newer: Self) {
+        self.entries.extend(newer.entries);
+    }
+
+    fn apply(&self, table: &mut Table<&str, &[u8]>) -> Result<(), redb::StorageError> {
+        for (k, v) in &self.entries {
+            match v {
+                Some(v) => {
+                    table.insert(k.as_str(), v.as_slice())?;
+                }
+                None => {
+                    table.remove(k.as_str())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
 const META_CHUNKS: [&str; 2] = ["points.chunks", "alerts.chunks"];
 const META_RECORDS: [&str; 2] = ["points.records", "alerts.records"];
 const META_BYTES: [&str; 2] = ["points.bytes", "alerts.bytes"];
@@ -908,8 +954,8 @@ impl Spool {
         self.append_with_state(stream, body, records, None)
     }
 
-    /// [`Spool::append`], and in the same transaction replace the engine's saved state with
-    /// `state` (when given): an alert and the rule state that produced it are committed
+    /// [`Spool::append`], and in the same transaction apply `state` (when given) to the
+    /// engine's saved state: an alert and the rule state that produced it are committed
     /// together, so a restart can neither raise it twice nor forget it.
     ///
     /// # Errors
@@ -919,7 +965,7 @@ impl Spool {
         stream: Stream,
         body: &[u8],
         records: u32,
-        state: Option<&[u8]>,
+        state: Option<&StateDelta>,
     ) -> Result<AppendOutcome, SpoolError> {
         let p = self.path.as_path();
         #[cfg(test)]
@@ -1024,7 +1070,7 @@ impl Spool {
                 next.save(&mut meta, &mut cursors).at(p)?;
                 if let Some(state) = state {
                     let mut table = txn.open_table(ENGINE_STATE).at(p)?;
-                    table.insert(ENGINE_STATE_KEY, state).at(p)?;
+                    state.apply(&mut table).at(p)?;
                 }
                 (seq, dropped[Stream::Points.index()], dropped[alerts_i])
             };
@@ -1048,23 +1094,52 @@ impl Spool {
         Ok(outcome)
     }
 
-    /// The engine state saved by the last [`Spool::append_with_state`], if any.
+    /// Every entry of the engine's saved state (key order), empty when none was saved.
     ///
     /// # Errors
     /// A storage error.
-    pub fn load_state(&self) -> Result<Option<Vec<u8>>, SpoolError> {
+    pub fn load_state(&self) -> Result<Vec<(String, Vec<u8>)>, SpoolError> {
         let p = self.path.as_path();
         self.with_db(|db, _| {
             let txn = db.begin_read().at(p)?;
             let table = match txn.open_table(ENGINE_STATE) {
                 Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
                 Err(e) => return Err(e).at(p),
             };
-            Ok(table
-                .get(ENGINE_STATE_KEY)
-                .at(p)?
-                .map(|v| v.value().to_vec()))
+            let mut out = Vec::new();
+            for entry in table.iter().at(p)? {
+                let (k, v) = entry.at(p)?;
+                out.push((k.value().to_owned(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// The saved entries of the engine state under `keys` (those that exist), in one read:
+    /// the engine asks for the channels it evicted from memory and sees again.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn load_state_entries(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<(String, Vec<u8>)>, SpoolError> {
+        let p = self.path.as_path();
+        self.with_db(|db, _| {
+            let txn = db.begin_read().at(p)?;
+            let table = match txn.open_table(ENGINE_STATE) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e).at(p),
+            };
+            let mut out = Vec::new();
+            for k in keys {
+                if let Some(v) = table.get(k.as_str()).at(p)? {
+                    out.push((k.clone(), v.value().to_vec()));
+                }
+            }
+            Ok(out)
         })
     }
 

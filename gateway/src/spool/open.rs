@@ -19,12 +19,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use redb::{Database, DatabaseError, ReadableDatabase, StorageError};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError};
 use tracing::{error, info, warn};
 
 use super::disk::{self, IoClass};
 use super::{
-    AtPath, Inner, Spool, SpoolError, State, Stream, CACHE_BYTES, ENGINE_STATE, ENGINE_STATE_KEY,
+    AtPath, Inner, Spool, SpoolError, State, StateDelta, Stream, CACHE_BYTES, ENGINE_STATE,
     FIRST_SEQ, META, META_NEXT_SEQ, META_RECORDS,
 };
 use crate::alert::{encode_alert_line, stable_id, Alert, AlertKind, AlertState, Cause, Language};
@@ -498,7 +498,7 @@ fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
 struct Salvage {
     /// Records per stream the file said it held (its counters), if they were readable.
     expected: Option<[u64; 2]>,
-    engine_state: Option<Vec<u8>>,
+    engine_state: Option<StateDelta>,
 }
 
 impl Salvage {
@@ -518,12 +518,21 @@ impl Salvage {
             Ok(meta.get(META_NEXT_SEQ)?.map(|v| v.value()))
         })
         .flatten();
+        // Every entry of the engine state, or none: a partial state read from a damaged page
+        // is not mixed with what the engine saves next (it restores what is there).
         self.engine_state = guarded(|| {
             let txn = src.begin_read()?;
             let t = txn.open_table(ENGINE_STATE)?;
-            Ok(t.get(ENGINE_STATE_KEY)?.map(|v| v.value().to_vec()))
+            let mut delta = StateDelta::default();
+            for entry in t.iter()? {
+                let (k, v) = entry?;
+                delta
+                    .entries
+                    .insert(k.value().to_owned(), Some(v.value().to_vec()));
+            }
+            Ok(delta)
         })
-        .flatten();
+        .filter(|d| !d.is_empty());
         for stream in Stream::ALL {
             scan(src, stream, next_seq, w);
         }
@@ -570,7 +579,7 @@ struct SalvageWriter<'a> {
     records: [u64; 2],
     /// Records read but refused (a points chunk that is not valid line protocol).
     rejected: [u64; 2],
-    engine_state: Option<Vec<u8>>,
+    engine_state: Option<StateDelta>,
     /// Set after a failed write: the rest is counted as lost.
     failed: bool,
 }
@@ -618,7 +627,7 @@ impl<'a> SalvageWriter<'a> {
         let mut next = self.state.clone();
         let state = self.engine_state.take();
         let written = catch_unwind(AssertUnwindSafe(|| {
-            Spool::insert_chunks(self.path, self.db, &mut next, &chunks, state.as_deref())
+            Spool::insert_chunks(self.path, self.db, &mut next, &chunks, state.as_ref())
         }));
         if matches!(written, Ok(Ok(()))) {
             for (stream, records, _) in &chunks {
@@ -642,7 +651,7 @@ impl Spool {
         db: &Database,
         next: &mut State,
         chunks: &[(Stream, u32, Vec<u8>)],
-        engine_state: Option<&[u8]>,
+        engine_state: Option<&StateDelta>,
     ) -> Result<(), SpoolError> {
         let txn = Self::begin_durable(db).at(p)?;
         {
@@ -659,7 +668,7 @@ impl Spool {
             }
             if let Some(s) = engine_state {
                 let mut t = txn.open_table(ENGINE_STATE).at(p)?;
-                t.insert(ENGINE_STATE_KEY, s).at(p)?;
+                s.apply(&mut t).at(p)?;
             }
             next.save(&mut meta, &mut cursors).at(p)?;
         }

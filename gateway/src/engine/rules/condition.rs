@@ -152,7 +152,12 @@ impl Condition {
                 } else {
                     self.up[k].reset();
                 }
-                if m < th.clear[k] {
+                // Clearing runs only matter while an alert is active; counting them otherwise
+                // would change the saved state with every normal reading (the rule state is saved
+                // per channel only when it changed, to spare the SD card). Equivalent: a raise
+                // at level k needs readings at or above every threshold up to k, which are above
+                // their clearing thresholds, so these runs would be empty at the raise anyway.
+                if m < th.clear[k] && self.active.is_some() {
                     self.down[k].bump(ts);
                 } else {
                     self.down[k].reset();
@@ -231,7 +236,11 @@ impl FaultCondition {
             (self.active.is_none() && raise.met(&self.bad, ts)).then_some(FaultStep::Raise)
         } else {
             self.bad.reset();
-            self.good = self.good.saturating_add(1);
+            // Counted only while raised (only a clear uses it; a raise resets it), so that a
+            // healthy channel's saved state does not change with every reading.
+            if self.active.is_some() {
+                self.good = self.good.saturating_add(1);
+            }
             (self.active.is_some() && self.good >= clear_count.max(1)).then_some(FaultStep::Clear)
         }
     }

@@ -35,8 +35,12 @@ use super::config::{Measure, RuleSet, BAD_QUALITY_CHECK, RANGE_CHECK, SPIKE_CHEC
 use super::plan::Plan;
 use super::selector::ChannelInfo;
 use super::window::RateWindow;
+
+#[path = "saved.rs"]
+mod saved;
 use crate::alert::{render_message, stable_id, Alert, AlertState, Cause, Language, Level, Side};
 use crate::model::{QuantityKind, Reading, Series, TimestampNs, NANOS_PER_SEC};
+pub use saved::{channel_entry_key, RestoreReport, ENTRY_FORMAT};
 
 /// Version of [`EvaluatorState`]'s layout. A snapshot of another version is refused by
 /// [`Evaluator::restore`]; the engine then starts fresh.
@@ -79,6 +83,9 @@ pub enum RestoreError {
         /// [`STATE_FORMAT`].
         expected: u32,
     },
+    /// The saved state cannot be parsed.
+    #[error("saved alert state cannot be read: {0}")]
+    Unreadable(String),
 }
 
 /// A good reading's time and value.
@@ -155,6 +162,11 @@ struct Channel {
     slots: Vec<RuleSlot>,
     /// Aligned with `plan.stale`.
     stale: Vec<FaultCondition>,
+    /// A reading or tick may have changed its state since the last save (`saved.rs`).
+    touched: bool,
+    /// Hash of the content last handed out for saving, without the fields that change with
+    /// every reading and are not worth a write of their own (`saved.rs`); `None`: never saved.
+    saved: Option<u64>,
 }
 
 /// A device at run time: the union of its channels, for device-scope stale rules.
@@ -169,6 +181,8 @@ struct Device {
     stale: Vec<FaultCondition>,
     /// Restored conditions not yet claimed by a rule (claimed as channels are restored).
     parked: BTreeMap<String, FaultCondition>,
+    /// Hash of the stale conditions last handed out for saving; `None`: never saved.
+    saved: Option<u64>,
 }
 
 /// A channel in a snapshot.
@@ -488,6 +502,8 @@ pub struct Evaluator {
     active: BTreeMap<String, Alert>,
     /// Clears of alerts whose rule or check is gone, emitted by the next [`Evaluator::on_tick`].
     pending: Vec<Alert>,
+    /// What was last handed out for saving, to save only what changed (`saved.rs`).
+    saved: saved::Saved,
 }
 
 impl Evaluator {
@@ -509,6 +525,7 @@ impl Evaluator {
             pairs,
             active: BTreeMap::new(),
             pending: Vec::new(),
+            saved: saved::Saved::default(),
         }
     }
 
@@ -563,6 +580,7 @@ impl Evaluator {
             rules: Vec::new(),
             stale: Vec::new(),
             parked: BTreeMap::new(),
+            saved: None,
         });
         self.by_device
             .insert(name.to_owned(), self.devices.len() - 1);
@@ -649,6 +667,8 @@ impl Evaluator {
             data,
             slots,
             stale,
+            touched: true,
+            saved: None,
         });
         self.channels.len() - 1
     }
@@ -666,6 +686,7 @@ impl Evaluator {
             active: &mut self.active,
             out: &mut out,
         };
+        self.channels[ci].touched = true;
         let di = self.channels[ci].device;
         heard_device(&self.rules, &mut self.devices[di], now, &mut emit);
         heard_channel(&self.rules, &mut self.channels[ci], now, &mut emit);
@@ -720,11 +741,13 @@ impl Evaluator {
                         ts: now,
                     };
                     emit.fault(&mut cond.active, FaultStep::Raise, rule.level, &s, ev);
+                    ch.touched = true;
                 }
             }
             if let (Some(h), Some(spike)) = (ch.data.faults.held, ch.plan.checks.spike) {
                 if now.saturating_sub(h.arrived) >= spike.within_ns {
                     ch.data.faults.held = None;
+                    ch.touched = true;
                     releases.push((ci, h.sample));
                 }
             }
@@ -763,44 +786,19 @@ impl Evaluator {
         out
     }
 
-    /// A copy of all evaluation state, for the engine to persist.
+    /// A copy of all evaluation state, as one value (the format-1 layout; the engine saves
+    /// per entry, [`Evaluator::state_changes`]).
     #[must_use]
     pub fn snapshot(&self) -> EvaluatorState {
         let channels = self
             .channels
             .iter()
-            .map(|c| ChannelSnapshot {
-                info: c.info.clone(),
-                data: c.data.clone(),
-                rules: c
-                    .plan
-                    .rules
-                    .iter()
-                    .zip(&c.slots)
-                    .map(|(rp, s)| (self.rules.channel_rules[rp.rule].name.clone(), s.clone()))
-                    .collect(),
-                stale: c
-                    .plan
-                    .stale
-                    .iter()
-                    .zip(&c.stale)
-                    .map(|(&r, s)| (self.rules.stale_rules[r].name.clone(), s.clone()))
-                    .collect(),
-            })
+            .map(|c| self.channel_snapshot(c))
             .collect();
         let devices = self
             .devices
             .iter()
-            .map(|d| DeviceSnapshot {
-                name: d.name.clone(),
-                last_heard: d.last_heard,
-                stale: d
-                    .rules
-                    .iter()
-                    .zip(&d.stale)
-                    .map(|(&r, s)| (self.rules.stale_rules[r].name.clone(), s.clone()))
-                    .collect(),
-            })
+            .map(|d| self.device_snapshot(d))
             .collect();
         let mut pairs = Vec::new();
         for (ri, rule) in self.rules.pair_rules.iter().enumerate() {
@@ -822,6 +820,40 @@ impl Evaluator {
             devices,
             pairs,
             active: self.active.values().cloned().collect(),
+        }
+    }
+
+    fn channel_snapshot(&self, c: &Channel) -> ChannelSnapshot {
+        ChannelSnapshot {
+            info: c.info.clone(),
+            data: c.data.clone(),
+            rules: c
+                .plan
+                .rules
+                .iter()
+                .zip(&c.slots)
+                .map(|(rp, s)| (self.rules.channel_rules[rp.rule].name.clone(), s.clone()))
+                .collect(),
+            stale: c
+                .plan
+                .stale
+                .iter()
+                .zip(&c.stale)
+                .map(|(&r, s)| (self.rules.stale_rules[r].name.clone(), s.clone()))
+                .collect(),
+        }
+    }
+
+    fn device_snapshot(&self, d: &Device) -> DeviceSnapshot {
+        DeviceSnapshot {
+            name: d.name.clone(),
+            last_heard: d.last_heard,
+            stale: d
+                .rules
+                .iter()
+                .zip(&d.stale)
+                .map(|(&r, s)| (self.rules.stale_rules[r].name.clone(), s.clone()))
+                .collect(),
         }
     }
 

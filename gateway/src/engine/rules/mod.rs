@@ -122,7 +122,10 @@ pub use config::{
     DEFAULT_RATE_PER, DEFAULT_SPIKE_WITHIN, MAX_LEVEL_FRACTION, MIN_RATE_WINDOW, RANGE_CHECK,
     SPIKE_CHECK, STUCK_CHECK,
 };
-pub use evaluator::{Evaluator, EvaluatorState, RestoreError, Verdict, STATE_FORMAT};
+pub use evaluator::{
+    channel_entry_key, Evaluator, EvaluatorState, RestoreError, RestoreReport, Verdict,
+    ENTRY_FORMAT, STATE_FORMAT,
+};
 pub use selector::{ChannelInfo, SelectorConfig};
 pub use window::RATE_BUCKETS;
 

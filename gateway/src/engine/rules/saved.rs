@@ -1,0 +1,410 @@
+//! The rule state saved per entry (format 2, issue 11), and channels evicted from memory and
+//! brought back (issue 14).
+//!
+//! Owns the entry keys and values, which entries changed since they were last handed out for
+//! saving, the restore from entries (and the one-time migration of the format-1 single value),
+//! and the eviction and return of single channels. Does not own the spool: the engine commits
+//! the [`StateDelta`] it gets here with the chunk it belongs to, and reads entries back.
+//!
+//! # Entries
+//! | key | value (JSON) |
+//! |---|---|
+//! | `h` | `{"format": 2}` |
+//! | `c/<channel key>` | the channel: its data, rule slots (windows, conditions), stale conditions |
+//! | `d/<device>` | the device's stale conditions |
+//! | `p/<["rule","a","b"]>` | a pair's conditions (only when not at rest) |
+//! | `a/<alert id>` | the latest event of an active alert |
+//!
+//! # What counts as a change
+//! An entry is handed out again only when its content changed, not counting the fields that
+//! change with every reading: the gateway time it was last heard (restore sets it to `now`
+//! anyway), and the data time and value of its last good reading (a reading that changed
+//! nothing else changes nothing a restart needs; they are written with the next real change).
+//! So a channel whose rules are at rest is not rewritten, and one with a rate window is (its
+//! window moves with every reading). The conditions themselves do not count runs while at rest
+//! (`condition.rs`). Change is detected by a hash of the content, so memory per channel is 8
+//! bytes, not a second copy of its state.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ChannelSnapshot, Evaluator, EvaluatorState, PairSnapshot, PairState, RestoreError, RuleSet,
+    STATE_FORMAT,
+};
+use crate::model::TimestampNs;
+use crate::spool::StateDelta;
+
+/// Version of the per-entry layout, in the `h` entry. Saved state of another version is
+/// refused by [`Evaluator::restore_entries`] (the engine says so at ERROR and counts it).
+pub const ENTRY_FORMAT: u32 = 2;
+/// The header entry.
+const HEADER_KEY: &str = "h";
+/// The single value of format 1 (the whole state as one JSON document), read once and removed.
+const LEGACY_KEY: &str = "rules";
+const CHANNEL_PREFIX: &str = "c/";
+const DEVICE_PREFIX: &str = "d/";
+const PAIR_PREFIX: &str = "p/";
+const ALERT_PREFIX: &str = "a/";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    format: u32,
+}
+
+/// What was handed out for saving, beyond the per-channel and per-device hashes.
+#[derive(Debug, Default)]
+pub(super) struct Saved {
+    /// The header was handed out.
+    header: bool,
+    /// `[pair rule][pair]` as last handed out (empty: none yet).
+    pairs: Vec<Vec<PairState>>,
+    /// Active alerts handed out, by id, with their event sequence.
+    active: BTreeMap<String, u32>,
+    /// Keys to remove with the next save (the format-1 value, alerts cleared while restoring).
+    doomed: Vec<String>,
+    /// Hashes of the keys of channels evicted from memory whose state is saved: a reading of
+    /// one of them is worth a spool read, any other new channel is not (8 bytes per channel
+    /// instead of its state; a collision costs one needless read).
+    evicted: HashSet<u64>,
+}
+
+/// What [`Evaluator::restore_entries`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// The state was the format-1 single value: it is rewritten per entry by the next save.
+    pub migrated: bool,
+    /// Entries that could not be read (their state is lost; the engine says so at ERROR).
+    pub unreadable: Vec<String>,
+}
+
+/// The spool key of a channel's entry.
+#[must_use]
+pub fn channel_entry_key(channel: &str) -> String {
+    format!("{CHANNEL_PREFIX}{channel}")
+}
+
+/// Add `value` under `key` when it could be serialised; false when not.
+fn put(delta: &mut StateDelta, key: String, value: Result<Vec<u8>, serde_json::Error>) -> bool {
+    match value {
+        Ok(v) => {
+            delta.entries.insert(key, Some(v));
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+fn hash_of(bytes: &[u8]) -> u64 {
+    // `DefaultHasher::new()` uses fixed keys: the same content hashes the same in one run,
+    // which is all this needs (the hashes are never stored).
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+fn key_hash(channel: &str) -> u64 {
+    hash_of(channel.as_bytes())
+}
+
+/// The content of a channel entry that counts as a change (see the module doc), hashed.
+fn channel_significance(snap: &ChannelSnapshot) -> Result<u64, serde_json::Error> {
+    let mut masked = snap.clone();
+    masked.data.last_heard = 0;
+    masked.data.last_ts = None;
+    masked.data.last_usable = None;
+    Ok(hash_of(&serde_json::to_vec(&masked)?))
+}
+
+impl Evaluator {
+    /// The entries that changed since the last call, to be committed with the next chunk, and
+    /// how many entries could not be serialised (left for the next call). Entries handed out
+    /// are not handed out again until they change: the caller keeps what it could not commit.
+    pub fn state_changes(&mut self) -> (StateDelta, usize) {
+        let mut delta = StateDelta::default();
+        let mut errors = 0;
+        if !self.saved.header {
+            let header = serde_json::to_vec(&Header {
+                format: ENTRY_FORMAT,
+            });
+            self.saved.header = put(&mut delta, HEADER_KEY.to_owned(), header);
+        }
+        for key in self.saved.doomed.drain(..) {
+            delta.entries.insert(key, None);
+        }
+        for ci in 0..self.channels.len() {
+            if !self.channels[ci].touched {
+                continue;
+            }
+            let snap = self.channel_snapshot(&self.channels[ci]);
+            let Ok(sig) = channel_significance(&snap) else {
+                errors += 1;
+                continue;
+            };
+            let ch = &mut self.channels[ci];
+            ch.touched = false;
+            if ch.saved == Some(sig) {
+                continue;
+            }
+            if put(
+                &mut delta,
+                channel_entry_key(&snap.info.key),
+                serde_json::to_vec(&snap),
+            ) {
+                self.channels[ci].saved = Some(sig);
+            } else {
+                self.channels[ci].touched = true;
+                errors += 1;
+            }
+        }
+        for di in 0..self.devices.len() {
+            let snap = self.device_snapshot(&self.devices[di]);
+            let Ok(stale) = serde_json::to_vec(&snap.stale) else {
+                errors += 1;
+                continue;
+            };
+            let sig = hash_of(&stale);
+            let d = &self.devices[di];
+            // A device without stale conditions worth keeping has nothing to save.
+            let at_rest = snap.stale.values().all(|c| *c == Default::default());
+            if d.saved == Some(sig) || (d.saved.is_none() && at_rest) {
+                continue;
+            }
+            if put(
+                &mut delta,
+                format!("{DEVICE_PREFIX}{}", snap.name),
+                serde_json::to_vec(&snap),
+            ) {
+                self.devices[di].saved = Some(sig);
+            } else {
+                errors += 1;
+            }
+        }
+        if self.saved.pairs.len() != self.pairs.len() {
+            self.saved.pairs = self
+                .pairs
+                .iter()
+                .map(|row| vec![PairState::default(); row.len()])
+                .collect();
+        }
+        for (ri, rule) in self.rules.pair_rules.iter().enumerate() {
+            for (pi, p) in rule.pairs.iter().enumerate() {
+                let state = &self.pairs[ri][pi];
+                if *state == self.saved.pairs[ri][pi] {
+                    continue;
+                }
+                let Ok(id) = serde_json::to_string(&[&rule.name, &p.a, &p.b]) else {
+                    errors += 1;
+                    continue;
+                };
+                let key = format!("{PAIR_PREFIX}{id}");
+                if *state == PairState::default() {
+                    delta.entries.insert(key, None);
+                } else {
+                    let snap = PairSnapshot {
+                        rule: rule.name.clone(),
+                        a: p.a.clone(),
+                        b: p.b.clone(),
+                        state: state.clone(),
+                    };
+                    if !put(&mut delta, key, serde_json::to_vec(&snap)) {
+                        errors += 1;
+                        continue;
+                    }
+                }
+                self.saved.pairs[ri][pi] = state.clone();
+            }
+        }
+        for (id, a) in &self.active {
+            if self.saved.active.get(id) == Some(&a.seq) {
+                continue;
+            }
+            if put(
+                &mut delta,
+                format!("{ALERT_PREFIX}{id}"),
+                serde_json::to_vec(a),
+            ) {
+                self.saved.active.insert(id.clone(), a.seq);
+            } else {
+                errors += 1;
+            }
+        }
+        let gone: Vec<String> = self
+            .saved
+            .active
+            .keys()
+            .filter(|id| !self.active.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.saved.active.remove(&id);
+            delta.entries.insert(format!("{ALERT_PREFIX}{id}"), None);
+        }
+        (delta, errors)
+    }
+
+    /// Rebuild an evaluator from the saved entries (all of them, as
+    /// [`crate::spool::Spool::load_state`] returns them), under possibly edited `rules`, at
+    /// gateway time `now`, as [`Evaluator::restore`] does for one value. A format-1 value is
+    /// read and removed by the next save (`migrated`). Everything restored is handed out again
+    /// by the next [`Evaluator::state_changes`] (once), so the saved state matches the rules
+    /// in force.
+    ///
+    /// # Errors
+    /// [`RestoreError::Format`] for saved state of another layout version, or
+    /// [`RestoreError::Unreadable`] for a format-1 value that cannot be parsed.
+    pub fn restore_entries(
+        rules: RuleSet,
+        site: &str,
+        entries: Vec<(String, Vec<u8>)>,
+        now: TimestampNs,
+    ) -> Result<(Self, RestoreReport), RestoreError> {
+        let mut report = RestoreReport::default();
+        let header = entries.iter().find(|(k, _)| k == HEADER_KEY);
+        let legacy = entries.iter().find(|(k, _)| k == LEGACY_KEY);
+        let mut ev = match (header, legacy) {
+            (None, None) => Self::new(rules, site),
+            (None, Some((_, blob))) => {
+                let state: EvaluatorState = serde_json::from_slice(blob)
+                    .map_err(|e| RestoreError::Unreadable(e.to_string()))?;
+                report.migrated = true;
+                Self::restore(rules, site, state, now)?
+            }
+            (Some((_, h)), _) => {
+                let h: Header = serde_json::from_slice(h)
+                    .map_err(|e| RestoreError::Unreadable(format!("header: {e}")))?;
+                if h.format != ENTRY_FORMAT {
+                    return Err(RestoreError::Format {
+                        found: h.format,
+                        expected: ENTRY_FORMAT,
+                    });
+                }
+                let mut state = EvaluatorState {
+                    format: STATE_FORMAT,
+                    channels: Vec::new(),
+                    devices: Vec::new(),
+                    pairs: Vec::new(),
+                    active: Vec::new(),
+                };
+                for (key, value) in &entries {
+                    let parsed = if key.starts_with(CHANNEL_PREFIX) {
+                        serde_json::from_slice(value).map(|c| state.channels.push(c))
+                    } else if key.starts_with(DEVICE_PREFIX) {
+                        serde_json::from_slice(value).map(|d| state.devices.push(d))
+                    } else if key.starts_with(PAIR_PREFIX) {
+                        serde_json::from_slice(value).map(|p| state.pairs.push(p))
+                    } else if key.starts_with(ALERT_PREFIX) {
+                        serde_json::from_slice(value).map(|a| state.active.push(a))
+                    } else {
+                        Ok(())
+                    };
+                    if parsed.is_err() {
+                        report.unreadable.push(key.clone());
+                    }
+                }
+                Self::restore(rules, site, state, now)?
+            }
+        };
+        if legacy.is_some() {
+            ev.saved.doomed.push(LEGACY_KEY.to_owned());
+        }
+        // Entries of things the rules dropped (orphaned alerts, pairs of removed rules) are
+        // removed: after the header and every channel are handed out again, nothing else
+        // refers to them.
+        for (key, _) in &entries {
+            if let Some(id) = key.strip_prefix(ALERT_PREFIX) {
+                if !ev.active.contains_key(id) {
+                    ev.saved.doomed.push(key.clone());
+                }
+            } else if key.starts_with(PAIR_PREFIX) || key.starts_with(DEVICE_PREFIX) {
+                // Handed out again below if not at rest (the later insert of the same key in
+                // the delta wins); removed if at rest, or its rule is gone.
+                ev.saved.doomed.push(key.clone());
+            }
+        }
+        Ok((ev, report))
+    }
+
+    /// Drop from memory the channels not heard for `idle_ns` (gateway time), returning their
+    /// keys and their entries, written in full (the last good reading included): the caller
+    /// commits them before it forgets them. Kept: channels a channel-scope stale rule watches
+    /// (a silent channel is exactly what it must keep judging, and its alert must be raised
+    /// on time), and channels holding a possible spike (released by [`Evaluator::on_tick`]).
+    /// Active alerts of an evicted channel stay active: its entry holds their conditions, and
+    /// [`Evaluator::restore_channel`] continues them (the clear carries the same id).
+    pub fn evict_idle(&mut self, now: TimestampNs, idle_ns: i64) -> (Vec<String>, StateDelta) {
+        let mut delta = StateDelta::default();
+        let mut keys = Vec::new();
+        let mut ci = 0;
+        while ci < self.channels.len() {
+            let c = &self.channels[ci];
+            let idle = now.saturating_sub(c.data.last_heard) >= idle_ns;
+            if !idle || !c.plan.stale.is_empty() || c.data.faults.held.is_some() {
+                ci += 1;
+                continue;
+            }
+            let snap = self.channel_snapshot(c);
+            let Ok(bytes) = serde_json::to_vec(&snap) else {
+                // Kept in memory rather than lost.
+                ci += 1;
+                continue;
+            };
+            let key = snap.info.key;
+            delta.entries.insert(channel_entry_key(&key), Some(bytes));
+            self.by_key.remove(&key);
+            self.channels.swap_remove(ci);
+            if let Some(moved) = self.channels.get(ci) {
+                self.by_key.insert(moved.info.key.clone(), ci);
+            }
+            self.saved.evicted.insert(key_hash(&key));
+            keys.push(key);
+        }
+        if !keys.is_empty() {
+            self.channels.shrink_to(self.channels.len() * 2);
+            self.by_key.shrink_to(self.by_key.len() * 2);
+        }
+        (keys, delta)
+    }
+
+    /// True when `channel` is not in memory but may have been evicted with saved state (a
+    /// spool read is worth it).
+    #[must_use]
+    pub fn maybe_evicted(&self, channel: &str) -> bool {
+        !self.by_key.contains_key(channel) && self.saved.evicted.contains(&key_hash(channel))
+    }
+
+    /// Bring back an evicted channel from its saved entry (its windows, conditions and the
+    /// active alerts they hold continue), heard at `now`.
+    ///
+    /// # Errors
+    /// The entry cannot be parsed (its state is lost; the channel starts fresh).
+    pub fn restore_channel(&mut self, entry: &[u8], now: TimestampNs) -> Result<(), String> {
+        let snap: ChannelSnapshot = serde_json::from_slice(entry).map_err(|e| e.to_string())?;
+        self.saved.evicted.remove(&key_hash(&snap.info.key));
+        if self.by_key.contains_key(&snap.info.key) {
+            return Ok(());
+        }
+        let sig = channel_significance(&snap).ok();
+        let mut data = snap.data;
+        data.last_heard = data.last_heard.max(now);
+        let ci = self.add_channel(snap.info, data, snap.rules, snap.stale, now);
+        // What was read is what is saved: no rewrite until it changes.
+        self.channels[ci].saved = sig;
+        self.channels[ci].touched = false;
+        Ok(())
+    }
+
+    /// The channel was given up as evicted (its entry was missing or unreadable).
+    pub fn forget_evicted(&mut self, channel: &str) {
+        self.saved.evicted.remove(&key_hash(channel));
+    }
+
+    /// Devices known (they are not evicted: one per device, not per channel).
+    #[must_use]
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+}
