@@ -95,6 +95,8 @@ counters! {
     ReadingsDropped = "readings_dropped_total" ["reason"];
     /// Spool commits that failed.
     SpoolErrors = "spool_errors_total" [];
+    /// Spool file compactions run to keep the file within `spool.max_bytes` on disk.
+    SpoolCompactions = "spool_compactions_total" [];
     /// Alert events raised, by kind and state.
     Alerts = "alerts_total" ["kind", "state"];
     /// Alert events committed to the spool.

@@ -123,6 +123,7 @@ impl Gateway {
             })
             .await??,
         );
+        spool.count_into(Arc::clone(&self.metrics));
         info!(site = %cfg.site, gateway = %cfg.gateway_id, spool = %spool.path().display(), "Gateway starting.");
 
         // The embedded broker first, so MQTT sources pointed at it connect on their first try.

@@ -702,14 +702,60 @@ impl Engine {
             }
             return true;
         }
+        // Held lines can outgrow the largest chunk the spool's bound takes (after an outage of
+        // the disk, or a small `max_bytes`): they are committed in pieces of at most that size,
+        // at line ends, and the commit notices fire once every piece is in.
+        let limit = usize::try_from(self.spool.max_chunk_bytes(Stream::Points))
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let mut first_piece = true;
+        loop {
+            if !self.commit_points_piece(limit, first_piece).await {
+                return false;
+            }
+            first_piece = false;
+            if self.pending_records == 0 {
+                for ack in self.pending_acks.drain(..) {
+                    // A source that went away no longer needs the notice.
+                    let _ = ack.send(());
+                }
+                return true;
+            }
+        }
+    }
+
+    /// Commit the first piece of the held lines, at most `limit` bytes at a line end; with
+    /// `with_state`, the changed rule state entries go with it (now and then). True when
+    /// committed (the rest stays held); false when the commit failed (everything stays held).
+    async fn commit_points_piece(&mut self, limit: usize, with_state: bool) -> bool {
+        let all = std::mem::take(&mut self.pending);
+        let cut = if all.len() <= limit {
+            all.len()
+        } else {
+            // The last line end within the limit; a single longer line goes alone.
+            all[..limit]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .or_else(|| all.iter().position(|b| *b == b'\n'))
+                .map_or(all.len(), |i| i + 1)
+        };
+        let (piece, rest) = if cut == all.len() {
+            (all, Vec::new())
+        } else {
+            (all[..cut].to_vec(), all[cut..].to_vec())
+        };
+        let records = if rest.is_empty() {
+            self.pending_records
+        } else {
+            u32::try_from(piece.iter().filter(|b| **b == b'\n').count()).unwrap_or(u32::MAX)
+        };
         // Shared with the commit task, so that the lines survive a panic in it.
-        let body = Arc::new(std::mem::take(&mut self.pending));
-        let records = self.pending_records;
+        let body = Arc::new(piece);
         let (spool, task_body) = (Arc::clone(&self.spool), Arc::clone(&body));
         // Save the changed rule state entries with the points now and then (alerts save them
         // themselves).
         let saving_state =
-            self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL;
+            with_state && self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL;
         if saving_state {
             self.collect_state();
         }
@@ -745,19 +791,21 @@ impl Engine {
                         self.dropped_since_log = 0;
                     }
                 }
-                body.clear();
-                self.pending = body;
-                self.pending_records = 0;
-                for ack in self.pending_acks.drain(..) {
-                    // A source that went away no longer needs the notice.
-                    let _ = ack.send(());
+                if rest.is_empty() {
+                    // Reuse the buffer's capacity for the next lines.
+                    body.clear();
+                    self.pending = body;
+                } else {
+                    self.pending = rest;
                 }
+                self.pending_records = self.pending_records.saturating_sub(records);
                 return true;
             }
             Ok(Err(e)) => e.to_string(),
             Err(join) => format!("the commit task failed: {join}"),
         };
         self.metrics.incr(Counter::SpoolErrors, &[]);
+        body.extend_from_slice(&rest);
         self.pending = body;
         self.commits.failed(
             "points",

@@ -305,6 +305,72 @@ mod spool_faults {
     }
 
     #[tokio::test]
+    async fn held_lines_larger_than_one_chunk_are_committed_in_pieces_and_acknowledged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The smallest bound: one points chunk takes well under 1 MiB.
+        let spool = Arc::new(
+            Spool::open(
+                &dir.path().join("spool.redb"),
+                &SpoolConfig {
+                    max_bytes: 1 << 20,
+                    ..SpoolConfig::default()
+                },
+                &["reader".to_owned()],
+            )
+            .expect("spool"),
+        );
+        let (_d, _s, series) = setup();
+        let limit = spool.max_chunk_bytes(Stream::Points);
+        let (tx, rx) = mpsc::channel(64);
+        let metrics = Arc::new(Metrics::new());
+        let engine = Engine::new(
+            rx,
+            Arc::clone(&spool),
+            Arc::clone(&metrics),
+            Arc::new(SystemClock),
+            EngineConfig {
+                flush_interval: Some(Duration::from_secs(10)),
+                flush_max_records: Some(50_000),
+                ..EngineConfig::default()
+            },
+            Duration::from_secs(3600),
+            rules(),
+            "xa",
+        );
+        let task = tokio::spawn(engine.run());
+        let t0 = now_ns() - 60_000_000_000;
+        // 12,000 lines of about 100 bytes, held together: more than one chunk may take.
+        for b in 0..24_i64 {
+            let readings: Vec<Reading> = (0..500_i64)
+                .map(|i| Reading::good(Arc::clone(&series), t0 + (b * 500 + i) * 1000, 1.0))
+                .collect();
+            tx.send(ReadingBatch::from(readings)).await.expect("alive");
+        }
+        let (ack, committed) = oneshot::channel();
+        tx.send(ReadingBatch {
+            readings: vec![Reading::good(Arc::clone(&series), t0 + 13_000_000, 2.0)],
+            on_commit: Some(ack),
+        })
+        .await
+        .expect("alive");
+        tokio::time::timeout(Duration::from_secs(30), committed)
+            .await
+            .expect("committed, not stuck on a chunk above the bound")
+            .expect("notice sent");
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("engine stops")
+            .expect("no panic");
+        assert!(
+            12_001 * 90 > limit,
+            "the test must hold more than one chunk"
+        );
+        assert_eq!(metrics.total(Counter::ReadingsSpooled), 12_001);
+        assert_eq!(metrics.total(Counter::SpoolErrors), 0);
+    }
+
+    #[tokio::test]
     async fn readings_at_the_ends_of_time_are_rejected_and_counted_without_overflow() {
         let (_dir, spool, series) = setup();
         let engine = start(&spool);

@@ -38,9 +38,10 @@
 //! | `meta` | `&str` name | `u64` (next sequence, per-stream counts, totals; see the `META_*` keys) |
 //! | `dead_letters` | `u64` id | `(stream, sink, first_seq, last_seq, records, at_ns, reason, body)` |
 //!
-//! "Bytes" everywhere means logical bytes: the sum of chunk body lengths. The file itself is
-//! larger, about twice the logical size at the high-water mark (docs/ARCHITECTURE.md §Crate pitfalls: 65 MiB of payload made
-//! a 136 MiB file), and it does not shrink: redb reuses freed pages instead.
+//! "Bytes" in the counters means logical bytes: the sum of chunk body lengths. The size bound
+//! keeps them within `max_bytes /` [`LOGICAL_BUDGET_DIVISOR`], and after each committed change
+//! the file is compacted when it is above `max_bytes`, so `max_bytes` bounds the file on disk
+//! (docs/ARCHITECTURE.md §Spool layout, Size bound; §Crate pitfalls, redb).
 //!
 //! # Paths
 //! - **Write** ([`Spool::append`]): check the chunk fits at all; in one transaction drop oldest
@@ -79,10 +80,10 @@ use tracing::warn;
 /// Default size bound, in logical bytes (chunk bodies), over both streams and the dead letters.
 ///
 /// A typical site has about 200 channels sampled every 10 s at about 120 B per line: 20 lines/s
-/// × 120 B = 2,400 B/s = 207,360,000 B ≈ 198 MiB per day. 256 MiB therefore rides out an uplink
-/// outage of about 1.3 days (≈ 31 h) before the oldest points are dropped, while the file stays
-/// near 0.5 GiB at worst (≈ 2× logical, see the module doc), which any SD card or eMMC in a
-/// gateway box holds. Sites that must bridge a long weekend raise `max_bytes` (1 GiB ≈ 5 days).
+/// × 120 B = 2,400 B/s = 207,360,000 B ≈ 198 MiB per day. `max_bytes` bounds the file on disk
+/// and half of it holds data ([`LOGICAL_BUDGET_DIVISOR`]), so 256 MiB rides out an uplink outage
+/// of about 0.65 days (≈ 15 h) before the oldest points are dropped. Sites that must bridge a
+/// long weekend raise `max_bytes` (1 GiB ≈ 2.6 days).
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Default free space the spool leaves on its file system (`[spool] min_free_bytes`): while
@@ -96,23 +97,47 @@ pub const DEFAULT_MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
 /// not fit and every append would fail.
 pub const MIN_MAX_BYTES: u64 = 1024 * 1024;
 
+/// The logical bytes (chunk bodies and dead letters) the size bound keeps are at most
+/// `max_bytes / LOGICAL_BUDGET_DIVISOR`; the rest of `max_bytes` is for redb's own overhead, so
+/// that `max_bytes` bounds the file on disk (issue 10 item 8; docs/ARCHITECTURE.md §Spool
+/// layout, Size bound). Why 2: redb grows its file by doubling its usable size (redb 4.6,
+/// `page_manager.rs` `grow`), rounds each value up to a power-of-two number of pages (buddy
+/// allocator) and writes copy-on-write, so a file compacted to hold L logical bytes grows to
+/// about 2 × L before it reuses freed pages. Measured (`footprint_tests.rs`, 2 MiB bound,
+/// 20 × the bound through the spool): with logical bytes kept at the whole bound the file
+/// peaked at 3.3–8.7 MB; at half, with compaction, it stays within the bound.
+pub const LOGICAL_BUDGET_DIVISOR: u64 = 2;
+
+/// Most compaction rounds one call runs when the file is above `max_bytes` after its commit:
+/// compact, and while still above, drop the oldest points chunk (counted like any drop) and
+/// compact again. Bounds the time a call can take; when the rounds run out the file is left as
+/// it is and the next call tries again.
+pub const MAX_COMPACTION_ROUNDS: u32 = 4;
+
+/// Largest piece an appended chunk is stored in: a longer chunk is split at line ends into
+/// consecutive sequences (read back as one batch). redb stores a value in a power-of-two number
+/// of 4 KiB pages, so a 900 KB flush would take a 1 MiB page, and at a 2 MiB bound one such page
+/// cannot be placed below the bound at all; 60 KiB pieces take 64 KiB pages (≤ 7 % rounding).
+pub const MAX_PIECE_BYTES: usize = 60 * 1024;
+
 /// Page cache redb may use. redb's default is 1 GiB, which an ARM box with 512 MiB of RAM does
 /// not have; the spool is a FIFO, so only the head and tail pages are hot.
 pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
-/// Dead letters may hold at most `max_bytes / DEAD_LETTER_SHARE` logical bytes (16 MiB by
-/// default). They are kept for diagnosis, not for delivery, so when a new one would exceed this
+/// Dead letters may hold at most `budget / DEAD_LETTER_SHARE` logical bytes, where the budget
+/// is `max_bytes /` [`LOGICAL_BUDGET_DIVISOR`] (8 MiB by default). They are kept for diagnosis, not for delivery, so when a new one would exceed this
 /// share the oldest dead letters are evicted (counted in
 /// [`SpoolStats::dead_letters_evicted_total`]) and the points keep the rest of the bound. A single
 /// letter larger than the share keeps its reason and as much of its body as fits.
 pub const DEAD_LETTER_SHARE: u64 = 16;
 
-/// Alerts may hold at most `max_bytes / ALERT_SHARE` logical bytes (32 MiB by default, about
-/// 50,000 alert events of ~600 B; 128 KiB, ~200 events, at the 1 MiB minimum). Within their
+/// Alerts may hold at most `budget / ALERT_SHARE` logical bytes, the budget being
+/// `max_bytes /` [`LOGICAL_BUDGET_DIVISOR`] (16 MiB by default, about 28,000 alert events of
+/// ~600 B; 64 KiB, ~100 events, at the 1 MiB minimum). Within their
 /// share alerts are kept longest: only an alert append drops older alerts (oldest first, which
 /// are the delivered ones before the undelivered), and points never do, except alerts above the
 /// share (docs/ARCHITECTURE.md §Spool layout). With dead letters bounded by
-/// [`DEAD_LETTER_SHARE`], points always keep `max_bytes × (1 − 1/8 − 1/16)`: a flapping alarm can
+/// [`DEAD_LETTER_SHARE`], points always keep `budget × (1 − 1/8 − 1/16)`: a flapping alarm can
 /// never stop readings from being stored (issue 14 item 1).
 pub const ALERT_SHARE: u64 = 8;
 
@@ -243,7 +268,7 @@ impl SpoolConfig {
         if self.max_bytes < MIN_MAX_BYTES {
             return Err(format!(
                 "{path}.max_bytes: {} is below the minimum {MIN_MAX_BYTES} (1 MiB); the default is \
-                 {DEFAULT_MAX_BYTES} (256 MiB, about 1.3 days of a 200-channel site)",
+                 {DEFAULT_MAX_BYTES} (256 MiB, about 15 h of a 200-channel site)",
                 self.max_bytes
             ));
         }
@@ -421,6 +446,8 @@ pub struct SpoolStats {
     pub storage_panics_total: u64,
     /// Damaged files moved aside and replaced by a fresh one.
     pub damaged_files_total: u64,
+    /// Compactions run to keep the file within `max_bytes` (each round counts).
+    pub compactions_total: u64,
     /// Backlog per registered sink.
     pub sinks: BTreeMap<String, SinkBacklog>,
 }
@@ -690,6 +717,8 @@ pub struct Spool {
     /// touches the file (reads too): a reopen swaps the database under it, and reads are short.
     inner: Mutex<Inner>,
     appended: Notify,
+    /// Where compactions are counted (`spool_compactions_total`), once the gateway sets it.
+    metrics: std::sync::OnceLock<std::sync::Arc<crate::metrics::Metrics>>,
     /// Commit failures to inject (tests of the engine's failure paths only).
     #[cfg(test)]
     injected: Mutex<std::collections::VecDeque<InjectedFault>>,
@@ -729,6 +758,42 @@ pub fn truncate_utf8(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// `body` cut into pieces of at most [`MAX_PIECE_BYTES`] at line ends (a longer line is a piece
+/// of its own), each with its records: the lines in it, the last piece taking whatever of
+/// `records` is left (the spool does not otherwise check that `records` counts the lines).
+fn pieces(body: &[u8], records: u32) -> Vec<(&[u8], u32)> {
+    if body.len() <= MAX_PIECE_BYTES {
+        return vec![(body, records)];
+    }
+    let mut out: Vec<(&[u8], u32)> = Vec::new();
+    let (mut start, mut left) = (0usize, records);
+    while start < body.len() {
+        let rest = &body[start..];
+        let end = if rest.len() <= MAX_PIECE_BYTES {
+            rest.len()
+        } else {
+            // The last line end within the limit, or the end of the first line if it is longer.
+            rest[..MAX_PIECE_BYTES]
+                .iter()
+                .rposition(|b| *b == b'\n')
+                .or_else(|| rest.iter().position(|b| *b == b'\n'))
+                .map_or(rest.len(), |i| i + 1)
+        };
+        let piece = &rest[..end];
+        start += end;
+        let lines = if start >= body.len() {
+            left
+        } else {
+            let n =
+                u32::try_from(piece.iter().filter(|b| **b == b'\n').count()).unwrap_or(u32::MAX);
+            n.min(left)
+        };
+        left -= lines;
+        out.push((piece, lines));
+    }
+    out
 }
 
 /// Read the first chunk of a table as `(seq, records, bytes)`, releasing the borrow.
@@ -800,6 +865,7 @@ impl Spool {
                 health: Health::new(),
             }),
             appended: Notify::new(),
+            metrics: std::sync::OnceLock::new(),
             #[cfg(test)]
             injected: Mutex::default(),
         };
@@ -916,6 +982,26 @@ impl Spool {
         }
     }
 
+    /// Count compactions (`spool_compactions_total`) in `metrics` from now on; the first call
+    /// wins.
+    pub fn count_into(&self, metrics: std::sync::Arc<crate::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
+    }
+
+    /// The largest chunk an append to `stream` accepts: what fits in the bound beside the
+    /// shares the bound never takes from it (see [`SpoolError::ChunkTooLarge`]). The engine
+    /// commits larger held bodies in pieces of at most this size.
+    #[must_use]
+    pub fn max_chunk_bytes(&self, stream: Stream) -> u64 {
+        let max_bytes = self.config.max_bytes / LOGICAL_BUDGET_DIVISOR;
+        let alert_share = max_bytes / ALERT_SHARE;
+        let dead_share = max_bytes / DEAD_LETTER_SHARE;
+        match stream {
+            Stream::Points => max_bytes.saturating_sub(alert_share + dead_share),
+            Stream::Alerts => max_bytes.saturating_sub(dead_share),
+        }
+    }
+
     /// The spool file.
     #[must_use]
     pub fn path(&self) -> &Path {
@@ -978,16 +1064,14 @@ impl Spool {
             });
         }
         let bytes = body.len() as u64;
-        let max_bytes = self.config.max_bytes;
+        // The size bound counts logical bytes within the budget; the file itself is kept within
+        // max_bytes by compaction after the commit (docs/ARCHITECTURE.md §Spool layout).
+        let max_bytes = self.config.max_bytes / LOGICAL_BUDGET_DIVISOR;
         let alert_share = max_bytes / ALERT_SHARE;
-        let dead_share = max_bytes / DEAD_LETTER_SHARE;
         // The most one chunk may take so that it fits beside what the bound never takes from it:
         // a points chunk beside full alert and dead-letter shares, an alert chunk beside the
         // dead letters (docs/ARCHITECTURE.md §Spool layout, Size bound).
-        let room = match stream {
-            Stream::Points => max_bytes.saturating_sub(alert_share + dead_share),
-            Stream::Alerts => max_bytes.saturating_sub(dead_share),
-        };
+        let room = self.max_chunk_bytes(stream);
         if bytes > room {
             return Err(SpoolError::ChunkTooLarge {
                 path: p.to_path_buf(),
@@ -1058,15 +1142,22 @@ impl Spool {
                 next.dropped_records_total += dropped[Stream::Points.index()];
                 next.alerts_dropped_total += dropped[alerts_i];
 
+                // Stored in pieces of at most MAX_PIECE_BYTES under consecutive sequences: redb
+                // rounds a value up to a power-of-two number of pages, so one 900 KB flush would
+                // take 1 MiB on disk (docs/ARCHITECTURE.md §Spool layout, Size bound).
                 let seq = next.next_seq;
-                next.next_seq += 1;
-                let value = (records, now_ns(), body);
-                if stream == Stream::Points {
-                    points.insert(seq, value).at(p)?;
-                } else {
-                    alerts.insert(seq, value).at(p)?;
+                let now = now_ns();
+                for (piece, piece_records) in pieces(body, records) {
+                    let value = (piece_records, now, piece);
+                    let piece_seq = next.next_seq;
+                    next.next_seq += 1;
+                    if stream == Stream::Points {
+                        points.insert(piece_seq, value).at(p)?;
+                    } else {
+                        alerts.insert(piece_seq, value).at(p)?;
+                    }
+                    next.count_chunk(stream, piece_records, piece.len() as u64);
                 }
-                next.count_chunk(stream, records, bytes);
                 next.save(&mut meta, &mut cursors).at(p)?;
                 if let Some(state) = state {
                     let mut table = txn.open_table(ENGINE_STATE).at(p)?;
@@ -1082,6 +1173,11 @@ impl Spool {
                 dropped_alert_records,
             })
         })?;
+        // After the commit, with no transaction open: the file back within max_bytes.
+        let outcome = AppendOutcome {
+            dropped_records: outcome.dropped_records + self.keep_file_within_bound(),
+            ..outcome
+        };
         if low_space {
             let mut inner = self.lock();
             if let Some(suppressed) = inner.health.log_low_space() {
@@ -1285,6 +1381,7 @@ impl Spool {
             reopens_total: inner.health.reopens_total,
             storage_panics_total: inner.health.panics_total,
             damaged_files_total: inner.health.damaged_total,
+            compactions_total: inner.health.compactions_total,
             sinks: s
                 .sinks
                 .iter()
@@ -1315,8 +1412,16 @@ impl Spool {
         op: impl FnOnce(&Database, &mut State) -> Result<T, SpoolError>,
     ) -> Result<T, SpoolError> {
         let mut guard = self.lock();
-        self.ensure_open(&mut guard)?;
-        let inner = &mut *guard;
+        self.with_db_in(&mut guard, op)
+    }
+
+    /// [`Spool::with_db`] with the lock already held.
+    fn with_db_in<T>(
+        &self,
+        inner: &mut Inner,
+        op: impl FnOnce(&Database, &mut State) -> Result<T, SpoolError>,
+    ) -> Result<T, SpoolError> {
+        self.ensure_open(inner)?;
         let Some(db) = inner.db.as_ref() else {
             return Err(self.unavailable(&inner.health));
         };
@@ -1420,7 +1525,7 @@ impl Spool {
                     Self::store_dead_letter(
                         &mut next,
                         &txn,
-                        self.config.max_bytes,
+                        self.config.max_bytes / LOGICAL_BUDGET_DIVISOR,
                         stream,
                         sink,
                         batch,
@@ -1434,7 +1539,111 @@ impl Spool {
             txn.commit().at(p)?;
             *current = next;
             Ok(())
-        })
+        })?;
+        // Deletions may have left the file above the bound (copy-on-write pages); records this
+        // drops are counted in the stats (docs/ARCHITECTURE.md §Spool layout, Size bound).
+        self.keep_file_within_bound();
+        Ok(())
+    }
+
+    /// Bring the file back within `max_bytes` after a committed change (issue 10 item 8,
+    /// docs/ARCHITECTURE.md §Spool layout, Size bound): compact it (redb's `compact` moves the
+    /// live pages to the front and truncates the file), and while it is still above, drop the
+    /// oldest points chunk (counted like any drop) and compact again, at most
+    /// [`MAX_COMPACTION_ROUNDS`] times. Runs under the spool's lock between calls, so no redb
+    /// transaction is open, which `compact` requires. Never fails the call that committed: a
+    /// storage error closes the file as in [`Spool::with_db`] (it is reopened later). Returns
+    /// the undelivered points records it dropped.
+    fn keep_file_within_bound(&self) -> u64 {
+        let max = self.config.max_bytes;
+        // Below MIN_MAX_BYTES (refused by the configuration; tests of the logical bound use it)
+        // even an empty redb file does not fit, so only the logical bound applies.
+        if max < MIN_MAX_BYTES || disk::file_len(&self.path) <= max {
+            return 0;
+        }
+        let p = self.path.as_path();
+        let mut guard = self.lock();
+        let mut dropped = 0u64;
+        for round in 0..MAX_COMPACTION_ROUNDS {
+            if round > 0 {
+                // As many logical bytes as the file is over, at least one chunk.
+                let over = disk::file_len(p).saturating_sub(max);
+                match self.with_db_in(&mut guard, |db, state| {
+                    Self::drop_oldest_points(p, db, state, over)
+                }) {
+                    Ok(Some(n)) => dropped += n,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let inner = &mut *guard;
+            let Some(db) = inner.db.as_mut() else { break };
+            let result = catch_unwind(AssertUnwindSafe(|| db.compact()));
+            inner.health.compactions_total += 1;
+            if let Some(m) = self.metrics.get() {
+                m.incr(crate::metrics::Counter::SpoolCompactions, &[]);
+            }
+            match result {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    self.close_after_fault(inner, &format!("compaction failed: {e}"));
+                    break;
+                }
+                Err(panic) => {
+                    inner.health.panics_total += 1;
+                    let message = panic_message(panic.as_ref());
+                    self.close_after_fault(
+                        inner,
+                        &format!("panic in the storage layer: {message}"),
+                    );
+                    break;
+                }
+            }
+            if disk::file_len(p) <= max {
+                break;
+            }
+        }
+        dropped
+    }
+
+    /// Drop the oldest points chunks, at least one and at least `at_least` logical bytes, in one
+    /// durable commit; `None` when there is none. Returns the records some reader had not
+    /// delivered (counted in the dropped total).
+    fn drop_oldest_points(
+        p: &Path,
+        db: &Database,
+        current: &mut State,
+        at_least: u64,
+    ) -> Result<Option<u64>, SpoolError> {
+        let mut next = current.clone();
+        let txn = Self::begin_durable(db).at(p)?;
+        let dropped = {
+            let mut meta = txn.open_table(META).at(p)?;
+            let mut cursors = txn.open_table(CURSORS).at(p)?;
+            let mut points = txn.open_table(POINTS).at(p)?;
+            let (mut freed, mut undelivered, mut any) = (0u64, 0u64, false);
+            // Bounded by the table: every turn removes one chunk.
+            while !any || freed < at_least {
+                let Some((seq, records, bytes)) = first_chunk(&points).at(p)? else {
+                    break;
+                };
+                if next.undelivered(Stream::Points, seq) {
+                    undelivered += records;
+                }
+                points.remove(seq).at(p)?;
+                next.forget_chunk(Stream::Points, seq, records, bytes);
+                freed += bytes;
+                any = true;
+            }
+            if !any {
+                return Ok(None);
+            }
+            next.dropped_records_total += undelivered;
+            next.save(&mut meta, &mut cursors).at(p)?;
+            undelivered
+        };
+        txn.commit().at(p)?;
+        *current = next;
+        Ok(Some(dropped))
     }
 
     fn store_dead_letter(
@@ -1493,5 +1702,7 @@ impl Spool {
 
 #[cfg(test)]
 mod damage_tests;
+#[cfg(test)]
+mod footprint_tests;
 #[cfg(test)]
 mod tests;

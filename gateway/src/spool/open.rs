@@ -112,6 +112,7 @@ pub(super) struct Health {
     pub(super) reopens_total: u64,
     pub(super) panics_total: u64,
     pub(super) damaged_total: u64,
+    pub(super) compactions_total: u64,
     pub(super) reports: Vec<DamageReport>,
 }
 
@@ -132,6 +133,7 @@ impl Health {
             reopens_total: 0,
             panics_total: 0,
             damaged_total: 0,
+            compactions_total: 0,
             reports: Vec::new(),
         }
     }

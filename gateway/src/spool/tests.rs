@@ -222,9 +222,10 @@ fn without_sinks_chunks_stay() {
 #[test]
 fn size_bound_drops_oldest_points_counts_them_and_keeps_alerts_in_their_share() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Bound 1600: alert share 1600 / 8 = 200, dead-letter share 1600 / 16 = 100; a points chunk
-    // may be 1600 - 300 = 1300 bytes, an alert chunk 1600 - 100 = 1500.
-    let spool = open(&dir, 1600, &[A]);
+    // max_bytes 3200: logical budget 3200 / LOGICAL_BUDGET_DIVISOR = 1600, alert share
+    // 1600 / 8 = 200, dead-letter share 1600 / 16 = 100; a points chunk may be 1600 - 300 = 1300
+    // bytes, an alert chunk 1600 - 100 = 1500.
+    let spool = open(&dir, 3200, &[A]);
     spool.append(Stream::Alerts, &body(100), 1).expect("alert"); // seq 1
     spool.append(Stream::Points, &body(500), 3).expect("points"); // seq 2
     spool.append(Stream::Points, &body(500), 2).expect("points"); // seq 3
@@ -272,7 +273,7 @@ fn size_bound_drops_oldest_points_counts_them_and_keeps_alerts_in_their_share() 
     assert_eq!((s.dropped_records_total, s.alerts_dropped_total), (10, 9));
     drop(spool);
     // The dropped totals are durable.
-    let s = open(&dir, 1600, &[A]).stats();
+    let s = open(&dir, 3200, &[A]).stats();
     assert_eq!((s.dropped_records_total, s.alerts_dropped_total), (10, 9));
 }
 
@@ -285,11 +286,12 @@ fn a_sink_pins_only_its_stream_and_a_flapping_alarm_never_stops_readings() {
     const INFLUX: &str = "influxdb";
     const HOOK: &str = "hook";
     let dir = tempfile::tempdir().expect("tempdir");
+    // Logical budget MIN_MAX_BYTES (max_bytes / LOGICAL_BUDGET_DIVISOR).
     let max_bytes = MIN_MAX_BYTES;
     let spool = Spool::open_for(
         &dir.path().join("spool.redb"),
         &SpoolConfig {
-            max_bytes,
+            max_bytes: max_bytes * LOGICAL_BUDGET_DIVISOR,
             ..SpoolConfig::default()
         },
         &[
@@ -414,8 +416,9 @@ fn stale_cursors_of_streams_a_sink_no_longer_reads_are_removed() {
 #[test]
 fn a_chunk_larger_than_the_bound_is_an_error_not_a_wipe() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Bound 100: a points chunk may take 100 - 100/8 - 100/16 = 100 - 12 - 6 = 82 bytes.
-    let spool = open(&dir, 100, &[A]);
+    // max_bytes 200, budget 100: a points chunk may take 100 - 100/8 - 100/16 = 100 - 12 - 6 =
+    // 82 bytes.
+    let spool = open(&dir, 200, &[A]);
     spool.append(Stream::Points, &body(50), 1).expect("append");
     let err = spool
         .append(Stream::Points, &body(83), 1)
@@ -487,8 +490,9 @@ fn dead_letter_moves_the_batch_and_advances() {
 #[test]
 fn dead_letters_are_bounded_by_their_share() {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Bound 1600 -> dead-letter budget 1600 / 16 = 100 bytes; each letter is 60 + 0 bytes.
-    let spool = open(&dir, 1600, &[A]);
+    // max_bytes 3200 -> logical budget 1600 -> dead-letter share 1600 / 16 = 100 bytes; each
+    // letter is 60 + 0 bytes.
+    let spool = open(&dir, 3200, &[A]);
     for _ in 0..2 {
         spool.append(Stream::Points, &body(60), 1).expect("append");
         let batch = spool
