@@ -722,6 +722,9 @@ pub struct Spool {
     /// Commit failures to inject (tests of the engine's failure paths only).
     #[cfg(test)]
     injected: Mutex<std::collections::VecDeque<InjectedFault>>,
+    /// Cursor moves (acks, dead letters) to fail with a storage error (tests of the sinks).
+    #[cfg(test)]
+    ack_faults: std::sync::atomic::AtomicU32,
 }
 
 /// A commit failure a test asks for. A fake, allowed because a real disk cannot be told to fail
@@ -868,6 +871,8 @@ impl Spool {
             metrics: std::sync::OnceLock::new(),
             #[cfg(test)]
             injected: Mutex::default(),
+            #[cfg(test)]
+            ack_faults: std::sync::atomic::AtomicU32::new(0),
         };
         spool.first_open()?;
         Ok(spool)
@@ -960,6 +965,14 @@ impl Spool {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .extend(faults);
+    }
+
+    /// Make the next `n` cursor moves (acks, dead letters) fail with a storage error (tests
+    /// only; the file is left as it is, unlike a real I/O error, which closes it).
+    #[cfg(test)]
+    pub fn inject_ack_faults(&self, n: u32) {
+        self.ack_faults
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     #[cfg(test)]
@@ -1501,6 +1514,23 @@ impl Spool {
     ) -> Result<(), SpoolError> {
         let p = self.path.as_path();
         let i = stream.index();
+        #[cfg(test)]
+        if self
+            .ack_faults
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |n| n.checked_sub(1),
+            )
+            .is_ok()
+        {
+            return Err(SpoolError::Storage {
+                path: self.path.clone(),
+                source: Box::new(redb::Error::Io(std::io::Error::other(
+                    "injected: no space left on device",
+                ))),
+            });
+        }
         self.with_db(|db, current| {
             let mut next = current.clone();
             let cursor = self.cursor_of(&next, stream, sink)?;

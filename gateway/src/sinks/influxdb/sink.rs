@@ -262,6 +262,8 @@ struct InFlight {
     /// Sends so far (1 for the first).
     attempt: u32,
     task: WriteTask,
+    /// Its acceptance was counted (an ack retried after a spool error is not counted again).
+    counted: bool,
 }
 
 /// Wait for the answer to the oldest write; pending forever when nothing is in flight (so it
@@ -441,6 +443,7 @@ impl InfluxSink {
                         prepared: p,
                         attempt: 1,
                         task,
+                        counted: false,
                     });
                     true
                 }
@@ -541,25 +544,42 @@ impl InfluxSink {
         let labels = [("sink", name)];
         let (verdict, status, text) = match outcome {
             Outcome::Accepted => {
-                let Some(head) = queue.pop_front() else {
+                let Some(mut head) = queue.pop_front() else {
                     return Step::Next;
                 };
-                let batch = head.prepared.batch;
-                if head.attempt > 1 {
-                    info!(sink = %name, attempt = head.attempt, records = batch.records, "write succeeded again");
+                let records = head.prepared.batch.records;
+                if !head.counted {
+                    head.counted = true;
+                    if head.attempt > 1 {
+                        info!(sink = %name, attempt = head.attempt, records, "write succeeded again");
+                    }
+                    backoff.reset();
+                    // Counted here, in cursor order, once per accepted write.
+                    self.metrics.add(WRITTEN_RECORDS, &labels, records);
+                    self.metrics.incr(WRITE_BATCHES, &labels);
                 }
-                backoff.reset();
-                // Counted here, in cursor order, so a batch written again after a restart of
-                // the pipeline is counted once per ack, like the rest of the spool.
-                self.metrics.add(WRITTEN_RECORDS, &labels, batch.records);
-                self.metrics.incr(WRITE_BATCHES, &labels);
                 // `batch.body` is empty: an ack needs only the sequences.
-                let done = self
-                    .reader
-                    .settle(&batch, None)
-                    .await
-                    .map_err(BlockingError::from);
-                return self.after_spool_write(done, shutdown, backoff).await;
+                match self.reader.settle(&head.prepared.batch, None).await {
+                    Ok(()) => {
+                        backoff.reset();
+                        return Step::Next;
+                    }
+                    Err(e) => {
+                        // The store has this batch: retry the ack, not the write, and keep the
+                        // later writes in flight, so a spool error causes no duplicate at all
+                        // (issue 10 item 6). Restarting from the cursor would send this batch
+                        // and the next one again.
+                        let delay = backoff.next_delay();
+                        error!(sink = %name, error = %e, retry_in = ?delay, records,
+                               "cannot advance the spool cursor past an accepted batch; retrying the acknowledgement");
+                        if !sleep_or_shutdown(delay, shutdown).await {
+                            return Step::Stop;
+                        }
+                        head.task = WriteTask(tokio::spawn(async { Outcome::Accepted }));
+                        queue.push_front(head);
+                        return Step::Next;
+                    }
+                }
             }
             Outcome::Failed {
                 verdict,

@@ -431,11 +431,52 @@ async fn an_unreachable_store_is_probed_and_used_within_seconds_of_its_return() 
 }
 
 #[tokio::test]
+async fn a_failed_ack_of_an_accepted_batch_is_retried_without_writing_anything_again() {
+    let (addr, fake) = Fake::start(&[]).await;
+    let mut cfg = resolved(addr, false);
+    // One record per batch, so several batches are in flight at once.
+    cfg.batch_max_records = 1;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Arc::new(
+        Spool::open(
+            &dir.path().join("spool.redb"),
+            &SpoolConfig::default(),
+            &[SINK.to_owned()],
+        )
+        .expect("spool"),
+    );
+    // The first three acks fail (a full disk); every write is accepted.
+    spool.inject_ack_faults(3);
+    for body in [
+        &b"settlement,point=A value=1 1\n"[..],
+        b"settlement,point=B value=2 2\n",
+        b"settlement,point=C value=3 3\n",
+    ] {
+        spool.append(Stream::Points, body, 1).expect("append");
+    }
+    let metrics = Arc::new(Metrics::new());
+    let sink = InfluxSink::new(cfg, Arc::clone(&spool), Arc::clone(&metrics)).expect("sink");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(sink.run(shutdown.clone()));
+    eventually("every batch acknowledged", || {
+        spool.stats().sinks[SINK].points_records == 0
+    })
+    .await;
+    shutdown.cancel();
+    let _ = task.await;
+    // Each point written exactly once: the failed acks were retried, not the writes.
+    for point in [&b"point=A"[..], b"point=B", b"point=C"] {
+        assert_eq!(fake.count(point), 1, "{}", String::from_utf8_lossy(point));
+    }
+    assert_eq!(metrics.get(WRITTEN_RECORDS, &LABELS), 3);
+}
+
+#[tokio::test]
 async fn a_503_is_retried_with_the_same_batch_then_acked_once() {
     let (addr, fake) = Fake::start(&[Answer::Status(503, "busy")]).await;
     let h = Harness::start(resolved(addr, true), &[(CHUNK1, 2)]);
-    eventually("two requests and an empty backlog", || {
-        fake.seen().len() == 2 && h.backlog() == 0
+    eventually("two requests, an empty backlog, counted", || {
+        fake.seen().len() == 2 && h.backlog() == 0 && h.counter(WRITE_BATCHES) == 1
     })
     .await;
     assert_eq!(h.counter(WRITE_RETRIES), 1);
@@ -630,7 +671,11 @@ async fn a_failed_batch_holds_the_cursor_while_a_later_one_is_accepted() {
 
     // Batch 1 fails (503), is resent after the backoff and accepted; then both are acked.
     fake.release();
-    eventually("everything acked", || h.backlog() == 0).await;
+    // The cursor moves first, then the counters.
+    eventually("everything acked and counted", || {
+        h.backlog() == 0 && h.counter(WRITE_BATCHES) == 2
+    })
+    .await;
     assert_eq!(fake.count(N1), 2, "batch 1 sent twice");
     assert_eq!(fake.count(N2), 1, "batch 2's 204 was kept, not re-sent");
     assert_eq!(h.counter(WRITE_RETRIES), 1);
@@ -680,7 +725,7 @@ async fn a_rejected_batch_is_dead_lettered_in_order_and_later_ones_are_acked() {
     assert_eq!(h.backlog(), 3);
     fake.release();
     eventually("batch 1 dead-lettered and batch 2 acked", || {
-        h.backlog() == 0 && h.counter(REJECTED_RECORDS) == 2
+        h.backlog() == 0 && h.counter(REJECTED_RECORDS) == 2 && h.counter(WRITE_BATCHES) == 1
     })
     .await;
     assert_eq!(h.counter(WRITTEN_RECORDS), 1);
