@@ -40,7 +40,7 @@ use crate::record as line;
 use crate::retry::Backoff;
 use crate::sources::{ReadingBatch, ReadingRx};
 use crate::spool::{Spool, StateDelta, Stream};
-use rules::{Evaluator, RuleSet};
+use rules::{Evaluator, RuleSet, StateScope};
 
 /// Default limit on how far in the future a reading's time may be: device clocks drift, but a
 /// reading ten minutes ahead is a clock fault, and stored it would sit above every later one.
@@ -209,6 +209,8 @@ pub struct Engine {
     /// kept until a commit holding them returned, and read first when an evicted channel
     /// returns.
     unsaved: StateDelta,
+    /// The channels and devices of the alerts waiting for their commit.
+    alert_scope: StateScope,
     /// Gateway time of the last look for idle channels.
     last_evict_scan: TimestampNs,
     last_state_save: Instant,
@@ -312,6 +314,7 @@ impl Engine {
             pending_alert_records: 0,
             state_dirty: false,
             unsaved: StateDelta::default(),
+            alert_scope: StateScope::default(),
             last_evict_scan: 0,
             last_state_save: Instant::now(),
             rx,
@@ -649,6 +652,7 @@ impl Engine {
             self.metrics.incr(Counter::AlertsUnserialisable, &[]);
             return;
         }
+        self.alert_scope.add(alert);
         self.pending_alerts.push(b'\n');
         self.pending_alert_records += 1;
         encode_alert_line(&mut self.pending, alert);
@@ -856,6 +860,17 @@ impl Engine {
     }
 
     /// The unsaved rule state entries were committed.
+    /// The unsaved entries of the alerts' scope were committed with them; other touched
+    /// channels are still to be saved, so the periodic save stays due.
+    fn state_saved_with_alerts(&mut self) {
+        let written = std::mem::take(&mut self.unsaved);
+        self.metrics.add(
+            Counter::RuleStateBytesWritten,
+            &[],
+            written.written_bytes() as u64,
+        );
+    }
+
     fn state_saved(&mut self) {
         let written = std::mem::take(&mut self.unsaved);
         self.metrics.add(
@@ -872,7 +887,14 @@ impl Engine {
     /// loses nothing) and are retried with the next flush: alerts are never dropped here.
     /// True when committed.
     async fn flush_alerts(&mut self) -> bool {
-        self.collect_state();
+        // Only the state of the channels and devices of these alerts goes with them; the
+        // other touched channels wait for the next save with points.
+        let (delta, errors) = self.evaluator.state_changes_in(Some(&self.alert_scope));
+        if errors > 0 {
+            self.metrics
+                .add(Counter::RuleStateSaveErrors, &[], errors as u64);
+        }
+        self.unsaved.merge(delta);
         let state = self.unsaved.clone();
         let body = Arc::new(std::mem::take(&mut self.pending_alerts));
         let records = self.pending_alert_records;
@@ -889,7 +911,8 @@ impl Engine {
                 self.metrics
                     .add(Counter::AlertsSpooled, &[], u64::from(records));
                 self.pending_alert_records = 0;
-                self.state_saved();
+                self.alert_scope = StateScope::default();
+                self.state_saved_with_alerts();
                 return true;
             }
             Ok(Err(e)) => e.to_string(),

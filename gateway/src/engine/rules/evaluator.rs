@@ -40,7 +40,7 @@ use super::window::RateWindow;
 mod saved;
 use crate::alert::{render_message, stable_id, Alert, AlertState, Cause, Language, Level, Side};
 use crate::model::{QuantityKind, Reading, Series, TimestampNs, NANOS_PER_SEC};
-pub use saved::{channel_entry_key, RestoreReport, ENTRY_FORMAT};
+pub use saved::{channel_entry_key, RestoreReport, StateScope, ENTRY_FORMAT};
 
 /// Version of [`EvaluatorState`]'s layout. A snapshot of another version is refused by
 /// [`Evaluator::restore`]; the engine then starts fresh.

@@ -123,7 +123,7 @@ pub use config::{
     SPIKE_CHECK, STUCK_CHECK,
 };
 pub use evaluator::{
-    channel_entry_key, Evaluator, EvaluatorState, RestoreError, RestoreReport, Verdict,
+    channel_entry_key, Evaluator, EvaluatorState, RestoreError, RestoreReport, StateScope, Verdict,
     ENTRY_FORMAT, STATE_FORMAT,
 };
 pub use selector::{ChannelInfo, SelectorConfig};

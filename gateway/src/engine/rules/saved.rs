@@ -98,6 +98,23 @@ fn put(delta: &mut StateDelta, key: String, value: Result<Vec<u8>, serde_json::E
     }
 }
 
+/// The channels and devices whose state an alert commit must carry.
+#[derive(Debug, Default, Clone)]
+pub struct StateScope {
+    /// Channel keys (`device/point`).
+    pub channels: std::collections::HashSet<String>,
+    /// Device names.
+    pub devices: std::collections::HashSet<String>,
+}
+
+impl StateScope {
+    /// Add what `alert` involves.
+    pub fn add(&mut self, alert: &crate::alert::Alert) {
+        self.channels.extend(alert.channels.iter().cloned());
+        self.devices.insert(alert.device.clone());
+    }
+}
+
 fn hash_of(bytes: &[u8]) -> u64 {
     // `DefaultHasher::new()` uses fixed keys: the same content hashes the same in one run,
     // which is all this needs (the hashes are never stored).
@@ -124,6 +141,14 @@ impl Evaluator {
     /// how many entries could not be serialised (left for the next call). Entries handed out
     /// are not handed out again until they change: the caller keeps what it could not commit.
     pub fn state_changes(&mut self) -> (StateDelta, usize) {
+        self.state_changes_in(None)
+    }
+
+    /// Like [`Evaluator::state_changes`], limited to the channels and devices in `scope` (the
+    /// ones whose alerts are being committed): an alert commits with the state that produced
+    /// it without serialising every other touched channel, which waits for the next full save
+    /// (issue 11: alerts must not wait behind the state of 2,000 busy channels).
+    pub fn state_changes_in(&mut self, scope: Option<&StateScope>) -> (StateDelta, usize) {
         let mut delta = StateDelta::default();
         let mut errors = 0;
         if !self.saved.header {
@@ -137,6 +162,9 @@ impl Evaluator {
         }
         for ci in 0..self.channels.len() {
             if !self.channels[ci].touched {
+                continue;
+            }
+            if scope.is_some_and(|sc| !sc.channels.contains(&self.channels[ci].info.key)) {
                 continue;
             }
             let snap = self.channel_snapshot(&self.channels[ci]);
@@ -161,6 +189,9 @@ impl Evaluator {
             }
         }
         for di in 0..self.devices.len() {
+            if scope.is_some_and(|sc| !sc.devices.contains(&self.devices[di].name)) {
+                continue;
+            }
             let snap = self.device_snapshot(&self.devices[di]);
             let Ok(stale) = serde_json::to_vec(&snap.stale) else {
                 errors += 1;
