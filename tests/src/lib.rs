@@ -359,6 +359,24 @@ impl RunningGateway {
             .map_err(|e| anyhow::anyhow!("gateway failed: {e}"))
     }
 
+    /// Wait (at most 10 s) until every MQTT source of the gateway has connected once, so that
+    /// its persistent session exists before a test publishes.
+    ///
+    /// # Errors
+    /// When no connection was made in time.
+    pub async fn wait_for_mqtt_session(&self) -> Result<()> {
+        wait_until(
+            Duration::from_secs(10),
+            "the gateway's MQTT session",
+            || async {
+                self.metrics
+                    .total(anju_gateway::metrics::Counter::MqttConnects)
+                    > 0
+            },
+        )
+        .await
+    }
+
     /// True while the gateway task runs.
     #[must_use]
     pub fn is_running(&self) -> bool {

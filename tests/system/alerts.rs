@@ -179,12 +179,7 @@ url_env = "ANJU_TEST_WEBHOOK_URL"
     // The webhook URL is a secret in production; here the test names it in the environment.
     std::env::set_var("ANJU_TEST_WEBHOOK_URL", &hook_url);
     let gw = start_gateway(&config, dir.path())?;
-    wait_until(
-        Duration::from_secs(10),
-        "the gateway's MQTT session",
-        || async { gw.metrics.total(Counter::MqttConnects) > 0 },
-    )
-    .await?;
+    gw.wait_for_mqtt_session().await?;
 
     let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/curing-pour.toml"))?;
     let pty_dir = tempfile::tempdir()?;
@@ -477,12 +472,7 @@ client_id = "anju-gw-slope-alerts"
         port = broker.addr().port(),
     );
     let gw = start_gateway(&config, dir.path())?;
-    wait_until(
-        Duration::from_secs(10),
-        "the gateway's MQTT session",
-        || async { gw.metrics.total(Counter::MqttConnects) > 0 },
-    )
-    .await?;
+    gw.wait_for_mqtt_session().await?;
 
     let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/slope-failure.toml"))?;
     let site = Site::start(

@@ -55,12 +55,7 @@ batch_max_age = "100ms"
         vm.url()
     );
     let gw = start_gateway(&config, dir.path())?;
-    wait_until(
-        Duration::from_secs(10),
-        "the gateway's MQTT session",
-        || async { gw.metrics.total(Counter::MqttConnects) > 0 },
-    )
-    .await?;
+    gw.wait_for_mqtt_session().await?;
 
     let mut opts = MqttOptions::new("bench-publisher", "127.0.0.1", broker.addr().port());
     opts.set_keep_alive(Duration::from_secs(10));

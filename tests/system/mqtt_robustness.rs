@@ -133,10 +133,7 @@ async fn a_5mb_message_in_the_session_does_not_stop_1000_after_it() -> Result<()
     let config = config(dir.path(), &broker.addr().to_string(), &vm.url(), "");
     // A first run creates the persistent session and its subscriptions.
     let gw = start_gateway(&config, dir.path())?;
-    wait_until(Duration::from_secs(10), "the MQTT session", || async {
-        gw.metrics.total(Counter::MqttConnects) > 0
-    })
-    .await?;
+    gw.wait_for_mqtt_session().await?;
     gw.stop().await?;
 
     // While the gateway is down: the big message, then 1,000 on two subscriptions.
@@ -197,10 +194,7 @@ async fn a_barrage_of_malformed_payloads_costs_no_good_reading() -> Result<()> {
         "max_payload_bytes = 1024",
     );
     let gw = start_gateway(&config, dir.path())?;
-    wait_until(Duration::from_secs(10), "the MQTT session", || async {
-        gw.metrics.total(Counter::MqttConnects) > 0
-    })
-    .await?;
+    gw.wait_for_mqtt_session().await?;
     let (client, acked) = publisher(broker.addr(), "pub-barrage");
     let t0 = wall_ms();
     // The barrage opens with the message above the packet limit (issue 10 item 9 saw it cost
@@ -323,10 +317,7 @@ async fn fifty_thousand_ids_the_first_max_channels_land_and_the_rest_are_counted
     let dir = tempfile::tempdir()?;
     let config = config(dir.path(), &broker.addr().to_string(), &vm.url(), "");
     let gw = start_gateway(&config, dir.path())?;
-    wait_until(Duration::from_secs(10), "the MQTT session", || async {
-        gw.metrics.total(Counter::MqttConnects) > 0
-    })
-    .await?;
+    gw.wait_for_mqtt_session().await?;
     let (client, acked) = publisher(broker.addr(), "pub-ids");
     let t0 = wall_ms();
     for i in 0..IDS {

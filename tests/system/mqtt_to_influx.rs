@@ -179,12 +179,7 @@ async fn json_and_cigem_messages_land_with_their_published_values_and_times() ->
     );
     // The gateway first, so its persistent session exists before the first message.
     let gw = start_gateway(&config, dir.path())?;
-    wait_until(
-        Duration::from_secs(10),
-        "the gateway's MQTT session",
-        || async { gw.metrics.total(Counter::MqttConnects) > 0 },
-    )
-    .await?;
+    gw.wait_for_mqtt_session().await?;
     let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/basic.toml"))?;
     let pty_dir = tempfile::tempdir()?;
     let site = Site::start(

@@ -6,7 +6,7 @@ use anju_gateway::metrics::Counter;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anju_system::{profiles_dir, start_gateway, wait_until, Mosquitto, VictoriaMetrics};
+use anju_system::{profiles_dir, start_gateway, Mosquitto, VictoriaMetrics};
 use anyhow::{ensure, Result};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 
@@ -53,12 +53,7 @@ async fn every_printable_and_cjk_id_round_trips_through_the_store() -> Result<()
         vm.url()
     );
     let gw = start_gateway(&config, dir.path())?;
-    wait_until(
-        Duration::from_secs(10),
-        "the gateway's MQTT session",
-        || async { gw.metrics.total(Counter::MqttConnects) > 0 },
-    )
-    .await?;
+    gw.wait_for_mqtt_session().await?;
 
     let mut opts = MqttOptions::new("id-publisher", "127.0.0.1", broker.addr().port());
     opts.set_keep_alive(Duration::from_secs(10));
