@@ -85,8 +85,6 @@ counters! {
     MqttConnectionErrors = "mqtt_connection_errors_total" ["source"];
     /// MQTT subscribe requests the client could not queue.
     MqttSubscribeFailures = "mqtt_subscribe_failures_total" ["source"];
-    /// MQTT acknowledgements the client could not queue.
-    MqttAckFailures = "mqtt_ack_failures_total" ["source"];
     /// Readings committed to the spool.
     ReadingsSpooled = "readings_spooled_total" [];
     /// Readings refused by the engine, by reason (implausible time, unwritable name).
