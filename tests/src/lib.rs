@@ -423,3 +423,77 @@ pub fn landed(series: &[ExportedSeries]) -> Landed {
     }
     out
 }
+
+/// A size-limited tmpfs, unmounted on drop: a real full disk for the spool (issue 10 item 6).
+/// Mounting needs root (CAP_SYS_ADMIN); where it is refused, [`SmallFs::mount`] says so and the
+/// test that asked does not run. The spool's unit tests keep their own copy
+/// (`gateway/src/spool/damage_tests.rs`): the gateway crate cannot depend on this harness.
+#[derive(Debug)]
+pub struct SmallFs {
+    mnt: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// Largest filler [`SmallFs::fill`] writes: far above the mounts the tests use.
+const MAX_FILLER_BYTES: usize = 256 * 1024 * 1024;
+
+impl SmallFs {
+    /// Mount a tmpfs of `size` (mount(8) syntax, e.g. `"24m"`); `None`, with a line on stderr
+    /// saying the test did not run, where mounting is not permitted.
+    ///
+    /// # Errors
+    /// When the temporary mount point cannot be made.
+    pub fn mount(size: &str) -> Result<Option<Self>> {
+        let dir = tempfile::tempdir()?;
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt)?;
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(&mnt)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a {size} tmpfs (needs root); this disk-full test did not run");
+            return Ok(None);
+        }
+        Ok(Some(Self { mnt, _dir: dir }))
+    }
+
+    /// The mount point.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+
+    /// Fill the file system with a filler file until the next write fails (ENOSPC); the filler's
+    /// path, to be removed when space is to return.
+    ///
+    /// # Errors
+    /// When the filler cannot be created.
+    pub fn fill(&self) -> Result<PathBuf> {
+        use std::io::Write;
+        let path = self.mnt.join("filler");
+        let mut f = std::fs::File::create(&path)?;
+        let block = vec![0u8; 64 * 1024];
+        for _ in 0..MAX_FILLER_BYTES / block.len() {
+            if f.write_all(&block).is_err() {
+                break;
+            }
+        }
+        let _ = f.sync_all();
+        Ok(path)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+    }
+}

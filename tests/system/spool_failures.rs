@@ -2,14 +2,20 @@
 //! gateway starts, collects, keeps the damaged file aside and tells the technician through a
 //! device-fault alert that lands in the store (issue 10 items 6–7, issue 14 items 2 and 4).
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use anju_system::{landed, start_gateway, wait_until, VictoriaMetrics};
+use anju_gateway::metrics::Counter;
+use anju_system::{landed, start_gateway, wait_until, Mosquitto, SmallFs, VictoriaMetrics};
 use anyhow::{ensure, Context, Result};
 use firmware_sim::{Scenario, Site, StartOptions};
 
 use crate::modbus_to_influx::gateway_config;
+use crate::mqtt_robustness;
+
+/// Upper bound of the waits for data to land.
+const LAND: Duration = Duration::from_secs(60);
 
 /// How the file is damaged before the start.
 #[derive(Debug, Clone, Copy)]
@@ -132,5 +138,104 @@ async fn a_damaged_spool_at_start_keeps_the_gateway_collecting_and_raises_an_ale
         gw.stop().await?;
     }
     site.shutdown().await;
+    Ok(())
+}
+
+/// The disk under the spool fills while MQTT QoS 1 readings flow (issue 10 item 6), with the
+/// default `[spool]` settings a site runs: the gateway keeps running and withholds the PUBACKs of
+/// what it cannot commit, recovers in the same process once space returns, and then every
+/// reading published lands with its value, none is counted dropped, and the store is sent at
+/// most one sink batch twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_fills_and_frees_loses_nothing_and_repeats_at_most_one_batch() -> Result<()> {
+    /// Readings before the disk fills, and while it is full.
+    const BEFORE: usize = 1_000;
+    const DURING: usize = 3_000;
+    /// The sink's batch (`batch_max_records`): the most the store may be sent twice.
+    const BATCH: u64 = 500;
+    anju_system::init_tracing();
+    let Some(fs) = SmallFs::mount("24m")? else {
+        return Ok(());
+    };
+    let vm = VictoriaMetrics::start()?;
+    let broker = Mosquitto::start()?;
+    let data = fs.path().join("data");
+    let mut config = mqtt_robustness::config(&data, &broker.addr().to_string(), &vm.url(), "");
+    config.push_str(&format!("batch_max_records = {BATCH}\n"));
+    // The harness writes the config next to the data: keep it off the small file system.
+    let conf_dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(&data)?;
+    let gw = start_gateway(&config, conf_dir.path())?;
+    gw.wait_for_mqtt_session().await?;
+    let (client, acked) = mqtt_robustness::publisher(broker.addr(), "pub-disk");
+    let t0 = wall_ms();
+    let publish = |device: &'static str, from: usize, n: usize| {
+        let client = client.clone();
+        async move {
+            for i in from..from + n {
+                let ts = t0 + i64::try_from(i).unwrap_or(i64::MAX);
+                client
+                    .publish(
+                        format!("a/{device}/p"),
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        mqtt_robustness::good(i, ts),
+                    )
+                    .await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    publish("before", 0, BEFORE).await?;
+    mqtt_robustness::wait_acked(&acked, BEFORE).await?;
+    let want_before: BTreeSet<u64> = (0..BEFORE as u64).collect();
+    wait_until(LAND, "the readings before the disk filled", || async {
+        mqtt_robustness::landed_values(&vm, "before").await == want_before
+    })
+    .await?;
+
+    let filler = fs.fill()?;
+    publish("during", BEFORE, DURING).await?;
+    // Commits fail while the disk is full: the readings wait in memory, unacknowledged.
+    wait_until(LAND, "a failed spool commit on the full disk", || async {
+        gw.metrics.total(Counter::SpoolErrors) > 0
+    })
+    .await?;
+    ensure!(gw.is_running(), "the gateway stopped on a full disk");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ensure!(gw.is_running(), "the gateway stopped on a full disk");
+
+    std::fs::remove_file(&filler)?;
+    let want_during: BTreeSet<u64> = (BEFORE as u64..(BEFORE + DURING) as u64).collect();
+    let result = wait_until(
+        LAND,
+        "every reading of the full-disk period in the store",
+        || async { mqtt_robustness::landed_values(&vm, "during").await == want_during },
+    )
+    .await;
+    let got = mqtt_robustness::landed_values(&vm, "during").await;
+    ensure!(
+        result.is_ok(),
+        "{} of {DURING} readings of the full-disk period landed; first missing {:?}",
+        got.len(),
+        want_during.difference(&got).next()
+    );
+    ensure!(gw.is_running(), "the gateway stopped");
+    let dropped = gw.metrics.total(Counter::ReadingsDropped);
+    ensure!(dropped == 0, "{dropped} readings counted dropped");
+    // Sent to the store beyond what was committed once: at most one batch.
+    let spooled =
+        gw.metrics.total(Counter::ReadingsSpooled) + gw.metrics.total(Counter::AlertsSpooled);
+    let written = gw.metrics.total(Counter::InfluxWrittenRecords);
+    ensure!(
+        spooled >= (BEFORE + DURING) as u64,
+        "{spooled} records spooled for {} readings",
+        BEFORE + DURING
+    );
+    ensure!(
+        written <= spooled + BATCH,
+        "{written} records written for {spooled} spooled: more than one batch ({BATCH}) twice"
+    );
+    gw.stop().await?;
     Ok(())
 }

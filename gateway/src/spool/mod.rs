@@ -107,6 +107,13 @@ pub const MIN_MAX_BYTES: u64 = 1024 * 1024;
 /// 20 × the bound through the spool): with logical bytes kept at the whole bound the file
 /// peaked at 3.3–8.7 MB; at half, with compaction, it stays within the bound.
 pub const LOGICAL_BUDGET_DIVISOR: u64 = 2;
+/// While free space is below `min_free_bytes`, the spool keeps to what it stored when the
+/// shortage began, but to at least this fraction (1/n) of its file's size then: room for the
+/// chunks in flight to the sinks (the file has that much in pages freed by delivered data), and
+/// half of the [`LOGICAL_BUDGET_DIVISOR`] share, because copy-on-write needs new pages before
+/// the old ones are free (with half, a file that had just doubled grew once more: free space
+/// fell to 0.8 MiB against a 2 MiB minimum in `min_free_bytes_keeps_free_space_...`).
+pub const LOW_SPACE_FILE_DIVISOR: u64 = 2 * LOGICAL_BUDGET_DIVISOR;
 
 /// Most compaction rounds one call runs when the file is above `max_bytes` after its commit:
 /// compact, and while still above, drop the oldest points chunk (counted like any drop) and
@@ -748,6 +755,9 @@ struct Inner {
     db: Option<Database>,
     state: State,
     health: Health,
+    /// While free space is below `min_free_bytes`: the logical bytes the spool keeps to, fixed
+    /// when the shortage began (see [`Spool::append_with_state`]); `None` otherwise.
+    low_space_limit: Option<u64>,
 }
 
 /// `s` cut to at most `max` bytes at a character boundary.
@@ -866,6 +876,7 @@ impl Spool {
                 db: None,
                 state: State::default(),
                 health: Health::new(),
+                low_space_limit: None,
             }),
             appended: Notify::new(),
             metrics: std::sync::OnceLock::new(),
@@ -1093,20 +1104,34 @@ impl Spool {
             });
         }
 
-        // Free space below the minimum: the spool keeps its current size (new chunks reuse the
-        // pages of dropped ones) instead of growing (docs/ARCHITECTURE.md §Spool layout).
+        // Free space below the minimum: the spool keeps to the data its file held when the
+        // shortage began (new chunks reuse the pages of delivered and dropped ones) instead of
+        // growing (docs/ARCHITECTURE.md §Spool layout). Not to what is stored at each append:
+        // with the store up that is a batch or two, and bounding by it dropped chunks the sink
+        // had not read yet on every append while another program filled the disk (a loss the
+        // system test of the full disk found). Fixed, not re-read: the file still grows a little
+        // (copy-on-write), and a limit taken from its size each time would ratchet up with it.
         let low_space = self.config.min_free_bytes > 0
             && disk::free_bytes(p)
                 .is_some_and(|free| free < self.config.min_free_bytes.saturating_add(bytes));
+        let low_space_limit = {
+            let mut inner = self.lock();
+            if low_space {
+                let used = inner.state.used_bytes();
+                Some(*inner.low_space_limit.get_or_insert_with(|| {
+                    let file = std::fs::metadata(p).map_or(0, |m| m.len());
+                    used.max(file / LOW_SPACE_FILE_DIVISOR)
+                }))
+            } else {
+                inner.low_space_limit = None;
+                None
+            }
+        };
         let outcome = self.with_db(|db, current| {
             #[cfg(test)]
             assert!(!panic_in_redb, "injected: redb panicked");
             let mut next = current.clone();
-            let limit = if low_space {
-                max_bytes.min(next.used_bytes())
-            } else {
-                max_bytes
-            };
+            let limit = low_space_limit.map_or(max_bytes, |l| max_bytes.min(l));
             let txn = Self::begin_durable(db).at(p)?;
             let (seq, dropped_records, dropped_alert_records) = {
                 let mut meta = txn.open_table(META).at(p)?;
