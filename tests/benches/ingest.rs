@@ -24,7 +24,8 @@
 //!
 //! Run: `cargo bench -p anju-system --bench ingest` (add `-- --scenario strain` for issue 2's
 //! scenario, `-- --no-gzip` to write uncompressed bodies, `-- --readings N` to change the
-//! count). Everything runs on 127.0.0.1 and stops by
+//! count, `-- --sensors N` for N distinct sensors in `sites`, e.g. 5000 for issue 14's
+//! 5,000-channel memory figure). Everything runs on 127.0.0.1 and stops by
 //! itself: the load is a fixed number of messages and every wait has a deadline.
 
 use std::path::Path;
@@ -35,7 +36,7 @@ use anju_system::{free_port, repo_root, wait_for_port, Mosquitto, VictoriaMetric
 use anyhow::{bail, Context as _, Result};
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, QoS};
 
-/// Distinct sensors in the scenario.
+/// Distinct sensors in the scenario, unless `--sensors` says otherwise (`sites` only).
 const SENSORS: u64 = 2_000;
 /// Nodes per site in the `sites` scenario (20 sites × 100 nodes = [`SENSORS`]).
 const NODES_PER_SITE: u64 = 100;
@@ -119,16 +120,25 @@ fn build_gateway() -> Result<std::path::PathBuf> {
 /// What the publisher sends and the gateway is configured for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
-    /// What sites send (issue 11): kinds from the payload, three rules, the MQTT alert sink.
-    Sites,
+    /// What sites send (issue 11): kinds from the payload, three rules, the MQTT alert sink;
+    /// `sensors` distinct sensors, [`NODES_PER_SITE`] per site.
+    Sites { sensors: u64 },
     /// Issue 2's: one quantity, no rules, no alert sink.
     Strain,
 }
 
 impl Scenario {
+    /// Distinct sensors (channels) the scenario publishes.
+    fn sensors(self) -> u64 {
+        match self {
+            Scenario::Sites { sensors } => sensors,
+            Scenario::Strain => SENSORS,
+        }
+    }
+
     /// The topic and payload of reading `i`, timestamped `ts_ms`.
     fn message(self, i: u64, ts_ms: i64) -> (String, String) {
-        let s = i % SENSORS;
+        let s = i % self.sensors();
         match self {
             Scenario::Strain => (
                 "bench/nodes/bench/up".to_owned(),
@@ -138,7 +148,7 @@ impl Scenario {
                     i % 1000
                 ),
             ),
-            Scenario::Sites => {
+            Scenario::Sites { .. } => {
                 let (site, node) = (s / NODES_PER_SITE, s % NODES_PER_SITE);
                 let breach = i % BREACH_EVERY == BREACH_EVERY - 1;
                 // Below the limits, with decimals that vary; at or above them when breaching.
@@ -185,7 +195,7 @@ impl Scenario {
     fn selector(self) -> &'static str {
         match self {
             Scenario::Strain => "strain_value{device=\"bench\"}",
-            Scenario::Sites => {
+            Scenario::Sites { .. } => {
                 "{__name__=~\"(settlement|temperature|tilt)_value\",gateway=\"bench-gw\"}"
             }
         }
@@ -204,7 +214,7 @@ unit = "ue"
 payload = { format = "json", sensor = "sensor", value = "value", time = "ts", time_format = "epoch_ms" }
 "#
             .to_owned(),
-            Scenario::Sites => format!(
+            Scenario::Sites { .. } => format!(
                 r#"
 [[mqtt.subscriptions]]
 name = "nodes"
@@ -351,7 +361,7 @@ async fn broker_limit(
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
     let filter = match scenario {
-        Scenario::Sites => "sites/#",
+        Scenario::Sites { .. } => "sites/#",
         Scenario::Strain => "bench/#",
     };
     client.subscribe(filter, QoS::AtMostOnce).await?;
@@ -399,13 +409,19 @@ async fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(DEFAULT_READINGS);
+    let sensors = args
+        .iter()
+        .position(|a| a == "--sensors")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(SENSORS);
     let scenario = match args
         .iter()
         .position(|a| a == "--scenario")
         .and_then(|i| args.get(i + 1))
         .map(String::as_str)
     {
-        None | Some("sites") => Scenario::Sites,
+        None | Some("sites") => Scenario::Sites { sensors },
         Some("strain") => Scenario::Strain,
         Some(other) => bail!("unknown scenario {other}: sites or strain"),
     };
@@ -463,7 +479,8 @@ async fn main() -> Result<()> {
     let cpu_per_reading = (cpu_after - cpu_before) as f64 / readings as f64;
     let throughput = stored as f64 / landed_in.as_secs_f64();
     println!(
-        "ingest benchmark, scenario {scenario:?}: {readings} readings, {SENSORS} sensors, 1 reading per message, QoS 0, gzip {gzip}"
+        "ingest benchmark, scenario {scenario:?}: {readings} readings, {} sensors, 1 reading per message, QoS 0, gzip {gzip}",
+        scenario.sensors()
     );
     println!(
         "  broker limit        {limit:>8.0} readings/s (same messages to a counting subscriber, this run)"
