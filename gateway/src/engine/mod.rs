@@ -205,6 +205,9 @@ pub struct Engine {
     pending_alert_records: u32,
     /// The rule state changed since it was last saved.
     state_dirty: bool,
+    /// A reading is held as a possible spike and not stored yet: the rule state that holds it
+    /// goes with the next points commit, whatever [`STATE_SAVE_INTERVAL`] says.
+    hold_save_due: bool,
     /// Rule state entries handed out by the evaluator (or evicted) and not yet committed:
     /// kept until a commit holding them returned, and read first when an evicted channel
     /// returns.
@@ -313,6 +316,7 @@ impl Engine {
             pending_alerts: Vec::new(),
             pending_alert_records: 0,
             state_dirty: false,
+            hold_save_due: false,
             unsaved: StateDelta::default(),
             alert_scope: StateScope::default(),
             last_evict_scan: 0,
@@ -518,6 +522,7 @@ impl Engine {
                     for alert in self.evaluator.on_tick(now) {
                         self.push_alert(&alert);
                     }
+                    self.store_decided();
                     self.evict_idle(now);
                     if self.pending_alert_records > 0
                         || (self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL)
@@ -602,14 +607,61 @@ impl Engine {
             if !r.quality.is_good() {
                 self.bad_since_summary += 1;
             }
-            line::encode_reading(&mut self.pending, &r);
-            self.pending_records += 1;
             self.since_summary += 1;
-            let (_verdict, alerts) = self.evaluator.on_reading(&r, now);
+            let (verdict, alerts) = self.evaluator.on_reading(&r, now);
             self.state_dirty = true;
             for alert in &alerts {
                 self.push_alert(alert);
             }
+            // Derived channels (issue 7 items 2–4) take a reading here only when
+            // `verdict.is_usable()`, and the held jumps that turned out real steps in
+            // `store_decided` (`HeldVerdict::spike == false`): docs/DOMAIN.md §Data quality.
+            self.store(r, verdict);
+        }
+    }
+
+    /// Render a reading into the pending lines with the sensor checks' verdict: the one place
+    /// that decides what is stored (docs/DOMAIN.md §Data quality). Judged out of range or stuck:
+    /// stored with its value and the quality 400 / 401. Held as a possible spike: not stored
+    /// yet (a second point at the same time would be kept beside the first by
+    /// VictoriaMetrics, not overwrite it); it waits in the rule state, which goes with the next
+    /// commit, and is stored by [`Engine::store_decided`] once decided.
+    fn store(&mut self, mut r: Reading, verdict: rules::Verdict) {
+        if verdict == rules::Verdict::Held {
+            self.hold_save_due = true;
+        } else {
+            if let Some(flag) = verdict.flag() {
+                r.quality = flag;
+                self.bad_since_summary += 1;
+            }
+            line::encode_reading(&mut self.pending, &r);
+            self.pending_records += 1;
+        }
+        if self.evaluator.has_decided() {
+            self.store_decided();
+        }
+    }
+
+    /// Store the held readings the evaluator decided: a spike with the quality 402, a real step
+    /// good, each with its own time, value and raw value.
+    fn store_decided(&mut self) {
+        for d in self.evaluator.take_decided() {
+            let series = self.channels.get(d.channel.key.as_str()).map_or_else(
+                || Arc::new(d.channel.to_series()),
+                |c| Arc::clone(&c.series),
+            );
+            let r = Reading {
+                series,
+                ts: d.ts,
+                value: Some(d.value),
+                raw: d.raw,
+                quality: d.quality(),
+            };
+            if d.spike {
+                self.bad_since_summary += 1;
+            }
+            line::encode_reading(&mut self.pending, &r);
+            self.pending_records += 1;
         }
     }
 
@@ -758,8 +810,9 @@ impl Engine {
         let (spool, task_body) = (Arc::clone(&self.spool), Arc::clone(&body));
         // Save the changed rule state entries with the points now and then (alerts save them
         // themselves).
-        let saving_state =
-            with_state && self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL;
+        let saving_state = with_state
+            && self.state_dirty
+            && (self.hold_save_due || self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL);
         if saving_state {
             self.collect_state();
         }
@@ -879,6 +932,7 @@ impl Engine {
             written.written_bytes() as u64,
         );
         self.state_dirty = false;
+        self.hold_save_due = false;
         self.last_state_save = Instant::now();
     }
 

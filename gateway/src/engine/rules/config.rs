@@ -35,7 +35,8 @@ pub const MIN_RATE_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_PAIR_MAX_SKEW: Duration = Duration::from_secs(10 * 60);
 /// Level of device-fault and stale alerts when the check or rule sets none.
 pub const DEFAULT_FAULT_LEVEL: Level = Level::Yellow;
-/// Consecutive bad-quality readings before a device-fault alert, when no check sets it.
+/// Consecutive bad-quality readings before a device-fault alert, when the `bad_quality` check
+/// sets no `count` (the check runs only where configured: `bad_quality = {}` for the defaults).
 pub const DEFAULT_BAD_QUALITY_COUNT: u32 = 3;
 /// Consecutive out-of-range readings before a device-fault alert, when the check sets none.
 pub const DEFAULT_RANGE_COUNT: u32 = 3;
@@ -318,8 +319,8 @@ pub struct CheckConfig {
     /// Level of the device-fault alerts (default yellow).
     #[serde(default)]
     pub level: Option<Level>,
-    /// Readings whose quality is not good (default for every channel: 3 in a row, cleared by 3
-    /// good ones).
+    /// Readings whose quality is not good: a device-fault alert after 3 in a row, cleared by 3
+    /// good ones (`bad_quality = {}`). Runs only on the channels of entries that set it.
     #[serde(default)]
     pub bad_quality: Option<FaultConfirmConfig>,
     /// Physical range: readings outside it are not used by rules.
@@ -536,16 +537,6 @@ pub(crate) struct StaleRule {
 pub(crate) struct FaultSpec {
     pub raise: Confirm,
     pub clear_count: u32,
-}
-
-impl FaultSpec {
-    pub const BAD_QUALITY_DEFAULT: Self = Self {
-        raise: Confirm {
-            count: DEFAULT_BAD_QUALITY_COUNT,
-            duration_ns: 0,
-        },
-        clear_count: DEFAULT_FAULT_CLEAR_COUNT,
-    };
 }
 
 /// A validated range check.

@@ -44,6 +44,23 @@ impl ChannelInfo {
         }
     }
 
+    /// The series again, from the copy: for a reading held as a possible spike across a
+    /// restart, stored once decided before the channel's next reading brought its series back.
+    /// The tags are the series' own (site, gateway, device, point, unit included), so the line
+    /// prefix is the same.
+    #[must_use]
+    pub fn to_series(&self) -> Series {
+        Series {
+            key: self.key.clone(),
+            device: self.device.clone(),
+            point: self.point.clone(),
+            kind: self.kind,
+            unit: self.unit.clone(),
+            tags: self.tags.clone(),
+            line_prefix: crate::record::series_prefix(self.kind.measurement(), &self.tags),
+        }
+    }
+
     /// The `structure` tag, shown in alert messages (e.g. `A栋`).
     #[must_use]
     pub fn structure(&self) -> Option<&str> {
