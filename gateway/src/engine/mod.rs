@@ -182,6 +182,9 @@ pub struct ChannelState {
     pub last_quality: Quality,
     /// Readings seen since start.
     pub readings: u64,
+    /// Time of the last reading stored flagged or held as a possible spike: a repeat of it is
+    /// not stored again ([`Engine::store`]).
+    pub judged_ts: Option<TimestampNs>,
 }
 
 /// The engine task. Build with [`Engine::new`], then `run`.
@@ -598,6 +601,7 @@ impl Engine {
             let Some(state) = self.channel(&r.series, now) else {
                 continue;
             };
+            let repeats_judged = state.judged_ts == Some(r.ts);
             state.last_ts = r.ts;
             state.last_quality = r.quality;
             if r.value.is_some() {
@@ -616,7 +620,7 @@ impl Engine {
             // Derived channels (issue 7 items 2–4) take a reading here only when
             // `verdict.is_usable()`, and the held jumps that turned out real steps in
             // `store_decided` (`HeldVerdict::spike == false`): docs/DOMAIN.md §Data quality.
-            self.store(r, verdict);
+            self.store(r, verdict, repeats_judged);
         }
     }
 
@@ -626,19 +630,37 @@ impl Engine {
     /// yet (a second point at the same time would be kept beside the first by
     /// VictoriaMetrics, not overwrite it); it waits in the rule state, which goes with the next
     /// commit, and is stored by [`Engine::store_decided`] once decided.
-    fn store(&mut self, mut r: Reading, verdict: rules::Verdict) {
-        if verdict == rules::Verdict::Held {
-            self.hold_save_due = true;
-        } else {
-            if let Some(flag) = verdict.flag() {
-                r.quality = flag;
-                self.bad_since_summary += 1;
+    ///
+    /// `repeats_judged`: the reading has the time of the channel's last flagged or held one (the
+    /// same device sample read again by the next poll): not stored again, so that a sample
+    /// never has two qualities in the store.
+    fn store(&mut self, mut r: Reading, verdict: rules::Verdict, repeats_judged: bool) {
+        use rules::Verdict;
+        match verdict {
+            Verdict::Repeat if repeats_judged => {}
+            Verdict::Held => {
+                self.hold_save_due = true;
+                self.judged(&r);
             }
-            line::encode_reading(&mut self.pending, &r);
-            self.pending_records += 1;
+            _ => {
+                if let Some(flag) = verdict.flag() {
+                    r.quality = flag;
+                    self.bad_since_summary += 1;
+                    self.judged(&r);
+                }
+                line::encode_reading(&mut self.pending, &r);
+                self.pending_records += 1;
+            }
         }
         if self.evaluator.has_decided() {
             self.store_decided();
+        }
+    }
+
+    /// Remember the time of a reading stored flagged or held (see [`Engine::store`]).
+    fn judged(&mut self, r: &Reading) {
+        if let Some(c) = self.channels.get_mut(r.series.key.as_str()) {
+            c.judged_ts = Some(r.ts);
         }
     }
 
@@ -691,6 +713,7 @@ impl Engine {
                     last_value: None,
                     last_quality: Quality::Good,
                     readings: 0,
+                    judged_ts: None,
                 },
             );
         }
