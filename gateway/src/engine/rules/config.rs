@@ -482,6 +482,8 @@ pub(crate) struct Override {
 /// An absolute, change or rate rule.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ChannelRule {
+    /// Where it is in the config file (`alerts.rules[3]`), for `gateway check`.
+    pub at: String,
     pub name: String,
     pub label: Option<String>,
     pub cause: Cause,
@@ -510,6 +512,8 @@ pub(crate) struct Pair {
 /// A difference or tilt rule.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PairRule {
+    /// Where it is in the config file (`alerts.rules[3]`), for `gateway check`.
+    pub at: String,
     pub name: String,
     pub label: Option<String>,
     pub cause: Cause,
@@ -525,6 +529,8 @@ pub(crate) struct PairRule {
 /// A stale rule.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StaleRule {
+    /// Where it is in the config file (`alerts.rules[3]`), for `gateway check`.
+    pub at: String,
     pub name: String,
     pub selector: Selector,
     pub after_ns: i64,
@@ -564,6 +570,8 @@ pub(crate) struct SpikeSpec {
 /// A validated `[[alerts.checks]]` entry.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct CheckEntry {
+    /// Where it is in the config file (`alerts.rules[3]`), for `gateway check`.
+    pub at: String,
     pub selector: Selector,
     pub level: Option<Level>,
     pub bad_quality: Option<FaultSpec>,
@@ -934,6 +942,7 @@ impl Validation {
             });
         }
         set.channel_rules.push(ChannelRule {
+            at: at.to_owned(),
             name: r.name.clone(),
             label: r.label.clone(),
             cause,
@@ -1044,6 +1053,7 @@ impl Validation {
         }
         let [upper, lower] = bands;
         set.pair_rules.push(PairRule {
+            at: at.to_owned(),
             name: r.name.clone(),
             label: r.label.clone(),
             cause: if tilt { Cause::Tilt } else { Cause::Difference },
@@ -1080,6 +1090,7 @@ impl Validation {
             }
         };
         set.stale_rules.push(StaleRule {
+            at: at.to_owned(),
             name: r.name.clone(),
             selector,
             after_ns: ns(after),
@@ -1389,6 +1400,7 @@ impl Validation {
             }
         });
         (self.problems.len() == before).then_some(CheckEntry {
+            at: at.to_owned(),
             selector,
             level: c.level,
             bad_quality,

@@ -125,6 +125,7 @@ pub use config::{
     DEFAULT_RATE_PER, DEFAULT_SPIKE_WITHIN, MAX_LEVEL_FRACTION, MIN_RATE_WINDOW, RANGE_CHECK,
     SPIKE_CHECK, STUCK_CHECK,
 };
+pub(crate) use config::{PairRule, StaleRule};
 pub use evaluator::{
     channel_entry_key, Evaluator, EvaluatorState, HeldVerdict, RestoreError, RestoreReport,
     StateScope, Verdict, ENTRY_FORMAT, STATE_FORMAT,
