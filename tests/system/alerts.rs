@@ -306,24 +306,30 @@ url_env = "ANJU_TEST_WEBHOOK_URL"
     Ok(())
 }
 
+/// The faulty-devices scenario at 600× (one simulated minute per 100 ms), its RTU bus on a pty
+/// pair under `pty_dir`.
+async fn faulty_site(pty_dir: &std::path::Path) -> Result<firmware_sim::RunningSite> {
+    let scenario =
+        Scenario::load(&anju_system::repo_root().join("config/sim/faulty-devices.toml"))?;
+    Ok(Site::start(
+        &scenario,
+        StartOptions {
+            pty_dir: Some(pty_dir.to_path_buf()),
+            clock: ClockMode::Realtime { speed: 600 },
+            ..Default::default()
+        },
+    )
+    .await?)
+}
+
 /// The faulty-devices scenario (stuck, spikes, drift, dropouts, a slave that goes silent,
 /// exceptions, slow replies, status flags) at 600×: device-fault alerts for the technician, and
 /// not one quality alert, although a rule would fire on the spikes if they were believed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faulty_devices_raise_device_fault_alerts_and_no_quality_alert() -> Result<()> {
     anju_system::init_tracing();
-    let scenario =
-        Scenario::load(&anju_system::repo_root().join("config/sim/faulty-devices.toml"))?;
     let pty_dir = tempfile::tempdir()?;
-    let site = Site::start(
-        &scenario,
-        StartOptions {
-            pty_dir: Some(pty_dir.path().to_path_buf()),
-            clock: ClockMode::Realtime { speed: 600 },
-            ..Default::default()
-        },
-    )
-    .await?;
+    let site = faulty_site(pty_dir.path()).await?;
     let tty = site
         .rtu_endpoint("rs485-f")
         .and_then(|e| e.gateway_path.clone())
@@ -566,18 +572,8 @@ const SPIKE_EVERY: usize = 5;
 async fn stuck_and_spiking_readings_are_stored_flagged_and_move_no_quality_alert() -> Result<()> {
     anju_system::init_tracing();
     let vm = anju_system::VictoriaMetrics::start()?;
-    let scenario =
-        Scenario::load(&anju_system::repo_root().join("config/sim/faulty-devices.toml"))?;
     let pty_dir = tempfile::tempdir()?;
-    let site = Site::start(
-        &scenario,
-        StartOptions {
-            pty_dir: Some(pty_dir.path().to_path_buf()),
-            clock: ClockMode::Realtime { speed: 600 },
-            ..Default::default()
-        },
-    )
-    .await?;
+    let site = faulty_site(pty_dir.path()).await?;
     let start = site.now_ns();
     let dir = tempfile::tempdir()?;
     let config = format!(

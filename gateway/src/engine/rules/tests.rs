@@ -110,17 +110,9 @@ confirm = { count = 3 }
 "#;
 
 /// [`TOTAL`] with the bad-quality check on every channel, at its defaults.
-const TOTAL_WITH_BAD_QUALITY: &str = r#"
-[[rules]]
-name = "settlement-total"
-kind = "absolute"
-select = { kind = "settlement" }
-upper = { alarm = 30.0, yellow = 0.7, orange = 0.85, red = 1.0 }
-confirm = { count = 3 }
-[[checks]]
-select = {}
-bad_quality = {}
-"#;
+fn total_with_bad_quality() -> String {
+    format!("{TOTAL}[[checks]]\nselect = {{}}\nbad_quality = {{}}\n")
+}
 
 #[test]
 fn confirmation_hysteresis_escalation_and_clearing() {
@@ -507,7 +499,7 @@ fn gb50007_tilt_ratio() {
 
 #[test]
 fn bad_quality_never_raises_or_clears_a_quality_alert_but_raises_a_device_fault() {
-    let mut site = Site::new(TOTAL_WITH_BAD_QUALITY);
+    let mut site = Site::new(&total_with_bad_quality());
     let ch = settlement("lev-a1", "ch3");
     let t = |i: i64| T0 + i * S;
     let mut quality = Vec::new();
@@ -572,7 +564,7 @@ fn bad_quality_never_raises_or_clears_a_quality_alert_but_raises_a_device_fault(
 
 #[test]
 fn a_device_fault_code_is_reported_with_its_quality() {
-    let mut site = Site::new(TOTAL_WITH_BAD_QUALITY);
+    let mut site = Site::new(&total_with_bad_quality());
     let ch = settlement("lev-a1", "ch3");
     let mut last = Vec::new();
     for i in 0..3 {
