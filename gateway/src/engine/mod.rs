@@ -774,6 +774,10 @@ impl Engine {
             self.bound_held_points();
             return false;
         }
+        if self.pending_records == 0 && self.hold_save_due && !self.save_held().await {
+            self.bound_held_points();
+            return false;
+        }
         if self.pending_records == 0 {
             // A batch of only rejected readings still counts as handled.
             for ack in self.pending_acks.drain(..) {
@@ -801,6 +805,28 @@ impl Engine {
                 return true;
             }
         }
+    }
+
+    /// A reading held as a possible spike, and no line to commit the rule state with: commit
+    /// the state alone, so that the held reading is durable before its batch is acknowledged.
+    /// True when committed; false when the commit failed (acknowledgements wait, retried).
+    async fn save_held(&mut self) -> bool {
+        self.collect_state();
+        let state = self.unsaved.clone();
+        let spool = Arc::clone(&self.spool);
+        let error = match tokio::task::spawn_blocking(move || spool.save_state(&state)).await {
+            Ok(Ok(())) => {
+                self.commits.succeeded();
+                self.state_saved();
+                return true;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(join) => format!("the commit task failed: {join}"),
+        };
+        self.metrics.incr(Counter::SpoolErrors, &[]);
+        self.commits
+            .failed("rule state", &error, self.pending_records, 0);
+        false
     }
 
     /// Commit the first piece of the held lines, at most `limit` bytes at a line end; with

@@ -699,3 +699,65 @@ async fn a_held_jump_survives_a_restart_in_the_rule_state_and_is_stored_once_dec
         ]
     );
 }
+
+#[tokio::test]
+async fn a_held_jump_alone_in_its_batch_is_durable_before_the_batch_is_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spool.redb");
+    let open = || {
+        Arc::new(
+            Spool::open(&path, &SpoolConfig::default(), &["reader".to_owned()]).expect("spool"),
+        )
+    };
+    let ch1 = settlement_point("ch1");
+    let t0 = now_ns() - 600 * 1_000_000_000;
+    let t = |i: i64| t0 + i * 1_000_000_000;
+    let cfg: AlertsConfig = toml::from_str(CHECKS).expect("rules parse");
+    let spool = open();
+    let (tx, rx) = mpsc::channel(16);
+    let engine = Engine::new(
+        rx,
+        Arc::clone(&spool),
+        Arc::new(Metrics::new()),
+        Arc::new(SystemClock),
+        EngineConfig::default(),
+        Duration::from_secs(3600),
+        RuleSet::from_config(&cfg, "alerts").expect("rules valid"),
+        "xa",
+    );
+    let task = tokio::spawn(engine.run());
+    // Each batch as an MQTT source sends it: acknowledged upstream only once committed.
+    for (ts, v) in [(t(0), 10.0), (t(1), 40.0)] {
+        let (ack, committed) = tokio::sync::oneshot::channel();
+        let batch = ReadingBatch {
+            readings: vec![Reading::good(Arc::clone(&ch1), ts, v)],
+            on_commit: Some(ack),
+        };
+        tx.send(batch).await.expect("engine alive");
+        tokio::time::timeout(Duration::from_secs(5), committed)
+            .await
+            .expect("acknowledged")
+            .expect("committed");
+    }
+    // The gateway dies right after the acknowledgement of the held 40: no final flush.
+    task.abort();
+    let _ = task.await;
+    drop(tx);
+    drop(spool);
+    let spool = open();
+    run_engine_with(
+        &spool,
+        CHECKS,
+        vec![vec![Reading::good(Arc::clone(&ch1), t(2), 10.1)]],
+    )
+    .await;
+    assert_eq!(
+        stored_points(&spool),
+        vec![
+            ("ch1".to_owned(), t(0), "10.0".to_owned(), "0i".to_owned()),
+            ("ch1".to_owned(), t(1), "40.0".to_owned(), "402i".to_owned()),
+            ("ch1".to_owned(), t(2), "10.1".to_owned(), "0i".to_owned()),
+        ],
+        "the acknowledged 40 survived the crash in the rule state and was stored once decided"
+    );
+}
