@@ -25,6 +25,7 @@ use crate::alert::Cause;
 use crate::engine::rules::selector::{ChannelInfo, ChannelTemplate, Selector};
 use crate::engine::rules::{PairRule, StaleRule, StaleScope};
 use crate::model::{QuantityKind, Series};
+use crate::sources::mqtt::config::Subscription;
 use crate::sources::mqtt::payload::PayloadFormat;
 use crate::sources::mqtt::topic::Template;
 
@@ -86,7 +87,6 @@ pub fn rule_coverage(cfg: &Config) -> RuleCoverage {
         .iter()
         .flat_map(|m| {
             m.subscriptions.iter().map(move |s| {
-                let plain = matches!(s.payload, PayloadFormat::Plain {});
                 let mut tags = BTreeMap::new();
                 tags.insert("site".to_owned(), cfg.site.clone());
                 tags.insert("gateway".to_owned(), cfg.gateway_id.clone());
@@ -95,14 +95,9 @@ pub fn rule_coverage(cfg: &Config) -> RuleCoverage {
                     name: format!("{}/{}", m.name, s.name),
                     cigem: matches!(s.payload, PayloadFormat::Cigem {}),
                     template: ChannelTemplate {
-                        // Only a plain payload cannot rename what config says.
-                        kind: plain.then_some(s.quantity),
-                        device: s.device.as_fixed().filter(|_| plain),
-                        point: s
-                            .point
-                            .as_ref()
-                            .and_then(Template::as_fixed)
-                            .filter(|_| plain),
+                        kinds: produced_kinds(s),
+                        device: fixed_device(s),
+                        point: fixed_point(s),
                         tags,
                         open_tags: s.pattern.names(),
                     },
@@ -332,6 +327,40 @@ impl Coverage<'_> {
                 ),
             );
         }
+    }
+}
+
+/// The quantity kinds a subscription's channels can have; `None`: any (CIGEM).
+fn produced_kinds(s: &Subscription) -> Option<Vec<QuantityKind>> {
+    match &s.payload {
+        PayloadFormat::Plain {} => Some(vec![s.quantity]),
+        PayloadFormat::Cigem {} => None,
+        PayloadFormat::Json(m) => Some(
+            std::iter::once(s.quantity)
+                .chain(m.kinds.values().copied())
+                .chain(m.sensors.values().filter_map(|o| o.quantity))
+                .chain(m.fields.values().filter_map(|o| o.quantity))
+                .collect(),
+        ),
+    }
+}
+
+/// The device of a subscription's channels when config fixes it.
+fn fixed_device(s: &Subscription) -> Option<&str> {
+    match &s.payload {
+        PayloadFormat::Plain {} => s.device.as_fixed(),
+        PayloadFormat::Json(m) if m.device.is_none() => s.device.as_fixed(),
+        PayloadFormat::Json(_) | PayloadFormat::Cigem {} => None,
+    }
+}
+
+/// The point of a subscription's channels when config fixes it.
+fn fixed_point(s: &Subscription) -> Option<&str> {
+    let fixed = s.point.as_ref().and_then(Template::as_fixed);
+    match &s.payload {
+        PayloadFormat::Plain {} => fixed,
+        PayloadFormat::Json(m) if m.sensor.is_none() && m.values.is_empty() => fixed,
+        PayloadFormat::Json(_) | PayloadFormat::Cigem {} => None,
     }
 }
 

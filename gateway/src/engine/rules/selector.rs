@@ -164,7 +164,8 @@ impl Selector {
                 .is_none_or(|p| name.is_none_or(|n| glob_match(p, n)))
         };
         let key = t.device.zip(t.point).map(|(d, p)| format!("{d}/{p}"));
-        self.kind.is_none_or(|k| t.kind.is_none_or(|tk| tk == k))
+        self.kind
+            .is_none_or(|k| t.kinds.as_ref().is_none_or(|kinds| kinds.contains(&k)))
             && fixed(&self.device, t.device)
             && fixed(&self.point, t.point)
             && fixed(&self.channel, key.as_deref())
@@ -185,11 +186,11 @@ impl Selector {
 /// [`Selector::could_match`].
 #[derive(Debug, Clone)]
 pub(crate) struct ChannelTemplate<'a> {
-    /// Their quantity kind; `None` when the payload names it (JSON mappings, CIGEM).
-    pub kind: Option<QuantityKind>,
-    /// Their device, when config fixes it (plain payloads with a fixed `device`).
+    /// The quantity kinds they can have; `None` when any (CIGEM: the kind comes with the point).
+    pub kinds: Option<Vec<QuantityKind>>,
+    /// Their device, when config fixes it (a fixed `device` the payload does not override).
     pub device: Option<&'a str>,
-    /// Their point, when config fixes it (plain payloads with a fixed `point`).
+    /// Their point, when config fixes it (a fixed `point` the payload does not override).
     pub point: Option<&'a str>,
     /// Tags fixed by config (site, gateway, the subscription's `tags`).
     pub tags: BTreeMap<String, String>,
