@@ -766,3 +766,56 @@ after = \"{after}\"
         .problems
         .is_empty());
 }
+
+#[test]
+fn check_knows_the_kinds_a_json_subscription_can_give() {
+    // Quantity `temperature`, `rh` as humidity, and payload kinds mapped to settlement.
+    let cfg = load(&format!(
+        "{HEAD}
+[[mqtt]]
+name = \"site\"
+address = \"127.0.0.1:1883\"
+[[mqtt.subscriptions]]
+name = \"nodes\"
+topic = \"sites/{{site}}/nodes/{{device}}/up\"
+quantity = \"temperature\"
+unit = \"°C\"
+[mqtt.subscriptions.payload]
+format = \"json\"
+readings = \"readings\"
+sensor = \"sensor\"
+value = \"value\"
+kind = \"kind\"
+kinds = {{ sett = \"settlement\" }}
+sensors = {{ rh = {{ quantity = \"humidity\", unit = \"%\" }} }}
+
+[alerts]
+[[alerts.rules]]
+name = \"temperature\"
+kind = \"absolute\"
+select = {{ kind = \"temperature\" }}
+upper = {{ red = 85.0 }}
+[[alerts.rules]]
+name = \"settlement\"
+kind = \"absolute\"
+select = {{ kind = \"settlement\" }}
+upper = {{ red = 30.0 }}
+[[alerts.checks]]
+select = {{ kind = \"humidity\" }}
+range = {{ min = 0.0, max = 100.0 }}
+[[alerts.rules]]
+name = \"pore-pressure\"
+kind = \"absolute\"
+select = {{ kind = \"pore_pressure\" }}
+upper = {{ red = 100.0 }}
+"
+    ))
+    .unwrap_or_else(|e| panic!("valid: {e}"));
+    let c = super::rule_coverage(&cfg);
+    assert_eq!(
+        c.problems.iter().map(|p| p.at.as_str()).collect::<Vec<_>>(),
+        vec!["alerts.rules[2].select"],
+        "only the pore pressure rule matches nothing:\n{}",
+        c.text
+    );
+}
