@@ -29,7 +29,9 @@ enum Cmd {
         config: PathBuf,
     },
     /// Validate a config without connecting to anything, and print what the gateway would do:
-    /// devices, channels, Modbus read plans, MQTT subscriptions, sinks.
+    /// devices, channels, Modbus read plans, MQTT subscriptions, sinks, and every alert rule and
+    /// sensor check with the channels it matches. Exit 2 when the config is invalid or a rule
+    /// matches nothing, pairs different quantities or units, or goes stale between two polls.
     Check {
         /// The site config file.
         #[arg(short, long)]
@@ -53,8 +55,21 @@ fn main() -> ExitCode {
         Cmd::Check { config } => match Config::load(&config) {
             Ok(cfg) => {
                 print!("{}", anju_gateway::config::describe(&cfg));
-                println!("\n{}: OK", config.display());
-                ExitCode::SUCCESS
+                let coverage = anju_gateway::config::rule_coverage(&cfg);
+                print!("{}", coverage.text);
+                if coverage.problems.is_empty() {
+                    println!("\n{}: OK", config.display());
+                    return ExitCode::SUCCESS;
+                }
+                for p in &coverage.problems {
+                    eprintln!("{p}");
+                }
+                eprintln!(
+                    "\n{}: {} alert rule(s) cannot work as written (see above); fix them and check again",
+                    config.display(),
+                    coverage.problems.len()
+                );
+                ExitCode::from(2)
             }
             Err(e) => {
                 eprintln!("{e}");

@@ -129,6 +129,11 @@ impl fmt::Display for QuantityKind {
     }
 }
 
+/// Largest device fault code written as itself in the `quality` field (300 + code); larger
+/// ones read 399, so that device faults stay within 3xx and never read as a verdict of the
+/// gateway's checks (4xx). CIGEM `sensor_state` codes are single digits (docs/DOMAIN.md §CIGEM).
+pub const MAX_DEVICE_FAULT_CODE: u16 = 99;
+
 /// How far a reading can be trusted. Written to InfluxDB as the integer field `quality`
 /// ([`Quality::code`]) so that dashboards can filter bad readings and the schema stays numeric
 /// (VictoriaMetrics drops string fields).
@@ -157,13 +162,29 @@ pub enum Quality {
     /// vibrating-wire gauge's own thermistor) and that input was missing or not good. The value
     /// is never given uncorrected; the raw value is kept in the reading.
     CorrectionUnavailable,
+    /// Read normally, then judged outside the physical range of its quantity by the channel's
+    /// `range` check (docs/DOMAIN.md §Data quality). The value is stored as read; no rule and no
+    /// derived channel uses it.
+    OutOfRange,
+    /// Read normally, then judged stuck by the channel's `stuck` check: it completes (or
+    /// continues) a run of the same value for the check's `count` / `for` (docs/DOMAIN.md §Data
+    /// quality). The readings of the run before it was complete are stored good: the check
+    /// cannot know yet. The value is stored as read; no rule uses it.
+    Stuck,
+    /// Read normally, then judged a spike by the channel's `spike` check: a jump beyond `jump`
+    /// that came back within `within` (docs/DOMAIN.md §Data quality). The value is stored as
+    /// read; no rule uses it.
+    Spike,
 }
 
 impl Quality {
     /// The integer written as the `quality` field. Stable: dashboards and the README schema rely
     /// on these numbers. 0 good; 1xx Modbus exception 1xx = 100 + code; 200 timeout;
     /// 201 communication error; 202 not finite; 203 not convertible; 204 correction input
-    /// unavailable; 3xx device-reported fault 300 + |code|.
+    /// unavailable; 3xx device-reported fault 300 + |code| (a device code beyond
+    /// [`MAX_DEVICE_FAULT_CODE`] reads 399, so that the range never reaches the next); 4xx
+    /// judged by the gateway's own sensor checks on a value that was read normally: 400 out of
+    /// range, 401 stuck, 402 spike (docs/DOMAIN.md §Data quality).
     #[must_use]
     pub fn code(self) -> i64 {
         match self {
@@ -174,8 +195,20 @@ impl Quality {
             Self::NotFinite => 202,
             Self::NotConvertible => 203,
             Self::CorrectionUnavailable => 204,
-            Self::DeviceFault(code) => 300 + i64::from(code.unsigned_abs()),
+            Self::DeviceFault(code) => {
+                300 + i64::from(code.unsigned_abs().min(MAX_DEVICE_FAULT_CODE))
+            }
+            Self::OutOfRange => 400,
+            Self::Stuck => 401,
+            Self::Spike => 402,
         }
+    }
+
+    /// True for a verdict of the gateway's sensor checks (4xx): the value was read normally and
+    /// is kept, but judged unusable.
+    #[must_use]
+    pub const fn is_verdict(self) -> bool {
+        matches!(self, Self::OutOfRange | Self::Stuck | Self::Spike)
     }
 
     /// True for a reading whose value may be used.
@@ -346,6 +379,12 @@ mod tests {
         assert_eq!(Quality::NotConvertible.code(), 203);
         assert_eq!(Quality::CorrectionUnavailable.code(), 204);
         assert_eq!(Quality::DeviceFault(-2).code(), 302);
+        assert_eq!(Quality::DeviceFault(99).code(), 399);
+        assert_eq!(Quality::DeviceFault(4321).code(), 399);
+        assert_eq!(Quality::DeviceFault(i16::MIN).code(), 399);
+        assert_eq!(Quality::OutOfRange.code(), 400);
+        assert_eq!(Quality::Stuck.code(), 401);
+        assert_eq!(Quality::Spike.code(), 402);
     }
 
     #[test]

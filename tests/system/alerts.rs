@@ -3,14 +3,15 @@
 //! mosquitto and the gateway; the alerts reach a real mosquitto subscriber (QoS 1 upstream sink)
 //! and a local webhook receiver. Checked against the simulator's truth: red only where the true
 //! difference reached 25 °C, every alert's events in order from raise to clear, and the same
-//! alert on both paths.
+//! alert on both paths. Faulty devices raise device-fault alerts, never quality alerts, and
+//! their stuck and spiking readings are stored flagged (quality 401 / 402).
 
 use anju_gateway::metrics::Counter;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anju_system::{profiles_dir, start_gateway, wait_until, Mosquitto};
-use anyhow::{ensure, Context as _, Result};
+use anyhow::{bail, ensure, Context as _, Result};
 use firmware_sim::{ClockMode, Scenario, Site, StartOptions};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
@@ -305,24 +306,30 @@ url_env = "ANJU_TEST_WEBHOOK_URL"
     Ok(())
 }
 
+/// The faulty-devices scenario at 600× (one simulated minute per 100 ms), its RTU bus on a pty
+/// pair under `pty_dir`.
+async fn faulty_site(pty_dir: &std::path::Path) -> Result<firmware_sim::RunningSite> {
+    let scenario =
+        Scenario::load(&anju_system::repo_root().join("config/sim/faulty-devices.toml"))?;
+    Ok(Site::start(
+        &scenario,
+        StartOptions {
+            pty_dir: Some(pty_dir.to_path_buf()),
+            clock: ClockMode::Realtime { speed: 600 },
+            ..Default::default()
+        },
+    )
+    .await?)
+}
+
 /// The faulty-devices scenario (stuck, spikes, drift, dropouts, a slave that goes silent,
 /// exceptions, slow replies, status flags) at 600×: device-fault alerts for the technician, and
 /// not one quality alert, although a rule would fire on the spikes if they were believed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faulty_devices_raise_device_fault_alerts_and_no_quality_alert() -> Result<()> {
     anju_system::init_tracing();
-    let scenario =
-        Scenario::load(&anju_system::repo_root().join("config/sim/faulty-devices.toml"))?;
     let pty_dir = tempfile::tempdir()?;
-    let site = Site::start(
-        &scenario,
-        StartOptions {
-            pty_dir: Some(pty_dir.path().to_path_buf()),
-            clock: ClockMode::Realtime { speed: 600 },
-            ..Default::default()
-        },
-    )
-    .await?;
+    let site = faulty_site(pty_dir.path()).await?;
     let tty = site
         .rtu_endpoint("rs485-f")
         .and_then(|e| e.gateway_path.clone())
@@ -547,6 +554,200 @@ client_id = "anju-gw-slope-alerts"
         red["message"].as_str().is_some_and(|m| m.contains("警报")),
         "zh message: {}",
         red["message"]
+    );
+    Ok(())
+}
+
+/// How often the faulty-devices scenario spikes lvl-f/ch2 within its spike window
+/// (config/sim/faulty-devices.toml: `every = 5`, from the window's first sample).
+const SPIKE_EVERY: usize = 5;
+
+/// Issue 7 item 5, on the simulator's truth: lvl-f/ch1 is stuck from 10 to 40 min and lvl-f/ch2
+/// spikes by +25 mm on every 5th sample from 10 to 60 min. Every reading lands in
+/// VictoriaMetrics once, with the device's value, and the quality the fault windows predict:
+/// 401 from the stuck run's third sample (the check's `count`) to the window's end, 402 on the
+/// spiked samples, 0 elsewhere. The change rules that would fire on a believed spike or stuck
+/// value raise nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_and_spiking_readings_are_stored_flagged_and_move_no_quality_alert() -> Result<()> {
+    anju_system::init_tracing();
+    let vm = anju_system::VictoriaMetrics::start()?;
+    let pty_dir = tempfile::tempdir()?;
+    let site = faulty_site(pty_dir.path()).await?;
+    let start = site.now_ns();
+    let dir = tempfile::tempdir()?;
+    let config = format!(
+        r#"
+site = "anju-faulty"
+gateway_id = "gw-test"
+data_dir = "{data}"
+profiles_dir = "{profiles}"
+
+[engine]
+# Simulated time runs 600x faster than the wall clock.
+max_future = "3650d"
+flush_interval = "50ms"
+
+[[devices]]
+name = "lvl-f"
+transport = "tcp"
+address = "{lvl}"
+profile = "levelling-8ch"
+poll_interval = "100ms"
+timeout = "80ms"
+retries = 0
+max_backoff = "200ms"
+
+[[sinks]]
+type = "influxdb"
+url = "{vm}"
+org = "county"
+bucket = "anju"
+batch_max_age = "100ms"
+
+[alerts]
+language = "en"
+
+# Would fire on a +25 mm spike if it were believed (the true settlement moves 5 mm at most).
+[[alerts.rules]]
+name = "level-change-ch1"
+kind = "change"
+select = {{ device = "lvl-f", point = "ch1" }}
+upper = {{ alarm = 10.0, red = 1.0 }}
+confirm = {{ count = 1 }}
+
+[[alerts.rules]]
+name = "level-change-ch2"
+kind = "change"
+select = {{ device = "lvl-f", point = "ch2" }}
+upper = {{ alarm = 10.0, red = 1.0 }}
+confirm = {{ count = 1 }}
+
+[[alerts.checks]]
+select = {{ device = "lvl-f", point = "ch1" }}
+stuck = {{ count = 3 }}
+
+[[alerts.checks]]
+select = {{ device = "lvl-f", point = "ch2" }}
+spike = {{ jump = 5.0, within = "3min" }}
+"#,
+        data = dir.path().display(),
+        profiles = profiles_dir().display(),
+        lvl = site.tcp_addr("lvl-f").context("lvl-f address")?,
+        vm = vm.url(),
+    );
+    let gw = start_gateway(&config, dir.path())?;
+    // Up to 50 simulated minutes (the status flags of lvl-f start then): both fault windows
+    // and 10 minutes of normal readings before them.
+    let until = start + 50 * 60 * 1_000_000_000;
+    wait_until(Duration::from_secs(60), "50 simulated minutes", || async {
+        site.now_ns() >= until
+    })
+    .await?;
+    let until_ms = until / 1_000_000;
+    // Device times run 600x ahead of the wall clock: export up to a day ahead.
+    let far = until_ms + 24 * 3600 * 1000;
+    wait_until(
+        Duration::from_secs(30),
+        "lvl-f/ch1 and ch2 readings up to 50 min in VictoriaMetrics",
+        || async {
+            vm.export_until("level_quality", Some(far))
+                .await
+                .is_ok_and(|s| {
+                    ["ch1", "ch2"].iter().all(|p| {
+                        s.iter().any(|x| {
+                            x.metric.get("point").map(String::as_str) == Some(*p)
+                                && x.timestamps.last().is_some_and(|t| *t >= until_ms - 60_000)
+                        })
+                    })
+                })
+        },
+    )
+    .await?;
+    let metrics = Arc::clone(&gw.metrics);
+    gw.stop().await?;
+    let truth = site.truth();
+    site.shutdown().await;
+
+    // (point, ms) → quality and value, from the store.
+    let stored = |series: &[anju_system::ExportedSeries]| {
+        let mut out = std::collections::BTreeMap::new();
+        for s in series {
+            if s.metric.get("device").map(String::as_str) != Some("lvl-f") {
+                continue;
+            }
+            let Some(p) = s.metric.get("point") else {
+                continue;
+            };
+            for (t, v) in s.timestamps.iter().zip(&s.values) {
+                out.insert((p.clone(), *t), *v);
+            }
+        }
+        out
+    };
+    let quality = stored(&vm.export_until("level_quality", Some(far)).await?);
+    let value = stored(&vm.export_until("level_value", Some(far)).await?);
+    let window = |point: &str, kind: firmware_sim::FaultKind| {
+        truth
+            .faults_of("lvl-f")
+            .into_iter()
+            .find(|f| f.point.as_deref() == Some(point) && f.kind == kind)
+            .map(|f| (f.start_ns, f.end_ns.unwrap_or(i64::MAX)))
+            .with_context(|| format!("the truth has no {kind:?} window on {point}"))
+    };
+    let stuck = window("ch1", firmware_sim::FaultKind::Stuck)?;
+    let spike = window("ch2", firmware_sim::FaultKind::Spike)?;
+    let mut checked = [0usize; 3];
+    for (point, (w0, w1)) in [("ch1", stuck), ("ch2", spike)] {
+        let mut samples = truth.samples_of("lvl-f", point);
+        samples.sort_by_key(|s| s.ts_ns);
+        let mut in_window = 0usize;
+        for s in samples.iter().filter(|s| s.ts_ns < until - 60_000_000_000) {
+            let ms = s.ts_ns / 1_000_000;
+            let key = (point.to_owned(), ms);
+            let inside = s.ts_ns >= w0 && s.ts_ns < w1;
+            let want = match (point, inside) {
+                // The run is complete at its third sample (the check's count).
+                ("ch1", true) if in_window >= 2 => 401.0,
+                ("ch2", true) if in_window.is_multiple_of(SPIKE_EVERY) => 402.0,
+                _ => 0.0,
+            };
+            if inside {
+                in_window += 1;
+            }
+            let (Some(q), Some(v)) = (quality.get(&key), value.get(&key)) else {
+                bail!(
+                    "{point} at {ms} ms (the device served {}) was not stored",
+                    s.value
+                );
+            };
+            ensure!(
+                (*v - s.value).abs() <= 1e-9 * s.value.abs().max(1.0),
+                "{point} at {ms} ms: stored {v}, the device served {}",
+                s.value
+            );
+            ensure!(
+                *q == want,
+                "{point} at {ms} ms (value {v}, {} the fault window): quality {q}, want {want}",
+                if inside { "inside" } else { "outside" }
+            );
+            checked[usize::from(want == 401.0) + 2 * usize::from(want == 402.0)] += 1;
+        }
+    }
+    ensure!(
+        checked[1] >= 20 && checked[2] >= 6 && checked[0] >= 40,
+        "too few readings checked (good, stuck, spike): {checked:?}"
+    );
+    let raised = |kind: &str| metrics.get(Counter::Alerts, &[("kind", kind), ("state", "raised")]);
+    ensure!(
+        raised("quality") == 0,
+        "a quality alert moved:\n{}",
+        metrics.render()
+    );
+    ensure!(
+        raised("device_fault") >= 2,
+        "the stuck and the spike faults were not raised:\n{}",
+        metrics.render()
     );
     Ok(())
 }

@@ -3,7 +3,7 @@
 //!
 //! - [`alerts`]: a curing pour that breaks the GB 50496 limit alerts the bureau, in order;
 //!   a slope accelerating to failure escalates yellow → orange → red; faulty devices raise
-//!   device-fault alerts and no quality alert.
+//!   device-fault alerts and no quality alert; stuck and spiking readings are stored flagged.
 //! - [`modbus_to_influx`]: Modbus TCP and RTU values and device times land exactly.
 //! - [`modbus_holes`]: reads are re-planned around refused holes to the minimum per cycle.
 //! - [`modbus_late_reply`]: an RTU slave answering after the timeout never gets its late answer

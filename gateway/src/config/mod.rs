@@ -385,8 +385,12 @@ fn is_local_host(host: &str, listen: SocketAddr) -> bool {
         })
 }
 
+mod coverage;
 mod describe;
 mod problem;
+pub use coverage::{
+    rule_coverage, RuleCoverage, MAX_LISTED_CHANNELS, TYPICAL_CIGEM_UPLOAD_INTERVAL,
+};
 pub use describe::describe;
 pub use problem::{Problem, Problems};
 

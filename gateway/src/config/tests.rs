@@ -262,6 +262,14 @@ fn every_config_file_in_config_loads() {
             !text.contains("example-token") && !text.contains("example-password"),
             "a secret was printed"
         );
+        // `gateway check` accepts every rule of the shipped configs (issue 7 item 8).
+        let coverage = super::rule_coverage(&cfg);
+        assert!(
+            coverage.problems.is_empty(),
+            "{}: {:#?}",
+            path.display(),
+            coverage.problems
+        );
         n += 1;
     }
     assert!(
@@ -491,5 +499,323 @@ async fn a_host_name_is_looked_up_when_connecting() {
     assert_eq!(
         literal.resolve().await.expect("no lookup").to_string(),
         "192.0.2.7:1502"
+    );
+}
+
+/// A levelling module (level heads, mm, polled every 10 s), a thermistor string (°C, every
+/// 5 min), a settlement point written inline (mm) and, with `mqtt`, a plain settlement-plate
+/// subscription; then `alerts`.
+fn coverage_of(mqtt: bool, alerts: &str) -> super::RuleCoverage {
+    let mqtt = if mqtt {
+        "
+[[mqtt]]
+name = \"site\"
+address = \"127.0.0.1:1883\"
+[[mqtt.subscriptions]]
+name = \"plates\"
+topic = \"sites/{site}/plates/{point}\"
+device = \"plates-east\"
+point = \"{point}\"
+quantity = \"settlement\"
+unit = \"mm\"
+payload = { format = \"plain\" }
+"
+    } else {
+        ""
+    };
+    let cfg = load(&format!(
+        "{HEAD}
+[[devices]]
+name = \"lev-a1\"
+transport = \"tcp\"
+address = \"127.0.0.1:5020\"
+profile = \"levelling-8ch\"
+poll_interval = \"10s\"
+tags = {{ structure = \"block-A\" }}
+
+[[devices]]
+name = \"therm\"
+transport = \"tcp\"
+address = \"127.0.0.1:5021\"
+profile = \"thermistor-16\"
+poll_interval = \"5m\"
+
+[[devices]]
+name = \"sp\"
+transport = \"tcp\"
+address = \"127.0.0.1:5022\"
+poll_interval = \"1m\"
+tags = {{ structure = \"block-A\" }}
+[[devices.points]]
+name = \"s1\"
+function = \"holding\"
+address = 0
+type = \"f32\"
+unit = \"mm\"
+quantity = \"settlement\"
+[[devices.points]]
+name = \"s2\"
+function = \"holding\"
+address = 2
+type = \"f32\"
+unit = \"cm\"
+quantity = \"settlement\"
+{mqtt}
+[alerts]
+{alerts}"
+    ))
+    .unwrap_or_else(|e| panic!("valid: {e}"));
+    super::rule_coverage(&cfg)
+}
+
+fn coverage_problems(c: &super::RuleCoverage) -> Vec<String> {
+    c.problems
+        .iter()
+        .map(|p| format!("{}: {}", p.at, p.message))
+        .collect()
+}
+
+#[test]
+fn check_lists_the_channels_each_rule_matches() {
+    let c = coverage_of(
+        false,
+        "
+[[alerts.rules]]
+name = \"heads\"
+kind = \"absolute\"
+select = { kind = \"level\", tags = { structure = \"block-A\" } }
+upper = { red = 300.0 }
+[[alerts.rules]]
+name = \"core-surface\"
+kind = \"difference\"
+pairs = [{ a = \"therm/t01\", b = \"therm/t02\" }]
+upper = { red = 25.0 }
+[[alerts.checks]]
+select = { device = \"therm\", point = \"t0?\" }
+range = { min = -40.0, max = 85.0 }
+",
+    );
+    assert!(c.problems.is_empty(), "{:?}", coverage_problems(&c));
+    // The levelling profile's eight level channels (ch1..ch8), nothing else.
+    assert!(
+        c.text
+            .contains("alerts.rules[0] heads: 8 Modbus channels: lev-a1/ch1, lev-a1/ch2,"),
+        "{}",
+        c.text
+    );
+    assert!(
+        c.text
+            .contains("therm/t01 [temperature, °C] − therm/t02 [temperature, °C]"),
+        "{}",
+        c.text
+    );
+    // t01..t09 of the 16-channel string.
+    assert!(
+        c.text
+            .contains("alerts.checks[0] range: 9 Modbus channels: therm/t01,"),
+        "{}",
+        c.text
+    );
+}
+
+#[test]
+fn check_refuses_a_rule_that_matches_nothing_unless_mqtt_could_produce_it() {
+    // The example's old mistake: settlement selected on a structure with only level heads
+    // (and a settlement point elsewhere).
+    let rule = "
+[[alerts.rules]]
+name = \"settlement-total\"
+kind = \"absolute\"
+select = { kind = \"settlement\", tags = { structure = \"block-B\" } }
+upper = { red = 30.0 }
+";
+    let c = coverage_of(false, rule);
+    assert_eq!(
+        coverage_problems(&c),
+        vec![
+            "alerts.rules[0].select: this rule matches no channel: no configured Modbus point \
+              and no MQTT subscription gives one with this kind and these tags; fix `select` to \
+              name channels listed by `gateway check`, or remove the rule"
+                .to_owned()
+        ]
+    );
+    // The plate subscription gives settlement channels, but never a `structure` tag.
+    assert_eq!(coverage_problems(&coverage_of(true, rule)).len(), 1);
+    // Without the tag, plates may match: accepted, and said to be known at run time.
+    let c = coverage_of(
+        true,
+        "
+[[alerts.rules]]
+name = \"plates\"
+kind = \"absolute\"
+select = { kind = \"settlement\", device = \"plates-*\" }
+upper = { red = 30.0 }
+[[alerts.rules]]
+name = \"not-plates\"
+kind = \"absolute\"
+select = { kind = \"temperature\", device = \"plates-*\" }
+upper = { red = 30.0 }
+",
+    );
+    assert!(
+        c.text.contains(
+            "alerts.rules[0] plates: no Modbus channel\n      and the MQTT channels of site/plates that match (known at run time)"
+        ),
+        "{}",
+        c.text
+    );
+    assert_eq!(
+        coverage_problems(&c)
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        vec!["alerts.rules[1].select"]
+    );
+}
+
+#[test]
+fn check_refuses_pairs_of_different_kinds_units_or_heads_for_a_tilt() {
+    let c = coverage_of(
+        false,
+        "
+[[alerts.rules]]
+name = \"mixed\"
+kind = \"difference\"
+pairs = [
+  { a = \"therm/t01\", b = \"lev-a1/ch1\" },
+  { a = \"sp/s1\", b = \"sp/s2\" },
+  { a = \"therm/t01\", b = \"nowhere/x\" },
+]
+upper = { red = 25.0 }
+[[alerts.rules]]
+name = \"local-tilt\"
+kind = \"tilt\"
+pairs = [{ a = \"lev-a1/ch1\", b = \"lev-a1/ch2\", distance_m = 8.0 }]
+upper = { red = 0.002 }
+",
+    );
+    let got = coverage_problems(&c);
+    let at: Vec<&str> = got
+        .iter()
+        .map(|p| p.split(": ").next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        at,
+        vec![
+            "alerts.rules[0].pairs[0]",
+            "alerts.rules[0].pairs[1]",
+            "alerts.rules[0].pairs[2].b",
+            "alerts.rules[1].pairs[0].a",
+            "alerts.rules[1].pairs[0].b",
+        ],
+        "{got:#?}"
+    );
+    assert!(got[0]
+        .contains("pairs a temperature channel (therm/t01) with a level channel (lev-a1/ch1)"));
+    assert!(got[1].contains("sp/s1 in \"mm\" with sp/s2 in \"cm\""));
+    assert!(got[3].contains("\"lev-a1/ch1\" is a level channel; pair two settlement channels"));
+    // With MQTT subscriptions an unknown key may be an MQTT channel: checked at run time.
+    let c = coverage_of(
+        true,
+        "
+[[alerts.rules]]
+name = \"plates-tilt\"
+kind = \"tilt\"
+pairs = [{ a = \"plates-east/P1\", b = \"sp/s1\", distance_m = 6.0 }]
+upper = { red = 0.002 }
+",
+    );
+    assert!(c.problems.is_empty(), "{:?}", coverage_problems(&c));
+    assert!(c
+        .text
+        .contains("plates-east/P1 [MQTT, checked at run time] − sp/s1 [settlement, mm]"));
+}
+
+#[test]
+fn check_refuses_a_stale_rule_not_longer_than_a_watched_poll_interval() {
+    let stale = |after: &str, select: &str| {
+        format!(
+            "
+[[alerts.rules]]
+name = \"no-data\"
+kind = \"stale\"
+select = {select}
+after = \"{after}\"
+"
+        )
+    };
+    // Levelling every 10 s, settlement every 1 min, thermistors every 5 min.
+    let c = coverage_of(false, &stale("5m", "{}"));
+    assert_eq!(
+        coverage_problems(&c),
+        vec![
+            "alerts.rules[0].after: 5m is not longer than the poll interval of device therm \
+              (5m): the rule would raise between every two readings; set `after` to several \
+              poll intervals (e.g. 15m), or narrow `select` to the devices of one class"
+                .to_owned()
+        ]
+    );
+    let c = coverage_of(false, &stale("1m", "{}"));
+    assert!(
+        coverage_problems(&c)[0].contains("device therm (5m) and 1 other device(s)"),
+        "{:?}",
+        coverage_problems(&c)
+    );
+    assert!(coverage_of(false, &stale("15m", "{}")).problems.is_empty());
+    assert!(coverage_of(false, &stale("1m", "{ device = \"lev-a1\" }"))
+        .problems
+        .is_empty());
+}
+
+#[test]
+fn check_knows_the_kinds_a_json_subscription_can_give() {
+    // Quantity `temperature`, `rh` as humidity, and payload kinds mapped to settlement.
+    let cfg = load(&format!(
+        "{HEAD}
+[[mqtt]]
+name = \"site\"
+address = \"127.0.0.1:1883\"
+[[mqtt.subscriptions]]
+name = \"nodes\"
+topic = \"sites/{{site}}/nodes/{{device}}/up\"
+quantity = \"temperature\"
+unit = \"°C\"
+[mqtt.subscriptions.payload]
+format = \"json\"
+readings = \"readings\"
+sensor = \"sensor\"
+value = \"value\"
+kind = \"kind\"
+kinds = {{ sett = \"settlement\" }}
+sensors = {{ rh = {{ quantity = \"humidity\", unit = \"%\" }} }}
+
+[alerts]
+[[alerts.rules]]
+name = \"temperature\"
+kind = \"absolute\"
+select = {{ kind = \"temperature\" }}
+upper = {{ red = 85.0 }}
+[[alerts.rules]]
+name = \"settlement\"
+kind = \"absolute\"
+select = {{ kind = \"settlement\" }}
+upper = {{ red = 30.0 }}
+[[alerts.checks]]
+select = {{ kind = \"humidity\" }}
+range = {{ min = 0.0, max = 100.0 }}
+[[alerts.rules]]
+name = \"pore-pressure\"
+kind = \"absolute\"
+select = {{ kind = \"pore_pressure\" }}
+upper = {{ red = 100.0 }}
+"
+    ))
+    .unwrap_or_else(|e| panic!("valid: {e}"));
+    let c = super::rule_coverage(&cfg);
+    assert_eq!(
+        c.problems.iter().map(|p| p.at.as_str()).collect::<Vec<_>>(),
+        vec!["alerts.rules[2].select"],
+        "only the pore pressure rule matches nothing:\n{}",
+        c.text
     );
 }

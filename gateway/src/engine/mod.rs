@@ -182,6 +182,9 @@ pub struct ChannelState {
     pub last_quality: Quality,
     /// Readings seen since start.
     pub readings: u64,
+    /// Time of the last reading stored flagged or held as a possible spike: a repeat of it is
+    /// not stored again ([`Engine::store`]).
+    pub judged_ts: Option<TimestampNs>,
 }
 
 /// The engine task. Build with [`Engine::new`], then `run`.
@@ -205,6 +208,9 @@ pub struct Engine {
     pending_alert_records: u32,
     /// The rule state changed since it was last saved.
     state_dirty: bool,
+    /// A reading is held as a possible spike and not stored yet: the rule state that holds it
+    /// goes with the next points commit, whatever [`STATE_SAVE_INTERVAL`] says.
+    hold_save_due: bool,
     /// Rule state entries handed out by the evaluator (or evicted) and not yet committed:
     /// kept until a commit holding them returned, and read first when an evicted channel
     /// returns.
@@ -313,6 +319,7 @@ impl Engine {
             pending_alerts: Vec::new(),
             pending_alert_records: 0,
             state_dirty: false,
+            hold_save_due: false,
             unsaved: StateDelta::default(),
             alert_scope: StateScope::default(),
             last_evict_scan: 0,
@@ -518,6 +525,7 @@ impl Engine {
                     for alert in self.evaluator.on_tick(now) {
                         self.push_alert(&alert);
                     }
+                    self.store_decided();
                     self.evict_idle(now);
                     if self.pending_alert_records > 0
                         || (self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL)
@@ -593,6 +601,7 @@ impl Engine {
             let Some(state) = self.channel(&r.series, now) else {
                 continue;
             };
+            let repeats_judged = state.judged_ts == Some(r.ts);
             state.last_ts = r.ts;
             state.last_quality = r.quality;
             if r.value.is_some() {
@@ -602,14 +611,79 @@ impl Engine {
             if !r.quality.is_good() {
                 self.bad_since_summary += 1;
             }
-            line::encode_reading(&mut self.pending, &r);
-            self.pending_records += 1;
             self.since_summary += 1;
-            let (_verdict, alerts) = self.evaluator.on_reading(&r, now);
+            let (verdict, alerts) = self.evaluator.on_reading(&r, now);
             self.state_dirty = true;
             for alert in &alerts {
                 self.push_alert(alert);
             }
+            // Derived channels (issue 7 items 2–4) take a reading here only when
+            // `verdict.is_usable()`, and the held jumps that turned out real steps in
+            // `store_decided` (`HeldVerdict::spike == false`): docs/DOMAIN.md §Data quality.
+            self.store(r, verdict, repeats_judged);
+        }
+    }
+
+    /// Render a reading into the pending lines with the sensor checks' verdict: the one place
+    /// that decides what is stored (docs/DOMAIN.md §Data quality). Judged out of range or stuck:
+    /// stored with its value and the quality 400 / 401. Held as a possible spike: not stored
+    /// yet (a second point at the same time would be kept beside the first by
+    /// VictoriaMetrics, not overwrite it); it waits in the rule state, which goes with the next
+    /// commit, and is stored by [`Engine::store_decided`] once decided.
+    ///
+    /// `repeats_judged`: the reading has the time of the channel's last flagged or held one (the
+    /// same device sample read again by the next poll): not stored again, so that a sample
+    /// never has two qualities in the store.
+    fn store(&mut self, mut r: Reading, verdict: rules::Verdict, repeats_judged: bool) {
+        use rules::Verdict;
+        match verdict {
+            Verdict::Repeat if repeats_judged => {}
+            Verdict::Held => {
+                self.hold_save_due = true;
+                self.judged(&r);
+            }
+            _ => {
+                if let Some(flag) = verdict.flag() {
+                    r.quality = flag;
+                    self.bad_since_summary += 1;
+                    self.judged(&r);
+                }
+                line::encode_reading(&mut self.pending, &r);
+                self.pending_records += 1;
+            }
+        }
+        if self.evaluator.has_decided() {
+            self.store_decided();
+        }
+    }
+
+    /// Remember the time of a reading stored flagged or held (see [`Engine::store`]).
+    fn judged(&mut self, r: &Reading) {
+        if let Some(c) = self.channels.get_mut(r.series.key.as_str()) {
+            c.judged_ts = Some(r.ts);
+        }
+    }
+
+    /// Store the held readings the evaluator decided: a spike with the quality 402, a real step
+    /// good, each with its own time, value and raw value.
+    fn store_decided(&mut self) {
+        for d in self.evaluator.take_decided() {
+            let series = self.channels.get(d.channel.key.as_str()).map_or_else(
+                || Arc::new(d.channel.to_series()),
+                |c| Arc::clone(&c.series),
+            );
+            let r = Reading {
+                series,
+                ts: d.ts,
+                value: Some(d.value),
+                raw: d.raw,
+                quality: d.quality(),
+            };
+            if d.spike {
+                self.bad_since_summary += 1;
+            }
+            line::encode_reading(&mut self.pending, &r);
+            self.pending_records += 1;
         }
     }
 
@@ -639,6 +713,7 @@ impl Engine {
                     last_value: None,
                     last_quality: Quality::Good,
                     readings: 0,
+                    judged_ts: None,
                 },
             );
         }
@@ -699,6 +774,10 @@ impl Engine {
             self.bound_held_points();
             return false;
         }
+        if self.pending_records == 0 && self.hold_save_due && !self.save_held().await {
+            self.bound_held_points();
+            return false;
+        }
         if self.pending_records == 0 {
             // A batch of only rejected readings still counts as handled.
             for ack in self.pending_acks.drain(..) {
@@ -726,6 +805,28 @@ impl Engine {
                 return true;
             }
         }
+    }
+
+    /// A reading held as a possible spike, and no line to commit the rule state with: commit
+    /// the state alone, so that the held reading is durable before its batch is acknowledged.
+    /// True when committed; false when the commit failed (acknowledgements wait, retried).
+    async fn save_held(&mut self) -> bool {
+        self.collect_state();
+        let state = self.unsaved.clone();
+        let spool = Arc::clone(&self.spool);
+        let error = match tokio::task::spawn_blocking(move || spool.save_state(&state)).await {
+            Ok(Ok(())) => {
+                self.commits.succeeded();
+                self.state_saved();
+                return true;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(join) => format!("the commit task failed: {join}"),
+        };
+        self.metrics.incr(Counter::SpoolErrors, &[]);
+        self.commits
+            .failed("rule state", &error, self.pending_records, 0);
+        false
     }
 
     /// Commit the first piece of the held lines, at most `limit` bytes at a line end; with
@@ -758,8 +859,9 @@ impl Engine {
         let (spool, task_body) = (Arc::clone(&self.spool), Arc::clone(&body));
         // Save the changed rule state entries with the points now and then (alerts save them
         // themselves).
-        let saving_state =
-            with_state && self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL;
+        let saving_state = with_state
+            && self.state_dirty
+            && (self.hold_save_due || self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL);
         if saving_state {
             self.collect_state();
         }
@@ -879,6 +981,7 @@ impl Engine {
             written.written_bytes() as u64,
         );
         self.state_dirty = false;
+        self.hold_save_due = false;
         self.last_state_save = Instant::now();
     }
 

@@ -503,3 +503,261 @@ async fn an_idle_channel_is_evicted_and_comes_back_with_its_active_alert() {
     assert_eq!(got[1], (got[0].0.clone(), AlertState::Cleared));
     assert_eq!(metrics.total(Counter::RuleStateLost), 0);
 }
+
+/// Sensor checks on settlement: stuck after 3 equal readings, spikes beyond 5 mm that come
+/// back within 10 min, range ±200 mm; no alert rule at all.
+const CHECKS: &str = r#"
+[[checks]]
+select = { kind = "settlement" }
+stuck = { count = 3 }
+spike = { jump = 5.0, within = "10m" }
+range = { min = -200.0, max = 200.0 }
+"#;
+
+/// Run an engine with `rules_toml` over `batches` (each a list of (series, ts, value)) and
+/// wait for it to commit everything.
+async fn run_engine_with(spool: &Arc<Spool>, rules_toml: &str, batches: Vec<Vec<Reading>>) {
+    let cfg: AlertsConfig = toml::from_str(rules_toml).expect("rules parse");
+    let (tx, rx) = mpsc::channel(16);
+    let engine = Engine::new(
+        rx,
+        Arc::clone(spool),
+        Arc::new(Metrics::new()),
+        Arc::new(SystemClock),
+        EngineConfig::default(),
+        Duration::from_secs(3600),
+        RuleSet::from_config(&cfg, "alerts").expect("rules valid"),
+        "xa",
+    );
+    let task = tokio::spawn(engine.run());
+    for b in batches {
+        tx.send(ReadingBatch::from(b)).await.expect("engine alive");
+    }
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("engine stops")
+        .expect("no panic");
+}
+
+/// (point, ts, `value=` field, `quality=` field) of every stored settlement line (not the
+/// alerts' points), sorted by point and time.
+fn stored_points(spool: &Spool) -> Vec<(String, i64, String, String)> {
+    let mut out = Vec::new();
+    while let Some(batch) = spool
+        .read_batch(Stream::Points, "reader", 1000)
+        .expect("read")
+    {
+        for line in batch.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let line = String::from_utf8(line.to_vec()).expect("utf-8");
+            let mut parts = line.rsplitn(3, ' ');
+            let ts: i64 = parts.next().and_then(|t| t.parse().ok()).expect("ts");
+            let fields = parts.next().expect("fields");
+            let prefix = parts.next().expect("prefix");
+            if !prefix.starts_with("settlement,") {
+                continue;
+            }
+            let point = prefix
+                .split(',')
+                .find_map(|t| t.strip_prefix("point="))
+                .expect("point tag")
+                .to_owned();
+            let field = |name: &str| {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(name))
+                    .unwrap_or("-")
+                    .to_owned()
+            };
+            out.push((point, ts, field("value="), field("quality=")));
+        }
+        spool.ack(Stream::Points, "reader", &batch).expect("ack");
+    }
+    out.sort();
+    out
+}
+
+fn settlement_point(point: &str) -> Arc<Series> {
+    Arc::new(Series::new(
+        "xa",
+        "gw",
+        "lev-a1",
+        point,
+        QuantityKind::Settlement,
+        "mm",
+        &BTreeMap::new(),
+    ))
+}
+
+#[tokio::test]
+async fn readings_judged_by_a_sensor_check_are_stored_flagged_with_their_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Arc::new(
+        Spool::open(
+            &dir.path().join("spool.redb"),
+            &SpoolConfig::default(),
+            &["reader".to_owned()],
+        )
+        .expect("spool"),
+    );
+    let s = settlement_point("ch1");
+    let t0 = now_ns() - 600 * 1_000_000_000;
+    let t = |i: i64| t0 + i * 1_000_000_000;
+    // 10, 10.1, 30 (a jump: held), 10.2 (back: 30 was a spike), 250 (out of range),
+    // 10.3, 10.3, 10.3 (the third completes the stuck run), 10.3 (still stuck), 10.4, 31
+    // (a jump: held), 31.1 (it stayed: 31 was a real step).
+    let values = [
+        10.0, 10.1, 30.0, 10.2, 250.0, 10.3, 10.3, 10.3, 10.3, 10.4, 31.0, 31.1,
+    ];
+    // Each sample is read twice, as a Modbus poll faster than the device's sampling does: the
+    // second read is a repeat, stored again only when the first was stored good.
+    let batches = values
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &v)| {
+            let r = Reading::good(Arc::clone(&s), t(i64::try_from(i).expect("small")), v);
+            [vec![r.clone()], vec![r]]
+        })
+        .collect();
+    run_engine_with(&spool, CHECKS, batches).await;
+    let want: Vec<(String, i64, String, String)> = [
+        (0, "10.0", "0i"),
+        (1, "10.1", "0i"),
+        (2, "30.0", "402i"),
+        (3, "10.2", "0i"),
+        (4, "250.0", "400i"),
+        (5, "10.3", "0i"),
+        (6, "10.3", "0i"),
+        (7, "10.3", "401i"),
+        (8, "10.3", "401i"),
+        (9, "10.4", "0i"),
+        (10, "31.0", "0i"),
+        (11, "31.1", "0i"),
+    ]
+    .into_iter()
+    .flat_map(|(i, v, q)| {
+        let one = ("ch1".to_owned(), t(i), v.to_owned(), q.to_owned());
+        // A good sample read again is stored again (the store keeps one: same series, time,
+        // value and quality); a flagged or held one is not, so it never has two qualities.
+        let times = if q == "0i" && i != 10 { 2 } else { 1 };
+        std::iter::repeat_n(one, times)
+    })
+    .collect();
+    assert_eq!(stored_points(&spool), want);
+}
+
+#[tokio::test]
+async fn a_held_jump_survives_a_restart_in_the_rule_state_and_is_stored_once_decided() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spool.redb");
+    let open = || {
+        Arc::new(
+            Spool::open(&path, &SpoolConfig::default(), &["reader".to_owned()]).expect("spool"),
+        )
+    };
+    let (ch1, ch2) = (settlement_point("ch1"), settlement_point("ch2"));
+    let t0 = now_ns() - 600 * 1_000_000_000;
+    let t = |i: i64| t0 + i * 1_000_000_000;
+    let spool = open();
+    // ch1 jumps to 40 in the last batch, beside a reading of ch2: the hold is committed with
+    // that batch's points (the rule state), then the gateway stops.
+    run_engine_with(
+        &spool,
+        CHECKS,
+        vec![
+            vec![Reading::good(Arc::clone(&ch1), t(0), 10.0)],
+            vec![
+                Reading::good(Arc::clone(&ch1), t(1), 40.0),
+                Reading::good(Arc::clone(&ch2), t(1), 5.0),
+            ],
+        ],
+    )
+    .await;
+    let before = stored_points(&spool);
+    assert_eq!(
+        before
+            .iter()
+            .map(|(p, ts, _, _)| (p.as_str(), *ts))
+            .collect::<Vec<_>>(),
+        vec![("ch1", t(0)), ("ch2", t(1))],
+        "the held 40 is not stored before its verdict"
+    );
+    drop(spool);
+    // After the restart ch1 reads 10.1: 40 came back, a spike, stored once with 402.
+    let spool = open();
+    run_engine_with(
+        &spool,
+        CHECKS,
+        vec![vec![Reading::good(Arc::clone(&ch1), t(2), 10.1)]],
+    )
+    .await;
+    assert_eq!(
+        stored_points(&spool),
+        vec![
+            ("ch1".to_owned(), t(1), "40.0".to_owned(), "402i".to_owned()),
+            ("ch1".to_owned(), t(2), "10.1".to_owned(), "0i".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_held_jump_alone_in_its_batch_is_durable_before_the_batch_is_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spool.redb");
+    let open = || {
+        Arc::new(
+            Spool::open(&path, &SpoolConfig::default(), &["reader".to_owned()]).expect("spool"),
+        )
+    };
+    let ch1 = settlement_point("ch1");
+    let t0 = now_ns() - 600 * 1_000_000_000;
+    let t = |i: i64| t0 + i * 1_000_000_000;
+    let cfg: AlertsConfig = toml::from_str(CHECKS).expect("rules parse");
+    let spool = open();
+    let (tx, rx) = mpsc::channel(16);
+    let engine = Engine::new(
+        rx,
+        Arc::clone(&spool),
+        Arc::new(Metrics::new()),
+        Arc::new(SystemClock),
+        EngineConfig::default(),
+        Duration::from_secs(3600),
+        RuleSet::from_config(&cfg, "alerts").expect("rules valid"),
+        "xa",
+    );
+    let task = tokio::spawn(engine.run());
+    // Each batch as an MQTT source sends it: acknowledged upstream only once committed.
+    for (ts, v) in [(t(0), 10.0), (t(1), 40.0)] {
+        let (ack, committed) = tokio::sync::oneshot::channel();
+        let batch = ReadingBatch {
+            readings: vec![Reading::good(Arc::clone(&ch1), ts, v)],
+            on_commit: Some(ack),
+        };
+        tx.send(batch).await.expect("engine alive");
+        tokio::time::timeout(Duration::from_secs(5), committed)
+            .await
+            .expect("acknowledged")
+            .expect("committed");
+    }
+    // The gateway dies right after the acknowledgement of the held 40: no final flush.
+    task.abort();
+    let _ = task.await;
+    drop(tx);
+    drop(spool);
+    let spool = open();
+    run_engine_with(
+        &spool,
+        CHECKS,
+        vec![vec![Reading::good(Arc::clone(&ch1), t(2), 10.1)]],
+    )
+    .await;
+    assert_eq!(
+        stored_points(&spool),
+        vec![
+            ("ch1".to_owned(), t(0), "10.0".to_owned(), "0i".to_owned()),
+            ("ch1".to_owned(), t(1), "40.0".to_owned(), "402i".to_owned()),
+            ("ch1".to_owned(), t(2), "10.1".to_owned(), "0i".to_owned()),
+        ],
+        "the acknowledged 40 survived the crash in the rule state and was stored once decided"
+    );
+}

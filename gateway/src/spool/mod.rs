@@ -1228,6 +1228,25 @@ impl Spool {
         Ok(outcome)
     }
 
+    /// Apply `state` to the engine's saved state in one durable transaction, without a chunk:
+    /// for a rule state that must be durable before a batch is acknowledged when the batch
+    /// stored no line (a reading held as a possible spike, docs/DOMAIN.md §Data quality).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn save_state(&self, state: &StateDelta) -> Result<(), SpoolError> {
+        let p = self.path.as_path();
+        self.with_db(|db, _| {
+            let txn = Self::begin_durable(db).at(p)?;
+            {
+                let mut table = txn.open_table(ENGINE_STATE).at(p)?;
+                state.apply(&mut table).at(p)?;
+            }
+            txn.commit().at(p)?;
+            Ok(())
+        })
+    }
+
     /// Every entry of the engine's saved state (key order), empty when none was saved.
     ///
     /// # Errors

@@ -35,7 +35,8 @@ pub const MIN_RATE_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_PAIR_MAX_SKEW: Duration = Duration::from_secs(10 * 60);
 /// Level of device-fault and stale alerts when the check or rule sets none.
 pub const DEFAULT_FAULT_LEVEL: Level = Level::Yellow;
-/// Consecutive bad-quality readings before a device-fault alert, when no check sets it.
+/// Consecutive bad-quality readings before a device-fault alert, when the `bad_quality` check
+/// sets no `count` (the check runs only where configured: `bad_quality = {}` for the defaults).
 pub const DEFAULT_BAD_QUALITY_COUNT: u32 = 3;
 /// Consecutive out-of-range readings before a device-fault alert, when the check sets none.
 pub const DEFAULT_RANGE_COUNT: u32 = 3;
@@ -318,8 +319,8 @@ pub struct CheckConfig {
     /// Level of the device-fault alerts (default yellow).
     #[serde(default)]
     pub level: Option<Level>,
-    /// Readings whose quality is not good (default for every channel: 3 in a row, cleared by 3
-    /// good ones).
+    /// Readings whose quality is not good: a device-fault alert after 3 in a row, cleared by 3
+    /// good ones (`bad_quality = {}`). Runs only on the channels of entries that set it.
     #[serde(default)]
     pub bad_quality: Option<FaultConfirmConfig>,
     /// Physical range: readings outside it are not used by rules.
@@ -481,6 +482,8 @@ pub(crate) struct Override {
 /// An absolute, change or rate rule.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct ChannelRule {
+    /// Where it is in the config file (`alerts.rules[3]`), for `gateway check`.
+    pub at: String,
     pub name: String,
     pub label: Option<String>,
     pub cause: Cause,
@@ -509,6 +512,8 @@ pub(crate) struct Pair {
 /// A difference or tilt rule.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct PairRule {
+    /// Where it is in the config file (`alerts.rules[3]`), for `gateway check`.
+    pub at: String,
     pub name: String,
     pub label: Option<String>,
     pub cause: Cause,
@@ -524,6 +529,8 @@ pub(crate) struct PairRule {
 /// A stale rule.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StaleRule {
+    /// Where it is in the config file (`alerts.rules[3]`), for `gateway check`.
+    pub at: String,
     pub name: String,
     pub selector: Selector,
     pub after_ns: i64,
@@ -536,16 +543,6 @@ pub(crate) struct StaleRule {
 pub(crate) struct FaultSpec {
     pub raise: Confirm,
     pub clear_count: u32,
-}
-
-impl FaultSpec {
-    pub const BAD_QUALITY_DEFAULT: Self = Self {
-        raise: Confirm {
-            count: DEFAULT_BAD_QUALITY_COUNT,
-            duration_ns: 0,
-        },
-        clear_count: DEFAULT_FAULT_CLEAR_COUNT,
-    };
 }
 
 /// A validated range check.
@@ -573,6 +570,8 @@ pub(crate) struct SpikeSpec {
 /// A validated `[[alerts.checks]]` entry.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct CheckEntry {
+    /// Where it is in the config file (`alerts.rules[3]`), for `gateway check`.
+    pub at: String,
     pub selector: Selector,
     pub level: Option<Level>,
     pub bad_quality: Option<FaultSpec>,
@@ -943,6 +942,7 @@ impl Validation {
             });
         }
         set.channel_rules.push(ChannelRule {
+            at: at.to_owned(),
             name: r.name.clone(),
             label: r.label.clone(),
             cause,
@@ -1053,6 +1053,7 @@ impl Validation {
         }
         let [upper, lower] = bands;
         set.pair_rules.push(PairRule {
+            at: at.to_owned(),
             name: r.name.clone(),
             label: r.label.clone(),
             cause: if tilt { Cause::Tilt } else { Cause::Difference },
@@ -1089,6 +1090,7 @@ impl Validation {
             }
         };
         set.stale_rules.push(StaleRule {
+            at: at.to_owned(),
             name: r.name.clone(),
             selector,
             after_ns: ns(after),
@@ -1398,6 +1400,7 @@ impl Validation {
             }
         });
         (self.problems.len() == before).then_some(CheckEntry {
+            at: at.to_owned(),
             selector,
             level: c.level,
             bad_quality,

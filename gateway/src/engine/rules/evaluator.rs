@@ -39,7 +39,7 @@ use super::window::RateWindow;
 #[path = "saved.rs"]
 mod saved;
 use crate::alert::{render_message, stable_id, Alert, AlertState, Cause, Language, Level, Side};
-use crate::model::{QuantityKind, Reading, Series, TimestampNs, NANOS_PER_SEC};
+use crate::model::{Quality, QuantityKind, Reading, Series, TimestampNs, NANOS_PER_SEC};
 pub use saved::{channel_entry_key, RestoreReport, StateScope, ENTRY_FORMAT};
 
 /// Version of [`EvaluatorState`]'s layout. A snapshot of another version is refused by
@@ -69,6 +69,47 @@ impl Verdict {
     #[must_use]
     pub const fn is_usable(self) -> bool {
         matches!(self, Self::Usable)
+    }
+
+    /// The quality the reading is stored with when a sensor check judged it unusable (out of
+    /// range, stuck); `None` when it is stored with the quality it came with (usable, bad
+    /// quality, repeat) or held (its verdict comes with [`Evaluator::take_decided`]).
+    #[must_use]
+    pub const fn flag(self) -> Option<Quality> {
+        match self {
+            Self::OutOfRange => Some(Quality::OutOfRange),
+            Self::Stuck => Some(Quality::Stuck),
+            Self::Usable | Self::BadQuality | Self::Repeat | Self::Held => None,
+        }
+    }
+}
+
+/// The verdict on a reading that was held as a possible spike: it came back (a spike, stored
+/// flagged) or it did not (a real step, stored good and used by the rules, late, with its own
+/// time). Taken by the engine with [`Evaluator::take_decided`] to store the held reading.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldVerdict {
+    /// The channel.
+    pub channel: ChannelInfo,
+    /// The held reading's own time.
+    pub ts: TimestampNs,
+    /// Its value.
+    pub value: f64,
+    /// Its raw value, when the channel has a conversion.
+    pub raw: Option<f64>,
+    /// True: a spike ([`Quality::Spike`]); false: a real step ([`Quality::Good`]).
+    pub spike: bool,
+}
+
+impl HeldVerdict {
+    /// The quality the held reading is stored with.
+    #[must_use]
+    pub const fn quality(&self) -> Quality {
+        if self.spike {
+            Quality::Spike
+        } else {
+            Quality::Good
+        }
     }
 }
 
@@ -108,6 +149,9 @@ struct Held {
     sample: Sample,
     /// Gateway time it arrived.
     arrived: TimestampNs,
+    /// The reading's raw value, stored with it once decided.
+    #[serde(default)]
+    raw: Option<f64>,
 }
 
 /// Device-fault state of a channel.
@@ -504,6 +548,8 @@ pub struct Evaluator {
     pending: Vec<Alert>,
     /// What was last handed out for saving, to save only what changed (`saved.rs`).
     saved: saved::Saved,
+    /// Held readings decided since the engine last took them ([`Evaluator::take_decided`]).
+    decided: Vec<HeldVerdict>,
 }
 
 impl Evaluator {
@@ -526,6 +572,7 @@ impl Evaluator {
             active: BTreeMap::new(),
             pending: Vec::new(),
             saved: saved::Saved::default(),
+            decided: Vec::new(),
         }
     }
 
@@ -640,9 +687,21 @@ impl Evaluator {
             data.faults.stuck = FaultCondition::default();
             data.faults.run = None;
         }
+        if checks.bad_quality.is_none() {
+            data.faults.bad_quality = FaultCondition::default();
+        }
         if checks.spike.is_none() {
             data.faults.spike = FaultCondition::default();
-            data.faults.held = None;
+            // A reading held before the check was removed is no longer judged: stored good.
+            if let Some(h) = data.faults.held.take() {
+                self.decided.push(HeldVerdict {
+                    channel: info.clone(),
+                    ts: h.sample.ts,
+                    value: h.sample.value,
+                    raw: h.raw,
+                    spike: false,
+                });
+            }
         }
         let di = self.device_index(&info.device, now);
         let device = &mut self.devices[di];
@@ -690,7 +749,16 @@ impl Evaluator {
         let di = self.channels[ci].device;
         heard_device(&self.rules, &mut self.devices[di], now, &mut emit);
         heard_channel(&self.rules, &mut self.channels[ci], now, &mut emit);
-        let (verdict, accepted) = check(&mut self.channels[ci], r, now, &mut emit);
+        let (verdict, accepted, decided) = check(&mut self.channels[ci], r, now, &mut emit);
+        if let Some((h, spike)) = decided {
+            self.decided.push(HeldVerdict {
+                channel: self.channels[ci].info.clone(),
+                ts: h.sample.ts,
+                value: h.sample.value,
+                raw: h.raw,
+                spike,
+            });
+        }
         for sample in accepted.into_iter().flatten() {
             accept(&self.rules, &mut self.channels[ci], sample, &mut emit);
             eval_pairs(
@@ -704,6 +772,20 @@ impl Evaluator {
             );
         }
         (verdict, out)
+    }
+
+    /// The held readings decided since the last call (by a reading, by [`Evaluator::on_tick`]
+    /// after `within`, or because the spike check was removed over a restart), for the engine
+    /// to store: a held reading is stored only once decided, so that no store ever holds it
+    /// twice or unflagged (docs/DOMAIN.md §Data quality).
+    pub fn take_decided(&mut self) -> Vec<HeldVerdict> {
+        std::mem::take(&mut self.decided)
+    }
+
+    /// True when [`Evaluator::take_decided`] has something (cheap, for the hot path).
+    #[must_use]
+    pub fn has_decided(&self) -> bool {
+        !self.decided.is_empty()
     }
 
     /// Time-driven checks at gateway time `now`: stale channels and devices, spike holds that
@@ -749,6 +831,13 @@ impl Evaluator {
                     ch.data.faults.held = None;
                     ch.touched = true;
                     releases.push((ci, h.sample));
+                    self.decided.push(HeldVerdict {
+                        channel: ch.info.clone(),
+                        ts: h.sample.ts,
+                        value: h.sample.value,
+                        raw: h.raw,
+                        spike: false,
+                    });
                 }
             }
         }
@@ -1073,20 +1162,19 @@ fn observe_spike(
     }
 }
 
-/// The sensor checks (steps 1–5 of the module doc). Returns the verdict and the samples to
-/// use, in order: a released held reading, then this one.
-fn check(
-    ch: &mut Channel,
-    r: &Reading,
-    now: TimestampNs,
-    emit: &mut Emit<'_>,
-) -> (Verdict, [Option<Sample>; 2]) {
+/// What [`check`] made of a reading: its verdict, the samples to use (in order: a released
+/// held reading, then this one), and the held reading this one decided (true: a spike).
+type Checked = (Verdict, [Option<Sample>; 2], Option<(Held, bool)>);
+
+/// The sensor checks (steps 1–5 of the module doc).
+fn check(ch: &mut Channel, r: &Reading, now: TimestampNs, emit: &mut Emit<'_>) -> Checked {
     let checks = ch.plan.checks;
     let level = checks.level;
     let good = r.value.filter(|v| r.quality.is_good() && v.is_finite());
-    {
+    // Only when configured: a site without `bad_quality` checks sees the quality codes in the
+    // store, not a device-fault alert (issue 7).
+    if let Some(spec) = checks.bad_quality {
         let f = &mut ch.data.faults.bad_quality;
-        let spec = checks.bad_quality;
         if let Some(step) = f.observe(good.is_none(), r.ts, spec.raise, spec.clear_count) {
             let s = Subject::channel(
                 &ch.info,
@@ -1106,10 +1194,10 @@ fn check(
         }
     }
     let Some(value) = good else {
-        return (Verdict::BadQuality, [None, None]);
+        return (Verdict::BadQuality, [None, None], None);
     };
     if ch.data.last_ts.is_some_and(|t| r.ts <= t) {
-        return (Verdict::Repeat, [None, None]);
+        return (Verdict::Repeat, [None, None], None);
     }
     ch.data.last_ts = Some(r.ts);
 
@@ -1155,7 +1243,7 @@ fn check(
             );
         }
         if side.is_some() {
-            return (Verdict::OutOfRange, [None, None]);
+            return (Verdict::OutOfRange, [None, None], None);
         }
     }
 
@@ -1197,12 +1285,13 @@ fn check(
             );
         }
         if is_stuck {
-            return (Verdict::Stuck, [None, None]);
+            return (Verdict::Stuck, [None, None], None);
         }
     }
 
     let sample = Sample { ts: r.ts, value };
     let mut accepted = [None, None];
+    let mut decided = None;
     if let Some(spike) = checks.spike {
         if let Some(h) = ch.data.faults.held.take() {
             let returned = ch
@@ -1218,19 +1307,21 @@ fn check(
                 observe_spike(ch, false, level, None, h.sample.ts, emit);
                 accepted[0] = Some(h.sample);
             }
+            decided = Some((h, returned));
         }
         let reference = accepted[0].or(ch.data.last_usable);
         if reference.is_some_and(|p| (value - p.value).abs() > spike.jump) {
             ch.data.faults.held = Some(Held {
                 sample,
                 arrived: now,
+                raw: r.raw,
             });
-            return (Verdict::Held, accepted);
+            return (Verdict::Held, accepted, decided);
         }
         observe_spike(ch, false, level, None, r.ts, emit);
     }
     accepted[1] = Some(sample);
-    (Verdict::Usable, accepted)
+    (Verdict::Usable, accepted, decided)
 }
 
 /// Use a good reading: baseline, rate windows, and every rule of the channel.

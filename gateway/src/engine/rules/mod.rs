@@ -30,9 +30,12 @@
 //! # Sensor checks
 //! Readings whose quality is not good, out of the physical range, stuck, or spikes never reach a
 //! rule; they raise device-fault alerts (kind `device_fault`, rule `bad-quality`,
-//! `out-of-range`, `stuck`, `spike`), for the technician, not the bureau. Bad-quality detection
-//! is on for every channel (3 bad readings in a row; cleared by 3 good ones); the others are
-//! configured per selector in `[[alerts.checks]]`.
+//! `out-of-range`, `stuck`, `spike`), for the technician, not the bureau. Every check runs only
+//! on the channels of the `[[alerts.checks]]` entries that configure it (`bad_quality = {}`: 3
+//! bad readings in a row, cleared by 3 good ones); without `[alerts]` no check runs. A reading
+//! judged out of range, stuck or a spike is stored with its value and the quality code 400, 401
+//! or 402 ([`crate::model::Quality`]); a jump is stored only once its spike verdict is known
+//! ([`Evaluator::take_decided`], docs/DOMAIN.md §Data quality).
 //!
 //! # Bounds
 //! Memory per channel: one condition pair per matching rule, a rate window of at most
@@ -122,9 +125,10 @@ pub use config::{
     DEFAULT_RATE_PER, DEFAULT_SPIKE_WITHIN, MAX_LEVEL_FRACTION, MIN_RATE_WINDOW, RANGE_CHECK,
     SPIKE_CHECK, STUCK_CHECK,
 };
+pub(crate) use config::{PairRule, StaleRule};
 pub use evaluator::{
-    channel_entry_key, Evaluator, EvaluatorState, RestoreError, RestoreReport, StateScope, Verdict,
-    ENTRY_FORMAT, STATE_FORMAT,
+    channel_entry_key, Evaluator, EvaluatorState, HeldVerdict, RestoreError, RestoreReport,
+    StateScope, Verdict, ENTRY_FORMAT, STATE_FORMAT,
 };
 pub use selector::{ChannelInfo, SelectorConfig};
 pub use window::RATE_BUCKETS;

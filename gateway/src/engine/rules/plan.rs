@@ -29,8 +29,8 @@ pub(crate) struct RulePlan {
 pub(crate) struct ChannelChecks {
     /// Level of its device-fault alerts.
     pub level: Level,
-    /// Always on: readings whose quality is not good.
-    pub bad_quality: FaultSpec,
+    /// Readings whose quality is not good; only when a check entry sets `bad_quality`.
+    pub bad_quality: Option<FaultSpec>,
     pub range: Option<RangeSpec>,
     pub stuck: Option<StuckSpec>,
     pub spike: Option<SpikeSpec>,
@@ -71,22 +71,21 @@ impl RuleSet {
         }
         let mut checks = ChannelChecks {
             level: DEFAULT_FAULT_LEVEL,
-            bad_quality: FaultSpec::BAD_QUALITY_DEFAULT,
+            bad_quality: None,
             range: None,
             stuck: None,
             spike: None,
         };
         // For each check type, the first matching entry that sets it applies.
-        let (mut level, mut bad_quality) = (None, None);
+        let mut level = None;
         for e in self.checks.iter().filter(|e| e.selector.matches(c)) {
             level = level.or(e.level);
-            bad_quality = bad_quality.or(e.bad_quality);
+            checks.bad_quality = checks.bad_quality.or(e.bad_quality);
             checks.range = checks.range.or(e.range);
             checks.stuck = checks.stuck.or(e.stuck);
             checks.spike = checks.spike.or(e.spike);
         }
         checks.level = level.unwrap_or(DEFAULT_FAULT_LEVEL);
-        checks.bad_quality = bad_quality.unwrap_or(FaultSpec::BAD_QUALITY_DEFAULT);
         let pairs = self
             .pairs_by_channel
             .get(&c.key)

@@ -44,6 +44,23 @@ impl ChannelInfo {
         }
     }
 
+    /// The series again, from the copy: for a reading held as a possible spike across a
+    /// restart, stored once decided before the channel's next reading brought its series back.
+    /// The tags are the series' own (site, gateway, device, point, unit included), so the line
+    /// prefix is the same.
+    #[must_use]
+    pub fn to_series(&self) -> Series {
+        Series {
+            key: self.key.clone(),
+            device: self.device.clone(),
+            point: self.point.clone(),
+            kind: self.kind,
+            unit: self.unit.clone(),
+            tags: self.tags.clone(),
+            line_prefix: crate::record::series_prefix(self.kind.measurement(), &self.tags),
+        }
+    }
+
     /// The `structure` tag, shown in alert messages (e.g. `A栋`).
     #[must_use]
     pub fn structure(&self) -> Option<&str> {
@@ -137,6 +154,48 @@ impl Selector {
                 .is_none_or(|p| glob_match(p, &c.key))
             && self.tags.iter().all(|(k, v)| c.tags.get(k) == Some(v))
     }
+    /// Whether a channel of `t` (an MQTT subscription, whose channels exist only at run time)
+    /// could match: false only when the config already rules it out (another quantity kind, a
+    /// fixed tag with another value, a tag the subscription can never give).
+    pub(crate) fn could_match(&self, t: &ChannelTemplate<'_>) -> bool {
+        let fixed = |pattern: &Option<String>, name: Option<&str>| {
+            pattern
+                .as_deref()
+                .is_none_or(|p| name.is_none_or(|n| glob_match(p, n)))
+        };
+        let key = t.device.zip(t.point).map(|(d, p)| format!("{d}/{p}"));
+        self.kind
+            .is_none_or(|k| t.kinds.as_ref().is_none_or(|kinds| kinds.contains(&k)))
+            && fixed(&self.device, t.device)
+            && fixed(&self.point, t.point)
+            && fixed(&self.channel, key.as_deref())
+            && self.tags.iter().all(|(k, v)| {
+                if t.open_tags.iter().any(|o| o == k) {
+                    return true;
+                }
+                match t.tags.get(k) {
+                    Some(fixed) => fixed == v,
+                    // Named per message: any value may come.
+                    None => ["device", "point", "unit"].contains(&k.as_str()),
+                }
+            })
+    }
+}
+
+/// What config says about the channels an MQTT subscription will produce, for
+/// [`Selector::could_match`].
+#[derive(Debug, Clone)]
+pub(crate) struct ChannelTemplate<'a> {
+    /// The quantity kinds they can have; `None` when any (CIGEM: the kind comes with the point).
+    pub kinds: Option<Vec<QuantityKind>>,
+    /// Their device, when config fixes it (a fixed `device` the payload does not override).
+    pub device: Option<&'a str>,
+    /// Their point, when config fixes it (a fixed `point` the payload does not override).
+    pub point: Option<&'a str>,
+    /// Tags fixed by config (site, gateway, the subscription's `tags`).
+    pub tags: BTreeMap<String, String>,
+    /// Tags taken from the topic (its placeholders), any value.
+    pub open_tags: &'a [String],
 }
 
 /// Match `text` against a glob: `*` is any run of characters (also empty), `?` exactly one

@@ -109,6 +109,11 @@ upper = { alarm = 30.0, yellow = 0.7, orange = 0.85, red = 1.0 }
 confirm = { count = 3 }
 "#;
 
+/// [`TOTAL`] with the bad-quality check on every channel, at its defaults.
+fn total_with_bad_quality() -> String {
+    format!("{TOTAL}[[checks]]\nselect = {{}}\nbad_quality = {{}}\n")
+}
+
 #[test]
 fn confirmation_hysteresis_escalation_and_clearing() {
     use AlertState::{Cleared, DeEscalated, Escalated, Raised};
@@ -494,7 +499,7 @@ fn gb50007_tilt_ratio() {
 
 #[test]
 fn bad_quality_never_raises_or_clears_a_quality_alert_but_raises_a_device_fault() {
-    let mut site = Site::new(TOTAL);
+    let mut site = Site::new(&total_with_bad_quality());
     let ch = settlement("lev-a1", "ch3");
     let t = |i: i64| T0 + i * S;
     let mut quality = Vec::new();
@@ -559,7 +564,7 @@ fn bad_quality_never_raises_or_clears_a_quality_alert_but_raises_a_device_fault(
 
 #[test]
 fn a_device_fault_code_is_reported_with_its_quality() {
-    let mut site = Site::new(TOTAL);
+    let mut site = Site::new(&total_with_bad_quality());
     let ch = settlement("lev-a1", "ch3");
     let mut last = Vec::new();
     for i in 0..3 {
@@ -567,6 +572,40 @@ fn a_device_fault_code_is_reported_with_its_quality() {
     }
     assert_eq!(last[0].message, "【设备故障】A栋 沉降点 lev-a1/ch3 读数无效：设备报告传感器故障（状态码 2）（检查 bad-quality）");
     assert_eq!(last[0].level, Level::Yellow);
+}
+
+#[test]
+fn no_device_fault_check_runs_unless_configured() {
+    // Issue 7: a bad-quality check ran with no `[alerts]` section at all.
+    for rules in ["", TOTAL] {
+        let mut site = Site::new(rules);
+        let ch = settlement("lev-a1", "ch3");
+        for i in 0..10 {
+            let (verdict, e) = site.bad(&ch, T0 + i * S, Quality::Timeout);
+            assert_eq!(verdict, Verdict::BadQuality);
+            assert!(e.is_empty(), "rules {rules:?}, reading {i}: {e:?}");
+        }
+    }
+    // Configured for one device only: the other device's timeouts raise nothing.
+    let only_a1 = r#"
+[[checks]]
+select = { device = "lev-a1" }
+bad_quality = { count = 2 }
+"#;
+    let mut site = Site::new(only_a1);
+    let (a1, a2) = (settlement("lev-a1", "ch3"), settlement("lev-a2", "ch3"));
+    let mut raised = Vec::new();
+    for i in 0..4 {
+        for ch in [&a1, &a2] {
+            for a in site.bad(ch, T0 + i * S, Quality::Timeout).1 {
+                raised.push((i, a.channel.clone(), a.state));
+            }
+        }
+    }
+    assert_eq!(
+        raised,
+        vec![(1, "lev-a1/ch3".to_owned(), AlertState::Raised)]
+    );
 }
 
 #[test]
@@ -613,6 +652,10 @@ fn stuck_values_raise_a_device_fault_and_are_not_used() {
         Verdict::Stuck,
         Verdict::Usable,
     ];
+    assert_eq!(
+        want.map(Verdict::flag).map(|q| q.map(Quality::code)),
+        [None, None, None, Some(401), Some(401), None]
+    );
     let mut events = Vec::new();
     for (i, (&v, &w)) in values.iter().zip(&want).enumerate() {
         let (verdict, e) = site.good(&ch, T0 + i64::try_from(i).expect("small") * S, v);
@@ -637,8 +680,19 @@ fn a_spike_is_discarded_and_reported() {
     assert_eq!(site.good(&ch, t(1), 10.1).0, Verdict::Usable);
     // 30 jumps by 19.9 > 5: held; 10.2 is back within 5 of 10.1 and 19.8 from 30: a spike.
     assert_eq!(site.good(&ch, t(2), 30.0), (Verdict::Held, vec![]));
+    assert!(site.ev.take_decided().is_empty(), "no verdict on 30 yet");
     let (verdict, e) = site.good(&ch, t(3), 10.2);
     assert_eq!(verdict, Verdict::Usable);
+    let decided = site.ev.take_decided();
+    assert_eq!(
+        decided
+            .iter()
+            .map(|d| (d.channel.key.as_str(), d.ts, d.value, d.quality()))
+            .collect::<Vec<_>>(),
+        vec![("lev-a1/ch3", t(2), 30.0, Quality::Spike)],
+        "30 is stored once, at its own time, flagged 402"
+    );
+    assert_eq!(decided[0].quality().code(), 402);
     assert_eq!(
         e.len(),
         1,
@@ -666,6 +720,14 @@ fn a_real_step_is_used_late_with_its_own_time() {
     // 30.2 stays near 30: the step was real; 30 is used (red, at its own time), then 30.2.
     let (verdict, e) = site.good(&ch, T0 + 2 * S, 30.2);
     assert_eq!(verdict, Verdict::Usable);
+    let decided = site.ev.take_decided();
+    assert_eq!(
+        decided
+            .iter()
+            .map(|d| (d.ts, d.value, d.quality()))
+            .collect::<Vec<_>>(),
+        vec![(T0 + S, 30.0, Quality::Good)]
+    );
     assert_eq!(e.len(), 1);
     assert_eq!(
         (e[0].cause, e[0].level, e[0].event_at, e[0].value),
@@ -680,7 +742,16 @@ fn a_held_jump_without_a_next_reading_is_released_by_the_tick() {
     site.good(&ch, T0, 10.0);
     assert_eq!(site.good(&ch, T0 + S, 30.0).0, Verdict::Held);
     assert!(site.ev.on_tick(T0 + S + 9 * MIN).is_empty());
+    assert!(!site.ev.has_decided());
     let e = site.ev.on_tick(T0 + S + 10 * MIN);
+    let decided = site.ev.take_decided();
+    assert_eq!(
+        decided
+            .iter()
+            .map(|d| (d.ts, d.value, d.quality()))
+            .collect::<Vec<_>>(),
+        vec![(T0 + S, 30.0, Quality::Good)]
+    );
     assert_eq!(e.len(), 1);
     assert_eq!(
         (e[0].cause, e[0].level, e[0].event_at, e[0].detected_at),

@@ -368,6 +368,15 @@ impl Template {
         }
     }
 
+    /// The name when the template has no placeholder (`"gnss-1"`), else `None`.
+    #[must_use]
+    pub fn as_fixed(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [Part::Literal(name)] => Some(name),
+            _ => None,
+        }
+    }
+
     /// A template that is exactly placeholder `index`.
     #[must_use]
     pub fn capture(index: usize) -> Self {
