@@ -157,13 +157,21 @@ pub enum Quality {
     /// vibrating-wire gauge's own thermistor) and that input was missing or not good. The value
     /// is never given uncorrected; the raw value is kept in the reading.
     CorrectionUnavailable,
+    /// A derived value (docs/DOMAIN.md §Derived channels) one of whose inputs was not good, or
+    /// had no reading within `max_skew` of the others: flagged, never given as if good.
+    DerivedInputBad,
+    /// A derived value that needs the initial value (初始值) of an input, and none is configured
+    /// for it: flagged, never computed from a value guessed by the gateway. The input's own
+    /// reading is stored as usual.
+    InitialValueMissing,
 }
 
 impl Quality {
     /// The integer written as the `quality` field. Stable: dashboards and the README schema rely
     /// on these numbers. 0 good; 1xx Modbus exception 1xx = 100 + code; 200 timeout;
     /// 201 communication error; 202 not finite; 203 not convertible; 204 correction input
-    /// unavailable; 3xx device-reported fault 300 + |code|.
+    /// unavailable; 3xx device-reported fault 300 + |code|; 4xx derived values: 400 an input not
+    /// good, 401 initial value missing.
     #[must_use]
     pub fn code(self) -> i64 {
         match self {
@@ -175,6 +183,8 @@ impl Quality {
             Self::NotConvertible => 203,
             Self::CorrectionUnavailable => 204,
             Self::DeviceFault(code) => 300 + i64::from(code.unsigned_abs()),
+            Self::DerivedInputBad => 400,
+            Self::InitialValueMissing => 401,
         }
     }
 
@@ -346,6 +356,8 @@ mod tests {
         assert_eq!(Quality::NotConvertible.code(), 203);
         assert_eq!(Quality::CorrectionUnavailable.code(), 204);
         assert_eq!(Quality::DeviceFault(-2).code(), 302);
+        assert_eq!(Quality::DerivedInputBad.code(), 400);
+        assert_eq!(Quality::InitialValueMissing.code(), 401);
     }
 
     #[test]
