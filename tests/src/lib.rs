@@ -273,6 +273,20 @@ impl VictoriaMetrics {
     /// # Errors
     /// On HTTP or decoding failure.
     pub async fn export(&self, name_re: &str) -> Result<Vec<ExportedSeries>> {
+        self.export_until(name_re, None).await
+    }
+
+    /// Like [`VictoriaMetrics::export`], with samples up to `end` (RFC 3339 or Unix seconds)
+    /// instead of up to now: a simulator running ahead of the wall clock stamps its samples in
+    /// the future (VictoriaMetrics takes them up to 2 days ahead).
+    ///
+    /// # Errors
+    /// When the store cannot be reached or answers garbage.
+    pub async fn export_until(
+        &self,
+        name_re: &str,
+        end: Option<&str>,
+    ) -> Result<Vec<ExportedSeries>> {
         // Make recently written samples searchable now instead of within ~1 s.
         let _ = self
             .http
@@ -282,7 +296,10 @@ impl VictoriaMetrics {
         let resp = self
             .http
             .post(format!("{}/api/v1/export", self.url()))
-            .form(&[("match[]", format!("{{__name__=~\"{name_re}\"}}"))])
+            .form(&[
+                ("match[]", format!("{{__name__=~\"{name_re}\"}}")),
+                ("end", end.unwrap_or("now").to_owned()),
+            ])
             .send()
             .await?
             .error_for_status()?
