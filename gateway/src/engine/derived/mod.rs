@@ -469,7 +469,7 @@ impl DerivedSet {
         let mut dirty = false;
         let value: Option<Result<f64, Quality>> = match &mut self.outputs[oi].calc {
             Calc::Levelling { reference } => {
-                // docs/DOMAIN.md §Hydrostatic levelling: s_i = (h_i − h_i0) − (h_ref − h_ref0).
+                // docs/DOMAIN.md §Derived channels: s_i = (h_i − h_i0) − (h_ref − h_ref0).
                 let cell0 = initial.get(&r.series.key).map(|i| i.value);
                 let ref0 = initial.get(reference.as_str()).map(|i| i.value);
                 let href = self
