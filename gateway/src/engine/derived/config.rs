@@ -693,6 +693,42 @@ fn validate_block(
     })
 }
 
+impl std::fmt::Display for DerivedSpec {
+    /// One block for `gateway check`: kind, output names, inputs and initial values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "  {}: {} -> {}/{}",
+            self.name,
+            self.kind.as_str(),
+            self.device,
+            self.point
+        )?;
+        if let Some(r) = &self.reference {
+            write!(f, ", reference {r}")?;
+        }
+        for p in &self.pairs {
+            write!(f, "\n    pair {} - {}", p.a, p.b)?;
+            if self.kind == DerivedKind::Tilt {
+                write!(f, " over {} settlement units", p.divisor)?;
+            }
+        }
+        for (channel, i) in &self.initial {
+            let date = if i.surveyed.is_empty() {
+                "no survey date"
+            } else {
+                i.surveyed.as_str()
+            };
+            write!(
+                f,
+                "\n    initial {channel} = {} (configured, {date})",
+                i.value
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Expand `{name}` placeholders of `template` from `vars`; unknown ones stay as written
 /// (validation refused them).
 #[must_use]

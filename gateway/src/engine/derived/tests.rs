@@ -429,3 +429,31 @@ confirm = { count = 1 }
     let body = String::from_utf8_lossy(&raised.body).into_owned();
     assert!(body.contains("lvl/ch1.settlement"), "{body}");
 }
+
+#[test]
+fn the_config_file_takes_derived_blocks_and_check_shows_them() {
+    let text = format!(
+        "site = \"xa\"\ngateway_id = \"gw\"\ndata_dir = \"/tmp\"\n{LINE}\n[[derived]]\nname = \"bad\"\nkind = \"mean\"\n"
+    );
+    let path = std::path::Path::new("site.toml");
+    let err = crate::config::Config::from_str_at(&text, path).expect_err("mean without select");
+    assert!(
+        err.problems()
+            .iter()
+            .any(|p| p.starts_with("site.toml: derived[2].select: missing")),
+        "{:?}",
+        err.problems()
+    );
+    let text = format!("site = \"xa\"\ngateway_id = \"gw\"\ndata_dir = \"/tmp\"\n{LINE}");
+    let cfg = crate::config::Config::from_str_at(&text, path).expect("valid");
+    let shown = crate::config::describe(&cfg);
+    assert!(shown.contains("derived channels: 2"), "{shown}");
+    assert!(
+        shown.contains("initial lvl/ch1 = 312.4 (configured, 2026-11-02)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("pair lvl/ch1.settlement - lvl/ch2.settlement"),
+        "{shown}"
+    );
+}
