@@ -364,64 +364,34 @@ fn validate_block(
     if c.name.is_empty() {
         push("name", "must not be empty".into());
     }
-    let stray = [
-        (
-            "pairs",
-            !c.pairs.is_empty() && !k.is_pair(),
-            "only difference and tilt take pairs",
-        ),
-        (
-            "b",
-            c.b.is_some() && k != DerivedKind::Difference,
-            "only difference takes a `b` template",
-        ),
-        (
-            "reference",
-            c.reference.is_some() && k != DerivedKind::Levelling,
-            "only levelling takes a reference cell",
-        ),
-        (
-            "initial",
-            !c.initial.is_empty() && k != DerivedKind::Levelling,
-            "only levelling takes initial values",
-        ),
-        (
-            "surveyed",
-            c.surveyed.is_some() && k != DerivedKind::Levelling,
-            "only levelling takes a survey date",
-        ),
-        (
-            "window",
-            c.window.is_some() && !matches!(k, DerivedKind::Rate | DerivedKind::SumOver),
-            "only rate and sum_over take a window",
-        ),
-        (
-            "per",
-            c.per.is_some() && k != DerivedKind::Rate,
-            "only rate takes `per`",
-        ),
-        (
-            "min_points",
-            c.min_points.is_some() && k != DerivedKind::Rate,
-            "only rate takes `min_points`",
-        ),
+    use DerivedKind::{Difference, Levelling, Mean, Rate, SumOver, Tilt};
+    // Each field and the kinds that take it; given to another kind, it is refused, not ignored.
+    let takes: [(&str, bool, &[DerivedKind]); 10] = [
+        ("pairs", !c.pairs.is_empty(), &[Difference, Tilt]),
+        ("b", c.b.is_some(), &[Difference]),
+        ("reference", c.reference.is_some(), &[Levelling]),
+        ("initial", !c.initial.is_empty(), &[Levelling]),
+        ("surveyed", c.surveyed.is_some(), &[Levelling]),
+        ("window", c.window.is_some(), &[Rate, SumOver]),
+        ("per", c.per.is_some(), &[Rate]),
+        ("min_points", c.min_points.is_some(), &[Rate]),
         (
             "max_skew",
-            c.max_skew.is_some()
-                && !(k.is_pair() || matches!(k, DerivedKind::Mean | DerivedKind::Levelling)),
-            "only difference, tilt, mean and levelling combine readings",
+            c.max_skew.is_some(),
+            &[Difference, Tilt, Mean, Levelling],
         ),
-        (
-            "settlement_unit",
-            c.settlement_unit.is_some() && k != DerivedKind::Tilt,
-            "only tilt takes `settlement_unit`",
-        ),
+        ("settlement_unit", c.settlement_unit.is_some(), &[Tilt]),
     ];
-    for (field, bad, why) in stray {
-        if bad {
+    for (field, given, kinds) in takes {
+        if given && !kinds.contains(&k) {
+            let names: Vec<&str> = kinds.iter().map(|x| x.as_str()).collect();
             push(
                 field,
-                format!("does not apply to kind = \"{}\": {why}", k.as_str()),
+                format!(
+                    "does not apply to kind = \"{}\": only {} take `{field}`; remove it",
+                    k.as_str(),
+                    names.join(", ")
+                ),
             );
         }
     }
