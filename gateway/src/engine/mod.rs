@@ -802,8 +802,10 @@ impl Engine {
         let (spool, task_body) = (Arc::clone(&self.spool), Arc::clone(&body));
         // Save the changed rule state entries with the points now and then (alerts save them
         // themselves).
-        let saving_state =
-            with_state && self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL;
+        let saving_state = with_state
+            && self.state_dirty
+            && (self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL
+                || self.derived.take_prompt_save());
         if saving_state {
             self.collect_state();
         }

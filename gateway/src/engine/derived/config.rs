@@ -34,6 +34,8 @@ pub const DEFAULT_MEAN_DEVICE_TEMPLATE: &str = "{name}";
 pub const DEFAULT_MEAN_POINT_TEMPLATE: &str = "mean";
 /// Unit tag of a tilt: a dimensionless ratio (0.002 = 2 ‰, GB 50007 Table 5.3.4).
 pub const TILT_UNIT: &str = "ratio";
+/// Most readings `establish_readings` may ask for (a day of 10-second polls).
+pub const MAX_ESTABLISH_READINGS: u32 = 8640;
 /// Most readings a `sum_over` window holds per channel (a 72 h window of 1-minute rainfall is
 /// 4,320); beyond it the oldest leave early and the sum is flagged (see `derived/mod.rs`).
 pub const MAX_SUM_READINGS: usize = 20_000;
@@ -148,6 +150,10 @@ pub struct DerivedConfig {
     /// Levelling: survey date of the initial values given as plain numbers, `YYYY-MM-DD`.
     #[serde(default)]
     pub surveyed: Option<String>,
+    /// Levelling: give a cell or reference without a configured initial value one, the mean
+    /// of its first this many good readings, kept in the spool (off when absent).
+    #[serde(default)]
+    pub establish_readings: Option<u32>,
     /// Rate, sum_over: the window, e.g. `"1d"`, `"24h"`.
     #[serde(default, with = "duration_opt")]
     pub window: Option<Duration>,
@@ -218,6 +224,8 @@ pub struct DerivedSpec {
     pub reference: Option<String>,
     /// Levelling: initial values by channel key.
     pub initial: BTreeMap<String, InitialValue>,
+    /// Levelling: readings whose mean establishes a missing initial value (`None`: never).
+    pub establish_readings: Option<u32>,
     /// Rate, sum_over: window, ns.
     pub window_ns: i64,
     /// Rate: seconds per unit of time of the slope.
@@ -366,12 +374,17 @@ fn validate_block(
     }
     use DerivedKind::{Difference, Levelling, Mean, Rate, SumOver, Tilt};
     // Each field and the kinds that take it; given to another kind, it is refused, not ignored.
-    let takes: [(&str, bool, &[DerivedKind]); 10] = [
+    let takes: [(&str, bool, &[DerivedKind]); 11] = [
         ("pairs", !c.pairs.is_empty(), &[Difference, Tilt]),
         ("b", c.b.is_some(), &[Difference]),
         ("reference", c.reference.is_some(), &[Levelling]),
         ("initial", !c.initial.is_empty(), &[Levelling]),
         ("surveyed", c.surveyed.is_some(), &[Levelling]),
+        (
+            "establish_readings",
+            c.establish_readings.is_some(),
+            &[Levelling],
+        ),
         ("window", c.window.is_some(), &[Rate, SumOver]),
         ("per", c.per.is_some(), &[Rate]),
         ("min_points", c.min_points.is_some(), &[Rate]),
@@ -463,6 +476,14 @@ fn validate_block(
             push(
                 "surveyed",
                 format!("\"{s}\" is not a date; write \"YYYY-MM-DD\""),
+            );
+        }
+    }
+    if let Some(n) = c.establish_readings {
+        if !(1..=MAX_ESTABLISH_READINGS).contains(&n) {
+            push(
+                "establish_readings",
+                format!("must be between 1 and {MAX_ESTABLISH_READINGS} readings"),
             );
         }
     }
@@ -651,6 +672,7 @@ fn validate_block(
         b: c.b.clone(),
         reference: c.reference.clone(),
         initial,
+        establish_readings: c.establish_readings,
         window_ns,
         per_secs: per.as_secs_f64(),
         per_suffix: per_suffix(per),
@@ -676,6 +698,12 @@ impl std::fmt::Display for DerivedSpec {
         )?;
         if let Some(r) = &self.reference {
             write!(f, ", reference {r}")?;
+        }
+        if let Some(n) = self.establish_readings {
+            write!(
+                f,
+                "; missing initial values: mean of the first {n} good readings, kept in the spool"
+            )?;
         }
         for p in &self.pairs {
             write!(f, "\n    pair {} - {}", p.a, p.b)?;

@@ -32,11 +32,11 @@
 
 pub mod config;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tracing::error;
+use tracing::{error, info};
 
 use super::rules::selector::ChannelInfo;
 use super::rules::RateWindow;
@@ -49,6 +49,11 @@ pub use config::{DerivedConfig, DerivedKind, DerivedPlan, DerivedSpec};
 pub const INPUT_HISTORY: usize = 16;
 /// Prefix of the spool state entries of derived channels (`v/<block>/<channel key>`).
 pub const ENTRY_PREFIX: &str = "v/";
+/// Prefix of the spool state entries of initial values the gateway established
+/// (`vi/<block>/<channel key>`, see `establish_readings`).
+pub const INITIAL_PREFIX: &str = "vi/";
+/// How an established initial value was obtained, saved with it.
+pub const ESTABLISH_METHOD: &str = "mean_of_first_good_readings";
 /// A rate is given once its readings span at least this fraction of the window, as for rate
 /// rules (docs/DOMAIN.md §Data quality: a slope over less than the noise period is noise).
 pub const RATE_MIN_SPAN_FRACTION: f64 = 0.5;
@@ -126,6 +131,27 @@ impl Calc {
     }
 }
 
+/// An initial value the gateway establishes (`establish_readings`): being collected, or
+/// established. Saved in the spool at every change; never established again once it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Baseline {
+    /// The good readings so far: their sum, count and the first one's time.
+    Collecting {
+        sum: f64,
+        readings: u32,
+        first_ts: TimestampNs,
+    },
+    /// The mean of the first `readings` good readings, taken from `first_ts` to `last_ts`.
+    Established {
+        value: f64,
+        readings: u32,
+        first_ts: TimestampNs,
+        last_ts: TimestampNs,
+        method: String,
+    },
+}
+
 /// One derived channel.
 #[derive(Debug)]
 struct Output {
@@ -158,6 +184,13 @@ pub struct DerivedSet {
     histories: HashMap<String, History>,
     /// Saved state read at start, taken by each output when it is created.
     restored: HashMap<String, Calc>,
+    /// Initial values being established or established, by entry key, with a changed flag.
+    baselines: HashMap<String, (Baseline, bool)>,
+    /// Entry keys of initial values whose saved entry could not be read: never established
+    /// again (their cells stay flagged 401 until an initial value is configured).
+    lost_baselines: HashSet<String>,
+    /// An initial value was just established: save the state with the next commit.
+    prompt_save: bool,
 }
 
 /// Nanoseconds as seconds.
@@ -365,6 +398,11 @@ impl DerivedSet {
             let mut made: Vec<Reading> = Vec::new();
             // Combined outputs are computed once per time, after every reading is recorded.
             let mut combine: Vec<(usize, TimestampNs, Arc<Series>)> = Vec::new();
+            if self.specs[bi].establish_readings.is_some() {
+                for r in inputs.iter().copied().chain(produced.iter()) {
+                    self.establish(bi, r);
+                }
+            }
             for r in inputs.iter().copied().chain(produced.iter()) {
                 let Some(outs) = self.routes.get(&r.series.key).cloned() else {
                     continue;
@@ -393,6 +431,76 @@ impl DerivedSet {
             produced.extend(made);
         }
         produced
+    }
+
+    /// The initial value of `channel` in block `bi`: configured, or established.
+    fn initial_of(&self, bi: usize, channel: &str) -> Option<f64> {
+        let spec = &self.specs[bi];
+        if let Some(i) = spec.initial.get(channel) {
+            return Some(i.value);
+        }
+        match self.baselines.get(&initial_key(&spec.name, channel)) {
+            Some((Baseline::Established { value, .. }, _)) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// Feed a good reading of a levelling cell or reference without a configured initial value
+    /// to its baseline, when block `bi` establishes them (`establish_readings`). An initial
+    /// value once established, or whose saved entry was unreadable, is never established again.
+    fn establish(&mut self, bi: usize, r: &Reading) {
+        let spec = &self.specs[bi];
+        let Some(wanted) = spec.establish_readings else {
+            return;
+        };
+        let key = r.series.key.as_str();
+        let is_input = spec.reference.as_deref() == Some(key)
+            || self
+                .routes
+                .get(key)
+                .is_some_and(|outs| outs.iter().any(|&o| self.outputs[o].block == bi));
+        let Some(v) = r.value.filter(|_| r.quality.is_good()) else {
+            return;
+        };
+        if !is_input || spec.initial.contains_key(key) {
+            return;
+        }
+        let entry_key = initial_key(&spec.name, key);
+        if self.lost_baselines.contains(&entry_key) {
+            return;
+        }
+        let (baseline, dirty) = self.baselines.entry(entry_key).or_insert((
+            Baseline::Collecting {
+                sum: 0.0,
+                readings: 0,
+                first_ts: r.ts,
+            },
+            true,
+        ));
+        let Baseline::Collecting {
+            sum,
+            readings,
+            first_ts,
+        } = baseline
+        else {
+            return;
+        };
+        *sum += v;
+        *readings += 1;
+        *dirty = true;
+        if *readings >= wanted {
+            let value = *sum / f64::from(*readings);
+            info!(derived = %spec.name, channel = %key, value, readings = *readings,
+                  "Initial value established from the mean of the first good readings; kept in the spool and never established again.");
+            *baseline = Baseline::Established {
+                value,
+                readings: *readings,
+                first_ts: *first_ts,
+                last_ts: r.ts,
+                method: ESTABLISH_METHOD.to_owned(),
+            };
+            self.prompt_save = true;
+        }
     }
 
     /// Keep the reading in its channel's history when some output combines it.
@@ -465,13 +573,18 @@ impl DerivedSet {
             spec.min_points,
         );
         let s = Sample::of(r);
-        let initial = &spec.initial;
+        let bi = self.outputs[oi].block;
+        let (cell0, ref0) = match &self.outputs[oi].calc {
+            Calc::Levelling { reference } => (
+                self.initial_of(bi, &r.series.key),
+                self.initial_of(bi, reference),
+            ),
+            _ => (None, None),
+        };
         let mut dirty = false;
         let value: Option<Result<f64, Quality>> = match &mut self.outputs[oi].calc {
             Calc::Levelling { reference } => {
                 // docs/DOMAIN.md §Derived channels: s_i = (h_i − h_i0) − (h_ref − h_ref0).
-                let cell0 = initial.get(&r.series.key).map(|i| i.value);
-                let ref0 = initial.get(reference.as_str()).map(|i| i.value);
                 let href = self
                     .histories
                     .get(reference.as_str())
@@ -600,7 +713,26 @@ impl DerivedSet {
                 Err(_) => errors += 1,
             }
         }
+        for (key, (baseline, dirty)) in &mut self.baselines {
+            if !*dirty {
+                continue;
+            }
+            match serde_json::to_vec(baseline) {
+                Ok(bytes) => {
+                    delta.entries.insert(key.clone(), Some(bytes));
+                    *dirty = false;
+                }
+                Err(_) => errors += 1,
+            }
+        }
         (delta, errors)
+    }
+
+    /// True once after an initial value was established: the engine saves the state with its
+    /// next commit instead of within `STATE_SAVE_INTERVAL`, so a restart does not establish it
+    /// again from later readings.
+    pub fn take_prompt_save(&mut self) -> bool {
+        std::mem::take(&mut self.prompt_save)
     }
 
     /// Take over the saved state among the spool's state `entries` (those under
@@ -609,6 +741,18 @@ impl DerivedSet {
     pub fn restore(&mut self, entries: &[(String, Vec<u8>)]) -> Vec<String> {
         let mut unreadable = Vec::new();
         for (key, bytes) in entries {
+            if key.starts_with(INITIAL_PREFIX) {
+                match serde_json::from_slice::<Baseline>(bytes) {
+                    Ok(b) => {
+                        self.baselines.insert(key.clone(), (b, false));
+                    }
+                    Err(_) => {
+                        self.lost_baselines.insert(key.clone());
+                        unreadable.push(key.clone());
+                    }
+                }
+                continue;
+            }
             if !key.starts_with(ENTRY_PREFIX) {
                 continue;
             }
@@ -621,6 +765,11 @@ impl DerivedSet {
         }
         unreadable
     }
+}
+
+/// The spool key of an established initial value.
+fn initial_key(block: &str, channel: &str) -> String {
+    format!("{INITIAL_PREFIX}{block}/{channel}")
 }
 
 /// The spool key of an output's state.

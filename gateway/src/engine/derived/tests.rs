@@ -457,3 +457,70 @@ fn the_config_file_takes_derived_blocks_and_check_shows_them() {
         "{shown}"
     );
 }
+
+const ESTABLISHED: &str = r#"
+[[derived]]
+name = "settlement"
+kind = "levelling"
+select = { device = "lvl", point = "ch?" }
+reference = "lvl/ch5"
+initial = { "lvl/ch5" = 301.3 }
+establish_readings = 3
+"#;
+
+/// Settlement of ch1 after one poll of ch1 and the reference at its initial head.
+fn poll(set: &mut DerivedSet, i: i64, head: f64) -> (Option<f64>, Quality) {
+    let out = set.on_batch(&[
+        good(&level("ch1"), T0 + i * MIN, head),
+        good(&level("ch5"), T0 + i * MIN, 301.3),
+    ]);
+    (out[0].value, out[0].quality)
+}
+
+#[test]
+fn a_missing_initial_value_is_established_once_from_the_first_good_readings_and_kept() {
+    let mut set = DerivedSet::new(plan(ESTABLISHED));
+    // 310, 311, 312 mm: flagged 401 while collecting; then h0 = 311 mm.
+    assert_eq!(
+        poll(&mut set, 0, 310.0),
+        (None, Quality::InitialValueMissing)
+    );
+    let _ = set.on_batch(&[bad(&level("ch1"), T0 + MIN)]);
+    assert_eq!(
+        poll(&mut set, 2, 311.0),
+        (None, Quality::InitialValueMissing)
+    );
+    let third = poll(&mut set, 3, 312.0);
+    assert!(close(third.0, 1.0), "{third:?}");
+    assert!(set.take_prompt_save(), "saved with the next commit");
+    assert!(!set.take_prompt_save());
+    let (delta, _) = set.state_changes();
+    let entries: Vec<(String, Vec<u8>)> = delta
+        .entries
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let saved = String::from_utf8_lossy(&entries[0].1).into_owned();
+    assert_eq!(entries[0].0, "vi/settlement/lvl/ch1");
+    assert!(
+        saved.contains("\"value\":311.0") && saved.contains("mean_of_first_good_readings"),
+        "{saved}"
+    );
+
+    // After a restart: the same initial value, not a new one from the next readings.
+    let mut again = DerivedSet::new(plan(ESTABLISHED));
+    assert!(again.restore(&entries).is_empty());
+    let after = poll(&mut again, 4, 314.0);
+    assert!(close(after.0, 3.0), "{after:?}");
+
+    // An unreadable saved initial value is never established again: flagged for good.
+    let mut lost = DerivedSet::new(plan(ESTABLISHED));
+    let junk = vec![("vi/settlement/lvl/ch1".to_owned(), b"{".to_vec())];
+    assert_eq!(lost.restore(&junk), ["vi/settlement/lvl/ch1"]);
+    for i in 0..5 {
+        assert_eq!(
+            poll(&mut lost, i, 312.0),
+            (None, Quality::InitialValueMissing)
+        );
+    }
+}
