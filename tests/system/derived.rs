@@ -2,7 +2,9 @@
 //! (cells at installation heads 312.4 / 305.9 / 298.2 / 309.7 mm, reference cell R at 301.3 mm
 //! outside the settlement zone) read over Modbus TCP through its three load steps and a gateway
 //! restart; the settlement of every cell and the tilt of every pair of corners, derived by the
-//! gateway from raw heads and stored as series of their own, equal the simulator's physics.
+//! gateway from raw heads and stored as series of their own, equal the simulator's physics,
+//! from configured initial values and from initial values the gateway established at its first
+//! poll and kept across the restart.
 
 use std::time::Duration;
 
@@ -88,6 +90,14 @@ initial = {{ {initial} }}
 name = "tilt"
 kind = "tilt"
 pairs = [{pairs}]
+
+# The same cells with initial values established by the gateway from its first poll.
+[[derived]]
+name = "since-first"
+kind = "levelling"
+select = {{ device = "block-a-lvl", kind = "level" }}
+reference = "block-a-lvl/ch5"
+establish_readings = 1
 
 [[sinks]]
 type = "influxdb"
@@ -263,6 +273,30 @@ async fn levelling_settlement_and_tilt_are_stored_equal_to_the_truth_across_a_re
             checked.len() >= 2 * LOOKS,
             "{a}-{b}: only {} tilts",
             checked.len()
+        );
+    }
+
+    // Initial values established from the first poll survive the restart: every settlement
+    // since then is the truth's change since that poll, before and after the restart.
+    for (cell, corner) in CELLS {
+        let stored = settlement
+            .get(&("block-a-lvl".to_owned(), format!("{cell}.since-first")))
+            .with_context(|| format!("no {cell}.since-first"))?;
+        let first = *stored.keys().next().context("empty")?;
+        let base = truth_at(&truth, &format!("block-a.{corner}"), first)?;
+        for (ts, values) in stored {
+            let want = truth_at(&truth, &format!("block-a.{corner}"), *ts)? - base;
+            for v in values {
+                ensure!(
+                    (v - want).abs() <= 0.1,
+                    "{cell}.since-first at {ts} ms: stored {v}, the truth moved {want} since {first}"
+                );
+            }
+        }
+        ensure!(
+            stored.len() >= 2 * LOOKS,
+            "{cell}: only {} since-first",
+            stored.len()
         );
     }
 
