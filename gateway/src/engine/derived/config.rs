@@ -90,6 +90,18 @@ impl DerivedKind {
     }
 }
 
+/// What the readings of a `sum_over` input are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SumInput {
+    /// Each reading is an amount of its own (rainfall in the last interval).
+    #[default]
+    Increments,
+    /// Each reading is a running total (a rain gauge's counter): the sum over the window is
+    /// what the total gained in it; a total that falls was reset and counts from zero.
+    Total,
+}
+
 /// One pair of a difference or tilt: `pairs = [{ a = "lvl/ch1.settlement", b = "...", distance_m = 18.0 }]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +172,9 @@ pub struct DerivedConfig {
     /// Rate: unit of time of the slope (default 1d: mm/d).
     #[serde(default, with = "duration_opt")]
     pub per: Option<Duration>,
+    /// Sum_over: `increments` (default) or `total` readings.
+    #[serde(default)]
+    pub input: Option<SumInput>,
     /// Rate: least readings in the window before a slope is given (default 3).
     #[serde(default)]
     pub min_points: Option<u32>,
@@ -230,6 +245,8 @@ pub struct DerivedSpec {
     pub window_ns: i64,
     /// Rate: seconds per unit of time of the slope.
     pub per_secs: f64,
+    /// Sum_over: what the readings are.
+    pub sum_input: SumInput,
     /// Rate: unit suffix (`/d`).
     pub per_suffix: String,
     /// Rate: least readings.
@@ -374,7 +391,7 @@ fn validate_block(
     }
     use DerivedKind::{Difference, Levelling, Mean, Rate, SumOver, Tilt};
     // Each field and the kinds that take it; given to another kind, it is refused, not ignored.
-    let takes: [(&str, bool, &[DerivedKind]); 11] = [
+    let takes: [(&str, bool, &[DerivedKind]); 12] = [
         ("pairs", !c.pairs.is_empty(), &[Difference, Tilt]),
         ("b", c.b.is_some(), &[Difference]),
         ("reference", c.reference.is_some(), &[Levelling]),
@@ -387,6 +404,7 @@ fn validate_block(
         ),
         ("window", c.window.is_some(), &[Rate, SumOver]),
         ("per", c.per.is_some(), &[Rate]),
+        ("input", c.input.is_some(), &[SumOver]),
         ("min_points", c.min_points.is_some(), &[Rate]),
         (
             "max_skew",
@@ -675,6 +693,7 @@ fn validate_block(
         establish_readings: c.establish_readings,
         window_ns,
         per_secs: per.as_secs_f64(),
+        sum_input: c.input.unwrap_or_default(),
         per_suffix: per_suffix(per),
         min_points,
         max_skew_ns: ns(c.max_skew.unwrap_or(DEFAULT_PAIR_MAX_SKEW)),

@@ -114,8 +114,11 @@ enum Calc {
     /// Least-squares slope.
     Rate(RateWindow),
     /// Readings within the window; `None` for a bad one (the sum is flagged while it is in).
+    /// For `input = "total"`, the increments between totals, and the last good total.
     Sum {
         readings: VecDeque<(TimestampNs, Option<f64>)>,
+        #[serde(default)]
+        last_total: Option<f64>,
     },
     /// Running sum and the time of its first reading.
     Cumulative { sum: f64, since: TimestampNs },
@@ -343,6 +346,7 @@ impl DerivedSet {
                 DerivedKind::Rate => Calc::Rate(RateWindow::new(spec.window_ns)),
                 DerivedKind::SumOver => Calc::Sum {
                     readings: VecDeque::new(),
+                    last_total: None,
                 },
                 DerivedKind::Cumulative => Calc::Cumulative { sum: 0.0, since: 0 },
                 DerivedKind::Mean => {
@@ -566,11 +570,12 @@ impl DerivedSet {
     /// An output computed from one input's reading (levelling, rate, sum, cumulative).
     fn compute_single(&mut self, oi: usize, r: &Reading) -> Option<Reading> {
         let spec = &self.specs[self.outputs[oi].block];
-        let (window_ns, max_skew, per_secs, min_points) = (
+        let (window_ns, max_skew, per_secs, min_points, sum_input) = (
             spec.window_ns,
             spec.max_skew_ns,
             spec.per_secs,
             spec.min_points,
+            spec.sum_input,
         );
         let s = Sample::of(r);
         let bi = self.outputs[oi].block;
@@ -610,9 +615,30 @@ impl DerivedSet {
                 }
                 None => Some(Err(Quality::DerivedInputBad)),
             },
-            Calc::Sum { readings } => {
+            Calc::Sum {
+                readings,
+                last_total,
+            } => 'sum: {
+                let value = match (sum_input, s.value) {
+                    (config::SumInput::Increments, v) => v,
+                    // A bad total loses nothing: the next good one's increment covers the gap.
+                    (config::SumInput::Total, None) => {
+                        break 'sum Some(Err(Quality::DerivedInputBad))
+                    }
+                    (config::SumInput::Total, Some(total)) => {
+                        let previous = last_total.replace(total);
+                        dirty = true;
+                        match previous {
+                            // docs/DOMAIN.md §Derived channels: a total that fell was reset.
+                            Some(p) if total < p => Some(total),
+                            Some(p) => Some(total - p),
+                            // The first total is the base of the next increment.
+                            None => break 'sum None,
+                        }
+                    }
+                };
                 let pos = readings.partition_point(|(t, _)| *t <= s.ts);
-                readings.insert(pos, (s.ts, s.value));
+                readings.insert(pos, (s.ts, value));
                 let full = readings.len() > config::MAX_SUM_READINGS;
                 let newest = readings.back().map_or(s.ts, |(t, _)| *t);
                 let edge = newest.saturating_sub(window_ns);

@@ -524,3 +524,40 @@ fn a_missing_initial_value_is_established_once_from_the_first_good_readings_and_
         );
     }
 }
+
+#[test]
+fn sum_over_a_running_total_is_what_the_total_gained_in_the_window() {
+    let mut set = DerivedSet::new(plan(
+        r#"
+[[derived]]
+name = "rain-1h"
+kind = "sum_over"
+select = { kind = "rainfall" }
+window = "1h"
+input = "total"
+"#,
+    ));
+    let s = series("gauge", "rain_total", QuantityKind::Rainfall, "mm");
+    let mut got = Vec::new();
+    for (m, total) in [
+        (0, Some(10.0)),
+        (20, Some(10.4)),
+        (40, Some(11.0)),
+        (50, None),
+        (60, Some(12.0)),
+        (80, Some(0.4)),
+    ] {
+        let r = match total {
+            Some(t) => good(&s, T0 + m * MIN, t),
+            None => bad(&s, T0 + m * MIN),
+        };
+        got.extend(seen(&set.on_batch(&[r])));
+    }
+    // No sum from the first total (it is the base); 0.4; 0.4 + 0.6; the bad total flagged; then
+    // 0.4 + 0.6 + 1.0 (the gap's rain counted in the next increment); after the reset to 0.4,
+    // (20, 80] holds 0.6 + 1.0 + 0.4.
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(close(got[0].1, 0.4) && close(got[1].1, 1.0), "{got:?}");
+    assert_eq!(got[2].2, Quality::DerivedInputBad);
+    assert!(close(got[3].1, 2.0) && close(got[4].1, 2.0), "{got:?}");
+}
