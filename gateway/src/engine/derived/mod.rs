@@ -509,11 +509,17 @@ impl DerivedSet {
 
     /// Keep the reading in its channel's history when some output combines it.
     fn record(&mut self, r: &Reading) {
-        if self.routes.contains_key(&r.series.key) {
-            self.histories
-                .entry(r.series.key.clone())
-                .or_default()
-                .push(Sample::of(r));
+        if !self.routes.contains_key(&r.series.key) {
+            return;
+        }
+        // The key is copied once per channel, not per reading.
+        match self.histories.get_mut(&r.series.key) {
+            Some(h) => h.push(Sample::of(r)),
+            None => {
+                let mut h = History::default();
+                h.push(Sample::of(r));
+                self.histories.insert(r.series.key.clone(), h);
+            }
         }
     }
 
