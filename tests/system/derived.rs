@@ -335,3 +335,189 @@ async fn levelling_settlement_and_tilt_are_stored_equal_to_the_truth_across_a_re
     );
     Ok(())
 }
+
+/// Samples of the curing scenario taken in [`core_surface_and_cooling_rate_of_a_pour_equal_those_of_the_truth`]
+/// (10 min each: 40 h, inside VictoriaMetrics' 2 days ahead).
+const CURING_STEPS: usize = 240;
+/// The cooling-rate window: 64 rate buckets of one sample interval (10 min) each.
+const RATE_WINDOW_MIN: i64 = 640;
+
+/// The rate window's bucket, ms (`RATE_WINDOW_MIN` / 64).
+const BUCKET_MS: i64 = RATE_WINDOW_MIN * 60_000 / 64;
+
+/// Least-squares slope of `(t ms, v)` in units of v per day.
+fn slope_per_day(points: &[(i64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let days = |t: i64| t as f64 / 86_400_000.0;
+    let mt = points.iter().map(|(t, _)| days(*t)).sum::<f64>() / n;
+    let mv = points.iter().map(|(_, v)| *v).sum::<f64>() / n;
+    let sxy: f64 = points.iter().map(|(t, v)| (days(*t) - mt) * (v - mv)).sum();
+    let sxx: f64 = points.iter().map(|(t, _)| (days(*t) - mt).powi(2)).sum();
+    sxy / sxx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_surface_and_cooling_rate_of_a_pour_equal_those_of_the_truth() -> Result<()> {
+    anju_system::init_tracing();
+    let vm = VictoriaMetrics::start()?;
+    let broker = anju_system::Mosquitto::start()?;
+    let dir = tempfile::tempdir()?;
+    let config = format!(
+        r#"
+site = "anju-curing"
+gateway_id = "gw-test"
+data_dir = "{data}"
+profiles_dir = "{profiles}"
+
+[engine]
+max_future = "3650d"
+flush_interval = "20ms"
+
+[[mqtt]]
+name = "nodes"
+address = "{broker}"
+
+[[mqtt.subscriptions]]
+name = "curing"
+topic = "sites/{{site}}/nodes/{{device}}/up"
+quantity = "temperature"
+payload = {{ format = "json", readings = "readings", sensor = "sensor", value = "value", unit = "unit", time = "ts" }}
+
+# GB 50496-2018 §3.0.4-2: core − surface of every node, one block.
+[[derived]]
+name = "core-surface"
+kind = "difference"
+select = {{ point = "core" }}
+b = "{{device}}/surface"
+point = "core-surface"
+
+# GB 50496-2018 §3.0.4-3: the core's cooling rate, °C/d.
+[[derived]]
+name = "cooling-rate"
+kind = "rate"
+select = {{ point = "core" }}
+window = "{RATE_WINDOW_MIN}m"
+
+[[sinks]]
+type = "influxdb"
+url = "{vm_url}"
+org = "county"
+bucket = "anju"
+batch_max_age = "100ms"
+"#,
+        data = dir.path().display(),
+        profiles = profiles_dir().display(),
+        broker = broker.addr(),
+        vm_url = vm.url(),
+    );
+    let gw = start_gateway(&config, dir.path())?;
+    gw.wait_for_mqtt_session().await?;
+    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/curing-pour.toml"))?;
+    let pty_dir = tempfile::tempdir()?;
+    let site = Site::start(
+        &scenario,
+        StartOptions {
+            mqtt_broker: Some(broker.addr()),
+            pty_dir: Some(pty_dir.path().to_path_buf()),
+            clock: ClockMode::Manual,
+            ..Default::default()
+        },
+    )
+    .await?;
+    for _ in 0..CURING_STEPS {
+        site.step();
+    }
+    let stored = wait_until(
+        Duration::from_secs(60),
+        "every core-surface difference of both rafts stored",
+        || async {
+            vm.export_until("temperature_value", AHEAD)
+                .await
+                .is_ok_and(|s| {
+                    s.iter()
+                        .filter(|s| {
+                            s.metric.get("point").map(String::as_str) == Some("core-surface")
+                        })
+                        .filter(|s| s.timestamps.len() > CURING_STEPS)
+                        .count()
+                        == 2
+                })
+        },
+    )
+    .await;
+    if let Err(e) = stored {
+        let all = landed(&vm.export_until("temperature_.*", AHEAD).await?);
+        let last: Vec<_> = all
+            .iter()
+            .map(|(k, v)| (k, v.len(), v.keys().last()))
+            .collect();
+        anyhow::bail!("{e}: stored {last:?}");
+    }
+    gw.stop().await?;
+    let truth = site.truth();
+    site.shutdown().await;
+
+    let got = landed(&vm.export_until("temperature_value", AHEAD).await?);
+    let rates = landed(
+        &vm.export_until("temperature_value|temperature/d_value", AHEAD)
+            .await?,
+    );
+    let mut largest: f64 = 0.0;
+    for node in ["raft-a-node", "raft-b-node"] {
+        let served = |point: &str| -> Vec<(i64, f64)> {
+            truth
+                .samples_of(node, point)
+                .iter()
+                .map(|s| (s.ts_ns / 1_000_000, s.value))
+                .collect()
+        };
+        let (core, surface) = (served("core"), served("surface"));
+        let stored = got
+            .get(&(node.to_owned(), "core-surface".to_owned()))
+            .with_context(|| format!("{node}: no core-surface"))?;
+        ensure!(
+            stored.len() > CURING_STEPS,
+            "{node}: {} differences",
+            stored.len()
+        );
+        for (ts, values) in stored {
+            let at = |s: &[(i64, f64)]| s.iter().find(|(t, _)| t == ts).map(|(_, v)| *v);
+            let want = at(&core).context("core")? - at(&surface).context("surface")?;
+            ensure!(
+                values.iter().all(|v| (v - want).abs() < 1e-9),
+                "{node} core-surface at {ts}: {values:?}, the truth {want}"
+            );
+            largest = largest.max(want);
+        }
+        let stored = rates
+            .get(&(node.to_owned(), "core.cooling-rate".to_owned()))
+            .with_context(|| format!("{node}: no cooling rate in {:?}", rates.keys()))?;
+        for (ts, values) in stored {
+            let window: Vec<(i64, f64)> = core
+                .iter()
+                .filter(|(t, _)| {
+                    // The window (rules/window.rs): the readings of the last 64 buckets of
+                    // window/64 (here one sample interval) and of the bucket before them.
+                    t <= ts && t.div_euclid(BUCKET_MS) >= ts.div_euclid(BUCKET_MS) - 64
+                })
+                .copied()
+                .collect();
+            let want = slope_per_day(&window);
+            ensure!(
+                values.iter().all(|v| (v - want).abs() < 1e-6),
+                "{node} cooling rate at {ts}: {values:?}, the truth's slope over {} samples {want}",
+                window.len()
+            );
+        }
+        ensure!(
+            stored.len() > CURING_STEPS / 2,
+            "{node}: {} rates",
+            stored.len()
+        );
+    }
+    ensure!(
+        largest > 10.0,
+        "the scenario changed: largest difference {largest}"
+    );
+    Ok(())
+}
