@@ -58,6 +58,31 @@ fn close(a: Option<f64>, b: f64) -> bool {
     a.is_some_and(|a| (a - b).abs() < 1e-9)
 }
 
+/// A set of one block: `lines` after `[[derived]]`.
+fn one_block(lines: &str) -> DerivedSet {
+    DerivedSet::new(plan(&format!("[[derived]]\n{lines}")))
+}
+
+/// Feed `(time, value)` readings of `s` one batch each (`None`: a bad reading); what was
+/// derived, as [`seen`] gives it.
+fn feed(
+    set: &mut DerivedSet,
+    s: &Arc<Series>,
+    readings: &[(i64, Option<f64>)],
+) -> Vec<(String, Option<f64>, Quality)> {
+    let mut out = Vec::new();
+    for (ts, v) in readings {
+        let r = v.map_or_else(|| bad(s, *ts), |v| good(s, *ts, v));
+        out.extend(set.on_batch(&[r]));
+    }
+    seen(&out)
+}
+
+/// Rainfall of a gauge, mm.
+fn rain(point: &str) -> Arc<Series> {
+    series("gauge", point, QuantityKind::Rainfall, "mm")
+}
+
 const LINE: &str = r#"
 [[derived]]
 name = "settlement"
@@ -214,25 +239,19 @@ select = { device = "soil" }
 
 #[test]
 fn rate_is_the_least_squares_slope_per_day_once_the_window_is_half_full() {
-    let mut set = DerivedSet::new(plan(
-        r#"
-[[derived]]
-name = "rate"
-kind = "rate"
-select = { kind = "settlement" }
-window = "1d"
-"#,
-    ));
+    let mut set = one_block(
+        "name = \"rate\"\nkind = \"rate\"\nselect = { kind = \"settlement\" }\nwindow = \"1d\"",
+    );
     let s = series("plate", "s1", QuantityKind::Settlement, "mm");
     // t = 0, 6, 12, 18, 24 h; v = 0, .5, 1.5, 2, 3 mm. Over the first three: mean t = .25 d,
     // mean v = 2/3; Sxy = (−.25)(−2/3) + 0 + (.25)(5/6) = .375; Sxx = .125: 3.0 mm/d. Over
     // four: mean t = .375, mean v = 1; Sxy = .375 + .0625 + .0625 + .375 = .875, Sxx = .3125:
     // 2.8 mm/d. Over all five: Sxy = 1.875, Sxx = .625: 3.0 mm/d (as in window.rs).
-    let mut rates = Vec::new();
-    for (h, v) in [(0, 0.0), (6, 0.5), (12, 1.5), (18, 2.0), (24, 3.0)] {
-        rates.extend(set.on_batch(&[good(&s, T0 + h * H, v)]));
-    }
-    let got = seen(&rates);
+    let readings: Vec<(i64, Option<f64>)> = [(0, 0.0), (6, 0.5), (12, 1.5), (18, 2.0), (24, 3.0)]
+        .iter()
+        .map(|(h, v)| (T0 + h * H, Some(*v)))
+        .collect();
+    let got = feed(&mut set, &s, &readings);
     assert_eq!(
         got.len(),
         3,
@@ -242,55 +261,47 @@ window = "1d"
         close(got[0].1, 3.0) && close(got[1].1, 2.8) && close(got[2].1, 3.0),
         "{got:?}"
     );
-    assert_eq!(rates[0].series.unit, "mm/d");
-    assert_eq!(rates[0].series.key, "plate/s1.rate");
+    assert_eq!(got[0].0, "plate/s1.rate");
     let out = set.on_batch(&[bad(&s, T0 + 25 * H)]);
+    assert_eq!(out[0].series.unit, "mm/d");
     assert_eq!(seen(&out)[0].2, Quality::DerivedInputBad);
 }
 
 #[test]
 fn sum_over_a_window_and_a_bad_reading_flags_it_while_inside() {
-    let mut set = DerivedSet::new(plan(
-        r#"
-[[derived]]
-name = "rain-1h"
-kind = "sum_over"
-select = { kind = "rainfall" }
-window = "1h"
-"#,
-    ));
-    let s = series("gauge", "rain", QuantityKind::Rainfall, "mm");
-    let mut out = Vec::new();
-    // 1..5 mm at 0, 20, 40, 60, 80 min; the window is (t − 1 h, t].
-    for (i, m) in [0, 20, 40, 60, 80].iter().enumerate() {
-        out.extend(set.on_batch(&[good(&s, T0 + m * MIN, (i + 1) as f64)]));
-    }
-    let sums: Vec<f64> = out.iter().filter_map(|r| r.value).collect();
-    assert_eq!(sums, [1.0, 3.0, 6.0, 9.0, 12.0]);
-    let out = set.on_batch(&[bad(&s, T0 + 100 * MIN)]);
-    assert_eq!(seen(&out)[0].2, Quality::DerivedInputBad);
-    let out = set.on_batch(&[good(&s, T0 + 140 * MIN, 1.0)]);
-    assert_eq!(seen(&out)[0].2, Quality::DerivedInputBad, "still inside");
-    let out = set.on_batch(&[good(&s, T0 + 161 * MIN, 2.0)]);
-    assert!(close(out[0].value, 3.0), "{:?}", seen(&out));
+    let mut set = one_block("name = \"rain-1h\"\nkind = \"sum_over\"\nselect = { kind = \"rainfall\" }\nwindow = \"1h\"");
+    // 1..5 mm at 0, 20, 40, 60, 80 min; the window is (t − 1 h, t]: 1, 3, 6, 9, 12. A bad
+    // reading at 100 min flags the sum (also at 140 min) until it left the window (161 min).
+    let readings = [
+        (0, Some(1.0)),
+        (20, Some(2.0)),
+        (40, Some(3.0)),
+        (60, Some(4.0)),
+        (80, Some(5.0)),
+        (100, None),
+        (140, Some(1.0)),
+        (161, Some(2.0)),
+    ]
+    .map(|(m, v)| (T0 + m * MIN, v));
+    let got = feed(&mut set, &rain("rain"), &readings);
+    let sums: Vec<f64> = got.iter().filter_map(|g| g.1).collect();
+    assert_eq!(sums, [1.0, 3.0, 6.0, 9.0, 12.0, 3.0]);
+    assert_eq!(
+        (got[5].2, got[6].2),
+        (Quality::DerivedInputBad, Quality::DerivedInputBad)
+    );
 }
 
 #[test]
 fn cumulative_sums_good_readings_and_continues_after_a_restart() {
-    let text = r#"
-[[derived]]
-name = "rain-total"
-kind = "cumulative"
-select = { kind = "rainfall" }
-"#;
-    let mut set = DerivedSet::new(plan(text));
-    let s = series("gauge", "rain", QuantityKind::Rainfall, "mm");
-    let mut out = Vec::new();
-    out.extend(set.on_batch(&[good(&s, T0, 1.0)]));
-    out.extend(set.on_batch(&[good(&s, T0 + MIN, 2.0)]));
-    out.extend(set.on_batch(&[bad(&s, T0 + 2 * MIN)]));
-    out.extend(set.on_batch(&[good(&s, T0 + 3 * MIN, 3.0)]));
-    let got = seen(&out);
+    let block = "name = \"rain-total\"\nkind = \"cumulative\"\nselect = { kind = \"rainfall\" }";
+    let mut set = one_block(block);
+    let readings = [(0, Some(1.0)), (1, Some(2.0)), (2, None), (3, Some(3.0))];
+    let got = feed(
+        &mut set,
+        &rain("rain"),
+        &readings.map(|(m, v)| (T0 + m * MIN, v)),
+    );
     assert!(close(got[0].1, 1.0) && close(got[1].1, 3.0) && close(got[3].1, 6.0));
     assert_eq!(got[2].2, Quality::DerivedInputBad);
 
@@ -303,12 +314,12 @@ select = { kind = "rainfall" }
         .collect();
     assert_eq!(entries[0].0, "v/rain-total/gauge/rain.rain-total");
     assert!(set.state_changes().0.is_empty(), "handed out once");
-    let mut again = DerivedSet::new(plan(text));
+    let mut again = one_block(block);
     let mut with_junk = entries.clone();
     with_junk.push(("v/rain-total/x/y".into(), b"not json".to_vec()));
     assert_eq!(again.restore(&with_junk), ["v/rain-total/x/y"]);
-    let out = again.on_batch(&[good(&s, T0 + 4 * MIN, 4.0)]);
-    assert!(close(out[0].value, 10.0), "{:?}", seen(&out));
+    let got = feed(&mut again, &rain("rain"), &[(T0 + 4 * MIN, Some(4.0))]);
+    assert!(close(got[0].1, 10.0), "{got:?}");
 }
 
 #[test]
@@ -527,32 +538,20 @@ fn a_missing_initial_value_is_established_once_from_the_first_good_readings_and_
 
 #[test]
 fn sum_over_a_running_total_is_what_the_total_gained_in_the_window() {
-    let mut set = DerivedSet::new(plan(
-        r#"
-[[derived]]
-name = "rain-1h"
-kind = "sum_over"
-select = { kind = "rainfall" }
-window = "1h"
-input = "total"
-"#,
-    ));
-    let s = series("gauge", "rain_total", QuantityKind::Rainfall, "mm");
-    let mut got = Vec::new();
-    for (m, total) in [
+    let mut set = one_block("name = \"rain-1h\"\nkind = \"sum_over\"\nselect = { kind = \"rainfall\" }\nwindow = \"1h\"\ninput = \"total\"");
+    let totals = [
         (0, Some(10.0)),
         (20, Some(10.4)),
         (40, Some(11.0)),
         (50, None),
         (60, Some(12.0)),
         (80, Some(0.4)),
-    ] {
-        let r = match total {
-            Some(t) => good(&s, T0 + m * MIN, t),
-            None => bad(&s, T0 + m * MIN),
-        };
-        got.extend(seen(&set.on_batch(&[r])));
-    }
+    ];
+    let got = feed(
+        &mut set,
+        &rain("rain_total"),
+        &totals.map(|(m, v)| (T0 + m * MIN, v)),
+    );
     // No sum from the first total (it is the base); 0.4; 0.4 + 0.6; the bad total flagged; then
     // 0.4 + 0.6 + 1.0 (the gap's rain counted in the next increment); after the reset to 0.4,
     // (20, 80] holds 0.6 + 1.0 + 0.4.
