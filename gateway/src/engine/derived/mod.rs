@@ -6,15 +6,17 @@
 //! channels they feed (selectors matched once per channel, on first sight), the short history of
 //! each input used to combine readings taken at the same time, the computation of every kind
 //! (formulas and sources in docs/DOMAIN.md §Derived channels), and the state that must survive a
-//! restart (rate windows, sum windows, running sums), handed to the engine as spool state
-//! entries `v/<block>/<channel>`. It does no I/O, has no clock, and never sees alert rules: the
-//! engine feeds it each batch's readings and takes back the derived readings.
+//! restart (rate windows, sum windows, running sums as spool state entries `v/<block>/<channel>`;
+//! initial values it established, `vi/<block>/<channel>`), handed to the engine with the rule
+//! state. It does no I/O, has no clock, and never sees alert rules: the engine feeds it each
+//! batch's readings and takes back the derived readings.
 //!
 //! # Quality
 //! A bad input makes the derived value bad, never absent and never good: a derived reading is
 //! written with [`Quality::DerivedInputBad`] (an input not good, or no reading of an input within
-//! `max_skew`) or [`Quality::InitialValueMissing`] (a levelling cell or reference without a
-//! configured initial value: the gateway never guesses one).
+//! `max_skew`) or [`Quality::InitialValueMissing`] (a levelling cell or reference without an
+//! initial value: configured, or established once from its first good readings where the block
+//! says `establish_readings`; never guessed, never established a second time).
 //!
 //! # Order
 //! Blocks are evaluated in declaration order, each on the batch's readings plus the outputs of
@@ -27,8 +29,9 @@
 //! # Bounds
 //! Per input channel: [`INPUT_HISTORY`] readings. Per output: a rate window of at most
 //! `RATE_BUCKETS + 1` buckets (about 4 KiB), or a sum window of at most
-//! [`config::MAX_SUM_READINGS`] readings, or one number. The number of outputs is what the
-//! selectors match among the channels the sources produce.
+//! [`config::MAX_SUM_READINGS`] readings, or one number; per established initial value, one
+//! entry. The number of outputs is what the selectors match among the channels the sources
+//! produce; they are not evicted with idle channels (an idle output costs its state only).
 
 pub mod config;
 
@@ -256,12 +259,6 @@ impl DerivedSet {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.specs.is_empty()
-    }
-
-    /// Derived channels created so far.
-    #[must_use]
-    pub fn output_count(&self) -> usize {
-        self.outputs.len()
     }
 
     /// Add an output unless its key is taken (a config that names two outputs alike: the
