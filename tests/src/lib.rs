@@ -287,6 +287,11 @@ impl VictoriaMetrics {
         name_re: &str,
         end: Option<&str>,
     ) -> Result<Vec<ExportedSeries>> {
+        let mut form = vec![("match[]", format!("{{__name__=~\"{name_re}\"}}"))];
+        // Without `end`, the store's default: up to now.
+        if let Some(end) = end {
+            form.push(("end", end.to_owned()));
+        }
         // Make recently written samples searchable now instead of within ~1 s.
         let _ = self
             .http
@@ -296,10 +301,7 @@ impl VictoriaMetrics {
         let resp = self
             .http
             .post(format!("{}/api/v1/export", self.url()))
-            .form(&[
-                ("match[]", format!("{{__name__=~\"{name_re}\"}}")),
-                ("end", end.unwrap_or("now").to_owned()),
-            ])
+            .form(&form)
             .send()
             .await?
             .error_for_status()?
