@@ -209,6 +209,8 @@ pub struct DerivedPair {
     pub b: String,
     /// Tilt: distance in the settlement unit (metres × units per metre); 1 for a difference.
     pub divisor: f64,
+    /// Tilt: distance in metres, as configured.
+    pub distance_m: Option<f64>,
     /// Output point template.
     pub point: String,
 }
@@ -582,6 +584,7 @@ fn validate_block(
             a: p.a.clone(),
             b: p.b.clone(),
             divisor,
+            distance_m: p.distance_m,
             point,
         });
     }
@@ -704,6 +707,23 @@ fn validate_block(
     })
 }
 
+impl DerivedSpec {
+    /// The output device and point of a pair of this block, templates expanded.
+    #[must_use]
+    pub fn pair_output(&self, a: &str, b: &str, point_template: &str) -> (String, String) {
+        let (ad, ap) = a.split_once('/').unwrap_or((a, ""));
+        let (bd, bp) = b.split_once('/').unwrap_or((b, ""));
+        let vars = [
+            ("name", self.name.as_str()),
+            ("a_device", ad),
+            ("a_point", ap),
+            ("b_device", bd),
+            ("b_point", bp),
+        ];
+        (expand(&self.device, &vars), expand(point_template, &vars))
+    }
+}
+
 impl std::fmt::Display for DerivedSpec {
     /// One block for `gateway check`: kind, output names, inputs and initial values.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -725,9 +745,10 @@ impl std::fmt::Display for DerivedSpec {
             )?;
         }
         for p in &self.pairs {
-            write!(f, "\n    pair {} - {}", p.a, p.b)?;
-            if self.kind == DerivedKind::Tilt {
-                write!(f, " over {} settlement units", p.divisor)?;
+            let (device, point) = self.pair_output(&p.a, &p.b, &p.point);
+            write!(f, "\n    {device}/{point} = {} - {}", p.a, p.b)?;
+            if let Some(d) = p.distance_m {
+                write!(f, ", over {d} m")?;
             }
         }
         for (channel, i) in &self.initial {

@@ -225,23 +225,9 @@ impl DerivedSet {
                 spec.point.clone(),
             );
             for p in pairs {
-                let (ad, ap) = p.a.split_once('/').unwrap_or((&p.a, ""));
-                let (bd, bp) = p.b.split_once('/').unwrap_or((&p.b, ""));
-                let vars = [
-                    ("name", name.as_str()),
-                    ("a_device", ad),
-                    ("a_point", ap),
-                    ("b_device", bd),
-                    ("b_point", bp),
-                ];
+                let (d, pt) = set.specs[bi].pair_output(&p.a, &p.b, &p.point);
                 let calc = Calc::Pair { divisor: p.divisor };
-                set.add_output(
-                    bi,
-                    config::expand(&device, &vars),
-                    config::expand(&p.point, &vars),
-                    vec![p.a.clone(), p.b.clone()],
-                    calc,
-                );
+                set.add_output(bi, d, pt, vec![p.a, p.b], calc);
             }
             if kind == DerivedKind::Mean {
                 let vars = [("name", name.as_str())];
@@ -357,18 +343,7 @@ impl DerivedSet {
                     let Some(b) = spec.b.as_ref().map(|t| config::expand(t, &channel_vars)) else {
                         continue;
                     };
-                    let (bd, bp) = b.split_once('/').unwrap_or((&b, ""));
-                    let pair_vars = [
-                        ("name", name.as_str()),
-                        ("a_device", series.device.as_str()),
-                        ("a_point", series.point.as_str()),
-                        ("b_device", bd),
-                        ("b_point", bp),
-                    ];
-                    let (d, p) = (
-                        config::expand(&spec.device, &pair_vars),
-                        config::expand(&spec.point, &pair_vars),
-                    );
+                    let (d, p) = spec.pair_output(key, &b, &spec.point);
                     let inputs = vec![key.to_owned(), b.clone()];
                     self.add_output(bi, d, p, inputs, Calc::Pair { divisor: 1.0 });
                     continue;

@@ -464,7 +464,9 @@ fn the_config_file_takes_derived_blocks_and_check_shows_them() {
         "{shown}"
     );
     assert!(
-        shown.contains("pair lvl/ch1.settlement - lvl/ch2.settlement"),
+        shown.contains(
+            "lvl/ch1.settlement-ch2.settlement.tilt = lvl/ch1.settlement - lvl/ch2.settlement, over 18 m"
+        ),
         "{shown}"
     );
 }
