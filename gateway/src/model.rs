@@ -175,6 +175,13 @@ pub enum Quality {
     /// that came back within `within` (docs/DOMAIN.md §Data quality). The value is stored as
     /// read; no rule uses it.
     Spike,
+    /// A derived value (docs/DOMAIN.md §Derived channels) one of whose inputs was not good, or
+    /// had no reading within `max_skew` of the others: flagged, never given as if good.
+    DerivedInputBad,
+    /// A derived value that needs the initial value (初始值) of an input, and none is configured
+    /// for it: flagged, never computed from a value guessed by the gateway. The input's own
+    /// reading is stored as usual.
+    InitialValueMissing,
 }
 
 impl Quality {
@@ -184,7 +191,8 @@ impl Quality {
     /// unavailable; 3xx device-reported fault 300 + |code| (a device code beyond
     /// [`MAX_DEVICE_FAULT_CODE`] reads 399, so that the range never reaches the next); 4xx
     /// judged by the gateway's own sensor checks on a value that was read normally: 400 out of
-    /// range, 401 stuck, 402 spike (docs/DOMAIN.md §Data quality).
+    /// range, 401 stuck, 402 spike (docs/DOMAIN.md §Data quality); 41x derived values
+    /// (docs/DOMAIN.md §Derived channels): 410 an input not good, 411 initial value missing.
     #[must_use]
     pub fn code(self) -> i64 {
         match self {
@@ -201,6 +209,8 @@ impl Quality {
             Self::OutOfRange => 400,
             Self::Stuck => 401,
             Self::Spike => 402,
+            Self::DerivedInputBad => 410,
+            Self::InitialValueMissing => 411,
         }
     }
 
@@ -385,6 +395,8 @@ mod tests {
         assert_eq!(Quality::OutOfRange.code(), 400);
         assert_eq!(Quality::Stuck.code(), 401);
         assert_eq!(Quality::Spike.code(), 402);
+        assert_eq!(Quality::DerivedInputBad.code(), 410);
+        assert_eq!(Quality::InitialValueMissing.code(), 411);
     }
 
     #[test]

@@ -207,7 +207,8 @@ impl Gateway {
             cfg.summary_interval,
             cfg.rules.clone(),
             &cfg.site,
-        );
+        )
+        .with_derived(cfg.derived.clone());
         tree.spawn(Stage::Engine, "engine", engine.run());
 
         let failed = tree.watch(&shutdown).await;

@@ -8,6 +8,9 @@
 //! - [`modbus_holes`]: reads are re-planned around refused holes to the minimum per cycle.
 //! - [`modbus_late_reply`]: an RTU slave answering after the timeout never gets its late answer
 //!   stored as another request's value.
+//! - [`derived`]: settlement from levelling heads and tilt per pair of corners, derived by the
+//!   gateway and stored as series, equal the truth across a restart (configured and established
+//!   initial values); a pour's core − surface and cooling rate equal those of the truth.
 //! - [`engineering`]: the benchmark's node message (kind and unit from the payload) lands.
 //! - [`mqtt_to_influx`]: JSON and CIGEM messages through mosquitto land exactly.
 //! - [`mqtt_robustness`]: a 5 MB message in the session, a barrage of malformed payloads and
@@ -18,6 +21,7 @@
 //!   collecting, keeps the damaged file aside and raises a device-fault alert.
 
 mod alerts;
+mod derived;
 mod engineering;
 mod modbus_holes;
 mod modbus_late_reply;

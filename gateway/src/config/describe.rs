@@ -133,6 +133,10 @@ pub fn describe(cfg: &Config) -> String {
             );
         }
     }
+    let _ = writeln!(out, "\nderived channels: {}", cfg.derived.specs.len());
+    for d in &cfg.derived.specs {
+        let _ = writeln!(out, "{d}");
+    }
     let _ = writeln!(out, "\nsinks: {}", cfg.sinks.len());
     if cfg.sinks.is_empty() {
         let _ = writeln!(

@@ -147,6 +147,9 @@ pub struct RawConfig {
     /// Alert rules and sensor checks.
     #[serde(default)]
     pub alerts: crate::engine::rules::AlertsConfig,
+    /// Derived channels (`[[derived]]`): settlement from levelling, differences, rates, ...
+    #[serde(default)]
+    pub derived: Vec<crate::engine::derived::DerivedConfig>,
     /// The embedded MQTT broker for site sensor nodes; absent = not started.
     #[serde(default)]
     pub embedded_broker: Option<crate::broker::EmbeddedBrokerConfig>,
@@ -213,6 +216,8 @@ pub struct Config {
     pub mqtt: Vec<crate::sources::mqtt::MqttSettings>,
     /// Alert rules and sensor checks, validated.
     pub rules: crate::engine::rules::RuleSet,
+    /// Derived channels, validated.
+    pub derived: crate::engine::derived::DerivedPlan,
     /// The embedded broker, if configured.
     pub embedded_broker: Option<crate::broker::EmbeddedBrokerConfig>,
     /// Sinks with their secrets resolved.
@@ -329,6 +334,13 @@ impl Config {
                 crate::engine::rules::RuleSet::default()
             }
         };
+        let derived = crate::engine::derived::DerivedPlan::from_config(&raw.derived, "derived")
+            .unwrap_or_else(|problems| {
+                for (at, message) in problems {
+                    v.push(at, message);
+                }
+                crate::engine::derived::DerivedPlan::default()
+            });
         let mut sinks = Vec::new();
         let mut sink_names = HashSet::new();
         for (i, s) in raw.sinks.iter().enumerate() {
@@ -368,6 +380,7 @@ impl Config {
             devices,
             mqtt,
             rules,
+            derived,
             embedded_broker: raw.embedded_broker,
             sinks,
         })

@@ -3,7 +3,9 @@
 //! Owns per-channel state ([`ChannelState`]: last value, time and quality, counts), the
 //! plausibility check of timestamps, the rendering of readings into line protocol, and the
 //! batching of spool commits. It decodes nothing (sources do) and delivers nothing (sinks do).
-//! Rules, derived channels and alerts (issue 4) will live here, fed by the same loop.
+//! Rules and alerts (`rules`) and derived channels (`derived`) are fed by the same loop: each
+//! batch's stored readings go to [`derived::DerivedSet::on_batch`] once, and the derived readings
+//! it returns are stored and evaluated like any reading.
 //!
 //! Why one task: no locks on the hot path. Sources send `Vec<Reading>` batches through a bounded
 //! channel; the engine drains them, appends lines to one buffer, and commits the buffer to the
@@ -21,6 +23,7 @@
 //! the final commit [`FINAL_COMMIT_ATTEMPTS`] times and says how many readings it could not
 //! commit; it never claims a commit that did not happen.
 
+pub mod derived;
 pub mod rules;
 
 use crate::metrics::Counter;
@@ -40,7 +43,8 @@ use crate::record as line;
 use crate::retry::Backoff;
 use crate::sources::{ReadingBatch, ReadingRx};
 use crate::spool::{Spool, StateDelta, Stream};
-use rules::{Evaluator, RuleSet, StateScope};
+use derived::{DerivedPlan, DerivedSet};
+use rules::{Evaluator, RuleSet, StateScope, Verdict};
 
 /// Default limit on how far in the future a reading's time may be: device clocks drift, but a
 /// reading ten minutes ahead is a clock fault, and stored it would sit above every later one.
@@ -203,6 +207,10 @@ pub struct Engine {
     pending_records: u32,
     /// The alert rules and their state.
     evaluator: Evaluator,
+    /// The derived channels and their state.
+    derived: DerivedSet,
+    /// Derived readings of the last batch, stored next (as a batch of their own).
+    derived_pending: Vec<Reading>,
     /// Alert events (JSON lines) waiting for the next commit, and how many.
     pending_alerts: Vec<u8>,
     pending_alert_records: u32,
@@ -316,6 +324,8 @@ impl Engine {
     ) -> Self {
         Self {
             evaluator: Evaluator::new(rules, site),
+            derived: DerivedSet::default(),
+            derived_pending: Vec::new(),
             pending_alerts: Vec::new(),
             pending_alert_records: 0,
             state_dirty: false,
@@ -343,6 +353,13 @@ impl Engine {
         }
     }
 
+    /// Compute the derived channels of `plan` (`[[derived]]`) from the readings.
+    #[must_use]
+    pub fn with_derived(mut self, plan: DerivedPlan) -> Self {
+        self.derived = DerivedSet::new(plan);
+        self
+    }
+
     /// Take over the rule state saved in the spool (active alerts, windows), so a restart
     /// neither raises an active alert again nor forgets to clear it. A state that cannot be
     /// read is reported at ERROR and counted (`rule_state_lost_total`), and the rules start
@@ -360,6 +377,10 @@ impl Engine {
                 return;
             }
         };
+        let lost = self.derived.restore(&entries);
+        if !lost.is_empty() {
+            self.state_lost("unreadable_entry", &format!("derived channels {lost:?}"));
+        }
         if entries.is_empty() {
             return;
         }
@@ -408,6 +429,12 @@ impl Engine {
                 errors,
                 "Cannot serialise some rule state entries; retried at the next save."
             );
+        }
+        self.unsaved.merge(delta);
+        let (delta, errors) = self.derived.state_changes();
+        if errors > 0 {
+            self.metrics
+                .add(Counter::RuleStateSaveErrors, &[], errors as u64);
         }
         self.unsaved.merge(delta);
     }
@@ -502,6 +529,13 @@ impl Engine {
                         }
                         self.bring_back(&batch).await;
                         self.ingest(batch);
+                        // The derived readings of the batch, stored the same way (their own
+                        // channels may have been evicted, too); they derive nothing further.
+                        while !self.derived_pending.is_empty() {
+                            let derived = ReadingBatch::from(std::mem::take(&mut self.derived_pending));
+                            self.bring_back(&derived).await;
+                            self.ingest(derived);
+                        }
                         // Group commit: a source waiting to acknowledge upstream gets its commit
                         // as soon as the input is drained, not after the flush interval; under
                         // load, batches pile up during a commit and share the next one.
@@ -586,6 +620,9 @@ impl Engine {
         let now = self.clock.now_ns();
         let max_future = i64::try_from(self.cfg.max_future().as_nanos()).unwrap_or(i64::MAX);
         let max_past = i64::try_from(self.cfg.max_past().as_nanos()).unwrap_or(i64::MAX);
+        // Stored readings that feed the derived channels: good ones the rules used, and bad
+        // ones (their derived values are flagged, docs/DOMAIN.md §Derived channels).
+        let mut feed = Vec::new();
         for r in batch.readings {
             let reason = if r.ts > now.saturating_add(max_future) {
                 Some("future")
@@ -617,10 +654,18 @@ impl Engine {
             for alert in &alerts {
                 self.push_alert(alert);
             }
-            // Derived channels (issue 7 items 2–4) take a reading here only when
-            // `verdict.is_usable()`, and the held jumps that turned out real steps in
-            // `store_decided` (`HeldVerdict::spike == false`): docs/DOMAIN.md §Data quality.
+            // Derived channels take the readings the rules used and the bad ones (their derived
+            // values are flagged, docs/DOMAIN.md §Derived channels); readings judged out of
+            // range, stuck or held as a possible spike feed none (docs/DOMAIN.md §Data quality).
+            if !self.derived.is_empty()
+                && matches!(verdict, Verdict::Usable | Verdict::BadQuality)
+            {
+                feed.push(r.clone());
+            }
             self.store(r, verdict, repeats_judged);
+        }
+        if !feed.is_empty() {
+            self.derived_pending = self.derived.on_batch(&feed);
         }
     }
 
@@ -861,7 +906,9 @@ impl Engine {
         // themselves).
         let saving_state = with_state
             && self.state_dirty
-            && (self.hold_save_due || self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL);
+            && (self.hold_save_due
+                || self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL
+                || self.derived.take_prompt_save());
         if saving_state {
             self.collect_state();
         }

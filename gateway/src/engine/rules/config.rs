@@ -695,7 +695,7 @@ fn ns(d: Duration) -> i64 {
 }
 
 /// "1d" → "d", "1h" → "h", otherwise the humantime form ("2d", "30m").
-fn per_suffix(per: Duration) -> String {
+pub(crate) fn per_suffix(per: Duration) -> String {
     match per.as_secs() {
         86_400 if per.subsec_nanos() == 0 => "/d".to_owned(),
         3_600 if per.subsec_nanos() == 0 => "/h".to_owned(),

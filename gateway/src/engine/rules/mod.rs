@@ -116,6 +116,7 @@ mod plan;
 pub mod selector;
 mod window;
 
+pub(crate) use config::per_suffix;
 pub use config::{
     AlertsConfig, BandConfig, CheckConfig, ClearConfig, ConfirmConfig, FaultConfirmConfig,
     LengthUnit, OverrideConfig, PairConfig, RangeConfig, RuleConfig, RuleKind, RuleProblem,
@@ -131,6 +132,7 @@ pub use evaluator::{
     StateScope, Verdict, ENTRY_FORMAT, STATE_FORMAT,
 };
 pub use selector::{ChannelInfo, SelectorConfig};
+pub(crate) use window::RateWindow;
 pub use window::RATE_BUCKETS;
 
 #[cfg(test)]

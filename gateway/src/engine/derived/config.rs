@@ -1,0 +1,791 @@
+//! The `[[derived]]` section as written, and its validation into [`DerivedPlan`].
+//!
+//! Owns the TOML form of a derived channel ([`DerivedConfig`]), its closed set of kinds
+//! ([`DerivedKind`]), the output-name templates and the defaults. Every problem names its path
+//! (`derived[2].reference`) and the fix, and all of them are reported at once. It computes
+//! nothing (the parent module does) and does not know which channels exist (a selector that
+//! matches nothing is `gateway check`'s business).
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::duration_opt;
+use crate::engine::rules::selector::{Selector, SelectorConfig};
+use crate::engine::rules::{
+    per_suffix, LengthUnit, DEFAULT_PAIR_MAX_SKEW, DEFAULT_RATE_MIN_POINTS, DEFAULT_RATE_PER,
+    MIN_RATE_WINDOW,
+};
+use crate::model::QuantityKind;
+
+/// Default output device of a channel derived from one input: the input's device.
+pub const DEFAULT_DEVICE_TEMPLATE: &str = "{device}";
+/// Default output point of a channel derived from one input: `ch1.settlement` for the block
+/// `settlement` over `ch1`.
+pub const DEFAULT_POINT_TEMPLATE: &str = "{point}.{name}";
+/// Default output device of a pair (difference, tilt): the device of `a`.
+pub const DEFAULT_PAIR_DEVICE_TEMPLATE: &str = "{a_device}";
+/// Default output point of a pair: `ch1.settlement-ch2.settlement.tilt`.
+pub const DEFAULT_PAIR_POINT_TEMPLATE: &str = "{a_point}-{b_point}.{name}";
+/// Default output device of a mean: the block's name.
+pub const DEFAULT_MEAN_DEVICE_TEMPLATE: &str = "{name}";
+/// Default output point of a mean.
+pub const DEFAULT_MEAN_POINT_TEMPLATE: &str = "mean";
+/// Unit tag of a tilt: a dimensionless ratio (0.002 = 2 ‰, GB 50007 Table 5.3.4).
+pub const TILT_UNIT: &str = "ratio";
+/// Most readings `establish_readings` may ask for (a day of 10-second polls).
+pub const MAX_ESTABLISH_READINGS: u32 = 8640;
+/// Most readings a `sum_over` window holds per channel (a 72 h window of 1-minute rainfall is
+/// 4,320); beyond it the oldest leave early and the sum is flagged (see `derived/mod.rs`).
+pub const MAX_SUM_READINGS: usize = 20_000;
+
+/// What a derived channel computes. Closed set: a new kind is a code change with a formula in
+/// docs/DOMAIN.md §Derived channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DerivedKind {
+    /// `a − b` for each pair (core − surface temperature, differential settlement).
+    Difference,
+    /// The mean of the latest readings of every selected channel.
+    Mean,
+    /// Least-squares slope over `window`, per `per` (default per day), per selected channel.
+    Rate,
+    /// `(s_a − s_b) / L` for each pair of settlement channels `L` metres apart.
+    Tilt,
+    /// Sum of the readings within `window` (rainfall over 1 h / 24 h / 72 h), per channel.
+    SumOver,
+    /// Running sum of every reading since the gateway first saw the channel, per channel.
+    Cumulative,
+    /// Hydrostatic levelling: `(h_i − h_i0) − (h_ref − h_ref0)` per selected cell.
+    Levelling,
+}
+
+impl DerivedKind {
+    /// The name as written in the config.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Difference => "difference",
+            Self::Mean => "mean",
+            Self::Rate => "rate",
+            Self::Tilt => "tilt",
+            Self::SumOver => "sum_over",
+            Self::Cumulative => "cumulative",
+            Self::Levelling => "levelling",
+        }
+    }
+
+    /// True for kinds computed from pairs of channels.
+    const fn is_pair(self) -> bool {
+        matches!(self, Self::Difference | Self::Tilt)
+    }
+
+    /// True for kinds with one output per selected channel.
+    const fn is_per_channel(self) -> bool {
+        matches!(
+            self,
+            Self::Rate | Self::SumOver | Self::Cumulative | Self::Levelling
+        )
+    }
+}
+
+/// What the readings of a `sum_over` input are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SumInput {
+    /// Each reading is an amount of its own (rainfall in the last interval).
+    #[default]
+    Increments,
+    /// Each reading is a running total (a rain gauge's counter): the sum over the window is
+    /// what the total gained in it; a total that falls was reset and counts from zero.
+    Total,
+}
+
+/// One pair of a difference or tilt: `pairs = [{ a = "lvl/ch1.settlement", b = "...", distance_m = 18.0 }]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedPairConfig {
+    /// Channel key `device/point` of the minuend.
+    pub a: String,
+    /// Channel key of the subtrahend.
+    pub b: String,
+    /// Tilt: distance between the two points, metres.
+    #[serde(default)]
+    pub distance_m: Option<f64>,
+    /// Output point of this pair, instead of the block's template.
+    #[serde(default)]
+    pub point: Option<String>,
+}
+
+/// An initial value (初始值) as written: a number, or `{ value = 312.4, surveyed = "2026-11-02" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum InitialConfig {
+    /// The value; its survey date is the block's `surveyed`.
+    Value(f64),
+    /// The value with its own survey date.
+    Surveyed {
+        /// The value, in the channel's unit.
+        value: f64,
+        /// Survey date, `YYYY-MM-DD`.
+        surveyed: String,
+    },
+}
+
+/// One `[[derived]]` entry. Which fields apply depends on `kind`; a field that does not apply
+/// is reported, not ignored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedConfig {
+    /// Unique name: the `derived` tag of every output, and part of the default point name.
+    pub name: String,
+    /// What it computes.
+    pub kind: DerivedKind,
+    /// The input channels (every kind but difference and tilt with `pairs`). Derived channels
+    /// of blocks declared earlier may be selected too.
+    #[serde(default)]
+    pub select: Option<SelectorConfig>,
+    /// Difference, tilt: explicit pairs.
+    #[serde(default)]
+    pub pairs: Vec<DerivedPairConfig>,
+    /// Difference with `select`: the template of `b` for each selected `a`, e.g.
+    /// `"{device}/t02"`.
+    #[serde(default)]
+    pub b: Option<String>,
+    /// Levelling: the reference cell `device/point` of the line (outside the settlement zone).
+    #[serde(default)]
+    pub reference: Option<String>,
+    /// Levelling: initial head per cell, reference included, by channel key.
+    #[serde(default)]
+    pub initial: BTreeMap<String, InitialConfig>,
+    /// Levelling: survey date of the initial values given as plain numbers, `YYYY-MM-DD`.
+    #[serde(default)]
+    pub surveyed: Option<String>,
+    /// Levelling: give a cell or reference without a configured initial value one, the mean
+    /// of its first this many good readings, kept in the spool (off when absent).
+    #[serde(default)]
+    pub establish_readings: Option<u32>,
+    /// Rate, sum_over: the window, e.g. `"1d"`, `"24h"`.
+    #[serde(default, with = "duration_opt")]
+    pub window: Option<Duration>,
+    /// Rate: unit of time of the slope (default 1d: mm/d).
+    #[serde(default, with = "duration_opt")]
+    pub per: Option<Duration>,
+    /// Sum_over: `increments` (default) or `total` readings.
+    #[serde(default)]
+    pub input: Option<SumInput>,
+    /// Rate: least readings in the window before a slope is given (default 3).
+    #[serde(default)]
+    pub min_points: Option<u32>,
+    /// Difference, tilt, mean, levelling: longest time between the readings combined (default 10m).
+    #[serde(default, with = "duration_opt")]
+    pub max_skew: Option<Duration>,
+    /// Tilt: unit of the settlement values (default mm).
+    #[serde(default)]
+    pub settlement_unit: Option<LengthUnit>,
+    /// Output device template.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Output point template.
+    #[serde(default)]
+    pub point: Option<String>,
+    /// Output quantity kind (default: settlement for levelling, tilt for tilt, the input's
+    /// kind otherwise).
+    #[serde(default)]
+    pub quantity: Option<QuantityKind>,
+    /// Output unit (default: `ratio` for tilt, the input's unit per `per` for rate, the input's
+    /// unit otherwise).
+    #[serde(default)]
+    pub unit: Option<String>,
+}
+
+/// A pair, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DerivedPair {
+    /// Channel key of `a`.
+    pub a: String,
+    /// Channel key of `b`.
+    pub b: String,
+    /// Tilt: distance in the settlement unit (metres × units per metre); 1 for a difference.
+    pub divisor: f64,
+    /// Tilt: distance in metres, as configured.
+    pub distance_m: Option<f64>,
+    /// Output point template.
+    pub point: String,
+}
+
+/// A configured initial value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InitialValue {
+    /// The value, in the channel's unit.
+    pub value: f64,
+    /// Survey date, `YYYY-MM-DD`; empty when none was given.
+    pub surveyed: String,
+}
+
+/// A validated `[[derived]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DerivedSpec {
+    /// The block's name (the `derived` tag).
+    pub name: String,
+    /// What it computes.
+    pub kind: DerivedKind,
+    /// Input selection (`None` for pair kinds given by `pairs`).
+    pub select: Option<Selector>,
+    /// Explicit pairs.
+    pub pairs: Vec<DerivedPair>,
+    /// Difference with `select`: template of `b`.
+    pub b: Option<String>,
+    /// Levelling: reference cell key.
+    pub reference: Option<String>,
+    /// Levelling: initial values by channel key.
+    pub initial: BTreeMap<String, InitialValue>,
+    /// Levelling: readings whose mean establishes a missing initial value (`None`: never).
+    pub establish_readings: Option<u32>,
+    /// Rate, sum_over: window, ns.
+    pub window_ns: i64,
+    /// Rate: seconds per unit of time of the slope.
+    pub per_secs: f64,
+    /// Sum_over: what the readings are.
+    pub sum_input: SumInput,
+    /// Rate: unit suffix (`/d`).
+    pub per_suffix: String,
+    /// Rate: least readings.
+    pub min_points: u32,
+    /// Longest time between combined readings, ns.
+    pub max_skew_ns: i64,
+    /// Output device template.
+    pub device: String,
+    /// Output point template.
+    pub point: String,
+    /// Output quantity, when fixed by the config or the kind.
+    pub quantity: Option<QuantityKind>,
+    /// Output unit, when fixed by the config or the kind.
+    pub unit: Option<String>,
+}
+
+/// The validated `[[derived]]` section, in declaration order: a block sees its own inputs and
+/// the outputs of blocks declared before it, never after (no cycles).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DerivedPlan {
+    /// The blocks.
+    pub specs: Vec<DerivedSpec>,
+}
+
+impl DerivedPlan {
+    /// Nothing is derived.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// Validate the section at `at` (`derived`).
+    ///
+    /// # Errors
+    /// Every problem found, as `(path, message)`.
+    pub fn from_config(blocks: &[DerivedConfig], at: &str) -> Result<Self, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        let mut names = HashSet::new();
+        let mut specs = Vec::new();
+        for (i, c) in blocks.iter().enumerate() {
+            let at = format!("{at}[{i}]");
+            if !names.insert(c.name.as_str()) {
+                problems.push((
+                    format!("{at}.name"),
+                    format!(
+                        "\"{}\" is used twice; give each derived block its own name",
+                        c.name
+                    ),
+                ));
+            }
+            if let Some(spec) = validate_block(c, &at, &mut problems) {
+                specs.push(spec);
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { specs })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Placeholders a template of a per-channel or mean block may use.
+const CHANNEL_PLACEHOLDERS: [&str; 4] = ["name", "device", "point", "key"];
+/// Placeholders a template of a pair may use.
+const PAIR_PLACEHOLDERS: [&str; 5] = ["name", "a_device", "a_point", "b_device", "b_point"];
+
+/// Check that `template` is not empty and uses only `allowed` placeholders.
+fn check_template(
+    template: &str,
+    allowed: &[&str],
+    at: &str,
+    problems: &mut Vec<(String, String)>,
+) {
+    if template.is_empty() {
+        problems.push((at.to_owned(), "must not be empty".into()));
+        return;
+    }
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(len) = rest[open..].find('}') else {
+            problems.push((
+                at.to_owned(),
+                format!("\"{template}\": a `{{` is not closed"),
+            ));
+            return;
+        };
+        let name = &rest[open + 1..open + len];
+        if !allowed.contains(&name) {
+            problems.push((
+                at.to_owned(),
+                format!(
+                    "\"{template}\": unknown placeholder {{{name}}}; use {}",
+                    allowed
+                        .iter()
+                        .map(|a| format!("{{{a}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        rest = &rest[open + len + 1..];
+    }
+}
+
+/// True for `YYYY-MM-DD` with a plausible month and day.
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' || !digits(0..4) {
+        return false;
+    }
+    if !digits(5..7) || !digits(8..10) {
+        return false;
+    }
+    let month = u32::from(b[5] - b'0') * 10 + u32::from(b[6] - b'0');
+    let day = u32::from(b[8] - b'0') * 10 + u32::from(b[9] - b'0');
+    (1..=12).contains(&month) && (1..=31).contains(&day)
+}
+
+/// True for a channel key `device/point` with both parts present.
+fn is_channel_key(s: &str) -> bool {
+    s.split_once('/')
+        .is_some_and(|(d, p)| !d.is_empty() && !p.is_empty())
+}
+
+#[allow(clippy::too_many_lines)] // one flat list of per-kind checks reads better split by kind than by helper
+fn validate_block(
+    c: &DerivedConfig,
+    at: &str,
+    problems: &mut Vec<(String, String)>,
+) -> Option<DerivedSpec> {
+    let k = c.kind;
+    let before = problems.len();
+    let mut push = |path: &str, msg: String| problems.push((format!("{at}.{path}"), msg));
+    if c.name.is_empty() {
+        push("name", "must not be empty".into());
+    }
+    use DerivedKind::{Difference, Levelling, Mean, Rate, SumOver, Tilt};
+    // Each field and the kinds that take it; given to another kind, it is refused, not ignored.
+    let takes: [(&str, bool, &[DerivedKind]); 12] = [
+        ("pairs", !c.pairs.is_empty(), &[Difference, Tilt]),
+        ("b", c.b.is_some(), &[Difference]),
+        ("reference", c.reference.is_some(), &[Levelling]),
+        ("initial", !c.initial.is_empty(), &[Levelling]),
+        ("surveyed", c.surveyed.is_some(), &[Levelling]),
+        (
+            "establish_readings",
+            c.establish_readings.is_some(),
+            &[Levelling],
+        ),
+        ("window", c.window.is_some(), &[Rate, SumOver]),
+        ("per", c.per.is_some(), &[Rate]),
+        ("input", c.input.is_some(), &[SumOver]),
+        ("min_points", c.min_points.is_some(), &[Rate]),
+        (
+            "max_skew",
+            c.max_skew.is_some(),
+            &[Difference, Tilt, Mean, Levelling],
+        ),
+        ("settlement_unit", c.settlement_unit.is_some(), &[Tilt]),
+    ];
+    for (field, given, kinds) in takes {
+        if given && !kinds.contains(&k) {
+            let names: Vec<&str> = kinds.iter().map(|x| x.as_str()).collect();
+            push(
+                field,
+                format!(
+                    "does not apply to kind = \"{}\": only {} take `{field}`; remove it",
+                    k.as_str(),
+                    names.join(", ")
+                ),
+            );
+        }
+    }
+    let mut sel_problems = Vec::new();
+    let select = c
+        .select
+        .as_ref()
+        .map(|s| s.validate(&format!("{at}.select"), &mut sel_problems));
+    for p in sel_problems {
+        push(p.0.trim_start_matches(&format!("{at}.")), p.1);
+    }
+    match k {
+        DerivedKind::Difference | DerivedKind::Tilt => {
+            let by_template = k == DerivedKind::Difference && c.b.is_some();
+            if by_template {
+                if select.is_none() {
+                    push("select", "missing: `b` is a template applied to each selected channel `a`; add select = { ... }".into());
+                }
+                if !c.pairs.is_empty() {
+                    push(
+                        "pairs",
+                        "give either pairs or select with a `b` template, not both".into(),
+                    );
+                }
+            } else {
+                if c.pairs.is_empty() {
+                    push("pairs", format!("missing: a {} needs pairs = [{{ a = \"dev/p1\", b = \"dev/p2\"{} }}]{}", k.as_str(), if k == DerivedKind::Tilt { ", distance_m = 8.0" } else { "" }, if k == DerivedKind::Difference { ", or select with b = \"{device}/p2\"" } else { "" }));
+                }
+                if c.select.is_some() {
+                    push(
+                        "select",
+                        format!(
+                            "a {} with pairs selects nothing; remove `select`{}",
+                            k.as_str(),
+                            if k == DerivedKind::Difference {
+                                " or give a `b` template"
+                            } else {
+                                ""
+                            }
+                        ),
+                    );
+                }
+            }
+        }
+        DerivedKind::Levelling => {
+            if select.is_none() {
+                push("select", "missing: select the cells of the levelling line, e.g. select = { device = \"block-a-lvl\" }".into());
+            }
+            if c.reference.is_none() {
+                push("reference", "missing: a levelling line needs its reference cell (outside the settlement zone), e.g. reference = \"block-a-lvl/ch5\"".into());
+            }
+        }
+        DerivedKind::Mean | DerivedKind::Rate | DerivedKind::SumOver | DerivedKind::Cumulative => {
+            if select.is_none() {
+                push("select", format!("missing: a {} needs its input channels, e.g. select = {{ kind = \"rainfall\" }}", k.as_str()));
+            }
+        }
+    }
+    if let Some(r) = &c.reference {
+        if !is_channel_key(r) {
+            push(
+                "reference",
+                format!("\"{r}\" is not a channel key; write \"device/point\""),
+            );
+        }
+    }
+    if let Some(s) = &c.surveyed {
+        if !is_date(s) {
+            push(
+                "surveyed",
+                format!("\"{s}\" is not a date; write \"YYYY-MM-DD\""),
+            );
+        }
+    }
+    if let Some(n) = c.establish_readings {
+        if !(1..=MAX_ESTABLISH_READINGS).contains(&n) {
+            push(
+                "establish_readings",
+                format!("must be between 1 and {MAX_ESTABLISH_READINGS} readings"),
+            );
+        }
+    }
+    let mut initial = BTreeMap::new();
+    for (key, v) in &c.initial {
+        let path = format!("initial.\"{key}\"");
+        if !is_channel_key(key) {
+            push(
+                &path,
+                format!("\"{key}\" is not a channel key; write \"device/point\""),
+            );
+        }
+        let (value, surveyed) = match v {
+            InitialConfig::Value(v) => (*v, c.surveyed.clone().unwrap_or_default()),
+            InitialConfig::Surveyed { value, surveyed } => {
+                if !is_date(surveyed) {
+                    push(
+                        &format!("{path}.surveyed"),
+                        format!("\"{surveyed}\" is not a date; write \"YYYY-MM-DD\""),
+                    );
+                }
+                (*value, surveyed.clone())
+            }
+        };
+        if !value.is_finite() {
+            push(&path, "must be a finite number".into());
+        }
+        initial.insert(key.clone(), InitialValue { value, surveyed });
+    }
+    let mut pairs = Vec::new();
+    let length = c.settlement_unit.unwrap_or_default();
+    let pair_point = c
+        .point
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PAIR_POINT_TEMPLATE.to_owned());
+    for (i, p) in c.pairs.iter().enumerate() {
+        for (field, key) in [("a", &p.a), ("b", &p.b)] {
+            if !is_channel_key(key) {
+                push(
+                    &format!("pairs[{i}].{field}"),
+                    format!("\"{key}\" is not a channel key; write \"device/point\""),
+                );
+            }
+        }
+        if p.a == p.b {
+            push(
+                &format!("pairs[{i}]"),
+                "a and b are the same channel".into(),
+            );
+        }
+        let divisor = match (k, p.distance_m) {
+            (DerivedKind::Tilt, Some(d)) if d.is_finite() && d > 0.0 => d * length.per_metre(),
+            (DerivedKind::Tilt, Some(_)) => {
+                push(
+                    &format!("pairs[{i}].distance_m"),
+                    "must be a distance above 0 m".into(),
+                );
+                1.0
+            }
+            (DerivedKind::Tilt, None) => {
+                push(
+                    &format!("pairs[{i}].distance_m"),
+                    "missing: a tilt pair needs the distance between its points in metres".into(),
+                );
+                1.0
+            }
+            (_, Some(_)) => {
+                push(
+                    &format!("pairs[{i}].distance_m"),
+                    "only tilt pairs take a distance".into(),
+                );
+                1.0
+            }
+            (_, None) => 1.0,
+        };
+        let point = p.point.clone().unwrap_or_else(|| pair_point.clone());
+        pairs.push(DerivedPair {
+            a: p.a.clone(),
+            b: p.b.clone(),
+            divisor,
+            distance_m: p.distance_m,
+            point,
+        });
+    }
+    let (default_device, default_point, placeholders): (&str, &str, &[&str]) =
+        if k.is_pair() && c.b.is_none() {
+            (
+                DEFAULT_PAIR_DEVICE_TEMPLATE,
+                DEFAULT_PAIR_POINT_TEMPLATE,
+                &PAIR_PLACEHOLDERS,
+            )
+        } else if k == DerivedKind::Difference {
+            // `select` + `b`: `a` is the selected channel, so both sets of names apply.
+            (
+                DEFAULT_PAIR_DEVICE_TEMPLATE,
+                DEFAULT_PAIR_POINT_TEMPLATE,
+                &PAIR_PLACEHOLDERS,
+            )
+        } else if k == DerivedKind::Mean {
+            (
+                DEFAULT_MEAN_DEVICE_TEMPLATE,
+                DEFAULT_MEAN_POINT_TEMPLATE,
+                &["name"],
+            )
+        } else {
+            (
+                DEFAULT_DEVICE_TEMPLATE,
+                DEFAULT_POINT_TEMPLATE,
+                &CHANNEL_PLACEHOLDERS,
+            )
+        };
+    let device = c
+        .device
+        .clone()
+        .unwrap_or_else(|| default_device.to_owned());
+    let point = c.point.clone().unwrap_or_else(|| default_point.to_owned());
+    check_template(&device, placeholders, &format!("{at}.device"), problems);
+    check_template(&point, placeholders, &format!("{at}.point"), problems);
+    for (i, p) in c.pairs.iter().enumerate() {
+        if let Some(t) = &p.point {
+            check_template(
+                t,
+                &PAIR_PLACEHOLDERS,
+                &format!("{at}.pairs[{i}].point"),
+                problems,
+            );
+        }
+    }
+    if let Some(b) = &c.b {
+        check_template(b, &CHANNEL_PLACEHOLDERS, &format!("{at}.b"), problems);
+        if !b.contains('/') {
+            problems.push((
+                format!("{at}.b"),
+                format!("\"{b}\" does not name a channel; write \"{{device}}/point\""),
+            ));
+        }
+    }
+    if k.is_per_channel() && !point.contains("{point}") && !point.contains("{key}") {
+        problems.push((
+            format!("{at}.point"),
+            format!("\"{point}\" gives every selected channel the same name; include {{point}}"),
+        ));
+    }
+    let mut window_ns = 0;
+    let mut per = DEFAULT_RATE_PER;
+    let min_points = c.min_points.unwrap_or(DEFAULT_RATE_MIN_POINTS);
+    if matches!(k, DerivedKind::Rate | DerivedKind::SumOver) {
+        match c.window {
+            None => problems.push((format!("{at}.window"), format!("missing: a {} needs its window, e.g. window = \"24h\"", k.as_str()))),
+            Some(w) if k == DerivedKind::Rate && w < MIN_RATE_WINDOW => problems.push((format!("{at}.window"), format!("{w:?} is shorter than {MIN_RATE_WINDOW:?}; a slope over so short a time is noise"))),
+            Some(w) if w.is_zero() => problems.push((format!("{at}.window"), "must be longer than 0s".into())),
+            Some(w) => window_ns = ns(w),
+        }
+    }
+    if k == DerivedKind::Rate {
+        per = c.per.unwrap_or(DEFAULT_RATE_PER);
+        if per.is_zero() {
+            problems.push((
+                format!("{at}.per"),
+                "must be longer than 0s (e.g. \"1d\" for mm/d)".into(),
+            ));
+        }
+        if min_points < 2 {
+            problems.push((
+                format!("{at}.min_points"),
+                "must be at least 2: a slope needs two readings".into(),
+            ));
+        }
+    }
+    let quantity = c.quantity.or(match k {
+        DerivedKind::Levelling => Some(QuantityKind::Settlement),
+        DerivedKind::Tilt => Some(QuantityKind::Tilt),
+        _ => None,
+    });
+    let unit = c
+        .unit
+        .clone()
+        .or_else(|| (k == DerivedKind::Tilt).then(|| TILT_UNIT.to_owned()));
+    if problems.len() > before {
+        return None;
+    }
+    Some(DerivedSpec {
+        name: c.name.clone(),
+        kind: k,
+        select,
+        pairs,
+        b: c.b.clone(),
+        reference: c.reference.clone(),
+        initial,
+        establish_readings: c.establish_readings,
+        window_ns,
+        per_secs: per.as_secs_f64(),
+        sum_input: c.input.unwrap_or_default(),
+        per_suffix: per_suffix(per),
+        min_points,
+        max_skew_ns: ns(c.max_skew.unwrap_or(DEFAULT_PAIR_MAX_SKEW)),
+        device,
+        point,
+        quantity,
+        unit,
+    })
+}
+
+impl DerivedSpec {
+    /// The output device and point of a pair of this block, templates expanded.
+    #[must_use]
+    pub fn pair_output(&self, a: &str, b: &str, point_template: &str) -> (String, String) {
+        let (ad, ap) = a.split_once('/').unwrap_or((a, ""));
+        let (bd, bp) = b.split_once('/').unwrap_or((b, ""));
+        let vars = [
+            ("name", self.name.as_str()),
+            ("a_device", ad),
+            ("a_point", ap),
+            ("b_device", bd),
+            ("b_point", bp),
+        ];
+        (expand(&self.device, &vars), expand(point_template, &vars))
+    }
+}
+
+impl std::fmt::Display for DerivedSpec {
+    /// One block for `gateway check`: kind, output names, inputs and initial values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "  {}: {} -> {}/{}",
+            self.name,
+            self.kind.as_str(),
+            self.device,
+            self.point
+        )?;
+        if let Some(r) = &self.reference {
+            write!(f, ", reference {r}")?;
+        }
+        if let Some(n) = self.establish_readings {
+            write!(
+                f,
+                "; missing initial values: mean of the first {n} good readings, kept in the spool"
+            )?;
+        }
+        for p in &self.pairs {
+            let (device, point) = self.pair_output(&p.a, &p.b, &p.point);
+            write!(f, "\n    {device}/{point} = {} - {}", p.a, p.b)?;
+            if let Some(d) = p.distance_m {
+                write!(f, ", over {d} m")?;
+            }
+        }
+        for (channel, i) in &self.initial {
+            let date = if i.surveyed.is_empty() {
+                "no survey date"
+            } else {
+                i.surveyed.as_str()
+            };
+            write!(
+                f,
+                "\n    initial {channel} = {} (configured, {date})",
+                i.value
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Expand `{name}` placeholders of `template` from `vars`; unknown ones stay as written
+/// (validation refused them).
+#[must_use]
+pub fn expand(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + 16);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let Some(len) = rest[open..].find('}') else {
+            out.push_str(&rest[open..]);
+            return out;
+        };
+        let name = &rest[open + 1..open + len];
+        match vars.iter().find(|(k, _)| *k == name) {
+            Some((_, v)) => out.push_str(v),
+            None => out.push_str(&rest[open..=open + len]),
+        }
+        rest = &rest[open + len + 1..];
+    }
+    out.push_str(rest);
+    out
+}

@@ -1,0 +1,799 @@
+//! Derived channels (issue 7 items 2-4): settlement from hydrostatic levelling, differences,
+//! means, rates, tilts, sums over a window and running sums, each a [`Series`] of its own whose
+//! readings the engine stores and evaluates exactly like a device's.
+//!
+//! Owns the `[[derived]]` configuration ([`config`]), the routing of channels to the derived
+//! channels they feed (selectors matched once per channel, on first sight), the short history of
+//! each input used to combine readings taken at the same time, the computation of every kind
+//! (formulas and sources in docs/DOMAIN.md §Derived channels), and the state that must survive a
+//! restart (rate windows, sum windows, running sums as spool state entries `v/<block>/<channel>`;
+//! initial values it established, `vi/<block>/<channel>`), handed to the engine with the rule
+//! state. It does no I/O, has no clock, and never sees alert rules: the engine feeds it each
+//! batch's readings and takes back the derived readings.
+//!
+//! # Quality
+//! A bad input makes the derived value bad, never absent and never good: a derived reading is
+//! written with [`Quality::DerivedInputBad`] (an input not good, or no reading of an input within
+//! `max_skew`) or [`Quality::InitialValueMissing`] (a levelling cell or reference without an
+//! initial value: configured, or established once from its first good readings where the block
+//! says `establish_readings`; never guessed, never established a second time).
+//!
+//! # Order
+//! Blocks are evaluated in declaration order, each on the batch's readings plus the outputs of
+//! the blocks before it in the same batch, so a tilt can be computed from the settlements a
+//! levelling block derived from the same poll, and no block can feed itself (no cycles).
+//! Readings combined (pairs, means, a cell and its reference) are the latest of each input
+//! nearest in time within `max_skew`; all readings of a batch are recorded before any block
+//! computes, so the cells and the reference of one logger's poll are combined with each other.
+//!
+//! # Bounds
+//! Per input channel: [`INPUT_HISTORY`] readings. Per output: a rate window of at most
+//! `RATE_BUCKETS + 1` buckets (about 4 KiB), or a sum window of at most
+//! [`config::MAX_SUM_READINGS`] readings, or one number; per established initial value, one
+//! entry. The number of outputs is what the selectors match among the channels the sources
+//! produce; they are not evicted with idle channels (an idle output costs its state only).
+
+pub mod config;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tracing::{error, info};
+
+use super::rules::selector::ChannelInfo;
+use super::rules::RateWindow;
+use crate::model::{Quality, Reading, Series, TimestampNs, NANOS_PER_SEC};
+use crate::spool::StateDelta;
+pub use config::{DerivedConfig, DerivedKind, DerivedPlan, DerivedSpec};
+
+/// Readings of each input kept to combine with the readings of the other inputs (a logger's
+/// poll, or a few of a node's buffered messages).
+pub const INPUT_HISTORY: usize = 16;
+/// Prefix of the spool state entries of derived channels (`v/<block>/<channel key>`).
+pub const ENTRY_PREFIX: &str = "v/";
+/// Prefix of the spool state entries of initial values the gateway established
+/// (`vi/<block>/<channel key>`, see `establish_readings`).
+pub const INITIAL_PREFIX: &str = "vi/";
+/// How an established initial value was obtained, saved with it.
+pub const ESTABLISH_METHOD: &str = "mean_of_first_good_readings";
+/// A rate is given once its readings span at least this fraction of the window, as for rate
+/// rules (docs/DOMAIN.md §Data quality: a slope over less than the noise period is noise).
+pub const RATE_MIN_SPAN_FRACTION: f64 = 0.5;
+/// The tag that marks a derived series, with the name of its `[[derived]]` block.
+pub const DERIVED_TAG: &str = "derived";
+
+/// One reading of an input: its time, and its value when good.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sample {
+    ts: TimestampNs,
+    value: Option<f64>,
+}
+
+impl Sample {
+    fn of(r: &Reading) -> Self {
+        Self {
+            ts: r.ts,
+            value: r.value.filter(|_| r.quality.is_good()),
+        }
+    }
+}
+
+/// The last [`INPUT_HISTORY`] readings of one input, oldest first.
+#[derive(Debug, Default)]
+struct History(VecDeque<Sample>);
+
+impl History {
+    fn push(&mut self, s: Sample) {
+        if self.0.len() == INPUT_HISTORY {
+            self.0.pop_front();
+        }
+        self.0.push_back(s);
+    }
+
+    /// The reading nearest to `ts`, if one is within `max_skew` (the later one on a tie).
+    fn nearest(&self, ts: TimestampNs, max_skew: i64) -> Option<Sample> {
+        self.0
+            .iter()
+            .rev()
+            .filter(|s| s.ts.abs_diff(ts) <= max_skew.unsigned_abs())
+            .min_by_key(|s| s.ts.abs_diff(ts))
+            .copied()
+    }
+}
+
+/// What one output computes, with its running state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Calc {
+    /// Levelling cell: its initial value and the reference's, when configured.
+    Levelling {
+        /// Channel key of the reference cell.
+        reference: String,
+    },
+    /// `(a − b) / divisor` (divisor 1 for a difference).
+    Pair { divisor: f64 },
+    /// Mean of the inputs.
+    Mean,
+    /// Least-squares slope.
+    Rate(RateWindow),
+    /// Readings within the window; `None` for a bad one (the sum is flagged while it is in).
+    /// For `input = "total"`, the increments between totals, and the last good total.
+    Sum {
+        readings: VecDeque<(TimestampNs, Option<f64>)>,
+        #[serde(default)]
+        last_total: Option<f64>,
+    },
+    /// Running sum and the time of its first reading.
+    Cumulative { sum: f64, since: TimestampNs },
+}
+
+impl Calc {
+    /// True for state that must survive a restart.
+    const fn is_persistent(&self) -> bool {
+        matches!(
+            self,
+            Self::Rate(_) | Self::Sum { .. } | Self::Cumulative { .. }
+        )
+    }
+}
+
+/// An initial value the gateway establishes (`establish_readings`): being collected, or
+/// established. Saved in the spool at every change; never established again once it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Baseline {
+    /// The good readings so far: their sum, count and the first one's time.
+    Collecting {
+        sum: f64,
+        readings: u32,
+        first_ts: TimestampNs,
+    },
+    /// The mean of the first `readings` good readings, taken from `first_ts` to `last_ts`.
+    Established {
+        value: f64,
+        readings: u32,
+        first_ts: TimestampNs,
+        last_ts: TimestampNs,
+        method: String,
+    },
+}
+
+/// One derived channel.
+#[derive(Debug)]
+struct Output {
+    /// Index of its block.
+    block: usize,
+    /// Output device and point, templates expanded.
+    device: String,
+    point: String,
+    /// Input channel keys: `[a, b]` for a pair, the members of a mean, the one input otherwise.
+    inputs: Vec<String>,
+    calc: Calc,
+    /// Built on the first reading, from its inputs' series.
+    series: Option<Arc<Series>>,
+    /// The state changed since it was last handed out for saving.
+    dirty: bool,
+}
+
+/// The derived channels of a gateway and their state. Build with [`DerivedSet::new`]; feed with
+/// [`DerivedSet::on_batch`].
+#[derive(Debug, Default)]
+pub struct DerivedSet {
+    specs: Vec<DerivedSpec>,
+    outputs: Vec<Output>,
+    /// Output key `device/point` → output index.
+    by_key: HashMap<String, usize>,
+    /// Input channel key → outputs it feeds (empty for a levelling reference: history only).
+    routes: HashMap<String, Vec<usize>>,
+    /// Channels already matched against the selectors, with their series.
+    seen: HashMap<String, Arc<Series>>,
+    histories: HashMap<String, History>,
+    /// Saved state read at start, taken by each output when it is created.
+    restored: HashMap<String, Calc>,
+    /// Initial values being established or established, by entry key, with a changed flag.
+    baselines: HashMap<String, (Baseline, bool)>,
+    /// Entry keys of initial values whose saved entry could not be read: never established
+    /// again (their cells stay flagged 411 until an initial value is configured).
+    lost_baselines: HashSet<String>,
+    /// An initial value was just established: save the state with the next commit.
+    prompt_save: bool,
+}
+
+/// Nanoseconds as seconds.
+fn secs(ns: i64) -> f64 {
+    ns as f64 / NANOS_PER_SEC as f64
+}
+
+impl DerivedSet {
+    /// The derived channels of `plan`, without state.
+    #[must_use]
+    pub fn new(plan: DerivedPlan) -> Self {
+        let mut set = Self {
+            specs: plan.specs,
+            ..Self::default()
+        };
+        for bi in 0..set.specs.len() {
+            let spec = &set.specs[bi];
+            if let Some(r) = &spec.reference {
+                set.routes.entry(r.clone()).or_default();
+            }
+            let (pairs, name, device, kind, point) = (
+                spec.pairs.clone(),
+                spec.name.clone(),
+                spec.device.clone(),
+                spec.kind,
+                spec.point.clone(),
+            );
+            for p in pairs {
+                let (d, pt) = set.specs[bi].pair_output(&p.a, &p.b, &p.point);
+                let calc = Calc::Pair { divisor: p.divisor };
+                set.add_output(bi, d, pt, vec![p.a, p.b], calc);
+            }
+            if kind == DerivedKind::Mean {
+                let vars = [("name", name.as_str())];
+                let (d, p) = (
+                    config::expand(&device, &vars),
+                    config::expand(&point, &vars),
+                );
+                set.add_output(bi, d, p, Vec::new(), Calc::Mean);
+            }
+        }
+        set
+    }
+
+    /// True when nothing is derived.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.specs.is_empty()
+    }
+
+    /// Add an output unless its key is taken (a config that names two outputs alike: the
+    /// first keeps it, the clash is logged). Its saved state, if any, is taken over.
+    fn add_output(
+        &mut self,
+        block: usize,
+        device: String,
+        point: String,
+        inputs: Vec<String>,
+        mut calc: Calc,
+    ) -> Option<usize> {
+        let key = format!("{device}/{point}");
+        if self.by_key.contains_key(&key) || self.seen.contains_key(&key) {
+            error!(derived = %self.specs[block].name, channel = %key,
+                   "A derived channel would take the name of another channel; it is not computed (give the block its own `point` template).");
+            return None;
+        }
+        let entry = entry_key(&self.specs[block].name, &key);
+        if let Some(saved) = self.restored.remove(&entry) {
+            let fits = match (&saved, &calc) {
+                (Calc::Rate(a), Calc::Rate(b)) => a.width_ns == b.width_ns,
+                (Calc::Sum { .. }, Calc::Sum { .. })
+                | (Calc::Cumulative { .. }, Calc::Cumulative { .. }) => true,
+                _ => false,
+            };
+            // A window of another length (the config changed) starts fresh.
+            if fits {
+                calc = saved;
+            }
+        }
+        let oi = self.outputs.len();
+        for input in &inputs {
+            self.routes.entry(input.clone()).or_default().push(oi);
+        }
+        self.outputs.push(Output {
+            block,
+            device,
+            point,
+            inputs,
+            calc,
+            series: None,
+            dirty: false,
+        });
+        self.by_key.insert(key, oi);
+        Some(oi)
+    }
+
+    /// Match a channel seen for the first time against the selectors of the blocks after
+    /// `after` (every block for a device's channel), creating the outputs it feeds.
+    fn see(&mut self, series: &Arc<Series>, after: Option<usize>) {
+        if self.seen.contains_key(&series.key) {
+            return;
+        }
+        self.seen.insert(series.key.clone(), Arc::clone(series));
+        let info = ChannelInfo::from_series(series);
+        let first = after.map_or(0, |b| b + 1);
+        for bi in first..self.specs.len() {
+            let spec = &self.specs[bi];
+            if !spec.select.as_ref().is_some_and(|s| s.matches(&info)) {
+                continue;
+            }
+            let name = spec.name.clone();
+            let key = series.key.as_str();
+            let channel_vars = [
+                ("name", name.as_str()),
+                ("device", series.device.as_str()),
+                ("point", series.point.as_str()),
+                ("key", key),
+            ];
+            let (device, point) = (
+                config::expand(&spec.device, &channel_vars),
+                config::expand(&spec.point, &channel_vars),
+            );
+            let calc = match spec.kind {
+                DerivedKind::Levelling => match &spec.reference {
+                    Some(r) if r != key => Calc::Levelling {
+                        reference: r.clone(),
+                    },
+                    _ => continue,
+                },
+                DerivedKind::Rate => Calc::Rate(RateWindow::new(spec.window_ns)),
+                DerivedKind::SumOver => Calc::Sum {
+                    readings: VecDeque::new(),
+                    last_total: None,
+                },
+                DerivedKind::Cumulative => Calc::Cumulative { sum: 0.0, since: 0 },
+                DerivedKind::Mean => {
+                    if let Some(oi) = self.outputs.iter().position(|o| o.block == bi) {
+                        self.outputs[oi].inputs.push(key.to_owned());
+                        self.routes.entry(key.to_owned()).or_default().push(oi);
+                    }
+                    continue;
+                }
+                DerivedKind::Difference => {
+                    let Some(b) = spec.b.as_ref().map(|t| config::expand(t, &channel_vars)) else {
+                        continue;
+                    };
+                    let (d, p) = spec.pair_output(key, &b, &spec.point);
+                    let inputs = vec![key.to_owned(), b.clone()];
+                    self.add_output(bi, d, p, inputs, Calc::Pair { divisor: 1.0 });
+                    continue;
+                }
+                DerivedKind::Tilt => continue,
+            };
+            self.add_output(bi, device, point, vec![key.to_owned()], calc);
+        }
+    }
+
+    /// The derived readings of a batch of stored readings (in their order), outputs of earlier
+    /// blocks feeding later ones. Readings of derived channels themselves (the engine stores
+    /// them through the same path) are ignored here: they were used when they were made.
+    pub fn on_batch(&mut self, readings: &[Reading]) -> Vec<Reading> {
+        let mut produced: Vec<Reading> = Vec::new();
+        if self.specs.is_empty() {
+            return produced;
+        }
+        let inputs: Vec<&Reading> = readings
+            .iter()
+            .filter(|r| !self.by_key.contains_key(&r.series.key))
+            .collect();
+        for r in &inputs {
+            self.see(&r.series, None);
+            self.record(r);
+        }
+        for bi in 0..self.specs.len() {
+            let mut made: Vec<Reading> = Vec::new();
+            // Combined outputs are computed once per time, after every reading is recorded.
+            let mut combine: Vec<(usize, TimestampNs, Arc<Series>)> = Vec::new();
+            if self.specs[bi].establish_readings.is_some() {
+                for r in inputs.iter().copied().chain(produced.iter()) {
+                    self.establish(bi, r);
+                }
+            }
+            for r in inputs.iter().copied().chain(produced.iter()) {
+                let Some(outs) = self.routes.get(&r.series.key).cloned() else {
+                    continue;
+                };
+                for oi in outs {
+                    if self.outputs[oi].block != bi {
+                        continue;
+                    }
+                    match self.outputs[oi].calc {
+                        Calc::Pair { .. } | Calc::Mean => {
+                            if !combine.iter().any(|(o, ts, _)| *o == oi && *ts == r.ts) {
+                                combine.push((oi, r.ts, Arc::clone(&r.series)));
+                            }
+                        }
+                        _ => made.extend(self.compute_single(oi, r)),
+                    }
+                }
+            }
+            for (oi, ts, trigger) in combine {
+                made.extend(self.compute_combined(oi, ts, &trigger));
+            }
+            for r in &made {
+                self.see(&r.series, Some(bi));
+                self.record(r);
+            }
+            produced.extend(made);
+        }
+        produced
+    }
+
+    /// The initial value of `channel` in block `bi`: configured, or established.
+    fn initial_of(&self, bi: usize, channel: &str) -> Option<f64> {
+        let spec = &self.specs[bi];
+        if let Some(i) = spec.initial.get(channel) {
+            return Some(i.value);
+        }
+        match self.baselines.get(&initial_key(&spec.name, channel)) {
+            Some((Baseline::Established { value, .. }, _)) => Some(*value),
+            _ => None,
+        }
+    }
+
+    /// Feed a good reading of a levelling cell or reference without a configured initial value
+    /// to its baseline, when block `bi` establishes them (`establish_readings`). An initial
+    /// value once established, or whose saved entry was unreadable, is never established again.
+    fn establish(&mut self, bi: usize, r: &Reading) {
+        let spec = &self.specs[bi];
+        let Some(wanted) = spec.establish_readings else {
+            return;
+        };
+        let key = r.series.key.as_str();
+        let is_input = spec.reference.as_deref() == Some(key)
+            || self
+                .routes
+                .get(key)
+                .is_some_and(|outs| outs.iter().any(|&o| self.outputs[o].block == bi));
+        let Some(v) = r.value.filter(|_| r.quality.is_good()) else {
+            return;
+        };
+        if !is_input || spec.initial.contains_key(key) {
+            return;
+        }
+        let entry_key = initial_key(&spec.name, key);
+        if self.lost_baselines.contains(&entry_key) {
+            return;
+        }
+        let (baseline, dirty) = self.baselines.entry(entry_key).or_insert((
+            Baseline::Collecting {
+                sum: 0.0,
+                readings: 0,
+                first_ts: r.ts,
+            },
+            true,
+        ));
+        let Baseline::Collecting {
+            sum,
+            readings,
+            first_ts,
+        } = baseline
+        else {
+            return;
+        };
+        *sum += v;
+        *readings += 1;
+        *dirty = true;
+        if *readings >= wanted {
+            let value = *sum / f64::from(*readings);
+            info!(derived = %spec.name, channel = %key, value, readings = *readings,
+                  "Initial value established from the mean of the first good readings; kept in the spool and never established again.");
+            *baseline = Baseline::Established {
+                value,
+                readings: *readings,
+                first_ts: *first_ts,
+                last_ts: r.ts,
+                method: ESTABLISH_METHOD.to_owned(),
+            };
+            self.prompt_save = true;
+        }
+    }
+
+    /// Keep the reading in its channel's history when some output combines it.
+    fn record(&mut self, r: &Reading) {
+        if !self.routes.contains_key(&r.series.key) {
+            return;
+        }
+        // The key is copied once per channel, not per reading.
+        match self.histories.get_mut(&r.series.key) {
+            Some(h) => h.push(Sample::of(r)),
+            None => {
+                let mut h = History::default();
+                h.push(Sample::of(r));
+                self.histories.insert(r.series.key.clone(), h);
+            }
+        }
+    }
+
+    /// The series of output `oi`, built from its inputs' series on its first reading.
+    fn series_of(&mut self, oi: usize, base: &Series) -> Arc<Series> {
+        if let Some(s) = &self.outputs[oi].series {
+            return Arc::clone(s);
+        }
+        let o = &self.outputs[oi];
+        let spec = &self.specs[o.block];
+        let mut tags = base.tags.clone();
+        for t in ["device", "point", "unit"] {
+            tags.remove(t);
+        }
+        // Tags that differ between the inputs describe none of them.
+        for input in &o.inputs {
+            if let Some(s) = self.seen.get(input) {
+                tags.retain(|k, v| s.tags.get(k) == Some(v));
+            }
+        }
+        tags.insert(DERIVED_TAG.to_owned(), spec.name.clone());
+        let site = tags.remove("site").unwrap_or_default();
+        let gateway = tags.remove("gateway").unwrap_or_default();
+        let kind = spec.quantity.unwrap_or(base.kind);
+        let unit = spec.unit.clone().unwrap_or_else(|| {
+            if spec.kind == DerivedKind::Rate {
+                format!("{}{}", base.unit, spec.per_suffix)
+            } else {
+                base.unit.clone()
+            }
+        });
+        let series = Arc::new(Series::new(
+            &site, &gateway, &o.device, &o.point, kind, &unit, &tags,
+        ));
+        self.outputs[oi].series = Some(Arc::clone(&series));
+        series
+    }
+
+    /// A reading of output `oi` at `ts`: the value when good, otherwise the flag.
+    fn emit(
+        &mut self,
+        oi: usize,
+        base: &Series,
+        ts: TimestampNs,
+        value: Result<f64, Quality>,
+    ) -> Reading {
+        let series = self.series_of(oi, base);
+        match value {
+            Ok(v) => Reading::good(series, ts, v),
+            Err(q) => Reading::bad(series, ts, q),
+        }
+    }
+
+    /// An output computed from one input's reading (levelling, rate, sum, cumulative).
+    fn compute_single(&mut self, oi: usize, r: &Reading) -> Option<Reading> {
+        let spec = &self.specs[self.outputs[oi].block];
+        let (window_ns, max_skew, per_secs, min_points, sum_input) = (
+            spec.window_ns,
+            spec.max_skew_ns,
+            spec.per_secs,
+            spec.min_points,
+            spec.sum_input,
+        );
+        let s = Sample::of(r);
+        let bi = self.outputs[oi].block;
+        let (cell0, ref0) = match &self.outputs[oi].calc {
+            Calc::Levelling { reference } => (
+                self.initial_of(bi, &r.series.key),
+                self.initial_of(bi, reference),
+            ),
+            _ => (None, None),
+        };
+        let mut dirty = false;
+        let value: Option<Result<f64, Quality>> = match &mut self.outputs[oi].calc {
+            Calc::Levelling { reference } => {
+                // docs/DOMAIN.md §Derived channels: s_i = (h_i − h_i0) − (h_ref − h_ref0).
+                let href = self
+                    .histories
+                    .get(reference.as_str())
+                    .and_then(|h| h.nearest(s.ts, max_skew))
+                    .and_then(|x| x.value);
+                Some(match (s.value, href, cell0, ref0) {
+                    (Some(h), Some(href), Some(h0), Some(href0)) => Ok((h - h0) - (href - href0)),
+                    (Some(_), Some(_), _, _) => Err(Quality::InitialValueMissing),
+                    _ => Err(Quality::DerivedInputBad),
+                })
+            }
+            Calc::Rate(window) => match s.value {
+                Some(v) => {
+                    window.push(s.ts, v);
+                    dirty = true;
+                    window
+                        .slope()
+                        .filter(|slope| {
+                            slope.points >= min_points
+                                && secs(slope.span_ns) >= secs(window_ns) * RATE_MIN_SPAN_FRACTION
+                        })
+                        .map(|slope| Ok(slope.per_sec * per_secs))
+                }
+                None => Some(Err(Quality::DerivedInputBad)),
+            },
+            Calc::Sum {
+                readings,
+                last_total,
+            } => 'sum: {
+                let value = match (sum_input, s.value) {
+                    (config::SumInput::Increments, v) => v,
+                    // A bad total loses nothing: the next good one's increment covers the gap.
+                    (config::SumInput::Total, None) => {
+                        break 'sum Some(Err(Quality::DerivedInputBad))
+                    }
+                    (config::SumInput::Total, Some(total)) => {
+                        let previous = last_total.replace(total);
+                        dirty = true;
+                        match previous {
+                            // docs/DOMAIN.md §Derived channels: a total that fell was reset.
+                            Some(p) if total < p => Some(total),
+                            Some(p) => Some(total - p),
+                            // The first total is the base of the next increment.
+                            None => break 'sum None,
+                        }
+                    }
+                };
+                let pos = readings.partition_point(|(t, _)| *t <= s.ts);
+                readings.insert(pos, (s.ts, value));
+                let full = readings.len() > config::MAX_SUM_READINGS;
+                let newest = readings.back().map_or(s.ts, |(t, _)| *t);
+                let edge = newest.saturating_sub(window_ns);
+                while readings.front().is_some_and(|(t, _)| *t <= edge)
+                    || readings.len() > config::MAX_SUM_READINGS
+                {
+                    readings.pop_front();
+                }
+                dirty = true;
+                // The sum at this reading's time: the readings in (ts − window, ts]. A reading
+                // older than the window gives none; a window past its bound is flagged.
+                let from = s.ts.saturating_sub(window_ns);
+                (s.ts > edge).then(|| {
+                    if full {
+                        return Err(Quality::DerivedInputBad);
+                    }
+                    readings
+                        .iter()
+                        .filter(|(t, _)| *t > from && *t <= s.ts)
+                        .map(|(_, v)| v.ok_or(Quality::DerivedInputBad))
+                        .sum::<Result<f64, Quality>>()
+                })
+            }
+            Calc::Cumulative { sum, since } => Some(match s.value {
+                Some(v) => {
+                    if *since == 0 {
+                        *since = s.ts;
+                    }
+                    *sum += v;
+                    dirty = true;
+                    Ok(*sum)
+                }
+                None => Err(Quality::DerivedInputBad),
+            }),
+            Calc::Pair { .. } | Calc::Mean => None,
+        };
+        if dirty {
+            self.outputs[oi].dirty = true;
+        }
+        let value = value?;
+        Some(self.emit(oi, &r.series, s.ts, value))
+    }
+
+    /// An output combining several inputs at `ts` (pair, mean): every input's reading nearest
+    /// to `ts` within `max_skew`; an input without one, or not good, flags the value.
+    fn compute_combined(
+        &mut self,
+        oi: usize,
+        ts: TimestampNs,
+        trigger: &Series,
+    ) -> Option<Reading> {
+        let max_skew = self.specs[self.outputs[oi].block].max_skew_ns;
+        let values: Option<Vec<f64>> = self.outputs[oi]
+            .inputs
+            .iter()
+            .map(|k| {
+                self.histories
+                    .get(k)
+                    .and_then(|h| h.nearest(ts, max_skew))
+                    .and_then(|s| s.value)
+            })
+            .collect();
+        let value = match (&self.outputs[oi].calc, values.as_deref()) {
+            (Calc::Pair { divisor }, Some([a, b])) => Ok((a - b) / divisor),
+            (Calc::Mean, Some(v)) if !v.is_empty() => Ok(v.iter().sum::<f64>() / v.len() as f64),
+            (Calc::Pair { .. } | Calc::Mean, _) => Err(Quality::DerivedInputBad),
+            _ => return None,
+        };
+        // The series is named after `a` for a pair: build it from `a` when it was seen.
+        let base = self.outputs[oi]
+            .inputs
+            .first()
+            .and_then(|k| self.seen.get(k))
+            .map_or_else(|| Arc::new(clone_series(trigger)), Arc::clone);
+        Some(self.emit(oi, &base, ts, value))
+    }
+
+    /// The state entries changed since the last call (rate and sum windows, running sums).
+    ///
+    /// # Errors
+    /// None: an entry that cannot be serialised is counted in the second value and kept dirty.
+    pub fn state_changes(&mut self) -> (StateDelta, usize) {
+        let mut delta = StateDelta::default();
+        let mut errors = 0;
+        for o in &mut self.outputs {
+            if !o.dirty || !o.calc.is_persistent() {
+                continue;
+            }
+            let key = entry_key(
+                &self.specs[o.block].name,
+                &format!("{}/{}", o.device, o.point),
+            );
+            match serde_json::to_vec(&o.calc) {
+                Ok(bytes) => {
+                    delta.entries.insert(key, Some(bytes));
+                    o.dirty = false;
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        for (key, (baseline, dirty)) in &mut self.baselines {
+            if !*dirty {
+                continue;
+            }
+            match serde_json::to_vec(baseline) {
+                Ok(bytes) => {
+                    delta.entries.insert(key.clone(), Some(bytes));
+                    *dirty = false;
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        (delta, errors)
+    }
+
+    /// True once after an initial value was established: the engine saves the state with its
+    /// next commit instead of within `STATE_SAVE_INTERVAL`, so a restart does not establish it
+    /// again from later readings.
+    pub fn take_prompt_save(&mut self) -> bool {
+        std::mem::take(&mut self.prompt_save)
+    }
+
+    /// Take over the saved state among the spool's state `entries` (those under
+    /// [`ENTRY_PREFIX`]); each output takes its own when it is created. Returns the keys of
+    /// entries that cannot be read: their outputs start fresh, and the engine says so.
+    pub fn restore(&mut self, entries: &[(String, Vec<u8>)]) -> Vec<String> {
+        let mut unreadable = Vec::new();
+        for (key, bytes) in entries {
+            if key.starts_with(INITIAL_PREFIX) {
+                match serde_json::from_slice::<Baseline>(bytes) {
+                    Ok(b) => {
+                        self.baselines.insert(key.clone(), (b, false));
+                    }
+                    Err(_) => {
+                        self.lost_baselines.insert(key.clone());
+                        unreadable.push(key.clone());
+                    }
+                }
+                continue;
+            }
+            if !key.starts_with(ENTRY_PREFIX) {
+                continue;
+            }
+            match serde_json::from_slice::<Calc>(bytes) {
+                Ok(calc) => {
+                    self.restored.insert(key.clone(), calc);
+                }
+                Err(_) => unreadable.push(key.clone()),
+            }
+        }
+        unreadable
+    }
+}
+
+/// The spool key of an established initial value.
+fn initial_key(block: &str, channel: &str) -> String {
+    format!("{INITIAL_PREFIX}{block}/{channel}")
+}
+
+/// The spool key of an output's state.
+fn entry_key(block: &str, channel: &str) -> String {
+    format!("{ENTRY_PREFIX}{block}/{channel}")
+}
+
+/// A copy of a series (only when an output's first input was never seen: cannot happen for a
+/// combined output, whose trigger is one of its inputs; kept total instead of panicking).
+fn clone_series(s: &Series) -> Series {
+    Series::new(
+        s.tags.get("site").map_or("", String::as_str),
+        s.tags.get("gateway").map_or("", String::as_str),
+        &s.device,
+        &s.point,
+        s.kind,
+        &s.unit,
+        &s.tags,
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,564 @@
+//! Each derived kind on numbers worked by hand, quality propagation, the saved state across a
+//! restart, config problems with their paths, and the engine storing derived readings as points
+//! that alert rules select.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::config::DerivedConfig;
+use super::{DerivedPlan, DerivedSet};
+use crate::model::{Quality, QuantityKind, Reading, Series, NANOS_PER_SEC};
+
+const T0: i64 = 1_767_225_600 * NANOS_PER_SEC;
+const MIN: i64 = 60 * NANOS_PER_SEC;
+const H: i64 = 60 * MIN;
+
+#[derive(serde::Deserialize)]
+struct Section {
+    derived: Vec<DerivedConfig>,
+}
+
+fn plan(toml_text: &str) -> DerivedPlan {
+    let s: Section = toml::from_str(toml_text).expect("toml");
+    DerivedPlan::from_config(&s.derived, "derived").expect("valid")
+}
+
+fn problems(toml_text: &str) -> Vec<(String, String)> {
+    let s: Section = toml::from_str(toml_text).expect("toml");
+    DerivedPlan::from_config(&s.derived, "derived").expect_err("invalid")
+}
+
+fn series(device: &str, point: &str, kind: QuantityKind, unit: &str) -> Arc<Series> {
+    let mut tags = BTreeMap::new();
+    tags.insert("structure".to_owned(), "A栋".to_owned());
+    Arc::new(Series::new("xa", "gw", device, point, kind, unit, &tags))
+}
+
+fn level(point: &str) -> Arc<Series> {
+    series("lvl", point, QuantityKind::Level, "mm")
+}
+
+fn good(s: &Arc<Series>, ts: i64, v: f64) -> Reading {
+    Reading::good(Arc::clone(s), ts, v)
+}
+
+fn bad(s: &Arc<Series>, ts: i64) -> Reading {
+    Reading::bad(Arc::clone(s), ts, Quality::Timeout)
+}
+
+/// `(key, value, quality)` of derived readings.
+fn seen(out: &[Reading]) -> Vec<(String, Option<f64>, Quality)> {
+    out.iter()
+        .map(|r| (r.series.key.clone(), r.value, r.quality))
+        .collect()
+}
+
+fn close(a: Option<f64>, b: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() < 1e-9)
+}
+
+/// A set of one block: `lines` after `[[derived]]`.
+fn one_block(lines: &str) -> DerivedSet {
+    DerivedSet::new(plan(&format!("[[derived]]\n{lines}")))
+}
+
+/// Feed `(time, value)` readings of `s` one batch each (`None`: a bad reading); what was
+/// derived, as [`seen`] gives it.
+fn feed(
+    set: &mut DerivedSet,
+    s: &Arc<Series>,
+    readings: &[(i64, Option<f64>)],
+) -> Vec<(String, Option<f64>, Quality)> {
+    let mut out = Vec::new();
+    for (ts, v) in readings {
+        let r = v.map_or_else(|| bad(s, *ts), |v| good(s, *ts, v));
+        out.extend(set.on_batch(&[r]));
+    }
+    seen(&out)
+}
+
+/// Rainfall of a gauge, mm.
+fn rain(point: &str) -> Arc<Series> {
+    series("gauge", point, QuantityKind::Rainfall, "mm")
+}
+
+const LINE: &str = r#"
+[[derived]]
+name = "settlement"
+kind = "levelling"
+select = { device = "lvl", point = "ch?" }
+reference = "lvl/ch5"
+surveyed = "2026-11-02"
+initial = { "lvl/ch1" = 312.4, "lvl/ch2" = 305.9, "lvl/ch5" = 301.3 }
+
+[[derived]]
+name = "tilt"
+kind = "tilt"
+pairs = [{ a = "lvl/ch1.settlement", b = "lvl/ch2.settlement", distance_m = 18.0 }]
+"#;
+
+#[test]
+fn levelling_subtracts_initial_heads_and_the_reference_and_feeds_a_tilt() {
+    let mut set = DerivedSet::new(plan(LINE));
+    let (ch1, ch2, ch3, ch5) = (level("ch1"), level("ch2"), level("ch3"), level("ch5"));
+    // One poll of the logger, the reference read last. ch1 rose 3.0 mm, ch2 2.1 mm, the
+    // reference 0.5 mm (the whole line moved, e.g. temperature): settlements 2.5 and 1.6 mm.
+    let out = set.on_batch(&[
+        good(&ch1, T0, 315.4),
+        good(&ch2, T0, 308.0),
+        good(&ch3, T0, 299.0),
+        good(&ch5, T0, 301.8),
+    ]);
+    let got = seen(&out);
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(got[0].0, "lvl/ch1.settlement");
+    assert!(close(got[0].1, 2.5), "{got:?}");
+    assert!(close(got[1].1, 1.6), "{got:?}");
+    // ch3 has no initial value: flagged, never computed from a guess.
+    assert_eq!(
+        (got[2].0.as_str(), got[2].1, got[2].2),
+        ("lvl/ch3.settlement", None, Quality::InitialValueMissing)
+    );
+    // Tilt (2.5 − 1.6) / 18 000 mm.
+    assert_eq!(got[3].0, "lvl/ch1.settlement-ch2.settlement.tilt");
+    assert!(close(got[3].1, 0.9 / 18_000.0), "{got:?}");
+    let s = &out[0].series;
+    assert_eq!(s.kind, QuantityKind::Settlement);
+    assert_eq!(
+        s.tags.get("derived").map(String::as_str),
+        Some("settlement")
+    );
+    assert_eq!(s.tags.get("structure").map(String::as_str), Some("A栋"));
+    assert_eq!(s.unit, "mm");
+    assert_eq!(out[3].series.kind, QuantityKind::Tilt);
+    assert_eq!(out[3].series.unit, "ratio");
+    assert!(out.iter().all(|r| r.ts == T0));
+    assert!(
+        !got.iter().any(|g| g.0.starts_with("lvl/ch5")),
+        "the reference is no cell"
+    );
+
+    // The reference times out: every cell's settlement (and the tilt) is flagged, not absent.
+    let out = set.on_batch(&[
+        good(&ch1, T0 + MIN, 315.5),
+        good(&ch2, T0 + MIN, 308.0),
+        bad(&ch5, T0 + MIN),
+    ]);
+    let got = seen(&out);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(got
+        .iter()
+        .all(|g| g.1.is_none() && g.2 == Quality::DerivedInputBad));
+    // A bad cell: its settlement is flagged, the other is computed.
+    let out = set.on_batch(&[
+        bad(&ch1, T0 + 2 * MIN),
+        good(&ch2, T0 + 2 * MIN, 308.2),
+        good(&ch5, T0 + 2 * MIN, 301.3),
+    ]);
+    let got = seen(&out);
+    assert_eq!(got[0].2, Quality::DerivedInputBad);
+    assert!(close(got[1].1, 2.3), "{got:?}");
+    assert_eq!(
+        got[2].2,
+        Quality::DerivedInputBad,
+        "tilt of a bad settlement"
+    );
+}
+
+#[test]
+fn derived_readings_coming_back_from_the_engine_derive_nothing_more() {
+    let mut set = DerivedSet::new(plan(LINE));
+    let out = set.on_batch(&[
+        good(&level("ch1"), T0, 315.4),
+        good(&level("ch2"), T0, 308.0),
+        good(&level("ch5"), T0, 301.8),
+    ]);
+    assert_eq!(out.len(), 3);
+    assert!(set.on_batch(&out).is_empty());
+}
+
+#[test]
+fn difference_by_template_pairs_each_selected_channel_with_its_partner() {
+    let mut set = DerivedSet::new(plan(
+        r#"
+[[derived]]
+name = "core-surface"
+kind = "difference"
+select = { point = "t01" }
+b = "{device}/t02"
+point = "core-surface"
+"#,
+    ));
+    let t = |d: &str, p: &str| series(d, p, QuantityKind::Temperature, "°C");
+    let out = set.on_batch(&[
+        good(&t("raft-a", "t01"), T0, 30.0),
+        good(&t("raft-a", "t02"), T0, 21.2),
+        good(&t("raft-b", "t01"), T0, 25.0),
+        good(&t("raft-b", "t02"), T0 + 20 * MIN, 20.0),
+    ]);
+    let got = seen(&out);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0].0, "raft-a/core-surface");
+    assert!(close(got[0].1, 8.8), "{got:?}");
+    // raft-b's surface was read 20 min after its core, beyond the default 10 min skew: each
+    // reading finds no partner and its difference is flagged.
+    assert_eq!(got[1].2, Quality::DerivedInputBad);
+    assert_eq!(got[2].2, Quality::DerivedInputBad);
+    assert_eq!(out[0].series.kind, QuantityKind::Temperature);
+    assert_eq!(out[0].series.unit, "°C");
+}
+
+#[test]
+fn mean_of_the_latest_readings_and_a_bad_member_flags_it() {
+    let mut set = DerivedSet::new(plan(
+        r#"
+[[derived]]
+name = "ground-temp"
+kind = "mean"
+select = { device = "soil" }
+"#,
+    ));
+    let s = |p: &str| series("soil", p, QuantityKind::Temperature, "°C");
+    let out = set.on_batch(&[
+        good(&s("a"), T0, 1.0),
+        good(&s("b"), T0, 2.0),
+        good(&s("c"), T0, 6.0),
+    ]);
+    let got = seen(&out);
+    assert_eq!(got.len(), 1, "one mean per time: {got:?}");
+    assert_eq!(got[0].0, "ground-temp/mean");
+    assert!(close(got[0].1, 3.0));
+    let out = set.on_batch(&[
+        good(&s("a"), T0 + MIN, 1.0),
+        bad(&s("b"), T0 + MIN),
+        good(&s("c"), T0 + MIN, 6.0),
+    ]);
+    assert_eq!(seen(&out)[0].2, Quality::DerivedInputBad);
+}
+
+#[test]
+fn rate_is_the_least_squares_slope_per_day_once_the_window_is_half_full() {
+    let mut set = one_block(
+        "name = \"rate\"\nkind = \"rate\"\nselect = { kind = \"settlement\" }\nwindow = \"1d\"",
+    );
+    let s = series("plate", "s1", QuantityKind::Settlement, "mm");
+    // t = 0, 6, 12, 18, 24 h; v = 0, .5, 1.5, 2, 3 mm. Over the first three: mean t = .25 d,
+    // mean v = 2/3; Sxy = (−.25)(−2/3) + 0 + (.25)(5/6) = .375; Sxx = .125: 3.0 mm/d. Over
+    // four: mean t = .375, mean v = 1; Sxy = .375 + .0625 + .0625 + .375 = .875, Sxx = .3125:
+    // 2.8 mm/d. Over all five: Sxy = 1.875, Sxx = .625: 3.0 mm/d (as in window.rs).
+    let readings: Vec<(i64, Option<f64>)> = [(0, 0.0), (6, 0.5), (12, 1.5), (18, 2.0), (24, 3.0)]
+        .iter()
+        .map(|(h, v)| (T0 + h * H, Some(*v)))
+        .collect();
+    let got = feed(&mut set, &s, &readings);
+    assert_eq!(
+        got.len(),
+        3,
+        "no slope before 3 readings over 12 h: {got:?}"
+    );
+    assert!(
+        close(got[0].1, 3.0) && close(got[1].1, 2.8) && close(got[2].1, 3.0),
+        "{got:?}"
+    );
+    assert_eq!(got[0].0, "plate/s1.rate");
+    let out = set.on_batch(&[bad(&s, T0 + 25 * H)]);
+    assert_eq!(out[0].series.unit, "mm/d");
+    assert_eq!(seen(&out)[0].2, Quality::DerivedInputBad);
+}
+
+#[test]
+fn sum_over_a_window_and_a_bad_reading_flags_it_while_inside() {
+    let mut set = one_block("name = \"rain-1h\"\nkind = \"sum_over\"\nselect = { kind = \"rainfall\" }\nwindow = \"1h\"");
+    // 1..5 mm at 0, 20, 40, 60, 80 min; the window is (t − 1 h, t]: 1, 3, 6, 9, 12. A bad
+    // reading at 100 min flags the sum (also at 140 min) until it left the window (161 min).
+    let readings = [
+        (0, Some(1.0)),
+        (20, Some(2.0)),
+        (40, Some(3.0)),
+        (60, Some(4.0)),
+        (80, Some(5.0)),
+        (100, None),
+        (140, Some(1.0)),
+        (161, Some(2.0)),
+    ]
+    .map(|(m, v)| (T0 + m * MIN, v));
+    let got = feed(&mut set, &rain("rain"), &readings);
+    let sums: Vec<f64> = got.iter().filter_map(|g| g.1).collect();
+    assert_eq!(sums, [1.0, 3.0, 6.0, 9.0, 12.0, 3.0]);
+    assert_eq!(
+        (got[5].2, got[6].2),
+        (Quality::DerivedInputBad, Quality::DerivedInputBad)
+    );
+}
+
+#[test]
+fn cumulative_sums_good_readings_and_continues_after_a_restart() {
+    let block = "name = \"rain-total\"\nkind = \"cumulative\"\nselect = { kind = \"rainfall\" }";
+    let mut set = one_block(block);
+    let readings = [(0, Some(1.0)), (1, Some(2.0)), (2, None), (3, Some(3.0))];
+    let got = feed(
+        &mut set,
+        &rain("rain"),
+        &readings.map(|(m, v)| (T0 + m * MIN, v)),
+    );
+    assert!(close(got[0].1, 1.0) && close(got[1].1, 3.0) && close(got[3].1, 6.0));
+    assert_eq!(got[2].2, Quality::DerivedInputBad);
+
+    let (delta, errors) = set.state_changes();
+    assert_eq!(errors, 0);
+    let entries: Vec<(String, Vec<u8>)> = delta
+        .entries
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    assert_eq!(entries[0].0, "v/rain-total/gauge/rain.rain-total");
+    assert!(set.state_changes().0.is_empty(), "handed out once");
+    let mut again = one_block(block);
+    let mut with_junk = entries.clone();
+    with_junk.push(("v/rain-total/x/y".into(), b"not json".to_vec()));
+    assert_eq!(again.restore(&with_junk), ["v/rain-total/x/y"]);
+    let got = feed(&mut again, &rain("rain"), &[(T0 + 4 * MIN, Some(4.0))]);
+    assert!(close(got[0].1, 10.0), "{got:?}");
+}
+
+#[test]
+fn config_problems_name_their_path_and_the_fix() {
+    let found = problems(
+        r#"
+[[derived]]
+name = "s"
+kind = "levelling"
+select = { device = "lvl" }
+window = "1h"
+surveyed = "2026-13-01"
+
+[[derived]]
+name = "t"
+kind = "tilt"
+pairs = [{ a = "lvl/ch1", b = "lvl/ch2" }]
+point = "{nope}"
+
+[[derived]]
+name = "t"
+kind = "rate"
+select = {}
+point = "rate"
+"#,
+    );
+    let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+    for want in [
+        "derived[0].window",
+        "derived[0].reference",
+        "derived[0].surveyed",
+        "derived[1].pairs[0].distance_m",
+        "derived[1].point",
+        "derived[2].name",
+        "derived[2].window",
+        "derived[2].point",
+    ] {
+        assert!(paths.contains(&want), "{want} missing from {found:?}");
+    }
+    assert!(found
+        .iter()
+        .any(|(_, m)| m.contains("reference = \"block-a-lvl/ch5\"")));
+}
+
+#[tokio::test]
+async fn the_engine_stores_derived_readings_as_points_and_rules_select_them() {
+    use super::super::rules::{AlertsConfig, RuleSet};
+    use super::super::{Engine, EngineConfig};
+    use crate::metrics::Metrics;
+    use crate::model::{now_ns, SystemClock};
+    use crate::sources::ReadingBatch;
+    use crate::spool::{Spool, SpoolConfig, Stream};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Arc::new(
+        Spool::open(
+            &dir.path().join("spool.redb"),
+            &SpoolConfig::default(),
+            &["r".to_owned()],
+        )
+        .expect("spool"),
+    );
+    let alerts: AlertsConfig = toml::from_str(
+        r#"
+[[rules]]
+name = "settlement-total"
+kind = "absolute"
+select = { kind = "settlement", tags = { derived = "settlement" } }
+upper = { alarm = 2.0, red = 1.0 }
+confirm = { count = 1 }
+"#,
+    )
+    .expect("rules");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let engine = Engine::new(
+        rx,
+        Arc::clone(&spool),
+        Arc::new(Metrics::new()),
+        Arc::new(SystemClock),
+        EngineConfig::default(),
+        Duration::from_secs(3600),
+        RuleSet::from_config(&alerts, "alerts").expect("valid"),
+        "xa",
+    )
+    .with_derived(plan(LINE));
+    let task = tokio::spawn(engine.run());
+    let t = now_ns() - MIN;
+    let batch = vec![
+        good(&level("ch1"), t, 315.4),
+        good(&level("ch2"), t, 308.0),
+        good(&level("ch5"), t, 301.8),
+    ];
+    tx.send(ReadingBatch::from(batch)).await.expect("engine");
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+    let points = spool
+        .read_batch(Stream::Points, "r", 1000)
+        .expect("read")
+        .expect("points");
+    let text = String::from_utf8_lossy(&points.body).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("settlement,") && l.contains("point=ch1.settlement"))
+        .unwrap_or_else(|| panic!("no derived point in {text}"));
+    assert!(line.contains("derived=settlement"), "{line}");
+    assert!(line.contains("value=2.5"), "{line}");
+    assert!(
+        text.contains("point=ch1.settlement-ch2.settlement.tilt"),
+        "{text}"
+    );
+    let raised = spool
+        .read_batch(Stream::Alerts, "r", 1000)
+        .expect("read")
+        .expect("an alert on the derived settlement");
+    let body = String::from_utf8_lossy(&raised.body).into_owned();
+    assert!(body.contains("lvl/ch1.settlement"), "{body}");
+}
+
+#[test]
+fn the_config_file_takes_derived_blocks_and_check_shows_them() {
+    let text = format!(
+        "site = \"xa\"\ngateway_id = \"gw\"\ndata_dir = \"/tmp\"\n{LINE}\n[[derived]]\nname = \"bad\"\nkind = \"mean\"\n"
+    );
+    let path = std::path::Path::new("site.toml");
+    let err = crate::config::Config::from_str_at(&text, path).expect_err("mean without select");
+    assert!(
+        err.problems()
+            .iter()
+            .any(|p| p.starts_with("site.toml: derived[2].select: missing")),
+        "{:?}",
+        err.problems()
+    );
+    let text = format!("site = \"xa\"\ngateway_id = \"gw\"\ndata_dir = \"/tmp\"\n{LINE}");
+    let cfg = crate::config::Config::from_str_at(&text, path).expect("valid");
+    let shown = crate::config::describe(&cfg);
+    assert!(shown.contains("derived channels: 2"), "{shown}");
+    assert!(
+        shown.contains("initial lvl/ch1 = 312.4 (configured, 2026-11-02)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(
+            "lvl/ch1.settlement-ch2.settlement.tilt = lvl/ch1.settlement - lvl/ch2.settlement, over 18 m"
+        ),
+        "{shown}"
+    );
+}
+
+const ESTABLISHED: &str = r#"
+[[derived]]
+name = "settlement"
+kind = "levelling"
+select = { device = "lvl", point = "ch?" }
+reference = "lvl/ch5"
+initial = { "lvl/ch5" = 301.3 }
+establish_readings = 3
+"#;
+
+/// Settlement of ch1 after one poll of ch1 and the reference at its initial head.
+fn poll(set: &mut DerivedSet, i: i64, head: f64) -> (Option<f64>, Quality) {
+    let out = set.on_batch(&[
+        good(&level("ch1"), T0 + i * MIN, head),
+        good(&level("ch5"), T0 + i * MIN, 301.3),
+    ]);
+    (out[0].value, out[0].quality)
+}
+
+#[test]
+fn a_missing_initial_value_is_established_once_from_the_first_good_readings_and_kept() {
+    let mut set = DerivedSet::new(plan(ESTABLISHED));
+    // 310, 311, 312 mm: flagged 411 while collecting; then h0 = 311 mm.
+    assert_eq!(
+        poll(&mut set, 0, 310.0),
+        (None, Quality::InitialValueMissing)
+    );
+    let _ = set.on_batch(&[bad(&level("ch1"), T0 + MIN)]);
+    assert_eq!(
+        poll(&mut set, 2, 311.0),
+        (None, Quality::InitialValueMissing)
+    );
+    let third = poll(&mut set, 3, 312.0);
+    assert!(close(third.0, 1.0), "{third:?}");
+    assert!(set.take_prompt_save(), "saved with the next commit");
+    assert!(!set.take_prompt_save());
+    let (delta, _) = set.state_changes();
+    let entries: Vec<(String, Vec<u8>)> = delta
+        .entries
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let saved = String::from_utf8_lossy(&entries[0].1).into_owned();
+    assert_eq!(entries[0].0, "vi/settlement/lvl/ch1");
+    assert!(
+        saved.contains("\"value\":311.0") && saved.contains("mean_of_first_good_readings"),
+        "{saved}"
+    );
+
+    // After a restart: the same initial value, not a new one from the next readings.
+    let mut again = DerivedSet::new(plan(ESTABLISHED));
+    assert!(again.restore(&entries).is_empty());
+    let after = poll(&mut again, 4, 314.0);
+    assert!(close(after.0, 3.0), "{after:?}");
+
+    // An unreadable saved initial value is never established again: flagged for good.
+    let mut lost = DerivedSet::new(plan(ESTABLISHED));
+    let junk = vec![("vi/settlement/lvl/ch1".to_owned(), b"{".to_vec())];
+    assert_eq!(lost.restore(&junk), ["vi/settlement/lvl/ch1"]);
+    for i in 0..5 {
+        assert_eq!(
+            poll(&mut lost, i, 312.0),
+            (None, Quality::InitialValueMissing)
+        );
+    }
+}
+
+#[test]
+fn sum_over_a_running_total_is_what_the_total_gained_in_the_window() {
+    let mut set = one_block("name = \"rain-1h\"\nkind = \"sum_over\"\nselect = { kind = \"rainfall\" }\nwindow = \"1h\"\ninput = \"total\"");
+    let totals = [
+        (0, Some(10.0)),
+        (20, Some(10.4)),
+        (40, Some(11.0)),
+        (50, None),
+        (60, Some(12.0)),
+        (80, Some(0.4)),
+    ];
+    let got = feed(
+        &mut set,
+        &rain("rain_total"),
+        &totals.map(|(m, v)| (T0 + m * MIN, v)),
+    );
+    // No sum from the first total (it is the base); 0.4; 0.4 + 0.6; the bad total flagged; then
+    // 0.4 + 0.6 + 1.0 (the gap's rain counted in the next increment); after the reset to 0.4,
+    // (20, 80] holds 0.6 + 1.0 + 0.4.
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(close(got[0].1, 0.4) && close(got[1].1, 1.0), "{got:?}");
+    assert_eq!(got[2].2, Quality::DerivedInputBad);
+    assert!(close(got[3].1, 2.0) && close(got[4].1, 2.0), "{got:?}");
+}

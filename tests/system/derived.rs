@@ -1,0 +1,524 @@
+//! Derived channels (issue 7 items 2-4) on the simulator's truth: the normal-site levelling line
+//! (cells at installation heads 312.4 / 305.9 / 298.2 / 309.7 mm, reference cell R at 301.3 mm
+//! outside the settlement zone) read over Modbus TCP through its three load steps and a gateway
+//! restart; the settlement of every cell and the tilt of every pair of corners, derived by the
+//! gateway from raw heads and stored as series of their own, equal the simulator's physics,
+//! from configured initial values and from initial values the gateway established at its first
+//! poll and kept across the restart. And the curing pour's core − surface difference and core
+//! cooling rate, over MQTT, equal those of the served truth.
+
+use std::time::Duration;
+
+use anju_system::{landed, profiles_dir, start_gateway, wait_until, Landed, VictoriaMetrics};
+use anyhow::{ensure, Context as _, Result};
+use firmware_sim::{ClockMode, Scenario, Site, StartOptions, Truth};
+
+/// Installation heads of the cells (the scenario's offsets), mm: the configured initial values.
+const HEADS: [(&str, f64); 5] = [
+    ("ch1", 312.4),
+    ("ch2", 305.9),
+    ("ch3", 298.2),
+    ("ch4", 309.7),
+    ("ch5", 301.3),
+];
+/// Cell → settlement point of the scenario.
+const CELLS: [(&str, &str); 4] = [("ch1", "A1"), ("ch2", "A2"), ("ch3", "A3"), ("ch4", "A4")];
+/// The scenario's pairs of corners with their plan distance (m).
+const PAIRS: [(&str, &str, f64); 4] = [
+    ("ch1", "ch2", 18.0),
+    ("ch2", "ch3", 12.0),
+    ("ch3", "ch4", 18.0),
+    ("ch4", "ch1", 12.0),
+];
+/// Samples taken between two looks of the gateway (5 min each: 5 h).
+const STEPS_PER_LOOK: usize = 60;
+/// Looks before and after the restart: 40 h of simulated time, ahead of the wall clock by at
+/// most that (VictoriaMetrics refuses samples more than 2 days ahead).
+const LOOKS: usize = 4;
+/// The normal-site load steps and consolidation, compressed from 20 days to 28 hours so that
+/// the whole history fits in those 40 h: `(as written, compressed)`.
+const COMPRESSED: [(&str, &str); 4] = [
+    ("consolidation_days = 45.0", "consolidation_days = 0.5"),
+    ("at = \"0s\"\nramp = \"6d\"", "at = \"0s\"\nramp = \"6h\""),
+    ("at = \"8d\"\nramp = \"6d\"", "at = \"12h\"\nramp = \"6h\""),
+    ("at = \"16d\"\nramp = \"4d\"", "at = \"24h\"\nramp = \"4h\""),
+];
+
+/// Export samples up to this Unix time (ms, year 2100): past the simulated 40 h.
+const AHEAD: Option<i64> = Some(4_102_444_800_000);
+
+fn gateway_config(addr: &str, vm_url: &str, dir: &std::path::Path) -> String {
+    let initial: Vec<String> = HEADS
+        .iter()
+        .map(|(p, h)| format!("\"block-a-lvl/{p}\" = {h}"))
+        .collect();
+    let pairs: Vec<String> = PAIRS
+        .iter()
+        .map(|(a, b, d)| {
+            format!("{{ a = \"block-a-lvl/{a}.settlement\", b = \"block-a-lvl/{b}.settlement\", distance_m = {d} }}")
+        })
+        .collect();
+    format!(
+        r#"
+site = "anju-normal"
+gateway_id = "gw-test"
+data_dir = "{data}"
+profiles_dir = "{profiles}"
+
+[engine]
+flush_interval = "50ms"
+# The simulator's clock runs ahead of the wall clock.
+max_future = "3650d"
+
+[[devices]]
+name = "block-a-lvl"
+transport = "tcp"
+address = "{addr}"
+profile = "levelling-8ch"
+poll_interval = "100ms"
+timeout = "500ms"
+tags = {{ structure = "block-A" }}
+
+[[derived]]
+name = "settlement"
+kind = "levelling"
+select = {{ device = "block-a-lvl", kind = "level" }}
+reference = "block-a-lvl/ch5"
+surveyed = "2026-11-02"
+initial = {{ {initial} }}
+
+[[derived]]
+name = "tilt"
+kind = "tilt"
+pairs = [{pairs}]
+
+# The same cells with initial values established by the gateway from its first poll.
+[[derived]]
+name = "since-first"
+kind = "levelling"
+select = {{ device = "block-a-lvl", kind = "level" }}
+reference = "block-a-lvl/ch5"
+establish_readings = 1
+
+[[sinks]]
+type = "influxdb"
+url = "{vm_url}"
+org = "county"
+bucket = "anju"
+batch_max_age = "100ms"
+"#,
+        data = dir.display(),
+        profiles = profiles_dir().display(),
+        initial = initial.join(", "),
+        pairs = pairs.join(", "),
+    )
+}
+
+/// The normal-site scenario with noiseless levelling cells (the tolerance, 0.1 mm, judges the
+/// gateway's arithmetic and sign, not the cells' 0.05 mm noise: two cells give σ 0.07 mm) and
+/// its load steps compressed in time ([`COMPRESSED`]).
+fn noiseless_scenario(dir: &std::path::Path) -> Result<Scenario> {
+    let root = anju_system::repo_root();
+    let mut text = std::fs::read_to_string(root.join("config/sim/normal-site.toml"))?;
+    for (from, to) in COMPRESSED {
+        ensure!(text.contains(from), "normal-site.toml changed: no `{from}`");
+        text = text.replace(from, to);
+    }
+    for (_, head) in HEADS {
+        let from = format!("offset = {head} }}");
+        ensure!(
+            text.contains(&from),
+            "normal-site.toml changed: no `{from}`"
+        );
+        text = text.replace(&from, &format!("offset = {head}, noise = 0.0 }}"));
+    }
+    let file = dir.join("normal-site.toml");
+    std::fs::write(&file, text)?;
+    Ok(Scenario::load_with_profiles(
+        &file,
+        &root.join("config/profiles"),
+    )?)
+}
+
+/// The true value of a physics channel at `ts_ms`.
+fn truth_at(truth: &Truth, channel: &str, ts_ms: i64) -> Result<f64> {
+    truth
+        .channel(channel)
+        .iter()
+        .find(|s| s.ts_ns / 1_000_000 == ts_ms)
+        .map(|s| s.value)
+        .with_context(|| format!("no true {channel} at {ts_ms} ms"))
+}
+
+/// Compare every stored value of `point` with the truth channel; returns how many.
+fn check(
+    got: &Landed,
+    truth: &Truth,
+    point: &str,
+    channel: &str,
+    tolerance: f64,
+) -> Result<Vec<(i64, f64)>> {
+    let samples = got
+        .get(&("block-a-lvl".to_owned(), point.to_owned()))
+        .with_context(|| format!("no {point} stored"))?;
+    let mut checked = Vec::new();
+    for (ts, values) in samples {
+        let want = truth_at(truth, channel, *ts)?;
+        for v in values {
+            ensure!(
+                (v - want).abs() <= tolerance,
+                "{point} at {ts} ms: stored {v}, the truth {channel} is {want}"
+            );
+        }
+        checked.push((*ts, want));
+    }
+    Ok(checked)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn levelling_settlement_and_tilt_are_stored_equal_to_the_truth_across_a_restart() -> Result<()>
+{
+    anju_system::init_tracing();
+    let vm = VictoriaMetrics::start()?;
+    let scenario_dir = tempfile::tempdir()?;
+    let scenario = noiseless_scenario(scenario_dir.path())?;
+    let pty_dir = tempfile::tempdir()?;
+    let site = Site::start(
+        &scenario,
+        StartOptions {
+            pty_dir: Some(pty_dir.path().to_path_buf()),
+            clock: ClockMode::Manual,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let addr = site
+        .tcp_addr("block-a-lvl")
+        .context("levelling device")?
+        .to_string();
+    let dir = tempfile::tempdir()?;
+    let config = gateway_config(&addr, &vm.url(), dir.path());
+
+    // Each look: the simulator jumps ahead 5 h, then the gateway polls the newest sample.
+    let mut gw = start_gateway(&config, dir.path())?;
+    for look in 0..2 * LOOKS {
+        if look == LOOKS {
+            // Halfway: a restart. The initial values are configured; nothing is re-established.
+            gw.stop().await?;
+            gw = start_gateway(&config, dir.path())?;
+        }
+        for _ in 0..STEPS_PER_LOOK {
+            site.step();
+        }
+        let stamp_ms = site.last_sample().unix_s * 1000;
+        let stored = wait_until(
+            Duration::from_secs(20),
+            "the newest tilt stored",
+            || async {
+                vm.export_until("tilt_value", AHEAD).await.is_ok_and(|s| {
+                    s.iter()
+                        .any(|s| s.timestamps.last().is_some_and(|t| *t >= stamp_ms))
+                })
+            },
+        )
+        .await;
+        if let Err(e) = stored {
+            let all = landed(&vm.export_until(".*_value", AHEAD).await?);
+            let last: Vec<_> = all.iter().map(|(k, v)| (k, v.keys().last())).collect();
+            anyhow::bail!("{e}: sample at {stamp_ms} ms; stored {last:?}");
+        }
+    }
+    gw.stop().await?;
+    let truth = site.truth();
+    site.shutdown().await;
+
+    let settlement = landed(&vm.export_until("settlement_value", AHEAD).await?);
+    let mut largest: f64 = 0.0;
+    for (cell, corner) in CELLS {
+        let checked = check(
+            &settlement,
+            &truth,
+            &format!("{cell}.settlement"),
+            &format!("block-a.{corner}"),
+            0.1,
+        )?;
+        ensure!(
+            checked.len() >= 2 * LOOKS,
+            "{cell}: only {} settlements",
+            checked.len()
+        );
+        largest = largest.max(checked.iter().map(|(_, v)| *v).fold(0.0, f64::max));
+    }
+    // Through the three load steps: the corners settle toward 19-25 mm, so a wrong sign (or a
+    // raw head) is far out.
+    ensure!(
+        largest > 10.0,
+        "the scenario changed: largest settlement {largest} mm"
+    );
+    let tilt = landed(&vm.export_until("tilt_value", AHEAD).await?);
+    for (a, b, _) in PAIRS {
+        let corner = |c: &str| CELLS.iter().find(|(x, _)| *x == c).map(|(_, p)| *p);
+        let channel = format!(
+            "block-a.tilt.{}.{}",
+            corner(a).context("cell")?,
+            corner(b).context("cell")?
+        );
+        let checked = check(
+            &tilt,
+            &truth,
+            &format!("{a}.settlement-{b}.settlement.tilt"),
+            &channel,
+            1e-5,
+        )?;
+        ensure!(
+            checked.len() >= 2 * LOOKS,
+            "{a}-{b}: only {} tilts",
+            checked.len()
+        );
+    }
+
+    // Initial values established from the first poll survive the restart: every settlement
+    // since then is the truth's change since that poll, before and after the restart.
+    for (cell, corner) in CELLS {
+        let stored = settlement
+            .get(&("block-a-lvl".to_owned(), format!("{cell}.since-first")))
+            .with_context(|| format!("no {cell}.since-first"))?;
+        let first = *stored.keys().next().context("empty")?;
+        let base = truth_at(&truth, &format!("block-a.{corner}"), first)?;
+        for (ts, values) in stored {
+            let want = truth_at(&truth, &format!("block-a.{corner}"), *ts)? - base;
+            for v in values {
+                ensure!(
+                    (v - want).abs() <= 0.1,
+                    "{cell}.since-first at {ts} ms: stored {v}, the truth moved {want} since {first}"
+                );
+            }
+        }
+        ensure!(
+            stored.len() >= 2 * LOOKS,
+            "{cell}: only {} since-first",
+            stored.len()
+        );
+    }
+
+    // The series carry the derived tag, the quantity and the unit.
+    let exported = vm.export_until("settlement_value", AHEAD).await?;
+    let s = exported
+        .iter()
+        .find(|s| s.metric.get("point").map(String::as_str) == Some("ch1.settlement"))
+        .context("ch1.settlement series")?;
+    let tag = |k: &str| s.metric.get(k).map(String::as_str);
+    ensure!(
+        (tag("derived"), tag("unit"), tag("structure"))
+            == (Some("settlement"), Some("mm"), Some("block-A")),
+        "{:?}",
+        s.metric
+    );
+
+    // ch6-ch8 have no initial value: their settlement is stored flagged (411), never guessed,
+    // and their raw heads are stored as usual.
+    let quality = vm.export_until("settlement_quality", AHEAD).await?;
+    for p in ["ch6", "ch7", "ch8"] {
+        let q = quality
+            .iter()
+            .find(|s| s.metric.get("point").map(String::as_str) == Some(&format!("{p}.settlement")))
+            .with_context(|| format!("{p}.settlement quality"))?;
+        ensure!(q.values.iter().all(|v| *v == 411.0), "{p}: {:?}", q.values);
+    }
+    ensure!(
+        !settlement.contains_key(&("block-a-lvl".to_owned(), "ch6.settlement".to_owned())),
+        "a settlement value without an initial value"
+    );
+    let heads = landed(&vm.export_until("level_value", AHEAD).await?);
+    ensure!(
+        heads.contains_key(&("block-a-lvl".to_owned(), "ch6".to_owned())),
+        "ch6's own reading is stored"
+    );
+    Ok(())
+}
+
+/// Samples of the curing scenario taken in [`core_surface_and_cooling_rate_of_a_pour_equal_those_of_the_truth`]
+/// (10 min each: 40 h, inside VictoriaMetrics' 2 days ahead).
+const CURING_STEPS: usize = 240;
+/// The cooling-rate window: 64 rate buckets of one sample interval (10 min) each.
+const RATE_WINDOW_MIN: i64 = 640;
+
+/// The rate window's bucket, ms (`RATE_WINDOW_MIN` / 64).
+const BUCKET_MS: i64 = RATE_WINDOW_MIN * 60_000 / 64;
+
+/// Least-squares slope of `(t ms, v)` in units of v per day.
+fn slope_per_day(points: &[(i64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let days = |t: i64| t as f64 / 86_400_000.0;
+    let mt = points.iter().map(|(t, _)| days(*t)).sum::<f64>() / n;
+    let mv = points.iter().map(|(_, v)| *v).sum::<f64>() / n;
+    let sxy: f64 = points.iter().map(|(t, v)| (days(*t) - mt) * (v - mv)).sum();
+    let sxx: f64 = points.iter().map(|(t, _)| (days(*t) - mt).powi(2)).sum();
+    sxy / sxx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_surface_and_cooling_rate_of_a_pour_equal_those_of_the_truth() -> Result<()> {
+    anju_system::init_tracing();
+    let vm = VictoriaMetrics::start()?;
+    let broker = anju_system::Mosquitto::start()?;
+    let dir = tempfile::tempdir()?;
+    let config = format!(
+        r#"
+site = "anju-curing"
+gateway_id = "gw-test"
+data_dir = "{data}"
+profiles_dir = "{profiles}"
+
+[engine]
+max_future = "3650d"
+flush_interval = "20ms"
+
+[[mqtt]]
+name = "nodes"
+address = "{broker}"
+
+[[mqtt.subscriptions]]
+name = "curing"
+topic = "sites/{{site}}/nodes/{{device}}/up"
+quantity = "temperature"
+payload = {{ format = "json", readings = "readings", sensor = "sensor", value = "value", unit = "unit", time = "ts" }}
+
+# GB 50496-2018 §3.0.4-2: core − surface of every node, one block.
+[[derived]]
+name = "core-surface"
+kind = "difference"
+select = {{ point = "core" }}
+b = "{{device}}/surface"
+point = "core-surface"
+
+# GB 50496-2018 §3.0.4-3: the core's cooling rate, °C/d.
+[[derived]]
+name = "cooling-rate"
+kind = "rate"
+select = {{ point = "core" }}
+window = "{RATE_WINDOW_MIN}m"
+
+[[sinks]]
+type = "influxdb"
+url = "{vm_url}"
+org = "county"
+bucket = "anju"
+batch_max_age = "100ms"
+"#,
+        data = dir.path().display(),
+        profiles = profiles_dir().display(),
+        broker = broker.addr(),
+        vm_url = vm.url(),
+    );
+    let gw = start_gateway(&config, dir.path())?;
+    gw.wait_for_mqtt_session().await?;
+    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/curing-pour.toml"))?;
+    let pty_dir = tempfile::tempdir()?;
+    let site = Site::start(
+        &scenario,
+        StartOptions {
+            mqtt_broker: Some(broker.addr()),
+            pty_dir: Some(pty_dir.path().to_path_buf()),
+            clock: ClockMode::Manual,
+            ..Default::default()
+        },
+    )
+    .await?;
+    for _ in 0..CURING_STEPS {
+        site.step();
+    }
+    let stored = wait_until(
+        Duration::from_secs(60),
+        "every core-surface difference of both rafts stored",
+        || async {
+            vm.export_until("temperature_value", AHEAD)
+                .await
+                .is_ok_and(|s| {
+                    s.iter()
+                        .filter(|s| {
+                            s.metric.get("point").map(String::as_str) == Some("core-surface")
+                        })
+                        .filter(|s| s.timestamps.len() > CURING_STEPS)
+                        .count()
+                        == 2
+                })
+        },
+    )
+    .await;
+    if let Err(e) = stored {
+        let all = landed(&vm.export_until("temperature_.*", AHEAD).await?);
+        let last: Vec<_> = all
+            .iter()
+            .map(|(k, v)| (k, v.len(), v.keys().last()))
+            .collect();
+        anyhow::bail!("{e}: stored {last:?}");
+    }
+    gw.stop().await?;
+    let truth = site.truth();
+    site.shutdown().await;
+
+    let got = landed(&vm.export_until("temperature_value", AHEAD).await?);
+    let rates = landed(
+        &vm.export_until("temperature_value|temperature/d_value", AHEAD)
+            .await?,
+    );
+    let mut largest: f64 = 0.0;
+    for node in ["raft-a-node", "raft-b-node"] {
+        let served = |point: &str| -> Vec<(i64, f64)> {
+            truth
+                .samples_of(node, point)
+                .iter()
+                .map(|s| (s.ts_ns / 1_000_000, s.value))
+                .collect()
+        };
+        let (core, surface) = (served("core"), served("surface"));
+        let stored = got
+            .get(&(node.to_owned(), "core-surface".to_owned()))
+            .with_context(|| format!("{node}: no core-surface"))?;
+        ensure!(
+            stored.len() > CURING_STEPS,
+            "{node}: {} differences",
+            stored.len()
+        );
+        for (ts, values) in stored {
+            let at = |s: &[(i64, f64)]| s.iter().find(|(t, _)| t == ts).map(|(_, v)| *v);
+            let want = at(&core).context("core")? - at(&surface).context("surface")?;
+            ensure!(
+                values.iter().all(|v| (v - want).abs() < 1e-9),
+                "{node} core-surface at {ts}: {values:?}, the truth {want}"
+            );
+            largest = largest.max(want);
+        }
+        let stored = rates
+            .get(&(node.to_owned(), "core.cooling-rate".to_owned()))
+            .with_context(|| format!("{node}: no cooling rate in {:?}", rates.keys()))?;
+        for (ts, values) in stored {
+            let window: Vec<(i64, f64)> = core
+                .iter()
+                .filter(|(t, _)| {
+                    // The window (rules/window.rs): the readings of the last 64 buckets of
+                    // window/64 (here one sample interval) and of the bucket before them.
+                    t <= ts && t.div_euclid(BUCKET_MS) >= ts.div_euclid(BUCKET_MS) - 64
+                })
+                .copied()
+                .collect();
+            let want = slope_per_day(&window);
+            ensure!(
+                values.iter().all(|v| (v - want).abs() < 1e-6),
+                "{node} cooling rate at {ts}: {values:?}, the truth's slope over {} samples {want}",
+                window.len()
+            );
+        }
+        ensure!(
+            stored.len() > CURING_STEPS / 2,
+            "{node}: {} rates",
+            stored.len()
+        );
+    }
+    ensure!(
+        largest > 10.0,
+        "the scenario changed: largest difference {largest}"
+    );
+    Ok(())
+}
