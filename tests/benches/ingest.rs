@@ -25,7 +25,9 @@
 //! Run: `cargo bench -p anju-system --bench ingest` (add `-- --scenario strain` for issue 2's
 //! scenario, `-- --no-gzip` to write uncompressed bodies, `-- --readings N` to change the
 //! count, `-- --sensors N` for N distinct sensors in `sites`, e.g. 5000 for issue 14's
-//! 5,000-channel memory figure). Everything runs on 127.0.0.1 and stops by
+//! 5,000-channel memory figure, `-- --rate N` to publish N messages/s instead of as fast as the
+//! broker takes them: a site's steady load, whose peak memory is the channels' and not a
+//! burst's buffers). With `--rate`, throughput is the offered rate, not a limit. Everything runs on 127.0.0.1 and stops by
 //! itself: the load is a fixed number of messages and every wait has a deadline.
 
 use std::path::Path;
@@ -304,14 +306,16 @@ batch_max_age = "200ms"
     Ok((child, probe_port))
 }
 
-/// Publish `readings` messages of `scenario` as fast as the broker takes them (QoS 0); returns
-/// when every publish is on the wire. Each reading `i` is stamped `base_ms + i`.
+/// Publish `readings` messages of `scenario` as fast as the broker takes them (QoS 0), or at
+/// `rate` messages per second when given; returns when every publish is on the wire. Each
+/// reading `i` is stamped `base_ms + i`.
 async fn publish_all(
     broker: std::net::SocketAddr,
     client_id: &str,
     scenario: Scenario,
     readings: u64,
     base_ms: i64,
+    rate: Option<u64>,
 ) -> Result<Duration> {
     let mut opts = MqttOptions::new(client_id, "127.0.0.1", broker.port());
     opts.set_keep_alive(Duration::from_secs(30));
@@ -319,7 +323,13 @@ async fn publish_all(
     let (client, mut eventloop) = AsyncClient::new(opts, 10_000);
     let started = Instant::now();
     let publisher = tokio::spawn(async move {
+        let paced_from = tokio::time::Instant::now();
         for i in 0..readings {
+            if let Some(rate) = rate.filter(|r| *r > 0) {
+                // Reading i is due at i / rate seconds (a site's steady load, not a burst).
+                let due = paced_from + Duration::from_micros(i * 1_000_000 / rate);
+                tokio::time::sleep_until(due).await;
+            }
             let (topic, payload) = scenario.message(i, base_ms + i as i64);
             if client
                 .publish(topic, QoS::AtMostOnce, false, payload)
@@ -391,7 +401,15 @@ async fn broker_limit(
         (got, last)
     });
     let started = Instant::now();
-    publish_all(broker, "anju-bench-publisher-ref", scenario, readings, 0).await?;
+    publish_all(
+        broker,
+        "anju-bench-publisher-ref",
+        scenario,
+        readings,
+        0,
+        None,
+    )
+    .await?;
     let (got, last) = counter.await?;
     if got < readings {
         bail!("the counting subscriber got only {got} of {readings} messages (QoS 0 dropped by the broker?)");
@@ -409,6 +427,11 @@ async fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(DEFAULT_READINGS);
+    let rate: Option<u64> = args
+        .iter()
+        .position(|a| a == "--rate")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok());
     let sensors = args
         .iter()
         .position(|a| a == "--sensors")
@@ -450,6 +473,7 @@ async fn main() -> Result<()> {
         scenario,
         readings,
         base_ms,
+        rate,
     )
     .await?;
 

@@ -562,6 +562,7 @@ impl Engine {
                     self.store_decided();
                     self.evict_idle(now);
                     if self.pending_alert_records > 0
+                        || self.hold_save_due
                         || (self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL)
                     {
                         self.flush().await;
@@ -657,8 +658,7 @@ impl Engine {
             // Derived channels take the readings the rules used and the bad ones (their derived
             // values are flagged, docs/DOMAIN.md §Derived channels); readings judged out of
             // range, stuck or held as a possible spike feed none (docs/DOMAIN.md §Data quality).
-            if !self.derived.is_empty()
-                && matches!(verdict, Verdict::Usable | Verdict::BadQuality)
+            if !self.derived.is_empty() && matches!(verdict, Verdict::Usable | Verdict::BadQuality)
             {
                 feed.push(r.clone());
             }
@@ -1027,8 +1027,10 @@ impl Engine {
             &[],
             written.written_bytes() as u64,
         );
-        self.state_dirty = false;
-        self.hold_save_due = false;
+        // A save stopped at its bound (rules::MAX_CHANNEL_ENTRIES_PER_SAVE) goes on with the
+        // next commit, not after another STATE_SAVE_INTERVAL.
+        self.state_dirty = self.evaluator.state_left();
+        self.hold_save_due = self.state_dirty;
         self.last_state_save = Instant::now();
     }
 

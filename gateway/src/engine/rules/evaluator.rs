@@ -40,6 +40,7 @@ use super::window::RateWindow;
 mod saved;
 use crate::alert::{render_message, stable_id, Alert, AlertState, Cause, Language, Level, Side};
 use crate::model::{Quality, QuantityKind, Reading, Series, TimestampNs, NANOS_PER_SEC};
+pub use saved::MAX_CHANNEL_ENTRIES_PER_SAVE;
 pub use saved::{channel_entry_key, RestoreReport, StateScope, ENTRY_FORMAT};
 
 /// Version of [`EvaluatorState`]'s layout. A snapshot of another version is refused by

@@ -129,7 +129,7 @@ pub use config::{
 pub(crate) use config::{PairRule, StaleRule};
 pub use evaluator::{
     channel_entry_key, Evaluator, EvaluatorState, HeldVerdict, RestoreError, RestoreReport,
-    StateScope, Verdict, ENTRY_FORMAT, STATE_FORMAT,
+    StateScope, Verdict, ENTRY_FORMAT, MAX_CHANNEL_ENTRIES_PER_SAVE, STATE_FORMAT,
 };
 pub use selector::{ChannelInfo, SelectorConfig};
 pub(crate) use window::RateWindow;

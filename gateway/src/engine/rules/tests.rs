@@ -1463,3 +1463,48 @@ fn memory_per_channel() {
         ev.channel_count()
     );
 }
+
+#[test]
+fn a_full_save_takes_a_bounded_number_of_channels_and_every_channel_in_turn() {
+    // 2.4 × the bound of touched channels: three saves, each within the bound, together every
+    // channel exactly once; a fourth has nothing left.
+    let n = MAX_CHANNEL_ENTRIES_PER_SAVE * 12 / 5;
+    let mut site = Site::new(TOTAL);
+    let channels: Vec<_> = (0..n)
+        .map(|i| settlement("plates", &format!("p{i:04}")))
+        .collect();
+    for ch in &channels {
+        site.good(ch, T0, 1.0);
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for save in 0..3 {
+        let (delta, errors) = site.ev.state_changes();
+        assert_eq!(errors, 0);
+        let keys: Vec<_> = delta
+            .entries
+            .keys()
+            .filter(|k| channels.iter().any(|c| **k == channel_entry_key(&c.key)))
+            .cloned()
+            .collect();
+        assert!(
+            keys.len() <= MAX_CHANNEL_ENTRIES_PER_SAVE,
+            "save {save}: {}",
+            keys.len()
+        );
+        for k in keys {
+            *seen.entry(k).or_insert(0) += 1;
+        }
+        assert_eq!(site.ev.state_left(), save < 2, "save {save}");
+    }
+    assert_eq!(seen.len(), n, "every channel saved");
+    assert!(seen.values().all(|c| *c == 1), "none twice");
+    // Channels read again while the walk goes on are not starved: the walk resumes where it
+    // stopped, so a channel touched again waits at most one round.
+    for ch in &channels {
+        site.good(ch, T0 + S, 2.0);
+    }
+    let (first, _) = site.ev.state_changes();
+    let (second, _) = site.ev.state_changes();
+    let first_keys: Vec<_> = first.entries.keys().collect();
+    assert!(second.entries.keys().all(|k| !first_keys.contains(&k)));
+}
