@@ -7,8 +7,8 @@
 //! each input used to combine readings taken at the same time, the computation of every kind
 //! (formulas and sources in docs/DOMAIN.md §Derived channels), and the state that must survive a
 //! restart (rate windows, sum windows, running sums as spool state entries `v/<block>/<channel>`;
-//! initial values it established, `vi/<block>/<channel>`), handed to the engine with the rule
-//! state. It does no I/O, has no clock, and never sees alert rules: the engine feeds it each
+//! initial values established or requested by `gateway baseline`, `vi/<block>/<channel>`,
+//! their record format in [`initial`]), handed to the engine with the rule state. It does no I/O, has no clock, and never sees alert rules: the engine feeds it each
 //! batch's readings and takes back the derived readings.
 //!
 //! # Quality
