@@ -302,3 +302,79 @@ fn the_spool_of_a_running_gateway_is_refused_and_a_closed_one_is_changed() {
     let reopened = Spool::open(&path, &SpoolConfig::default(), &["r".to_owned()]).expect("spool");
     assert_eq!(reopened.load_state().expect("state"), back);
 }
+
+/// A site config with one levelling logger (profile `levelling-8ch`: ch1–ch8, temp1, temp2,
+/// status, supply), spool in `data_dir`, ch8 the reference.
+fn site(data_dir: &std::path::Path) -> crate::config::Config {
+    let text = format!(
+        "site = \"xa\"\ngateway_id = \"gw1\"\ndata_dir = \"{}\"\n
+[[devices]]
+name = \"lvl\"
+transport = \"tcp\"
+address = \"127.0.0.1:5020\"
+unit = 1
+profile = \"levelling-8ch\"
+
+[[derived]]
+name = \"settlement\"
+kind = \"levelling\"
+select = {{ device = \"lvl\", kind = \"level\" }}
+reference = \"lvl/ch8\"
+initial = {{ \"lvl/ch8\" = 301.3 }}
+",
+        data_dir.display()
+    );
+    let at = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/test.toml");
+    crate::config::Config::from_str_at(&text, &at).expect("valid")
+}
+
+#[test]
+fn the_command_refuses_channels_the_block_cannot_have_and_saves_a_request_otherwise() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = site(dir.path());
+    let wrong = [
+        "lvl/ch9".to_owned(),
+        "lvl/temp1".to_owned(),
+        "other/ch1".to_owned(),
+    ];
+    let Err(BaselineError::Refused(r)) =
+        super::carry_out(&cfg, &order(&wrong, Change::Establish, None), T0)
+    else {
+        panic!("refused");
+    };
+    assert_eq!(r.len(), 3, "{r:?}");
+    assert!(r[0].contains("device lvl has no point ch9"), "{r:?}");
+    assert!(r[1].contains("neither the reference nor a cell"), "{r:?}");
+    assert!(r[2].contains("no device other"), "{r:?}");
+    assert!(
+        !super::spool_path(&cfg).exists(),
+        "nothing written, not even a file"
+    );
+
+    let ch3 = ["lvl/ch3".to_owned()];
+    let text = super::carry_out(&cfg, &order(&ch3, Change::Establish, Some(4)), T0).expect("saved");
+    assert!(text.contains("next 4 good readings"), "{text}");
+    // `gateway baseline show` / `gateway check` read it back; with a gateway running on the
+    // file they say why they cannot.
+    let saved = offline::read_state(&super::spool_path(&cfg));
+    let shown = listing(&cfg.derived, &saved, true);
+    assert!(shown.contains("lvl/ch8 = 301.3 (configured"), "{shown}");
+    assert!(
+        shown.contains(
+            "lvl/ch3 = none yet (collecting 0 of 4 good readings, asked 2026-01-01T00:00:00Z)"
+        ),
+        "{shown}"
+    );
+    let running = Spool::open(
+        &super::spool_path(&cfg),
+        &SpoolConfig::default(),
+        &["r".to_owned()],
+    )
+    .expect("spool");
+    let held = offline::read_state(&super::spool_path(&cfg));
+    assert!(matches!(held, Err(OfflineError::InUse { .. })), "{held:?}");
+    let shown = listing(&cfg.derived, &held, false);
+    assert!(shown.contains("in the spool: not shown"), "{shown}");
+    assert!(shown.contains("stop the service first"), "{shown}");
+    drop(running);
+}
