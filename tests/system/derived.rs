@@ -4,7 +4,9 @@
 //! restart; the settlement of every cell and the tilt of every pair of corners, derived by the
 //! gateway from raw heads and stored as series of their own, equal the simulator's physics,
 //! from configured initial values and from initial values the gateway established at its first
-//! poll and kept across the restart. And the curing pour's core − surface difference and core
+//! poll and kept across the restart, and from one re-zeroed with `gateway baseline rezero` while
+//! the gateway was stopped (a cell replacement: counted from the first poll after it, the old
+//! value kept in the spool's history). And the curing pour's core − surface difference and core
 //! cooling rate, over MQTT, equal those of the served truth.
 
 use std::time::Duration;

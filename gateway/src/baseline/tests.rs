@@ -278,6 +278,12 @@ fn the_spool_of_a_running_gateway_is_refused_and_a_closed_one_is_changed() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("spool.redb");
     assert!(offline::read_state(&path).expect("no file").is_none());
+    // An empty file is the gateway's to move aside (damaged), not the command's to initialise.
+    std::fs::write(&path, b"").expect("empty file");
+    let err = offline::write_state(&path, &crate::spool::StateDelta::default())
+        .expect_err("an empty file");
+    assert!(err.to_string().contains("0 bytes"), "{err}");
+    std::fs::remove_file(&path).expect("removed");
     let mut delta = crate::spool::StateDelta::default();
     delta
         .entries

@@ -11,12 +11,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use redb::{
-    Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase as _, ReadableTable as _,
-    TableError,
-};
+use redb::{Database, DatabaseError, ReadableDatabase as _, ReadableTable as _, TableError};
 
-use super::{disk, open::panic_message, StateDelta, ENGINE_STATE};
+use super::{disk, open::panic_message, StateDelta, CACHE_BYTES, ENGINE_STATE};
 
 /// Saved state entries, `(key, bytes)` in key order.
 pub type StateEntries = Vec<(String, Vec<u8>)>;
@@ -75,7 +72,10 @@ pub fn read_state(path: &Path) -> Result<Option<StateEntries>, OfflineError> {
         return Ok(None);
     }
     guarded(path, || {
-        let db = ReadOnlyDatabase::open(path).map_err(|e| OfflineError::of_open(path, e))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .open_read_only(path)
+            .map_err(|e| OfflineError::of_open(path, e))?;
         let txn = db.begin_read().map_err(|e| OfflineError::of(path, e))?;
         let table = match txn.open_table(ENGINE_STATE) {
             Ok(t) => t,
@@ -99,8 +99,16 @@ pub fn read_state(path: &Path) -> Result<Option<StateEntries>, OfflineError> {
 pub fn write_state(path: &Path, delta: &StateDelta) -> Result<(), OfflineError> {
     disk::prepare_dir(path).map_err(|e| OfflineError::of(path, e))?;
     let existed = path.exists();
+    // redb would initialise an empty file silently; the gateway treats it as damaged (moved
+    // aside with a device-fault alert), so leave it to the gateway.
+    if existed && disk::file_len(path) == 0 {
+        return Err(OfflineError::of(path, "the file is empty (0 bytes)"));
+    }
     guarded(path, || {
-        let db = Database::create(path).map_err(|e| OfflineError::of_open(path, e))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| OfflineError::of_open(path, e))?;
         let txn = db.begin_write().map_err(|e| OfflineError::of(path, e))?;
         {
             let mut table = txn
