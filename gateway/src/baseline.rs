@@ -65,13 +65,10 @@ pub fn listing(plan: &DerivedPlan, saved: &Saved, with_configured: bool) -> Stri
         return out;
     }
     let _ = writeln!(out, "\ninitial values:");
-    let entries = match saved {
-        Ok(Some(e)) => e.as_slice(),
-        Ok(None) => &[],
-        Err(e) => {
-            let _ = writeln!(out, "  in the spool: not shown, {e}");
-            &[]
-        }
+    let (entries, note) = match saved {
+        Ok(Some(e)) => (e.as_slice(), None),
+        Ok(None) => (&[][..], Some("none (no spool file yet)".to_owned())),
+        Err(e) => (&[][..], Some(format!("not shown, {e}"))),
     };
     let mut listed = vec![false; entries.len()];
     for spec in levelling {
@@ -121,8 +118,8 @@ pub fn listing(plan: &DerivedPlan, saved: &Saved, with_configured: bool) -> Stri
             );
         }
     }
-    if matches!(saved, Ok(None)) {
-        let _ = writeln!(out, "  in the spool: none (no spool file yet)");
+    if let Some(note) = note {
+        let _ = writeln!(out, "  in the spool: {note}");
     }
     out
 }
