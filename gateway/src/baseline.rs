@@ -1,6 +1,6 @@
 //! `gateway baseline`: the initial values (初始值) of levelling blocks, for the technician
-//! (issue 7 item 2; docs/DOMAIN.md §Derived channels, Initial values; README *`gateway
-//! baseline`*).
+//! (issue 7 item 2; docs/DOMAIN.md §Derived channels; README "On a site", `gateway
+//! baseline`).
 //!
 //! Owns the command's three actions: list every initial value in force (configured, and
 //! established in the spool with its time, method and history), ask the gateway to establish

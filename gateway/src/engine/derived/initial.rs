@@ -1,7 +1,7 @@
 //! Initial values (初始值) kept in the spool: the saved record of one channel's initial value in
 //! one levelling block (entry `vi/<block>/<channel>`), the history of the values it replaced,
-//! and the changes `gateway baseline` makes to it (docs/DOMAIN.md §Derived channels, Initial
-//! values).
+//! and the changes `gateway baseline` makes to it (docs/DOMAIN.md §Derived channels, the
+//! levelling item).
 //!
 //! Owns the record's format (readable from the format before the history existed), how a good
 //! reading is collected into it, and which command changes are allowed. Does not own where the
