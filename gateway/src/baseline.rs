@@ -287,6 +287,45 @@ pub fn carry_out(
     Ok(out)
 }
 
+/// The Modbus channels of levelling block `block` (its selected cells and its reference) that
+/// have no initial value: none configured and none in the spool, established or being
+/// collected (`--all-missing`). MQTT channels exist only at run time: name those.
+///
+/// # Errors
+/// A refusal for an unknown or non-levelling block; the spool in use or unusable.
+pub fn missing_channels(cfg: &Config, block: &str) -> Result<Vec<String>, BaselineError> {
+    let Some(spec) = cfg
+        .derived
+        .specs
+        .iter()
+        .find(|s| s.name == block && s.kind == DerivedKind::Levelling)
+    else {
+        return Err(BaselineError::Refused(vec![format!(
+            "--block {block}: no levelling [[derived]] block of that name"
+        )]));
+    };
+    let entries = offline::read_state(&spool_path(cfg))?.unwrap_or_default();
+    let mut out = Vec::new();
+    for d in &cfg.devices {
+        for p in &d.points {
+            let key = format!("{}/{}", d.name, p.name);
+            let saved = entries.iter().any(|(k, _)| *k == initial_key(block, &key));
+            if !saved
+                && !spec.initial.contains_key(&key)
+                && unknown_channel(cfg, spec, &key).is_none()
+            {
+                out.push(key);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(BaselineError::Refused(vec![format!(
+            "--block {block} --all-missing: every Modbus cell and the reference have an initial value or one being collected (`gateway baseline show`); name MQTT channels with --channel"
+        )]));
+    }
+    Ok(out)
+}
+
 /// Why `channel` cannot be an input of levelling block `spec` in `cfg`, if it cannot: a Modbus
 /// device's point that does not exist or that the block neither selects nor names as its
 /// reference, or a device the config does not have when no MQTT source could bring it.

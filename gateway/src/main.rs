@@ -69,8 +69,11 @@ enum BaselineCmd {
         #[arg(long)]
         block: String,
         /// A cell or the reference, `device/point`; repeat for several.
-        #[arg(long = "channel", required = true)]
+        #[arg(long = "channel", required_unless_present = "all_missing")]
         channels: Vec<String>,
+        /// Every Modbus cell of the block and its reference that has no initial value yet.
+        #[arg(long, conflicts_with = "channels")]
+        all_missing: bool,
         /// Good readings to average (default: the block's establish_readings, else 10).
         #[arg(long)]
         readings: Option<u32>,
@@ -192,8 +195,21 @@ fn baseline(action: BaselineCmd) -> ExitCode {
             config,
             block,
             channels,
+            all_missing,
             readings,
-        } => (config, block, channels, Change::Establish, readings),
+        } => {
+            if all_missing {
+                let Some(cfg) = load_for_baseline(&config) else {
+                    return ExitCode::from(2);
+                };
+                match baseline::missing_channels(&cfg, &block) {
+                    Ok(all) => (config, block, all, Change::Establish, readings),
+                    Err(e) => return refused(&config, &e),
+                }
+            } else {
+                (config, block, channels, Change::Establish, readings)
+            }
+        }
         BaselineCmd::Rezero {
             config,
             block,
@@ -216,16 +232,17 @@ fn baseline(action: BaselineCmd) -> ExitCode {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(e @ baseline::BaselineError::Refused(_)) => {
-            eprintln!("{e}");
-            eprintln!("\n{}: nothing was changed", config.display());
-            ExitCode::from(2)
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            eprintln!("\n{}: nothing was changed", config.display());
-            ExitCode::FAILURE
-        }
+        Err(e) => refused(&config, &e),
+    }
+}
+
+/// Say why nothing was changed: exit 2 for a refusal, 1 when the spool cannot be used.
+fn refused(config: &std::path::Path, e: &baseline::BaselineError) -> ExitCode {
+    eprintln!("{e}");
+    eprintln!("\n{}: nothing was changed", config.display());
+    match e {
+        baseline::BaselineError::Refused(_) => ExitCode::from(2),
+        baseline::BaselineError::Spool(_) => ExitCode::FAILURE,
     }
 }
 

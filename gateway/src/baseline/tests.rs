@@ -357,8 +357,20 @@ fn the_command_refuses_channels_the_block_cannot_have_and_saves_a_request_otherw
         "nothing written, not even a file"
     );
 
+    let all: Vec<String> = (1..=7).map(|i| format!("lvl/ch{i}")).collect();
+    assert_eq!(
+        super::missing_channels(&cfg, "settlement").expect("listed"),
+        all,
+        "the levels without a value; not the configured reference ch8, not temp1"
+    );
     let ch3 = ["lvl/ch3".to_owned()];
     let text = super::carry_out(&cfg, &order(&ch3, Change::Establish, Some(4)), T0).expect("saved");
+    let rest: Vec<String> = all.into_iter().filter(|c| c != "lvl/ch3").collect();
+    assert_eq!(
+        super::missing_channels(&cfg, "settlement").expect("listed"),
+        rest,
+        "ch3 is being collected"
+    );
     assert!(text.contains("next 4 good readings"), "{text}");
     // `gateway baseline show` / `gateway check` read it back; with a gateway running on the
     // file they say why they cannot.
