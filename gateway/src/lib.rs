@@ -28,6 +28,7 @@
 //! ```
 
 pub mod alert;
+pub mod baseline;
 pub mod broker;
 pub mod config;
 pub mod conversion;

@@ -10,7 +10,10 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use anju_gateway::baseline;
 use anju_gateway::config::Config;
+use anju_gateway::engine::derived::initial::Change;
+use anju_gateway::model::now_ns;
 
 /// Anju site gateway: Modbus and MQTT sensors in, durable spool, InfluxDB v2 out.
 #[derive(Debug, Parser)]
@@ -37,6 +40,63 @@ enum Cmd {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// The initial values (初始值) of levelling blocks: list them, establish missing ones from
+    /// the mean of the next good readings, or re-zero a channel after a sensor replacement.
+    /// Changes need the service stopped (the spool file is the running gateway's); they are
+    /// collected when it runs again.
+    Baseline {
+        #[command(subcommand)]
+        action: BaselineCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BaselineCmd {
+    /// Every initial value in force: configured, and established in the spool with time,
+    /// method and the values a re-zeroing replaced.
+    Show {
+        /// The site config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Establish the missing initial values of channels from the mean of their next good
+    /// readings (refused for a channel that has one: use rezero).
+    Establish {
+        /// The site config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The levelling block (`[[derived]]` name).
+        #[arg(long)]
+        block: String,
+        /// A cell or the reference, `device/point`; repeat for several.
+        #[arg(long = "channel", required_unless_present = "all_missing")]
+        channels: Vec<String>,
+        /// Every Modbus cell of the block and its reference that has no initial value yet.
+        #[arg(long, conflicts_with = "channels")]
+        all_missing: bool,
+        /// Good readings to average (default: the block's establish_readings, else 10).
+        #[arg(long)]
+        readings: Option<u32>,
+    },
+    /// Replace a channel's initial value after a sensor replacement: the old value is kept in
+    /// the history with the reason; the new one is the mean of the next good readings.
+    Rezero {
+        /// The site config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The levelling block (`[[derived]]` name).
+        #[arg(long)]
+        block: String,
+        /// A cell or the reference, `device/point`; repeat for several.
+        #[arg(long = "channel", required = true)]
+        channels: Vec<String>,
+        /// Why (kept with the old value), e.g. "cell ch2 replaced 2026-11-30".
+        #[arg(long)]
+        reason: String,
+        /// Good readings to average (default: the block's establish_readings, else 10).
+        #[arg(long)]
+        readings: Option<u32>,
+    },
 }
 
 fn init_logging() {
@@ -57,6 +117,7 @@ fn main() -> ExitCode {
                 print!("{}", anju_gateway::config::describe(&cfg));
                 let coverage = anju_gateway::config::rule_coverage(&cfg);
                 print!("{}", coverage.text);
+                print!("{}", initial_values(&cfg, false));
                 if coverage.problems.is_empty() {
                     println!("\n{}: OK", config.display());
                     return ExitCode::SUCCESS;
@@ -80,6 +141,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Cmd::Baseline { action } => baseline(action),
         Cmd::Run { config } => {
             init_logging();
             let cfg = match Config::load(&config) {
@@ -100,6 +162,98 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// The initial values of `cfg`'s levelling blocks, with those in the spool when it can be
+/// read (not while the service runs: then the listing says so).
+fn initial_values(cfg: &Config, with_configured: bool) -> String {
+    let saved = anju_gateway::spool::offline::read_state(&baseline::spool_path(cfg));
+    baseline::listing(&cfg.derived, &saved, with_configured)
+}
+
+/// `gateway baseline`: exit 0 when done, 2 for a refusal or an invalid config, 1 when the
+/// spool cannot be used (the service running, permissions).
+fn baseline(action: BaselineCmd) -> ExitCode {
+    let (config, block, channels, change, readings) = match action {
+        BaselineCmd::Show { config } => {
+            let Some(cfg) = load_for_baseline(&config) else {
+                return ExitCode::from(2);
+            };
+            let shown = initial_values(&cfg, true);
+            if shown.is_empty() {
+                println!(
+                    "{}: no levelling block, no initial values",
+                    config.display()
+                );
+            }
+            print!("{shown}");
+            return ExitCode::SUCCESS;
+        }
+        BaselineCmd::Establish {
+            config,
+            block,
+            channels,
+            all_missing,
+            readings,
+        } => {
+            if all_missing {
+                let Some(cfg) = load_for_baseline(&config) else {
+                    return ExitCode::from(2);
+                };
+                match baseline::missing_channels(&cfg, &block) {
+                    Ok(all) => (config, block, all, Change::Establish, readings),
+                    Err(e) => return refused(&config, &e),
+                }
+            } else {
+                (config, block, channels, Change::Establish, readings)
+            }
+        }
+        BaselineCmd::Rezero {
+            config,
+            block,
+            channels,
+            reason,
+            readings,
+        } => (config, block, channels, Change::Rezero { reason }, readings),
+    };
+    let Some(cfg) = load_for_baseline(&config) else {
+        return ExitCode::from(2);
+    };
+    let order = baseline::Order {
+        block: &block,
+        channels: &channels,
+        change,
+        readings,
+    };
+    match baseline::carry_out(&cfg, &order, now_ns()) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => refused(&config, &e),
+    }
+}
+
+/// Say why nothing was changed: exit 2 for a refusal, 1 when the spool cannot be used.
+fn refused(config: &std::path::Path, e: &baseline::BaselineError) -> ExitCode {
+    eprintln!("{e}");
+    eprintln!("\n{}: nothing was changed", config.display());
+    match e {
+        baseline::BaselineError::Refused(_) => ExitCode::from(2),
+        baseline::BaselineError::Spool(_) => ExitCode::FAILURE,
+    }
+}
+
+/// The config for `gateway baseline`, or `None` after saying why it is invalid.
+fn load_for_baseline(config: &std::path::Path) -> Option<Config> {
+    match Config::load(config) {
+        Ok(cfg) => Some(cfg),
+        Err(e) => {
+            eprintln!("{e}");
+            eprintln!("\n{}: invalid configuration", config.display());
+            None
         }
     }
 }

@@ -4,7 +4,9 @@
 //! restart; the settlement of every cell and the tilt of every pair of corners, derived by the
 //! gateway from raw heads and stored as series of their own, equal the simulator's physics,
 //! from configured initial values and from initial values the gateway established at its first
-//! poll and kept across the restart. And the curing pour's core − surface difference and core
+//! poll and kept across the restart, and from one re-zeroed with `gateway baseline rezero` while
+//! the gateway was stopped (a cell replacement: counted from the first poll after it, the old
+//! value kept in the spool's history). And the curing pour's core − surface difference and core
 //! cooling rate, over MQTT, equal those of the served truth.
 
 use std::time::Duration;
@@ -97,6 +99,15 @@ pairs = [{pairs}]
 name = "since-first"
 kind = "levelling"
 select = {{ device = "block-a-lvl", kind = "level" }}
+reference = "block-a-lvl/ch5"
+establish_readings = 1
+
+# Cell ch1 again, re-zeroed with `gateway baseline rezero` at the restart (a cell replacement):
+# from then on its settlement counts from the first poll after the restart.
+[[derived]]
+name = "rezeroed"
+kind = "levelling"
+select = {{ device = "block-a-lvl", point = "ch1" }}
 reference = "block-a-lvl/ch5"
 establish_readings = 1
 
@@ -201,10 +212,26 @@ async fn levelling_settlement_and_tilt_are_stored_equal_to_the_truth_across_a_re
 
     // Each look: the simulator jumps ahead 5 h, then the gateway polls the newest sample.
     let mut gw = start_gateway(&config, dir.path())?;
+    let mut restart_ms = 0;
     for look in 0..2 * LOOKS {
         if look == LOOKS {
-            // Halfway: a restart. The initial values are configured; nothing is re-established.
+            // Halfway: a restart. The initial values are configured; nothing is re-established,
+            // except ch1 of `rezeroed`, re-zeroed by the technician's command while stopped.
             gw.stop().await?;
+            restart_ms = site.last_sample().unix_s * 1000;
+            let cfg = anju_gateway::config::Config::load(&dir.path().join("gateway.toml"))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let channels = ["block-a-lvl/ch1".to_owned()];
+            let order = anju_gateway::baseline::Order {
+                block: "rezeroed",
+                channels: &channels,
+                change: anju_gateway::engine::derived::initial::Change::Rezero {
+                    reason: "cell replaced (test)".to_owned(),
+                },
+                readings: Some(1),
+            };
+            anju_gateway::baseline::carry_out(&cfg, &order, anju_gateway::model::now_ns())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             gw = start_gateway(&config, dir.path())?;
         }
         for _ in 0..STEPS_PER_LOOK {
@@ -300,6 +327,69 @@ async fn levelling_settlement_and_tilt_are_stored_equal_to_the_truth_across_a_re
             stored.len()
         );
     }
+
+    // `gateway baseline rezero` at the restart: ch1's settlement before it counts from the first
+    // poll, after it from the first poll after the restart (its value 0 by definition; the
+    // truth moved several mm in between, far beyond 0.1 mm).
+    let rezeroed = settlement
+        .get(&("block-a-lvl".to_owned(), "ch1.rezeroed".to_owned()))
+        .context("no ch1.rezeroed")?;
+    let first = *rezeroed.keys().next().context("empty")?;
+    let at = |ts: i64| truth_at(&truth, "block-a.A1", ts);
+    let moved = at(restart_ms)? - at(first)?;
+    ensure!(
+        moved > 1.0,
+        "the scenario changed: ch1 moved {moved} mm before the restart"
+    );
+    let base = rezeroed
+        .range(restart_ms..)
+        .find(|(_, values)| values.iter().any(|v| v.abs() <= 0.1))
+        .map(|(ts, _)| *ts)
+        .context("no settlement re-zeroed after the restart")?;
+    ensure!(
+        rezeroed.range(restart_ms + 1..base).next().is_none(),
+        "ch1.rezeroed stored after the restart before its new initial value: {:?}",
+        rezeroed.range(restart_ms + 1..base).collect::<Vec<_>>()
+    );
+    let mut after = 0;
+    for (ts, values) in rezeroed {
+        for v in values {
+            let before = at(*ts)? - at(first)?;
+            let since = at(*ts)? - at(base)?;
+            let ok = if *ts < base {
+                (v - before).abs() <= 0.1
+            } else if *ts == base {
+                // The sample read on both sides of the restart has both values.
+                (v - before).abs() <= 0.1 || v.abs() <= 0.1
+            } else {
+                after += 1;
+                (v - since).abs() <= 0.1
+            };
+            ensure!(
+                ok,
+                "ch1.rezeroed at {ts} ms: stored {v}; before the re-zeroing {before}, since it {since}"
+            );
+        }
+    }
+    ensure!(
+        after >= LOOKS - 1,
+        "only {after} settlements after the re-zeroing"
+    );
+    let saved =
+        anju_gateway::spool::offline::read_state(&dir.path().join(anju_gateway::run::SPOOL_FILE))?
+            .context("a spool")?;
+    let (_, bytes) = saved
+        .iter()
+        .find(|(k, _)| k == "vi/rezeroed/block-a-lvl/ch1")
+        .context("the re-zeroed record")?;
+    let record: anju_gateway::engine::derived::Baseline = serde_json::from_slice(bytes)?;
+    let history = record.history();
+    ensure!(
+        history.len() == 1
+            && history[0].reason == "cell replaced (test)"
+            && record.value().is_some(),
+        "{record:?}"
+    );
 
     // The series carry the derived tag, the quantity and the unit.
     let exported = vm.export_until("settlement_value", AHEAD).await?;

@@ -211,6 +211,8 @@ pub struct Engine {
     derived: DerivedSet,
     /// Derived readings of the last batch, stored next (as a batch of their own).
     derived_pending: Vec<Reading>,
+    /// Held readings decided real steps (good) and not yet fed to the derived channels.
+    decided_feed: Vec<Reading>,
     /// Alert events (JSON lines) waiting for the next commit, and how many.
     pending_alerts: Vec<u8>,
     pending_alert_records: u32,
@@ -326,6 +328,7 @@ impl Engine {
             evaluator: Evaluator::new(rules, site),
             derived: DerivedSet::default(),
             derived_pending: Vec::new(),
+            decided_feed: Vec::new(),
             pending_alerts: Vec::new(),
             pending_alert_records: 0,
             state_dirty: false,
@@ -529,13 +532,7 @@ impl Engine {
                         }
                         self.bring_back(&batch).await;
                         self.ingest(batch);
-                        // The derived readings of the batch, stored the same way (their own
-                        // channels may have been evicted, too); they derive nothing further.
-                        while !self.derived_pending.is_empty() {
-                            let derived = ReadingBatch::from(std::mem::take(&mut self.derived_pending));
-                            self.bring_back(&derived).await;
-                            self.ingest(derived);
-                        }
+                        self.store_derived().await;
                         // Group commit: a source waiting to acknowledge upstream gets its commit
                         // as soon as the input is drained, not after the flush interval; under
                         // load, batches pile up during a commit and share the next one.
@@ -560,6 +557,8 @@ impl Engine {
                         self.push_alert(&alert);
                     }
                     self.store_decided();
+                    self.feed_decided();
+                    self.store_derived().await;
                     self.evict_idle(now);
                     if self.pending_alert_records > 0
                         || self.hold_save_due
@@ -576,6 +575,27 @@ impl Engine {
             }
         }
         self.final_flush().await;
+    }
+
+    /// Store the derived readings of the last batch the same way as a source's (their own
+    /// channels may have been evicted, too); they derive nothing further.
+    async fn store_derived(&mut self) {
+        while !self.derived_pending.is_empty() {
+            let derived = ReadingBatch::from(std::mem::take(&mut self.derived_pending));
+            self.bring_back(&derived).await;
+            self.ingest(derived);
+        }
+    }
+
+    /// Feed the held readings decided real steps since the last batch to the derived channels
+    /// (a decision by a tick, when no next reading came within `within`).
+    fn feed_decided(&mut self) {
+        if self.decided_feed.is_empty() {
+            return;
+        }
+        let feed = std::mem::take(&mut self.decided_feed);
+        let derived = self.derived.on_batch(&feed);
+        self.derived_pending.extend(derived);
     }
 
     /// Commit what is held before stopping, trying [`FINAL_COMMIT_ATTEMPTS`] times; then say
@@ -657,15 +677,25 @@ impl Engine {
             }
             // Derived channels take the readings the rules used and the bad ones (their derived
             // values are flagged, docs/DOMAIN.md §Derived channels); readings judged out of
-            // range, stuck or held as a possible spike feed none (docs/DOMAIN.md §Data quality).
+            // range, stuck or held as a possible spike feed none (docs/DOMAIN.md §Data quality)
+            // until a held one is decided a real step ([`Engine::store_decided`]).
             if !self.derived.is_empty() && matches!(verdict, Verdict::Usable | Verdict::BadQuality)
             {
                 feed.push(r.clone());
             }
             self.store(r, verdict, repeats_judged);
         }
+        // Real steps decided by this batch's readings go first, in time order with the rest
+        // (a held reading is older than the one that decided it).
+        if !self.decided_feed.is_empty() {
+            let mut decided = std::mem::take(&mut self.decided_feed);
+            decided.append(&mut feed);
+            feed = decided;
+            feed.sort_by_key(|r| r.ts);
+        }
         if !feed.is_empty() {
-            self.derived_pending = self.derived.on_batch(&feed);
+            let derived = self.derived.on_batch(&feed);
+            self.derived_pending.extend(derived);
         }
     }
 
@@ -710,7 +740,9 @@ impl Engine {
     }
 
     /// Store the held readings the evaluator decided: a spike with the quality 402, a real step
-    /// good, each with its own time, value and raw value.
+    /// good, each with its own time, value and raw value. A real step is a good reading: it
+    /// feeds the derived channels like any (queued in `decided_feed`, fed with the batch or
+    /// the tick that decided it; docs/DOMAIN.md §Data quality).
     fn store_decided(&mut self) {
         for d in self.evaluator.take_decided() {
             let series = self.channels.get(d.channel.key.as_str()).map_or_else(
@@ -729,6 +761,9 @@ impl Engine {
             }
             line::encode_reading(&mut self.pending, &r);
             self.pending_records += 1;
+            if !d.spike && !self.derived.is_empty() {
+                self.decided_feed.push(r);
+            }
         }
     }
 

@@ -517,6 +517,24 @@ range = { min = -200.0, max = 200.0 }
 /// Run an engine with `rules_toml` over `batches` (each a list of (series, ts, value)) and
 /// wait for it to commit everything.
 async fn run_engine_with(spool: &Arc<Spool>, rules_toml: &str, batches: Vec<Vec<Reading>>) {
+    run_engine_derived(spool, rules_toml, "", batches).await;
+}
+
+/// [`run_engine_with`], with the `[[derived]]` blocks of `derived_toml`.
+async fn run_engine_derived(
+    spool: &Arc<Spool>,
+    rules_toml: &str,
+    derived_toml: &str,
+    batches: Vec<Vec<Reading>>,
+) {
+    #[derive(serde::Deserialize)]
+    struct Section {
+        #[serde(default)]
+        derived: Vec<super::derived::DerivedConfig>,
+    }
+    let blocks: Section = toml::from_str(derived_toml).expect("derived parse");
+    let plan = super::derived::DerivedPlan::from_config(&blocks.derived, "derived")
+        .expect("derived valid");
     let cfg: AlertsConfig = toml::from_str(rules_toml).expect("rules parse");
     let (tx, rx) = mpsc::channel(16);
     let engine = Engine::new(
@@ -528,7 +546,8 @@ async fn run_engine_with(spool: &Arc<Spool>, rules_toml: &str, batches: Vec<Vec<
         Duration::from_secs(3600),
         RuleSet::from_config(&cfg, "alerts").expect("rules valid"),
         "xa",
-    );
+    )
+    .with_derived(plan);
     let task = tokio::spawn(engine.run());
     for b in batches {
         tx.send(ReadingBatch::from(b)).await.expect("engine alive");
@@ -644,6 +663,82 @@ async fn readings_judged_by_a_sensor_check_are_stored_flagged_with_their_value()
     })
     .collect();
     assert_eq!(stored_points(&spool), want);
+}
+
+/// Readings a sensor check judged feed no derived channel; a jump held as a possible spike
+/// and decided a real step does (issue 7: it is a good reading). Sums worked by hand.
+#[tokio::test]
+async fn a_held_jump_decided_a_real_step_feeds_the_derived_channels_and_a_spike_does_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Arc::new(
+        Spool::open(
+            &dir.path().join("spool.redb"),
+            &SpoolConfig::default(),
+            &["reader".to_owned()],
+        )
+        .expect("spool"),
+    );
+    let s = settlement_point("ch1");
+    let t0 = now_ns() - 600 * 1_000_000_000;
+    let t = |i: i64| t0 + i * 1_000_000_000;
+    // As above, each sample once: 30 a spike, 250 out of range, the third and fourth 10.3
+    // stuck, 31 held and then decided a real step by 31.1.
+    let values = [
+        10.0, 10.1, 30.0, 10.2, 250.0, 10.3, 10.3, 10.3, 10.3, 10.4, 31.0, 31.1,
+    ];
+    let batches = values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            vec![Reading::good(
+                Arc::clone(&s),
+                t(i64::try_from(i).expect("small")),
+                v,
+            )]
+        })
+        .collect();
+    // The checks watch the device's channel only; the running sum is a channel of its own.
+    let checks = CHECKS.replace(
+        "select = { kind = \"settlement\" }",
+        "select = { kind = \"settlement\", device = \"lev-a1\" }",
+    );
+    let derived = r#"
+[[derived]]
+name = "sum"
+kind = "cumulative"
+select = { device = "lev-a1" }
+device = "sum"
+"#;
+    run_engine_derived(&spool, &checks, derived, batches).await;
+    let sums: Vec<(i64, String)> = stored_points(&spool)
+        .into_iter()
+        .filter(|(point, ..)| point == "ch1.sum")
+        .map(|(_, ts, v, q)| {
+            assert_eq!(q, "0i", "a running sum of good readings is good");
+            (ts, v)
+        })
+        .collect();
+    // 10.0, +10.1, (30 spike: none), +10.2, (250: none), +10.3, +10.3, (stuck: none), +10.4,
+    // +31.0 once decided, +31.1.
+    let want: Vec<(i64, f64)> = [
+        (0, 10.0),
+        (1, 20.1),
+        (3, 30.3),
+        (5, 40.6),
+        (6, 50.9),
+        (9, 61.3),
+        (10, 92.3),
+        (11, 123.4),
+    ]
+    .into_iter()
+    .map(|(i, v)| (t(i), v))
+    .collect();
+    assert_eq!(sums.len(), want.len(), "{sums:?}");
+    for ((ts, got), (want_ts, want_v)) in sums.iter().zip(&want) {
+        assert_eq!(ts, want_ts, "{sums:?}");
+        let got: f64 = got.parse().expect("a number");
+        assert!((got - want_v).abs() < 1e-9, "{got} != {want_v} in {sums:?}");
+    }
 }
 
 #[tokio::test]

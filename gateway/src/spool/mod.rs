@@ -57,6 +57,7 @@
 //! All methods block (every commit is an fsync): call them from `tokio::task::spawn_blocking`.
 
 mod disk;
+pub mod offline;
 mod open;
 
 use open::{panic_message, Health};

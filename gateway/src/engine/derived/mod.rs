@@ -7,8 +7,8 @@
 //! each input used to combine readings taken at the same time, the computation of every kind
 //! (formulas and sources in docs/DOMAIN.md §Derived channels), and the state that must survive a
 //! restart (rate windows, sum windows, running sums as spool state entries `v/<block>/<channel>`;
-//! initial values it established, `vi/<block>/<channel>`), handed to the engine with the rule
-//! state. It does no I/O, has no clock, and never sees alert rules: the engine feeds it each
+//! initial values established or requested by `gateway baseline`, `vi/<block>/<channel>`,
+//! their record format in [`initial`]), handed to the engine with the rule state. It does no I/O, has no clock, and never sees alert rules: the engine feeds it each
 //! batch's readings and takes back the derived readings.
 //!
 //! # Quality
@@ -34,6 +34,7 @@
 //! produce; they are not evicted with idle channels (an idle output costs its state only).
 
 pub mod config;
+pub mod initial;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -46,6 +47,8 @@ use super::rules::RateWindow;
 use crate::model::{Quality, Reading, Series, TimestampNs, NANOS_PER_SEC};
 use crate::spool::StateDelta;
 pub use config::{DerivedConfig, DerivedKind, DerivedPlan, DerivedSpec};
+use initial::Added;
+pub use initial::{Baseline, ESTABLISH_METHOD};
 
 /// Readings of each input kept to combine with the readings of the other inputs (a logger's
 /// poll, or a few of a node's buffered messages).
@@ -55,8 +58,6 @@ pub const ENTRY_PREFIX: &str = "v/";
 /// Prefix of the spool state entries of initial values the gateway established
 /// (`vi/<block>/<channel key>`, see `establish_readings`).
 pub const INITIAL_PREFIX: &str = "vi/";
-/// How an established initial value was obtained, saved with it.
-pub const ESTABLISH_METHOD: &str = "mean_of_first_good_readings";
 /// A rate is given once its readings span at least this fraction of the window, as for rate
 /// rules (docs/DOMAIN.md §Data quality: a slope over less than the noise period is noise).
 pub const RATE_MIN_SPAN_FRACTION: f64 = 0.5;
@@ -135,27 +136,6 @@ impl Calc {
             Self::Rate(_) | Self::Sum { .. } | Self::Cumulative { .. }
         )
     }
-}
-
-/// An initial value the gateway establishes (`establish_readings`): being collected, or
-/// established. Saved in the spool at every change; never established again once it is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Baseline {
-    /// The good readings so far: their sum, count and the first one's time.
-    Collecting {
-        sum: f64,
-        readings: u32,
-        first_ts: TimestampNs,
-    },
-    /// The mean of the first `readings` good readings, taken from `first_ts` to `last_ts`.
-    Established {
-        value: f64,
-        readings: u32,
-        first_ts: TimestampNs,
-        last_ts: TimestampNs,
-        method: String,
-    },
 }
 
 /// One derived channel.
@@ -374,7 +354,9 @@ impl DerivedSet {
             let mut made: Vec<Reading> = Vec::new();
             // Combined outputs are computed once per time, after every reading is recorded.
             let mut combine: Vec<(usize, TimestampNs, Arc<Series>)> = Vec::new();
-            if self.specs[bi].establish_readings.is_some() {
+            // Any levelling block: a `gateway baseline` request may ask for readings where the
+            // block does not say `establish_readings`.
+            if self.specs[bi].kind == DerivedKind::Levelling {
                 for r in inputs.iter().copied().chain(produced.iter()) {
                     self.establish(bi, r);
                 }
@@ -416,17 +398,19 @@ impl DerivedSet {
             return Some(i.value);
         }
         match self.baselines.get(&initial_key(&spec.name, channel)) {
-            Some((Baseline::Established { value, .. }, _)) => Some(*value),
+            Some((b, _)) => b.value(),
             _ => None,
         }
     }
 
     /// Feed a good reading of a levelling cell or reference without a configured initial value
-    /// to its baseline, when block `bi` establishes them (`establish_readings`). An initial
-    /// value once established, or whose saved entry was unreadable, is never established again.
+    /// to its baseline, when block `bi` establishes them (`establish_readings`) or a `gateway
+    /// baseline` request in the spool asks for it (docs/DOMAIN.md §Derived channels). An
+    /// initial value once established is never replaced here (only by the command's
+    /// re-zeroing); one whose saved entry was unreadable is never established again.
     fn establish(&mut self, bi: usize, r: &Reading) {
         let spec = &self.specs[bi];
-        let Some(wanted) = spec.establish_readings else {
+        let Some(v) = r.value.filter(|_| r.quality.is_good()) else {
             return;
         };
         let key = r.series.key.as_str();
@@ -435,9 +419,6 @@ impl DerivedSet {
                 .routes
                 .get(key)
                 .is_some_and(|outs| outs.iter().any(|&o| self.outputs[o].block == bi));
-        let Some(v) = r.value.filter(|_| r.quality.is_good()) else {
-            return;
-        };
         if !is_input || spec.initial.contains_key(key) {
             return;
         }
@@ -445,37 +426,24 @@ impl DerivedSet {
         if self.lost_baselines.contains(&entry_key) {
             return;
         }
-        let (baseline, dirty) = self.baselines.entry(entry_key).or_insert((
-            Baseline::Collecting {
-                sum: 0.0,
-                readings: 0,
-                first_ts: r.ts,
-            },
-            true,
-        ));
-        let Baseline::Collecting {
-            sum,
-            readings,
-            first_ts,
-        } = baseline
-        else {
-            return;
+        let default = spec.establish_readings;
+        let (baseline, dirty) = match self.baselines.get_mut(&entry_key) {
+            Some(b) => b,
+            None if default.is_some() => self
+                .baselines
+                .entry(entry_key)
+                .or_insert((Baseline::collecting(), true)),
+            None => return,
         };
-        *sum += v;
-        *readings += 1;
-        *dirty = true;
-        if *readings >= wanted {
-            let value = *sum / f64::from(*readings);
-            info!(derived = %spec.name, channel = %key, value, readings = *readings,
-                  "Initial value established from the mean of the first good readings; kept in the spool and never established again.");
-            *baseline = Baseline::Established {
-                value,
-                readings: *readings,
-                first_ts: *first_ts,
-                last_ts: r.ts,
-                method: ESTABLISH_METHOD.to_owned(),
-            };
-            self.prompt_save = true;
+        match baseline.add(r.ts, v, default) {
+            Added::Unchanged => {}
+            Added::Collected => *dirty = true,
+            Added::Established(value) => {
+                *dirty = true;
+                info!(derived = %spec.name, channel = %key, value,
+                      "Initial value established from the mean of good readings; kept in the spool and replaced only by `gateway baseline rezero`.");
+                self.prompt_save = true;
+            }
         }
     }
 
@@ -772,7 +740,7 @@ impl DerivedSet {
 }
 
 /// The spool key of an established initial value.
-fn initial_key(block: &str, channel: &str) -> String {
+pub fn initial_key(block: &str, channel: &str) -> String {
     format!("{INITIAL_PREFIX}{block}/{channel}")
 }
 

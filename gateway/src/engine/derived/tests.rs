@@ -562,3 +562,117 @@ fn sum_over_a_running_total_is_what_the_total_gained_in_the_window() {
     assert_eq!(got[2].2, Quality::DerivedInputBad);
     assert!(close(got[3].1, 2.0) && close(got[4].1, 2.0), "{got:?}");
 }
+
+/// The `rate`, `difference` and `tilt` rule kinds still compute their own value inside the
+/// rule (README *`[[derived]]`*, "Rule kinds and derived channels"): on the same readings, the
+/// value a rule raises on is the value the derived kind stores at that reading. Slope worked by
+/// hand as in the rules' own test: t = 0, ¼, ½, ¾, 1 d, v = 0, 0.5, 1.5, 2, 3 mm → 3.0 mm/d;
+/// core − surface 60.0 − 40.5 = 19.5 °C; tilt (12 − 4) mm / 8 m = 0.001.
+#[test]
+fn rule_kinds_rate_difference_and_tilt_judge_the_values_the_derived_kinds_store() {
+    use crate::engine::rules::{AlertsConfig, Evaluator, RuleSet};
+    let rules: AlertsConfig = toml::from_str(
+        r#"
+[[rules]]
+name = "rate"
+kind = "rate"
+select = { device = "lev-a1" }
+window = "1d"
+min_points = 5
+upper = { yellow = 2.0 }
+confirm = { count = 1 }
+
+[[rules]]
+name = "core-surface"
+kind = "difference"
+pairs = [{ a = "slab/t01", b = "slab/t02" }]
+upper = { yellow = 10.0 }
+confirm = { count = 1 }
+
+[[rules]]
+name = "tilt"
+kind = "tilt"
+pairs = [{ a = "lev-b/ch1", b = "lev-b/ch2", distance_m = 8.0 }]
+upper = { yellow = 0.0005 }
+confirm = { count = 1 }
+"#,
+    )
+    .expect("rules");
+    let mut ev = Evaluator::new(RuleSet::from_config(&rules, "alerts").expect("valid"), "xa");
+    let mut set = DerivedSet::new(plan(
+        r#"
+[[derived]]
+name = "rate"
+kind = "rate"
+select = { device = "lev-a1" }
+window = "1d"
+min_points = 5
+
+[[derived]]
+name = "core-surface"
+kind = "difference"
+pairs = [{ a = "slab/t01", b = "slab/t02" }]
+
+[[derived]]
+name = "tilt"
+kind = "tilt"
+pairs = [{ a = "lev-b/ch1", b = "lev-b/ch2", distance_m = 8.0 }]
+"#,
+    ));
+    let settle = |d: &str, p: &str| series(d, p, QuantityKind::Settlement, "mm");
+    let temp = |p: &str| series("slab", p, QuantityKind::Temperature, "°C");
+    let mut readings: Vec<Reading> = [0.0, 0.5, 1.5, 2.0, 3.0]
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            good(
+                &settle("lev-a1", "ch1"),
+                T0 + i64::try_from(i).expect("small") * 6 * H,
+                v,
+            )
+        })
+        .collect();
+    let t = T0 + 25 * H;
+    readings.extend([
+        good(&temp("t01"), t, 60.0),
+        good(&temp("t02"), t, 40.5),
+        good(&settle("lev-b", "ch1"), t, 12.0),
+        good(&settle("lev-b", "ch2"), t, 4.0),
+    ]);
+    let mut judged: Vec<(String, f64)> = Vec::new();
+    let mut stored: Vec<(String, i64, f64)> = Vec::new();
+    for r in &readings {
+        for a in ev.on_reading(r, r.ts).1 {
+            judged.push((a.rule.clone(), a.value.expect("a value")));
+        }
+        // One reading a batch: a pair's value is flagged until its second reading comes.
+        for d in set.on_batch(std::slice::from_ref(r)) {
+            let block = d.series.tags.get("derived").cloned().unwrap_or_default();
+            if let Some(v) = d.value {
+                stored.push((block, d.ts, v));
+            }
+        }
+    }
+    assert_eq!(judged.len(), 3, "{judged:?}");
+    for (rule, value) in &judged {
+        let derived = stored
+            .iter()
+            .rev()
+            .find(|(block, ..)| block == rule)
+            .unwrap_or_else(|| panic!("no {rule} stored: {stored:?}"));
+        assert!(
+            (derived.2 - value).abs() < 1e-12,
+            "{rule}: the rule judged {value}, the derived channel stored {}",
+            derived.2
+        );
+    }
+    let want = [("rate", 3.0), ("core-surface", 19.5), ("tilt", 0.001)];
+    for (rule, v) in want {
+        assert!(
+            judged
+                .iter()
+                .any(|(r, x)| r == rule && (x - v).abs() < 1e-9),
+            "{rule} = {v} in {judged:?}"
+        );
+    }
+}

@@ -1,0 +1,128 @@
+//! The engine's saved state in a spool file no gateway has open, for the commands a technician
+//! runs beside the service (`gateway baseline`, `gateway check`; docs/ARCHITECTURE.md §Spool
+//! layout, Engine state).
+//!
+//! Owns reading the state entries of a closed file and applying a [`StateDelta`] to them in one
+//! durable transaction. Does not own the streams, cursors, bounds or the damage handling
+//! ([`super::Spool`], `super::open`): nothing here moves a file aside or registers a sink. A
+//! file a running gateway holds (redb lets one process open it) is refused with a message that
+//! says to stop the service first, never waited for.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use redb::{Database, DatabaseError, ReadableDatabase as _, ReadableTable as _, TableError};
+
+use super::{disk, open::panic_message, StateDelta, CACHE_BYTES, ENGINE_STATE};
+
+/// Saved state entries, `(key, bytes)` in key order.
+pub type StateEntries = Vec<(String, Vec<u8>)>;
+
+/// Why the saved state cannot be read or written now.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    /// A gateway (the service) has the file open.
+    #[error("spool {}: the gateway is running and holds this file; stop the service first (e.g. `sudo systemctl stop anju-gateway`), run this command again, then start the service", path.display())]
+    InUse {
+        /// The spool file.
+        path: PathBuf,
+    },
+    /// Anything else: permissions, a damaged file, a full disk.
+    #[error("spool {}: cannot use it ({message}); run the command as the service's user, and start the gateway once if the file needs a repair", path.display())]
+    Unusable {
+        /// The spool file.
+        path: PathBuf,
+        /// What redb or the system said.
+        message: String,
+    },
+}
+
+impl OfflineError {
+    fn of(path: &Path, message: impl std::fmt::Display) -> Self {
+        Self::Unusable {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
+
+    fn of_open(path: &Path, e: DatabaseError) -> Self {
+        match e {
+            DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+                Self::InUse {
+                    path: path.to_path_buf(),
+                }
+            }
+            other => Self::of(path, other),
+        }
+    }
+}
+
+/// Run `f`, a panic inside redb (a damaged file) becoming an error.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T, OfflineError>) -> Result<T, OfflineError> {
+    catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|p| Err(OfflineError::of(path, panic_message(p.as_ref()))))
+}
+
+/// Every saved state entry (key order); `None` when the file does not exist yet.
+///
+/// # Errors
+/// [`OfflineError::InUse`] while a gateway runs on it; otherwise [`OfflineError::Unusable`].
+pub fn read_state(path: &Path) -> Result<Option<StateEntries>, OfflineError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    guarded(path, || {
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .open_read_only(path)
+            .map_err(|e| OfflineError::of_open(path, e))?;
+        let txn = db.begin_read().map_err(|e| OfflineError::of(path, e))?;
+        let table = match txn.open_table(ENGINE_STATE) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Some(Vec::new())),
+            Err(e) => return Err(OfflineError::of(path, e)),
+        };
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| OfflineError::of(path, e))? {
+            let (k, v) = entry.map_err(|e| OfflineError::of(path, e))?;
+            out.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        Ok(Some(out))
+    })
+}
+
+/// Apply `delta` to the saved state in one durable transaction, creating the file (and
+/// data_dir) when the gateway has not run yet.
+///
+/// # Errors
+/// [`OfflineError::InUse`] while a gateway runs on it; otherwise [`OfflineError::Unusable`].
+pub fn write_state(path: &Path, delta: &StateDelta) -> Result<(), OfflineError> {
+    disk::prepare_dir(path).map_err(|e| OfflineError::of(path, e))?;
+    let existed = path.exists();
+    // redb would initialise an empty file silently; the gateway treats it as damaged (moved
+    // aside with a device-fault alert), so leave it to the gateway.
+    if existed && disk::file_len(path) == 0 {
+        return Err(OfflineError::of(path, "the file is empty (0 bytes)"));
+    }
+    guarded(path, || {
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| OfflineError::of_open(path, e))?;
+        let txn = db.begin_write().map_err(|e| OfflineError::of(path, e))?;
+        {
+            let mut table = txn
+                .open_table(ENGINE_STATE)
+                .map_err(|e| OfflineError::of(path, e))?;
+            delta
+                .apply(&mut table)
+                .map_err(|e| OfflineError::of(path, e))?;
+        }
+        txn.commit().map_err(|e| OfflineError::of(path, e))?;
+        Ok(())
+    })?;
+    if !existed {
+        disk::restrict_file(path).map_err(|e| OfflineError::of(path, e))?;
+    }
+    Ok(())
+}
