@@ -25,6 +25,7 @@
 
 pub mod derived;
 pub mod rules;
+mod summary;
 
 use crate::metrics::Counter;
 use std::collections::HashMap;
@@ -536,6 +537,7 @@ impl Engine {
                             self.bring_back(&derived).await;
                             self.ingest(derived);
                         }
+                        self.metrics.set_engine_channels(self.channels.len());
                         // Group commit: a source waiting to acknowledge upstream gets its commit
                         // as soon as the input is drained, not after the flush interval; under
                         // load, batches pile up during a commit and share the next one.
@@ -561,6 +563,7 @@ impl Engine {
                     }
                     self.store_decided();
                     self.evict_idle(now);
+                    self.metrics.set_engine_channels(self.channels.len());
                     if self.pending_alert_records > 0
                         || (self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL)
                     {
@@ -657,8 +660,7 @@ impl Engine {
             // Derived channels take the readings the rules used and the bad ones (their derived
             // values are flagged, docs/DOMAIN.md §Derived channels); readings judged out of
             // range, stuck or held as a possible spike feed none (docs/DOMAIN.md §Data quality).
-            if !self.derived.is_empty()
-                && matches!(verdict, Verdict::Usable | Verdict::BadQuality)
+            if !self.derived.is_empty() && matches!(verdict, Verdict::Usable | Verdict::BadQuality)
             {
                 feed.push(r.clone());
             }
@@ -1103,14 +1105,13 @@ impl Engine {
                 )
             })
             .collect();
-        info!(
-            readings = self.since_summary,
-            flagged = self.bad_since_summary,
-            channels = self.channels.len(),
-            spool = ?stats,
-            latest = %sample.join(" "),
-            "Summary."
-        );
+        let flow = summary::Flow {
+            interval: self.summary_interval,
+            readings: self.since_summary,
+            flagged: self.bad_since_summary,
+            channels: self.channels.len(),
+        };
+        info!("{}", summary::summary_line(flow, stats.as_ref(), &sample));
         self.since_summary = 0;
         self.bad_since_summary = 0;
     }

@@ -1,0 +1,254 @@
+//! The site console: the gateway's HTTP server (axum on the gateway's tokio runtime), with
+//! `/metrics`, `/healthz` and `/readyz` now and room for pages later.
+//!
+//! Owns binding the listen address (a port in use is a start-up error naming the address),
+//! serving until its stop token, the state every route reads ([`ConsoleState`]) and the token
+//! check's secret ([`Access`]). It does not own the routes' behaviour ([`router`]), the metrics
+//! format ([`exposition`]), readiness ([`ready`]) or its config rules ([`config`]); it counts
+//! nothing and changes nothing in the gateway: every route only reads.
+
+pub mod config;
+pub mod exposition;
+pub mod ready;
+pub mod router;
+
+use std::future::IntoFuture as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ring::hmac;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use config::{ConsoleConfig, ConsoleSettings, DEFAULT_LISTEN};
+
+use crate::config::Sink;
+use crate::metrics::Metrics;
+use crate::secret::Secret;
+use crate::spool::{Spool, SpoolStats};
+
+/// The console could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("console: cannot listen on {addr}: {source}; {fix}")]
+pub struct ConsoleError {
+    /// The configured address.
+    pub addr: SocketAddr,
+    /// The bind error.
+    pub source: std::io::Error,
+    /// What to do about it.
+    pub fix: &'static str,
+}
+
+/// The access token, kept only as an HMAC tag under a key made at start, so that comparing a
+/// request's token takes the same time wherever it differs ([`hmac::verify`]).
+#[derive(Debug)]
+pub struct Access {
+    key: hmac::Key,
+    tag: hmac::Tag,
+}
+
+impl Access {
+    /// The check for `token`.
+    ///
+    /// # Errors
+    /// The system's random source failed (no key could be made).
+    fn new(token: &Secret) -> Result<Self, ring::error::Unspecified> {
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())?;
+        let tag = hmac::sign(&key, token.expose().as_bytes());
+        Ok(Self { key, tag })
+    }
+
+    /// Whether `given` is the token.
+    fn admits(&self, given: &[u8]) -> bool {
+        hmac::verify(&self.key, given, self.tag.as_ref()).is_ok()
+    }
+}
+
+/// What every route reads: counters, the spool, when the gateway started, whether the engine
+/// runs, and readiness.
+#[derive(Debug)]
+pub struct ConsoleState {
+    metrics: Arc<Metrics>,
+    spool: Arc<Spool>,
+    started: Instant,
+    engine_running: Arc<AtomicBool>,
+    readiness: ready::Readiness,
+    access: Option<Access>,
+}
+
+impl ConsoleState {
+    /// The state of a gateway with these sinks; `engine_running` is set while the engine task
+    /// runs.
+    #[must_use]
+    pub fn new(
+        metrics: Arc<Metrics>,
+        spool: Arc<Spool>,
+        sinks: &[Sink],
+        engine_running: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            metrics,
+            spool,
+            started: Instant::now(),
+            engine_running,
+            readiness: ready::Readiness::new(sinks),
+            access: None,
+        }
+    }
+
+    /// The spool's counts, read off the runtime's worker threads (they take the spool's lock).
+    async fn spool_stats(&self) -> SpoolStats {
+        let spool = Arc::clone(&self.spool);
+        tokio::task::spawn_blocking(move || spool.stats())
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Readiness now; the reasons when not ready.
+    async fn readiness(&self) -> Result<(), Vec<String>> {
+        let spool = self.spool_stats().await;
+        self.readiness.check(
+            self.engine_running.load(Ordering::Relaxed),
+            &spool,
+            &self.metrics,
+            Instant::now(),
+        )
+    }
+}
+
+/// A bound console, ready to serve.
+#[derive(Debug)]
+pub struct Console {
+    listener: TcpListener,
+    state: Arc<ConsoleState>,
+}
+
+impl Console {
+    /// Bind `settings.listen` for `state` (the token from `settings`).
+    ///
+    /// # Errors
+    /// The address cannot be bound (in use, not this machine's, a privileged port) or no key
+    /// for the token check could be made; the message names the address and the fix.
+    pub async fn bind(
+        settings: &ConsoleSettings,
+        mut state: ConsoleState,
+    ) -> Result<Self, ConsoleError> {
+        let addr = settings.listen;
+        if let Some(token) = &settings.token {
+            state.access = Some(Access::new(token).map_err(|_| ConsoleError {
+                addr,
+                source: std::io::Error::other("the system's random source failed"),
+                fix: "the token check needs a random key; check the system's entropy source",
+            })?);
+        }
+        let listener = TcpListener::bind(addr).await.map_err(|source| {
+            let fix = match source.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    "another program (or another gateway) uses this port: stop it, or set [console] listen to a free port, or enabled = false"
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    "ports below 1024 need privileges: use a port above 1024 (e.g. 8080)"
+                }
+                _ => "check that the address is one of this machine's, or set [console] listen to 127.0.0.1:8080",
+            };
+            ConsoleError { addr, source, fix }
+        })?;
+        Ok(Self {
+            listener,
+            state: Arc::new(state),
+        })
+    }
+
+    /// The address actually bound (port 0 resolved).
+    ///
+    /// # Errors
+    /// The socket's address cannot be read.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `stop`, sampling readiness every [`ready::READINESS_SAMPLE_INTERVAL`] so that
+    /// a sink's stall is timed from when it began.
+    pub async fn run(self, stop: CancellationToken) {
+        let addr = self
+            .listener
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        info!(listen = %addr, token = self.state.access.is_some(), "Console listening (/metrics, /healthz, /readyz).");
+        let state = Arc::clone(&self.state);
+        let sampler_stop = stop.clone();
+        let sampler = async move {
+            let mut every = tokio::time::interval(ready::READINESS_SAMPLE_INTERVAL);
+            loop {
+                tokio::select! {
+                    () = sampler_stop.cancelled() => return,
+                    _ = every.tick() => {
+                        // The result is kept in `Readiness`; a request reads it with fresh stats.
+                        let _ = state.readiness().await;
+                    }
+                }
+            }
+        };
+        let server = axum::serve(self.listener, router::router(self.state))
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let (served, ()) = tokio::join!(server.into_future(), sampler);
+        if let Err(e) = served {
+            warn!(listen = %addr, error = %e, "Console stopped with an error.");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(dir: &std::path::Path) -> ConsoleState {
+        let spool = Spool::open(
+            &dir.join("spool.redb"),
+            &crate::spool::SpoolConfig::default(),
+            &[],
+        )
+        .expect("spool");
+        ConsoleState::new(
+            Arc::new(Metrics::new()),
+            Arc::new(spool),
+            &[],
+            Arc::new(AtomicBool::new(true)),
+        )
+    }
+
+    #[tokio::test]
+    async fn console_port_in_use_is_a_start_error_naming_the_address() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let settings = ConsoleSettings {
+            listen: addr,
+            token: None,
+        };
+        let e = Console::bind(&settings, state(dir.path()))
+            .await
+            .expect_err("in use");
+        let text = e.to_string();
+        assert!(
+            text.starts_with(&format!("console: cannot listen on {addr}: ")),
+            "{text}"
+        );
+        assert!(
+            text.contains("another program (or another gateway) uses this port"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn console_access_admits_only_the_token() {
+        let access = Access::new(&Secret::new("s3cret")).expect("key");
+        assert!(access.admits(b"s3cret"));
+        assert!(!access.admits(b"s3cre"));
+        assert!(!access.admits(b"s3cret "));
+        assert!(!access.admits(b""));
+    }
+}
