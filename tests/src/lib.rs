@@ -327,6 +327,8 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_test_writer()
+        // Test output lands in CI logs and files: no ANSI colour codes.
+        .with_ansi(false)
         .try_init();
 }
 
