@@ -12,52 +12,21 @@ use anju_system::{free_port, start_gateway, wait_until, Mosquitto};
 use anyhow::{ensure, Context as _, Result};
 use rumqttc::QoS;
 
-use crate::mqtt_robustness::{good, publisher, wait_acked};
+use crate::mqtt_robustness::{self, good, publisher, wait_acked};
 
 /// Readings published in the metrics test.
 const SENT: usize = 25;
 /// Distinct points they are spread over (so the engine holds this many channels).
 const POINTS: usize = 5;
 
-/// A gateway with one MQTT source (`a/{device}/{point}`, settlement in mm), an InfluxDB sink
-/// `central` whose store does not answer, and `console` as the `[console]` section.
-fn config(dir: &std::path::Path, broker: &str, store: &str, console: &str) -> Result<String> {
-    std::fs::write(dir.join("store.token"), "unused")?;
-    Ok(format!(
-        r#"site = "site-01"
-gateway_id = "gw-test"
-data_dir = "{dir}"
-profiles_dir = "{profiles}"
-[engine]
-flush_interval = "50ms"
-
-[console]
-{console}
-
-[[mqtt]]
-name = "nodes"
-address = "{broker}"
-
-[[mqtt.subscriptions]]
-name = "a"
-topic = "a/{{device}}/{{point}}"
-point = "{{point}}"
-quantity = "settlement"
-unit = "mm"
-payload = {{ format = "json", value = "value", time = "ts" }}
-
-[[sinks]]
-type = "influxdb"
-name = "central"
-url = "{store}"
-org = "county"
-bucket = "anju"
-token_file = "{store_token}"
-"#,
-        dir = dir.display(),
-        profiles = anju_system::profiles_dir().display(),
-        store_token = dir.join("store.token").display(),
-    ))
+/// The gateway of [`mqtt_robustness::config`] (one MQTT source, subscription `a`:
+/// `a/{device}/{point}`; an InfluxDB sink named `influxdb` at `store`) with `console` as its
+/// `[console]` section.
+fn config(dir: &std::path::Path, broker: &str, store: &str, console: &str) -> String {
+    format!(
+        "{}\n[console]\n{console}\n",
+        mqtt_robustness::config(dir, broker, store, "")
+    )
 }
 
 /// One scrape of `/metrics`, parsed; `(name, sorted labels) -> value`.
@@ -135,7 +104,7 @@ async fn console_metrics_count_exactly_the_readings_sent() -> Result<()> {
     let store = format!("http://127.0.0.1:{}", free_port()?);
     let listen = format!("listen = \"127.0.0.1:{port}\"");
     let gw = start_gateway(
-        &config(dir.path(), &broker.addr().to_string(), &store, &listen)?,
+        &config(dir.path(), &broker.addr().to_string(), &store, &listen),
         dir.path(),
     )?;
     gw.wait_for_mqtt_session().await?;
@@ -177,7 +146,7 @@ async fn console_metrics_count_exactly_the_readings_sent() -> Result<()> {
         ("anju_readings_spooled_total", &[][..], sent),
         (
             "anju_spool_backlog_records",
-            &[("sink", "central"), ("stream", "points")][..],
+            &[("sink", "influxdb"), ("stream", "points")][..],
             sent,
         ),
         #[allow(clippy::cast_precision_loss)]
@@ -188,7 +157,7 @@ async fn console_metrics_count_exactly_the_readings_sent() -> Result<()> {
         ensure!(got == Some(want), "{name}{labels:?}: {got:?}, want {want}");
     }
     // Nothing was delivered: a labelled counter appears once it counted, so it is absent.
-    let written = s.get("anju_influx_written_records_total", &[("sink", "central")]);
+    let written = s.get("anju_influx_written_records_total", &[("sink", "influxdb")]);
     ensure!(written.unwrap_or(0.0) == 0.0, "delivered {written:?}");
     ensure!(s.get("anju_uptime_seconds", &[]).is_some_and(|v| v >= 0.0));
     ensure!(s.get("anju_spool_file_bytes", &[]).is_some_and(|v| v > 0.0));
@@ -222,7 +191,7 @@ async fn console_with_a_token_answers_401_and_nothing_else_without_it() -> Resul
         token_file.display()
     );
     let gw = start_gateway(
-        &config(dir.path(), &broker.addr().to_string(), &store, &console)?,
+        &config(dir.path(), &broker.addr().to_string(), &store, &console),
         dir.path(),
     )?;
     let http = reqwest011::Client::new();

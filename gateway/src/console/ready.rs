@@ -14,8 +14,8 @@ use crate::metrics::{Counter, Metrics};
 use crate::spool::SpoolStats;
 
 /// How long a sink may deliver nothing while records wait for it before the gateway is reported
-/// not ready. Longer than a sink's longest retry backoff (the InfluxDB and webhook sinks wait at
-/// most a few minutes between tries), so one slow retry does not flap readiness.
+/// not ready. Well above the sinks' default longest wait between tries
+/// ([`crate::sinks::DEFAULT_RETRY_MAX`], 60 s), so one slow retry does not flap readiness.
 pub const SINK_STALL_BOUND: Duration = Duration::from_secs(10 * 60);
 
 /// How often the console samples readiness on its own, so that a stall is timed from when it
