@@ -32,12 +32,12 @@ use crate::spool::{Spool, SpoolStats};
 
 /// The console could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("console: cannot listen on {addr}: {source}; {fix}")]
+#[error("console: cannot listen on {addr}: {cause}; {fix}")]
 pub struct ConsoleError {
     /// The configured address.
     pub addr: SocketAddr,
-    /// The bind error.
-    pub source: std::io::Error,
+    /// The bind error (in the message, not a `source`, so that `{:#}` says it once).
+    pub cause: std::io::Error,
     /// What to do about it.
     pub fix: &'static str,
 }
@@ -140,12 +140,12 @@ impl Console {
         if let Some(token) = &settings.token {
             state.access = Some(Access::new(token).map_err(|_| ConsoleError {
                 addr,
-                source: std::io::Error::other("the system's random source failed"),
+                cause: std::io::Error::other("the system's random source failed"),
                 fix: "the token check needs a random key; check the system's entropy source",
             })?);
         }
-        let listener = TcpListener::bind(addr).await.map_err(|source| {
-            let fix = match source.kind() {
+        let listener = TcpListener::bind(addr).await.map_err(|cause| {
+            let fix = match cause.kind() {
                 std::io::ErrorKind::AddrInUse => {
                     "another program (or another gateway) uses this port: stop it, or set [console] listen to a free port, or enabled = false"
                 }
@@ -154,7 +154,7 @@ impl Console {
                 }
                 _ => "check that the address is one of this machine's, or set [console] listen to 127.0.0.1:8080",
             };
-            ConsoleError { addr, source, fix }
+            ConsoleError { addr, cause, fix }
         })?;
         Ok(Self {
             listener,
