@@ -206,6 +206,10 @@ mod tests {
     use super::*;
 
     fn state(dir: &std::path::Path) -> ConsoleState {
+        state_with_engine(dir, true)
+    }
+
+    fn state_with_engine(dir: &std::path::Path, engine_running: bool) -> ConsoleState {
         let spool = Spool::open(
             &dir.join("spool.redb"),
             &crate::spool::SpoolConfig::default(),
@@ -216,8 +220,42 @@ mod tests {
             Arc::new(Metrics::new()),
             Arc::new(spool),
             &[],
-            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicBool::new(engine_running)),
         )
+    }
+
+    #[tokio::test]
+    async fn console_readyz_is_503_with_the_reason_while_healthz_stays_200() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = ConsoleSettings {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            token: None,
+        };
+        let console = Console::bind(&settings, state_with_engine(dir.path(), false))
+            .await
+            .expect("binds");
+        let base = format!("http://{}", console.local_addr().expect("addr"));
+        let stop = CancellationToken::new();
+        let served = tokio::spawn(console.run(stop.clone()));
+        let http = reqwest011::Client::new();
+        let ready = http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(ready.status(), 503);
+        assert_eq!(ready.text().await.expect("body"), "engine not running\n");
+        let health = http
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("answers");
+        assert_eq!(health.status(), 200);
+        stop.cancel();
+        tokio::time::timeout(std::time::Duration::from_secs(10), served)
+            .await
+            .expect("stops when told")
+            .expect("no panic");
     }
 
     #[tokio::test]
