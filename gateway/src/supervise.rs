@@ -97,8 +97,8 @@ impl TaskTree {
     }
 
     /// Stop every stage in order, waiting for each to finish before the next: sources, then
-    /// the engine (which drains and commits), then the sinks, then the console. Returns every task that failed
-    /// on the way (panicked, or the engine ending before being asked).
+    /// the engine (which drains and commits), then the sinks, then the console. Returns every
+    /// task that failed on the way (panicked, or the engine ending before being asked).
     pub async fn shutdown(mut self) -> Vec<TaskFailure> {
         let mut failures = Vec::new();
         for stage in [Stage::Sources, Stage::Engine, Stage::Sinks, Stage::Console] {

@@ -16,7 +16,7 @@ use std::future::IntoFuture as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ring::hmac;
 use tokio::net::TcpListener;
@@ -29,6 +29,9 @@ use crate::config::Sink;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::spool::{Spool, SpoolStats};
+
+/// How long requests in progress may finish after the console is told to stop.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// The console could not start.
 #[derive(Debug, thiserror::Error)]
@@ -193,11 +196,23 @@ impl Console {
             }
         };
         let server = axum::serve(self.listener, router::router(self.state))
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let (served, ()) = tokio::join!(server.into_future(), sampler);
-        if let Err(e) = served {
-            warn!(listen = %addr, error = %e, "Console stopped with an error.");
-        }
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future();
+        // A client that keeps a request open must not hold up the gateway's exit.
+        let grace_over = async {
+            stop.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let serving = async {
+            tokio::select! {
+                served = server => if let Err(e) = served {
+                    warn!(listen = %addr, error = %e, "Console stopped with an error.");
+                },
+                () = grace_over => warn!(listen = %addr, grace = ?SHUTDOWN_GRACE,
+                    "Console requests still open after the stop; leaving them."),
+            }
+        };
+        tokio::join!(serving, sampler);
     }
 }
 
@@ -279,6 +294,34 @@ mod tests {
             text.contains("another program (or another gateway) uses this port"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn console_stops_within_its_grace_while_a_client_holds_a_request_open() {
+        use tokio::io::AsyncWriteExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = ConsoleSettings {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            token: None,
+        };
+        let console = Console::bind(&settings, state(dir.path()))
+            .await
+            .expect("binds");
+        let addr = console.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        let served = tokio::spawn(console.run(stop.clone()));
+        let mut slow = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connects");
+        slow.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("writes");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        stop.cancel();
+        tokio::time::timeout(SHUTDOWN_GRACE * 3, served)
+            .await
+            .expect("stops despite the open request")
+            .expect("no panic");
     }
 
     #[test]
