@@ -18,6 +18,7 @@
 //! - [`log_limit`]: one log line per key and interval for conditions that repeat.
 //! - [`metrics`]: counters of what happened to the data.
 //! - [`secret`]: tokens and passwords, read from the environment or a file by one set of rules.
+//! - [`console`]: the HTTP server: `/metrics`, `/healthz`, `/readyz` (pages later).
 //! - [`run`]: wires everything together for `gateway run`.
 //! - [`supervise`]: the task tree: every task named, watched, and stopped in order.
 //!
@@ -31,6 +32,7 @@ pub mod alert;
 pub mod baseline;
 pub mod broker;
 pub mod config;
+pub mod console;
 pub mod conversion;
 pub mod engine;
 pub mod log_limit;

@@ -99,13 +99,18 @@ enum BaselineCmd {
     },
 }
 
+/// Log to stderr (systemd's journal takes it as it takes stdout), with colour only when stderr
+/// is a terminal: a journal, a file or a pipe gets plain text without ANSI escape codes.
 fn init_logging() {
+    use std::io::IsTerminal as _;
     // ANJU_LOG takes tracing's filter syntax, e.g. `info` or `info,anju_gateway::sources=debug`.
     let filter = tracing_subscriber::EnvFilter::try_from_env("ANJU_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -5,10 +5,13 @@
 //! Owns [`Metrics`] and the one list of counter names ([`Counter`]). It does not log: the
 //! component that counts also logs, with the device, topic or path that names the problem.
 //! Counters are keyed by a [`Counter`] and a small label set; the hot path counts per batch, not
-//! per reading, so a mutex is cheap enough.
+//! per reading, so a mutex is cheap enough. Besides the counters it holds the one gauge that
+//! only the engine knows ([`Metrics::engine_channels`]), as an atomic. The console's `/metrics`
+//! renders a [`Metrics::snapshot`] (gateway/src/console/exposition.rs).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// A counter's identity: the counter plus `label=value` pairs, in the order given.
@@ -141,6 +144,19 @@ counters! {
 #[derive(Debug, Default)]
 pub struct Metrics {
     counters: Mutex<BTreeMap<CounterKey, u64>>,
+    /// Channels the engine holds in memory now (set by the engine after each batch).
+    engine_channels: AtomicU64,
+}
+
+/// One counter's value for one label set, as [`Metrics::snapshot`] copies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterSample {
+    /// The counter.
+    pub counter: Counter,
+    /// Its `label=value` pairs, in the counter's label order.
+    pub labels: Vec<(&'static str, String)>,
+    /// Its value.
+    pub value: u64,
 }
 
 impl Metrics {
@@ -195,6 +211,36 @@ impl Metrics {
             .filter(|((c, _), _)| *c == counter)
             .map(|(_, v)| *v)
             .sum()
+    }
+
+    /// Every counter with its labels and value, sorted by counter then labels (one short lock).
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<CounterSample> {
+        let map = self
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter()
+            .map(|((counter, labels), value)| CounterSample {
+                counter: *counter,
+                labels: labels.clone(),
+                value: *value,
+            })
+            .collect()
+    }
+
+    /// Record how many channels the engine holds in memory.
+    pub fn set_engine_channels(&self, channels: usize) {
+        self.engine_channels.store(
+            u64::try_from(channels).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// How many channels the engine holds in memory (as last recorded).
+    #[must_use]
+    pub fn engine_channels(&self) -> u64 {
+        self.engine_channels.load(Ordering::Relaxed)
     }
 
     /// Every counter as `name{k="v",...} value`, sorted, one per line (Prometheus text style).

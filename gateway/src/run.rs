@@ -7,6 +7,7 @@
 //! the spool for the next start). A task that ends on its own starts the same shutdown, and
 //! [`Gateway::run`] then returns [`RunError::Task`], so the process exits non-zero.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{Config, Sink};
+use crate::console::{Console, ConsoleState};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::model::{Clock, SystemClock};
@@ -47,6 +49,9 @@ pub enum RunError {
     /// The webhook sink could not be built.
     #[error(transparent)]
     WebhookSink(#[from] WebhookSinkError),
+    /// The console could not listen.
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
     /// The spool task failed.
     #[error("spool open task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
@@ -133,8 +138,27 @@ impl Gateway {
             None => None,
         };
 
+        // The console before any source, so a port in use stops the start before data flows.
+        let engine_running = Arc::new(AtomicBool::new(false));
+        let console = match &cfg.console {
+            Some(settings) => {
+                let state = ConsoleState::new(
+                    Arc::clone(&self.metrics),
+                    Arc::clone(&spool),
+                    &cfg.sinks,
+                    Arc::clone(&engine_running),
+                );
+                Some(Console::bind(settings, state).await?)
+            }
+            None => None,
+        };
+
         let (tx, rx) = mpsc::channel(READING_CHANNEL_CAPACITY);
         let mut tree = TaskTree::new();
+        if let Some(console) = console {
+            let stop = tree.stop_token(Stage::Console);
+            tree.spawn(Stage::Console, "console", console.run(stop));
+        }
         let sources_stop = tree.stop_token(Stage::Sources);
         for bus in group_into_buses(&cfg.devices) {
             let name = format!("poller {}", bus.link);
@@ -209,7 +233,11 @@ impl Gateway {
             &cfg.site,
         )
         .with_derived(cfg.derived.clone());
-        tree.spawn(Stage::Engine, "engine", engine.run());
+        tree.spawn(Stage::Engine, "engine", async move {
+            engine_running.store(true, Ordering::Relaxed);
+            engine.run().await;
+            engine_running.store(false, Ordering::Relaxed);
+        });
 
         let failed = tree.watch(&shutdown).await;
         if let Some(f) = &failed {

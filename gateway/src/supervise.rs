@@ -22,8 +22,10 @@ pub enum Stage {
     Sources,
     /// The engine: ends by itself once every source has gone, after its final commit.
     Engine,
-    /// The sinks: stopped last; what they have not delivered stays in the spool.
+    /// The sinks: what they have not delivered stays in the spool.
     Sinks,
+    /// The console: stopped last, so `/metrics` and `/readyz` answer during the shutdown.
+    Console,
 }
 
 /// A task that ended when it was not asked to.
@@ -95,11 +97,11 @@ impl TaskTree {
     }
 
     /// Stop every stage in order, waiting for each to finish before the next: sources, then
-    /// the engine (which drains and commits), then the sinks. Returns every task that failed
-    /// on the way (panicked, or the engine ending before being asked).
+    /// the engine (which drains and commits), then the sinks, then the console. Returns every
+    /// task that failed on the way (panicked, or the engine ending before being asked).
     pub async fn shutdown(mut self) -> Vec<TaskFailure> {
         let mut failures = Vec::new();
-        for stage in [Stage::Sources, Stage::Engine, Stage::Sinks] {
+        for stage in [Stage::Sources, Stage::Engine, Stage::Sinks, Stage::Console] {
             if let Some(stop) = self.stops.get(&stage) {
                 stop.cancel();
             }

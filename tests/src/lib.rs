@@ -327,6 +327,8 @@ pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_test_writer()
+        // Test output lands in CI logs and files: no ANSI colour codes.
+        .with_ansi(false)
         .try_init();
 }
 
@@ -346,13 +348,19 @@ pub struct RunningGateway {
 }
 
 /// Write `config` to `dir/gateway.toml`, validate it as the daemon would, and run the gateway.
+/// A config without a `[console]` section runs without the console (the daemon's default,
+/// 127.0.0.1:8080, would collide between gateways of tests running at once); a test of the
+/// console writes the section with a free port.
 ///
 /// # Errors
 /// When the config is invalid.
 pub fn start_gateway(config: &str, dir: &Path) -> Result<RunningGateway> {
     let path = dir.join("gateway.toml");
     std::fs::write(&path, config)?;
-    let cfg = anju_gateway::config::Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut cfg = anju_gateway::config::Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !config.contains("[console]") {
+        cfg.console = None;
+    }
     let gw = anju_gateway::run::Gateway::new(cfg);
     let metrics = gw.metrics();
     let shutdown = tokio_util::sync::CancellationToken::new();

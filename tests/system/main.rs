@@ -8,6 +8,8 @@
 //! - [`modbus_holes`]: reads are re-planned around refused holes to the minimum per cycle.
 //! - [`modbus_late_reply`]: an RTU slave answering after the timeout never gets its late answer
 //!   stored as another request's value.
+//! - [`console`]: `/metrics` counts exactly the readings sent (parsed by a Prometheus text
+//!   parser); with an access token, requests without it get 401 and nothing else.
 //! - [`derived`]: settlement from levelling heads and tilt per pair of corners, derived by the
 //!   gateway and stored as series, equal the truth across a restart (configured and established
 //!   initial values); a pour's core − surface and cooling rate equal those of the truth.
@@ -21,6 +23,7 @@
 //!   collecting, keeps the damaged file aside and raises a device-fault alert.
 
 mod alerts;
+mod console;
 mod derived;
 mod engineering;
 mod modbus_holes;

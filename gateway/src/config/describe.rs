@@ -29,6 +29,19 @@ pub fn describe(cfg: &Config) -> String {
         cfg.data_dir.display(),
         cfg.spool.max_bytes
     );
+    let _ = match &cfg.console {
+        Some(c) => writeln!(
+            out,
+            "console http://{}/ (/metrics, /healthz, /readyz), {}",
+            c.listen,
+            if c.token.is_some() {
+                "access token <redacted> required"
+            } else {
+                "no access token"
+            }
+        ),
+        None => writeln!(out, "console off"),
+    };
     let _ = writeln!(out, "\nModbus devices: {}", cfg.devices.len());
     for d in &cfg.devices {
         let _ = writeln!(

@@ -156,6 +156,9 @@ pub struct RawConfig {
     /// Where spooled data is delivered. None: readings stay in the spool (under its bound).
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// The console's HTTP server (`[console]`); absent = on, at 127.0.0.1:8080, no token.
+    #[serde(default)]
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// One `[[sinks]]` entry. Closed set: a new kind of receiver is a new variant.
@@ -222,6 +225,8 @@ pub struct Config {
     pub embedded_broker: Option<crate::broker::EmbeddedBrokerConfig>,
     /// Sinks with their secrets resolved.
     pub sinks: Vec<Sink>,
+    /// The console's listen address and token; `None` when turned off.
+    pub console: Option<crate::console::ConsoleSettings>,
 }
 
 impl Config {
@@ -366,6 +371,10 @@ impl Config {
                 Err(found) => v.extend(found),
             }
         }
+        let console = raw.console.validate("console").unwrap_or_else(|found| {
+            v.extend(found);
+            None
+        });
         if !v.is_empty() {
             return Err(ConfigError::Invalid(v.into_vec()));
         }
@@ -383,6 +392,7 @@ impl Config {
             derived,
             embedded_broker: raw.embedded_broker,
             sinks,
+            console,
         })
     }
 }

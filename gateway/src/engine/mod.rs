@@ -25,6 +25,7 @@
 
 pub mod derived;
 pub mod rules;
+mod summary;
 
 use crate::metrics::Counter;
 use std::collections::HashMap;
@@ -533,6 +534,7 @@ impl Engine {
                         self.bring_back(&batch).await;
                         self.ingest(batch);
                         self.store_derived().await;
+                        self.metrics.set_engine_channels(self.channels.len());
                         // Group commit: a source waiting to acknowledge upstream gets its commit
                         // as soon as the input is drained, not after the flush interval; under
                         // load, batches pile up during a commit and share the next one.
@@ -560,6 +562,7 @@ impl Engine {
                     self.feed_decided();
                     self.store_derived().await;
                     self.evict_idle(now);
+                    self.metrics.set_engine_channels(self.channels.len());
                     if self.pending_alert_records > 0
                         || self.hold_save_due
                         || (self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL)
@@ -1140,14 +1143,13 @@ impl Engine {
                 )
             })
             .collect();
-        info!(
-            readings = self.since_summary,
-            flagged = self.bad_since_summary,
-            channels = self.channels.len(),
-            spool = ?stats,
-            latest = %sample.join(" "),
-            "Summary."
-        );
+        let flow = summary::Flow {
+            interval: self.summary_interval,
+            readings: self.since_summary,
+            flagged: self.bad_since_summary,
+            channels: self.channels.len(),
+        };
+        info!("{}", summary::summary_line(flow, stats.as_ref(), &sample));
         self.since_summary = 0;
         self.bad_since_summary = 0;
     }

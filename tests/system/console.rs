@@ -1,0 +1,238 @@
+//! The console (issue 9 items 1 and 4) on a running gateway, over 127.0.0.1:
+//! - known MQTT readings through a real mosquitto show up in `/metrics` with exactly the counts
+//!   sent (parsed by the `prometheus-parse` crate), with the spool backlog of a sink whose store
+//!   is down; `/healthz` and `/readyz` answer 200;
+//! - with an access token, a request without it (or with another) gets 401 and an empty body,
+//!   on every path; with it, `/metrics` answers.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anju_system::{free_port, start_gateway, wait_until, Mosquitto};
+use anyhow::{ensure, Context as _, Result};
+use rumqttc::QoS;
+
+use crate::mqtt_robustness::{self, good, publisher, wait_acked};
+
+/// Readings published in the metrics test.
+const SENT: usize = 25;
+/// Distinct points they are spread over (so the engine holds this many channels).
+const POINTS: usize = 5;
+
+/// The gateway of [`mqtt_robustness::config`] (one MQTT source, subscription `a`:
+/// `a/{device}/{point}`; an InfluxDB sink named `influxdb` at `store`) with `console` as its
+/// `[console]` section.
+fn config(dir: &std::path::Path, broker: &str, store: &str, console: &str) -> String {
+    format!(
+        "{}\n[console]\n{console}\n",
+        mqtt_robustness::config(dir, broker, store, "")
+    )
+}
+
+/// One scrape of `/metrics`, parsed; `(name, sorted labels) -> value`.
+struct Scraped {
+    values: HashMap<(String, Vec<(String, String)>), f64>,
+    helped: Vec<String>,
+}
+
+impl Scraped {
+    fn parse(text: &str) -> Result<Self> {
+        ensure!(
+            text.ends_with("# EOF\n"),
+            "no OpenMetrics EOF marker:\n{text}"
+        );
+        let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))?;
+        let mut values = HashMap::new();
+        for s in scrape.samples {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                other => anyhow::bail!("{}: unexpected sample kind {other:?}", s.metric),
+            };
+            let mut labels: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            labels.sort();
+            values.insert((s.metric, labels), v);
+        }
+        Ok(Self {
+            values,
+            helped: scrape.docs.into_keys().collect(),
+        })
+    }
+
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        labels.sort();
+        self.values.get(&(name.to_owned(), labels)).copied()
+    }
+}
+
+async fn scrape(client: &reqwest011::Client, base: &str) -> Result<Scraped> {
+    let response = client.get(format!("{base}/metrics")).send().await?;
+    ensure!(
+        response.status() == 200,
+        "/metrics answered {}",
+        response.status()
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        content_type.starts_with("application/openmetrics-text"),
+        "/metrics content type {content_type}"
+    );
+    Scraped::parse(&response.text().await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_metrics_count_exactly_the_readings_sent() -> Result<()> {
+    anju_system::init_tracing();
+    let broker = Mosquitto::start()?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    // Nothing listens on the store's port: every reading stays in the spool as backlog.
+    let store = format!("http://127.0.0.1:{}", free_port()?);
+    let listen = format!("listen = \"127.0.0.1:{port}\"");
+    let gw = start_gateway(
+        &config(dir.path(), &broker.addr().to_string(), &store, &listen),
+        dir.path(),
+    )?;
+    gw.wait_for_mqtt_session().await?;
+    let (client, acked) = publisher(broker.addr(), "pub-console");
+    let t0 = anju_gateway::model::now_ns() / 1_000_000;
+    for i in 0..SENT {
+        #[allow(clippy::cast_possible_wrap)]
+        let ts = t0 + i as i64;
+        client
+            .publish(
+                format!("a/pier-1/p{}", i % POINTS),
+                QoS::AtLeastOnce,
+                false,
+                good(i, ts),
+            )
+            .await?;
+    }
+    wait_acked(&acked, SENT).await?;
+
+    let http = reqwest011::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    #[allow(clippy::cast_precision_loss)]
+    let sent = SENT as f64;
+    wait_until(
+        Duration::from_secs(30),
+        "every reading spooled, seen in /metrics",
+        || async {
+            scrape(&http, &base)
+                .await
+                .is_ok_and(|s| s.get("anju_readings_spooled_total", &[]) == Some(sent))
+        },
+    )
+    .await?;
+    let s = scrape(&http, &base).await?;
+    let sub = [("subscription", "a")];
+    for (name, labels, want) in [
+        ("anju_mqtt_messages_total", &sub[..], sent),
+        ("anju_mqtt_readings_total", &sub[..], sent),
+        ("anju_readings_spooled_total", &[][..], sent),
+        (
+            "anju_spool_backlog_records",
+            &[("sink", "influxdb"), ("stream", "points")][..],
+            sent,
+        ),
+        #[allow(clippy::cast_precision_loss)]
+        ("anju_engine_channels", &[][..], POINTS as f64),
+        ("anju_spool_available", &[][..], 1.0),
+    ] {
+        let got = s.get(name, labels);
+        ensure!(got == Some(want), "{name}{labels:?}: {got:?}, want {want}");
+    }
+    // Nothing was delivered: a labelled counter appears once it counted, so it is absent.
+    let written = s.get("anju_influx_written_records_total", &[("sink", "influxdb")]);
+    ensure!(written.unwrap_or(0.0) == 0.0, "delivered {written:?}");
+    ensure!(s.get("anju_uptime_seconds", &[]).is_some_and(|v| v >= 0.0));
+    ensure!(s.get("anju_spool_file_bytes", &[]).is_some_and(|v| v > 0.0));
+    // Every counter of the gateway is exported, under its name with the prefix.
+    for c in anju_gateway::metrics::Counter::ALL {
+        let family = format!("anju_{}", c.name().trim_end_matches("_total"));
+        ensure!(s.helped.contains(&family), "{family} is not in /metrics");
+    }
+
+    let health = http.get(format!("{base}/healthz")).send().await?;
+    ensure!(health.status() == 200, "/healthz {}", health.status());
+    let ready = http.get(format!("{base}/readyz")).send().await?;
+    let status = ready.status();
+    let body = ready.text().await?;
+    ensure!(status == 200, "/readyz {status}: {body}");
+    gw.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_with_a_token_answers_401_and_nothing_else_without_it() -> Result<()> {
+    anju_system::init_tracing();
+    let broker = Mosquitto::start()?;
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("console.token");
+    std::fs::write(&token_file, "0123456789abcdef\n")?;
+    let port = free_port()?;
+    let store = format!("http://127.0.0.1:{}", free_port()?);
+    let console = format!(
+        "listen = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"",
+        token_file.display()
+    );
+    let gw = start_gateway(
+        &config(dir.path(), &broker.addr().to_string(), &store, &console),
+        dir.path(),
+    )?;
+    let http = reqwest011::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until(Duration::from_secs(10), "the console to listen", || async {
+        http.get(format!("{base}/healthz")).send().await.is_ok()
+    })
+    .await?;
+    for path in ["/metrics", "/healthz", "/readyz", "/nowhere"] {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("Bearer 0123456789abcde"),
+            Some("Basic MDEyMzQ1Njc4OWFiY2RlZg=="),
+        ] {
+            let mut request = http.get(format!("{base}{path}"));
+            if let Some(a) = auth {
+                request = request.header("authorization", a);
+            }
+            let response = request.send().await?;
+            let status = response.status();
+            let body = response.bytes().await?;
+            ensure!(
+                status == 401 && body.is_empty(),
+                "{path} with {auth:?}: {status}, {} bytes",
+                body.len()
+            );
+        }
+    }
+    let response = http
+        .get(format!("{base}/metrics"))
+        .header("authorization", "Bearer 0123456789abcdef")
+        .send()
+        .await
+        .context("scrape with the token")?;
+    ensure!(
+        response.status() == 200,
+        "with the token: {}",
+        response.status()
+    );
+    Scraped::parse(&response.text().await?)?;
+    gw.stop().await?;
+    Ok(())
+}
