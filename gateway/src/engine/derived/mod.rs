@@ -126,6 +126,12 @@ enum Calc {
     },
     /// Running sum and the time of its first reading.
     Cumulative { sum: f64, since: TimestampNs },
+    /// Stability verdict: the rate window, and the time of the channel's first good reading
+    /// (the history covers the window once it is `window` old).
+    Stability {
+        window: RateWindow,
+        since: TimestampNs,
+    },
 }
 
 impl Calc {
@@ -133,7 +139,7 @@ impl Calc {
     const fn is_persistent(&self) -> bool {
         matches!(
             self,
-            Self::Rate(_) | Self::Sum { .. } | Self::Cumulative { .. }
+            Self::Rate(_) | Self::Sum { .. } | Self::Cumulative { .. } | Self::Stability { .. }
         )
     }
 }
@@ -246,7 +252,10 @@ impl DerivedSet {
         let entry = entry_key(&self.specs[block].name, &key);
         if let Some(saved) = self.restored.remove(&entry) {
             let fits = match (&saved, &calc) {
-                (Calc::Rate(a), Calc::Rate(b)) => a.width_ns == b.width_ns,
+                (Calc::Rate(a), Calc::Rate(b))
+                | (Calc::Stability { window: a, .. }, Calc::Stability { window: b, .. }) => {
+                    a.width_ns == b.width_ns
+                }
                 (Calc::Sum { .. }, Calc::Sum { .. })
                 | (Calc::Cumulative { .. }, Calc::Cumulative { .. }) => true,
                 _ => false,
@@ -307,6 +316,10 @@ impl DerivedSet {
                     _ => continue,
                 },
                 DerivedKind::Rate => Calc::Rate(RateWindow::new(spec.window_ns)),
+                DerivedKind::Stability => Calc::Stability {
+                    window: RateWindow::new(spec.window_ns),
+                    since: 0,
+                },
                 DerivedKind::SumOver => Calc::Sum {
                     readings: VecDeque::new(),
                     last_total: None,
@@ -516,12 +529,13 @@ impl DerivedSet {
     /// An output computed from one input's reading (levelling, rate, sum, cumulative).
     fn compute_single(&mut self, oi: usize, r: &Reading) -> Option<Reading> {
         let spec = &self.specs[self.outputs[oi].block];
-        let (window_ns, max_skew, per_secs, min_points, sum_input) = (
+        let (window_ns, max_skew, per_secs, min_points, sum_input, threshold) = (
             spec.window_ns,
             spec.max_skew_ns,
             spec.per_secs,
             spec.min_points,
             spec.sum_input,
+            spec.threshold,
         );
         let s = Sample::of(r);
         let bi = self.outputs[oi].block;
@@ -551,16 +565,27 @@ impl DerivedSet {
                 Some(v) => {
                     window.push(s.ts, v);
                     dirty = true;
-                    window
-                        .slope()
-                        .filter(|slope| {
-                            slope.points >= min_points
-                                && secs(slope.span_ns) >= secs(window_ns) * RATE_MIN_SPAN_FRACTION
-                        })
-                        .map(|slope| Ok(slope.per_sec * per_secs))
+                    window_rate(window, min_points, window_ns, per_secs).map(Ok)
                 }
                 None => Some(Err(Quality::DerivedInputBad)),
             },
+            Calc::Stability { window, since } => Some(match s.value {
+                Some(v) => {
+                    window.push(s.ts, v);
+                    if *since == 0 {
+                        *since = s.ts;
+                    }
+                    dirty = true;
+                    // docs/DOMAIN.md §Settlement (JGJ 8-2016 §7.1.5 item 4): stable when the
+                    // rate over the last `window` is below the threshold, judged only once the
+                    // channel's history covers the whole window.
+                    let covered = s.ts.saturating_sub(*since) >= window_ns;
+                    let rate = window_rate(window, min_points, window_ns, per_secs);
+                    let stable = covered && rate.is_some_and(|r| r.abs() < threshold);
+                    Ok(if stable { 1.0 } else { 0.0 })
+                }
+                None => Err(Quality::DerivedInputBad),
+            }),
             Calc::Sum {
                 readings,
                 last_total,
@@ -737,6 +762,24 @@ impl DerivedSet {
         }
         unreadable
     }
+}
+
+/// The least-squares slope of `window` per `per_secs` seconds, once it rests on `min_points`
+/// readings spanning at least [`RATE_MIN_SPAN_FRACTION`] of `window_ns` (shared by the `rate`
+/// and `stability` kinds: one definition of a derived rate).
+fn window_rate(
+    window: &mut RateWindow,
+    min_points: u32,
+    window_ns: i64,
+    per_secs: f64,
+) -> Option<f64> {
+    window
+        .slope()
+        .filter(|slope| {
+            slope.points >= min_points
+                && secs(slope.span_ns) >= secs(window_ns) * RATE_MIN_SPAN_FRACTION
+        })
+        .map(|slope| slope.per_sec * per_secs)
 }
 
 /// The spool key of an established initial value.

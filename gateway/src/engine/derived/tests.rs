@@ -676,3 +676,150 @@ pairs = [{ a = "lev-b/ch1", b = "lev-b/ch2", distance_m = 8.0 }]
         );
     }
 }
+
+const DAY: i64 = 24 * H;
+
+/// The day a `stability` block over `window_d` days turns stable on the consolidation curve
+/// `s(t) = s_inf·(1 − e^(−t/tau))`, computed in closed form, independently of the code.
+///
+/// The least-squares slope of `s` over `[t − W, t]` (continuous sampling, `h = W/2`, centre
+/// `m = t − h`, `u = t' − m`) is `12/W³ · ∫ u·s(m+u) du`; with `∫_{−h}^{h} u·e^(−u/τ) du =
+/// 2τ²·sinh(h/τ) − 2τh·cosh(h/τ)` it is `K·e^(−(t−h)/τ)` with
+/// `K = 3·s_inf·τ·(h·cosh(h/τ) − τ·sinh(h/τ)) / h³` (→ `s_inf/τ·e^(−m/τ)`, the rate at the centre,
+/// as `h/τ → 0`). It falls below `threshold` for `t > h + τ·ln(K / threshold)`.
+fn stability_day(s_inf: f64, tau: f64, threshold: f64, window_d: f64) -> f64 {
+    let h = window_d / 2.0;
+    let x = h / tau;
+    let k = 3.0 * s_inf * tau * (h * x.cosh() - tau * x.sinh()) / h.powi(3);
+    h + tau * (k / threshold).ln()
+}
+
+/// `(day, verdict)` of each stability reading, the series fed one reading every 6 h for `days`.
+fn verdicts(set: &mut DerivedSet, days: i64, s: impl Fn(f64) -> f64) -> Vec<(f64, f64)> {
+    let plate = series("plate", "s1", QuantityKind::Settlement, "mm");
+    let mut out = Vec::new();
+    for i in 0..=days * 4 {
+        let ts = T0 + i * 6 * H;
+        let t = (ts - T0) as f64 / DAY as f64;
+        for r in set.on_batch(&[good(&plate, ts, s(t))]) {
+            assert_eq!(r.series.key, "plate/s1.stable");
+            assert_eq!(r.series.kind, QuantityKind::Status);
+            assert_eq!(r.series.unit, "verdict");
+            assert_eq!(r.quality, Quality::Good);
+            out.push((t, r.value.unwrap_or(f64::NAN)));
+        }
+    }
+    out
+}
+
+#[test]
+fn stability_turns_on_the_closed_form_day_of_a_consolidation_curve() {
+    // JGJ 8-2016 §7.1.5 item 4 (docs/DOMAIN.md §Settlement): stable when the rate over the
+    // last 100 days is below 0.01–0.04 mm/d; defaults: 100 d, 0.04 mm/d.
+    let mut set =
+        one_block("name = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }");
+    let (s_inf, tau) = (80.0, 60.0);
+    // K = 3·80·60·(50·cosh(5/6) − 60·sinh(5/6)) / 50³ ≈ 1.43 mm/d; day ≈ 50 + 60·ln(1.43/0.04)
+    // ≈ 264.5, well past the 100 days the window needs to be covered. The instantaneous rate
+    // s_inf/τ·e^(−t/τ) is below 0.04 mm/d from τ·ln(s_inf/(τ·0.04)) ≈ 210.4 d: the window lags.
+    let expected = stability_day(s_inf, tau, 0.04, 100.0);
+    assert!((264.0..265.0).contains(&expected), "{expected}");
+    let instantaneous = tau * (s_inf / (tau * 0.04)).ln();
+    assert!((210.0..211.0).contains(&instantaneous), "{instantaneous}");
+    let got = verdicts(&mut set, 400, |t| s_inf * (1.0 - (-t / tau).exp()));
+    let first = got
+        .iter()
+        .find(|(_, v)| *v == 1.0)
+        .map(|(t, _)| *t)
+        .expect("stable within 400 d");
+    assert!(
+        (first - expected).abs() <= 1.0,
+        "turned stable on day {first}, the closed form says {expected}"
+    );
+    // Not yet before that day, stable every reading after it (a decaying curve never speeds up).
+    assert!(
+        got.iter().all(|(t, v)| (*v == 1.0) == (*t >= first)),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn stability_waits_until_the_history_covers_the_window() {
+    // A point that does not move at all is stable only once it has been watched for 100 days.
+    let mut set = one_block(
+        "name = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }\nthreshold = 0.01",
+    );
+    let got = verdicts(&mut set, 120, |_| 12.5);
+    assert!(!got.is_empty());
+    for (t, v) in &got {
+        assert_eq!(*v, if *t >= 100.0 { 1.0 } else { 0.0 }, "day {t}");
+    }
+    // A bad reading flags the verdict; it is never `stable` on a reading not taken.
+    let plate = series("plate", "s1", QuantityKind::Settlement, "mm");
+    let out = set.on_batch(&[bad(&plate, T0 + 121 * DAY)]);
+    assert_eq!(seen(&out)[0].2, Quality::DerivedInputBad);
+    // The window survives a restart: the restored block is stable on its next reading.
+    let (delta, errors) = set.state_changes();
+    assert_eq!(errors, 0);
+    let entries: Vec<(String, Vec<u8>)> = delta
+        .entries
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let mut again = one_block(
+        "name = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }\nthreshold = 0.01",
+    );
+    assert!(again.restore(&entries).is_empty());
+    let out = again.on_batch(&[good(&plate, T0 + 122 * DAY, 12.5)]);
+    assert_eq!(seen(&out)[0].1, Some(1.0));
+}
+
+#[test]
+fn stability_defaults_follow_jgj_8_and_its_problems_name_path_and_fix() {
+    let p = plan(
+        "[[derived]]\nname = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }",
+    );
+    let spec = &p.specs[0];
+    assert_eq!(spec.window_ns, 100 * DAY);
+    assert!((spec.threshold - 0.04).abs() < 1e-12);
+    assert!((spec.per_secs - 86_400.0).abs() < 1e-9);
+    assert_eq!(spec.point, "{point}.{name}");
+    let found = problems(
+        r#"
+[[derived]]
+name = "r"
+kind = "rate"
+select = { kind = "settlement" }
+window = "1d"
+threshold = 0.04
+
+[[derived]]
+name = "s"
+kind = "stability"
+select = { kind = "settlement" }
+threshold = -0.02
+window = "30s"
+min_points = 1
+
+[[derived]]
+name = "t"
+kind = "stability"
+reference = "lvl/ch5"
+"#,
+    );
+    let has = |path: &str, words: &str| {
+        assert!(
+            found.iter().any(|(p, m)| p == path && m.contains(words)),
+            "{path} with \"{words}\" missing from {found:?}"
+        );
+    };
+    has(
+        "derived[0].threshold",
+        "only stability take `threshold`; remove it",
+    );
+    has("derived[1].threshold", "0.01-0.04 mm/d");
+    has("derived[1].window", "window = \"100d\"");
+    has("derived[1].min_points", "at least 2");
+    has("derived[2].select", "missing");
+    has("derived[2].reference", "remove it");
+}
