@@ -1,12 +1,14 @@
-//! Derived channels (issue 7 items 2-4): settlement from hydrostatic levelling, differences,
-//! means, rates, tilts, sums over a window and running sums, each a [`Series`] of its own whose
+//! Derived channels (issue 7 items 2-4, issue 8 item 2): settlement from hydrostatic levelling,
+//! differences, means, rates, tilts, sums over a window, running sums and the settlement
+//! stability verdict (JGJ 8-2016, docs/DOMAIN.md §Settlement), each a [`Series`] of its own whose
 //! readings the engine stores and evaluates exactly like a device's.
 //!
 //! Owns the `[[derived]]` configuration ([`config`]), the routing of channels to the derived
 //! channels they feed (selectors matched once per channel, on first sight), the short history of
 //! each input used to combine readings taken at the same time, the computation of every kind
 //! (formulas and sources in docs/DOMAIN.md §Derived channels), and the state that must survive a
-//! restart (rate windows, sum windows, running sums as spool state entries `v/<block>/<channel>`;
+//! restart (rate and stability windows, sum windows, running sums as spool state entries
+//! `v/<block>/<channel>`;
 //! initial values established or requested by `gateway baseline`, `vi/<block>/<channel>`,
 //! their record format in [`initial`]), handed to the engine with the rule state. It does no I/O, has no clock, and never sees alert rules: the engine feeds it each
 //! batch's readings and takes back the derived readings.
@@ -27,8 +29,8 @@
 //! computes, so the cells and the reference of one logger's poll are combined with each other.
 //!
 //! # Bounds
-//! Per input channel: [`INPUT_HISTORY`] readings. Per output: a rate window of at most
-//! `RATE_BUCKETS + 1` buckets (about 4 KiB), or a sum window of at most
+//! Per input channel: [`INPUT_HISTORY`] readings. Per output: a rate window (rate, stability)
+//! of at most `RATE_BUCKETS + 1` buckets (about 4 KiB), or a sum window of at most
 //! [`config::MAX_SUM_READINGS`] readings, or one number; per established initial value, one
 //! entry. The number of outputs is what the selectors match among the channels the sources
 //! produce; they are not evicted with idle channels (an idle output costs its state only).
