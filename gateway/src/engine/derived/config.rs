@@ -190,6 +190,10 @@ pub struct DerivedConfig {
     /// [`DEFAULT_STABILITY_THRESHOLD`], 0.04 mm/d).
     #[serde(default)]
     pub threshold: Option<f64>,
+    /// Stability: the tag naming a point's structure (e.g. `"structure"`); when given, each
+    /// structure also gets a verdict, stable when all its points are (off when absent).
+    #[serde(default)]
+    pub structure_tag: Option<String>,
     /// Sum_over: `increments` (default) or `total` readings.
     #[serde(default)]
     pub input: Option<SumInput>,
@@ -267,6 +271,9 @@ pub struct DerivedSpec {
     pub per_secs: f64,
     /// Stability: the rate (per `per`) below which a channel is stable.
     pub threshold: f64,
+    /// Stability: the tag whose value groups points into structures (`None`: no structure
+    /// verdict).
+    pub structure_tag: Option<String>,
     /// Sum_over: what the readings are.
     pub sum_input: SumInput,
     /// Rate: unit suffix (`/d`).
@@ -413,7 +420,7 @@ fn validate_block(
     }
     use DerivedKind::{Difference, Levelling, Mean, Rate, Stability, SumOver, Tilt};
     // Each field and the kinds that take it; given to another kind, it is refused, not ignored.
-    let takes: [(&str, bool, &[DerivedKind]); 13] = [
+    let takes: [(&str, bool, &[DerivedKind]); 14] = [
         ("pairs", !c.pairs.is_empty(), &[Difference, Tilt]),
         ("b", c.b.is_some(), &[Difference]),
         ("reference", c.reference.is_some(), &[Levelling]),
@@ -427,6 +434,7 @@ fn validate_block(
         ("window", c.window.is_some(), &[Rate, SumOver, Stability]),
         ("per", c.per.is_some(), &[Rate, Stability]),
         ("threshold", c.threshold.is_some(), &[Stability]),
+        ("structure_tag", c.structure_tag.is_some(), &[Stability]),
         ("input", c.input.is_some(), &[SumOver]),
         ("min_points", c.min_points.is_some(), &[Rate, Stability]),
         (
@@ -696,6 +704,12 @@ fn validate_block(
             }
             threshold = t;
         }
+        if c.structure_tag.as_deref().is_some_and(str::is_empty) {
+            problems.push((
+                format!("{at}.structure_tag"),
+                "must not be empty; name the tag of a point's structure, e.g. structure_tag = \"structure\"".into(),
+            ));
+        }
     }
     if matches!(k, DerivedKind::Rate | DerivedKind::Stability) {
         per = c.per.unwrap_or(DEFAULT_RATE_PER);
@@ -739,6 +753,7 @@ fn validate_block(
         window_ns,
         per_secs: per.as_secs_f64(),
         threshold,
+        structure_tag: c.structure_tag.clone(),
         sum_input: c.input.unwrap_or_default(),
         per_suffix: per_suffix(per),
         min_points,

@@ -38,7 +38,7 @@
 pub mod config;
 pub mod initial;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -134,6 +134,9 @@ enum Calc {
         window: RateWindow,
         since: TimestampNs,
     },
+    /// Structure verdict: the latest verdict of each of its points (stable or not), by the
+    /// point verdict's channel key; stable when every one is.
+    AllStable { members: BTreeMap<String, bool> },
 }
 
 impl Calc {
@@ -141,7 +144,11 @@ impl Calc {
     const fn is_persistent(&self) -> bool {
         matches!(
             self,
-            Self::Rate(_) | Self::Sum { .. } | Self::Cumulative { .. } | Self::Stability { .. }
+            Self::Rate(_)
+                | Self::Sum { .. }
+                | Self::Cumulative { .. }
+                | Self::Stability { .. }
+                | Self::AllStable { .. }
         )
     }
 }
@@ -259,7 +266,8 @@ impl DerivedSet {
                     a.width_ns == b.width_ns
                 }
                 (Calc::Sum { .. }, Calc::Sum { .. })
-                | (Calc::Cumulative { .. }, Calc::Cumulative { .. }) => true,
+                | (Calc::Cumulative { .. }, Calc::Cumulative { .. })
+                | (Calc::AllStable { .. }, Calc::AllStable { .. }) => true,
                 _ => false,
             };
             // A window of another length (the config changed) starts fresh.
@@ -369,6 +377,8 @@ impl DerivedSet {
             let mut made: Vec<Reading> = Vec::new();
             // Combined outputs are computed once per time, after every reading is recorded.
             let mut combine: Vec<(usize, TimestampNs, Arc<Series>)> = Vec::new();
+            // Structure verdicts, likewise once per structure and time.
+            let mut structures: Vec<(usize, TimestampNs, Arc<Series>)> = Vec::new();
             // Any levelling block: a `gateway baseline` request may ask for readings where the
             // block does not say `establish_readings`.
             if self.specs[bi].kind == DerivedKind::Levelling {
@@ -390,12 +400,30 @@ impl DerivedSet {
                                 combine.push((oi, r.ts, Arc::clone(&r.series)));
                             }
                         }
-                        _ => made.extend(self.compute_single(oi, r)),
+                        _ => {
+                            let out = self.compute_single(oi, r);
+                            if let Some(verdict) = &out {
+                                if let Some(so) = self.structure_member(oi, r, verdict) {
+                                    if !structures.iter().any(|(o, ts, _)| *o == so && *ts == r.ts)
+                                    {
+                                        structures.push((so, r.ts, Arc::clone(&r.series)));
+                                    }
+                                }
+                            }
+                            made.extend(out);
+                        }
                     }
                 }
             }
             for (oi, ts, trigger) in combine {
                 made.extend(self.compute_combined(oi, ts, &trigger));
+            }
+            for (so, ts, base) in structures {
+                let all = match &self.outputs[so].calc {
+                    Calc::AllStable { members } => members.values().all(|stable| *stable),
+                    _ => continue,
+                };
+                made.push(self.emit(so, &base, ts, Ok(if all { 1.0 } else { 0.0 })));
             }
             for r in &made {
                 self.see(&r.series, Some(bi));
@@ -404,6 +432,38 @@ impl DerivedSet {
             produced.extend(made);
         }
         produced
+    }
+
+    /// Record the point verdict `verdict` of stability output `oi` (from the reading `r` of its
+    /// point) in its structure's verdict, created on first sight: the structure output's
+    /// index, or `None` when the block has no `structure_tag` or the point no such tag
+    /// (docs/DOMAIN.md §Settlement: a structure is stable when all its points are).
+    fn structure_member(&mut self, oi: usize, r: &Reading, verdict: &Reading) -> Option<usize> {
+        let bi = self.outputs[oi].block;
+        if !matches!(self.outputs[oi].calc, Calc::Stability { .. }) {
+            return None;
+        }
+        let spec = &self.specs[bi];
+        let structure = r.series.tags.get(spec.structure_tag.as_deref()?)?.clone();
+        let device = spec.name.clone();
+        let key = format!("{device}/{structure}");
+        let so = match self.by_key.get(&key) {
+            Some(&so) => so,
+            None => {
+                let calc = Calc::AllStable {
+                    members: BTreeMap::new(),
+                };
+                self.add_output(bi, device, structure, Vec::new(), calc)?
+            }
+        };
+        let stable = verdict.quality.is_good() && verdict.value == Some(1.0);
+        let point_key = verdict.series.key.clone();
+        if let Calc::AllStable { members } = &mut self.outputs[so].calc {
+            if members.insert(point_key, stable) != Some(stable) {
+                self.outputs[so].dirty = true;
+            }
+        }
+        Some(so)
     }
 
     /// The initial value of `channel` in block `bi`: configured, or established.
@@ -488,6 +548,10 @@ impl DerivedSet {
         let mut tags = base.tags.clone();
         for t in ["device", "point", "unit"] {
             tags.remove(t);
+        }
+        // A structure verdict describes the structure, not the point it was first fed by.
+        if let (Calc::AllStable { .. }, Some(tag)) = (&o.calc, &spec.structure_tag) {
+            tags.retain(|k, _| k == tag || k == "site" || k == "gateway");
         }
         // Tags that differ between the inputs describe none of them.
         for input in &o.inputs {
@@ -646,7 +710,7 @@ impl DerivedSet {
                 }
                 None => Err(Quality::DerivedInputBad),
             }),
-            Calc::Pair { .. } | Calc::Mean => None,
+            Calc::Pair { .. } | Calc::Mean | Calc::AllStable { .. } => None,
         };
         if dirty {
             self.outputs[oi].dirty = true;

@@ -792,6 +792,7 @@ kind = "rate"
 select = { kind = "settlement" }
 window = "1d"
 threshold = 0.04
+structure_tag = "structure"
 
 [[derived]]
 name = "s"
@@ -800,6 +801,7 @@ select = { kind = "settlement" }
 threshold = -0.02
 window = "30s"
 min_points = 1
+structure_tag = ""
 
 [[derived]]
 name = "t"
@@ -820,6 +822,130 @@ reference = "lvl/ch5"
     has("derived[1].threshold", "0.01-0.04 mm/d");
     has("derived[1].window", "window = \"100d\"");
     has("derived[1].min_points", "at least 2");
+    has("derived[0].structure_tag", "remove it");
+    has("derived[1].structure_tag", "structure_tag = \"structure\"");
     has("derived[2].select", "missing");
     has("derived[2].reference", "remove it");
+}
+
+#[test]
+fn a_structure_is_stable_when_all_its_points_are() {
+    // Two points of A栋: p1 s∞ = 80 mm, τ = 60 d (closed-form day 264.5), p2 s∞ = 30 mm,
+    // τ = 40 d (day 173.4); the structure turns with the slower one. A point of another
+    // structure does not hold A栋 back.
+    let mut set = one_block(
+        "name = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }\nstructure_tag = \"structure\"",
+    );
+    let (d1, d2) = (
+        stability_day(80.0, 60.0, 0.04, 100.0),
+        stability_day(30.0, 40.0, 0.04, 100.0),
+    );
+    assert!((173.0..174.0).contains(&d2) && d2 < d1, "{d1} {d2}");
+    let p1 = series("plate", "s1", QuantityKind::Settlement, "mm");
+    let p2 = series("plate", "s2", QuantityKind::Settlement, "mm");
+    let mut tags = BTreeMap::new();
+    tags.insert("structure".to_owned(), "B栋".to_owned());
+    let other = Arc::new(Series::new(
+        "xa",
+        "gw",
+        "plate",
+        "s9",
+        QuantityKind::Settlement,
+        "mm",
+        &tags,
+    ));
+    let curve = |s_inf: f64, tau: f64, t: f64| s_inf * (1.0 - (-t / tau).exp());
+    let (mut first_a, mut first_p2) = (None, None);
+    for i in 0..=400 * 4 {
+        let ts = T0 + i * 6 * H;
+        let t = (ts - T0) as f64 / DAY as f64;
+        let out = set.on_batch(&[
+            good(&p1, ts, curve(80.0, 60.0, t)),
+            good(&p2, ts, curve(30.0, 40.0, t)),
+            // B栋 settles fast for ever: never stable.
+            good(&other, ts, 0.5 * t),
+        ]);
+        let a: Vec<&Reading> = out
+            .iter()
+            .filter(|r| r.series.key == "stable/A栋")
+            .collect();
+        assert_eq!(a.len(), 1, "one A栋 verdict per poll: {out:?}");
+        assert_eq!(a[0].series.kind, QuantityKind::Status);
+        assert_eq!(
+            a[0].series.tags.get("structure").map(String::as_str),
+            Some("A栋")
+        );
+        assert_eq!(
+            a[0].series.tags.get("derived").map(String::as_str),
+            Some("stable")
+        );
+        let b = out
+            .iter()
+            .find(|r| r.series.key == "stable/B栋")
+            .expect("B栋");
+        assert_eq!(b.value, Some(0.0), "day {t}");
+        if first_a.is_none() && a[0].value == Some(1.0) {
+            first_a = Some(t);
+        }
+        if first_p2.is_none()
+            && out
+                .iter()
+                .any(|r| r.series.key == "plate/s2.stable" && r.value == Some(1.0))
+        {
+            first_p2 = Some(t);
+        }
+        if let Some(f) = first_a {
+            assert_eq!(
+                a[0].value,
+                Some(1.0),
+                "A栋 stays stable from day {f}: day {t}"
+            );
+        }
+    }
+    let (first_a, first_p2) = (first_a.expect("A栋 stable"), first_p2.expect("s2 stable"));
+    assert!(
+        (first_p2 - d2).abs() <= 1.0,
+        "s2 on day {first_p2}, closed form {d2}"
+    );
+    assert!(
+        (first_a - d1).abs() <= 1.0,
+        "A栋 on day {first_a}, closed form {d1}"
+    );
+}
+
+#[test]
+fn a_structure_verdict_remembers_its_points_across_a_restart() {
+    // s1 is watched from day 0, s2 from day 50: on day 120 s1 is stable, s2 not yet covered.
+    let block = "name = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }\nstructure_tag = \"structure\"";
+    let mut set = one_block(block);
+    let p1 = series("plate", "s1", QuantityKind::Settlement, "mm");
+    let p2 = series("plate", "s2", QuantityKind::Settlement, "mm");
+    let structure = |out: &[Reading]| {
+        out.iter()
+            .find(|r| r.series.key == "stable/A栋")
+            .and_then(|r| r.value)
+    };
+    for d in 0..=120 {
+        let mut batch = vec![good(&p1, T0 + d * DAY, 5.0)];
+        if d >= 50 {
+            batch.push(good(&p2, T0 + d * DAY, 7.0));
+        }
+        let out = set.on_batch(&batch);
+        assert_eq!(structure(&out), Some(0.0), "day {d}");
+    }
+    let (delta, _) = set.state_changes();
+    let entries: Vec<(String, Vec<u8>)> = delta
+        .entries
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let mut again = one_block(block);
+    assert!(again.restore(&entries).is_empty());
+    // Only s1 reports after the restart: A栋 still waits for s2.
+    let out = again.on_batch(&[good(&p1, T0 + 121 * DAY, 5.0)]);
+    assert_eq!(seen(&out).len(), 2, "{out:?}");
+    assert_eq!(structure(&out), Some(0.0));
+    // s2 covered from day 150: A栋 turns stable.
+    let out = again.on_batch(&[good(&p2, T0 + 150 * DAY, 7.0)]);
+    assert_eq!(structure(&out), Some(1.0));
 }
