@@ -58,6 +58,18 @@ fn close(a: Option<f64>, b: f64) -> bool {
     a.is_some_and(|a| (a - b).abs() < 1e-9)
 }
 
+/// The state entries `set` hands out for saving, as the spool gives them back at start (every
+/// one serialised).
+fn saved_entries(set: &mut DerivedSet) -> Vec<(String, Vec<u8>)> {
+    let (delta, errors) = set.state_changes();
+    assert_eq!(errors, 0);
+    delta
+        .entries
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+}
+
 /// A set of one block: `lines` after `[[derived]]`.
 fn one_block(lines: &str) -> DerivedSet {
     DerivedSet::new(plan(&format!("[[derived]]\n{lines}")))
@@ -305,13 +317,7 @@ fn cumulative_sums_good_readings_and_continues_after_a_restart() {
     assert!(close(got[0].1, 1.0) && close(got[1].1, 3.0) && close(got[3].1, 6.0));
     assert_eq!(got[2].2, Quality::DerivedInputBad);
 
-    let (delta, errors) = set.state_changes();
-    assert_eq!(errors, 0);
-    let entries: Vec<(String, Vec<u8>)> = delta
-        .entries
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
+    let entries = saved_entries(&mut set);
     assert_eq!(entries[0].0, "v/rain-total/gauge/rain.rain-total");
     assert!(set.state_changes().0.is_empty(), "handed out once");
     let mut again = one_block(block);
@@ -507,12 +513,7 @@ fn a_missing_initial_value_is_established_once_from_the_first_good_readings_and_
     assert!(close(third.0, 1.0), "{third:?}");
     assert!(set.take_prompt_save(), "saved with the next commit");
     assert!(!set.take_prompt_save());
-    let (delta, _) = set.state_changes();
-    let entries: Vec<(String, Vec<u8>)> = delta
-        .entries
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
+    let entries = saved_entries(&mut set);
     let saved = String::from_utf8_lossy(&entries[0].1).into_owned();
     assert_eq!(entries[0].0, "vi/settlement/lvl/ch1");
     assert!(
@@ -759,13 +760,7 @@ fn stability_waits_until_the_history_covers_the_window() {
     let out = set.on_batch(&[bad(&plate, T0 + 121 * DAY)]);
     assert_eq!(seen(&out)[0].2, Quality::DerivedInputBad);
     // The window survives a restart: the restored block is stable on its next reading.
-    let (delta, errors) = set.state_changes();
-    assert_eq!(errors, 0);
-    let entries: Vec<(String, Vec<u8>)> = delta
-        .entries
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
+    let entries = saved_entries(&mut set);
     let mut again = one_block(
         "name = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }\nthreshold = 0.01",
     );
@@ -933,12 +928,7 @@ fn a_structure_verdict_remembers_its_points_across_a_restart() {
         let out = set.on_batch(&batch);
         assert_eq!(structure(&out), Some(0.0), "day {d}");
     }
-    let (delta, _) = set.state_changes();
-    let entries: Vec<(String, Vec<u8>)> = delta
-        .entries
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
+    let entries = saved_entries(&mut set);
     let mut again = one_block(block);
     assert!(again.restore(&entries).is_empty());
     // Only s1 reports after the restart: A栋 still waits for s2.
