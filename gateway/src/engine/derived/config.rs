@@ -265,7 +265,7 @@ pub struct DerivedSpec {
     pub initial: BTreeMap<String, InitialValue>,
     /// Levelling: readings whose mean establishes a missing initial value (`None`: never).
     pub establish_readings: Option<u32>,
-    /// Rate, sum_over: window, ns.
+    /// Rate, sum_over, stability: window, ns.
     pub window_ns: i64,
     /// Rate, stability: seconds per unit of time of the slope.
     pub per_secs: f64,
@@ -795,6 +795,17 @@ impl std::fmt::Display for DerivedSpec {
         )?;
         if let Some(r) = &self.reference {
             write!(f, ", reference {r}")?;
+        }
+        if self.kind == DerivedKind::Stability {
+            let days = self.window_ns as f64 / (24.0 * 3600.0 * 1e9);
+            write!(
+                f,
+                "; stable when |rate| over {days} d < {}{} (JGJ 8-2016 §7.1.5)",
+                self.threshold, self.per_suffix
+            )?;
+            if let Some(tag) = &self.structure_tag {
+                write!(f, ", per structure (tag `{tag}`): {}/<{tag}>", self.name)?;
+            }
         }
         if let Some(n) = self.establish_readings {
             write!(

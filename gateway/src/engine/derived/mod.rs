@@ -457,9 +457,10 @@ impl DerivedSet {
             }
         };
         let stable = verdict.quality.is_good() && verdict.value == Some(1.0);
-        let point_key = verdict.series.key.clone();
         if let Calc::AllStable { members } = &mut self.outputs[so].calc {
-            if members.insert(point_key, stable) != Some(stable) {
+            // The point's key is copied once per change of its verdict, not per reading.
+            if members.get(&verdict.series.key) != Some(&stable) {
+                members.insert(verdict.series.key.clone(), stable);
                 self.outputs[so].dirty = true;
             }
         }
@@ -592,7 +593,8 @@ impl DerivedSet {
         }
     }
 
-    /// An output computed from one input's reading (levelling, rate, sum, cumulative).
+    /// An output computed from one input's reading (levelling, rate, sum, cumulative,
+    /// stability).
     fn compute_single(&mut self, oi: usize, r: &Reading) -> Option<Reading> {
         let spec = &self.specs[self.outputs[oi].block];
         let (window_ns, max_skew, per_secs, min_points, sum_input, threshold) = (

@@ -779,6 +779,12 @@ fn stability_defaults_follow_jgj_8_and_its_problems_name_path_and_fix() {
     assert!((spec.threshold - 0.04).abs() < 1e-12);
     assert!((spec.per_secs - 86_400.0).abs() < 1e-9);
     assert_eq!(spec.point, "{point}.{name}");
+    // `gateway check` shows the criterion.
+    let shown = spec.to_string();
+    assert!(
+        shown.contains("stable when |rate| over 100 d < 0.04/d (JGJ 8-2016"),
+        "{shown}"
+    );
     let found = problems(
         r#"
 [[derived]]
