@@ -39,6 +39,15 @@ pub const MAX_ESTABLISH_READINGS: u32 = 8640;
 /// Most readings a `sum_over` window holds per channel (a 72 h window of 1-minute rainfall is
 /// 4,320); beyond it the oldest leave early and the sum is flagged (see `derived/mod.rs`).
 pub const MAX_SUM_READINGS: usize = 20_000;
+/// Default window of a `stability` block: JGJ 8-2016 §7.1.5 item 4 judges the settlement rate
+/// over the last 100 days (docs/DOMAIN.md §Settlement).
+pub const DEFAULT_STABILITY_WINDOW: Duration = Duration::from_secs(100 * 24 * 3600);
+/// Default threshold of a `stability` block, in the input's unit per `per` (mm/d for settlement
+/// in mm): 0.04 mm/d, the upper end of JGJ 8-2016 §7.1.5 item 4's 0.01–0.04 mm/d (the value is
+/// chosen by the soil's compressibility; docs/DOMAIN.md §Settlement).
+pub const DEFAULT_STABILITY_THRESHOLD: f64 = 0.04;
+/// Unit tag of a stability verdict: 1 = stable, 0 = not yet.
+pub const STABILITY_UNIT: &str = "verdict";
 
 /// What a derived channel computes. Closed set: a new kind is a code change with a formula in
 /// docs/DOMAIN.md §Derived channels.
@@ -59,6 +68,10 @@ pub enum DerivedKind {
     Cumulative,
     /// Hydrostatic levelling: `(h_i − h_i0) − (h_ref − h_ref0)` per selected cell.
     Levelling,
+    /// Settlement stability verdict (JGJ 8-2016 §7.1.5 item 4) per selected channel: 1 when the
+    /// least-squares rate over `window` (default 100 d) is below `threshold` and the channel's
+    /// history covers the window, 0 otherwise.
+    Stability,
 }
 
 impl DerivedKind {
@@ -73,6 +86,7 @@ impl DerivedKind {
             Self::SumOver => "sum_over",
             Self::Cumulative => "cumulative",
             Self::Levelling => "levelling",
+            Self::Stability => "stability",
         }
     }
 
@@ -85,7 +99,7 @@ impl DerivedKind {
     const fn is_per_channel(self) -> bool {
         matches!(
             self,
-            Self::Rate | Self::SumOver | Self::Cumulative | Self::Levelling
+            Self::Rate | Self::SumOver | Self::Cumulative | Self::Levelling | Self::Stability
         )
     }
 }
@@ -166,16 +180,24 @@ pub struct DerivedConfig {
     /// of its first this many good readings, kept in the spool (off when absent).
     #[serde(default)]
     pub establish_readings: Option<u32>,
-    /// Rate, sum_over: the window, e.g. `"1d"`, `"24h"`.
+    /// Rate, sum_over, stability: the window, e.g. `"1d"`, `"24h"` (stability: default 100d).
     #[serde(default, with = "duration_opt")]
     pub window: Option<Duration>,
-    /// Rate: unit of time of the slope (default 1d: mm/d).
+    /// Rate, stability: unit of time of the slope (default 1d: mm/d).
     #[serde(default, with = "duration_opt")]
     pub per: Option<Duration>,
+    /// Stability: the rate below which the channel is stable, in its unit per `per` (default
+    /// [`DEFAULT_STABILITY_THRESHOLD`], 0.04 mm/d).
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// Stability: the tag naming a point's structure (e.g. `"structure"`); when given, each
+    /// structure also gets a verdict, stable when all its points are (off when absent).
+    #[serde(default)]
+    pub structure_tag: Option<String>,
     /// Sum_over: `increments` (default) or `total` readings.
     #[serde(default)]
     pub input: Option<SumInput>,
-    /// Rate: least readings in the window before a slope is given (default 3).
+    /// Rate, stability: least readings in the window before a slope is given (default 3).
     #[serde(default)]
     pub min_points: Option<u32>,
     /// Difference, tilt, mean, levelling: longest time between the readings combined (default 10m).
@@ -243,10 +265,15 @@ pub struct DerivedSpec {
     pub initial: BTreeMap<String, InitialValue>,
     /// Levelling: readings whose mean establishes a missing initial value (`None`: never).
     pub establish_readings: Option<u32>,
-    /// Rate, sum_over: window, ns.
+    /// Rate, sum_over, stability: window, ns.
     pub window_ns: i64,
-    /// Rate: seconds per unit of time of the slope.
+    /// Rate, stability: seconds per unit of time of the slope.
     pub per_secs: f64,
+    /// Stability: the rate (per `per`) below which a channel is stable.
+    pub threshold: f64,
+    /// Stability: the tag whose value groups points into structures (`None`: no structure
+    /// verdict).
+    pub structure_tag: Option<String>,
     /// Sum_over: what the readings are.
     pub sum_input: SumInput,
     /// Rate: unit suffix (`/d`).
@@ -391,9 +418,9 @@ fn validate_block(
     if c.name.is_empty() {
         push("name", "must not be empty".into());
     }
-    use DerivedKind::{Difference, Levelling, Mean, Rate, SumOver, Tilt};
+    use DerivedKind::{Difference, Levelling, Mean, Rate, Stability, SumOver, Tilt};
     // Each field and the kinds that take it; given to another kind, it is refused, not ignored.
-    let takes: [(&str, bool, &[DerivedKind]); 12] = [
+    let takes: [(&str, bool, &[DerivedKind]); 14] = [
         ("pairs", !c.pairs.is_empty(), &[Difference, Tilt]),
         ("b", c.b.is_some(), &[Difference]),
         ("reference", c.reference.is_some(), &[Levelling]),
@@ -404,10 +431,12 @@ fn validate_block(
             c.establish_readings.is_some(),
             &[Levelling],
         ),
-        ("window", c.window.is_some(), &[Rate, SumOver]),
-        ("per", c.per.is_some(), &[Rate]),
+        ("window", c.window.is_some(), &[Rate, SumOver, Stability]),
+        ("per", c.per.is_some(), &[Rate, Stability]),
+        ("threshold", c.threshold.is_some(), &[Stability]),
+        ("structure_tag", c.structure_tag.is_some(), &[Stability]),
         ("input", c.input.is_some(), &[SumOver]),
-        ("min_points", c.min_points.is_some(), &[Rate]),
+        ("min_points", c.min_points.is_some(), &[Rate, Stability]),
         (
             "max_skew",
             c.max_skew.is_some(),
@@ -477,7 +506,11 @@ fn validate_block(
                 push("reference", "missing: a levelling line needs its reference cell (outside the settlement zone), e.g. reference = \"block-a-lvl/ch5\"".into());
             }
         }
-        DerivedKind::Mean | DerivedKind::Rate | DerivedKind::SumOver | DerivedKind::Cumulative => {
+        DerivedKind::Mean
+        | DerivedKind::Rate
+        | DerivedKind::SumOver
+        | DerivedKind::Cumulative
+        | DerivedKind::Stability => {
             if select.is_none() {
                 push("select", format!("missing: a {} needs its input channels, e.g. select = {{ kind = \"rainfall\" }}", k.as_str()));
             }
@@ -658,7 +691,27 @@ fn validate_block(
             Some(w) => window_ns = ns(w),
         }
     }
-    if k == DerivedKind::Rate {
+    let mut threshold = DEFAULT_STABILITY_THRESHOLD;
+    if k == DerivedKind::Stability {
+        // docs/DOMAIN.md §Settlement: JGJ 8-2016 judges the last 100 days unless configured.
+        match c.window.unwrap_or(DEFAULT_STABILITY_WINDOW) {
+            w if w < MIN_RATE_WINDOW => problems.push((format!("{at}.window"), format!("{w:?} is shorter than {MIN_RATE_WINDOW:?}; JGJ 8-2016 judges the last 100 days, write window = \"100d\" or leave it out"))),
+            w => window_ns = ns(w),
+        }
+        if let Some(t) = c.threshold {
+            if !(t.is_finite() && t > 0.0) {
+                problems.push((format!("{at}.threshold"), format!("{t} is not a rate above 0; JGJ 8-2016 gives 0.01-0.04 mm/d by soil, e.g. threshold = 0.04")));
+            }
+            threshold = t;
+        }
+        if c.structure_tag.as_deref().is_some_and(str::is_empty) {
+            problems.push((
+                format!("{at}.structure_tag"),
+                "must not be empty; name the tag of a point's structure, e.g. structure_tag = \"structure\"".into(),
+            ));
+        }
+    }
+    if matches!(k, DerivedKind::Rate | DerivedKind::Stability) {
         per = c.per.unwrap_or(DEFAULT_RATE_PER);
         if per.is_zero() {
             problems.push((
@@ -676,12 +729,15 @@ fn validate_block(
     let quantity = c.quantity.or(match k {
         DerivedKind::Levelling => Some(QuantityKind::Settlement),
         DerivedKind::Tilt => Some(QuantityKind::Tilt),
+        // A verdict is no settlement: no settlement rule or dashboard may select it.
+        DerivedKind::Stability => Some(QuantityKind::Status),
         _ => None,
     });
-    let unit = c
-        .unit
-        .clone()
-        .or_else(|| (k == DerivedKind::Tilt).then(|| TILT_UNIT.to_owned()));
+    let unit = c.unit.clone().or_else(|| match k {
+        DerivedKind::Tilt => Some(TILT_UNIT.to_owned()),
+        DerivedKind::Stability => Some(STABILITY_UNIT.to_owned()),
+        _ => None,
+    });
     if problems.len() > before {
         return None;
     }
@@ -696,6 +752,8 @@ fn validate_block(
         establish_readings: c.establish_readings,
         window_ns,
         per_secs: per.as_secs_f64(),
+        threshold,
+        structure_tag: c.structure_tag.clone(),
         sum_input: c.input.unwrap_or_default(),
         per_suffix: per_suffix(per),
         min_points,
@@ -737,6 +795,17 @@ impl std::fmt::Display for DerivedSpec {
         )?;
         if let Some(r) = &self.reference {
             write!(f, ", reference {r}")?;
+        }
+        if self.kind == DerivedKind::Stability {
+            let days = self.window_ns as f64 / (24.0 * 3600.0 * 1e9);
+            write!(
+                f,
+                "; stable when |rate| over {days} d < {}{} (JGJ 8-2016 §7.1.5)",
+                self.threshold, self.per_suffix
+            )?;
+            if let Some(tag) = &self.structure_tag {
+                write!(f, ", per structure (tag `{tag}`): {}/<{tag}>", self.name)?;
+            }
         }
         if let Some(n) = self.establish_readings {
             write!(

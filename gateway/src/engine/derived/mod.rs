@@ -1,12 +1,14 @@
-//! Derived channels (issue 7 items 2-4): settlement from hydrostatic levelling, differences,
-//! means, rates, tilts, sums over a window and running sums, each a [`Series`] of its own whose
+//! Derived channels (issue 7 items 2-4, issue 8 item 2): settlement from hydrostatic levelling,
+//! differences, means, rates, tilts, sums over a window, running sums and the settlement
+//! stability verdict (JGJ 8-2016, docs/DOMAIN.md §Settlement), each a [`Series`] of its own whose
 //! readings the engine stores and evaluates exactly like a device's.
 //!
 //! Owns the `[[derived]]` configuration ([`config`]), the routing of channels to the derived
 //! channels they feed (selectors matched once per channel, on first sight), the short history of
 //! each input used to combine readings taken at the same time, the computation of every kind
 //! (formulas and sources in docs/DOMAIN.md §Derived channels), and the state that must survive a
-//! restart (rate windows, sum windows, running sums as spool state entries `v/<block>/<channel>`;
+//! restart (rate and stability windows, sum windows, running sums as spool state entries
+//! `v/<block>/<channel>`;
 //! initial values established or requested by `gateway baseline`, `vi/<block>/<channel>`,
 //! their record format in [`initial`]), handed to the engine with the rule state. It does no I/O, has no clock, and never sees alert rules: the engine feeds it each
 //! batch's readings and takes back the derived readings.
@@ -27,8 +29,8 @@
 //! computes, so the cells and the reference of one logger's poll are combined with each other.
 //!
 //! # Bounds
-//! Per input channel: [`INPUT_HISTORY`] readings. Per output: a rate window of at most
-//! `RATE_BUCKETS + 1` buckets (about 4 KiB), or a sum window of at most
+//! Per input channel: [`INPUT_HISTORY`] readings. Per output: a rate window (rate, stability)
+//! of at most `RATE_BUCKETS + 1` buckets (about 4 KiB), or a sum window of at most
 //! [`config::MAX_SUM_READINGS`] readings, or one number; per established initial value, one
 //! entry. The number of outputs is what the selectors match among the channels the sources
 //! produce; they are not evicted with idle channels (an idle output costs its state only).
@@ -36,7 +38,7 @@
 pub mod config;
 pub mod initial;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -126,6 +128,15 @@ enum Calc {
     },
     /// Running sum and the time of its first reading.
     Cumulative { sum: f64, since: TimestampNs },
+    /// Stability verdict: the rate window, and the time of the channel's first good reading
+    /// (the history covers the window once it is `window` old).
+    Stability {
+        window: RateWindow,
+        since: TimestampNs,
+    },
+    /// Structure verdict: the latest verdict of each of its points (stable or not), by the
+    /// point verdict's channel key; stable when every one is.
+    AllStable { members: BTreeMap<String, bool> },
 }
 
 impl Calc {
@@ -133,7 +144,11 @@ impl Calc {
     const fn is_persistent(&self) -> bool {
         matches!(
             self,
-            Self::Rate(_) | Self::Sum { .. } | Self::Cumulative { .. }
+            Self::Rate(_)
+                | Self::Sum { .. }
+                | Self::Cumulative { .. }
+                | Self::Stability { .. }
+                | Self::AllStable { .. }
         )
     }
 }
@@ -246,9 +261,13 @@ impl DerivedSet {
         let entry = entry_key(&self.specs[block].name, &key);
         if let Some(saved) = self.restored.remove(&entry) {
             let fits = match (&saved, &calc) {
-                (Calc::Rate(a), Calc::Rate(b)) => a.width_ns == b.width_ns,
+                (Calc::Rate(a), Calc::Rate(b))
+                | (Calc::Stability { window: a, .. }, Calc::Stability { window: b, .. }) => {
+                    a.width_ns == b.width_ns
+                }
                 (Calc::Sum { .. }, Calc::Sum { .. })
-                | (Calc::Cumulative { .. }, Calc::Cumulative { .. }) => true,
+                | (Calc::Cumulative { .. }, Calc::Cumulative { .. })
+                | (Calc::AllStable { .. }, Calc::AllStable { .. }) => true,
                 _ => false,
             };
             // A window of another length (the config changed) starts fresh.
@@ -307,6 +326,10 @@ impl DerivedSet {
                     _ => continue,
                 },
                 DerivedKind::Rate => Calc::Rate(RateWindow::new(spec.window_ns)),
+                DerivedKind::Stability => Calc::Stability {
+                    window: RateWindow::new(spec.window_ns),
+                    since: 0,
+                },
                 DerivedKind::SumOver => Calc::Sum {
                     readings: VecDeque::new(),
                     last_total: None,
@@ -354,6 +377,8 @@ impl DerivedSet {
             let mut made: Vec<Reading> = Vec::new();
             // Combined outputs are computed once per time, after every reading is recorded.
             let mut combine: Vec<(usize, TimestampNs, Arc<Series>)> = Vec::new();
+            // Structure verdicts, likewise once per structure and time.
+            let mut structures: Vec<(usize, TimestampNs, Arc<Series>)> = Vec::new();
             // Any levelling block: a `gateway baseline` request may ask for readings where the
             // block does not say `establish_readings`.
             if self.specs[bi].kind == DerivedKind::Levelling {
@@ -375,12 +400,30 @@ impl DerivedSet {
                                 combine.push((oi, r.ts, Arc::clone(&r.series)));
                             }
                         }
-                        _ => made.extend(self.compute_single(oi, r)),
+                        _ => {
+                            let out = self.compute_single(oi, r);
+                            if let Some(verdict) = &out {
+                                if let Some(so) = self.structure_member(oi, r, verdict) {
+                                    if !structures.iter().any(|(o, ts, _)| *o == so && *ts == r.ts)
+                                    {
+                                        structures.push((so, r.ts, Arc::clone(&r.series)));
+                                    }
+                                }
+                            }
+                            made.extend(out);
+                        }
                     }
                 }
             }
             for (oi, ts, trigger) in combine {
                 made.extend(self.compute_combined(oi, ts, &trigger));
+            }
+            for (so, ts, base) in structures {
+                let all = match &self.outputs[so].calc {
+                    Calc::AllStable { members } => members.values().all(|stable| *stable),
+                    _ => continue,
+                };
+                made.push(self.emit(so, &base, ts, Ok(if all { 1.0 } else { 0.0 })));
             }
             for r in &made {
                 self.see(&r.series, Some(bi));
@@ -389,6 +432,39 @@ impl DerivedSet {
             produced.extend(made);
         }
         produced
+    }
+
+    /// Record the point verdict `verdict` of stability output `oi` (from the reading `r` of its
+    /// point) in its structure's verdict, created on first sight: the structure output's
+    /// index, or `None` when the block has no `structure_tag` or the point no such tag
+    /// (docs/DOMAIN.md §Settlement: a structure is stable when all its points are).
+    fn structure_member(&mut self, oi: usize, r: &Reading, verdict: &Reading) -> Option<usize> {
+        let bi = self.outputs[oi].block;
+        if !matches!(self.outputs[oi].calc, Calc::Stability { .. }) {
+            return None;
+        }
+        let spec = &self.specs[bi];
+        let structure = r.series.tags.get(spec.structure_tag.as_deref()?)?.clone();
+        let device = spec.name.clone();
+        let key = format!("{device}/{structure}");
+        let so = match self.by_key.get(&key) {
+            Some(&so) => so,
+            None => {
+                let calc = Calc::AllStable {
+                    members: BTreeMap::new(),
+                };
+                self.add_output(bi, device, structure, Vec::new(), calc)?
+            }
+        };
+        let stable = verdict.quality.is_good() && verdict.value == Some(1.0);
+        if let Calc::AllStable { members } = &mut self.outputs[so].calc {
+            // The point's key is copied once per change of its verdict, not per reading.
+            if members.get(&verdict.series.key) != Some(&stable) {
+                members.insert(verdict.series.key.clone(), stable);
+                self.outputs[so].dirty = true;
+            }
+        }
+        Some(so)
     }
 
     /// The initial value of `channel` in block `bi`: configured, or established.
@@ -474,6 +550,10 @@ impl DerivedSet {
         for t in ["device", "point", "unit"] {
             tags.remove(t);
         }
+        // A structure verdict describes the structure, not the point it was first fed by.
+        if let (Calc::AllStable { .. }, Some(tag)) = (&o.calc, &spec.structure_tag) {
+            tags.retain(|k, _| k == tag || k == "site" || k == "gateway");
+        }
         // Tags that differ between the inputs describe none of them.
         for input in &o.inputs {
             if let Some(s) = self.seen.get(input) {
@@ -513,15 +593,17 @@ impl DerivedSet {
         }
     }
 
-    /// An output computed from one input's reading (levelling, rate, sum, cumulative).
+    /// An output computed from one input's reading (levelling, rate, sum, cumulative,
+    /// stability).
     fn compute_single(&mut self, oi: usize, r: &Reading) -> Option<Reading> {
         let spec = &self.specs[self.outputs[oi].block];
-        let (window_ns, max_skew, per_secs, min_points, sum_input) = (
+        let (window_ns, max_skew, per_secs, min_points, sum_input, threshold) = (
             spec.window_ns,
             spec.max_skew_ns,
             spec.per_secs,
             spec.min_points,
             spec.sum_input,
+            spec.threshold,
         );
         let s = Sample::of(r);
         let bi = self.outputs[oi].block;
@@ -551,16 +633,27 @@ impl DerivedSet {
                 Some(v) => {
                     window.push(s.ts, v);
                     dirty = true;
-                    window
-                        .slope()
-                        .filter(|slope| {
-                            slope.points >= min_points
-                                && secs(slope.span_ns) >= secs(window_ns) * RATE_MIN_SPAN_FRACTION
-                        })
-                        .map(|slope| Ok(slope.per_sec * per_secs))
+                    window_rate(window, min_points, window_ns, per_secs).map(Ok)
                 }
                 None => Some(Err(Quality::DerivedInputBad)),
             },
+            Calc::Stability { window, since } => Some(match s.value {
+                Some(v) => {
+                    window.push(s.ts, v);
+                    if *since == 0 {
+                        *since = s.ts;
+                    }
+                    dirty = true;
+                    // docs/DOMAIN.md §Settlement (JGJ 8-2016 §7.1.5 item 4): stable when the
+                    // rate over the last `window` is below the threshold, judged only once the
+                    // channel's history covers the whole window.
+                    let covered = s.ts.saturating_sub(*since) >= window_ns;
+                    let rate = window_rate(window, min_points, window_ns, per_secs);
+                    let stable = covered && rate.is_some_and(|r| r.abs() < threshold);
+                    Ok(if stable { 1.0 } else { 0.0 })
+                }
+                None => Err(Quality::DerivedInputBad),
+            }),
             Calc::Sum {
                 readings,
                 last_total,
@@ -619,7 +712,7 @@ impl DerivedSet {
                 }
                 None => Err(Quality::DerivedInputBad),
             }),
-            Calc::Pair { .. } | Calc::Mean => None,
+            Calc::Pair { .. } | Calc::Mean | Calc::AllStable { .. } => None,
         };
         if dirty {
             self.outputs[oi].dirty = true;
@@ -737,6 +830,24 @@ impl DerivedSet {
         }
         unreadable
     }
+}
+
+/// The least-squares slope of `window` per `per_secs` seconds, once it rests on `min_points`
+/// readings spanning at least [`RATE_MIN_SPAN_FRACTION`] of `window_ns` (shared by the `rate`
+/// and `stability` kinds: one definition of a derived rate).
+fn window_rate(
+    window: &mut RateWindow,
+    min_points: u32,
+    window_ns: i64,
+    per_secs: f64,
+) -> Option<f64> {
+    window
+        .slope()
+        .filter(|slope| {
+            slope.points >= min_points
+                && secs(slope.span_ns) >= secs(window_ns) * RATE_MIN_SPAN_FRACTION
+        })
+        .map(|slope| slope.per_sec * per_secs)
 }
 
 /// The spool key of an established initial value.

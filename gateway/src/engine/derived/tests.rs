@@ -58,6 +58,18 @@ fn close(a: Option<f64>, b: f64) -> bool {
     a.is_some_and(|a| (a - b).abs() < 1e-9)
 }
 
+/// The state entries `set` hands out for saving, as the spool gives them back at start (every
+/// one serialised).
+fn saved_entries(set: &mut DerivedSet) -> Vec<(String, Vec<u8>)> {
+    let (delta, errors) = set.state_changes();
+    assert_eq!(errors, 0);
+    delta
+        .entries
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+}
+
 /// A set of one block: `lines` after `[[derived]]`.
 fn one_block(lines: &str) -> DerivedSet {
     DerivedSet::new(plan(&format!("[[derived]]\n{lines}")))
@@ -305,13 +317,7 @@ fn cumulative_sums_good_readings_and_continues_after_a_restart() {
     assert!(close(got[0].1, 1.0) && close(got[1].1, 3.0) && close(got[3].1, 6.0));
     assert_eq!(got[2].2, Quality::DerivedInputBad);
 
-    let (delta, errors) = set.state_changes();
-    assert_eq!(errors, 0);
-    let entries: Vec<(String, Vec<u8>)> = delta
-        .entries
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
+    let entries = saved_entries(&mut set);
     assert_eq!(entries[0].0, "v/rain-total/gauge/rain.rain-total");
     assert!(set.state_changes().0.is_empty(), "handed out once");
     let mut again = one_block(block);
@@ -507,12 +513,7 @@ fn a_missing_initial_value_is_established_once_from_the_first_good_readings_and_
     assert!(close(third.0, 1.0), "{third:?}");
     assert!(set.take_prompt_save(), "saved with the next commit");
     assert!(!set.take_prompt_save());
-    let (delta, _) = set.state_changes();
-    let entries: Vec<(String, Vec<u8>)> = delta
-        .entries
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
+    let entries = saved_entries(&mut set);
     let saved = String::from_utf8_lossy(&entries[0].1).into_owned();
     assert_eq!(entries[0].0, "vi/settlement/lvl/ch1");
     assert!(
@@ -675,4 +676,272 @@ pairs = [{ a = "lev-b/ch1", b = "lev-b/ch2", distance_m = 8.0 }]
             "{rule} = {v} in {judged:?}"
         );
     }
+}
+
+const DAY: i64 = 24 * H;
+
+/// The day a `stability` block over `window_d` days turns stable on the consolidation curve
+/// `s(t) = s_inf·(1 − e^(−t/tau))`, computed in closed form, independently of the code.
+///
+/// The least-squares slope of `s` over `[t − W, t]` (continuous sampling, `h = W/2`, centre
+/// `m = t − h`, `u = t' − m`) is `12/W³ · ∫ u·s(m+u) du`; with `∫_{−h}^{h} u·e^(−u/τ) du =
+/// 2τ²·sinh(h/τ) − 2τh·cosh(h/τ)` it is `K·e^(−(t−h)/τ)` with
+/// `K = 3·s_inf·τ·(h·cosh(h/τ) − τ·sinh(h/τ)) / h³` (→ `s_inf/τ·e^(−m/τ)`, the rate at the centre,
+/// as `h/τ → 0`). It falls below `threshold` for `t > h + τ·ln(K / threshold)`.
+fn stability_day(s_inf: f64, tau: f64, threshold: f64, window_d: f64) -> f64 {
+    let h = window_d / 2.0;
+    let x = h / tau;
+    let k = 3.0 * s_inf * tau * (h * x.cosh() - tau * x.sinh()) / h.powi(3);
+    h + tau * (k / threshold).ln()
+}
+
+/// `(day, verdict)` of each stability reading, the series fed one reading every 6 h for `days`.
+fn verdicts(set: &mut DerivedSet, days: i64, s: impl Fn(f64) -> f64) -> Vec<(f64, f64)> {
+    let plate = series("plate", "s1", QuantityKind::Settlement, "mm");
+    let mut out = Vec::new();
+    for i in 0..=days * 4 {
+        let ts = T0 + i * 6 * H;
+        let t = (ts - T0) as f64 / DAY as f64;
+        for r in set.on_batch(&[good(&plate, ts, s(t))]) {
+            assert_eq!(r.series.key, "plate/s1.stable");
+            assert_eq!(r.series.kind, QuantityKind::Status);
+            assert_eq!(r.series.unit, "verdict");
+            assert_eq!(r.quality, Quality::Good);
+            out.push((t, r.value.unwrap_or(f64::NAN)));
+        }
+    }
+    out
+}
+
+#[test]
+fn stability_turns_on_the_closed_form_day_of_a_consolidation_curve() {
+    // JGJ 8-2016 §7.1.5 item 4 (docs/DOMAIN.md §Settlement): stable when the rate over the
+    // last 100 days is below 0.01–0.04 mm/d; defaults: 100 d, 0.04 mm/d.
+    let mut set =
+        one_block("name = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }");
+    let (s_inf, tau) = (80.0, 60.0);
+    // K = 3·80·60·(50·cosh(5/6) − 60·sinh(5/6)) / 50³ ≈ 1.43 mm/d; day ≈ 50 + 60·ln(1.43/0.04)
+    // ≈ 264.5, well past the 100 days the window needs to be covered. The instantaneous rate
+    // s_inf/τ·e^(−t/τ) is below 0.04 mm/d from τ·ln(s_inf/(τ·0.04)) ≈ 210.4 d: the window lags.
+    let expected = stability_day(s_inf, tau, 0.04, 100.0);
+    assert!((264.0..265.0).contains(&expected), "{expected}");
+    let instantaneous = tau * (s_inf / (tau * 0.04)).ln();
+    assert!((210.0..211.0).contains(&instantaneous), "{instantaneous}");
+    let got = verdicts(&mut set, 400, |t| s_inf * (1.0 - (-t / tau).exp()));
+    let first = got
+        .iter()
+        .find(|(_, v)| *v == 1.0)
+        .map(|(t, _)| *t)
+        .expect("stable within 400 d");
+    assert!(
+        (first - expected).abs() <= 1.0,
+        "turned stable on day {first}, the closed form says {expected}"
+    );
+    // Not yet before that day, stable every reading after it (a decaying curve never speeds up).
+    assert!(
+        got.iter().all(|(t, v)| (*v == 1.0) == (*t >= first)),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn stability_waits_until_the_history_covers_the_window() {
+    // A point that does not move at all is stable only once it has been watched for 100 days.
+    let mut set = one_block(
+        "name = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }\nthreshold = 0.01",
+    );
+    let got = verdicts(&mut set, 120, |_| 12.5);
+    assert!(!got.is_empty());
+    for (t, v) in &got {
+        assert_eq!(*v, if *t >= 100.0 { 1.0 } else { 0.0 }, "day {t}");
+    }
+    // A bad reading flags the verdict; it is never `stable` on a reading not taken.
+    let plate = series("plate", "s1", QuantityKind::Settlement, "mm");
+    let out = set.on_batch(&[bad(&plate, T0 + 121 * DAY)]);
+    assert_eq!(seen(&out)[0].2, Quality::DerivedInputBad);
+    // The window survives a restart: the restored block is stable on its next reading.
+    let entries = saved_entries(&mut set);
+    let mut again = one_block(
+        "name = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }\nthreshold = 0.01",
+    );
+    assert!(again.restore(&entries).is_empty());
+    let out = again.on_batch(&[good(&plate, T0 + 122 * DAY, 12.5)]);
+    assert_eq!(seen(&out)[0].1, Some(1.0));
+}
+
+#[test]
+fn stability_defaults_follow_jgj_8_and_its_problems_name_path_and_fix() {
+    let p = plan(
+        "[[derived]]\nname = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }",
+    );
+    let spec = &p.specs[0];
+    assert_eq!(spec.window_ns, 100 * DAY);
+    assert!((spec.threshold - 0.04).abs() < 1e-12);
+    assert!((spec.per_secs - 86_400.0).abs() < 1e-9);
+    assert_eq!(spec.point, "{point}.{name}");
+    // `gateway check` shows the criterion.
+    let shown = spec.to_string();
+    assert!(
+        shown.contains("stable when |rate| over 100 d < 0.04/d (JGJ 8-2016"),
+        "{shown}"
+    );
+    let found = problems(
+        r#"
+[[derived]]
+name = "r"
+kind = "rate"
+select = { kind = "settlement" }
+window = "1d"
+threshold = 0.04
+structure_tag = "structure"
+
+[[derived]]
+name = "s"
+kind = "stability"
+select = { kind = "settlement" }
+threshold = -0.02
+window = "30s"
+min_points = 1
+structure_tag = ""
+
+[[derived]]
+name = "t"
+kind = "stability"
+reference = "lvl/ch5"
+"#,
+    );
+    let has = |path: &str, words: &str| {
+        assert!(
+            found.iter().any(|(p, m)| p == path && m.contains(words)),
+            "{path} with \"{words}\" missing from {found:?}"
+        );
+    };
+    has(
+        "derived[0].threshold",
+        "only stability take `threshold`; remove it",
+    );
+    has("derived[1].threshold", "0.01-0.04 mm/d");
+    has("derived[1].window", "window = \"100d\"");
+    has("derived[1].min_points", "at least 2");
+    has("derived[0].structure_tag", "remove it");
+    has("derived[1].structure_tag", "structure_tag = \"structure\"");
+    has("derived[2].select", "missing");
+    has("derived[2].reference", "remove it");
+}
+
+#[test]
+fn a_structure_is_stable_when_all_its_points_are() {
+    // Two points of A栋: p1 s∞ = 80 mm, τ = 60 d (closed-form day 264.5), p2 s∞ = 30 mm,
+    // τ = 40 d (day 173.4); the structure turns with the slower one. A point of another
+    // structure does not hold A栋 back.
+    let mut set = one_block(
+        "name = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }\nstructure_tag = \"structure\"",
+    );
+    let (d1, d2) = (
+        stability_day(80.0, 60.0, 0.04, 100.0),
+        stability_day(30.0, 40.0, 0.04, 100.0),
+    );
+    assert!((173.0..174.0).contains(&d2) && d2 < d1, "{d1} {d2}");
+    let p1 = series("plate", "s1", QuantityKind::Settlement, "mm");
+    let p2 = series("plate", "s2", QuantityKind::Settlement, "mm");
+    let mut tags = BTreeMap::new();
+    tags.insert("structure".to_owned(), "B栋".to_owned());
+    let other = Arc::new(Series::new(
+        "xa",
+        "gw",
+        "plate",
+        "s9",
+        QuantityKind::Settlement,
+        "mm",
+        &tags,
+    ));
+    let curve = |s_inf: f64, tau: f64, t: f64| s_inf * (1.0 - (-t / tau).exp());
+    let (mut first_a, mut first_p2) = (None, None);
+    for i in 0..=400 * 4 {
+        let ts = T0 + i * 6 * H;
+        let t = (ts - T0) as f64 / DAY as f64;
+        let out = set.on_batch(&[
+            good(&p1, ts, curve(80.0, 60.0, t)),
+            good(&p2, ts, curve(30.0, 40.0, t)),
+            // B栋 settles fast for ever: never stable.
+            good(&other, ts, 0.5 * t),
+        ]);
+        let a: Vec<&Reading> = out
+            .iter()
+            .filter(|r| r.series.key == "stable/A栋")
+            .collect();
+        assert_eq!(a.len(), 1, "one A栋 verdict per poll: {out:?}");
+        assert_eq!(a[0].series.kind, QuantityKind::Status);
+        assert_eq!(
+            a[0].series.tags.get("structure").map(String::as_str),
+            Some("A栋")
+        );
+        assert_eq!(
+            a[0].series.tags.get("derived").map(String::as_str),
+            Some("stable")
+        );
+        let b = out
+            .iter()
+            .find(|r| r.series.key == "stable/B栋")
+            .expect("B栋");
+        assert_eq!(b.value, Some(0.0), "day {t}");
+        if first_a.is_none() && a[0].value == Some(1.0) {
+            first_a = Some(t);
+        }
+        if first_p2.is_none()
+            && out
+                .iter()
+                .any(|r| r.series.key == "plate/s2.stable" && r.value == Some(1.0))
+        {
+            first_p2 = Some(t);
+        }
+        if let Some(f) = first_a {
+            assert_eq!(
+                a[0].value,
+                Some(1.0),
+                "A栋 stays stable from day {f}: day {t}"
+            );
+        }
+    }
+    let (first_a, first_p2) = (first_a.expect("A栋 stable"), first_p2.expect("s2 stable"));
+    assert!(
+        (first_p2 - d2).abs() <= 1.0,
+        "s2 on day {first_p2}, closed form {d2}"
+    );
+    assert!(
+        (first_a - d1).abs() <= 1.0,
+        "A栋 on day {first_a}, closed form {d1}"
+    );
+}
+
+#[test]
+fn a_structure_verdict_remembers_its_points_across_a_restart() {
+    // s1 is watched from day 0, s2 from day 50: on day 120 s1 is stable, s2 not yet covered.
+    let block = "name = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }\nstructure_tag = \"structure\"";
+    let mut set = one_block(block);
+    let p1 = series("plate", "s1", QuantityKind::Settlement, "mm");
+    let p2 = series("plate", "s2", QuantityKind::Settlement, "mm");
+    let structure = |out: &[Reading]| {
+        out.iter()
+            .find(|r| r.series.key == "stable/A栋")
+            .and_then(|r| r.value)
+    };
+    for d in 0..=120 {
+        let mut batch = vec![good(&p1, T0 + d * DAY, 5.0)];
+        if d >= 50 {
+            batch.push(good(&p2, T0 + d * DAY, 7.0));
+        }
+        let out = set.on_batch(&batch);
+        assert_eq!(structure(&out), Some(0.0), "day {d}");
+    }
+    let entries = saved_entries(&mut set);
+    let mut again = one_block(block);
+    assert!(again.restore(&entries).is_empty());
+    // Only s1 reports after the restart: A栋 still waits for s2.
+    let out = again.on_batch(&[good(&p1, T0 + 121 * DAY, 5.0)]);
+    assert_eq!(seen(&out).len(), 2, "{out:?}");
+    assert_eq!(structure(&out), Some(0.0));
+    // s2 covered from day 150: A栋 turns stable.
+    let out = again.on_batch(&[good(&p2, T0 + 150 * DAY, 7.0)]);
+    assert_eq!(structure(&out), Some(1.0));
 }
