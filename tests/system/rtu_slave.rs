@@ -117,7 +117,25 @@ impl RtuSlave {
             .spawn()
             .context("spawn socat TCP relay")?;
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        anju_system::wait_for_port(addr, &mut relay, "socat TCP relay")?;
+        // Not `wait_for_port`: its probe connection would fork a relay child that opens the pty
+        // too, and while it lingers it reads the slave's replies meant for the gateway's
+        // connection (under load the test saw 1-2 requests in 15 s). Wait for the listening
+        // socket in /proc/net/tcp instead (state 0A = LISTEN).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let needle = format!("0100007F:{port:04X} 00000000:0000 0A");
+        loop {
+            let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+            if table.contains(&needle) {
+                break;
+            }
+            if let Some(status) = relay.try_wait()? {
+                bail!("socat TCP relay exited with {status} before listening on {addr}");
+            }
+            if Instant::now() > deadline {
+                bail!("socat TCP relay did not listen on {addr} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.tcp_relay = Some(relay);
         Ok(addr.to_string())
     }
