@@ -522,14 +522,14 @@ batch_max_age = "100ms"
         Duration::from_secs(60),
         "every core-surface difference of both rafts stored",
         || async {
+            // By (device, point), as the checks below read them; that each is one series is
+            // checked after the wait, with its own message.
             vm.export_until("temperature_value", AHEAD)
                 .await
                 .is_ok_and(|s| {
-                    s.iter()
-                        .filter(|s| {
-                            s.metric.get("point").map(String::as_str) == Some("core-surface")
-                        })
-                        .filter(|s| s.timestamps.len() > CURING_STEPS)
+                    landed(&s)
+                        .iter()
+                        .filter(|((_, p), v)| p == "core-surface" && v.len() > CURING_STEPS)
                         .count()
                         == 2
                 })
@@ -544,6 +544,17 @@ batch_max_age = "100ms"
             .collect();
         anyhow::bail!("{e}: stored {last:?}");
     }
+    let series: Vec<_> = vm
+        .export_until("temperature_value", AHEAD)
+        .await?
+        .into_iter()
+        .filter(|s| s.metric.get("point").map(String::as_str) == Some("core-surface"))
+        .map(|s| s.metric)
+        .collect();
+    ensure!(
+        series.len() == 2,
+        "one core-surface series per raft, with one tag set each: {series:?}"
+    );
     gw.stop().await?;
     let truth = site.truth();
     site.shutdown().await;
