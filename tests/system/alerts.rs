@@ -121,15 +121,10 @@ fn core_surface(alerts: &[Value], raft: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_curing_pour_that_breaks_the_core_surface_limit_alerts_the_bureau_in_order() -> Result<()>
-{
-    anju_system::init_tracing();
-    let broker = Mosquitto::start()?;
-    let (hook_url, hooks) = webhook_receiver().await?;
-    let upstream = alert_subscriber(broker.addr(), "anju/+/alerts").await?;
-    let dir = tempfile::tempdir()?;
-    let config = format!(
+/// The gateway config of the curing-pour scenario up to its rules and sinks: the simulator's
+/// JSON curing nodes through `broker` (shared by the alert and the derived-channel tests).
+pub(crate) fn curing_gateway(data: &std::path::Path, broker: std::net::SocketAddr) -> String {
+    format!(
         r#"
 site = "anju-curing"
 gateway_id = "gw-test"
@@ -150,7 +145,23 @@ name = "curing"
 topic = "sites/{{site}}/nodes/{{device}}/up"
 quantity = "temperature"
 payload = {{ format = "json", readings = "readings", sensor = "sensor", value = "value", unit = "unit", time = "ts" }}
+"#,
+        data = data.display(),
+        profiles = profiles_dir().display(),
+    )
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_curing_pour_that_breaks_the_core_surface_limit_alerts_the_bureau_in_order() -> Result<()>
+{
+    anju_system::init_tracing();
+    let broker = Mosquitto::start()?;
+    let (hook_url, hooks) = webhook_receiver().await?;
+    let upstream = alert_subscriber(broker.addr(), "anju/+/alerts").await?;
+    let dir = tempfile::tempdir()?;
+    let config = curing_gateway(dir.path(), broker.addr())
+        + &format!(
+            r#"
 [alerts]
 language = "en"
 
@@ -172,11 +183,8 @@ type = "webhook"
 format = "generic"
 url_env = "ANJU_TEST_WEBHOOK_URL"
 "#,
-        data = dir.path().display(),
-        profiles = profiles_dir().display(),
-        broker = broker.addr(),
-        port = broker.addr().port(),
-    );
+            port = broker.addr().port(),
+        );
     // The webhook URL is a secret in production; here the test names it in the environment.
     std::env::set_var("ANJU_TEST_WEBHOOK_URL", &hook_url);
     let gw = start_gateway(&config, dir.path())?;

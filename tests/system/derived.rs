@@ -453,27 +453,9 @@ async fn core_surface_and_cooling_rate_of_a_pour_equal_those_of_the_truth() -> R
     let vm = VictoriaMetrics::start()?;
     let broker = anju_system::Mosquitto::start()?;
     let dir = tempfile::tempdir()?;
-    let config = format!(
-        r#"
-site = "anju-curing"
-gateway_id = "gw-test"
-data_dir = "{data}"
-profiles_dir = "{profiles}"
-
-[engine]
-max_future = "3650d"
-flush_interval = "20ms"
-
-[[mqtt]]
-name = "nodes"
-address = "{broker}"
-
-[[mqtt.subscriptions]]
-name = "curing"
-topic = "sites/{{site}}/nodes/{{device}}/up"
-quantity = "temperature"
-payload = {{ format = "json", readings = "readings", sensor = "sensor", value = "value", unit = "unit", time = "ts" }}
-
+    let config = crate::alerts::curing_gateway(dir.path(), broker.addr())
+        + &format!(
+            r#"
 # GB 50496-2018 §3.0.4-2: core − surface of every node, one block.
 [[derived]]
 name = "core-surface"
@@ -496,11 +478,8 @@ org = "county"
 bucket = "anju"
 batch_max_age = "100ms"
 "#,
-        data = dir.path().display(),
-        profiles = profiles_dir().display(),
-        broker = broker.addr(),
-        vm_url = vm.url(),
-    );
+            vm_url = vm.url(),
+        );
     let gw = start_gateway(&config, dir.path())?;
     gw.wait_for_mqtt_session().await?;
     let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/curing-pour.toml"))?;
