@@ -266,6 +266,107 @@ fn a_panic_inside_redb_is_caught_and_the_file_reopened() {
     assert_eq!(drain(&spool).0, 4);
 }
 
+/// Every points line the sink reads, in order, acknowledged as read.
+fn drain_points(spool: &Spool) -> Vec<u8> {
+    let mut got = Vec::new();
+    while let Some(b) = spool
+        .read_batch(Stream::Points, SINK, 100_000)
+        .expect("read")
+    {
+        got.extend_from_slice(&b.body);
+        spool.ack(Stream::Points, SINK, &b).expect("ack");
+    }
+    got
+}
+
+/// A commit that reports an error after it reached the file (redb's post-commit pass failing
+/// on a full disk, `landed.rs`; 3 of 200 failed appends on a nearly full tmpfs): the engine
+/// retries with the same lines and more, and each line is stored once, even when another
+/// stream's append came in between.
+#[test]
+fn a_commit_that_failed_after_landing_is_not_stored_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open_at(&dir.path().join("spool.redb"));
+    spool.inject_faults(&[InjectedFault::ErrorAfterCommit]);
+    let held = lines(0, 3);
+    let err = spool
+        .append(Stream::Points, &held, 3)
+        .expect_err("reported failed");
+    assert!(err.is_storage_fault(), "{err}");
+    std::thread::sleep(open::REOPEN_RETRY_INITIAL);
+    spool
+        .append(Stream::Alerts, b"alert one\n", 1)
+        .expect("an alert after the reopen");
+    let mut retry = held.clone();
+    retry.extend_from_slice(&lines(100, 2));
+    let outcome = spool.append(Stream::Points, &retry, 5).expect("the retry");
+    // The retry's first line is the one stored by the failed commit (sequence 1).
+    assert_eq!(outcome.seq, 1);
+    assert_eq!(spool.stats().points_records, 5);
+    assert_eq!(
+        String::from_utf8_lossy(&drain_points(&spool)),
+        String::from_utf8_lossy(&retry)
+    );
+}
+
+/// The retry holds nothing new: nothing is stored again, and its rule state (grown since the
+/// failed commit) is.
+#[test]
+fn a_retry_of_only_landed_lines_stores_only_the_rule_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open_at(&dir.path().join("spool.redb"));
+    let delta = |keys: &[&str]| StateDelta {
+        entries: keys
+            .iter()
+            .map(|k| ((*k).to_owned(), Some(k.as_bytes().to_vec())))
+            .collect(),
+    };
+    spool.inject_faults(&[InjectedFault::ErrorAfterCommit]);
+    let held = lines(0, 2);
+    spool
+        .append_with_state(Stream::Points, &held, 2, Some(&delta(&["a"])))
+        .expect_err("reported failed");
+    std::thread::sleep(open::REOPEN_RETRY_INITIAL);
+    let outcome = spool
+        .append_with_state(Stream::Points, &held, 2, Some(&delta(&["a", "b"])))
+        .expect("the retry");
+    assert_eq!(outcome.seq, 1);
+    let keys: Vec<String> = spool
+        .load_state()
+        .expect("state")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, ["a", "b"]);
+    assert_eq!(drain_points(&spool), held);
+    // Then the next lines are stored as usual.
+    spool
+        .append(Stream::Points, &lines(50, 1), 1)
+        .expect("append");
+    assert_eq!(drain_points(&spool), lines(50, 1));
+}
+
+/// A dead letter settled twice (its first commit reported an error after it landed) is kept
+/// once.
+#[test]
+fn a_batch_dead_lettered_twice_is_kept_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = open_at(&dir.path().join("spool.redb"));
+    spool
+        .append(Stream::Points, &lines(0, 2), 2)
+        .expect("append");
+    let batch = spool
+        .read_batch(Stream::Points, SINK, 100)
+        .expect("read")
+        .expect("a batch");
+    for _ in 0..2 {
+        spool
+            .dead_letter(Stream::Points, SINK, &batch, "HTTP 400: bad")
+            .expect("dead letter");
+    }
+    assert_eq!(spool.dead_letters().expect("dead letters").len(), 1);
+}
+
 #[test]
 fn a_data_dir_that_cannot_be_created_is_a_permissions_error() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -57,6 +57,7 @@
 //! All methods block (every commit is an fsync): call them from `tokio::task::spawn_blocking`.
 
 mod disk;
+mod landed;
 pub mod offline;
 mod open;
 
@@ -746,6 +747,9 @@ pub enum InjectedFault {
     Panic,
     /// redb panics inside the commit (as on a damaged page): caught by the spool.
     PanicInRedb,
+    /// The commit reaches the file, then returns a storage error (redb's post-commit pass
+    /// failing on a full disk, `landed.rs`): a real disk does this only now and then.
+    ErrorAfterCommit,
 }
 
 /// Everything behind the spool's lock.
@@ -759,6 +763,9 @@ struct Inner {
     /// While free space is below `min_free_bytes`: the logical bytes the spool keeps to, fixed
     /// when the shortage began (see [`Spool::append_with_state`]); `None` otherwise.
     low_space_limit: Option<u64>,
+    /// Per stream, what of the engine's held lines a failed commit may have stored
+    /// (`landed.rs`); kept across reopens, settled by them.
+    landed: [landed::Landed; 2],
 }
 
 /// `s` cut to at most `max` bytes at a character boundary.
@@ -878,6 +885,7 @@ impl Spool {
                 state: State::default(),
                 health: Health::new(),
                 low_space_limit: None,
+                landed: Default::default(),
             }),
             appended: Notify::new(),
             metrics: std::sync::OnceLock::new(),
@@ -987,23 +995,29 @@ impl Spool {
             .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// The next injected fault: an error or a panic here, or the fault the append's
+    /// transaction acts on (`PanicInRedb`, `ErrorAfterCommit`).
     #[cfg(test)]
-    fn take_injected_fault(&self) -> Result<bool, SpoolError> {
+    fn take_injected_fault(&self) -> Result<Option<InjectedFault>, SpoolError> {
         let next = self
             .injected
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .pop_front();
         match next {
-            None => Ok(false),
-            Some(InjectedFault::PanicInRedb) => Ok(true),
-            Some(InjectedFault::Error) => Err(SpoolError::Storage {
-                path: self.path.clone(),
-                source: Box::new(redb::Error::Io(std::io::Error::other(
-                    "injected: no space left on device",
-                ))),
-            }),
+            Some(InjectedFault::Error) => Err(self.injected_error()),
             Some(InjectedFault::Panic) => panic!("injected: storage layer panicked"),
+            other => Ok(other),
+        }
+    }
+
+    #[cfg(test)]
+    fn injected_error(&self) -> SpoolError {
+        SpoolError::Storage {
+            path: self.path.clone(),
+            source: Box::new(redb::Error::Io(std::io::Error::other(
+                "injected: no space left on device",
+            ))),
         }
     }
 
@@ -1080,7 +1094,7 @@ impl Spool {
     ) -> Result<AppendOutcome, SpoolError> {
         let p = self.path.as_path();
         #[cfg(test)]
-        let panic_in_redb = self.take_injected_fault()?;
+        let injected = self.take_injected_fault()?;
         if records == 0 || body.is_empty() {
             return Err(SpoolError::EmptyChunk {
                 path: p.to_path_buf(),
@@ -1115,6 +1129,43 @@ impl Spool {
         let low_space = self.config.min_free_bytes > 0
             && disk::free_bytes(p)
                 .is_some_and(|free| free < self.config.min_free_bytes.saturating_add(bytes));
+        // A failed commit of these lines may have stored their start (`landed.rs`): the reopen
+        // that follows every storage error has settled that; only the rest is written.
+        let (full_body, full_records) = (body, records);
+        let known = {
+            let mut inner = self.lock();
+            self.ensure_open(&mut inner)?;
+            inner.landed[stream.index()].known_prefix_of(body)
+        };
+        let (body, records) = match known {
+            None => (body, records),
+            Some(k) => {
+                let rest = &body[k.len..];
+                let left = records.saturating_sub(k.records);
+                let lines = || u32::try_from(rest.iter().filter(|b| **b == b'\n').count());
+                (
+                    rest,
+                    if left > 0 {
+                        left
+                    } else {
+                        lines().unwrap_or(u32::MAX)
+                    },
+                )
+            }
+        };
+        if let (Some(k), true) = (known, body.is_empty()) {
+            // All of it is in the file. The rule state may have grown since: it is written.
+            if let Some(state) = state.filter(|s| !s.is_empty()) {
+                self.save_state(state)?;
+            }
+            self.lock().landed[stream.index()].committed();
+            self.appended.notify_waiters();
+            return Ok(AppendOutcome {
+                seq: k.first_seq,
+                dropped_records: 0,
+                dropped_alert_records: 0,
+            });
+        }
         let low_space_limit = {
             let mut inner = self.lock();
             if low_space {
@@ -1128,9 +1179,14 @@ impl Spool {
                 None
             }
         };
-        let outcome = self.with_db(|db, current| {
+        // Set just before the commit: the sequences of this attempt's pieces.
+        let mut attempted: Option<(u64, u64)> = None;
+        let result = self.with_db(|db, current| {
             #[cfg(test)]
-            assert!(!panic_in_redb, "injected: redb panicked");
+            assert!(
+                injected != Some(InjectedFault::PanicInRedb),
+                "injected: redb panicked"
+            );
             let mut next = current.clone();
             let limit = low_space_limit.map_or(max_bytes, |l| max_bytes.min(l));
             let txn = Self::begin_durable(db).at(p)?;
@@ -1204,14 +1260,38 @@ impl Spool {
                 }
                 (seq, dropped[Stream::Points.index()], dropped[alerts_i])
             };
+            attempted = Some((seq, next.next_seq));
             txn.commit().at(p)?;
+            #[cfg(test)]
+            if injected == Some(InjectedFault::ErrorAfterCommit) {
+                return Err(self.injected_error());
+            }
             *current = next;
             Ok(AppendOutcome {
                 seq,
                 dropped_records,
                 dropped_alert_records,
             })
-        })?;
+        });
+        let outcome = {
+            let mut inner = self.lock();
+            let landed = &mut inner.landed[stream.index()];
+            match (result, attempted) {
+                (Ok(outcome), _) => {
+                    landed.committed();
+                    outcome
+                }
+                (Err(e), Some((first, end))) => {
+                    landed.failed(full_body, full_records, first, end);
+                    return Err(e);
+                }
+                (Err(e), None) => return Err(e),
+            }
+        };
+        let outcome = AppendOutcome {
+            seq: known.map_or(outcome.seq, |k| k.first_seq),
+            ..outcome
+        };
         // After the commit, with no transaction open: the file back within max_bytes.
         let outcome = AppendOutcome {
             dropped_records: outcome.dropped_records + self.keep_file_within_bound(),
@@ -1569,12 +1649,7 @@ impl Spool {
             )
             .is_ok()
         {
-            return Err(SpoolError::Storage {
-                path: self.path.clone(),
-                source: Box::new(redb::Error::Io(std::io::Error::other(
-                    "injected: no space left on device",
-                ))),
-            });
+            return Err(self.injected_error());
         }
         self.with_db(|db, current| {
             let mut next = current.clone();
@@ -1584,7 +1659,10 @@ impl Spool {
                 let mut meta = txn.open_table(META).at(p)?;
                 let mut cursors = txn.open_table(CURSORS).at(p)?;
                 let mut table = txn.open_table(stream.table()).at(p)?;
-                if batch.last_seq >= cursor {
+                // A batch already passed was settled by an earlier call whose commit reported
+                // an error after it landed (`landed.rs`): settled again, it changes nothing.
+                let unsettled = batch.last_seq >= cursor;
+                if unsettled {
                     // Count what is still stored between the cursor and the batch end: chunks the
                     // size bound dropped meanwhile were already taken off the backlog.
                     let mut passed = 0u64;
@@ -1596,7 +1674,7 @@ impl Spool {
                         k.backlog[i] = k.backlog[i].saturating_sub(passed);
                     }
                 }
-                if let Some(reason) = dead {
+                if let (Some(reason), true) = (dead, unsettled) {
                     Self::store_dead_letter(
                         &mut next,
                         &txn,

@@ -327,6 +327,9 @@ impl Spool {
         if inner.health.pending.is_none() {
             match self.open_file(floor, false) {
                 Ok((db, state)) => {
+                    for landed in &mut inner.landed {
+                        landed.reopened(state.next_seq, false);
+                    }
                     inner.db = Some(db);
                     inner.state = state;
                     return Ok(());
@@ -363,6 +366,10 @@ impl Spool {
             inner.health.reports.remove(0);
         }
         inner.health.reports.push(report);
+        // A fresh file's sequence says nothing of an append whose commit failed.
+        for landed in &mut inner.landed {
+            landed.reopened(state.next_seq, true);
+        }
         inner.db = Some(db);
         inner.state = state;
         Ok(())
