@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{Config, Sink};
-use crate::console::{Console, ConsoleState};
+use crate::console::{Console, ConsoleState, Identity};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::model::{Clock, SystemClock};
@@ -140,6 +140,8 @@ impl Gateway {
 
         // The console before any source, so a port in use stops the start before data flows.
         let engine_running = Arc::new(AtomicBool::new(false));
+        // The engine publishes its snapshots only when a console shows them.
+        let (view_tx, view_rx) = crate::engine::view::channel();
         let console = match &cfg.console {
             Some(settings) => {
                 let state = ConsoleState::new(
@@ -147,6 +149,13 @@ impl Gateway {
                     Arc::clone(&spool),
                     &cfg.sinks,
                     Arc::clone(&engine_running),
+                )
+                .with_pages(
+                    Identity {
+                        site: cfg.site.clone(),
+                        gateway: cfg.gateway_id.clone(),
+                    },
+                    view_rx.clone(),
                 );
                 Some(Console::bind(settings, state).await?)
             }
@@ -233,6 +242,11 @@ impl Gateway {
             &cfg.site,
         )
         .with_derived(cfg.derived.clone());
+        let engine = if cfg.console.is_some() {
+            engine.with_view(view_tx)
+        } else {
+            engine
+        };
         tree.spawn(Stage::Engine, "engine", async move {
             engine_running.store(true, Ordering::Relaxed);
             engine.run().await;

@@ -167,6 +167,39 @@ async fn console_metrics_count_exactly_the_readings_sent() -> Result<()> {
         ensure!(s.helped.contains(&family), "{family} is not in /metrics");
     }
 
+    // The overview page shows each point's last published value (message i went to point
+    // i % POINTS with value i) once the engine's next snapshot is out (`VIEW_INTERVAL`).
+    let want: Vec<(String, String)> = (0..POINTS)
+        .map(|p| {
+            let last = (0..SENT).rev().find(|i| i % POINTS == p).unwrap_or(0);
+            (format!("<td>p{p}</td>"), format!(">{last} mm<"))
+        })
+        .collect();
+    let shows_all = |page: &str| {
+        let rows: Vec<&str> = page.split("<tr").collect();
+        want.iter().all(|(point, value)| {
+            rows.iter()
+                .any(|row| row.contains(point.as_str()) && row.contains(value.as_str()))
+        })
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the overview page to show every point's last value",
+        || async {
+            match http.get(format!("{base}/?lang=en")).send().await {
+                Ok(r) => r.text().await.is_ok_and(|page| shows_all(&page)),
+                Err(_) => false,
+            }
+        },
+    )
+    .await?;
+    let page = http.get(format!("{base}/")).send().await?.text().await?;
+    ensure!(page.contains("pier-1"), "the device is not on the page");
+    ensure!(
+        page.contains("当前告警"),
+        "the page is not in Chinese by default"
+    );
+
     let health = http.get(format!("{base}/healthz")).send().await?;
     ensure!(health.status() == 200, "/healthz {}", health.status());
     let ready = http.get(format!("{base}/readyz")).send().await?;

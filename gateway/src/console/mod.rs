@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod exposition;
+pub mod pages;
 pub mod ready;
 pub mod router;
 
@@ -26,6 +27,7 @@ use tracing::{info, warn};
 pub use config::{ConsoleConfig, ConsoleSettings, DEFAULT_LISTEN};
 
 use crate::config::Sink;
+use crate::engine::view::ViewRx;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::spool::{Spool, SpoolStats};
@@ -80,6 +82,19 @@ pub struct ConsoleState {
     engine_running: Arc<AtomicBool>,
     readiness: ready::Readiness,
     access: Option<Access>,
+    /// The site and this gateway, as the pages name them.
+    identity: Identity,
+    /// The engine's latest snapshot for the pages.
+    view: ViewRx,
+}
+
+/// The site and the gateway a console belongs to (`site`, `gateway_id`).
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The site.
+    pub site: String,
+    /// This gateway.
+    pub gateway: String,
 }
 
 impl ConsoleState {
@@ -99,7 +114,17 @@ impl ConsoleState {
             engine_running,
             readiness: ready::Readiness::new(sinks),
             access: None,
+            identity: Identity::default(),
+            view: crate::engine::view::channel().1,
         }
+    }
+
+    /// Name the site and gateway on the pages, and show the engine's snapshots from `view`.
+    #[must_use]
+    pub fn with_pages(mut self, identity: Identity, view: ViewRx) -> Self {
+        self.identity = identity;
+        self.view = view;
+        self
     }
 
     /// The spool's counts, read off the runtime's worker threads (they take the spool's lock).

@@ -1,7 +1,7 @@
 //! The console's routes and the access rule in front of them.
 //!
-//! Owns the URL space (`/metrics`, `/healthz`, `/readyz`; pages are added here later with the
-//! same [`ConsoleState`]) and the token check: with a token configured, every request, to any
+//! Owns the URL space (`/` the overview page, `/metrics`, `/healthz`, `/readyz`) and the token
+//! check: with a token configured, every request, to any
 //! path, without `Authorization: Bearer <token>` gets 401 and an empty body. It does not bind
 //! sockets or decide readiness ([`super::Console`], [`super::ready`]).
 
@@ -10,17 +10,19 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tracing::warn;
 
 use super::exposition;
+use super::pages::{self, Lang, Overview};
 use super::ConsoleState;
 
 /// Every route of the console, behind the access rule.
 pub fn router(state: Arc<ConsoleState>) -> Router {
     Router::new()
+        .route("/", get(overview))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -52,6 +54,26 @@ async fn require_token(
         }
     }
     next.run(request).await
+}
+
+/// The overview page (`?lang=en` for English).
+async fn overview(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let spool = state.spool_stats().await;
+    let view = Arc::clone(&state.view.borrow());
+    let counters = state.metrics.snapshot();
+    let page = pages::overview(
+        &Overview {
+            site: &state.identity.site,
+            gateway: &state.identity.gateway,
+            uptime: state.started.elapsed(),
+            now_ns: crate::model::now_ns(),
+            view: &view,
+            spool: &spool,
+            counters: &counters,
+        },
+        Lang::from_query(uri.query()),
+    );
+    Html(page.into_string()).into_response()
 }
 
 /// The process answers: it is alive.

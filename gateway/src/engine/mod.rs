@@ -25,7 +25,8 @@
 
 pub mod derived;
 pub mod rules;
-mod summary;
+pub(crate) mod summary;
+pub mod view;
 
 use crate::metrics::Counter;
 use std::collections::HashMap;
@@ -244,6 +245,8 @@ pub struct Engine {
     name_errors: LogLimiter,
     /// Readings dropped by the spool's bound since that was last logged.
     dropped_since_log: u64,
+    /// The console's view channel and when it was last published ([`Engine::with_view`]).
+    view: Option<(view::ViewTx, Option<Instant>)>,
 }
 
 /// The health of spool commits: backoff while they fail, and a bounded log of the failure.
@@ -354,7 +357,37 @@ impl Engine {
             commits: CommitHealth::new(),
             name_errors: LogLimiter::new(FAILURE_LOG_INTERVAL, MAX_LOGGED_CHANNELS),
             dropped_since_log: 0,
+            view: None,
         }
+    }
+
+    /// Publish a [`view::SiteView`] for the console through `tx`, at most every
+    /// [`view::VIEW_INTERVAL`].
+    #[must_use]
+    pub fn with_view(mut self, tx: view::ViewTx) -> Self {
+        self.view = Some((tx, None));
+        self
+    }
+
+    /// Publish a snapshot when one is due and someone looks (a console page open or not, the
+    /// receiver is kept by the console; without a console there is no sender).
+    fn publish_view(&mut self, now: TimestampNs) {
+        let Some((tx, last)) = &mut self.view else {
+            return;
+        };
+        if last.is_some_and(|t: Instant| t.elapsed() < view::VIEW_INTERVAL) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let channels = self.channels.values().map(|c| view::ChannelView {
+            series: Arc::clone(&c.series),
+            last_ts: c.last_ts,
+            last_value: c.last_value,
+            last_quality: c.last_quality,
+            readings: c.readings,
+        });
+        let snapshot = view::SiteView::new(now, channels, self.evaluator.active_alerts());
+        tx.send_replace(Arc::new(snapshot));
     }
 
     /// Compute the derived channels of `plan` (`[[derived]]`) from the readings.
@@ -563,6 +596,7 @@ impl Engine {
                     self.store_derived().await;
                     self.evict_idle(now);
                     self.metrics.set_engine_channels(self.channels.len());
+                    self.publish_view(now);
                     if self.pending_alert_records > 0
                         || self.hold_save_due
                         || (self.state_dirty && self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL)
