@@ -506,6 +506,11 @@ impl Engine {
     /// new channel costs nothing). Before the batch is ingested, so a rate window or an active
     /// alert continues instead of starting over.
     async fn bring_back(&mut self, batch: &ReadingBatch) {
+        // The common case, nothing evicted: no look-up per reading (they showed as 4 % of the
+        // gateway's CPU in the ingest benchmark's profile, string compares of the keys).
+        if !self.evaluator.any_evicted() {
+            return;
+        }
         let mut wanted: Vec<String> = Vec::new();
         for r in &batch.readings {
             let key = r.series.key.as_str();

@@ -435,6 +435,13 @@ impl Evaluator {
         (keys, delta)
     }
 
+    /// Whether any channel was evicted and not seen since: without one, no reading needs
+    /// [`Evaluator::maybe_evicted`] (the engine skips its per-reading look-ups).
+    #[must_use]
+    pub fn any_evicted(&self) -> bool {
+        !self.saved.evicted.is_empty()
+    }
+
     /// True when `channel` is not in memory but may have been evicted with saved state (a
     /// spool read is worth it).
     #[must_use]
