@@ -142,6 +142,7 @@ impl Gateway {
         let engine_running = Arc::new(AtomicBool::new(false));
         // The engine publishes its snapshots only when a console shows them.
         let (view_tx, view_rx) = crate::engine::view::channel();
+        let (command_tx, command_rx) = crate::engine::command::channel();
         let console = match &cfg.console {
             Some(settings) => {
                 let state = ConsoleState::new(
@@ -156,6 +157,7 @@ impl Gateway {
                         gateway: cfg.gateway_id.clone(),
                     },
                     view_rx.clone(),
+                    command_tx.clone(),
                 );
                 Some(Console::bind(settings, state).await?)
             }
@@ -243,7 +245,7 @@ impl Gateway {
         )
         .with_derived(cfg.derived.clone());
         let engine = if cfg.console.is_some() {
-            engine.with_view(view_tx)
+            engine.with_view(view_tx).with_commands(command_rx)
         } else {
             engine
         };

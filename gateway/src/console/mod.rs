@@ -27,6 +27,7 @@ use tracing::{info, warn};
 pub use config::{ConsoleConfig, ConsoleSettings, DEFAULT_LISTEN};
 
 use crate::config::Sink;
+use crate::engine::command::CommandTx;
 use crate::engine::view::ViewRx;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
@@ -86,6 +87,8 @@ pub struct ConsoleState {
     identity: Identity,
     /// The engine's latest snapshot for the pages.
     view: ViewRx,
+    /// Where acknowledgements go (the engine); `None`: the pages offer none.
+    commands: Option<CommandTx>,
 }
 
 /// The site and the gateway a console belongs to (`site`, `gateway_id`).
@@ -116,14 +119,17 @@ impl ConsoleState {
             access: None,
             identity: Identity::default(),
             view: crate::engine::view::channel().1,
+            commands: None,
         }
     }
 
-    /// Name the site and gateway on the pages, and show the engine's snapshots from `view`.
+    /// Name the site and gateway on the pages, show the engine's snapshots from `view`, and
+    /// send acknowledgements to `commands`.
     #[must_use]
-    pub fn with_pages(mut self, identity: Identity, view: ViewRx) -> Self {
+    pub fn with_pages(mut self, identity: Identity, view: ViewRx, commands: CommandTx) -> Self {
         self.identity = identity;
         self.view = view;
+        self.commands = Some(commands);
         self
     }
 

@@ -14,7 +14,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use crate::alert::{Alert, Level};
+use crate::alert::{Alert, AlertState, Level, MAX_ACK_BY_CHARS, MAX_ACK_NOTE_CHARS};
+use crate::engine::command::Acked;
+use crate::engine::rules::AckRefused;
 use crate::engine::summary::human_bytes;
 use crate::engine::view::{ChannelView, SiteView};
 use crate::metrics::{Counter, CounterSample};
@@ -270,6 +272,7 @@ fn alerts_section(alerts: &[Alert], now: TimestampNs, lang: Lang) -> Markup {
                     th { (lang.pick("阈值", "Threshold")) }
                     th { (lang.pick("开始", "Since")) }
                     th { (lang.pick("说明", "Message")) }
+                    th { (lang.pick("消警", "Acknowledge")) }
                 }
                 @for a in alerts {
                     tr {
@@ -280,9 +283,99 @@ fn alerts_section(alerts: &[Alert], now: TimestampNs, lang: Lang) -> Markup {
                         td.num { @if let Some(t) = a.threshold { (value_text(t)) " " (a.unit) } }
                         td { (local_time(a.started_at)) br; span.meta { (age(now, a.started_at)) } }
                         td { (a.message) }
+                        td { (ack_cell(a, lang)) }
                     }
                 }
             }
+        }
+    }
+}
+
+/// Who acknowledged the alert (when its latest event is the acknowledgement), and the form to
+/// acknowledge it (again).
+fn ack_cell(a: &Alert, lang: Lang) -> Markup {
+    html! {
+        @if let (AlertState::Acknowledged, Some(ack)) = (a.state, &a.ack) {
+            p.ok {
+                (lang.pick("已消警：", "acknowledged by ")) (ack.by) " · " (local_time(ack.at))
+                @if !ack.note.is_empty() { br; span.meta { (ack.note) } }
+            }
+        }
+        form method="post" action="/alerts/ack" {
+            input type="hidden" name="id" value=(a.id);
+            input type="hidden" name="lang" value=(lang.pick("zh", "en"));
+            input name="by" required maxlength=(MAX_ACK_BY_CHARS) size="10"
+                placeholder=(lang.pick("姓名/岗位", "name or role"));
+            " "
+            input name="note" maxlength=(MAX_ACK_NOTE_CHARS) size="16"
+                placeholder=(lang.pick("处置说明", "note"));
+            " "
+            button type="submit" { (lang.pick("消警", "Acknowledge")) }
+        }
+    }
+}
+
+/// The answer to an acknowledgement form: what was stored, or why not; back to the overview
+/// after a few seconds. `Err(None)`: the engine did not answer (stopping, or busy beyond
+/// the wait).
+#[must_use]
+pub fn ack_result(outcome: &Result<Acked, Option<AckRefused>>, lang: Lang) -> Markup {
+    let back = lang.pick("/", "/?lang=en");
+    let (ok, text) = match outcome {
+        Ok(acked) if acked.stored => (true, acked.event.message.clone()),
+        Ok(acked) => (
+            true,
+            format!(
+                "{} {}",
+                acked.event.message,
+                lang.pick(
+                    "（本地缓存暂不可写：消警已记录在内存，可写后保存并转发）",
+                    "(the spool cannot be written now: the acknowledgement is held and stored and forwarded once it can)"
+                )
+            ),
+        ),
+        Err(Some(refused)) => (false, refused_text(refused, lang)),
+        Err(None) => (
+            false,
+            lang.pick("网关未应答（正在停止？），请稍后重试", "the gateway did not answer (stopping?); try again").to_owned(),
+        ),
+    };
+    html! {
+        (DOCTYPE)
+        html lang=(lang.pick("zh-CN", "en")) {
+            head {
+                meta charset="utf-8";
+                meta http-equiv="refresh" content={"4; url=" (back)};
+                title { (lang.pick("消警", "Acknowledge")) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                @if ok {
+                    h1.ok { (lang.pick("已消警", "Acknowledged")) }
+                } @else {
+                    h1.bad { (lang.pick("未能消警", "Not acknowledged")) }
+                }
+                p { (text) }
+                p { a href=(back) { (lang.pick("返回总览", "Back to the overview")) } }
+            }
+        }
+    }
+}
+
+fn refused_text(refused: &AckRefused, lang: Lang) -> String {
+    match (lang, refused) {
+        (Lang::En, r) => r.to_string(),
+        (Lang::Zh, AckRefused::NotActive(id)) => {
+            format!("告警 {id} 不在当前告警中：已解除，或编号有误")
+        }
+        (Lang::Zh, AckRefused::NoOne) => "请填写消警人（姓名或岗位）".to_owned(),
+        (Lang::Zh, AckRefused::TooLong { what, max }) => {
+            let what = if *what == "who" {
+                "消警人"
+            } else {
+                "处置说明"
+            };
+            format!("{what}超过 {max} 个字，请缩短")
         }
     }
 }
@@ -412,6 +505,7 @@ mod tests {
             event_at: NOW - 600 * NANOS_PER_SEC,
             detected_at: NOW - 600 * NANOS_PER_SEC,
             message: "【警戒】A栋 沉降点 lev-a1/ch3 累计沉降 32.5 mm，超过警戒值 30.0 mm".into(),
+            ack: None,
         }
     }
 
@@ -536,6 +630,60 @@ mod tests {
         assert!(!page.contains("<script>x"));
         assert!(page.contains("&lt;script&gt;x"));
         assert!(page.contains("NOT writable"));
+    }
+
+    #[test]
+    fn an_acknowledged_alert_says_who_and_every_alert_has_the_form() {
+        let mut acked = alert();
+        acked.state = AlertState::Acknowledged;
+        acked.ack = Some(crate::alert::Acknowledgement {
+            by: "监理 王工".into(),
+            note: "现场核查".into(),
+            at: NOW - 60 * NANOS_PER_SEC,
+        });
+        let view = SiteView::new(NOW, std::iter::empty(), [acked].iter());
+        let spool = SpoolStats::default();
+        let page = overview(
+            &Overview {
+                site: "xa",
+                gateway: "gw-1",
+                uptime: Duration::ZERO,
+                now_ns: NOW,
+                view: &view,
+                spool: &spool,
+                counters: &[],
+            },
+            Lang::Zh,
+        )
+        .into_string();
+        let row = row_with(&page, "settlement-total");
+        assert!(
+            row.contains("已消警：监理 王工 · 2026-11-30 14:59:00"),
+            "{row}"
+        );
+        assert!(row.contains("现场核查"));
+        assert!(row.contains(r#"<form method="post" action="/alerts/ack">"#));
+        assert!(row.contains(r#"name="id" value="e31146c9ff45c621""#));
+        assert!(row.contains(r#"name="lang" value="zh""#));
+    }
+
+    #[test]
+    fn the_answer_to_a_form_says_what_happened() {
+        let refused = ack_result(&Err(Some(AckRefused::NoOne)), Lang::Zh).into_string();
+        assert!(refused.contains("未能消警") && refused.contains("请填写消警人"));
+        let gone = ack_result(&Err(None), Lang::En).into_string();
+        assert!(gone.contains("did not answer") && gone.contains("url=/?lang=en"));
+        let mut event = alert();
+        event.message = "【消警】…".into();
+        let held = ack_result(
+            &Ok(Acked {
+                event,
+                stored: false,
+            }),
+            Lang::Zh,
+        )
+        .into_string();
+        assert!(held.contains("已消警") && held.contains("本地缓存暂不可写"));
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! the final commit [`FINAL_COMMIT_ATTEMPTS`] times and says how many readings it could not
 //! commit; it never claims a commit that did not happen.
 
+pub mod command;
 pub mod derived;
 pub mod rules;
 pub(crate) mod summary;
@@ -172,6 +173,7 @@ fn state_name(state: crate::alert::AlertState) -> &'static str {
         AlertState::Escalated => "escalated",
         AlertState::DeEscalated => "de_escalated",
         AlertState::Cleared => "cleared",
+        AlertState::Acknowledged => "acknowledged",
     }
 }
 
@@ -247,6 +249,8 @@ pub struct Engine {
     dropped_since_log: u64,
     /// The console's view channel and when it was last published ([`Engine::with_view`]).
     view: Option<(view::ViewTx, Option<Instant>)>,
+    /// Requests from the console ([`Engine::with_commands`]).
+    commands: Option<command::CommandRx>,
 }
 
 /// The health of spool commits: backoff while they fail, and a bounded log of the failure.
@@ -358,7 +362,32 @@ impl Engine {
             name_errors: LogLimiter::new(FAILURE_LOG_INTERVAL, MAX_LOGGED_CHANNELS),
             dropped_since_log: 0,
             view: None,
+            commands: None,
         }
+    }
+
+    /// Take requests (alert acknowledgements) from `rx`.
+    #[must_use]
+    pub fn with_commands(mut self, rx: command::CommandRx) -> Self {
+        self.commands = Some(rx);
+        self
+    }
+
+    /// Acknowledge an alert for the console: the event is stored and delivered like any
+    /// alert event, committed at once with the rule state.
+    async fn acknowledge(&mut self, req: command::AckRequest) {
+        let now = self.clock.now_ns();
+        let result = match self.evaluator.acknowledge(&req.id, &req.by, &req.note, now) {
+            Ok(event) => {
+                self.push_alert(&event);
+                let stored = self.flush().await;
+                info!(alert = %event.id, seq = event.seq, by = %req.by, stored, "Alert acknowledged.");
+                Ok(command::Acked { event, stored })
+            }
+            Err(refused) => Err(refused),
+        };
+        // A console that gave up waiting no longer needs the answer.
+        let _ = req.reply.send(result);
     }
 
     /// Publish a [`view::SiteView`] for the console through `tx`, at most every
@@ -562,8 +591,14 @@ impl Engine {
         let mut flush_at = Instant::now() + flush_interval;
         let mut next_summary = Instant::now() + self.summary_interval;
         let mut next_tick = Instant::now() + TICK_INTERVAL;
+        let mut commands = self.commands.take();
         loop {
             tokio::select! {
+                req = command::next(&mut commands) => match req {
+                    Some(req) => self.acknowledge(req).await,
+                    // The console is gone: no more requests.
+                    None => commands = None,
+                },
                 batch = self.rx.recv() => match batch {
                     Some(batch) => {
                         if self.pending_records == 0 {

@@ -36,10 +36,14 @@ use super::plan::Plan;
 use super::selector::ChannelInfo;
 use super::window::RateWindow;
 
+#[path = "ack.rs"]
+mod ack;
 #[path = "saved.rs"]
 mod saved;
+
 use crate::alert::{render_message, stable_id, Alert, AlertState, Cause, Language, Level, Side};
 use crate::model::{Quality, QuantityKind, Reading, Series, TimestampNs, NANOS_PER_SEC};
+pub use ack::AckRefused;
 pub use saved::MAX_CHANNEL_ENTRIES_PER_SAVE;
 pub use saved::{channel_entry_key, RestoreReport, StateScope, ENTRY_FORMAT};
 
@@ -503,6 +507,7 @@ impl Emit<'_> {
             event_at: ev.ts,
             detected_at: self.now,
             message: String::new(),
+            ack: None,
         };
         if state == AlertState::Cleared {
             *slot = None;
