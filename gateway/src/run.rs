@@ -155,6 +155,11 @@ impl Gateway {
                     Identity {
                         site: cfg.site.clone(),
                         gateway: cfg.gateway_id.clone(),
+                        config_text: format!(
+                            "{}{}",
+                            crate::config::describe(cfg),
+                            crate::config::rule_coverage(cfg).text
+                        ),
                     },
                     view_rx.clone(),
                     command_tx.clone(),

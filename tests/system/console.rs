@@ -233,7 +233,9 @@ async fn console_with_a_token_answers_401_and_nothing_else_without_it() -> Resul
         http.get(format!("{base}/healthz")).send().await.is_ok()
     })
     .await?;
-    for path in ["/metrics", "/healthz", "/readyz", "/nowhere"] {
+    for path in [
+        "/", "/config", "/metrics", "/healthz", "/readyz", "/nowhere",
+    ] {
         for auth in [
             None,
             Some("Bearer wrong"),
@@ -266,6 +268,22 @@ async fn console_with_a_token_answers_401_and_nothing_else_without_it() -> Resul
         response.status()
     );
     Scraped::parse(&response.text().await?)?;
+    // The configuration page says a token is required and never shows it.
+    let page = http
+        .get(format!("{base}/config"))
+        .header("authorization", "Bearer 0123456789abcdef")
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        page.contains("access token &lt;redacted&gt; required"),
+        "{page}"
+    );
+    ensure!(
+        !page.contains("0123456789abcdef"),
+        "the token is on the page"
+    );
     gw.stop().await?;
     Ok(())
 }

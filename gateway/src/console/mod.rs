@@ -91,13 +91,17 @@ pub struct ConsoleState {
     commands: Option<CommandTx>,
 }
 
-/// The site and the gateway a console belongs to (`site`, `gateway_id`).
+/// The site and the gateway a console belongs to (`site`, `gateway_id`), and what its config
+/// does.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
     /// The site.
     pub site: String,
     /// This gateway.
     pub gateway: String,
+    /// The effective configuration as `gateway check` prints it (devices, channels, read
+    /// plans, rules with the channels they match; secrets never appear in it).
+    pub config_text: String,
 }
 
 impl ConsoleState {
@@ -211,7 +215,7 @@ impl Console {
             .listener
             .local_addr()
             .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-        info!(listen = %addr, token = self.state.access.is_some(), "Console listening (/metrics, /healthz, /readyz).");
+        info!(listen = %addr, token = self.state.access.is_some(), "Console listening (overview /, /config, /metrics, /healthz, /readyz).");
         let state = Arc::clone(&self.state);
         let sampler_stop = stop.clone();
         let sampler = async move {

@@ -213,6 +213,7 @@ pub fn overview(o: &Overview<'_>, lang: Lang) -> Markup {
                     (lang.pick("网关版本 ", "Gateway version ")) (env!("CARGO_PKG_VERSION"))
                     " · " (lang.pick("已运行 ", "up ")) (humantime::format_duration(Duration::from_secs(o.uptime.as_secs())))
                     " · " (lang.pick("页面时间 ", "page time ")) (local_time(o.now_ns)) " (UTC+8)"
+                    " · " a href=(lang.pick("/config", "/config?lang=en")) { (lang.pick("配置", "configuration")) }
                     " · " a href=(other.0) { (other.1) }
                 }
                 (spool_section(o.spool, lang))
@@ -286,6 +287,38 @@ fn alerts_section(alerts: &[Alert], now: TimestampNs, lang: Lang) -> Markup {
                         td { (ack_cell(a, lang)) }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The effective configuration page: `text` is what `gateway check` prints for the running
+/// config (it names no secret: they are read from the environment or files and shown as
+/// redacted).
+#[must_use]
+pub fn config(site: &str, gateway: &str, text: &str, lang: Lang) -> Markup {
+    let title = format!(
+        "{} {} · {} · {}",
+        lang.pick("工地", "Site"),
+        site,
+        gateway,
+        lang.pick("配置", "configuration")
+    );
+    html! {
+        (DOCTYPE)
+        html lang=(lang.pick("zh-CN", "en")) {
+            head {
+                meta charset="utf-8";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { (title) }
+                p.meta {
+                    a href=(lang.pick("/", "/?lang=en")) { (lang.pick("返回总览", "Back to the overview")) }
+                    " · " (lang.pick("与 `gateway check` 输出相同；密钥不显示", "as `gateway check` prints it; secrets are never shown"))
+                }
+                pre { (text) }
             }
         }
     }
@@ -684,6 +717,16 @@ mod tests {
         )
         .into_string();
         assert!(held.contains("已消警") && held.contains("本地缓存暂不可写"));
+    }
+
+    #[test]
+    fn the_config_page_shows_the_check_text_escaped() {
+        let page = config("xa", "gw-1", "device <lev-a1>: 8 channels\n", Lang::Zh).into_string();
+        assert!(
+            page.contains("<pre>device &lt;lev-a1&gt;: 8 channels\n</pre>"),
+            "{page}"
+        );
+        assert!(page.contains("工地 xa · gw-1 · 配置"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The console's routes and the access rule in front of them.
 //!
 //! Owns the URL space (`/` the overview page, `POST /alerts/ack` the acknowledgement form,
+//! `/config` the effective configuration,
 //! `/metrics`, `/healthz`, `/readyz`), reading the form, the same-origin check on posts, and the
 //! token check: with a token configured, every request, to any
 //! path, without `Authorization: Bearer <token>` gets 401 and an empty body. It does not bind
@@ -26,6 +27,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/alerts/ack", post(acknowledge))
+        .route("/config", get(config_page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -74,6 +76,18 @@ async fn overview(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) 
             spool: &spool,
             counters: &counters,
         },
+        Lang::from_query(uri.query()),
+    );
+    Html(page.into_string()).into_response()
+}
+
+/// The effective configuration, as `gateway check` prints it (`?lang=en` for English).
+async fn config_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let id = &state.identity;
+    let page = pages::config(
+        &id.site,
+        &id.gateway,
+        &id.config_text,
         Lang::from_query(uri.query()),
     );
     Html(page.into_string()).into_response()
