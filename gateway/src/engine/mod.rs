@@ -823,7 +823,7 @@ impl Engine {
     fn store_decided(&mut self) {
         for d in self.evaluator.take_decided() {
             let series = self.channels.get(d.channel.key.as_str()).map_or_else(
-                || Arc::new(d.channel.to_series()),
+                || d.channel.series(),
                 |c| Arc::clone(&c.series),
             );
             let r = Reading {

@@ -418,7 +418,7 @@ impl Evaluator {
                 ci += 1;
                 continue;
             };
-            let key = snap.info.key;
+            let key = snap.info.key.clone();
             delta.entries.insert(channel_entry_key(&key), Some(bytes));
             self.by_key.remove(&key);
             self.channels.swap_remove(ci);
