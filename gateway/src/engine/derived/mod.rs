@@ -68,13 +68,13 @@ pub const DERIVED_TAG: &str = "derived";
 
 /// One reading of an input: its time, and its value when good.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Sample {
-    ts: TimestampNs,
-    value: Option<f64>,
+pub(crate) struct Sample {
+    pub(crate) ts: TimestampNs,
+    pub(crate) value: Option<f64>,
 }
 
 impl Sample {
-    fn of(r: &Reading) -> Self {
+    pub(crate) fn of(r: &Reading) -> Self {
         Self {
             ts: r.ts,
             value: r.value.filter(|_| r.quality.is_good()),
@@ -84,10 +84,10 @@ impl Sample {
 
 /// The last [`INPUT_HISTORY`] readings of one input, oldest first.
 #[derive(Debug, Default)]
-struct History(VecDeque<Sample>);
+pub(crate) struct History(VecDeque<Sample>);
 
 impl History {
-    fn push(&mut self, s: Sample) {
+    pub(crate) fn push(&mut self, s: Sample) {
         if self.0.len() == INPUT_HISTORY {
             self.0.pop_front();
         }
@@ -95,7 +95,7 @@ impl History {
     }
 
     /// The reading nearest to `ts`, if one is within `max_skew` (the later one on a tie).
-    fn nearest(&self, ts: TimestampNs, max_skew: i64) -> Option<Sample> {
+    pub(crate) fn nearest(&self, ts: TimestampNs, max_skew: i64) -> Option<Sample> {
         self.0
             .iter()
             .rev()
@@ -835,7 +835,7 @@ impl DerivedSet {
 /// The least-squares slope of `window` per `per_secs` seconds, once it rests on `min_points`
 /// readings spanning at least [`RATE_MIN_SPAN_FRACTION`] of `window_ns` (shared by the `rate`
 /// and `stability` kinds: one definition of a derived rate).
-fn window_rate(
+pub(crate) fn window_rate(
     window: &mut RateWindow,
     min_points: u32,
     window_ns: i64,

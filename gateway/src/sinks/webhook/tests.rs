@@ -99,8 +99,8 @@ fn config_errors_name_the_path_and_the_fix() {
         (
             "format = \"generic\"\nurl_env = \"HOOK_URL\"\nkinds = []",
             "sinks[2].kinds",
-            "an empty list sends nothing; list \"quality\" and/or \"device_fault\", or remove the \
-             sink",
+            "an empty list sends nothing; list \"quality\", \"device_fault\" and/or \"notice\", or \
+             remove the sink",
         ),
         (
             "format = \"generic\"\nurl_env = \"HOOK_URL\"\nretry_initial = \"5s\"\nretry_max = \"1s\"",

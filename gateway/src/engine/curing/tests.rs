@@ -1,0 +1,337 @@
+//! Pours on numbers worked by hand: the GB 50496 series, maturity, equivalent age and strength
+//! of constant temperatures, milestones announced once by the weakest sensor and never again
+//! after a restart, and config problems with their paths.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{CuringPlan, MixConfig, PourConfig, PourSet};
+use crate::alert::{AlertKind, AlertState, Language};
+use crate::model::{Quality, QuantityKind, Reading, Series, NANOS_PER_SEC};
+
+/// 2026-01-01T00:00:00Z, the placing time of the test pour.
+const T0: i64 = 1_767_225_600 * NANOS_PER_SEC;
+const H: i64 = 3600 * NANOS_PER_SEC;
+
+#[derive(serde::Deserialize)]
+struct Sections {
+    #[serde(default)]
+    mixes: Vec<MixConfig>,
+    #[serde(default)]
+    pours: Vec<PourConfig>,
+}
+
+/// A C30 mix on the hyperbolic curve Su = 40 MPa, k = 0.045/h, t0 = 4 h, E = 40 000 J/mol,
+/// T0 = 0 °C, winter critical strength 9 MPa; one raft with a core, a surface and an air sensor.
+const POUR: &str = r#"
+[[mixes]]
+name = "c30"
+design_strength_mpa = 30.0
+curve = { form = "hyperbolic", su_mpa = 40.0, k_per_h = 0.045, t0_h = 4.0 }
+critical_strength_mpa = 9.0
+
+[[pours]]
+name = "raft"
+element = "A栋 筏板"
+placed_at = "2026-01-01T00:00:00Z"
+mix = "c30"
+insulation_removed_at = "2026-01-01T10:00:00Z"
+sensors = { core = { channel = "therm/t01" }, surface = { channel = "therm/t02" }, ambient = { channel = "therm/air" } }
+"#;
+
+fn plan(text: &str) -> CuringPlan {
+    let s: Sections = toml::from_str(text).expect("toml");
+    CuringPlan::from_config(&s.mixes, &s.pours).expect("valid")
+}
+
+fn problems(text: &str) -> Vec<(String, String)> {
+    let s: Sections = toml::from_str(text).expect("toml");
+    CuringPlan::from_config(&s.mixes, &s.pours).expect_err("invalid")
+}
+
+fn series(point: &str) -> Arc<Series> {
+    Arc::new(Series::new(
+        "xa",
+        "gw",
+        "therm",
+        point,
+        QuantityKind::Temperature,
+        "°C",
+        &BTreeMap::new(),
+    ))
+}
+
+struct Sensors {
+    core: Arc<Series>,
+    surface: Arc<Series>,
+    air: Arc<Series>,
+}
+
+fn sensors() -> Sensors {
+    Sensors {
+        core: series("t01"),
+        surface: series("t02"),
+        air: series("air"),
+    }
+}
+
+/// One poll at `h` hours after placing: core, surface, air.
+fn poll(s: &Sensors, h: i64, core: f64, surface: f64, air: f64) -> Vec<Reading> {
+    let ts = T0 + h * H;
+    vec![
+        Reading::good(Arc::clone(&s.core), ts, core),
+        Reading::good(Arc::clone(&s.surface), ts, surface),
+        Reading::good(Arc::clone(&s.air), ts, air),
+    ]
+}
+
+/// The value of `key` among `out`.
+fn value(out: &[Reading], key: &str) -> Option<f64> {
+    out.iter()
+        .find(|r| r.series.key == key)
+        .and_then(|r| r.value)
+}
+
+fn close(a: Option<f64>, b: f64, tol: f64) -> bool {
+    a.is_some_and(|a| (a - b).abs() < tol)
+}
+
+#[test]
+fn constant_temperatures_give_the_hand_worked_maturity_age_and_strength() {
+    let mut set = PourSet::new(plan(POUR), "xa", Language::Zh);
+    let s = sensors();
+    let mut last = Vec::new();
+    for h in 0..=24 {
+        last = set.on_batch(&poll(&s, h, 30.0, 20.0, 15.0), T0 + h * H);
+    }
+    // Nurse–Saul, T0 = 0: 24 h at 20 °C = 480 °C·h; at 30 °C = 720 °C·h.
+    assert!(close(value(&last, "therm/t02.maturity"), 480.0, 1e-9));
+    assert!(close(value(&last, "therm/t01.maturity"), 720.0, 1e-9));
+    // Equivalent age at 20 °C: 24 h at 20 °C is 24 h; at 30 °C 24 × 1.718377 = 41.241 h
+    // (E = 40 000 J/mol, R = 8.314; computed independently in maturity.rs's test).
+    assert!(close(value(&last, "therm/t02.equivalent-age"), 24.0, 1e-9));
+    assert!(close(
+        value(&last, "therm/t01.equivalent-age"),
+        41.2410,
+        1e-3
+    ));
+    // Hyperbolic at te = 24 h: k(t − t0) = 0.045 × 20 = 0.9; S = 40 × 0.9 / 1.9 = 18.947 MPa,
+    // 63.16 % of 30 MPa.
+    assert!(close(value(&last, "therm/t02.strength"), 18.947_368, 1e-5));
+    assert!(close(
+        value(&last, "therm/t02.strength-share"),
+        63.157_895,
+        1e-5
+    ));
+    // GB 50496: core − surface 10 °C; rise 0 (the placing temperature is the first core
+    // reading, 30 °C); cooling 0 °C/d; surface − air 5 °C once the insulation is off (10:00).
+    assert!(close(value(&last, "therm/t01.core-surface"), 10.0, 1e-9));
+    assert!(close(value(&last, "therm/t01.rise"), 0.0, 1e-9));
+    assert!(close(value(&last, "therm/t01.cooling-rate"), 0.0, 1e-9));
+    assert!(close(value(&last, "therm/t02.surface-ambient"), 5.0, 1e-9));
+    // The series carry the pour, the role and the kinds of the schema.
+    let strength = last
+        .iter()
+        .find(|r| r.series.key == "therm/t02.strength")
+        .expect("strength");
+    assert_eq!(strength.series.kind, QuantityKind::Strength);
+    assert_eq!(strength.series.unit, "MPa");
+    assert_eq!(
+        strength.series.tags.get("pour").map(String::as_str),
+        Some("raft")
+    );
+    assert_eq!(
+        strength.series.tags.get("role").map(String::as_str),
+        Some("surface")
+    );
+    assert_eq!(
+        strength.series.tags.get("derived").map(String::as_str),
+        Some("raft")
+    );
+}
+
+#[test]
+fn surface_minus_air_only_once_the_insulation_is_off() {
+    let mut set = PourSet::new(plan(POUR), "xa", Language::Zh);
+    let s = sensors();
+    for h in 0..10 {
+        let out = set.on_batch(&poll(&s, h, 30.0, 20.0, 15.0), T0 + h * H);
+        assert_eq!(value(&out, "therm/t02.surface-ambient"), None, "hour {h}");
+    }
+    let out = set.on_batch(&poll(&s, 10, 30.0, 20.0, 12.0), T0 + 10 * H);
+    assert!(close(value(&out, "therm/t02.surface-ambient"), 8.0, 1e-9));
+}
+
+#[test]
+fn rise_and_cooling_rate_follow_the_core() {
+    let mut set = PourSet::new(plan(POUR), "xa", Language::Zh);
+    let s = sensors();
+    // Placing at 22 °C, rising 1 °C/h to 30 °C at 8 h: the rise is T − 22.
+    for h in 0..=8 {
+        let t = 22.0 + h as f64;
+        let out = set.on_batch(&poll(&s, h, t, 20.0, 15.0), T0 + h * H);
+        assert!(
+            close(value(&out, "therm/t01.rise"), t - 22.0, 1e-9),
+            "hour {h}"
+        );
+    }
+    // Then cooling 0.1 °C/h = 2.4 °C/d for 30 h: once the 24 h window holds only the
+    // cooling, the least-squares slope is exactly −2.4 °C/d, stored as a cooling of 2.4.
+    let mut last = Vec::new();
+    for h in 9..=40 {
+        let t = 30.0 - 0.1 * (h - 8) as f64;
+        last = set.on_batch(&poll(&s, h, t, 20.0, 15.0), T0 + h * H);
+    }
+    assert!(close(value(&last, "therm/t01.cooling-rate"), 2.4, 1e-6));
+}
+
+#[test]
+fn a_bad_reading_flags_what_it_feeds_and_adds_no_maturity() {
+    let mut set = PourSet::new(plan(POUR), "xa", Language::Zh);
+    let s = sensors();
+    set.on_batch(&poll(&s, 0, 30.0, 20.0, 15.0), T0);
+    let ts = T0 + H;
+    let out = set.on_batch(
+        &[
+            Reading::bad(Arc::clone(&s.core), ts, Quality::Timeout),
+            Reading::good(Arc::clone(&s.surface), ts, 20.0),
+        ],
+        ts,
+    );
+    for p in [
+        "rise",
+        "core-surface",
+        "cooling-rate",
+        "maturity",
+        "strength",
+    ] {
+        let r = out
+            .iter()
+            .find(|r| r.series.key == format!("therm/t01.{p}"))
+            .unwrap_or_else(|| panic!("no {p}"));
+        assert_eq!(
+            (r.value, r.quality),
+            (None, Quality::DerivedInputBad),
+            "{p}"
+        );
+    }
+    // The next good reading integrates across the gap: 2 h at 30 °C = 60 °C·h.
+    let out = set.on_batch(&poll(&s, 2, 30.0, 20.0, 15.0), T0 + 2 * H);
+    assert!(close(value(&out, "therm/t01.maturity"), 60.0, 1e-9));
+}
+
+#[test]
+fn milestones_are_announced_once_when_the_weakest_sensor_reaches_them_even_across_a_restart() {
+    let mut set = PourSet::new(plan(POUR), "xa", Language::Zh);
+    let s = sensors();
+    let mut announced = Vec::new();
+    for h in 0..=30 {
+        set.on_batch(&poll(&s, h, 30.0, 20.0, 15.0), T0 + h * H);
+        for n in set.take_notices() {
+            announced.push(((n.event_at - T0) / H, n));
+        }
+    }
+    // The surface (20 °C, te = hours since placing) is the weakest. S = 40·x/(1+x),
+    // x = 0.045(te − 4): 1.2 MPa at te = 4.687 h → the 5 h poll; 9 MPa (winter critical) at
+    // 10.452 h → 11 h; 15 MPa (50 %) at 17.333 h → 18 h. 75 % (22.5 MPa) needs 32.571 h.
+    let got: Vec<(i64, String)> = announced
+        .iter()
+        .map(|(h, n)| (*h, n.rule.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (5, "raft/walk-on".to_owned()),
+            (11, "raft/winter-critical".to_owned()),
+            (18, "raft/strength-50".to_owned()),
+        ]
+    );
+    let walk_on = &announced[0].1;
+    assert_eq!(walk_on.kind, AlertKind::Notice);
+    assert_eq!(walk_on.state, AlertState::Notice);
+    assert!(!walk_on.is_active());
+    assert_eq!(walk_on.channel, "therm/t02.strength");
+    assert_eq!(walk_on.threshold, Some(1.2));
+    // S at te = 5 h: 40 × 0.045 / 1.045 = 1.7225 MPa.
+    assert!(close(walk_on.value, 1.722_488, 1e-5));
+    assert_eq!(
+        walk_on.message,
+        "【通知】A栋 筏板 强度测点 therm/t02.strength 达到 1.2 MPa（可上人、堆放材料）：1.7 MPa，不低于 1.2 MPa（规则 raft/walk-on）"
+    );
+
+    // A restart from the saved state: nothing announced again; 75 % comes at 33 h.
+    let (delta, errors) = set.state_changes();
+    assert_eq!(errors, 0);
+    let entries: Vec<(String, Vec<u8>)> = delta
+        .entries
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    assert!(entries.iter().any(|(k, _)| k == "vp/raft"));
+    assert!(entries.iter().any(|(k, _)| k == "vc/raft/therm/t02"));
+    let mut again = PourSet::new(plan(POUR), "xa", Language::Zh);
+    assert!(again.restore(&entries).is_empty());
+    let mut later = Vec::new();
+    for h in 31..=34 {
+        let out = again.on_batch(&poll(&s, h, 30.0, 20.0, 15.0), T0 + h * H);
+        if h == 31 {
+            // The maturity goes on from the saved value: 31 h at 20 °C.
+            assert!(close(value(&out, "therm/t02.maturity"), 620.0, 1e-9));
+        }
+        for n in again.take_notices() {
+            later.push(((n.event_at - T0) / H, n.rule));
+        }
+    }
+    assert_eq!(later, vec![(33, "raft/strength-75".to_owned())]);
+}
+
+#[test]
+fn an_invalid_pour_is_refused_with_its_path_and_the_fix() {
+    let p = problems(
+        r#"
+[[mixes]]
+name = "c30"
+design_strength_mpa = 30.0
+datum_temperature = -15.0
+curve = { form = "logarithmic", a_mpa = -20.0, b_mpa = 10.0 }
+
+[[pours]]
+name = "raft"
+element = "A栋 筏板"
+placed_at = "2026-01-01 08:00"
+mix = "c35"
+sensors = { surface = { channel = "therm/t02" } }
+"#,
+    );
+    let at = |path: &str| {
+        p.iter()
+            .find(|(a, _)| a == path)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| panic!("no problem at {path}: {p:?}"))
+    };
+    assert!(at("mixes[0].datum_temperature").contains("0 °C"));
+    assert!(at("pours[0].mix").contains("unknown mix \"c35\""));
+    assert!(at("pours[0].sensors.core").contains("missing"));
+    assert!(at("pours[0].placed_at").contains("RFC 3339"));
+}
+
+#[test]
+fn each_pour_brings_its_four_gb_50496_rules() {
+    let rules = plan(POUR).rules(Language::Zh);
+    let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "raft/rise",
+            "raft/core-surface",
+            "raft/cooling-rate",
+            "raft/surface-ambient"
+        ]
+    );
+    // Red at the §3.0.4 limit: 50 °C, 25 °C, 2.0 °C/d, 20 °C.
+    let alarms: Vec<Option<f64>> = rules
+        .iter()
+        .map(|r| r.upper.as_ref().and_then(|b| b.alarm))
+        .collect();
+    assert_eq!(alarms, [Some(50.0), Some(25.0), Some(2.0), Some(20.0)]);
+}
