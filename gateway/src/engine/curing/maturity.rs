@@ -17,6 +17,11 @@ pub const KELVIN_OFFSET: f64 = 273.15;
 pub const REFERENCE_TEMPERATURE_C: f64 = 20.0;
 /// Seconds per hour: maturity in °C·h, equivalent age in h.
 const SECS_PER_HOUR: f64 = 3600.0;
+/// Longest step integrated at the mean of its two ends, ns. C1074 §8 logs the temperature at
+/// least every 0.5 h for 48 h, then every hour; a longer gap (a logger down, a late first
+/// reading) is integrated at the lower of its two ends, so that a gap can delay a milestone but
+/// never bring one forward.
+pub const MAX_MEAN_STEP_NS: i64 = 2 * 3_600_000_000_000;
 
 /// The strength–maturity relation of a mix (ASTM C1074 annex; docs/DOMAIN.md §Curing).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,7 +97,8 @@ impl Maturity {
     /// (the placing time, ns) at the first reading, with `t_c` taken for the whole step.
     /// A reading not later than the last adds nothing (a repeated sample). The step's
     /// temperature is the mean of its two ends (C1074: "average concrete temperature during the
-    /// time interval"); below the datum `t0` it adds no maturity (C1074; rpxtech summary).
+    /// time interval"), the lower end past [`MAX_MEAN_STEP_NS`]; below the datum `t0` it adds no
+    /// maturity (C1074; rpxtech summary).
     pub fn step(&mut self, ts: i64, t_c: f64, start: i64, t0: f64, activation_energy: f64) {
         let (from, t_from) = self.last.unwrap_or((start, t_c));
         if ts <= from {
@@ -102,7 +108,11 @@ impl Maturity {
             return;
         }
         let hours = (ts - from) as f64 / 1e9 / SECS_PER_HOUR;
-        let ta = 0.5 * (t_from + t_c);
+        let ta = if ts - from > MAX_MEAN_STEP_NS {
+            t_from.min(t_c)
+        } else {
+            0.5 * (t_from + t_c)
+        };
         self.m += (ta - t0).max(0.0) * hours;
         self.te += arrhenius_factor(ta, activation_energy) * hours;
         self.last = Some((ts, t_c));
@@ -144,6 +154,9 @@ mod tests {
         // A repeated sample adds nothing.
         m.step(2 * HOUR, 30.0, 0, -10.0, 40_000.0);
         assert!((m.m - 70.0).abs() < 1e-9);
+        // A 3 h gap from 30 °C to 40 °C counts at 30 °C (the lower end): 3 × 40 = 120.
+        m.step(5 * HOUR, 40.0, 0, -10.0, 40_000.0);
+        assert!((m.m - 190.0).abs() < 1e-9, "{}", m.m);
     }
 
     #[test]

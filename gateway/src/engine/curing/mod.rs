@@ -19,7 +19,9 @@
 //!
 //! # Milestones
 //! The pour's weakest sensor decides (the lowest in-place strength among its concrete sensors
-//! seen so far): a milestone is announced once, when that strength reaches it, and saved with
+//! seen so far, once every concrete role configured has reported; a silent sensor keeps its
+//! last strength, so a broken one holds the milestones back rather than let them pass): a
+//! milestone is announced once, when that strength reaches it, and saved with
 //! the notice in the same spool commit, so it is never announced again after a restart.
 //!
 //! # Bounds
@@ -515,8 +517,22 @@ impl PourSet {
         self.milestones(pi, r.ts, now);
     }
 
-    /// Announce the milestones of pour `pi` its weakest sensor has reached at `ts`.
+    /// Announce the milestones of pour `pi` its weakest sensor has reached at `ts`. Judged only
+    /// once every concrete role the pour configures has a sensor with a strength: a surface
+    /// string not heard yet could be the weakest.
     fn milestones(&mut self, pi: usize, ts: TimestampNs, now: TimestampNs) {
+        let reported = |role: Role| {
+            self.sensors
+                .iter()
+                .any(|s| s.pour == pi && s.role == role && s.state.strength.is_some())
+        };
+        if !self.pours[pi]
+            .sensors
+            .iter()
+            .all(|(role, _)| !role.in_concrete() || reported(*role))
+        {
+            return;
+        }
         let Some((weakest, strength)) = self
             .sensors
             .iter()

@@ -335,3 +335,108 @@ fn each_pour_brings_its_four_gb_50496_rules() {
         .collect();
     assert_eq!(alarms, [Some(50.0), Some(25.0), Some(2.0), Some(20.0)]);
 }
+
+#[test]
+fn no_milestone_before_every_concrete_role_has_reported() {
+    let mut set = PourSet::new(plan(POUR), "xa", Language::Zh);
+    let s = sensors();
+    // The core alone reaches 50 % (15 MPa) at te = 17.3 h, 10.1 h at 30 °C; the surface string
+    // configured but never heard could be weaker: nothing is announced.
+    for h in 0..=30 {
+        set.on_batch(
+            &[Reading::good(Arc::clone(&s.core), T0 + h * H, 30.0)],
+            T0 + h * H,
+        );
+        assert!(set.take_notices().is_empty(), "hour {h}");
+    }
+}
+
+/// The engine over `polls` hours after placing (core 30 °C, surface 20 °C, air 15 °C), with
+/// the pour's rules and a spool at `spool`.
+async fn run_engine(spool: &Arc<crate::spool::Spool>, polls: std::ops::RangeInclusive<i64>) {
+    use crate::engine::rules::{AlertsConfig, RuleSet};
+    use crate::engine::{Engine, EngineConfig};
+    let plan = plan(POUR);
+    let alerts = AlertsConfig {
+        rules: plan.rules(Language::Zh),
+        ..AlertsConfig::default()
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let engine = Engine::new(
+        rx,
+        Arc::clone(spool),
+        Arc::new(crate::metrics::Metrics::new()),
+        Arc::new(crate::model::SystemClock),
+        EngineConfig {
+            // The pour was placed on 2026-01-01.
+            max_past: Some(std::time::Duration::from_secs(3650 * 86_400)),
+            ..EngineConfig::default()
+        },
+        std::time::Duration::from_secs(3600),
+        RuleSet::from_config(&alerts, "alerts").expect("rules valid"),
+        "xa",
+    )
+    .with_pours(plan);
+    let task = tokio::spawn(engine.run());
+    let s = sensors();
+    for h in polls {
+        let batch = crate::sources::ReadingBatch::from(poll(&s, h, 30.0, 20.0, 15.0));
+        tx.send(batch).await.expect("engine alive");
+    }
+    drop(tx);
+    tokio::time::timeout(std::time::Duration::from_secs(10), task)
+        .await
+        .expect("engine stops")
+        .expect("no panic");
+}
+
+/// The rules of the notices in the spool's alerts stream.
+fn notices(spool: &crate::spool::Spool) -> Vec<String> {
+    use crate::spool::Stream;
+    let mut out = Vec::new();
+    while let Some(batch) = spool
+        .read_batch(Stream::Alerts, "reader", 1000)
+        .expect("read")
+    {
+        for line in batch.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let a: crate::alert::Alert = serde_json::from_slice(line).expect("alert JSON");
+            if a.kind == AlertKind::Notice {
+                out.push(a.rule);
+            }
+        }
+        spool.ack(Stream::Alerts, "reader", &batch).expect("ack");
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_engine_commits_each_notice_with_the_pour_state_and_never_repeats_it_after_a_restart() {
+    use crate::spool::{Spool, SpoolConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spool.redb");
+    let open = || {
+        Arc::new(
+            Spool::open(&path, &SpoolConfig::default(), &["reader".to_owned()]).expect("spool"),
+        )
+    };
+    let spool = open();
+    run_engine(&spool, 0..=20).await;
+    assert_eq!(
+        notices(&spool),
+        ["raft/walk-on", "raft/winter-critical", "raft/strength-50"]
+    );
+    let state = spool.load_state().expect("state");
+    let (_, pour) = state
+        .iter()
+        .find(|(k, _)| k == "vp/raft")
+        .expect("pour state");
+    let pour: super::PourState = serde_json::from_slice(pour).expect("pour state JSON");
+    assert_eq!(pour.announced.len(), 3);
+    assert_eq!(pour.placing_c, Some(30.0));
+    drop(spool);
+
+    // After a restart the polls from 18 h on (some read again) announce only the 75 % at 33 h.
+    let spool = open();
+    run_engine(&spool, 18..=34).await;
+    assert_eq!(notices(&spool), ["raft/strength-75"]);
+}
