@@ -819,3 +819,74 @@ upper = {{ red = 100.0 }}
         c.text
     );
 }
+
+#[test]
+fn an_invalid_pour_is_refused_naming_its_path_and_the_fix() {
+    let text = format!(
+        "{HEAD}
+[[mixes]]
+name = \"c30\"
+design_strength_mpa = 30.0
+datum_temperature = 5.0
+activation_energy = 40.0
+curve = {{ form = \"hyperbolic\", su_mpa = 40.0, k_per_h = 0.05, t0_h = 4.0 }}
+
+[[pours]]
+name = \"raft\"
+element = \"A栋 筏板\"
+placed_at = \"2026-11-30T08:00:00+08:00\"
+mix = \"c35\"
+sensors = {{ surface = {{ channel = \"therm/t02\" }} }}
+"
+    );
+    let p = problems(&text);
+    for needle in [
+        "test.toml: mixes[0].datum_temperature: 5 is outside -10 to 0 °C",
+        "test.toml: mixes[0].activation_energy: 40 is outside 20000 to 80000 J/mol; write E in J/mol",
+        "test.toml: pours[0].mix: unknown mix \"c35\"; the [[mixes]] are [\"c30\"]",
+        "test.toml: pours[0].sensors.core: missing: a pour needs its core sensor(s)",
+    ] {
+        assert!(
+            p.iter().any(|p| p.contains(needle)),
+            "no problem contains {needle:?}; got:\n{}",
+            p.join("\n")
+        );
+    }
+}
+
+#[test]
+fn a_pour_brings_its_gb_50496_rules_into_the_rule_set() {
+    let cfg = load(&format!(
+        "{HEAD}
+[[mixes]]
+name = \"c30\"
+design_strength_mpa = 30.0
+curve = {{ form = \"logarithmic\", a_mpa = -20.0, b_mpa = 10.0 }}
+
+[[pours]]
+name = \"raft\"
+element = \"A栋 筏板\"
+placed_at = \"2026-11-30T08:00:00+08:00\"
+mix = \"c30\"
+sensors = {{ core = {{ channel = \"therm/t01\" }} }}
+"
+    ))
+    .expect("valid");
+    let names: Vec<&str> = cfg
+        .rules
+        .channel_rules
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "raft/rise",
+            "raft/core-surface",
+            "raft/cooling-rate",
+            "raft/surface-ambient"
+        ]
+    );
+    assert_eq!(cfg.pours.pours[0].mix.datum, 0.0);
+    assert_eq!(cfg.pours.pours[0].mix.activation_energy, 40_000.0);
+}

@@ -564,6 +564,48 @@ impl CuringPlan {
     }
 }
 
+impl std::fmt::Display for PourSpec {
+    /// One pour for `gateway check`: mix, curve, roles, series and milestones.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.mix;
+        let curve = match m.curve {
+            StrengthCurve::Logarithmic { a, b } => format!("S = {a} + {b}·log10(M)"),
+            StrengthCurve::Hyperbolic { su, k, t0 } => {
+                format!("S = {su}·{k}(te − {t0})/(1 + {k}(te − {t0}))")
+            }
+        };
+        write!(
+            f,
+            "  {} ({}): mix {} (f_cu,k {} MPa, T0 {} °C, E {} J/mol, {curve}), placed {}, placing {}",
+            self.name,
+            self.element,
+            m.name,
+            m.design_strength,
+            m.datum,
+            m.activation_energy,
+            crate::engine::derived::initial::format_ts(self.placed_ns),
+            self.placing_c
+                .map_or_else(|| "first core reading".to_owned(), |t| format!("{t} °C")),
+        )?;
+        let roles: Vec<&str> = self.sensors.iter().map(|(r, _)| r.as_str()).collect();
+        write!(f, "\n    sensors: {}", roles.join(", "))?;
+        write!(
+            f,
+            "\n    series <point>.{{rise, core-surface, cooling-rate, surface-ambient, maturity, equivalent-age, strength, strength-share}}; rules {0}/rise ≤ {RISE_LIMIT_C} °C, {0}/core-surface ≤ {CORE_SURFACE_LIMIT_C} °C, {0}/cooling-rate ≤ {COOLING_RATE_LIMIT_C_PER_D} °C/d, {0}/surface-ambient ≤ {SURFACE_AMBIENT_LIMIT_C} °C (GB 50496-2018 §3.0.4)",
+            self.name
+        )?;
+        write!(
+            f,
+            "\n    milestones (weakest sensor): {WALK_ON_STRENGTH_MPA} MPa, 50/75/100 % of {} MPa",
+            m.design_strength
+        )?;
+        if let Some(c) = m.critical_strength {
+            write!(f, ", winter critical {c} MPa")?;
+        }
+        Ok(())
+    }
+}
+
 /// A name usable as a tag value and in point names.
 fn is_name(s: &str) -> bool {
     !s.is_empty()
