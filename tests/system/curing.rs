@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anju_system::{start_gateway, wait_until, ExportedSeries, VictoriaMetrics};
 use anyhow::{ensure, Context as _, Result};
-use firmware_sim::{ClockMode, Scenario, Site, StartOptions, Truth};
+use firmware_sim::{ClockMode, Truth};
 
 /// Samples of 10 min: 40 h, inside VictoriaMetrics' 2 days ahead of the wall clock.
 const STEPS: usize = 240;
@@ -152,19 +152,9 @@ async fn strength_milestones_land_at_the_times_the_truth_temperatures_give() -> 
     anju_system::init_tracing();
     let vm = VictoriaMetrics::start()?;
     let broker = anju_system::Mosquitto::start()?;
-    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/curing-pour.toml"))?;
     let pty_dir = tempfile::tempdir()?;
     // The site first: the pours are placed at the scenario's t = 0 on the simulated clock.
-    let site = Site::start(
-        &scenario,
-        StartOptions {
-            mqtt_broker: Some(broker.addr()),
-            pty_dir: Some(pty_dir.path().to_path_buf()),
-            clock: ClockMode::Manual,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let site = crate::alerts::curing_site(broker.addr(), pty_dir.path(), ClockMode::Manual).await?;
     let placed_s = site.start_unix_s();
     let placed = anju_gateway::engine::derived::initial::format_ts(placed_s * 1_000_000_000);
     let dir = tempfile::tempdir()?;

@@ -878,15 +878,9 @@ sensors = {{ core = {{ channel = \"therm/t01\" }} }}
         .iter()
         .map(|r| r.name.as_str())
         .collect();
-    assert_eq!(
-        names,
-        [
-            "raft/rise",
-            "raft/core-surface",
-            "raft/cooling-rate",
-            "raft/surface-ambient"
-        ]
-    );
+    // The four GB 50496 rules (their names and limits: engine/curing/tests.rs), validated with
+    // the file's own rules.
+    assert_eq!(names.iter().filter(|n| n.starts_with("raft/")).count(), 4);
     assert_eq!(cfg.pours.pours[0].mix.datum, 0.0);
     assert_eq!(cfg.pours.pours[0].mix.activation_energy, 40_000.0);
 }

@@ -40,10 +40,6 @@ pub const DESIGN_STRENGTH_RANGE: (f64, f64) = (10.0, 100.0);
 /// Walk-on strength, MPa: no foot traffic or stacked material before 1.2 MPa
 /// (GB 50666-2011 §8.5; docs/DOMAIN.md §Curing).
 pub const WALK_ON_STRENGTH_MPA: f64 = 1.2;
-/// Shares of the design strength that are milestones, %: bottom-form stripping of slabs
-/// ≤ 2 m (50), of slabs ≤ 8 m and beams ≤ 8 m (75), of longer spans and cantilevers (100)
-/// (GB 50666-2011 Table 4.5.2).
-pub const STRIPPING_SHARES: [u32; 3] = [50, 75, 100];
 /// Default window of the cooling rate: GB 50496-2018 §3.0.4-3 limits the cooling per day.
 pub const DEFAULT_COOLING_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Shortest cooling window accepted: a slope over less than 6 h follows the day/night swing of
@@ -635,6 +631,33 @@ pub enum Series {
 }
 
 impl Series {
+    /// Every series, in [`Series::index`] order.
+    pub const ALL: [Self; 8] = [
+        Self::Rise,
+        Self::CoreSurface,
+        Self::CoolingRate,
+        Self::SurfaceAmbient,
+        Self::Maturity,
+        Self::EquivalentAge,
+        Self::Strength,
+        Self::StrengthShare,
+    ];
+
+    /// Position in [`Series::ALL`] (`Series::ALL[s.index()] == s`).
+    #[must_use]
+    pub const fn index(self) -> usize {
+        match self {
+            Self::Rise => 0,
+            Self::CoreSurface => 1,
+            Self::CoolingRate => 2,
+            Self::SurfaceAmbient => 3,
+            Self::Maturity => 4,
+            Self::EquivalentAge => 5,
+            Self::Strength => 6,
+            Self::StrengthShare => 7,
+        }
+    }
+
     /// The point suffix.
     #[must_use]
     pub const fn as_str(self) -> &'static str {

@@ -47,7 +47,7 @@ use crate::engine::rules::RateWindow;
 use crate::model::{Quality, QuantityKind, Reading, Series, TimestampNs};
 use crate::spool::StateDelta;
 pub use config::{CuringPlan, MixConfig, PourConfig, PourSpec, Role, Series as PourSeries};
-use config::{POUR_TAG, ROLE_TAG, STRIPPING_SHARES, WALK_ON_STRENGTH_MPA};
+use config::{POUR_TAG, ROLE_TAG, WALK_ON_STRENGTH_MPA};
 use maturity::Maturity;
 
 /// Prefix of the spool state entries of a pour's sensors (`vc/<pour>/<channel key>`).
@@ -56,55 +56,82 @@ pub const SENSOR_PREFIX: &str = "vc/";
 pub const POUR_PREFIX: &str = "vp/";
 /// Seconds per day: the cooling rate is in °C/d as GB 50496 §3.0.4-3 writes it.
 const SECS_PER_DAY: f64 = 86_400.0;
-/// Every series a pour derives, in the order of the output slots of a sensor.
-const SERIES: [PourSeries; 8] = [
-    PourSeries::Rise,
-    PourSeries::CoreSurface,
-    PourSeries::CoolingRate,
-    PourSeries::SurfaceAmbient,
-    PourSeries::Maturity,
-    PourSeries::EquivalentAge,
-    PourSeries::Strength,
-    PourSeries::StrengthShare,
-];
 
 /// A strength milestone (docs/DOMAIN.md §Curing; GB 50666-2011 Table 4.5.2 and §8.5,
 /// JGJ/T 104-2011).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Milestone {
-    /// A share of the design strength, %: bottom-form stripping.
-    Share(u32),
-    /// 1.2 MPa: people may walk on it.
+    /// 1.2 MPa: people and stacked material allowed (GB 50666-2011 §8.5).
     WalkOn,
-    /// The mix's winter critical strength: safe from frost.
+    /// The mix's winter critical strength: safe from frost (JGJ/T 104-2011).
     WinterCritical,
+    /// 50 % of the design strength: bottom forms of slabs up to 2 m (Table 4.5.2).
+    Share50,
+    /// 75 %: slabs and beams up to 8 m.
+    Share75,
+    /// 100 %: longer spans and cantilevers.
+    Share100,
 }
 
 impl Milestone {
-    /// Its name in rule names and the saved state (`strength-50`, `walk-on`, `winter-critical`).
+    /// Every milestone.
+    pub const ALL: [Self; 5] = [
+        Self::WalkOn,
+        Self::WinterCritical,
+        Self::Share50,
+        Self::Share75,
+        Self::Share100,
+    ];
+
+    /// Its name in rule names and the saved state.
     #[must_use]
-    pub fn name(self) -> String {
+    pub const fn name(self) -> &'static str {
         match self {
-            Self::Share(p) => format!("strength-{p}"),
-            Self::WalkOn => "walk-on".to_owned(),
-            Self::WinterCritical => "winter-critical".to_owned(),
+            Self::WalkOn => "walk-on",
+            Self::WinterCritical => "winter-critical",
+            Self::Share50 => "strength-50",
+            Self::Share75 => "strength-75",
+            Self::Share100 => "strength-100",
+        }
+    }
+
+    /// The share of the design strength, %, for the stripping milestones.
+    const fn share(self) -> Option<u32> {
+        match self {
+            Self::Share50 => Some(50),
+            Self::Share75 => Some(75),
+            Self::Share100 => Some(100),
+            Self::WalkOn | Self::WinterCritical => None,
+        }
+    }
+
+    /// The strength that reaches it for `mix`, MPa; `None` for a winter critical strength the
+    /// mix does not give.
+    #[must_use]
+    pub fn threshold(self, mix: &config::MixSpec) -> Option<f64> {
+        match (self, self.share()) {
+            (_, Some(p)) => Some(mix.design_strength * f64::from(p) / 100.0),
+            (Self::WalkOn, _) => Some(WALK_ON_STRENGTH_MPA),
+            _ => mix.critical_strength,
         }
     }
 
     /// What reaching it means, in `lang`.
     #[must_use]
     pub fn label(self, lang: Language) -> String {
-        match (lang, self) {
-            (Language::Zh, Self::Share(p)) => format!("达到设计强度的 {p}%（{}）", stripping_zh(p)),
-            (Language::En, Self::Share(p)) => {
+        match (lang, self.share()) {
+            (Language::Zh, Some(p)) => format!("达到设计强度的 {p}%（{}）", stripping_zh(p)),
+            (Language::En, Some(p)) => {
                 format!("{p} % of the design strength ({})", stripping_en(p))
             }
-            (Language::Zh, Self::WalkOn) => "达到 1.2 MPa（可上人、堆放材料）".to_owned(),
-            (Language::En, Self::WalkOn) => {
+            (Language::Zh, None) if self == Self::WalkOn => {
+                "达到 1.2 MPa（可上人、堆放材料）".to_owned()
+            }
+            (Language::En, None) if self == Self::WalkOn => {
                 "1.2 MPa (people and stacked material allowed)".to_owned()
             }
-            (Language::Zh, Self::WinterCritical) => "达到冬期施工受冻临界强度".to_owned(),
-            (Language::En, Self::WinterCritical) => "the winter critical strength".to_owned(),
+            (Language::Zh, None) => "达到冬期施工受冻临界强度".to_owned(),
+            (Language::En, None) => "the winter critical strength".to_owned(),
         }
     }
 }
@@ -164,8 +191,8 @@ struct Sensor {
     state: SensorState,
     /// Readings kept to combine with the other roles (surface, air).
     history: History,
-    /// Output series, built on first use, by [`SERIES`] slot.
-    outputs: [Option<Arc<Series>>; SERIES.len()],
+    /// Output series, built on first use, by [`PourSeries::index`].
+    outputs: [Option<Arc<Series>>; PourSeries::ALL.len()],
     dirty: bool,
 }
 
@@ -177,6 +204,8 @@ pub struct PourSet {
     /// Per pour: its state and a changed flag.
     states: Vec<(PourState, bool)>,
     sensors: Vec<Sensor>,
+    /// Per pour: its sensors.
+    members: Vec<Vec<usize>>,
     /// Channel key → its sensors (one per pour that selects it).
     by_channel: HashMap<String, Vec<usize>>,
     /// Channels already matched against the selectors.
@@ -208,9 +237,11 @@ impl PourSet {
             .iter()
             .map(|_| (PourState::default(), false))
             .collect();
+        let members = plan.pours.iter().map(|_| Vec::new()).collect();
         Self {
             pours: plan.pours,
             states,
+            members,
             site: site.to_owned(),
             language,
             ..Self::default()
@@ -347,6 +378,7 @@ impl PourSet {
                 .entry(series.key.clone())
                 .or_default()
                 .push(si);
+            self.members[pi].push(si);
             info!(pour = %pour.name, channel = %series.key, role = role.as_str(), "Pour sensor found.");
         }
     }
@@ -368,10 +400,11 @@ impl PourSet {
             }
         }
         for r in readings {
-            let Some(sis) = self.by_channel.get(&r.series.key) else {
-                continue;
-            };
-            for si in sis.clone() {
+            // By index: the list is not copied per reading.
+            for j in 0.. {
+                let Some(&si) = self.by_channel.get(&r.series.key).and_then(|v| v.get(j)) else {
+                    break;
+                };
                 self.compute(si, r, now, &mut out);
             }
         }
@@ -385,10 +418,10 @@ impl PourSet {
         let skew = self.pours[pi].max_skew_ns;
         let mut n = 0usize;
         let mut sum = 0.0;
-        for s in self
-            .sensors
+        for s in self.members[pi]
             .iter()
-            .filter(|s| s.pour == pi && s.role == role)
+            .map(|&si| &self.sensors[si])
+            .filter(|s| s.role == role)
         {
             match s.history.nearest(ts, skew).and_then(|x| x.value) {
                 Some(v) => {
@@ -522,9 +555,10 @@ impl PourSet {
     /// string not heard yet could be the weakest.
     fn milestones(&mut self, pi: usize, ts: TimestampNs, now: TimestampNs) {
         let reported = |role: Role| {
-            self.sensors
-                .iter()
-                .any(|s| s.pour == pi && s.role == role && s.state.strength.is_some())
+            self.members[pi].iter().any(|&si| {
+                let s = &self.sensors[si];
+                s.role == role && s.state.strength.is_some()
+            })
         };
         if !self.pours[pi]
             .sensors
@@ -533,35 +567,30 @@ impl PourSet {
         {
             return;
         }
-        let Some((weakest, strength)) = self
-            .sensors
+        let Some((weakest, strength)) = self.members[pi]
             .iter()
-            .enumerate()
-            .filter(|(_, s)| s.pour == pi && s.role.in_concrete())
-            .map(|(i, s)| (i, s.state.strength.unwrap_or(0.0)))
+            .map(|&si| (si, &self.sensors[si]))
+            .filter(|(_, s)| s.role.in_concrete())
+            .map(|(si, s)| (si, s.state.strength.unwrap_or(0.0)))
             .min_by(|a, b| a.1.total_cmp(&b.1))
         else {
             return;
         };
-        let pour = &self.pours[pi];
-        let design = pour.mix.design_strength;
-        let mut due: Vec<(Milestone, f64)> = STRIPPING_SHARES
+        let (mix, announced) = (&self.pours[pi].mix, &self.states[pi].0.announced);
+        // Empty, and so not allocated, on nearly every reading.
+        let mut due: Vec<(Milestone, f64)> = Milestone::ALL
             .iter()
-            .map(|&p| (Milestone::Share(p), design * f64::from(p) / 100.0))
+            .filter_map(|m| m.threshold(mix).map(|t| (*m, t)))
+            .filter(|(m, t)| strength >= *t && !announced.contains(m.name()))
             .collect();
-        due.push((Milestone::WalkOn, WALK_ON_STRENGTH_MPA));
-        if let Some(c) = pour.mix.critical_strength {
-            due.push((Milestone::WinterCritical, c));
-        }
-        due.retain(|(m, t)| strength >= *t && !self.states[pi].0.announced.contains(&m.name()));
         due.sort_by(|a, b| a.1.total_cmp(&b.1));
         for (milestone, threshold) in due {
             let series = self.output(weakest, PourSeries::Strength);
             let notice = self.notice(pi, milestone, threshold, strength, &series, ts, now);
             let (state, dirty) = &mut self.states[pi];
-            state.announced.insert(milestone.name());
+            state.announced.insert(milestone.name().to_owned());
             *dirty = true;
-            info!(pour = %self.pours[pi].name, milestone = %milestone.name(), strength, "{}", notice.message);
+            info!(pour = %self.pours[pi].name, milestone = milestone.name(), strength, "{}", notice.message);
             self.notices.push(notice);
         }
     }
@@ -616,7 +645,7 @@ impl PourSet {
 
     /// The series of `what` of sensor `si`, built on first use.
     fn output(&mut self, si: usize, what: PourSeries) -> Arc<Series> {
-        let slot = SERIES.iter().position(|s| *s == what).unwrap_or(0);
+        let slot = what.index();
         if let Some(s) = &self.sensors[si].outputs[slot] {
             return Arc::clone(s);
         }

@@ -392,21 +392,11 @@ async fn run_engine(spool: &Arc<crate::spool::Spool>, polls: std::ops::RangeIncl
 
 /// The rules of the notices in the spool's alerts stream.
 fn notices(spool: &crate::spool::Spool) -> Vec<String> {
-    use crate::spool::Stream;
-    let mut out = Vec::new();
-    while let Some(batch) = spool
-        .read_batch(Stream::Alerts, "reader", 1000)
-        .expect("read")
-    {
-        for line in batch.body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let a: crate::alert::Alert = serde_json::from_slice(line).expect("alert JSON");
-            if a.kind == AlertKind::Notice {
-                out.push(a.rule);
-            }
-        }
-        spool.ack(Stream::Alerts, "reader", &batch).expect("ack");
-    }
-    out
+    crate::engine::tests::alerts(spool)
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::Notice)
+        .map(|a| a.rule)
+        .collect()
 }
 
 #[tokio::test]
@@ -439,4 +429,11 @@ async fn the_engine_commits_each_notice_with_the_pour_state_and_never_repeats_it
     let spool = open();
     run_engine(&spool, 18..=34).await;
     assert_eq!(notices(&spool), ["raft/strength-75"]);
+}
+
+#[test]
+fn every_series_has_its_own_output_slot() {
+    for (i, s) in super::PourSeries::ALL.iter().enumerate() {
+        assert_eq!(s.index(), i, "{s:?}");
+    }
 }
