@@ -149,6 +149,19 @@ fn wecom_body_is_the_documented_markdown_message() {
 }
 
 #[test]
+fn a_notice_is_titled_as_one_not_as_an_alert() {
+    let mut a = sample_alert();
+    a.kind = AlertKind::Notice;
+    a.state = AlertState::Notice;
+    a.message = "【通知】A栋 筏板 强度测点 therm/t02.strength 达到 1.2 MPa".into();
+    let body = render_body(WebhookFormat::Wecom, &a, b"", Language::Zh).expect("body");
+    assert_eq!(
+        String::from_utf8(body).expect("utf8"),
+        r#"{"msgtype":"markdown","markdown":{"content":"**工地 xa 通知**\n【通知】A栋 筏板 强度测点 therm/t02.strength 达到 1.2 MPa\n> 站点：xa\n> 时间：2026-01-01T00:00:00Z\n> 编号：e31146c9ff45c621/0"}}"#
+    );
+}
+
+#[test]
 fn dingtalk_body_has_a_title_and_paragraphs() {
     let mut a = sample_alert();
     a.state = AlertState::Cleared;
