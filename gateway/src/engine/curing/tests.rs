@@ -351,9 +351,13 @@ fn no_milestone_before_every_concrete_role_has_reported() {
     }
 }
 
-/// The engine over `polls` hours after placing (core 30 °C, surface 20 °C, air 15 °C), with
-/// the pour's rules and a spool at `spool`.
-async fn run_engine(spool: &Arc<crate::spool::Spool>, polls: std::ops::RangeInclusive<i64>) {
+/// The engine over `polls` hours after placing, (core, surface, air) °C from `temps`, with the
+/// pour's rules and a spool at `spool`.
+async fn run_engine(
+    spool: &Arc<crate::spool::Spool>,
+    polls: std::ops::RangeInclusive<i64>,
+    temps: fn(i64) -> (f64, f64, f64),
+) {
     use crate::engine::rules::{AlertsConfig, RuleSet};
     use crate::engine::{Engine, EngineConfig};
     let plan = plan(POUR);
@@ -380,7 +384,8 @@ async fn run_engine(spool: &Arc<crate::spool::Spool>, polls: std::ops::RangeIncl
     let task = tokio::spawn(engine.run());
     let s = sensors();
     for h in polls {
-        let batch = crate::sources::ReadingBatch::from(poll(&s, h, 30.0, 20.0, 15.0));
+        let (core, surface, air) = temps(h);
+        let batch = crate::sources::ReadingBatch::from(poll(&s, h, core, surface, air));
         tx.send(batch).await.expect("engine alive");
     }
     drop(tx);
@@ -410,7 +415,8 @@ async fn the_engine_commits_each_notice_with_the_pour_state_and_never_repeats_it
         )
     };
     let spool = open();
-    run_engine(&spool, 0..=20).await;
+    let steady = |_| (30.0, 20.0, 15.0);
+    run_engine(&spool, 0..=20, steady).await;
     assert_eq!(
         notices(&spool),
         ["raft/walk-on", "raft/winter-critical", "raft/strength-50"]
@@ -427,7 +433,7 @@ async fn the_engine_commits_each_notice_with_the_pour_state_and_never_repeats_it
 
     // After a restart the polls from 18 h on (some read again) announce only the 75 % at 33 h.
     let spool = open();
-    run_engine(&spool, 18..=34).await;
+    run_engine(&spool, 18..=34, steady).await;
     assert_eq!(notices(&spool), ["raft/strength-75"]);
 }
 
@@ -436,4 +442,50 @@ fn every_series_has_its_own_output_slot() {
     for (i, s) in super::PourSeries::ALL.iter().enumerate() {
         assert_eq!(s.index(), i, "{s:?}");
     }
+}
+
+#[tokio::test]
+async fn the_pours_rules_judge_its_derived_series_with_the_gb_50496_levels() {
+    use crate::spool::{Spool, SpoolConfig};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Arc::new(
+        Spool::open(
+            &dir.path().join("spool.redb"),
+            &SpoolConfig::default(),
+            &["reader".to_owned()],
+        )
+        .expect("spool"),
+    );
+    // Core − surface 19 °C for 4 h (76 %: blue, 70-80 % of 25 °C), then 26 °C (red, ≥ 25 °C).
+    run_engine(&spool, 0..=8, |h| {
+        if h < 4 {
+            (39.0, 20.0, 15.0)
+        } else {
+            (46.0, 20.0, 15.0)
+        }
+    })
+    .await;
+    let events: Vec<(String, AlertState, crate::alert::Level)> =
+        crate::engine::tests::alerts(&spool)
+            .into_iter()
+            .filter(|a| a.kind == AlertKind::Quality)
+            .map(|a| (a.rule, a.state, a.level))
+            .collect();
+    // Confirmed after 3 readings (the rules' default): blue at the 2 h poll, red at the 6 h
+    // poll. The rise (7 °C above the first core reading, 39 °C) stays below 70 % of 50 °C.
+    assert_eq!(
+        events,
+        [
+            (
+                "raft/core-surface".to_owned(),
+                AlertState::Raised,
+                crate::alert::Level::Blue
+            ),
+            (
+                "raft/core-surface".to_owned(),
+                AlertState::Escalated,
+                crate::alert::Level::Red
+            ),
+        ]
+    );
 }
