@@ -364,6 +364,16 @@ impl Config {
                 }
                 crate::engine::derived::DerivedPlan::default()
             });
+        // A pour's series carry `derived = <pour>`, as a block's carry its name: one name, one
+        // producer (the pour's rules select by it).
+        for (i, p) in raw.pours.iter().enumerate() {
+            if raw.derived.iter().any(|d| d.name == p.name) {
+                v.push(
+                    format!("pours[{i}].name"),
+                    format!("\"{}\" is also the name of a [[derived]] block; give the pour its own name", p.name),
+                );
+            }
+        }
         let mut sinks = Vec::new();
         let mut sink_names = HashSet::new();
         for (i, s) in raw.sinks.iter().enumerate() {

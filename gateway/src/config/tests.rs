@@ -884,3 +884,30 @@ sensors = {{ core = {{ channel = \"therm/t01\" }} }}
     assert_eq!(cfg.pours.pours[0].mix.datum, 0.0);
     assert_eq!(cfg.pours.pours[0].mix.activation_energy, 40_000.0);
 }
+
+#[test]
+fn a_pour_may_not_take_the_name_of_a_derived_block() {
+    assert_problem(
+        &format!(
+            "{HEAD}
+[[derived]]
+name = \"raft\"
+kind = \"mean\"
+select = {{ kind = \"temperature\" }}
+
+[[mixes]]
+name = \"c30\"
+design_strength_mpa = 30.0
+curve = {{ form = \"logarithmic\", a_mpa = -20.0, b_mpa = 10.0 }}
+
+[[pours]]
+name = \"raft\"
+element = \"A栋 筏板\"
+placed_at = \"2026-11-30T08:00:00+08:00\"
+mix = \"c30\"
+sensors = {{ core = {{ channel = \"therm/t01\" }} }}
+"
+        ),
+        "pours[0].name: \"raft\" is also the name of a [[derived]] block",
+    );
+}

@@ -165,6 +165,29 @@ struct SensorState {
     /// The latest in-place strength, MPa.
     #[serde(default)]
     strength: Option<f64>,
+    /// What the integrals rest on: the placing time and the mix's T0 and E.
+    #[serde(default)]
+    basis: Option<Basis>,
+}
+
+/// The placing time (ns), datum T0 (°C) and activation energy E (J/mol) a sensor's maturity was
+/// integrated with. Saved integrals on another basis are worth nothing: a mix change
+/// invalidates them (docs/DOMAIN.md §Curing).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Basis {
+    placed_ns: i64,
+    datum: f64,
+    activation_energy: f64,
+}
+
+impl Basis {
+    fn of(pour: &PourSpec) -> Self {
+        Self {
+            placed_ns: pour.placed_ns,
+            datum: pour.mix.datum,
+            activation_energy: pour.mix.activation_energy,
+        }
+    }
 }
 
 /// The saved state of one pour.
@@ -360,10 +383,19 @@ impl PourSet {
                        "A concrete sensor is selected by two pours; only the first computes its maturity (narrow the selectors).");
                 continue;
             }
-            let state = self
+            let basis = Basis::of(pour);
+            let mut state = self
                 .restored
                 .remove(&sensor_key(&pour.name, &series.key))
                 .unwrap_or_default();
+            if state.basis.is_some_and(|b| b != basis) {
+                // Restarting from zero under-estimates the strength: milestones come late,
+                // never early.
+                error!(pour = %pour.name, channel = %series.key,
+                       "The pour's placing time or its mix's T0 or E changed since the maturity was saved; the sensor's maturity starts again from zero (its milestones come later than they should, never earlier).");
+                state = SensorState::default();
+            }
+            state.basis = Some(basis);
             let si = self.sensors.len();
             self.sensors.push(Sensor {
                 pour: pi,
@@ -532,6 +564,11 @@ impl PourSet {
             mix.design_strength,
         );
         let s = &mut self.sensors[si];
+        // A reading older than the last one integrated (a late upload): the integrals are
+        // already past its time, so no value of its own can be given.
+        if s.state.maturity.last.is_some_and(|(last, _)| r.ts < last) {
+            return;
+        }
         s.state.maturity.step(r.ts, v, placed, datum, energy);
         let (m, te) = (s.state.maturity.m, s.state.maturity.te);
         let strength = curve.strength(m, te);

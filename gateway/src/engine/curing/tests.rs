@@ -489,3 +489,50 @@ async fn the_pours_rules_judge_its_derived_series_with_the_gb_50496_levels() {
         ]
     );
 }
+
+#[test]
+fn a_late_reading_gives_no_maturity_of_its_own_and_changes_nothing() {
+    let mut set = PourSet::new(plan(POUR), "xa", Language::Zh);
+    let s = sensors();
+    for h in 0..=4 {
+        set.on_batch(&poll(&s, h, 30.0, 20.0, 15.0), T0 + h * H);
+    }
+    // A core reading from 2 h arrives late: the integrals are at 4 h already.
+    let late = set.on_batch(
+        &[Reading::good(Arc::clone(&s.core), T0 + 2 * H, 80.0)],
+        T0 + 5 * H,
+    );
+    assert_eq!(value(&late, "therm/t01.maturity"), None);
+    let out = set.on_batch(&poll(&s, 5, 30.0, 20.0, 15.0), T0 + 5 * H);
+    // 5 h at 30 °C, T0 = 0: 150 °C·h, untouched by the late 80 °C.
+    assert!(close(value(&out, "therm/t01.maturity"), 150.0, 1e-9));
+}
+
+#[test]
+fn saved_maturity_of_another_mix_basis_starts_again_from_zero() {
+    let mut set = PourSet::new(plan(POUR), "xa", Language::Zh);
+    let s = sensors();
+    for h in 0..=10 {
+        set.on_batch(&poll(&s, h, 30.0, 20.0, 15.0), T0 + h * H);
+    }
+    let (delta, _) = set.state_changes();
+    let entries: Vec<(String, Vec<u8>)> = delta
+        .entries
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    // The same pour with T0 = −10 °C: 10 h of saved maturity rest on T0 = 0 and are dropped.
+    let mut again = PourSet::new(
+        plan(&POUR.replace(
+            "design_strength_mpa = 30.0",
+            "design_strength_mpa = 30.0\ndatum_temperature = -10.0",
+        )),
+        "xa",
+        Language::Zh,
+    );
+    assert!(again.restore(&entries).is_empty());
+    let out = again.on_batch(&poll(&s, 11, 30.0, 20.0, 15.0), T0 + 11 * H);
+    // From placing at the first reading's 30 °C: 11 h × 40 °C = 440 °C·h (over 2 h: at the
+    // lower end, the same 30 °C), not 10 × 30 + 40 = 340.
+    assert!(close(value(&out, "therm/t01.maturity"), 440.0, 1e-9));
+}
