@@ -536,3 +536,68 @@ fn saved_maturity_of_another_mix_basis_starts_again_from_zero() {
     // lower end, the same 30 °C), not 10 × 30 + 40 = 340.
     assert!(close(value(&out, "therm/t01.maturity"), 440.0, 1e-9));
 }
+
+/// Rough cost per reading on this machine: `cargo test -p anju-gateway --release --lib
+/// curing::tests::throughput -- --ignored --nocapture`. 100 pours of a core, a surface and an
+/// air sensor each, one reading per sensor per batch of 300 (a site's poll).
+#[test]
+#[ignore = "benchmark; run by hand"]
+fn throughput() {
+    let mut text = POUR
+        .split("[[pours]]")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    for p in 0..100 {
+        text.push_str(&format!(
+            "[[pours]]\nname = \"p{p}\"\nelement = \"e\"\nplaced_at = \"2026-01-01T00:00:00Z\"\nmix = \"c30\"\n\
+             sensors = {{ core = {{ channel = \"d{p}/core\" }}, surface = {{ channel = \"d{p}/surface\" }}, ambient = {{ channel = \"d{p}/air\" }} }}\n"
+        ));
+    }
+    let mut set = PourSet::new(plan(&text), "xa", Language::Zh);
+    let s = |d: String, p: &str| {
+        Arc::new(Series::new(
+            "xa",
+            "gw",
+            &d,
+            p,
+            QuantityKind::Temperature,
+            "°C",
+            &BTreeMap::new(),
+        ))
+    };
+    let channels: Vec<Arc<Series>> = (0..100)
+        .flat_map(|p| {
+            [
+                s(format!("d{p}"), "core"),
+                s(format!("d{p}"), "surface"),
+                s(format!("d{p}"), "air"),
+            ]
+        })
+        .collect();
+    let polls = 3_000_i64;
+    let start = std::time::Instant::now();
+    let mut derived = 0;
+    for i in 0..polls {
+        let ts = T0 + i * 600 * NANOS_PER_SEC;
+        let batch: Vec<Reading> = channels
+            .iter()
+            .enumerate()
+            .map(|(c, s)| {
+                Reading::good(
+                    Arc::clone(s),
+                    ts,
+                    20.0 + (c % 3) as f64 + (i % 7) as f64 * 0.1,
+                )
+            })
+            .collect();
+        derived += set.on_batch(&batch, ts).len();
+        let _ = set.take_notices();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let n = polls as f64 * channels.len() as f64;
+    println!(
+        "{n} readings of 100 pours in {secs:.3} s: {:.2} µs per reading, {derived} derived readings",
+        secs * 1e6 / n
+    );
+}
