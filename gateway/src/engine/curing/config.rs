@@ -19,7 +19,7 @@ use crate::config::duration_opt;
 use crate::engine::derived::DERIVED_TAG;
 use crate::engine::rules::selector::{Selector, SelectorConfig};
 use crate::engine::rules::{
-    BandConfig, RuleConfig, RuleKind, DEFAULT_PAIR_MAX_SKEW, DEFAULT_RATE_MIN_POINTS,
+    BandConfig, ConfirmConfig, RuleConfig, RuleKind, DEFAULT_PAIR_MAX_SKEW, DEFAULT_RATE_MIN_POINTS,
 };
 use crate::sources::mqtt::timestamp::parse_rfc3339;
 
@@ -187,6 +187,10 @@ pub struct PourConfig {
     /// Window of the core's cooling rate (default 24h).
     #[serde(default, with = "duration_opt")]
     pub cooling_window: Option<Duration>,
+    /// Confirmation of the pour's GB 50496 rules, as a rule's `confirm` (default 3 readings):
+    /// `{ count = 1 }` for a pour read every 4 h by hand (GB 50496-2018 schedule).
+    #[serde(default)]
+    pub confirm: Option<ConfirmConfig>,
 }
 
 /// A validated mix.
@@ -229,6 +233,8 @@ pub struct PourSpec {
     pub cooling_window_ns: i64,
     /// Least readings in the cooling window.
     pub min_points: u32,
+    /// The rules' confirmation: readings and time (`None`: the rules' default).
+    pub confirm: Option<(Option<u32>, Option<Duration>)>,
 }
 
 /// The validated `[[mixes]]` and `[[pours]]`.
@@ -475,6 +481,12 @@ impl CuringPlan {
                     format!("{cooling:?} is shorter than {MIN_COOLING_WINDOW:?}; GB 50496 §3.0.4-3 limits the cooling per day, leave it out for 24h"),
                 ));
             }
+            if p.confirm.as_ref().is_some_and(|c| c.count == Some(0)) {
+                problems.push((
+                    format!("{at}.confirm.count"),
+                    "must be at least 1 reading".into(),
+                ));
+            }
             let max_skew = p.max_skew.unwrap_or(DEFAULT_PAIR_MAX_SKEW);
             if max_skew.is_zero() {
                 problems.push((format!("{at}.max_skew"), "must be longer than 0s".into()));
@@ -491,6 +503,7 @@ impl CuringPlan {
                     max_skew_ns: ns(max_skew),
                     cooling_window_ns: ns(cooling),
                     min_points: DEFAULT_RATE_MIN_POINTS,
+                    confirm: p.confirm.as_ref().map(|c| (c.count, c.duration)),
                 });
             }
         }
@@ -539,7 +552,9 @@ impl CuringPlan {
                         red,
                     }),
                     lower: None,
-                    confirm: None,
+                    confirm: p
+                        .confirm
+                        .map(|(count, duration)| ConfirmConfig { count, duration }),
                     clear: None,
                     overrides: Vec::new(),
                     baseline: None,

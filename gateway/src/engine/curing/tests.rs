@@ -328,6 +328,15 @@ fn each_pour_brings_its_four_gb_50496_rules() {
             "raft/surface-ambient"
         ]
     );
+    assert!(
+        rules.iter().all(|r| r.confirm.is_none()),
+        "the rules' default"
+    );
+    let hourly = plan(&POUR.replace("[[pours]]", "[[pours]]\nconfirm = { count = 1 }"));
+    assert!(hourly
+        .rules(Language::Zh)
+        .iter()
+        .all(|r| r.confirm.as_ref().and_then(|c| c.count) == Some(1)));
     // Red at the §3.0.4 limit: 50 °C, 25 °C, 2.0 °C/d, 20 °C.
     let alarms: Vec<Option<f64>> = rules
         .iter()
