@@ -144,8 +144,9 @@ pub fn rule_coverage(cfg: &Config) -> RuleCoverage {
         let _ = writeln!(c.out.text, "\npour sensors:");
         for (i, p) in cfg.pours.pours.iter().enumerate() {
             for (role, selector) in &p.sensors {
-                let at = format!("pours[{i}].sensors.{}", role.as_str());
-                c.selected_at(&at, &at, &p.name, "pour sensor", selector);
+                let key = format!("sensors.{}", role.as_str());
+                let at = format!("pours[{i}].{key}");
+                c.selected_at(&at, &at, &key, &p.name, "pour sensor", selector);
             }
         }
     }
@@ -194,14 +195,15 @@ impl Coverage<'_> {
     /// The Modbus channels and MQTT subscriptions `selector` matches; printed, and a problem
     /// when there are none. Returns the matched Modbus channels.
     fn selected(&mut self, at: &str, name: &str, what: &str, selector: &Selector) -> Vec<usize> {
-        self.selected_at(at, &format!("{at}.select"), name, what, selector)
+        self.selected_at(at, &format!("{at}.select"), "select", name, what, selector)
     }
 
-    /// [`Coverage::selected`] with the path a problem names (`problem_at`).
+    /// [`Coverage::selected`] with the path a problem names (`problem_at`) and the key to fix.
     fn selected_at(
         &mut self,
         at: &str,
         problem_at: &str,
+        key: &str,
         name: &str,
         what: &str,
         selector: &Selector,
@@ -236,7 +238,7 @@ impl Coverage<'_> {
                 problem_at,
                 format!(
                     "this {what} matches no channel: no configured Modbus point and no MQTT \
-                     subscription gives one with this kind and these tags; fix `select` to name \
+                     subscription gives one with this kind and these tags; fix `{key}` to name \
                      channels listed by `gateway check`, or remove the {what}"
                 ),
             );

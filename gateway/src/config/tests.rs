@@ -911,3 +911,39 @@ sensors = {{ core = {{ channel = \"therm/t01\" }} }}
         "pours[0].name: \"raft\" is also the name of a [[derived]] block",
     );
 }
+
+#[test]
+fn check_judges_a_pours_sensors_not_its_generated_rules() {
+    let c = coverage_of(
+        false,
+        "
+[[mixes]]
+name = \"c30\"
+design_strength_mpa = 30.0
+curve = { form = \"logarithmic\", a_mpa = -20.0, b_mpa = 10.0 }
+
+[[pours]]
+name = \"slab\"
+element = \"B栋 楼板\"
+placed_at = \"2026-11-30T08:00:00+08:00\"
+mix = \"c30\"
+sensors = { core = { channel = \"therm/t01\" }, surface = { channel = \"therm/t99\" } }
+",
+    );
+    assert_eq!(
+        coverage_problems(&c),
+        ["pours[0].sensors.surface: this pour sensor matches no channel: no configured Modbus point and no MQTT subscription gives one with this kind and these tags; fix `sensors.surface` to name channels listed by `gateway check`, or remove the pour sensor"]
+    );
+    assert!(
+        c.text
+            .contains("pours[0].sensors.core slab: 1 Modbus channel: therm/t01"),
+        "{}",
+        c.text
+    );
+    assert!(
+        c.text
+            .contains("slab/core-surface: the pour's GB 50496-2018 §3.0.4 rule"),
+        "{}",
+        c.text
+    );
+}
