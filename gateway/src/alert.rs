@@ -222,6 +222,8 @@ pub enum Cause {
     DeviceSilent,
     /// A pour's weakest sensor reached a strength milestone (notice).
     Milestone,
+    /// A structure's settlement became stable, every point of it (notice; JGJ 8-2016 §7.1.5).
+    Stable,
 }
 
 impl Cause {
@@ -238,7 +240,7 @@ impl Cause {
             | Self::OutOfRange
             | Self::Stale
             | Self::DeviceSilent => AlertKind::DeviceFault,
-            Self::Milestone => AlertKind::Notice,
+            Self::Milestone | Self::Stable => AlertKind::Notice,
         }
     }
 
@@ -258,6 +260,7 @@ impl Cause {
             Self::Stale => "stale",
             Self::DeviceSilent => "device_silent",
             Self::Milestone => "milestone",
+            Self::Stable => "stable",
         }
     }
 }
@@ -769,7 +772,9 @@ fn capitalise(s: &str) -> String {
         .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
 }
 
-/// The message of a notice: `【通知】<subject> <label>：<value>，<threshold>（规则 <rule>）`.
+/// The message of a notice: `【通知】<subject> <label>：<value>，不低于 <threshold>（规则 <rule>）`;
+/// in English `[Notice] <subject> <label>: <value>, at least <threshold> (rule <rule>)`, the
+/// label saying what happened ("reached 50 % of the design strength").
 fn notice_message(a: &Alert, lang: Language) -> String {
     let subj = subject(a, lang);
     let what = a.label.clone().unwrap_or_default();
@@ -791,7 +796,7 @@ fn notice_message(a: &Alert, lang: Language) -> String {
                 (Some(v), None) => format!(": {v}"),
                 _ => String::new(),
             };
-            format!("[Notice] {subj} reached {what}{detail} (rule {rule})")
+            format!("[Notice] {subj} {what}{detail} (rule {rule})")
         }
     }
 }
@@ -1154,7 +1159,7 @@ mod tests {
         a.channel = "therm/t02.strength".into();
         a.channels = vec![a.channel.clone()];
         a.rule = "raft/strength-50".into();
-        a.label = Some("50 % of the design strength".into());
+        a.label = Some("reached 50 % of the design strength".into());
         a.value = Some(15.04);
         a.threshold = Some(15.0);
         a.unit = "MPa".into();

@@ -431,6 +431,8 @@ impl Engine {
     #[must_use]
     pub fn with_derived(mut self, plan: DerivedPlan) -> Self {
         self.derived = DerivedSet::new(plan);
+        self.derived
+            .set_notice_wording(&self.site, self.evaluator.rules().language);
         self
     }
 
@@ -448,15 +450,24 @@ impl Engine {
     }
 
     /// Feed stored readings to the derived channels and the pours; their readings are stored
-    /// next. Milestone notices are queued with the pour state that records them, so that the
-    /// alerts commit carries both (a notice is never announced twice, nor lost, by a restart).
+    /// next. Notices (a structure turned stable, a pour's milestones) are queued with the state
+    /// that records them, so that the alerts commit carries both (a notice is never announced
+    /// twice, nor lost, by a restart).
     fn derive(&mut self, feed: &[Reading]) {
+        let now = self.clock.now_ns();
         let derived = self.derived.on_batch(feed);
         self.derived_pending.extend(derived);
+        let notices = self.derived.take_notices(now);
+        if !notices.is_empty() {
+            for n in &notices {
+                self.push_alert(n);
+            }
+            let saved = self.derived.state_changes();
+            self.save_with_notices(saved);
+        }
         if self.pours.is_empty() {
             return;
         }
-        let now = self.clock.now_ns();
         let poured = self.pours.on_batch(feed, now);
         self.derived_pending.extend(poured);
         let notices = self.pours.take_notices();
@@ -466,7 +477,13 @@ impl Engine {
         for n in &notices {
             self.push_alert(n);
         }
-        let (delta, errors) = self.pours.state_changes();
+        let saved = self.pours.state_changes();
+        self.save_with_notices(saved);
+    }
+
+    /// Take `saved` (the state that records notices just queued) into [`Engine::unsaved`], so
+    /// it is committed with them.
+    fn save_with_notices(&mut self, (delta, errors): (StateDelta, usize)) {
         if errors > 0 {
             self.metrics
                 .add(Counter::RuleStateSaveErrors, &[], errors as u64);

@@ -122,16 +122,16 @@ impl Milestone {
         match (lang, self.share()) {
             (Language::Zh, Some(p)) => format!("达到设计强度的 {p}%（{}）", stripping_zh(p)),
             (Language::En, Some(p)) => {
-                format!("{p} % of the design strength ({})", stripping_en(p))
+                format!("reached {p} % of the design strength ({})", stripping_en(p))
             }
             (Language::Zh, None) if self == Self::WalkOn => {
                 "达到 1.2 MPa（可上人、堆放材料）".to_owned()
             }
             (Language::En, None) if self == Self::WalkOn => {
-                "1.2 MPa (people and stacked material allowed)".to_owned()
+                "reached 1.2 MPa (people and stacked material allowed)".to_owned()
             }
             (Language::Zh, None) => "达到冬期施工受冻临界强度".to_owned(),
-            (Language::En, None) => "the winter critical strength".to_owned(),
+            (Language::En, None) => "reached the winter critical strength".to_owned(),
         }
     }
 }
