@@ -623,7 +623,7 @@ impl PourSet {
         due.sort_by(|a, b| a.1.total_cmp(&b.1));
         for (milestone, threshold) in due {
             let series = self.output(weakest, PourSeries::Strength);
-            let notice = self.notice(pi, milestone, threshold, strength, &series, ts, now);
+            let notice = self.notice(pi, (milestone, threshold), (&series, strength), (ts, now));
             let (state, dirty) = &mut self.states[pi];
             state.announced.insert(milestone.name().to_owned());
             *dirty = true;
@@ -632,23 +632,20 @@ impl PourSet {
         }
     }
 
-    /// The notice of `milestone` of pour `pi`, reached by the strength `value` of `series`.
-    #[allow(clippy::too_many_arguments)]
+    /// The notice of `milestone` (`threshold` MPa) of pour `pi`, reached by the strength
+    /// `value` of `series` in its reading at `ts`, detected at `now`.
     fn notice(
         &self,
         pi: usize,
-        milestone: Milestone,
-        threshold: f64,
-        value: f64,
-        series: &Series,
-        ts: TimestampNs,
-        now: TimestampNs,
+        (milestone, threshold): (Milestone, f64),
+        (series, value): (&Series, f64),
+        (ts, now): (TimestampNs, TimestampNs),
     ) -> Alert {
         let pour = &self.pours[pi];
         let rule = format!("{}/{}", pour.name, milestone.name());
         let mut a = Alert {
             // One milestone of one pour has one id: the pour's placing time stands for the
-            // raise time of the id scheme (docs/ARCHITECTURE.md §Alerts).
+            // raise time of the id scheme (alert.rs §Notices).
             id: stable_id(&self.site, &rule, None, &[&pour.name], pour.placed_ns),
             seq: 0,
             kind: AlertKind::Notice,
