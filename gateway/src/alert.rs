@@ -18,6 +18,15 @@
 //! `cleared`. Every event carries the same [`Alert::id`] (derived from site, rule, side, channels
 //! and raise time, so a re-sent event is recognisable) and a per-alert sequence number
 //! [`Alert::seq`] (0 for the raise): receivers de-duplicate on `(id, seq)`.
+//!
+//! # Notices
+//! News that is no alarm (a pour's strength milestone, issue 8 item 1; a structure declared
+//! stable, item 2) travels the same path as alerts (alerts stream, every alert sink, the
+//! `alerts` measurement) in a single-event form: kind [`AlertKind::Notice`], state
+//! [`AlertState::Notice`] (state code 5), `seq` 0, never active and never cleared, level blue (the lowest; the
+//! kind, not the level, says it is information). Its id is [`stable_id`] over the notice's own
+//! rule name and subject with the time its subject began (a pour's placing time), so one
+//! notice has one id however often it is re-sent.
 
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
@@ -122,12 +131,14 @@ pub enum AlertState {
     /// ([`Alert::ack`]). The alert stays active until its condition clears; a later level change
     /// is a new event that asks for attention again.
     Acknowledged,
+    /// A notice: the one event of news that is no alarm (see the module doc).
+    Notice,
 }
 
 impl AlertState {
     /// The integer written as the `state` field: 0 cleared, 1 raised, 2 escalated,
-    /// 3 de-escalated, 4 acknowledged. Stable; 0 means "not active" so a dashboard can plot
-    /// `state > 0`.
+    /// 3 de-escalated, 4 acknowledged, 5 notice. Stable; 0 means "not active" so a dashboard
+    /// can plot `state > 0`.
     #[must_use]
     pub const fn code(self) -> i64 {
         match self {
@@ -136,6 +147,7 @@ impl AlertState {
             Self::Escalated => 2,
             Self::DeEscalated => 3,
             Self::Acknowledged => 4,
+            Self::Notice => 5,
         }
     }
 }
@@ -165,6 +177,9 @@ pub enum AlertKind {
     Quality,
     /// A sensor or device problem, for the site technician.
     DeviceFault,
+    /// Information, no alarm (curing milestones, a structure declared stable), for the bureau
+    /// and the site.
+    Notice,
 }
 
 impl AlertKind {
@@ -174,6 +189,7 @@ impl AlertKind {
         match self {
             Self::Quality => "quality",
             Self::DeviceFault => "device_fault",
+            Self::Notice => "notice",
         }
     }
 }
@@ -204,6 +220,10 @@ pub enum Cause {
     Stale,
     /// No reading from any channel of a device for too long.
     DeviceSilent,
+    /// A pour's weakest sensor reached a strength milestone (notice).
+    Milestone,
+    /// A structure's settlement became stable, every point of it (notice; JGJ 8-2016 §7.1.5).
+    Stable,
 }
 
 impl Cause {
@@ -220,6 +240,7 @@ impl Cause {
             | Self::OutOfRange
             | Self::Stale
             | Self::DeviceSilent => AlertKind::DeviceFault,
+            Self::Milestone | Self::Stable => AlertKind::Notice,
         }
     }
 
@@ -238,6 +259,8 @@ impl Cause {
             Self::OutOfRange => "out_of_range",
             Self::Stale => "stale",
             Self::DeviceSilent => "device_silent",
+            Self::Milestone => "milestone",
+            Self::Stable => "stable",
         }
     }
 }
@@ -338,10 +361,10 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// True for every event but a clear.
+    /// True for every event of an alert but its clear; never for a notice.
     #[must_use]
     pub fn is_active(&self) -> bool {
-        self.state != AlertState::Cleared
+        !matches!(self.state, AlertState::Cleared | AlertState::Notice)
     }
 }
 
@@ -414,6 +437,9 @@ const fn quantity_zh(q: QuantityKind) -> (&'static str, &'static str) {
         QuantityKind::Signal => ("信号点", "信号强度"),
         QuantityKind::Status => ("状态点", "状态"),
         QuantityKind::Azimuth => ("方位角点", "方位角"),
+        QuantityKind::Maturity => ("成熟度测点", "成熟度"),
+        QuantityKind::Age => ("等效龄期测点", "等效龄期"),
+        QuantityKind::Strength => ("强度测点", "推定强度"),
         QuantityKind::Other => ("测点", "测值"),
     }
 }
@@ -440,6 +466,9 @@ const fn quantity_en(q: QuantityKind) -> (&'static str, &'static str) {
         QuantityKind::Signal => ("signal point", "signal strength"),
         QuantityKind::Status => ("status point", "status"),
         QuantityKind::Azimuth => ("azimuth point", "azimuth"),
+        QuantityKind::Maturity => ("maturity point", "maturity"),
+        QuantityKind::Age => ("equivalent-age point", "equivalent age"),
+        QuantityKind::Strength => ("strength point", "in-place strength"),
         QuantityKind::Other => ("point", "value"),
     }
 }
@@ -622,7 +651,9 @@ fn quality_message(a: &Alert, lang: Language) -> String {
                         prev.name_zh()
                     )
                 }
-                AlertState::Cleared => format!("【解除】{head}，{l}告警解除（规则 {rule}）"),
+                AlertState::Cleared | AlertState::Notice => {
+                    format!("【解除】{head}，{l}告警解除（规则 {rule}）")
+                }
             }
         }
         Language::En => {
@@ -643,7 +674,9 @@ fn quality_message(a: &Alert, lang: Language) -> String {
                     "[{tag}] {head}, back to {l} ({l} level {threshold}), de-escalated from {} (rule {rule})",
                     prev.name_en()
                 ),
-                AlertState::Cleared => format!("[Cleared] {head}, {l} cleared (rule {rule})"),
+                AlertState::Cleared | AlertState::Notice => {
+                    format!("[Cleared] {head}, {l} cleared (rule {rule})")
+                }
             }
         }
     }
@@ -739,6 +772,35 @@ fn capitalise(s: &str) -> String {
         .map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
 }
 
+/// The message of a notice: `【通知】<subject> <label>：<value>，不低于 <threshold>（规则 <rule>）`;
+/// in English `[Notice] <subject> <label>: <value>, at least <threshold> (rule <rule>)`, the
+/// label saying what happened ("reached 50 % of the design strength").
+fn notice_message(a: &Alert, lang: Language) -> String {
+    let subj = subject(a, lang);
+    let what = a.label.clone().unwrap_or_default();
+    let rule = &a.rule;
+    let value = a.value.map(|v| quantity_text(v, &a.unit));
+    let threshold = a.threshold.map(|t| quantity_text(t, &a.unit));
+    match lang {
+        Language::Zh => {
+            let detail = match (value, threshold) {
+                (Some(v), Some(t)) => format!("：{v}，不低于 {t}"),
+                (Some(v), None) => format!("：{v}"),
+                _ => String::new(),
+            };
+            format!("【通知】{subj} {what}{detail}（规则 {rule}）")
+        }
+        Language::En => {
+            let detail = match (value, threshold) {
+                (Some(v), Some(t)) => format!(": {v}, at least {t}"),
+                (Some(v), None) => format!(": {v}"),
+                _ => String::new(),
+            };
+            format!("[Notice] {subj} {what}{detail} (rule {rule})")
+        }
+    }
+}
+
 /// The human message of an alert event, from its fields.
 ///
 /// zh example: `【警戒】A栋 沉降点 lev-a1/ch3 累计沉降 32.5 mm，超过警戒值 30.0 mm（规则
@@ -752,6 +814,7 @@ pub fn render_message(a: &Alert, lang: Language) -> String {
     match a.kind {
         AlertKind::Quality => quality_message(a, lang),
         AlertKind::DeviceFault => fault_message(a, lang),
+        AlertKind::Notice => notice_message(a, lang),
     }
 }
 
@@ -763,8 +826,9 @@ pub fn render_message(a: &Alert, lang: Language) -> String {
 ///
 /// Tags: `alert_id`, `cause`, `channel`, `device`, `kind`, `point`, `rule`, `side`, `site`,
 /// `structure` (empty ones are left out). Fields, all numeric: `level` (1–4, [`Level::code`]),
-/// `state` (0 cleared, 1 raised, 2 escalated, 3 de-escalated, [`AlertState::code`]), `seq`, and
-/// `value` / `threshold` when present. Timestamp: the event's data time.
+/// `state` (0 cleared, 1 raised, 2 escalated, 3 de-escalated, 4 acknowledged, 5 notice,
+/// [`AlertState::code`]), `seq`, and `value` / `threshold` when present. Timestamp: the
+/// event's data time.
 ///
 /// The alert id is a **tag**, not a field: VictoriaMetrics drops string fields, and it stores
 /// every number as a float64, so the 64-bit id as an integer field would lose its low bits
@@ -1080,6 +1144,41 @@ mod tests {
             )
         );
         line::validate(&out).expect("valid line protocol");
+    }
+
+    #[test]
+    fn a_notice_is_one_event_never_active_with_its_own_state_code_and_wording() {
+        let mut a = settlement_alert();
+        a.kind = AlertKind::Notice;
+        a.cause = Cause::Milestone;
+        a.state = AlertState::Notice;
+        a.level = Level::Blue;
+        a.side = None;
+        a.structure = Some("A栋 筏板".into());
+        a.quantity = Some(QuantityKind::Strength);
+        a.channel = "therm/t02.strength".into();
+        a.channels = vec![a.channel.clone()];
+        a.rule = "raft/strength-50".into();
+        a.label = Some("reached 50 % of the design strength".into());
+        a.value = Some(15.04);
+        a.threshold = Some(15.0);
+        a.unit = "MPa".into();
+        assert!(!a.is_active());
+        assert_eq!(
+            render_message(&a, Language::En),
+            "[Notice] A栋 筏板 strength point therm/t02.strength reached 50 % of the design strength: 15.0 MPa, at least 15.0 MPa (rule raft/strength-50)"
+        );
+        let mut out = Vec::new();
+        encode_alert_line(&mut out, &a);
+        let text = String::from_utf8(out.clone()).expect("utf8");
+        assert!(
+            text.contains(",kind=notice,") && text.contains(" level=1i,state=5i,seq=0i,"),
+            "{text}"
+        );
+        assert!(text.contains("cause=milestone"), "{text}");
+        line::validate(&out).expect("valid line protocol");
+        let json = serde_json::to_string(&a).expect("serialise");
+        assert!(json.contains("\"state\":\"notice\"") && json.contains("\"kind\":\"notice\""));
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod engine;
 pub mod log_limit;
 pub mod metrics;
 pub mod model;
+pub mod pour;
 pub mod record;
 pub mod retry;
 pub mod run;

@@ -48,6 +48,34 @@ enum Cmd {
         #[command(subcommand)]
         action: BaselineCmd,
     },
+    /// Concrete pours (`[[pours]]`): list their saved state, or record when the insulation
+    /// came off a pour. Changes need the service stopped; they are read when it runs again.
+    Pour {
+        #[command(subcommand)]
+        action: PourCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PourCmd {
+    /// Each pour: placing time and temperature, insulation removal, milestones announced.
+    Show {
+        /// The site config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Record that the insulation came off a pour: from then on the gateway derives its
+    /// surface − air difference (GB 50496-2018 §3.0.4-4, ≤ 20 °C).
+    RemoveInsulation {
+        /// The site config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The pour (`[[pours]]` name).
+        pour: String,
+        /// When it came off, RFC 3339 (e.g. 2026-12-02T09:30:00+08:00); default now.
+        #[arg(long)]
+        at: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -147,6 +175,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Baseline { action } => baseline(action),
+        Cmd::Pour { action } => pour(action),
         Cmd::Run { config } => {
             init_logging();
             let cfg = match Config::load(&config) {
@@ -238,6 +267,54 @@ fn baseline(action: BaselineCmd) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => refused(&config, &e),
+    }
+}
+
+/// `gateway pour`: exit 0 when done, 2 for a refusal or an invalid config, 1 when the spool
+/// cannot be used (the service running, permissions).
+fn pour(action: PourCmd) -> ExitCode {
+    match action {
+        PourCmd::Show { config } => {
+            let Some(cfg) = load_for_baseline(&config) else {
+                return ExitCode::from(2);
+            };
+            if cfg.pours.is_empty() {
+                println!("{}: no [[pours]]", config.display());
+                return ExitCode::SUCCESS;
+            }
+            let saved = anju_gateway::spool::offline::read_state(&baseline::spool_path(&cfg));
+            print!("{}", anju_gateway::pour::listing(&cfg, &saved));
+            ExitCode::SUCCESS
+        }
+        PourCmd::RemoveInsulation { config, pour, at } => {
+            let Some(cfg) = load_for_baseline(&config) else {
+                return ExitCode::from(2);
+            };
+            let at = match at {
+                None => now_ns(),
+                Some(text) => match anju_gateway::sources::mqtt::timestamp::parse_rfc3339(&text) {
+                    Some(t) => t,
+                    None => {
+                        eprintln!("--at \"{text}\" is not a time; write RFC 3339, e.g. 2026-12-02T09:30:00+08:00");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            match anju_gateway::pour::remove_insulation(&cfg, &pour, at) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("\n{}: nothing was changed", config.display());
+                    match e {
+                        anju_gateway::pour::PourCommandError::Refused(_) => ExitCode::from(2),
+                        anju_gateway::pour::PourCommandError::Spool(_) => ExitCode::FAILURE,
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -66,6 +66,12 @@ pub enum QuantityKind {
     Signal,
     /// A device status or fault code (unitless).
     Status,
+    /// Concrete maturity, the Nurse–Saul temperature-time factor (°C·h; ASTM C1074).
+    Maturity,
+    /// Concrete equivalent age at the reference temperature (h; ASTM C1074).
+    Age,
+    /// Concrete in-place strength (MPa, or % of the design strength).
+    Strength,
     /// Anything else; prefer adding a kind over using this.
     Other,
 }
@@ -94,12 +100,15 @@ impl QuantityKind {
             Self::Voltage => "voltage",
             Self::Signal => "signal",
             Self::Status => "status",
+            Self::Maturity => "maturity",
+            Self::Age => "age",
+            Self::Strength => "strength",
             Self::Other => "other",
         }
     }
 
     /// Every kind, for error messages that list the allowed values.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 23] = [
         Self::Settlement,
         Self::Level,
         Self::Displacement,
@@ -119,6 +128,9 @@ impl QuantityKind {
         Self::Voltage,
         Self::Signal,
         Self::Status,
+        Self::Maturity,
+        Self::Age,
+        Self::Strength,
         Self::Other,
     ];
 }

@@ -248,7 +248,8 @@ impl Gateway {
             cfg.rules.clone(),
             &cfg.site,
         )
-        .with_derived(cfg.derived.clone());
+        .with_derived(cfg.derived.clone())
+        .with_pours(cfg.pours.clone());
         let engine = if cfg.console.is_some() {
             engine.with_view(view_tx).with_commands(command_rx)
         } else {

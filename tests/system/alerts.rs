@@ -151,6 +151,26 @@ payload = {{ format = "json", readings = "readings", sensor = "sensor", value = 
     )
 }
 
+/// The curing-pour scenario, its JSON curing nodes publishing to `broker`, its RTU bus on a pty
+/// pair under `pty_dir` (shared by the alert, derived-channel and curing tests).
+pub(crate) async fn curing_site(
+    broker: std::net::SocketAddr,
+    pty_dir: &std::path::Path,
+    clock: ClockMode,
+) -> Result<firmware_sim::RunningSite> {
+    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/curing-pour.toml"))?;
+    Ok(Site::start(
+        &scenario,
+        StartOptions {
+            mqtt_broker: Some(broker),
+            pty_dir: Some(pty_dir.to_path_buf()),
+            clock,
+            ..Default::default()
+        },
+    )
+    .await?)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_curing_pour_that_breaks_the_core_surface_limit_alerts_the_bureau_in_order() -> Result<()>
 {
@@ -190,16 +210,11 @@ url_env = "ANJU_TEST_WEBHOOK_URL"
     let gw = start_gateway(&config, dir.path())?;
     gw.wait_for_mqtt_session().await?;
 
-    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/curing-pour.toml"))?;
     let pty_dir = tempfile::tempdir()?;
-    let site = Site::start(
-        &scenario,
-        StartOptions {
-            mqtt_broker: Some(broker.addr()),
-            pty_dir: Some(pty_dir.path().to_path_buf()),
-            clock: ClockMode::Realtime { speed: 10_000 },
-            ..Default::default()
-        },
+    let site = curing_site(
+        broker.addr(),
+        pty_dir.path(),
+        ClockMode::Realtime { speed: 10_000 },
     )
     .await?;
 

@@ -482,18 +482,8 @@ batch_max_age = "100ms"
         );
     let gw = start_gateway(&config, dir.path())?;
     gw.wait_for_mqtt_session().await?;
-    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/curing-pour.toml"))?;
     let pty_dir = tempfile::tempdir()?;
-    let site = Site::start(
-        &scenario,
-        StartOptions {
-            mqtt_broker: Some(broker.addr()),
-            pty_dir: Some(pty_dir.path().to_path_buf()),
-            clock: ClockMode::Manual,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let site = crate::alerts::curing_site(broker.addr(), pty_dir.path(), ClockMode::Manual).await?;
     for _ in 0..CURING_STEPS {
         site.step();
     }

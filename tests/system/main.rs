@@ -10,6 +10,8 @@
 //!   stored as another request's value.
 //! - [`console`]: `/metrics` counts exactly the readings sent (parsed by a Prometheus text
 //!   parser); with an access token, requests without it get 401 and nothing else.
+//! - [`curing`]: the strength milestones of two pours (hyperbolic and logarithmic curves) are
+//!   announced once each, within 1 h of the times the truth temperatures give.
 //! - [`derived`]: settlement from levelling heads and tilt per pair of corners, derived by the
 //!   gateway and stored as series, equal the truth across a restart (configured and established
 //!   initial values); a pour's core − surface and cooling rate equal those of the truth.
@@ -24,6 +26,7 @@
 
 mod alerts;
 mod console;
+mod curing;
 mod derived;
 mod engineering;
 mod modbus_holes;

@@ -115,7 +115,23 @@ pub fn rule_coverage(cfg: &Config) -> RuleCoverage {
     let rules = &cfg.rules;
     let n = rules.channel_rules.len() + rules.pair_rules.len() + rules.stale_rules.len();
     let _ = writeln!(c.out.text, "\nalert rules: {n}");
+    // A pour's GB 50496 rules watch its derived series, which exist once its sensors do:
+    // the sensors' selectors are what is checked (below).
+    let pour_rules: std::collections::HashSet<String> = cfg
+        .pours
+        .rules(cfg.rules.language)
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     for r in &rules.channel_rules {
+        if pour_rules.contains(&r.name) {
+            let _ = writeln!(
+                c.out.text,
+                "  {} {}: the pour's GB 50496-2018 §3.0.4 rule, on its derived series",
+                r.at, r.name
+            );
+            continue;
+        }
         c.selected(&r.at, &r.name, "rule", &r.selector);
     }
     for r in &rules.pair_rules {
@@ -123,6 +139,16 @@ pub fn rule_coverage(cfg: &Config) -> RuleCoverage {
     }
     for r in &rules.stale_rules {
         c.stale(r);
+    }
+    if !cfg.pours.is_empty() {
+        let _ = writeln!(c.out.text, "\npour sensors:");
+        for (i, p) in cfg.pours.pours.iter().enumerate() {
+            for (role, selector) in &p.sensors {
+                let key = format!("sensors.{}", role.as_str());
+                let at = format!("pours[{i}].{key}");
+                c.selected_at(&at, &at, &key, &p.name, "pour sensor", selector);
+            }
+        }
     }
     let _ = writeln!(c.out.text, "\nsensor checks: {}", rules.checks.len());
     for e in &rules.checks {
@@ -169,6 +195,19 @@ impl Coverage<'_> {
     /// The Modbus channels and MQTT subscriptions `selector` matches; printed, and a problem
     /// when there are none. Returns the matched Modbus channels.
     fn selected(&mut self, at: &str, name: &str, what: &str, selector: &Selector) -> Vec<usize> {
+        self.selected_at(at, &format!("{at}.select"), "select", name, what, selector)
+    }
+
+    /// [`Coverage::selected`] with the path a problem names (`problem_at`) and the key to fix.
+    fn selected_at(
+        &mut self,
+        at: &str,
+        problem_at: &str,
+        key: &str,
+        name: &str,
+        what: &str,
+        selector: &Selector,
+    ) -> Vec<usize> {
         let matched: Vec<usize> = (0..self.known.len())
             .filter(|&i| selector.matches(&self.known[i].info))
             .collect();
@@ -196,10 +235,10 @@ impl Coverage<'_> {
         }
         if matched.is_empty() && mqtt.is_empty() {
             self.problem(
-                &format!("{at}.select"),
+                problem_at,
                 format!(
                     "this {what} matches no channel: no configured Modbus point and no MQTT \
-                     subscription gives one with this kind and these tags; fix `select` to name \
+                     subscription gives one with this kind and these tags; fix `{key}` to name \
                      channels listed by `gateway check`, or remove the {what}"
                 ),
             );

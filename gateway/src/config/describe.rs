@@ -150,6 +150,12 @@ pub fn describe(cfg: &Config) -> String {
     for d in &cfg.derived.specs {
         let _ = writeln!(out, "{d}");
     }
+    if !cfg.pours.is_empty() {
+        let _ = writeln!(out, "\npours: {}", cfg.pours.pours.len());
+        for p in &cfg.pours.pours {
+            let _ = writeln!(out, "{p}");
+        }
+    }
     let _ = writeln!(out, "\nsinks: {}", cfg.sinks.len());
     if cfg.sinks.is_empty() {
         let _ = writeln!(

@@ -150,6 +150,12 @@ pub struct RawConfig {
     /// Derived channels (`[[derived]]`): settlement from levelling, differences, rates, ...
     #[serde(default)]
     pub derived: Vec<crate::engine::derived::DerivedConfig>,
+    /// Concrete mixes (`[[mixes]]`): strength–maturity curve, T0, E, design strength.
+    #[serde(default)]
+    pub mixes: Vec<crate::engine::curing::MixConfig>,
+    /// Concrete pours (`[[pours]]`): GB 50496 curing control, maturity and strength milestones.
+    #[serde(default)]
+    pub pours: Vec<crate::engine::curing::PourConfig>,
     /// The embedded MQTT broker for site sensor nodes; absent = not started.
     #[serde(default)]
     pub embedded_broker: Option<crate::broker::EmbeddedBrokerConfig>,
@@ -221,6 +227,8 @@ pub struct Config {
     pub rules: crate::engine::rules::RuleSet,
     /// Derived channels, validated.
     pub derived: crate::engine::derived::DerivedPlan,
+    /// Pours and their mixes, validated (their GB 50496 rules are in `rules`).
+    pub pours: crate::engine::curing::CuringPlan,
     /// The embedded broker, if configured.
     pub embedded_broker: Option<crate::broker::EmbeddedBrokerConfig>,
     /// Sinks with their secrets resolved.
@@ -330,7 +338,17 @@ impl Config {
                 }
             }
         }
-        let rules = match crate::engine::rules::RuleSet::from_config(&raw.alerts, "alerts") {
+        let pours = crate::engine::curing::CuringPlan::from_config(&raw.mixes, &raw.pours)
+            .unwrap_or_else(|problems| {
+                for (at, message) in problems {
+                    v.push(at, message);
+                }
+                crate::engine::curing::CuringPlan::default()
+            });
+        // Each pour brings its GB 50496-2018 §3.0.4 rules, validated and evaluated as any.
+        let mut alerts = raw.alerts.clone();
+        alerts.rules.extend(pours.rules(alerts.language));
+        let rules = match crate::engine::rules::RuleSet::from_config(&alerts, "alerts") {
             Ok(r) => r,
             Err(problems) => {
                 for p in problems {
@@ -346,6 +364,16 @@ impl Config {
                 }
                 crate::engine::derived::DerivedPlan::default()
             });
+        // A pour's series carry `derived = <pour>`, as a block's carry its name: one name, one
+        // producer (the pour's rules select by it).
+        for (i, p) in raw.pours.iter().enumerate() {
+            if raw.derived.iter().any(|d| d.name == p.name) {
+                v.push(
+                    format!("pours[{i}].name"),
+                    format!("\"{}\" is also the name of a [[derived]] block; give the pour its own name", p.name),
+                );
+            }
+        }
         let mut sinks = Vec::new();
         let mut sink_names = HashSet::new();
         for (i, s) in raw.sinks.iter().enumerate() {
@@ -390,6 +418,7 @@ impl Config {
             mqtt,
             rules,
             derived,
+            pours,
             embedded_broker: raw.embedded_broker,
             sinks,
             console,

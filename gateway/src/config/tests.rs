@@ -819,3 +819,131 @@ upper = {{ red = 100.0 }}
         c.text
     );
 }
+
+#[test]
+fn an_invalid_pour_is_refused_naming_its_path_and_the_fix() {
+    let text = format!(
+        "{HEAD}
+[[mixes]]
+name = \"c30\"
+design_strength_mpa = 30.0
+datum_temperature = 5.0
+activation_energy = 40.0
+curve = {{ form = \"hyperbolic\", su_mpa = 40.0, k_per_h = 0.05, t0_h = 4.0 }}
+
+[[pours]]
+name = \"raft\"
+element = \"A栋 筏板\"
+placed_at = \"2026-11-30T08:00:00+08:00\"
+mix = \"c35\"
+sensors = {{ surface = {{ channel = \"therm/t02\" }} }}
+"
+    );
+    let p = problems(&text);
+    for needle in [
+        "test.toml: mixes[0].datum_temperature: 5 is outside -10 to 0 °C",
+        "test.toml: mixes[0].activation_energy: 40 is outside 20000 to 80000 J/mol; write E in J/mol",
+        "test.toml: pours[0].mix: unknown mix \"c35\"; the [[mixes]] are [\"c30\"]",
+        "test.toml: pours[0].sensors.core: missing: a pour needs its core sensor(s)",
+    ] {
+        assert!(
+            p.iter().any(|p| p.contains(needle)),
+            "no problem contains {needle:?}; got:\n{}",
+            p.join("\n")
+        );
+    }
+}
+
+#[test]
+fn a_pour_brings_its_gb_50496_rules_into_the_rule_set() {
+    let cfg = load(&format!(
+        "{HEAD}
+[[mixes]]
+name = \"c30\"
+design_strength_mpa = 30.0
+curve = {{ form = \"logarithmic\", a_mpa = -20.0, b_mpa = 10.0 }}
+
+[[pours]]
+name = \"raft\"
+element = \"A栋 筏板\"
+placed_at = \"2026-11-30T08:00:00+08:00\"
+mix = \"c30\"
+sensors = {{ core = {{ channel = \"therm/t01\" }} }}
+"
+    ))
+    .expect("valid");
+    let names: Vec<&str> = cfg
+        .rules
+        .channel_rules
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    // The four GB 50496 rules (their names and limits: engine/curing/tests.rs), validated with
+    // the file's own rules.
+    assert_eq!(names.iter().filter(|n| n.starts_with("raft/")).count(), 4);
+    assert_eq!(cfg.pours.pours[0].mix.datum, 0.0);
+    assert_eq!(cfg.pours.pours[0].mix.activation_energy, 40_000.0);
+}
+
+#[test]
+fn a_pour_may_not_take_the_name_of_a_derived_block() {
+    assert_problem(
+        &format!(
+            "{HEAD}
+[[derived]]
+name = \"raft\"
+kind = \"mean\"
+select = {{ kind = \"temperature\" }}
+
+[[mixes]]
+name = \"c30\"
+design_strength_mpa = 30.0
+curve = {{ form = \"logarithmic\", a_mpa = -20.0, b_mpa = 10.0 }}
+
+[[pours]]
+name = \"raft\"
+element = \"A栋 筏板\"
+placed_at = \"2026-11-30T08:00:00+08:00\"
+mix = \"c30\"
+sensors = {{ core = {{ channel = \"therm/t01\" }} }}
+"
+        ),
+        "pours[0].name: \"raft\" is also the name of a [[derived]] block",
+    );
+}
+
+#[test]
+fn check_judges_a_pours_sensors_not_its_generated_rules() {
+    let c = coverage_of(
+        false,
+        "
+[[mixes]]
+name = \"c30\"
+design_strength_mpa = 30.0
+curve = { form = \"logarithmic\", a_mpa = -20.0, b_mpa = 10.0 }
+
+[[pours]]
+name = \"slab\"
+element = \"B栋 楼板\"
+placed_at = \"2026-11-30T08:00:00+08:00\"
+mix = \"c30\"
+sensors = { core = { channel = \"therm/t01\" }, surface = { channel = \"therm/t99\" } }
+",
+    );
+    assert_eq!(
+        coverage_problems(&c),
+        ["pours[0].sensors.surface: this pour sensor matches no channel: no configured Modbus point and no MQTT subscription gives one with this kind and these tags; fix `sensors.surface` to name channels listed by `gateway check`, or remove the pour sensor"]
+    );
+    assert!(
+        c.text
+            .contains("pours[0].sensors.core slab: 1 Modbus channel: therm/t01"),
+        "{}",
+        c.text
+    );
+    assert!(
+        c.text
+            .contains("slab/core-surface: the pour's GB 50496-2018 §3.0.4 rule"),
+        "{}",
+        c.text
+    );
+}

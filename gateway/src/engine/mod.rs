@@ -3,9 +3,11 @@
 //! Owns per-channel state ([`ChannelState`]: last value, time and quality, counts), the
 //! plausibility check of timestamps, the rendering of readings into line protocol, and the
 //! batching of spool commits. It decodes nothing (sources do) and delivers nothing (sinks do).
-//! Rules and alerts (`rules`) and derived channels (`derived`) are fed by the same loop: each
-//! batch's stored readings go to [`derived::DerivedSet::on_batch`] once, and the derived readings
-//! it returns are stored and evaluated like any reading.
+//! Rules and alerts (`rules`), derived channels (`derived`) and pours (`curing`) are fed by the
+//! same loop: each batch's stored readings go to [`derived::DerivedSet::on_batch`] and
+//! [`curing::PourSet::on_batch`] once, and the derived readings they return are stored and
+//! evaluated like any reading. A pour's milestone notices are committed like alerts, with the
+//! pour state that says they were announced.
 //!
 //! Why one task: no locks on the hot path. Sources send `Vec<Reading>` batches through a bounded
 //! channel; the engine drains them, appends lines to one buffer, and commits the buffer to the
@@ -24,6 +26,7 @@
 //! commit; it never claims a commit that did not happen.
 
 pub mod command;
+pub mod curing;
 pub mod derived;
 pub mod rules;
 pub(crate) mod summary;
@@ -46,6 +49,7 @@ use crate::record as line;
 use crate::retry::Backoff;
 use crate::sources::{ReadingBatch, ReadingRx};
 use crate::spool::{Spool, StateDelta, Stream};
+use curing::{CuringPlan, PourSet};
 use derived::{DerivedPlan, DerivedSet};
 use rules::{Evaluator, RuleSet, StateScope, Verdict};
 
@@ -174,6 +178,7 @@ fn state_name(state: crate::alert::AlertState) -> &'static str {
         AlertState::DeEscalated => "de_escalated",
         AlertState::Cleared => "cleared",
         AlertState::Acknowledged => "acknowledged",
+        AlertState::Notice => "notice",
     }
 }
 
@@ -213,6 +218,8 @@ pub struct Engine {
     evaluator: Evaluator,
     /// The derived channels and their state.
     derived: DerivedSet,
+    /// The pours and their state.
+    pours: PourSet,
     /// Derived readings of the last batch, stored next (as a batch of their own).
     derived_pending: Vec<Reading>,
     /// Held readings decided real steps (good) and not yet fed to the derived channels.
@@ -335,6 +342,7 @@ impl Engine {
         Self {
             evaluator: Evaluator::new(rules, site),
             derived: DerivedSet::default(),
+            pours: PourSet::default(),
             derived_pending: Vec::new(),
             decided_feed: Vec::new(),
             pending_alerts: Vec::new(),
@@ -423,7 +431,64 @@ impl Engine {
     #[must_use]
     pub fn with_derived(mut self, plan: DerivedPlan) -> Self {
         self.derived = DerivedSet::new(plan);
+        self.derived
+            .set_notice_wording(&self.site, self.evaluator.rules().language);
         self
+    }
+
+    /// Compute the pours of `plan` (`[[pours]]`): their GB 50496 series, maturity, strength and
+    /// milestone notices (worded in the rules' language).
+    #[must_use]
+    pub fn with_pours(mut self, plan: CuringPlan) -> Self {
+        self.pours = PourSet::new(plan, &self.site, self.evaluator.rules().language);
+        self
+    }
+
+    /// True when no derived channel and no pour takes readings.
+    fn derives_nothing(&self) -> bool {
+        self.derived.is_empty() && self.pours.is_empty()
+    }
+
+    /// Feed stored readings to the derived channels and the pours; their readings are stored
+    /// next. Notices (a structure turned stable, a pour's milestones) are queued with the state
+    /// that records them, so that the alerts commit carries both (a notice is never announced
+    /// twice, nor lost, by a restart).
+    fn derive(&mut self, feed: &[Reading]) {
+        let now = self.clock.now_ns();
+        let derived = self.derived.on_batch(feed);
+        self.derived_pending.extend(derived);
+        let notices = self.derived.take_notices(now);
+        if !notices.is_empty() {
+            for n in &notices {
+                self.push_alert(n);
+            }
+            let saved = self.derived.state_changes();
+            self.save_with_notices(saved);
+        }
+        if self.pours.is_empty() {
+            return;
+        }
+        let poured = self.pours.on_batch(feed, now);
+        self.derived_pending.extend(poured);
+        let notices = self.pours.take_notices();
+        if notices.is_empty() {
+            return;
+        }
+        for n in &notices {
+            self.push_alert(n);
+        }
+        let saved = self.pours.state_changes();
+        self.save_with_notices(saved);
+    }
+
+    /// Take `saved` (the state that records notices just queued) into [`Engine::unsaved`], so
+    /// it is committed with them.
+    fn save_with_notices(&mut self, (delta, errors): (StateDelta, usize)) {
+        if errors > 0 {
+            self.metrics
+                .add(Counter::RuleStateSaveErrors, &[], errors as u64);
+        }
+        self.unsaved.merge(delta);
     }
 
     /// Take over the rule state saved in the spool (active alerts, windows), so a restart
@@ -443,7 +508,8 @@ impl Engine {
                 return;
             }
         };
-        let lost = self.derived.restore(&entries);
+        let mut lost = self.derived.restore(&entries);
+        lost.extend(self.pours.restore(&entries));
         if !lost.is_empty() {
             self.state_lost("unreadable_entry", &format!("derived channels {lost:?}"));
         }
@@ -497,12 +563,13 @@ impl Engine {
             );
         }
         self.unsaved.merge(delta);
-        let (delta, errors) = self.derived.state_changes();
-        if errors > 0 {
-            self.metrics
-                .add(Counter::RuleStateSaveErrors, &[], errors as u64);
+        for (delta, errors) in [self.derived.state_changes(), self.pours.state_changes()] {
+            if errors > 0 {
+                self.metrics
+                    .add(Counter::RuleStateSaveErrors, &[], errors as u64);
+            }
+            self.unsaved.merge(delta);
         }
-        self.unsaved.merge(delta);
     }
 
     /// Drop channels idle for `channel_idle_evict` from memory (at most every
@@ -671,8 +738,7 @@ impl Engine {
             return;
         }
         let feed = std::mem::take(&mut self.decided_feed);
-        let derived = self.derived.on_batch(&feed);
-        self.derived_pending.extend(derived);
+        self.derive(&feed);
     }
 
     /// Commit what is held before stopping, trying [`FINAL_COMMIT_ATTEMPTS`] times; then say
@@ -756,8 +822,7 @@ impl Engine {
             // values are flagged, docs/DOMAIN.md §Derived channels); readings judged out of
             // range, stuck or held as a possible spike feed none (docs/DOMAIN.md §Data quality)
             // until a held one is decided a real step ([`Engine::store_decided`]).
-            if !self.derived.is_empty() && matches!(verdict, Verdict::Usable | Verdict::BadQuality)
-            {
+            if !self.derives_nothing() && matches!(verdict, Verdict::Usable | Verdict::BadQuality) {
                 feed.push(r.clone());
             }
             self.store(r, verdict, repeats_judged);
@@ -771,8 +836,7 @@ impl Engine {
             feed.sort_by_key(|r| r.ts);
         }
         if !feed.is_empty() {
-            let derived = self.derived.on_batch(&feed);
-            self.derived_pending.extend(derived);
+            self.derive(&feed);
         }
     }
 
@@ -838,7 +902,7 @@ impl Engine {
             }
             line::encode_reading(&mut self.pending, &r);
             self.pending_records += 1;
-            if !d.spike && !self.derived.is_empty() {
+            if !d.spike && !self.derives_nothing() {
                 self.decided_feed.push(r);
             }
         }

@@ -59,7 +59,8 @@ async fn run_engine(spool: &Arc<Spool>, series: &Arc<Series>, t0: i64, values: &
         .expect("no panic");
 }
 
-fn alerts(spool: &Spool) -> Vec<Alert> {
+/// Every alert event in the alerts stream of `spool` (read and acknowledged as `reader`).
+pub(super) fn alerts(spool: &Spool) -> Vec<Alert> {
     let mut out = Vec::new();
     while let Some(batch) = spool
         .read_batch(Stream::Alerts, "reader", 1000)

@@ -68,13 +68,13 @@ pub const DERIVED_TAG: &str = "derived";
 
 /// One reading of an input: its time, and its value when good.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Sample {
-    ts: TimestampNs,
-    value: Option<f64>,
+pub(crate) struct Sample {
+    pub(crate) ts: TimestampNs,
+    pub(crate) value: Option<f64>,
 }
 
 impl Sample {
-    fn of(r: &Reading) -> Self {
+    pub(crate) fn of(r: &Reading) -> Self {
         Self {
             ts: r.ts,
             value: r.value.filter(|_| r.quality.is_good()),
@@ -84,10 +84,10 @@ impl Sample {
 
 /// The last [`INPUT_HISTORY`] readings of one input, oldest first.
 #[derive(Debug, Default)]
-struct History(VecDeque<Sample>);
+pub(crate) struct History(VecDeque<Sample>);
 
 impl History {
-    fn push(&mut self, s: Sample) {
+    pub(crate) fn push(&mut self, s: Sample) {
         if self.0.len() == INPUT_HISTORY {
             self.0.pop_front();
         }
@@ -95,7 +95,7 @@ impl History {
     }
 
     /// The reading nearest to `ts`, if one is within `max_skew` (the later one on a tie).
-    fn nearest(&self, ts: TimestampNs, max_skew: i64) -> Option<Sample> {
+    pub(crate) fn nearest(&self, ts: TimestampNs, max_skew: i64) -> Option<Sample> {
         self.0
             .iter()
             .rev()
@@ -135,8 +135,15 @@ enum Calc {
         since: TimestampNs,
     },
     /// Structure verdict: the latest verdict of each of its points (stable or not), by the
-    /// point verdict's channel key; stable when every one is.
-    AllStable { members: BTreeMap<String, bool> },
+    /// point verdict's channel key; stable when every one is. `announced`: the structure's
+    /// turn to stable was announced (a notice) and it has not turned back since; `None` in
+    /// state saved before notices existed (the first verdict after the upgrade sets it
+    /// without a notice: a structure stable for weeks is no news).
+    AllStable {
+        members: BTreeMap<String, bool>,
+        #[serde(default)]
+        announced: Option<bool>,
+    },
 }
 
 impl Calc {
@@ -192,6 +199,10 @@ pub struct DerivedSet {
     lost_baselines: HashSet<String>,
     /// An initial value was just established: save the state with the next commit.
     prompt_save: bool,
+    /// Notices not yet taken (a structure turned stable), and their wording.
+    notices: Vec<crate::alert::Alert>,
+    site: String,
+    language: crate::alert::Language,
 }
 
 /// Nanoseconds as seconds.
@@ -420,10 +431,12 @@ impl DerivedSet {
             }
             for (so, ts, base) in structures {
                 let all = match &self.outputs[so].calc {
-                    Calc::AllStable { members } => members.values().all(|stable| *stable),
+                    Calc::AllStable { members, .. } => members.values().all(|stable| *stable),
                     _ => continue,
                 };
-                made.push(self.emit(so, &base, ts, Ok(if all { 1.0 } else { 0.0 })));
+                let verdict = self.emit(so, &base, ts, Ok(if all { 1.0 } else { 0.0 }));
+                self.announce_stable(so, all, &verdict, &base.unit);
+                made.push(verdict);
             }
             for r in &made {
                 self.see(&r.series, Some(bi));
@@ -452,12 +465,13 @@ impl DerivedSet {
             None => {
                 let calc = Calc::AllStable {
                     members: BTreeMap::new(),
+                    announced: Some(false),
                 };
                 self.add_output(bi, device, structure, Vec::new(), calc)?
             }
         };
         let stable = verdict.quality.is_good() && verdict.value == Some(1.0);
-        if let Calc::AllStable { members } = &mut self.outputs[so].calc {
+        if let Calc::AllStable { members, .. } = &mut self.outputs[so].calc {
             // The point's key is copied once per change of its verdict, not per reading.
             if members.get(&verdict.series.key) != Some(&stable) {
                 members.insert(verdict.series.key.clone(), stable);
@@ -465,6 +479,89 @@ impl DerivedSet {
             }
         }
         Some(so)
+    }
+
+    /// A notice when structure output `so` turns stable (`all`) in its `verdict` reading: news
+    /// for the bureau (issue 8 item 2), once per turn; a structure that turns back (a point
+    /// settling faster again, a new point not yet covered) is announced again when it is
+    /// stable again. The state that says so goes with the notice's commit (the engine saves
+    /// [`DerivedSet::state_changes`] with it).
+    fn announce_stable(&mut self, so: usize, all: bool, verdict: &Reading, unit: &str) {
+        let Calc::AllStable { announced, .. } = &mut self.outputs[so].calc else {
+            return;
+        };
+        let news = all && *announced == Some(false);
+        if *announced != Some(all) {
+            *announced = Some(all);
+            self.outputs[so].dirty = true;
+        }
+        if !news {
+            return;
+        }
+        let spec = &self.specs[self.outputs[so].block];
+        let days = secs(spec.window_ns) / 86_400.0;
+        // In the points' unit per `per`, as configured (mm/d).
+        let threshold = format!(
+            "{} {unit}{}",
+            crate::alert::format_number(spec.threshold),
+            spec.per_suffix
+        );
+        let (structure, key) = (verdict.series.point.clone(), verdict.series.key.clone());
+        let label = match self.language {
+            crate::alert::Language::Zh => format!(
+                "沉降已稳定（JGJ 8-2016 §7.1.5：各测点最近 {days} d 沉降速率均低于 {threshold}）"
+            ),
+            crate::alert::Language::En => format!(
+                "has settled: stable (JGJ 8-2016 §7.1.5: every point's rate over the last {days} d below {threshold})"
+            ),
+        };
+        let mut a = crate::alert::Alert {
+            id: crate::alert::stable_id(&self.site, &spec.name, None, &[&key], verdict.ts),
+            seq: 0,
+            kind: crate::alert::AlertKind::Notice,
+            cause: crate::alert::Cause::Stable,
+            site: self.site.clone(),
+            structure: Some(structure),
+            device: verdict.series.device.clone(),
+            point: verdict.series.point.clone(),
+            channel: key.clone(),
+            channels: vec![key],
+            quantity: Some(verdict.series.kind),
+            rule: spec.name.clone(),
+            label: Some(label),
+            side: None,
+            level: crate::alert::Level::Blue,
+            previous_level: None,
+            state: crate::alert::AlertState::Notice,
+            value: None,
+            threshold: None,
+            unit: String::new(),
+            quality: None,
+            started_at: verdict.ts,
+            event_at: verdict.ts,
+            detected_at: verdict.ts,
+            message: String::new(),
+            ack: None,
+        };
+        a.message = crate::alert::render_message(&a, self.language);
+        info!(derived = %spec.name, structure = ?a.structure, "{}", a.message);
+        self.notices.push(a);
+    }
+
+    /// The notices made since the last call (a structure turned stable), stamped detected at
+    /// `now` (gateway time). The engine commits them with [`DerivedSet::state_changes`].
+    pub fn take_notices(&mut self, now: TimestampNs) -> Vec<crate::alert::Alert> {
+        let mut notices = std::mem::take(&mut self.notices);
+        for n in &mut notices {
+            n.detected_at = now;
+        }
+        notices
+    }
+
+    /// Word notices for `site` in `language` (the rules' language).
+    pub fn set_notice_wording(&mut self, site: &str, language: crate::alert::Language) {
+        self.site = site.to_owned();
+        self.language = language;
     }
 
     /// The initial value of `channel` in block `bi`: configured, or established.
@@ -835,7 +932,7 @@ impl DerivedSet {
 /// The least-squares slope of `window` per `per_secs` seconds, once it rests on `min_points`
 /// readings spanning at least [`RATE_MIN_SPAN_FRACTION`] of `window_ns` (shared by the `rate`
 /// and `stability` kinds: one definition of a derived rate).
-fn window_rate(
+pub(crate) fn window_rate(
     window: &mut RateWindow,
     min_points: u32,
     window_ns: i64,

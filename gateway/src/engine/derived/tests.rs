@@ -945,3 +945,90 @@ fn a_structure_verdict_remembers_its_points_across_a_restart() {
     let out = again.on_batch(&[good(&p2, T0 + 150 * DAY, 7.0)]);
     assert_eq!(structure(&out), Some(1.0));
 }
+
+#[test]
+fn a_structure_turning_stable_is_announced_once_as_a_notice_even_across_a_restart() {
+    use crate::alert::{AlertKind, AlertState, Cause, Language};
+    // s1 and s2 of A栋 watched from day 0 at a constant settlement: both covered, and so
+    // stable, on day 100 (the 100-day window), not before.
+    let block = "name = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }\nthreshold = 0.02\nstructure_tag = \"structure\"";
+    let mut set = one_block(block);
+    set.set_notice_wording("xa", Language::Zh);
+    let p1 = series("plate", "s1", QuantityKind::Settlement, "mm");
+    let p2 = series("plate", "s2", QuantityKind::Settlement, "mm");
+    let mut notices = Vec::new();
+    for d in 0..=110 {
+        let ts = T0 + d * DAY;
+        set.on_batch(&[good(&p1, ts, 5.0), good(&p2, ts, 7.0)]);
+        notices.extend(set.take_notices(ts + 1).into_iter().map(|n| (d, n)));
+    }
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    let (day, n) = &notices[0];
+    assert_eq!(*day, 100);
+    assert_eq!(
+        (n.kind, n.state, n.cause, n.seq),
+        (AlertKind::Notice, AlertState::Notice, Cause::Stable, 0)
+    );
+    assert!(!n.is_active());
+    assert_eq!(n.channel, "stable/A栋");
+    assert_eq!(n.detected_at, T0 + 100 * DAY + 1);
+    assert_eq!(
+        n.message,
+        "【通知】A栋 状态点 stable/A栋 沉降已稳定（JGJ 8-2016 §7.1.5：各测点最近 100 d 沉降速率均低于 0.020 mm/d）（规则 stable）"
+    );
+    // After a restart: still stable, nothing announced again.
+    let entries = saved_entries(&mut set);
+    let mut again = one_block(block);
+    again.set_notice_wording("xa", Language::Zh);
+    assert!(again.restore(&entries).is_empty());
+    for d in 111..=120 {
+        let ts = T0 + d * DAY;
+        again.on_batch(&[good(&p1, ts, 5.0), good(&p2, ts, 7.0)]);
+        assert!(again.take_notices(ts).is_empty(), "day {d}");
+    }
+    // s2 starts settling again (3 mm/d): A栋 is not stable; once it is again, that is news.
+    let mut turns = Vec::new();
+    for d in 121..=260 {
+        let ts = T0 + d * DAY;
+        let s2 = if d <= 130 {
+            7.0 + 3.0 * (d - 120) as f64
+        } else {
+            37.0
+        };
+        again.on_batch(&[good(&p1, ts, 5.0), good(&p2, ts, s2)]);
+        turns.extend(again.take_notices(ts).into_iter().map(|_| d));
+    }
+    assert_eq!(turns.len(), 1, "{turns:?}");
+}
+
+#[test]
+fn a_structure_stable_before_the_upgrade_is_not_announced() {
+    use crate::alert::Language;
+    // A structure entry saved before notices existed: its points' verdicts, no `announced`.
+    let block = "name = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }\nstructure_tag = \"structure\"";
+    let mut set = one_block(block);
+    let p1 = series("plate", "s1", QuantityKind::Settlement, "mm");
+    for d in 0..=100 {
+        set.on_batch(&[good(&p1, T0 + d * DAY, 5.0)]);
+    }
+    let entries: Vec<(String, Vec<u8>)> = saved_entries(&mut set)
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "v/stable/stable/A栋" {
+                let mut calc: serde_json::Value = serde_json::from_slice(&v).expect("json");
+                calc["AllStable"]
+                    .as_object_mut()
+                    .expect("structure entry")
+                    .remove("announced");
+                (k, serde_json::to_vec(&calc).expect("json"))
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let mut again = one_block(block);
+    again.set_notice_wording("xa", Language::Zh);
+    assert!(again.restore(&entries).is_empty());
+    again.on_batch(&[good(&p1, T0 + 101 * DAY, 5.0)]);
+    assert!(again.take_notices(T0).is_empty());
+}

@@ -509,6 +509,7 @@ fn bad_quality_never_raises_or_clears_a_quality_alert_but_raises_a_device_fault(
             match a.kind {
                 AlertKind::Quality => quality.push((i, a.state)),
                 AlertKind::DeviceFault => faults.push((i, a.state, a.rule.clone(), a.quality)),
+                AlertKind::Notice => panic!("rules make no notices: {a:?}"),
             }
         }
     };

@@ -150,6 +150,17 @@ fn the_summary_keeps_the_latest_event_of_active_alerts() {
     assert_eq!(s, ActiveAlerts::default());
 }
 
+#[test]
+fn a_notice_never_enters_the_summary_of_active_alerts() {
+    let mut s = ActiveAlerts::default();
+    s.apply(&alert("a", 0, AlertState::Raised));
+    let mut n = alert("n", 0, AlertState::Notice);
+    n.kind = AlertKind::Notice;
+    s.apply(&n);
+    let ids: Vec<&str> = s.site("xa").iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, ["a"]);
+}
+
 // ----------------------------------------------------------------------------------------------
 // Against a real mosquitto
 // ----------------------------------------------------------------------------------------------

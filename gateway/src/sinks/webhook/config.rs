@@ -77,7 +77,7 @@ pub struct WebhookSinkConfig {
     /// File holding the DingTalk signing secret.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
-    /// Which alerts to send; default both kinds. A bureau robot usually takes `["quality"]`
+    /// Which alerts to send; default every kind (quality, device_fault, notice). A bureau robot usually takes `["quality", "notice"]`
     /// and the technicians' robot `["device_fault"]` (issue 4: a broken sensor must not page the
     /// bureau). Alerts of other kinds are passed over (acked without a POST).
     #[serde(default)]
@@ -211,14 +211,17 @@ impl WebhookSinkConfig {
             }
             Ok(s) => s.map(|(_, s)| s),
         };
-        let kinds = self
-            .kinds
-            .clone()
-            .unwrap_or_else(|| vec![AlertKind::Quality, AlertKind::DeviceFault]);
+        let kinds = self.kinds.clone().unwrap_or_else(|| {
+            vec![
+                AlertKind::Quality,
+                AlertKind::DeviceFault,
+                AlertKind::Notice,
+            ]
+        });
         if kinds.is_empty() {
             p.push(
                 at("kinds"),
-                "an empty list sends nothing; list \"quality\" and/or \"device_fault\", or remove \
+                "an empty list sends nothing; list \"quality\", \"device_fault\" and/or \"notice\", or remove \
                  the sink",
             );
         }

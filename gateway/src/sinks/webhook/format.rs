@@ -41,11 +41,13 @@ const fn state_word(s: AlertState, lang: Language) -> &'static str {
         (Language::Zh, AlertState::DeEscalated) => "降级",
         (Language::Zh, AlertState::Cleared) => "解除",
         (Language::Zh, AlertState::Acknowledged) => "消警",
+        (Language::Zh, AlertState::Notice) => "通知",
         (Language::En, AlertState::Raised) => "raised",
         (Language::En, AlertState::Escalated) => "escalated",
         (Language::En, AlertState::DeEscalated) => "de-escalated",
         (Language::En, AlertState::Cleared) => "cleared",
         (Language::En, AlertState::Acknowledged) => "acknowledged",
+        (Language::En, AlertState::Notice) => "notice",
     }
 }
 
@@ -67,6 +69,8 @@ fn title(a: &Alert, lang: Language) -> String {
         (Language::Zh, AlertKind::DeviceFault) => {
             format!("工地 {} 设备故障（{}）", a.site, state_word(a.state, lang))
         }
+        (Language::Zh, AlertKind::Notice) => format!("工地 {} 通知", a.site),
+        (Language::En, AlertKind::Notice) => format!("Site {} notice", a.site),
         (Language::En, AlertKind::Quality) => format!(
             "Site {} quality alert: {} ({})",
             a.site,

@@ -99,8 +99,8 @@ fn config_errors_name_the_path_and_the_fix() {
         (
             "format = \"generic\"\nurl_env = \"HOOK_URL\"\nkinds = []",
             "sinks[2].kinds",
-            "an empty list sends nothing; list \"quality\" and/or \"device_fault\", or remove the \
-             sink",
+            "an empty list sends nothing; list \"quality\", \"device_fault\" and/or \"notice\", or \
+             remove the sink",
         ),
         (
             "format = \"generic\"\nurl_env = \"HOOK_URL\"\nretry_initial = \"5s\"\nretry_max = \"1s\"",
@@ -145,6 +145,19 @@ fn wecom_body_is_the_documented_markdown_message() {
     assert_eq!(
         String::from_utf8(body).expect("utf8"),
         r#"{"msgtype":"markdown","markdown":{"content":"**工地 xa 质量告警：警戒（产生）**\n【警戒】A栋 沉降点 lev-a1/ch3 累计沉降 32.5 mm，超过警戒值 30.0 mm（规则 settlement-total）\n> 站点：xa\n> 时间：2026-01-01T00:00:00Z\n> 编号：e31146c9ff45c621/0"}}"#
+    );
+}
+
+#[test]
+fn a_notice_is_titled_as_one_not_as_an_alert() {
+    let mut a = sample_alert();
+    a.kind = AlertKind::Notice;
+    a.state = AlertState::Notice;
+    a.message = "【通知】A栋 筏板 强度测点 therm/t02.strength 达到 1.2 MPa".into();
+    let body = render_body(WebhookFormat::Wecom, &a, b"", Language::Zh).expect("body");
+    assert_eq!(
+        String::from_utf8(body).expect("utf8"),
+        r#"{"msgtype":"markdown","markdown":{"content":"**工地 xa 通知**\n【通知】A栋 筏板 强度测点 therm/t02.strength 达到 1.2 MPa\n> 站点：xa\n> 时间：2026-01-01T00:00:00Z\n> 编号：e31146c9ff45c621/0"}}"#
     );
 }
 
