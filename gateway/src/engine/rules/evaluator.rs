@@ -1428,4 +1428,3 @@ fn eval_pairs(
         }
     }
 }
-

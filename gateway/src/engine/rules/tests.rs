@@ -1609,4 +1609,3 @@ fn an_acknowledgement_needs_somebody_and_bounded_text() {
         Ok(1)
     );
 }
-
