@@ -262,6 +262,7 @@ fn start_gateway(
     scenario: Scenario,
 ) -> Result<(Child, u16)> {
     let probe_port = free_port()?;
+    let console_port = free_port()?;
     let config = format!(
         r#"
 site = "bench"
@@ -272,6 +273,10 @@ summary_interval = "60s"
 # Only here to tell when the gateway is up: the embedded broker listens last-but-one in start-up.
 [embedded_broker]
 listen = "127.0.0.1:{probe_port}"
+
+# On, as it is by default on a site box, on a free port (the default 8080 may be taken here).
+[console]
+listen = "127.0.0.1:{console_port}"
 
 [[mqtt]]
 name = "bench"
