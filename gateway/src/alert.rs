@@ -389,6 +389,10 @@ const fn quantity_zh(q: QuantityKind) -> (&'static str, &'static str) {
         QuantityKind::Signal => ("信号点", "信号强度"),
         QuantityKind::Status => ("状态点", "状态"),
         QuantityKind::Azimuth => ("方位角点", "方位角"),
+        QuantityKind::InverseVelocity => ("位移点", "速度倒数"),
+        QuantityKind::FailureForecast => ("位移点", "预测失稳时间"),
+        QuantityKind::TimeToFailure => ("位移点", "预测距失稳剩余时间（反速度法，仅供参考）"),
+        QuantityKind::TangentAngle => ("位移点", "改进切线角"),
         QuantityKind::Other => ("测点", "测值"),
     }
 }
@@ -415,6 +419,13 @@ const fn quantity_en(q: QuantityKind) -> (&'static str, &'static str) {
         QuantityKind::Signal => ("signal point", "signal strength"),
         QuantityKind::Status => ("status point", "status"),
         QuantityKind::Azimuth => ("azimuth point", "azimuth"),
+        QuantityKind::InverseVelocity => ("displacement point", "inverse velocity"),
+        QuantityKind::FailureForecast => ("displacement point", "predicted failure time"),
+        QuantityKind::TimeToFailure => (
+            "displacement point",
+            "predicted time to failure (inverse-velocity advisory)",
+        ),
+        QuantityKind::TangentAngle => ("displacement point", "improved tangent angle"),
         QuantityKind::Other => ("point", "value"),
     }
 }

@@ -66,6 +66,18 @@ pub enum QuantityKind {
     Signal,
     /// A device status or fault code (unitless).
     Status,
+    /// Inverse velocity 1/v of a displacement point (d/mm), Fukuzono's method (docs/DOMAIN.md
+    /// §Slope early warning). A kind of its own so that no displacement rule selects it.
+    InverseVelocity,
+    /// A failure-time forecast (docs/DOMAIN.md §Slope early warning): the predicted failure time
+    /// (Unix seconds), its uncertainty (h) and the fit's R² (ratio), told apart by point.
+    FailureForecast,
+    /// Predicted time left to failure (h): the forecast series advisory alert rules select
+    /// (lower bands).
+    TimeToFailure,
+    /// Xu's improved tangent angle α (°) of a displacement point, and its warning level
+    /// (docs/DOMAIN.md §Slope early warning).
+    TangentAngle,
     /// Anything else; prefer adding a kind over using this.
     Other,
 }
@@ -94,12 +106,16 @@ impl QuantityKind {
             Self::Voltage => "voltage",
             Self::Signal => "signal",
             Self::Status => "status",
+            Self::InverseVelocity => "inverse_velocity",
+            Self::FailureForecast => "failure_forecast",
+            Self::TimeToFailure => "time_to_failure",
+            Self::TangentAngle => "tangent_angle",
             Self::Other => "other",
         }
     }
 
     /// Every kind, for error messages that list the allowed values.
-    pub const ALL: [Self; 20] = [
+    pub const ALL: [Self; 24] = [
         Self::Settlement,
         Self::Level,
         Self::Displacement,
@@ -119,6 +135,10 @@ impl QuantityKind {
         Self::Voltage,
         Self::Signal,
         Self::Status,
+        Self::InverseVelocity,
+        Self::FailureForecast,
+        Self::TimeToFailure,
+        Self::TangentAngle,
         Self::Other,
     ];
 }
@@ -182,6 +202,62 @@ pub enum Quality {
     /// for it: flagged, never computed from a value guessed by the gateway. The input's own
     /// reading is stored as usual.
     InitialValueMissing,
+    /// A slope judgement (failure-time forecast, tangent angle; docs/DOMAIN.md §Slope early
+    /// warning) that its gates refused: no value is given, and the reason says why.
+    Refused(Refusal),
+}
+
+/// Why a slope judgement gives no value (docs/DOMAIN.md §Slope early warning, the gates of
+/// Fukuzono's inverse-velocity method). Closed set; each has its own quality code (42x).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// Not yet enough readings over enough time in the smoothing or fit window (420).
+    TooFewReadings,
+    /// The smoothed speed is within its noise (below `noise_factor` × its standard error, or
+    /// below `min_speed`): the point is not measurably moving (421).
+    TooNoisy,
+    /// 1/v is not falling: the point is not accelerating (422).
+    NotAccelerating,
+    /// The straight line fits 1/v worse than `min_r2` (423).
+    PoorFit,
+    /// The line reaches zero beyond `horizon` from now (424).
+    BeyondHorizon,
+    /// The line reached zero before the latest reading: no forecast in the future (425).
+    FailureTimePassed,
+    /// The tangent angle has no constant-velocity rate yet (still estimating it, or the
+    /// estimate was within its noise) (426).
+    NoReferenceRate,
+}
+
+impl Refusal {
+    /// The quality code, 420–426.
+    #[must_use]
+    pub const fn code(self) -> i64 {
+        match self {
+            Self::TooFewReadings => 420,
+            Self::TooNoisy => 421,
+            Self::NotAccelerating => 422,
+            Self::PoorFit => 423,
+            Self::BeyondHorizon => 424,
+            Self::FailureTimePassed => 425,
+            Self::NoReferenceRate => 426,
+        }
+    }
+
+    /// Short English reason, for logs.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::TooFewReadings => "too few readings",
+            Self::TooNoisy => "speed within its noise",
+            Self::NotAccelerating => "1/v not falling (not accelerating)",
+            Self::PoorFit => "poor straight-line fit of 1/v",
+            Self::BeyondHorizon => "failure time beyond the horizon",
+            Self::FailureTimePassed => "fitted failure time already passed",
+            Self::NoReferenceRate => "no constant-velocity rate yet",
+        }
+    }
 }
 
 impl Quality {
@@ -192,7 +268,9 @@ impl Quality {
     /// [`MAX_DEVICE_FAULT_CODE`] reads 399, so that the range never reaches the next); 4xx
     /// judged by the gateway's own sensor checks on a value that was read normally: 400 out of
     /// range, 401 stuck, 402 spike (docs/DOMAIN.md §Data quality); 41x derived values
-    /// (docs/DOMAIN.md §Derived channels): 410 an input not good, 411 initial value missing.
+    /// (docs/DOMAIN.md §Derived channels): 410 an input not good, 411 initial value missing;
+    /// 42x a slope judgement refused by its gates ([`Refusal::code`], docs/DOMAIN.md §Slope
+    /// early warning).
     #[must_use]
     pub fn code(self) -> i64 {
         match self {
@@ -211,6 +289,7 @@ impl Quality {
             Self::Spike => 402,
             Self::DerivedInputBad => 410,
             Self::InitialValueMissing => 411,
+            Self::Refused(reason) => reason.code(),
         }
     }
 
@@ -397,6 +476,8 @@ mod tests {
         assert_eq!(Quality::Spike.code(), 402);
         assert_eq!(Quality::DerivedInputBad.code(), 410);
         assert_eq!(Quality::InitialValueMissing.code(), 411);
+        assert_eq!(Quality::Refused(Refusal::TooFewReadings).code(), 420);
+        assert_eq!(Quality::Refused(Refusal::NoReferenceRate).code(), 426);
     }
 
     #[test]

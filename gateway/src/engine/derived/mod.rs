@@ -37,6 +37,7 @@
 
 pub mod config;
 pub mod initial;
+pub mod slope;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -46,7 +47,8 @@ use tracing::{error, info};
 
 use super::rules::selector::ChannelInfo;
 use super::rules::RateWindow;
-use crate::model::{Quality, Reading, Series, TimestampNs, NANOS_PER_SEC};
+use crate::log_limit::LogLimiter;
+use crate::model::{Quality, QuantityKind, Reading, Refusal, Series, TimestampNs, NANOS_PER_SEC};
 use crate::spool::StateDelta;
 pub use config::{DerivedConfig, DerivedKind, DerivedPlan, DerivedSpec};
 use initial::Added;
@@ -65,6 +67,14 @@ pub const INITIAL_PREFIX: &str = "vi/";
 pub const RATE_MIN_SPAN_FRACTION: f64 = 0.5;
 /// The tag that marks a derived series, with the name of its `[[derived]]` block.
 pub const DERIVED_TAG: &str = "derived";
+/// A slope judgement whose gate verdict changed is logged at most once per this interval per
+/// output (the verdict is in every reading's quality code anyway).
+pub const SLOPE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Most outputs whose slope log lines are rate-limited at once (beyond it, lines about further
+/// outputs wait; see [`LogLimiter`]).
+pub const SLOPE_LOG_KEYS: usize = 1024;
+/// Unit tag of an R².
+pub const R2_UNIT: &str = "ratio";
 
 /// One reading of an input: its time, and its value when good.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -137,6 +147,16 @@ enum Calc {
     /// Structure verdict: the latest verdict of each of its points (stable or not), by the
     /// point verdict's channel key; stable when every one is.
     AllStable { members: BTreeMap<String, bool> },
+    /// Fukuzono's inverse-velocity forecast ([`slope::Forecast`]); its companion outputs are
+    /// `Output::companions`.
+    Forecast(slope::Forecast),
+    /// Xu's improved tangent angle ([`slope::Tangent`]), with its level as companion.
+    Tangent(slope::Tangent),
+    /// Effective antecedent rainfall ([`slope::Antecedent`]).
+    Antecedent(slope::Antecedent),
+    /// A further series of a forecast or tangent angle: computed and saved with its owner, never
+    /// fed by itself.
+    Companion,
 }
 
 impl Calc {
@@ -149,6 +169,9 @@ impl Calc {
                 | Self::Cumulative { .. }
                 | Self::Stability { .. }
                 | Self::AllStable { .. }
+                | Self::Forecast(_)
+                | Self::Tangent(_)
+                | Self::Antecedent(_)
         )
     }
 }
@@ -168,6 +191,15 @@ struct Output {
     series: Option<Arc<Series>>,
     /// The state changed since it was last handed out for saving.
     dirty: bool,
+    /// Forecast, tangent angle: the outputs of its further series, in the order of
+    /// [`config::FORECAST_SERIES`] / [`config::TANGENT_SERIES`] after the first.
+    companions: Vec<usize>,
+    /// Quantity kind and unit fixed by the kind's series (forecast, tangent angle), instead of
+    /// the block's.
+    form: Option<(QuantityKind, String)>,
+    /// Forecast, tangent angle: the gate that refused the last reading (`None`: a value was
+    /// given), to log changes only.
+    refusal: Option<Refusal>,
 }
 
 /// The derived channels of a gateway and their state. Build with [`DerivedSet::new`]; feed with
@@ -192,6 +224,8 @@ pub struct DerivedSet {
     lost_baselines: HashSet<String>,
     /// An initial value was just established: save the state with the next commit.
     prompt_save: bool,
+    /// Rate limit of the slope judgements' log lines, by output key.
+    slope_log: Option<LogLimiter>,
 }
 
 /// Nanoseconds as seconds.
@@ -267,7 +301,16 @@ impl DerivedSet {
                 }
                 (Calc::Sum { .. }, Calc::Sum { .. })
                 | (Calc::Cumulative { .. }, Calc::Cumulative { .. })
-                | (Calc::AllStable { .. }, Calc::AllStable { .. }) => true,
+                | (Calc::AllStable { .. }, Calc::AllStable { .. })
+                | (Calc::Antecedent(_), Calc::Antecedent(_)) => true,
+                (Calc::Forecast(saved), Calc::Forecast(_)) => self.specs[block]
+                    .forecast
+                    .as_ref()
+                    .is_some_and(|p| saved.fits(p)),
+                (Calc::Tangent(saved), Calc::Tangent(_)) => self.specs[block]
+                    .tangent
+                    .as_ref()
+                    .is_some_and(|p| saved.fits(p)),
                 _ => false,
             };
             // A window of another length (the config changed) starts fresh.
@@ -287,9 +330,48 @@ impl DerivedSet {
             calc,
             series: None,
             dirty: false,
+            companions: Vec::new(),
+            form: None,
+            refusal: None,
         });
         self.by_key.insert(key, oi);
         Some(oi)
+    }
+
+    /// The outputs of a forecast or tangent angle over channel `input`: one per `(point
+    /// suffix, kind, unit)` of `series`; the first carries `calc`, the others are its
+    /// companions.
+    fn add_series_group(
+        &mut self,
+        block: usize,
+        device: &str,
+        point: &str,
+        input: &str,
+        calc: Calc,
+        series: Vec<(&str, QuantityKind, String)>,
+    ) {
+        let mut made = Vec::with_capacity(series.len());
+        for (i, (suffix, kind, unit)) in series.into_iter().enumerate() {
+            let (inputs, calc) = if i == 0 {
+                (vec![input.to_owned()], calc.clone())
+            } else {
+                (Vec::new(), Calc::Companion)
+            };
+            let Some(oi) = self.add_output(
+                block,
+                device.to_owned(),
+                format!("{point}.{suffix}"),
+                inputs,
+                calc,
+            ) else {
+                break;
+            };
+            self.outputs[oi].form = Some((kind, unit));
+            made.push(oi);
+        }
+        if let Some((&first, rest)) = made.split_first() {
+            self.outputs[first].companions = rest.to_vec();
+        }
     }
 
     /// Match a channel seen for the first time against the selectors of the blocks after
@@ -352,6 +434,59 @@ impl DerivedSet {
                     continue;
                 }
                 DerivedKind::Tilt => continue,
+                DerivedKind::AntecedentRainfall => Calc::Antecedent(slope::Antecedent::default()),
+                DerivedKind::InverseVelocity => {
+                    let Some(p) = spec.forecast else { continue };
+                    let inverse_unit = format!(
+                        "{}/{}",
+                        spec.per_suffix.trim_start_matches('/'),
+                        series.unit
+                    );
+                    let forms = [
+                        (
+                            QuantityKind::TimeToFailure,
+                            config::TIME_TO_FAILURE_UNIT.to_owned(),
+                        ),
+                        (QuantityKind::InverseVelocity, inverse_unit),
+                        (
+                            QuantityKind::FailureForecast,
+                            config::FAILURE_TIME_UNIT.to_owned(),
+                        ),
+                        (
+                            QuantityKind::FailureForecast,
+                            config::TIME_TO_FAILURE_UNIT.to_owned(),
+                        ),
+                        (QuantityKind::FailureForecast, R2_UNIT.to_owned()),
+                    ];
+                    let calc = Calc::Forecast(slope::Forecast::new(&p));
+                    self.add_series_group(
+                        bi,
+                        &device,
+                        &point,
+                        key,
+                        calc,
+                        named(&config::FORECAST_SERIES, forms),
+                    );
+                    continue;
+                }
+                DerivedKind::TangentAngle => {
+                    let Some(p) = spec.tangent else { continue };
+                    let forms = [
+                        (QuantityKind::TangentAngle, config::ANGLE_UNIT.to_owned()),
+                        // A level code is no angle: no tangent-angle rule may select it.
+                        (QuantityKind::Status, config::LEVEL_UNIT.to_owned()),
+                    ];
+                    let calc = Calc::Tangent(slope::Tangent::new(&p));
+                    self.add_series_group(
+                        bi,
+                        &device,
+                        &point,
+                        key,
+                        calc,
+                        named(&config::TANGENT_SERIES, forms),
+                    );
+                    continue;
+                }
             };
             self.add_output(bi, device, point, vec![key.to_owned()], calc);
         }
@@ -395,6 +530,9 @@ impl DerivedSet {
                         continue;
                     }
                     match self.outputs[oi].calc {
+                        Calc::Forecast(_) | Calc::Tangent(_) => {
+                            self.compute_slope(oi, r, &mut made);
+                        }
                         Calc::Pair { .. } | Calc::Mean => {
                             if !combine.iter().any(|(o, ts, _)| *o == oi && *ts == r.ts) {
                                 combine.push((oi, r.ts, Arc::clone(&r.series)));
@@ -563,14 +701,19 @@ impl DerivedSet {
         tags.insert(DERIVED_TAG.to_owned(), spec.name.clone());
         let site = tags.remove("site").unwrap_or_default();
         let gateway = tags.remove("gateway").unwrap_or_default();
-        let kind = spec.quantity.unwrap_or(base.kind);
-        let unit = spec.unit.clone().unwrap_or_else(|| {
-            if spec.kind == DerivedKind::Rate {
-                format!("{}{}", base.unit, spec.per_suffix)
-            } else {
-                base.unit.clone()
-            }
-        });
+        let (kind, unit) = match &o.form {
+            Some((kind, unit)) => (*kind, unit.clone()),
+            None => (
+                spec.quantity.unwrap_or(base.kind),
+                spec.unit.clone().unwrap_or_else(|| {
+                    if spec.kind == DerivedKind::Rate {
+                        format!("{}{}", base.unit, spec.per_suffix)
+                    } else {
+                        base.unit.clone()
+                    }
+                }),
+            ),
+        };
         let series = Arc::new(Series::new(
             &site, &gateway, &o.device, &o.point, kind, &unit, &tags,
         ));
@@ -597,13 +740,14 @@ impl DerivedSet {
     /// stability).
     fn compute_single(&mut self, oi: usize, r: &Reading) -> Option<Reading> {
         let spec = &self.specs[self.outputs[oi].block];
-        let (window_ns, max_skew, per_secs, min_points, sum_input, threshold) = (
+        let (window_ns, max_skew, per_secs, min_points, sum_input, threshold, antecedent) = (
             spec.window_ns,
             spec.max_skew_ns,
             spec.per_secs,
             spec.min_points,
             spec.sum_input,
             spec.threshold,
+            spec.antecedent,
         );
         let s = Sample::of(r);
         let bi = self.outputs[oi].block;
@@ -654,27 +798,32 @@ impl DerivedSet {
                 }
                 None => Err(Quality::DerivedInputBad),
             }),
+            Calc::Antecedent(state) => {
+                dirty = true;
+                match (
+                    increment(sum_input, &mut state.last_total, s.value),
+                    antecedent,
+                ) {
+                    // docs/DOMAIN.md §Slope early warning: R_eff = Σ K^i·R_i.
+                    (Increment::Amount(amount), Some(p)) => state
+                        .on_amount(&p, s.ts, amount)
+                        .map(|v| v.map_err(|()| Quality::DerivedInputBad)),
+                    (Increment::BadTotal, _) => Some(Err(Quality::DerivedInputBad)),
+                    (Increment::Base | Increment::Amount(_), _) => None,
+                }
+            }
             Calc::Sum {
                 readings,
                 last_total,
             } => 'sum: {
-                let value = match (sum_input, s.value) {
-                    (config::SumInput::Increments, v) => v,
-                    // A bad total loses nothing: the next good one's increment covers the gap.
-                    (config::SumInput::Total, None) => {
-                        break 'sum Some(Err(Quality::DerivedInputBad))
-                    }
-                    (config::SumInput::Total, Some(total)) => {
-                        let previous = last_total.replace(total);
-                        dirty = true;
-                        match previous {
-                            // docs/DOMAIN.md §Derived channels: a total that fell was reset.
-                            Some(p) if total < p => Some(total),
-                            Some(p) => Some(total - p),
-                            // The first total is the base of the next increment.
-                            None => break 'sum None,
-                        }
-                    }
+                let step = increment(sum_input, last_total, s.value);
+                if sum_input == config::SumInput::Total {
+                    dirty = true;
+                }
+                let value = match step {
+                    Increment::Amount(v) => v,
+                    Increment::BadTotal => break 'sum Some(Err(Quality::DerivedInputBad)),
+                    Increment::Base => break 'sum None,
                 };
                 let pos = readings.partition_point(|(t, _)| *t <= s.ts);
                 readings.insert(pos, (s.ts, value));
@@ -712,13 +861,122 @@ impl DerivedSet {
                 }
                 None => Err(Quality::DerivedInputBad),
             }),
-            Calc::Pair { .. } | Calc::Mean | Calc::AllStable { .. } => None,
+            Calc::Pair { .. }
+            | Calc::Mean
+            | Calc::AllStable { .. }
+            | Calc::Forecast(_)
+            | Calc::Tangent(_)
+            | Calc::Companion => None,
         };
         if dirty {
             self.outputs[oi].dirty = true;
         }
         let value = value?;
         Some(self.emit(oi, &r.series, s.ts, value))
+    }
+
+    /// The readings of a forecast or tangent-angle output and its companions from its input's
+    /// reading `r` (docs/DOMAIN.md §Slope early warning). A bad input flags every series 410; a
+    /// gate's refusal flags the judgement's series with its 42x code, never a value as if good.
+    fn compute_slope(&mut self, oi: usize, r: &Reading, made: &mut Vec<Reading>) {
+        let bi = self.outputs[oi].block;
+        let (forecast, tangent) = (self.specs[bi].forecast, self.specs[bi].tangent);
+        let s = Sample::of(r);
+        // Values of the output and its companions, in series order.
+        let mut values: [Result<f64, Quality>; config::FORECAST_SERIES.len()] =
+            [Err(Quality::DerivedInputBad); config::FORECAST_SERIES.len()];
+        let mut refusal = None;
+        let mut estimated = None;
+        let refused = |r: Refusal| Err(Quality::Refused(r));
+        match (&mut self.outputs[oi].calc, s.value) {
+            (_, None) => {}
+            (Calc::Forecast(state), Some(v)) => {
+                let Some(p) = forecast else { return };
+                let out = state.on_reading(&p, s.ts, v);
+                let ttf_h = |f: &slope::Prediction| secs(f.failure_ts - s.ts) / 3600.0;
+                values[0] = out
+                    .forecast
+                    .as_ref()
+                    .map(ttf_h)
+                    .map_err(|r| Quality::Refused(*r));
+                values[1] = out.inverse_velocity.map_err(Quality::Refused);
+                values[2] = out
+                    .forecast
+                    .as_ref()
+                    .map(|f| secs(f.failure_ts))
+                    .map_err(|r| Quality::Refused(*r));
+                values[3] = out
+                    .forecast
+                    .as_ref()
+                    .map(|f| f.sigma_secs / 3600.0)
+                    .map_err(|r| Quality::Refused(*r));
+                values[4] = out
+                    .r2
+                    .ok_or_else(|| out.forecast.err().unwrap_or(Refusal::TooFewReadings))
+                    .map_err(Quality::Refused);
+                refusal = out.forecast.err();
+            }
+            (Calc::Tangent(state), Some(v)) => {
+                let Some(p) = tangent else { return };
+                match state.on_reading(&p, s.ts, v, &mut estimated) {
+                    Ok((alpha, level)) => {
+                        values[0] = Ok(alpha);
+                        values[1] = Ok(f64::from(level));
+                    }
+                    Err(r) => {
+                        values[0] = refused(r);
+                        values[1] = refused(r);
+                        refusal = Some(r);
+                    }
+                }
+            }
+            _ => return,
+        }
+        if s.value.is_some() {
+            self.outputs[oi].dirty = true;
+        }
+        if let Some(rate) = estimated {
+            let o = &self.outputs[oi];
+            info!(derived = %self.specs[bi].name, channel = %format!("{}/{}", o.device, o.point), rate,
+                  "Constant-velocity rate of the tangent angle estimated (docs/DOMAIN.md §Slope early warning); kept in the spool.");
+        }
+        self.log_refusal(oi, refusal);
+        let companions = std::mem::take(&mut self.outputs[oi].companions);
+        for (i, target) in std::iter::once(oi)
+            .chain(companions.iter().copied())
+            .enumerate()
+        {
+            if let Some(value) = values.get(i) {
+                made.push(self.emit(target, &r.series, s.ts, *value));
+            }
+        }
+        self.outputs[oi].companions = companions;
+    }
+
+    /// Log a change of the gate verdict of slope output `oi`, at most once per
+    /// [`SLOPE_LOG_INTERVAL`] per output.
+    fn log_refusal(&mut self, oi: usize, refusal: Option<Refusal>) {
+        if self.outputs[oi].refusal == refusal {
+            return;
+        }
+        self.outputs[oi].refusal = refusal;
+        let o = &self.outputs[oi];
+        let key = format!("{}/{}", o.device, o.point);
+        let limiter = self
+            .slope_log
+            .get_or_insert_with(|| LogLimiter::new(SLOPE_LOG_INTERVAL, SLOPE_LOG_KEYS));
+        let Some(suppressed) = limiter.allow(&key) else {
+            return;
+        };
+        let name = &self.specs[o.block].name;
+        match refusal {
+            Some(r) => {
+                info!(derived = %name, channel = %key, reason = r.as_str(), code = r.code(), suppressed,
+                             "No slope judgement: a gate refused it (the series are flagged with the code until it passes).")
+            }
+            None => info!(derived = %name, channel = %key, suppressed,
+                          "Slope judgement given: every gate passed."),
+        }
     }
 
     /// An output combining several inputs at `ts` (pair, mean): every input's reading nearest
@@ -829,6 +1087,49 @@ impl DerivedSet {
             }
         }
         unreadable
+    }
+}
+
+/// `(point suffix, kind, unit)` of each series of a group, from its suffixes and forms.
+fn named<'a, const N: usize>(
+    suffixes: &[&'a str; N],
+    forms: [(QuantityKind, String); N],
+) -> Vec<(&'a str, QuantityKind, String)> {
+    suffixes
+        .iter()
+        .zip(forms)
+        .map(|(s, (kind, unit))| (*s, kind, unit))
+        .collect()
+}
+
+/// What a reading of a rainfall input adds to a sum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Increment {
+    /// This much rain (`None`: a bad `increments` reading, which flags the sums it is in).
+    Amount(Option<f64>),
+    /// A bad total: it loses nothing (the next good one's increment covers the gap), but the
+    /// sum at its time is flagged.
+    BadTotal,
+    /// The first total: the base of the next increment, no rain of its own.
+    Base,
+}
+
+/// The rain a reading adds, for `input` readings, keeping the last good total in `last_total`
+/// (shared by `sum_over` and `antecedent_rainfall`: one reading of a rain gauge's counter).
+fn increment(
+    input: config::SumInput,
+    last_total: &mut Option<f64>,
+    value: Option<f64>,
+) -> Increment {
+    match (input, value) {
+        (config::SumInput::Increments, v) => Increment::Amount(v),
+        (config::SumInput::Total, None) => Increment::BadTotal,
+        (config::SumInput::Total, Some(total)) => match last_total.replace(total) {
+            // docs/DOMAIN.md §Derived channels: a total that fell was reset.
+            Some(p) if total < p => Increment::Amount(Some(total)),
+            Some(p) => Increment::Amount(Some(total - p)),
+            None => Increment::Base,
+        },
     }
 }
 
