@@ -135,8 +135,9 @@ impl DerivedKind {
         matches!(self, Self::Difference | Self::Tilt)
     }
 
-    /// True for kinds with one output per selected channel.
-    const fn is_per_channel(self) -> bool {
+    /// True for kinds with one output (or one group of series) per selected channel.
+    #[must_use]
+    pub const fn is_per_channel(self) -> bool {
         matches!(
             self,
             Self::Rate

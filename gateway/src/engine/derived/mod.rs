@@ -435,56 +435,14 @@ impl DerivedSet {
                 }
                 DerivedKind::Tilt => continue,
                 DerivedKind::AntecedentRainfall => Calc::Antecedent(slope::Antecedent::default()),
-                DerivedKind::InverseVelocity => {
-                    let Some(p) = spec.forecast else { continue };
-                    let inverse_unit = format!(
-                        "{}/{}",
-                        spec.per_suffix.trim_start_matches('/'),
-                        series.unit
-                    );
-                    let forms = [
-                        (
-                            QuantityKind::TimeToFailure,
-                            config::TIME_TO_FAILURE_UNIT.to_owned(),
-                        ),
-                        (QuantityKind::InverseVelocity, inverse_unit),
-                        (
-                            QuantityKind::FailureForecast,
-                            config::FAILURE_TIME_UNIT.to_owned(),
-                        ),
-                        (
-                            QuantityKind::FailureForecast,
-                            config::TIME_TO_FAILURE_UNIT.to_owned(),
-                        ),
-                        (QuantityKind::FailureForecast, R2_UNIT.to_owned()),
-                    ];
-                    let calc = Calc::Forecast(slope::Forecast::new(&p));
-                    self.add_series_group(
-                        bi,
-                        &device,
-                        &point,
-                        key,
-                        calc,
-                        named(&config::FORECAST_SERIES, forms),
-                    );
-                    continue;
-                }
-                DerivedKind::TangentAngle => {
-                    let Some(p) = spec.tangent else { continue };
-                    let forms = [
-                        (QuantityKind::TangentAngle, config::ANGLE_UNIT.to_owned()),
-                        // A level code is no angle: no tangent-angle rule may select it.
-                        (QuantityKind::Status, config::LEVEL_UNIT.to_owned()),
-                    ];
-                    let calc = Calc::Tangent(slope::Tangent::new(&p));
-                    self.add_series_group(
-                        bi,
-                        &device,
-                        &point,
-                        key,
-                        calc,
-                        named(&config::TANGENT_SERIES, forms),
-                    );
+                DerivedKind::InverseVelocity | DerivedKind::TangentAngle => {
+                    let calc = match (spec.forecast, spec.tangent) {
+                        (Some(p), _) => Calc::Forecast(slope::Forecast::new(&p)),
+                        (_, Some(p)) => Calc::Tangent(slope::Tangent::new(&p)),
+                        _ => continue,
+                    };
+                    let group = series_group(spec, &series.unit);
+                    self.add_series_group(bi, &device, &point, key, calc, group);
                     continue;
                 }
             };
@@ -703,16 +661,7 @@ impl DerivedSet {
         let gateway = tags.remove("gateway").unwrap_or_default();
         let (kind, unit) = match &o.form {
             Some((kind, unit)) => (*kind, unit.clone()),
-            None => (
-                spec.quantity.unwrap_or(base.kind),
-                spec.unit.clone().unwrap_or_else(|| {
-                    if spec.kind == DerivedKind::Rate {
-                        format!("{}{}", base.unit, spec.per_suffix)
-                    } else {
-                        base.unit.clone()
-                    }
-                }),
-            ),
+            None => output_form(spec, base.kind, &base.unit),
         };
         let series = Arc::new(Series::new(
             &site, &gateway, &o.device, &o.point, kind, &unit, &tags,
@@ -1090,15 +1039,106 @@ impl DerivedSet {
     }
 }
 
-/// `(point suffix, kind, unit)` of each series of a group, from its suffixes and forms.
-fn named<'a, const N: usize>(
-    suffixes: &[&'a str; N],
-    forms: [(QuantityKind, String); N],
-) -> Vec<(&'a str, QuantityKind, String)> {
+/// `(point suffix, kind, unit)` of each series of a forecast or tangent-angle block over an
+/// input in `input_unit` (README, time-series schema); empty for the other kinds.
+fn series_group(spec: &DerivedSpec, input_unit: &str) -> Vec<(&'static str, QuantityKind, String)> {
+    let forms: Vec<(QuantityKind, String)> = match spec.kind {
+        DerivedKind::InverseVelocity => vec![
+            (
+                QuantityKind::TimeToFailure,
+                config::TIME_TO_FAILURE_UNIT.to_owned(),
+            ),
+            (
+                QuantityKind::InverseVelocity,
+                format!("{}/{input_unit}", spec.per_suffix.trim_start_matches('/')),
+            ),
+            (
+                QuantityKind::FailureForecast,
+                config::FAILURE_TIME_UNIT.to_owned(),
+            ),
+            (
+                QuantityKind::FailureForecast,
+                config::TIME_TO_FAILURE_UNIT.to_owned(),
+            ),
+            (QuantityKind::FailureForecast, R2_UNIT.to_owned()),
+        ],
+        DerivedKind::TangentAngle => vec![
+            (QuantityKind::TangentAngle, config::ANGLE_UNIT.to_owned()),
+            // A level code is no angle: no tangent-angle rule may select it.
+            (QuantityKind::Status, config::LEVEL_UNIT.to_owned()),
+        ],
+        _ => Vec::new(),
+    };
+    let suffixes: &[&'static str] = match spec.kind {
+        DerivedKind::InverseVelocity => &config::FORECAST_SERIES,
+        _ => &config::TANGENT_SERIES,
+    };
     suffixes
         .iter()
         .zip(forms)
         .map(|(s, (kind, unit))| (*s, kind, unit))
+        .collect()
+}
+
+/// Kind and unit of a derived series of block `spec` over an input of `kind` in `unit`, for
+/// kinds with one series per output: the block's `quantity` and `unit` when given, else the
+/// input's (a rate's per `per`).
+fn output_form(spec: &DerivedSpec, kind: QuantityKind, unit: &str) -> (QuantityKind, String) {
+    (
+        spec.quantity.unwrap_or(kind),
+        spec.unit.clone().unwrap_or_else(|| {
+            if spec.kind == DerivedKind::Rate {
+                format!("{unit}{}", spec.per_suffix)
+            } else {
+                unit.to_owned()
+            }
+        }),
+    )
+}
+
+/// The channels block `spec` will derive from the channel `input`, as `gateway check` needs
+/// them to tell which channels a rule on derived series matches (README, *`[[derived]]`*):
+/// the per-channel kinds only (pairs and means are named in the config, a structure verdict by
+/// its points' tags at run time); empty when `spec` does not select `input`.
+#[must_use]
+pub fn planned_channels(spec: &DerivedSpec, input: &ChannelInfo) -> Vec<ChannelInfo> {
+    if !spec.kind.is_per_channel() || !spec.select.as_ref().is_some_and(|s| s.matches(input)) {
+        return Vec::new();
+    }
+    if spec.kind == DerivedKind::Levelling && spec.reference.as_deref() == Some(input.key.as_str())
+    {
+        return Vec::new();
+    }
+    let vars = [
+        ("name", spec.name.as_str()),
+        ("device", input.device.as_str()),
+        ("point", input.point.as_str()),
+        ("key", input.key.as_str()),
+    ];
+    let (device, point) = (
+        config::expand(&spec.device, &vars),
+        config::expand(&spec.point, &vars),
+    );
+    let mut tags = input.tags.clone();
+    for t in ["device", "point", "unit"] {
+        tags.remove(t);
+    }
+    tags.insert(DERIVED_TAG.to_owned(), spec.name.clone());
+    let site = tags.remove("site").unwrap_or_default();
+    let gateway = tags.remove("gateway").unwrap_or_default();
+    let channel = |point: &str, kind: QuantityKind, unit: &str| {
+        ChannelInfo::from_series(&Series::new(
+            &site, &gateway, &device, point, kind, unit, &tags,
+        ))
+    };
+    let group = series_group(spec, &input.unit);
+    if group.is_empty() {
+        let (kind, unit) = output_form(spec, input.kind, &input.unit);
+        return vec![channel(&point, kind, &unit)];
+    }
+    group
+        .iter()
+        .map(|(suffix, kind, unit)| channel(&format!("{point}.{suffix}"), *kind, unit))
         .collect()
 }
 
