@@ -478,3 +478,89 @@ fn forecast_state_survives_a_restart() {
         by_point(&b.on_batch(&[next]))
     );
 }
+
+/// The rule templates of config/site.example.toml on the slope-failure scenario's crack meter:
+/// the advisory says what it is (a predicted time to failure) and comes only after the onset of
+/// acceleration; the tangent-angle alert climbs yellow → orange → red, never orange or red in the
+/// creep stage.
+#[test]
+fn slope_rule_templates_raise_an_advisory_and_climb_the_tangent_levels() {
+    use crate::alert::{AlertState, Level};
+    use crate::engine::rules::{AlertsConfig, Evaluator, RuleSet};
+    let rules: AlertsConfig = toml::from_str(
+        r#"
+language = "en"
+[[rules]]
+name = "failure-forecast"
+kind = "absolute"
+select = { kind = "time_to_failure", tags = { derived = "inv" } }
+lower = { blue = 72.0, yellow = 24.0 }
+confirm = { count = 3 }
+
+[[rules]]
+name = "tangent-angle"
+kind = "absolute"
+select = { kind = "tangent_angle", tags = { derived = "xu" } }
+upper = { yellow = 50.0, orange = 80.0, red = 85.0 }
+confirm = { count = 2 }
+clear = { deadband_abs = 2.0 }
+"#,
+    )
+    .expect("rules");
+    let mut ev = Evaluator::new(RuleSet::from_config(&rules, "alerts").expect("valid"), "s");
+    let mut set = one_block(
+        "name = \"inv\"\nkind = \"inverse_velocity\"\nselect = { kind = \"crack\" }\n\n[[derived]]\nname = \"xu\"\nkind = \"tangent_angle\"\nselect = { kind = \"crack\" }\ncreep_rate = 1.8\n",
+    );
+    let sc = Scenario1::load();
+    let (ta, tf) = sc.failure();
+    let s = crack();
+    let mut events = Vec::new();
+    for h in 0..((tf - 2.0 / 24.0) * 24.0) as i64 {
+        let ts = T0 + h * H;
+        for d in set.on_batch(&[Reading::good(Arc::clone(&s), ts, sc.crack_at(h))]) {
+            for a in ev.on_reading(&d, ts).1 {
+                events.push((h as f64 / 24.0, a));
+            }
+        }
+    }
+    let of = |rule: &str| -> Vec<&(f64, crate::alert::Alert)> {
+        events.iter().filter(|(_, a)| a.rule == rule).collect()
+    };
+    let advisory = of("failure-forecast");
+    let (day, first) = advisory.first().map(|(d, a)| (*d, a)).expect("an advisory");
+    assert!(day > ta, "advisory on day {day}");
+    assert!(
+        first
+            .message
+            .contains("predicted time to failure (inverse-velocity advisory)")
+            && first.message.contains(" h, below the"),
+        "{}",
+        first.message
+    );
+    // Raised within a day after 72 h were left (three readings to confirm, 6 h smoothing).
+    assert!((tf - 3.0..tf - 2.0).contains(&day), "advisory on day {day}");
+    assert!(advisory.iter().all(|(_, a)| a.level <= Level::Yellow));
+    let tangent = of("tangent-angle");
+    for (day, a) in &tangent {
+        assert!(
+            *day >= ta || a.level < Level::Orange,
+            "{:?} on day {day}",
+            a.level
+        );
+    }
+    let after: Vec<Level> = tangent
+        .iter()
+        .filter(|(d, a)| *d >= ta && a.state != AlertState::Cleared)
+        .map(|(_, a)| a.level)
+        .collect();
+    assert!(after.windows(2).all(|w| w[0] <= w[1]), "{after:?}");
+    assert_eq!(
+        after.iter().rev().take(1).collect::<Vec<_>>(),
+        [&Level::Red],
+        "{after:?}"
+    );
+    assert!(
+        after.contains(&Level::Yellow) && after.contains(&Level::Orange),
+        "{after:?}"
+    );
+}
