@@ -907,6 +907,37 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_forecast_advisory_says_it_is_a_predicted_time_to_failure() {
+        let mut a = settlement_alert();
+        a.quantity = Some(QuantityKind::TimeToFailure);
+        a.structure = None;
+        a.channel = "slope-tc-01/crack.inv.time_to_failure".into();
+        a.channels = vec![a.channel.clone()];
+        a.side = Some(Side::Lower);
+        a.level = Level::Yellow;
+        a.value = Some(20.5);
+        a.threshold = Some(24.0);
+        a.unit = "h".into();
+        a.rule = "failure-forecast".into();
+        assert_eq!(
+            render_message(&a, Language::En),
+            "[Caution] displacement point slope-tc-01/crack.inv.time_to_failure predicted time to failure (inverse-velocity advisory) 20.5 h, below the caution level 24.0 h (rule failure-forecast)"
+        );
+        assert_eq!(
+            render_message(&a, Language::Zh),
+            "【警示】位移点 slope-tc-01/crack.inv.time_to_failure 预测距失稳剩余时间（反速度法，仅供参考） 20.5 h，低于警示值 24.0 h（规则 failure-forecast）"
+        );
+        a.quantity = Some(QuantityKind::TangentAngle);
+        a.side = Some(Side::Upper);
+        a.level = Level::Orange;
+        a.value = Some(81.2);
+        a.threshold = Some(80.0);
+        a.unit = "deg".into();
+        assert!(render_message(&a, Language::En)
+            .contains("improved tangent angle 81.2 deg, above the warning level 80.0 deg"));
+    }
+
+    #[test]
     fn lower_bands_ratios_rates_and_labels_read_naturally() {
         let mut a = settlement_alert();
         a.cause = Cause::Rate;

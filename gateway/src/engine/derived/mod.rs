@@ -1,7 +1,9 @@
-//! Derived channels (issue 7 items 2-4, issue 8 item 2): settlement from hydrostatic levelling,
-//! differences, means, rates, tilts, sums over a window, running sums and the settlement
-//! stability verdict (JGJ 8-2016, docs/DOMAIN.md §Settlement), each a [`Series`] of its own whose
-//! readings the engine stores and evaluates exactly like a device's.
+//! Derived channels (issue 7 items 2-4, issue 8 items 2-3): settlement from hydrostatic levelling,
+//! differences, means, rates, tilts, sums over a window, running sums, the settlement
+//! stability verdict (JGJ 8-2016, docs/DOMAIN.md §Settlement) and the slope early warning
+//! (failure-time forecast, tangent angle, antecedent rainfall: [`slope`], docs/DOMAIN.md §Slope
+//! early warning), each a [`Series`] of its own whose readings the engine stores and evaluates
+//! exactly like a device's.
 //!
 //! Owns the `[[derived]]` configuration ([`config`]), the routing of channels to the derived
 //! channels they feed (selectors matched once per channel, on first sight), the short history of
@@ -18,7 +20,8 @@
 //! written with [`Quality::DerivedInputBad`] (an input not good, or no reading of an input within
 //! `max_skew`) or [`Quality::InitialValueMissing`] (a levelling cell or reference without an
 //! initial value: configured, or established once from its first good readings where the block
-//! says `establish_readings`; never guessed, never established a second time).
+//! says `establish_readings`; never guessed, never established a second time). A slope
+//! judgement its gates refused is written with [`Quality::Refused`] and the reason.
 //!
 //! # Order
 //! Blocks are evaluated in declaration order, each on the batch's readings plus the outputs of
@@ -31,8 +34,10 @@
 //! # Bounds
 //! Per input channel: [`INPUT_HISTORY`] readings. Per output: a rate window (rate, stability)
 //! of at most `RATE_BUCKETS + 1` buckets (about 4 KiB), or a sum window of at most
-//! [`config::MAX_SUM_READINGS`] readings, or one number; per established initial value, one
-//! entry. The number of outputs is what the selectors match among the channels the sources
+//! [`config::MAX_SUM_READINGS`] readings, or one number, or a slope kind's state (two rate
+//! windows, or [`slope::MAX_ANTECEDENT_DAYS`] × 24 hourly sums; see [`slope`]); per established
+//! initial value, one entry; per slope output whose gate verdict changed, one rate-limiter key
+//! ([`SLOPE_LOG_KEYS`] at most). The number of outputs is what the selectors match among the channels the sources
 //! produce; they are not evicted with idle channels (an idle output costs its state only).
 
 pub mod config;
