@@ -68,7 +68,7 @@ async fn webhook_receiver() -> Result<(String, Arc<Mutex<Vec<Value>>>)> {
 }
 
 /// A QoS 1 subscriber collecting alert JSON from `filter`.
-async fn alert_subscriber(
+pub(crate) async fn alert_subscriber(
     broker: std::net::SocketAddr,
     filter: &str,
 ) -> Result<Arc<Mutex<Vec<Value>>>> {
@@ -98,7 +98,7 @@ async fn alert_subscriber(
     Ok(got)
 }
 
-fn snapshot(v: &Arc<Mutex<Vec<Value>>>) -> Vec<Value> {
+pub(crate) fn snapshot(v: &Arc<Mutex<Vec<Value>>>) -> Vec<Value> {
     v.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone()

@@ -242,7 +242,12 @@ impl Forecast {
         // Gate 1 (noise): the speed must stand out of its own measured noise and any configured
         // floor; a speed that does not ends the run, so the line never spans a quiet stretch.
         let magnitude = speed.rate.abs();
-        if magnitude <= p.noise_factor * speed.std_error || magnitude <= p.min_speed {
+        let inverse = 1.0 / magnitude;
+        // A speed so small that 1/v is not finite is no speed either.
+        if magnitude <= p.noise_factor * speed.std_error
+            || magnitude <= p.min_speed
+            || !inverse.is_finite()
+        {
             self.end_run();
             return refused(Refusal::TooNoisy);
         }
@@ -252,7 +257,6 @@ impl Forecast {
             self.end_run();
             self.run_sign = sign;
         }
-        let inverse = 1.0 / magnitude;
         self.inverse.push(speed.at, inverse);
         let Some(line) = enough(self.inverse.fit(), p.window_ns, p.min_points) else {
             return ForecastOutcome {
