@@ -340,8 +340,9 @@ enum Reference {
         window: RateWindow,
         since: TimestampNs,
     },
-    /// Estimated, input unit per `per`.
-    Known(f64),
+    /// Estimated, input unit per `per`, over a window of `window_ns` (another configured
+    /// window estimates again).
+    Known { rate: f64, window_ns: i64 },
 }
 
 /// What one reading of a tangent-angle block gives: α in degrees and its level, or why none.
@@ -379,6 +380,10 @@ impl Tangent {
                     Reference::Estimating { window: a, .. },
                     Reference::Estimating { window: b, .. },
                 ) => a.width_ns == b.width_ns,
+                // An estimate over another window than the one configured now is estimated again.
+                (Reference::Known { window_ns, .. }, _) => {
+                    p.creep_rate.is_some() || *window_ns == p.creep_window_ns
+                }
                 _ => true,
             }
     }
@@ -387,7 +392,7 @@ impl Tangent {
     #[must_use]
     pub const fn estimated_rate(&self) -> Option<f64> {
         match self.reference {
-            Reference::Known(r) => Some(r),
+            Reference::Known { rate, .. } => Some(rate),
             Reference::Estimating { .. } => None,
         }
     }
@@ -405,7 +410,7 @@ impl Tangent {
         let reference = match p.creep_rate {
             Some(r) => r,
             None => match &mut self.reference {
-                Reference::Known(r) => *r,
+                Reference::Known { rate, .. } => *rate,
                 Reference::Estimating { window, since } => {
                     window.push(ts, value);
                     if *since == 0 {
@@ -419,7 +424,10 @@ impl Tangent {
                     // within its noise is noise).
                     match smoothed_speed(window, p.creep_window_ns, p.min_points, p.per_secs) {
                         Some(s) if s.rate.abs() > p.noise_factor * s.std_error => {
-                            self.reference = Reference::Known(s.rate);
+                            self.reference = Reference::Known {
+                                rate: s.rate,
+                                window_ns: p.creep_window_ns,
+                            };
                             *estimated = Some(s.rate);
                             s.rate
                         }

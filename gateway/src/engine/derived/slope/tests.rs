@@ -318,6 +318,20 @@ fn the_constant_velocity_rate_is_estimated_over_its_window() {
     assert!((rate - 1.8).abs() < 0.02, "{rate}");
     let (alpha, level) = outcome.expect("angle");
     assert!((alpha - 45.0).abs() < 5.0 && level == 1, "{alpha} {level}");
+    // Restored under the same config it is kept; under another `creep_window` it is estimated
+    // again, and a configured `creep_rate` makes it irrelevant.
+    assert!(t.fits(&p));
+    let longer = TangentParams {
+        creep_window_ns: 3 * DAY_NS,
+        ..p
+    };
+    assert!(!t.fits(&longer));
+    let configured = TangentParams {
+        creep_rate: Some(1.8),
+        creep_window_ns: 0,
+        ..p
+    };
+    assert!(t.fits(&configured));
 }
 
 #[test]
