@@ -886,15 +886,17 @@ impl DerivedSet {
             }
             _ => return,
         }
-        if s.value.is_some() {
-            self.outputs[oi].dirty = true;
-        }
         if let Some(rate) = estimated {
             let o = &self.outputs[oi];
             info!(derived = %self.specs[bi].name, channel = %format!("{}/{}", o.device, o.point), rate,
                   "Constant-velocity rate of the tangent angle estimated (docs/DOMAIN.md §Slope early warning); kept in the spool.");
         }
-        self.log_refusal(oi, refusal);
+        // A bad input judges nothing (and changes no state): the gates' verdict is logged only
+        // when they ran.
+        if s.value.is_some() {
+            self.outputs[oi].dirty = true;
+            self.log_refusal(oi, refusal);
+        }
         let companions = std::mem::take(&mut self.outputs[oi].companions);
         for (i, target) in std::iter::once(oi)
             .chain(companions.iter().copied())

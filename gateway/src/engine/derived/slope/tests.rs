@@ -578,3 +578,63 @@ clear = { deadband_abs = 2.0 }
         "{after:?}"
     );
 }
+
+#[test]
+fn a_bad_displacement_flags_every_slope_series_410_and_early_readings_say_too_few() {
+    let mut set = one_block(
+        "name = \"inv\"\nkind = \"inverse_velocity\"\nselect = { kind = \"crack\" }\n\n[[derived]]\nname = \"xu\"\nkind = \"tangent_angle\"\nselect = { kind = \"crack\" }\ncreep_rate = 1.8\n",
+    );
+    let s = crack();
+    let first = by_point(&set.on_batch(&[Reading::good(Arc::clone(&s), T0, 1.0)]));
+    assert_eq!(first.len(), 7, "{first:?}");
+    let too_few = Quality::Refused(Refusal::TooFewReadings);
+    assert!(first.values().all(|v| *v == (None, too_few)), "{first:?}");
+    let bad = by_point(&set.on_batch(&[Reading::bad(Arc::clone(&s), T0 + H, Quality::Timeout)]));
+    assert_eq!(bad.len(), 7, "{bad:?}");
+    assert!(
+        bad.values().all(|v| *v == (None, Quality::DerivedInputBad)),
+        "{bad:?}"
+    );
+    let kinds: BTreeMap<String, (QuantityKind, String)> = set
+        .on_batch(&[Reading::good(Arc::clone(&s), T0 + 2 * H, 1.1)])
+        .iter()
+        .map(|r| {
+            (
+                r.series.point.clone(),
+                (r.series.kind, r.series.unit.clone()),
+            )
+        })
+        .collect();
+    let want = [
+        (
+            "L1_LF_1.inv.time_to_failure",
+            QuantityKind::TimeToFailure,
+            "h",
+        ),
+        (
+            "L1_LF_1.inv.inverse_velocity",
+            QuantityKind::InverseVelocity,
+            "d/mm",
+        ),
+        (
+            "L1_LF_1.inv.failure_time",
+            QuantityKind::FailureForecast,
+            "unix_s",
+        ),
+        (
+            "L1_LF_1.inv.failure_time_sigma",
+            QuantityKind::FailureForecast,
+            "h",
+        ),
+        ("L1_LF_1.inv.fit_r2", QuantityKind::FailureForecast, "ratio"),
+        ("L1_LF_1.xu.angle", QuantityKind::TangentAngle, "deg"),
+        ("L1_LF_1.xu.level", QuantityKind::Status, "level"),
+    ];
+    for (point, kind, unit) in want {
+        assert_eq!(
+            kinds.get(point),
+            Some(&(kind, unit.to_owned())),
+            "{point}: {kinds:?}"
+        );
+    }
+}
