@@ -152,6 +152,11 @@ impl RateWindow {
         if idx < oldest_kept {
             return;
         }
+        if self.buckets.capacity() == 0 {
+            // The bound at once, plus the bucket inserted before the oldest leaves: a full window
+            // never reallocates (and never holds the doubled capacity growth would leave).
+            self.buckets.reserve_exact(RATE_BUCKETS as usize + 2);
+        }
         let start = idx * self.width_ns;
         let t = secs(ts - start);
         match self.buckets.iter().rposition(|b| b.idx <= idx) {
