@@ -143,6 +143,12 @@ impl RateWindow {
         self.buckets.len()
     }
 
+    /// Room allocated for buckets (tests).
+    #[cfg(test)]
+    fn room(&self) -> usize {
+        self.buckets.capacity()
+    }
+
     /// Add a reading and drop buckets that fell out of the window. A reading older than the
     /// window is ignored.
     pub fn push(&mut self, ts: TimestampNs, value: f64) {
@@ -151,11 +157,6 @@ impl RateWindow {
         let oldest_kept = newest - RATE_BUCKETS;
         if idx < oldest_kept {
             return;
-        }
-        if self.buckets.capacity() == 0 {
-            // The bound at once, plus the bucket inserted before the oldest leaves: a full window
-            // never reallocates (and never holds the doubled capacity growth would leave).
-            self.buckets.reserve_exact(RATE_BUCKETS as usize + 2);
         }
         let start = idx * self.width_ns;
         let t = secs(ts - start);
@@ -187,6 +188,14 @@ impl RateWindow {
                     last_ts: ts,
                 };
                 let at = pos.map_or(0, |p| p + 1);
+                if self.buckets.len() == self.buckets.capacity() {
+                    // Grow by doubling up to the bound (the buckets kept plus the one inserted
+                    // before the oldest leaves), never past it: a full window holds 66 buckets'
+                    // room, not the 128 plain doubling would leave.
+                    let room = (self.buckets.capacity() * 2).clamp(4, RATE_BUCKETS as usize + 2);
+                    self.buckets
+                        .reserve_exact(room.saturating_sub(self.buckets.len()).max(1));
+                }
                 self.buckets.insert(at, b);
                 if at == 0 {
                     // A new oldest bucket moves the origin.
@@ -365,6 +374,7 @@ mod tests {
             "{}",
             w.buckets()
         );
+        assert!(w.room() <= (RATE_BUCKETS + 2) as usize, "{}", w.room());
         let s = w.slope().expect("slope");
         assert!(
             (s.per_sec * 86_400.0 - 2.0).abs() < 1e-6,
