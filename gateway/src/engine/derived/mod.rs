@@ -153,10 +153,10 @@ enum Calc {
     /// point verdict's channel key; stable when every one is.
     AllStable { members: BTreeMap<String, bool> },
     /// Fukuzono's inverse-velocity forecast ([`slope::Forecast`]); its companion outputs are
-    /// `Output::companions`.
-    Forecast(slope::Forecast),
+    /// `Output::companions`. Boxed: two windows would double every output's size.
+    Forecast(Box<slope::Forecast>),
     /// Xu's improved tangent angle ([`slope::Tangent`]), with its level as companion.
-    Tangent(slope::Tangent),
+    Tangent(Box<slope::Tangent>),
     /// Effective antecedent rainfall ([`slope::Antecedent`]).
     Antecedent(slope::Antecedent),
     /// A further series of a forecast or tangent angle: computed and saved with its owner, never
@@ -442,8 +442,8 @@ impl DerivedSet {
                 DerivedKind::AntecedentRainfall => Calc::Antecedent(slope::Antecedent::default()),
                 DerivedKind::InverseVelocity | DerivedKind::TangentAngle => {
                     let calc = match (spec.forecast, spec.tangent) {
-                        (Some(p), _) => Calc::Forecast(slope::Forecast::new(&p)),
-                        (_, Some(p)) => Calc::Tangent(slope::Tangent::new(&p)),
+                        (Some(p), _) => Calc::Forecast(Box::new(slope::Forecast::new(&p))),
+                        (_, Some(p)) => Calc::Tangent(Box::new(slope::Tangent::new(&p))),
                         _ => continue,
                     };
                     let group = series_group(spec, &series.unit);
