@@ -118,11 +118,16 @@ pub enum AlertState {
     DeEscalated,
     /// The condition is over: last event of the alert.
     Cleared,
+    /// Somebody on site or at the bureau took the alert in hand (消警): who, a note, when
+    /// ([`Alert::ack`]). The alert stays active until its condition clears; a later level change
+    /// is a new event that asks for attention again.
+    Acknowledged,
 }
 
 impl AlertState {
     /// The integer written as the `state` field: 0 cleared, 1 raised, 2 escalated,
-    /// 3 de-escalated. Stable; 0 means "not active" so a dashboard can plot `state > 0`.
+    /// 3 de-escalated, 4 acknowledged. Stable; 0 means "not active" so a dashboard can plot
+    /// `state > 0`.
     #[must_use]
     pub const fn code(self) -> i64 {
         match self {
@@ -130,9 +135,26 @@ impl AlertState {
             Self::Raised => 1,
             Self::Escalated => 2,
             Self::DeEscalated => 3,
+            Self::Acknowledged => 4,
         }
     }
 }
+
+/// Who acknowledged an alert (消警), why, and when (issue 9 item 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acknowledgement {
+    /// Who, as they typed it (a name, a role: "监理 王工").
+    pub by: String,
+    /// What they did or decided ("现场核查，传感器被碰撞，已复位").
+    pub note: String,
+    /// Gateway time of the acknowledgement.
+    pub at: TimestampNs,
+}
+
+/// Longest `by` of an acknowledgement, in characters: a name or a role.
+pub const MAX_ACK_BY_CHARS: usize = 64;
+/// Longest note of an acknowledgement, in characters: a sentence or two.
+pub const MAX_ACK_NOTE_CHARS: usize = 500;
 
 /// Who an alert is for. Distinct kinds are routed differently: a broken sensor must not page the
 /// bureau, and a real breach must not be filed as a sensor problem (issue 4, docs/DOMAIN.md §Data quality).
@@ -310,6 +332,9 @@ pub struct Alert {
     pub detected_at: TimestampNs,
     /// The human message, in the configured language.
     pub message: String,
+    /// For an [`AlertState::Acknowledged`] event: who, the note, when. `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<Acknowledgement>,
 }
 
 impl Alert {
@@ -592,7 +617,8 @@ fn quality_message(a: &Alert, lang: Language) -> String {
             };
             let past = if upper { "超过" } else { "低于" };
             match a.state {
-                AlertState::Raised => {
+                // An acknowledgement without its `ack` (never built so) reads as the raise.
+                AlertState::Raised | AlertState::Acknowledged => {
                     format!("【{l}】{head}，{past}{l}值 {threshold}（规则 {rule}）")
                 }
                 AlertState::Escalated => {
@@ -619,7 +645,7 @@ fn quality_message(a: &Alert, lang: Language) -> String {
             };
             let past = if upper { "above" } else { "below" };
             match a.state {
-                AlertState::Raised => format!("[{tag}] {head}, {past} the {l} level {threshold} (rule {rule})"),
+                AlertState::Raised | AlertState::Acknowledged => format!("[{tag}] {head}, {past} the {l} level {threshold} (rule {rule})"),
                 AlertState::Escalated => format!(
                     "[{tag}] {head}, {past} the {l} level {threshold}, escalated from {} (rule {rule})",
                     prev.name_en()
@@ -635,6 +661,26 @@ fn quality_message(a: &Alert, lang: Language) -> String {
 }
 
 /// The message of a device-fault alert event.
+/// `【消警】A栋 沉降点 lev-a1/ch3 警戒告警已由 监理 王工 消警：现场核查…（规则 settlement-total）`.
+fn ack_message(a: &Alert, ack: &Acknowledgement, lang: Language) -> String {
+    let subj = subject(a, lang);
+    let rule = &a.rule;
+    match lang {
+        Language::Zh => format!(
+            "【消警】{subj} {}告警已由 {} 消警：{}（规则 {rule}）",
+            a.level.name_zh(),
+            ack.by,
+            ack.note
+        ),
+        Language::En => format!(
+            "[Acknowledged] {subj}: {} alert acknowledged by {}: {} (rule {rule})",
+            a.level.name_en(),
+            ack.by,
+            ack.note
+        ),
+    }
+}
+
 fn fault_message(a: &Alert, lang: Language) -> String {
     let subj = subject(a, lang);
     let rule = &a.rule;
@@ -711,6 +757,9 @@ fn capitalise(s: &str) -> String {
 /// 32.5 mm, above the warning level 30.0 mm (rule settlement-total)`.
 #[must_use]
 pub fn render_message(a: &Alert, lang: Language) -> String {
+    if let (AlertState::Acknowledged, Some(ack)) = (a.state, &a.ack) {
+        return ack_message(a, ack, lang);
+    }
     match a.kind {
         AlertKind::Quality => quality_message(a, lang),
         AlertKind::DeviceFault => fault_message(a, lang),
@@ -748,6 +797,10 @@ pub fn encode_alert_line(out: &mut Vec<u8>, a: &Alert) {
     if let Some(st) = &a.structure {
         tags.insert("structure".to_owned(), st.clone());
     }
+    if let Some(ack) = &a.ack {
+        // A tag, so that VictoriaMetrics (which drops string fields) keeps who it was.
+        tags.insert("ack_by".to_owned(), ack.by.clone());
+    }
     let mut s = line::series_prefix(ALERTS_MEASUREMENT, &tags);
     let _ = write!(
         s,
@@ -762,6 +815,11 @@ pub fn encode_alert_line(out: &mut Vec<u8>, a: &Alert) {
     }
     if let Some(t) = a.threshold.filter(|t| t.is_finite()) {
         let _ = write!(s, ",threshold={t:?}");
+    }
+    if let Some(ack) = &a.ack {
+        // A string field: InfluxDB keeps the note; VictoriaMetrics drops it (the alert sinks
+        // carry it either way).
+        let _ = write!(s, ",ack_note=\"{}\"", line::escape_string_field(&ack.note));
     }
     let _ = writeln!(s, " {}", a.event_at);
     out.extend_from_slice(s.as_bytes());
@@ -807,6 +865,7 @@ mod tests {
             event_at: T0,
             detected_at: T0 + 1_000_000,
             message: String::new(),
+            ack: None,
         }
     }
 

@@ -343,7 +343,7 @@ pub fn unknown_channel(cfg: &Config, spec: &DerivedSpec, channel: &str) -> Optio
             "--channel {channel}: device {device} has no point {point}; its points: {points:?}"
         ));
     };
-    let series = Series::new(
+    let series = std::sync::Arc::new(Series::new(
         &cfg.site,
         &cfg.gateway_id,
         &d.name,
@@ -351,7 +351,7 @@ pub fn unknown_channel(cfg: &Config, spec: &DerivedSpec, channel: &str) -> Optio
         p.quantity,
         &p.unit,
         &d.tags,
-    );
+    ));
     let info = ChannelInfo::from_series(&series);
     let input = spec.reference.as_deref() == Some(channel)
         || spec.select.as_ref().is_some_and(|s| s.matches(&info));

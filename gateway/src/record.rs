@@ -53,6 +53,25 @@ pub fn escape_key(out: &mut String, s: &str) {
     }
 }
 
+/// `s` escaped for the inside of a string field value (`k="..."`): `"` and `\` take a
+/// backslash (InfluxDB line-protocol reference, "Special characters"); a line break, which line
+/// protocol cannot carry in a value, becomes a space.
+#[must_use]
+pub fn escape_string_field(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// Render `measurement,k=v,...` with tags in the map's (sorted) order, as InfluxDB recommends
 /// for write performance. Empty tag values are skipped: line protocol forbids them.
 #[must_use]
@@ -277,6 +296,14 @@ mod tests {
                 assert_eq!(validate(line.as_bytes()), Ok(()), "{line}");
             }
         }
+    }
+
+    #[test]
+    fn string_field_values_escape_quotes_and_backslashes_and_drop_line_breaks() {
+        let v = escape_string_field("a \"b\" c\\d\n2,x=1 中");
+        assert_eq!(v, "a \\\"b\\\" c\\\\d 2,x=1 中");
+        let line = format!("m,k=v note=\"{v}\",level=1i 1\n");
+        assert_eq!(validate(line.as_bytes()), Ok(()), "{line}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::config::{Config, Sink};
-use crate::console::{Console, ConsoleState};
+use crate::console::{Console, ConsoleState, Identity};
 use crate::engine::Engine;
 use crate::metrics::Metrics;
 use crate::model::{Clock, SystemClock};
@@ -140,6 +140,9 @@ impl Gateway {
 
         // The console before any source, so a port in use stops the start before data flows.
         let engine_running = Arc::new(AtomicBool::new(false));
+        // The engine publishes its snapshots only when a console shows them.
+        let (view_tx, view_rx) = crate::engine::view::channel();
+        let (command_tx, command_rx) = crate::engine::command::channel();
         let console = match &cfg.console {
             Some(settings) => {
                 let state = ConsoleState::new(
@@ -147,6 +150,19 @@ impl Gateway {
                     Arc::clone(&spool),
                     &cfg.sinks,
                     Arc::clone(&engine_running),
+                )
+                .with_pages(
+                    Identity {
+                        site: cfg.site.clone(),
+                        gateway: cfg.gateway_id.clone(),
+                        config_text: format!(
+                            "{}{}",
+                            crate::config::describe(cfg),
+                            crate::config::rule_coverage(cfg).text
+                        ),
+                    },
+                    view_rx.clone(),
+                    command_tx.clone(),
                 );
                 Some(Console::bind(settings, state).await?)
             }
@@ -233,6 +249,11 @@ impl Gateway {
             &cfg.site,
         )
         .with_derived(cfg.derived.clone());
+        let engine = if cfg.console.is_some() {
+            engine.with_view(view_tx).with_commands(command_rx)
+        } else {
+            engine
+        };
         tree.spawn(Stage::Engine, "engine", async move {
             engine_running.store(true, Ordering::Relaxed);
             engine.run().await;

@@ -167,6 +167,39 @@ async fn console_metrics_count_exactly_the_readings_sent() -> Result<()> {
         ensure!(s.helped.contains(&family), "{family} is not in /metrics");
     }
 
+    // The overview page shows each point's last published value (message i went to point
+    // i % POINTS with value i) once the engine's next snapshot is out (`VIEW_INTERVAL`).
+    let want: Vec<(String, String)> = (0..POINTS)
+        .map(|p| {
+            let last = (0..SENT).rev().find(|i| i % POINTS == p).unwrap_or(0);
+            (format!("<td>p{p}</td>"), format!(">{last} mm<"))
+        })
+        .collect();
+    let shows_all = |page: &str| {
+        let rows: Vec<&str> = page.split("<tr").collect();
+        want.iter().all(|(point, value)| {
+            rows.iter()
+                .any(|row| row.contains(point.as_str()) && row.contains(value.as_str()))
+        })
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the overview page to show every point's last value",
+        || async {
+            match http.get(format!("{base}/?lang=en")).send().await {
+                Ok(r) => r.text().await.is_ok_and(|page| shows_all(&page)),
+                Err(_) => false,
+            }
+        },
+    )
+    .await?;
+    let page = http.get(format!("{base}/")).send().await?.text().await?;
+    ensure!(page.contains("pier-1"), "the device is not on the page");
+    ensure!(
+        page.contains("当前告警"),
+        "the page is not in Chinese by default"
+    );
+
     let health = http.get(format!("{base}/healthz")).send().await?;
     ensure!(health.status() == 200, "/healthz {}", health.status());
     let ready = http.get(format!("{base}/readyz")).send().await?;
@@ -200,7 +233,9 @@ async fn console_with_a_token_answers_401_and_nothing_else_without_it() -> Resul
         http.get(format!("{base}/healthz")).send().await.is_ok()
     })
     .await?;
-    for path in ["/metrics", "/healthz", "/readyz", "/nowhere"] {
+    for path in [
+        "/", "/config", "/metrics", "/healthz", "/readyz", "/nowhere",
+    ] {
         for auth in [
             None,
             Some("Bearer wrong"),
@@ -233,6 +268,212 @@ async fn console_with_a_token_answers_401_and_nothing_else_without_it() -> Resul
         response.status()
     );
     Scraped::parse(&response.text().await?)?;
+    // The configuration page says a token is required and never shows it.
+    let page = http
+        .get(format!("{base}/config"))
+        .header("authorization", "Bearer 0123456789abcdef")
+        .send()
+        .await?
+        .text()
+        .await?;
+    ensure!(
+        page.contains("access token &lt;redacted&gt; required"),
+        "{page}"
+    );
+    ensure!(
+        !page.contains("0123456789abcdef"),
+        "the token is on the page"
+    );
     gw.stop().await?;
     Ok(())
+}
+
+/// 消警 (issue 9 item 2) end to end: an alert raised by readings through mosquitto shows on the
+/// overview with its form; the form's post acknowledges it; the acknowledgement event reaches
+/// the MQTT alert sink (the bureau's side) with who and the note, and the store as a `state`
+/// 4 point tagged with who; the page then shows it acknowledged. A post from another origin
+/// and a post without a name are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_acknowledged_on_the_console_reaches_the_alert_sink_and_the_store() -> Result<()> {
+    anju_system::init_tracing();
+    let broker = Mosquitto::start()?;
+    let vm = anju_system::VictoriaMetrics::start()?;
+    let upstream = crate::alerts::alert_subscriber(broker.addr(), "anju/+/alerts").await?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let extra = format!(
+        r#"
+[alerts]
+language = "zh"
+
+[[alerts.rules]]
+name = "settlement-total"
+kind = "absolute"
+select = {{ kind = "settlement" }}
+upper = {{ alarm = 30.0, red = 1.0 }}
+confirm = {{ count = 1 }}
+
+[[sinks]]
+type = "mqtt"
+host = "127.0.0.1"
+port = {mqtt}
+client_id = "anju-gw-test-alerts"
+"#,
+        mqtt = broker.addr().port()
+    );
+    let config = format!(
+        "{}{extra}\n[console]\nlisten = \"127.0.0.1:{port}\"\n",
+        mqtt_robustness::config(dir.path(), &broker.addr().to_string(), &vm.url(), "")
+    );
+    let gw = start_gateway(&config, dir.path())?;
+    gw.wait_for_mqtt_session().await?;
+    let (client, acked) = publisher(broker.addr(), "pub-ack");
+    let t0 = anju_gateway::model::now_ns() / 1_000_000;
+    // 35 mm on pier-1/p0: above the 30 mm alarm, raised red at once (confirm count 1).
+    client
+        .publish("a/pier-1/p0", QoS::AtLeastOnce, false, good(35, t0))
+        .await?;
+    wait_acked(&acked, 1).await?;
+    let raised = || {
+        crate::alerts::snapshot(&upstream)
+            .into_iter()
+            .find(|a| a["state"] == "raised" && a["rule"] == "settlement-total")
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the raise at the alert sink",
+        || async { raised().is_some() },
+    )
+    .await?;
+    let id = raised()
+        .and_then(|a| a["id"].as_str().map(str::to_owned))
+        .context("alert id")?;
+
+    let http = reqwest011::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until(
+        Duration::from_secs(10),
+        "the alert and its form on the page",
+        || async {
+            let page = match http.get(format!("{base}/")).send().await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            page.contains(&format!(r#"name="id" value="{id}""#))
+        },
+    )
+    .await?;
+    let foreign = post_ack(&http, &base, &id, "http://example.org", "监理 王工").await?;
+    ensure!(foreign.0 == 403, "cross-site post: {}", foreign.0);
+    let nobody = post_ack(&http, &base, &id, &base, "").await?;
+    ensure!(
+        nobody.0 == 422,
+        "post without a name: {} {}",
+        nobody.0,
+        nobody.1
+    );
+    ensure!(nobody.1.contains("请填写消警人"), "{}", nobody.1);
+    let done = post_ack(&http, &base, &id, &base, "监理 王工").await?;
+    ensure!(
+        done.0 == 200 && done.1.contains("已消警"),
+        "{} {}",
+        done.0,
+        done.1
+    );
+
+    let ack_event = || {
+        crate::alerts::snapshot(&upstream)
+            .into_iter()
+            .find(|a| a["state"] == "acknowledged" && a["id"] == id.as_str())
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "the acknowledgement at the alert sink",
+        || async { ack_event().is_some() },
+    )
+    .await?;
+    let event = ack_event().context("acknowledgement")?;
+    ensure!(event["seq"] == 1, "seq {}", event["seq"]);
+    ensure!(event["level"] == "red", "level {}", event["level"]);
+    ensure!(
+        event["ack"]["by"] == "监理 王工",
+        "by {}",
+        event["ack"]["by"]
+    );
+    ensure!(
+        event["ack"]["note"] == "现场核查，测点被压，已复位",
+        "note {}",
+        event["ack"]["note"]
+    );
+    ensure!(
+        event["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("【消警】") && m.contains("监理 王工")),
+        "message {}",
+        event["message"]
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the acknowledgement in the store",
+        || async {
+            vm.export("alerts_state").await.is_ok_and(|series| {
+                series.iter().any(|s| {
+                    s.metric.get("alert_id") == Some(&id)
+                        && s.metric.get("ack_by").map(String::as_str) == Some("监理 王工")
+                        && s.values == [4.0]
+                })
+            })
+        },
+    )
+    .await?;
+    let says_who = || async {
+        match http.get(format!("{base}/")).send().await {
+            Ok(r) => r
+                .text()
+                .await
+                .is_ok_and(|p| p.contains("已消警：监理 王工")),
+            Err(_) => false,
+        }
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "the page to say who acknowledged",
+        says_who,
+    )
+    .await?;
+    // Committed with the rule state: a restarted gateway still shows it acknowledged.
+    gw.stop().await?;
+    let gw = start_gateway(&config, dir.path())?;
+    wait_until(
+        Duration::from_secs(20),
+        "the acknowledgement after a restart",
+        says_who,
+    )
+    .await?;
+    gw.stop().await?;
+    Ok(())
+}
+
+/// Post the acknowledgement form for alert `id` from a page of `origin` (the console's own:
+/// `base`) for `by`: status and body.
+async fn post_ack(
+    http: &reqwest011::Client,
+    base: &str,
+    id: &str,
+    origin: &str,
+    by: &str,
+) -> Result<(u16, String)> {
+    let form = [
+        ("id", id),
+        ("by", by),
+        ("note", "现场核查，测点被压，已复位"),
+        ("lang", "zh"),
+    ];
+    let r = http
+        .post(format!("{base}/alerts/ack"))
+        .header("Origin", origin)
+        .form(&form)
+        .send()
+        .await?;
+    Ok((r.status().as_u16(), r.text().await?))
 }

@@ -17,6 +17,7 @@
 //! run time.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -70,7 +71,7 @@ pub fn rule_coverage(cfg: &Config) -> RuleCoverage {
         .iter()
         .flat_map(|d| {
             d.points.iter().map(|p| Known {
-                info: ChannelInfo::from_series(&Series::new(
+                info: ChannelInfo::from_series(&Arc::new(Series::new(
                     &cfg.site,
                     &cfg.gateway_id,
                     &d.name,
@@ -78,7 +79,7 @@ pub fn rule_coverage(cfg: &Config) -> RuleCoverage {
                     p.quantity,
                     &p.unit,
                     &d.tags,
-                )),
+                ))),
                 poll: d.poll_interval,
             })
         })

@@ -32,7 +32,7 @@ pub fn describe(cfg: &Config) -> String {
     let _ = match &cfg.console {
         Some(c) => writeln!(
             out,
-            "console http://{}/ (/metrics, /healthz, /readyz), {}",
+            "console http://{}/ (overview, /config, /metrics, /healthz, /readyz), {}",
             c.listen,
             if c.token.is_some() {
                 "access token <redacted> required"

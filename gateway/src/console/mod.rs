@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod exposition;
+pub mod pages;
 pub mod ready;
 pub mod router;
 
@@ -26,6 +27,8 @@ use tracing::{info, warn};
 pub use config::{ConsoleConfig, ConsoleSettings, DEFAULT_LISTEN};
 
 use crate::config::Sink;
+use crate::engine::command::CommandTx;
+use crate::engine::view::ViewRx;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::spool::{Spool, SpoolStats};
@@ -80,6 +83,25 @@ pub struct ConsoleState {
     engine_running: Arc<AtomicBool>,
     readiness: ready::Readiness,
     access: Option<Access>,
+    /// The site and this gateway, as the pages name them.
+    identity: Identity,
+    /// The engine's latest snapshot for the pages.
+    view: ViewRx,
+    /// Where acknowledgements go (the engine); `None`: the pages offer none.
+    commands: Option<CommandTx>,
+}
+
+/// The site and the gateway a console belongs to (`site`, `gateway_id`), and what its config
+/// does.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The site.
+    pub site: String,
+    /// This gateway.
+    pub gateway: String,
+    /// The effective configuration as `gateway check` prints it (devices, channels, read
+    /// plans, rules with the channels they match; secrets never appear in it).
+    pub config_text: String,
 }
 
 impl ConsoleState {
@@ -99,7 +121,20 @@ impl ConsoleState {
             engine_running,
             readiness: ready::Readiness::new(sinks),
             access: None,
+            identity: Identity::default(),
+            view: crate::engine::view::channel().1,
+            commands: None,
         }
+    }
+
+    /// Name the site and gateway on the pages, show the engine's snapshots from `view`, and
+    /// send acknowledgements to `commands`.
+    #[must_use]
+    pub fn with_pages(mut self, identity: Identity, view: ViewRx, commands: CommandTx) -> Self {
+        self.identity = identity;
+        self.view = view;
+        self.commands = Some(commands);
+        self
     }
 
     /// The spool's counts, read off the runtime's worker threads (they take the spool's lock).
@@ -180,7 +215,7 @@ impl Console {
             .listener
             .local_addr()
             .map_or_else(|_| "?".to_owned(), |a| a.to_string());
-        info!(listen = %addr, token = self.state.access.is_some(), "Console listening (/metrics, /healthz, /readyz).");
+        info!(listen = %addr, token = self.state.access.is_some(), "Console listening (overview /, /config, /metrics, /healthz, /readyz).");
         let state = Arc::clone(&self.state);
         let sampler_stop = stop.clone();
         let sampler = async move {

@@ -1,7 +1,9 @@
 //! The console's routes and the access rule in front of them.
 //!
-//! Owns the URL space (`/metrics`, `/healthz`, `/readyz`; pages are added here later with the
-//! same [`ConsoleState`]) and the token check: with a token configured, every request, to any
+//! Owns the URL space (`/` the overview page, `POST /alerts/ack` the acknowledgement form,
+//! `/config` the effective configuration,
+//! `/metrics`, `/healthz`, `/readyz`), reading the form, the same-origin check on posts, and the
+//! token check: with a token configured, every request, to any
 //! path, without `Authorization: Bearer <token>` gets 401 and an empty body. It does not bind
 //! sockets or decide readiness ([`super::Console`], [`super::ready`]).
 
@@ -10,17 +12,22 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
 use tracing::warn;
 
 use super::exposition;
+use super::pages::{self, Lang, Overview};
 use super::ConsoleState;
+use crate::engine::command::AckRequest;
 
 /// Every route of the console, behind the access rule.
 pub fn router(state: Arc<ConsoleState>) -> Router {
     Router::new()
+        .route("/", get(overview))
+        .route("/alerts/ack", post(acknowledge))
+        .route("/config", get(config_page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -52,6 +59,126 @@ async fn require_token(
         }
     }
     next.run(request).await
+}
+
+/// The overview page (`?lang=en` for English).
+async fn overview(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let spool = state.spool_stats().await;
+    let view = Arc::clone(&state.view.borrow());
+    let counters = state.metrics.snapshot();
+    let page = pages::overview(
+        &Overview {
+            site: &state.identity.site,
+            gateway: &state.identity.gateway,
+            uptime: state.started.elapsed(),
+            now_ns: crate::model::now_ns(),
+            view: &view,
+            spool: &spool,
+            counters: &counters,
+        },
+        Lang::from_query(uri.query()),
+    );
+    Html(page.into_string()).into_response()
+}
+
+/// The effective configuration, as `gateway check` prints it (`?lang=en` for English).
+async fn config_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let id = &state.identity;
+    let page = pages::config(
+        &id.site,
+        &id.gateway,
+        &id.config_text,
+        Lang::from_query(uri.query()),
+    );
+    Html(page.into_string()).into_response()
+}
+
+/// Longest time the form waits for the engine's answer (it answers within one commit).
+pub const ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `POST /alerts/ack` with `id`, `by`, `note` (and `lang`) as a form: hand the acknowledgement
+/// to the engine and show its answer. A post from another site's page (an `Origin` that is not
+/// this console) is refused: without a token, any web page open in a browser on the box could
+/// otherwise post here.
+async fn acknowledge(
+    State(state): State<Arc<ConsoleState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response();
+    }
+    let form = form_fields(&body);
+    let field = |k: &str| form.get(k).map_or("", String::as_str);
+    let lang = if field("lang") == "en" {
+        Lang::En
+    } else {
+        Lang::Zh
+    };
+    let Some(commands) = &state.commands else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let request = AckRequest {
+        id: field("id").to_owned(),
+        by: field("by").to_owned(),
+        note: field("note").to_owned(),
+        reply,
+    };
+    let outcome = match commands.send(request).await {
+        Err(_) => Err(None),
+        Ok(()) => match tokio::time::timeout(ACK_TIMEOUT, answer).await {
+            Ok(Ok(Ok(acked))) => Ok(acked),
+            Ok(Ok(Err(refused))) => Err(Some(refused)),
+            Ok(Err(_)) | Err(_) => Err(None),
+        },
+    };
+    let status = match &outcome {
+        Ok(_) => StatusCode::OK,
+        Err(Some(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+        Err(None) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (
+        status,
+        Html(pages::ack_result(&outcome, lang).into_string()),
+    )
+        .into_response()
+}
+
+/// True unless the request names an `Origin` other than its own `Host` (browsers send `Origin`
+/// with every form post; tools such as curl send none and are let through).
+fn same_origin(headers: &axum::http::HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    matches!((origin_host, host), (Some(o), Some(h)) if o == h)
+}
+
+/// The fields of an `application/x-www-form-urlencoded` body (HTML 5, "URL-encoded form data":
+/// `+` is a space, then percent-decoding as UTF-8, invalid bytes replaced).
+fn form_fields(body: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let decode = |s: &[u8]| {
+        let plus: Vec<u8> = s
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&plus)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    body.split(|&b| b == b'&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.iter().position(|&b| b == b'=') {
+            Some(i) => (decode(&kv[..i]), decode(&kv[i + 1..])),
+            None => (decode(kv), String::new()),
+        })
+        .collect()
 }
 
 /// The process answers: it is alive.
@@ -87,5 +214,45 @@ async fn metrics(State(state): State<Arc<ConsoleState>>) -> Response {
             warn!(error = %e, "cannot render /metrics");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    #[test]
+    fn form_fields_decode_plus_percent_and_utf8() {
+        let f = form_fields(
+            b"id=ab12&by=%E7%9B%91%E7%90%86+%E7%8E%8B%E5%B7%A5&note=a%2Bb%26c%3Dd&lang=en&flag",
+        );
+        assert_eq!(f.get("id").map(String::as_str), Some("ab12"));
+        assert_eq!(f.get("by").map(String::as_str), Some("监理 王工"));
+        assert_eq!(f.get("note").map(String::as_str), Some("a+b&c=d"));
+        assert_eq!(f.get("flag").map(String::as_str), Some(""));
+        // Bytes that are not UTF-8 are replaced, not refused.
+        assert_eq!(
+            form_fields(b"by=%FF").get("by").map(String::as_str),
+            Some("\u{fffd}")
+        );
+    }
+
+    #[test]
+    fn posts_from_another_origin_are_refused() {
+        let with = |origin: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+            if let Some(o) = origin {
+                h.insert(header::ORIGIN, HeaderValue::from_static(o));
+            }
+            same_origin(&h)
+        };
+        assert!(with(None), "curl sends no Origin");
+        assert!(with(Some("http://127.0.0.1:8080")));
+        assert!(!with(Some("http://evil.example")));
+        assert!(!with(Some("http://127.0.0.1:8081")));
+        assert!(!with(Some("null")));
     }
 }

@@ -64,7 +64,7 @@ pub(crate) fn summary_line(flow: Flow, spool: Option<&SpoolStats>, latest: &[Str
 }
 
 /// `bytes` in B, KiB, MiB or GiB with one decimal.
-fn human_bytes(bytes: u64) -> String {
+pub(crate) fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

@@ -738,5 +738,6 @@ fn damage_alert(id: &AlertIdentity, r: &DamageReport) -> Alert {
         event_at: at,
         detected_at: at,
         message,
+        ack: None,
     }
 }

@@ -128,8 +128,8 @@ pub use config::{
 };
 pub(crate) use config::{PairRule, StaleRule};
 pub use evaluator::{
-    channel_entry_key, Evaluator, EvaluatorState, HeldVerdict, RestoreError, RestoreReport,
-    StateScope, Verdict, ENTRY_FORMAT, MAX_CHANNEL_ENTRIES_PER_SAVE, STATE_FORMAT,
+    channel_entry_key, AckRefused, Evaluator, EvaluatorState, HeldVerdict, RestoreError,
+    RestoreReport, StateScope, Verdict, ENTRY_FORMAT, MAX_CHANNEL_ENTRIES_PER_SAVE, STATE_FORMAT,
 };
 pub use selector::{ChannelInfo, SelectorConfig};
 pub use window::RATE_BUCKETS;

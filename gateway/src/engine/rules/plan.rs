@@ -52,13 +52,17 @@ pub(crate) struct Plan {
 impl RuleSet {
     /// Resolve what applies to channel `c`.
     pub(crate) fn plan(&self, c: &ChannelInfo) -> Plan {
-        let rules = self
+        let mut rules: Vec<RulePlan> = self
             .channel_rules
             .iter()
             .enumerate()
             .filter(|(_, r)| r.selector.matches(c))
             .filter_map(|(i, r)| resolve(i, r, &c.key))
             .collect();
+        // A filtered collect starts at 4 places of 488 bytes; a channel matches one or two
+        // rules, and the plan lives as long as the channel (7.3 MB at 5,000 channels, measured
+        // with DHAT, issue 14).
+        rules.shrink_to_fit();
         let mut stale = Vec::new();
         let mut device_stale = Vec::new();
         for (i, s) in self.stale_rules.iter().enumerate() {

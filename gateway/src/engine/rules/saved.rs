@@ -418,7 +418,7 @@ impl Evaluator {
                 ci += 1;
                 continue;
             };
-            let key = snap.info.key;
+            let key = snap.info.key.clone();
             delta.entries.insert(channel_entry_key(&key), Some(bytes));
             self.by_key.remove(&key);
             self.channels.swap_remove(ci);
@@ -433,6 +433,13 @@ impl Evaluator {
             self.by_key.shrink_to(self.by_key.len() * 2);
         }
         (keys, delta)
+    }
+
+    /// Whether any channel was evicted and not seen since: without one, no reading needs
+    /// [`Evaluator::maybe_evicted`] (the engine skips its per-reading look-ups).
+    #[must_use]
+    pub fn any_evicted(&self) -> bool {
+        !self.saved.evicted.is_empty()
     }
 
     /// True when `channel` is not in memory but may have been evicted with saved state (a

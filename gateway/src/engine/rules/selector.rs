@@ -6,34 +6,56 @@
 //! first sees it, never per reading.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{QuantityKind, Series};
 
-/// The identity of a channel as rules see it: a copy of the [`Series`] fields that selectors and
-/// alert messages use, kept in the evaluator's state so that a channel restored after a restart
-/// is matched and watched (stale checks) before its first new reading.
+/// The identity of a channel as rules see it: the channel's [`Series`] (shared with the source
+/// and the engine, not copied: the copy cost about 600 bytes per channel, issue 14), kept in the
+/// evaluator's state so that a channel restored after a restart is matched and watched (stale
+/// checks) before its first new reading. Saved as its fields ([`InfoFields`]), so the saved
+/// state's format is that of the copy it replaced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "InfoFields", into = "InfoFields")]
 pub struct ChannelInfo {
-    /// `device/point`.
-    pub key: String,
-    /// The device.
-    pub device: String,
-    /// The point within the device.
-    pub point: String,
-    /// What the channel measures.
-    pub kind: QuantityKind,
-    /// Engineering unit, possibly empty.
-    pub unit: String,
-    /// All tags of the series (site, device, point, structure, ...).
-    pub tags: BTreeMap<String, String>,
+    series: Arc<Series>,
 }
 
-impl ChannelInfo {
-    /// The rules' view of a series.
-    #[must_use]
-    pub fn from_series(s: &Series) -> Self {
+/// [`ChannelInfo`] as saved: the fields selectors and alert messages use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct InfoFields {
+    key: String,
+    device: String,
+    point: String,
+    kind: QuantityKind,
+    unit: String,
+    tags: BTreeMap<String, String>,
+}
+
+impl From<InfoFields> for ChannelInfo {
+    /// The series again, from the saved fields: the tags are the series' own (site, gateway,
+    /// device, point, unit included), so the line prefix is the same.
+    fn from(f: InfoFields) -> Self {
+        let line_prefix = crate::record::series_prefix(f.kind.measurement(), &f.tags);
+        Self {
+            series: Arc::new(Series {
+                key: f.key,
+                device: f.device,
+                point: f.point,
+                kind: f.kind,
+                unit: f.unit,
+                tags: f.tags,
+                line_prefix,
+            }),
+        }
+    }
+}
+
+impl From<ChannelInfo> for InfoFields {
+    fn from(i: ChannelInfo) -> Self {
+        let s = &*i.series;
         Self {
             key: s.key.clone(),
             device: s.device.clone(),
@@ -43,22 +65,30 @@ impl ChannelInfo {
             tags: s.tags.clone(),
         }
     }
+}
 
-    /// The series again, from the copy: for a reading held as a possible spike across a
-    /// restart, stored once decided before the channel's next reading brought its series back.
-    /// The tags are the series' own (site, gateway, device, point, unit included), so the line
-    /// prefix is the same.
+impl std::ops::Deref for ChannelInfo {
+    type Target = Series;
+
+    fn deref(&self) -> &Series {
+        &self.series
+    }
+}
+
+impl ChannelInfo {
+    /// The rules' view of a series.
     #[must_use]
-    pub fn to_series(&self) -> Series {
-        Series {
-            key: self.key.clone(),
-            device: self.device.clone(),
-            point: self.point.clone(),
-            kind: self.kind,
-            unit: self.unit.clone(),
-            tags: self.tags.clone(),
-            line_prefix: crate::record::series_prefix(self.kind.measurement(), &self.tags),
+    pub fn from_series(s: &Arc<Series>) -> Self {
+        Self {
+            series: Arc::clone(s),
         }
+    }
+
+    /// The series: for a reading held as a possible spike across a restart, stored once
+    /// decided before the channel's next reading brought its series back.
+    #[must_use]
+    pub fn series(&self) -> Arc<Series> {
+        Arc::clone(&self.series)
     }
 
     /// The `structure` tag, shown in alert messages (e.g. `A栋`).
@@ -252,7 +282,7 @@ mod tests {
     }
 
     fn info(device: &str, point: &str, kind: QuantityKind, tags: &[(&str, &str)]) -> ChannelInfo {
-        ChannelInfo {
+        ChannelInfo::from(InfoFields {
             key: format!("{device}/{point}"),
             device: device.into(),
             point: point.into(),
@@ -262,7 +292,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
-        }
+        })
     }
 
     #[test]

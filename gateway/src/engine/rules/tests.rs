@@ -1508,3 +1508,104 @@ fn a_full_save_takes_a_bounded_number_of_channels_and_every_channel_in_turn() {
     let first_keys: Vec<_> = first.entries.keys().collect();
     assert!(second.entries.keys().all(|k| !first_keys.contains(&k)));
 }
+
+/// 消警 (issue 9 item 2): the event continues the alert's sequence, says who and why, leaves
+/// the condition alone (the escalation and the clear still come, numbered after it), and a
+/// restart keeps both the acknowledgement and the sequence.
+#[test]
+fn an_acknowledgement_is_an_event_of_the_alert_and_survives_a_restart() {
+    let mut site = Site::new(TOTAL);
+    let ch = settlement("lev-a1", "ch3");
+    // 22 mm three times: raised yellow (threshold 21 mm).
+    let raised = feed(&mut site, &ch, &[22.0, 22.0, 22.0]);
+    assert_eq!(raised.len(), 1);
+    let id = raised[0].1.id.clone();
+    let at = T0 + 10 * S;
+    let ack = site
+        .ev
+        .acknowledge(&id, "  监理 王工 ", "现场核查，传感器正常", at)
+        .expect("acknowledged");
+    assert_eq!(
+        (ack.state, ack.seq, ack.level),
+        (AlertState::Acknowledged, 1, Level::Yellow)
+    );
+    assert_eq!(ack.previous_level, Some(Level::Yellow));
+    assert_eq!((ack.event_at, ack.started_at), (at, raised[0].1.started_at));
+    let by = ack
+        .ack
+        .as_ref()
+        .map(|a| (a.by.as_str(), a.note.as_str(), a.at));
+    assert_eq!(by, Some(("监理 王工", "现场核查，传感器正常", at)));
+    assert_eq!(
+        ack.message,
+        "【消警】A栋 沉降点 lev-a1/ch3 警示告警已由 监理 王工 消警：现场核查，传感器正常（规则 settlement-total）"
+    );
+    // The page shows the acknowledgement as the alert's latest event.
+    let latest: Vec<_> = site
+        .ev
+        .active_alerts()
+        .map(|a| (a.id.clone(), a.state))
+        .collect();
+    assert_eq!(latest, vec![(id.clone(), AlertState::Acknowledged)]);
+
+    let mut site = restart(site, TOTAL, T0 + 20 * S);
+    let latest: Vec<_> = site.ev.active_alerts().map(|a| (a.seq, a.state)).collect();
+    assert_eq!(latest, vec![(1, AlertState::Acknowledged)]);
+    // 26 mm three times: escalated to orange (25.5 mm), numbered after the acknowledgement.
+    let mut events = Vec::new();
+    for i in 0..3 {
+        events.extend(site.good(&ch, T0 + (21 + i) * S, 26.0).1);
+    }
+    let brief: Vec<_> = events.iter().map(|a| (a.state, a.seq, a.level)).collect();
+    assert_eq!(brief, vec![(AlertState::Escalated, 2, Level::Orange)]);
+    assert!(
+        events[0].ack.is_none(),
+        "a new event asks for attention again"
+    );
+    // Acknowledged again, then cleared by three low readings: 3, then 4.
+    let again = site
+        .ev
+        .acknowledge(&id, "站长", "", T0 + 30 * S)
+        .expect("ack");
+    assert_eq!(again.seq, 3);
+    let mut events = Vec::new();
+    for i in 0..3 {
+        events.extend(site.good(&ch, T0 + (31 + i) * S, 0.0).1);
+    }
+    let brief: Vec<_> = events.iter().map(|a| (a.state, a.seq)).collect();
+    assert_eq!(brief, vec![(AlertState::Cleared, 4)]);
+    // Cleared: nothing left to acknowledge.
+    assert_eq!(
+        site.ev.acknowledge(&id, "站长", "", T0 + 40 * S),
+        Err(AckRefused::NotActive(id.clone()))
+    );
+}
+
+#[test]
+fn an_acknowledgement_needs_somebody_and_bounded_text() {
+    let mut site = Site::new(TOTAL);
+    let ch = settlement("lev-a1", "ch3");
+    let id = feed(&mut site, &ch, &[31.0, 31.0, 31.0])[0].1.id.clone();
+    assert_eq!(
+        site.ev.acknowledge(&id, " ", "x", T0),
+        Err(AckRefused::NoOne)
+    );
+    let long = "字".repeat(crate::alert::MAX_ACK_NOTE_CHARS + 1);
+    assert_eq!(
+        site.ev.acknowledge(&id, "王工", &long, T0),
+        Err(AckRefused::TooLong {
+            what: "note",
+            max: crate::alert::MAX_ACK_NOTE_CHARS
+        })
+    );
+    assert_eq!(
+        site.ev.acknowledge("0000000000000000", "王工", "", T0),
+        Err(AckRefused::NotActive("0000000000000000".to_owned()))
+    );
+    // Nothing was changed by the refusals: the first real one is seq 1.
+    assert_eq!(
+        site.ev.acknowledge(&id, "王工", "", T0).map(|a| a.seq),
+        Ok(1)
+    );
+}
+

@@ -50,6 +50,7 @@ fn alert(id: &str, seq: u32, state: AlertState) -> Alert {
         event_at: T0 + i64::from(seq),
         detected_at: T0,
         message: "m".into(),
+        ack: None,
     }
 }
 

@@ -40,10 +40,12 @@ const fn state_word(s: AlertState, lang: Language) -> &'static str {
         (Language::Zh, AlertState::Escalated) => "升级",
         (Language::Zh, AlertState::DeEscalated) => "降级",
         (Language::Zh, AlertState::Cleared) => "解除",
+        (Language::Zh, AlertState::Acknowledged) => "消警",
         (Language::En, AlertState::Raised) => "raised",
         (Language::En, AlertState::Escalated) => "escalated",
         (Language::En, AlertState::DeEscalated) => "de-escalated",
         (Language::En, AlertState::Cleared) => "cleared",
+        (Language::En, AlertState::Acknowledged) => "acknowledged",
     }
 }
 

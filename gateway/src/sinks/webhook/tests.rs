@@ -54,6 +54,7 @@ fn sample_alert() -> Alert {
         // The zh message of this alert, as asserted in alert.rs's template tests.
         message: "【警戒】A栋 沉降点 lev-a1/ch3 累计沉降 32.5 mm，超过警戒值 30.0 mm（规则 settlement-total）"
             .into(),
+        ack: None,
     }
 }
 
