@@ -245,7 +245,21 @@ impl Refusal {
         }
     }
 
-    /// Short English reason, for logs.
+    /// Short Chinese reason, for the console.
+    #[must_use]
+    pub const fn name_zh(self) -> &'static str {
+        match self {
+            Self::TooFewReadings => "读数不足",
+            Self::TooNoisy => "速度未超出噪声",
+            Self::NotAccelerating => "速度倒数未下降（未加速）",
+            Self::PoorFit => "速度倒数直线拟合差",
+            Self::BeyondHorizon => "预测失稳时间超出预报期",
+            Self::FailureTimePassed => "拟合失稳时间已过",
+            Self::NoReferenceRate => "尚无等速变形速率",
+        }
+    }
+
+    /// Short English reason, for logs and the console.
     #[must_use]
     pub const fn as_str(self) -> &'static str {
         match self {

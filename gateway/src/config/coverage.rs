@@ -17,8 +17,8 @@
 //! run time.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Config, Problem};

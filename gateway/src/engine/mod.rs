@@ -822,10 +822,10 @@ impl Engine {
     /// the tick that decided it; docs/DOMAIN.md §Data quality).
     fn store_decided(&mut self) {
         for d in self.evaluator.take_decided() {
-            let series = self.channels.get(d.channel.key.as_str()).map_or_else(
-                || d.channel.series(),
-                |c| Arc::clone(&c.series),
-            );
+            let series = self
+                .channels
+                .get(d.channel.key.as_str())
+                .map_or_else(|| d.channel.series(), |c| Arc::clone(&c.series));
             let r = Reading {
                 series,
                 ts: d.ts,

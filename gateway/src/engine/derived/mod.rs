@@ -1134,9 +1134,9 @@ pub fn planned_channels(spec: &DerivedSpec, input: &ChannelInfo) -> Vec<ChannelI
     let site = tags.remove("site").unwrap_or_default();
     let gateway = tags.remove("gateway").unwrap_or_default();
     let channel = |point: &str, kind: QuantityKind, unit: &str| {
-        ChannelInfo::from_series(&Series::new(
+        ChannelInfo::from_series(&Arc::new(Series::new(
             &site, &gateway, &device, point, kind, unit, &tags,
-        ))
+        )))
     };
     let group = series_group(spec, &input.unit);
     if group.is_empty() {

@@ -1608,4 +1608,3 @@ fn an_acknowledgement_needs_somebody_and_bounded_text() {
         Ok(1)
     );
 }
-
