@@ -175,8 +175,10 @@ fn slope_failure_scenario_forecast_is_within_ten_percent_once_eighty_percent_of_
     let from = ta + 0.8 * (tf - ta);
     let mut checked = 0;
     let mut before_onset = Vec::new();
-    // Hourly, as the scenario samples, up to a day before the failure.
-    for h in 0..((tf - 1.0) * 24.0) as i64 {
+    // Hourly, as the scenario samples, up to three hours before the failure (with two hours
+    // left the error is 0.19 h, close to the 10 %: the 6 h smoothing is then three times the
+    // time left).
+    for h in 0..((tf - 3.0 / 24.0) * 24.0) as i64 {
         let t = h as f64 / 24.0;
         let out =
             by_point(&set.on_batch(&[Reading::good(Arc::clone(&s), T0 + h * H, sc.crack_at(h))]));
@@ -196,7 +198,7 @@ fn slope_failure_scenario_forecast_is_within_ten_percent_once_eighty_percent_of_
             checked += 1;
         }
     }
-    assert!(checked >= 20, "{checked}");
+    assert!(checked >= 40, "{checked}");
     // The creep stage (with its rain steps on days 2 and 5) forecasts nothing.
     assert!(before_onset.is_empty(), "{before_onset:?}");
 }
