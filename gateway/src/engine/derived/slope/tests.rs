@@ -640,3 +640,28 @@ fn a_bad_displacement_flags_every_slope_series_410_and_early_readings_say_too_fe
         );
     }
 }
+
+#[test]
+fn a_point_moving_the_negative_way_forecasts_the_same_failure_time() {
+    // The same closed-form movement read with the other sign (a sensor mounted the other way,
+    // an axis pointing up-slope): the speed |v| is used, so the forecast is the same.
+    let (v0, tf) = (2.0, 10.0);
+    let d = |h: i64| {
+        let t = h as f64 / 24.0;
+        v0 * tf * (tf / (tf - t)).ln()
+    };
+    let text = "name = \"inv\"\nkind = \"inverse_velocity\"\nselect = { kind = \"crack\" }\n";
+    let (mut up, mut down) = (one_block(text), one_block(text));
+    let s = crack();
+    for h in 0..=(8 * 24) {
+        let a = by_point(&up.on_batch(&[Reading::good(Arc::clone(&s), T0 + h * H, d(h))]));
+        let b = by_point(&down.on_batch(&[Reading::good(Arc::clone(&s), T0 + h * H, -d(h))]));
+        let key = "L1_LF_1.inv.time_to_failure";
+        match (a[key], b[key]) {
+            ((Some(x), Quality::Good), (Some(y), Quality::Good)) => {
+                assert!((x - y).abs() < 1e-6, "hour {h}: {x} vs {y}");
+            }
+            (x, y) => assert_eq!(x, y, "hour {h}"),
+        }
+    }
+}
