@@ -440,6 +440,10 @@ const fn quantity_zh(q: QuantityKind) -> (&'static str, &'static str) {
         QuantityKind::Maturity => ("成熟度测点", "成熟度"),
         QuantityKind::Age => ("等效龄期测点", "等效龄期"),
         QuantityKind::Strength => ("强度测点", "推定强度"),
+        QuantityKind::InverseVelocity => ("位移点", "速度倒数"),
+        QuantityKind::FailureForecast => ("位移点", "预测失稳时间"),
+        QuantityKind::TimeToFailure => ("位移点", "预测距失稳剩余时间（反速度法，仅供参考）"),
+        QuantityKind::TangentAngle => ("位移点", "改进切线角"),
         QuantityKind::Other => ("测点", "测值"),
     }
 }
@@ -469,6 +473,13 @@ const fn quantity_en(q: QuantityKind) -> (&'static str, &'static str) {
         QuantityKind::Maturity => ("maturity point", "maturity"),
         QuantityKind::Age => ("equivalent-age point", "equivalent age"),
         QuantityKind::Strength => ("strength point", "in-place strength"),
+        QuantityKind::InverseVelocity => ("displacement point", "inverse velocity"),
+        QuantityKind::FailureForecast => ("displacement point", "predicted failure time"),
+        QuantityKind::TimeToFailure => (
+            "displacement point",
+            "predicted time to failure (inverse-velocity advisory)",
+        ),
+        QuantityKind::TangentAngle => ("displacement point", "improved tangent angle"),
         QuantityKind::Other => ("point", "value"),
     }
 }
@@ -1016,6 +1027,37 @@ mod tests {
             assert_eq!(render_message(&a, Language::Zh), zh);
             assert_eq!(render_message(&a, Language::En), en);
         }
+    }
+
+    #[test]
+    fn a_failure_forecast_advisory_says_it_is_a_predicted_time_to_failure() {
+        let mut a = settlement_alert();
+        a.quantity = Some(QuantityKind::TimeToFailure);
+        a.structure = None;
+        a.channel = "slope-tc-01/crack.inv.time_to_failure".into();
+        a.channels = vec![a.channel.clone()];
+        a.side = Some(Side::Lower);
+        a.level = Level::Yellow;
+        a.value = Some(20.5);
+        a.threshold = Some(24.0);
+        a.unit = "h".into();
+        a.rule = "failure-forecast".into();
+        assert_eq!(
+            render_message(&a, Language::En),
+            "[Caution] displacement point slope-tc-01/crack.inv.time_to_failure predicted time to failure (inverse-velocity advisory) 20.5 h, below the caution level 24.0 h (rule failure-forecast)"
+        );
+        assert_eq!(
+            render_message(&a, Language::Zh),
+            "【警示】位移点 slope-tc-01/crack.inv.time_to_failure 预测距失稳剩余时间（反速度法，仅供参考） 20.5 h，低于警示值 24.0 h（规则 failure-forecast）"
+        );
+        a.quantity = Some(QuantityKind::TangentAngle);
+        a.side = Some(Side::Upper);
+        a.level = Level::Orange;
+        a.value = Some(81.2);
+        a.threshold = Some(80.0);
+        a.unit = "deg".into();
+        assert!(render_message(&a, Language::En)
+            .contains("improved tangent angle 81.2 deg, above the warning level 80.0 deg"));
     }
 
     #[test]

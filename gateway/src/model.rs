@@ -72,6 +72,18 @@ pub enum QuantityKind {
     Age,
     /// Concrete in-place strength (MPa, or % of the design strength).
     Strength,
+    /// Inverse velocity 1/v of a displacement point (d/mm), Fukuzono's method (docs/DOMAIN.md
+    /// §Slope early warning). A kind of its own so that no displacement rule selects it.
+    InverseVelocity,
+    /// A failure-time forecast (docs/DOMAIN.md §Slope early warning): the predicted failure time
+    /// (Unix seconds), its uncertainty (h) and the fit's R² (ratio), told apart by point.
+    FailureForecast,
+    /// Predicted time left to failure (h): the forecast series advisory alert rules select
+    /// (lower bands).
+    TimeToFailure,
+    /// Xu's improved tangent angle α (°) of a displacement point, and its warning level
+    /// (docs/DOMAIN.md §Slope early warning).
+    TangentAngle,
     /// Anything else; prefer adding a kind over using this.
     Other,
 }
@@ -103,12 +115,16 @@ impl QuantityKind {
             Self::Maturity => "maturity",
             Self::Age => "age",
             Self::Strength => "strength",
+            Self::InverseVelocity => "inverse_velocity",
+            Self::FailureForecast => "failure_forecast",
+            Self::TimeToFailure => "time_to_failure",
+            Self::TangentAngle => "tangent_angle",
             Self::Other => "other",
         }
     }
 
     /// Every kind, for error messages that list the allowed values.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 27] = [
         Self::Settlement,
         Self::Level,
         Self::Displacement,
@@ -131,6 +147,10 @@ impl QuantityKind {
         Self::Maturity,
         Self::Age,
         Self::Strength,
+        Self::InverseVelocity,
+        Self::FailureForecast,
+        Self::TimeToFailure,
+        Self::TangentAngle,
         Self::Other,
     ];
 }
@@ -194,6 +214,76 @@ pub enum Quality {
     /// for it: flagged, never computed from a value guessed by the gateway. The input's own
     /// reading is stored as usual.
     InitialValueMissing,
+    /// A slope judgement (failure-time forecast, tangent angle; docs/DOMAIN.md §Slope early
+    /// warning) that its gates refused: no value is given, and the reason says why.
+    Refused(Refusal),
+}
+
+/// Why a slope judgement gives no value (docs/DOMAIN.md §Slope early warning, the gates of
+/// Fukuzono's inverse-velocity method). Closed set; each has its own quality code (42x).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refusal {
+    /// Not yet enough readings over enough time in the smoothing or fit window (420).
+    TooFewReadings,
+    /// The smoothed speed is within its noise (below `noise_factor` × its standard error, or
+    /// below `min_speed`): the point is not measurably moving (421).
+    TooNoisy,
+    /// 1/v is not falling: the point is not accelerating (422).
+    NotAccelerating,
+    /// The straight line fits 1/v worse than `min_r2` (423).
+    PoorFit,
+    /// The line reaches zero beyond `horizon` from now (424).
+    BeyondHorizon,
+    /// The line reached zero before the latest reading: no forecast in the future (425).
+    FailureTimePassed,
+    /// The tangent angle has no constant-velocity rate yet (still estimating it, or the
+    /// estimate was within its noise) (426).
+    NoReferenceRate,
+}
+
+impl Refusal {
+    /// The quality code, 420–426.
+    #[must_use]
+    pub const fn code(self) -> i64 {
+        match self {
+            Self::TooFewReadings => 420,
+            Self::TooNoisy => 421,
+            Self::NotAccelerating => 422,
+            Self::PoorFit => 423,
+            Self::BeyondHorizon => 424,
+            Self::FailureTimePassed => 425,
+            Self::NoReferenceRate => 426,
+        }
+    }
+
+    /// Short Chinese reason, for the console.
+    #[must_use]
+    pub const fn name_zh(self) -> &'static str {
+        match self {
+            Self::TooFewReadings => "读数不足",
+            Self::TooNoisy => "速度未超出噪声",
+            Self::NotAccelerating => "速度倒数未下降（未加速）",
+            Self::PoorFit => "速度倒数直线拟合差",
+            Self::BeyondHorizon => "预测失稳时间超出预报期",
+            Self::FailureTimePassed => "拟合失稳时间已过",
+            Self::NoReferenceRate => "尚无等速变形速率",
+        }
+    }
+
+    /// Short English reason, for logs and the console.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::TooFewReadings => "too few readings",
+            Self::TooNoisy => "speed within its noise",
+            Self::NotAccelerating => "1/v not falling (not accelerating)",
+            Self::PoorFit => "poor straight-line fit of 1/v",
+            Self::BeyondHorizon => "failure time beyond the horizon",
+            Self::FailureTimePassed => "fitted failure time already passed",
+            Self::NoReferenceRate => "no constant-velocity rate yet",
+        }
+    }
 }
 
 impl Quality {
@@ -204,7 +294,9 @@ impl Quality {
     /// [`MAX_DEVICE_FAULT_CODE`] reads 399, so that the range never reaches the next); 4xx
     /// judged by the gateway's own sensor checks on a value that was read normally: 400 out of
     /// range, 401 stuck, 402 spike (docs/DOMAIN.md §Data quality); 41x derived values
-    /// (docs/DOMAIN.md §Derived channels): 410 an input not good, 411 initial value missing.
+    /// (docs/DOMAIN.md §Derived channels): 410 an input not good, 411 initial value missing;
+    /// 42x a slope judgement refused by its gates ([`Refusal::code`], docs/DOMAIN.md §Slope
+    /// early warning).
     #[must_use]
     pub fn code(self) -> i64 {
         match self {
@@ -223,6 +315,7 @@ impl Quality {
             Self::Spike => 402,
             Self::DerivedInputBad => 410,
             Self::InitialValueMissing => 411,
+            Self::Refused(reason) => reason.code(),
         }
     }
 
@@ -409,6 +502,8 @@ mod tests {
         assert_eq!(Quality::Spike.code(), 402);
         assert_eq!(Quality::DerivedInputBad.code(), 410);
         assert_eq!(Quality::InitialValueMissing.code(), 411);
+        assert_eq!(Quality::Refused(Refusal::TooFewReadings).code(), 420);
+        assert_eq!(Quality::Refused(Refusal::NoReferenceRate).code(), 426);
     }
 
     #[test]

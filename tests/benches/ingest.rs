@@ -27,7 +27,11 @@
 //! count, `-- --sensors N` for N distinct sensors in `sites`, e.g. 5000 for issue 14's
 //! 5,000-channel memory figure, `-- --rate N` to publish N messages/s instead of as fast as the
 //! broker takes them: a site's steady load, whose peak memory is the channels' and not a
-//! burst's buffers). With `--rate`, throughput is the offered rate, not a limit. Everything runs on 127.0.0.1 and stops by
+//! burst's buffers). With `--rate`, throughput is the offered rate, not a limit. `-- --slope`
+//! (`sites`) adds the slope early warning on every channel (issue 8: an `inverse_velocity`, a
+//! `tangent_angle` and an `antecedent_rainfall` block per quantity, windows shortened to the
+//! run's two-minute span of each channel so that every reading is fitted: [`slope_blocks`]);
+//! compare its throughput and CPU per reading with a run without. Everything runs on 127.0.0.1 and stops by
 //! itself: the load is a fixed number of messages and every wait has a deadline.
 
 use std::path::Path;
@@ -253,6 +257,41 @@ client_id = "anju-bench-alerts"
     }
 }
 
+/// The `[[derived]]` blocks of `--slope`: per quantity of the `sites` scenario, the three slope
+/// kinds on its channels (selected by kind, so that no block selects another's outputs). Each
+/// channel reads every 2 s (one reading per sensor and 2,000 sensors, 1 ms apart), so a 1-minute
+/// smoothing window and a 2-minute line put every reading through the fit and the gates.
+fn slope_blocks() -> String {
+    let mut out = String::new();
+    for kind in ["settlement", "temperature", "tilt"] {
+        out.push_str(&format!(
+            r#"
+[[derived]]
+name = "inv-{kind}"
+kind = "inverse_velocity"
+select = {{ kind = "{kind}" }}
+smooth = "1m"
+window = "2m"
+horizon = "3650d"
+
+[[derived]]
+name = "xu-{kind}"
+kind = "tangent_angle"
+select = {{ kind = "{kind}" }}
+smooth = "1m"
+creep_rate = 1.0
+
+[[derived]]
+name = "rain-{kind}"
+kind = "antecedent_rainfall"
+select = {{ kind = "{kind}" }}
+"#
+        ));
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)] // one flag each, as the command line gives them
 fn start_gateway(
     bin: &Path,
     dir: &Path,
@@ -260,6 +299,7 @@ fn start_gateway(
     vm_url: &str,
     gzip: bool,
     scenario: Scenario,
+    derived: &str,
 ) -> Result<(Child, u16)> {
     let probe_port = free_port()?;
     let console_port = free_port()?;
@@ -289,7 +329,7 @@ org = "county"
 bucket = "anju"
 gzip = {gzip}
 batch_max_age = "200ms"
-"#,
+{derived}"#,
         data = dir.join("data").display(),
         scenario_config = scenario.config(broker.port()),
     );
@@ -426,6 +466,7 @@ async fn broker_limit(
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let gzip = !args.iter().any(|a| a == "--no-gzip");
+    let slope = args.iter().any(|a| a == "--slope");
     let readings = args
         .iter()
         .position(|a| a == "--readings")
@@ -462,7 +503,20 @@ async fn main() -> Result<()> {
     let limit = broker_limit(broker.addr(), scenario, readings).await?;
 
     let dir = tempfile::tempdir()?;
-    let (mut gw, _) = start_gateway(&bin, dir.path(), broker.addr(), &vm.url(), gzip, scenario)?;
+    let derived = if slope && matches!(scenario, Scenario::Sites { .. }) {
+        slope_blocks()
+    } else {
+        String::new()
+    };
+    let (mut gw, _) = start_gateway(
+        &bin,
+        dir.path(),
+        broker.addr(),
+        &vm.url(),
+        gzip,
+        scenario,
+        &derived,
+    )?;
     let pid = gw.id();
 
     // Let the gateway connect and settle, then take the idle figures.
@@ -508,8 +562,9 @@ async fn main() -> Result<()> {
     let cpu_per_reading = (cpu_after - cpu_before) as f64 / readings as f64;
     let throughput = stored as f64 / landed_in.as_secs_f64();
     println!(
-        "ingest benchmark, scenario {scenario:?}: {readings} readings, {} sensors, 1 reading per message, QoS 0, gzip {gzip}",
-        scenario.sensors()
+        "ingest benchmark, scenario {scenario:?}: {readings} readings, {} sensors, 1 reading per message, QoS 0, gzip {gzip}{}",
+        scenario.sensors(),
+        if derived.is_empty() { "" } else { ", slope early warning on every channel" }
     );
     println!(
         "  broker limit        {limit:>8.0} readings/s (same messages to a counting subscriber, this run)"

@@ -20,6 +20,9 @@
 //! - [`mqtt_robustness`]: a 5 MB message in the session, a barrage of malformed payloads and
 //!   50,000 sensor ids never stop MQTT intake.
 //! - [`names`]: ids with any printable character land under exactly those ids.
+//! - [`slope`]: the slope-failure scenario's crack meter over CIGEM: the gateway's failure-time
+//!   forecast raises its advisory once fewer than 72 h are forecast, and the tangent-angle alert
+//!   climbs yellow → orange → red after the onset of acceleration, never orange or red before.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
 //! - [`spool_failures`]: a damaged spool file at start and a full disk: the gateway keeps
 //!   collecting, keeps the damaged file aside and raises a device-fault alert.
@@ -37,4 +40,5 @@ mod mqtt_to_influx;
 mod names;
 mod restarts;
 mod rtu_slave;
+mod slope;
 mod spool_failures;

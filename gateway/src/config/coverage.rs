@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use super::{Config, Problem};
 use crate::alert::Cause;
+use crate::engine::derived::planned_channels;
 use crate::engine::rules::selector::{ChannelInfo, ChannelTemplate, Selector};
 use crate::engine::rules::{PairRule, StaleRule, StaleScope};
 use crate::model::{QuantityKind, Series};
@@ -65,7 +66,7 @@ struct Subscribed<'a> {
 /// Match every rule and check of `cfg` against its channels.
 #[must_use]
 pub fn rule_coverage(cfg: &Config) -> RuleCoverage {
-    let known: Vec<Known> = cfg
+    let mut known: Vec<Known> = cfg
         .devices
         .iter()
         .flat_map(|d| {
@@ -83,6 +84,19 @@ pub fn rule_coverage(cfg: &Config) -> RuleCoverage {
             })
         })
         .collect();
+    // The channels the derived blocks make from them, in declaration order (a block may select
+    // the outputs of the blocks before it), polled as their input.
+    for spec in &cfg.derived.specs {
+        let made: Vec<Known> = known
+            .iter()
+            .flat_map(|k| {
+                planned_channels(spec, &k.info)
+                    .into_iter()
+                    .map(|info| Known { info, poll: k.poll })
+            })
+            .collect();
+        known.extend(made);
+    }
     let subscribed: Vec<Subscribed<'_>> = cfg
         .mqtt
         .iter()

@@ -115,6 +115,7 @@ fn quality_words(q: Quality, lang: Lang) -> &'static str {
         Quality::Spike => lang.pick("突跳", "spike"),
         Quality::DerivedInputBad => lang.pick("输入不可用", "input bad"),
         Quality::InitialValueMissing => lang.pick("缺初始值", "initial value missing"),
+        Quality::Refused(reason) => lang.pick(reason.name_zh(), reason.as_str()),
     }
 }
 

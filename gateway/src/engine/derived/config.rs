@@ -19,6 +19,13 @@ use crate::engine::rules::{
 };
 use crate::model::QuantityKind;
 
+use super::slope::{
+    AntecedentParams, ForecastParams, TangentParams, DEFAULT_ANTECEDENT_DAYS,
+    DEFAULT_BLUE_BAND_DEG, DEFAULT_DECAY, DEFAULT_FIT_WINDOW, DEFAULT_HORIZON, DEFAULT_MIN_R2,
+    DEFAULT_NOISE_FACTOR, DEFAULT_SLOPE_MIN_POINTS, DEFAULT_SMOOTH, MAX_ANTECEDENT_DAYS,
+    MIN_SLOPE_MIN_POINTS,
+};
+
 /// Default output device of a channel derived from one input: the input's device.
 pub const DEFAULT_DEVICE_TEMPLATE: &str = "{device}";
 /// Default output point of a channel derived from one input: `ch1.settlement` for the block
@@ -72,7 +79,37 @@ pub enum DerivedKind {
     /// least-squares rate over `window` (default 100 d) is below `threshold` and the channel's
     /// history covers the window, 0 otherwise.
     Stability,
+    /// Fukuzono's inverse-velocity failure-time forecast per selected displacement channel
+    /// (docs/DOMAIN.md §Slope early warning): 1/v, the predicted failure time, its uncertainty,
+    /// the line's R² and the time to failure, each a series (suffixes in [`FORECAST_SERIES`]).
+    InverseVelocity,
+    /// Xu et al.'s improved tangent angle α per selected displacement channel, and its warning
+    /// level (suffixes in [`TANGENT_SERIES`]).
+    TangentAngle,
+    /// Effective antecedent rainfall Σ K^i·R_i over `days` per selected rain gauge.
+    AntecedentRainfall,
 }
+
+/// Point suffixes of the series of an `inverse_velocity` block, after its point template: the
+/// first is the block's own output (its state is saved under it), the others go with it.
+pub const FORECAST_SERIES: [&str; 5] = [
+    "time_to_failure",
+    "inverse_velocity",
+    "failure_time",
+    "failure_time_sigma",
+    "fit_r2",
+];
+/// Point suffixes of the series of a `tangent_angle` block: α and its level.
+pub const TANGENT_SERIES: [&str; 2] = ["angle", "level"];
+/// Unit tag of 1/v: days per millimetre (the input's unit per `per` inverted is given instead
+/// when it is not mm per day).
+pub const TIME_TO_FAILURE_UNIT: &str = "h";
+/// Unit tag of a predicted failure time: Unix seconds.
+pub const FAILURE_TIME_UNIT: &str = "unix_s";
+/// Unit tag of a tangent angle.
+pub const ANGLE_UNIT: &str = "deg";
+/// Unit tag of a warning level code (0 none, 1 blue … 4 red).
+pub const LEVEL_UNIT: &str = "level";
 
 impl DerivedKind {
     /// The name as written in the config.
@@ -87,6 +124,9 @@ impl DerivedKind {
             Self::Cumulative => "cumulative",
             Self::Levelling => "levelling",
             Self::Stability => "stability",
+            Self::InverseVelocity => "inverse_velocity",
+            Self::TangentAngle => "tangent_angle",
+            Self::AntecedentRainfall => "antecedent_rainfall",
         }
     }
 
@@ -95,11 +135,19 @@ impl DerivedKind {
         matches!(self, Self::Difference | Self::Tilt)
     }
 
-    /// True for kinds with one output per selected channel.
-    const fn is_per_channel(self) -> bool {
+    /// True for kinds with one output (or one group of series) per selected channel.
+    #[must_use]
+    pub const fn is_per_channel(self) -> bool {
         matches!(
             self,
-            Self::Rate | Self::SumOver | Self::Cumulative | Self::Levelling | Self::Stability
+            Self::Rate
+                | Self::SumOver
+                | Self::Cumulative
+                | Self::Levelling
+                | Self::Stability
+                | Self::InverseVelocity
+                | Self::TangentAngle
+                | Self::AntecedentRainfall
         )
     }
 }
@@ -194,9 +242,43 @@ pub struct DerivedConfig {
     /// structure also gets a verdict, stable when all its points are (off when absent).
     #[serde(default)]
     pub structure_tag: Option<String>,
-    /// Sum_over: `increments` (default) or `total` readings.
+    /// Sum_over, antecedent_rainfall: `increments` (default) or `total` readings.
     #[serde(default)]
     pub input: Option<SumInput>,
+    /// Inverse_velocity, tangent_angle: the window the speed is smoothed over (least-squares
+    /// slope of the displacement), default 6h.
+    #[serde(default, with = "duration_opt")]
+    pub smooth: Option<Duration>,
+    /// Inverse_velocity, tangent_angle: a speed counts only above this many of its standard
+    /// errors (default 3).
+    #[serde(default)]
+    pub noise_factor: Option<f64>,
+    /// Inverse_velocity: least speed that counts, in the input's unit per `per` (default 0: the
+    /// measured noise alone).
+    #[serde(default)]
+    pub min_speed: Option<f64>,
+    /// Inverse_velocity: least R² of the 1/v line (default 0.9).
+    #[serde(default)]
+    pub min_r2: Option<f64>,
+    /// Inverse_velocity: no forecast of a failure farther away than this (default 7d).
+    #[serde(default, with = "duration_opt")]
+    pub horizon: Option<Duration>,
+    /// Tangent_angle: the constant-velocity rate v_c in the input's unit per `per` (mm/d).
+    #[serde(default)]
+    pub creep_rate: Option<f64>,
+    /// Tangent_angle: instead of `creep_rate`, estimate it over this window from the channel's
+    /// first reading.
+    #[serde(default, with = "duration_opt")]
+    pub creep_window: Option<Duration>,
+    /// Tangent_angle: half-width of the blue band around 45°, degrees (default 5).
+    #[serde(default)]
+    pub blue_band_deg: Option<f64>,
+    /// Antecedent_rainfall: days summed, today included (default 10).
+    #[serde(default)]
+    pub days: Option<u32>,
+    /// Antecedent_rainfall: daily decay factor K, 0 < K ≤ 1 (default 0.8).
+    #[serde(default)]
+    pub decay: Option<f64>,
     /// Rate, stability: least readings in the window before a slope is given (default 3).
     #[serde(default)]
     pub min_points: Option<u32>,
@@ -290,6 +372,12 @@ pub struct DerivedSpec {
     pub quantity: Option<QuantityKind>,
     /// Output unit, when fixed by the config or the kind.
     pub unit: Option<String>,
+    /// Inverse_velocity: its parameters.
+    pub forecast: Option<ForecastParams>,
+    /// Tangent_angle: its parameters.
+    pub tangent: Option<TangentParams>,
+    /// Antecedent_rainfall: its parameters.
+    pub antecedent: Option<AntecedentParams>,
 }
 
 /// The validated `[[derived]]` section, in declaration order: a block sees its own inputs and
@@ -418,9 +506,12 @@ fn validate_block(
     if c.name.is_empty() {
         push("name", "must not be empty".into());
     }
-    use DerivedKind::{Difference, Levelling, Mean, Rate, Stability, SumOver, Tilt};
+    use DerivedKind::{
+        AntecedentRainfall, Difference, InverseVelocity, Levelling, Mean, Rate, Stability, SumOver,
+        TangentAngle, Tilt,
+    };
     // Each field and the kinds that take it; given to another kind, it is refused, not ignored.
-    let takes: [(&str, bool, &[DerivedKind]); 14] = [
+    let takes: [(&str, bool, &[DerivedKind]); 24] = [
         ("pairs", !c.pairs.is_empty(), &[Difference, Tilt]),
         ("b", c.b.is_some(), &[Difference]),
         ("reference", c.reference.is_some(), &[Levelling]),
@@ -431,12 +522,42 @@ fn validate_block(
             c.establish_readings.is_some(),
             &[Levelling],
         ),
-        ("window", c.window.is_some(), &[Rate, SumOver, Stability]),
-        ("per", c.per.is_some(), &[Rate, Stability]),
+        (
+            "window",
+            c.window.is_some(),
+            &[Rate, SumOver, Stability, InverseVelocity],
+        ),
+        (
+            "per",
+            c.per.is_some(),
+            &[Rate, Stability, InverseVelocity, TangentAngle],
+        ),
         ("threshold", c.threshold.is_some(), &[Stability]),
         ("structure_tag", c.structure_tag.is_some(), &[Stability]),
-        ("input", c.input.is_some(), &[SumOver]),
-        ("min_points", c.min_points.is_some(), &[Rate, Stability]),
+        ("input", c.input.is_some(), &[SumOver, AntecedentRainfall]),
+        (
+            "min_points",
+            c.min_points.is_some(),
+            &[Rate, Stability, InverseVelocity, TangentAngle],
+        ),
+        (
+            "smooth",
+            c.smooth.is_some(),
+            &[InverseVelocity, TangentAngle],
+        ),
+        (
+            "noise_factor",
+            c.noise_factor.is_some(),
+            &[InverseVelocity, TangentAngle],
+        ),
+        ("min_speed", c.min_speed.is_some(), &[InverseVelocity]),
+        ("min_r2", c.min_r2.is_some(), &[InverseVelocity]),
+        ("horizon", c.horizon.is_some(), &[InverseVelocity]),
+        ("creep_rate", c.creep_rate.is_some(), &[TangentAngle]),
+        ("creep_window", c.creep_window.is_some(), &[TangentAngle]),
+        ("blue_band_deg", c.blue_band_deg.is_some(), &[TangentAngle]),
+        ("days", c.days.is_some(), &[AntecedentRainfall]),
+        ("decay", c.decay.is_some(), &[AntecedentRainfall]),
         (
             "max_skew",
             c.max_skew.is_some(),
@@ -510,7 +631,10 @@ fn validate_block(
         | DerivedKind::Rate
         | DerivedKind::SumOver
         | DerivedKind::Cumulative
-        | DerivedKind::Stability => {
+        | DerivedKind::Stability
+        | DerivedKind::InverseVelocity
+        | DerivedKind::TangentAngle
+        | DerivedKind::AntecedentRainfall => {
             if select.is_none() {
                 push("select", format!("missing: a {} needs its input channels, e.g. select = {{ kind = \"rainfall\" }}", k.as_str()));
             }
@@ -726,11 +850,17 @@ fn validate_block(
             ));
         }
     }
+    let (forecast, tangent, antecedent) = slope_params(c, at, problems);
+    if forecast.is_some() || tangent.is_some() {
+        // Their speeds are per `per` (checked in `slope_params`).
+        per = c.per.unwrap_or(DEFAULT_RATE_PER);
+    }
     let quantity = c.quantity.or(match k {
         DerivedKind::Levelling => Some(QuantityKind::Settlement),
         DerivedKind::Tilt => Some(QuantityKind::Tilt),
         // A verdict is no settlement: no settlement rule or dashboard may select it.
         DerivedKind::Stability => Some(QuantityKind::Status),
+        DerivedKind::AntecedentRainfall => Some(QuantityKind::Rainfall),
         _ => None,
     });
     let unit = c.unit.clone().or_else(|| match k {
@@ -762,7 +892,228 @@ fn validate_block(
         point,
         quantity,
         unit,
+        forecast,
+        tangent,
+        antecedent,
     })
+}
+
+/// A duration as validated ns, or a problem at `at.field` when it is zero.
+fn positive_ns(
+    d: Duration,
+    at: &str,
+    field: &str,
+    example: &str,
+    problems: &mut Vec<(String, String)>,
+) -> i64 {
+    if d.is_zero() {
+        problems.push((
+            format!("{at}.{field}"),
+            format!("must be longer than 0s, e.g. {field} = \"{example}\""),
+        ));
+    }
+    ns(d)
+}
+
+/// A number that must lie in `range`, or a problem at `at.field` saying so with `advice`.
+fn in_range(
+    value: f64,
+    range: std::ops::RangeInclusive<f64>,
+    at: &str,
+    field: &str,
+    advice: &str,
+    problems: &mut Vec<(String, String)>,
+) -> f64 {
+    if !(value.is_finite() && range.contains(&value)) {
+        problems.push((
+            format!("{at}.{field}"),
+            format!(
+                "{value} is outside {}..={}; {advice}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    value
+}
+
+/// The parameters of the slope kinds (docs/DOMAIN.md §Slope early warning), validated.
+fn slope_params(
+    c: &DerivedConfig,
+    at: &str,
+    problems: &mut Vec<(String, String)>,
+) -> (
+    Option<ForecastParams>,
+    Option<TangentParams>,
+    Option<AntecedentParams>,
+) {
+    let per = c.per.unwrap_or(DEFAULT_RATE_PER);
+    let per_secs = per.as_secs_f64();
+    let min_points = c.min_points.unwrap_or(DEFAULT_SLOPE_MIN_POINTS);
+    if matches!(
+        c.kind,
+        DerivedKind::InverseVelocity | DerivedKind::TangentAngle
+    ) {
+        // Each of their series has its own kind and unit (README, time-series schema).
+        for (field, given) in [
+            ("quantity", c.quantity.is_some()),
+            ("unit", c.unit.is_some()),
+        ] {
+            if given {
+                problems.push((
+                    format!("{at}.{field}"),
+                    format!(
+                        "does not apply to kind = \"{}\": each of its series has a fixed kind and unit (README, time-series schema); remove it",
+                        c.kind.as_str()
+                    ),
+                ));
+            }
+        }
+    }
+    let common = |problems: &mut Vec<(String, String)>| {
+        if per.is_zero() {
+            problems.push((
+                format!("{at}.per"),
+                "must be longer than 0s (e.g. \"1d\" for mm/d)".into(),
+            ));
+        }
+        if min_points < MIN_SLOPE_MIN_POINTS {
+            problems.push((
+                format!("{at}.min_points"),
+                format!("must be at least {MIN_SLOPE_MIN_POINTS}: the noise of a speed needs n - 2 > 0 readings"),
+            ));
+        }
+        let smooth = c.smooth.unwrap_or(DEFAULT_SMOOTH);
+        if smooth < MIN_RATE_WINDOW {
+            problems.push((
+                format!("{at}.smooth"),
+                format!("{smooth:?} is shorter than {MIN_RATE_WINDOW:?}; a speed over so short a time is noise, e.g. smooth = \"6h\""),
+            ));
+        }
+        let noise_factor = in_range(
+            c.noise_factor.unwrap_or(DEFAULT_NOISE_FACTOR),
+            0.0..=100.0,
+            at,
+            "noise_factor",
+            "it counts standard errors of the speed, e.g. noise_factor = 3",
+            problems,
+        );
+        (ns(smooth), noise_factor)
+    };
+    match c.kind {
+        DerivedKind::InverseVelocity => {
+            let (smooth_ns, noise_factor) = common(problems);
+            let window = c.window.unwrap_or(DEFAULT_FIT_WINDOW);
+            let window_ns = positive_ns(window, at, "window", "3d", problems);
+            if window_ns > 0 && window_ns <= smooth_ns {
+                problems.push((
+                    format!("{at}.window"),
+                    format!("{window:?} is not longer than smooth; the 1/v line needs several smoothed speeds, e.g. window = \"3d\""),
+                ));
+            }
+            let min_speed = in_range(
+                c.min_speed.unwrap_or(0.0),
+                0.0..=f64::MAX,
+                at,
+                "min_speed",
+                "give the least speed that counts in the input's unit per `per`, or leave it out",
+                problems,
+            );
+            let min_r2 = in_range(
+                c.min_r2.unwrap_or(DEFAULT_MIN_R2),
+                0.0..=1.0,
+                at,
+                "min_r2",
+                "R² lies in 0..1, e.g. min_r2 = 0.9",
+                problems,
+            );
+            let horizon_ns = positive_ns(
+                c.horizon.unwrap_or(DEFAULT_HORIZON),
+                at,
+                "horizon",
+                "7d",
+                problems,
+            );
+            let p = ForecastParams {
+                smooth_ns,
+                window_ns,
+                per_secs,
+                min_points,
+                noise_factor,
+                min_speed,
+                min_r2,
+                horizon_ns,
+            };
+            (Some(p), None, None)
+        }
+        DerivedKind::TangentAngle => {
+            let (smooth_ns, noise_factor) = common(problems);
+            let creep_window_ns = match (c.creep_rate, c.creep_window) {
+                (Some(_), Some(_)) => {
+                    problems.push((
+                        format!("{at}.creep_window"),
+                        "give either creep_rate or creep_window, not both".into(),
+                    ));
+                    0
+                }
+                (None, None) => {
+                    problems.push((format!("{at}.creep_rate"), "missing: the tangent angle needs the constant-velocity rate, e.g. creep_rate = 2.0 (mm/d), or creep_window = \"7d\" to estimate it from the first readings".into()));
+                    0
+                }
+                (Some(r), None) => {
+                    if !(r.is_finite() && r != 0.0) {
+                        problems.push((format!("{at}.creep_rate"), format!("{r} is not a rate; give the constant-velocity rate of the point in its unit per `per`, e.g. creep_rate = 2.0")));
+                    }
+                    0
+                }
+                (None, Some(w)) => {
+                    let w_ns = positive_ns(w, at, "creep_window", "7d", problems);
+                    if w_ns > 0 && w_ns <= smooth_ns {
+                        problems.push((format!("{at}.creep_window"), format!("{w:?} is not longer than smooth; estimate the constant-velocity rate over days, e.g. creep_window = \"7d\"")));
+                    }
+                    w_ns
+                }
+            };
+            let blue_band_deg = in_range(
+                c.blue_band_deg.unwrap_or(DEFAULT_BLUE_BAND_DEG),
+                0.0..=30.0,
+                at,
+                "blue_band_deg",
+                "the band around 45° read as constant velocity, e.g. blue_band_deg = 5",
+                problems,
+            );
+            let p = TangentParams {
+                smooth_ns,
+                per_secs,
+                min_points,
+                creep_rate: c.creep_rate,
+                creep_window_ns,
+                noise_factor,
+                blue_band_deg,
+            };
+            (None, Some(p), None)
+        }
+        DerivedKind::AntecedentRainfall => {
+            let days = c.days.unwrap_or(DEFAULT_ANTECEDENT_DAYS);
+            if !(1..=MAX_ANTECEDENT_DAYS).contains(&days) {
+                problems.push((
+                    format!("{at}.days"),
+                    format!("must be between 1 and {MAX_ANTECEDENT_DAYS} days, e.g. days = 10"),
+                ));
+            }
+            let decay = c.decay.unwrap_or(DEFAULT_DECAY);
+            if !(decay.is_finite() && decay > 0.0 && decay <= 1.0) {
+                problems.push((
+                    format!("{at}.decay"),
+                    format!(
+                        "{decay} is not a daily decay factor; K lies in (0, 1], e.g. decay = 0.8"
+                    ),
+                ));
+            }
+            (None, None, Some(AntecedentParams { days, decay }))
+        }
+        _ => (None, None, None),
+    }
 }
 
 impl DerivedSpec {
@@ -806,6 +1157,40 @@ impl std::fmt::Display for DerivedSpec {
             if let Some(tag) = &self.structure_tag {
                 write!(f, ", per structure (tag `{tag}`): {}/<{tag}>", self.name)?;
             }
+        }
+        if let Some(p) = &self.forecast {
+            let h = |ns: i64| ns as f64 / 3.6e12;
+            write!(
+                f,
+                ".{{{}}}; speed smoothed over {} h, 1/v line over {} h, gates: speed > {} standard errors{}, falling 1/v, R² >= {}, failure within {} h (Fukuzono 1985, docs/DOMAIN.md §Slope early warning)",
+                FORECAST_SERIES.join(","),
+                h(p.smooth_ns),
+                h(p.window_ns),
+                p.noise_factor,
+                if p.min_speed > 0.0 { format!(" and > {}{}", p.min_speed, self.per_suffix) } else { String::new() },
+                p.min_r2,
+                h(p.horizon_ns)
+            )?;
+        }
+        if let Some(p) = &self.tangent {
+            write!(
+                f,
+                ".{{{}}}; speed smoothed over {} h, constant-velocity rate {}; blue within {}° of 45°, orange from 80°, red from 85° (Xu et al., docs/DOMAIN.md §Slope early warning)",
+                TANGENT_SERIES.join(","),
+                p.smooth_ns as f64 / 3.6e12,
+                p.creep_rate.map_or_else(
+                    || format!("estimated over the first {} h", p.creep_window_ns as f64 / 3.6e12),
+                    |r| format!("{r}{}", self.per_suffix)
+                ),
+                p.blue_band_deg
+            )?;
+        }
+        if let Some(p) = &self.antecedent {
+            write!(
+                f,
+                "; R_eff = sum of K^i * R_i over {} days, K = {} (docs/DOMAIN.md §Slope early warning)",
+                p.days, p.decay
+            )?;
         }
         if let Some(n) = self.establish_readings {
             write!(

@@ -1,7 +1,9 @@
-//! Derived channels (issue 7 items 2-4, issue 8 item 2): settlement from hydrostatic levelling,
-//! differences, means, rates, tilts, sums over a window, running sums and the settlement
-//! stability verdict (JGJ 8-2016, docs/DOMAIN.md §Settlement), each a [`Series`] of its own whose
-//! readings the engine stores and evaluates exactly like a device's.
+//! Derived channels (issue 7 items 2-4, issue 8 items 2-3): settlement from hydrostatic levelling,
+//! differences, means, rates, tilts, sums over a window, running sums, the settlement
+//! stability verdict (JGJ 8-2016, docs/DOMAIN.md §Settlement) and the slope early warning
+//! (failure-time forecast, tangent angle, antecedent rainfall: [`slope`], docs/DOMAIN.md §Slope
+//! early warning), each a [`Series`] of its own whose readings the engine stores and evaluates
+//! exactly like a device's.
 //!
 //! Owns the `[[derived]]` configuration ([`config`]), the routing of channels to the derived
 //! channels they feed (selectors matched once per channel, on first sight), the short history of
@@ -18,7 +20,8 @@
 //! written with [`Quality::DerivedInputBad`] (an input not good, or no reading of an input within
 //! `max_skew`) or [`Quality::InitialValueMissing`] (a levelling cell or reference without an
 //! initial value: configured, or established once from its first good readings where the block
-//! says `establish_readings`; never guessed, never established a second time).
+//! says `establish_readings`; never guessed, never established a second time). A slope
+//! judgement its gates refused is written with [`Quality::Refused`] and the reason.
 //!
 //! # Order
 //! Blocks are evaluated in declaration order, each on the batch's readings plus the outputs of
@@ -31,12 +34,15 @@
 //! # Bounds
 //! Per input channel: [`INPUT_HISTORY`] readings. Per output: a rate window (rate, stability)
 //! of at most `RATE_BUCKETS + 1` buckets (about 4 KiB), or a sum window of at most
-//! [`config::MAX_SUM_READINGS`] readings, or one number; per established initial value, one
-//! entry. The number of outputs is what the selectors match among the channels the sources
+//! [`config::MAX_SUM_READINGS`] readings, or one number, or a slope kind's state (two rate
+//! windows, or [`slope::MAX_ANTECEDENT_DAYS`] × 24 hourly sums; see [`slope`]); per established
+//! initial value, one entry; per slope output whose gate verdict changed, one rate-limiter key
+//! ([`SLOPE_LOG_KEYS`] at most). The number of outputs is what the selectors match among the channels the sources
 //! produce; they are not evicted with idle channels (an idle output costs its state only).
 
 pub mod config;
 pub mod initial;
+pub mod slope;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -46,7 +52,8 @@ use tracing::{error, info};
 
 use super::rules::selector::ChannelInfo;
 use super::rules::RateWindow;
-use crate::model::{Quality, Reading, Series, TimestampNs, NANOS_PER_SEC};
+use crate::log_limit::LogLimiter;
+use crate::model::{Quality, QuantityKind, Reading, Refusal, Series, TimestampNs, NANOS_PER_SEC};
 use crate::spool::StateDelta;
 pub use config::{DerivedConfig, DerivedKind, DerivedPlan, DerivedSpec};
 use initial::Added;
@@ -65,6 +72,14 @@ pub const INITIAL_PREFIX: &str = "vi/";
 pub const RATE_MIN_SPAN_FRACTION: f64 = 0.5;
 /// The tag that marks a derived series, with the name of its `[[derived]]` block.
 pub const DERIVED_TAG: &str = "derived";
+/// A slope judgement whose gate verdict changed is logged at most once per this interval per
+/// output (the verdict is in every reading's quality code anyway).
+pub const SLOPE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Most outputs whose slope log lines are rate-limited at once (beyond it, lines about further
+/// outputs wait; see [`LogLimiter`]).
+pub const SLOPE_LOG_KEYS: usize = 1024;
+/// Unit tag of an R².
+pub const R2_UNIT: &str = "ratio";
 
 /// One reading of an input: its time, and its value when good.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -144,6 +159,16 @@ enum Calc {
         #[serde(default)]
         announced: Option<bool>,
     },
+    /// Fukuzono's inverse-velocity forecast ([`slope::Forecast`]); its companion outputs are
+    /// `Output::companions`. Boxed: two windows would double every output's size.
+    Forecast(Box<slope::Forecast>),
+    /// Xu's improved tangent angle ([`slope::Tangent`]), with its level as companion.
+    Tangent(Box<slope::Tangent>),
+    /// Effective antecedent rainfall ([`slope::Antecedent`]).
+    Antecedent(slope::Antecedent),
+    /// A further series of a forecast or tangent angle: computed and saved with its owner, never
+    /// fed by itself.
+    Companion,
 }
 
 impl Calc {
@@ -156,6 +181,9 @@ impl Calc {
                 | Self::Cumulative { .. }
                 | Self::Stability { .. }
                 | Self::AllStable { .. }
+                | Self::Forecast(_)
+                | Self::Tangent(_)
+                | Self::Antecedent(_)
         )
     }
 }
@@ -175,6 +203,15 @@ struct Output {
     series: Option<Arc<Series>>,
     /// The state changed since it was last handed out for saving.
     dirty: bool,
+    /// Forecast, tangent angle: the outputs of its further series, in the order of
+    /// [`config::FORECAST_SERIES`] / [`config::TANGENT_SERIES`] after the first.
+    companions: Vec<usize>,
+    /// Quantity kind and unit fixed by the kind's series (forecast, tangent angle), instead of
+    /// the block's.
+    form: Option<(QuantityKind, String)>,
+    /// Forecast, tangent angle: the gate that refused the last reading (`None`: a value was
+    /// given), to log changes only.
+    refusal: Option<Refusal>,
 }
 
 /// The derived channels of a gateway and their state. Build with [`DerivedSet::new`]; feed with
@@ -203,6 +240,8 @@ pub struct DerivedSet {
     notices: Vec<crate::alert::Alert>,
     site: String,
     language: crate::alert::Language,
+    /// Rate limit of the slope judgements' log lines, by output key.
+    slope_log: Option<LogLimiter>,
 }
 
 /// Nanoseconds as seconds.
@@ -278,7 +317,16 @@ impl DerivedSet {
                 }
                 (Calc::Sum { .. }, Calc::Sum { .. })
                 | (Calc::Cumulative { .. }, Calc::Cumulative { .. })
-                | (Calc::AllStable { .. }, Calc::AllStable { .. }) => true,
+                | (Calc::AllStable { .. }, Calc::AllStable { .. })
+                | (Calc::Antecedent(_), Calc::Antecedent(_)) => true,
+                (Calc::Forecast(saved), Calc::Forecast(_)) => self.specs[block]
+                    .forecast
+                    .as_ref()
+                    .is_some_and(|p| saved.fits(p)),
+                (Calc::Tangent(saved), Calc::Tangent(_)) => self.specs[block]
+                    .tangent
+                    .as_ref()
+                    .is_some_and(|p| saved.fits(p)),
                 _ => false,
             };
             // A window of another length (the config changed) starts fresh.
@@ -298,9 +346,48 @@ impl DerivedSet {
             calc,
             series: None,
             dirty: false,
+            companions: Vec::new(),
+            form: None,
+            refusal: None,
         });
         self.by_key.insert(key, oi);
         Some(oi)
+    }
+
+    /// The outputs of a forecast or tangent angle over channel `input`: one per `(point
+    /// suffix, kind, unit)` of `series`; the first carries `calc`, the others are its
+    /// companions.
+    fn add_series_group(
+        &mut self,
+        block: usize,
+        device: &str,
+        point: &str,
+        input: &str,
+        calc: Calc,
+        series: Vec<(&str, QuantityKind, String)>,
+    ) {
+        let mut made = Vec::with_capacity(series.len());
+        for (i, (suffix, kind, unit)) in series.into_iter().enumerate() {
+            let (inputs, calc) = if i == 0 {
+                (vec![input.to_owned()], calc.clone())
+            } else {
+                (Vec::new(), Calc::Companion)
+            };
+            let Some(oi) = self.add_output(
+                block,
+                device.to_owned(),
+                format!("{point}.{suffix}"),
+                inputs,
+                calc,
+            ) else {
+                break;
+            };
+            self.outputs[oi].form = Some((kind, unit));
+            made.push(oi);
+        }
+        if let Some((&first, rest)) = made.split_first() {
+            self.outputs[first].companions = rest.to_vec();
+        }
     }
 
     /// Match a channel seen for the first time against the selectors of the blocks after
@@ -363,6 +450,17 @@ impl DerivedSet {
                     continue;
                 }
                 DerivedKind::Tilt => continue,
+                DerivedKind::AntecedentRainfall => Calc::Antecedent(slope::Antecedent::default()),
+                DerivedKind::InverseVelocity | DerivedKind::TangentAngle => {
+                    let calc = match (spec.forecast, spec.tangent) {
+                        (Some(p), _) => Calc::Forecast(Box::new(slope::Forecast::new(&p))),
+                        (_, Some(p)) => Calc::Tangent(Box::new(slope::Tangent::new(&p))),
+                        _ => continue,
+                    };
+                    let group = series_group(spec, &series.unit);
+                    self.add_series_group(bi, &device, &point, key, calc, group);
+                    continue;
+                }
             };
             self.add_output(bi, device, point, vec![key.to_owned()], calc);
         }
@@ -406,6 +504,9 @@ impl DerivedSet {
                         continue;
                     }
                     match self.outputs[oi].calc {
+                        Calc::Forecast(_) | Calc::Tangent(_) => {
+                            self.compute_slope(oi, r, &mut made);
+                        }
                         Calc::Pair { .. } | Calc::Mean => {
                             if !combine.iter().any(|(o, ts, _)| *o == oi && *ts == r.ts) {
                                 combine.push((oi, r.ts, Arc::clone(&r.series)));
@@ -660,14 +761,10 @@ impl DerivedSet {
         tags.insert(DERIVED_TAG.to_owned(), spec.name.clone());
         let site = tags.remove("site").unwrap_or_default();
         let gateway = tags.remove("gateway").unwrap_or_default();
-        let kind = spec.quantity.unwrap_or(base.kind);
-        let unit = spec.unit.clone().unwrap_or_else(|| {
-            if spec.kind == DerivedKind::Rate {
-                format!("{}{}", base.unit, spec.per_suffix)
-            } else {
-                base.unit.clone()
-            }
-        });
+        let (kind, unit) = match &o.form {
+            Some((kind, unit)) => (*kind, unit.clone()),
+            None => output_form(spec, base.kind, &base.unit),
+        };
         let series = Arc::new(Series::new(
             &site, &gateway, &o.device, &o.point, kind, &unit, &tags,
         ));
@@ -694,13 +791,14 @@ impl DerivedSet {
     /// stability).
     fn compute_single(&mut self, oi: usize, r: &Reading) -> Option<Reading> {
         let spec = &self.specs[self.outputs[oi].block];
-        let (window_ns, max_skew, per_secs, min_points, sum_input, threshold) = (
+        let (window_ns, max_skew, per_secs, min_points, sum_input, threshold, antecedent) = (
             spec.window_ns,
             spec.max_skew_ns,
             spec.per_secs,
             spec.min_points,
             spec.sum_input,
             spec.threshold,
+            spec.antecedent,
         );
         let s = Sample::of(r);
         let bi = self.outputs[oi].block;
@@ -751,27 +849,32 @@ impl DerivedSet {
                 }
                 None => Err(Quality::DerivedInputBad),
             }),
+            Calc::Antecedent(state) => {
+                dirty = true;
+                match (
+                    increment(sum_input, &mut state.last_total, s.value),
+                    antecedent,
+                ) {
+                    // docs/DOMAIN.md §Slope early warning: R_eff = Σ K^i·R_i.
+                    (Increment::Amount(amount), Some(p)) => state
+                        .on_amount(&p, s.ts, amount)
+                        .map(|v| v.map_err(|()| Quality::DerivedInputBad)),
+                    (Increment::BadTotal, _) => Some(Err(Quality::DerivedInputBad)),
+                    (Increment::Base | Increment::Amount(_), _) => None,
+                }
+            }
             Calc::Sum {
                 readings,
                 last_total,
             } => 'sum: {
-                let value = match (sum_input, s.value) {
-                    (config::SumInput::Increments, v) => v,
-                    // A bad total loses nothing: the next good one's increment covers the gap.
-                    (config::SumInput::Total, None) => {
-                        break 'sum Some(Err(Quality::DerivedInputBad))
-                    }
-                    (config::SumInput::Total, Some(total)) => {
-                        let previous = last_total.replace(total);
-                        dirty = true;
-                        match previous {
-                            // docs/DOMAIN.md §Derived channels: a total that fell was reset.
-                            Some(p) if total < p => Some(total),
-                            Some(p) => Some(total - p),
-                            // The first total is the base of the next increment.
-                            None => break 'sum None,
-                        }
-                    }
+                let step = increment(sum_input, last_total, s.value);
+                if sum_input == config::SumInput::Total {
+                    dirty = true;
+                }
+                let value = match step {
+                    Increment::Amount(v) => v,
+                    Increment::BadTotal => break 'sum Some(Err(Quality::DerivedInputBad)),
+                    Increment::Base => break 'sum None,
                 };
                 let pos = readings.partition_point(|(t, _)| *t <= s.ts);
                 readings.insert(pos, (s.ts, value));
@@ -809,13 +912,124 @@ impl DerivedSet {
                 }
                 None => Err(Quality::DerivedInputBad),
             }),
-            Calc::Pair { .. } | Calc::Mean | Calc::AllStable { .. } => None,
+            Calc::Pair { .. }
+            | Calc::Mean
+            | Calc::AllStable { .. }
+            | Calc::Forecast(_)
+            | Calc::Tangent(_)
+            | Calc::Companion => None,
         };
         if dirty {
             self.outputs[oi].dirty = true;
         }
         let value = value?;
         Some(self.emit(oi, &r.series, s.ts, value))
+    }
+
+    /// The readings of a forecast or tangent-angle output and its companions from its input's
+    /// reading `r` (docs/DOMAIN.md §Slope early warning). A bad input flags every series 410; a
+    /// gate's refusal flags the judgement's series with its 42x code, never a value as if good.
+    fn compute_slope(&mut self, oi: usize, r: &Reading, made: &mut Vec<Reading>) {
+        let bi = self.outputs[oi].block;
+        let (forecast, tangent) = (self.specs[bi].forecast, self.specs[bi].tangent);
+        let s = Sample::of(r);
+        // Values of the output and its companions, in series order.
+        let mut values: [Result<f64, Quality>; config::FORECAST_SERIES.len()] =
+            [Err(Quality::DerivedInputBad); config::FORECAST_SERIES.len()];
+        let mut refusal = None;
+        let mut estimated = None;
+        let refused = |r: Refusal| Err(Quality::Refused(r));
+        match (&mut self.outputs[oi].calc, s.value) {
+            (_, None) => {}
+            (Calc::Forecast(state), Some(v)) => {
+                let Some(p) = forecast else { return };
+                let out = state.on_reading(&p, s.ts, v);
+                let ttf_h = |f: &slope::Prediction| secs(f.failure_ts - s.ts) / 3600.0;
+                values[0] = out
+                    .forecast
+                    .as_ref()
+                    .map(ttf_h)
+                    .map_err(|r| Quality::Refused(*r));
+                values[1] = out.inverse_velocity.map_err(Quality::Refused);
+                values[2] = out
+                    .forecast
+                    .as_ref()
+                    .map(|f| secs(f.failure_ts))
+                    .map_err(|r| Quality::Refused(*r));
+                values[3] = out
+                    .forecast
+                    .as_ref()
+                    .map(|f| f.sigma_secs / 3600.0)
+                    .map_err(|r| Quality::Refused(*r));
+                values[4] = out
+                    .r2
+                    .ok_or_else(|| out.forecast.err().unwrap_or(Refusal::TooFewReadings))
+                    .map_err(Quality::Refused);
+                refusal = out.forecast.err();
+            }
+            (Calc::Tangent(state), Some(v)) => {
+                let Some(p) = tangent else { return };
+                match state.on_reading(&p, s.ts, v, &mut estimated) {
+                    Ok((alpha, level)) => {
+                        values[0] = Ok(alpha);
+                        values[1] = Ok(f64::from(level));
+                    }
+                    Err(r) => {
+                        values[0] = refused(r);
+                        values[1] = refused(r);
+                        refusal = Some(r);
+                    }
+                }
+            }
+            _ => return,
+        }
+        if let Some(rate) = estimated {
+            let o = &self.outputs[oi];
+            info!(derived = %self.specs[bi].name, channel = %format!("{}/{}", o.device, o.point), rate,
+                  "Constant-velocity rate of the tangent angle estimated (docs/DOMAIN.md §Slope early warning); kept in the spool.");
+        }
+        // A bad input judges nothing (and changes no state): the gates' verdict is logged only
+        // when they ran.
+        if s.value.is_some() {
+            self.outputs[oi].dirty = true;
+            self.log_refusal(oi, refusal);
+        }
+        let companions = std::mem::take(&mut self.outputs[oi].companions);
+        for (i, target) in std::iter::once(oi)
+            .chain(companions.iter().copied())
+            .enumerate()
+        {
+            if let Some(value) = values.get(i) {
+                made.push(self.emit(target, &r.series, s.ts, *value));
+            }
+        }
+        self.outputs[oi].companions = companions;
+    }
+
+    /// Log a change of the gate verdict of slope output `oi`, at most once per
+    /// [`SLOPE_LOG_INTERVAL`] per output.
+    fn log_refusal(&mut self, oi: usize, refusal: Option<Refusal>) {
+        if self.outputs[oi].refusal == refusal {
+            return;
+        }
+        self.outputs[oi].refusal = refusal;
+        let o = &self.outputs[oi];
+        let key = format!("{}/{}", o.device, o.point);
+        let limiter = self
+            .slope_log
+            .get_or_insert_with(|| LogLimiter::new(SLOPE_LOG_INTERVAL, SLOPE_LOG_KEYS));
+        let Some(suppressed) = limiter.allow(&key) else {
+            return;
+        };
+        let name = &self.specs[o.block].name;
+        match refusal {
+            Some(r) => {
+                info!(derived = %name, channel = %key, reason = r.as_str(), code = r.code(), suppressed,
+                             "No slope judgement: a gate refused it (the series are flagged with the code until it passes).")
+            }
+            None => info!(derived = %name, channel = %key, suppressed,
+                          "Slope judgement given: every gate passed."),
+        }
     }
 
     /// An output combining several inputs at `ts` (pair, mean): every input's reading nearest
@@ -926,6 +1140,140 @@ impl DerivedSet {
             }
         }
         unreadable
+    }
+}
+
+/// `(point suffix, kind, unit)` of each series of a forecast or tangent-angle block over an
+/// input in `input_unit` (README, time-series schema); empty for the other kinds.
+fn series_group(spec: &DerivedSpec, input_unit: &str) -> Vec<(&'static str, QuantityKind, String)> {
+    let forms: Vec<(QuantityKind, String)> = match spec.kind {
+        DerivedKind::InverseVelocity => vec![
+            (
+                QuantityKind::TimeToFailure,
+                config::TIME_TO_FAILURE_UNIT.to_owned(),
+            ),
+            (
+                QuantityKind::InverseVelocity,
+                format!("{}/{input_unit}", spec.per_suffix.trim_start_matches('/')),
+            ),
+            (
+                QuantityKind::FailureForecast,
+                config::FAILURE_TIME_UNIT.to_owned(),
+            ),
+            (
+                QuantityKind::FailureForecast,
+                config::TIME_TO_FAILURE_UNIT.to_owned(),
+            ),
+            (QuantityKind::FailureForecast, R2_UNIT.to_owned()),
+        ],
+        DerivedKind::TangentAngle => vec![
+            (QuantityKind::TangentAngle, config::ANGLE_UNIT.to_owned()),
+            // A level code is no angle: no tangent-angle rule may select it.
+            (QuantityKind::Status, config::LEVEL_UNIT.to_owned()),
+        ],
+        _ => Vec::new(),
+    };
+    let suffixes: &[&'static str] = match spec.kind {
+        DerivedKind::InverseVelocity => &config::FORECAST_SERIES,
+        _ => &config::TANGENT_SERIES,
+    };
+    suffixes
+        .iter()
+        .zip(forms)
+        .map(|(s, (kind, unit))| (*s, kind, unit))
+        .collect()
+}
+
+/// Kind and unit of a derived series of block `spec` over an input of `kind` in `unit`, for
+/// kinds with one series per output: the block's `quantity` and `unit` when given, else the
+/// input's (a rate's per `per`).
+fn output_form(spec: &DerivedSpec, kind: QuantityKind, unit: &str) -> (QuantityKind, String) {
+    (
+        spec.quantity.unwrap_or(kind),
+        spec.unit.clone().unwrap_or_else(|| {
+            if spec.kind == DerivedKind::Rate {
+                format!("{unit}{}", spec.per_suffix)
+            } else {
+                unit.to_owned()
+            }
+        }),
+    )
+}
+
+/// The channels block `spec` will derive from the channel `input`, as `gateway check` needs
+/// them to tell which channels a rule on derived series matches (README, *`[[derived]]`*):
+/// the per-channel kinds only (pairs and means are named in the config, a structure verdict by
+/// its points' tags at run time); empty when `spec` does not select `input`.
+#[must_use]
+pub fn planned_channels(spec: &DerivedSpec, input: &ChannelInfo) -> Vec<ChannelInfo> {
+    if !spec.kind.is_per_channel() || !spec.select.as_ref().is_some_and(|s| s.matches(input)) {
+        return Vec::new();
+    }
+    if spec.kind == DerivedKind::Levelling && spec.reference.as_deref() == Some(input.key.as_str())
+    {
+        return Vec::new();
+    }
+    let vars = [
+        ("name", spec.name.as_str()),
+        ("device", input.device.as_str()),
+        ("point", input.point.as_str()),
+        ("key", input.key.as_str()),
+    ];
+    let (device, point) = (
+        config::expand(&spec.device, &vars),
+        config::expand(&spec.point, &vars),
+    );
+    let mut tags = input.tags.clone();
+    for t in ["device", "point", "unit"] {
+        tags.remove(t);
+    }
+    tags.insert(DERIVED_TAG.to_owned(), spec.name.clone());
+    let site = tags.remove("site").unwrap_or_default();
+    let gateway = tags.remove("gateway").unwrap_or_default();
+    let channel = |point: &str, kind: QuantityKind, unit: &str| {
+        ChannelInfo::from_series(&Arc::new(Series::new(
+            &site, &gateway, &device, point, kind, unit, &tags,
+        )))
+    };
+    let group = series_group(spec, &input.unit);
+    if group.is_empty() {
+        let (kind, unit) = output_form(spec, input.kind, &input.unit);
+        return vec![channel(&point, kind, &unit)];
+    }
+    group
+        .iter()
+        .map(|(suffix, kind, unit)| channel(&format!("{point}.{suffix}"), *kind, unit))
+        .collect()
+}
+
+/// What a reading of a rainfall input adds to a sum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Increment {
+    /// This much rain (`None`: a bad `increments` reading, which flags the sums it is in).
+    Amount(Option<f64>),
+    /// A bad total: it loses nothing (the next good one's increment covers the gap), but the
+    /// sum at its time is flagged.
+    BadTotal,
+    /// The first total: the base of the next increment, no rain of its own.
+    Base,
+}
+
+/// The rain a reading adds, for `input` readings, keeping the last good total in `last_total`
+/// (shared by `sum_over` and `antecedent_rainfall`: one reading of a rain gauge's counter).
+fn increment(
+    input: config::SumInput,
+    last_total: &mut Option<f64>,
+    value: Option<f64>,
+) -> Increment {
+    match (input, value) {
+        (config::SumInput::Increments, v) => Increment::Amount(v),
+        (config::SumInput::Total, None) => Increment::BadTotal,
+        (config::SumInput::Total, Some(total)) => match last_total.replace(total) {
+            // docs/DOMAIN.md §Derived channels: a total that fell was reset.
+            Some(p) if total < p => Increment::Amount(Some(total)),
+            Some(p) => Increment::Amount(Some(total - p)),
+            None => Increment::Base,
+        },
     }
 }
 

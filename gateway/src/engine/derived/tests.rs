@@ -24,7 +24,7 @@ fn plan(toml_text: &str) -> DerivedPlan {
     DerivedPlan::from_config(&s.derived, "derived").expect("valid")
 }
 
-fn problems(toml_text: &str) -> Vec<(String, String)> {
+pub(super) fn problems(toml_text: &str) -> Vec<(String, String)> {
     let s: Section = toml::from_str(toml_text).expect("toml");
     DerivedPlan::from_config(&s.derived, "derived").expect_err("invalid")
 }
@@ -71,7 +71,7 @@ fn saved_entries(set: &mut DerivedSet) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A set of one block: `lines` after `[[derived]]`.
-fn one_block(lines: &str) -> DerivedSet {
+pub(super) fn one_block(lines: &str) -> DerivedSet {
     DerivedSet::new(plan(&format!("[[derived]]\n{lines}")))
 }
 

@@ -132,8 +132,8 @@ pub use evaluator::{
     RestoreReport, StateScope, Verdict, ENTRY_FORMAT, MAX_CHANNEL_ENTRIES_PER_SAVE, STATE_FORMAT,
 };
 pub use selector::{ChannelInfo, SelectorConfig};
-pub(crate) use window::RateWindow;
 pub use window::RATE_BUCKETS;
+pub(crate) use window::{LineFit, RateWindow};
 
 #[cfg(test)]
 mod tests;

@@ -44,6 +44,10 @@ struct Bucket {
     stt: f64,
     /// Σ t·v.
     stv: f64,
+    /// Σ v², for the residuals of [`RateWindow::fit`] (absent in windows saved before it
+    /// existed: 0, which only the fit reads).
+    #[serde(default)]
+    svv: f64,
     /// Oldest and newest reading time in the bucket.
     first_ts: TimestampNs,
     last_ts: TimestampNs,
@@ -57,6 +61,7 @@ struct Totals {
     sv: f64,
     stt: f64,
     stv: f64,
+    svv: f64,
 }
 
 /// The slope of a window and what it rests on.
@@ -68,6 +73,33 @@ pub struct Slope {
     pub points: u32,
     /// Time from the oldest to the newest of them, ns.
     pub span_ns: i64,
+}
+
+/// The least-squares line of a window, with what its uncertainty needs: value = `mean_value` +
+/// `slope.per_sec` × (t − `mean_ts`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LineFit {
+    /// Slope, readings and span, as [`RateWindow::slope`] gives them.
+    pub slope: Slope,
+    /// Mean time of the readings, ns: the line's centre (the slope of a window is the rate at
+    /// this time, exactly so for a quadratic).
+    pub mean_ts: TimestampNs,
+    /// Mean value of the readings.
+    pub mean_value: f64,
+    /// Σ (t − t̄)², s².
+    pub sxx: f64,
+    /// Residual variance s² = Σ residual² / (n − 2), value units²; 0 with two readings.
+    pub residual_var: f64,
+    /// Coefficient of determination R² (1 for a perfect line; 0 when the values do not vary).
+    pub r2: f64,
+}
+
+impl LineFit {
+    /// Standard error of the slope, value units per second: √(s² / Sxx).
+    #[must_use]
+    pub fn slope_std_error(&self) -> f64 {
+        (self.residual_var / self.sxx).sqrt()
+    }
 }
 
 /// A sliding window of readings reduced to per-bucket least-squares sums.
@@ -111,6 +143,12 @@ impl RateWindow {
         self.buckets.len()
     }
 
+    /// Room allocated for buckets (tests).
+    #[cfg(test)]
+    fn room(&self) -> usize {
+        self.buckets.capacity()
+    }
+
     /// Add a reading and drop buckets that fell out of the window. A reading older than the
     /// window is ignored.
     pub fn push(&mut self, ts: TimestampNs, value: f64) {
@@ -131,6 +169,7 @@ impl RateWindow {
                 b.sv += v;
                 b.stt += t * t;
                 b.stv += t * v;
+                b.svv += v * v;
                 b.first_ts = b.first_ts.min(ts);
                 b.last_ts = b.last_ts.max(ts);
                 self.add_to_totals(ts, value);
@@ -144,10 +183,19 @@ impl RateWindow {
                     sv: 0.0,
                     stt: t * t,
                     stv: 0.0,
+                    svv: 0.0,
                     first_ts: ts,
                     last_ts: ts,
                 };
                 let at = pos.map_or(0, |p| p + 1);
+                if self.buckets.len() == self.buckets.capacity() {
+                    // Grow by doubling up to the bound (the buckets kept plus the one inserted
+                    // before the oldest leaves), never past it: a full window holds 66 buckets'
+                    // room, not the 128 plain doubling would leave.
+                    let room = (self.buckets.capacity() * 2).clamp(4, RATE_BUCKETS as usize + 2);
+                    self.buckets
+                        .reserve_exact(room.saturating_sub(self.buckets.len()).max(1));
+                }
                 self.buckets.insert(at, b);
                 if at == 0 {
                     // A new oldest bucket moves the origin.
@@ -174,6 +222,7 @@ impl RateWindow {
             tot.sv += v;
             tot.stt += t * t;
             tot.stv += t * v;
+            tot.svv += v * v;
         }
     }
 
@@ -195,9 +244,44 @@ impl RateWindow {
             tot.sv += b.sv + n * c;
             tot.stt += b.stt + 2.0 * d * b.st + n * d * d;
             tot.stv += b.stv + c * b.st + d * b.sv + n * d * c;
+            // Σ(v+c)² = svv + 2c·sv + n·c².
+            tot.svv += b.svv + 2.0 * c * b.sv + n * c * c;
         }
         self.totals = Some((origin, vref, tot));
         self.totals
+    }
+
+    /// Forget every reading (a new run starts).
+    pub fn clear(&mut self) {
+        self.buckets.clear();
+        self.totals = None;
+    }
+
+    /// The least-squares line over the window with its residual variance and R², or `None`
+    /// where [`RateWindow::slope`] gives none.
+    pub fn fit(&mut self) -> Option<LineFit> {
+        let slope = self.slope()?;
+        let (origin, vref, t) = self.totals?;
+        let sxx = t.stt - t.st * t.st / t.n;
+        let sxy = t.stv - t.st * t.sv / t.n;
+        let syy = (t.svv - t.sv * t.sv / t.n).max(0.0);
+        // Residual sum of squares Syy − Sxy²/Sxx, never below 0 by rounding.
+        let sse = (syy - sxy * sxy / sxx).max(0.0);
+        let residual_var = if t.n > 2.0 { sse / (t.n - 2.0) } else { 0.0 };
+        let r2 = if syy > 0.0 {
+            (1.0 - sse / syy).clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let mean_s = t.st / t.n;
+        Some(LineFit {
+            slope,
+            mean_ts: origin.saturating_add((mean_s * NANOS_PER_SEC as f64) as i64),
+            mean_value: vref + t.sv / t.n,
+            sxx,
+            residual_var,
+            r2,
+        })
     }
 
     /// The least-squares slope of value against time over the window, or `None` with fewer than
@@ -290,12 +374,39 @@ mod tests {
             "{}",
             w.buckets()
         );
+        assert!(w.room() <= (RATE_BUCKETS + 2) as usize, "{}", w.room());
         let s = w.slope().expect("slope");
         assert!(
             (s.per_sec * 86_400.0 - 2.0).abs() < 1e-6,
             "{}",
             s.per_sec * 86_400.0
         );
+    }
+
+    #[test]
+    fn fit_of_a_small_vector_matches_the_hand_computation() {
+        // Same vector as above: v̂ = 1.4 + 3.0·(t − 0.5) (t in d). Residuals at t = 0, .25, .5,
+        // .75, 1: 0.1, −0.15, 0.1, −0.15, 0.1; SSE = 0.075 (= Syy − Sxy²/Sxx = 5.7 − 5.625),
+        // Syy = 5.7 (Σ(v − 1.4)² = 1.96 + .81 + .01 + .36 + 2.56); s² = 0.075 / 3;
+        // R² = 1 − 0.075 / 5.7.
+        let mut w = RateWindow::new(DAY);
+        for (h, v) in [(0, 0.0), (6, 0.5), (12, 1.5), (18, 2.0), (24, 3.0)] {
+            w.push(T0 + h * H, v);
+        }
+        let f = w.fit().expect("fit");
+        assert_eq!(f.mean_ts, T0 + 12 * H);
+        assert!((f.mean_value - 1.4).abs() < 1e-12);
+        assert!(
+            (f.residual_var - 0.075 / 3.0).abs() < 1e-9,
+            "{}",
+            f.residual_var
+        );
+        assert!((f.r2 - (1.0 - 0.075 / 5.7)).abs() < 1e-9, "{}", f.r2);
+        // Sxx = 0.625 d² = 0.625 × 86 400² s²; se = √(s²/Sxx), per day ×86 400.
+        let se_per_day = f.slope_std_error() * 86_400.0;
+        assert!((se_per_day - (0.075 / 3.0 / 0.625_f64).sqrt()).abs() < 1e-9);
+        w.clear();
+        assert_eq!(w.fit(), None);
     }
 
     #[test]
@@ -316,6 +427,7 @@ mod tests {
         }
         let json = serde_json::to_string(&w).expect("serialise");
         let mut back: RateWindow = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.fit(), w.fit(), "the fit's sums are saved too");
         let s = back.slope().expect("slope");
         assert!((s.per_sec * 86_400.0 - 3.0).abs() < 1e-9);
         back.push(T0 + 30 * H, 3.5);

@@ -1,0 +1,190 @@
+//! Slope early warning (issue 8 item 3) end to end: the slope-failure scenario's universal
+//! geo-hazard device publishes its crack meter on `$dp` through a real mosquitto, hour by hour
+//! (creep at 1.8 mm/d on the crack, rain steps on days 2 and 5, Fukuzono's inverse-velocity line
+//! from day 10 to failure on day 20); the gateway derives the failure-time forecast and the
+//! tangent angle from it (`[[derived]]` kinds `inverse_velocity`, `tangent_angle`) and raises the
+//! example config's rule templates on them through its MQTT alert sink: the advisory comes once
+//! fewer than 72 h are forecast, saying it is a predicted time to failure, and the tangent-angle
+//! alert climbs yellow → orange → red after the onset, never orange or red before it.
+
+use std::time::Duration;
+
+use anju_system::{profiles_dir, start_gateway, wait_until, Mosquitto};
+use anyhow::{ensure, Context as _, Result};
+use firmware_sim::{ClockMode, Scenario, Site, StartOptions};
+use serde_json::Value;
+
+use crate::alerts::{alert_subscriber, snapshot};
+
+/// Onset of acceleration and failure of the scenario, days (config/sim/slope-failure.toml).
+const ONSET_DAYS: f64 = 10.0;
+/// See [`ONSET_DAYS`].
+const FAILURE_DAYS: f64 = 20.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slope_forecast_advisory_and_tangent_angle_alerts_from_the_crack_meter() -> Result<()> {
+    anju_system::init_tracing();
+    let broker = Mosquitto::start()?;
+    let upstream = alert_subscriber(broker.addr(), "anju/+/alerts").await?;
+    let dir = tempfile::tempdir()?;
+    let config = format!(
+        r#"
+site = "anju-slope"
+gateway_id = "gw-test"
+data_dir = "{data}"
+profiles_dir = "{profiles}"
+
+[engine]
+# The 20 simulated days are stepped in seconds: accept their future timestamps.
+max_future = "3650d"
+
+[[mqtt]]
+name = "geo"
+address = "{broker}"
+
+[[mqtt.subscriptions]]
+name = "geo-hazard"
+topic = "$dp"
+payload = {{ format = "cigem" }}
+
+[[derived]]
+name = "inv"
+kind = "inverse_velocity"
+select = {{ channel = "51010400301/L1_LF_1" }}
+
+[[derived]]
+name = "xu"
+kind = "tangent_angle"
+select = {{ channel = "51010400301/L1_LF_1" }}
+creep_rate = 1.8
+
+[alerts]
+language = "zh"
+
+[[alerts.rules]]
+name = "failure-forecast"
+kind = "absolute"
+select = {{ kind = "time_to_failure", tags = {{ derived = "inv" }} }}
+lower = {{ blue = 72.0, yellow = 24.0 }}
+confirm = {{ count = 3 }}
+
+[[alerts.rules]]
+name = "tangent-angle"
+kind = "absolute"
+select = {{ kind = "tangent_angle", tags = {{ derived = "xu" }} }}
+upper = {{ yellow = 50.0, orange = 80.0, red = 85.0 }}
+confirm = {{ count = 2 }}
+clear = {{ deadband_abs = 2.0 }}
+
+[[sinks]]
+type = "mqtt"
+host = "127.0.0.1"
+port = {port}
+client_id = "anju-gw-slope-forecast"
+"#,
+        data = dir.path().display(),
+        profiles = profiles_dir().display(),
+        broker = broker.addr(),
+        port = broker.addr().port(),
+    );
+    let gw = start_gateway(&config, dir.path())?;
+    gw.wait_for_mqtt_session().await?;
+
+    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/slope-failure.toml"))?;
+    let site = Site::start(
+        &scenario,
+        StartOptions {
+            mqtt_broker: Some(broker.addr()),
+            clock: ClockMode::Manual,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let t0_ms = site.start_unix_s() * 1_000;
+    // Hourly samples up to four hours before the failure.
+    for _ in 0..(19 * 24 + 20) {
+        site.step();
+    }
+    wait_until(
+        Duration::from_secs(90),
+        "a red tangent-angle alert and a forecast advisory upstream",
+        || async {
+            let got = snapshot(&upstream);
+            got.iter()
+                .any(|a| a["rule"] == "tangent-angle" && a["level"] == "red")
+                && got.iter().any(|a| a["rule"] == "failure-forecast")
+        },
+    )
+    .await
+    .with_context(|| gw.metrics.render())?;
+    site.shutdown().await;
+    gw.stop().await?;
+
+    let alerts = snapshot(&upstream);
+    let day =
+        |a: &Value| (a["event_at"].as_i64().unwrap_or(0) / 1_000_000 - t0_ms) as f64 / 86_400_000.0;
+    let of = |rule: &str| -> Vec<&Value> { alerts.iter().filter(|a| a["rule"] == rule).collect() };
+
+    let advisory = of("failure-forecast");
+    let first = advisory.first().context("an advisory")?;
+    // 72 h are left on day 17; three readings confirm it, the smoothing lags about 3 h.
+    ensure!(
+        (FAILURE_DAYS - 3.0..FAILURE_DAYS - 2.5).contains(&day(first)),
+        "advisory on day {:.2}: {first}",
+        day(first)
+    );
+    ensure!(
+        first["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("预测距失稳剩余时间") && m.contains(" h，低于")),
+        "the advisory says what it is: {}",
+        first["message"]
+    );
+    ensure!(
+        advisory
+            .iter()
+            .all(|a| a["level"] == "blue" || a["level"] == "yellow"),
+        "an advisory is blue or yellow: {advisory:?}"
+    );
+
+    let tangent = of("tangent-angle");
+    for a in &tangent {
+        ensure!(
+            day(a) >= ONSET_DAYS || (a["level"] != "orange" && a["level"] != "red"),
+            "{} on day {:.2} in the creep stage: {a}",
+            a["level"],
+            day(a)
+        );
+    }
+    let red = tangent
+        .iter()
+        .find(|a| a["level"] == "red")
+        .context("red tangent-angle alert")?;
+    let id = red["id"].as_str().context("id")?;
+    let levels: Vec<&str> = tangent
+        .iter()
+        .filter(|a| a["id"] == id && a["state"] != "cleared")
+        .filter_map(|a| a["level"].as_str())
+        .collect();
+    let rank = |l: &str| {
+        ["blue", "yellow", "orange", "red"]
+            .iter()
+            .position(|x| *x == l)
+            .unwrap_or(9)
+    };
+    ensure!(
+        levels.windows(2).all(|w| rank(w[0]) <= rank(w[1])),
+        "levels out of order: {levels:?}"
+    );
+    ensure!(
+        levels.first() == Some(&"yellow") && levels.contains(&"orange"),
+        "expected yellow, orange, red: {levels:?}"
+    );
+    // tan α = (t_f − t_a)/(t_f − t): 85° on day 19.13; confirmed by two hourly readings.
+    ensure!(
+        (19.0..19.5).contains(&day(red)),
+        "red on day {:.2}",
+        day(red)
+    );
+    Ok(())
+}
