@@ -890,13 +890,14 @@ pub fn encode_alert_line(out: &mut Vec<u8>, a: &Alert) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// 2026-01-01T00:00:00Z in ns.
     const T0: TimestampNs = 1_767_225_600_000_000_000;
 
-    fn settlement_alert() -> Alert {
+    /// An orange settlement alert raised at [`T0`] (shared with the console's page tests).
+    pub(crate) fn settlement_alert() -> Alert {
         Alert {
             id: stable_id(
                 "xa",

@@ -487,7 +487,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::alert::{AlertKind, AlertState, Cause, Side};
+    use crate::alert::AlertState;
     use crate::model::{QuantityKind, Series};
     use crate::spool::SinkBacklog;
 
@@ -512,34 +512,15 @@ mod tests {
         }
     }
 
+    /// The alert tests' orange settlement alert, raised ten minutes before [`NOW`].
     fn alert() -> Alert {
+        let at = NOW - 600 * NANOS_PER_SEC;
         Alert {
-            id: "e31146c9ff45c621".into(),
-            seq: 0,
-            kind: AlertKind::Quality,
-            cause: Cause::Absolute,
-            site: "xa".into(),
-            structure: Some("A栋".into()),
-            device: "lev-a1".into(),
-            point: "ch3".into(),
-            channel: "lev-a1/ch3".into(),
-            channels: vec!["lev-a1/ch3".into()],
-            quantity: Some(QuantityKind::Settlement),
-            rule: "settlement-total".into(),
-            label: None,
-            side: Some(Side::Upper),
-            level: Level::Orange,
-            previous_level: None,
-            state: AlertState::Raised,
-            value: Some(32.5),
-            threshold: Some(30.0),
-            unit: "mm".into(),
-            quality: None,
-            started_at: NOW - 600 * NANOS_PER_SEC,
-            event_at: NOW - 600 * NANOS_PER_SEC,
-            detected_at: NOW - 600 * NANOS_PER_SEC,
+            started_at: at,
+            event_at: at,
+            detected_at: at,
             message: "【警戒】A栋 沉降点 lev-a1/ch3 累计沉降 32.5 mm，超过警戒值 30.0 mm".into(),
-            ack: None,
+            ..crate::alert::tests::settlement_alert()
         }
     }
 
@@ -697,7 +678,7 @@ mod tests {
         );
         assert!(row.contains("现场核查"));
         assert!(row.contains(r#"<form method="post" action="/alerts/ack">"#));
-        assert!(row.contains(r#"name="id" value="e31146c9ff45c621""#));
+        assert!(row.contains(&format!(r#"name="id" value="{}""#, alert().id)));
         assert!(row.contains(r#"name="lang" value="zh""#));
     }
 
