@@ -560,6 +560,8 @@ pub struct Evaluator {
     saved: saved::Saved,
     /// Held readings decided since the engine last took them ([`Evaluator::take_decided`]).
     decided: Vec<HeldVerdict>,
+    /// Rule plans shared by the channels they apply to.
+    plans: super::plan::PlanCache,
 }
 
 impl Evaluator {
@@ -583,6 +585,7 @@ impl Evaluator {
             pending: Vec::new(),
             saved: saved::Saved::default(),
             decided: Vec::new(),
+            plans: super::plan::PlanCache::new(),
         }
     }
 
@@ -654,7 +657,7 @@ impl Evaluator {
         mut stale_slots: BTreeMap<String, FaultCondition>,
         now: TimestampNs,
     ) -> usize {
-        let plan = self.rules.plan(&info);
+        let plan = self.rules.plan(&info, &mut self.plans);
         let slots = plan
             .rules
             .iter()

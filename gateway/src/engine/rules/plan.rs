@@ -11,6 +11,9 @@ use super::config::{
     DEFAULT_FAULT_LEVEL,
 };
 use super::selector::{glob_match, ChannelInfo};
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use crate::alert::Level;
 
 /// One matching channel rule, resolved for the channel.
@@ -36,10 +39,15 @@ pub(crate) struct ChannelChecks {
     pub spike: Option<SpikeSpec>,
 }
 
+/// Resolved rule plans by (rule, override that applies), shared by every channel they apply
+/// to: one plan is 488 bytes, and 5,000 channels under one rule held 5,000 equal copies
+/// (issue 14). `None`: the override disables the rule.
+pub(crate) type PlanCache = HashMap<(usize, Option<usize>), Option<Arc<RulePlan>>>;
+
 /// Everything that applies to one channel.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Plan {
-    pub rules: Vec<RulePlan>,
+    pub rules: Vec<Arc<RulePlan>>,
     /// Channel-scope stale rules (indices into [`RuleSet::stale_rules`]).
     pub stale: Vec<usize>,
     /// Device-scope stale rules this channel's selectors select (its device is watched).
@@ -51,17 +59,25 @@ pub(crate) struct Plan {
 
 impl RuleSet {
     /// Resolve what applies to channel `c`.
-    pub(crate) fn plan(&self, c: &ChannelInfo) -> Plan {
-        let mut rules: Vec<RulePlan> = self
+    pub(crate) fn plan(&self, c: &ChannelInfo, cache: &mut PlanCache) -> Plan {
+        let mut rules: Vec<Arc<RulePlan>> = self
             .channel_rules
             .iter()
             .enumerate()
             .filter(|(_, r)| r.selector.matches(c))
-            .filter_map(|(i, r)| resolve(i, r, &c.key))
+            .filter_map(|(i, r)| {
+                let o = r
+                    .overrides
+                    .iter()
+                    .position(|o| glob_match(&o.pattern, &c.key));
+                cache
+                    .entry((i, o))
+                    .or_insert_with(|| resolve(i, r, o).map(Arc::new))
+                    .clone()
+            })
             .collect();
-        // A filtered collect starts at 4 places of 488 bytes; a channel matches one or two
-        // rules, and the plan lives as long as the channel (7.3 MB at 5,000 channels, measured
-        // with DHAT, issue 14).
+        // A filtered collect starts at 4 places; a channel matches one or two rules, and the
+        // plan lives as long as the channel (issue 14).
         rules.shrink_to_fit();
         let mut stale = Vec::new();
         let mut device_stale = Vec::new();
@@ -105,9 +121,10 @@ impl RuleSet {
     }
 }
 
-/// Apply the first matching override; `None` when it disables the rule for this channel.
-fn resolve(index: usize, r: &ChannelRule, key: &str) -> Option<RulePlan> {
-    let o = r.overrides.iter().find(|o| glob_match(&o.pattern, key));
+/// Apply override `over` (the first that matches the channel); `None` when it disables the
+/// rule for the channel.
+fn resolve(index: usize, r: &ChannelRule, over: Option<usize>) -> Option<RulePlan> {
+    let o = over.and_then(|i| r.overrides.get(i));
     if o.is_some_and(|o| !o.enabled) {
         return None;
     }
