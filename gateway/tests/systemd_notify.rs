@@ -1,7 +1,8 @@
 //! `gateway run` under a service manager, as systemd runs it (packaging/anju-gateway.service:
 //! `Type=notify`, `WatchdogSec=`): the real binary with `NOTIFY_SOCKET` pointing at a socket this
 //! test reads, and `WATCHDOG_USEC` set. It must say `READY=1` once started, send `WATCHDOG=1`
-//! while its engine turns, and `STOPPING=1` on SIGTERM, then exit 0.
+//! while its engine turns, and `STOPPING=1` on SIGTERM, then exit 0; and its log, a file here as
+//! the journal's pipe is there, must carry no ANSI colour codes.
 //!
 //! Owns that end-to-end check only; when keep-alives are withheld is `src/systemd.rs`'s unit test.
 
@@ -101,7 +102,7 @@ payload = {{ format = "plain" }}
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", WATCHDOG_USEC)
         .env_remove("WATCHDOG_PID")
-        .env("ANJU_LOG", "warn")
+        .env("ANJU_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -148,5 +149,12 @@ payload = {{ format = "plain" }}
         status.success(),
         "exit status {status}; log:\n{}",
         log_text()
+    );
+    // The journal takes stderr as a pipe, as this file does: plain text, no colour codes.
+    let log = log_text();
+    assert!(log.contains("Gateway starting."), "log:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escape codes in a log that is no terminal:\n{log}"
     );
 }
