@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: every unit and system test of the workspace.
+# The test command: every unit and system test of the workspace, then the package test.
 #
 # The system tests start a real mosquitto, a real VictoriaMetrics and socat pseudo-terminals on
 # free 127.0.0.1 ports. When one of them is missing, this script installs it from Debian's
@@ -19,4 +19,6 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-exec cargo test --workspace --locked "$@"
+cargo test --workspace --locked "$@"
+# The Debian package (skipped, saying so, without cargo-deb): about 20 s.
+bash tests/package.sh

@@ -21,6 +21,7 @@
 //! - [`console`]: the HTTP server: `/metrics`, `/healthz`, `/readyz` (pages later).
 //! - [`run`]: wires everything together for `gateway run`.
 //! - [`supervise`]: the task tree: every task named, watched, and stopped in order.
+//! - [`systemd`]: `READY=1`, `STOPPING=1` and watchdog keep-alives while the engine turns.
 //!
 //! # Data flow
 //! ```text
@@ -47,3 +48,4 @@ pub mod sinks;
 pub mod sources;
 pub mod spool;
 pub mod supervise;
+pub mod systemd;

@@ -1,7 +1,8 @@
 //! Wiring for `gateway run`: opens the spool, starts the sources, the engine and the sinks, and
 //! shuts them down in order.
 //!
-//! Owns start-up order, nothing else; the task tree and shutdown order are [`crate::supervise`].
+//! Owns start-up order, nothing else; the task tree and shutdown order are [`crate::supervise`],
+//! what systemd is told and when is [`crate::systemd`].
 //! Shutdown: cancel the sources; each drops its sender; the engine drains the channel, commits
 //! the rest to the spool and returns; then the sinks stop (what they have not delivered stays in
 //! the spool for the next start). A task that ends on its own starts the same shutdown, and
@@ -16,7 +17,7 @@ use tracing::{error, info};
 
 use crate::config::{Config, Sink};
 use crate::console::{Console, ConsoleState, Identity};
-use crate::engine::Engine;
+use crate::engine::{Engine, Heartbeat};
 use crate::metrics::Metrics;
 use crate::model::{Clock, SystemClock};
 use crate::sinks::influxdb::{InfluxSink, InfluxSinkError};
@@ -27,6 +28,7 @@ use crate::sources::mqtt::MqttSource;
 use crate::sources::READING_CHANNEL_CAPACITY;
 use crate::spool::{AlertIdentity, Reader, Spool, SpoolError, Stream};
 use crate::supervise::{Stage, TaskFailure, TaskTree};
+use crate::systemd::{self, NotifyState};
 
 /// File name of the spool inside the data directory.
 pub const SPOOL_FILE: &str = "spool.redb";
@@ -170,6 +172,7 @@ impl Gateway {
         };
 
         let (tx, rx) = mpsc::channel(READING_CHANNEL_CAPACITY);
+        let heartbeat = Arc::new(Heartbeat::default());
         let mut tree = TaskTree::new();
         if let Some(console) = console {
             let stop = tree.stop_token(Stage::Console);
@@ -249,7 +252,8 @@ impl Gateway {
             &cfg.site,
         )
         .with_derived(cfg.derived.clone())
-        .with_pours(cfg.pours.clone());
+        .with_pours(cfg.pours.clone())
+        .with_heartbeat(Arc::clone(&heartbeat));
         let engine = if cfg.console.is_some() {
             engine.with_view(view_tx).with_commands(command_rx)
         } else {
@@ -261,7 +265,19 @@ impl Gateway {
             engine_running.store(false, Ordering::Relaxed);
         });
 
+        // With the console, stopped last: both report to the outside.
+        if let Some(period) = systemd::keep_alive_period() {
+            let stop = tree.stop_token(Stage::Console);
+            tree.spawn(
+                Stage::Console,
+                "systemd watchdog",
+                systemd::keep_alive(heartbeat, period, systemd::notify, stop),
+            );
+        }
+        systemd::notify(&[NotifyState::Ready]);
+
         let failed = tree.watch(&shutdown).await;
+        systemd::notify(&[NotifyState::Stopping]);
         if let Some(f) = &failed {
             error!(task = %f.name, how = %f.how,
                    "A gateway task ended on its own; stopping the gateway (what is held is committed first) so that it can be restarted.");

@@ -15,14 +15,19 @@
 //! and as a ratio to it, because absolute figures do not travel between machines.
 //!
 //! The gateway runs as its own release-built process (`target/release/gateway`), so its CPU
-//! time and memory are measured from /proc without the publisher's. Prints readings/s landed in
+//! time and memory are measured from /proc without the publisher's. `-- --profile dist` builds
+//! and runs it with another cargo profile instead (`target/dist/gateway`), and
+//! `-- --gateway-bin PATH` runs a binary built beforehand (how the opt-level of `[profile.dist]`
+//! was chosen: one build per opt-level, `CARGO_PROFILE_DIST_OPT_LEVEL=s` and its own
+//! `CARGO_TARGET_DIR`). Prints readings/s landed in
 //! the store (first publish to the last reading queryable), gateway CPU microseconds per
 //! reading, idle RSS and peak RSS.
 //!
 //! The sink runs with `batch_max_age = "200ms"`: with the default 1 s, the last partial batch
 //! of a finite burst waits up to a second for company, which is half of this two-second run.
 //!
-//! Run: `cargo bench -p anju-system --bench ingest` (add `-- --scenario strain` for issue 2's
+//! Run: `cargo bench -p anju-system --bench ingest` (add `-- --profile dist` for the site
+//! boxes' build, `-- --scenario strain` for issue 2's
 //! scenario, `-- --no-gzip` to write uncompressed bodies, `-- --readings N` to change the
 //! count, `-- --sensors N` for N distinct sensors in `sites`, e.g. 5000 for issue 14's
 //! 5,000-channel memory figure, `-- --rate N` to publish N messages/s instead of as fast as the
@@ -100,13 +105,18 @@ async fn stored_count(
     Ok(v.parse::<f64>().unwrap_or(0.0) as u64)
 }
 
-fn build_gateway() -> Result<std::path::PathBuf> {
+/// The cargo profile the gateway is built with unless `--profile` names another.
+const DEFAULT_PROFILE: &str = "release";
+
+/// Build the gateway with cargo profile `profile` and return the path of its binary.
+fn build_gateway(profile: &str) -> Result<std::path::PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(repo_root())
         .args([
             "build",
-            "--release",
+            "--profile",
+            profile,
             "--quiet",
             "-p",
             "anju-gateway",
@@ -116,11 +126,13 @@ fn build_gateway() -> Result<std::path::PathBuf> {
         .status()
         .context("cargo build")?;
     if !status.success() {
-        bail!("building the gateway failed");
+        bail!("building the gateway (profile {profile}) failed");
     }
     let target = std::env::var("CARGO_TARGET_DIR")
         .map_or_else(|_| repo_root().join("target"), std::path::PathBuf::from);
-    Ok(target.join("release").join("gateway"))
+    // Cargo's one exception to "the directory is the profile's name".
+    let dir = if profile == "dev" { "debug" } else { profile };
+    Ok(target.join(dir).join("gateway"))
 }
 
 /// What the publisher sends and the gateway is configured for.
@@ -495,7 +507,21 @@ async fn main() -> Result<()> {
         Some(other) => bail!("unknown scenario {other}: sites or strain"),
     };
 
-    let bin = build_gateway()?;
+    let profile = args
+        .iter()
+        .position(|a| a == "--profile")
+        .and_then(|i| args.get(i + 1))
+        .map_or(DEFAULT_PROFILE, String::as_str);
+
+    // A binary built elsewhere (another opt-level in its own target directory) is run as is.
+    let bin = match args
+        .iter()
+        .position(|a| a == "--gateway-bin")
+        .and_then(|i| args.get(i + 1))
+    {
+        Some(path) => std::path::PathBuf::from(path),
+        None => build_gateway(profile)?,
+    };
     let vm = VictoriaMetrics::start()?;
     let broker = Mosquitto::start()?;
 
@@ -562,9 +588,10 @@ async fn main() -> Result<()> {
     let cpu_per_reading = (cpu_after - cpu_before) as f64 / readings as f64;
     let throughput = stored as f64 / landed_in.as_secs_f64();
     println!(
-        "ingest benchmark, scenario {scenario:?}: {readings} readings, {} sensors, 1 reading per message, QoS 0, gzip {gzip}{}",
+        "ingest benchmark, scenario {scenario:?}: {readings} readings, {} sensors, 1 reading per message, QoS 0, gzip {gzip}{}, gateway {}",
         scenario.sensors(),
-        if derived.is_empty() { "" } else { ", slope early warning on every channel" }
+        if derived.is_empty() { "" } else { ", slope early warning on every channel" },
+        bin.display()
     );
     println!(
         "  broker limit        {limit:>8.0} readings/s (same messages to a counting subscriber, this run)"

@@ -34,6 +34,7 @@ pub mod view;
 
 use crate::metrics::Counter;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,6 +95,25 @@ pub const DEFAULT_CHANNEL_IDLE_EVICT: Duration = Duration::from_secs(3600);
 pub const MIN_CHANNEL_IDLE_EVICT: Duration = Duration::from_secs(60);
 /// How often (gateway clock) the engine looks for idle channels to evict.
 pub const EVICT_SCAN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How many times the engine's loop has turned: beaten on every tick ([`TICK_INTERVAL`]), read by
+/// whoever must tell a live engine from a hung one (the systemd watchdog, [`crate::systemd`]).
+/// A count, not a time: the reader only asks whether it moved.
+#[derive(Debug, Default)]
+pub struct Heartbeat(AtomicU64);
+
+impl Heartbeat {
+    /// The loop turned once more.
+    pub fn beat(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Beats so far.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Engine settings (`[engine]`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -258,6 +278,8 @@ pub struct Engine {
     view: Option<(view::ViewTx, Option<Instant>)>,
     /// Requests from the console ([`Engine::with_commands`]).
     commands: Option<command::CommandRx>,
+    /// Beaten on every tick, so a watcher can tell the loop still turns.
+    heartbeat: Arc<Heartbeat>,
 }
 
 /// The health of spool commits: backoff while they fail, and a bounded log of the failure.
@@ -371,6 +393,7 @@ impl Engine {
             dropped_since_log: 0,
             view: None,
             commands: None,
+            heartbeat: Arc::new(Heartbeat::default()),
         }
     }
 
@@ -489,6 +512,13 @@ impl Engine {
                 .add(Counter::RuleStateSaveErrors, &[], errors as u64);
         }
         self.unsaved.merge(delta);
+    }
+
+    /// Beat `heartbeat` on every tick of the loop instead of a heartbeat nobody reads.
+    #[must_use]
+    pub fn with_heartbeat(mut self, heartbeat: Arc<Heartbeat>) -> Self {
+        self.heartbeat = heartbeat;
+        self
     }
 
     /// Take over the rule state saved in the spool (active alerts, windows), so a restart
@@ -694,6 +724,10 @@ impl Engine {
                     flush_at = (Instant::now() + flush_interval).max(self.commits.retry_at.unwrap_or(flush_at));
                 }
                 () = sleep_until(next_tick) => {
+                    // On the tick, not per batch: `select!` polls its branches in random order,
+                    // so the tick comes round under any load, and an engine stuck inside a
+                    // commit or a batch never gets here.
+                    self.heartbeat.beat();
                     let now = self.clock.now_ns();
                     for alert in self.evaluator.on_tick(now) {
                         self.push_alert(&alert);
