@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CI: the gateway still compiles for the site boxes' aarch64 (issue 13 item 2; README §Building
+# The gateway still compiles for the site boxes' aarch64 (issue 13 item 2; README §Building
 # for the site boxes). `cargo check`, not a build: the cross link and fat LTO are
 # packaging/build-targets.sh's job, minutes this budget has not got.
 #
@@ -12,17 +12,17 @@ cd "$(dirname "$0")/.."
 
 target=aarch64-unknown-linux-gnu
 skip() {
-  echo "ci cross-check: SKIPPED, $target not checked: $*"
+  echo "cross-check: SKIPPED, $target not checked: $*"
   exit 0
 }
 
 if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
   command -v rustup >/dev/null 2>&1 || skip "no rustup here to add the $target standard library"
-  echo "ci cross-check: installing the Rust target $target"
+  echo "cross-check: installing the Rust target $target"
   rustup target add "$target" || skip "rustup target add $target failed"
 fi
 if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then
-  echo "ci cross-check: installing gcc-aarch64-linux-gnu (ring's C parts)"
+  echo "cross-check: installing gcc-aarch64-linux-gnu (ring's C parts)"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   { $sudo apt-get update -qq &&
@@ -33,4 +33,4 @@ fi
 
 started=$(date +%s)
 cargo check --locked --target "$target" -p anju-gateway
-echo "ci cross-check: anju-gateway checks for $target ($(($(date +%s) - started)) s)"
+echo "cross-check: anju-gateway checks for $target ($(($(date +%s) - started)) s)"
