@@ -376,13 +376,23 @@ impl MqttSource {
             }
         })
         .await;
-        // The event loop takes the PUBACKs from the request channel as it is polled; whatever
-        // messages arrive meanwhile stay unacknowledged and come again.
+        // The event loop takes the PUBACKs from the request channel as it is polled: poll until
+        // it has written the last one (they go out in order), so that none is still in the
+        // channel when the DISCONNECT is queued and the loop dropped. Whatever messages arrive
+        // meanwhile stay unacknowledged and come again.
+        let last = acks.last();
         let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, async {
+            let Some(last) = last else { return };
             loop {
                 acks.send(&client);
-                if acks.is_empty() || eventloop.poll().await.is_err() {
-                    break;
+                match eventloop.poll().await {
+                    Ok(Event::Outgoing(Outgoing::PubAck(pkid)))
+                        if pkid == last && acks.is_empty() =>
+                    {
+                        break
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
                 }
             }
         })
@@ -433,6 +443,11 @@ impl AckQueue {
 
     fn is_empty(&self) -> bool {
         self.due.is_empty()
+    }
+
+    /// The packet id of the newest PUBACK due.
+    fn last(&self) -> Option<u16> {
+        self.due.back().copied()
     }
 
     /// Packet ids of a connection that ended mean nothing on the next one.
