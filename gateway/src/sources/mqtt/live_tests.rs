@@ -74,6 +74,28 @@ fn spawn_source(
     (rx, shutdown, task)
 }
 
+/// Publish `payload` once at QoS 1 from client `id`, wait for the broker's PUBACK, disconnect.
+async fn publish_once(port: u16, id: &str, topic: &str, payload: &str) {
+    let (client, mut eventloop) = AsyncClient::new(MqttOptions::new(id, "127.0.0.1", port), 10);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+        .await
+        .expect("queue");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => break,
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("the broker acknowledges the publish");
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
+}
+
 /// A publishing client whose event loop runs (and reconnects) in the background.
 fn publisher(port: u16, id: &str) -> AsyncClient {
     let mut options = MqttOptions::new(id, "127.0.0.1", port);
@@ -316,10 +338,10 @@ async fn a_qos1_message_is_acknowledged_only_after_its_readings_are_committed() 
     wait_subscribed(&client, &mut rx).await;
 
     let msg = r#"{"ts":"2026-11-29T10:00:00.000Z","readings":[{"sensor":"t1","value":7.5}]}"#;
-    client
-        .publish("sites/xb/nodes/n1/up", QoS::AtLeastOnce, false, msg)
-        .await
-        .expect("publish");
+    // From a client of its own that is gone once the broker has the message: a publisher whose
+    // connection dropped would send it again on reconnecting (rumqttc re-sends its unacknowledged
+    // publishes), which the last check below could not tell from the gateway's missing PUBACK.
+    publish_once(port, "live-pub-once", "sites/xb/nodes/n1/up", msg).await;
     // The engine "crashes" before committing: the batch (and its commit notice) is dropped.
     let batch = tokio::time::timeout(WAIT, rx.recv())
         .await
