@@ -98,7 +98,6 @@ impl Evaluator {
             faults.into_iter().find_map(|f| bump(&mut f.active, id))
         }
         for ch in &mut self.channels {
-            let f = &mut ch.data.faults;
             let found = ch
                 .slots
                 .iter_mut()
@@ -106,6 +105,8 @@ impl Evaluator {
                     bump(&mut s.upper.active, id).or_else(|| bump(&mut s.lower.active, id))
                 })
                 .or_else(|| {
+                    // A channel without fault state of its own has no fault alert to bump.
+                    let f = ch.data.faults.existing_mut()?;
                     bump_faults(
                         [&mut f.bad_quality, &mut f.range, &mut f.stuck, &mut f.spike].into_iter(),
                         id,

@@ -39,10 +39,26 @@ pub(crate) struct ChannelChecks {
     pub spike: Option<SpikeSpec>,
 }
 
-/// Resolved rule plans by (rule, override that applies), shared by every channel they apply
-/// to: one plan is 488 bytes, and 5,000 channels under one rule held 5,000 equal copies
-/// (issue 14). `None`: the override disables the rule.
-pub(crate) type PlanCache = HashMap<(usize, Option<usize>), Option<Arc<RulePlan>>>;
+/// Resolved plans, shared by every channel they apply to (issue 14): a rule plan is 488 bytes
+/// and a channel's whole plan 248, and 5,000 channels under the same rules held 5,000 equal
+/// copies of each.
+#[derive(Debug, Default)]
+pub(crate) struct PlanCache {
+    /// By (rule, override that applies); `None`: the override disables the rule.
+    rules: HashMap<(usize, Option<usize>), Option<Arc<RulePlan>>>,
+    /// Whole plans of channels in no pair, by what matched. At most one per combination of
+    /// matching rules, overrides, stale rules and check entries the config can produce; a
+    /// channel in a pair has a plan of its own (its pairs are its own).
+    plans: HashMap<PlanKey, Arc<Plan>>,
+}
+
+/// What a plan was resolved from: equal keys give equal plans.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PlanKey {
+    rules: Vec<(usize, Option<usize>)>,
+    stale: Vec<usize>,
+    checks: Vec<usize>,
+}
 
 /// Everything that applies to one channel.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,35 +74,75 @@ pub(crate) struct Plan {
 }
 
 impl RuleSet {
-    /// Resolve what applies to channel `c`.
-    pub(crate) fn plan(&self, c: &ChannelInfo, cache: &mut PlanCache) -> Plan {
-        let mut rules: Vec<Arc<RulePlan>> = self
+    /// Resolve what applies to channel `c`, sharing an equal plan resolved before.
+    pub(crate) fn plan(&self, c: &ChannelInfo, cache: &mut PlanCache) -> Arc<Plan> {
+        let rules: Vec<(usize, Option<usize>)> = self
             .channel_rules
             .iter()
             .enumerate()
             .filter(|(_, r)| r.selector.matches(c))
-            .filter_map(|(i, r)| {
+            .map(|(i, r)| {
                 let o = r
                     .overrides
                     .iter()
                     .position(|o| glob_match(&o.pattern, &c.key));
+                (i, o)
+            })
+            .collect();
+        let stale: Vec<usize> = (0..self.stale_rules.len())
+            .filter(|&i| self.stale_rules[i].selector.matches(c))
+            .collect();
+        let checks: Vec<usize> = (0..self.checks.len())
+            .filter(|&i| self.checks[i].selector.matches(c))
+            .collect();
+        let pairs = self
+            .pairs_by_channel
+            .get(&c.key)
+            .cloned()
+            .unwrap_or_default();
+        let key = PlanKey {
+            rules,
+            stale,
+            checks,
+        };
+        if pairs.is_empty() {
+            if let Some(p) = cache.plans.get(&key) {
+                return Arc::clone(p);
+            }
+        }
+        let plan = Arc::new(self.resolve_plan(&key, pairs, &mut cache.rules));
+        if plan.pairs.is_empty() {
+            cache.plans.insert(key, Arc::clone(&plan));
+        }
+        plan
+    }
+
+    fn resolve_plan(
+        &self,
+        key: &PlanKey,
+        pairs: Vec<(usize, usize)>,
+        cache: &mut HashMap<(usize, Option<usize>), Option<Arc<RulePlan>>>,
+    ) -> Plan {
+        let mut rules: Vec<Arc<RulePlan>> = key
+            .rules
+            .iter()
+            .filter_map(|&(i, o)| {
+                let r = self.channel_rules.get(i)?;
                 cache
                     .entry((i, o))
                     .or_insert_with(|| resolve(i, r, o).map(Arc::new))
                     .clone()
             })
             .collect();
-        // A filtered collect starts at 4 places; a channel matches one or two rules, and the
-        // plan lives as long as the channel (issue 14).
+        // A filtered collect starts at 4 places; a channel matches one or two rules.
         rules.shrink_to_fit();
         let mut stale = Vec::new();
         let mut device_stale = Vec::new();
-        for (i, s) in self.stale_rules.iter().enumerate() {
-            if s.selector.matches(c) {
-                match s.scope {
-                    StaleScope::Channel => stale.push(i),
-                    StaleScope::Device => device_stale.push(i),
-                }
+        for &i in &key.stale {
+            match self.stale_rules.get(i).map(|s| s.scope) {
+                Some(StaleScope::Channel) => stale.push(i),
+                Some(StaleScope::Device) => device_stale.push(i),
+                None => {}
             }
         }
         let mut checks = ChannelChecks {
@@ -98,7 +154,7 @@ impl RuleSet {
         };
         // For each check type, the first matching entry that sets it applies.
         let mut level = None;
-        for e in self.checks.iter().filter(|e| e.selector.matches(c)) {
+        for e in key.checks.iter().filter_map(|&i| self.checks.get(i)) {
             level = level.or(e.level);
             checks.bad_quality = checks.bad_quality.or(e.bad_quality);
             checks.range = checks.range.or(e.range);
@@ -106,11 +162,6 @@ impl RuleSet {
             checks.spike = checks.spike.or(e.spike);
         }
         checks.level = level.unwrap_or(DEFAULT_FAULT_LEVEL);
-        let pairs = self
-            .pairs_by_channel
-            .get(&c.key)
-            .cloned()
-            .unwrap_or_default();
         Plan {
             rules,
             stale,
