@@ -49,3 +49,4 @@ pub mod sources;
 pub mod spool;
 pub mod supervise;
 pub mod systemd;
+pub mod tls;

@@ -86,6 +86,8 @@ counters! {
     MqttConnects = "mqtt_connects_total" ["source"];
     /// MQTT connection errors.
     MqttConnectionErrors = "mqtt_connection_errors_total" ["source"];
+    /// MQTT connections refused in the TLS handshake (an untrusted or misnamed certificate, a client certificate the broker refused); also counted in `mqtt_connection_errors_total`.
+    MqttTlsErrors = "mqtt_tls_errors_total" ["source"];
     /// MQTT subscribe requests the client could not queue.
     MqttSubscribeFailures = "mqtt_subscribe_failures_total" ["source"];
     /// Readings committed to the spool.

@@ -57,6 +57,8 @@ pub struct DrainTarget<'a> {
     pub host: &'a str,
     /// Broker port.
     pub port: u16,
+    /// The source's TLS settings: the drain connects as the source does.
+    pub tls: Option<&'a crate::tls::ClientTls>,
     /// The source's client id: the drain takes over its session.
     pub client_id: &'a str,
     /// User name and password, if the broker requires them.
@@ -107,7 +109,19 @@ pub async fn drain_oversized(target: &DrainTarget<'_>) -> Result<Drained, DrainE
     .await
     .map_err(|_| DrainError::Timeout)??;
     let _ = stream.set_nodelay(true);
-    drain_stream(stream, target).await
+    match target.tls {
+        None => drain_stream(stream, target).await,
+        Some(tls) => {
+            let name = tls.server_name_for(target.host)?;
+            let stream = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio_rustls::TlsConnector::from(tls.rustls()).connect(name, stream),
+            )
+            .await
+            .map_err(|_| DrainError::Timeout)??;
+            drain_stream(stream, target).await
+        }
+    }
 }
 
 /// [`drain_oversized`] over any byte stream (tests use an in-memory one).
@@ -308,6 +322,7 @@ mod tests {
         DrainTarget {
             host: "127.0.0.1",
             port: 1,
+            tls: None,
             client_id: "gw",
             credentials: Some(("u", "p")),
             limit,
