@@ -1,0 +1,240 @@
+//! TLS end to end (issue 13 item 4): a real mosquitto with a TLS listener and a real
+//! VictoriaMetrics serving https only, both with certificates of a CA made in the test. The
+//! gateway reads MQTT over TLS and writes to the store over https, trusting that CA through
+//! `tls.ca_file`, and every reading lands with its value and time; a gateway trusting another
+//! CA is refused by both, counts it, and stores nothing as delivered.
+
+use std::time::Duration;
+
+use anju_gateway::metrics::Counter;
+use anju_system::{
+    landed, profiles_dir, start_gateway, wait_until, Mosquitto, TestCa, VictoriaMetrics,
+};
+use anyhow::{ensure, Context as _, Result};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+
+/// Readings published: (sensor, value), one message each, at `base + i` ms.
+const READINGS: [(&str, f64); 4] = [("s1", 12.5), ("s2", -3.25), ("s1", 12.75), ("s3", 0.0)];
+
+/// A gateway config: MQTT from `broker` (over TLS with `mqtt_ca` when given) into the store at
+/// `url` (over https with `store_ca` when given).
+fn config(
+    dir: &std::path::Path,
+    site: &str,
+    broker: std::net::SocketAddr,
+    mqtt_ca: Option<&std::path::Path>,
+    url: &str,
+    store_ca: Option<&std::path::Path>,
+) -> String {
+    let tls = |ca: Option<&std::path::Path>| {
+        ca.map_or_else(String::new, |ca| {
+            format!("tls = {{ ca_file = \"{}\" }}\n", ca.display())
+        })
+    };
+    format!(
+        r#"site = "{site}"
+gateway_id = "gw-tls"
+data_dir = "{}"
+profiles_dir = "{}"
+[engine]
+flush_interval = "50ms"
+[[mqtt]]
+name = "nodes"
+address = "{broker}"
+{}
+[[mqtt.subscriptions]]
+name = "plates"
+topic = "tls/{{device}}/up"
+quantity = "settlement"
+unit = "mm"
+payload = {{ format = "json", sensor = "sensor", value = "value", time = "ts", time_format = "epoch_ms" }}
+[[sinks]]
+type = "influxdb"
+url = "{url}"
+{}
+org = "county"
+bucket = "anju"
+batch_max_age = "100ms"
+retry_initial = "200ms"
+retry_max = "1s"
+"#,
+        dir.display(),
+        profiles_dir().display(),
+        tls(mqtt_ca),
+        tls(store_ca),
+    )
+}
+
+/// Publish [`READINGS`] for device `device` over the broker's plain listener (the publisher is
+/// a sensor node; the gateway is what reads over TLS), QoS 1; the first reading's time.
+async fn publish(broker: &Mosquitto, device: &str) -> Result<i64> {
+    let mut opts = MqttOptions::new(format!("node-{device}"), "127.0.0.1", broker.addr().port());
+    opts.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    let pump = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let base = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )? - 60_000;
+    for (i, (sensor, value)) in READINGS.iter().enumerate() {
+        let ts = base + i64::try_from(i)?;
+        client
+            .publish(
+                format!("tls/{device}/up"),
+                QoS::AtLeastOnce,
+                false,
+                format!(r#"{{"ts":{ts},"sensor":"{sensor}","value":{value}}}"#),
+            )
+            .await?;
+    }
+    // Let the messages reach the broker before the client goes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pump.abort();
+    Ok(base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_over_mqtt_tls_land_in_an_https_store_trusting_the_site_ca() -> Result<()> {
+    anju_system::init_tracing();
+    let ca = TestCa::new()?;
+    let broker = Mosquitto::start_with_tls(&ca)?;
+    let vm = VictoriaMetrics::start_with_tls(&ca)?;
+    ensure!(vm.url().starts_with("https://"), "{}", vm.url());
+    let dir = tempfile::tempdir()?;
+    let tls_addr = broker.tls_addr().context("TLS listener")?;
+    let gw = start_gateway(
+        &config(
+            dir.path(),
+            "tls-site",
+            tls_addr,
+            Some(&ca.ca_file()),
+            &vm.url(),
+            Some(&ca.ca_file()),
+        ),
+        dir.path(),
+    )?;
+    gw.wait_for_mqtt_session().await?;
+    let base = publish(&broker, "plate-7").await?;
+
+    let mut got = landed(&[]);
+    for _ in 0..100 {
+        got = landed(&vm.export("settlement_value").await?);
+        if got.values().map(|per| per.len()).sum::<usize>() == READINGS.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, (sensor, value)) in READINGS.iter().enumerate() {
+        let ts = base + i64::try_from(i)?;
+        let stored = got
+            .get(&("plate-7".to_owned(), (*sensor).to_owned()))
+            .and_then(|per| per.get(&ts))
+            .with_context(|| format!("plate-7/{sensor} at {ts} never landed; got {got:?}"))?;
+        ensure!(
+            stored == &vec![*value],
+            "plate-7/{sensor} at {ts}: stored {stored:?}, published {value}"
+        );
+    }
+    ensure!(
+        gw.metrics.total(Counter::MqttTlsErrors) == 0,
+        "TLS errors counted on a good connection"
+    );
+    ensure!(
+        gw.metrics.total(Counter::InfluxWrittenRecords) == READINGS.len() as u64,
+        "written {} records, published {}",
+        gw.metrics.total(Counter::InfluxWrittenRecords),
+        READINGS.len()
+    );
+    gw.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_or_store_signed_by_another_ca_is_refused_counted_and_nothing_delivered(
+) -> Result<()> {
+    anju_system::init_tracing();
+    let site_ca = TestCa::new()?;
+    let other_ca = TestCa::new()?;
+    let broker = Mosquitto::start_with_tls(&site_ca)?;
+    let vm = VictoriaMetrics::start_with_tls(&site_ca)?;
+    let tls_addr = broker.tls_addr().context("TLS listener")?;
+
+    // The MQTT source trusts another CA: the handshake fails, is counted, and no reading is
+    // ever taken in (so none can be stored).
+    let dir = tempfile::tempdir()?;
+    let gw = start_gateway(
+        &config(
+            dir.path(),
+            "wrong-mqtt-ca",
+            tls_addr,
+            Some(&other_ca.ca_file()),
+            &vm.url(),
+            Some(&site_ca.ca_file()),
+        ),
+        dir.path(),
+    )?;
+    wait_until(
+        Duration::from_secs(10),
+        "two refused TLS handshakes",
+        || async {
+            gw.metrics
+                .get(Counter::MqttTlsErrors, &[("source", "nodes")])
+                >= 2
+        },
+    )
+    .await?;
+    ensure!(
+        gw.metrics.total(Counter::MqttConnects) == 0,
+        "connected to a broker it must not trust"
+    );
+    ensure!(
+        gw.metrics
+            .get(Counter::MqttConnectionErrors, &[("source", "nodes")])
+            >= gw
+                .metrics
+                .get(Counter::MqttTlsErrors, &[("source", "nodes")]),
+        "TLS errors are connection errors too"
+    );
+
+    // The store's certificate is of another CA: readings are taken in and kept in the spool,
+    // every write is refused at the handshake and retried, none is acknowledged.
+    let dir2 = tempfile::tempdir()?;
+    let gw2 = start_gateway(
+        &config(
+            dir2.path(),
+            "wrong-store-ca",
+            broker.addr(),
+            None,
+            &vm.url(),
+            Some(&other_ca.ca_file()),
+        ),
+        dir2.path(),
+    )?;
+    gw2.wait_for_mqtt_session().await?;
+    publish(&broker, "plate-8").await?;
+    wait_until(Duration::from_secs(15), "retried writes", || async {
+        gw2.metrics.total(Counter::InfluxWriteRetries) >= 2
+    })
+    .await?;
+    ensure!(
+        gw2.metrics.total(Counter::ReadingsSpooled) == READINGS.len() as u64,
+        "spooled {} readings, published {}",
+        gw2.metrics.total(Counter::ReadingsSpooled),
+        READINGS.len()
+    );
+    ensure!(
+        gw2.metrics.total(Counter::InfluxWrittenRecords) == 0,
+        "records acknowledged by a store that must not be trusted"
+    );
+    ensure!(
+        gw.metrics.total(Counter::ReadingsSpooled) == 0,
+        "the gateway refused by the broker spooled readings"
+    );
+    let stored = vm.export("settlement_value").await?;
+    ensure!(
+        stored.is_empty(),
+        "stored through an untrusted TLS: {stored:?}"
+    );
+    gw.stop().await?;
+    gw2.stop().await
+}
