@@ -238,3 +238,150 @@ async fn a_broker_or_store_signed_by_another_ca_is_refused_counted_and_nothing_d
     gw.stop().await?;
     gw2.stop().await
 }
+
+/// A sensor node's connection to the embedded broker's TLS listener with a login; the first
+/// outcome: `Ok` on CONNACK (then `readings` are published, QoS 1), else the error.
+async fn node_over_tls(
+    port: u16,
+    ca: &TestCa,
+    id: &str,
+    password: &str,
+    readings: &[(String, String)],
+) -> Result<(), String> {
+    let mut problems = anju_gateway::config::Problems::default();
+    let tls = anju_gateway::tls::TlsConfig {
+        ca_file: ca.ca_file(),
+        cert_file: None,
+        key_file: None,
+        server_name: None,
+    }
+    .validate("node.tls", &mut problems)
+    .ok_or_else(|| format!("{:?}", problems.into_vec()))?;
+    let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(10));
+    opts.set_credentials("nodes", password);
+    opts.set_transport(tls.mqtt_transport());
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    let mut acked = 0;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    for (topic, payload) in readings {
+                        client
+                            .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    if readings.is_empty() {
+                        return Ok(());
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) => {
+                    acked += 1;
+                    if acked == readings.len() {
+                        return Ok(());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no answer within 10 s".to_owned())?;
+    outcome
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_takes_logged_in_nodes_over_tls_and_refuses_a_wrong_password(
+) -> Result<()> {
+    anju_system::init_tracing();
+    let ca = TestCa::new()?;
+    let vm = VictoriaMetrics::start()?;
+    let dir = tempfile::tempdir()?;
+    let pass = dir.path().join("nodes.pass");
+    std::fs::write(&pass, "n0des-s3cret\n")?;
+    let (plain, tls) = (anju_system::free_port()?, anju_system::free_port()?);
+    let config = format!(
+        r#"site = "own-broker"
+gateway_id = "gw-tls"
+data_dir = "{dir}"
+profiles_dir = "{profiles}"
+[engine]
+flush_interval = "50ms"
+[embedded_broker]
+listen = "127.0.0.1:{plain}"
+tls = {{ listen = "127.0.0.1:{tls}", cert_file = "{cert}", key_file = "{key}" }}
+[[embedded_broker.users]]
+username = "nodes"
+password_file = "{pass}"
+[[mqtt]]
+name = "nodes"
+address = "127.0.0.1:{plain}"
+username = "nodes"
+password_file = "{pass}"
+[[mqtt.subscriptions]]
+name = "plates"
+topic = "tls/{{device}}/up"
+quantity = "settlement"
+unit = "mm"
+payload = {{ format = "json", sensor = "sensor", value = "value", time = "ts", time_format = "epoch_ms" }}
+[[sinks]]
+type = "influxdb"
+url = "{url}"
+org = "county"
+bucket = "anju"
+batch_max_age = "100ms"
+"#,
+        dir = dir.path().display(),
+        profiles = profiles_dir().display(),
+        cert = ca.cert_file().display(),
+        key = ca.key_file().display(),
+        pass = pass.display(),
+        url = vm.url(),
+    );
+    let gw = start_gateway(&config, dir.path())?;
+    gw.wait_for_mqtt_session().await?;
+    let ts = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )? - 60_000;
+    let reading = |device: &str, value: f64| {
+        (
+            format!("tls/{device}/up"),
+            format!(r#"{{"ts":{ts},"sensor":"s1","value":{value}}}"#),
+        )
+    };
+    let refused = node_over_tls(tls, &ca, "intruder", "guess", &[reading("plate-x", 99.0)]).await;
+    ensure!(refused.is_err(), "a wrong password was let in");
+    node_over_tls(
+        tls,
+        &ca,
+        "node-9",
+        "n0des-s3cret",
+        &[reading("plate-9", 4.5)],
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("the configured login was refused: {e}"))?;
+    let mut got = landed(&[]);
+    for _ in 0..100 {
+        got = landed(&vm.export("settlement_value").await?);
+        if !got.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ensure!(
+        got.get(&("plate-9".to_owned(), "s1".to_owned()))
+            .and_then(|per| per.get(&ts))
+            == Some(&vec![4.5]),
+        "plate-9/s1 did not land as 4.5 at {ts}: {got:?}"
+    );
+    ensure!(
+        !got.contains_key(&("plate-x".to_owned(), "s1".to_owned())),
+        "the refused node's reading landed"
+    );
+    gw.stop().await
+}
