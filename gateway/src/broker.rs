@@ -741,13 +741,13 @@ mod tests {
             ..BrokerSettings::anonymous(listen)
         })
         .expect("starts");
-        let client_tls = |ca: PathBuf| {
+        let client_tls = |ca: PathBuf, server_name: Option<&str>| {
             let mut p = Problems::default();
             let t = TlsConfig {
                 ca_file: ca,
                 cert_file: None,
                 key_file: None,
-                server_name: None,
+                server_name: server_name.map(str::to_owned),
             }
             .validate("t", &mut p)
             .expect("valid");
@@ -757,11 +757,22 @@ mod tests {
             o.set_transport(t.mqtt_transport());
             o
         };
-        first_connect(client_tls(pki.path("ca.pem")))
+        first_connect(client_tls(pki.path("ca.pem"), None))
             .await
             .expect("a client trusting the CA connects over TLS");
+        // The certificate names 127.0.0.1 and localhost: checked against a configured name
+        // instead of the host, the one it carries passes and another is refused.
+        first_connect(client_tls(pki.path("ca.pem"), Some("localhost")))
+            .await
+            .expect("the certificate's other name is accepted");
+        let misnamed =
+            first_connect(client_tls(pki.path("ca.pem"), Some("broker.elsewhere.lan"))).await;
+        assert!(
+            matches!(misnamed, Err(rumqttc::ConnectionError::Tls(_))),
+            "{misnamed:?}"
+        );
         let other = TestPki::new();
-        let refused = first_connect(client_tls(other.path("ca.pem"))).await;
+        let refused = first_connect(client_tls(other.path("ca.pem"), None)).await;
         assert!(
             matches!(refused, Err(rumqttc::ConnectionError::Tls(_))),
             "{refused:?}"
