@@ -615,22 +615,25 @@ mod tests {
             .expect("free port")
     }
 
+    /// Validate `[embedded_broker]` text, with the variable `PW` set to `s3cret`: the settings
+    /// and every problem, as `gateway check` prints them.
+    fn problems(text: &str) -> (Option<BrokerSettings>, Vec<String>) {
+        let c: EmbeddedBrokerConfig = toml::from_str(text).expect("toml");
+        let mut p = Problems::default();
+        let found = c.validate_with_env("embedded_broker", &mut p, &|v| match v {
+            "PW" => Ok("s3cret".to_owned()),
+            _ => Err(std::env::VarError::NotPresent),
+        });
+        let messages: Vec<String> = p.into_vec().iter().map(ToString::to_string).collect();
+        (found, messages)
+    }
+
     #[test]
     fn config_defaults_and_bounds() {
         let c: EmbeddedBrokerConfig = toml::from_str("").expect("empty table");
         assert_eq!(c, EmbeddedBrokerConfig::default());
         assert_eq!(c.listen.to_string(), "127.0.0.1:1883");
         assert!(toml::from_str::<EmbeddedBrokerConfig>("listn = \"1.2.3.4:1\"").is_err());
-        let problems = |text: &str| {
-            let c: EmbeddedBrokerConfig = toml::from_str(text).expect("toml");
-            let mut p = Problems::default();
-            let found = c.validate_with_env("embedded_broker", &mut p, &|v| match v {
-                "PW" => Ok("s3cret".to_owned()),
-                _ => Err(std::env::VarError::NotPresent),
-            });
-            let messages: Vec<String> = p.into_vec().iter().map(ToString::to_string).collect();
-            (found, messages)
-        };
         let (found, none) = problems("");
         assert!(none.is_empty(), "{none:?}");
         assert!(found.is_some_and(|b| b.users.is_empty() && b.tls.is_none()));
@@ -642,16 +645,6 @@ mod tests {
 
     #[test]
     fn a_listener_the_site_network_reaches_needs_users() {
-        let problems = |text: &str| {
-            let c: EmbeddedBrokerConfig = toml::from_str(text).expect("toml");
-            let mut p = Problems::default();
-            let found = c.validate_with_env("embedded_broker", &mut p, &|v| match v {
-                "PW" => Ok("s3cret".to_owned()),
-                _ => Err(std::env::VarError::NotPresent),
-            });
-            let messages: Vec<String> = p.into_vec().iter().map(ToString::to_string).collect();
-            (found, messages)
-        };
         let (_, found) = problems("listen = \"0.0.0.0:1883\"");
         assert_eq!(
             found,

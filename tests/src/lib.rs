@@ -563,6 +563,16 @@ where
     }
 }
 
+/// Unix time a minute ago, in milliseconds: the time of readings a test publishes, recent
+/// enough for the engine's `max_past` and safely not in the future.
+///
+/// # Errors
+/// When the clock is before 1970 or the value does not fit.
+pub fn a_minute_ago_ms() -> Result<i64> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    Ok(i64::try_from(now.as_millis())? - 60_000)
+}
+
 /// What landed per channel: `(device, point)` → timestamp (ms) → every value stored there.
 pub type Landed = BTreeMap<(String, String), BTreeMap<i64, Vec<f64>>>;
 

@@ -16,6 +16,26 @@ use rumqttc::{AsyncClient, MqttOptions, QoS};
 /// Readings published: (sensor, value), one message each, at `base + i` ms.
 const READINGS: [(&str, f64); 4] = [("s1", 12.5), ("s2", -3.25), ("s1", 12.75), ("s3", 0.0)];
 
+/// The subscription every gateway here has (settlement plates' JSON on `tls/{device}/up`)
+/// and an InfluxDB sink to `url` (its `tls` table, if any, follows).
+fn plates_to(url: &str) -> String {
+    format!(
+        r#"[[mqtt.subscriptions]]
+name = "plates"
+topic = "tls/{{device}}/up"
+quantity = "settlement"
+unit = "mm"
+payload = {{ format = "json", sensor = "sensor", value = "value", time = "ts", time_format = "epoch_ms" }}
+[[sinks]]
+type = "influxdb"
+url = "{url}"
+org = "county"
+bucket = "anju"
+batch_max_age = "100ms"
+"#
+    )
+}
+
 /// A gateway config: MQTT from `broker` (over TLS with `mqtt_ca` when given) into the store at
 /// `url` (over https with `store_ca` when given).
 fn config(
@@ -42,25 +62,14 @@ flush_interval = "50ms"
 name = "nodes"
 address = "{broker}"
 {}
-[[mqtt.subscriptions]]
-name = "plates"
-topic = "tls/{{device}}/up"
-quantity = "settlement"
-unit = "mm"
-payload = {{ format = "json", sensor = "sensor", value = "value", time = "ts", time_format = "epoch_ms" }}
-[[sinks]]
-type = "influxdb"
-url = "{url}"
-{}
-org = "county"
-bucket = "anju"
-batch_max_age = "100ms"
+{}{}
 retry_initial = "200ms"
 retry_max = "1s"
 "#,
         dir.display(),
         profiles_dir().display(),
         tls(mqtt_ca),
+        plates_to(url),
         tls(store_ca),
     )
 }
@@ -72,11 +81,7 @@ async fn publish(broker: &Mosquitto, device: &str) -> Result<i64> {
     opts.set_keep_alive(Duration::from_secs(10));
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
     let pump = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-    let base = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis(),
-    )? - 60_000;
+    let base = anju_system::a_minute_ago_ms()?;
     for (i, (sensor, value)) in READINGS.iter().enumerate() {
         let ts = base + i64::try_from(i)?;
         client
@@ -321,33 +326,18 @@ name = "nodes"
 address = "127.0.0.1:{plain}"
 username = "nodes"
 password_file = "{pass}"
-[[mqtt.subscriptions]]
-name = "plates"
-topic = "tls/{{device}}/up"
-quantity = "settlement"
-unit = "mm"
-payload = {{ format = "json", sensor = "sensor", value = "value", time = "ts", time_format = "epoch_ms" }}
-[[sinks]]
-type = "influxdb"
-url = "{url}"
-org = "county"
-bucket = "anju"
-batch_max_age = "100ms"
+{plates}
 "#,
+        plates = plates_to(&vm.url()),
         dir = dir.path().display(),
         profiles = profiles_dir().display(),
         cert = ca.cert_file().display(),
         key = ca.key_file().display(),
         pass = pass.display(),
-        url = vm.url(),
     );
     let gw = start_gateway(&config, dir.path())?;
     gw.wait_for_mqtt_session().await?;
-    let ts = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis(),
-    )? - 60_000;
+    let ts = anju_system::a_minute_ago_ms()?;
     let reading = |device: &str, value: f64| {
         (
             format!("tls/{device}/up"),
