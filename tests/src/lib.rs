@@ -86,9 +86,10 @@ fn terminate(mut child: Child) {
     let _ = child.wait();
 }
 
-/// A certificate authority made for one test with rcgen (never checked in), and a server
-/// certificate it signed for `127.0.0.1` and `localhost`, as PEM files in a temporary
-/// directory: what a site's private CA and its broker's or store's certificate are.
+/// A certificate authority made for one test with rcgen (never checked in), a server
+/// certificate it signed for `127.0.0.1` and `localhost`, and a client certificate for the
+/// gateway, as PEM files in a temporary directory: what a site's private CA, its broker's or
+/// store's certificate and the gateway's own are.
 #[derive(Debug)]
 pub struct TestCa {
     dir: tempfile::TempDir,
@@ -112,9 +113,14 @@ impl TestCa {
         let server =
             rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?
                 .signed_by(&server_key, &ca, &ca_key)?;
+        let client_key = rcgen::KeyPair::generate()?;
+        let client = rcgen::CertificateParams::new(vec!["gateway.site.test".to_owned()])?
+            .signed_by(&client_key, &ca, &ca_key)?;
         std::fs::write(dir.path().join("ca.pem"), ca.pem())?;
         std::fs::write(dir.path().join("server.pem"), server.pem())?;
         std::fs::write(dir.path().join("server.key"), server_key.serialize_pem())?;
+        std::fs::write(dir.path().join("client.pem"), client.pem())?;
+        std::fs::write(dir.path().join("client.key"), client_key.serialize_pem())?;
         // mosquitto drops privileges after reading its config; the directory must stay
         // readable for it (the files hold only a throw-away test key).
         #[cfg(unix)]
@@ -142,6 +148,18 @@ impl TestCa {
     pub fn key_file(&self) -> PathBuf {
         self.dir.path().join("server.key")
     }
+
+    /// The gateway's client certificate (what `tls.cert_file` names).
+    #[must_use]
+    pub fn client_cert_file(&self) -> PathBuf {
+        self.dir.path().join("client.pem")
+    }
+
+    /// The client certificate's key (`tls.key_file`).
+    #[must_use]
+    pub fn client_key_file(&self) -> PathBuf {
+        self.dir.path().join("client.key")
+    }
 }
 
 /// A real mosquitto broker on a free loopback port, with persistence so that persistent
@@ -151,8 +169,9 @@ impl TestCa {
 pub struct Mosquitto {
     child: Option<Child>,
     port: u16,
-    /// The TLS listener's port and the certificate and key it serves.
-    tls: Option<(u16, PathBuf, PathBuf)>,
+    /// The TLS listener's port, the certificate and key it serves, and the CA whose client
+    /// certificate it requires, if it does.
+    tls: Option<(u16, PathBuf, PathBuf, Option<PathBuf>)>,
     dir: tempfile::TempDir,
 }
 
@@ -175,16 +194,22 @@ impl Mosquitto {
         Ok(m)
     }
 
-    /// Start a broker with a TLS listener as well, serving `ca`'s server certificate.
+    /// Start a broker with a TLS listener as well, serving `ca`'s server certificate; with
+    /// `require_client_cert`, that listener takes only clients with a certificate `ca` signed.
     ///
     /// # Errors
     /// When mosquitto is missing or does not start.
-    pub fn start_with_tls(ca: &TestCa) -> Result<Self> {
+    pub fn start_with_tls(ca: &TestCa, require_client_cert: bool) -> Result<Self> {
         require(MOSQUITTO_BIN, "mosquitto")?;
         let mut m = Self {
             child: None,
             port: free_port()?,
-            tls: Some((free_port()?, ca.cert_file(), ca.key_file())),
+            tls: Some((
+                free_port()?,
+                ca.cert_file(),
+                ca.key_file(),
+                require_client_cert.then(|| ca.ca_file()),
+            )),
             dir: tempfile::tempdir()?,
         };
         m.spawn()?;
@@ -206,13 +231,19 @@ impl Mosquitto {
             port = self.port,
             dir = self.dir.path().display()
         );
-        if let Some((port, cert, key)) = &self.tls {
+        if let Some((port, cert, key, client_ca)) = &self.tls {
             // A second listener, same broker: what arrives on one is delivered on the other.
             text.push_str(&format!(
                 "listener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
                 cert.display(),
                 key.display()
             ));
+            if let Some(ca) = client_ca {
+                text.push_str(&format!(
+                    "cafile {}\nrequire_certificate true\n",
+                    ca.display()
+                ));
+            }
         }
         std::fs::write(&conf, text)?;
         let log = std::fs::File::create(self.dir.path().join("mosquitto.log"))?;
@@ -242,7 +273,7 @@ impl Mosquitto {
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls
             .as_ref()
-            .map(|(port, _, _)| SocketAddr::from(([127, 0, 0, 1], *port)))
+            .map(|(port, ..)| SocketAddr::from(([127, 0, 0, 1], *port)))
     }
 
     /// Stop the broker (its persistence file stays).

@@ -24,9 +24,11 @@
 //!   forecast raises its advisory once fewer than 72 h are forecast, and the tangent-angle alert
 //!   climbs yellow → orange → red after the onset of acceleration, never orange or red before.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
-//! - [`tls`]: MQTT over TLS from a real mosquitto and https to a real VictoriaMetrics, both
-//!   with certificates of a CA made in the test: readings land exactly; a gateway trusting
-//!   another CA is refused by both, counts it, and delivers nothing.
+//! - [`tls`]: MQTT over TLS (with a client certificate) from a real mosquitto and https to a
+//!   real VictoriaMetrics, both with certificates of a CA made in the test: readings land
+//!   exactly; without the client certificate, or trusting another CA, nothing is delivered and
+//!   the refusals are counted; the embedded broker's TLS listener takes a node with the right
+//!   password and refuses a wrong one.
 //! - [`spool_failures`]: a damaged spool file at start and a full disk: the gateway keeps
 //!   collecting, keeps the damaged file aside and raises a device-fault alert.
 

@@ -1,8 +1,9 @@
 //! TLS end to end (issue 13 item 4): a real mosquitto with a TLS listener and a real
 //! VictoriaMetrics serving https only, both with certificates of a CA made in the test. The
 //! gateway reads MQTT over TLS and writes to the store over https, trusting that CA through
-//! `tls.ca_file`, and every reading lands with its value and time; a gateway trusting another
-//! CA is refused by both, counts it, and stores nothing as delivered.
+//! `tls.ca_file`, and presents its client certificate to the broker, which requires one; every
+//! reading lands with its value and time. A gateway without the client certificate is turned
+//! away; one trusting another CA is refused by both, counts it, and delivers nothing.
 
 use std::time::Duration;
 
@@ -36,21 +37,32 @@ batch_max_age = "100ms"
     )
 }
 
-/// A gateway config: MQTT from `broker` (over TLS with `mqtt_ca` when given) into the store at
-/// `url` (over https with `store_ca` when given).
+/// A `tls` table line trusting `ca` (none without it), presenting `ca`'s client certificate
+/// when `client` is given.
+fn tls(ca: Option<&std::path::Path>, client: Option<&TestCa>) -> String {
+    let Some(ca) = ca else {
+        return String::new();
+    };
+    let cert = client.map_or_else(String::new, |c| {
+        format!(
+            ", cert_file = \"{}\", key_file = \"{}\"",
+            c.client_cert_file().display(),
+            c.client_key_file().display()
+        )
+    });
+    format!("tls = {{ ca_file = \"{}\"{cert} }}\n", ca.display())
+}
+
+/// A gateway config: MQTT from `broker` (over TLS with `mqtt_tls` when not empty) into the
+/// store at `url` (over https with `store_tls` when not empty).
 fn config(
     dir: &std::path::Path,
     site: &str,
     broker: std::net::SocketAddr,
-    mqtt_ca: Option<&std::path::Path>,
+    mqtt_tls: &str,
     url: &str,
-    store_ca: Option<&std::path::Path>,
+    store_tls: &str,
 ) -> String {
-    let tls = |ca: Option<&std::path::Path>| {
-        ca.map_or_else(String::new, |ca| {
-            format!("tls = {{ ca_file = \"{}\" }}\n", ca.display())
-        })
-    };
     format!(
         r#"site = "{site}"
 gateway_id = "gw-tls"
@@ -68,9 +80,9 @@ retry_max = "1s"
 "#,
         dir.display(),
         profiles_dir().display(),
-        tls(mqtt_ca),
+        mqtt_tls,
         plates_to(url),
-        tls(store_ca),
+        store_tls,
     )
 }
 
@@ -103,7 +115,8 @@ async fn publish(broker: &Mosquitto, device: &str) -> Result<i64> {
 async fn readings_over_mqtt_tls_land_in_an_https_store_trusting_the_site_ca() -> Result<()> {
     anju_system::init_tracing();
     let ca = TestCa::new()?;
-    let broker = Mosquitto::start_with_tls(&ca)?;
+    // The broker's TLS listener takes only clients with a certificate of the site CA.
+    let broker = Mosquitto::start_with_tls(&ca, true)?;
     let vm = VictoriaMetrics::start_with_tls(&ca)?;
     ensure!(vm.url().starts_with("https://"), "{}", vm.url());
     let dir = tempfile::tempdir()?;
@@ -113,9 +126,9 @@ async fn readings_over_mqtt_tls_land_in_an_https_store_trusting_the_site_ca() ->
             dir.path(),
             "tls-site",
             tls_addr,
-            Some(&ca.ca_file()),
+            &tls(Some(&ca.ca_file()), Some(&ca)),
             &vm.url(),
-            Some(&ca.ca_file()),
+            &tls(Some(&ca.ca_file()), None),
         ),
         dir.path(),
     )?;
@@ -151,7 +164,32 @@ async fn readings_over_mqtt_tls_land_in_an_https_store_trusting_the_site_ca() ->
         gw.metrics.total(Counter::InfluxWrittenRecords),
         READINGS.len()
     );
-    gw.stop().await
+    gw.stop().await?;
+
+    // The same gateway without its client certificate is turned away by the broker.
+    let dir = tempfile::tempdir()?;
+    let anonymous = start_gateway(
+        &config(
+            dir.path(),
+            "tls-site",
+            tls_addr,
+            &tls(Some(&ca.ca_file()), None),
+            &vm.url(),
+            &tls(Some(&ca.ca_file()), None),
+        ),
+        dir.path(),
+    )?;
+    wait_until(
+        Duration::from_secs(10),
+        "two refused connections",
+        || async { anonymous.metrics.total(Counter::MqttConnectionErrors) >= 2 },
+    )
+    .await?;
+    ensure!(
+        anonymous.metrics.total(Counter::MqttConnects) == 0,
+        "connected without the client certificate the broker requires"
+    );
+    anonymous.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,7 +198,7 @@ async fn a_broker_or_store_signed_by_another_ca_is_refused_counted_and_nothing_d
     anju_system::init_tracing();
     let site_ca = TestCa::new()?;
     let other_ca = TestCa::new()?;
-    let broker = Mosquitto::start_with_tls(&site_ca)?;
+    let broker = Mosquitto::start_with_tls(&site_ca, false)?;
     let vm = VictoriaMetrics::start_with_tls(&site_ca)?;
     let tls_addr = broker.tls_addr().context("TLS listener")?;
 
@@ -172,9 +210,9 @@ async fn a_broker_or_store_signed_by_another_ca_is_refused_counted_and_nothing_d
             dir.path(),
             "wrong-mqtt-ca",
             tls_addr,
-            Some(&other_ca.ca_file()),
+            &tls(Some(&other_ca.ca_file()), None),
             &vm.url(),
-            Some(&site_ca.ca_file()),
+            &tls(Some(&site_ca.ca_file()), None),
         ),
         dir.path(),
     )?;
@@ -209,9 +247,9 @@ async fn a_broker_or_store_signed_by_another_ca_is_refused_counted_and_nothing_d
             dir2.path(),
             "wrong-store-ca",
             broker.addr(),
-            None,
+            "",
             &vm.url(),
-            Some(&other_ca.ca_file()),
+            &tls(Some(&other_ca.ca_file()), None),
         ),
         dir2.path(),
     )?;
