@@ -23,7 +23,9 @@
 //!   refused at load unless `[[embedded_broker.users]]` are configured: rumqttd would otherwise
 //!   accept anonymous clients, and any device on the network could publish readings. With users,
 //!   rumqttd checks every CONNECT's username and password (`ConnectionSettings::auth`,
-//!   compared in constant time) and closes the connection of a client that fails.
+//!   compared in constant time) and closes the connection of a client that fails. rumqttd's
+//!   `Debug` of its settings prints those passwords: they are never logged here (and its
+//!   `Broker::start` span skips the config).
 //! - rumqttd's own TLS needs its `use-rustls` feature, which builds rustls 0.22 and
 //!   x509-parser: a third TLS stack in the binary, and its accept loop does the handshakes one
 //!   after another. So the TLS listener (`[embedded_broker.tls]`) is the gateway's: tokio-rustls

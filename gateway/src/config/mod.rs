@@ -319,8 +319,14 @@ impl Config {
             .as_ref()
             .and_then(|b| b.validate("embedded_broker", &mut v));
         if let Some(b) = &embedded_broker {
+            let listeners: Vec<SocketAddr> = std::iter::once(b.listen)
+                .chain(b.tls.as_ref().map(|t| t.listen))
+                .collect();
             for (i, m) in mqtt.iter().enumerate() {
-                if m.port != b.listen.port() || !is_local_host(&m.host, b.listen) {
+                let own = listeners
+                    .iter()
+                    .any(|l| m.port == l.port() && is_local_host(&m.host, *l));
+                if !own {
                     continue;
                 }
                 // The gateway's own source logs in like any client: a login the broker refuses

@@ -981,6 +981,25 @@ fn the_gateway_logs_in_to_its_own_broker_with_one_of_its_users() {
     .expect("valid");
     let broker = cfg.embedded_broker.expect("broker");
     assert_eq!(broker.users.len(), 1);
+    // Through the broker's TLS listener, the same check.
+    let pki = crate::tls::tests::TestPki::new();
+    let over_tls = text("")
+        .replace(
+            "address = \"127.0.0.1:18830\"",
+            &format!(
+                "address = \"127.0.0.1:18883\"\ntls = {{ ca_file = \"{}\" }}",
+                pki.path("ca.pem").display()
+            ),
+        )
+        .replace(
+            "listen = \"0.0.0.0:18830\"",
+            &format!(
+                "listen = \"0.0.0.0:18830\"\ntls = {{ listen = \"0.0.0.0:18883\", cert_file = \"{}\", key_file = \"{}\" }}",
+                pki.path("server.pem").display(),
+                pki.path("server.key").display()
+            ),
+        );
+    assert_problem(&over_tls, needle);
     // Without users, only loopback.
     assert_problem(
         &format!("{HEAD}[embedded_broker]\nlisten = \"0.0.0.0:1883\"\n"),
