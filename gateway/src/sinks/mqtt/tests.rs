@@ -4,7 +4,7 @@
 //! restart in the middle of a batch.
 //!
 //! The broker helper is a trimmed copy of `tests/src/lib.rs`'s `Mosquitto` (that crate depends
-//! on this one, so it cannot be used here).
+//! on this one, so it cannot be used here); the MQTT source's drain test uses it too.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -167,11 +167,11 @@ fn a_notice_never_enters_the_summary_of_active_alerts() {
 
 /// A mosquitto on a free loopback port, with persistence so a subscriber's session survives a
 /// restart. Killed on drop.
-struct Broker {
+pub(crate) struct Broker {
     child: Option<Child>,
-    port: u16,
+    pub(crate) port: u16,
     /// A TLS listener's port, serving the test PKI's server certificate.
-    tls_port: Option<(u16, std::path::PathBuf)>,
+    pub(crate) tls_port: Option<(u16, std::path::PathBuf)>,
     dir: tempfile::TempDir,
 }
 
@@ -194,8 +194,9 @@ impl Broker {
         b
     }
 
-    /// A broker with a TLS listener too, serving `pki`'s server certificate.
-    fn start_with_tls(pki: &crate::tls::tests::TestPki) -> Self {
+    /// A broker with a TLS listener too, serving `pki`'s server certificate (also used by the
+    /// MQTT source's drain test, `sources/mqtt/drain.rs`).
+    pub(crate) fn start_with_tls(pki: &crate::tls::tests::TestPki) -> Self {
         let mut b = Self {
             child: None,
             port: free_port(),

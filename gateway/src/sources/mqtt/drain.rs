@@ -429,3 +429,101 @@ mod tests {
         assert_eq!(sent, [0x40, 0x02, 0x01, 0x2C, 0xE0, 0x00]);
     }
 }
+
+/// The drain connection over TLS, against a real mosquitto's TLS listener: it connects as the
+/// source does (same `tls` table) and discards the oversized message of the session; with
+/// another CA it is refused before anything is read.
+#[cfg(test)]
+mod tls_tests {
+    use std::time::Duration;
+
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+    use super::{drain_oversized, DrainTarget};
+    use crate::config::Problems;
+    use crate::sinks::mqtt::tests::Broker;
+    use crate::tls::tests::TestPki;
+    use crate::tls::TlsConfig;
+
+    /// Connect with `options`, subscribe to `filter` or publish `publish` (QoS 1), and return
+    /// once the broker acknowledged it (10 s at most).
+    async fn session(options: MqttOptions, filter: Option<&str>, publish: Option<(&str, Vec<u8>)>) {
+        let (client, mut el) = AsyncClient::new(options, 10);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match el.poll().await.expect("connection") {
+                    Event::Incoming(Packet::ConnAck(_)) => {
+                        if let Some(f) = filter {
+                            client.subscribe(f, QoS::AtLeastOnce).await.expect("sub");
+                        }
+                        if let Some((topic, payload)) = &publish {
+                            client
+                                .publish(*topic, QoS::AtLeastOnce, false, payload.clone())
+                                .await
+                                .expect("publish");
+                        }
+                    }
+                    Event::Incoming(Packet::SubAck(_) | Packet::PubAck(_)) => break,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("done within 10 s");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_drain_connects_over_tls_as_the_source_does() {
+        const BIG: usize = 2 * 1024 * 1024;
+        let pki = TestPki::new();
+        let broker = Broker::start_with_tls(&pki);
+        let (tls_port, _) = broker.tls_port.clone().expect("tls listener");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The source's persistent session, then a message above its limit while it is away.
+        let mut source = MqttOptions::new("gw-drain", "127.0.0.1", broker.port);
+        source.set_clean_session(false);
+        session(source, Some("big/#"), None).await;
+        let mut publisher = MqttOptions::new("big-pub", "127.0.0.1", broker.port);
+        publisher.set_max_packet_size(2 * BIG, 2 * BIG);
+        session(publisher, None, Some(("big/1", vec![b' '; BIG]))).await;
+
+        let tls = |ca: std::path::PathBuf| {
+            let mut p = Problems::default();
+            TlsConfig {
+                ca_file: ca,
+                cert_file: None,
+                key_file: None,
+                server_name: None,
+            }
+            .validate("mqtt[0].tls", &mut p)
+            .expect("valid")
+        };
+        let other = TestPki::new();
+        let wrong = tls(other.path("ca.pem"));
+        let target = |tls| DrainTarget {
+            host: "127.0.0.1",
+            port: tls_port,
+            tls,
+            client_id: "gw-drain",
+            credentials: None,
+            limit: 1024 * 1024,
+        };
+        assert!(
+            drain_oversized(&target(Some(&wrong))).await.is_err(),
+            "drained through a broker of another CA"
+        );
+        let right = tls(pki.path("ca.pem"));
+        let drained = drain_oversized(&target(Some(&right)))
+            .await
+            .expect("drain over TLS");
+        assert!(drained.session_present);
+        assert_eq!(drained.oversized.len(), 1, "{drained:?}");
+        assert_eq!(drained.oversized[0].0, "big/1");
+        assert!(drained.oversized[0].1 > BIG);
+    }
+}
