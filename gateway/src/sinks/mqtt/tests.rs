@@ -231,13 +231,17 @@ impl Broker {
             .spawn()
             .expect("spawn mosquitto");
         self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let ports = std::iter::once(self.port).chain(self.tls_port.as_ref().map(|(p, _)| *p));
+        for port in ports {
+            let listening = (0..200).any(|_| {
+                let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+                if !up {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                up
+            });
+            assert!(listening, "mosquitto did not listen on {port}");
         }
-        panic!("mosquitto did not listen on {}", self.port);
     }
 
     fn signal(&self, sig: &str) {
@@ -549,13 +553,6 @@ async fn alerts_go_over_tls_to_a_broker_the_ca_file_trusts_and_never_to_another(
     let pki = TestPki::new();
     let broker = Broker::start_with_tls(&pki);
     let (tls_port, _) = broker.tls_port.clone().expect("tls listener");
-    // Wait for the TLS listener too (the plain one was waited for).
-    for _ in 0..200 {
-        if std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
     let got = subscriber(broker.port, "watch-tls", &["anju/+/alerts"], false).await;
 
     // Trusting another CA: the handshake is refused on every attempt, nothing is delivered and

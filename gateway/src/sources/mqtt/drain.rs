@@ -478,12 +478,6 @@ mod tls_tests {
         let pki = TestPki::new();
         let broker = Broker::start_with_tls(&pki);
         let (tls_port, _) = broker.tls_port.clone().expect("tls listener");
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
         // The source's persistent session, then a message above its limit while it is away.
         let mut source = MqttOptions::new("gw-drain", "127.0.0.1", broker.port);
         source.set_clean_session(false);
