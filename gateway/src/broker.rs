@@ -1,8 +1,9 @@
 //! The embedded MQTT broker for site sensor nodes that publish to the gateway itself (feature
 //! `embedded-broker`, on by default).
 //!
-//! Owns [`EmbeddedBrokerConfig`] and [`start`], which runs rumqttd 0.20 on its own threads and
-//! returns once the listener accepts connections. It does not subscribe: the gateway reads from
+//! Owns [`EmbeddedBrokerConfig`] (validated into [`BrokerSettings`]: who may log in, whether a
+//! listener may face the site network), [`start`], which runs rumqttd 0.20 on its own threads and
+//! returns once the listener accepts connections, and the optional TLS listener in front of it. It does not subscribe: the gateway reads from
 //! it like from any broker, through an [`crate::sources::mqtt::MqttSource`] pointed at
 //! [`EmbeddedBroker::listen_addr`].
 //!
@@ -18,13 +19,29 @@
 //!   filter directive `rumqttd=warn` keeps them quiet. Console, Prometheus, metrics timers,
 //!   bridge and cluster stay off (their config fields are `None`), so it opens no other port.
 //! - The sample config's listener is `0.0.0.0`; the default here is `127.0.0.1`. Listening on
-//!   the site network is a deliberate config choice (`listen = "0.0.0.0:1883"`), and rumqttd
-//!   then accepts anonymous clients: keep such a listener on an isolated sensor VLAN.
+//!   the site network is a deliberate config choice (`listen = "0.0.0.0:1883"`), and it is
+//!   refused at load unless `[[embedded_broker.users]]` are configured: rumqttd would otherwise
+//!   accept anonymous clients, and any device on the network could publish readings. With users,
+//!   rumqttd checks every CONNECT's username and password (`ConnectionSettings::auth`,
+//!   compared in constant time) and closes the connection of a client that fails. rumqttd's
+//!   `Debug` of its settings prints those passwords: they are never logged here (and its
+//!   `Broker::start` span skips the config).
+//! - rumqttd's own TLS needs its `use-rustls` feature, which builds rustls 0.22 and
+//!   x509-parser: a third TLS stack in the binary, and its accept loop does the handshakes one
+//!   after another. So the TLS listener (`[embedded_broker.tls]`) is the gateway's: tokio-rustls
+//!   on the rustls 0.23 already built for rumqttc, on a thread of its own; each connection's
+//!   handshake runs in its own task (bounded by [`TLS_HANDSHAKE_TIMEOUT`] and
+//!   `max_connections`) and its plain bytes are relayed to rumqttd's listener on this machine,
+//!   which then checks the login as for any client.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::config::Problems;
+use crate::secret::{process_env, read_secret, EnvLookup, Secret};
+use crate::tls::{ListenerTls, ListenerTlsConfig};
 
 /// Default listener: loopback only, the MQTT port.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 1883));
@@ -61,6 +78,20 @@ const MIN_SEGMENT_BYTES: usize = 1024 * 1024;
 /// Segments kept in memory per filter: together with the segment size this bounds memory.
 #[cfg(feature = "embedded-broker")]
 const SEGMENT_COUNT: usize = 10;
+/// Time a client of the TLS listener has for its handshake; as rumqttd's for the CONNECT packet,
+/// so that idle connections cannot hold the listener's slots.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after the TLS listener failed to accept (out of file descriptors): retrying at once
+/// would spin.
+#[cfg(feature = "embedded-broker")]
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// Failed TLS handshakes are logged at most once per client address per this interval (a
+/// misconfigured node retries every few seconds, a scanner many times a second).
+#[cfg(feature = "embedded-broker")]
+const HANDSHAKE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Client addresses whose failed handshakes are tracked for that limit.
+#[cfg(feature = "embedded-broker")]
+const HANDSHAKE_LOG_KEYS: usize = 256;
 
 /// `[embedded_broker]` in the gateway config.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -75,6 +106,66 @@ pub struct EmbeddedBrokerConfig {
     /// Largest publish payload accepted; a client sending more is disconnected by the broker.
     #[serde(default = "default_max_payload_bytes")]
     pub max_payload_bytes: usize,
+    /// Who may connect (`[[embedded_broker.users]]`). Empty: anyone, which is allowed only on
+    /// loopback listeners.
+    #[serde(default)]
+    pub users: Vec<BrokerUserConfig>,
+    /// A TLS listener in front of the broker (`[embedded_broker.tls]`).
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+}
+
+/// One `[[embedded_broker.users]]` entry: a login the broker accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokerUserConfig {
+    /// The MQTT username.
+    pub username: String,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the password.
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+/// The validated `[embedded_broker]`: bounds checked, passwords read, TLS files loaded.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// Plain MQTT listener.
+    pub listen: SocketAddr,
+    /// Most simultaneous clients (and TLS connections).
+    pub max_connections: usize,
+    /// Largest publish payload.
+    pub max_payload_bytes: usize,
+    /// Username → password; empty = anonymous clients (loopback only).
+    pub users: Vec<(String, Secret)>,
+    /// The TLS listener, if any.
+    pub tls: Option<ListenerTls>,
+}
+
+impl BrokerSettings {
+    /// An anonymous broker on `listen` with the default bounds (tests, and the demo's loopback
+    /// broker).
+    #[must_use]
+    pub fn anonymous(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            users: Vec::new(),
+            tls: None,
+        }
+    }
+
+    /// Whether `username` and `password` is a login the broker accepts (no users: any).
+    #[must_use]
+    pub fn accepts(&self, username: Option<&str>, password: Option<&Secret>) -> bool {
+        self.users.is_empty()
+            || self.users.iter().any(|(u, p)| {
+                Some(u.as_str()) == username && Some(p.expose()) == password.map(Secret::expose)
+            })
+    }
 }
 
 const fn default_listen() -> SocketAddr {
@@ -93,32 +184,122 @@ impl Default for EmbeddedBrokerConfig {
             listen: DEFAULT_LISTEN,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            users: Vec::new(),
+            tls: None,
         }
     }
 }
 
 impl EmbeddedBrokerConfig {
-    /// Check the bounds.
-    ///
-    /// # Errors
-    /// [`BrokerError::Config`] naming the field and the allowed range.
-    pub fn validate(&self) -> Result<(), BrokerError> {
+    /// Check the bounds, read the users' passwords and the TLS files, and refuse a listener the
+    /// site network can reach without users. `at` is this table's path (`embedded_broker`); every
+    /// problem is pushed to `p` naming the field and the fix.
+    pub fn validate(&self, at: &str, p: &mut Problems) -> Option<BrokerSettings> {
+        self.validate_with_env(at, p, &process_env)
+    }
+
+    /// [`Self::validate`] with the environment looked up by `env`.
+    pub(crate) fn validate_with_env(
+        &self,
+        at: &str,
+        p: &mut Problems,
+        env: EnvLookup<'_>,
+    ) -> Option<BrokerSettings> {
+        let before = p.len();
+        let field = |f: &str| format!("{at}.{f}");
         if self.listen.port() == 0 {
-            return Err(BrokerError::Config(
-                "listen: port 0 is not allowed; use e.g. 127.0.0.1:1883".to_owned(),
-            ));
+            p.push(
+                field("listen"),
+                "port 0 is not allowed: clients need to know it; use e.g. 127.0.0.1:1883",
+            );
         }
         if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.max_connections) {
-            return Err(BrokerError::Config(format!(
-                "max_connections: must be between 1 and {MAX_CONNECTIONS_LIMIT}"
-            )));
+            p.push(
+                field("max_connections"),
+                format!("must be between 1 and {MAX_CONNECTIONS_LIMIT}; the default is {DEFAULT_MAX_CONNECTIONS}"),
+            );
         }
         if !(1..=MAX_PAYLOAD_BYTES_LIMIT).contains(&self.max_payload_bytes) {
-            return Err(BrokerError::Config(format!(
-                "max_payload_bytes: must be between 1 and {MAX_PAYLOAD_BYTES_LIMIT}"
-            )));
+            p.push(
+                field("max_payload_bytes"),
+                format!("must be between 1 and {MAX_PAYLOAD_BYTES_LIMIT}; the default is {DEFAULT_MAX_PAYLOAD_BYTES}"),
+            );
         }
-        Ok(())
+        let mut users: Vec<(String, Secret)> = Vec::with_capacity(self.users.len());
+        for (i, u) in self.users.iter().enumerate() {
+            let user_at = format!("{at}.users[{i}]");
+            if u.username.is_empty() || u.username.contains('\0') {
+                p.push(
+                    format!("{user_at}.username"),
+                    "must not be empty nor hold NUL",
+                );
+            } else if let Some(j) = self.users[..i]
+                .iter()
+                .position(|o| o.username == u.username)
+            {
+                p.push(
+                    format!("{user_at}.username"),
+                    format!(
+                        "\"{}\" is already users[{j}]; give each login its own username",
+                        u.username
+                    ),
+                );
+            }
+            match read_secret(
+                "password",
+                u.password_env.as_deref(),
+                u.password_file.as_deref(),
+                env,
+            ) {
+                Ok(Some((_, password))) => users.push((u.username.clone(), password)),
+                Ok(None) => p.push(
+                    format!("{user_at}.password_env"),
+                    "a user needs a password: set password_env or password_file",
+                ),
+                Err((f, m)) => p.push(format!("{user_at}.{f}"), m),
+            }
+        }
+        let tls = self.tls.as_ref().and_then(|t| t.validate(&field("tls"), p));
+        // Anonymous clients only where nothing but this machine can connect (issue 13 item 4).
+        if self.users.is_empty() {
+            let listeners = [
+                (field("listen"), Some(self.listen)),
+                (field("tls.listen"), self.tls.as_ref().map(|t| t.listen)),
+            ];
+            for (listener_at, addr) in listeners {
+                if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                    p.push(
+                        listener_at,
+                        format!(
+                            "{addr} can be reached from the site network, but the broker has no users: any device there could publish readings or read them; \
+                             add [[{at}.users]] (username with password_env or password_file), or listen on 127.0.0.1"
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(t) = &self.tls {
+            if t.listen.port() == self.listen.port()
+                && (t.listen.ip() == self.listen.ip()
+                    || t.listen.ip().is_unspecified()
+                    || self.listen.ip().is_unspecified())
+            {
+                p.push(
+                    field("tls.listen"),
+                    format!("{} is also the plain listener's address; use another port (MQTT over TLS is 8883)", t.listen),
+                );
+            }
+        }
+        if p.len() > before {
+            return None;
+        }
+        Some(BrokerSettings {
+            listen: self.listen,
+            max_connections: self.max_connections,
+            max_payload_bytes: self.max_payload_bytes,
+            users,
+            tls,
+        })
     }
 }
 
@@ -128,9 +309,6 @@ pub enum BrokerError {
     /// Built without the `embedded-broker` feature.
     #[error("this gateway was built without the `embedded-broker` feature: rebuild with `--features embedded-broker`, or remove [embedded_broker] and point the MQTT source at an external broker")]
     NotBuiltIn,
-    /// A config value is out of range.
-    #[error("broker config: {0}")]
-    Config(String),
     /// The listen address cannot be bound.
     #[error("embedded broker cannot listen on {addr}: {source} (is another MQTT broker such as mosquitto already using this port?)")]
     Bind {
@@ -201,11 +379,10 @@ pub fn filter_supported(filter: &str) -> bool {
 /// # Errors
 /// [`BrokerError`]: bad config, port taken, thread or start-up failure, not ready in time.
 #[cfg(feature = "embedded-broker")]
-pub fn start(config: &EmbeddedBrokerConfig) -> Result<EmbeddedBroker, BrokerError> {
+pub fn start(config: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
     use std::collections::HashMap;
     use std::sync::mpsc;
 
-    config.validate()?;
     // rumqttd only logs a bind failure inside its own thread; bind here first so a taken port is
     // an error the operator sees. (std sets SO_REUSEADDR on Unix, so a port in TIME_WAIT after a
     // restart is not mistaken for a taken one.)
@@ -216,6 +393,8 @@ pub fn start(config: &EmbeddedBrokerConfig) -> Result<EmbeddedBroker, BrokerErro
         })?,
     );
 
+    let mut tls_socket = config.tls.as_ref().map(tls_listener::bind).transpose()?;
+
     let server = rumqttd::ServerSettings {
         name: "mqtt-broker-v4".to_owned(),
         listen: config.listen,
@@ -225,7 +404,14 @@ pub fn start(config: &EmbeddedBrokerConfig) -> Result<EmbeddedBroker, BrokerErro
             connection_timeout_ms: CONNECT_PACKET_TIMEOUT_MS,
             max_payload_size: config.max_payload_bytes,
             max_inflight_count: MAX_INFLIGHT,
-            auth: None,
+            // rumqttd's static logins; `None` (anonymous) only passed validation on loopback.
+            auth: (!config.users.is_empty()).then(|| {
+                config
+                    .users
+                    .iter()
+                    .map(|(u, p)| (u.clone(), p.expose().to_owned()))
+                    .collect::<HashMap<_, _>>()
+            }),
             external_auth: None,
             dynamic_filters: true,
         },
@@ -273,7 +459,10 @@ pub fn start(config: &EmbeddedBrokerConfig) -> Result<EmbeddedBroker, BrokerErro
             return Err(BrokerError::Stopped(reason));
         }
         if std::net::TcpStream::connect_timeout(&probe, PROBE_CONNECT_TIMEOUT).is_ok() {
-            tracing::info!(listen = %config.listen, "embedded MQTT broker listening");
+            tracing::info!(listen = %config.listen, users = config.users.len(), "embedded MQTT broker listening");
+            if let (Some(tls), Some(socket)) = (&config.tls, tls_socket.take()) {
+                tls_listener::start(socket, tls, probe, config.max_connections)?;
+            }
             return Ok(EmbeddedBroker {
                 listen: config.listen,
             });
@@ -288,12 +477,129 @@ pub fn start(config: &EmbeddedBrokerConfig) -> Result<EmbeddedBroker, BrokerErro
     }
 }
 
+/// The TLS listener: TLS from the clients, plain MQTT to rumqttd's listener on this machine.
+#[cfg(feature = "embedded-broker")]
+mod tls_listener {
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::Semaphore;
+    use tokio_rustls::TlsAcceptor;
+
+    use super::{
+        BrokerError, ACCEPT_ERROR_PAUSE, HANDSHAKE_LOG_INTERVAL, HANDSHAKE_LOG_KEYS,
+        TLS_HANDSHAKE_TIMEOUT,
+    };
+    use crate::log_limit::LogLimiter;
+    use crate::tls::ListenerTls;
+
+    /// Bind `tls.listen`: a taken port is an error before anything starts, as for the plain
+    /// listener.
+    pub(super) fn bind(tls: &ListenerTls) -> Result<std::net::TcpListener, BrokerError> {
+        std::net::TcpListener::bind(tls.listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| BrokerError::Bind {
+                addr: tls.listen,
+                source,
+            })
+    }
+
+    /// Serve `listener` (from [`bind`]) on a thread of its own, relaying each connection to
+    /// `broker`. At most `max_connections` connections at once; more are closed at accept.
+    pub(super) fn start(
+        listener: std::net::TcpListener,
+        tls: &ListenerTls,
+        broker: SocketAddr,
+        max_connections: usize,
+    ) -> Result<(), BrokerError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(BrokerError::Thread)?;
+        let acceptor = TlsAcceptor::from(Arc::clone(&tls.rustls));
+        let listen = tls.listen;
+        std::thread::Builder::new()
+            .name("mqtt-broker-tls".to_owned())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => serve(l, acceptor, broker, max_connections).await,
+                        Err(e) => {
+                            tracing::error!(listen = %listen, error = %e, "embedded broker TLS listener cannot start");
+                        }
+                    }
+                });
+            })
+            .map_err(BrokerError::Thread)?;
+        tracing::info!(listen = %listen, "embedded MQTT broker TLS listener listening");
+        Ok(())
+    }
+
+    async fn serve(
+        listener: TcpListener,
+        acceptor: TlsAcceptor,
+        broker: SocketAddr,
+        max_connections: usize,
+    ) {
+        let slots = Arc::new(Semaphore::new(max_connections));
+        let log = Arc::new(Mutex::new(LogLimiter::new(
+            HANDSHAKE_LOG_INTERVAL,
+            HANDSHAKE_LOG_KEYS,
+        )));
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "embedded broker TLS listener cannot accept");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                // As rumqttd does past max_connections: the client retries later.
+                drop(tcp);
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let _slot = slot;
+                let handshake =
+                    tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                let mut client = match handshake {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(e)) => {
+                        let allowed = log
+                            .lock()
+                            .ok()
+                            .and_then(|mut l| l.allow(&peer.ip().to_string()));
+                        if let Some(suppressed) = allowed {
+                            tracing::warn!(peer = %peer, error = %e, suppressed,
+                                "embedded broker: TLS handshake failed (does the client trust the CA that signed tls.cert_file?)");
+                        }
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let Ok(mut plain) = TcpStream::connect(broker).await else {
+                    tracing::warn!(broker = %broker, "embedded broker TLS listener cannot reach the broker's own listener");
+                    return;
+                };
+                let _ = plain.set_nodelay(true);
+                // Ends when either side closes; errors are a client going away.
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut plain).await;
+            });
+        }
+    }
+}
+
 /// Without the `embedded-broker` feature there is no broker to start.
 ///
 /// # Errors
 /// Always [`BrokerError::NotBuiltIn`].
 #[cfg(not(feature = "embedded-broker"))]
-pub fn start(config: &EmbeddedBrokerConfig) -> Result<EmbeddedBroker, BrokerError> {
+pub fn start(config: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
     let _ = config;
     Err(BrokerError::NotBuiltIn)
 }
@@ -301,6 +607,7 @@ pub fn start(config: &EmbeddedBrokerConfig) -> Result<EmbeddedBroker, BrokerErro
 #[cfg(all(test, feature = "embedded-broker"))]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// A port that was free a moment ago on 127.0.0.1.
     pub(crate) fn free_port() -> u16 {
@@ -310,23 +617,160 @@ mod tests {
             .expect("free port")
     }
 
+    /// Validate `[embedded_broker]` text, with the variable `PW` set to `s3cret`: the settings
+    /// and every problem, as `gateway check` prints them.
+    fn problems(text: &str) -> (Option<BrokerSettings>, Vec<String>) {
+        let c: EmbeddedBrokerConfig = toml::from_str(text).expect("toml");
+        let mut p = Problems::default();
+        let found = c.validate_with_env("embedded_broker", &mut p, &|v| match v {
+            "PW" => Ok("s3cret".to_owned()),
+            _ => Err(std::env::VarError::NotPresent),
+        });
+        let messages: Vec<String> = p.into_vec().iter().map(ToString::to_string).collect();
+        (found, messages)
+    }
+
     #[test]
     fn config_defaults_and_bounds() {
         let c: EmbeddedBrokerConfig = toml::from_str("").expect("empty table");
         assert_eq!(c, EmbeddedBrokerConfig::default());
         assert_eq!(c.listen.to_string(), "127.0.0.1:1883");
         assert!(toml::from_str::<EmbeddedBrokerConfig>("listn = \"1.2.3.4:1\"").is_err());
-        let zero = EmbeddedBrokerConfig {
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            ..Default::default()
+        let (found, none) = problems("");
+        assert!(none.is_empty(), "{none:?}");
+        assert!(found.is_some_and(|b| b.users.is_empty() && b.tls.is_none()));
+        let (_, found) = problems("listen = \"127.0.0.1:0\"\nmax_payload_bytes = 1073741824");
+        assert_eq!(found.len(), 2);
+        assert!(found[0].starts_with("embedded_broker.listen: port 0"));
+        assert!(found[1].starts_with("embedded_broker.max_payload_bytes: must be between"));
+    }
+
+    #[test]
+    fn a_listener_the_site_network_reaches_needs_users() {
+        let (_, found) = problems("listen = \"0.0.0.0:1883\"");
+        assert_eq!(
+            found,
+            ["embedded_broker.listen: 0.0.0.0:1883 can be reached from the site network, but the broker has no users: \
+              any device there could publish readings or read them; add [[embedded_broker.users]] (username with \
+              password_env or password_file), or listen on 127.0.0.1"]
+        );
+        let (settings, none) = problems(
+            "listen = \"0.0.0.0:1883\"\n[[users]]\nusername = \"nodes\"\npassword_env = \"PW\"",
+        );
+        assert!(none.is_empty(), "{none:?}");
+        let settings = settings.expect("valid");
+        assert!(settings.accepts(Some("nodes"), Some(&Secret::new("s3cret"))));
+        assert!(!settings.accepts(Some("nodes"), Some(&Secret::new("guess"))));
+        assert!(!settings.accepts(None, None));
+        assert!(!format!("{settings:?}").contains("s3cret"));
+        let (_, found) = problems("[[users]]\nusername = \"nodes\"");
+        assert_eq!(
+            found,
+            ["embedded_broker.users[0].password_env: a user needs a password: set password_env or password_file"]
+        );
+    }
+
+    /// Connect with `options` and report the first outcome: `Ok(())` on CONNACK, else the
+    /// connection error.
+    async fn first_connect(options: rumqttc::MqttOptions) -> Result<(), rumqttc::ConnectionError> {
+        let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 10);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        })
+        .await
+        .expect("an answer within 10 s")
+    }
+
+    #[tokio::test]
+    async fn a_wrong_password_is_refused_and_the_right_one_accepted() {
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let _broker = start(&BrokerSettings {
+            users: vec![("nodes".to_owned(), Secret::new("s3cret"))],
+            ..BrokerSettings::anonymous(listen)
+        })
+        .expect("starts");
+        let options = |id: &str, login: Option<(&str, &str)>| {
+            let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", listen.port());
+            o.set_keep_alive(Duration::from_secs(5));
+            if let Some((u, p)) = login {
+                o.set_credentials(u, p);
+            }
+            o
         };
-        assert!(matches!(zero.validate(), Err(BrokerError::Config(m)) if m.starts_with("listen")));
-        let big = EmbeddedBrokerConfig {
-            max_payload_bytes: 1 << 30,
-            ..Default::default()
+        let wrong = first_connect(options("wrong", Some(("nodes", "guess")))).await;
+        assert!(wrong.is_err(), "a wrong password connected");
+        let anonymous = first_connect(options("anon", None)).await;
+        assert!(anonymous.is_err(), "a client without a login connected");
+        let unknown = first_connect(options("unknown", Some(("other", "s3cret")))).await;
+        assert!(unknown.is_err(), "an unknown user connected");
+        first_connect(options("right", Some(("nodes", "s3cret"))))
+            .await
+            .expect("the configured login connects");
+    }
+
+    #[tokio::test]
+    async fn the_tls_listener_serves_clients_that_trust_its_ca_and_refuses_others() {
+        use crate::tls::tests::TestPki;
+        use crate::tls::{ListenerTlsConfig, TlsConfig};
+
+        let pki = TestPki::new();
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let tls_listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut p = Problems::default();
+        let tls = ListenerTlsConfig {
+            listen: tls_listen,
+            cert_file: pki.path("server.pem"),
+            key_file: pki.path("server.key"),
+        }
+        .validate("embedded_broker.tls", &mut p);
+        assert!(p.is_empty());
+        let _broker = start(&BrokerSettings {
+            users: vec![("nodes".to_owned(), Secret::new("s3cret"))],
+            tls,
+            ..BrokerSettings::anonymous(listen)
+        })
+        .expect("starts");
+        let client_tls = |ca: PathBuf, server_name: Option<&str>| {
+            let mut p = Problems::default();
+            let t = TlsConfig {
+                ca_file: ca,
+                cert_file: None,
+                key_file: None,
+                server_name: server_name.map(str::to_owned),
+            }
+            .validate("t", &mut p)
+            .expect("valid");
+            let mut o = rumqttc::MqttOptions::new("tls-client", "127.0.0.1", tls_listen.port());
+            o.set_keep_alive(Duration::from_secs(5));
+            o.set_credentials("nodes", "s3cret");
+            o.set_transport(t.mqtt_transport());
+            o
         };
+        first_connect(client_tls(pki.path("ca.pem"), None))
+            .await
+            .expect("a client trusting the CA connects over TLS");
+        // The certificate names 127.0.0.1 and localhost: checked against a configured name
+        // instead of the host, the one it carries passes and another is refused.
+        first_connect(client_tls(pki.path("ca.pem"), Some("localhost")))
+            .await
+            .expect("the certificate's other name is accepted");
+        let misnamed =
+            first_connect(client_tls(pki.path("ca.pem"), Some("broker.elsewhere.lan"))).await;
         assert!(
-            matches!(big.validate(), Err(BrokerError::Config(m)) if m.starts_with("max_payload_bytes"))
+            matches!(misnamed, Err(rumqttc::ConnectionError::Tls(_))),
+            "{misnamed:?}"
+        );
+        let other = TestPki::new();
+        let refused = first_connect(client_tls(other.path("ca.pem"), None)).await;
+        assert!(
+            matches!(refused, Err(rumqttc::ConnectionError::Tls(_))),
+            "{refused:?}"
         );
     }
 
@@ -334,11 +778,7 @@ mod tests {
     fn a_taken_port_is_a_clear_error() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = taken.local_addr().expect("addr");
-        let err = start(&EmbeddedBrokerConfig {
-            listen: addr,
-            ..Default::default()
-        })
-        .expect_err("port is taken");
+        let err = start(&BrokerSettings::anonymous(addr)).expect_err("port is taken");
         assert!(matches!(err, BrokerError::Bind { .. }), "{err}");
         assert!(err.to_string().contains("already using this port"));
     }
@@ -353,11 +793,7 @@ mod tests {
         assert!(filter_supported("$share/g/sites/+/up"));
         assert!(filter_supported("sites/+/up"));
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let _broker = start(&EmbeddedBrokerConfig {
-            listen,
-            ..Default::default()
-        })
-        .expect("starts");
+        let _broker = start(&BrokerSettings::anonymous(listen)).expect("starts");
         let mut options = MqttOptions::new("dollar-test", "127.0.0.1", listen.port());
         options.set_keep_alive(Duration::from_secs(5));
         let (client, mut eventloop) = AsyncClient::new(options, 10);
@@ -386,11 +822,7 @@ mod tests {
         use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let broker = start(&EmbeddedBrokerConfig {
-            listen,
-            ..Default::default()
-        })
-        .expect("starts");
+        let broker = start(&BrokerSettings::anonymous(listen)).expect("starts");
         assert_eq!(broker.listen_addr(), listen);
 
         let mut options = MqttOptions::new("broker-test", "127.0.0.1", listen.port());
@@ -428,7 +860,7 @@ mod tests_without_feature {
 
     #[test]
     fn start_says_the_feature_is_missing() {
-        let err = start(&EmbeddedBrokerConfig::default()).expect_err("not built in");
+        let err = start(&BrokerSettings::anonymous(DEFAULT_LISTEN)).expect_err("not built in");
         assert!(matches!(err, BrokerError::NotBuiltIn));
         assert!(err
             .to_string()

@@ -32,6 +32,7 @@
 pub mod alert;
 pub mod baseline;
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod conversion;
@@ -49,3 +50,4 @@ pub mod sources;
 pub mod spool;
 pub mod supervise;
 pub mod systemd;
+pub mod tls;

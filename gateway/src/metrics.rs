@@ -86,10 +86,16 @@ counters! {
     MqttConnects = "mqtt_connects_total" ["source"];
     /// MQTT connection errors.
     MqttConnectionErrors = "mqtt_connection_errors_total" ["source"];
+    /// MQTT connections refused in the TLS handshake (an untrusted or misnamed certificate, a client certificate the broker refused); also counted in `mqtt_connection_errors_total`.
+    MqttTlsErrors = "mqtt_tls_errors_total" ["source"];
     /// MQTT subscribe requests the client could not queue.
     MqttSubscribeFailures = "mqtt_subscribe_failures_total" ["source"];
     /// Readings committed to the spool.
     ReadingsSpooled = "readings_spooled_total" [];
+    /// Steps of the gateway's wall clock (more than 2 s away from the monotonic clock between two looks).
+    ClockJumps = "clock_jumps_total" [];
+    /// Readings the gateway stamped while its clock was not synchronised, held and stamped again once it was.
+    ReadingsRestamped = "readings_restamped_total" [];
     /// Readings refused by the engine, by reason (implausible time, unwritable name).
     ReadingsRejected = "readings_rejected_total" ["reason", "device"];
     /// Readings lost, by reason (spool full, spool error, uncommitted at shutdown).

@@ -194,6 +194,11 @@ pub enum Quality {
     /// vibrating-wire gauge's own thermistor) and that input was missing or not good. The value
     /// is never given uncorrected; the raw value is kept in the reading.
     CorrectionUnavailable,
+    /// Read normally, but stamped by the gateway while its clock was not synchronised (earlier
+    /// than the gateway's build, [`crate::clock`]) and stored before the clock was: the value
+    /// is as read, its time is not to be trusted. Readings held until the clock is synchronised
+    /// are stamped again and stored good instead.
+    ClockUnsynchronised,
     /// Read normally, then judged outside the physical range of its quantity by the channel's
     /// `range` check (docs/DOMAIN.md §Data quality). The value is stored as read; no rule and no
     /// derived channel uses it.
@@ -290,7 +295,7 @@ impl Quality {
     /// The integer written as the `quality` field. Stable: dashboards and the README schema rely
     /// on these numbers. 0 good; 1xx Modbus exception 1xx = 100 + code; 200 timeout;
     /// 201 communication error; 202 not finite; 203 not convertible; 204 correction input
-    /// unavailable; 3xx device-reported fault 300 + |code| (a device code beyond
+    /// unavailable; 205 stamped by an unsynchronised gateway clock; 3xx device-reported fault 300 + |code| (a device code beyond
     /// [`MAX_DEVICE_FAULT_CODE`] reads 399, so that the range never reaches the next); 4xx
     /// judged by the gateway's own sensor checks on a value that was read normally: 400 out of
     /// range, 401 stuck, 402 spike (docs/DOMAIN.md §Data quality); 41x derived values
@@ -307,6 +312,7 @@ impl Quality {
             Self::NotFinite => 202,
             Self::NotConvertible => 203,
             Self::CorrectionUnavailable => 204,
+            Self::ClockUnsynchronised => 205,
             Self::DeviceFault(code) => {
                 300 + i64::from(code.unsigned_abs().min(MAX_DEVICE_FAULT_CODE))
             }
@@ -468,6 +474,18 @@ pub fn now_ns() -> TimestampNs {
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current UTC time in nanoseconds.
     fn now_ns(&self) -> TimestampNs;
+
+    /// Whether `now` (from [`Clock::now_ns`]) can be trusted. Test clocks are.
+    fn synchronised(&self, now: TimestampNs) -> bool {
+        let _ = now;
+        true
+    }
+
+    /// Nanoseconds on a clock that never jumps, from any origin. A test clock's own time, so
+    /// that it never looks like a jump.
+    fn monotonic_ns(&self) -> i64 {
+        self.now_ns()
+    }
 }
 
 /// The real clock.
@@ -477,6 +495,18 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now_ns(&self) -> TimestampNs {
         now_ns()
+    }
+
+    /// Not earlier than the build ([`crate::clock::synchronised`]).
+    fn synchronised(&self, now: TimestampNs) -> bool {
+        crate::clock::synchronised(now)
+    }
+
+    /// `Instant` since the first call in this process.
+    fn monotonic_ns(&self) -> i64 {
+        static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let origin = ORIGIN.get_or_init(std::time::Instant::now);
+        i64::try_from(origin.elapsed().as_nanos()).unwrap_or(i64::MAX)
     }
 }
 
@@ -493,6 +523,7 @@ mod tests {
         assert_eq!(Quality::NotFinite.code(), 202);
         assert_eq!(Quality::NotConvertible.code(), 203);
         assert_eq!(Quality::CorrectionUnavailable.code(), 204);
+        assert_eq!(Quality::ClockUnsynchronised.code(), 205);
         assert_eq!(Quality::DeviceFault(-2).code(), 302);
         assert_eq!(Quality::DeviceFault(99).code(), 399);
         assert_eq!(Quality::DeviceFault(4321).code(), 399);

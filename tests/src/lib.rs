@@ -1,7 +1,8 @@
 //! Test harness for the system tests, the demo and the benchmarks: real servers on loopback.
 //!
 //! Owns starting and stopping a real mosquitto and a real VictoriaMetrics on free 127.0.0.1
-//! ports, each in its own temporary directory, and reading back what landed in
+//! ports, each in its own temporary directory (either with a TLS listener too, with a
+//! certificate of a [`TestCa`] made for the test), and reading back what landed in
 //! VictoriaMetrics. It does not fake any server: tests that need a failure a real server cannot
 //! produce on demand build their fake locally and say so.
 //!
@@ -85,12 +86,92 @@ fn terminate(mut child: Child) {
     let _ = child.wait();
 }
 
+/// A certificate authority made for one test with rcgen (never checked in), a server
+/// certificate it signed for `127.0.0.1` and `localhost`, and a client certificate for the
+/// gateway, as PEM files in a temporary directory: what a site's private CA, its broker's or
+/// store's certificate and the gateway's own are.
+#[derive(Debug)]
+pub struct TestCa {
+    dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    /// Make the CA and the server certificate.
+    ///
+    /// # Errors
+    /// When a key cannot be generated or a file written.
+    pub fn new() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let ca_key = rcgen::KeyPair::generate()?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "anju test site CA");
+        let ca = params.self_signed(&ca_key)?;
+        let server_key = rcgen::KeyPair::generate()?;
+        let server =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?
+                .signed_by(&server_key, &ca, &ca_key)?;
+        let client_key = rcgen::KeyPair::generate()?;
+        let client = rcgen::CertificateParams::new(vec!["gateway.site.test".to_owned()])?
+            .signed_by(&client_key, &ca, &ca_key)?;
+        std::fs::write(dir.path().join("ca.pem"), ca.pem())?;
+        std::fs::write(dir.path().join("server.pem"), server.pem())?;
+        std::fs::write(dir.path().join("server.key"), server_key.serialize_pem())?;
+        std::fs::write(dir.path().join("client.pem"), client.pem())?;
+        std::fs::write(dir.path().join("client.key"), client_key.serialize_pem())?;
+        // mosquitto drops privileges after reading its config; the directory must stay
+        // readable for it (the files hold only a throw-away test key).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(Self { dir })
+    }
+
+    /// The CA certificate (what the gateway's `tls.ca_file` names).
+    #[must_use]
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The server certificate.
+    #[must_use]
+    pub fn cert_file(&self) -> PathBuf {
+        self.dir.path().join("server.pem")
+    }
+
+    /// The server certificate's key.
+    #[must_use]
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.path().join("server.key")
+    }
+
+    /// The gateway's client certificate (what `tls.cert_file` names).
+    #[must_use]
+    pub fn client_cert_file(&self) -> PathBuf {
+        self.dir.path().join("client.pem")
+    }
+
+    /// The client certificate's key (`tls.key_file`).
+    #[must_use]
+    pub fn client_key_file(&self) -> PathBuf {
+        self.dir.path().join("client.key")
+    }
+}
+
 /// A real mosquitto broker on a free loopback port, with persistence so that persistent
-/// sessions survive a broker restart. Killed on drop.
+/// sessions survive a broker restart, and optionally a TLS listener on a second port. Killed
+/// on drop.
 #[derive(Debug)]
 pub struct Mosquitto {
     child: Option<Child>,
     port: u16,
+    /// The TLS listener's port, the certificate and key it serves, and the CA whose client
+    /// certificate it requires, if it does.
+    tls: Option<(u16, PathBuf, PathBuf, Option<PathBuf>)>,
     dir: tempfile::TempDir,
 }
 
@@ -106,7 +187,30 @@ impl Mosquitto {
         let mut m = Self {
             child: None,
             port,
+            tls: None,
             dir,
+        };
+        m.spawn()?;
+        Ok(m)
+    }
+
+    /// Start a broker with a TLS listener as well, serving `ca`'s server certificate; with
+    /// `require_client_cert`, that listener takes only clients with a certificate `ca` signed.
+    ///
+    /// # Errors
+    /// When mosquitto is missing or does not start.
+    pub fn start_with_tls(ca: &TestCa, require_client_cert: bool) -> Result<Self> {
+        require(MOSQUITTO_BIN, "mosquitto")?;
+        let mut m = Self {
+            child: None,
+            port: free_port()?,
+            tls: Some((
+                free_port()?,
+                ca.cert_file(),
+                ca.key_file(),
+                require_client_cert.then(|| ca.ca_file()),
+            )),
+            dir: tempfile::tempdir()?,
         };
         m.spawn()?;
         Ok(m)
@@ -121,15 +225,27 @@ impl Mosquitto {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o777))?;
         }
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nautosave_interval 1\n\
-                 max_queued_messages 1000000\nmax_inflight_messages 1000\nuser root\n",
-                port = self.port,
-                dir = self.dir.path().display()
-            ),
-        )?;
+        let mut text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nautosave_interval 1\n\
+             max_queued_messages 1000000\nmax_inflight_messages 1000\nuser root\n",
+            port = self.port,
+            dir = self.dir.path().display()
+        );
+        if let Some((port, cert, key, client_ca)) = &self.tls {
+            // A second listener, same broker: what arrives on one is delivered on the other.
+            text.push_str(&format!(
+                "listener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+                cert.display(),
+                key.display()
+            ));
+            if let Some(ca) = client_ca {
+                text.push_str(&format!(
+                    "cafile {}\nrequire_certificate true\n",
+                    ca.display()
+                ));
+            }
+        }
+        std::fs::write(&conf, text)?;
         let log = std::fs::File::create(self.dir.path().join("mosquitto.log"))?;
         let mut child = Command::new(MOSQUITTO_BIN)
             .arg("-c")
@@ -139,6 +255,9 @@ impl Mosquitto {
             .spawn()
             .context("spawn mosquitto")?;
         wait_for_port(self.addr(), &mut child, "mosquitto")?;
+        if let Some(tls) = self.tls_addr() {
+            wait_for_port(tls, &mut child, "mosquitto's TLS listener")?;
+        }
         self.child = Some(child);
         Ok(())
     }
@@ -147,6 +266,14 @@ impl Mosquitto {
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The TLS listener's address, when started with one.
+    #[must_use]
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls
+            .as_ref()
+            .map(|(port, ..)| SocketAddr::from(([127, 0, 0, 1], *port)))
     }
 
     /// Stop the broker (its persistence file stays).
@@ -182,6 +309,8 @@ impl Drop for Mosquitto {
 pub struct VictoriaMetrics {
     child: Option<Child>,
     port: u16,
+    /// Certificate and key when it serves https only (`-tls`).
+    tls: Option<(PathBuf, PathBuf)>,
     dir: tempfile::TempDir,
     http: reqwest011::Client,
 }
@@ -212,7 +341,33 @@ impl VictoriaMetrics {
         let mut vm = Self {
             child: None,
             port,
+            tls: None,
             dir,
+            http,
+        };
+        vm.spawn()?;
+        Ok(vm)
+    }
+
+    /// Start a store that serves https only (VictoriaMetrics' own `-tls`), with `ca`'s server
+    /// certificate: the store behind a private CA. The harness's own reads trust `ca` alone.
+    ///
+    /// # Errors
+    /// When victoria-metrics is missing or does not start.
+    pub fn start_with_tls(ca: &TestCa) -> Result<Self> {
+        require(VICTORIA_METRICS_BIN, "victoria-metrics")?;
+        let http = reqwest011::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest011::Certificate::from_pem(&std::fs::read(
+                ca.ca_file(),
+            )?)?)
+            .build()?;
+        let mut vm = Self {
+            child: None,
+            port: free_port()?,
+            tls: Some((ca.cert_file(), ca.key_file())),
+            dir: tempfile::tempdir()?,
             http,
         };
         vm.spawn()?;
@@ -221,7 +376,14 @@ impl VictoriaMetrics {
 
     fn spawn(&mut self) -> Result<()> {
         let log = std::fs::File::create(self.dir.path().join("vm.log"))?;
-        let mut child = Command::new(VICTORIA_METRICS_BIN)
+        let mut command = Command::new(VICTORIA_METRICS_BIN);
+        if let Some((cert, key)) = &self.tls {
+            command
+                .arg("-tls")
+                .arg(format!("-tlsCertFile={}", cert.display()))
+                .arg(format!("-tlsKeyFile={}", key.display()));
+        }
+        let mut child = command
             .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
             .arg(format!(
                 "-storageDataPath={}",
@@ -246,10 +408,11 @@ impl VictoriaMetrics {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
-    /// The base URL for the gateway's InfluxDB sink.
+    /// The base URL for the gateway's InfluxDB sink (`https://` when started with TLS).
     #[must_use]
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr())
     }
 
     /// Stop the store (data stays on disk).
@@ -429,6 +592,16 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Unix time a minute ago, in milliseconds: the time of readings a test publishes, recent
+/// enough for the engine's `max_past` and safely not in the future.
+///
+/// # Errors
+/// When the clock is before 1970 or the value does not fit.
+pub fn a_minute_ago_ms() -> Result<i64> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    Ok(i64::try_from(now.as_millis())? - 60_000)
 }
 
 /// What landed per channel: `(device, point)` → timestamp (ms) → every value stored there.

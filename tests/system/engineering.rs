@@ -61,11 +61,7 @@ batch_max_age = "100ms"
     opts.set_keep_alive(Duration::from_secs(10));
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
     let pump = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
-    let ts = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis(),
-    )? - 60_000;
+    let ts = anju_system::a_minute_ago_ms()?;
     let messages = [
         // The benchmark's exact shape.
         format!(

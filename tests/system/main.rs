@@ -24,6 +24,11 @@
 //!   forecast raises its advisory once fewer than 72 h are forecast, and the tangent-angle alert
 //!   climbs yellow → orange → red after the onset of acceleration, never orange or red before.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
+//! - [`tls`]: MQTT over TLS (with a client certificate) from a real mosquitto and https to a
+//!   real VictoriaMetrics, both with certificates of a CA made in the test: readings land
+//!   exactly; without the client certificate, or trusting another CA, nothing is delivered and
+//!   the refusals are counted; the embedded broker's TLS listener takes a node with the right
+//!   password and refuses a wrong one.
 //! - [`spool_failures`]: a damaged spool file at start and a full disk: the gateway keeps
 //!   collecting, keeps the damaged file aside and raises a device-fault alert.
 
@@ -42,3 +47,4 @@ mod restarts;
 mod rtu_slave;
 mod slope;
 mod spool_failures;
+mod tls;

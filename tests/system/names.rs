@@ -60,11 +60,7 @@ async fn every_printable_and_cjk_id_round_trips_through_the_store() -> Result<()
     let (client, mut eventloop) = AsyncClient::new(opts, 1000);
     let pump = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     let ids = ids();
-    let t0 = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis(),
-    )? - 60_000;
+    let t0 = anju_system::a_minute_ago_ms()?;
     let mut want = BTreeMap::new();
     for (i, id) in ids.iter().enumerate() {
         let value = 1000.0 + f64::from(u32::try_from(i)?) + 0.25;

@@ -102,10 +102,20 @@ pub fn describe(cfg: &Config) -> String {
         }
     }
     if let Some(b) = &cfg.embedded_broker {
+        let users: Vec<&str> = b.users.iter().map(|(u, _)| u.as_str()).collect();
         let _ = writeln!(
             out,
-            "\nembedded MQTT broker on {} (max {} clients)",
-            b.listen, b.max_connections
+            "\nembedded MQTT broker on {}{} (max {} clients), {}",
+            b.listen,
+            b.tls
+                .as_ref()
+                .map_or_else(String::new, |t| format!(" and TLS on {}", t.listen)),
+            b.max_connections,
+            if users.is_empty() {
+                "anonymous clients (loopback only)".to_owned()
+            } else {
+                format!("users {} (passwords <redacted>)", users.join(", "))
+            }
         );
     }
     let _ = writeln!(out, "\nMQTT sources: {}", cfg.mqtt.len());
@@ -117,9 +127,10 @@ pub fn describe(cfg: &Config) -> String {
         };
         let _ = writeln!(
             out,
-            "\n  {}: broker {}{}, {} session, max payload {} bytes",
+            "\n  {}: broker {}{}{}, {} session, max payload {} bytes",
             m.name,
             m.broker(),
+            tls_note(m.tls.as_ref()),
             auth,
             if m.clean_session {
                 "clean"
@@ -168,9 +179,10 @@ pub fn describe(cfg: &Config) -> String {
             Sink::Influxdb(r) => {
                 let _ = writeln!(
                     out,
-                    "  {}: InfluxDB v2 {} org {} bucket {}, token {}, batches of {} lines or {:?}, timeout {:?}, gzip {}",
+                    "  {}: InfluxDB v2 {}{} org {} bucket {}, token {}, batches of {} lines or {:?}, timeout {:?}, gzip {}",
                     r.name,
                     r.url,
+                    tls_note(r.tls.as_ref()),
                     r.org,
                     r.bucket,
                     if r.token.is_none() { "none" } else { "<redacted>" },
@@ -184,10 +196,11 @@ pub fn describe(cfg: &Config) -> String {
                 let _ =
                     writeln!(
                     out,
-                    "  {}: alerts to MQTT {}:{} as {}{}, topic {:?}, retained summary {:?}, QoS 1",
+                    "  {}: alerts to MQTT {}:{}{} as {}{}, topic {:?}, retained summary {:?}, QoS 1",
                     r.name,
                     r.host,
                     r.port,
+                    tls_note(r.tls.as_ref()),
                     r.client_id,
                     if r.credentials.is_some() { " (password <redacted>)" } else { "" },
                     r.topic,
@@ -204,4 +217,11 @@ pub fn describe(cfg: &Config) -> String {
         }
     }
     out
+}
+
+/// " over TLS (CA <file>)" for a connection with a `tls` table, else nothing.
+fn tls_note(tls: Option<&crate::tls::ClientTls>) -> String {
+    tls.map_or_else(String::new, |t| {
+        format!(" over TLS (CA {})", t.ca_file.display())
+    })
 }

@@ -229,8 +229,8 @@ pub struct Config {
     pub derived: crate::engine::derived::DerivedPlan,
     /// Pours and their mixes, validated (their GB 50496 rules are in `rules`).
     pub pours: crate::engine::curing::CuringPlan,
-    /// The embedded broker, if configured.
-    pub embedded_broker: Option<crate::broker::EmbeddedBrokerConfig>,
+    /// The embedded broker, if configured, its users' passwords read.
+    pub embedded_broker: Option<crate::broker::BrokerSettings>,
     /// Sinks with their secrets resolved.
     pub sinks: Vec<Sink>,
     /// The console's listen address and token; `None` when turned off.
@@ -314,10 +314,33 @@ impl Config {
                 Err(found) => v.extend(found),
             }
         }
-        if let Some(b) = &raw.embedded_broker {
-            if let Err(e) = b.validate() {
-                v.push("embedded_broker", e.to_string());
+        let embedded_broker = raw
+            .embedded_broker
+            .as_ref()
+            .and_then(|b| b.validate("embedded_broker", &mut v));
+        if let Some(b) = &embedded_broker {
+            let listeners: Vec<SocketAddr> = std::iter::once(b.listen)
+                .chain(b.tls.as_ref().map(|t| t.listen))
+                .collect();
+            for (i, m) in mqtt.iter().enumerate() {
+                let own = listeners
+                    .iter()
+                    .any(|l| m.port == l.port() && is_local_host(&m.host, *l));
+                if !own {
+                    continue;
+                }
+                // The gateway's own source logs in like any client: a login the broker refuses
+                // would only show as a connection error at run time.
+                if !b.accepts(m.username.as_deref(), m.password.as_ref()) {
+                    v.push(
+                        format!("mqtt[{i}].username"),
+                        "this source reads the embedded broker, which has users: set `username` and the password \
+                         (password_env or password_file) of one of [[embedded_broker.users]]",
+                    );
+                }
             }
+        }
+        if let Some(b) = &raw.embedded_broker {
             // A subscription the embedded broker cannot serve would get the source disconnected
             // on every SUBSCRIBE (see `broker::filter_supported`): refuse it here instead.
             for (i, m) in mqtt.iter().enumerate() {
@@ -419,7 +442,7 @@ impl Config {
             rules,
             derived,
             pours,
-            embedded_broker: raw.embedded_broker,
+            embedded_broker,
             sinks,
             console,
         })

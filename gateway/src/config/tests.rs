@@ -947,3 +947,62 @@ sensors = { core = { channel = \"therm/t01\" }, surface = { channel = \"therm/t9
         c.text
     );
 }
+
+#[test]
+fn the_gateway_logs_in_to_its_own_broker_with_one_of_its_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pass = dir.path().join("nodes.pass");
+    std::fs::write(&pass, "s3cret\n").expect("write");
+    let wrong = dir.path().join("wrong.pass");
+    std::fs::write(&wrong, "guess\n").expect("write");
+    let text = |login: &str| {
+        format!(
+            "{HEAD}[embedded_broker]\nlisten = \"0.0.0.0:18830\"\n\
+             [[embedded_broker.users]]\nusername = \"nodes\"\npassword_file = \"{}\"\n\
+             [[mqtt]]\nname = \"own\"\naddress = \"127.0.0.1:18830\"\n{login}\n\
+             [[mqtt.subscriptions]]\nname = \"n\"\ntopic = \"n/{{device}}/{{p}}\"\npoint = \"{{p}}\"\npayload = {{ format = \"plain\" }}\n",
+            pass.display()
+        )
+    };
+    let needle =
+        "test.toml: mqtt[0].username: this source reads the embedded broker, which has users";
+    assert_problem(&text(""), needle);
+    assert_problem(
+        &text(&format!(
+            "username = \"nodes\"\npassword_file = \"{}\"",
+            wrong.display()
+        )),
+        needle,
+    );
+    let cfg = load(&text(&format!(
+        "username = \"nodes\"\npassword_file = \"{}\"",
+        pass.display()
+    )))
+    .expect("valid");
+    let broker = cfg.embedded_broker.expect("broker");
+    assert_eq!(broker.users.len(), 1);
+    // Through the broker's TLS listener, the same check.
+    let pki = crate::tls::tests::TestPki::new();
+    let over_tls = text("")
+        .replace(
+            "address = \"127.0.0.1:18830\"",
+            &format!(
+                "address = \"127.0.0.1:18883\"\ntls = {{ ca_file = \"{}\" }}",
+                pki.path("ca.pem").display()
+            ),
+        )
+        .replace(
+            "listen = \"0.0.0.0:18830\"",
+            &format!(
+                "listen = \"0.0.0.0:18830\"\ntls = {{ listen = \"0.0.0.0:18883\", cert_file = \"{}\", key_file = \"{}\" }}",
+                pki.path("server.pem").display(),
+                pki.path("server.key").display()
+            ),
+        );
+    assert_problem(&over_tls, needle);
+    // Without users, only loopback.
+    assert_problem(
+        &format!("{HEAD}[embedded_broker]\nlisten = \"0.0.0.0:1883\"\n"),
+        "test.toml: embedded_broker.listen: 0.0.0.0:1883 can be reached from the site network, but the broker has no users",
+    );
+}

@@ -110,6 +110,7 @@ fn quality_words(q: Quality, lang: Lang) -> &'static str {
         Quality::NotFinite => lang.pick("非数值", "not a number"),
         Quality::NotConvertible => lang.pick("无法换算", "not convertible"),
         Quality::CorrectionUnavailable => lang.pick("修正输入缺失", "correction unavailable"),
+        Quality::ClockUnsynchronised => lang.pick("网关时钟未同步", "gateway clock unsynchronised"),
         Quality::OutOfRange => lang.pick("超出量程", "out of range"),
         Quality::Stuck => lang.pick("数值停滞", "stuck"),
         Quality::Spike => lang.pick("突跳", "spike"),

@@ -264,6 +264,13 @@ pub struct Engine {
     /// Commit notices of the batches whose readings are in `pending` (see
     /// [`crate::sources::ReadingBatch::on_commit`]).
     pending_acks: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// Wall clock against monotonic clock, for jumps ([`crate::clock`]).
+    clock_watch: crate::clock::ClockWatch,
+    /// Whether the clock was synchronised at the last look (`None` before the first).
+    clock_synchronised: Option<bool>,
+    /// Copies of the readings the gateway stamped while its clock was not synchronised, to be
+    /// stamped again once it is.
+    clock_held: crate::clock::HeldReadings,
     /// Readings since the last summary.
     since_summary: u64,
     bad_since_summary: u64,
@@ -386,6 +393,9 @@ impl Engine {
             pending: Vec::with_capacity(1 << 20),
             pending_records: 0,
             pending_acks: Vec::new(),
+            clock_watch: crate::clock::ClockWatch::default(),
+            clock_synchronised: None,
+            clock_held: crate::clock::HeldReadings::default(),
             since_summary: 0,
             bad_since_summary: 0,
             commits: CommitHealth::new(),
@@ -728,6 +738,13 @@ impl Engine {
                     // so the tick comes round under any load, and an engine stuck inside a
                     // commit or a batch never gets here.
                     self.heartbeat.beat();
+                    // A look at the clock while no batch comes: a jump is seen within a tick,
+                    // and readings to stamp again are stored without waiting for one.
+                    let (_, again) =
+                        self.look_at_clock(self.clock.now_ns(), self.clock.monotonic_ns());
+                    if !again.is_empty() {
+                        self.ingest(ReadingBatch::from(again));
+                    }
                     let now = self.clock.now_ns();
                     for alert in self.evaluator.on_tick(now) {
                         self.push_alert(&alert);
@@ -810,21 +827,71 @@ impl Engine {
         );
     }
 
+    /// Look at the clock (`crate::clock`): log and count a jump, say when it becomes or stops
+    /// being synchronised, and once it is, hand back the held readings stamped again. Whether
+    /// it is synchronised, and those readings.
+    fn look_at_clock(&mut self, now: TimestampNs, mono: i64) -> (bool, Vec<Reading>) {
+        if let Some(jump) = self.clock_watch.look(now, mono) {
+            self.metrics.incr(Counter::ClockJumps, &[]);
+            warn!(
+                from = %crate::engine::derived::initial::format_ts(jump.from), to = %crate::engine::derived::initial::format_ts(jump.to),
+                by_s = jump.by_ns() / 1_000_000_000,
+                "The system clock jumped (set by NTP or by hand); readings keep the times they were given."
+            );
+        }
+        let synchronised = self.clock.synchronised(now);
+        if self.clock_synchronised != Some(synchronised) {
+            if synchronised {
+                if self.clock_synchronised.is_some() {
+                    info!(now = %crate::engine::derived::initial::format_ts(now), held = self.clock_held.len(), "The system clock is synchronised; readings stamped before are stamped again.");
+                }
+            } else {
+                warn!(
+                    now = %crate::engine::derived::initial::format_ts(now), build = %crate::engine::derived::initial::format_ts(crate::clock::BUILD_FLOOR_NS),
+                    "The system clock is earlier than this gateway's build: not synchronised. Readings the gateway stamps are stored flagged (quality 205) and stamped again once it is (README: Install on a site box, time)."
+                );
+            }
+            self.clock_synchronised = Some(synchronised);
+        }
+        if !synchronised || self.clock_held.is_empty() {
+            return (synchronised, Vec::new());
+        }
+        let again = self.clock_held.restamp(now, mono);
+        self.metrics
+            .add(Counter::ReadingsRestamped, &[], again.len() as u64);
+        (true, again)
+    }
+
     /// Check, record and render one batch.
     fn ingest(&mut self, batch: ReadingBatch) {
         if let Some(ack) = batch.on_commit {
             self.pending_acks.push(ack);
         }
         let now = self.clock.now_ns();
+        let mono = self.clock.monotonic_ns();
+        let (synchronised, mut readings) = self.look_at_clock(now, mono);
+        readings.extend(batch.readings);
         let max_future = i64::try_from(self.cfg.max_future().as_nanos()).unwrap_or(i64::MAX);
         let max_past = i64::try_from(self.cfg.max_past().as_nanos()).unwrap_or(i64::MAX);
+        // Without a synchronised clock, times are judged against the build date, the earliest
+        // the true time can be: not "future" (the true now is unknown), "past" by `max_past`
+        // before it.
+        let reference = if synchronised {
+            now
+        } else {
+            now.max(crate::clock::BUILD_FLOOR_NS)
+        };
         // Stored readings that feed the derived channels: good ones the rules used, and bad
         // ones (their derived values are flagged, docs/DOMAIN.md §Derived channels).
         let mut feed = Vec::new();
-        for r in batch.readings {
-            let reason = if r.ts > now.saturating_add(max_future) {
+        for r in readings {
+            if !synchronised && crate::clock::HeldReadings::stamped_by_gateway(&r, now) {
+                self.store_unsynchronised(r, now, mono);
+                continue;
+            }
+            let reason = if synchronised && r.ts > now.saturating_add(max_future) {
                 Some("future")
-            } else if r.ts < now.saturating_sub(max_past) {
+            } else if r.ts < reference.saturating_sub(max_past) {
                 Some("past")
             } else {
                 None
@@ -871,6 +938,26 @@ impl Engine {
         }
         if !feed.is_empty() {
             self.derive(&feed);
+        }
+    }
+
+    /// A reading the gateway stamped while its clock is not synchronised: stored now, flagged
+    /// 205 (no rule judges it, no derived channel takes it), and a copy held to be stamped
+    /// again and stored good once the clock is synchronised ([`crate::clock`]).
+    fn store_unsynchronised(&mut self, r: Reading, now: TimestampNs, mono: i64) {
+        if self.channel(&r.series, now).is_none() {
+            return;
+        }
+        let flagged = crate::clock::flagged(r.clone());
+        line::encode_reading(&mut self.pending, &flagged);
+        self.pending_records += 1;
+        self.bad_since_summary += 1;
+        self.since_summary += 1;
+        if !self.clock_held.hold(r, now, mono) {
+            self.metrics.incr(
+                Counter::ReadingsDropped,
+                &[("reason", "clock_held_copy_limit")],
+            );
         }
     }
 

@@ -857,3 +857,126 @@ async fn a_held_jump_alone_in_its_batch_is_durable_before_the_batch_is_acknowled
         "the acknowledged 40 survived the crash in the rule state and was stored once decided"
     );
 }
+
+/// A system clock as a box without a battery has it: wall time the test sets (1970 at boot,
+/// then stepped by "NTP"), monotonic time that only moves forward, synchronised by the real
+/// rule (not earlier than the build).
+#[derive(Debug)]
+struct BootClock {
+    wall: std::sync::atomic::AtomicI64,
+    mono: std::sync::atomic::AtomicI64,
+}
+
+impl crate::model::Clock for BootClock {
+    fn now_ns(&self) -> i64 {
+        self.wall.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn synchronised(&self, now: i64) -> bool {
+        crate::clock::synchronised(now)
+    }
+    fn monotonic_ns(&self) -> i64 {
+        self.mono.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn readings_stamped_before_the_clock_is_set_are_flagged_then_stamped_again() {
+    use std::sync::atomic::Ordering;
+    const S: i64 = 1_000_000_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Arc::new(
+        Spool::open(
+            &dir.path().join("spool.redb"),
+            &SpoolConfig::default(),
+            &["reader".to_owned()],
+        )
+        .expect("open"),
+    );
+    // Boot: the wall clock reads 1970 + 100 s, the monotonic clock 10 s.
+    let clock = Arc::new(BootClock {
+        wall: std::sync::atomic::AtomicI64::new(100 * S),
+        mono: std::sync::atomic::AtomicI64::new(10 * S),
+    });
+    let metrics = Arc::new(Metrics::new());
+    let (tx, rx) = mpsc::channel(16);
+    let engine = Engine::new(
+        rx,
+        Arc::clone(&spool),
+        Arc::clone(&metrics),
+        Arc::clone(&clock) as Arc<dyn crate::model::Clock>,
+        EngineConfig::default(),
+        Duration::from_secs(3600),
+        rules(),
+        "xa",
+    );
+    let task = tokio::spawn(engine.run());
+    let plate = settlement_point("p1");
+    // A poll stamped by the gateway at boot; a device reading with its own (right) time a day
+    // after the build; a device reading in 1970 far from the gateway's clock: not the
+    // gateway's stamp, and before the build by more than max_past (30 d): rejected.
+    let device_ts = crate::clock::BUILD_FLOOR_NS + 86_400 * S;
+    tx.send(ReadingBatch::from(vec![
+        Reading::good(Arc::clone(&plate), 100 * S, 1.5),
+        Reading::good(settlement_point("p2"), device_ts, 2.5),
+        Reading::good(settlement_point("p3"), 5_000 * S, 3.5),
+    ]))
+    .await
+    .expect("engine alive");
+    // The engine takes each batch before the clock moves on.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // 20 s later (monotonic too), another poll.
+    clock.wall.store(120 * S, Ordering::SeqCst);
+    clock.mono.store(30 * S, Ordering::SeqCst);
+    tx.send(ReadingBatch::from(vec![Reading::good(
+        Arc::clone(&plate),
+        120 * S,
+        1.75,
+    )]))
+    .await
+    .expect("engine alive");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // NTP sets the clock 10 s later: monotonic 40 s is the true time `synced`.
+    let synced = crate::clock::BUILD_FLOOR_NS + 2 * 86_400 * S;
+    clock.wall.store(synced, Ordering::SeqCst);
+    clock.mono.store(40 * S, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A poll with the synchronised clock: stored good, as always.
+    tx.send(ReadingBatch::from(vec![Reading::good(
+        Arc::clone(&plate),
+        synced,
+        2.0,
+    )]))
+    .await
+    .expect("engine alive");
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("engine stops")
+        .expect("no panic");
+
+    let stored = stored_points(&spool);
+    let p = |s: &str| s.to_owned();
+    assert_eq!(
+        stored,
+        vec![
+            // Stored at once as stamped, flagged 205: never good at a wrong time.
+            (p("p1"), 100 * S, p("1.5"), p("205i")),
+            (p("p1"), 120 * S, p("1.75"), p("205i")),
+            // Stamped again from the monotonic clock: arrived 30 s and 10 s before the sync.
+            (p("p1"), synced - 30 * S, p("1.5"), p("0i")),
+            (p("p1"), synced - 10 * S, p("1.75"), p("0i")),
+            (p("p1"), synced, p("2.0"), p("0i")),
+            // The device's own time, not judged "future" against a clock known to be wrong.
+            (p("p2"), device_ts, p("2.5"), p("0i")),
+        ]
+    );
+    assert_eq!(metrics.total(Counter::ReadingsRestamped), 2);
+    assert_eq!(metrics.total(Counter::ClockJumps), 1);
+    assert_eq!(
+        metrics.get(
+            Counter::ReadingsRejected,
+            &[("reason", "past"), ("device", "lev-a1")]
+        ),
+        1
+    );
+}

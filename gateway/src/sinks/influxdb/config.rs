@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::config::{Problem, Problems};
 use crate::secret::{process_env, read_secret, EnvLookup, Secret};
+use crate::tls::{ClientTls, TlsConfig};
 
 /// Default sink name (the spool cursor is stored under it).
 pub const DEFAULT_NAME: &str = "influxdb";
@@ -48,6 +49,10 @@ pub struct InfluxSinkConfig {
     /// Server root, `http://host:8086` or `https://...`. It must not have a path: influxdb2
     /// replaces the path with `/api/v2/write` (docs/ARCHITECTURE.md §Crate pitfalls), so a proxy prefix would be lost.
     pub url: String,
+    /// The CA (and client certificate) of an `https` store ([`crate::tls`]); absent = the
+    /// public roots built into the client.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// Organization (InfluxDB requires it; VictoriaMetrics ignores it).
     pub org: String,
     /// Bucket (InfluxDB requires it; VictoriaMetrics ignores it).
@@ -89,6 +94,8 @@ pub struct ResolvedInflux {
     pub name: String,
     /// Server root (scheme, host, port; no path, query, fragment or credentials).
     pub url: Url,
+    /// Trust and identity for `https`, when configured.
+    pub tls: Option<ClientTls>,
     /// Organization.
     pub org: String,
     /// Bucket.
@@ -144,6 +151,22 @@ impl InfluxSinkConfig {
             );
         }
         let url = check_url(&self.url).map_err(|m| p.push(at("url"), m)).ok();
+        let tls = self.tls.as_ref().and_then(|t| {
+            if url.as_ref().is_some_and(|u| u.scheme() != "https") {
+                p.push(
+                    at("tls"),
+                    "a `tls` table needs an https:// url; change the url's scheme, or remove `tls`",
+                );
+            }
+            if t.server_name.is_some() {
+                // reqwest checks the certificate against the URL's host and has no other name.
+                p.push(
+                    at("tls.server_name"),
+                    "not supported for InfluxDB: write the name the store's certificate carries as the url's host (add it to /etc/hosts if DNS does not know it)",
+                );
+            }
+            t.validate(&at("tls"), &mut p)
+        });
         for (field, value) in [("org", &self.org), ("bucket", &self.bucket)] {
             if value.trim().is_empty() {
                 p.push(
@@ -195,6 +218,7 @@ impl InfluxSinkConfig {
             (Some(url), Some(token), Some((retry_initial, retry_max))) => Some(ResolvedInflux {
                 name: self.name.clone(),
                 url,
+                tls,
                 org: self.org.clone(),
                 bucket: self.bucket.clone(),
                 token,

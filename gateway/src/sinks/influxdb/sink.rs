@@ -178,6 +178,15 @@ pub enum InfluxSinkError {
         /// What reqwest reported.
         source: reqwest011::Error,
     },
+    /// reqwest refused the `tls` table's CA or client certificate (they passed the config
+    /// check, which rustls 0.23 does; reqwest 0.11 parses them again with rustls 0.21).
+    #[error("sink {sink}: the tls table cannot be used: {source}; check tls.ca_file, tls.cert_file and tls.key_file")]
+    Tls {
+        /// The sink name.
+        sink: String,
+        /// What reqwest reported.
+        source: reqwest011::Error,
+    },
     /// reqwest could not build a client (TLS backend initialisation).
     #[error("sink {sink}: cannot build the HTTP client: {source}")]
     Client {
@@ -352,10 +361,20 @@ impl InfluxSink {
             // header is set here and the body is compressed by `gzip`.
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
-        let http = reqwest011::ClientBuilder::new()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.connect_timeout)
-            .default_headers(headers);
+        // Both clients trust what the `tls` table says (the probe asks the same server).
+        let with_tls = |b: reqwest011::ClientBuilder| match &cfg.tls {
+            Some(tls) => tls.reqwest(b).map_err(|source| InfluxSinkError::Tls {
+                sink: cfg.name.clone(),
+                source,
+            }),
+            None => Ok(b),
+        };
+        let http = with_tls(
+            reqwest011::ClientBuilder::new()
+                .timeout(cfg.timeout)
+                .connect_timeout(cfg.connect_timeout)
+                .default_headers(headers),
+        )?;
         // `with_builder` panics on an unparsable URL; `cfg.url` is an already parsed `Url`, and
         // its serialization always parses again.
         let client = influxdb2::ClientBuilder::with_builder(
@@ -369,14 +388,16 @@ impl InfluxSink {
             sink: cfg.name.clone(),
             source,
         })?;
-        let probe = reqwest011::ClientBuilder::new()
-            .timeout(PROBE_TIMEOUT)
-            .connect_timeout(PROBE_TIMEOUT)
-            .build()
-            .map_err(|source| InfluxSinkError::Probe {
-                sink: cfg.name.clone(),
-                source: source.without_url(),
-            })?;
+        let probe = with_tls(
+            reqwest011::ClientBuilder::new()
+                .timeout(PROBE_TIMEOUT)
+                .connect_timeout(PROBE_TIMEOUT),
+        )?
+        .build()
+        .map_err(|source| InfluxSinkError::Probe {
+            sink: cfg.name.clone(),
+            source: source.without_url(),
+        })?;
         let mut health = cfg.url.clone();
         // Keep a path prefix (a store behind a reverse proxy at /influx/).
         let prefix = health.path().trim_end_matches('/').to_owned();

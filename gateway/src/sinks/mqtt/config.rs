@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::config::{Problem, Problems};
 use crate::secret::{process_env, read_secret, EnvLookup, Secret};
+use crate::tls::{ClientTls, TlsConfig, MQTT_TLS_PORT};
 
 /// Default sink name (the spool cursor is stored under it).
 pub const DEFAULT_NAME: &str = "mqtt-alerts";
@@ -46,9 +47,12 @@ pub struct MqttSinkConfig {
     pub name: String,
     /// Broker host name or address.
     pub host: String,
-    /// Broker port. Default [`DEFAULT_PORT`].
+    /// Broker port. Default [`DEFAULT_PORT`], [`MQTT_TLS_PORT`] with `tls`.
     #[serde(default)]
     pub port: Option<u16>,
+    /// TLS to the broker ([`crate::tls`]); absent = plain TCP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// MQTT client id; must be unique on the broker (a second client with the same id takes the
     /// session over), so there is no default: name it after the site's gateway.
     pub client_id: String,
@@ -105,6 +109,8 @@ pub struct ResolvedMqtt {
     pub host: String,
     /// Broker port.
     pub port: u16,
+    /// TLS, when configured.
+    pub tls: Option<ClientTls>,
     /// MQTT client id.
     pub client_id: String,
     /// User name and password, when the broker wants them.
@@ -185,7 +191,15 @@ impl MqttSinkConfig {
                  goes in `port`)",
             );
         }
-        let port = self.port.unwrap_or(DEFAULT_PORT);
+        let port = self.port.unwrap_or(if self.tls.is_some() {
+            MQTT_TLS_PORT
+        } else {
+            DEFAULT_PORT
+        });
+        let tls = self
+            .tls
+            .as_ref()
+            .and_then(|t| t.validate(&at("tls"), &mut p));
         if port == 0 {
             p.push(
                 at("port"),
@@ -284,6 +298,7 @@ impl MqttSinkConfig {
                 name: self.name.clone(),
                 host: host.to_owned(),
                 port,
+                tls,
                 client_id: self.client_id.clone(),
                 credentials,
                 topic,

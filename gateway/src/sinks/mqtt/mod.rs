@@ -17,4 +17,4 @@ pub use config::{MqttSinkConfig, ResolvedMqtt};
 pub use sink::{render_topic, ActiveAlerts, MqttSink, MqttSinkError};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -339,6 +339,9 @@ impl MqttSink {
         if let Some((user, pass)) = &self.cfg.credentials {
             o.set_credentials(user.clone(), pass.expose().to_owned());
         }
+        if let Some(tls) = &self.cfg.tls {
+            o.set_transport(tls.mqtt_transport());
+        }
         o
     }
 

@@ -4,7 +4,7 @@
 //! restart in the middle of a batch.
 //!
 //! The broker helper is a trimmed copy of `tests/src/lib.rs`'s `Mosquitto` (that crate depends
-//! on this one, so it cannot be used here).
+//! on this one, so it cannot be used here); the MQTT source's drain test uses it too.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -167,23 +167,41 @@ fn a_notice_never_enters_the_summary_of_active_alerts() {
 
 /// A mosquitto on a free loopback port, with persistence so a subscriber's session survives a
 /// restart. Killed on drop.
-struct Broker {
+pub(crate) struct Broker {
     child: Option<Child>,
-    port: u16,
+    pub(crate) port: u16,
+    /// A TLS listener's port, serving the test PKI's server certificate.
+    pub(crate) tls_port: Option<(u16, std::path::PathBuf)>,
     dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 impl Broker {
     fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
         let mut b = Self {
             child: None,
-            port,
-            dir,
+            port: free_port(),
+            tls_port: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        b.spawn();
+        b
+    }
+
+    /// A broker with a TLS listener too, serving `pki`'s server certificate (also used by the
+    /// MQTT source's drain test, `sources/mqtt/drain.rs`).
+    pub(crate) fn start_with_tls(pki: &crate::tls::tests::TestPki) -> Self {
+        let mut b = Self {
+            child: None,
+            port: free_port(),
+            tls_port: Some((free_port(), pki.dir.path().to_path_buf())),
+            dir: tempfile::tempdir().expect("tempdir"),
         };
         b.spawn();
         b
@@ -191,16 +209,20 @@ impl Broker {
 
     fn spawn(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-                 persistence_location {}/\nautosave_interval 1\nuser root\n",
-                self.port,
-                self.dir.path().display()
-            ),
-        )
-        .expect("conf");
+        let mut text = format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+             persistence_location {}/\nautosave_interval 1\nuser root\n",
+            self.port,
+            self.dir.path().display()
+        );
+        if let Some((port, pki)) = &self.tls_port {
+            text.push_str(&format!(
+                "listener {port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+                pki.join("server.pem").display(),
+                pki.join("server.key").display()
+            ));
+        }
+        std::fs::write(&conf, text).expect("conf");
         let child = Command::new(MOSQUITTO_BIN)
             .arg("-c")
             .arg(&conf)
@@ -209,13 +231,17 @@ impl Broker {
             .spawn()
             .expect("spawn mosquitto");
         self.child = Some(child);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        let ports = std::iter::once(self.port).chain(self.tls_port.as_ref().map(|(p, _)| *p));
+        for port in ports {
+            let listening = (0..200).any(|_| {
+                let up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+                if !up {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                up
+            });
+            assert!(listening, "mosquitto did not listen on {port}");
         }
-        panic!("mosquitto did not listen on {}", self.port);
     }
 
     fn signal(&self, sig: &str) {
@@ -341,6 +367,11 @@ impl Running {
 }
 
 fn start_sink(port: u16) -> Running {
+    start_sink_with(port, "")
+}
+
+/// A sink to `port` with `extra` TOML lines (a `tls` table).
+fn start_sink_with(port: u16, extra: &str) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = Arc::new(
         Spool::open(
@@ -352,7 +383,7 @@ fn start_sink(port: u16) -> Running {
     );
     let cfg: MqttSinkConfig = toml::from_str(&format!(
         "name = \"up\"\nhost = \"127.0.0.1\"\nport = {port}\nclient_id = \"gw-test\"\n\
-         keep_alive = \"5s\"\nack_timeout = \"20s\"\nretry_initial = \"100ms\"\nretry_max = \"300ms\""
+         keep_alive = \"5s\"\nack_timeout = \"20s\"\nretry_initial = \"100ms\"\nretry_max = \"300ms\"\n{extra}"
     ))
     .expect("toml");
     let cfg = cfg.validate("sinks[0]").expect("valid");
@@ -513,4 +544,54 @@ async fn after_a_restart_the_summary_keeps_alerts_raised_before_it() {
         "the alert raised before the restart is still listed"
     );
     second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_go_over_tls_to_a_broker_the_ca_file_trusts_and_never_to_another() {
+    use crate::tls::tests::TestPki;
+
+    let pki = TestPki::new();
+    let broker = Broker::start_with_tls(&pki);
+    let (tls_port, _) = broker.tls_port.clone().expect("tls listener");
+    let got = subscriber(broker.port, "watch-tls", &["anju/+/alerts"], false).await;
+
+    // Trusting another CA: the handshake is refused on every attempt, nothing is delivered and
+    // the alert stays in the spool.
+    let other = TestPki::new();
+    let refused = start_sink_with(
+        tls_port,
+        &format!(
+            "tls = {{ ca_file = \"{}\" }}",
+            other.path("ca.pem").display()
+        ),
+    );
+    refused.append(&[alert("00000000000000b1", 0, AlertState::Raised)]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        refused.backlog(),
+        1,
+        "an untrusted broker acknowledged the alert"
+    );
+    assert!(payloads_on(&got, "anju/xa/alerts").is_empty());
+    refused.stop().await;
+
+    let raise = alert("00000000000000b2", 0, AlertState::Raised);
+    let sink = start_sink_with(
+        tls_port,
+        &format!(
+            "tls = {{ ca_file = \"{}\", server_name = \"localhost\" }}",
+            pki.path("ca.pem").display()
+        ),
+    );
+    sink.append(std::slice::from_ref(&raise));
+    wait_for("the alert delivered over TLS", || sink.backlog() == 0).await;
+    wait_for("the alert received", || {
+        !payloads_on(&got, "anju/xa/alerts").is_empty()
+    })
+    .await;
+    let events = payloads_on(&got, "anju/xa/alerts");
+    assert_eq!(events.len(), 1);
+    let back: Alert = serde_json::from_slice(&events[0]).expect("alert json");
+    assert_eq!(back, raise);
+    sink.stop().await;
 }

@@ -12,6 +12,7 @@
 //! timezone = "+08:00"                 # for payload times without an offset (the default)
 //! username = "gateway"
 //! password_env = "ANJU_MQTT_PASSWORD" # or password_file = "/etc/anju/mqtt.pass"
+//! tls = { ca_file = "/etc/anju/site-ca.pem" } # TLS (port 8883 by default), see crate::tls
 //!
 //! [[mqtt.subscriptions]]
 //! name = "curing"
@@ -39,6 +40,7 @@ use super::topic::{Template, TopicPattern};
 use crate::config::{Problem, Problems};
 use crate::model::QuantityKind;
 use crate::secret::{process_env, read_secret, EnvLookup, Secret};
+use crate::tls::{ClientTls, TlsConfig, MQTT_TLS_PORT};
 
 /// MQTT's registered port (IANA, MQTT 3.1.1 §4.2).
 pub const DEFAULT_PORT: u16 = 1883;
@@ -91,9 +93,12 @@ pub struct MqttSourceConfig {
     /// Broker host name or IP.
     #[serde(default)]
     pub host: Option<String>,
-    /// Broker port (default 1883).
+    /// Broker port (default 1883; 8883 with `tls`).
     #[serde(default)]
     pub port: Option<u16>,
+    /// TLS to the broker ([`crate::tls`]); absent = plain TCP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
     /// MQTT client id. Default `anju-<site>-<gateway>-<name>`: stable across restarts, which a
     /// persistent session needs.
     #[serde(default)]
@@ -215,6 +220,8 @@ pub struct MqttSettings {
     pub host: String,
     /// Broker port.
     pub port: u16,
+    /// TLS, when configured.
+    pub tls: Option<ClientTls>,
     /// Client id, if configured (else derived by [`super::MqttSource::new`]).
     pub client_id: Option<String>,
     /// User name.
@@ -274,6 +281,10 @@ impl MqttSourceConfig {
             p.push(at("name"), "must not be empty");
         }
         let broker = self.broker(path, &mut p);
+        let tls = self
+            .tls
+            .as_ref()
+            .and_then(|t| t.validate(&at("tls"), &mut p));
         if let Some(id) = &self.client_id {
             if id.is_empty() || id.len() > MAX_CLIENT_ID_BYTES || id.contains('\0') {
                 p.push(
@@ -390,6 +401,7 @@ impl MqttSourceConfig {
             name: self.name.clone(),
             host,
             port,
+            tls,
             client_id: self.client_id.clone(),
             username: self.username.clone(),
             password,
@@ -431,9 +443,23 @@ impl MqttSourceConfig {
                     p.push(format!("{path}.host"), "must not be empty");
                     return None;
                 }
-                Some((host.to_owned(), self.port.unwrap_or(DEFAULT_PORT)))
+                Some((host.to_owned(), self.port.unwrap_or(self.default_port())))
             }
-            (None, None) => Some((DEFAULT_HOST.to_owned(), self.port.unwrap_or(DEFAULT_PORT))),
+            (None, None) => Some((
+                DEFAULT_HOST.to_owned(),
+                self.port.unwrap_or(self.default_port()),
+            )),
+        }
+    }
+}
+
+impl MqttSourceConfig {
+    /// The port when none is written: MQTT's, or MQTT over TLS's with a `tls` table.
+    fn default_port(&self) -> u16 {
+        if self.tls.is_some() {
+            MQTT_TLS_PORT
+        } else {
+            DEFAULT_PORT
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct DrainTarget<'a> {
     pub host: &'a str,
     /// Broker port.
     pub port: u16,
+    /// The source's TLS settings: the drain connects as the source does.
+    pub tls: Option<&'a crate::tls::ClientTls>,
     /// The source's client id: the drain takes over its session.
     pub client_id: &'a str,
     /// User name and password, if the broker requires them.
@@ -107,7 +109,19 @@ pub async fn drain_oversized(target: &DrainTarget<'_>) -> Result<Drained, DrainE
     .await
     .map_err(|_| DrainError::Timeout)??;
     let _ = stream.set_nodelay(true);
-    drain_stream(stream, target).await
+    match target.tls {
+        None => drain_stream(stream, target).await,
+        Some(tls) => {
+            let name = tls.server_name_for(target.host)?;
+            let stream = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                tokio_rustls::TlsConnector::from(tls.rustls()).connect(name, stream),
+            )
+            .await
+            .map_err(|_| DrainError::Timeout)??;
+            drain_stream(stream, target).await
+        }
+    }
 }
 
 /// [`drain_oversized`] over any byte stream (tests use an in-memory one).
@@ -308,6 +322,7 @@ mod tests {
         DrainTarget {
             host: "127.0.0.1",
             port: 1,
+            tls: None,
             client_id: "gw",
             credentials: Some(("u", "p")),
             limit,
@@ -412,5 +427,97 @@ mod tests {
             [("a/big0".to_owned(), 5008), ("a/big1".to_owned(), 5010)]
         );
         assert_eq!(sent, [0x40, 0x02, 0x01, 0x2C, 0xE0, 0x00]);
+    }
+}
+
+/// The drain connection over TLS, against a real mosquitto's TLS listener: it connects as the
+/// source does (same `tls` table) and discards the oversized message of the session; with
+/// another CA it is refused before anything is read.
+#[cfg(test)]
+mod tls_tests {
+    use std::time::Duration;
+
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+    use super::{drain_oversized, DrainTarget};
+    use crate::config::Problems;
+    use crate::sinks::mqtt::tests::Broker;
+    use crate::tls::tests::TestPki;
+    use crate::tls::TlsConfig;
+
+    /// Connect with `options`, subscribe to `filter` or publish `publish` (QoS 1), and return
+    /// once the broker acknowledged it (10 s at most).
+    async fn session(options: MqttOptions, filter: Option<&str>, publish: Option<(&str, Vec<u8>)>) {
+        let (client, mut el) = AsyncClient::new(options, 10);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match el.poll().await.expect("connection") {
+                    Event::Incoming(Packet::ConnAck(_)) => {
+                        if let Some(f) = filter {
+                            client.subscribe(f, QoS::AtLeastOnce).await.expect("sub");
+                        }
+                        if let Some((topic, payload)) = &publish {
+                            client
+                                .publish(*topic, QoS::AtLeastOnce, false, payload.clone())
+                                .await
+                                .expect("publish");
+                        }
+                    }
+                    Event::Incoming(Packet::SubAck(_) | Packet::PubAck(_)) => break,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("done within 10 s");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_drain_connects_over_tls_as_the_source_does() {
+        const BIG: usize = 2 * 1024 * 1024;
+        let pki = TestPki::new();
+        let broker = Broker::start_with_tls(&pki);
+        let (tls_port, _) = broker.tls_port.clone().expect("tls listener");
+        // The source's persistent session, then a message above its limit while it is away.
+        let mut source = MqttOptions::new("gw-drain", "127.0.0.1", broker.port);
+        source.set_clean_session(false);
+        session(source, Some("big/#"), None).await;
+        let mut publisher = MqttOptions::new("big-pub", "127.0.0.1", broker.port);
+        publisher.set_max_packet_size(2 * BIG, 2 * BIG);
+        session(publisher, None, Some(("big/1", vec![b' '; BIG]))).await;
+
+        let tls = |ca: std::path::PathBuf| {
+            let mut p = Problems::default();
+            TlsConfig {
+                ca_file: ca,
+                cert_file: None,
+                key_file: None,
+                server_name: None,
+            }
+            .validate("mqtt[0].tls", &mut p)
+            .expect("valid")
+        };
+        let other = TestPki::new();
+        let wrong = tls(other.path("ca.pem"));
+        let target = |tls| DrainTarget {
+            host: "127.0.0.1",
+            port: tls_port,
+            tls,
+            client_id: "gw-drain",
+            credentials: None,
+            limit: 1024 * 1024,
+        };
+        assert!(
+            drain_oversized(&target(Some(&wrong))).await.is_err(),
+            "drained through a broker of another CA"
+        );
+        let right = tls(pki.path("ca.pem"));
+        let drained = drain_oversized(&target(Some(&right)))
+            .await
+            .expect("drain over TLS");
+        assert!(drained.session_present);
+        assert_eq!(drained.oversized.len(), 1, "{drained:?}");
+        assert_eq!(drained.oversized[0].0, "big/1");
+        assert!(drained.oversized[0].1 > BIG);
     }
 }

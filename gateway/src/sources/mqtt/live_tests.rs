@@ -211,15 +211,11 @@ const MAR_14: i64 = 1_773_471_843_000_000_000;
 #[cfg(feature = "embedded-broker")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_through_the_embedded_broker() {
-    use crate::broker::{start, EmbeddedBrokerConfig};
+    use crate::broker::{start, BrokerSettings};
 
     let port = free_port();
     let listen = format!("127.0.0.1:{port}").parse().expect("addr");
-    let _broker = start(&EmbeddedBrokerConfig {
-        listen,
-        ..Default::default()
-    })
-    .expect("broker");
+    let _broker = start(&BrokerSettings::anonymous(listen)).expect("broker");
     let metrics = Arc::new(Metrics::new());
     let (mut rx, shutdown, task) = spawn_source(port, false, Arc::clone(&metrics));
     let client = publisher(port, "live-pub-1");

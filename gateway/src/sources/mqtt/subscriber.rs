@@ -159,6 +159,9 @@ impl MqttSource {
             let password = s.password.as_ref().map_or("", |p| p.expose());
             options.set_credentials(user.clone(), password.to_owned());
         }
+        if let Some(tls) = &s.tls {
+            options.set_transport(tls.mqtt_transport());
+        }
         options
     }
 
@@ -185,6 +188,7 @@ impl MqttSource {
         let target = DrainTarget {
             host: &s.host,
             port: s.port,
+            tls: s.tls.as_ref(),
             client_id: &self.client_id,
             credentials: s
                 .username
@@ -234,7 +238,7 @@ impl MqttSource {
             &self.gateway,
             Arc::clone(&self.metrics),
         );
-        info!(source = %source, broker = %broker, client_id = %self.client_id, "MQTT source starting");
+        info!(source = %source, broker = %broker, tls = self.settings.tls.is_some(), client_id = %self.client_id, "MQTT source starting");
 
         // Batches handed to the engine whose QoS 1 messages wait for the commit notice, oldest
         // first (PUBACKs go out in the order the messages came, MQTT 3.1.1 §4.6).
@@ -318,7 +322,16 @@ impl MqttSource {
                     Ok(_) => {}
                     Err(e) => {
                         let delay = backoff.failed_at(std::time::Instant::now());
-                        warn!(source = %source, broker = %broker, error = %e, retry_in = ?delay, "MQTT connection error");
+                        if matches!(e, ConnectionError::Tls(_)) {
+                            // Retried like any connection error (a broker's certificate may be
+                            // renewed), but said plainly: it will not pass until the CA file, the
+                            // broker's certificate or the server name is fixed.
+                            warn!(source = %source, broker = %broker, error = %e, retry_in = ?delay,
+                                "MQTT TLS handshake refused: check that tls.ca_file signed the broker's certificate and that the certificate names the host (or tls.server_name)");
+                            metrics.incr(Counter::MqttTlsErrors, &[("source", &source)]);
+                        } else {
+                            warn!(source = %source, broker = %broker, error = %e, retry_in = ?delay, "MQTT connection error");
+                        }
                         metrics.incr(Counter::MqttConnectionErrors, &[("source", &source)]);
                         if !ingest.flush(&out, &mut awaiting).await {
                             return;

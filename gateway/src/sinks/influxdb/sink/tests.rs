@@ -318,6 +318,7 @@ fn resolved(addr: SocketAddr, gzip: bool) -> ResolvedInflux {
     ResolvedInflux {
         name: SINK.to_owned(),
         url: reqwest011::Url::parse(&format!("http://{addr}")).expect("url"),
+        tls: None,
         org: "site".to_owned(),
         bucket: "anju".to_owned(),
         token: Some(Secret::new("t0ken")),
