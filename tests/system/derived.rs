@@ -94,6 +94,15 @@ name = "tilt"
 kind = "tilt"
 pairs = [{pairs}]
 
+# JGJ 8-2016 §7.1.5 item 4: a cell is stable once its rate over the last 100 days is below
+# 0.04 mm/d and it has been watched that long; block A once all its cells are.
+[[derived]]
+name = "stable"
+kind = "stability"
+select = {{ kind = "settlement", tags = {{ derived = "settlement" }} }}
+threshold = 0.04
+structure_tag = "structure"
+
 # The same cells with initial values established by the gateway from its first poll.
 [[derived]]
 name = "since-first"
@@ -302,6 +311,53 @@ async fn levelling_settlement_and_tilt_are_stored_equal_to_the_truth_across_a_re
             "{a}-{b}: only {} tilts",
             checked.len()
         );
+    }
+
+    // Issue 8 item 2: no cell and no structure is declared stable while the truth still settles
+    // faster than the threshold (here, through the load steps, by tens of mm a day).
+    let verdicts = vm.export_until("status_value", AHEAD).await?;
+    let mut cells_judged = 0;
+    let mut structure_judged = 0;
+    for v in verdicts
+        .iter()
+        .filter(|s| s.metric.get("derived").map(String::as_str) == Some("stable"))
+    {
+        let point = v.metric.get("point").cloned().unwrap_or_default();
+        for (ts, value) in v.timestamps.iter().zip(&v.values) {
+            ensure!(
+                *value == 0.0,
+                "{point} declared stable ({value}) at {ts} ms while block A still settles"
+            );
+        }
+        if CELLS
+            .iter()
+            .any(|(cell, _)| point == format!("{cell}.settlement.stable"))
+        {
+            cells_judged += v.values.len();
+        } else if !point.starts_with("ch") {
+            structure_judged += v.values.len();
+        }
+    }
+    ensure!(
+        cells_judged >= CELLS.len() * 2 * LOOKS && structure_judged >= 2 * LOOKS,
+        "verdicts stored: {cells_judged} for the cells, {structure_judged} for the structure: {:?}",
+        verdicts.iter().map(|s| &s.metric).collect::<Vec<_>>()
+    );
+    // The premise: over every look (5 h) the truth settled faster than 0.04 mm/d.
+    for (_, corner) in CELLS {
+        let channel = format!("block-a.{corner}");
+        let samples = truth.channel(&channel);
+        for w in samples.chunks(STEPS_PER_LOOK) {
+            let (Some(first), Some(last)) = (w.first(), w.last()) else {
+                continue;
+            };
+            let days = (last.ts_ns - first.ts_ns) as f64 / 86_400e9;
+            let per_day = (last.value - first.value) / days;
+            ensure!(
+                days <= 0.0 || per_day > 0.04,
+                "the scenario changed: {channel} settled {per_day} mm/d in a look"
+            );
+        }
     }
 
     // Initial values established from the first poll survive the restart: every settlement

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use super::{Config, Problem};
 use crate::alert::Cause;
-use crate::engine::derived::planned_channels;
+use crate::engine::derived::{planned_channels, planned_pair_channel};
 use crate::engine::rules::selector::{ChannelInfo, ChannelTemplate, Selector};
 use crate::engine::rules::{PairRule, StaleRule, StaleScope};
 use crate::model::{QuantityKind, Series};
@@ -96,6 +96,18 @@ pub fn rule_coverage(cfg: &Config) -> RuleCoverage {
             })
             .collect();
         known.extend(made);
+        let find = |key: &str| known.iter().find(|k| k.info.key == key);
+        let paired: Vec<Known> = spec
+            .pairs
+            .iter()
+            .filter_map(|p| {
+                // Polled as the slower of its two inputs.
+                let poll = find(&p.a)?.poll.max(find(&p.b)?.poll);
+                let info = planned_pair_channel(spec, p, |key| find(key).map(|k| &k.info))?;
+                Some(Known { info, poll })
+            })
+            .collect();
+        known.extend(paired);
     }
     let subscribed: Vec<Subscribed<'_>> = cfg
         .mqtt

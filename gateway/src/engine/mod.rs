@@ -870,7 +870,12 @@ impl Engine {
         let now = self.clock.now_ns();
         let mono = self.clock.monotonic_ns();
         let (synchronised, mut readings) = self.look_at_clock(now, mono);
-        readings.extend(batch.readings);
+        // Almost always nothing was stamped again: take the batch as it is, uncopied.
+        if readings.is_empty() {
+            readings = batch.readings;
+        } else {
+            readings.extend(batch.readings);
+        }
         let max_future = i64::try_from(self.cfg.max_future().as_nanos()).unwrap_or(i64::MAX);
         let max_past = i64::try_from(self.cfg.max_past().as_nanos()).unwrap_or(i64::MAX);
         // Without a synchronised clock, times are judged against the build date, the earliest

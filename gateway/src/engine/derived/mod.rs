@@ -1200,10 +1200,50 @@ fn output_form(spec: &DerivedSpec, kind: QuantityKind, unit: &str) -> (QuantityK
     )
 }
 
+/// The channel pair `pair` of block `spec` (tilt, difference) will derive, as `gateway check`
+/// needs it, when its `a` and `b` are among the channels `known` gives: named, tagged and typed
+/// as at run time (the tags `a` and `b` share, the block's `derived` tag; the kind and unit of
+/// `a`'s output form).
+#[must_use]
+pub fn planned_pair_channel<'a>(
+    spec: &DerivedSpec,
+    pair: &config::DerivedPair,
+    known: impl Fn(&str) -> Option<&'a ChannelInfo>,
+) -> Option<ChannelInfo> {
+    let (a, b) = (known(&pair.a)?, known(&pair.b)?);
+    let (device, point) = spec.pair_output(&pair.a, &pair.b, &pair.point);
+    let mut tags = a.tags.clone();
+    tags.retain(|k, v| b.tags.get(k) == Some(v));
+    let (kind, unit) = output_form(spec, a.kind, &a.unit);
+    Some(planned_channel(spec, tags, &device, &point, kind, &unit))
+}
+
+/// A derived channel as `gateway check` plans it: `tags` are the input's, without the ones
+/// that describe the input itself, plus the block's `derived` tag.
+fn planned_channel(
+    spec: &DerivedSpec,
+    mut tags: BTreeMap<String, String>,
+    device: &str,
+    point: &str,
+    kind: QuantityKind,
+    unit: &str,
+) -> ChannelInfo {
+    for t in ["device", "point", "unit"] {
+        tags.remove(t);
+    }
+    tags.insert(DERIVED_TAG.to_owned(), spec.name.clone());
+    let site = tags.remove("site").unwrap_or_default();
+    let gateway = tags.remove("gateway").unwrap_or_default();
+    ChannelInfo::from_series(&Arc::new(Series::new(
+        &site, &gateway, device, point, kind, unit, &tags,
+    )))
+}
+
 /// The channels block `spec` will derive from the channel `input`, as `gateway check` needs
 /// them to tell which channels a rule on derived series matches (README, *`[[derived]]`*):
-/// the per-channel kinds only (pairs and means are named in the config, a structure verdict by
-/// its points' tags at run time); empty when `spec` does not select `input`.
+/// the per-channel kinds ([`planned_pair_channel`] for pairs; means are named in the config,
+/// a structure verdict by its points' tags at run time); empty when `spec` does not select
+/// `input`.
 #[must_use]
 pub fn planned_channels(spec: &DerivedSpec, input: &ChannelInfo) -> Vec<ChannelInfo> {
     if !spec.kind.is_per_channel() || !spec.select.as_ref().is_some_and(|s| s.matches(input)) {
@@ -1223,17 +1263,8 @@ pub fn planned_channels(spec: &DerivedSpec, input: &ChannelInfo) -> Vec<ChannelI
         config::expand(&spec.device, &vars),
         config::expand(&spec.point, &vars),
     );
-    let mut tags = input.tags.clone();
-    for t in ["device", "point", "unit"] {
-        tags.remove(t);
-    }
-    tags.insert(DERIVED_TAG.to_owned(), spec.name.clone());
-    let site = tags.remove("site").unwrap_or_default();
-    let gateway = tags.remove("gateway").unwrap_or_default();
     let channel = |point: &str, kind: QuantityKind, unit: &str| {
-        ChannelInfo::from_series(&Arc::new(Series::new(
-            &site, &gateway, &device, point, kind, unit, &tags,
-        )))
+        planned_channel(spec, input.tags.clone(), &device, point, kind, unit)
     };
     let group = series_group(spec, &input.unit);
     if group.is_empty() {
