@@ -449,18 +449,29 @@ spike = {{ jump = 5.0, within = "3min" }}
     Ok(())
 }
 
-/// The slope heading to failure (creep 2 mm/d, rain on days 2 and 5, inverse-velocity
-/// acceleration from day 10 to failure on day 20), stepped hour by hour through mosquitto as the
-/// CIGEM device publishes it on `$dp`: the crack meter's rate alert reaches the bureau and climbs
-/// yellow → orange → red in order after the acceleration starts, never red before it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slope_accelerating_to_failure_escalates_its_rate_alert_in_order() -> Result<()> {
-    anju_system::init_tracing();
-    let broker = Mosquitto::start()?;
-    let upstream = alert_subscriber(broker.addr(), "anju/+/alerts").await?;
-    let dir = tempfile::tempdir()?;
-    let config = format!(
-        r#"
+/// The slope-failure scenario (config/sim/slope-failure.toml) publishing its universal
+/// geo-hazard device's CIGEM messages on `$dp` through a real mosquitto to a gateway with an
+/// MQTT alert sink on the same broker, stepped hour by hour to four hours before the failure;
+/// shared by the rate-alert test here and the slope early-warning tests (`slope.rs`).
+pub(crate) struct SlopeFailureSite {
+    /// The alerts the gateway delivered upstream (`anju/+/alerts`).
+    pub upstream: Arc<Mutex<Vec<Value>>>,
+    pub gw: anju_system::RunningGateway,
+    pub site: firmware_sim::RunningSite,
+    /// The scenario's start, Unix ms.
+    pub t0_ms: i64,
+    _broker: Mosquitto,
+    _dir: tempfile::TempDir,
+}
+
+impl SlopeFailureSite {
+    /// Start it with `sections` (derived blocks, alert rules) in the gateway's config.
+    pub(crate) async fn start(sections: &str) -> Result<Self> {
+        let broker = Mosquitto::start()?;
+        let upstream = alert_subscriber(broker.addr(), "anju/+/alerts").await?;
+        let dir = tempfile::tempdir()?;
+        let config = format!(
+            r#"
 site = "anju-slope"
 gateway_id = "gw-test"
 data_dir = "{data}"
@@ -479,60 +490,90 @@ name = "geo-hazard"
 topic = "$dp"
 payload = {{ format = "cigem" }}
 
+[[sinks]]
+type = "mqtt"
+host = "127.0.0.1"
+port = {port}
+client_id = "anju-gw-slope-alerts"
+{sections}"#,
+            data = dir.path().display(),
+            profiles = profiles_dir().display(),
+            broker = broker.addr(),
+            port = broker.addr().port(),
+        );
+        let gw = start_gateway(&config, dir.path())?;
+        gw.wait_for_mqtt_session().await?;
+        let scenario =
+            Scenario::load(&anju_system::repo_root().join("config/sim/slope-failure.toml"))?;
+        let site = Site::start(
+            &scenario,
+            StartOptions {
+                mqtt_broker: Some(broker.addr()),
+                clock: ClockMode::Manual,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let t0_ms = site.start_unix_s() * 1_000;
+        // Hourly samples up to four hours before the failure (day 20).
+        for _ in 0..(19 * 24 + 20) {
+            site.step();
+        }
+        Ok(Self {
+            upstream,
+            gw,
+            site,
+            t0_ms,
+            _broker: broker,
+            _dir: dir,
+        })
+    }
+
+    /// Stop the simulator and the gateway; the alerts delivered upstream.
+    pub(crate) async fn stop(self) -> Result<Arc<Mutex<Vec<Value>>>> {
+        self.site.shutdown().await;
+        self.gw.stop().await?;
+        Ok(self.upstream)
+    }
+}
+
+/// The slope heading to failure (creep 2 mm/d, rain on days 2 and 5, inverse-velocity
+/// acceleration from day 10 to failure on day 20), stepped hour by hour through mosquitto as the
+/// CIGEM device publishes it on `$dp`: the crack meter's rate alert reaches the bureau and climbs
+/// yellow → orange → red in order after the acceleration starts, never red before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slope_accelerating_to_failure_escalates_its_rate_alert_in_order() -> Result<()> {
+    anju_system::init_tracing();
+    let slope = SlopeFailureSite::start(
+        r#"
 [alerts]
 language = "zh"
 
 [[alerts.rules]]
 name = "crack-rate"
 kind = "rate"
-select = {{ channel = "51010400301/L1_LF_1" }}
+select = { channel = "51010400301/L1_LF_1" }
 window = "1d"
-upper = {{ yellow = 5.0, orange = 10.0, red = 20.0 }}
-confirm = {{ count = 2 }}
-
-[[sinks]]
-type = "mqtt"
-host = "127.0.0.1"
-port = {port}
-client_id = "anju-gw-slope-alerts"
+upper = { yellow = 5.0, orange = 10.0, red = 20.0 }
+confirm = { count = 2 }
 "#,
-        data = dir.path().display(),
-        profiles = profiles_dir().display(),
-        broker = broker.addr(),
-        port = broker.addr().port(),
-    );
-    let gw = start_gateway(&config, dir.path())?;
-    gw.wait_for_mqtt_session().await?;
-
-    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/slope-failure.toml"))?;
-    let site = Site::start(
-        &scenario,
-        StartOptions {
-            mqtt_broker: Some(broker.addr()),
-            clock: ClockMode::Manual,
-            ..Default::default()
-        },
     )
     .await?;
-    let t0_ms = site.start_unix_s() * 1_000;
-    // Hourly samples up to four hours before the failure: the 1-day least-squares rate then
-    // averages 1/v = A·(t_f − t) over [t_f − 28 h, t_f − 4 h], about 35 mm/d on the crack meter.
-    for _ in 0..(19 * 24 + 20) {
-        site.step();
-    }
+    let (upstream, gw, t0_ms) = (&slope.upstream, &slope.gw, slope.t0_ms);
+    // The 1-day least-squares rate four hours before the failure averages
+    // 1/v = A·(t_f − t) over [t_f − 28 h, t_f − 4 h], about 35 mm/d on the crack meter.
     wait_until(
         Duration::from_secs(60),
         "a red crack-rate alert upstream",
         || async {
-            snapshot(&upstream)
+            snapshot(upstream)
                 .iter()
                 .any(|a| a["rule"] == "crack-rate" && a["level"] == "red")
         },
     )
     .await
     .with_context(|| gw.metrics.render())?;
-    site.shutdown().await;
-    gw.stop().await?;
+    let upstream = slope.stop().await?;
 
     let alerts: Vec<Value> = snapshot(&upstream)
         .into_iter()

@@ -9,12 +9,11 @@
 
 use std::time::Duration;
 
-use anju_system::{profiles_dir, start_gateway, wait_until, Mosquitto};
+use anju_system::wait_until;
 use anyhow::{ensure, Context as _, Result};
-use firmware_sim::{ClockMode, Scenario, Site, StartOptions};
 use serde_json::Value;
 
-use crate::alerts::{alert_subscriber, snapshot};
+use crate::alerts::{snapshot, SlopeFailureSite};
 
 /// Onset of acceleration and failure of the scenario, days (config/sim/slope-failure.toml).
 const ONSET_DAYS: f64 = 10.0;
@@ -24,38 +23,17 @@ const FAILURE_DAYS: f64 = 20.0;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slope_forecast_advisory_and_tangent_angle_alerts_from_the_crack_meter() -> Result<()> {
     anju_system::init_tracing();
-    let broker = Mosquitto::start()?;
-    let upstream = alert_subscriber(broker.addr(), "anju/+/alerts").await?;
-    let dir = tempfile::tempdir()?;
-    let config = format!(
+    let slope = SlopeFailureSite::start(
         r#"
-site = "anju-slope"
-gateway_id = "gw-test"
-data_dir = "{data}"
-profiles_dir = "{profiles}"
-
-[engine]
-# The 20 simulated days are stepped in seconds: accept their future timestamps.
-max_future = "3650d"
-
-[[mqtt]]
-name = "geo"
-address = "{broker}"
-
-[[mqtt.subscriptions]]
-name = "geo-hazard"
-topic = "$dp"
-payload = {{ format = "cigem" }}
-
 [[derived]]
 name = "inv"
 kind = "inverse_velocity"
-select = {{ channel = "51010400301/L1_LF_1" }}
+select = { channel = "51010400301/L1_LF_1" }
 
 [[derived]]
 name = "xu"
 kind = "tangent_angle"
-select = {{ channel = "51010400301/L1_LF_1" }}
+select = { channel = "51010400301/L1_LF_1" }
 creep_rate = 1.8
 
 [alerts]
@@ -64,52 +42,26 @@ language = "zh"
 [[alerts.rules]]
 name = "failure-forecast"
 kind = "absolute"
-select = {{ kind = "time_to_failure", tags = {{ derived = "inv" }} }}
-lower = {{ blue = 72.0, yellow = 24.0 }}
-confirm = {{ count = 3 }}
+select = { kind = "time_to_failure", tags = { derived = "inv" } }
+lower = { blue = 72.0, yellow = 24.0 }
+confirm = { count = 3 }
 
 [[alerts.rules]]
 name = "tangent-angle"
 kind = "absolute"
-select = {{ kind = "tangent_angle", tags = {{ derived = "xu" }} }}
-upper = {{ yellow = 50.0, orange = 80.0, red = 85.0 }}
-confirm = {{ count = 2 }}
-clear = {{ deadband_abs = 2.0 }}
-
-[[sinks]]
-type = "mqtt"
-host = "127.0.0.1"
-port = {port}
-client_id = "anju-gw-slope-forecast"
+select = { kind = "tangent_angle", tags = { derived = "xu" } }
+upper = { yellow = 50.0, orange = 80.0, red = 85.0 }
+confirm = { count = 2 }
+clear = { deadband_abs = 2.0 }
 "#,
-        data = dir.path().display(),
-        profiles = profiles_dir().display(),
-        broker = broker.addr(),
-        port = broker.addr().port(),
-    );
-    let gw = start_gateway(&config, dir.path())?;
-    gw.wait_for_mqtt_session().await?;
-
-    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/slope-failure.toml"))?;
-    let site = Site::start(
-        &scenario,
-        StartOptions {
-            mqtt_broker: Some(broker.addr()),
-            clock: ClockMode::Manual,
-            ..Default::default()
-        },
     )
     .await?;
-    let t0_ms = site.start_unix_s() * 1_000;
-    // Hourly samples up to four hours before the failure.
-    for _ in 0..(19 * 24 + 20) {
-        site.step();
-    }
+    let (upstream, gw, t0_ms) = (&slope.upstream, &slope.gw, slope.t0_ms);
     wait_until(
         Duration::from_secs(90),
         "a red tangent-angle alert and a forecast advisory upstream",
         || async {
-            let got = snapshot(&upstream);
+            let got = snapshot(upstream);
             got.iter()
                 .any(|a| a["rule"] == "tangent-angle" && a["level"] == "red")
                 && got.iter().any(|a| a["rule"] == "failure-forecast")
@@ -117,8 +69,7 @@ client_id = "anju-gw-slope-forecast"
     )
     .await
     .with_context(|| gw.metrics.render())?;
-    site.shutdown().await;
-    gw.stop().await?;
+    let upstream = slope.stop().await?;
 
     let alerts = snapshot(&upstream);
     let day =
