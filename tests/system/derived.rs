@@ -46,10 +46,27 @@ const COMPRESSED: [(&str, &str); 4] = [
     ("at = \"16d\"\nramp = \"4d\"", "at = \"24h\"\nramp = \"4h\""),
 ];
 
+/// The hillside piezometer's calibration as the test's sheet gives it: the scenario's reader
+/// reports digits `R = 8500 − 50·P` (config/sim/normal-site.toml, `hill-piezo`), so the gauge
+/// factor is −0.02 kPa/digit and the zero reading 8500 digits; a thermal factor of 0.05 kPa/°C
+/// from 20 °C makes the reader's thermistor count.
+const VW_G: f64 = -0.02;
+/// See [`VW_G`].
+const VW_R0: f64 = 8500.0;
+/// See [`VW_G`].
+const VW_K: f64 = 0.05;
+/// See [`VW_G`].
+const VW_T0: f64 = 20.0;
+
 /// Export samples up to this Unix time (ms, year 2100): past the simulated 40 h.
 const AHEAD: Option<i64> = Some(4_102_444_800_000);
 
-fn gateway_config(addr: &str, vm_url: &str, dir: &std::path::Path) -> String {
+fn gateway_config(
+    addr: &str,
+    tty: &std::path::Path,
+    vm_url: &str,
+    dir: &std::path::Path,
+) -> String {
     let initial: Vec<String> = HEADS
         .iter()
         .map(|(p, h)| format!("\"block-a-lvl/{p}\" = {h}"))
@@ -80,6 +97,34 @@ profile = "levelling-8ch"
 poll_interval = "100ms"
 timeout = "500ms"
 tags = {{ structure = "block-A" }}
+
+# The hillside piezometer's reader on RS-485: besides its own pressure (the profile's points),
+# the gateway reads the reader's digits register and converts it with the gauge's calibration
+# sheet (issue 7 item 1): P = G·(R1 − R0) + K·(T1 − T0) (Geokon 4500 manual; docs/DOMAIN.md
+# §Sensors), T1 from the reader's thermistor point `temp`, read in the same poll.
+[[serial_ports]]
+name = "rs485-1"
+path = "{tty}"
+baud = 9600
+
+[[devices]]
+name = "hill-piezo"
+transport = "rtu"
+port = "rs485-1"
+unit = 2
+profile = "vw-piezometer"
+poll_interval = "100ms"
+timeout = "500ms"
+
+[[devices.points]]
+name = "pore"
+function = "holding"
+address = 2
+type = "f32"
+unit = "kPa"
+quantity = "pore_pressure"
+time_address = 10
+conversion = {{ type = "vibrating_wire", input = "digits", gauge_factor = {VW_G}, zero_reading = {VW_R0:?}, thermal_factor = {VW_K}, zero_temperature = {VW_T0:?}, temperature = "temp" }}
 
 [[derived]]
 name = "settlement"
@@ -128,6 +173,7 @@ bucket = "anju"
 batch_max_age = "100ms"
 "#,
         data = dir.display(),
+        tty = tty.display(),
         profiles = profiles_dir().display(),
         initial = initial.join(", "),
         pairs = pairs.join(", "),
@@ -217,7 +263,11 @@ async fn levelling_settlement_and_tilt_are_stored_equal_to_the_truth_across_a_re
         .context("levelling device")?
         .to_string();
     let dir = tempfile::tempdir()?;
-    let config = gateway_config(&addr, &vm.url(), dir.path());
+    let tty = site
+        .rtu_endpoint("rs485-1")
+        .and_then(|e| e.gateway_path.clone())
+        .context("the normal site's RS-485 bus on a pty")?;
+    let config = gateway_config(&addr, &tty, &vm.url(), dir.path());
 
     // Each look: the simulator jumps ahead 5 h, then the gateway polls the newest sample.
     let mut gw = start_gateway(&config, dir.path())?;
@@ -312,6 +362,66 @@ async fn levelling_settlement_and_tilt_are_stored_equal_to_the_truth_across_a_re
             checked.len()
         );
     }
+
+    // Issue 7 item 1: the piezometer's digits, converted by the gateway with the calibration
+    // sheet and the reader's thermistor, equal the formula on what the reader served; the raw
+    // digits are kept in the `raw` field; and the pressure is the truth's within the digits'
+    // noise (σ 5 digits = 0.1 kPa) plus the thermal term.
+    let pore = landed(&vm.export_until("pore_pressure_value", AHEAD).await?);
+    let raw = landed(&vm.export_until("pore_pressure_raw", AHEAD).await?);
+    let (digits_served, temp_served) = (
+        truth.samples_of("hill-piezo", "digits"),
+        truth.samples_of("hill-piezo", "temp"),
+    );
+    let served = |point: &str, ts: i64| -> Result<f64> {
+        let samples = if point == "digits" {
+            &digits_served
+        } else {
+            &temp_served
+        };
+        samples
+            .iter()
+            .find(|s| s.ts_ns / 1_000_000 == ts)
+            .map(|s| s.value)
+            .with_context(|| format!("hill-piezo/{point}: nothing served at {ts} ms"))
+    };
+    let converted = pore
+        .get(&("hill-piezo".to_owned(), "pore".to_owned()))
+        .with_context(|| {
+            format!(
+                "no converted pore pressure stored; stored: {:?}",
+                pore.keys().collect::<Vec<_>>()
+            )
+        })?;
+    let raws = raw
+        .get(&("hill-piezo".to_owned(), "pore".to_owned()))
+        .context("no raw digits stored")?;
+    for (ts, values) in converted {
+        let (digits, temp) = (served("digits", *ts)?, served("temp", *ts)?);
+        let want = VW_G * (digits - VW_R0) + VW_K * (temp - VW_T0);
+        for v in values {
+            ensure!(
+                (v - want).abs() <= 1e-6,
+                "hill-piezo/pore at {ts} ms: stored {v} kPa; digits {digits} and {temp} °C give {want}"
+            );
+        }
+        let kept = raws.get(ts).context("no raw beside the value")?;
+        ensure!(
+            kept.iter().all(|r| (r - digits).abs() <= 1e-3),
+            "hill-piezo/pore at {ts} ms: raw {kept:?}, the reader served {digits} digits"
+        );
+        let physics = truth_at(&truth, "hill.pore", *ts)?;
+        ensure!(
+            (values[0] - VW_K * (temp - VW_T0) - physics).abs() <= 0.6,
+            "hill-piezo/pore at {ts} ms: {} kPa without the thermal term, the truth is {physics}",
+            values[0] - VW_K * (temp - VW_T0)
+        );
+    }
+    ensure!(
+        converted.len() >= 2 * LOOKS,
+        "only {} converted pressures",
+        converted.len()
+    );
 
     // Issue 8 item 2: no cell and no structure is declared stable while the truth still settles
     // faster than the threshold (here, through the load steps, by tens of mm a day).

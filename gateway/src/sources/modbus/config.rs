@@ -948,6 +948,7 @@ impl DeviceConfig {
         let mut origins: Vec<(Option<PathBuf>, String)> = Vec::new();
         let mut max_gap = self.max_gap;
         let mut holes = Vec::new();
+        let mut device_profile = None;
         if let Some(name) = &self.profile {
             if let Some(profile) = profiles.get(&format!("{at}.profile"), name, p) {
                 max_gap = max_gap.or(profile.max_gap);
@@ -974,13 +975,21 @@ impl DeviceConfig {
                     }
                 }
                 holes.clone_from(&profile.holes);
+                device_profile = Some(profile);
             }
         }
         for (j, pc) in self.points.iter().enumerate() {
             let ov = self.override_of(at, &pc.name);
             let pat = format!("{at}.points[{j}]");
             origins.push(conversion_origin(None, &pat, ov.as_ref()));
-            points.push(pc.validate(None, &pat, WordOrder::default(), ov, p));
+            // Inline points beside a profile read the same device: its word order and shared
+            // sample time are theirs too unless they set their own (README, points table). A
+            // CDAB logger's extra point decoded big-endian would be stored as good and wrong.
+            let (pc, order) = match &device_profile {
+                Some(profile) => (profile.with_defaults(pc), profile.word_order),
+                None => (pc.clone(), WordOrder::default()),
+            };
+            points.push(pc.validate(None, &pat, order, ov, p));
         }
         for name in self.overrides.keys() {
             if !self.points.iter().any(|pc| &pc.name == name)
@@ -1215,6 +1224,36 @@ quantity = "status"
             dir.path().display()
         );
         Config::from_str_at(&text, &dir.path().join("gateway.toml"))
+    }
+
+    /// An extra point written inline beside a CDAB profile reads the same device: the
+    /// profile's word order and shared sample time apply to it, as the README's points table
+    /// says (it was decoded big-endian: a wrong value stored as good).
+    #[test]
+    fn inline_points_beside_a_profile_take_its_word_order_and_sample_time() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        std::fs::write(dir.path().join("logger.toml"), PROFILE)
+            .unwrap_or_else(|e| panic!("write profile: {e}"));
+        let text = format!(
+            "site = \"s\"\ngateway_id = \"g\"\ndata_dir = \"/tmp/anju-test\"\nprofiles_dir = \"{}\"\n\
+             [[devices]]\nname = \"log-1\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nprofile = \"logger\"\n\
+             [[devices.points]]\nname = \"extra\"\nfunction = \"holding\"\naddress = 2\ntype = \"f32\"\nquantity = \"temperature\"\n\
+             [[devices.points]]\nname = \"own\"\nfunction = \"holding\"\naddress = 4\ntype = \"f32\"\nquantity = \"temperature\"\nword_order = \"abcd\"\n",
+            dir.path().display()
+        );
+        let cfg = Config::from_str_at(&text, &dir.path().join("gateway.toml"))
+            .unwrap_or_else(|e| panic!("{:?}", e.problems()));
+        let d = &cfg.devices[0];
+        let point = |name: &str| {
+            d.points
+                .iter()
+                .find(|p| p.name == name)
+                .unwrap_or_else(|| panic!("no point {name}"))
+        };
+        assert_eq!(point("extra").word_order, WordOrder::Cdab);
+        assert_eq!(point("extra").time, Some((60, WordOrder::Cdab)));
+        // Its own word order wins.
+        assert_eq!(point("own").word_order, WordOrder::Abcd);
     }
 
     #[test]
