@@ -18,6 +18,8 @@
 //! - [`log_limit`]: one log line per key and interval for conditions that repeat.
 //! - [`metrics`]: counters of what happened to the data.
 //! - [`secret`]: tokens and passwords, read from the environment or a file by one set of rules.
+//! - [`history`]: the local history of stored readings and alert events for the console's
+//!   curves and alert page (its own redb file, downsampled, bounded in time and bytes).
 //! - [`console`]: the HTTP server: `/metrics`, `/healthz`, `/readyz` (pages later).
 //! - [`run`]: wires everything together for `gateway run`.
 //! - [`supervise`]: the task tree: every task named, watched, and stopped in order.
@@ -36,6 +38,7 @@ pub mod config;
 pub mod console;
 pub mod conversion;
 pub mod engine;
+pub mod history;
 pub mod log_limit;
 pub mod metrics;
 pub mod model;

@@ -32,6 +32,9 @@ pub struct ConsoleConfig {
     /// File holding the access token.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// `[console.history]`: the local history behind the curves ([`crate::history`]).
+    #[serde(default)]
+    pub history: crate::history::HistoryConfig,
 }
 
 impl Default for ConsoleConfig {
@@ -41,6 +44,7 @@ impl Default for ConsoleConfig {
             listen: None,
             token_env: None,
             token_file: None,
+            history: crate::history::HistoryConfig::default(),
         }
     }
 }
@@ -56,6 +60,8 @@ pub struct ConsoleSettings {
     pub listen: SocketAddr,
     /// With a token, every request needs `Authorization: Bearer <token>`.
     pub token: Option<Secret>,
+    /// The local history; `None`: none is kept.
+    pub history: Option<crate::history::HistorySettings>,
 }
 
 impl ConsoleConfig {
@@ -113,6 +119,15 @@ impl ConsoleConfig {
                 );
             }
         }
+        let history = match self.history.validate(&format!("{at}.history")) {
+            Ok(h) => h,
+            Err(problems) => {
+                for (field, message) in problems {
+                    v.push(field, message);
+                }
+                None
+            }
+        };
         if !self.enabled {
             return v.finish(at, Some(None));
         }
@@ -132,6 +147,7 @@ impl ConsoleConfig {
             Some(ConsoleSettings {
                 listen,
                 token: token.map(|(_, t)| t),
+                history,
             })
         });
         v.finish(at, settings)

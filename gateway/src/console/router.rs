@@ -1,7 +1,8 @@
 //! The console's routes and the access rule in front of them.
 //!
-//! Owns the URL space (`/` the overview page, `POST /alerts/ack` the acknowledgement form,
-//! `/config` the effective configuration,
+//! Owns the URL space (`/` the overview page, `/device?name=`, `/channel?key=` and `/alerts` the
+//! detail pages, `POST /alerts/ack` the acknowledgement form, `/config` the effective
+//! configuration,
 //! `/metrics`, `/healthz`, `/readyz`), reading the form, the same-origin check on posts, and the
 //! token check: with a token configured, every request, to any
 //! path, without `Authorization: Bearer <token>` gets 401 and an empty body. It does not bind
@@ -17,16 +18,21 @@ use axum::routing::{get, post};
 use axum::Router;
 use tracing::warn;
 
+use super::chart::Span;
 use super::exposition;
 use super::pages::{self, Lang, Overview};
-use super::ConsoleState;
+use super::{detail, ConsoleState};
 use crate::engine::command::AckRequest;
+use crate::history::Curve;
 
 /// Every route of the console, behind the access rule.
 pub fn router(state: Arc<ConsoleState>) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/alerts/ack", post(acknowledge))
+        .route("/alerts", get(alert_log))
+        .route("/device", get(device_page))
+        .route("/channel", get(channel_page))
         .route("/config", get(config_page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -79,6 +85,126 @@ async fn overview(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) 
         Lang::from_query(uri.query()),
     );
     Html(page.into_string()).into_response()
+}
+
+/// The parameters of a page's query string, and its language.
+fn page_query(uri: &axum::http::Uri) -> (std::collections::BTreeMap<String, String>, Lang) {
+    let params = form_fields(uri.query().unwrap_or_default().as_bytes());
+    (params, Lang::from_query(uri.query()))
+}
+
+/// The history's state, read off the runtime's worker threads (it takes the history's lock,
+/// which a flush holds while writing).
+async fn history_stats(state: &ConsoleState) -> Option<crate::history::HistoryStats> {
+    let h = Arc::clone(state.history.as_ref()?);
+    tokio::task::spawn_blocking(move || h.stats()).await.ok()
+}
+
+/// The curve of channel `key` over `span` ending `now` (empty without a history).
+async fn curve_of(state: &ConsoleState, key: String, span: Span, now: i64) -> Curve {
+    let Some(h) = state.history.as_ref().map(Arc::clone) else {
+        return Curve::default();
+    };
+    let from = now - span.secs() * crate::model::NANOS_PER_SEC;
+    tokio::task::spawn_blocking(move || h.curve(&key, from, now, span.tier()))
+        .await
+        .unwrap_or_default()
+}
+
+/// `/device?name=<device>&span=1h|24h|7d`: the device's channels and their curves (24 h by
+/// default).
+async fn device_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let (params, lang) = page_query(&uri);
+    let span = Span::from_param(params.get("span").map(String::as_str), Span::Day);
+    let Some(name) = params.get("name") else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "name the device: /device?name=<device>\n",
+        )
+            .into_response();
+    };
+    let view = Arc::clone(&state.view.borrow());
+    let now = crate::model::now_ns();
+    let mut curves = Vec::new();
+    for ch in view.channels.iter().filter(|c| &c.series.device == name) {
+        curves.push((ch, curve_of(&state, ch.series.key.clone(), span, now).await));
+    }
+    let stats = history_stats(&state).await;
+    let counters = state.metrics.snapshot();
+    let context = detail::Context {
+        site: &state.identity.site,
+        gateway: &state.identity.gateway,
+        now_ns: now,
+        view: &view,
+        history: stats.as_ref(),
+    };
+    let status = if curves.is_empty() {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    let page = detail::device(&context, name, &counters, &curves, span, lang);
+    (status, Html(page.into_string())).into_response()
+}
+
+/// `/channel?key=<device/point>&span=1h|24h|7d`: one channel's curve and buckets (1 h by
+/// default).
+async fn channel_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let (params, lang) = page_query(&uri);
+    let span = Span::from_param(params.get("span").map(String::as_str), Span::Hour);
+    let Some(key) = params.get("key") else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "name the channel: /channel?key=<device>/<point>\n",
+        )
+            .into_response();
+    };
+    let view = Arc::clone(&state.view.borrow());
+    let now = crate::model::now_ns();
+    let curve = curve_of(&state, key.clone(), span, now).await;
+    let channel = view.channels.iter().find(|c| &c.series.key == key);
+    let stats = history_stats(&state).await;
+    let context = detail::Context {
+        site: &state.identity.site,
+        gateway: &state.identity.gateway,
+        now_ns: now,
+        view: &view,
+        history: stats.as_ref(),
+    };
+    let status = if channel.is_none() && curve.buckets.is_empty() {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    let page = detail::channel(&context, key, channel, &curve, span, lang);
+    (status, Html(page.into_string())).into_response()
+}
+
+/// `/alerts`: the active alerts with the acknowledgement form, and the alert events of the
+/// history window.
+async fn alert_log(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let lang = Lang::from_query(uri.query());
+    let view = Arc::clone(&state.view.borrow());
+    let now = crate::model::now_ns();
+    let stats = history_stats(&state).await;
+    let events = match (state.history.as_ref().map(Arc::clone), &stats) {
+        (Some(h), Some(s)) => {
+            let kept = i64::try_from(s.kept.as_nanos()).unwrap_or(i64::MAX);
+            let from = now.saturating_sub(kept);
+            tokio::task::spawn_blocking(move || h.alerts(from, detail::ALERT_ROWS))
+                .await
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    let context = detail::Context {
+        site: &state.identity.site,
+        gateway: &state.identity.gateway,
+        now_ns: now,
+        view: &view,
+        history: stats.as_ref(),
+    };
+    Html(detail::alert_log(&context, &events, lang).into_string()).into_response()
 }
 
 /// The effective configuration, as `gateway check` prints it (`?lang=en` for English).
