@@ -10,6 +10,8 @@
 //!   stored as another request's value.
 //! - [`console`]: `/metrics` counts exactly the readings sent (parsed by a Prometheus text
 //!   parser); with an access token, requests without it get 401 and nothing else.
+//! - [`console_browser`]: headless Chromium opens the overview, a device, a channel and the
+//!   alert history of the simulated site: rows, curves and an alert checked against its truth.
 //! - [`curing`]: the strength milestones of two pours (hyperbolic and logarithmic curves) are
 //!   announced once each, within 1 h of the times the truth temperatures give.
 //! - [`derived`]: settlement from levelling heads and tilt per pair of corners, derived by the
@@ -29,6 +31,7 @@
 
 mod alerts;
 mod console;
+mod console_browser;
 mod curing;
 mod derived;
 mod engineering;
