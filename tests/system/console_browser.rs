@@ -219,7 +219,7 @@ async fn console_pages_in_headless_chromium_show_the_simulated_site() -> Result<
         .filter(|s| s.device == DEVICE)
         .map(|s| s.point.as_str())
         .collect();
-    let rows = device.matches("<tr class=\"channel\">").count();
+    let rows = device.matches("<tr class=\"channel").count();
     ensure!(
         rows == points.len(),
         "{rows} channel rows on the device page, the simulator serves {} points: {points:?}",

@@ -18,8 +18,8 @@ use crate::model::TimestampNs;
 
 use super::chart::{self, Span};
 use super::pages::{
-    age, alerts_section, channel_href, device_counts, device_href, errors_text, level_colour,
-    level_name, local_time, quality_words, value_text, Lang, STYLE,
+    alerts_section, channel_head, channel_href, channel_row, device_counts, device_counts_line,
+    device_href, level_colour, level_name, local_time, quality_words, value_text, Lang, STYLE,
 };
 
 /// The device and channel pages reload this often (seconds): they draw curves, which change at
@@ -142,38 +142,14 @@ pub fn device(
     let counts = device_counts(counters);
     let other = device_href(device, Some(span.param()), other(lang));
     let body = html! {
-        @if let Some(n) = counts.get(device) {
-            p.meta {
-                (lang.pick("Modbus 请求 ", "Modbus requests ")) (n.requests)
-                @if !n.errors.is_empty() { span.bad { " · " (lang.pick("错误 ", "errors ")) (errors_text(&n.errors)) } }
-            }
-        }
+        p.meta { (device) (device_counts_line(counts.get(device), lang)) }
         @if curves.is_empty() {
             p.bad { (lang.pick("当前没有该设备的测点读数", "no channel of this device has readings now")) }
         } @else {
             table {
-                tr {
-                    th { (lang.pick("测点", "Point")) }
-                    th { (lang.pick("物理量", "Quantity")) }
-                    th { (lang.pick("最新值", "Latest value")) }
-                    th { (lang.pick("原始值", "Raw value")) }
-                    th { (lang.pick("质量", "Quality")) }
-                    th { (lang.pick("读数时间", "Reading time")) }
-                    th { (lang.pick("读数数", "Readings")) }
-                }
+                (channel_head(lang, true))
                 @for (ch, _) in curves {
-                    tr.channel {
-                        td { a href=(channel_href(&ch.series.key, None, lang)) { (ch.series.point) } }
-                        td { (ch.series.kind) }
-                        td.num { (value_cell(ch.last_value, &ch.series.unit)) }
-                        td.num { (value_cell(ch.last_raw, "")) }
-                        td class=[(!ch.last_quality.is_good()).then_some("bad")] {
-                            (quality_words(ch.last_quality, lang))
-                            @if !ch.last_quality.is_good() { " (" (ch.last_quality.code()) ")" }
-                        }
-                        td { (local_time(ch.last_ts)) " · " span.meta { (age(c.now_ns, ch.last_ts)) } }
-                        td.num { (ch.readings) }
-                    }
+                    (channel_row(ch, c.now_ns, lang, true))
                 }
             }
             (span_links(span, |s| device_href(device, Some(s.param()), lang), lang))
@@ -479,7 +455,7 @@ mod tests {
         let rows: Vec<&str> = page.split("<tr class=\"channel\"").skip(1).collect();
         assert_eq!(rows.len(), 2);
         assert!(
-            rows[0].contains(">12.5 mm<") && rows[0].contains(">2417.25 <"),
+            rows[0].contains(">12.5 mm<") && rows[0].contains(">2417.25<"),
             "{}",
             rows[0]
         );

@@ -130,7 +130,7 @@ pub(crate) fn local_time(ns: TimestampNs) -> String {
 }
 
 /// How long ago, to the second, in short form (`3m 12s`).
-pub(crate) fn age(now: TimestampNs, then: TimestampNs) -> String {
+fn age(now: TimestampNs, then: TimestampNs) -> String {
     let secs = u64::try_from((now - then) / NANOS_PER_SEC).unwrap_or(0);
     humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
@@ -418,35 +418,22 @@ fn refused_text(refused: &AckRefused, lang: Lang) -> String {
 fn devices_section(o: &Overview<'_>, lang: Lang) -> Markup {
     let counts = device_counts(o.counters);
     let devices = o.view.by_device();
-    let late_ns = i64::try_from(LATE_AFTER.as_nanos()).unwrap_or(i64::MAX);
     html! {
         h2 { (lang.pick("设备与测点", "Devices and channels")) " (" (devices.len()) " / " (o.view.channels.len()) ")" }
         @if devices.is_empty() {
             p.meta { (lang.pick("尚无读数", "no readings yet")) }
         } @else {
             table {
-                tr {
-                    th { (lang.pick("测点", "Point")) }
-                    th { (lang.pick("物理量", "Quantity")) }
-                    th { (lang.pick("最新值", "Latest value")) }
-                    th { (lang.pick("质量", "Quality")) }
-                    th { (lang.pick("读数时间", "Reading time")) }
-                    th { (lang.pick("读数数", "Readings")) }
-                }
+                (channel_head(lang, false))
                 @for (device, channels) in &devices {
                     tr.device {
                         td colspan="6" {
                             a href=(device_href(device, None, lang)) { (device) }
-                            @if let Some(c) = counts.get(device) {
-                                span.meta { " · " (lang.pick("Modbus 请求 ", "Modbus requests ")) (c.requests) }
-                                @if !c.errors.is_empty() {
-                                    span.bad { " · " (lang.pick("错误 ", "errors ")) (errors_text(&c.errors)) }
-                                }
-                            }
+                            (device_counts_line(counts.get(device), lang))
                         }
                     }
                     @for c in channels {
-                        (channel_row(c, o.now_ns, late_ns, lang))
+                        (channel_row(c, o.now_ns, lang, false))
                     }
                 }
             }
@@ -454,13 +441,45 @@ fn devices_section(o: &Overview<'_>, lang: Lang) -> Markup {
     }
 }
 
-fn channel_row(c: &ChannelView, now: TimestampNs, late_ns: i64, lang: Lang) -> Markup {
+/// A device's Modbus request and error counts, as spans after its name (nothing for a device
+/// that sent no Modbus request: an MQTT node).
+pub(crate) fn device_counts_line(counts: Option<&DeviceCounts>, lang: Lang) -> Markup {
+    html! {
+        @if let Some(c) = counts {
+            span.meta { " · " (lang.pick("Modbus 请求 ", "Modbus requests ")) (c.requests) }
+            @if !c.errors.is_empty() {
+                span.bad { " · " (lang.pick("错误 ", "errors ")) (errors_text(&c.errors)) }
+            }
+        }
+    }
+}
+
+/// The header row of a channel table; `raw`: with the column of the device's raw number.
+pub(crate) fn channel_head(lang: Lang, raw: bool) -> Markup {
+    html! {
+        tr {
+            th { (lang.pick("测点", "Point")) }
+            th { (lang.pick("物理量", "Quantity")) }
+            th { (lang.pick("最新值", "Latest value")) }
+            @if raw { th { (lang.pick("原始值", "Raw value")) } }
+            th { (lang.pick("质量", "Quality")) }
+            th { (lang.pick("读数时间", "Reading time")) }
+            th { (lang.pick("读数数", "Readings")) }
+        }
+    }
+}
+
+/// One channel's row (see [`channel_head`]): grey ("late") after [`LATE_AFTER`] without a
+/// reading.
+pub(crate) fn channel_row(c: &ChannelView, now: TimestampNs, lang: Lang, raw: bool) -> Markup {
+    let late_ns = i64::try_from(LATE_AFTER.as_nanos()).unwrap_or(i64::MAX);
     let late = now - c.last_ts > late_ns;
     html! {
-        tr class=[late.then_some("late")] {
+        tr class={ "channel" @if late { " late" } } {
             td { a href=(channel_href(&c.series.key, None, lang)) { (c.series.point) } }
             td { (c.series.kind) }
             td.num { @if let Some(v) = c.last_value { (value_text(v)) " " (c.series.unit) } @else { "—" } }
+            @if raw { td.num { @if let Some(r) = c.last_raw { (value_text(r)) } @else { "—" } } }
             td class=[(!c.last_quality.is_good()).then_some("bad")] {
                 (quality_words(c.last_quality, lang))
                 @if !c.last_quality.is_good() { " (" (c.last_quality.code()) ")" }
@@ -506,7 +525,7 @@ pub(crate) fn channel_href(key: &str, span: Option<&str>, lang: Lang) -> String 
     format!("/channel?key={}{span}{}", query_value(key), lang_tail(lang))
 }
 
-pub(crate) fn errors_text(errors: &BTreeMap<String, u64>) -> String {
+fn errors_text(errors: &BTreeMap<String, u64>) -> String {
     let mut out = String::new();
     for (reason, n) in errors {
         if !out.is_empty() {
@@ -640,7 +659,7 @@ pub(crate) mod tests {
         // A flagged reading says so, with its code.
         assert!(row_with(&page, ">ch1</a></td>").contains("超出量程 (400)"));
         // Three hours without a reading: shown late.
-        assert!(row_with(&page, ">gnss</a></td>").contains("class=\"late\""));
+        assert!(row_with(&page, ">gnss</a></td>").contains("class=\"channel late\""));
         assert!(row_with(&page, ">gnss</a></td>").contains(">-0.004 mm<"));
         // Times in UTC+8.
         assert!(row_with(&page, ">ch3</a></td>").contains("2026-11-30 14:59:55"));

@@ -111,6 +111,23 @@ async fn curve_of(state: &ConsoleState, key: String, span: Span, now: i64) -> Cu
         .unwrap_or_default()
 }
 
+/// What the detail pages are about: this console's site and gateway, `now`, the engine's
+/// `view` and the history's `stats`.
+fn context<'a>(
+    state: &'a ConsoleState,
+    view: &'a crate::engine::view::SiteView,
+    now: i64,
+    stats: Option<&'a crate::history::HistoryStats>,
+) -> detail::Context<'a> {
+    detail::Context {
+        site: &state.identity.site,
+        gateway: &state.identity.gateway,
+        now_ns: now,
+        view,
+        history: stats,
+    }
+}
+
 /// `/device?name=<device>&span=1h|24h|7d`: the device's channels and their curves (24 h by
 /// default).
 async fn device_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
@@ -131,13 +148,7 @@ async fn device_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Ur
     }
     let stats = history_stats(&state).await;
     let counters = state.metrics.snapshot();
-    let context = detail::Context {
-        site: &state.identity.site,
-        gateway: &state.identity.gateway,
-        now_ns: now,
-        view: &view,
-        history: stats.as_ref(),
-    };
+    let context = context(&state, &view, now, stats.as_ref());
     let status = if curves.is_empty() {
         StatusCode::NOT_FOUND
     } else {
@@ -164,13 +175,7 @@ async fn channel_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::U
     let curve = curve_of(&state, key.clone(), span, now).await;
     let channel = view.channels.iter().find(|c| &c.series.key == key);
     let stats = history_stats(&state).await;
-    let context = detail::Context {
-        site: &state.identity.site,
-        gateway: &state.identity.gateway,
-        now_ns: now,
-        view: &view,
-        history: stats.as_ref(),
-    };
+    let context = context(&state, &view, now, stats.as_ref());
     let status = if channel.is_none() && curve.buckets.is_empty() {
         StatusCode::NOT_FOUND
     } else {
@@ -197,13 +202,7 @@ async fn alert_log(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri)
         }
         _ => Vec::new(),
     };
-    let context = detail::Context {
-        site: &state.identity.site,
-        gateway: &state.identity.gateway,
-        now_ns: now,
-        view: &view,
-        history: stats.as_ref(),
-    };
+    let context = context(&state, &view, now, stats.as_ref());
     Html(detail::alert_log(&context, &events, lang).into_string()).into_response()
 }
 

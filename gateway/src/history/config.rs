@@ -8,9 +8,9 @@ use serde::Deserialize;
 /// Default window: a week of curves (the console's longest span, 7 d).
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Default bound of the history file, in bytes on disk. Measured (README §Local history):
-/// about 78 KB per channel for a full week in the three tiers, so 200 channels take about
-/// 16 MB; 64 MiB leaves room for a site of 800 channels or for redb's copy-on-write growth.
+/// Default bound of the history file, in bytes on disk. Measured (README §Local history,
+/// `history_flash_cost`): 111,616 B per channel for a full week in the three tiers (a reading
+/// every 10 s), so a site of 200 channels takes about 22 MB and 64 MiB holds about 600.
 pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Smallest `max_bytes` allowed: below this a busy site's 2 h of 10 s buckets do not fit.
