@@ -20,6 +20,7 @@
 //! - [`secret`]: tokens and passwords, read from the environment or a file by one set of rules.
 //! - [`history`]: the local history of stored readings and alert events for the console's
 //!   curves and alert page (its own redb file, downsampled, bounded in time and bytes).
+//! - [`report`]: the daily report (监理日报) from the local history, kept in `data_dir/reports`.
 //! - [`console`]: the HTTP server: `/metrics`, `/healthz`, `/readyz` (pages later).
 //! - [`run`]: wires everything together for `gateway run`.
 //! - [`supervise`]: the task tree: every task named, watched, and stopped in order.
@@ -44,6 +45,7 @@ pub mod metrics;
 pub mod model;
 pub mod pour;
 pub mod record;
+pub mod report;
 pub mod retry;
 pub mod run;
 pub mod secret;

@@ -180,7 +180,7 @@ impl Gateway {
                     view_rx.clone(),
                     command_tx.clone(),
                 )
-                .with_history(history.clone());
+                .with_history(history.clone(), cfg.data_dir.clone());
                 Some(Console::bind(settings, state).await?)
             }
             None => None,
@@ -202,6 +202,21 @@ impl Gateway {
                 "history",
                 crate::history::keep_writing(Arc::clone(h), Arc::clone(&self.clock), stop),
             );
+            if let Some(report) = cfg.console.as_ref().and_then(|c| c.report) {
+                let stop = tree.stop_token(Stage::Console);
+                tree.spawn(
+                    Stage::Console,
+                    "daily report",
+                    crate::report::keep_making(
+                        Arc::clone(h),
+                        report,
+                        cfg.data_dir.clone(),
+                        cfg.site.clone(),
+                        cfg.gateway_id.clone(),
+                        stop,
+                    ),
+                );
+            }
         }
         let sources_stop = tree.stop_token(Stage::Sources);
         for bus in group_into_buses(&cfg.devices) {

@@ -112,14 +112,15 @@ fn y_range(buckets: &[&Bucket]) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// The label of an x tick (seconds since 1970): the local time, with the date for a week.
-fn x_label(secs: i64, span: Span) -> String {
+/// The label of an x tick (seconds since 1970): the local time, with the date when `dated`.
+fn x_label(secs: i64, dated: bool) -> String {
     let text = local_time(secs * NANOS_PER_SEC);
-    match span {
-        // "2026-11-30 15:43:10" → "15:43"
-        Span::Hour | Span::Day => text.get(11..16).unwrap_or_default().to_owned(),
-        // → "11-30 15:43"
-        Span::Week => text.get(5..16).unwrap_or_default().to_owned(),
+    if dated {
+        // "2026-11-30 15:43:10" → "11-30 15:43"
+        text.get(5..16).unwrap_or_default().to_owned()
+    } else {
+        // → "15:43"
+        text.get(11..16).unwrap_or_default().to_owned()
     }
 }
 
@@ -131,13 +132,29 @@ fn x_label(secs: i64, span: Span) -> String {
 pub fn svg(curve: &Curve, span: Span, now: TimestampNs, unit: &str) -> Result<String, String> {
     let to = now / NANOS_PER_SEC;
     let from = to - span.secs();
+    draw(curve, from..to, unit, span == Span::Week, (WIDTH, HEIGHT))
+}
+
+/// The SVG of `curve` over `secs` (seconds since 1970), `unit` on the y axis, `size` in
+/// pixels; x labels with the date when `dated` (see [`svg`]).
+///
+/// # Errors
+/// Whatever plotters reports.
+pub fn draw(
+    curve: &Curve,
+    secs: std::ops::Range<i64>,
+    unit: &str,
+    dated: bool,
+    size: (u32, u32),
+) -> Result<String, String> {
+    let (from, to) = (secs.start, secs.end);
     let half = i64::from(curve.width_secs) / 2;
     let buckets: Vec<&Bucket> = curve.buckets.iter().filter(|b| b.count > 0).collect();
     let (y0, y1) = y_range(&buckets);
     let x_of = |b: &Bucket| b.start_ns / NANOS_PER_SEC + half;
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (WIDTH, HEIGHT)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let mut chart = ChartBuilder::on(&root)
             .margin(10)
@@ -145,7 +162,7 @@ pub fn svg(curve: &Curve, span: Span, now: TimestampNs, unit: &str) -> Result<St
             .y_label_area_size(64)
             .build_cartesian_2d(from..to, y0..y1)
             .map_err(|e| e.to_string())?;
-        let x_fmt = |x: &i64| x_label(*x, span);
+        let x_fmt = |x: &i64| x_label(*x, dated);
         let y_fmt = |y: &f64| value_text(*y);
         chart
             .configure_mesh()

@@ -35,6 +35,9 @@ pub struct ConsoleConfig {
     /// `[console.history]`: the local history behind the curves ([`crate::history`]).
     #[serde(default)]
     pub history: crate::history::HistoryConfig,
+    /// `[console.report]`: the daily report ([`crate::report`]).
+    #[serde(default)]
+    pub report: crate::report::ReportConfig,
 }
 
 impl Default for ConsoleConfig {
@@ -45,6 +48,7 @@ impl Default for ConsoleConfig {
             token_env: None,
             token_file: None,
             history: crate::history::HistoryConfig::default(),
+            report: crate::report::ReportConfig::default(),
         }
     }
 }
@@ -62,6 +66,8 @@ pub struct ConsoleSettings {
     pub token: Option<Secret>,
     /// The local history; `None`: none is kept.
     pub history: Option<crate::history::HistorySettings>,
+    /// When the daily report is made; `None`: not by itself (needs the history).
+    pub report: Option<crate::report::ReportSettings>,
 }
 
 impl ConsoleConfig {
@@ -128,6 +134,13 @@ impl ConsoleConfig {
                 None
             }
         };
+        let report = match self.report.validate(&format!("{at}.report")) {
+            Ok(r) => r,
+            Err((field, message)) => {
+                v.push(field, message);
+                None
+            }
+        };
         if !self.enabled {
             return v.finish(at, Some(None));
         }
@@ -147,6 +160,8 @@ impl ConsoleConfig {
             Some(ConsoleSettings {
                 listen,
                 token: token.map(|(_, t)| t),
+                // The report is made from the history: without one there is nothing to report.
+                report: report.filter(|_| history.is_some()),
                 history,
             })
         });

@@ -65,6 +65,7 @@ fn frame(title: &str, lang: Lang, other_lang: &str, refresh: Option<u32>, body: 
                 p.meta {
                     a href=(lang.pick("/", "/?lang=en")) { (lang.pick("总览", "Overview")) }
                     " · " a href=(lang.pick("/alerts", "/alerts?lang=en")) { (lang.pick("告警记录", "Alert history")) }
+                    " · " a href=(lang.pick("/reports", "/reports?lang=en")) { (lang.pick("监理日报", "Daily reports")) }
                     " · " a href=(other_lang) { (lang.pick("English", "中文")) }
                 }
                 (body)
@@ -236,6 +237,40 @@ fn state_words(state: AlertState, lang: Lang) -> &'static str {
     }
 }
 
+/// A table of alert events, in the order given: time, event, level, rule, channel, value,
+/// message (and who acknowledged, with the note).
+pub(crate) fn events_table(events: &[Alert], lang: Lang) -> Markup {
+    html! {
+        table.events {
+            tr {
+                th { (lang.pick("时间", "Time")) }
+                th { (lang.pick("事件", "Event")) }
+                th { (lang.pick("级别", "Level")) }
+                th { (lang.pick("规则", "Rule")) }
+                th { (lang.pick("测点", "Channel")) }
+                th { (lang.pick("数值", "Value")) }
+                th { (lang.pick("说明", "Message")) }
+            }
+            @for a in events {
+                tr.event data-id=(a.id) data-state=(state_words(a.state, Lang::En)) {
+                    td { (local_time(a.event_at)) }
+                    td { (state_words(a.state, lang)) }
+                    td { span.badge style={"background:" (level_colour(a.level))} { (level_name(a.level, lang)) } }
+                    td { (a.rule) }
+                    td { (a.channel) }
+                    td.num { @if let Some(v) = a.value { (value_text(v)) " " (a.unit) } }
+                    td {
+                        (a.message)
+                        @if let Some(ack) = &a.ack {
+                            br; span.meta { (ack.by) @if !ack.note.is_empty() { " · " (ack.note) } }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The alert history page: the active alerts with their acknowledgement form, then every event
 /// of the history window, newest first.
 #[must_use]
@@ -251,33 +286,7 @@ pub fn alert_log(c: &Context<'_>, events: &[Alert], lang: Lang) -> Markup {
         @if events.is_empty() {
             p.ok { (lang.pick("无", "none")) }
         } @else {
-            table.events {
-                tr {
-                    th { (lang.pick("时间", "Time")) }
-                    th { (lang.pick("事件", "Event")) }
-                    th { (lang.pick("级别", "Level")) }
-                    th { (lang.pick("规则", "Rule")) }
-                    th { (lang.pick("测点", "Channel")) }
-                    th { (lang.pick("数值", "Value")) }
-                    th { (lang.pick("说明", "Message")) }
-                }
-                @for a in events {
-                    tr.event data-id=(a.id) data-state=(state_words(a.state, Lang::En)) {
-                        td { (local_time(a.event_at)) }
-                        td { (state_words(a.state, lang)) }
-                        td { span.badge style={"background:" (level_colour(a.level))} { (level_name(a.level, lang)) } }
-                        td { (a.rule) }
-                        td { (a.channel) }
-                        td.num { @if let Some(v) = a.value { (value_text(v)) " " (a.unit) } }
-                        td {
-                            (a.message)
-                            @if let Some(ack) = &a.ack {
-                                br; span.meta { (ack.by) @if !ack.note.is_empty() { " · " (ack.note) } }
-                            }
-                        }
-                    }
-                }
-            }
+            (events_table(events, lang))
         }
     };
     frame(
@@ -285,6 +294,41 @@ pub fn alert_log(c: &Context<'_>, events: &[Alert], lang: Lang) -> Markup {
         lang,
         lang.pick("/alerts?lang=en", "/alerts"),
         Some(super::pages::REFRESH_SECONDS),
+        &body,
+    )
+}
+
+/// The daily reports page: the days with a report (newest first) and the form to make one.
+#[must_use]
+pub fn report_list(site: &str, days: &[String], today: &str, history: bool, lang: Lang) -> Markup {
+    let title = format!("{} · {}", lang.pick("监理日报", "Daily reports"), site);
+    let body = html! {
+        @if history {
+            form method="post" action="/reports" {
+                (lang.pick("生成日报：", "Make the report of "))
+                input type="date" name="date" value=(today) required;
+                " "
+                button type="submit" { (lang.pick("生成", "Make")) }
+                span.meta { (lang.pick("（每天按 [console.report] at 自动生成前一日日报）", " (made every day at [console.report] at for the day before)")) }
+            }
+        } @else {
+            (history_note(None, lang).unwrap_or_default())
+        }
+        @if days.is_empty() {
+            p.meta { (lang.pick("尚无日报", "no report yet")) }
+        } @else {
+            ul.reports {
+                @for d in days {
+                    li { a href={"/report?date=" (d)} { (d) } }
+                }
+            }
+        }
+    };
+    frame(
+        &title,
+        lang,
+        lang.pick("/reports?lang=en", "/reports"),
+        None,
         &body,
     )
 }

@@ -97,6 +97,8 @@ pub struct ConsoleState {
     commands: Option<CommandTx>,
     /// The local history behind the curves and the alert history; `None`: none is kept.
     history: Option<Arc<History>>,
+    /// Where the daily reports are kept (`data_dir`).
+    data_dir: std::path::PathBuf,
 }
 
 /// The site and the gateway a console belongs to (`site`, `gateway_id`), and what its config
@@ -133,6 +135,7 @@ impl ConsoleState {
             view: crate::engine::view::channel().1,
             commands: None,
             history: None,
+            data_dir: std::path::PathBuf::new(),
         }
     }
 
@@ -146,10 +149,16 @@ impl ConsoleState {
         self
     }
 
-    /// Draw curves and the alert history from `history`.
+    /// Draw curves and the alert history from `history`; keep and show daily reports in
+    /// `data_dir`.
     #[must_use]
-    pub fn with_history(mut self, history: Option<Arc<History>>) -> Self {
+    pub fn with_history(
+        mut self,
+        history: Option<Arc<History>>,
+        data_dir: std::path::PathBuf,
+    ) -> Self {
         self.history = history;
+        self.data_dir = data_dir;
         self
     }
 
@@ -297,6 +306,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().expect("addr"),
             token: None,
             history: None,
+            report: None,
         };
         let console = Console::bind(&settings, state_with_engine(dir.path(), false))
             .await
@@ -334,6 +344,7 @@ mod tests {
             listen: addr,
             token: None,
             history: None,
+            report: None,
         };
         let e = Console::bind(&settings, state(dir.path()))
             .await
@@ -357,6 +368,7 @@ mod tests {
             listen: "127.0.0.1:0".parse().expect("addr"),
             token: None,
             history: None,
+            report: None,
         };
         let console = Console::bind(&settings, state(dir.path()))
             .await

@@ -215,6 +215,7 @@ pub fn overview(o: &Overview<'_>, lang: Lang) -> Markup {
                     " · " (lang.pick("已运行 ", "up ")) (humantime::format_duration(Duration::from_secs(o.uptime.as_secs())))
                     " · " (lang.pick("页面时间 ", "page time ")) (local_time(o.now_ns)) " (UTC+8)"
                     " · " a href=(lang.pick("/alerts", "/alerts?lang=en")) { (lang.pick("告警记录", "alert history")) }
+                    " · " a href=(lang.pick("/reports", "/reports?lang=en")) { (lang.pick("监理日报", "daily reports")) }
                     " · " a href=(lang.pick("/config", "/config?lang=en")) { (lang.pick("配置", "configuration")) }
                     " · " a href=(other.0) { (other.1) }
                 }

@@ -1,7 +1,8 @@
 //! The console's routes and the access rule in front of them.
 //!
 //! Owns the URL space (`/` the overview page, `/device?name=`, `/channel?key=` and `/alerts` the
-//! detail pages, `POST /alerts/ack` the acknowledgement form, `/config` the effective
+//! detail pages, `/reports` and `/report?date=` the daily reports (`POST /reports` makes one),
+//! `POST /alerts/ack` the acknowledgement form, `/config` the effective
 //! configuration,
 //! `/metrics`, `/healthz`, `/readyz`), reading the form, the same-origin check on posts, and the
 //! token check: with a token configured, every request, to any
@@ -31,6 +32,8 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/", get(overview))
         .route("/alerts/ack", post(acknowledge))
         .route("/alerts", get(alert_log))
+        .route("/reports", get(report_list).post(report_make))
+        .route("/report", get(report_page))
         .route("/device", get(device_page))
         .route("/channel", get(channel_page))
         .route("/config", get(config_page))
@@ -204,6 +207,82 @@ async fn alert_log(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri)
     };
     let context = context(&state, &view, now, stats.as_ref());
     Html(detail::alert_log(&context, &events, lang).into_string()).into_response()
+}
+
+/// `/reports`: the daily reports kept, newest first, and the form to make one.
+async fn report_list(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let lang = Lang::from_query(uri.query());
+    let dir = state.data_dir.clone();
+    let days = tokio::task::spawn_blocking(move || crate::report::list(&dir))
+        .await
+        .unwrap_or_default();
+    let today = crate::report::Day::of(crate::model::now_ns()).date;
+    let page = detail::report_list(
+        &state.identity.site,
+        &days,
+        &today,
+        state.history.is_some(),
+        lang,
+    );
+    Html(page.into_string()).into_response()
+}
+
+/// `/report?date=YYYY-MM-DD`: the kept report of that day, as it was made.
+async fn report_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let (params, _) = page_query(&uri);
+    let day = match crate::report::Day::parse(params.get("date").map_or("", String::as_str)) {
+        Ok(d) => d,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let path = crate::report::path_of(&state.data_dir, &day);
+    match tokio::fs::read_to_string(&path).await {
+        Ok(page) => Html(page).into_response(),
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            format!("no daily report for {} (make one on /reports)\n", day.date),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /reports` with `date=YYYY-MM-DD`: make that day's report now (again, if it exists) and
+/// show it; `gateway report --date` uses this while the service runs. Same-origin rule as the
+/// acknowledgement form.
+async fn report_make(
+    State(state): State<Arc<ConsoleState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response();
+    }
+    let form = form_fields(&body);
+    let day = match crate::report::Day::parse(form.get("date").map_or("", String::as_str)) {
+        Ok(d) => d,
+        Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response(),
+    };
+    let Some(history) = state.history.as_ref().map(Arc::clone) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no local history is kept ([console.history] enabled = false): no report can be made\n",
+        )
+            .into_response();
+    };
+    let dir = state.data_dir.clone();
+    let (site, gateway) = (state.identity.site.clone(), state.identity.gateway.clone());
+    let now = crate::model::now_ns();
+    let made = tokio::task::spawn_blocking(move || {
+        crate::report::make(&history, &dir, &day, &site, &gateway, now)
+    })
+    .await;
+    match made {
+        Ok(Ok(path)) => match tokio::fs::read_to_string(&path).await {
+            Ok(page) => Html(page).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        },
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 /// The effective configuration, as `gateway check` prints it (`?lang=en` for English).

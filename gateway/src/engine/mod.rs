@@ -438,7 +438,7 @@ impl Engine {
     /// Give a stored reading to the history.
     fn keep_in_history(&self, r: &Reading) {
         if let Some(h) = &self.history {
-            h.record(&r.series.key, r.ts, r.value, r.quality);
+            h.record(&r.series, r.ts, r.value, r.quality);
         }
     }
 

@@ -129,6 +129,10 @@ type BucketValue = (f32, f32, f32, u16, u16);
 
 /// Channel key → the id in bucket keys (`id << 32 | bucket index`).
 const CHANNELS: TableDefinition<&str, u32> = TableDefinition::new("channels");
+/// Channel key → `(device, quantity kind, unit)`, for the daily report, which may be made
+/// when the engine holds none of them.
+const CHANNEL_META: TableDefinition<&str, (&str, &str, &str)> =
+    TableDefinition::new("channel_meta");
 /// Alert events: data time in ns (made unique) → the event as JSON.
 const ALERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("alerts");
 
@@ -261,11 +265,34 @@ pub struct HistoryStats {
     pub given_up_for_space: u64,
 }
 
+/// What a channel is, as the history keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelMeta {
+    /// `device/point`.
+    pub key: String,
+    /// The device.
+    pub device: String,
+    /// What it measures.
+    pub kind: crate::model::QuantityKind,
+    /// Its unit.
+    pub unit: String,
+}
+
+/// One channel's readings waiting for the next flush: what it is, and per tier, bucket index
+/// → bucket.
+#[derive(Debug)]
+struct PendingChannel {
+    device: String,
+    kind: crate::model::QuantityKind,
+    unit: String,
+    tiers: [BTreeMap<u32, Bucket>; 3],
+}
+
 /// Readings and alert events waiting for the next flush.
 #[derive(Debug, Default)]
 struct Pending {
-    /// Per channel key, per tier, bucket index → bucket.
-    channels: HashMap<String, [BTreeMap<u32, Bucket>; 3]>,
+    /// Per channel key.
+    channels: HashMap<String, PendingChannel>,
     alerts: Vec<Alert>,
     skipped: u64,
 }
@@ -342,17 +369,71 @@ impl History {
         h
     }
 
-    /// Add one stored reading (the engine, for every reading it commits).
-    pub fn record(&self, key: &str, ts: TimestampNs, value: Option<f64>, quality: Quality) {
+    /// The history file at `path` as it is, for a command run while the service is stopped
+    /// (`gateway report`): no file is created, replaced or deleted (opening it commits one
+    /// empty transaction, as every open does).
+    ///
+    /// # Errors
+    /// No file there, or it cannot be opened (the running gateway holds it; damaged).
+    pub fn open_existing(path: &Path) -> Result<Self, String> {
+        if !path.exists() {
+            return Err(format!(
+                "no local history at {} (the gateway keeps one with [console] on, from its first run)",
+                path.display()
+            ));
+        }
+        let h = Self {
+            path: path.to_owned(),
+            settings: HistorySettings::default(),
+            min_free: 0,
+            pending: Mutex::new(Pending::default()),
+            store: Mutex::new(Store {
+                db: None,
+                closed: None,
+                ids: HashMap::new(),
+                next_id: 0,
+                kept: DEFAULT_WINDOW,
+                skipped: 0,
+                given_up_for_space: 0,
+                log: LogLimiter::new(REOPEN_INTERVAL, 4),
+            }),
+        };
+        let (db, ids) = catch_unwind(AssertUnwindSafe(|| h.open_file(false)))
+            .map_err(|_| format!("redb panicked while opening {}", path.display()))??;
+        let mut store = lock(&h.store);
+        store.next_id = ids.values().max().map_or(0, |m| m.saturating_add(1));
+        store.ids = ids;
+        store.db = Some(db);
+        drop(store);
+        Ok(h)
+    }
+
+    /// Add one stored reading of `series` (the engine, for every reading it commits).
+    pub fn record(
+        &self,
+        series: &crate::model::Series,
+        ts: TimestampNs,
+        value: Option<f64>,
+        quality: Quality,
+    ) {
+        let key = series.key.as_str();
         let mut p = lock(&self.pending);
         if !p.channels.contains_key(key) {
             if p.channels.len() >= MAX_PENDING_CHANNELS {
                 p.skipped += 1;
                 return;
             }
-            p.channels.insert(key.to_owned(), Default::default());
+            p.channels.insert(
+                key.to_owned(),
+                PendingChannel {
+                    device: series.device.clone(),
+                    kind: series.kind,
+                    unit: series.unit.clone(),
+                    tiers: Default::default(),
+                },
+            );
         }
-        let Some(tiers) = p.channels.get_mut(key) else {
+        let Some(PendingChannel { tiers, .. }) = p.channels.get_mut(key) else {
             return;
         };
         let mut kept = false;
@@ -417,8 +498,9 @@ impl History {
             store.skipped += pending
                 .channels
                 .values()
-                .map(|t| {
-                    t[0].values()
+                .map(|c| {
+                    c.tiers[0]
+                        .values()
                         .map(|b| u64::from(b.count + b.bad))
                         .sum::<u64>()
                 })
@@ -486,8 +568,8 @@ impl History {
                 buckets.clear();
             }
         }
-        if let Some(tiers) = lock(&self.pending).channels.get(key) {
-            for (&i, b) in tiers[tier.index].range(lo..=hi) {
+        if let Some(c) = lock(&self.pending).channels.get(key) {
+            for (&i, b) in c.tiers[tier.index].range(lo..=hi) {
                 buckets
                     .entry(i)
                     .or_insert_with(|| Bucket::empty(b.start_ns))
@@ -501,15 +583,57 @@ impl History {
         }
     }
 
+    /// Every channel the file knows, by key (empty when the history is unavailable).
+    #[must_use]
+    pub fn channels(&self) -> Vec<ChannelMeta> {
+        let store = lock(&self.store);
+        let Some(db) = &store.db else {
+            return Vec::new();
+        };
+        let read = catch_unwind(AssertUnwindSafe(
+            || -> Result<Vec<ChannelMeta>, redb::Error> {
+                let tx = db.begin_read()?;
+                let table = match tx.open_table(CHANNEL_META) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                    Err(e) => return Err(e.into()),
+                };
+                let mut out = Vec::new();
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    let (device, kind, unit) = v.value();
+                    let kind = crate::model::QuantityKind::ALL
+                        .into_iter()
+                        .find(|q| q.measurement() == kind)
+                        .unwrap_or(crate::model::QuantityKind::Other);
+                    out.push(ChannelMeta {
+                        key: k.value().to_owned(),
+                        device: device.to_owned(),
+                        kind,
+                        unit: unit.to_owned(),
+                    });
+                }
+                Ok(out)
+            },
+        ));
+        read.ok().and_then(Result::ok).unwrap_or_default()
+    }
+
     /// The alert events since `from`, newest first, at most `limit` (the file and memory).
     #[must_use]
     pub fn alerts(&self, from: TimestampNs, limit: usize) -> Vec<Alert> {
+        self.alerts_between(from, TimestampNs::MAX, limit)
+    }
+
+    /// The alert events with data times in `from..to`, newest first, at most `limit`.
+    #[must_use]
+    pub fn alerts_between(&self, from: TimestampNs, to: TimestampNs, limit: usize) -> Vec<Alert> {
         let store = lock(&self.store);
         let mut out: Vec<Alert> = lock(&self.pending)
             .alerts
             .iter()
             .rev()
-            .filter(|a| a.event_at >= from)
+            .filter(|a| a.event_at >= from && a.event_at < to)
             .cloned()
             .collect();
         if let Some(db) = &store.db {
@@ -521,8 +645,9 @@ impl History {
                     Err(e) => return Err(e.into()),
                 };
                 let lo = u64::try_from(from).unwrap_or(0);
+                let hi = u64::try_from(to).unwrap_or(0);
                 let mut found = Vec::new();
-                for row in table.range(lo..)?.rev() {
+                for row in table.range(lo..hi)?.rev() {
                     if found.len() >= limit {
                         break;
                     }
@@ -592,7 +717,7 @@ impl History {
             }
             return;
         }
-        let opened = catch_unwind(AssertUnwindSafe(|| self.open_file()));
+        let opened = catch_unwind(AssertUnwindSafe(|| self.open_file(true)));
         match opened {
             Ok(Ok((db, ids))) => {
                 store.next_id = ids.values().max().map_or(0, |m| m.saturating_add(1));
@@ -608,8 +733,8 @@ impl History {
     }
 
     /// Open (or create) the file and read the channel ids; a file redb cannot read is deleted
-    /// and created anew.
-    fn open_file(&self) -> Result<(Database, HashMap<String, u32>), String> {
+    /// and created anew when `replace_damaged`, else an error.
+    fn open_file(&self, replace_damaged: bool) -> Result<(Database, HashMap<String, u32>), String> {
         crate::spool::prepare_dir(&self.path).map_err(|e| {
             format!(
                 "cannot create the directory of {}: {e}",
@@ -630,9 +755,12 @@ impl History {
             }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(format!(
-                    "{} is open in another process",
+                    "{} is open in another process (the running gateway)",
                     self.path.display()
                 ));
+            }
+            Err(e) if !replace_damaged => {
+                return Err(format!("cannot read {}: {e}", self.path.display()));
             }
             Err(e) => {
                 warn!(path = %self.path.display(), error = %e, "The local history file cannot be read; it is replaced by an empty one (the store keeps everything).");
@@ -681,22 +809,27 @@ impl History {
         let mut new_ids = Vec::new();
         {
             let mut channels = tx.open_table(CHANNELS)?;
+            let mut meta = tx.open_table(CHANNEL_META)?;
             let mut tables = [
                 tx.open_table(TIERS[0].table())?,
                 tx.open_table(TIERS[1].table())?,
                 tx.open_table(TIERS[2].table())?,
             ];
-            for (key, tiers) in pending.channels {
+            for (key, c) in pending.channels {
                 let id = if let Some(&id) = ids.get(&key) {
                     id
                 } else {
                     let id = *next_id;
                     *next_id = next_id.saturating_add(1);
                     channels.insert(key.as_str(), id)?;
+                    meta.insert(
+                        key.as_str(),
+                        (c.device.as_str(), c.kind.measurement(), c.unit.as_str()),
+                    )?;
                     new_ids.push((key, id));
                     id
                 };
-                for (tier, buckets) in TIERS.iter().zip(tiers) {
+                for (tier, buckets) in TIERS.iter().zip(c.tiers) {
                     let table = &mut tables[tier.index];
                     for (i, mut b) in buckets {
                         let k = bucket_key(id, i);

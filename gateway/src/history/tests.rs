@@ -14,6 +14,20 @@ fn settings() -> HistorySettings {
     HistorySettings::default()
 }
 
+/// A settlement channel `key` (`device/point`) in mm.
+fn series(key: &str) -> crate::model::Series {
+    let (device, point) = key.split_once('/').unwrap_or((key, ""));
+    crate::model::Series::new(
+        "xa",
+        "gw-1",
+        device,
+        point,
+        crate::model::QuantityKind::Settlement,
+        "mm",
+        &std::collections::BTreeMap::new(),
+    )
+}
+
 fn open(dir: &Path) -> History {
     History::open(&dir.join(HISTORY_FILE), settings(), 0)
 }
@@ -23,13 +37,18 @@ fn history_buckets_hold_min_max_mean_and_counts_of_the_readings() {
     let dir = tempfile::tempdir().expect("tempdir");
     let h = open(dir.path());
     // Bucket [T0, T0+10s): 1, 2, 6 and a bad reading; [T0+10s, +20s): 4.
-    h.record("lvl-1/ch1", T0, Some(1.0), Quality::Good);
-    h.record("lvl-1/ch1", T0 + 3 * S, Some(2.0), Quality::Good);
-    h.record("lvl-1/ch1", T0 + 9 * S, Some(6.0), Quality::Good);
-    h.record("lvl-1/ch1", T0 + 5 * S, None, Quality::Timeout);
-    h.record("lvl-1/ch1", T0 + 6 * S, Some(99.0), Quality::OutOfRange);
-    h.record("lvl-1/ch1", T0 + 12 * S, Some(4.0), Quality::Good);
-    h.record("lvl-1/ch2", T0, Some(-7.5), Quality::Good);
+    h.record(&series("lvl-1/ch1"), T0, Some(1.0), Quality::Good);
+    h.record(&series("lvl-1/ch1"), T0 + 3 * S, Some(2.0), Quality::Good);
+    h.record(&series("lvl-1/ch1"), T0 + 9 * S, Some(6.0), Quality::Good);
+    h.record(&series("lvl-1/ch1"), T0 + 5 * S, None, Quality::Timeout);
+    h.record(
+        &series("lvl-1/ch1"),
+        T0 + 6 * S,
+        Some(99.0),
+        Quality::OutOfRange,
+    );
+    h.record(&series("lvl-1/ch1"), T0 + 12 * S, Some(4.0), Quality::Good);
+    h.record(&series("lvl-1/ch2"), T0, Some(-7.5), Quality::Good);
     // Shown before the flush (from memory) and after it (from the file) alike.
     for flushed in [false, true] {
         if flushed {
@@ -53,7 +72,7 @@ fn history_buckets_hold_min_max_mean_and_counts_of_the_readings() {
         assert!((c.buckets[0].mean - 13.0 / 4.0).abs() < 1e-6);
     }
     // A reading for a bucket already in the file merges with it.
-    h.record("lvl-1/ch1", T0 + 8 * S, Some(-3.0), Quality::Good);
+    h.record(&series("lvl-1/ch1"), T0 + 8 * S, Some(-3.0), Quality::Good);
     for _ in 0..2 {
         let c = h.curve("lvl-1/ch1", T0, T0 + 60 * S, TIERS[0]);
         let b = c.buckets[0];
@@ -77,11 +96,25 @@ fn history_survives_a_restart_and_prunes_what_left_each_tier() {
         let h = open(dir.path());
         // One reading every 10 min for 3 days.
         for i in 0..(3 * 24 * 6) {
-            h.record("a/p", T0 + i * 600 * S, Some(i as f64), Quality::Good);
+            h.record(
+                &series("a/p"),
+                T0 + i * 600 * S,
+                Some(i as f64),
+                Quality::Good,
+            );
         }
         h.flush(T0 + 3 * 24 * 3600 * S);
     }
     let h = open(dir.path());
+    assert_eq!(
+        h.channels(),
+        [ChannelMeta {
+            key: "a/p".into(),
+            device: "a".into(),
+            kind: crate::model::QuantityKind::Settlement,
+            unit: "mm".into()
+        }]
+    );
     let now = T0 + 3 * 24 * 3600 * S;
     let week = T0 - 7 * 24 * 3600 * S;
     // 10 s tier: only the last 2 h (12 readings); 5 min: the last 26 h; 30 min: everything.
@@ -105,7 +138,7 @@ fn a_damaged_history_file_is_replaced_and_the_history_goes_on() {
     std::fs::write(dir.path().join(HISTORY_FILE), vec![0x5a; 10_000]).expect("write");
     let h = open(dir.path());
     assert!(h.stats().available, "{:?}", h.stats());
-    h.record("a/p", T0, Some(1.0), Quality::Good);
+    h.record(&series("a/p"), T0, Some(1.0), Quality::Good);
     h.flush(T0);
     assert_eq!(h.curve("a/p", T0, T0 + S, TIERS[0]).buckets.len(), 1);
 }
@@ -162,7 +195,7 @@ fn short_of_free_space_the_history_deletes_its_file_and_keeps_nothing() {
     let free = crate::spool::free_bytes(&path).expect("statvfs");
     {
         let h = History::open(&path, settings(), 0);
-        h.record("a/p", T0, Some(1.0), Quality::Good);
+        h.record(&series("a/p"), T0, Some(1.0), Quality::Good);
         h.flush(T0);
     }
     assert!(path.exists());
@@ -178,7 +211,7 @@ fn short_of_free_space_the_history_deletes_its_file_and_keeps_nothing() {
             .is_some_and(|r| r.starts_with("given up for free space")),
         "{s:?}"
     );
-    h.record("a/p", T0, Some(1.0), Quality::Good);
+    h.record(&series("a/p"), T0, Some(1.0), Quality::Good);
     h.flush(T0);
     assert!(!path.exists(), "nothing written while short of space");
     assert_eq!(h.stats().skipped, 1);
@@ -217,8 +250,8 @@ fn history_flash_cost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(HISTORY_FILE);
     let h = History::open(&path, settings(), 0);
-    let keys: Vec<String> = (0..CHANNELS)
-        .map(|c| format!("dev-{}/ch{}", c / 8, c % 8))
+    let keys: Vec<crate::model::Series> = (0..CHANNELS)
+        .map(|c| series(&format!("dev-{}/ch{}", c / 8, c % 8)))
         .collect();
     let end = T0 + 8 * 24 * 3600 * S;
     let mut t = T0;
