@@ -8,9 +8,12 @@
 //!   and max are values the simulator served within that bucket's 10 s (stored as f32);
 //! - an alert raised by the simulator's supply voltage (rule threshold below it) appears as a
 //!   `raised` event on the alert history page with the served value, and as an active alert
-//!   with its acknowledgement form.
+//!   with its acknowledgement form;
+//! - the daily report of today, made as `gateway report --date` makes it while the gateway runs
+//!   (through the console), is kept in data_dir/reports and shows the raise, lvl-1/ch1's
+//!   readings with a min and max within what the simulator served, and lvl-1 not offline.
 //!
-//! Screenshots of the four pages are kept in target/console-screenshots/ as test artefacts.
+//! Screenshots of the five pages are kept in target/console-screenshots/ as test artefacts.
 //! Without chromium the test says so and passes (skipped): `bash tests/run.sh` installs it.
 
 use std::collections::BTreeSet;
@@ -309,7 +312,69 @@ async fn console_pages_in_headless_chromium_show_the_simulated_site() -> Result<
         alerts.contains("action=\"/alerts/ack\""),
         "the active alert has no acknowledgement form"
     );
-    for name in ["overview", "device", "channel", "alerts"] {
+    // The daily report of today, made as `gateway report --date` makes it while the service
+    // runs (through the console), then opened in the browser.
+    let cfg = anju_gateway::config::Config::load(&dir.path().join("gateway.toml"))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let today = anju_gateway::report::Day::of(anju_gateway::model::now_ns());
+    let made = anju_gateway::report::on_demand(&cfg, &today.date).await?;
+    ensure!(
+        made == dir
+            .path()
+            .join("reports")
+            .join(format!("{}.html", today.date))
+            && made.exists(),
+        "the report is not kept in data_dir/reports: {}",
+        made.display()
+    );
+    let url = format!("{base}/report?date={}", today.date);
+    let file = shots.join("report.png");
+    let browser = Arc::clone(&chromium);
+    let report = tokio::task::spawn_blocking(move || -> Result<String> {
+        let dom = browser.dump_dom(&url)?;
+        browser.screenshot(&url, &file)?;
+        Ok(dom)
+    })
+    .await??;
+    let raised_count: u32 = report
+        .split("<td class=\"num raised\">")
+        .nth(1)
+        .and_then(|t| t.split('<').next())
+        .context("the report's count of raised alerts")?
+        .parse()?;
+    ensure!(
+        raised_count >= 1,
+        "the report counts {raised_count} raised alerts"
+    );
+    let row = report
+        .split(&format!("data-key=\"{DEVICE}/{POINT}\""))
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .context("no report row for lvl-1/ch1")?;
+    let cells: Vec<f64> = row
+        .split("<td class=\"num\">")
+        .skip(1)
+        .filter_map(|c| c.split('<').next()?.split_whitespace().next()?.parse().ok())
+        .collect();
+    // min, max, readings, bad (after latest, change and rate, which carry classes or units).
+    let [.., min, max, readings, _bad] = cells[..] else {
+        anyhow::bail!("report row cells {cells:?}: {row}");
+    };
+    let (lo, hi) = samples
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| {
+            (lo.min(s.value), hi.max(s.value))
+        });
+    ensure!(readings > 0.0, "no readings of lvl-1/ch1 in the report");
+    ensure!(
+        min >= lo - 0.0005 && max <= hi + 0.0005 && min <= max,
+        "the report's min {min} / max {max} are outside what the simulator served ({lo} .. {hi})"
+    );
+    ensure!(
+        !report.contains("data-device=\"lvl-1\""),
+        "lvl-1 reported offline"
+    );
+    for name in ["overview", "device", "channel", "alerts", "report"] {
         let f = shots.join(format!("{name}.png"));
         ensure!(
             std::fs::metadata(&f).is_ok_and(|m| m.len() > 1000),

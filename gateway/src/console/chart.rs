@@ -12,7 +12,7 @@ use plotters::prelude::*;
 use crate::history::{Bucket, Curve, Tier, TIERS};
 use crate::model::{TimestampNs, NANOS_PER_SEC};
 
-use super::pages::{local_time, value_text, Lang};
+use super::pages::{local_time, value_text, Lang, DISPLAY_OFFSET_SECONDS};
 
 /// Width of a curve in pixels (the SVG scales down on a phone).
 pub const WIDTH: u32 = 760;
@@ -147,11 +147,18 @@ pub fn draw(
     dated: bool,
     size: (u32, u32),
 ) -> Result<String, String> {
-    let (from, to) = (secs.start, secs.end);
+    // x is in hours since the local midnight before the span, so that plotters' round tick
+    // values fall on round times of day (19:00, 19:20; 00:00, 05:00), whatever the span's
+    // start.
+    let local = secs.start + DISPLAY_OFFSET_SECONDS;
+    let midnight = local - local.rem_euclid(24 * 3600) - DISPLAY_OFFSET_SECONDS;
+    #[allow(clippy::cast_precision_loss)] // seconds within a year: exact in f64
+    let hours = |s: i64| (s - midnight) as f64 / 3600.0;
+    let (from, to) = (hours(secs.start), hours(secs.end));
     let half = i64::from(curve.width_secs) / 2;
     let buckets: Vec<&Bucket> = curve.buckets.iter().filter(|b| b.count > 0).collect();
     let (y0, y1) = y_range(&buckets);
-    let x_of = |b: &Bucket| b.start_ns / NANOS_PER_SEC + half;
+    let x_of = |b: &Bucket| hours(b.start_ns / NANOS_PER_SEC + half);
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
@@ -162,7 +169,8 @@ pub fn draw(
             .y_label_area_size(64)
             .build_cartesian_2d(from..to, y0..y1)
             .map_err(|e| e.to_string())?;
-        let x_fmt = |x: &i64| x_label(*x, dated);
+        #[allow(clippy::cast_possible_truncation)] // whole seconds of a tick
+        let x_fmt = |x: &f64| x_label(midnight + (x * 3600.0).round() as i64, dated);
         let y_fmt = |y: &f64| value_text(*y);
         chart
             .configure_mesh()
@@ -185,7 +193,7 @@ pub fn draw(
             .map_err(|e| e.to_string())?;
         // The mean line, one piece per run without a long pause.
         let gap = GAP_BUCKETS * i64::from(curve.width_secs) * NANOS_PER_SEC;
-        let mut pieces: Vec<Vec<(i64, f64)>> = Vec::new();
+        let mut pieces: Vec<Vec<(f64, f64)>> = Vec::new();
         let mut last: Option<TimestampNs> = None;
         for b in &buckets {
             if last.is_none_or(|t| b.start_ns - t > gap) {

@@ -182,22 +182,22 @@ fn summarise(c: &ChannelDay) -> Option<Summary> {
     Some((last.mean, change, rate, min, max, readings, bad))
 }
 
-/// The gaps longer than [`OFFLINE_AFTER`] in `starts` (bucket starts with readings, sorted)
-/// within `from..to` (`to` no later than now): `(from, to)` pairs.
-fn gaps(
-    starts: &[TimestampNs],
-    width_ns: i64,
+/// The parts of `from..to` that no interval of `covered` covers and that are longer than
+/// [`OFFLINE_AFTER`], in time order.
+fn uncovered(
+    mut covered: Vec<(TimestampNs, TimestampNs)>,
     from: TimestampNs,
     to: TimestampNs,
 ) -> Vec<(TimestampNs, TimestampNs)> {
     let limit = i64::try_from(OFFLINE_AFTER.as_nanos()).unwrap_or(i64::MAX);
+    covered.sort_unstable();
     let mut out = Vec::new();
     let mut covered_to = from;
-    for &s in starts {
-        if s - covered_to > limit {
-            out.push((covered_to, s));
+    for (start, end) in covered {
+        if start - covered_to > limit {
+            out.push((covered_to, start.min(to)));
         }
-        covered_to = covered_to.max(s + width_ns);
+        covered_to = covered_to.max(end);
     }
     if to - covered_to > limit {
         out.push((covered_to, to));
@@ -225,19 +225,29 @@ pub fn render(history: &History, day: &Day, site: &str, gateway: &str, now: Time
             watches.entry(w).or_default().push(c);
         }
     }
-    // Devices: every bucket start with readings of any of its channels.
-    let mut devices: BTreeMap<&str, Vec<TimestampNs>> = BTreeMap::new();
-    for c in &channels {
-        let starts = devices.entry(c.meta.device.as_str()).or_default();
-        starts.extend(c.with_readings().iter().map(|b| b.start_ns));
-    }
+    // Devices: the buckets with readings of any of their channels. Where no device of the
+    // site has any (the gateway stopped, or not yet installed), no device is called offline:
+    // those times are listed once for the site.
     let width_ns = i64::from(tier.width_secs) * NANOS_PER_SEC;
+    let mut devices: BTreeMap<&str, Vec<(TimestampNs, TimestampNs)>> = BTreeMap::new();
+    for c in &channels {
+        let covered = devices.entry(c.meta.device.as_str()).or_default();
+        covered.extend(
+            c.with_readings()
+                .iter()
+                .map(|b| (b.start_ns, b.start_ns + width_ns)),
+        );
+    }
+    let site_gaps = uncovered(
+        devices.values().flatten().copied().collect(),
+        day.start_ns,
+        to,
+    );
     let offline: Vec<(&str, Vec<(TimestampNs, TimestampNs)>)> = devices
         .into_iter()
-        .map(|(d, mut starts)| {
-            starts.sort_unstable();
-            starts.dedup();
-            (d, gaps(&starts, width_ns, day.start_ns, to))
+        .map(|(d, mut covered)| {
+            covered.extend(site_gaps.iter().copied());
+            (d, uncovered(covered, day.start_ns, to))
         })
         .filter(|(_, g)| !g.is_empty())
         .collect();
@@ -307,6 +317,15 @@ pub fn render(history: &History, day: &Day, site: &str, gateway: &str, now: Time
                 @if events.is_empty() { p.ok { "无 none" } } @else {
                     (crate::console::detail::events_table(&events, Lang::Zh))
                 }
+                @if !channels.is_empty() && !site_gaps.is_empty() {
+                    h2 { "网关无读数 No readings at all (gateway stopped or not yet installed)" }
+                    table.site-gaps {
+                        tr { th { "自 from" } th { "至 to" } th { "时长 for" } }
+                        @for (from, until) in &site_gaps {
+                            tr { td { (local_time(*from)) } td { (local_time(*until)) } td { (span_text(*from, *until)) } }
+                        }
+                    }
+                }
                 h2 { "设备离线 Devices without readings (> " (humantime::format_duration(OFFLINE_AFTER)) ")" }
                 @if offline.is_empty() { p.ok { "无 none" } } @else {
                     table.offline {
@@ -315,7 +334,7 @@ pub fn render(history: &History, day: &Day, site: &str, gateway: &str, now: Time
                             @for (from, until) in gaps {
                                 tr.offline data-device=(device) {
                                     td { (device) } td { (local_time(*from)) } td { (local_time(*until)) }
-                                    td { (humantime::format_duration(Duration::from_secs(u64::try_from((until - from) / NANOS_PER_SEC).unwrap_or(0)))) }
+                                    td { (span_text(*from, *until)) }
                                 }
                             }
                         }
@@ -353,6 +372,12 @@ fn watch_table(list: &[&ChannelDay]) -> Markup {
             }
         }
     }
+}
+
+/// How long from `from` to `until`, e.g. `22h 30m`.
+fn span_text(from: TimestampNs, until: TimestampNs) -> String {
+    let secs = u64::try_from((until - from) / NANOS_PER_SEC).unwrap_or(0);
+    humantime::format_duration(Duration::from_secs(secs)).to_string()
 }
 
 /// A change with its sign.

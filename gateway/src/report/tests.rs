@@ -134,6 +134,10 @@ fn the_report_gives_each_watch_its_day_offline_devices_and_alert_counts() {
         "{}",
         offline[1]
     );
+    assert!(
+        !page.contains("No readings at all"),
+        "the site had readings all day"
+    );
 
     // Kept in data_dir/reports, listed newest first.
     let path = make(&h, dir.path(), &day, "xa", "gw-1", now).expect("made");
@@ -143,6 +147,50 @@ fn the_report_gives_each_watch_its_day_offline_devices_and_alert_counts() {
         .contains("监理日报 2026-11-28 · xa"));
     make(&h, dir.path(), &day.previous(), "xa", "gw-1", now).expect("made");
     assert_eq!(list(dir.path()), ["2026-11-28", "2026-11-27"]);
+}
+
+#[test]
+fn before_the_gateway_ran_no_device_is_offline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = History::open(
+        &dir.path().join(HISTORY_FILE),
+        HistorySettings::default(),
+        0,
+    );
+    let day = Day::parse("2026-11-28").expect("date");
+    let a = series("lev-a", "ch1", QuantityKind::Settlement, "mm");
+    let b = series("lev-b", "ch1", QuantityKind::Settlement, "mm");
+    // Both from 10:00 (the gateway's first run that day); lev-b stops at 14:00.
+    for i in 0..28 {
+        h.record(
+            &a,
+            day.start_ns + 10 * H + i * 30 * M,
+            Some(1.0),
+            Quality::Good,
+        );
+        if i < 8 {
+            h.record(
+                &b,
+                day.start_ns + 10 * H + i * 30 * M,
+                Some(1.0),
+                Quality::Good,
+            );
+        }
+    }
+    h.flush(day.end_ns());
+    let page = render(&h, &day, "xa", "gw-1", day.end_ns()).into_string();
+    assert!(page.contains("No readings at all"));
+    let site = page.split("site-gaps").nth(1).expect("site gaps");
+    assert!(site.contains("2026-11-28 00:00:00") && site.contains("2026-11-28 10:00:00"));
+    let offline: Vec<&str> = page.split("<tr class=\"offline\"").skip(1).collect();
+    assert_eq!(offline.len(), 1, "{offline:?}");
+    assert!(
+        offline[0].contains("lev-b")
+            && offline[0].contains("2026-11-28 14:00:00")
+            && offline[0].contains(">10h<"),
+        "{}",
+        offline[0]
+    );
 }
 
 #[test]
