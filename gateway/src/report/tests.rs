@@ -224,3 +224,49 @@ fn report_config_defaults_and_bad_times() {
         assert!(message.contains("HH:MM"), "{message}");
     }
 }
+
+#[tokio::test]
+async fn gateway_report_reads_the_history_file_itself_while_the_service_is_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "site = \"xa\"\ngateway_id = \"gw-1\"\ndata_dir = \"{}\"\n",
+        dir.path().display()
+    );
+    let cfg =
+        crate::config::Config::from_str_at(&text, &dir.path().join("site.toml")).expect("config");
+    let day = Day::parse("2026-11-28").expect("date");
+    // No history yet: said so, nothing made.
+    let none = on_demand(&cfg, &day.date).await.expect_err("no history");
+    assert!(
+        matches!(&none, OnDemandError::Unavailable(m) if m.starts_with("no local history at")),
+        "{none}"
+    );
+    {
+        let h = History::open(
+            &dir.path().join(HISTORY_FILE),
+            HistorySettings::default(),
+            0,
+        );
+        let cell = series("lev-a", "ch1", QuantityKind::Settlement, "mm");
+        h.record(&cell, day.start_ns + H, Some(2.5), Quality::Good);
+        h.flush(day.end_ns());
+    }
+    let path = on_demand(&cfg, &day.date).await.expect("made");
+    assert_eq!(path, dir.path().join("reports").join("2026-11-28.html"));
+    let page = std::fs::read_to_string(&path).expect("read");
+    assert!(page.contains("data-key=\"lev-a/ch1\"") && page.contains(">2.5 mm<"));
+    assert!(matches!(
+        on_demand(&cfg, "28/11/2026").await,
+        Err(OnDemandError::Date(_))
+    ));
+    // While another process (here: this one) holds the file and no console answers, it says
+    // both.
+    let _held = History::open(
+        &dir.path().join(HISTORY_FILE),
+        HistorySettings::default(),
+        0,
+    );
+    let e = on_demand(&cfg, &day.date).await.expect_err("held");
+    let text = e.to_string();
+    assert!(text.contains("open in another process"), "{text}");
+}
