@@ -210,12 +210,19 @@ fn uncovered(
 pub fn render(history: &History, day: &Day, site: &str, gateway: &str, now: TimestampNs) -> Markup {
     let tier = TIERS[2];
     let to = day.end_ns().min(now);
+    // The channels with readings this day or the day before: one that fell silent yesterday
+    // is listed (offline), one removed from the site long ago is not.
+    let look_back = day.start_ns - SECONDS_PER_DAY * NANOS_PER_SEC;
     let mut channels: Vec<ChannelDay> = history
         .channels()
         .into_iter()
-        .map(|meta| {
-            let curve = history.curve(&meta.key, day.start_ns, day.end_ns() - 1, tier);
-            ChannelDay { meta, curve }
+        .filter_map(|meta| {
+            let mut curve = history.curve(&meta.key, look_back, day.end_ns() - 1, tier);
+            if curve.buckets.is_empty() {
+                return None;
+            }
+            curve.buckets.retain(|b| b.start_ns >= day.start_ns);
+            Some(ChannelDay { meta, curve })
         })
         .collect();
     channels.sort_by(|a, b| a.meta.key.cmp(&b.meta.key));

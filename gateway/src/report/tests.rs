@@ -58,6 +58,9 @@ fn the_report_gives_each_watch_its_day_offline_devices_and_alert_counts() {
     let temp = series("raft-b", "core", QuantityKind::Temperature, "°C");
     let supply = series("lev-a", "supply", QuantityKind::Voltage, "V");
     let gone = series("tc-9", "x", QuantityKind::Tilt, "°");
+    // Removed from the site two days before: not in the report at all.
+    let removed = series("old-1", "x", QuantityKind::Tilt, "°");
+    h.record(&removed, t0 - 30 * H, Some(0.1), Quality::Good);
     // lev-a/ch1: 1.0 at 00:10, 2.0 at 06:10, 4.0 and 5.0 at 12:10 and 12:20, a bad one at 12:15.
     for (at, v) in [
         (10 * M, 1.0),
@@ -105,6 +108,10 @@ fn the_report_gives_each_watch_its_day_offline_devices_and_alert_counts() {
     // A watch channel without a reading that day says so; the supply is in no watch.
     assert!(row("tc-9/x").contains("当日无有效读数"));
     assert!(!page.contains("data-key=\"lev-a/supply\""));
+    assert!(
+        !page.contains("old-1"),
+        "a channel silent since the day before yesterday"
+    );
     let settlement = page.find("沉降观测").expect("settlement watch");
     let curing = page.find("混凝土养护").expect("curing watch");
     let slope = page.find("边坡监测").expect("slope watch");
