@@ -13,8 +13,10 @@ need=()
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 command -v socat >/dev/null 2>&1 || need+=(socat)
-# Headless browser for the console's page test (tests/system/console_browser.rs).
+# Headless browser for the console's page test (tests/system/console_browser.rs), and a Chinese
+# font (4 MB) so that its screenshots show the pages' Chinese text instead of empty boxes.
 [ -x /usr/bin/chromium ] || need+=(chromium)
+[ -n "$(fc-list :lang=zh 2>/dev/null)" ] || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]} (needed by the system tests)"
   sudo=""
