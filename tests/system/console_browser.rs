@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anju_system::{free_port, repo_root, start_gateway, wait_until, Chromium, VictoriaMetrics};
 use anyhow::{ensure, Context as _, Result};
-use firmware_sim::{Scenario, Site, StartOptions, TrueSample};
+use firmware_sim::TrueSample;
 
 /// The simulated channel whose curve is checked (a levelling cell: a value per second, device
 /// time-stamped).
@@ -130,16 +130,7 @@ async fn console_pages_in_headless_chromium_show_the_simulated_site() -> Result<
     };
     let chromium = Arc::new(chromium);
     let vm = VictoriaMetrics::start()?;
-    let scenario = Scenario::load(&repo_root().join("config/sim/basic.toml"))?;
-    let pty_dir = tempfile::tempdir()?;
-    let site = Site::start(
-        &scenario,
-        StartOptions {
-            pty_dir: Some(pty_dir.path().to_path_buf()),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let (site, _pty_dir) = crate::modbus_to_influx::basic_site().await?;
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let config = format!(

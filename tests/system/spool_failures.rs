@@ -9,7 +9,6 @@ use std::time::Duration;
 use anju_gateway::metrics::Counter;
 use anju_system::{landed, start_gateway, wait_until, Mosquitto, SmallFs, VictoriaMetrics};
 use anyhow::{ensure, Context, Result};
-use firmware_sim::{Scenario, Site, StartOptions};
 
 use crate::modbus_to_influx::gateway_config;
 use crate::mqtt_robustness;
@@ -57,16 +56,7 @@ fn wall_ms() -> i64 {
 async fn a_damaged_spool_at_start_keeps_the_gateway_collecting_and_raises_an_alert() -> Result<()> {
     anju_system::init_tracing();
     let mut vm = VictoriaMetrics::start()?;
-    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/basic.toml"))?;
-    let pty_dir = tempfile::tempdir()?;
-    let site = Site::start(
-        &scenario,
-        StartOptions {
-            pty_dir: Some(pty_dir.path().to_path_buf()),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let (site, _pty_dir) = crate::modbus_to_influx::basic_site().await?;
     for how in [
         Damage::Empty,
         Damage::Truncated,

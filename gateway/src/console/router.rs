@@ -96,6 +96,20 @@ fn page_query(uri: &axum::http::Uri) -> (std::collections::BTreeMap<String, Stri
     (params, Lang::from_query(uri.query()))
 }
 
+/// The query parameter `name`, or a 400 saying how the URL is written (`usage`).
+fn required<'a>(
+    params: &'a std::collections::BTreeMap<String, String>,
+    name: &str,
+    usage: &str,
+) -> Result<&'a String, (StatusCode, String)> {
+    params.get(name).ok_or_else(|| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("write the address as {usage}\n"),
+        )
+    })
+}
+
 /// The history's state, read off the runtime's worker threads (it takes the history's lock,
 /// which a flush holds while writing).
 async fn history_stats(state: &ConsoleState) -> Option<crate::history::HistoryStats> {
@@ -136,12 +150,9 @@ fn context<'a>(
 async fn device_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
     let (params, lang) = page_query(&uri);
     let span = Span::from_param(params.get("span").map(String::as_str), Span::Day);
-    let Some(name) = params.get("name") else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "name the device: /device?name=<device>\n",
-        )
-            .into_response();
+    let name = match required(&params, "name", "/device?name=<device>") {
+        Ok(n) => n,
+        Err(refused) => return refused.into_response(),
     };
     let view = Arc::clone(&state.view.borrow());
     let now = crate::model::now_ns();
@@ -166,12 +177,9 @@ async fn device_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Ur
 async fn channel_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
     let (params, lang) = page_query(&uri);
     let span = Span::from_param(params.get("span").map(String::as_str), Span::Hour);
-    let Some(key) = params.get("key") else {
-        return (
-            StatusCode::BAD_REQUEST,
-            "name the channel: /channel?key=<device>/<point>\n",
-        )
-            .into_response();
+    let key = match required(&params, "key", "/channel?key=<device>/<point>") {
+        Ok(k) => k,
+        Err(refused) => return refused.into_response(),
     };
     let view = Arc::clone(&state.view.borrow());
     let now = crate::model::now_ns();

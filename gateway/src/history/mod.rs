@@ -342,15 +342,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 const LOG_FAILING: &str = "history";
 
 impl History {
-    /// The history at `path` with `settings`, keeping `spool_min_free ×` [`FREE_FACTOR`] bytes
-    /// free. Never fails: a file that cannot be opened now is opened again later (the pages say
-    /// why there is no history meanwhile).
-    #[must_use]
-    pub fn open(path: &Path, settings: HistorySettings, spool_min_free: u64) -> Self {
-        let h = Self {
+    /// A history at `path` whose file is not open yet.
+    fn closed(path: &Path, settings: HistorySettings, min_free: u64) -> Self {
+        Self {
             path: path.to_owned(),
             settings,
-            min_free: spool_min_free.saturating_mul(FREE_FACTOR),
+            min_free,
             pending: Mutex::new(Pending::default()),
             store: Mutex::new(Store {
                 db: None,
@@ -362,7 +359,15 @@ impl History {
                 given_up_for_space: 0,
                 log: LogLimiter::new(REOPEN_INTERVAL, 4),
             }),
-        };
+        }
+    }
+
+    /// The history at `path` with `settings`, keeping `spool_min_free ×` [`FREE_FACTOR`] bytes
+    /// free. Never fails: a file that cannot be opened now is opened again later (the pages say
+    /// why there is no history meanwhile).
+    #[must_use]
+    pub fn open(path: &Path, settings: HistorySettings, spool_min_free: u64) -> Self {
+        let h = Self::closed(path, settings, spool_min_free.saturating_mul(FREE_FACTOR));
         let mut store = lock(&h.store);
         h.try_open(&mut store);
         drop(store);
@@ -382,22 +387,7 @@ impl History {
                 path.display()
             ));
         }
-        let h = Self {
-            path: path.to_owned(),
-            settings: HistorySettings::default(),
-            min_free: 0,
-            pending: Mutex::new(Pending::default()),
-            store: Mutex::new(Store {
-                db: None,
-                closed: None,
-                ids: HashMap::new(),
-                next_id: 0,
-                kept: DEFAULT_WINDOW,
-                skipped: 0,
-                given_up_for_space: 0,
-                log: LogLimiter::new(REOPEN_INTERVAL, 4),
-            }),
-        };
+        let h = Self::closed(path, HistorySettings::default(), 0);
         let (db, ids) = catch_unwind(AssertUnwindSafe(|| h.open_file(false)))
             .map_err(|_| format!("redb panicked while opening {}", path.display()))??;
         let mut store = lock(&h.store);
