@@ -27,7 +27,8 @@
 //!   climbs yellow → orange → red after the onset of acceleration, never orange or red before.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
 //! - [`spool_failures`]: a damaged spool file at start and a full disk: the gateway keeps
-//!   collecting, keeps the damaged file aside and raises a device-fault alert.
+//!   collecting, keeps the damaged file aside and raises a device-fault alert; a filling disk
+//!   takes the console's local history first and no reading.
 
 mod alerts;
 mod console;
