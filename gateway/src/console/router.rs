@@ -413,7 +413,13 @@ async fn readyz(State(state): State<Arc<ConsoleState>>) -> Response {
 /// Every counter and gauge in the text exposition format.
 async fn metrics(State(state): State<Arc<ConsoleState>>) -> Response {
     let spool = state.spool_stats().await;
-    match exposition::render(&state.metrics, &spool, state.started.elapsed()) {
+    let history = history_stats(&state).await;
+    match exposition::render(
+        &state.metrics,
+        &spool,
+        history.as_ref(),
+        state.started.elapsed(),
+    ) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,
