@@ -281,3 +281,31 @@ fn history_flash_cost() {
     assert!(len > 0);
     let _ = Duration::ZERO;
 }
+
+#[tokio::test]
+async fn a_burst_of_buckets_asks_the_writer_to_flush_early() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = open(dir.path());
+    let s = series("a/p");
+    // Every reading opens a 10 s bucket (and every 30th a 5 min one, every 180th a 30 min one).
+    let mut i = 0;
+    while lock(&h.pending).buckets < FLUSH_AT_BUCKETS - 1 {
+        h.record(&s, T0 + i * 10 * S, Some(1.0), Quality::Good);
+        i += 1;
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), h.flush_due.notified())
+            .await
+            .is_err(),
+        "asked early, at {i} readings"
+    );
+    while lock(&h.pending).buckets < FLUSH_AT_BUCKETS {
+        h.record(&s, T0 + i * 10 * S, Some(1.0), Quality::Good);
+        i += 1;
+    }
+    tokio::time::timeout(Duration::from_secs(1), h.flush_due.notified())
+        .await
+        .expect("the writer is asked to flush");
+    h.flush(T0 + i * 10 * S);
+    assert_eq!(lock(&h.pending).buckets, 0);
+}
