@@ -49,6 +49,27 @@ fn damage(path: &Path, how: Damage) -> Result<()> {
     Ok(())
 }
 
+/// Publish readings `indexes` of `device` (point `p`, value i, time `t0` + i ms), QoS 1.
+async fn publish_readings(
+    client: rumqttc::AsyncClient,
+    t0: i64,
+    device: &'static str,
+    indexes: std::ops::Range<usize>,
+) -> Result<()> {
+    for i in indexes {
+        let ts = t0 + i64::try_from(i).unwrap_or(i64::MAX);
+        client
+            .publish(
+                format!("a/{device}/p"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                mqtt_robustness::good(i, ts),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 fn wall_ms() -> i64 {
     anju_gateway::model::now_ns() / 1_000_000
 }
@@ -168,21 +189,7 @@ async fn a_disk_that_fills_and_frees_loses_nothing_and_repeats_at_most_one_batch
     let (client, acked) = mqtt_robustness::publisher(broker.addr(), "pub-disk");
     let t0 = wall_ms();
     let publish = |device: &'static str, from: usize, n: usize| {
-        let client = client.clone();
-        async move {
-            for i in from..from + n {
-                let ts = t0 + i64::try_from(i).unwrap_or(i64::MAX);
-                client
-                    .publish(
-                        format!("a/{device}/p"),
-                        rumqttc::QoS::AtLeastOnce,
-                        false,
-                        mqtt_robustness::good(i, ts),
-                    )
-                    .await?;
-            }
-            anyhow::Ok(())
-        }
+        publish_readings(client.clone(), t0, device, from..from + n)
     };
     publish("before", 0, BEFORE).await?;
     mqtt_robustness::wait_acked(&acked, BEFORE).await?;
@@ -269,21 +276,7 @@ async fn a_filling_disk_takes_the_history_first_and_no_reading() -> Result<()> {
     let (client, acked) = mqtt_robustness::publisher(broker.addr(), "pub-history-disk");
     let t0 = wall_ms();
     let publish = |device: &'static str, from: usize, n: usize| {
-        let client = client.clone();
-        async move {
-            for i in from..from + n {
-                let ts = t0 + i64::try_from(i).unwrap_or(i64::MAX);
-                client
-                    .publish(
-                        format!("a/{device}/p"),
-                        rumqttc::QoS::AtLeastOnce,
-                        false,
-                        mqtt_robustness::good(i, ts),
-                    )
-                    .await?;
-            }
-            anyhow::Ok(())
-        }
+        publish_readings(client.clone(), t0, device, from..from + n)
     };
     publish("before", 0, BEFORE).await?;
     mqtt_robustness::wait_acked(&acked, BEFORE).await?;
