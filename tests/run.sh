@@ -3,8 +3,9 @@
 # the aarch64 cross-check.
 #
 # The system tests start a real mosquitto, a real VictoriaMetrics and socat pseudo-terminals on
-# free 127.0.0.1 ports. When one of them is missing, this script installs it from Debian's
-# packages first, so a fresh Debian machine with Rust needs nothing else.
+# free 127.0.0.1 ports, and open the console's pages in headless Chromium. When one of them is
+# missing, this script installs it from Debian's packages first, so a fresh Debian machine with
+# Rust needs nothing else (chromium is the largest: about 100 MB of packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,10 @@ need=()
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 command -v socat >/dev/null 2>&1 || need+=(socat)
+# Headless browser for the console's page test (tests/system/console_browser.rs), and a Chinese
+# font (4 MB) so that its screenshots show the pages' Chinese text instead of empty boxes.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -n "$(fc-list :lang=zh 2>/dev/null)" ] || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]} (needed by the system tests)"
   sudo=""

@@ -18,6 +18,9 @@
 //! - [`log_limit`]: one log line per key and interval for conditions that repeat.
 //! - [`metrics`]: counters of what happened to the data.
 //! - [`secret`]: tokens and passwords, read from the environment or a file by one set of rules.
+//! - [`history`]: the local history of stored readings and alert events for the console's
+//!   curves and alert page (its own redb file, downsampled, bounded in time and bytes).
+//! - [`report`]: the daily report (监理日报) from the local history, kept in `data_dir/reports`.
 //! - [`console`]: the HTTP server: `/metrics`, `/healthz`, `/readyz` (pages later).
 //! - [`run`]: wires everything together for `gateway run`.
 //! - [`supervise`]: the task tree: every task named, watched, and stopped in order.
@@ -37,11 +40,13 @@ pub mod config;
 pub mod console;
 pub mod conversion;
 pub mod engine;
+pub mod history;
 pub mod log_limit;
 pub mod metrics;
 pub mod model;
 pub mod pour;
 pub mod record;
+pub mod report;
 pub mod retry;
 pub mod run;
 pub mod secret;

@@ -54,6 +54,16 @@ enum Cmd {
         #[command(subcommand)]
         action: PourCmd,
     },
+    /// Make the daily report (监理日报) of a day from the local history now, and keep it in
+    /// data_dir/reports. With the service running, its console makes it.
+    Report {
+        /// The site config file.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The day, YYYY-MM-DD (local time, UTC+8).
+        #[arg(long)]
+        date: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +186,7 @@ fn main() -> ExitCode {
         },
         Cmd::Baseline { action } => baseline(action),
         Cmd::Pour { action } => pour(action),
+        Cmd::Report { config, date } => report(&config, &date),
         Cmd::Run { config } => {
             init_logging();
             let cfg = match Config::load(&config) {
@@ -196,6 +207,42 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `gateway report`: exit 0 with the report's path, 2 for an invalid config or date, 1 when
+/// the history cannot be reached.
+fn report(config: &std::path::Path, date: &str) -> ExitCode {
+    let cfg = match Config::load(config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{e}\n\n{}: invalid configuration", config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(anju_gateway::report::on_demand(&cfg, date)) {
+        Ok(path) => {
+            println!("daily report {date}: {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e @ anju_gateway::report::OnDemandError::Date(_)) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -145,6 +145,20 @@ impl Gateway {
         // The engine publishes its snapshots only when a console shows them.
         let (view_tx, view_rx) = crate::engine::view::channel();
         let (command_tx, command_rx) = crate::engine::command::channel();
+        // The local history behind the console's curves: its own file, never the spool's.
+        let history = match cfg.console.as_ref().and_then(|c| c.history) {
+            Some(settings) => {
+                let path = cfg.data_dir.join(crate::history::HISTORY_FILE);
+                let min_free = cfg.spool.min_free_bytes;
+                Some(Arc::new(
+                    tokio::task::spawn_blocking(move || {
+                        crate::history::History::open(&path, settings, min_free)
+                    })
+                    .await?,
+                ))
+            }
+            None => None,
+        };
         let console = match &cfg.console {
             Some(settings) => {
                 let state = ConsoleState::new(
@@ -165,7 +179,8 @@ impl Gateway {
                     },
                     view_rx.clone(),
                     command_tx.clone(),
-                );
+                )
+                .with_history(history.clone(), cfg.data_dir.clone());
                 Some(Console::bind(settings, state).await?)
             }
             None => None,
@@ -177,6 +192,31 @@ impl Gateway {
         if let Some(console) = console {
             let stop = tree.stop_token(Stage::Console);
             tree.spawn(Stage::Console, "console", console.run(stop));
+        }
+        // Stopped with the console, after the engine: its last flush has what the engine
+        // stored last.
+        if let Some(h) = &history {
+            let stop = tree.stop_token(Stage::Console);
+            tree.spawn(
+                Stage::Console,
+                "history",
+                crate::history::keep_writing(Arc::clone(h), Arc::clone(&self.clock), stop),
+            );
+            if let Some(report) = cfg.console.as_ref().and_then(|c| c.report) {
+                let stop = tree.stop_token(Stage::Console);
+                tree.spawn(
+                    Stage::Console,
+                    "daily report",
+                    crate::report::keep_making(
+                        Arc::clone(h),
+                        report,
+                        cfg.data_dir.clone(),
+                        cfg.site.clone(),
+                        cfg.gateway_id.clone(),
+                        stop,
+                    ),
+                );
+            }
         }
         let sources_stop = tree.stop_token(Stage::Sources);
         for bus in group_into_buses(&cfg.devices) {
@@ -258,6 +298,10 @@ impl Gateway {
             engine.with_view(view_tx).with_commands(command_rx)
         } else {
             engine
+        };
+        let engine = match &history {
+            Some(h) => engine.with_history(Arc::clone(h)),
+            None => engine,
         };
         tree.spawn(Stage::Engine, "engine", async move {
             engine_running.store(true, Ordering::Relaxed);

@@ -36,7 +36,9 @@
 //! (`sites`) adds the slope early warning on every channel (issue 8: an `inverse_velocity`, a
 //! `tangent_angle` and an `antecedent_rainfall` block per quantity, windows shortened to the
 //! run's two-minute span of each channel so that every reading is fitted: [`slope_blocks`]);
-//! compare its throughput and CPU per reading with a run without. Everything runs on 127.0.0.1 and stops by
+//! compare its throughput and CPU per reading with a run without. `-- --no-history` turns the
+//! console's local history off (`[console.history] enabled = false`), to measure its cost per
+//! reading against a run with it (the default, as on a site box). Everything runs on 127.0.0.1 and stops by
 //! itself: the load is a fixed number of messages and every wait has a deadline.
 
 use std::path::Path;
@@ -312,7 +314,15 @@ fn start_gateway(
     gzip: bool,
     scenario: Scenario,
     derived: &str,
+    history: bool,
 ) -> Result<(Child, u16)> {
+    // The local history is on by default with the console; `--no-history` turns it off to
+    // measure what it costs per reading.
+    let history = if history {
+        ""
+    } else {
+        "[console.history]\nenabled = false"
+    };
     let probe_port = free_port()?;
     let console_port = free_port()?;
     let config = format!(
@@ -329,6 +339,7 @@ listen = "127.0.0.1:{probe_port}"
 # On, as it is by default on a site box, on a free port (the default 8080 may be taken here).
 [console]
 listen = "127.0.0.1:{console_port}"
+{history}
 
 [[mqtt]]
 name = "bench"
@@ -479,6 +490,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let gzip = !args.iter().any(|a| a == "--no-gzip");
     let slope = args.iter().any(|a| a == "--slope");
+    let history = !args.iter().any(|a| a == "--no-history");
     let readings = args
         .iter()
         .position(|a| a == "--readings")
@@ -542,6 +554,7 @@ async fn main() -> Result<()> {
         gzip,
         scenario,
         &derived,
+        history,
     )?;
     let pid = gw.id();
 
@@ -588,9 +601,10 @@ async fn main() -> Result<()> {
     let cpu_per_reading = (cpu_after - cpu_before) as f64 / readings as f64;
     let throughput = stored as f64 / landed_in.as_secs_f64();
     println!(
-        "ingest benchmark, scenario {scenario:?}: {readings} readings, {} sensors, 1 reading per message, QoS 0, gzip {gzip}{}, gateway {}",
+        "ingest benchmark, scenario {scenario:?}: {readings} readings, {} sensors, 1 reading per message, QoS 0, gzip {gzip}{}{}, gateway {}",
         scenario.sensors(),
         if derived.is_empty() { "" } else { ", slope early warning on every channel" },
+        if history { "" } else { ", no local history" },
         bin.display()
     );
     println!(

@@ -7,9 +7,11 @@
 //! produce on demand build their fake locally and say so.
 //!
 //! The servers are Debian packages (`mosquitto`, `victoria-metrics`, `socat`); `tests/run.sh`
-//! installs them when missing. A missing binary is reported with that fix.
+//! installs them when missing. A missing binary is reported with that fix. Headless Chromium
+//! ([`Chromium`], Debian's `chromium`) opens the console's pages as a browser would.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -694,5 +696,128 @@ impl SmallFs {
 impl Drop for SmallFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+    }
+}
+
+/// Path of the browser from Debian's `chromium` package.
+pub const CHROMIUM_BIN: &str = "/usr/bin/chromium";
+/// Longest a headless Chromium may take for one page (measured: about 1-2 s; the margin covers
+/// a loaded 2-core machine and its first start).
+pub const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Headless Chromium, one process per page: `--dump-dom` (the DOM after loading, as a browser
+/// built it) and `--screenshot`. Each run has a fresh profile directory, no network beyond
+/// the page, no background services.
+#[derive(Debug)]
+pub struct Chromium {
+    bin: PathBuf,
+}
+
+impl Chromium {
+    /// The installed browser, or `None` (the caller skips, saying so: `tests/run.sh` installs
+    /// it from Debian's packages).
+    #[must_use]
+    pub fn find() -> Option<Self> {
+        let bin = PathBuf::from(CHROMIUM_BIN);
+        bin.exists().then_some(Self { bin })
+    }
+
+    /// Run the browser on `url` with `action` (`--dump-dom` or `--screenshot=<file>`);
+    /// its standard output.
+    fn run(&self, url: &str, action: &str) -> Result<String> {
+        let profile = tempfile::tempdir()?;
+        let mut child = Command::new(&self.bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--window-size=1280,1800",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(action)
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        // Read both pipes while it runs: a DOM larger than the pipe's buffer (64 KiB) would
+        // otherwise block the browser's write and it would never exit.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_string(&mut text);
+                }
+                text
+            })
+        };
+        let out = drain(
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        );
+        let err = drain(
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        );
+        let deadline = Instant::now() + CHROMIUM_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("chromium took longer than {CHROMIUM_TIMEOUT:?} for {url}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = out.join().unwrap_or_default();
+        let err = err.join().unwrap_or_default();
+        if !status.success() {
+            bail!("chromium {action} {url}: {status}\n{err}");
+        }
+        Ok(out)
+    }
+
+    /// The page's DOM as Chromium built it.
+    ///
+    /// # Errors
+    /// The browser failed or took longer than [`CHROMIUM_TIMEOUT`].
+    pub fn dump_dom(&self, url: &str) -> Result<String> {
+        let dom = self.run(url, "--dump-dom")?;
+        if !dom.contains("<html") {
+            bail!("chromium gave no document for {url}: {dom:.200}");
+        }
+        Ok(dom)
+    }
+
+    /// A PNG screenshot of the page at `file`.
+    ///
+    /// # Errors
+    /// The browser failed, took too long, or wrote no image.
+    pub fn screenshot(&self, url: &str, file: &Path) -> Result<()> {
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        self.run(url, &format!("--screenshot={}", file.display()))?;
+        let len = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        if len == 0 {
+            bail!(
+                "chromium wrote no screenshot of {url} at {}",
+                file.display()
+            );
+        }
+        Ok(())
     }
 }

@@ -172,7 +172,7 @@ async fn console_metrics_count_exactly_the_readings_sent() -> Result<()> {
     let want: Vec<(String, String)> = (0..POINTS)
         .map(|p| {
             let last = (0..SENT).rev().find(|i| i % POINTS == p).unwrap_or(0);
-            (format!("<td>p{p}</td>"), format!(">{last} mm<"))
+            (format!(">p{p}</a></td>"), format!(">{last} mm<"))
         })
         .collect();
     let shows_all = |page: &str| {

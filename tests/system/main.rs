@@ -10,6 +10,8 @@
 //!   stored as another request's value.
 //! - [`console`]: `/metrics` counts exactly the readings sent (parsed by a Prometheus text
 //!   parser); with an access token, requests without it get 401 and nothing else.
+//! - [`console_browser`]: headless Chromium opens the overview, a device, a channel and the
+//!   alert history of the simulated site: rows, curves and an alert checked against its truth.
 //! - [`curing`]: the strength milestones of two pours (hyperbolic and logarithmic curves) are
 //!   announced once each, within 1 h of the times the truth temperatures give.
 //! - [`derived`]: settlement from levelling heads and tilt per pair of corners, derived by the
@@ -30,10 +32,12 @@
 //!   the refusals are counted; the embedded broker's TLS listener takes a node with the right
 //!   password and refuses a wrong one.
 //! - [`spool_failures`]: a damaged spool file at start and a full disk: the gateway keeps
-//!   collecting, keeps the damaged file aside and raises a device-fault alert.
+//!   collecting, keeps the damaged file aside and raises a device-fault alert; a filling disk
+//!   takes the console's local history first and no reading.
 
 mod alerts;
 mod console;
+mod console_browser;
 mod curing;
 mod derived;
 mod engineering;

@@ -96,6 +96,22 @@ batch_max_age = "100ms"
     ))
 }
 
+/// The simulator's basic site (config/sim/basic.toml) running, with its RS-485 pseudo-terminals
+/// in the returned directory (kept while the site runs).
+pub(crate) async fn basic_site() -> Result<(RunningSite, tempfile::TempDir)> {
+    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/basic.toml"))?;
+    let pty_dir = tempfile::tempdir()?;
+    let site = Site::start(
+        &scenario,
+        StartOptions {
+            pty_dir: Some(pty_dir.path().to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok((site, pty_dir))
+}
+
 /// VictoriaMetrics keeps 12 significant decimal digits of a float (its storage format), so a
 /// stored value equals the device's to that precision. The gateway's own line protocol carries
 /// the exact f64 (checked in `line.rs`'s round-trip test); this bound is far below any sensor's
@@ -185,16 +201,7 @@ pub(crate) fn check_modbus_against_truth(
 async fn modbus_tcp_and_rtu_readings_land_with_the_devices_values_and_times() -> Result<()> {
     anju_system::init_tracing();
     let vm = VictoriaMetrics::start()?;
-    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/basic.toml"))?;
-    let pty_dir = tempfile::tempdir()?;
-    let site = Site::start(
-        &scenario,
-        StartOptions {
-            pty_dir: Some(pty_dir.path().to_path_buf()),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let (site, _pty_dir) = basic_site().await?;
     let dir = tempfile::tempdir()?;
     let gw = start_gateway(&gateway_config(&site, &vm.url(), dir.path())?, dir.path())?;
 

@@ -1,6 +1,7 @@
 //! The spool under damage and a full disk, end to end: whatever happened to `spool.redb`, the
 //! gateway starts, collects, keeps the damaged file aside and tells the technician through a
-//! device-fault alert that lands in the store (issue 10 items 6–7, issue 14 items 2 and 4).
+//! device-fault alert that lands in the store (issue 10 items 6–7, issue 14 items 2 and 4);
+//! and a filling disk takes the console's local history before any reading (issue 9 item 3).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -9,7 +10,6 @@ use std::time::Duration;
 use anju_gateway::metrics::Counter;
 use anju_system::{landed, start_gateway, wait_until, Mosquitto, SmallFs, VictoriaMetrics};
 use anyhow::{ensure, Context, Result};
-use firmware_sim::{Scenario, Site, StartOptions};
 
 use crate::modbus_to_influx::gateway_config;
 use crate::mqtt_robustness;
@@ -49,6 +49,27 @@ fn damage(path: &Path, how: Damage) -> Result<()> {
     Ok(())
 }
 
+/// Publish readings `indexes` of `device` (point `p`, value i, time `t0` + i ms), QoS 1.
+async fn publish_readings(
+    client: rumqttc::AsyncClient,
+    t0: i64,
+    device: &'static str,
+    indexes: std::ops::Range<usize>,
+) -> Result<()> {
+    for i in indexes {
+        let ts = t0 + i64::try_from(i).unwrap_or(i64::MAX);
+        client
+            .publish(
+                format!("a/{device}/p"),
+                rumqttc::QoS::AtLeastOnce,
+                false,
+                mqtt_robustness::good(i, ts),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 fn wall_ms() -> i64 {
     anju_gateway::model::now_ns() / 1_000_000
 }
@@ -57,16 +78,7 @@ fn wall_ms() -> i64 {
 async fn a_damaged_spool_at_start_keeps_the_gateway_collecting_and_raises_an_alert() -> Result<()> {
     anju_system::init_tracing();
     let mut vm = VictoriaMetrics::start()?;
-    let scenario = Scenario::load(&anju_system::repo_root().join("config/sim/basic.toml"))?;
-    let pty_dir = tempfile::tempdir()?;
-    let site = Site::start(
-        &scenario,
-        StartOptions {
-            pty_dir: Some(pty_dir.path().to_path_buf()),
-            ..Default::default()
-        },
-    )
-    .await?;
+    let (site, _pty_dir) = crate::modbus_to_influx::basic_site().await?;
     for how in [
         Damage::Empty,
         Damage::Truncated,
@@ -177,21 +189,7 @@ async fn a_disk_that_fills_and_frees_loses_nothing_and_repeats_at_most_one_batch
     let (client, acked) = mqtt_robustness::publisher(broker.addr(), "pub-disk");
     let t0 = wall_ms();
     let publish = |device: &'static str, from: usize, n: usize| {
-        let client = client.clone();
-        async move {
-            for i in from..from + n {
-                let ts = t0 + i64::try_from(i).unwrap_or(i64::MAX);
-                client
-                    .publish(
-                        format!("a/{device}/p"),
-                        rumqttc::QoS::AtLeastOnce,
-                        false,
-                        mqtt_robustness::good(i, ts),
-                    )
-                    .await?;
-            }
-            anyhow::Ok(())
-        }
+        publish_readings(client.clone(), t0, device, from..from + n)
     };
     publish("before", 0, BEFORE).await?;
     mqtt_robustness::wait_acked(&acked, BEFORE).await?;
@@ -243,6 +241,106 @@ async fn a_disk_that_fills_and_frees_loses_nothing_and_repeats_at_most_one_batch
         written <= spooled + BATCH,
         "{written} records written for {spooled} spooled: more than one batch ({BATCH}) twice"
     );
+    gw.stop().await?;
+    Ok(())
+}
+
+/// A filling disk takes the console's local history first, and no reading (issue 9 item 3):
+/// with free space between the spool's `min_free_bytes` and twice it, the history deletes its
+/// file while every reading is still stored and delivered, none dropped; the channel page says
+/// why there is no history; once space is back the history starts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filling_disk_takes_the_history_first_and_no_reading() -> Result<()> {
+    /// The spool's free-space bound; the history's is twice it.
+    const SPOOL_MIN_FREE: u64 = 2 * 1024 * 1024;
+    /// Free space left by the filler: above the spool's bound, below the history's.
+    const LEFT_FREE: u64 = 3 * 1024 * 1024;
+    const BEFORE: usize = 200;
+    const DURING: usize = 500;
+    anju_system::init_tracing();
+    let Some(fs) = SmallFs::mount("24m")? else {
+        return Ok(());
+    };
+    let vm = VictoriaMetrics::start()?;
+    let broker = Mosquitto::start()?;
+    let data = fs.path().join("data");
+    let port = anju_system::free_port()?;
+    let mut config = mqtt_robustness::config(&data, &broker.addr().to_string(), &vm.url(), "");
+    config.push_str(&format!(
+        "\n[spool]\nmin_free_bytes = {SPOOL_MIN_FREE}\n\n[console]\nlisten = \"127.0.0.1:{port}\"\n"
+    ));
+    let conf_dir = tempfile::tempdir()?;
+    std::fs::create_dir_all(&data)?;
+    let gw = start_gateway(&config, conf_dir.path())?;
+    gw.wait_for_mqtt_session().await?;
+    let (client, acked) = mqtt_robustness::publisher(broker.addr(), "pub-history-disk");
+    let t0 = wall_ms();
+    let publish = |device: &'static str, from: usize, n: usize| {
+        publish_readings(client.clone(), t0, device, from..from + n)
+    };
+    publish("before", 0, BEFORE).await?;
+    mqtt_robustness::wait_acked(&acked, BEFORE).await?;
+    let history = data.join(anju_gateway::history::HISTORY_FILE);
+    wait_until(LAND, "the history file written", || async {
+        std::fs::metadata(&history).is_ok_and(|m| m.len() > 0)
+    })
+    .await?;
+
+    // Fill the disk, then give back all but LEFT_FREE.
+    let filler = fs.fill()?;
+    let f = std::fs::OpenOptions::new().write(true).open(&filler)?;
+    let free = anju_gateway::spool::free_bytes(&history).context("statvfs")?;
+    f.set_len(
+        f.metadata()?
+            .len()
+            .saturating_sub(LEFT_FREE.saturating_sub(free)),
+    )?;
+    f.sync_all()?;
+    // A removed file's space returns only once no handle holds it.
+    drop(f);
+    let free = anju_gateway::spool::free_bytes(&history).context("statvfs")?;
+    ensure!(
+        free > SPOOL_MIN_FREE && free < 2 * SPOOL_MIN_FREE,
+        "{free} bytes free: not between the spool's and the history's bounds"
+    );
+    wait_until(LAND, "the history to delete its file", || async {
+        !history.exists()
+    })
+    .await?;
+    publish("during", BEFORE, DURING).await?;
+    mqtt_robustness::wait_acked(&acked, BEFORE + DURING).await?;
+    let want: BTreeSet<u64> = (BEFORE as u64..(BEFORE + DURING) as u64).collect();
+    wait_until(LAND, "every reading while the history was gone", || async {
+        mqtt_robustness::landed_values(&vm, "during").await == want
+    })
+    .await?;
+    ensure!(
+        gw.metrics.total(Counter::ReadingsDropped) == 0,
+        "readings dropped: {}",
+        gw.metrics.total(Counter::ReadingsDropped)
+    );
+    ensure!(
+        !history.exists(),
+        "the history wrote again on the short disk"
+    );
+    let page = reqwest011::get(format!(
+        "http://127.0.0.1:{port}/channel?key=during%2Fp&lang=en"
+    ))
+    .await?
+    .text()
+    .await?;
+    ensure!(
+        page.contains("local history unavailable: given up for free space"),
+        "the channel page does not say why there is no history:\n{page}"
+    );
+
+    // Space back: the history starts again with the next readings.
+    std::fs::remove_file(&filler)?;
+    publish("after", BEFORE + DURING, 50).await?;
+    wait_until(LAND, "the history to start again", || async {
+        std::fs::metadata(&history).is_ok_and(|m| m.len() > 0)
+    })
+    .await?;
     gw.stop().await?;
     Ok(())
 }

@@ -32,13 +32,29 @@ pub fn describe(cfg: &Config) -> String {
     let _ = match &cfg.console {
         Some(c) => writeln!(
             out,
-            "console http://{}/ (overview, /config, /metrics, /healthz, /readyz), {}",
+            "console http://{}/ (overview, /device, /channel, /alerts, /reports, /config, /metrics, /healthz, /readyz), {}; {}; {}",
             c.listen,
             if c.token.is_some() {
                 "access token <redacted> required"
             } else {
                 "no access token"
-            }
+            },
+            c.history.map_or_else(
+                || "no local history".to_owned(),
+                |h| format!(
+                    "local history {} in {} bytes at most",
+                    humantime::format_duration(h.window),
+                    h.max_bytes
+                )
+            ),
+            c.report.map_or_else(
+                || "no daily report by itself".to_owned(),
+                |r| format!(
+                    "daily report at {:02}:{:02} (UTC+8)",
+                    r.at_secs / 3600,
+                    r.at_secs % 3600 / 60
+                )
+            )
         ),
         None => writeln!(out, "console off"),
     };

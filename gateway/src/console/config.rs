@@ -32,6 +32,12 @@ pub struct ConsoleConfig {
     /// File holding the access token.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// `[console.history]`: the local history behind the curves ([`crate::history`]).
+    #[serde(default)]
+    pub history: crate::history::HistoryConfig,
+    /// `[console.report]`: the daily report ([`crate::report`]).
+    #[serde(default)]
+    pub report: crate::report::ReportConfig,
 }
 
 impl Default for ConsoleConfig {
@@ -41,6 +47,8 @@ impl Default for ConsoleConfig {
             listen: None,
             token_env: None,
             token_file: None,
+            history: crate::history::HistoryConfig::default(),
+            report: crate::report::ReportConfig::default(),
         }
     }
 }
@@ -56,6 +64,10 @@ pub struct ConsoleSettings {
     pub listen: SocketAddr,
     /// With a token, every request needs `Authorization: Bearer <token>`.
     pub token: Option<Secret>,
+    /// The local history; `None`: none is kept.
+    pub history: Option<crate::history::HistorySettings>,
+    /// When the daily report is made; `None`: not by itself (needs the history).
+    pub report: Option<crate::report::ReportSettings>,
 }
 
 impl ConsoleConfig {
@@ -113,6 +125,22 @@ impl ConsoleConfig {
                 );
             }
         }
+        let history = match self.history.validate(&format!("{at}.history")) {
+            Ok(h) => h,
+            Err(problems) => {
+                for (field, message) in problems {
+                    v.push(field, message);
+                }
+                None
+            }
+        };
+        let report = match self.report.validate(&format!("{at}.report")) {
+            Ok(r) => r,
+            Err((field, message)) => {
+                v.push(field, message);
+                None
+            }
+        };
         if !self.enabled {
             return v.finish(at, Some(None));
         }
@@ -132,6 +160,9 @@ impl ConsoleConfig {
             Some(ConsoleSettings {
                 listen,
                 token: token.map(|(_, t)| t),
+                // The report is made from the history: without one there is nothing to report.
+                report: report.filter(|_| history.is_some()),
+                history,
             })
         });
         v.finish(at, settings)

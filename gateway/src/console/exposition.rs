@@ -14,6 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge as PromGauge;
 use prometheus_client::registry::Registry;
 
+use crate::history::HistoryStats;
 use crate::metrics::{Counter, Metrics};
 use crate::spool::SpoolStats;
 
@@ -68,6 +69,11 @@ pub enum Gauge {
     SpoolDeadLetters,
     /// 1 while the spool file is open and writable, 0 while it is unavailable and retried.
     SpoolAvailable,
+    /// Size of the local history's file on disk (0 without a history).
+    HistoryFileBytes,
+    /// 1 while the local history is written, 0 while it is given up (free space, an error) or
+    /// off.
+    HistoryAvailable,
 }
 
 impl Gauge {
@@ -80,6 +86,8 @@ impl Gauge {
         Gauge::SpoolFileBytes,
         Gauge::SpoolDeadLetters,
         Gauge::SpoolAvailable,
+        Gauge::HistoryFileBytes,
+        Gauge::HistoryAvailable,
     ];
 
     /// The exported name, without the prefix.
@@ -93,6 +101,8 @@ impl Gauge {
             Self::SpoolFileBytes => "spool_file_bytes",
             Self::SpoolDeadLetters => "spool_dead_letters",
             Self::SpoolAvailable => "spool_available",
+            Self::HistoryFileBytes => "history_file_bytes",
+            Self::HistoryAvailable => "history_available",
         }
     }
 
@@ -117,6 +127,8 @@ impl Gauge {
             Self::SpoolFileBytes => "Size of the spool file on disk, bytes.",
             Self::SpoolDeadLetters => "Dead letters kept in the spool.",
             Self::SpoolAvailable => "1 while the spool file is open and writable, else 0.",
+            Self::HistoryFileBytes => "Size of the local history's file on disk, bytes.",
+            Self::HistoryAvailable => "1 while the local history is written, else 0.",
         }
     }
 
@@ -125,6 +137,7 @@ impl Gauge {
         self,
         metrics: &Metrics,
         spool: &SpoolStats,
+        history: Option<&HistoryStats>,
         uptime: Duration,
     ) -> Vec<(Labels, i64)> {
         let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
@@ -159,6 +172,10 @@ impl Gauge {
             Self::SpoolFileBytes => vec![(Vec::new(), n(spool.file_bytes))],
             Self::SpoolDeadLetters => vec![(Vec::new(), n(spool.dead_letter_count))],
             Self::SpoolAvailable => vec![(Vec::new(), i64::from(spool.available))],
+            Self::HistoryFileBytes => vec![(Vec::new(), n(history.map_or(0, |h| h.file_bytes)))],
+            Self::HistoryAvailable => {
+                vec![(Vec::new(), i64::from(history.is_some_and(|h| h.available)))]
+            }
         }
     }
 }
@@ -170,6 +187,7 @@ impl Gauge {
 pub fn render(
     metrics: &Metrics,
     spool: &SpoolStats,
+    history: Option<&HistoryStats>,
     uptime: Duration,
 ) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::with_prefix(PREFIX);
@@ -198,7 +216,7 @@ pub fn render(
         registry.register(name, help(counter.help()), family);
     }
     for &gauge in Gauge::ALL {
-        let samples = gauge.samples(metrics, spool, uptime);
+        let samples = gauge.samples(metrics, spool, history, uptime);
         if gauge.labels().is_empty() {
             let single = PromGauge::<i64>::default();
             single.set(samples.iter().map(|(_, v)| *v).sum());
@@ -242,7 +260,12 @@ mod tests {
                 alerts_records: 0,
             },
         );
-        let text = render(&m, &spool, Duration::from_secs(90)).expect("renders");
+        let history = crate::history::HistoryStats {
+            available: true,
+            file_bytes: 4096,
+            ..crate::history::HistoryStats::default()
+        };
+        let text = render(&m, &spool, Some(&history), Duration::from_secs(90)).expect("renders");
         assert!(
             text.contains(
                 "anju_modbus_errors_total{device=\"pier \\\"A\\\\1\\\"\",reason=\"timeout\"} 3\n"
@@ -268,6 +291,8 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("anju_spool_available 1\n"), "{text}");
+        assert!(text.contains("anju_history_file_bytes 4096\n"), "{text}");
+        assert!(text.contains("anju_history_available 1\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
         assert!(
             text.contains("# HELP anju_spool_errors Spool commits that failed.\n"),

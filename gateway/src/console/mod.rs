@@ -1,13 +1,18 @@
-//! The site console: the gateway's HTTP server (axum on the gateway's tokio runtime), with
-//! `/metrics`, `/healthz` and `/readyz` now and room for pages later.
+//! The site console: the gateway's HTTP server (axum on the gateway's tokio runtime): the
+//! overview, device, channel and alert-history pages, `/config`, `/metrics`, `/healthz` and
+//! `/readyz`.
 //!
 //! Owns binding the listen address (a port in use is a start-up error naming the address),
 //! serving until its stop token, the state every route reads ([`ConsoleState`]) and the token
-//! check's secret ([`Access`]). It does not own the routes' behaviour ([`router`]), the metrics
-//! format ([`exposition`]), readiness ([`ready`]) or its config rules ([`config`]); it counts
-//! nothing and changes nothing in the gateway: every route only reads.
+//! check's secret ([`Access`]). It does not own the routes' behaviour ([`router`]), the pages
+//! ([`pages`], [`detail`], [`chart`]), the metrics format ([`exposition`]), readiness
+//! ([`ready`]), its config rules ([`config`]) or the history it draws ([`crate::history`]); it
+//! counts nothing and changes nothing in the gateway: every route only reads, except the
+//! acknowledgement form, which asks the engine.
 
+pub mod chart;
 pub mod config;
+pub mod detail;
 pub mod exposition;
 pub mod pages;
 pub mod ready;
@@ -29,6 +34,7 @@ pub use config::{ConsoleConfig, ConsoleSettings, DEFAULT_LISTEN};
 use crate::config::Sink;
 use crate::engine::command::CommandTx;
 use crate::engine::view::ViewRx;
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
 use crate::spool::{Spool, SpoolStats};
@@ -89,6 +95,10 @@ pub struct ConsoleState {
     view: ViewRx,
     /// Where acknowledgements go (the engine); `None`: the pages offer none.
     commands: Option<CommandTx>,
+    /// The local history behind the curves and the alert history; `None`: none is kept.
+    history: Option<Arc<History>>,
+    /// Where the daily reports are kept (`data_dir`).
+    data_dir: std::path::PathBuf,
 }
 
 /// The site and the gateway a console belongs to (`site`, `gateway_id`), and what its config
@@ -124,6 +134,8 @@ impl ConsoleState {
             identity: Identity::default(),
             view: crate::engine::view::channel().1,
             commands: None,
+            history: None,
+            data_dir: std::path::PathBuf::new(),
         }
     }
 
@@ -134,6 +146,19 @@ impl ConsoleState {
         self.identity = identity;
         self.view = view;
         self.commands = Some(commands);
+        self
+    }
+
+    /// Draw curves and the alert history from `history`; keep and show daily reports in
+    /// `data_dir`.
+    #[must_use]
+    pub fn with_history(
+        mut self,
+        history: Option<Arc<History>>,
+        data_dir: std::path::PathBuf,
+    ) -> Self {
+        self.history = history;
+        self.data_dir = data_dir;
         self
     }
 
@@ -280,6 +305,8 @@ mod tests {
         let settings = ConsoleSettings {
             listen: "127.0.0.1:0".parse().expect("addr"),
             token: None,
+            history: None,
+            report: None,
         };
         let console = Console::bind(&settings, state_with_engine(dir.path(), false))
             .await
@@ -316,6 +343,8 @@ mod tests {
         let settings = ConsoleSettings {
             listen: addr,
             token: None,
+            history: None,
+            report: None,
         };
         let e = Console::bind(&settings, state(dir.path()))
             .await
@@ -338,6 +367,8 @@ mod tests {
         let settings = ConsoleSettings {
             listen: "127.0.0.1:0".parse().expect("addr"),
             token: None,
+            history: None,
+            report: None,
         };
         let console = Console::bind(&settings, state(dir.path()))
             .await

@@ -55,7 +55,7 @@ impl Lang {
         }
     }
 
-    const fn pick(self, zh: &'static str, en: &'static str) -> &'static str {
+    pub(crate) const fn pick(self, zh: &'static str, en: &'static str) -> &'static str {
         match self {
             Self::Zh => zh,
             Self::En => en,
@@ -83,7 +83,7 @@ pub struct Overview<'a> {
 }
 
 /// Colour of a level's badge (the usual blue / yellow / orange / red of Chinese warning levels).
-const fn level_colour(level: Level) -> &'static str {
+pub(crate) const fn level_colour(level: Level) -> &'static str {
     match level {
         Level::Blue => "#1e6fd9",
         Level::Yellow => "#d9a400",
@@ -92,7 +92,7 @@ const fn level_colour(level: Level) -> &'static str {
     }
 }
 
-fn level_name(level: Level, lang: Lang) -> &'static str {
+pub(crate) fn level_name(level: Level, lang: Lang) -> &'static str {
     match lang {
         Lang::Zh => level.name_zh(),
         Lang::En => level.name_en(),
@@ -100,7 +100,7 @@ fn level_name(level: Level, lang: Lang) -> &'static str {
 }
 
 /// A quality in words (README, *Quality codes*).
-fn quality_words(q: Quality, lang: Lang) -> &'static str {
+pub(crate) fn quality_words(q: Quality, lang: Lang) -> &'static str {
     match q {
         Quality::Good => lang.pick("正常", "good"),
         Quality::Exception(_) => lang.pick("Modbus 异常应答", "Modbus exception"),
@@ -121,7 +121,7 @@ fn quality_words(q: Quality, lang: Lang) -> &'static str {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in [`DISPLAY_OFFSET_SECONDS`]; empty for a time before 1970.
-fn local_time(ns: TimestampNs) -> String {
+pub(crate) fn local_time(ns: TimestampNs) -> String {
     let Ok(local) = u64::try_from(ns / NANOS_PER_SEC + DISPLAY_OFFSET_SECONDS) else {
         return String::new();
     };
@@ -137,7 +137,7 @@ fn age(now: TimestampNs, then: TimestampNs) -> String {
 }
 
 /// A value with the precision a site reads (3 significant decimals at most, no trailing zeros).
-fn value_text(v: f64) -> String {
+pub(crate) fn value_text(v: f64) -> String {
     let mut s = format!("{v:.3}");
     if s.contains('.') {
         s = s.trim_end_matches('0').trim_end_matches('.').to_owned();
@@ -150,12 +150,12 @@ fn value_text(v: f64) -> String {
 
 /// Per device: Modbus requests, and errors by reason.
 #[derive(Debug, Default)]
-struct DeviceCounts {
-    requests: u64,
-    errors: BTreeMap<String, u64>,
+pub(crate) struct DeviceCounts {
+    pub(crate) requests: u64,
+    pub(crate) errors: BTreeMap<String, u64>,
 }
 
-fn device_counts(counters: &[CounterSample]) -> BTreeMap<&str, DeviceCounts> {
+pub(crate) fn device_counts(counters: &[CounterSample]) -> BTreeMap<&str, DeviceCounts> {
     let mut out: BTreeMap<&str, DeviceCounts> = BTreeMap::new();
     for c in counters {
         let label = |name: &str| {
@@ -183,7 +183,7 @@ fn device_counts(counters: &[CounterSample]) -> BTreeMap<&str, DeviceCounts> {
     out
 }
 
-const STYLE: &str = "body{font-family:system-ui,'Noto Sans CJK SC','Microsoft YaHei',sans-serif;margin:1.2em;color:#1d1d1f}\
+pub(crate) const STYLE: &str = "body{font-family:system-ui,'Noto Sans CJK SC','Microsoft YaHei',sans-serif;margin:1.2em;color:#1d1d1f}\
 h1{font-size:1.4em;margin:0 0 .2em}h2{font-size:1.1em;margin:1.4em 0 .4em}\
 table{border-collapse:collapse;width:100%;font-size:.92em}th,td{border-bottom:1px solid #ddd;padding:.25em .5em;text-align:left}\
 th{background:#f3f4f6}td.num{text-align:right;font-variant-numeric:tabular-nums}\
@@ -215,6 +215,8 @@ pub fn overview(o: &Overview<'_>, lang: Lang) -> Markup {
                     (lang.pick("网关版本 ", "Gateway version ")) (env!("CARGO_PKG_VERSION"))
                     " · " (lang.pick("已运行 ", "up ")) (humantime::format_duration(Duration::from_secs(o.uptime.as_secs())))
                     " · " (lang.pick("页面时间 ", "page time ")) (local_time(o.now_ns)) " (UTC+8)"
+                    " · " a href=(lang.pick("/alerts", "/alerts?lang=en")) { (lang.pick("告警记录", "alert history")) }
+                    " · " a href=(lang.pick("/reports", "/reports?lang=en")) { (lang.pick("监理日报", "daily reports")) }
                     " · " a href=(lang.pick("/config", "/config?lang=en")) { (lang.pick("配置", "configuration")) }
                     " · " a href=(other.0) { (other.1) }
                 }
@@ -260,7 +262,7 @@ fn spool_section(s: &SpoolStats, lang: Lang) -> Markup {
     }
 }
 
-fn alerts_section(alerts: &[Alert], now: TimestampNs, lang: Lang) -> Markup {
+pub(crate) fn alerts_section(alerts: &[Alert], now: TimestampNs, lang: Lang) -> Markup {
     html! {
         h2 { (lang.pick("当前告警", "Active alerts")) " (" (alerts.len()) ")" }
         @if alerts.is_empty() {
@@ -418,35 +420,22 @@ fn refused_text(refused: &AckRefused, lang: Lang) -> String {
 fn devices_section(o: &Overview<'_>, lang: Lang) -> Markup {
     let counts = device_counts(o.counters);
     let devices = o.view.by_device();
-    let late_ns = i64::try_from(LATE_AFTER.as_nanos()).unwrap_or(i64::MAX);
     html! {
         h2 { (lang.pick("设备与测点", "Devices and channels")) " (" (devices.len()) " / " (o.view.channels.len()) ")" }
         @if devices.is_empty() {
             p.meta { (lang.pick("尚无读数", "no readings yet")) }
         } @else {
             table {
-                tr {
-                    th { (lang.pick("测点", "Point")) }
-                    th { (lang.pick("物理量", "Quantity")) }
-                    th { (lang.pick("最新值", "Latest value")) }
-                    th { (lang.pick("质量", "Quality")) }
-                    th { (lang.pick("读数时间", "Reading time")) }
-                    th { (lang.pick("读数数", "Readings")) }
-                }
+                (channel_head(lang, false))
                 @for (device, channels) in &devices {
                     tr.device {
                         td colspan="6" {
-                            (device)
-                            @if let Some(c) = counts.get(device) {
-                                span.meta { " · " (lang.pick("Modbus 请求 ", "Modbus requests ")) (c.requests) }
-                                @if !c.errors.is_empty() {
-                                    span.bad { " · " (lang.pick("错误 ", "errors ")) (errors_text(&c.errors)) }
-                                }
-                            }
+                            a href=(device_href(device, None, lang)) { (device) }
+                            (device_counts_line(counts.get(device), lang))
                         }
                     }
                     @for c in channels {
-                        (channel_row(c, o.now_ns, late_ns, lang))
+                        (channel_row(c, o.now_ns, lang, false))
                     }
                 }
             }
@@ -454,13 +443,45 @@ fn devices_section(o: &Overview<'_>, lang: Lang) -> Markup {
     }
 }
 
-fn channel_row(c: &ChannelView, now: TimestampNs, late_ns: i64, lang: Lang) -> Markup {
+/// A device's Modbus request and error counts, as spans after its name (nothing for a device
+/// that sent no Modbus request: an MQTT node).
+pub(crate) fn device_counts_line(counts: Option<&DeviceCounts>, lang: Lang) -> Markup {
+    html! {
+        @if let Some(c) = counts {
+            span.meta { " · " (lang.pick("Modbus 请求 ", "Modbus requests ")) (c.requests) }
+            @if !c.errors.is_empty() {
+                span.bad { " · " (lang.pick("错误 ", "errors ")) (errors_text(&c.errors)) }
+            }
+        }
+    }
+}
+
+/// The header row of a channel table; `raw`: with the column of the device's raw number.
+pub(crate) fn channel_head(lang: Lang, raw: bool) -> Markup {
+    html! {
+        tr {
+            th { (lang.pick("测点", "Point")) }
+            th { (lang.pick("物理量", "Quantity")) }
+            th { (lang.pick("最新值", "Latest value")) }
+            @if raw { th { (lang.pick("原始值", "Raw value")) } }
+            th { (lang.pick("质量", "Quality")) }
+            th { (lang.pick("读数时间", "Reading time")) }
+            th { (lang.pick("读数数", "Readings")) }
+        }
+    }
+}
+
+/// One channel's row (see [`channel_head`]): grey ("late") after [`LATE_AFTER`] without a
+/// reading.
+pub(crate) fn channel_row(c: &ChannelView, now: TimestampNs, lang: Lang, raw: bool) -> Markup {
+    let late_ns = i64::try_from(LATE_AFTER.as_nanos()).unwrap_or(i64::MAX);
     let late = now - c.last_ts > late_ns;
     html! {
-        tr class=[late.then_some("late")] {
-            td { (c.series.point) }
+        tr class={ "channel" @if late { " late" } } {
+            td { a href=(channel_href(&c.series.key, None, lang)) { (c.series.point) } }
             td { (c.series.kind) }
             td.num { @if let Some(v) = c.last_value { (value_text(v)) " " (c.series.unit) } @else { "—" } }
+            @if raw { td.num { @if let Some(r) = c.last_raw { (value_text(r)) } @else { "—" } } }
             td class=[(!c.last_quality.is_good()).then_some("bad")] {
                 (quality_words(c.last_quality, lang))
                 @if !c.last_quality.is_good() { " (" (c.last_quality.code()) ")" }
@@ -469,6 +490,41 @@ fn channel_row(c: &ChannelView, now: TimestampNs, late_ns: i64, lang: Lang) -> M
             td.num { (c.readings) }
         }
     }
+}
+
+/// `value` as a URL query value (percent-encoded but for RFC 3986's unreserved characters).
+pub(crate) fn query_value(value: &str) -> String {
+    /// RFC 3986 unreserved characters stay as they are, so that `lvl-1` reads as `lvl-1`.
+    const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    percent_encoding::utf8_percent_encode(value, ENCODED).to_string()
+}
+
+/// The query string tail for `lang` (`&lang=en` or nothing).
+const fn lang_tail(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Zh => "",
+        Lang::En => "&lang=en",
+    }
+}
+
+/// The device page of `device` (at `span`, when not the page's default).
+pub(crate) fn device_href(device: &str, span: Option<&str>, lang: Lang) -> String {
+    let span = span.map_or_else(String::new, |s| format!("&span={s}"));
+    format!(
+        "/device?name={}{span}{}",
+        query_value(device),
+        lang_tail(lang)
+    )
+}
+
+/// The channel page of the channel `key` (at `span`, when not the page's default).
+pub(crate) fn channel_href(key: &str, span: Option<&str>, lang: Lang) -> String {
+    let span = span.map_or_else(String::new, |s| format!("&span={s}"));
+    format!("/channel?key={}{span}{}", query_value(key), lang_tail(lang))
 }
 
 fn errors_text(errors: &BTreeMap<String, u64>) -> String {
@@ -483,7 +539,7 @@ fn errors_text(errors: &BTreeMap<String, u64>) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
@@ -493,9 +549,15 @@ mod tests {
     use crate::spool::SinkBacklog;
 
     /// 2026-11-30T07:00:00Z = 15:00:00 in UTC+8.
-    const NOW: TimestampNs = 1_796_022_000 * NANOS_PER_SEC;
+    pub(crate) const NOW: TimestampNs = 1_796_022_000 * NANOS_PER_SEC;
 
-    fn channel(device: &str, point: &str, value: f64, quality: Quality, age_s: i64) -> ChannelView {
+    pub(crate) fn channel(
+        device: &str,
+        point: &str,
+        value: f64,
+        quality: Quality,
+        age_s: i64,
+    ) -> ChannelView {
         ChannelView {
             series: Arc::new(Series::new(
                 "xa",
@@ -508,13 +570,14 @@ mod tests {
             )),
             last_ts: NOW - age_s * NANOS_PER_SEC,
             last_value: Some(value),
+            last_raw: None,
             last_quality: quality,
             readings: 7,
         }
     }
 
     /// The alert tests' orange settlement alert, raised ten minutes before [`NOW`].
-    fn alert() -> Alert {
+    pub(crate) fn alert() -> Alert {
         let at = NOW - 600 * NANOS_PER_SEC;
         Alert {
             started_at: at,
@@ -585,19 +648,23 @@ mod tests {
     fn the_overview_shows_devices_channels_alerts_and_the_spool() {
         let page = render(Lang::Zh);
         // Devices in key order, each followed by its channels in key order.
-        let cigem = page.find("colspan=\"6\">cigem-7").expect("device cigem-7");
-        let lev = page.find("colspan=\"6\">lev-a1").expect("device lev-a1");
-        let ch1 = page.find("<td>ch1</td>").expect("ch1");
-        let ch3 = page.find("<td>ch3</td>").expect("ch3");
+        let cigem = page.find(">cigem-7</a>").expect("device cigem-7");
+        let lev = page.find(">lev-a1</a>").expect("device lev-a1");
+        let ch1 = page.find(">ch1</a></td>").expect("ch1");
+        let ch3 = page.find(">ch3</a></td>").expect("ch3");
         assert!(cigem < lev && lev < ch1 && ch1 < ch3);
-        assert!(row_with(&page, "<td>ch3</td>").contains(">32.5 mm<"));
+        // Each device and channel links to its page.
+        assert!(page.contains(r#"<a href="/device?name=lev-a1">lev-a1</a>"#));
+        assert!(page.contains(r#"<a href="/channel?key=lev-a1%2Fch3">ch3</a>"#));
+        assert!(page.contains(r#"<a href="/alerts">告警记录</a>"#));
+        assert!(row_with(&page, ">ch3</a></td>").contains(">32.5 mm<"));
         // A flagged reading says so, with its code.
-        assert!(row_with(&page, "<td>ch1</td>").contains("超出量程 (400)"));
+        assert!(row_with(&page, ">ch1</a></td>").contains("超出量程 (400)"));
         // Three hours without a reading: shown late.
-        assert!(row_with(&page, "<td>gnss</td>").contains("class=\"late\""));
-        assert!(row_with(&page, "<td>gnss</td>").contains(">-0.004 mm<"));
+        assert!(row_with(&page, ">gnss</a></td>").contains("class=\"channel late\""));
+        assert!(row_with(&page, ">gnss</a></td>").contains(">-0.004 mm<"));
         // Times in UTC+8.
-        assert!(row_with(&page, "<td>ch3</td>").contains("2026-11-30 14:59:55"));
+        assert!(row_with(&page, ">ch3</a></td>").contains("2026-11-30 14:59:55"));
         // The device's Modbus counts.
         assert!(page.contains("Modbus 请求 40"));
         assert!(page.contains("错误 timeout 2"));
@@ -621,7 +688,7 @@ mod tests {
         assert_eq!(Lang::from_query(None), Lang::Zh);
         let page = render(Lang::En);
         assert!(page.contains("Active alerts (1)") && page.contains(">warning<"));
-        assert!(row_with(&page, "<td>ch1</td>").contains("out of range (400)"));
+        assert!(row_with(&page, ">ch1</a></td>").contains("out of range (400)"));
         assert!(page.contains("href=\"?\""), "a link back to Chinese");
         // A device name is data: markup in it is shown, not run.
         let view = SiteView::new(

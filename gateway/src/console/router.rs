@@ -1,7 +1,9 @@
 //! The console's routes and the access rule in front of them.
 //!
-//! Owns the URL space (`/` the overview page, `POST /alerts/ack` the acknowledgement form,
-//! `/config` the effective configuration,
+//! Owns the URL space (`/` the overview page, `/device?name=`, `/channel?key=` and `/alerts` the
+//! detail pages, `/reports` and `/report?date=` the daily reports (`POST /reports` makes one),
+//! `POST /alerts/ack` the acknowledgement form, `/config` the effective
+//! configuration,
 //! `/metrics`, `/healthz`, `/readyz`), reading the form, the same-origin check on posts, and the
 //! token check: with a token configured, every request, to any
 //! path, without `Authorization: Bearer <token>` gets 401 and an empty body. It does not bind
@@ -17,16 +19,23 @@ use axum::routing::{get, post};
 use axum::Router;
 use tracing::warn;
 
+use super::chart::Span;
 use super::exposition;
 use super::pages::{self, Lang, Overview};
-use super::ConsoleState;
+use super::{detail, ConsoleState};
 use crate::engine::command::AckRequest;
+use crate::history::Curve;
 
 /// Every route of the console, behind the access rule.
 pub fn router(state: Arc<ConsoleState>) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/alerts/ack", post(acknowledge))
+        .route("/alerts", get(alert_log))
+        .route("/reports", get(report_list).post(report_make))
+        .route("/report", get(report_page))
+        .route("/device", get(device_page))
+        .route("/channel", get(channel_page))
         .route("/config", get(config_page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
@@ -79,6 +88,209 @@ async fn overview(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) 
         Lang::from_query(uri.query()),
     );
     Html(page.into_string()).into_response()
+}
+
+/// The parameters of a page's query string, and its language.
+fn page_query(uri: &axum::http::Uri) -> (std::collections::BTreeMap<String, String>, Lang) {
+    let params = form_fields(uri.query().unwrap_or_default().as_bytes());
+    (params, Lang::from_query(uri.query()))
+}
+
+/// The query parameter `name`, or a 400 saying how the URL is written (`usage`).
+fn required<'a>(
+    params: &'a std::collections::BTreeMap<String, String>,
+    name: &str,
+    usage: &str,
+) -> Result<&'a String, (StatusCode, String)> {
+    params.get(name).ok_or_else(|| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("write the address as {usage}\n"),
+        )
+    })
+}
+
+/// The history's state, read off the runtime's worker threads (it takes the history's lock,
+/// which a flush holds while writing).
+async fn history_stats(state: &ConsoleState) -> Option<crate::history::HistoryStats> {
+    let h = Arc::clone(state.history.as_ref()?);
+    tokio::task::spawn_blocking(move || h.stats()).await.ok()
+}
+
+/// The curve of channel `key` over `span` ending `now` (empty without a history).
+async fn curve_of(state: &ConsoleState, key: String, span: Span, now: i64) -> Curve {
+    let Some(h) = state.history.as_ref().map(Arc::clone) else {
+        return Curve::default();
+    };
+    let from = now - span.secs() * crate::model::NANOS_PER_SEC;
+    tokio::task::spawn_blocking(move || h.curve(&key, from, now, span.tier()))
+        .await
+        .unwrap_or_default()
+}
+
+/// What the detail pages are about: this console's site and gateway, `now`, the engine's
+/// `view` and the history's `stats`.
+fn context<'a>(
+    state: &'a ConsoleState,
+    view: &'a crate::engine::view::SiteView,
+    now: i64,
+    stats: Option<&'a crate::history::HistoryStats>,
+) -> detail::Context<'a> {
+    detail::Context {
+        site: &state.identity.site,
+        gateway: &state.identity.gateway,
+        now_ns: now,
+        view,
+        history: stats,
+    }
+}
+
+/// `/device?name=<device>&span=1h|24h|7d`: the device's channels and their curves (24 h by
+/// default).
+async fn device_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let (params, lang) = page_query(&uri);
+    let span = Span::from_param(params.get("span").map(String::as_str), Span::Day);
+    let name = match required(&params, "name", "/device?name=<device>") {
+        Ok(n) => n,
+        Err(refused) => return refused.into_response(),
+    };
+    let view = Arc::clone(&state.view.borrow());
+    let now = crate::model::now_ns();
+    let mut curves = Vec::new();
+    for ch in view.channels.iter().filter(|c| &c.series.device == name) {
+        curves.push((ch, curve_of(&state, ch.series.key.clone(), span, now).await));
+    }
+    let stats = history_stats(&state).await;
+    let counters = state.metrics.snapshot();
+    let context = context(&state, &view, now, stats.as_ref());
+    let status = if curves.is_empty() {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    let page = detail::device(&context, name, &counters, &curves, span, lang);
+    (status, Html(page.into_string())).into_response()
+}
+
+/// `/channel?key=<device/point>&span=1h|24h|7d`: one channel's curve and buckets (1 h by
+/// default).
+async fn channel_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let (params, lang) = page_query(&uri);
+    let span = Span::from_param(params.get("span").map(String::as_str), Span::Hour);
+    let key = match required(&params, "key", "/channel?key=<device>/<point>") {
+        Ok(k) => k,
+        Err(refused) => return refused.into_response(),
+    };
+    let view = Arc::clone(&state.view.borrow());
+    let now = crate::model::now_ns();
+    let curve = curve_of(&state, key.clone(), span, now).await;
+    let channel = view.channels.iter().find(|c| &c.series.key == key);
+    let stats = history_stats(&state).await;
+    let context = context(&state, &view, now, stats.as_ref());
+    let status = if channel.is_none() && curve.buckets.is_empty() {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    let page = detail::channel(&context, key, channel, &curve, span, lang);
+    (status, Html(page.into_string())).into_response()
+}
+
+/// `/alerts`: the active alerts with the acknowledgement form, and the alert events of the
+/// history window.
+async fn alert_log(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let lang = Lang::from_query(uri.query());
+    let view = Arc::clone(&state.view.borrow());
+    let now = crate::model::now_ns();
+    let stats = history_stats(&state).await;
+    let events = match (state.history.as_ref().map(Arc::clone), &stats) {
+        (Some(h), Some(s)) => {
+            let kept = i64::try_from(s.kept.as_nanos()).unwrap_or(i64::MAX);
+            let from = now.saturating_sub(kept);
+            tokio::task::spawn_blocking(move || h.alerts(from, detail::ALERT_ROWS))
+                .await
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    };
+    let context = context(&state, &view, now, stats.as_ref());
+    Html(detail::alert_log(&context, &events, lang).into_string()).into_response()
+}
+
+/// `/reports`: the daily reports kept, newest first, and the form to make one.
+async fn report_list(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let lang = Lang::from_query(uri.query());
+    let dir = state.data_dir.clone();
+    let days = tokio::task::spawn_blocking(move || crate::report::list(&dir))
+        .await
+        .unwrap_or_default();
+    let today = crate::report::Day::of(crate::model::now_ns()).date;
+    let page = detail::report_list(
+        &state.identity.site,
+        &days,
+        &today,
+        state.history.is_some(),
+        lang,
+    );
+    Html(page.into_string()).into_response()
+}
+
+/// `/report?date=YYYY-MM-DD`: the kept report of that day, as it was made.
+async fn report_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let (params, _) = page_query(&uri);
+    let day = match crate::report::Day::parse(params.get("date").map_or("", String::as_str)) {
+        Ok(d) => d,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let path = crate::report::path_of(&state.data_dir, &day);
+    match tokio::fs::read_to_string(&path).await {
+        Ok(page) => Html(page).into_response(),
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            format!("no daily report for {} (make one on /reports)\n", day.date),
+        )
+            .into_response(),
+    }
+}
+
+/// `POST /reports` with `date=YYYY-MM-DD`: make that day's report now (again, if it exists) and
+/// show it; `gateway report --date` uses this while the service runs. Same-origin rule as the
+/// acknowledgement form.
+async fn report_make(
+    State(state): State<Arc<ConsoleState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response();
+    }
+    let form = form_fields(&body);
+    let day = match crate::report::Day::parse(form.get("date").map_or("", String::as_str)) {
+        Ok(d) => d,
+        Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response(),
+    };
+    let Some(history) = state.history.as_ref().map(Arc::clone) else {
+        return (
+            StatusCode::NOT_FOUND,
+            "no local history is kept ([console.history] enabled = false): no report can be made\n",
+        )
+            .into_response();
+    };
+    let dir = state.data_dir.clone();
+    let (site, gateway) = (state.identity.site.clone(), state.identity.gateway.clone());
+    let now = crate::model::now_ns();
+    let made = tokio::task::spawn_blocking(move || {
+        crate::report::make(&history, &dir, &day, &site, &gateway, now)
+    })
+    .await;
+    match made {
+        Ok(Ok(path)) => match tokio::fs::read_to_string(&path).await {
+            Ok(page) => Html(page).into_response(),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        },
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
 }
 
 /// The effective configuration, as `gateway check` prints it (`?lang=en` for English).
@@ -201,7 +413,13 @@ async fn readyz(State(state): State<Arc<ConsoleState>>) -> Response {
 /// Every counter and gauge in the text exposition format.
 async fn metrics(State(state): State<Arc<ConsoleState>>) -> Response {
     let spool = state.spool_stats().await;
-    match exposition::render(&state.metrics, &spool, state.started.elapsed()) {
+    let history = history_stats(&state).await;
+    match exposition::render(
+        &state.metrics,
+        &spool,
+        history.as_ref(),
+        state.started.elapsed(),
+    ) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

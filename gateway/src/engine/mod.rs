@@ -211,6 +211,8 @@ pub struct ChannelState {
     pub last_ts: TimestampNs,
     /// Last good value.
     pub last_value: Option<f64>,
+    /// The device's own number behind the last reading, before conversion.
+    pub last_raw: Option<f64>,
     /// Quality of the last reading.
     pub last_quality: Quality,
     /// Readings seen since start.
@@ -285,6 +287,9 @@ pub struct Engine {
     view: Option<(view::ViewTx, Option<Instant>)>,
     /// Requests from the console ([`Engine::with_commands`]).
     commands: Option<command::CommandRx>,
+    /// The console's local history: every stored reading and alert event goes there too
+    /// ([`Engine::with_history`]).
+    history: Option<Arc<crate::history::History>>,
     /// Beaten on every tick, so a watcher can tell the loop still turns.
     heartbeat: Arc<Heartbeat>,
 }
@@ -403,6 +408,7 @@ impl Engine {
             dropped_since_log: 0,
             view: None,
             commands: None,
+            history: None,
             heartbeat: Arc::new(Heartbeat::default()),
         }
     }
@@ -431,6 +437,21 @@ impl Engine {
         let _ = req.reply.send(result);
     }
 
+    /// Hand every reading and alert event stored from now on to `history` as well (only into
+    /// its memory: its file is written by its own task, so it never slows a commit).
+    #[must_use]
+    pub fn with_history(mut self, history: Arc<crate::history::History>) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// Give a stored reading to the history.
+    fn keep_in_history(&self, r: &Reading) {
+        if let Some(h) = &self.history {
+            h.record(&r.series, r.ts, r.value, r.quality);
+        }
+    }
+
     /// Publish a [`view::SiteView`] for the console through `tx`, at most every
     /// [`view::VIEW_INTERVAL`].
     #[must_use]
@@ -453,6 +474,7 @@ impl Engine {
             series: Arc::clone(&c.series),
             last_ts: c.last_ts,
             last_value: c.last_value,
+            last_raw: c.last_raw,
             last_quality: c.last_quality,
             readings: c.readings,
         });
@@ -914,6 +936,7 @@ impl Engine {
             if r.value.is_some() {
                 state.last_value = r.value;
             }
+            state.last_raw = r.raw;
             state.readings += 1;
             if !r.quality.is_good() {
                 self.bad_since_summary += 1;
@@ -992,6 +1015,7 @@ impl Engine {
                 }
                 line::encode_reading(&mut self.pending, &r);
                 self.pending_records += 1;
+                self.keep_in_history(&r);
             }
         }
         if self.evaluator.has_decided() {
@@ -1028,6 +1052,7 @@ impl Engine {
             }
             line::encode_reading(&mut self.pending, &r);
             self.pending_records += 1;
+            self.keep_in_history(&r);
             if !d.spike && !self.derives_nothing() {
                 self.decided_feed.push(r);
             }
@@ -1058,6 +1083,7 @@ impl Engine {
                     series: Arc::clone(series),
                     last_ts: 0,
                     last_value: None,
+                    last_raw: None,
                     last_quality: Quality::Good,
                     readings: 0,
                     judged_ts: None,
@@ -1080,6 +1106,9 @@ impl Engine {
         encode_alert_line(&mut self.pending, alert);
         self.pending_records += 1;
         self.state_dirty = true;
+        if let Some(h) = &self.history {
+            h.record_alert(alert);
+        }
         self.metrics.incr(
             Counter::Alerts,
             &[

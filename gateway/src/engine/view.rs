@@ -27,6 +27,9 @@ pub struct ChannelView {
     pub last_ts: TimestampNs,
     /// Its last good value.
     pub last_value: Option<f64>,
+    /// The device's own number behind it, before the channel's conversion (Hz, Ω, digits),
+    /// when the channel has a conversion.
+    pub last_raw: Option<f64>,
     /// Quality of its last reading.
     pub last_quality: Quality,
     /// Readings seen since the gateway started.

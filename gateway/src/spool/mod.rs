@@ -61,6 +61,7 @@ mod landed;
 pub mod offline;
 mod open;
 
+pub use disk::{classify, file_len, free_bytes, prepare_dir, restrict_file, IoClass};
 use open::{panic_message, Health};
 pub use open::{AlertIdentity, DamageReport};
 
