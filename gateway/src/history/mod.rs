@@ -285,14 +285,14 @@ pub struct ChannelMeta {
     pub unit: String,
 }
 
-/// One channel's readings waiting for the next flush: what it is, and per tier, bucket index
-/// → bucket.
+/// One channel's readings waiting for the next flush: what it is (the engine's series, shared),
+/// and per tier its buckets by index. A channel holds one or two buckets per tier between two
+/// flushes: a short list, not a map (a B-tree's first node holds room for eleven, about 500
+/// bytes per tier, 7.5 MB on a 5,000-channel site; issue 14).
 #[derive(Debug)]
 struct PendingChannel {
-    device: String,
-    kind: crate::model::QuantityKind,
-    unit: String,
-    tiers: [BTreeMap<u32, Bucket>; 3],
+    series: std::sync::Arc<crate::model::Series>,
+    tiers: [Vec<(u32, Bucket)>; 3],
 }
 
 /// Readings and alert events waiting for the next flush.
@@ -413,7 +413,7 @@ impl History {
     /// Add one stored reading of `series` (the engine, for every reading it commits).
     pub fn record(
         &self,
-        series: &crate::model::Series,
+        series: &std::sync::Arc<crate::model::Series>,
         ts: TimestampNs,
         value: Option<f64>,
         quality: Quality,
@@ -428,9 +428,7 @@ impl History {
             p.channels.insert(
                 key.to_owned(),
                 PendingChannel {
-                    device: series.device.clone(),
-                    kind: series.kind,
-                    unit: series.unit.clone(),
+                    series: std::sync::Arc::clone(series),
                     tiers: Default::default(),
                 },
             );
@@ -444,13 +442,19 @@ impl History {
         let mut kept = false;
         for tier in &TIERS {
             if let Some(i) = bucket_index(ts, tier.width_secs) {
-                tiers[tier.index]
-                    .entry(i)
-                    .or_insert_with(|| {
-                        *buckets += 1;
-                        Bucket::empty(bucket_start(i, tier.width_secs))
-                    })
-                    .add(value, quality);
+                let list = &mut tiers[tier.index];
+                // Readings come in time order: the bucket is almost always the last one.
+                if let Some((_, b)) = list.iter_mut().rev().find(|(j, _)| *j == i) {
+                    b.add(value, quality);
+                } else {
+                    if list.is_empty() {
+                        list.reserve_exact(1);
+                    }
+                    let mut b = Bucket::empty(bucket_start(i, tier.width_secs));
+                    b.add(value, quality);
+                    list.push((i, b));
+                    *buckets += 1;
+                }
                 kept = true;
             }
         }
@@ -514,8 +518,8 @@ impl History {
                 .values()
                 .map(|c| {
                     c.tiers[0]
-                        .values()
-                        .map(|b| u64::from(b.count + b.bad))
+                        .iter()
+                        .map(|(_, b)| u64::from(b.count + b.bad))
                         .sum::<u64>()
                 })
                 .sum::<u64>();
@@ -583,9 +587,12 @@ impl History {
             }
         }
         if let Some(c) = lock(&self.pending).channels.get(key) {
-            for (&i, b) in c.tiers[tier.index].range(lo..=hi) {
+            for (i, b) in c.tiers[tier.index]
+                .iter()
+                .filter(|(i, _)| (lo..=hi).contains(i))
+            {
                 buckets
-                    .entry(i)
+                    .entry(*i)
                     .or_insert_with(|| Bucket::empty(b.start_ns))
                     .merge(b);
             }
@@ -838,7 +845,11 @@ impl History {
                     channels.insert(key.as_str(), id)?;
                     meta.insert(
                         key.as_str(),
-                        (c.device.as_str(), c.kind.measurement(), c.unit.as_str()),
+                        (
+                            c.series.device.as_str(),
+                            c.series.kind.measurement(),
+                            c.series.unit.as_str(),
+                        ),
                     )?;
                     new_ids.push((key, id));
                     id

@@ -15,9 +15,9 @@ fn settings() -> HistorySettings {
 }
 
 /// A settlement channel `key` (`device/point`) in mm.
-fn series(key: &str) -> crate::model::Series {
+fn series(key: &str) -> std::sync::Arc<crate::model::Series> {
     let (device, point) = key.split_once('/').unwrap_or((key, ""));
-    crate::model::Series::new(
+    std::sync::Arc::new(crate::model::Series::new(
         "xa",
         "gw-1",
         device,
@@ -25,7 +25,7 @@ fn series(key: &str) -> crate::model::Series {
         crate::model::QuantityKind::Settlement,
         "mm",
         &std::collections::BTreeMap::new(),
-    )
+    ))
 }
 
 fn open(dir: &Path) -> History {
@@ -250,7 +250,7 @@ fn history_flash_cost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join(HISTORY_FILE);
     let h = History::open(&path, settings(), 0);
-    let keys: Vec<crate::model::Series> = (0..CHANNELS)
+    let keys: Vec<std::sync::Arc<crate::model::Series>> = (0..CHANNELS)
         .map(|c| series(&format!("dev-{}/ch{}", c / 8, c % 8)))
         .collect();
     let end = T0 + 8 * 24 * 3600 * S;

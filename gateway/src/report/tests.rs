@@ -9,8 +9,16 @@ use crate::model::{Quality, Series};
 const H: TimestampNs = 3600 * NANOS_PER_SEC;
 const M: TimestampNs = 60 * NANOS_PER_SEC;
 
-fn series(device: &str, point: &str, kind: QuantityKind, unit: &str) -> Series {
-    Series::new("xa", "gw-1", device, point, kind, unit, &BTreeMap::new())
+fn series(device: &str, point: &str, kind: QuantityKind, unit: &str) -> std::sync::Arc<Series> {
+    std::sync::Arc::new(Series::new(
+        "xa",
+        "gw-1",
+        device,
+        point,
+        kind,
+        unit,
+        &BTreeMap::new(),
+    ))
 }
 
 fn event(state: AlertState, at: TimestampNs) -> Alert {
