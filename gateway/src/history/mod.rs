@@ -80,6 +80,12 @@ pub const FLUSH_AT_BUCKETS: usize = 16_384;
 /// next flush's room (counted in [`HistoryStats::skipped`]). Far above a site's few hundred.
 pub const MAX_PENDING_CHANNELS: usize = 20_000;
 
+/// Buckets that left their tier's span are removed at most this often (gateway time): a
+/// bucket kept a few minutes longer costs nothing, a range removal per channel and tier on every
+/// flush cost most of the history's CPU (issue 9 §Performance).
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(600);
+const PRUNE_INTERVAL_NS: i64 = PRUNE_INTERVAL.as_secs() as i64 * NANOS_PER_SEC;
+
 /// Most alert events held in memory between two flushes (a flapping alarm cannot grow memory).
 pub const MAX_PENDING_ALERTS: usize = 1_000;
 
@@ -324,6 +330,8 @@ struct Store {
     next_id: u32,
     /// What the byte bound lets it keep now.
     kept: Duration,
+    /// Gateway time of the last pruning, and what was kept then.
+    pruned: (TimestampNs, Duration),
     skipped: u64,
     given_up_for_space: u64,
     log: LogLimiter,
@@ -367,6 +375,8 @@ impl History {
                 ids: HashMap::new(),
                 next_id: 0,
                 kept: settings.window,
+                // Nothing pruned yet: the first flush prunes.
+                pruned: (i64::MIN, settings.window),
                 skipped: 0,
                 given_up_for_space: 0,
                 log: LogLimiter::new(REOPEN_INTERVAL, 4),
@@ -820,6 +830,7 @@ impl History {
             ids,
             next_id,
             kept,
+            pruned,
             ..
         } = store;
         let Some(db) = db.as_ref() else {
@@ -866,13 +877,23 @@ impl History {
                     }
                 }
             }
-            // Prune: per channel, the buckets older than each tier keeps.
-            let all_ids: Vec<u32> = ids
-                .values()
-                .copied()
-                .chain(new_ids.iter().map(|(_, id)| *id))
-                .collect();
-            for tier in &TIERS {
+            // Prune: per channel, the buckets older than each tier keeps; at most every
+            // PRUNE_INTERVAL of gateway time, or when the byte bound changed what is kept (a
+            // range removal per channel and tier on every flush was most of the history's CPU
+            // on a 5,000-channel site, issue 9 §Performance).
+            let prune = now >= pruned.0.saturating_add(PRUNE_INTERVAL_NS) || pruned.1 != *kept;
+            if prune {
+                *pruned = (now, *kept);
+            }
+            let all_ids: Vec<u32> = if prune {
+                ids.values()
+                    .copied()
+                    .chain(new_ids.iter().map(|(_, id)| *id))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            for tier in TIERS.iter().filter(|_| prune) {
                 let keep = tier.keep.min(*kept);
                 let keep_ns = i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX);
                 let Some(cut) = bucket_index(now.saturating_sub(keep_ns).max(0), tier.width_secs)
