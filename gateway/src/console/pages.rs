@@ -573,6 +573,7 @@ pub(crate) mod tests {
             last_raw: None,
             last_quality: quality,
             readings: 7,
+            judged_ts: None,
         }
     }
 

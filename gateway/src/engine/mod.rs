@@ -470,14 +470,7 @@ impl Engine {
             return;
         }
         *last = Some(Instant::now());
-        let channels = self.channels.values().map(|c| view::ChannelView {
-            series: Arc::clone(&c.series),
-            last_ts: c.last_ts,
-            last_value: c.last_value,
-            last_raw: c.last_raw,
-            last_quality: c.last_quality,
-            readings: c.readings,
-        });
+        let channels = self.channels.values().cloned();
         let snapshot = view::SiteView::new(now, channels, self.evaluator.active_alerts());
         tx.send_replace(Arc::new(snapshot));
     }

@@ -12,29 +12,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::alert::Alert;
-use crate::model::{Quality, Series, TimestampNs};
+use crate::model::TimestampNs;
 
 /// Longest time between two snapshots while readings or alerts change. A page refreshed every
 /// few seconds shows values at most this much older than the engine's.
 pub const VIEW_INTERVAL: Duration = Duration::from_secs(2);
 
-/// One channel as the console shows it.
-#[derive(Debug, Clone)]
-pub struct ChannelView {
-    /// The channel (shared with the engine, not copied).
-    pub series: Arc<Series>,
-    /// Data time of its last reading.
-    pub last_ts: TimestampNs,
-    /// Its last good value.
-    pub last_value: Option<f64>,
-    /// The device's own number behind it, before the channel's conversion (Hz, Ω, digits),
-    /// when the channel has a conversion.
-    pub last_raw: Option<f64>,
-    /// Quality of its last reading.
-    pub last_quality: Quality,
-    /// Readings seen since the gateway started.
-    pub readings: u64,
-}
+/// One channel as the console shows it: the engine's own record of it, cloned (its series
+/// shared, not copied).
+pub use super::ChannelState as ChannelView;
 
 /// Everything the console's overview shows of the engine, at one moment.
 #[derive(Debug, Clone, Default)]

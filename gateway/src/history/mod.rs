@@ -884,25 +884,23 @@ impl History {
             let prune = now >= pruned.0.saturating_add(PRUNE_INTERVAL_NS) || pruned.1 != *kept;
             if prune {
                 *pruned = (now, *kept);
-            }
-            let all_ids: Vec<u32> = if prune {
-                ids.values()
+                let all_ids: Vec<u32> = ids
+                    .values()
                     .copied()
                     .chain(new_ids.iter().map(|(_, id)| *id))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            for tier in TIERS.iter().filter(|_| prune) {
-                let keep = tier.keep.min(*kept);
-                let keep_ns = i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX);
-                let Some(cut) = bucket_index(now.saturating_sub(keep_ns).max(0), tier.width_secs)
-                else {
-                    continue;
-                };
-                let table = &mut tables[tier.index];
-                for &id in &all_ids {
-                    table.retain_in(bucket_key(id, 0)..bucket_key(id, cut), |_, _| false)?;
+                    .collect();
+                for tier in &TIERS {
+                    let keep = tier.keep.min(*kept);
+                    let keep_ns = i64::try_from(keep.as_nanos()).unwrap_or(i64::MAX);
+                    let Some(cut) =
+                        bucket_index(now.saturating_sub(keep_ns).max(0), tier.width_secs)
+                    else {
+                        continue;
+                    };
+                    let table = &mut tables[tier.index];
+                    for &id in &all_ids {
+                        table.retain_in(bucket_key(id, 0)..bucket_key(id, cut), |_, _| false)?;
+                    }
                 }
             }
             let mut alerts = tx.open_table(ALERTS)?;
