@@ -192,7 +192,8 @@ pub enum Quality {
     NotConvertible,
     /// A conversion needs a correction input from a sibling channel read in the same poll (the
     /// vibrating-wire gauge's own thermistor) and that input was missing or not good. The value
-    /// is never given uncorrected; the raw value is kept in the reading.
+    /// is never given uncorrected; the raw value is kept in the reading. Also a levelling
+    /// settlement whose cell or reference has no good liquid temperature within `max_skew`.
     CorrectionUnavailable,
     /// Read normally, but stamped by the gateway while its clock was not synchronised (earlier
     /// than the gateway's build, [`crate::clock`]) and stored before the clock was: the value

@@ -127,6 +127,10 @@ enum Calc {
     Levelling {
         /// Channel key of the reference cell.
         reference: String,
+        /// Liquid-temperature channels of the cell and of the reference, where the line
+        /// corrects heads for the liquid's density (docs/DOMAIN.md §Hydrostatic levelling).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        temperatures: Option<Box<(String, String)>>,
     },
     /// `(a − b) / divisor` (divisor 1 for a difference).
     Pair { divisor: f64 },
@@ -261,6 +265,10 @@ impl DerivedSet {
             let spec = &set.specs[bi];
             if let Some(r) = &spec.reference {
                 set.routes.entry(r.clone()).or_default();
+                // The reference's liquid temperature is history only, as the reference.
+                if let Some(t) = spec.liquid.as_ref().and_then(|l| l.temperature_of(r)) {
+                    set.routes.entry(t).or_default();
+                }
             }
             let (pairs, name, device, kind, point) = (
                 spec.pairs.clone(),
@@ -418,9 +426,18 @@ impl DerivedSet {
             );
             let calc = match spec.kind {
                 DerivedKind::Levelling => match &spec.reference {
-                    Some(r) if r != key => Calc::Levelling {
-                        reference: r.clone(),
-                    },
+                    Some(r) if r != key => {
+                        let temperatures = spec.liquid.as_ref().and_then(|l| {
+                            Some(Box::new((l.temperature_of(key)?, l.temperature_of(r)?)))
+                        });
+                        if let Some(t) = &temperatures {
+                            self.routes.entry(t.0.clone()).or_default();
+                        }
+                        Calc::Levelling {
+                            reference: r.clone(),
+                            temperatures,
+                        }
+                    }
                     _ => continue,
                 },
                 DerivedKind::Rate => Calc::Rate(RateWindow::new(spec.window_ns)),
@@ -478,8 +495,12 @@ impl DerivedSet {
             .iter()
             .filter(|r| !self.by_key.contains_key(&r.series.key))
             .collect();
+        // Every channel is seen before any reading is recorded, so a reading that only feeds
+        // another's computation (a cell's liquid temperature) is kept even when it comes first.
         for r in &inputs {
             self.see(&r.series, None);
+        }
+        for r in &inputs {
             self.record(r);
         }
         for bi in 0..self.specs.len() {
@@ -665,11 +686,17 @@ impl DerivedSet {
         self.language = language;
     }
 
-    /// The initial value of `channel` in block `bi`: configured, or established.
+    /// The initial value of `channel` in block `bi`: configured, or established. With a
+    /// liquid-temperature correction, the configured value corrected with its survey's
+    /// temperature (established ones are means of corrected heads already).
     fn initial_of(&self, bi: usize, channel: &str) -> Option<f64> {
         let spec = &self.specs[bi];
         if let Some(i) = spec.initial.get(channel) {
-            return Some(i.value);
+            return match (&spec.liquid, i.temperature) {
+                (Some(l), Some(t)) => Some(l.head(i.value, t)),
+                (Some(_), None) => None,
+                (None, _) => Some(i.value),
+            };
         }
         match self.baselines.get(&initial_key(&spec.name, channel)) {
             Some((b, _)) => b.value(),
@@ -696,6 +723,22 @@ impl DerivedSet {
         if !is_input || spec.initial.contains_key(key) {
             return;
         }
+        // With a liquid-temperature correction the initial value is a mean of corrected heads;
+        // a reading without its temperature is not collected.
+        let v = match &spec.liquid {
+            None => v,
+            Some(l) => {
+                let t = l
+                    .temperature_of(key)
+                    .and_then(|t| self.histories.get(&t))
+                    .and_then(|h| h.nearest(r.ts, spec.max_skew_ns))
+                    .and_then(|x| x.value);
+                match t {
+                    Some(t) => l.head(v, t),
+                    None => return,
+                }
+            }
+        };
         let entry_key = initial_key(&spec.name, key);
         if self.lost_baselines.contains(&entry_key) {
             return;
@@ -803,25 +846,59 @@ impl DerivedSet {
         let s = Sample::of(r);
         let bi = self.outputs[oi].block;
         let (cell0, ref0) = match &self.outputs[oi].calc {
-            Calc::Levelling { reference } => (
+            Calc::Levelling { reference, .. } => (
                 self.initial_of(bi, &r.series.key),
                 self.initial_of(bi, reference),
             ),
             _ => (None, None),
         };
+        // The liquid temperatures of the cell and the reference, where the line corrects for
+        // them: `Err` when one has no good reading within `max_skew`.
+        let liquid = match (&self.outputs[oi].calc, &self.specs[bi].liquid) {
+            (
+                Calc::Levelling {
+                    temperatures: Some(t),
+                    ..
+                },
+                Some(l),
+            ) => {
+                let at = |key: &str| {
+                    self.histories
+                        .get(key)
+                        .and_then(|h| h.nearest(s.ts, max_skew))
+                        .and_then(|x| x.value)
+                };
+                Some(match (at(&t.0), at(&t.1)) {
+                    (Some(tc), Some(tr)) => Ok((l.expansion, tc, tr)),
+                    _ => Err(Quality::CorrectionUnavailable),
+                })
+            }
+            _ => None,
+        };
         let mut dirty = false;
         let value: Option<Result<f64, Quality>> = match &mut self.outputs[oi].calc {
-            Calc::Levelling { reference } => {
-                // docs/DOMAIN.md §Derived channels: s_i = (h_i − h_i0) − (h_ref − h_ref0).
+            Calc::Levelling { reference, .. } => {
+                // docs/DOMAIN.md §Derived channels: s_i = (h_i − h_i0) − (h_ref − h_ref0),
+                // each head corrected for the liquid temperature where the line says so
+                // (§Hydrostatic levelling, Geokon 4675LV).
                 let href = self
                     .histories
                     .get(reference.as_str())
                     .and_then(|h| h.nearest(s.ts, max_skew))
                     .and_then(|x| x.value);
-                Some(match (s.value, href, cell0, ref0) {
-                    (Some(h), Some(href), Some(h0), Some(href0)) => Ok((h - h0) - (href - href0)),
-                    (Some(_), Some(_), _, _) => Err(Quality::InitialValueMissing),
+                let heads = match (s.value, href, &liquid) {
+                    (Some(h), Some(href), None) => Ok((h, href)),
+                    (Some(h), Some(href), Some(Ok((alpha, tc, tr)))) => Ok((
+                        config::liquid_head(h, *tc, *alpha),
+                        config::liquid_head(href, *tr, *alpha),
+                    )),
+                    (Some(_), Some(_), Some(Err(q))) => Err(*q),
                     _ => Err(Quality::DerivedInputBad),
+                };
+                Some(match (heads, cell0, ref0) {
+                    (Ok((h, href)), Some(h0), Some(href0)) => Ok((h - h0) - (href - href0)),
+                    (Ok(_), _, _) => Err(Quality::InitialValueMissing),
+                    (Err(q), _, _) => Err(q),
                 })
             }
             Calc::Rate(window) => match s.value {

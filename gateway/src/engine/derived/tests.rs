@@ -178,6 +178,111 @@ fn levelling_subtracts_initial_heads_and_the_reference_and_feeds_a_tilt() {
     );
 }
 
+/// A line whose cells sit in the sun and whose reference sits in a pit: heads read at the
+/// liquid's temperature, corrected as Geokon's 4675LV manual does (docs/DOMAIN.md §Hydrostatic
+/// levelling: ΔH = R0·G/(1 − 0.0002·T0) − R1·G/(1 − 0.0002·T1)).
+const WARM_LINE: &str = r#"
+[[derived]]
+name = "settlement"
+kind = "levelling"
+select = { device = "lvl", point = "ch?" }
+reference = "lvl/ch5"
+liquid_temperature = "{device}/temp1"
+liquid_temperatures = { "lvl/ch5" = "lvl/temp2" }
+initial_temperature = 12.0
+establish_readings = 1
+initial = { "lvl/ch1" = { value = 311.1504, temperature = 20.0 }, "lvl/ch5" = 300.57688 }
+"#;
+
+#[test]
+fn levelling_heads_are_corrected_for_the_liquid_temperature() {
+    let mut set = DerivedSet::new(plan(WARM_LINE));
+    let temp = |p: &str| series("lvl", p, QuantityKind::Temperature, "°C");
+    let (ch1, ch2, ch5, t1, t2) = (
+        level("ch1"),
+        level("ch2"),
+        level("ch5"),
+        temp("temp1"),
+        temp("temp2"),
+    );
+    // The physics: a cell reads the column of 0 °C liquid H as H·(1 − 0.0002·T) at T. ch1's
+    // column was 312.4 mm at its survey (20 °C: 311.1504 mm read), the reference's 301.3 mm
+    // (12 °C: 300.57688 mm). ch2 has no configured initial value: its first reading, at 30 °C,
+    // establishes it (305.9 mm of column, 304.0646 mm read). The temperatures come first in
+    // the poll, as the cells' would on another logger.
+    let out = set.on_batch(&[
+        good(&t1, T0, 30.0),
+        good(&t2, T0, 12.0),
+        good(&ch1, T0, 312.4 * (1.0 - 0.0002 * 30.0)),
+        good(&ch2, T0, 305.9 * (1.0 - 0.0002 * 30.0)),
+        good(&ch5, T0, 300.57688),
+    ]);
+    let got = seen(&out);
+    // Nothing moved; read as it comes, ch1 would show −2.5 mm of heave from the warm liquid.
+    assert!(close(got[0].1, 0.0), "{got:?}");
+    assert!(close(got[1].1, 0.0), "{got:?}");
+    // Later, in the afternoon sun (35 °C), ch1 settled 2.0 mm and ch2 1.0 mm; the reference is
+    // still at 12 °C. Uncorrected, ch1 would be 1.05 mm.
+    let out = set.on_batch(&[
+        good(&t1, T0 + H, 35.0),
+        good(&ch1, T0 + H, 314.4 * (1.0 - 0.0002 * 35.0)),
+        good(&ch2, T0 + H, 306.9 * (1.0 - 0.0002 * 35.0)),
+        good(&t2, T0 + H, 12.0),
+        good(&ch5, T0 + H, 300.57688),
+    ]);
+    let got = seen(&out);
+    assert!(close(got[0].1, 2.0), "{got:?}");
+    assert!(close(got[1].1, 1.0), "{got:?}");
+    // A cell whose liquid temperature is missing is flagged 204, never computed uncorrected.
+    let out = set.on_batch(&[
+        good(&ch1, T0 + 3 * H, 313.0),
+        good(&ch5, T0 + 3 * H, 300.57688),
+    ]);
+    let got = seen(&out);
+    assert_eq!(
+        (got[0].1, got[0].2),
+        (None, Quality::CorrectionUnavailable),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_corrected_line_refuses_initial_values_without_their_temperature() {
+    let p = problems(
+        r#"
+[[derived]]
+name = "settlement"
+kind = "levelling"
+select = { device = "lvl" }
+reference = "lvl/ch5"
+liquid_temperature = "{device}/{bogus}"
+liquid_expansion = 0.5
+initial = { "lvl/ch1" = 311.0 }
+"#,
+    );
+    let text = format!("{p:?}");
+    assert!(
+        text.contains("derived[0].initial.\\\"lvl/ch1\\\"") && text.contains("initial_temperature"),
+        "{text}"
+    );
+    assert!(
+        text.contains("derived[0].liquid_temperature") && text.contains("{bogus}"),
+        "{text}"
+    );
+    assert!(text.contains("derived[0].liquid_expansion"), "{text}");
+    let p = problems(
+        r#"
+[[derived]]
+name = "settlement"
+kind = "levelling"
+select = { device = "lvl" }
+reference = "lvl/ch5"
+initial_temperature = 12.0
+"#,
+    );
+    assert_eq!(p[0].0, "derived[0].liquid_temperature", "{p:?}");
+}
+
 #[test]
 fn derived_readings_coming_back_from_the_engine_derive_nothing_more() {
     let mut set = DerivedSet::new(plan(LINE));
