@@ -319,7 +319,8 @@ pub struct Alert {
     pub device: String,
     /// The point within the device; empty for a device-level alert.
     pub point: String,
-    /// The channel key (`device/point`); `a|b` for a pair; the device name for a device-level
+    /// The channel key (`device/point`): for a rate, difference or tilt rule the derived channel
+    /// it judged (`channels` names its inputs); the device name for a device-level
     /// alert.
     pub channel: String,
     /// Every channel involved: one, two for a pair, none for a device-level alert.
@@ -444,6 +445,7 @@ const fn quantity_zh(q: QuantityKind) -> (&'static str, &'static str) {
         QuantityKind::FailureForecast => ("位移点", "预测失稳时间"),
         QuantityKind::TimeToFailure => ("位移点", "预测距失稳剩余时间（反速度法，仅供参考）"),
         QuantityKind::TangentAngle => ("位移点", "改进切线角"),
+        QuantityKind::Rate => ("测点", "变化速率"),
         QuantityKind::Other => ("测点", "测值"),
     }
 }
@@ -480,6 +482,7 @@ const fn quantity_en(q: QuantityKind) -> (&'static str, &'static str) {
             "predicted time to failure (inverse-velocity advisory)",
         ),
         QuantityKind::TangentAngle => ("displacement point", "improved tangent angle"),
+        QuantityKind::Rate => ("point", "rate of change"),
         QuantityKind::Other => ("point", "value"),
     }
 }

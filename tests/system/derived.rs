@@ -705,6 +705,13 @@ kind = "rate"
 select = {{ point = "core" }}
 window = "{RATE_WINDOW_MIN}m"
 
+# A difference rule on raft A: its value is a derived series of its own, stored (issue 7 item 4).
+[[alerts.rules]]
+name = "cs-rule"
+kind = "difference"
+pairs = [{{ a = "raft-a-node/core", b = "raft-a-node/surface" }}]
+upper = {{ alarm = 25.0 }}
+
 [[sinks]]
 type = "influxdb"
 url = "{vm_url}"
@@ -763,10 +770,18 @@ batch_max_age = "100ms"
     site.shutdown().await;
 
     let got = landed(&vm.export_until("temperature_value", AHEAD).await?);
-    let rates = landed(
-        &vm.export_until("temperature_value|temperature/d_value", AHEAD)
-            .await?,
+    // A rate is a quantity of its own (measurement `rate`), tagged with what it is the rate of.
+    let rate_series = vm.export_until("rate_value", AHEAD).await?;
+    ensure!(
+        !rate_series.is_empty()
+            && rate_series.iter().all(|s| {
+                s.metric.get("rate_of").map(String::as_str) == Some("temperature")
+                    && s.metric.get("unit").map(String::as_str) == Some("°C/d")
+            }),
+        "rate series: {:?}",
+        rate_series.iter().map(|s| &s.metric).collect::<Vec<_>>()
     );
+    let rates = landed(&rate_series);
     let mut largest: f64 = 0.0;
     for node in ["raft-a-node", "raft-b-node"] {
         let served = |point: &str| -> Vec<(i64, f64)> {
@@ -793,6 +808,25 @@ batch_max_age = "100ms"
                 "{node} core-surface at {ts}: {values:?}, the truth {want}"
             );
             largest = largest.max(want);
+        }
+        // The difference rule's own series (raft A only) holds the same truth.
+        if node == "raft-a-node" {
+            let judged = got
+                .get(&(node.to_owned(), "core-surface.cs-rule".to_owned()))
+                .with_context(|| format!("{node}: the rule's series is not stored"))?;
+            ensure!(
+                judged.len() > CURING_STEPS,
+                "{node}: {} judged",
+                judged.len()
+            );
+            for (ts, values) in judged {
+                let at = |s: &[(i64, f64)]| s.iter().find(|(t, _)| t == ts).map(|(_, v)| *v);
+                let want = at(&core).context("core")? - at(&surface).context("surface")?;
+                ensure!(
+                    values.iter().all(|v| (v - want).abs() < 1e-9),
+                    "{node} cs-rule at {ts}: {values:?}, the truth {want}"
+                );
+            }
         }
         let stored = rates
             .get(&(node.to_owned(), "core.cooling-rate".to_owned()))

@@ -380,13 +380,35 @@ impl Config {
                 crate::engine::rules::RuleSet::default()
             }
         };
-        let derived = crate::engine::derived::DerivedPlan::from_config(&raw.derived, "derived")
+        let mut derived = crate::engine::derived::DerivedPlan::from_config(&raw.derived, "derived")
             .unwrap_or_else(|problems| {
                 for (at, message) in problems {
                     v.push(at, message);
                 }
                 crate::engine::derived::DerivedPlan::default()
             });
+        // The rate, difference and tilt rules' own derived blocks come after the section's, so
+        // they may take its outputs (a rate of a levelling settlement) and tag their series
+        // `derived = <rule>`: one name, one producer.
+        for (i, r) in alerts.rules.iter().enumerate() {
+            let own = rules.derived_blocks().iter().any(|b| b.name == r.name);
+            if own && raw.derived.iter().any(|d| d.name == r.name) {
+                v.push(
+                    format!("alerts.rules[{i}].name"),
+                    format!("\"{}\" is also the name of a [[derived]] block, and a {} rule stores its values as a derived series of its own name; give the rule its own name", r.name, r.kind.as_str()),
+                );
+            }
+            if own && raw.pours.iter().any(|p| p.name == r.name) {
+                v.push(
+                    format!("alerts.rules[{i}].name"),
+                    format!(
+                        "\"{}\" is also the name of a pour; give the rule its own name",
+                        r.name
+                    ),
+                );
+            }
+        }
+        derived.specs.extend(rules.derived_blocks().iter().cloned());
         // A pour's series carry `derived = <pour>`, as a block's carry its name: one name, one
         // producer (the pour's rules select by it).
         for (i, p) in raw.pours.iter().enumerate() {

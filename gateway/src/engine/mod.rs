@@ -591,6 +591,9 @@ impl Engine {
                     "Rule state restored."
                 );
                 self.evaluator = ev;
+                for (rule, output, window) in self.evaluator.take_rate_windows() {
+                    self.derived.adopt_rate_window(&rule, &output, window);
+                }
                 // Everything restored is written once per entry (and a format-1 value removed).
                 self.state_dirty = true;
             }

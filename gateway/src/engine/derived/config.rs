@@ -312,6 +312,10 @@ pub struct DerivedConfig {
     /// Rate, stability: least readings in the window before a slope is given (default 3).
     #[serde(default)]
     pub min_points: Option<u32>,
+    /// Rate: least time from the oldest to the newest reading in the window before a slope is
+    /// given (default half the window, [`super::RATE_MIN_SPAN_FRACTION`]).
+    #[serde(default, with = "duration_opt")]
+    pub min_span: Option<Duration>,
     /// Difference, tilt, mean, levelling: longest time between the readings combined (default 10m).
     #[serde(default, with = "duration_opt")]
     pub max_skew: Option<Duration>,
@@ -332,6 +336,52 @@ pub struct DerivedConfig {
     /// unit otherwise).
     #[serde(default)]
     pub unit: Option<String>,
+}
+
+impl DerivedConfig {
+    /// A block of `kind` named `name` with nothing else set (the block of a rate, difference or
+    /// tilt rule is built on it).
+    #[must_use]
+    pub fn new(name: &str, kind: DerivedKind) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            select: None,
+            pairs: Vec::new(),
+            b: None,
+            reference: None,
+            initial: BTreeMap::new(),
+            surveyed: None,
+            establish_readings: None,
+            liquid_temperature: None,
+            liquid_temperatures: BTreeMap::new(),
+            liquid_expansion: None,
+            initial_temperature: None,
+            window: None,
+            per: None,
+            threshold: None,
+            structure_tag: None,
+            input: None,
+            smooth: None,
+            noise_factor: None,
+            min_speed: None,
+            min_r2: None,
+            horizon: None,
+            creep_rate: None,
+            creep_window: None,
+            blue_band_deg: None,
+            days: None,
+            decay: None,
+            min_points: None,
+            min_span: None,
+            max_skew: None,
+            settlement_unit: None,
+            device: None,
+            point: None,
+            quantity: None,
+            unit: None,
+        }
+    }
 }
 
 /// A pair, validated.
@@ -435,6 +485,8 @@ pub struct DerivedSpec {
     pub per_suffix: String,
     /// Rate: least readings.
     pub min_points: u32,
+    /// Rate, stability: least time from the oldest to the newest reading of the window, ns.
+    pub min_span_ns: i64,
     /// Longest time between combined readings, ns.
     pub max_skew_ns: i64,
     /// Output device template.
@@ -618,7 +670,7 @@ fn is_channel_key(s: &str) -> bool {
 }
 
 #[allow(clippy::too_many_lines)] // one flat list of per-kind checks reads better split by kind than by helper
-fn validate_block(
+pub(crate) fn validate_block(
     c: &DerivedConfig,
     at: &str,
     problems: &mut Vec<(String, String)>,
@@ -634,7 +686,7 @@ fn validate_block(
         TangentAngle, Tilt,
     };
     // Each field and the kinds that take it; given to another kind, it is refused, not ignored.
-    let takes: [(&str, bool, &[DerivedKind]); 28] = [
+    let takes: [(&str, bool, &[DerivedKind]); 29] = [
         ("pairs", !c.pairs.is_empty(), &[Difference, Tilt]),
         ("b", c.b.is_some(), &[Difference]),
         ("reference", c.reference.is_some(), &[Levelling]),
@@ -683,6 +735,7 @@ fn validate_block(
             c.min_points.is_some(),
             &[Rate, Stability, InverseVelocity, TangentAngle],
         ),
+        ("min_span", c.min_span.is_some(), &[Rate]),
         (
             "smooth",
             c.smooth.is_some(),
@@ -1030,6 +1083,17 @@ fn validate_block(
             ));
         }
     }
+    // docs/DOMAIN.md §Data quality: a slope over less than half its window is noise.
+    let min_span_ns = c.min_span.map_or_else(
+        || (window_ns as f64 * super::RATE_MIN_SPAN_FRACTION) as i64,
+        ns,
+    );
+    if min_span_ns > window_ns && k == DerivedKind::Rate {
+        problems.push((
+            format!("{at}.min_span"),
+            "is longer than the window; it could never be met".into(),
+        ));
+    }
     let (forecast, tangent, antecedent) = slope_params(c, at, problems);
     if forecast.is_some() || tangent.is_some() {
         // Their speeds are per `per` (checked in `slope_params`).
@@ -1068,6 +1132,7 @@ fn validate_block(
         sum_input: c.input.unwrap_or_default(),
         per_suffix: per_suffix(per),
         min_points,
+        min_span_ns,
         max_skew_ns: ns(c.max_skew.unwrap_or(DEFAULT_PAIR_MAX_SKEW)),
         device,
         point,

@@ -72,6 +72,8 @@ pub const INITIAL_PREFIX: &str = "vi/";
 pub const RATE_MIN_SPAN_FRACTION: f64 = 0.5;
 /// The tag that marks a derived series, with the name of its `[[derived]]` block.
 pub const DERIVED_TAG: &str = "derived";
+/// The tag of a rate series naming the quantity it is the rate of (`settlement`).
+pub const RATE_OF_TAG: &str = "rate_of";
 /// A slope judgement whose gate verdict changed is logged at most once per this interval per
 /// output (the verdict is in every reading's quality code anyway).
 pub const SLOPE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -802,6 +804,10 @@ impl DerivedSet {
             }
         }
         tags.insert(DERIVED_TAG.to_owned(), spec.name.clone());
+        // A rate is a kind of its own ([`QuantityKind::Rate`]); the tag says of what.
+        if spec.kind == DerivedKind::Rate {
+            tags.insert(RATE_OF_TAG.to_owned(), base.kind.measurement().to_owned());
+        }
         let site = tags.remove("site").unwrap_or_default();
         let gateway = tags.remove("gateway").unwrap_or_default();
         let (kind, unit) = match &o.form {
@@ -843,6 +849,7 @@ impl DerivedSet {
             spec.threshold,
             spec.antecedent,
         );
+        let min_span_ns = spec.min_span_ns;
         let s = Sample::of(r);
         let bi = self.outputs[oi].block;
         let (cell0, ref0) = match &self.outputs[oi].calc {
@@ -905,7 +912,7 @@ impl DerivedSet {
                 Some(v) => {
                     window.push(s.ts, v);
                     dirty = true;
-                    window_rate(window, min_points, window_ns, per_secs).map(Ok)
+                    window_rate(window, min_points, min_span_ns, per_secs).map(Ok)
                 }
                 None => Some(Err(Quality::DerivedInputBad)),
             },
@@ -920,7 +927,7 @@ impl DerivedSet {
                     // rate over the last `window` is below the threshold, judged only once the
                     // channel's history covers the whole window.
                     let covered = s.ts.saturating_sub(*since) >= window_ns;
-                    let rate = window_rate(window, min_points, window_ns, per_secs);
+                    let rate = window_rate(window, min_points, min_span_ns, per_secs);
                     let stable = covered && rate.is_some_and(|r| r.abs() < threshold);
                     Ok(if stable { 1.0 } else { 0.0 })
                 }
@@ -1188,6 +1195,14 @@ impl DerivedSet {
         std::mem::take(&mut self.prompt_save)
     }
 
+    /// Take over the window of a rate rule's derived channel `output` (block `rule`) that state
+    /// saved by an earlier version kept in the rule, unless the block saved its own.
+    pub fn adopt_rate_window(&mut self, rule: &str, output: &str, window: RateWindow) {
+        self.restored
+            .entry(entry_key(rule, output))
+            .or_insert(Calc::Rate(window));
+    }
+
     /// Take over the saved state among the spool's state `entries` (those under
     /// [`ENTRY_PREFIX`]); each output takes its own when it is created. Returns the keys of
     /// entries that cannot be read: their outputs start fresh, and the engine says so.
@@ -1265,6 +1280,11 @@ fn series_group(spec: &DerivedSpec, input_unit: &str) -> Vec<(&'static str, Quan
 /// kinds with one series per output: the block's `quantity` and `unit` when given, else the
 /// input's (a rate's per `per`).
 fn output_form(spec: &DerivedSpec, kind: QuantityKind, unit: &str) -> (QuantityKind, String) {
+    let kind = if spec.kind == DerivedKind::Rate {
+        QuantityKind::Rate
+    } else {
+        kind
+    };
     (
         spec.quantity.unwrap_or(kind),
         spec.unit.clone().unwrap_or_else(|| {
@@ -1386,20 +1406,18 @@ fn increment(
 }
 
 /// The least-squares slope of `window` per `per_secs` seconds, once it rests on `min_points`
-/// readings spanning at least [`RATE_MIN_SPAN_FRACTION`] of `window_ns` (shared by the `rate`
-/// and `stability` kinds: one definition of a derived rate).
+/// readings spanning at least `min_span_ns` (by default [`RATE_MIN_SPAN_FRACTION`] of the
+/// window; shared by the `rate` and `stability` kinds and so by rate rules: one definition of
+/// a derived rate).
 pub(crate) fn window_rate(
     window: &mut RateWindow,
     min_points: u32,
-    window_ns: i64,
+    min_span_ns: i64,
     per_secs: f64,
 ) -> Option<f64> {
     window
         .slope()
-        .filter(|slope| {
-            slope.points >= min_points
-                && secs(slope.span_ns) >= secs(window_ns) * RATE_MIN_SPAN_FRACTION
-        })
+        .filter(|slope| slope.points >= min_points && slope.span_ns >= min_span_ns)
         .map(|slope| slope.per_sec * per_secs)
 }
 
