@@ -284,6 +284,111 @@ async fn console_with_a_token_answers_401_and_nothing_else_without_it() -> Resul
         !page.contains("0123456789abcdef"),
         "the token is on the page"
     );
+
+    // A browser sends no Authorization header: its page request goes to the sign-in form,
+    // the token entered there gives it a session cookie, and the cookie opens the pages.
+    let browser = reqwest011::Client::builder()
+        .redirect(reqwest011::redirect::Policy::none())
+        .build()?;
+    let html = "text/html,application/xhtml+xml";
+    let response = browser
+        .get(format!("{base}/alerts?lang=en"))
+        .header("accept", html)
+        .send()
+        .await?;
+    let location = response
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        response.status() == 303 && location == "/login?next=%2Falerts%3Flang%3Den",
+        "a page without a session: {} to {location:?}",
+        response.status()
+    );
+    let form = browser
+        .get(format!("{base}{location}"))
+        .header("accept", html)
+        .send()
+        .await?;
+    let form_page = form.text().await?;
+    ensure!(
+        form_page.contains("name=\"token\"") && form_page.contains("value=\"/alerts?lang=en\""),
+        "{form_page}"
+    );
+    let sign_in = |token: &'static str, next: &'static str| {
+        browser
+            .post(format!("{base}/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={token}&next={next}&lang=en"))
+            .send()
+    };
+    let wrong = sign_in("0123456789abcde", "%2Falerts").await?;
+    ensure!(wrong.status() == 401, "a wrong token: {}", wrong.status());
+    ensure!(
+        wrong.headers().get("set-cookie").is_none(),
+        "a cookie for a wrong token"
+    );
+    // `next` is only ever a path of this console (no open redirect).
+    let right = sign_in("0123456789abcdef", "%2F%2Fevil.example%2F").await?;
+    let cookie = right
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        right.status() == 303
+            && right
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                == Some("/")
+            && cookie.starts_with("anju_session=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict"),
+        "the right token: {} {cookie:?} to {:?}",
+        right.status(),
+        right.headers().get("location")
+    );
+    let session = cookie.split(';').next().unwrap_or_default().to_owned();
+    let page = browser
+        .get(format!("{base}/?lang=en"))
+        .header("accept", html)
+        .header("cookie", &session)
+        .send()
+        .await?;
+    ensure!(page.status() == 200, "with the session: {}", page.status());
+    ensure!(
+        page.text().await?.contains("site-01"),
+        "the overview with the session"
+    );
+    // A forged or altered cookie opens nothing; a post from another site signs nobody in.
+    let (expiry, _) = session.split_once('.').unwrap_or_default();
+    let forged = format!("{expiry}.{}", "0".repeat(64));
+    let refused = browser
+        .get(format!("{base}/metrics"))
+        .header("cookie", &forged)
+        .send()
+        .await?;
+    ensure!(
+        refused.status() == 401,
+        "a forged cookie: {}",
+        refused.status()
+    );
+    let foreign = browser
+        .post(format!("{base}/login"))
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("token=0123456789abcdef&next=%2F")
+        .send()
+        .await?;
+    ensure!(
+        foreign.status() == 403,
+        "a cross-site sign-in: {}",
+        foreign.status()
+    );
     gw.stop().await?;
     Ok(())
 }

@@ -4,10 +4,13 @@
 //! detail pages, `/reports` and `/report?date=` the daily reports (`POST /reports` makes one),
 //! `POST /alerts/ack` the acknowledgement form, `/config` the effective
 //! configuration,
-//! `/metrics`, `/healthz`, `/readyz`), reading the form, the same-origin check on posts, and the
-//! token check: with a token configured, every request, to any
-//! path, without `Authorization: Bearer <token>` gets 401 and an empty body. It does not bind
-//! sockets or decide readiness ([`super::Console`], [`super::ready`]).
+//! `/metrics`, `/healthz`, `/readyz`, `/login`), reading the form, the same-origin check on
+//! posts, and the token check: with a token configured, every request, to any path, needs
+//! `Authorization: Bearer <token>` (Prometheus, curl, `gateway` commands) or the session cookie
+//! a browser gets by entering the token on `/login` (a browser sends no `Authorization` header
+//! of its own). Without either, a browser's page request is sent to `/login`, and anything else
+//! gets 401 and an empty body. It does not bind sockets or decide readiness
+//! ([`super::Console`], [`super::ready`]).
 
 use std::sync::Arc;
 
@@ -40,6 +43,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/login", get(login_page).post(login))
         // `layer`, not `route_layer`: unknown paths are refused too, so they reveal nothing.
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -48,26 +52,121 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .with_state(state)
 }
 
-/// 401 unless the request carries the configured token (compared in constant time).
+/// 401 unless the request carries the configured token or a session cookie (compared in
+/// constant time); a browser asking for a page without either is sent to `/login`.
 async fn require_token(
     State(state): State<Arc<ConsoleState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(access) = &state.access {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-        if !given.is_some_and(|g| access.admits(g)) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
-            )
-                .into_response();
-        }
+    let Some(access) = &state.access else {
+        return next.run(request).await;
+    };
+    let headers = request.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    let now_s = crate::model::now_ns().unsigned_abs() / 1_000_000_000;
+    let session = session_cookie(headers).is_some_and(|v| access.admits_session(v, now_s));
+    if bearer.is_some_and(|g| access.admits(g)) || session || request.uri().path() == "/login" {
+        return next.run(request).await;
     }
-    next.run(request).await
+    let wants_page = request.method() == axum::http::Method::GET
+        && headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+    if wants_page {
+        let next_path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let to = format!("/login?next={}", pages::query_value(next_path));
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+    )
+        .into_response()
+}
+
+/// The value of the session cookie a request carries, if any.
+fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(super::SESSION_COOKIE)
+                .and_then(|rest| rest.strip_prefix('='))
+        })
+}
+
+/// Where a login may send the browser back to: a path of this console, never another site
+/// (`//host` or `https://…` would make the form an open redirect).
+fn local_path(next: &str) -> &str {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next
+    } else {
+        "/"
+    }
+}
+
+/// A wrong token on `/login` is answered after this long, so that guessing is slow.
+pub const LOGIN_FAILURE_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `/login?next=<path>`: the form asking for the console's access token.
+async fn login_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let (params, lang) = page_query(&uri);
+    let next = local_path(params.get("next").map_or("/", String::as_str));
+    if state.access.is_none() {
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, next.to_owned())]).into_response();
+    }
+    Html(pages::login(&state.identity.site, next, false, lang).into_string()).into_response()
+}
+
+/// `POST /login` with `token` and `next`: with the right token, the session cookie (HttpOnly,
+/// SameSite=Strict, [`super::SESSION_TTL`]) and back to `next`; otherwise the form again, 401.
+async fn login(
+    State(state): State<Arc<ConsoleState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response();
+    }
+    let form = form_fields(&body);
+    let field = |k: &str| form.get(k).map_or("", String::as_str);
+    let next = local_path(field("next")).to_owned();
+    let lang = if field("lang") == "en" {
+        Lang::En
+    } else {
+        Lang::Zh
+    };
+    let Some(access) = &state.access else {
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, next)]).into_response();
+    };
+    if access.admits(field("token").as_bytes()) {
+        let now_s = crate::model::now_ns().unsigned_abs() / 1_000_000_000;
+        let cookie = format!(
+            "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            super::SESSION_COOKIE,
+            access.session(now_s),
+            super::SESSION_TTL.as_secs()
+        );
+        return (
+            StatusCode::SEE_OTHER,
+            [(header::SET_COOKIE, cookie), (header::LOCATION, next)],
+        )
+            .into_response();
+    }
+    warn!("Console login with a wrong token refused.");
+    tokio::time::sleep(LOGIN_FAILURE_DELAY).await;
+    (
+        StatusCode::UNAUTHORIZED,
+        Html(pages::login(&state.identity.site, &next, true, lang).into_string()),
+    )
+        .into_response()
 }
 
 /// The overview page (`?lang=en` for English).
