@@ -145,6 +145,8 @@ impl Gateway {
         // The engine publishes its snapshots only when a console shows them.
         let (view_tx, view_rx) = crate::engine::view::channel();
         let (command_tx, command_rx) = crate::engine::command::channel();
+        let (notice_tx, notice_rx) = crate::engine::command::notice_channel();
+        let mut notices_wanted = false;
         // The local history behind the console's curves: its own file, never the spool's.
         let history = match cfg.console.as_ref().and_then(|c| c.history) {
             Some(settings) => {
@@ -204,6 +206,11 @@ impl Gateway {
             );
             if let Some(report) = cfg.console.as_ref().and_then(|c| c.report) {
                 let stop = tree.stop_token(Stage::Console);
+                notices_wanted = report.notify;
+                let announce = report.notify.then(|| crate::report::Announce {
+                    notices: notice_tx.clone(),
+                    language: cfg.rules.language(),
+                });
                 tree.spawn(
                     Stage::Console,
                     "daily report",
@@ -211,8 +218,8 @@ impl Gateway {
                         Arc::clone(h),
                         report,
                         cfg.data_dir.clone(),
-                        cfg.site.clone(),
-                        cfg.gateway_id.clone(),
+                        (cfg.site.clone(), cfg.gateway_id.clone()),
+                        announce,
                         stop,
                     ),
                 );
@@ -302,6 +309,11 @@ impl Gateway {
         let engine = match &history {
             Some(h) => engine.with_history(Arc::clone(h)),
             None => engine,
+        };
+        let engine = if notices_wanted {
+            engine.with_notices(notice_rx)
+        } else {
+            engine
         };
         tree.spawn(Stage::Engine, "engine", async move {
             engine_running.store(true, Ordering::Relaxed);

@@ -383,7 +383,7 @@ async fn report_make(
     })
     .await;
     match made {
-        Ok(Ok(path)) => match tokio::fs::read_to_string(&path).await {
+        Ok(Ok((path, _))) => match tokio::fs::read_to_string(&path).await {
             Ok(page) => Html(page).into_response(),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         },
