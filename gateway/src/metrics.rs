@@ -68,6 +68,10 @@ counters! {
     ModbusReadings = "modbus_readings_total" ["device"];
     /// Polls that started later than their schedule by more than one interval.
     ModbusPollOverruns = "modbus_poll_overruns_total" ["device"];
+    /// Modbus writes (FC 05/06/16) the device confirmed.
+    ModbusWrites = "modbus_writes_total" ["device"];
+    /// Modbus write attempts that failed, by reason (an exception code, timeout, connect, ...).
+    ModbusWriteErrors = "modbus_write_errors_total" ["device", "reason"];
     /// MQTT messages received per subscription.
     MqttMessages = "mqtt_messages_total" ["subscription"];
     /// Readings decoded from MQTT messages.
