@@ -230,6 +230,21 @@ pub fn describe(cfg: &Config) -> String {
                     r.name, r.format
                 );
             }
+            Sink::ModbusOutput(r) => {
+                let f = &r.filter;
+                let _ = writeln!(
+                    out,
+                    "  {}: {} of device {} held while a {:?} alert of level {} or above is active{}{} and not acknowledged; re-asserted every {}",
+                    r.name,
+                    r.output.write(true),
+                    r.device,
+                    f.kinds,
+                    f.level,
+                    f.rules.as_ref().map_or_else(String::new, |x| format!(", rules {x:?}")),
+                    f.structures.as_ref().map_or_else(String::new, |x| format!(", structures {x:?}")),
+                    crate::sinks::fmt_dur(r.reassert_interval)
+                );
+            }
         }
     }
     out

@@ -1,0 +1,330 @@
+//! Configuration of the Modbus output sink: the raw TOML shape ([`ModbusOutputConfig`]), its
+//! validated form ([`ResolvedModbusOutput`]) and the check against the configured devices
+//! ([`check_device`]).
+//!
+//! Owns the defaults ([`DEFAULT_LEVEL`], [`DEFAULT_REASSERT_INTERVAL`]) and which alerts hold
+//! the output ([`AlertFilter`]). It does not write anything (see [`super::sink`]).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::alert::{Alert, AlertKind, Level};
+use crate::config::{Problem, Problems};
+use crate::sinks::fmt_dur;
+use crate::sources::modbus::config::{Device, Function, Transport};
+use crate::sources::modbus::write::WriteTarget;
+
+/// Default sink name (the spool cursor is stored under it).
+pub const DEFAULT_NAME: &str = "siren";
+/// Default lowest level that sounds the output: red, 警报 (the alarm value is reached;
+/// docs/DOMAIN.md §Levels). A siren for every caution would soon be ignored.
+pub const DEFAULT_LEVEL: Level = Level::Red;
+/// Default interval at which the wanted state is written again although it did not change, so
+/// that a relay module power-cycled on site (coils back to off) sounds again within a minute.
+pub const DEFAULT_REASSERT_INTERVAL: Duration = Duration::from_secs(60);
+/// Shortest re-assert interval: below it the writes would crowd the bus's polls.
+pub const MIN_REASSERT_INTERVAL: Duration = Duration::from_secs(1);
+pub use crate::sinks::{DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX};
+
+/// `[[sinks]]` entry of type `modbus_output`, as written in the TOML.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusOutputConfig {
+    /// Name of the sink; also its cursor name in the spool. Default [`DEFAULT_NAME`].
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// The Modbus device (`[[devices]]` name) the siren, beacon or relay is wired to.
+    pub device: String,
+    /// The coil (0-based address) switched on while an alert holds the output (FC 05).
+    #[serde(default)]
+    pub coil: Option<u16>,
+    /// Or the holding register (0-based address) written (FC 06).
+    #[serde(default)]
+    pub register: Option<u16>,
+    /// The register value while an alert holds the output. Default 1.
+    #[serde(default)]
+    pub on_value: Option<u16>,
+    /// The register value when none does. Default 0.
+    #[serde(default)]
+    pub off_value: Option<u16>,
+    /// The lowest alert level that holds the output. Default [`DEFAULT_LEVEL`].
+    #[serde(default)]
+    pub level: Option<Level>,
+    /// Alert kinds that hold it. Default `["quality"]`.
+    #[serde(default)]
+    pub kinds: Option<Vec<AlertKind>>,
+    /// Only alerts of these rules hold it; default every rule.
+    #[serde(default)]
+    pub rules: Option<Vec<String>>,
+    /// Only alerts of channels with these `structure` tags hold it; default every structure.
+    #[serde(default)]
+    pub structures: Option<Vec<String>>,
+    /// Write the wanted state again this often. Default [`DEFAULT_REASSERT_INTERVAL`].
+    #[serde(default, deserialize_with = "crate::config::duration_opt::deserialize")]
+    pub reassert_interval: Option<Duration>,
+    /// First wait after a failed write. Default [`DEFAULT_RETRY_INITIAL`].
+    #[serde(default, deserialize_with = "crate::config::duration_opt::deserialize")]
+    pub retry_initial: Option<Duration>,
+    /// Longest wait between retries. Default [`DEFAULT_RETRY_MAX`].
+    #[serde(default, deserialize_with = "crate::config::duration_opt::deserialize")]
+    pub retry_max: Option<Duration>,
+}
+
+fn default_name() -> String {
+    DEFAULT_NAME.to_owned()
+}
+
+/// The output and its two states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// A coil: on while held, off when not.
+    Coil(u16),
+    /// A holding register with its two values.
+    Register {
+        /// 0-based address.
+        address: u16,
+        /// Value while held.
+        on: u16,
+        /// Value when not.
+        off: u16,
+    },
+}
+
+impl Output {
+    /// The write that puts the output in state `held`.
+    #[must_use]
+    pub const fn write(self, held: bool) -> WriteTarget {
+        match self {
+            Self::Coil(address) => WriteTarget::Coil { address, on: held },
+            Self::Register { address, on, off } => WriteTarget::Register {
+                address,
+                value: if held { on } else { off },
+            },
+        }
+    }
+
+    /// The register table written.
+    #[must_use]
+    pub const fn function(self) -> Function {
+        match self {
+            Self::Coil(_) => Function::Coil,
+            Self::Register { .. } => Function::Holding,
+        }
+    }
+
+    /// The 0-based address.
+    #[must_use]
+    pub const fn address(self) -> u16 {
+        match self {
+            Self::Coil(a) | Self::Register { address: a, .. } => a,
+        }
+    }
+}
+
+/// Which alert events hold the output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertFilter {
+    /// Lowest level.
+    pub level: Level,
+    /// Kinds.
+    pub kinds: Vec<AlertKind>,
+    /// Rules; `None`: every rule.
+    pub rules: Option<Vec<String>>,
+    /// Structures; `None`: every structure (and alerts without one).
+    pub structures: Option<Vec<String>>,
+}
+
+impl AlertFilter {
+    /// True when `alert` (its latest event) holds the output: active, not acknowledged (消警
+    /// releases it; a later level change asks for attention again), at or above the level, of
+    /// a configured kind, rule and structure.
+    #[must_use]
+    pub fn holds(&self, alert: &Alert) -> bool {
+        use crate::alert::AlertState;
+        alert.is_active()
+            && alert.state != AlertState::Acknowledged
+            && alert.level >= self.level
+            && self.kinds.contains(&alert.kind)
+            && self.rules.as_ref().is_none_or(|r| r.contains(&alert.rule))
+            && self.structures.as_ref().is_none_or(|s| {
+                alert
+                    .structure
+                    .as_ref()
+                    .is_some_and(|st| s.contains(st))
+            })
+    }
+}
+
+/// The validated sink configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedModbusOutput {
+    /// Sink name (spool cursor name, metric label, log field).
+    pub name: String,
+    /// The device.
+    pub device: String,
+    /// The output.
+    pub output: Output,
+    /// Which alerts hold it.
+    pub filter: AlertFilter,
+    /// Re-assert interval.
+    pub reassert_interval: Duration,
+    /// First retry wait.
+    pub retry_initial: Duration,
+    /// Retry wait ceiling.
+    pub retry_max: Duration,
+}
+
+impl ModbusOutputConfig {
+    /// Apply defaults and check every value on its own; `path` is where this entry sits in the
+    /// config, e.g. `sinks[2]`. The device is checked against the devices by [`check_device`].
+    ///
+    /// # Errors
+    /// Every problem found, e.g. `sinks[2].coil: set either coil or register, not both`.
+    pub fn validate(&self, path: &str) -> Result<ResolvedModbusOutput, Vec<Problem>> {
+        let mut p = Problems::default();
+        let at = |field: &str| format!("{path}.{field}");
+        if self.name.trim().is_empty() {
+            p.push(
+                at("name"),
+                "must not be empty; it names the sink's cursor in the spool",
+            );
+        }
+        if self.device.trim().is_empty() {
+            p.push(
+                at("device"),
+                "name the [[devices]] entry the siren or relay is wired to",
+            );
+        }
+        let output = match (self.coil, self.register) {
+            (Some(c), None) => {
+                if self.on_value.is_some() || self.off_value.is_some() {
+                    p.push(
+                        at("on_value"),
+                        "on_value and off_value are for a register; a coil is on or off: remove them",
+                    );
+                }
+                Some(Output::Coil(c))
+            }
+            (None, Some(r)) => {
+                let (on, off) = (self.on_value.unwrap_or(1), self.off_value.unwrap_or(0));
+                if on == off {
+                    p.push(
+                        at("on_value"),
+                        format!("on_value and off_value are both {on}; the output would never change"),
+                    );
+                }
+                Some(Output::Register {
+                    address: r,
+                    on,
+                    off,
+                })
+            }
+            (Some(_), Some(_)) => {
+                p.push(
+                    at("coil"),
+                    "set either coil (FC 05) or register (FC 06), not both",
+                );
+                None
+            }
+            (None, None) => {
+                p.push(
+                    at("coil"),
+                    "the output is missing: set coil = <0-based address> (a relay) or register = <address> with on_value/off_value",
+                );
+                None
+            }
+        };
+        let kinds = self.kinds.clone().unwrap_or_else(|| vec![AlertKind::Quality]);
+        if kinds.is_empty() || kinds.iter().all(|k| *k == AlertKind::Notice) {
+            p.push(
+                at("kinds"),
+                "no alert kind that can be active: list \"quality\" and/or \"device_fault\" (a notice is never active)",
+            );
+        }
+        for (field, list) in [("rules", &self.rules), ("structures", &self.structures)] {
+            if list.as_ref().is_some_and(Vec::is_empty) {
+                p.push(
+                    at(field),
+                    "an empty list holds the output for nothing; remove the key to take every one",
+                );
+            }
+        }
+        let reassert_interval = self.reassert_interval.unwrap_or(DEFAULT_REASSERT_INTERVAL);
+        if reassert_interval < MIN_REASSERT_INTERVAL {
+            p.push(
+                at("reassert_interval"),
+                format!(
+                    "must be at least {}; the default is {}",
+                    fmt_dur(MIN_REASSERT_INTERVAL),
+                    fmt_dur(DEFAULT_REASSERT_INTERVAL)
+                ),
+            );
+        }
+        let retry = crate::sinks::retry_bounds(self.retry_initial, self.retry_max)
+            .map_err(|(field, m)| p.push(at(field), m))
+            .ok();
+        let resolved = match (output, retry) {
+            (Some(output), Some((retry_initial, retry_max))) => Some(ResolvedModbusOutput {
+                name: self.name.clone(),
+                device: self.device.clone(),
+                output,
+                filter: AlertFilter {
+                    level: self.level.unwrap_or(DEFAULT_LEVEL),
+                    kinds,
+                    rules: self.rules.clone(),
+                    structures: self.structures.clone(),
+                },
+                reassert_interval,
+                retry_initial,
+                retry_max,
+            }),
+            _ => None,
+        };
+        p.finish(path, resolved)
+    }
+}
+
+/// Check the sink's device against the configured devices: it exists, is reached by Modbus TCP
+/// (writes over RTU are not implemented yet), and no read-only point of it sits on the output's
+/// address. Returns `(field, message)` for every problem.
+#[must_use]
+pub fn check_device(sink: &ResolvedModbusOutput, devices: &[Device]) -> Vec<(&'static str, String)> {
+    let Some(device) = devices.iter().find(|d| d.name == sink.device) else {
+        let known: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
+        return vec![(
+            "device",
+            format!(
+                "no Modbus device \"{}\"; the output must be a [[devices]] entry (configured: {})",
+                sink.device,
+                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+            ),
+        )];
+    };
+    let mut found = Vec::new();
+    if !matches!(device.transport, Transport::Tcp(_)) {
+        found.push((
+            "device",
+            format!(
+                "device \"{}\" is on an RTU line; writes go to Modbus TCP devices only for now (wire the relay module to a Modbus TCP device or a TCP I/O module)",
+                device.name
+            ),
+        ));
+    }
+    let (function, address) = (sink.output.function(), sink.output.address());
+    let overlapping = device.points.iter().find(|p| {
+        p.function == function
+            && (u32::from(p.address)..u32::from(p.address) + u32::from(p.width()))
+                .contains(&u32::from(address))
+    });
+    if let Some(point) = overlapping.filter(|p| !p.writable) {
+        found.push((
+            if function == Function::Coil { "coil" } else { "register" },
+            format!(
+                "address {address} is point \"{}\" of device \"{}\", which is not writable; pick the relay's address or declare the point `writable = true` in its profile",
+                point.name, device.name
+            ),
+        ));
+    }
+    found
+}
