@@ -304,6 +304,7 @@ mod tests {
                 unit: String::new(),
                 quantity: Quantity::Other,
                 time: None,
+                writable: false,
             }],
         };
         let d = Arc::new(ModbusDevice::new("d", 5, &profile, false, 1));
