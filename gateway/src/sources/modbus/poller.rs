@@ -28,8 +28,8 @@
 //! - Writes ([`super::write`]) arrive on the poller's command channel and are sent between two
 //!   polls on the same connection, with the device's timeout and retries; the reply must echo
 //!   the request (Modbus application protocol V1.1b3 §6.5, §6.6, §6.12). A refused or
-//!   unanswered write is logged naming device and address, counted
-//!   (`modbus_write_errors_total`), and answered to the writer; polling goes on.
+//!   unanswered write is counted (`modbus_write_errors_total`) and answered to the writer, which
+//!   logs it naming device and address; polling goes on.
 
 use crate::metrics::Counter;
 use std::collections::HashSet;
@@ -387,9 +387,10 @@ impl Poller {
                 reason: last,
             })
         });
+        // The writer logs a failure at WARN with its own context (the sink, the command).
         if let Err(e) = &result {
-            warn!(device = %name, unit, bus = %self.link, address = target.address(),
-                  function = target.function_code(), error = %e, "Modbus write failed.");
+            debug!(device = %name, unit, bus = %self.link, address = target.address(),
+                   function = target.function_code(), error = %e, "Modbus write failed.");
         }
         // The writer may have given up waiting; the write was still sent.
         let _ = reply.send(result);

@@ -1,0 +1,260 @@
+//! The site siren (issue 13 item 7): a Modbus output alert sink switches the simulator's relay
+//! coil through the poller of its Modbus TCP device. Settlement readings published through a
+//! real mosquitto breach the red threshold; the coil is read from the simulator's own state
+//! (what the device was told, not what the gateway believes):
+//! - the raise turns it on within [`SWITCH_BOUND`];
+//! - a second alert holds it: the first alert's clear leaves it on;
+//! - the second's acknowledgement (消警, through the console's form) turns it off;
+//! - a raise and its clear turn it on and off again;
+//! - a second sink wired to a coil the device refuses (exception 02) is counted
+//!   (`modbus_write_errors_total`, `modbus_output_failures_total`) while the device's readings
+//!   keep landing in VictoriaMetrics.
+
+use std::time::{Duration, Instant};
+
+use anju_system::{free_port, start_gateway, wait_until, Mosquitto, VictoriaMetrics};
+use anyhow::{ensure, Context as _, Result};
+use firmware_sim::profile::Function;
+use firmware_sim::{ClockMode, RunningSite, Scenario, Site, StartOptions};
+use rumqttc::QoS;
+
+use crate::mqtt_robustness::{good, publisher, wait_acked};
+
+/// Longest time from an alert event reaching the gateway to the relay switching. The sink wakes
+/// on the spool's append and the write waits at most one poll of the device (200 ms here).
+const SWITCH_BOUND: Duration = Duration::from_secs(5);
+
+/// How long the coil must stay as it is to count as "kept": longer than the sink's re-assert
+/// interval (1 s here), so a wrong re-assertion would show.
+const KEPT_FOR: Duration = Duration::from_secs(3);
+
+/// The relay module alone, sampled once a second in real time.
+const SCENARIO: &str = r#"
+name = "siren"
+seed = 13
+sample_interval = "1s"
+site = "site-01"
+
+[[modbus_tcp]]
+name = "site-io"
+profile = "io-relay"
+unit = 1
+"#;
+
+/// The siren coil of config/profiles/io-relay.toml.
+const SIREN_COIL: u16 = 0;
+
+fn siren(site: &RunningSite) -> Option<u16> {
+    site.modbus_output("site-io", Function::Coil, SIREN_COIL)
+}
+
+/// Wait until the siren coil is `on`, within [`SWITCH_BOUND`]; how long since `started` (the
+/// publish or post that caused it).
+async fn siren_becomes(
+    site: &RunningSite,
+    on: bool,
+    started: Instant,
+    what: &str,
+) -> Result<Duration> {
+    wait_until(SWITCH_BOUND, what, || async {
+        siren(site) == Some(u16::from(on))
+    })
+    .await?;
+    Ok(started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_siren_follows_the_red_alerts_and_a_refused_write_stops_no_polling() -> Result<()> {
+    anju_system::init_tracing();
+    let broker = Mosquitto::start()?;
+    let vm = VictoriaMetrics::start()?;
+    let upstream = crate::alerts::alert_subscriber(broker.addr(), "anju/+/alerts").await?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("siren.toml");
+    std::fs::write(&file, SCENARIO)?;
+    let scenario = Scenario::load_with_profiles(&file, &anju_system::profiles_dir())?;
+    let site = Site::start(
+        &scenario,
+        StartOptions {
+            clock: ClockMode::Realtime { speed: 1 },
+            ..Default::default()
+        },
+    )
+    .await?;
+    let io = site.tcp_addr("site-io").context("site-io listens")?;
+    let port = free_port()?;
+    let extra = format!(
+        r#"
+[alerts]
+language = "zh"
+
+[[alerts.rules]]
+name = "settlement-total"
+kind = "absolute"
+select = {{ kind = "settlement" }}
+upper = {{ alarm = 30.0, red = 1.0 }}
+confirm = {{ count = 1 }}
+
+[[devices]]
+name = "site-io"
+transport = "tcp"
+address = "{io}"
+profile = "io-relay"
+poll_interval = "200ms"
+timeout = "500ms"
+
+[[sinks]]
+type = "modbus_output"
+name = "siren"
+device = "site-io"
+coil = {SIREN_COIL}
+level = "red"
+reassert_interval = "1s"
+
+# Wired to a coil the module does not have: every write is refused with exception 02.
+[[sinks]]
+type = "modbus_output"
+name = "beacon-miswired"
+device = "site-io"
+coil = 7
+retry_initial = "200ms"
+retry_max = "1s"
+
+[[sinks]]
+type = "mqtt"
+host = "127.0.0.1"
+port = {mqtt}
+client_id = "anju-gw-test-siren"
+
+[console]
+listen = "127.0.0.1:{port}"
+"#,
+        mqtt = broker.addr().port()
+    );
+    let config = format!(
+        "{}{extra}",
+        crate::mqtt_robustness::config(dir.path(), &broker.addr().to_string(), &vm.url(), "")
+    );
+    let gw = start_gateway(&config, dir.path())?;
+    gw.wait_for_mqtt_session().await?;
+    let (client, acked) = publisher(broker.addr(), "pub-siren");
+    let mut sent = 0;
+    let mut publish = |point: &'static str, mm: usize| {
+        sent += 1;
+        let client = client.clone();
+        let n = sent;
+        async move {
+            let ts = anju_gateway::model::now_ns() / 1_000_000;
+            client
+                .publish(format!("a/{point}/p0"), QoS::AtLeastOnce, false, good(mm, ts))
+                .await?;
+            Ok::<usize, anyhow::Error>(n)
+        }
+    };
+    let events = |state: &'static str, channel: &'static str| {
+        crate::alerts::snapshot(&upstream)
+            .into_iter()
+            .filter(|a| a["state"] == state && a["channel"] == channel)
+            .count()
+    };
+    ensure!(siren(&site) == Some(0), "the siren starts off");
+
+    // 35 mm on pier-1: above the 30 mm alarm, red at once (confirm count 1).
+    let started = Instant::now();
+    let n = publish("pier-1", 35).await?;
+    wait_acked(&acked, n).await?;
+    let on_after = siren_becomes(&site, true, started, "the siren on after the raise").await?;
+
+    // A second red alert on pier-2 holds the same coil.
+    let n = publish("pier-2", 36).await?;
+    wait_acked(&acked, n).await?;
+    wait_until(SWITCH_BOUND, "pier-2's raise upstream", || async {
+        events("raised", "pier-2/p0") == 1
+    })
+    .await?;
+    // pier-1 back to 0 mm: its alert clears, pier-2's still holds the siren.
+    let n = publish("pier-1", 0).await?;
+    wait_acked(&acked, n).await?;
+    wait_until(SWITCH_BOUND, "pier-1's clear upstream", || async {
+        events("cleared", "pier-1/p0") == 1
+    })
+    .await?;
+    let kept_until = Instant::now() + KEPT_FOR;
+    while Instant::now() < kept_until {
+        ensure!(
+            siren(&site) == Some(1),
+            "the siren went off while pier-2's alert holds it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 消警 of pier-2's alert on the console: nothing holds the siren any more.
+    let id = crate::alerts::snapshot(&upstream)
+        .into_iter()
+        .find(|a| a["state"] == "raised" && a["channel"] == "pier-2/p0")
+        .and_then(|a| a["id"].as_str().map(str::to_owned))
+        .context("pier-2's alert id")?;
+    let http = reqwest011::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    let (status, body) = crate::console::post_ack(&http, &base, &id, &base, "现场 李工").await?;
+    ensure!(status == 200, "acknowledgement: {status} {body}");
+    let off_after_ack =
+        siren_becomes(&site, false, started, "the siren off after the acknowledgement").await?;
+
+    // A new raise sounds it again; its clear releases it.
+    let started = Instant::now();
+    let n = publish("pier-1", 40).await?;
+    wait_acked(&acked, n).await?;
+    siren_becomes(&site, true, started, "the siren on after the second raise").await?;
+    let started = Instant::now();
+    let n = publish("pier-1", 0).await?;
+    wait_acked(&acked, n).await?;
+    let off_after_clear =
+        siren_becomes(&site, false, started, "the siren off after the clear").await?;
+    eprintln!(
+        "siren: on {on_after:?} after the raising publish, off {off_after_ack:?} after the 消警 post, off {off_after_clear:?} after the clearing publish"
+    );
+
+    // The miswired beacon: refused with exception 02, counted per device and per sink.
+    let scraped = crate::console::scrape(&http, &base).await?;
+    let refused = scraped
+        .get(
+            "anju_modbus_write_errors_total",
+            &[("device", "site-io"), ("reason", "exception_02_illegal_data_address")],
+        )
+        .unwrap_or(0.0);
+    ensure!(refused >= 1.0, "refused writes counted: {refused}");
+    let failures = scraped
+        .get("anju_modbus_output_failures_total", &[("sink", "beacon-miswired")])
+        .unwrap_or(0.0);
+    ensure!(failures >= 1.0, "failed output writes counted: {failures}");
+    ensure!(
+        scraped
+            .get("anju_modbus_output_failures_total", &[("sink", "siren")])
+            .is_none(),
+        "the siren's writes all succeeded"
+    );
+    // The device's supply voltage keeps landing after the refusals: readings stamped after this
+    // point reach the store.
+    let after_ms = anju_gateway::model::now_ns() / 1_000_000;
+    wait_until(
+        Duration::from_secs(15),
+        "site-io readings landing after the refused writes",
+        || async {
+            vm.export("voltage_value").await.is_ok_and(|series| {
+                series
+                    .iter()
+                    .filter(|s| s.metric.get("device").map(String::as_str) == Some("site-io"))
+                    .flat_map(|s| s.timestamps.iter())
+                    .filter(|&&t| t > after_ms)
+                    .count()
+                    >= 3
+            })
+        },
+    )
+    .await?;
+    gw.stop().await?;
+    site.shutdown().await;
+    Ok(())
+}
