@@ -584,6 +584,20 @@ impl ModbusDevice {
         Ok(())
     }
 
+    /// The module lost power and came back: every writable coil and register is 0 again (relay
+    /// modules start with their relays released).
+    pub fn power_cycle(&self) {
+        let mut image = self.lock();
+        for lp in self.points.iter().filter(|lp| lp.point.writable) {
+            let p = &lp.point;
+            let start = usize::from(p.address);
+            let table = &mut image.tables[p.function.index()];
+            for r in &mut table[start..start + usize::from(p.width())] {
+                *r = 0;
+            }
+        }
+    }
+
     /// What a writable register or coil holds now (coils as 0/1): the state a relay or setting
     /// is in, for tests. `None` outside the table's map.
     #[must_use]

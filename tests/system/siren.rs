@@ -6,6 +6,10 @@
 //! - a second alert holds it: the first alert's clear leaves it on;
 //! - the second's acknowledgement (消警, through the console's form) turns it off;
 //! - a raise and its clear turn it on and off again;
+//! - a relay module power-cycled (its coils back to off) is switched on again by the sink's
+//!   re-assertion, and after a gateway restart (the module power-cycled meanwhile) the sink
+//!   recomputes the siren from the alerts active in the saved rule state: on again, although
+//!   their raise events were delivered before the restart; the acknowledged alert stays silent;
 //! - a second sink wired to a coil the device refuses (exception 02) is counted
 //!   (`modbus_write_errors_total`, `modbus_output_failures_total`) while the device's readings
 //!   keep landing in VictoriaMetrics.
@@ -216,6 +220,21 @@ listen = "127.0.0.1:{port}"
         "siren: on {on_after:?} after the raising publish, off {off_after_ack:?} after the 消警 post, off {off_after_clear:?} after the clearing publish"
     );
 
+    // A third alert; the module loses power: the re-assertion (every 1 s) switches it on again.
+    let n = publish("pier-3", 45).await?;
+    wait_acked(&acked, n).await?;
+    siren_becomes(&site, true, Instant::now(), "the siren on for pier-3").await?;
+    site.power_cycle("site-io")?;
+    ensure!(siren(&site) == Some(0), "a power cycle releases the relay");
+    let reasserted = siren_becomes(
+        &site,
+        true,
+        Instant::now(),
+        "the siren on again after the power cycle",
+    )
+    .await?;
+    eprintln!("siren: on again {reasserted:?} after the module's power cycle");
+
     // The miswired beacon: refused with exception 02, counted per device and per sink.
     let scraped = crate::console::scrape(&http, &base).await?;
     let refused = scraped
@@ -254,6 +273,29 @@ listen = "127.0.0.1:{port}"
         },
     )
     .await?;
+
+    // Restart: the gateway is stopped, the module power-cycled meanwhile. pier-3's alert is
+    // active in the saved rule state (its raise delivered before the stop); pier-2's is active
+    // but acknowledged. The restarted sink sounds the siren for pier-3 alone.
+    gw.stop().await?;
+    site.power_cycle("site-io")?;
+    let started = Instant::now();
+    let gw = start_gateway(&config, dir.path())?;
+    let restored = siren_becomes(&site, true, started, "the siren on after the restart").await?;
+    eprintln!("siren: on {restored:?} after the gateway was started again");
+    gw.wait_for_mqtt_session().await?;
+    let started = Instant::now();
+    let n = publish("pier-3", 0).await?;
+    wait_acked(&acked, n).await?;
+    siren_becomes(&site, false, started, "the siren off after pier-3's clear").await?;
+    let kept_until = Instant::now() + KEPT_FOR;
+    while Instant::now() < kept_until {
+        ensure!(
+            siren(&site) == Some(0),
+            "the siren sounded again: an acknowledged or cleared alert was restored as holding it"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     gw.stop().await?;
     site.shutdown().await;
     Ok(())
