@@ -560,7 +560,12 @@ impl ModbusDevice {
         if !matches!(function, Function::Coil | Function::Holding) {
             return Err(Exception::IllegalFunction);
         }
-        if let Some((e, _)) = self.lock_line().exceptions.iter().find(|(_, r)| r.is_none()) {
+        if let Some((e, _)) = self
+            .lock_line()
+            .exceptions
+            .iter()
+            .find(|(_, r)| r.is_none())
+        {
             return Err(*e);
         }
         let end = u32::from(address) + u32::try_from(values.len()).unwrap_or(u32::MAX);
@@ -579,7 +584,11 @@ impl ModbusDevice {
         let mut image = self.lock();
         let table = &mut image.tables[function.index()];
         for (a, v) in (usize::from(address)..).zip(values) {
-            table[a] = if function.is_bits() { u16::from(*v != 0) } else { *v };
+            table[a] = if function.is_bits() {
+                u16::from(*v != 0)
+            } else {
+                *v
+            };
         }
         Ok(())
     }

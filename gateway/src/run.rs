@@ -224,7 +224,10 @@ impl Gateway {
         let buses = group_into_buses(&cfg.devices);
         // Writes (Modbus output sinks) reach a device through the poller of its bus.
         let (writers, write_rxs) = BusWriters::for_buses(
-            &buses.iter().map(|b| b.devices.as_slice()).collect::<Vec<_>>(),
+            &buses
+                .iter()
+                .map(|b| b.devices.as_slice())
+                .collect::<Vec<_>>(),
         );
         for (bus, writes) in buses.into_iter().zip(write_rxs) {
             let name = format!("poller {}", bus.link);

@@ -150,7 +150,12 @@ listen = "127.0.0.1:{port}"
         async move {
             let ts = anju_gateway::model::now_ns() / 1_000_000;
             client
-                .publish(format!("a/{point}/p0"), QoS::AtLeastOnce, false, good(mm, ts))
+                .publish(
+                    format!("a/{point}/p0"),
+                    QoS::AtLeastOnce,
+                    false,
+                    good(mm, ts),
+                )
                 .await?;
             Ok::<usize, anyhow::Error>(n)
         }
@@ -203,8 +208,13 @@ listen = "127.0.0.1:{port}"
     let started = Instant::now();
     let (status, body) = crate::console::post_ack(&http, &base, &id, &base, "现场 李工").await?;
     ensure!(status == 200, "acknowledgement: {status} {body}");
-    let off_after_ack =
-        siren_becomes(&site, false, started, "the siren off after the acknowledgement").await?;
+    let off_after_ack = siren_becomes(
+        &site,
+        false,
+        started,
+        "the siren off after the acknowledgement",
+    )
+    .await?;
 
     // A new raise sounds it again; its clear releases it.
     let started = Instant::now();
@@ -240,12 +250,18 @@ listen = "127.0.0.1:{port}"
     let refused = scraped
         .get(
             "anju_modbus_write_errors_total",
-            &[("device", "site-io"), ("reason", "exception_02_illegal_data_address")],
+            &[
+                ("device", "site-io"),
+                ("reason", "exception_02_illegal_data_address"),
+            ],
         )
         .unwrap_or(0.0);
     ensure!(refused >= 1.0, "refused writes counted: {refused}");
     let failures = scraped
-        .get("anju_modbus_output_failures_total", &[("sink", "beacon-miswired")])
+        .get(
+            "anju_modbus_output_failures_total",
+            &[("sink", "beacon-miswired")],
+        )
         .unwrap_or(0.0);
     ensure!(failures >= 1.0, "failed output writes counted: {failures}");
     ensure!(

@@ -147,12 +147,10 @@ impl AlertFilter {
             && alert.level >= self.level
             && self.kinds.contains(&alert.kind)
             && self.rules.as_ref().is_none_or(|r| r.contains(&alert.rule))
-            && self.structures.as_ref().is_none_or(|s| {
-                alert
-                    .structure
-                    .as_ref()
-                    .is_some_and(|st| s.contains(st))
-            })
+            && self
+                .structures
+                .as_ref()
+                .is_none_or(|s| alert.structure.as_ref().is_some_and(|st| s.contains(st)))
     }
 }
 
@@ -211,7 +209,9 @@ impl ModbusOutputConfig {
                 if on == off {
                     p.push(
                         at("on_value"),
-                        format!("on_value and off_value are both {on}; the output would never change"),
+                        format!(
+                            "on_value and off_value are both {on}; the output would never change"
+                        ),
                     );
                 }
                 Some(Output::Register {
@@ -235,7 +235,10 @@ impl ModbusOutputConfig {
                 None
             }
         };
-        let kinds = self.kinds.clone().unwrap_or_else(|| vec![AlertKind::Quality]);
+        let kinds = self
+            .kinds
+            .clone()
+            .unwrap_or_else(|| vec![AlertKind::Quality]);
         if kinds.is_empty() || kinds.iter().all(|k| *k == AlertKind::Notice) {
             p.push(
                 at("kinds"),
@@ -289,7 +292,10 @@ impl ModbusOutputConfig {
 /// (writes over RTU are not implemented yet), and no read-only point of it sits on the output's
 /// address. Returns `(field, message)` for every problem.
 #[must_use]
-pub fn check_device(sink: &ResolvedModbusOutput, devices: &[Device]) -> Vec<(&'static str, String)> {
+pub fn check_device(
+    sink: &ResolvedModbusOutput,
+    devices: &[Device],
+) -> Vec<(&'static str, String)> {
     let Some(device) = devices.iter().find(|d| d.name == sink.device) else {
         let known: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
         return vec![(
@@ -297,7 +303,11 @@ pub fn check_device(sink: &ResolvedModbusOutput, devices: &[Device]) -> Vec<(&'s
             format!(
                 "no Modbus device \"{}\"; the output must be a [[devices]] entry (configured: {})",
                 sink.device,
-                if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
             ),
         )];
     };
@@ -327,4 +337,148 @@ pub fn check_device(sink: &ResolvedModbusOutput, devices: &[Device]) -> Vec<(&'s
         ));
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, Sink};
+
+    /// The devices every case shares: the relay module on TCP, a logger on an RTU line.
+    const HEAD: &str = r#"site = "xa"
+gateway_id = "gw1"
+data_dir = "/tmp/anju-test"
+
+[[serial_ports]]
+name = "bus1"
+path = "/dev/ttyS1"
+
+[[devices]]
+name = "site-io"
+transport = "tcp"
+address = "127.0.0.1:5020"
+profile = "io-relay"
+
+[[devices]]
+name = "lev"
+transport = "rtu"
+port = "bus1"
+unit = 2
+profile = "levelling-8ch"
+
+[[devices]]
+name = "tc"
+transport = "tcp"
+address = "127.0.0.1:5021"
+profile = "tilt-crack"
+"#;
+
+    /// Validate HEAD plus one `[[sinks]]` body as `config/test.toml` (profiles resolve to
+    /// `config/profiles`): the problems, or none.
+    fn problems(sink: &str) -> Vec<String> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/test.toml");
+        match Config::from_str_at(
+            &format!("{HEAD}\n[[sinks]]\ntype = \"modbus_output\"\n{sink}"),
+            &path,
+        ) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems(),
+        }
+    }
+
+    fn assert_problem(sink: &str, needle: &str) {
+        let p = problems(sink);
+        assert!(
+            p.iter().any(|m| m.contains(needle)),
+            "no problem contains {needle:?}; got {p:#?}"
+        );
+    }
+
+    #[test]
+    fn a_siren_on_a_relay_coil_resolves_with_its_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/test.toml");
+        let cfg = Config::from_str_at(
+            &format!(
+                "{HEAD}\n[[sinks]]\ntype = \"modbus_output\"\ndevice = \"site-io\"\ncoil = 0\n"
+            ),
+            &path,
+        )
+        .expect("valid");
+        let Some(Sink::ModbusOutput(s)) = cfg.sinks.first() else {
+            panic!("a modbus output sink")
+        };
+        assert_eq!(s.name, super::DEFAULT_NAME);
+        assert_eq!(s.output, super::Output::Coil(0));
+        assert_eq!(s.filter.level, super::DEFAULT_LEVEL);
+        assert_eq!(s.filter.kinds, [crate::alert::AlertKind::Quality]);
+        assert_eq!(s.reassert_interval, super::DEFAULT_REASSERT_INTERVAL);
+    }
+
+    #[test]
+    fn the_device_address_and_level_are_checked_with_their_path_and_fix() {
+        assert_problem(
+            "device = \"nope\"\ncoil = 0\n",
+            "sinks[0].device: no Modbus device \"nope\"",
+        );
+        assert_problem(
+            "device = \"lev\"\ncoil = 0\n",
+            "sinks[0].device: device \"lev\" is on an RTU line",
+        );
+        // Holding 0 of the relay module is its writable sampling interval.
+        assert!(
+            problems("device = \"site-io\"\nregister = 0\non_value = 300\noff_value = 60\n")
+                .is_empty()
+        );
+        assert_problem(
+            "device = \"site-io\"\ncoil = 0\nregister = 1\n",
+            "sinks[0].coil: set either coil (FC 05) or register (FC 06), not both",
+        );
+        assert_problem(
+            "device = \"site-io\"\n",
+            "sinks[0].coil: the output is missing",
+        );
+        // Serde's internally tagged enums lose the key path below the entry; the line and the
+        // allowed values are named.
+        assert_problem(
+            "device = \"site-io\"\ncoil = 0\nlevel = \"purple\"\n",
+            "sinks[0]: unknown variant `purple`, expected one of `blue`, `yellow`, `orange`, `red`",
+        );
+        assert_problem(
+            "device = \"site-io\"\ncoil = 0\nreassert_interval = \"10ms\"\n",
+            "sinks[0].reassert_interval: must be at least 1s",
+        );
+        assert_problem(
+            "device = \"site-io\"\nregister = 0\non_value = 5\noff_value = 5\n",
+            "the output would never change",
+        );
+        assert_problem(
+            "device = \"site-io\"\ncoil = 0\nkinds = [\"notice\"]\n",
+            "sinks[0].kinds: no alert kind that can be active",
+        );
+    }
+
+    #[test]
+    fn a_read_only_point_on_the_output_address_is_refused() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/test.toml");
+        let text =
+            format!("{HEAD}\n[[sinks]]\ntype = \"modbus_output\"\ndevice = \"tc\"\nregister = 0\n");
+        // tilt-crack maps only input registers: holding 0 is free, accepted.
+        assert!(Config::from_str_at(&text, &path).is_ok());
+        let inline = format!(
+            "{HEAD}\n[[devices]]\nname = \"relays\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5022\"\n\
+             [[devices.points]]\nname = \"pump\"\nfunction = \"coil\"\naddress = 3\ntype = \"bool\"\nquantity = \"status\"\n\
+             \n[[sinks]]\ntype = \"modbus_output\"\ndevice = \"relays\"\ncoil = 3\n"
+        );
+        let Err(e) = Config::from_str_at(&inline, &path) else {
+            panic!("a read-only coil was accepted")
+        };
+        let p = e.problems();
+        assert!(
+            p.iter().any(|m| m.contains(
+                "sinks[0].coil: address 3 is point \"pump\" of device \"relays\", which is not writable"
+            )),
+            "{p:#?}"
+        );
+    }
 }

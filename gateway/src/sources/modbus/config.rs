@@ -1156,7 +1156,10 @@ impl PointConfig {
             found.push("time_address needs a register table (holding or input)".into());
         }
         if self.writable {
-            found.extend(writable_problem(self, conversion.is_some() || sign != Sign::Positive));
+            found.extend(writable_problem(
+                self,
+                conversion.is_some() || sign != Sign::Positive,
+            ));
         }
         let point = Point {
             name: self.name.clone(),
@@ -1503,5 +1506,51 @@ conversion = { type = "ntc_beta", r25 = 10000.0, beta = 3950.0 }
         );
         assert_eq!(cfg.devices[1].points[1].channel.sign, Sign::Negative);
         assert_eq!(cfg.devices[1].points[0].channel.sign, Sign::Positive);
+    }
+
+    /// `writable = true` only where a value can be written back as the device's number.
+    #[test]
+    fn writable_points_are_coils_or_whole_holding_values_without_conversion() {
+        let profile = |point: &str| {
+            format!("name = \"logger\"\n[[points]]\nname = \"p\"\nquantity = \"other\"\nwritable = true\n{point}")
+        };
+        let refused = |point: &str, needle: &str| {
+            let problems = load(&profile(point))
+                .err()
+                .map(|e| e.problems())
+                .unwrap_or_default();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains("points[0]") && p.contains(needle)),
+                "{point}: {problems:#?}"
+            );
+        };
+        refused(
+            "function = \"input\"\naddress = 0\ntype = \"u16\"\n",
+            "needs a coil or a holding register",
+        );
+        refused(
+            "function = \"discrete\"\naddress = 0\ntype = \"bool\"\n",
+            "needs a coil or a holding register",
+        );
+        refused(
+            "function = \"holding\"\naddress = 0\ntype = \"bool\"\nbit = 3\n",
+            "one bit of a register is not supported",
+        );
+        refused(
+            "function = \"holding\"\naddress = 0\ntype = \"u16\"\nsign = -1\n",
+            "remove its conversion and sign",
+        );
+        let cfg = load(&profile(
+            "function = \"holding\"\naddress = 0\ntype = \"f32\"\nscale = 0.5\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.devices[0].points[0].writable);
+        let cfg = load(&profile(
+            "function = \"coil\"\naddress = 4\ntype = \"bool\"\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.devices[0].points[0].writable);
     }
 }

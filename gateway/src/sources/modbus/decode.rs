@@ -169,15 +169,17 @@ pub fn encode_point(point: &Point, value: f64) -> Result<Vec<u16>, EncodeError> 
     let raw = if integer {
         let whole = raw.round();
         if (raw - whole).abs() > STEP_TOLERANCE * whole.abs().max(1.0) {
-            return Err(if point.function.is_bits() || point.data_type == DataType::Bool {
-                EncodeError::NotABit(value)
-            } else {
-                EncodeError::NotAStep {
-                    value,
-                    scale: point.scale,
-                    offset: point.offset,
-                }
-            });
+            return Err(
+                if point.function.is_bits() || point.data_type == DataType::Bool {
+                    EncodeError::NotABit(value)
+                } else {
+                    EncodeError::NotAStep {
+                        value,
+                        scale: point.scale,
+                        offset: point.offset,
+                    }
+                },
+            );
         }
         whole
     } else {
@@ -189,7 +191,10 @@ pub fn encode_point(point: &Point, value: f64) -> Result<Vec<u16>, EncodeError> 
             return Err(EncodeError::NotABit(value));
         }
         // In engineering units, lowest first whatever the scale's sign.
-        let (a, b) = (lo * point.scale + point.offset, hi * point.scale + point.offset);
+        let (a, b) = (
+            lo * point.scale + point.offset,
+            hi * point.scale + point.offset,
+        );
         return Err(EncodeError::OutOfRange {
             value,
             min: a.min(b),
@@ -532,7 +537,10 @@ mod tests {
             encode_point(&point(DataType::I32, 0), -2.0),
             Ok(vec![0xFFFF, 0xFFFE])
         );
-        assert_eq!(encode_point(&point(DataType::U16, 0), 300.0), Ok(vec![0x012C]));
+        assert_eq!(
+            encode_point(&point(DataType::U16, 0), 300.0),
+            Ok(vec![0x012C])
+        );
     }
 
     #[test]

@@ -373,7 +373,14 @@ impl Poller {
                     e
                 }
             };
-            self.count_write_error(&name, if reason == "timeout" { "timeout" } else { "comm_error" });
+            self.count_write_error(
+                &name,
+                if reason == "timeout" {
+                    "timeout"
+                } else {
+                    "comm_error"
+                },
+            );
             last = reason;
             // As for reads: a fresh TCP connection after any failure.
             if matches!(self.ctx, Some(Conn::Tcp(_))) {

@@ -112,14 +112,16 @@ impl WriteTarget {
 impl fmt::Display for WriteTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Coil { address, on } => write!(
-                f,
-                "FC 05 coil {address} {}",
-                if *on { "on" } else { "off" }
-            ),
+            Self::Coil { address, on } => {
+                write!(f, "FC 05 coil {address} {}", if *on { "on" } else { "off" })
+            }
             Self::Register { address, value } => write!(f, "FC 06 register {address} = {value}"),
             Self::Registers { address, values } => {
-                write!(f, "FC 16 registers {address}+{} = {values:04X?}", values.len())
+                write!(
+                    f,
+                    "FC 16 registers {address}+{} = {values:04X?}",
+                    values.len()
+                )
             }
         }
     }
