@@ -142,6 +142,15 @@ impl Gateway {
             None => None,
         };
 
+        let buses = group_into_buses(&cfg.devices);
+        // Writes (Modbus output sinks, the console's `/write`) reach a device through the
+        // poller of its bus.
+        let (writers, write_rxs) = BusWriters::for_buses(
+            &buses
+                .iter()
+                .map(|b| b.devices.as_slice())
+                .collect::<Vec<_>>(),
+        );
         // The console before any source, so a port in use stops the start before data flows.
         let engine_running = Arc::new(AtomicBool::new(false));
         // The engine publishes its snapshots only when a console shows them.
@@ -182,7 +191,8 @@ impl Gateway {
                     view_rx.clone(),
                     command_tx.clone(),
                 )
-                .with_history(history.clone(), cfg.data_dir.clone());
+                .with_history(history.clone(), cfg.data_dir.clone())
+                .with_writers(writers.clone());
                 Some(Console::bind(settings, state).await?)
             }
             None => None,
@@ -221,14 +231,6 @@ impl Gateway {
             }
         }
         let sources_stop = tree.stop_token(Stage::Sources);
-        let buses = group_into_buses(&cfg.devices);
-        // Writes (Modbus output sinks) reach a device through the poller of its bus.
-        let (writers, write_rxs) = BusWriters::for_buses(
-            &buses
-                .iter()
-                .map(|b| b.devices.as_slice())
-                .collect::<Vec<_>>(),
-        );
         for (bus, writes) in buses.into_iter().zip(write_rxs) {
             let name = format!("poller {}", bus.link);
             let poller = Poller::new(

@@ -10,6 +10,9 @@
 //!   re-assertion, and after a gateway restart (the module power-cycled meanwhile) the sink
 //!   recomputes the siren from the alerts active in the saved rule state: on again, although
 //!   their raise events were delivered before the restart; the acknowledged alert stays silent;
+//! - a write to the module's writable sampling-interval register through the console's
+//!   `POST /write` (what `gateway write` sends) lands in the simulator's register; writes to a
+//!   read-only point or out of the register's range are refused with 422 and write nothing;
 //! - a second sink wired to a coil the device refuses (exception 02) is counted
 //!   (`modbus_write_errors_total`, `modbus_output_failures_total`) while the device's readings
 //!   keep landing in VictoriaMetrics.
@@ -312,7 +315,46 @@ listen = "127.0.0.1:{port}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // Device commands: the sampling interval register (u16 seconds) through the console.
+    let http = reqwest011::Client::new();
+    let (status, text) = post_write(&http, &base, "sample_interval", "300").await?;
+    ensure!(status == 200, "write: {status} {text}");
+    ensure!(
+        site.modbus_output("site-io", Function::Holding, 0) == Some(300),
+        "the module's sampling interval is {:?}",
+        site.modbus_output("site-io", Function::Holding, 0)
+    );
+    let (status, text) = post_write(&http, &base, "supply", "12").await?;
+    ensure!(
+        status == 422 && text.contains("is not writable"),
+        "write to a read-only point: {status} {text}"
+    );
+    let (status, text) = post_write(&http, &base, "sample_interval", "70000").await?;
+    ensure!(
+        status == 422 && text.contains("outside 0..=65535"),
+        "write out of range: {status} {text}"
+    );
+    ensure!(
+        site.modbus_output("site-io", Function::Holding, 0) == Some(300),
+        "a refused write changed the register"
+    );
     gw.stop().await?;
     site.shutdown().await;
     Ok(())
+}
+
+/// `POST /write` of `value` to site-io's `point`, as `gateway write` sends it: status and body.
+async fn post_write(
+    http: &reqwest011::Client,
+    base: &str,
+    point: &str,
+    value: &str,
+) -> Result<(u16, String)> {
+    let r = http
+        .post(format!("{base}/write"))
+        .form(&[("device", "site-io"), ("point", point), ("value", value)])
+        .send()
+        .await?;
+    Ok((r.status().as_u16(), r.text().await?))
 }

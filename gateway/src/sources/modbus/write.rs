@@ -225,6 +225,8 @@ pub struct BusWriters {
     by_device: Arc<HashMap<String, (usize, mpsc::Sender<WriteCommand>)>>,
     /// Devices reached by RTU: known, but writes are refused.
     rtu: Arc<Vec<String>>,
+    /// Every device's points, by device name, to resolve a write by point name.
+    points: Arc<HashMap<String, Vec<Point>>>,
 }
 
 impl BusWriters {
@@ -234,6 +236,11 @@ impl BusWriters {
     pub fn for_buses(buses: &[&[Device]]) -> (Self, Vec<Option<WriteRx>>) {
         let mut by_device = HashMap::new();
         let mut rtu = Vec::new();
+        let points = buses
+            .iter()
+            .flat_map(|devices| devices.iter())
+            .map(|d| (d.name.clone(), d.points.clone()))
+            .collect();
         let mut receivers = Vec::with_capacity(buses.len());
         for devices in buses {
             if devices
@@ -254,8 +261,32 @@ impl BusWriters {
             Self {
                 by_device: Arc::new(by_device),
                 rtu: Arc::new(rtu),
+                points: Arc::new(points),
             },
             receivers,
+        )
+    }
+
+    /// The write that sets `device`'s `point` to `value` (engineering units as the point reads
+    /// them), checked without sending anything: the point exists, is writable, and takes the
+    /// value ([`WriteTarget::for_point`]).
+    ///
+    /// # Errors
+    /// An unknown device or point, a point not declared writable, a value it cannot take.
+    pub fn resolve(
+        &self,
+        device: &str,
+        point: &str,
+        value: f64,
+    ) -> Result<WriteTarget, WriteError> {
+        resolve_in(
+            self.points
+                .get(device)
+                .map(|p| p.as_slice())
+                .ok_or_else(|| WriteError::UnknownDevice(device.to_owned()))?,
+            device,
+            point,
+            value,
         )
     }
 
@@ -283,4 +314,24 @@ impl BusWriters {
             .await
             .unwrap_or_else(|_| Err(WriteError::PollerGone(device.to_owned())))
     }
+}
+
+/// The write that sets `point` of `device` (whose points are `points`) to `value`.
+///
+/// # Errors
+/// An unknown point, a point not declared writable, a value it cannot take.
+pub fn resolve_in(
+    points: &[Point],
+    device: &str,
+    point: &str,
+    value: f64,
+) -> Result<WriteTarget, WriteError> {
+    let p = points
+        .iter()
+        .find(|p| p.name == point)
+        .ok_or_else(|| WriteError::UnknownPoint {
+            device: device.to_owned(),
+            point: point.to_owned(),
+        })?;
+    WriteTarget::for_point(device, p, value)
 }
