@@ -472,29 +472,13 @@ async fn real_time_ticks_on_whole_seconds() {
     site.shutdown().await;
 }
 
-/// The relay module of config/profiles/io-relay.toml: what the master writes stays (samples
+/// The relay module (`io`, config/profiles/io-relay.toml): what the master writes stays (samples
 /// do not overwrite it) and is read back, and a write to a read-only or unmapped address is
 /// refused with exception 02 (Modbus application protocol V1.1b3 §6.5, §6.6, §7).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_keeps_what_was_written_and_refuses_other_addresses() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("io.toml");
-    std::fs::write(
-        &file,
-        "name = \"io\"\nseed = 1\nsample_interval = \"1s\"\nsite = \"t\"\n\n[[modbus_tcp]]\nname = \"io\"\nprofile = \"io-relay\"\nunit = 1\n",
-    )
-    .expect("write scenario");
-    let s = Scenario::load_with_profiles(&file, &common::repo().join("config/profiles"))
-        .expect("scenario loads");
-    let site = Site::start(
-        &s,
-        StartOptions {
-            clock: ClockMode::Manual,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("site starts");
+    let (_, site) = start(dir.path()).await;
     let addr = site.tcp_addr("io").expect("io listens");
     let mut ctx = connect(addr, 1).await;
     assert_eq!(site.modbus_output("io", Function::Coil, 0), Some(0));

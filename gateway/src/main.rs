@@ -247,15 +247,8 @@ fn report(config: &std::path::Path, date: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = small_runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(anju_gateway::report::on_demand(&cfg, date)) {
         Ok(path) => {
@@ -311,15 +304,8 @@ fn write(config: &std::path::Path, device: &str, point: &str, value: f64) -> Exi
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let url = format!("http://{addr}/write");
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = small_runtime() else {
+        return ExitCode::FAILURE;
     };
     let value_text = value.to_string();
     let form = [
@@ -357,6 +343,16 @@ fn write(config: &std::path::Path, device: &str, point: &str, value: f64) -> Exi
             ExitCode::FAILURE
         }
     }
+}
+
+/// A single-threaded runtime for a command that makes one request, or `None` after saying why
+/// it cannot start.
+fn small_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("cannot start: {e}"))
+        .ok()
 }
 
 /// The initial values of `cfg`'s levelling blocks, with those in the spool when it can be

@@ -319,10 +319,9 @@ async fn acknowledge(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !same_origin(&headers) {
-        return (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response();
-    }
-    let form = form_fields(&body);
+    let Some(form) = same_origin_form(&headers, &body) else {
+        return cross_site_refused();
+    };
     let field = |k: &str| form.get(k).map_or("", String::as_str);
     let lang = if field("lang") == "en" {
         Lang::En
@@ -374,13 +373,12 @@ async fn write_point(
     body: axum::body::Bytes,
 ) -> Response {
     use crate::sources::modbus::write::WriteError;
-    if !same_origin(&headers) {
-        return (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response();
-    }
+    let Some(form) = same_origin_form(&headers, &body) else {
+        return cross_site_refused();
+    };
     let Some(writers) = &state.writers else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let form = form_fields(&body);
     let field = |k: &str| form.get(k).map_or("", String::as_str);
     let (device, point) = (field("device"), field("point"));
     let Ok(value) = field("value").trim().parse::<f64>() else {
@@ -418,6 +416,19 @@ async fn write_point(
         warn!(device, point, value, status = status.as_u16(), answer = %text.trim_end(), "Write on request not done.");
     }
     (status, text).into_response()
+}
+
+/// The fields of a form post; `None` for a post from another site's page ([`same_origin`]).
+fn same_origin_form(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Option<std::collections::BTreeMap<String, String>> {
+    same_origin(headers).then(|| form_fields(body))
+}
+
+/// The answer to a post [`same_origin_form`] refused.
+fn cross_site_refused() -> Response {
+    (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response()
 }
 
 /// True unless the request names an `Origin` other than its own `Host` (browsers send `Origin`
