@@ -142,18 +142,18 @@ counters! {
     MqttAlertsRejected = "mqtt_alerts_rejected_total" ["sink"];
     /// Alert events delivered by the webhook sink.
     WebhookAlertsDelivered = "webhook_alerts_delivered_total" ["sink"];
-    /// Alert events a Modbus output sink took (its cursor advanced past them).
-    ModbusOutputAlerts = "modbus_output_alerts_total" ["sink"];
-    /// Writes of a Modbus output sink's state the device confirmed, by state (on, off).
-    ModbusOutputWrites = "modbus_output_writes_total" ["sink", "state"];
-    /// Writes of a Modbus output sink's state that failed (retried after the backoff).
-    ModbusOutputFailures = "modbus_output_failures_total" ["sink"];
     /// Webhook posts sent again after a failure.
     WebhookAlertsRetries = "webhook_alerts_retries_total" ["sink"];
     /// Alert events the webhook receiver refused for good (dead letters).
     WebhookAlertsRejected = "webhook_alerts_rejected_total" ["sink"];
     /// Alert events of kinds the webhook sink is not configured for.
     WebhookAlertsSkipped = "webhook_alerts_skipped_total" ["sink"];
+    /// Alert events a Modbus output sink took (its cursor advanced past them).
+    ModbusOutputAlerts = "modbus_output_alerts_total" ["sink"];
+    /// Writes of a Modbus output sink's state the device confirmed, by state (on, off).
+    ModbusOutputWrites = "modbus_output_writes_total" ["sink", "state"];
+    /// Writes of a Modbus output sink's state that failed (retried after the backoff).
+    ModbusOutputFailures = "modbus_output_failures_total" ["sink"];
 }
 
 /// The gateway's counters. Shared as `Arc<Metrics>`.
