@@ -401,9 +401,6 @@ async fn write_point(
         Ok(Err(e @ (WriteError::Exception { .. } | WriteError::Failed { .. }))) => {
             (StatusCode::BAD_GATEWAY, format!("{e}\n"))
         }
-        Ok(Err(e @ WriteError::Unsupported(_))) => {
-            (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n"))
-        }
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
         Err(_) => (
             StatusCode::GATEWAY_TIMEOUT,

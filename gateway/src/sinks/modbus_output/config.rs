@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::alert::{Alert, AlertKind, Level};
 use crate::config::{Problem, Problems};
 use crate::sinks::fmt_dur;
-use crate::sources::modbus::config::{Device, Function, Transport};
+use crate::sources::modbus::config::{Device, Function};
 use crate::sources::modbus::write::WriteTarget;
 
 /// Default sink name (the spool cursor is stored under it).
@@ -288,9 +288,8 @@ impl ModbusOutputConfig {
     }
 }
 
-/// Check the sink's device against the configured devices: it exists, is reached by Modbus TCP
-/// (writes over RTU are not implemented yet), and no read-only point of it sits on the output's
-/// address. Returns `(field, message)` for every problem.
+/// Check the sink's device against the configured devices: it exists, and no read-only point of
+/// it sits on the output's address. Returns `(field, message)` for every problem.
 #[must_use]
 pub fn check_device(
     sink: &ResolvedModbusOutput,
@@ -312,15 +311,6 @@ pub fn check_device(
         )];
     };
     let mut found = Vec::new();
-    if !matches!(device.transport, Transport::Tcp(_)) {
-        found.push((
-            "device",
-            format!(
-                "device \"{}\" is on an RTU line; writes go to Modbus TCP devices only for now (wire the relay module to a Modbus TCP device or a TCP I/O module)",
-                device.name
-            ),
-        ));
-    }
     let (function, address) = (sink.output.function(), sink.output.address());
     let overlapping = device.points.iter().find(|p| {
         p.function == function
@@ -421,10 +411,8 @@ profile = "tilt-crack"
             "device = \"nope\"\ncoil = 0\n",
             "sinks[0].device: no Modbus device \"nope\"",
         );
-        assert_problem(
-            "device = \"lev\"\ncoil = 0\n",
-            "sinks[0].device: device \"lev\" is on an RTU line",
-        );
+        // A relay on an RTU line is written through that line's poller.
+        assert!(problems("device = \"lev\"\ncoil = 0\n").is_empty());
         // Holding 0 of the relay module is its writable sampling interval.
         assert!(
             problems("device = \"site-io\"\nregister = 0\non_value = 300\noff_value = 60\n")

@@ -270,8 +270,8 @@ impl Poller {
 
     /// Take writes for this bus's devices from `rx` (see [`super::write::BusWriters`]).
     #[must_use]
-    pub fn with_writes(mut self, rx: Option<WriteRx>) -> Self {
-        self.writes = rx;
+    pub fn with_writes(mut self, rx: WriteRx) -> Self {
+        self.writes = Some(rx);
         self
     }
 
@@ -344,7 +344,7 @@ impl Poller {
                 sleep(wait.min(Duration::from_secs(1))).await;
                 continue;
             }
-            let reason = match self.write_attempt(unit, &target, wait).await {
+            let reason = match self.write_attempt(idx, unit, &target, wait).await {
                 Attempt::Data(_) => {
                     self.metrics
                         .incr(Counter::ModbusWrites, &[("device", &name)]);
@@ -411,7 +411,13 @@ impl Poller {
     }
 
     /// One attempt of a write on the open connection; the reply must echo the request.
-    async fn write_attempt(&mut self, unit: u8, target: &WriteTarget, wait: Duration) -> Attempt {
+    async fn write_attempt(
+        &mut self,
+        idx: usize,
+        unit: u8,
+        target: &WriteTarget,
+        wait: Duration,
+    ) -> Attempt {
         match self.ctx.as_mut() {
             None => Attempt::Io("not connected".to_owned()),
             Some(Conn::Tcp(ctx)) => {
@@ -426,8 +432,19 @@ impl Poller {
                     Err(_elapsed) => Attempt::Timeout,
                 }
             }
-            // `BusWriters` sends no write to an RTU bus (`WriteError::Unsupported`).
-            Some(Conn::Rtu(_)) => Attempt::Garbled("writes over RTU are not supported".into()),
+            Some(Conn::Rtu(link)) => {
+                let (echo, request) = rtu_frame::write_request(unit, target);
+                let result = link.exchange_write(echo, &request, wait).await;
+                let discards = link.take_discards();
+                self.count_discards(idx, &discards);
+                match result {
+                    Ok(Answer::Exception(code)) => Attempt::Exception(code),
+                    Ok(_) => Attempt::Data(Reply::Bits(Vec::new())),
+                    Err(ExchangeError::Timeout) => Attempt::Timeout,
+                    Err(ExchangeError::Garbled) => Attempt::Garbled("garbled reply".to_owned()),
+                    Err(ExchangeError::Io(e)) => Attempt::Io(e.to_string()),
+                }
+            }
         }
     }
 
@@ -734,6 +751,8 @@ impl Poller {
                     Ok(Answer::Registers(r)) => Attempt::Data(Reply::Registers(r)),
                     Ok(Answer::Bits(b)) => Attempt::Data(Reply::Bits(b)),
                     Ok(Answer::Exception(code)) => Attempt::Exception(code),
+                    // `check_reply` never gives a write's echo.
+                    Ok(Answer::Written) => Attempt::Mismatched("a write's echo".to_owned()),
                     Err(ExchangeError::Timeout) => Attempt::Timeout,
                     Err(ExchangeError::Garbled) => Attempt::Garbled("garbled reply".to_owned()),
                     Err(ExchangeError::Io(e)) => Attempt::Io(e.to_string()),

@@ -11,8 +11,9 @@
 //! Function codes (Modbus application protocol V1.1b3): 05 write single coil (§6.5: ON is
 //! 0xFF00, OFF 0x0000; the reply echoes the request), 06 write single register (§6.6: the reply
 //! echoes address and value), 16 (0x10) write multiple registers (§6.12: the reply echoes
-//! address and quantity). Writes go to Modbus TCP devices; RTU writes are refused for now
-//! ([`WriteError::Unsupported`]) and `gateway check` says so before start.
+//! address and quantity). On Modbus TCP the echo is checked by the poller; on RTU by
+//! [`super::rtu_frame::check_echo`], with the line discipline of the reads
+//! ([`super::rtu_link::RtuLink::exchange_write`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::config::{Device, Function, Point, Transport};
+use super::config::{Device, Function, Point};
 use super::decode::{encode_point, EncodeError};
 
 /// Writes waiting for one bus's poller. A writer sending more waits; the poller takes them
@@ -159,9 +160,6 @@ pub enum WriteError {
         /// Why.
         error: EncodeError,
     },
-    /// The device is not reached by Modbus TCP.
-    #[error("device \"{0}\" is on an RTU line; writes go to Modbus TCP devices only for now")]
-    Unsupported(String),
     /// The device answered with an exception (Modbus application protocol V1.1b3 §7).
     #[error("device \"{device}\" refused {target} with exception {code:02X}")]
     Exception {
@@ -196,7 +194,6 @@ impl WriteError {
             Self::UnknownDevice(_) | Self::UnknownPoint { .. } => "unknown",
             Self::NotWritable { .. } => "not_writable",
             Self::Value { .. } => "value",
-            Self::Unsupported(_) => "unsupported",
             Self::Exception { .. } => "exception",
             Self::Failed { .. } => "failed",
             Self::PollerGone(_) => "poller_gone",
@@ -223,8 +220,6 @@ pub type WriteRx = mpsc::Receiver<WriteCommand>;
 pub struct BusWriters {
     /// Device name → (its index in its bus, its bus's command channel).
     by_device: Arc<HashMap<String, (usize, mpsc::Sender<WriteCommand>)>>,
-    /// Devices reached by RTU: known, but writes are refused.
-    rtu: Arc<Vec<String>>,
     /// Every device's points, by device name, to resolve a write by point name.
     points: Arc<HashMap<String, Vec<Point>>>,
 }
@@ -233,9 +228,8 @@ impl BusWriters {
     /// The writers of `buses` (each bus's devices in its order, and the receiver its poller
     /// takes), and the receivers to hand to each poller, in the same order as `buses`.
     #[must_use]
-    pub fn for_buses(buses: &[&[Device]]) -> (Self, Vec<Option<WriteRx>>) {
+    pub fn for_buses(buses: &[&[Device]]) -> (Self, Vec<WriteRx>) {
         let mut by_device = HashMap::new();
-        let mut rtu = Vec::new();
         let points = buses
             .iter()
             .flat_map(|devices| devices.iter())
@@ -243,24 +237,15 @@ impl BusWriters {
             .collect();
         let mut receivers = Vec::with_capacity(buses.len());
         for devices in buses {
-            if devices
-                .iter()
-                .all(|d| matches!(d.transport, Transport::Tcp(_)))
-            {
-                let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-                for (i, d) in devices.iter().enumerate() {
-                    by_device.insert(d.name.clone(), (i, tx.clone()));
-                }
-                receivers.push(Some(rx));
-            } else {
-                rtu.extend(devices.iter().map(|d| d.name.clone()));
-                receivers.push(None);
+            let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+            for (i, d) in devices.iter().enumerate() {
+                by_device.insert(d.name.clone(), (i, tx.clone()));
             }
+            receivers.push(rx);
         }
         (
             Self {
                 by_device: Arc::new(by_device),
-                rtu: Arc::new(rtu),
                 points: Arc::new(points),
             },
             receivers,
@@ -293,12 +278,9 @@ impl BusWriters {
     /// Send `target` to `device` through its bus's poller and wait for the answer.
     ///
     /// # Errors
-    /// An unknown or RTU device, a stopped poller, or the device's refusal or silence.
+    /// An unknown device, a stopped poller, or the device's refusal or silence.
     pub async fn write(&self, device: &str, target: WriteTarget) -> Result<(), WriteError> {
         let Some((index, tx)) = self.by_device.get(device) else {
-            if self.rtu.iter().any(|d| d == device) {
-                return Err(WriteError::Unsupported(device.to_owned()));
-            }
             return Err(WriteError::UnknownDevice(device.to_owned()));
         };
         let (reply, answer) = oneshot::channel();
