@@ -54,6 +54,19 @@ profile = "io-relay"
 unit = 1
 "#;
 
+/// Red at once (confirm count 1) when a settlement published through mosquitto reaches 30 mm.
+const RED_SETTLEMENT_RULE: &str = r#"
+[alerts]
+language = "zh"
+
+[[alerts.rules]]
+name = "settlement-total"
+kind = "absolute"
+select = { kind = "settlement" }
+upper = { alarm = 30.0, red = 1.0 }
+confirm = { count = 1 }
+"#;
+
 /// The siren coil of config/profiles/io-relay.toml.
 const SIREN_COIL: u16 = 0;
 
@@ -97,17 +110,7 @@ async fn the_siren_follows_the_red_alerts_and_a_refused_write_stops_no_polling()
     let io = site.tcp_addr("site-io").context("site-io listens")?;
     let port = free_port()?;
     let extra = format!(
-        r#"
-[alerts]
-language = "zh"
-
-[[alerts.rules]]
-name = "settlement-total"
-kind = "absolute"
-select = {{ kind = "settlement" }}
-upper = {{ alarm = 30.0, red = 1.0 }}
-confirm = {{ count = 1 }}
-
+        r#"{RED_SETTLEMENT_RULE}
 [[devices]]
 name = "site-io"
 transport = "tcp"
@@ -413,17 +416,7 @@ async fn the_siren_on_an_rs485_line_is_written_between_the_polls_of_the_line() -
     // Nothing listens on the store's port: readings stay in the spool; the counters tell.
     let store = format!("http://127.0.0.1:{}", free_port()?);
     let extra = format!(
-        r#"
-[alerts]
-language = "zh"
-
-[[alerts.rules]]
-name = "settlement-total"
-kind = "absolute"
-select = {{ kind = "settlement" }}
-upper = {{ alarm = 30.0, red = 1.0 }}
-confirm = {{ count = 1 }}
-
+        r#"{RED_SETTLEMENT_RULE}
 [[serial_ports]]
 name = "rs485-1"
 path = "{tty}"
