@@ -77,7 +77,7 @@ pub fn describe(cfg: &Config) -> String {
             });
             let _ = writeln!(
                 out,
-                "      {}/{} [{}{}] {} @ {} {:?} {:?} x{} {:+}{}",
+                "      {}/{} [{}{}] {} @ {} {:?} {:?} x{} {:+}{}{}",
                 d.name,
                 p.name,
                 p.quantity,
@@ -92,7 +92,8 @@ pub fn describe(cfg: &Config) -> String {
                 p.word_order,
                 p.scale,
                 p.offset,
-                time
+                time,
+                if p.writable { ", writable" } else { "" }
             );
         }
         for h in &d.holes {
@@ -234,10 +235,10 @@ pub fn describe(cfg: &Config) -> String {
                 let f = &r.filter;
                 let _ = writeln!(
                     out,
-                    "  {}: {} of device {} held while a {:?} alert of level {} or above is active{}{} and not acknowledged; re-asserted every {}",
+                    "  {}: device {} {} while a {:?} alert of level {} or above is active{}{} and not acknowledged; re-asserted every {}",
                     r.name,
-                    r.output.write(true),
                     r.device,
+                    r.output.write(true),
                     f.kinds,
                     f.level,
                     f.rules.as_ref().map_or_else(String::new, |x| format!(", rules {x:?}")),

@@ -410,14 +410,14 @@ impl Config {
                 SinkConfig::Influxdb(c) => c.validate(&at).map(Sink::Influxdb),
                 SinkConfig::Mqtt(c) => c.validate(&at).map(Sink::Mqtt),
                 SinkConfig::Webhook(c) => c.validate(&at).map(Sink::Webhook),
-                SinkConfig::ModbusOutput(c) => c.validate(&at).map(|r| {
+                SinkConfig::ModbusOutput(c) => {
                     for (field, message) in
-                        crate::sinks::modbus_output::config::check_device(&r, &devices)
+                        crate::sinks::modbus_output::config::check_device(c, &devices)
                     {
                         v.push(format!("{at}.{field}"), message);
                     }
-                    Sink::ModbusOutput(r)
-                }),
+                    c.validate(&at).map(Sink::ModbusOutput)
+                }
             };
             match validated {
                 Ok(sink) => {

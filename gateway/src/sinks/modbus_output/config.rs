@@ -289,12 +289,10 @@ impl ModbusOutputConfig {
 }
 
 /// Check the sink's device against the configured devices: it exists, and no read-only point of
-/// it sits on the output's address. Returns `(field, message)` for every problem.
+/// it sits on the output's address. Done on the raw entry, so that its other mistakes are
+/// reported together with these. Returns `(field, message)` for every problem.
 #[must_use]
-pub fn check_device(
-    sink: &ResolvedModbusOutput,
-    devices: &[Device],
-) -> Vec<(&'static str, String)> {
+pub fn check_device(sink: &ModbusOutputConfig, devices: &[Device]) -> Vec<(&'static str, String)> {
     let Some(device) = devices.iter().find(|d| d.name == sink.device) else {
         let known: Vec<&str> = devices.iter().map(|d| d.name.as_str()).collect();
         return vec![(
@@ -310,23 +308,32 @@ pub fn check_device(
             ),
         )];
     };
-    let mut found = Vec::new();
-    let (function, address) = (sink.output.function(), sink.output.address());
-    let overlapping = device.points.iter().find(|p| {
-        p.function == function
-            && (u32::from(p.address)..u32::from(p.address) + u32::from(p.width()))
-                .contains(&u32::from(address))
-    });
-    if let Some(point) = overlapping.filter(|p| !p.writable) {
-        found.push((
-            if function == Function::Coil { "coil" } else { "register" },
-            format!(
-                "address {address} is point \"{}\" of device \"{}\", which is not writable; pick the relay's address or declare the point `writable = true` in its profile",
-                point.name, device.name
-            ),
-        ));
-    }
-    found
+    // Without exactly one of coil and register there is no address to check (`validate` says so).
+    let (field, function, address) = match (sink.coil, sink.register) {
+        (Some(c), None) => ("coil", Function::Coil, c),
+        (None, Some(r)) => ("register", Function::Holding, r),
+        _ => return Vec::new(),
+    };
+    device
+        .points
+        .iter()
+        .find(|p| {
+            p.function == function
+                && (u32::from(p.address)..u32::from(p.address) + u32::from(p.width()))
+                    .contains(&u32::from(address))
+        })
+        .filter(|p| !p.writable)
+        .map(|point| {
+            (
+                field,
+                format!(
+                    "address {address} is point \"{}\" of device \"{}\", which is not writable; pick the relay's address or declare the point `writable = true` in its profile",
+                    point.name, device.name
+                ),
+            )
+        })
+        .into_iter()
+        .collect()
 }
 
 #[cfg(test)]
@@ -410,6 +417,13 @@ profile = "tilt-crack"
         assert_problem(
             "device = \"nope\"\ncoil = 0\n",
             "sinks[0].device: no Modbus device \"nope\"",
+        );
+        // Every mistake of the entry at once.
+        let both = problems("device = \"nope\"\nregister = 0\non_value = 2\noff_value = 2\n");
+        assert!(
+            both.iter().any(|p| p.contains("sinks[0].device"))
+                && both.iter().any(|p| p.contains("sinks[0].on_value")),
+            "{both:#?}"
         );
         // A relay on an RTU line is written through that line's poller.
         assert!(problems("device = \"lev\"\ncoil = 0\n").is_empty());
