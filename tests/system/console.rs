@@ -30,7 +30,7 @@ fn config(dir: &std::path::Path, broker: &str, store: &str, console: &str) -> St
 }
 
 /// One scrape of `/metrics`, parsed; `(name, sorted labels) -> value`.
-struct Scraped {
+pub(crate) struct Scraped {
     values: HashMap<(String, Vec<(String, String)>), f64>,
     helped: Vec<String>,
 }
@@ -64,7 +64,7 @@ impl Scraped {
         })
     }
 
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let mut labels: Vec<(String, String)> = labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -74,7 +74,7 @@ impl Scraped {
     }
 }
 
-async fn scrape(client: &reqwest011::Client, base: &str) -> Result<Scraped> {
+pub(crate) async fn scrape(client: &reqwest011::Client, base: &str) -> Result<Scraped> {
     let response = client.get(format!("{base}/metrics")).send().await?;
     ensure!(
         response.status() == 200,
@@ -561,7 +561,7 @@ client_id = "anju-gw-test-alerts"
 
 /// Post the acknowledgement form for alert `id` from a page of `origin` (the console's own:
 /// `base`) for `by`: status and body.
-async fn post_ack(
+pub(crate) async fn post_ack(
     http: &reqwest011::Client,
     base: &str,
     id: &str,
