@@ -515,7 +515,10 @@ pub struct RunningGateway {
 /// Write `config` to `dir/gateway.toml`, validate it as the daemon would, and run the gateway.
 /// A config without a `[console]` section runs without the console (the daemon's default,
 /// 127.0.0.1:8080, would collide between gateways of tests running at once); a test of the
-/// console writes the section with a free port.
+/// console writes the section with a free port. A config without a `[console.report]` table
+/// makes no daily report by itself: by default one is made at start when it is past 07:30
+/// local time, and its notice would be one more alert in every test that counts them, at some
+/// hours of the day only.
 ///
 /// # Errors
 /// When the config is invalid.
@@ -525,6 +528,11 @@ pub fn start_gateway(config: &str, dir: &Path) -> Result<RunningGateway> {
     let mut cfg = anju_gateway::config::Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     if !config.contains("[console]") {
         cfg.console = None;
+    }
+    if !config.contains("[console.report]") {
+        if let Some(console) = cfg.console.as_mut() {
+            console.report = None;
+        }
     }
     let gw = anju_gateway::run::Gateway::new(cfg);
     let metrics = gw.metrics();
