@@ -19,7 +19,7 @@ use crate::config::{Config, Sink};
 use crate::console::{Console, ConsoleState, Identity};
 use crate::engine::{Engine, Heartbeat};
 use crate::metrics::Metrics;
-use crate::model::{Clock, SystemClock};
+use crate::model::Clock;
 use crate::sinks::influxdb::{InfluxSink, InfluxSinkError};
 use crate::sinks::modbus_output::{ModbusOutputSink, SavedRules};
 use crate::sinks::mqtt::{MqttSink, MqttSinkError};
@@ -82,9 +82,9 @@ impl Gateway {
     #[must_use]
     pub fn new(cfg: Config) -> Self {
         Self {
+            clock: crate::clock::for_config(&cfg.clock),
             cfg,
             metrics: Arc::new(Metrics::new()),
-            clock: Arc::new(SystemClock),
         }
     }
 
