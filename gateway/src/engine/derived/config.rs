@@ -22,8 +22,8 @@ use crate::model::QuantityKind;
 use super::slope::{
     AntecedentParams, ForecastParams, TangentParams, DEFAULT_ANTECEDENT_DAYS,
     DEFAULT_BLUE_BAND_DEG, DEFAULT_DECAY, DEFAULT_FIT_WINDOW, DEFAULT_HORIZON, DEFAULT_MIN_R2,
-    DEFAULT_NOISE_FACTOR, DEFAULT_SLOPE_MIN_POINTS, DEFAULT_SMOOTH, MAX_ANTECEDENT_DAYS,
-    MIN_SLOPE_MIN_POINTS,
+    DEFAULT_NOISE_FACTOR, DEFAULT_SLOPE_MIN_POINTS, DEFAULT_SMOOTH, DEFAULT_STORE_EVERY,
+    MAX_ANTECEDENT_DAYS, MAX_STORE_EVERY, MIN_SLOPE_MIN_POINTS,
 };
 
 /// Default output device of a channel derived from one input: the input's device.
@@ -279,6 +279,11 @@ pub struct DerivedConfig {
     /// Antecedent_rainfall: daily decay factor K, 0 < K ≤ 1 (default 0.8).
     #[serde(default)]
     pub decay: Option<f64>,
+    /// Inverse_velocity, tangent_angle, antecedent_rainfall: shortest time between two stored
+    /// readings of a series whose quality and level did not change (default 1m, `"0s"`: every
+    /// reading; see [`DEFAULT_STORE_EVERY`]).
+    #[serde(default, with = "duration_opt")]
+    pub store_every: Option<Duration>,
     /// Rate, stability: least readings in the window before a slope is given (default 3).
     #[serde(default)]
     pub min_points: Option<u32>,
@@ -378,6 +383,9 @@ pub struct DerivedSpec {
     pub tangent: Option<TangentParams>,
     /// Antecedent_rainfall: its parameters.
     pub antecedent: Option<AntecedentParams>,
+    /// Slope kinds: shortest time between two stored readings of an unchanged series, ns (0:
+    /// every reading; other kinds store every reading).
+    pub store_every_ns: i64,
 }
 
 /// The validated `[[derived]]` section, in declaration order: a block sees its own inputs and
@@ -511,7 +519,7 @@ fn validate_block(
         TangentAngle, Tilt,
     };
     // Each field and the kinds that take it; given to another kind, it is refused, not ignored.
-    let takes: [(&str, bool, &[DerivedKind]); 24] = [
+    let takes: [(&str, bool, &[DerivedKind]); 25] = [
         ("pairs", !c.pairs.is_empty(), &[Difference, Tilt]),
         ("b", c.b.is_some(), &[Difference]),
         ("reference", c.reference.is_some(), &[Levelling]),
@@ -558,6 +566,11 @@ fn validate_block(
         ("blue_band_deg", c.blue_band_deg.is_some(), &[TangentAngle]),
         ("days", c.days.is_some(), &[AntecedentRainfall]),
         ("decay", c.decay.is_some(), &[AntecedentRainfall]),
+        (
+            "store_every",
+            c.store_every.is_some(),
+            &[InverseVelocity, TangentAngle, AntecedentRainfall],
+        ),
         (
             "max_skew",
             c.max_skew.is_some(),
@@ -851,6 +864,20 @@ fn validate_block(
         }
     }
     let (forecast, tangent, antecedent) = slope_params(c, at, problems);
+    let store_every = if matches!(
+        k,
+        DerivedKind::InverseVelocity | DerivedKind::TangentAngle | DerivedKind::AntecedentRainfall
+    ) {
+        c.store_every.unwrap_or(DEFAULT_STORE_EVERY)
+    } else {
+        Duration::ZERO
+    };
+    if store_every > MAX_STORE_EVERY {
+        problems.push((
+            format!("{at}.store_every"),
+            format!("{store_every:?} is longer than {MAX_STORE_EVERY:?}; a judgement stored so seldom hides a fast failure stage, leave it out for 1m"),
+        ));
+    }
     if forecast.is_some() || tangent.is_some() {
         // Their speeds are per `per` (checked in `slope_params`).
         per = c.per.unwrap_or(DEFAULT_RATE_PER);
@@ -895,6 +922,7 @@ fn validate_block(
         forecast,
         tangent,
         antecedent,
+        store_every_ns: ns(store_every),
     })
 }
 

@@ -212,6 +212,23 @@ struct Output {
     /// Forecast, tangent angle: the gate that refused the last reading (`None`: a value was
     /// given), to log changes only.
     refusal: Option<Refusal>,
+    /// Slope kinds: the time and [`Signature`] of the last stored reading (`store_every`; not
+    /// saved: the first reading after a start is stored).
+    stored: Option<(TimestampNs, Signature)>,
+}
+
+/// The quality code of each series of a slope output (0 for a value), and the tangent angle's
+/// level (−1 for none): what decides that a reading is stored at once despite `store_every`.
+type Signature = [i64; config::FORECAST_SERIES.len() + 1];
+
+/// The [`Signature`] of a slope output's `values` and `level`.
+fn signature(values: &[Result<f64, Quality>], level: Option<u8>) -> Signature {
+    let mut sig = [0; config::FORECAST_SERIES.len() + 1];
+    sig[0] = level.map_or(-1, i64::from);
+    for (slot, v) in sig[1..].iter_mut().zip(values) {
+        *slot = v.as_ref().map_or_else(|q| q.code(), |_| 0);
+    }
+    sig
 }
 
 /// The derived channels of a gateway and their state. Build with [`DerivedSet::new`]; feed with
@@ -349,6 +366,7 @@ impl DerivedSet {
             companions: Vec::new(),
             form: None,
             refusal: None,
+            stored: None,
         });
         self.by_key.insert(key, oi);
         Some(oi)
@@ -923,7 +941,29 @@ impl DerivedSet {
             self.outputs[oi].dirty = true;
         }
         let value = value?;
+        if matches!(self.outputs[oi].calc, Calc::Antecedent(_))
+            && !self.store_due(oi, s.ts, signature(&[value], None))
+        {
+            return None;
+        }
         Some(self.emit(oi, &r.series, s.ts, value))
+    }
+
+    /// True when slope output `oi`'s reading at `ts` with `sig` is to be stored (`store_every`,
+    /// README *Performance*): the first one, one whose signature differs from the last stored
+    /// (a gate's verdict, a level, a bad input: what rules and people act on goes out at once),
+    /// one older than the last stored (a backlog), or one `store_every` after it. The
+    /// judgement itself was made and its state kept either way; a rule on a value (e.g. the
+    /// time to failure) sees it at most `store_every` late.
+    fn store_due(&mut self, oi: usize, ts: TimestampNs, sig: Signature) -> bool {
+        let every = self.specs[self.outputs[oi].block].store_every_ns;
+        let due = self.outputs[oi]
+            .stored
+            .is_none_or(|(last, was)| was != sig || ts < last || ts - last >= every);
+        if due {
+            self.outputs[oi].stored = Some((ts, sig));
+        }
+        due
     }
 
     /// The readings of a forecast or tangent-angle output and its companions from its input's
@@ -938,6 +978,7 @@ impl DerivedSet {
             [Err(Quality::DerivedInputBad); config::FORECAST_SERIES.len()];
         let mut refusal = None;
         let mut estimated = None;
+        let mut level = None;
         let refused = |r: Refusal| Err(Quality::Refused(r));
         match (&mut self.outputs[oi].calc, s.value) {
             (_, None) => {}
@@ -970,9 +1011,10 @@ impl DerivedSet {
             (Calc::Tangent(state), Some(v)) => {
                 let Some(p) = tangent else { return };
                 match state.on_reading(&p, s.ts, v, &mut estimated) {
-                    Ok((alpha, level)) => {
+                    Ok((alpha, l)) => {
                         values[0] = Ok(alpha);
-                        values[1] = Ok(f64::from(level));
+                        values[1] = Ok(f64::from(l));
+                        level = Some(l);
                     }
                     Err(r) => {
                         values[0] = refused(r);
@@ -993,6 +1035,9 @@ impl DerivedSet {
         if s.value.is_some() {
             self.outputs[oi].dirty = true;
             self.log_refusal(oi, refusal);
+        }
+        if !self.store_due(oi, s.ts, signature(&values, level)) {
+            return;
         }
         let companions = std::mem::take(&mut self.outputs[oi].companions);
         for (i, target) in std::iter::once(oi)
