@@ -56,7 +56,11 @@ pub const SURFACE_AMBIENT_LIMIT_C: f64 = 20.0;
 /// The four levels of each GB 50496 rule as fractions of its limit: blue at 70 % (the
 /// pre-warning of GB 50497 practice), yellow at 80 % (the curing practice's warning point, e.g.
 /// 20 °C and 1.6 °C/d), orange at 90 % (midway, [U]), red at the limit (docs/DOMAIN.md §Curing).
+/// A pour's `levels` may set other fractions.
 pub const LEVEL_FRACTIONS: [f64; 4] = [0.7, 0.8, 0.9, 1.0];
+/// Highest level fraction accepted: a red level at 1.5 × the limit already tolerates half as
+/// much again as GB 50496 allows; anything above is a typo (a percentage written as 80).
+pub const MAX_LEVEL_FRACTION: f64 = 1.5;
 /// The tag naming a pour on its series.
 pub const POUR_TAG: &str = "pour";
 /// The tag naming a sensor's role on its series.
@@ -191,6 +195,55 @@ pub struct PourConfig {
     /// `{ count = 1 }` for a pour read every 4 h by hand (GB 50496-2018 schedule).
     #[serde(default)]
     pub confirm: Option<ConfirmConfig>,
+    /// The fractions of each GB 50496 limit at which its four levels fire (default
+    /// [`LEVEL_FRACTIONS`]; a key left out keeps its default).
+    #[serde(default)]
+    pub levels: Option<LevelFractionsConfig>,
+}
+
+/// A pour's `levels = { blue = 0.6, yellow = 0.8, orange = 0.9, red = 1.0 }`: fractions of
+/// each GB 50496-2018 §3.0.4 limit, ascending, each in (0, [`MAX_LEVEL_FRACTION`]].
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelFractionsConfig {
+    /// 注意 (blue), default 0.7.
+    #[serde(default)]
+    pub blue: Option<f64>,
+    /// 警示 (yellow), default 0.8.
+    #[serde(default)]
+    pub yellow: Option<f64>,
+    /// 警戒 (orange), default 0.9.
+    #[serde(default)]
+    pub orange: Option<f64>,
+    /// 警报 (red), default 1.0: the limit itself.
+    #[serde(default)]
+    pub red: Option<f64>,
+}
+
+impl LevelFractionsConfig {
+    /// The fractions blue, yellow, orange, red, defaults filled in, or the problems at `at`.
+    fn validate(&self, at: &str, problems: &mut Vec<(String, String)>) -> [f64; 4] {
+        let given = [self.blue, self.yellow, self.orange, self.red];
+        let mut f = LEVEL_FRACTIONS;
+        for (i, name) in ["blue", "yellow", "orange", "red"].iter().enumerate() {
+            if let Some(v) = given[i] {
+                if !(v.is_finite() && v > 0.0 && v <= MAX_LEVEL_FRACTION) {
+                    problems.push((
+                        format!("{at}.{name}"),
+                        format!("{v} is not a fraction of the limit in (0, {MAX_LEVEL_FRACTION}]; write 0.8 for 80 %"),
+                    ));
+                }
+                f[i] = v;
+            }
+        }
+        if f.windows(2).any(|w| w[0] >= w[1]) {
+            problems.push((
+                at.to_owned(),
+                format!("blue {} < yellow {} < orange {} < red {} must ascend (defaults 0.7, 0.8, 0.9, 1.0 where left out)", f[0], f[1], f[2], f[3]),
+            ));
+        }
+        f
+    }
 }
 
 /// A validated mix.
@@ -235,6 +288,8 @@ pub struct PourSpec {
     pub min_points: u32,
     /// The rules' confirmation: readings and time (`None`: the rules' default).
     pub confirm: Option<(Option<u32>, Option<Duration>)>,
+    /// Fractions of each limit at which blue, yellow, orange and red fire.
+    pub level_fractions: [f64; 4],
 }
 
 /// The validated `[[mixes]]` and `[[pours]]`.
@@ -487,6 +542,10 @@ impl CuringPlan {
                     "must be at least 1 reading".into(),
                 ));
             }
+            let level_fractions = p
+                .levels
+                .unwrap_or_default()
+                .validate(&format!("{at}.levels"), &mut problems);
             let max_skew = p.max_skew.unwrap_or(DEFAULT_PAIR_MAX_SKEW);
             if max_skew.is_zero() {
                 problems.push((format!("{at}.max_skew"), "must be longer than 0s".into()));
@@ -504,6 +563,7 @@ impl CuringPlan {
                     cooling_window_ns: ns(cooling),
                     min_points: DEFAULT_RATE_MIN_POINTS,
                     confirm: p.confirm.as_ref().map(|c| (c.count, c.duration)),
+                    level_fractions,
                 });
             }
         }
@@ -514,8 +574,8 @@ impl CuringPlan {
         }
     }
 
-    /// The GB 50496-2018 §3.0.4 rules of every pour, four levels each ([`LEVEL_FRACTIONS`] of
-    /// the limit), on the pour's derived series: `<pour>/rise`, `<pour>/core-surface`,
+    /// The GB 50496-2018 §3.0.4 rules of every pour, four levels each (the pour's `levels`,
+    /// by default [`LEVEL_FRACTIONS`] of the limit), on the pour's derived series: `<pour>/rise`, `<pour>/core-surface`,
     /// `<pour>/cooling-rate`, `<pour>/surface-ambient`. Labels in `language`.
     #[must_use]
     pub fn rules(&self, language: Language) -> Vec<RuleConfig> {
@@ -531,7 +591,7 @@ impl CuringPlan {
                     continue;
                 };
                 let label = series.label(language);
-                let [blue, yellow, orange, red] = LEVEL_FRACTIONS.map(Some);
+                let [blue, yellow, orange, red] = p.level_fractions.map(Some);
                 let mut tags = BTreeMap::new();
                 tags.insert(DERIVED_TAG.to_owned(), p.name.clone());
                 rules.push(RuleConfig {
@@ -604,6 +664,11 @@ impl std::fmt::Display for PourSpec {
             f,
             "\n    series <point>.{{rise, core-surface, cooling-rate, surface-ambient, maturity, equivalent-age, strength, strength-share}}; rules {0}/rise ≤ {RISE_LIMIT_C} °C, {0}/core-surface ≤ {CORE_SURFACE_LIMIT_C} °C, {0}/cooling-rate ≤ {COOLING_RATE_LIMIT_C_PER_D} °C/d, {0}/surface-ambient ≤ {SURFACE_AMBIENT_LIMIT_C} °C (GB 50496-2018 §3.0.4)",
             self.name
+        )?;
+        let [b, y, o, r] = self.level_fractions;
+        write!(
+            f,
+            "\n    levels: blue {b}, yellow {y}, orange {o}, red {r} × each limit"
         )?;
         write!(
             f,

@@ -367,9 +367,19 @@ async fn run_engine(
     polls: std::ops::RangeInclusive<i64>,
     temps: fn(i64) -> (f64, f64, f64),
 ) {
+    run_engine_with(POUR, spool, polls, temps).await;
+}
+
+/// [`run_engine`] with the pours and mixes of `config`.
+async fn run_engine_with(
+    config: &str,
+    spool: &Arc<crate::spool::Spool>,
+    polls: std::ops::RangeInclusive<i64>,
+    temps: fn(i64) -> (f64, f64, f64),
+) {
     use crate::engine::rules::{AlertsConfig, RuleSet};
     use crate::engine::{Engine, EngineConfig};
-    let plan = plan(POUR);
+    let plan = plan(config);
     let alerts = AlertsConfig {
         rules: plan.rules(Language::Zh),
         ..AlertsConfig::default()
@@ -609,4 +619,64 @@ fn throughput() {
         "{n} readings of 100 pours in {secs:.3} s: {:.2} µs per reading, {derived} derived readings",
         secs * 1e6 / n
     );
+}
+
+#[tokio::test]
+async fn a_pour_sets_the_fractions_of_the_limit_at_which_each_level_fires() {
+    use crate::alert::Level;
+    use crate::spool::{Spool, SpoolConfig};
+    // Yellow from 75 % and orange from 85 % of each limit: core − surface 19 °C is 76 % of
+    // 25 °C, yellow (blue with the default 0.8), then 22 °C = 88 %, orange (yellow by default).
+    let config = POUR.replace(
+        "[[pours]]",
+        "[[pours]]\nlevels = { blue = 0.6, yellow = 0.75, orange = 0.85 }",
+    );
+    let rules = plan(&config).rules(Language::En);
+    let band = rules[1].upper.as_ref().expect("upper band");
+    assert_eq!(
+        (band.alarm, band.blue, band.yellow, band.orange, band.red),
+        (Some(25.0), Some(0.6), Some(0.75), Some(0.85), Some(1.0))
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Arc::new(
+        Spool::open(
+            &dir.path().join("spool.redb"),
+            &SpoolConfig::default(),
+            &["reader".to_owned()],
+        )
+        .expect("spool"),
+    );
+    run_engine_with(&config, &spool, 0..=8, |h| {
+        if h < 4 {
+            (39.0, 20.0, 15.0)
+        } else {
+            (42.0, 20.0, 15.0)
+        }
+    })
+    .await;
+    let levels: Vec<(String, Level)> = crate::engine::tests::alerts(&spool)
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::Quality)
+        .map(|a| (a.rule, a.level))
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            ("raft/core-surface".to_owned(), Level::Yellow),
+            ("raft/core-surface".to_owned(), Level::Orange),
+        ]
+    );
+    // `gateway check`: fractions outside (0, 1.5] or not ascending, with their paths.
+    let p = problems(&POUR.replace(
+        "[[pours]]",
+        "[[pours]]\nlevels = { blue = 0.9, yellow = 0.8, red = 80.0 }",
+    ));
+    let at = |path: &str| {
+        p.iter()
+            .find(|(a, _)| a == path)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| panic!("no problem at {path}: {p:?}"))
+    };
+    assert!(at("pours[0].levels.red").contains("0.8 for 80 %"));
+    assert!(at("pours[0].levels").contains("must ascend"));
 }
