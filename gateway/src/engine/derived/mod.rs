@@ -241,6 +241,9 @@ pub struct DerivedSet {
     by_key: HashMap<String, usize>,
     /// Input channel key → outputs it feeds (empty for a levelling reference: history only).
     routes: HashMap<String, Vec<usize>>,
+    /// Changes of `routes` so far: a batch looks each reading's routes up once, and again
+    /// after a change ([`DerivedSet::on_batch`]).
+    route_changes: u64,
     /// Channels already matched against the selectors, with their series.
     seen: HashMap<String, Arc<Series>>,
     histories: HashMap<String, History>,
@@ -259,6 +262,19 @@ pub struct DerivedSet {
     language: crate::alert::Language,
     /// Rate limit of the slope judgements' log lines, by output key.
     slope_log: Option<LogLimiter>,
+}
+
+/// Append the outputs channel `key` feeds to `flat`; their range in it.
+fn routes_into(
+    routes: &HashMap<String, Vec<usize>>,
+    key: &str,
+    flat: &mut Vec<usize>,
+) -> (usize, usize) {
+    let from = flat.len();
+    if let Some(outs) = routes.get(key) {
+        flat.extend_from_slice(outs);
+    }
+    (from, flat.len())
 }
 
 /// Nanoseconds as seconds.
@@ -354,6 +370,7 @@ impl DerivedSet {
         let oi = self.outputs.len();
         for input in &inputs {
             self.routes.entry(input.clone()).or_default().push(oi);
+            self.route_changes += 1;
         }
         self.outputs.push(Output {
             block,
@@ -455,6 +472,7 @@ impl DerivedSet {
                     if let Some(oi) = self.outputs.iter().position(|o| o.block == bi) {
                         self.outputs[oi].inputs.push(key.to_owned());
                         self.routes.entry(key.to_owned()).or_default().push(oi);
+                        self.route_changes += 1;
                     }
                     continue;
                 }
@@ -500,7 +518,22 @@ impl DerivedSet {
             self.see(&r.series, None);
             self.record(r);
         }
+        // The outputs each reading (inputs, then produced) feeds: `flat[spans[i].0..spans[i].1]`,
+        // looked up once per reading rather than once per block and reading (README
+        // *Performance*: the lookups and copies were a good part of a slope reading's cost), and
+        // again whenever a block's new outputs changed the routes.
+        let mut flat: Vec<usize> = Vec::new();
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(inputs.len());
+        let mut looked_up = None;
         for bi in 0..self.specs.len() {
+            if looked_up != Some(self.route_changes) {
+                flat.clear();
+                spans.clear();
+                for r in inputs.iter().copied().chain(produced.iter()) {
+                    spans.push(routes_into(&self.routes, &r.series.key, &mut flat));
+                }
+                looked_up = Some(self.route_changes);
+            }
             let mut made: Vec<Reading> = Vec::new();
             // Combined outputs are computed once per time, after every reading is recorded.
             let mut combine: Vec<(usize, TimestampNs, Arc<Series>)> = Vec::new();
@@ -513,11 +546,9 @@ impl DerivedSet {
                     self.establish(bi, r);
                 }
             }
-            for r in inputs.iter().copied().chain(produced.iter()) {
-                let Some(outs) = self.routes.get(&r.series.key).cloned() else {
-                    continue;
-                };
-                for oi in outs {
+            for (ri, r) in inputs.iter().copied().chain(produced.iter()).enumerate() {
+                let (from, to) = spans[ri];
+                for &oi in &flat[from..to] {
                     if self.outputs[oi].block != bi {
                         continue;
                     }
@@ -560,6 +591,7 @@ impl DerivedSet {
             for r in &made {
                 self.see(&r.series, Some(bi));
                 self.record(r);
+                spans.push(routes_into(&self.routes, &r.series.key, &mut flat));
             }
             produced.extend(made);
         }
