@@ -53,6 +53,10 @@ pub const CORE_SURFACE_LIMIT_C: f64 = 25.0;
 pub const COOLING_RATE_LIMIT_C_PER_D: f64 = 2.0;
 /// GB 50496-2018 §3.0.4-4: surface − air ≤ 20 °C once the insulation is removed.
 pub const SURFACE_AMBIENT_LIMIT_C: f64 = 20.0;
+/// The strip advice's deadband, °C: "do not strip yet" is withdrawn once every surface sensor
+/// is this far below [`SURFACE_AMBIENT_LIMIT_C`] (10 % of it; the gateway's choice, so that a
+/// surface swinging around the limit with the day does not flip the advice every reading).
+pub const STRIP_ADVICE_DEADBAND_C: f64 = 2.0;
 /// The four levels of each GB 50496 rule as fractions of its limit: blue at 70 % (the
 /// pre-warning of GB 50497 practice), yellow at 80 % (the curing practice's warning point, e.g.
 /// 20 °C and 1.6 °C/d), orange at 90 % (midway, [U]), red at the limit (docs/DOMAIN.md §Curing).
@@ -662,7 +666,7 @@ impl std::fmt::Display for PourSpec {
         write!(f, "\n    sensors: {}", roles.join(", "))?;
         write!(
             f,
-            "\n    series <point>.{{rise, core-surface, cooling-rate, surface-ambient, maturity, equivalent-age, strength, strength-share}}; rules {0}/rise ≤ {RISE_LIMIT_C} °C, {0}/core-surface ≤ {CORE_SURFACE_LIMIT_C} °C, {0}/cooling-rate ≤ {COOLING_RATE_LIMIT_C_PER_D} °C/d, {0}/surface-ambient ≤ {SURFACE_AMBIENT_LIMIT_C} °C (GB 50496-2018 §3.0.4)",
+            "\n    series <point>.{{rise, core-surface, cooling-rate, surface-ambient, surface-ambient-covered, maturity, equivalent-age, strength, strength-share}}; rules {0}/rise ≤ {RISE_LIMIT_C} °C, {0}/core-surface ≤ {CORE_SURFACE_LIMIT_C} °C, {0}/cooling-rate ≤ {COOLING_RATE_LIMIT_C_PER_D} °C/d, {0}/surface-ambient ≤ {SURFACE_AMBIENT_LIMIT_C} °C (GB 50496-2018 §3.0.4)",
             self.name
         )?;
         let [b, y, o, r] = self.level_fractions;
@@ -700,6 +704,9 @@ pub enum Series {
     CoolingRate,
     /// Surface − air once the insulation is off, °C (§3.0.4-4).
     SurfaceAmbient,
+    /// Surface − air while the insulation is on, °C: what stripping now would expose
+    /// (§3.0.4-4 advice, [`STRIP_ADVICE_DEADBAND_C`]).
+    SurfaceAmbientCovered,
     /// Nurse–Saul maturity, °C·h.
     Maturity,
     /// Equivalent age at 20 °C, h.
@@ -712,11 +719,12 @@ pub enum Series {
 
 impl Series {
     /// Every series, in [`Series::index`] order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Rise,
         Self::CoreSurface,
         Self::CoolingRate,
         Self::SurfaceAmbient,
+        Self::SurfaceAmbientCovered,
         Self::Maturity,
         Self::EquivalentAge,
         Self::Strength,
@@ -731,10 +739,11 @@ impl Series {
             Self::CoreSurface => 1,
             Self::CoolingRate => 2,
             Self::SurfaceAmbient => 3,
-            Self::Maturity => 4,
-            Self::EquivalentAge => 5,
-            Self::Strength => 6,
-            Self::StrengthShare => 7,
+            Self::SurfaceAmbientCovered => 4,
+            Self::Maturity => 5,
+            Self::EquivalentAge => 6,
+            Self::Strength => 7,
+            Self::StrengthShare => 8,
         }
     }
 
@@ -746,6 +755,7 @@ impl Series {
             Self::CoreSurface => "core-surface",
             Self::CoolingRate => "cooling-rate",
             Self::SurfaceAmbient => "surface-ambient",
+            Self::SurfaceAmbientCovered => "surface-ambient-covered",
             Self::Maturity => "maturity",
             Self::EquivalentAge => "equivalent-age",
             Self::Strength => "strength",

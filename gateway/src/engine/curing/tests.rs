@@ -680,3 +680,60 @@ async fn a_pour_sets_the_fractions_of_the_limit_at_which_each_level_fires() {
     assert!(at("pours[0].levels.red").contains("0.8 for 80 %"));
     assert!(at("pours[0].levels").contains("must ascend"));
 }
+
+#[test]
+fn under_the_insulation_a_surface_more_than_20_above_the_air_advises_not_to_strip_yet() {
+    // The insulation comes off at 10 h (POUR). Surface 40 °C over air 18 °C: 22 °C > 20 °C
+    // (GB 50496-2018 §3.0.4-4), do not strip yet, at 2 h; 19 °C at 4 h is within the 2 °C
+    // deadband (no change); 17.5 °C at 6 h ≤ 18 °C: may strip. Each turn once.
+    let mut set = PourSet::new(plan(POUR), "xa", Language::En);
+    let s = sensors();
+    let mut advice = Vec::new();
+    for (h, surface) in [
+        (0, 35.0),
+        (1, 37.0),
+        (2, 40.0),
+        (3, 41.0),
+        (4, 37.0),
+        (5, 36.5),
+        (6, 35.5),
+        (7, 35.0),
+    ] {
+        let out = set.on_batch(&poll(&s, h, 45.0, surface, 18.0), T0 + h * H);
+        assert!(
+            close(
+                value(&out, "therm/t02.surface-ambient-covered"),
+                surface - 18.0,
+                1e-9
+            ),
+            "hour {h}: {out:?}"
+        );
+        assert_eq!(value(&out, "therm/t02.surface-ambient"), None, "hour {h}");
+        for n in set.take_notices() {
+            if n.cause == crate::alert::Cause::StripAdvice {
+                advice.push((h, n.value, n.rule, n.label.unwrap_or_default()));
+            }
+        }
+    }
+    let got: Vec<(i64, Option<f64>, &str)> = advice
+        .iter()
+        .map(|(h, v, rule, _)| (*h, *v, rule.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, Some(22.0), "raft/strip-advice"),
+            (6, Some(17.5), "raft/strip-advice")
+        ]
+    );
+    assert!(advice[0].3.contains("do not strip"), "{}", advice[0].3);
+    assert!(advice[1].3.contains("may come off"), "{}", advice[1].3);
+    let (delta, _) = set.state_changes();
+    let pour = delta
+        .entries
+        .get("vp/raft")
+        .and_then(Option::as_ref)
+        .expect("pour state saved");
+    let pour: super::PourState = serde_json::from_slice(pour).expect("pour state JSON");
+    assert_eq!(pour.strip_advice, Some(false));
+}
