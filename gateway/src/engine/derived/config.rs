@@ -19,6 +19,7 @@ use crate::engine::rules::{
 };
 use crate::model::QuantityKind;
 
+use super::gnss::{Direction, GnssPoint, GnssPointConfig};
 use super::slope::{
     AntecedentParams, ForecastParams, TangentParams, DEFAULT_ANTECEDENT_DAYS,
     DEFAULT_BLUE_BAND_DEG, DEFAULT_DECAY, DEFAULT_FIT_WINDOW, DEFAULT_HORIZON, DEFAULT_MIN_R2,
@@ -88,6 +89,9 @@ pub enum DerivedKind {
     TangentAngle,
     /// Effective antecedent rainfall Σ K^i·R_i over `days` per selected rain gauge.
     AntecedentRainfall,
+    /// The along-slope displacement of each GNSS point of `gnss` (east, north, up) on the
+    /// direction `azimuth_deg` (and `dip_deg`): [`super::gnss`].
+    AlongSlope,
 }
 
 /// Point suffixes of the series of an `inverse_velocity` block, after its point template: the
@@ -127,6 +131,7 @@ impl DerivedKind {
             Self::InverseVelocity => "inverse_velocity",
             Self::TangentAngle => "tangent_angle",
             Self::AntecedentRainfall => "antecedent_rainfall",
+            Self::AlongSlope => "along_slope",
         }
     }
 
@@ -284,6 +289,17 @@ pub struct DerivedConfig {
     /// reading; see [`DEFAULT_STORE_EVERY`]).
     #[serde(default, with = "duration_opt")]
     pub store_every: Option<Duration>,
+    /// Along_slope: the GNSS points, each `{ east, north, up, point }`.
+    #[serde(default)]
+    pub gnss: Vec<GnssPointConfig>,
+    /// Along_slope: the direction the slope moves in (dip direction), degrees clockwise from
+    /// north.
+    #[serde(default)]
+    pub azimuth_deg: Option<f64>,
+    /// Along_slope: the slope angle below the horizontal, degrees; given, the displacement is
+    /// along the slope (east, north and up), otherwise horizontal (east and north).
+    #[serde(default)]
+    pub dip_deg: Option<f64>,
     /// Rate, stability: least readings in the window before a slope is given (default 3).
     #[serde(default)]
     pub min_points: Option<u32>,
@@ -386,6 +402,10 @@ pub struct DerivedSpec {
     /// Slope kinds: shortest time between two stored readings of an unchanged series, ns (0:
     /// every reading; other kinds store every reading).
     pub store_every_ns: i64,
+    /// Along_slope: its GNSS points.
+    pub gnss: Vec<GnssPoint>,
+    /// Along_slope: the direction it projects on.
+    pub direction: Option<Direction>,
 }
 
 /// The validated `[[derived]]` section, in declaration order: a block sees its own inputs and
@@ -497,7 +517,7 @@ fn is_date(s: &str) -> bool {
 }
 
 /// True for a channel key `device/point` with both parts present.
-fn is_channel_key(s: &str) -> bool {
+pub(super) fn is_channel_key(s: &str) -> bool {
     s.split_once('/')
         .is_some_and(|(d, p)| !d.is_empty() && !p.is_empty())
 }
@@ -515,11 +535,11 @@ fn validate_block(
         push("name", "must not be empty".into());
     }
     use DerivedKind::{
-        AntecedentRainfall, Difference, InverseVelocity, Levelling, Mean, Rate, Stability, SumOver,
-        TangentAngle, Tilt,
+        AlongSlope, AntecedentRainfall, Difference, InverseVelocity, Levelling, Mean, Rate,
+        Stability, SumOver, TangentAngle, Tilt,
     };
     // Each field and the kinds that take it; given to another kind, it is refused, not ignored.
-    let takes: [(&str, bool, &[DerivedKind]); 25] = [
+    let takes: [(&str, bool, &[DerivedKind]); 28] = [
         ("pairs", !c.pairs.is_empty(), &[Difference, Tilt]),
         ("b", c.b.is_some(), &[Difference]),
         ("reference", c.reference.is_some(), &[Levelling]),
@@ -571,6 +591,9 @@ fn validate_block(
             c.store_every.is_some(),
             &[InverseVelocity, TangentAngle, AntecedentRainfall],
         ),
+        ("gnss", !c.gnss.is_empty(), &[AlongSlope]),
+        ("azimuth_deg", c.azimuth_deg.is_some(), &[AlongSlope]),
+        ("dip_deg", c.dip_deg.is_some(), &[AlongSlope]),
         (
             "max_skew",
             c.max_skew.is_some(),
@@ -638,6 +661,15 @@ fn validate_block(
             }
             if c.reference.is_none() {
                 push("reference", "missing: a levelling line needs its reference cell (outside the settlement zone), e.g. reference = \"block-a-lvl/ch5\"".into());
+            }
+        }
+        DerivedKind::AlongSlope => {
+            if c.select.is_some() {
+                push(
+                    "select",
+                    "an along_slope block takes its GNSS points from `gnss`; remove `select`"
+                        .into(),
+                );
             }
         }
         DerivedKind::Mean
@@ -864,6 +896,19 @@ fn validate_block(
         }
     }
     let (forecast, tangent, antecedent) = slope_params(c, at, problems);
+    let (gnss, direction) = if k == DerivedKind::AlongSlope {
+        (
+            super::gnss::validate(&c.name, &c.gnss, c.dip_deg.is_some(), at, problems),
+            Some(super::gnss::direction(
+                c.azimuth_deg,
+                c.dip_deg,
+                at,
+                problems,
+            )),
+        )
+    } else {
+        (Vec::new(), None)
+    };
     let store_every = if matches!(
         k,
         DerivedKind::InverseVelocity | DerivedKind::TangentAngle | DerivedKind::AntecedentRainfall
@@ -888,6 +933,7 @@ fn validate_block(
         // A verdict is no settlement: no settlement rule or dashboard may select it.
         DerivedKind::Stability => Some(QuantityKind::Status),
         DerivedKind::AntecedentRainfall => Some(QuantityKind::Rainfall),
+        DerivedKind::AlongSlope => Some(QuantityKind::Displacement),
         _ => None,
     });
     let unit = c.unit.clone().or_else(|| match k {
@@ -923,6 +969,8 @@ fn validate_block(
         tangent,
         antecedent,
         store_every_ns: ns(store_every),
+        gnss,
+        direction,
     })
 }
 
@@ -1224,6 +1272,26 @@ impl std::fmt::Display for DerivedSpec {
             write!(
                 f,
                 "; missing initial values: mean of the first {n} good readings, kept in the spool"
+            )?;
+        }
+        if let Some(d) = &self.direction {
+            write!(
+                f,
+                "; along azimuth {}°{} (docs/DOMAIN.md §Slope early warning)",
+                d.azimuth.to_degrees(),
+                d.plunge.map_or_else(
+                    || " (horizontal)".to_owned(),
+                    |p| format!(", {}° below the horizontal", p.to_degrees())
+                )
+            )?;
+        }
+        for g in &self.gnss {
+            write!(
+                f,
+                "\n    {}/{} from {}",
+                g.device,
+                g.point,
+                g.inputs.join(", ")
             )?;
         }
         for p in &self.pairs {

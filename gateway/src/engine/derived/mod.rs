@@ -41,6 +41,7 @@
 //! produce; they are not evicted with idle channels (an idle output costs its state only).
 
 pub mod config;
+pub mod gnss;
 pub mod initial;
 pub mod slope;
 
@@ -132,6 +133,9 @@ enum Calc {
     Pair { divisor: f64 },
     /// Mean of the inputs.
     Mean,
+    /// Along-slope displacement of a GNSS point from its east, north (and up) inputs
+    /// ([`gnss::Direction::project`]).
+    AlongSlope,
     /// Least-squares slope.
     Rate(RateWindow),
     /// Readings within the window; `None` for a bad one (the sum is flagged while it is in).
@@ -306,6 +310,9 @@ impl DerivedSet {
                 let (d, pt) = set.specs[bi].pair_output(&p.a, &p.b, &p.point);
                 let calc = Calc::Pair { divisor: p.divisor };
                 set.add_output(bi, d, pt, vec![p.a, p.b], calc);
+            }
+            for g in set.specs[bi].gnss.clone() {
+                set.add_output(bi, g.device, g.point, g.inputs, Calc::AlongSlope);
             }
             if kind == DerivedKind::Mean {
                 let vars = [("name", name.as_str())];
@@ -485,7 +492,7 @@ impl DerivedSet {
                     self.add_output(bi, d, p, inputs, Calc::Pair { divisor: 1.0 });
                     continue;
                 }
-                DerivedKind::Tilt => continue,
+                DerivedKind::Tilt | DerivedKind::AlongSlope => continue,
                 DerivedKind::AntecedentRainfall => Calc::Antecedent(slope::Antecedent::default()),
                 DerivedKind::InverseVelocity | DerivedKind::TangentAngle => {
                     let calc = match (spec.forecast, spec.tangent) {
@@ -556,7 +563,7 @@ impl DerivedSet {
                         Calc::Forecast(_) | Calc::Tangent(_) => {
                             self.compute_slope(oi, r, &mut made);
                         }
-                        Calc::Pair { .. } | Calc::Mean => {
+                        Calc::Pair { .. } | Calc::Mean | Calc::AlongSlope => {
                             if !combine.iter().any(|(o, ts, _)| *o == oi && *ts == r.ts) {
                                 combine.push((oi, r.ts, Arc::clone(&r.series)));
                             }
@@ -964,6 +971,7 @@ impl DerivedSet {
             }),
             Calc::Pair { .. }
             | Calc::Mean
+            | Calc::AlongSlope
             | Calc::AllStable { .. }
             | Calc::Forecast(_)
             | Calc::Tangent(_)
@@ -1128,10 +1136,14 @@ impl DerivedSet {
                     .and_then(|s| s.value)
             })
             .collect();
+        let direction = self.specs[self.outputs[oi].block].direction;
         let value = match (&self.outputs[oi].calc, values.as_deref()) {
             (Calc::Pair { divisor }, Some([a, b])) => Ok((a - b) / divisor),
             (Calc::Mean, Some(v)) if !v.is_empty() => Ok(v.iter().sum::<f64>() / v.len() as f64),
-            (Calc::Pair { .. } | Calc::Mean, _) => Err(Quality::DerivedInputBad),
+            (Calc::AlongSlope, Some(enu)) => direction
+                .and_then(|d| d.project(enu))
+                .ok_or(Quality::DerivedInputBad),
+            (Calc::Pair { .. } | Calc::Mean | Calc::AlongSlope, _) => Err(Quality::DerivedInputBad),
             _ => return None,
         };
         // The series is named after `a` for a pair: build it from `a` when it was seen.
