@@ -216,23 +216,21 @@ struct Output {
     /// Forecast, tangent angle: the gate that refused the last reading (`None`: a value was
     /// given), to log changes only.
     refusal: Option<Refusal>,
-    /// Slope kinds: the time and [`Signature`] of the last stored reading (`store_every`; not
+    /// Slope series: the time and [`Signature`] of its last stored reading (`store_every`; not
     /// saved: the first reading after a start is stored).
     stored: Option<(TimestampNs, Signature)>,
 }
 
-/// The quality code of each series of a slope output (0 for a value), and the tangent angle's
-/// level (−1 for none): what decides that a reading is stored at once despite `store_every`.
-type Signature = [i64; config::FORECAST_SERIES.len() + 1];
+/// The quality code of a slope series' reading (0 for a value) and, for a tangent angle's level
+/// series, the level (−1 otherwise): what has a reading stored at once despite `store_every`.
+type Signature = (i64, i64);
 
-/// The [`Signature`] of a slope output's `values` and `level`.
-fn signature(values: &[Result<f64, Quality>], level: Option<u8>) -> Signature {
-    let mut sig = [0; config::FORECAST_SERIES.len() + 1];
-    sig[0] = level.map_or(-1, i64::from);
-    for (slot, v) in sig[1..].iter_mut().zip(values) {
-        *slot = v.as_ref().map_or_else(|q| q.code(), |_| 0);
-    }
-    sig
+/// The [`Signature`] of a slope series' `value` (and `level`).
+fn signature(value: &Result<f64, Quality>, level: Option<u8>) -> Signature {
+    (
+        value.as_ref().map_or_else(|q| q.code(), |_| 0),
+        level.map_or(-1, i64::from),
+    )
 }
 
 /// The derived channels of a gateway and their state. Build with [`DerivedSet::new`]; feed with
@@ -982,14 +980,14 @@ impl DerivedSet {
         }
         let value = value?;
         if matches!(self.outputs[oi].calc, Calc::Antecedent(_))
-            && !self.store_due(oi, s.ts, signature(&[value], None))
+            && !self.store_due(oi, s.ts, signature(&value, None))
         {
             return None;
         }
         Some(self.emit(oi, &r.series, s.ts, value))
     }
 
-    /// True when slope output `oi`'s reading at `ts` with `sig` is to be stored (`store_every`,
+    /// True when slope series `oi`'s reading at `ts` with `sig` is to be stored (`store_every`,
     /// README *Performance*): the first one, one whose signature differs from the last stored
     /// (a gate's verdict, a level, a bad input: what rules and people act on goes out at once),
     /// one older than the last stored (a backlog), or one `store_every` after it. The
@@ -1076,15 +1074,19 @@ impl DerivedSet {
             self.outputs[oi].dirty = true;
             self.log_refusal(oi, refusal);
         }
-        if !self.store_due(oi, s.ts, signature(&values, level)) {
-            return;
-        }
+        let tangent = matches!(self.outputs[oi].calc, Calc::Tangent(_));
         let companions = std::mem::take(&mut self.outputs[oi].companions);
         for (i, target) in std::iter::once(oi)
             .chain(companions.iter().copied())
             .enumerate()
         {
-            if let Some(value) = values.get(i) {
+            let Some(value) = values.get(i) else {
+                continue;
+            };
+            // Each series on its own: the tangent angle's level series (its second) turns with
+            // the level, every series with its quality.
+            let level = level.filter(|_| tangent && i == 1);
+            if self.store_due(target, s.ts, signature(value, level)) {
                 made.push(self.emit(target, &r.series, s.ts, *value));
             }
         }
