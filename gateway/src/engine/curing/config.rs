@@ -199,55 +199,43 @@ pub struct PourConfig {
     /// `{ count = 1 }` for a pour read every 4 h by hand (GB 50496-2018 schedule).
     #[serde(default)]
     pub confirm: Option<ConfirmConfig>,
-    /// The fractions of each GB 50496 limit at which its four levels fire (default
-    /// [`LEVEL_FRACTIONS`]; a key left out keeps its default).
+    /// The fractions of each GB 50496 limit at which its four levels fire, a rule's band
+    /// without `alarm` (default [`LEVEL_FRACTIONS`]; a key left out keeps its default).
     #[serde(default)]
-    pub levels: Option<LevelFractionsConfig>,
+    pub levels: Option<BandConfig>,
 }
 
-/// A pour's `levels = { blue = 0.6, yellow = 0.8, orange = 0.9, red = 1.0 }`: fractions of
-/// each GB 50496-2018 §3.0.4 limit, ascending, each in (0, [`MAX_LEVEL_FRACTION`]].
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LevelFractionsConfig {
-    /// 注意 (blue), default 0.7.
-    #[serde(default)]
-    pub blue: Option<f64>,
-    /// 警示 (yellow), default 0.8.
-    #[serde(default)]
-    pub yellow: Option<f64>,
-    /// 警戒 (orange), default 0.9.
-    #[serde(default)]
-    pub orange: Option<f64>,
-    /// 警报 (red), default 1.0: the limit itself.
-    #[serde(default)]
-    pub red: Option<f64>,
-}
-
-impl LevelFractionsConfig {
-    /// The fractions blue, yellow, orange, red, defaults filled in, or the problems at `at`.
-    fn validate(&self, at: &str, problems: &mut Vec<(String, String)>) -> [f64; 4] {
-        let given = [self.blue, self.yellow, self.orange, self.red];
-        let mut f = LEVEL_FRACTIONS;
-        for (i, name) in ["blue", "yellow", "orange", "red"].iter().enumerate() {
-            if let Some(v) = given[i] {
-                if !(v.is_finite() && v > 0.0 && v <= MAX_LEVEL_FRACTION) {
-                    problems.push((
-                        format!("{at}.{name}"),
-                        format!("{v} is not a fraction of the limit in (0, {MAX_LEVEL_FRACTION}]; write 0.8 for 80 %"),
-                    ));
-                }
-                f[i] = v;
-            }
-        }
-        if f.windows(2).any(|w| w[0] >= w[1]) {
-            problems.push((
-                at.to_owned(),
-                format!("blue {} < yellow {} < orange {} < red {} must ascend (defaults 0.7, 0.8, 0.9, 1.0 where left out)", f[0], f[1], f[2], f[3]),
-            ));
-        }
-        f
+/// The fractions blue, yellow, orange, red of a pour's `levels = { blue = 0.6, yellow = 0.8,
+/// orange = 0.9, red = 1.0 }` (a rule's band without `alarm`: the alarm is the GB 50496-2018
+/// §3.0.4 limit), defaults filled in; each in (0, [`MAX_LEVEL_FRACTION`]], ascending, or the
+/// problems at `at`.
+fn level_fractions(band: &BandConfig, at: &str, problems: &mut Vec<(String, String)>) -> [f64; 4] {
+    if band.alarm.is_some() {
+        problems.push((
+            format!("{at}.alarm"),
+            "the alarm of a pour's levels is the GB 50496 limit of each quantity; remove it and give the fractions".into(),
+        ));
     }
+    let given = [band.blue, band.yellow, band.orange, band.red];
+    let mut f = LEVEL_FRACTIONS;
+    for (i, name) in ["blue", "yellow", "orange", "red"].iter().enumerate() {
+        if let Some(v) = given[i] {
+            if !(v.is_finite() && v > 0.0 && v <= MAX_LEVEL_FRACTION) {
+                problems.push((
+                    format!("{at}.{name}"),
+                    format!("{v} is not a fraction of the limit in (0, {MAX_LEVEL_FRACTION}]; write 0.8 for 80 %"),
+                ));
+            }
+            f[i] = v;
+        }
+    }
+    if f.windows(2).any(|w| w[0] >= w[1]) {
+        problems.push((
+            at.to_owned(),
+            format!("blue {} < yellow {} < orange {} < red {} must ascend (defaults 0.7, 0.8, 0.9, 1.0 where left out)", f[0], f[1], f[2], f[3]),
+        ));
+    }
+    f
 }
 
 /// A validated mix.
@@ -546,10 +534,11 @@ impl CuringPlan {
                     "must be at least 1 reading".into(),
                 ));
             }
-            let level_fractions = p
-                .levels
-                .unwrap_or_default()
-                .validate(&format!("{at}.levels"), &mut problems);
+            let level_fractions = level_fractions(
+                &p.levels.clone().unwrap_or_default(),
+                &format!("{at}.levels"),
+                &mut problems,
+            );
             let max_skew = p.max_skew.unwrap_or(DEFAULT_PAIR_MAX_SKEW);
             if max_skew.is_zero() {
                 problems.push((format!("{at}.max_skew"), "must be longer than 0s".into()));

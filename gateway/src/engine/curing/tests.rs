@@ -360,6 +360,19 @@ fn no_milestone_before_every_concrete_role_has_reported() {
     }
 }
 
+/// A spool in `dir` with one reader, for the engine tests.
+fn spool_in(dir: &std::path::Path) -> Arc<crate::spool::Spool> {
+    use crate::spool::{Spool, SpoolConfig};
+    Arc::new(
+        Spool::open(
+            &dir.join("spool.redb"),
+            &SpoolConfig::default(),
+            &["reader".to_owned()],
+        )
+        .expect("spool"),
+    )
+}
+
 /// The engine over `polls` hours after placing, (core, surface, air) °C from `temps`, with the
 /// pour's rules and a spool at `spool`.
 async fn run_engine(
@@ -465,16 +478,8 @@ fn every_series_has_its_own_output_slot() {
 
 #[tokio::test]
 async fn the_pours_rules_judge_its_derived_series_with_the_gb_50496_levels() {
-    use crate::spool::{Spool, SpoolConfig};
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Arc::new(
-        Spool::open(
-            &dir.path().join("spool.redb"),
-            &SpoolConfig::default(),
-            &["reader".to_owned()],
-        )
-        .expect("spool"),
-    );
+    let spool = spool_in(dir.path());
     // Core − surface 19 °C for 4 h (76 %: blue, 70-80 % of 25 °C), then 26 °C (red, ≥ 25 °C).
     run_engine(&spool, 0..=8, |h| {
         if h < 4 {
@@ -624,7 +629,6 @@ fn throughput() {
 #[tokio::test]
 async fn a_pour_sets_the_fractions_of_the_limit_at_which_each_level_fires() {
     use crate::alert::Level;
-    use crate::spool::{Spool, SpoolConfig};
     // Yellow from 75 % and orange from 85 % of each limit: core − surface 19 °C is 76 % of
     // 25 °C, yellow (blue with the default 0.8), then 22 °C = 88 %, orange (yellow by default).
     let config = POUR.replace(
@@ -638,14 +642,7 @@ async fn a_pour_sets_the_fractions_of_the_limit_at_which_each_level_fires() {
         (Some(25.0), Some(0.6), Some(0.75), Some(0.85), Some(1.0))
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Arc::new(
-        Spool::open(
-            &dir.path().join("spool.redb"),
-            &SpoolConfig::default(),
-            &["reader".to_owned()],
-        )
-        .expect("spool"),
-    );
+    let spool = spool_in(dir.path());
     run_engine_with(&config, &spool, 0..=8, |h| {
         if h < 4 {
             (39.0, 20.0, 15.0)
