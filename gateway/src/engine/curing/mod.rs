@@ -3,12 +3,14 @@
 //! `[[pours]]` entry, from its sensors by role.
 //!
 //! Owns the pour's channels (selectors matched once per channel, on first sight), its derived
-//! series (`<point>.rise`, `.core-surface`, `.cooling-rate`, `.surface-ambient`, `.maturity`,
-//! `.equivalent-age`, `.strength`, `.strength-share`, tagged `derived` and `pour` with the pour's
-//! name and `role`), the state that must survive a restart (per sensor: maturity, equivalent age
-//! and cooling window, `vc/<pour>/<channel>`; per pour: placing temperature, insulation removal
-//! set by `gateway pour remove-insulation`, milestones already announced, `vp/<pour>`), and the
-//! milestone notices ([`crate::alert::AlertKind::Notice`]). It does no I/O and has no clock of
+//! series (`<point>.rise`, `.core-surface`, `.cooling-rate`, `.surface-ambient`,
+//! `.surface-ambient-covered`, `.maturity`, `.equivalent-age`, `.strength`, `.strength-share`,
+//! tagged `derived` and `pour` with the pour's name and `role`), the state that must survive a
+//! restart (per sensor: maturity, equivalent age and cooling window, `vc/<pour>/<channel>`; per
+//! pour: placing temperature, insulation removal set by `gateway pour remove-insulation`,
+//! milestones already announced, the last strip advice, `vp/<pour>`), and the milestone and
+//! strip-advice notices ([`crate::alert::AlertKind::Notice`]; GB 50496-2018 §3.0.4-4 before the
+//! insulation comes off: `PourSet::strip_advice`). It does no I/O and has no clock of
 //! its own, and never evaluates rules: the four-level GB 50496 rules are ordinary rules over its
 //! series ([`config::CuringPlan::rules`]), evaluated by the engine like any.
 //!

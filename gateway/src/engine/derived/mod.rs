@@ -1,8 +1,9 @@
 //! Derived channels (issue 7 items 2-4, issue 8 items 2-3): settlement from hydrostatic levelling,
 //! differences, means, rates, tilts, sums over a window, running sums, the settlement
 //! stability verdict (JGJ 8-2016, docs/DOMAIN.md §Settlement) and the slope early warning
-//! (failure-time forecast, tangent angle, antecedent rainfall: [`slope`], docs/DOMAIN.md §Slope
-//! early warning), each a [`Series`] of its own whose readings the engine stores and evaluates
+//! (failure-time forecast, tangent angle, antecedent rainfall: [`slope`]; a GNSS point's
+//! along-slope displacement: [`gnss`]; docs/DOMAIN.md §Slope early warning; their series stored
+//! at most once per `store_every` while unchanged), each a [`Series`] of its own whose readings the engine stores and evaluates
 //! exactly like a device's.
 //!
 //! Owns the `[[derived]]` configuration ([`config`]), the routing of channels to the derived
