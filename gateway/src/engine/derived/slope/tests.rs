@@ -734,3 +734,65 @@ fn store_every_thins_unchanged_judgements_and_stores_a_new_level_at_once() {
     .iter()
     .any(|p| p.0 == "derived[0].store_every" && p.1.contains("1m")));
 }
+
+#[test]
+fn the_running_window_fit_equals_a_direct_least_squares_fit_over_the_same_readings() {
+    // The speed window of the forecast (6 h, 64 buckets of 5.6 min) on the slope-failure
+    // scenario's crack meter read every 10 min for 20 days less two hours (2,868 readings, the
+    // oldest bucket leaving on nearly every reading): after each reading, slope, mean, residual
+    // variance and R² of the window's running sums equal a two-pass fit of the readings it holds
+    // (those in the newest bucket and the 64 before it), to a relative 1e-9.
+    use super::super::super::rules::RATE_BUCKETS;
+    let sc = Scenario1::load();
+    let window_ns = 6 * H;
+    let width = window_ns / RATE_BUCKETS;
+    let mut w = RateWindow::new(window_ns);
+    let mut held: Vec<(i64, f64)> = Vec::new();
+    let step = 600 * NANOS_PER_SEC;
+    for k in 0..(20 * 144 - 12) {
+        let ts = T0 + k * step;
+        let h = k / 6;
+        let v = sc.crack_at(h) + 0.3 * ((k % 6) as f64) / 144.0;
+        w.push(ts, v);
+        held.push((ts, v));
+        let newest = ts.div_euclid(width);
+        held.retain(|(t, _)| t.div_euclid(width) >= newest - RATE_BUCKETS);
+        let Some(fit) = w.fit() else {
+            assert!(
+                held.len() < 2,
+                "reading {k}: no fit over {} readings",
+                held.len()
+            );
+            continue;
+        };
+        let n = held.len() as f64;
+        let secs = |t: i64| (t - T0) as f64 / NANOS_PER_SEC as f64;
+        let tbar = held.iter().map(|(t, _)| secs(*t)).sum::<f64>() / n;
+        let vbar = held.iter().map(|(_, v)| v).sum::<f64>() / n;
+        let sxx: f64 = held.iter().map(|(t, _)| (secs(*t) - tbar).powi(2)).sum();
+        let sxy: f64 = held
+            .iter()
+            .map(|(t, v)| (secs(*t) - tbar) * (v - vbar))
+            .sum();
+        let syy: f64 = held.iter().map(|(_, v)| (v - vbar).powi(2)).sum();
+        let b = sxy / sxx;
+        let sse: f64 = held
+            .iter()
+            .map(|(t, v)| (v - vbar - b * (secs(*t) - tbar)).powi(2))
+            .sum();
+        let close = |a: f64, b: f64, what: &str| {
+            assert!(
+                (a - b).abs() <= 1e-9 * b.abs().max(1e-12) + 1e-12,
+                "reading {k}: {what} {a} (running) vs {b} (direct)"
+            );
+        };
+        assert_eq!(fit.slope.points as usize, held.len(), "reading {k}");
+        close(fit.slope.per_sec, b, "slope");
+        close(fit.mean_value, vbar, "mean");
+        close(secs(fit.mean_ts), tbar, "mean time");
+        if held.len() > 2 {
+            close(fit.residual_var, sse / (n - 2.0), "residual variance");
+            close(fit.r2, (1.0 - sse / syy).clamp(0.0, 1.0), "R²");
+        }
+    }
+}
