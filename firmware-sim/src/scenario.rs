@@ -66,7 +66,8 @@
 //! profile = "levelling-8ch"
 //! unit = 1
 //! status_points = "clear"         # random (default) | clear: 0 unless a status_flag fault
-//! # point -> channel: a name, or a table with gain, offset, sensor, noise, resolution
+//! # point -> channel: a name, or a table with gain, offset, sensor, noise, resolution and, for
+//! # a levelling cell, liquid_temperature (a mapping: the head is read at the liquid's density)
 //! channels = { ch1 = "block-a.A1", ch2 = { channel = "block-a.A2", offset = 250.0 } }
 //!
 //! [[json_nodes.sensors]]

@@ -5,8 +5,13 @@
 //! onto a channel of [`crate::physics`]) and [`Reader`], which computes the reading of sample `k`:
 //!
 //! ```text
-//! reading = quantize(gain · channel(t) + offset + σ · N(0,1), resolution)
+//! reading = quantize((gain · channel(t) + offset) · density(t) + σ · N(0,1), resolution)
 //! ```
+//!
+//! `density(t)` is 1 except for a hydrostatic levelling cell given the temperature of its
+//! liquid (`liquid_temperature`, itself a mapping): a column of liquid at T reads
+//! 1 − [`LIQUID_EXPANSION`]·T of the head it would at 0 °C, the effect Geokon's 4675LV
+//! water-density correction removes (docs/DOMAIN.md §Hydrostatic levelling).
 //!
 //! `N(0,1)` is a seeded Gaussian draw keyed by (seed, device, point) and positioned by `k`
 //! ([`crate::signal::gaussian`]), so a reading is a pure function of the scenario, the seed and
@@ -22,6 +27,10 @@ use crate::physics::{ChannelId, Physics};
 use crate::quantity::Quantity;
 use crate::signal::{gaussian, series_id};
 use crate::validation::Invalid;
+
+/// Volumetric expansion of a levelling cell's liquid per °C (water; Geokon 4675LV manual's
+/// 0.0002, docs/DOMAIN.md §Hydrostatic levelling).
+pub const LIQUID_EXPANSION: f64 = 0.0002;
 
 /// Largest `noise` (σ) a mapping may set, in the reading's units (beyond it the signal drowns).
 pub const MAX_NOISE: f64 = 1.0e4;
@@ -142,6 +151,9 @@ pub(crate) struct RawChannelRef {
     noise: Option<f64>,
     #[serde(default)]
     resolution: Option<f64>,
+    /// The temperature of a levelling cell's liquid, a mapping of its own (noise ignored).
+    #[serde(default)]
+    liquid_temperature: Option<Box<RawMapping>>,
 }
 
 /// Accepts the string short form as well as the table.
@@ -154,7 +166,7 @@ impl<'de> Deserialize<'de> for RawMapping {
         impl<'de> Visitor<'de> for V {
             type Value = RawMapping;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a channel name or a table { channel = \"...\", gain = .., offset = .., sensor = .., noise = .., resolution = .. }")
+                f.write_str("a channel name or a table { channel = \"...\", gain = .., offset = .., sensor = .., noise = .., resolution = .., liquid_temperature = .. }")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawMapping, E> {
                 Ok(RawMapping(RawChannelRef {
@@ -164,6 +176,7 @@ impl<'de> Deserialize<'de> for RawMapping {
                     sensor: None,
                     noise: None,
                     resolution: None,
+                    liquid_temperature: None,
                 }))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawMapping, A::Error> {
@@ -192,6 +205,8 @@ pub struct ChannelRef {
     pub noise: f64,
     /// Resolution, reading units (0 = none).
     pub resolution: f64,
+    /// A levelling cell's liquid temperature, °C: the reading is scaled by its density.
+    pub liquid_temperature: Option<Box<ChannelRef>>,
 }
 
 impl ChannelRef {
@@ -245,6 +260,15 @@ impl ChannelRef {
         if resolution < 0.0 {
             return Err((format!("{path}.resolution"), "must not be negative".into()));
         }
+        let liquid_temperature = match &r.liquid_temperature {
+            None => None,
+            Some(t) => Some(Box::new(Self::validate(
+                &format!("{path}.liquid_temperature"),
+                t,
+                physics,
+                SensorKind::Thermistor,
+            )?)),
+        };
         Ok(Self {
             channel: r.channel.clone(),
             id,
@@ -253,6 +277,7 @@ impl ChannelRef {
             sensor,
             noise,
             resolution,
+            liquid_temperature,
         })
     }
 }
@@ -296,7 +321,10 @@ impl Reader {
     #[must_use]
     pub fn value(&self, physics: &Physics, k: u64, t_s: f64) -> f64 {
         let m = &self.map;
-        let clean = m.gain * physics.value(m.id, t_s) + m.offset;
+        let mut clean = m.gain * physics.value(m.id, t_s) + m.offset;
+        if let Some(t) = &m.liquid_temperature {
+            clean *= 1.0 - LIQUID_EXPANSION * (t.gain * physics.value(t.id, t_s) + t.offset);
+        }
         let noisy = if m.noise > 0.0 {
             clean + m.noise * gaussian(self.noise_id, k)
         } else {

@@ -227,6 +227,8 @@ pub enum Cause {
     /// A pour's surface − air difference under the insulation crossed the GB 50496-2018
     /// §3.0.4-4 limit: do not strip yet, or stripping may go ahead (notice).
     StripAdvice,
+    /// The daily report (监理日报) was made: its summary (notice).
+    Report,
 }
 
 impl Cause {
@@ -243,7 +245,7 @@ impl Cause {
             | Self::OutOfRange
             | Self::Stale
             | Self::DeviceSilent => AlertKind::DeviceFault,
-            Self::Milestone | Self::Stable | Self::StripAdvice => AlertKind::Notice,
+            Self::Milestone | Self::Stable | Self::StripAdvice | Self::Report => AlertKind::Notice,
         }
     }
 
@@ -265,6 +267,7 @@ impl Cause {
             Self::Milestone => "milestone",
             Self::Stable => "stable",
             Self::StripAdvice => "strip_advice",
+            Self::Report => "report",
         }
     }
 }
@@ -323,7 +326,8 @@ pub struct Alert {
     pub device: String,
     /// The point within the device; empty for a device-level alert.
     pub point: String,
-    /// The channel key (`device/point`); `a|b` for a pair; the device name for a device-level
+    /// The channel key (`device/point`): for a rate, difference or tilt rule the derived channel
+    /// it judged (`channels` names its inputs); the device name for a device-level
     /// alert.
     pub channel: String,
     /// Every channel involved: one, two for a pair, none for a device-level alert.
@@ -448,6 +452,7 @@ const fn quantity_zh(q: QuantityKind) -> (&'static str, &'static str) {
         QuantityKind::FailureForecast => ("位移点", "预测失稳时间"),
         QuantityKind::TimeToFailure => ("位移点", "预测距失稳剩余时间（反速度法，仅供参考）"),
         QuantityKind::TangentAngle => ("位移点", "改进切线角"),
+        QuantityKind::Rate => ("测点", "变化速率"),
         QuantityKind::Other => ("测点", "测值"),
     }
 }
@@ -484,6 +489,7 @@ const fn quantity_en(q: QuantityKind) -> (&'static str, &'static str) {
             "predicted time to failure (inverse-velocity advisory)",
         ),
         QuantityKind::TangentAngle => ("displacement point", "improved tangent angle"),
+        QuantityKind::Rate => ("point", "rate of change"),
         QuantityKind::Other => ("point", "value"),
     }
 }
@@ -791,6 +797,14 @@ fn capitalise(s: &str) -> String {
 /// in English `[Notice] <subject> <label>: <value>, at least <threshold> (rule <rule>)`, the
 /// label saying what happened ("reached 50 % of the design strength").
 fn notice_message(a: &Alert, lang: Language) -> String {
+    // The daily report's summary says everything in its label.
+    if a.cause == Cause::Report {
+        let text = a.label.as_deref().unwrap_or_default();
+        return match lang {
+            Language::Zh => format!("【日报】{text}"),
+            Language::En => format!("[Daily report] {text}"),
+        };
+    }
     let subj = subject(a, lang);
     let what = a.label.clone().unwrap_or_default();
     let rule = &a.rule;

@@ -84,6 +84,11 @@ pub enum QuantityKind {
     /// Xu's improved tangent angle α (°) of a displacement point, and its warning level
     /// (docs/DOMAIN.md §Slope early warning).
     TangentAngle,
+    /// A rate of change per unit of time (mm/d, °C/d): the series of a derived `rate` block and
+    /// of a `rate` rule. A kind of its own so that no rule, check or block selecting the
+    /// quantity itself (`kind = "settlement"`) ever takes a rate for a settlement; the tag
+    /// `rate_of` says what it is a rate of, the unit its time base.
+    Rate,
     /// Anything else; prefer adding a kind over using this.
     Other,
 }
@@ -119,12 +124,13 @@ impl QuantityKind {
             Self::FailureForecast => "failure_forecast",
             Self::TimeToFailure => "time_to_failure",
             Self::TangentAngle => "tangent_angle",
+            Self::Rate => "rate",
             Self::Other => "other",
         }
     }
 
     /// Every kind, for error messages that list the allowed values.
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 28] = [
         Self::Settlement,
         Self::Level,
         Self::Displacement,
@@ -151,8 +157,15 @@ impl QuantityKind {
         Self::FailureForecast,
         Self::TimeToFailure,
         Self::TangentAngle,
+        Self::Rate,
         Self::Other,
     ];
+
+    /// The kind whose measurement name is `name` (the `rate_of` tag of a rate series).
+    #[must_use]
+    pub fn from_measurement(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.measurement() == name)
+    }
 }
 
 impl fmt::Display for QuantityKind {
@@ -192,7 +205,8 @@ pub enum Quality {
     NotConvertible,
     /// A conversion needs a correction input from a sibling channel read in the same poll (the
     /// vibrating-wire gauge's own thermistor) and that input was missing or not good. The value
-    /// is never given uncorrected; the raw value is kept in the reading.
+    /// is never given uncorrected; the raw value is kept in the reading. Also a levelling
+    /// settlement whose cell or reference has no good liquid temperature within `max_skew`.
     CorrectionUnavailable,
     /// Read normally, but stamped by the gateway while its clock was not synchronised (earlier
     /// than the gateway's build, [`crate::clock`]) and stored before the clock was: the value

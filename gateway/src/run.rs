@@ -21,9 +21,11 @@ use crate::engine::{Engine, Heartbeat};
 use crate::metrics::Metrics;
 use crate::model::{Clock, SystemClock};
 use crate::sinks::influxdb::{InfluxSink, InfluxSinkError};
+use crate::sinks::modbus_output::{ModbusOutputSink, SavedRules};
 use crate::sinks::mqtt::{MqttSink, MqttSinkError};
 use crate::sinks::webhook::{WebhookSink, WebhookSinkError};
 use crate::sources::modbus::poller::{group_into_buses, Poller};
+use crate::sources::modbus::write::BusWriters;
 use crate::sources::mqtt::MqttSource;
 use crate::sources::READING_CHANNEL_CAPACITY;
 use crate::spool::{AlertIdentity, Reader, Spool, SpoolError, Stream};
@@ -101,7 +103,7 @@ impl Gateway {
             .map(|s| {
                 let stream = match s {
                     Sink::Influxdb(_) => Stream::Points,
-                    Sink::Mqtt(_) | Sink::Webhook(_) => Stream::Alerts,
+                    Sink::Mqtt(_) | Sink::Webhook(_) | Sink::ModbusOutput(_) => Stream::Alerts,
                 };
                 Reader::new(s.name(), &[stream])
             })
@@ -140,11 +142,22 @@ impl Gateway {
             None => None,
         };
 
+        let buses = group_into_buses(&cfg.devices);
+        // Writes (Modbus output sinks, the console's `/write`) reach a device through the
+        // poller of its bus.
+        let (writers, write_rxs) = BusWriters::for_buses(
+            &buses
+                .iter()
+                .map(|b| b.devices.as_slice())
+                .collect::<Vec<_>>(),
+        );
         // The console before any source, so a port in use stops the start before data flows.
         let engine_running = Arc::new(AtomicBool::new(false));
         // The engine publishes its snapshots only when a console shows them.
         let (view_tx, view_rx) = crate::engine::view::channel();
         let (command_tx, command_rx) = crate::engine::command::channel();
+        let (notice_tx, notice_rx) = crate::engine::command::notice_channel();
+        let mut notices_wanted = false;
         // The local history behind the console's curves: its own file, never the spool's.
         let history = match cfg.console.as_ref().and_then(|c| c.history) {
             Some(settings) => {
@@ -180,7 +193,8 @@ impl Gateway {
                     view_rx.clone(),
                     command_tx.clone(),
                 )
-                .with_history(history.clone(), cfg.data_dir.clone());
+                .with_history(history.clone(), cfg.data_dir.clone())
+                .with_writers(writers.clone());
                 Some(Console::bind(settings, state).await?)
             }
             None => None,
@@ -204,6 +218,11 @@ impl Gateway {
             );
             if let Some(report) = cfg.console.as_ref().and_then(|c| c.report) {
                 let stop = tree.stop_token(Stage::Console);
+                notices_wanted = report.notify;
+                let announce = report.notify.then(|| crate::report::Announce {
+                    notices: notice_tx.clone(),
+                    language: cfg.rules.language(),
+                });
                 tree.spawn(
                     Stage::Console,
                     "daily report",
@@ -211,15 +230,15 @@ impl Gateway {
                         Arc::clone(h),
                         report,
                         cfg.data_dir.clone(),
-                        cfg.site.clone(),
-                        cfg.gateway_id.clone(),
+                        (cfg.site.clone(), cfg.gateway_id.clone()),
+                        announce,
                         stop,
                     ),
                 );
             }
         }
         let sources_stop = tree.stop_token(Stage::Sources);
-        for bus in group_into_buses(&cfg.devices) {
+        for (bus, writes) in buses.into_iter().zip(write_rxs) {
             let name = format!("poller {}", bus.link);
             let poller = Poller::new(
                 bus,
@@ -227,7 +246,8 @@ impl Gateway {
                 &cfg.gateway_id,
                 Arc::clone(&self.metrics),
                 Arc::clone(&self.clock),
-            );
+            )
+            .with_writes(writes);
             tree.spawn(
                 Stage::Sources,
                 name,
@@ -278,6 +298,19 @@ impl Gateway {
                     )?;
                     tree.spawn(Stage::Sinks, name, s.run(sinks_stop.clone()));
                 }
+                Sink::ModbusOutput(resolved) => {
+                    let s = ModbusOutputSink::new(
+                        resolved.clone(),
+                        Arc::clone(&spool),
+                        Arc::clone(&self.metrics),
+                        writers.clone(),
+                        Some(SavedRules {
+                            rules: cfg.rules.clone(),
+                            site: cfg.site.clone(),
+                        }),
+                    );
+                    tree.spawn(Stage::Sinks, name, s.run(sinks_stop.clone()));
+                }
             }
         }
 
@@ -302,6 +335,11 @@ impl Gateway {
         let engine = match &history {
             Some(h) => engine.with_history(Arc::clone(h)),
             None => engine,
+        };
+        let engine = if notices_wanted {
+            engine.with_notices(notice_rx)
+        } else {
+            engine
         };
         tree.spawn(Stage::Engine, "engine", async move {
             engine_running.store(true, Ordering::Relaxed);

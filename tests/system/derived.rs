@@ -1,6 +1,8 @@
 //! Derived channels (issue 7 items 2-4) on the simulator's truth: the normal-site levelling line
 //! (cells at installation heads 312.4 / 305.9 / 298.2 / 309.7 mm, reference cell R at 301.3 mm
-//! outside the settlement zone) read over Modbus TCP through its three load steps and a gateway
+//! outside the settlement zone; the cells' water warmed by the sun to 15-35 °C, the reference's
+//! at 12 °C in a pit, each head read at its water's density and corrected by the gateway from
+//! the logger's temperature points) read over Modbus TCP through its three load steps and a gateway
 //! restart; the settlement of every cell and the tilt of every pair of corners, derived by the
 //! gateway from raw heads and stored as series of their own, equal the simulator's physics,
 //! from configured initial values and from initial values the gateway established at its first
@@ -23,6 +25,25 @@ const HEADS: [(&str, f64); 5] = [
     ("ch4", 309.7),
     ("ch5", 301.3),
 ];
+/// Volumetric expansion of the cells' water per °C, the simulator's and Geokon 4675LV's.
+const LIQUID_EXPANSION: f64 = 0.0002;
+/// The cells' liquid in the sun: twice the raft's ambient swing around 25 °C (15-35 °C over a
+/// day), as a mapping of the simulator (`liquid_temperature`), served as the logger's `temp1`.
+const SUNNY_LIQUID: &str =
+    "{ channel = \"raft-a.ambient\", gain = 2.0, offset = -15.0, noise = 0.0 }";
+/// The reference cell's liquid in a pit: 12 °C all day, served as `temp2`.
+const PIT_LIQUID: &str = "{ channel = \"raft-a.ambient\", gain = 0.0, offset = 12.0, noise = 0.0 }";
+/// Liquid temperature of the survey of the configured initial values: the cells' (°C), the
+/// reference's is [`PIT_LIQUID`]'s.
+const SURVEY_LIQUID_C: f64 = 20.0;
+/// See [`SURVEY_LIQUID_C`].
+const PIT_LIQUID_C: f64 = 12.0;
+
+/// What a cell with a column of `head` mm reads at liquid temperature `t` °C.
+fn read_at(head: f64, t: f64) -> f64 {
+    head * (1.0 - LIQUID_EXPANSION * t)
+}
+
 /// Cell → settlement point of the scenario.
 const CELLS: [(&str, &str); 4] = [("ch1", "A1"), ("ch2", "A2"), ("ch3", "A3"), ("ch4", "A4")];
 /// The scenario's pairs of corners with their plan distance (m).
@@ -67,9 +88,20 @@ fn gateway_config(
     vm_url: &str,
     dir: &std::path::Path,
 ) -> String {
+    // Each initial value as read at its survey, with the liquid's temperature then.
     let initial: Vec<String> = HEADS
         .iter()
-        .map(|(p, h)| format!("\"block-a-lvl/{p}\" = {h}"))
+        .map(|(p, h)| {
+            let t = if *p == "ch5" {
+                PIT_LIQUID_C
+            } else {
+                SURVEY_LIQUID_C
+            };
+            format!(
+                "\"block-a-lvl/{p}\" = {{ value = {}, temperature = {t:?} }}",
+                read_at(*h, t)
+            )
+        })
         .collect();
     let pairs: Vec<String> = PAIRS
         .iter()
@@ -133,6 +165,11 @@ select = {{ device = "block-a-lvl", kind = "level" }}
 reference = "block-a-lvl/ch5"
 surveyed = "2026-11-02"
 initial = {{ {initial} }}
+# The cells' water warms in the sun, the reference's stays cool in its pit: heads corrected for
+# the liquid's density (Geokon 4675LV, docs/DOMAIN.md §Hydrostatic levelling).
+liquid_temperature = "{{device}}/temp1"
+liquid_temperatures = {{ "block-a-lvl/ch5" = "block-a-lvl/temp2" }}
+
 
 [[derived]]
 name = "tilt"
@@ -155,6 +192,8 @@ kind = "levelling"
 select = {{ device = "block-a-lvl", kind = "level" }}
 reference = "block-a-lvl/ch5"
 establish_readings = 1
+liquid_temperature = "{{device}}/temp1"
+liquid_temperatures = {{ "block-a-lvl/ch5" = "block-a-lvl/temp2" }}
 
 # Cell ch1 again, re-zeroed with `gateway baseline rezero` at the restart (a cell replacement):
 # from then on its settlement counts from the first poll after the restart.
@@ -164,6 +203,8 @@ kind = "levelling"
 select = {{ device = "block-a-lvl", point = "ch1" }}
 reference = "block-a-lvl/ch5"
 establish_readings = 1
+liquid_temperature = "{{device}}/temp1"
+liquid_temperatures = {{ "block-a-lvl/ch5" = "block-a-lvl/temp2" }}
 
 [[sinks]]
 type = "influxdb"
@@ -190,13 +231,22 @@ fn noiseless_scenario(dir: &std::path::Path) -> Result<Scenario> {
         ensure!(text.contains(from), "normal-site.toml changed: no `{from}`");
         text = text.replace(from, to);
     }
-    for (_, head) in HEADS {
+    for (point, head) in HEADS {
         let from = format!("offset = {head} }}");
         ensure!(
             text.contains(&from),
             "normal-site.toml changed: no `{from}`"
         );
-        text = text.replace(&from, &format!("offset = {head}, noise = 0.0 }}"));
+        let liquid = if point == "ch5" {
+            PIT_LIQUID
+        } else {
+            SUNNY_LIQUID
+        };
+        let mut to = format!("offset = {head}, noise = 0.0, liquid_temperature = {liquid} }}");
+        if point == "ch5" {
+            to.push_str(&format!(", temp1 = {SUNNY_LIQUID}, temp2 = {PIT_LIQUID}"));
+        }
+        text = text.replace(&from, &to);
     }
     let file = dir.join("normal-site.toml");
     std::fs::write(&file, text)?;
@@ -335,6 +385,24 @@ async fn levelling_settlement_and_tilt_are_stored_equal_to_the_truth_across_a_re
         );
         largest = largest.max(checked.iter().map(|(_, v)| *v).fold(0.0, f64::max));
     }
+    // The premise of the liquid-temperature correction: on what the logger served, the heads
+    // taken as read would have been off the truth by far more than the tolerance.
+    let served = |point: &str| truth.samples_of("block-a-lvl", point);
+    let (ch1, ch5) = (served("ch1"), served("ch5"));
+    let worst = ch1
+        .iter()
+        .zip(&ch5)
+        .filter_map(|(c, r)| {
+            let uncorrected = (c.value - read_at(HEADS[0].1, SURVEY_LIQUID_C))
+                - (r.value - read_at(HEADS[4].1, PIT_LIQUID_C));
+            let want = truth_at(&truth, "block-a.A1", c.ts_ns / 1_000_000).ok()?;
+            Some((uncorrected - want).abs())
+        })
+        .fold(0.0, f64::max);
+    ensure!(
+        worst > 0.5,
+        "the scenario changed: uncorrected heads are off by {worst} mm at most"
+    );
     // Through the three load steps: the corners settle toward 19-25 mm, so a wrong sign (or a
     // raw head) is far out.
     ensure!(
@@ -637,6 +705,13 @@ kind = "rate"
 select = {{ point = "core" }}
 window = "{RATE_WINDOW_MIN}m"
 
+# A difference rule on raft A: its value is a derived series of its own, stored (issue 7 item 4).
+[[alerts.rules]]
+name = "cs-rule"
+kind = "difference"
+pairs = [{{ a = "raft-a-node/core", b = "raft-a-node/surface" }}]
+upper = {{ alarm = 25.0 }}
+
 [[sinks]]
 type = "influxdb"
 url = "{vm_url}"
@@ -695,10 +770,18 @@ batch_max_age = "100ms"
     site.shutdown().await;
 
     let got = landed(&vm.export_until("temperature_value", AHEAD).await?);
-    let rates = landed(
-        &vm.export_until("temperature_value|temperature/d_value", AHEAD)
-            .await?,
+    // A rate is a quantity of its own (measurement `rate`), tagged with what it is the rate of.
+    let rate_series = vm.export_until("rate_value", AHEAD).await?;
+    ensure!(
+        !rate_series.is_empty()
+            && rate_series.iter().all(|s| {
+                s.metric.get("rate_of").map(String::as_str) == Some("temperature")
+                    && s.metric.get("unit").map(String::as_str) == Some("°C/d")
+            }),
+        "rate series: {:?}",
+        rate_series.iter().map(|s| &s.metric).collect::<Vec<_>>()
     );
+    let rates = landed(&rate_series);
     let mut largest: f64 = 0.0;
     for node in ["raft-a-node", "raft-b-node"] {
         let served = |point: &str| -> Vec<(i64, f64)> {
@@ -725,6 +808,25 @@ batch_max_age = "100ms"
                 "{node} core-surface at {ts}: {values:?}, the truth {want}"
             );
             largest = largest.max(want);
+        }
+        // The difference rule's own series (raft A only) holds the same truth.
+        if node == "raft-a-node" {
+            let judged = got
+                .get(&(node.to_owned(), "core-surface.cs-rule".to_owned()))
+                .with_context(|| format!("{node}: the rule's series is not stored"))?;
+            ensure!(
+                judged.len() > CURING_STEPS,
+                "{node}: {} judged",
+                judged.len()
+            );
+            for (ts, values) in judged {
+                let at = |s: &[(i64, f64)]| s.iter().find(|(t, _)| t == ts).map(|(_, v)| *v);
+                let want = at(&core).context("core")? - at(&surface).context("surface")?;
+                ensure!(
+                    values.iter().all(|v| (v - want).abs() < 1e-9),
+                    "{node} cs-rule at {ts}: {values:?}, the truth {want}"
+                );
+            }
         }
         let stored = rates
             .get(&(node.to_owned(), "core.cooling-rate".to_owned()))

@@ -25,6 +25,11 @@
 //! - [`slope`]: the slope-failure scenario's crack meter over CIGEM: the gateway's failure-time
 //!   forecast raises its advisory once fewer than 72 h are forecast, and the tangent-angle alert
 //!   climbs yellow → orange → red after the onset of acceleration, never orange or red before.
+//! - [`siren`]: a Modbus output alert sink switches the simulator's relay coil on with a red
+//!   alert, keeps it on while a second alert holds it, releases it on 消警 and on the clear; a
+//!   write the device refuses is counted and polling of the device goes on; after a restart the
+//!   siren follows the saved active alerts; on an RS-485 line the writes go between the polls of
+//!   the line without a late or mismatched reply.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
 //! - [`tls`]: MQTT over TLS (with a client certificate) from a real mosquitto and https to a
 //!   real VictoriaMetrics, both with certificates of a CA made in the test: readings land
@@ -49,6 +54,7 @@ mod mqtt_to_influx;
 mod names;
 mod restarts;
 mod rtu_slave;
+mod siren;
 mod slope;
 mod spool_failures;
 mod tls;

@@ -25,7 +25,7 @@ use super::{Config, Problem};
 use crate::alert::Cause;
 use crate::engine::derived::{planned_channels, planned_pair_channel};
 use crate::engine::rules::selector::{ChannelInfo, ChannelTemplate, Selector};
-use crate::engine::rules::{PairRule, StaleRule, StaleScope};
+use crate::engine::rules::{ChannelRule, Origin, Pair, StaleRule, StaleScope};
 use crate::model::{QuantityKind, Series};
 use crate::sources::mqtt::config::Subscription;
 use crate::sources::mqtt::payload::PayloadFormat;
@@ -139,7 +139,7 @@ pub fn rule_coverage(cfg: &Config) -> RuleCoverage {
         out: RuleCoverage::default(),
     };
     let rules = &cfg.rules;
-    let n = rules.channel_rules.len() + rules.pair_rules.len() + rules.stale_rules.len();
+    let n = rules.channel_rules.len() + rules.stale_rules.len();
     let _ = writeln!(c.out.text, "\nalert rules: {n}");
     // A pour's GB 50496 rules watch its derived series, which exist once its sensors do:
     // the sensors' selectors are what is checked (below).
@@ -158,10 +158,17 @@ pub fn rule_coverage(cfg: &Config) -> RuleCoverage {
             );
             continue;
         }
-        c.selected(&r.at, &r.name, "rule", &r.selector);
-    }
-    for r in &rules.pair_rules {
-        c.pairs(r);
+        // A rate rule is checked on the channels whose rate it judges, a difference or tilt
+        // rule on its pairs (their derived channels exist once their inputs do).
+        match &r.origin {
+            Origin::Channels => {
+                c.selected(&r.at, &r.name, "rule", &r.selector);
+            }
+            Origin::Rate { input } => {
+                c.selected(&r.at, &r.name, "rule", input);
+            }
+            Origin::Pairs { pairs, .. } => c.pairs(r, pairs),
+        }
     }
     for r in &rules.stale_rules {
         c.stale(r);
@@ -272,9 +279,9 @@ impl Coverage<'_> {
         matched
     }
 
-    fn pairs(&mut self, r: &PairRule) {
+    fn pairs(&mut self, r: &ChannelRule, pairs: &[Pair]) {
         let _ = writeln!(self.out.text, "  {} {}:", r.at, r.name);
-        for (j, p) in r.pairs.iter().enumerate() {
+        for (j, p) in pairs.iter().enumerate() {
             let at = format!("{}.pairs[{j}]", r.at);
             let find = |key: &str| self.known.iter().find(|k| k.info.key == key);
             let (a, b) = (find(&p.a), find(&p.b));

@@ -177,6 +177,8 @@ pub enum SinkConfig {
     Mqtt(crate::sinks::mqtt::MqttSinkConfig),
     /// Alerts to an HTTP webhook (generic JSON, WeCom or DingTalk group robots).
     Webhook(crate::sinks::webhook::WebhookSinkConfig),
+    /// Alerts to a siren, beacon or relay on a Modbus coil or holding register.
+    ModbusOutput(crate::sinks::modbus_output::ModbusOutputConfig),
 }
 
 /// A validated sink.
@@ -188,6 +190,8 @@ pub enum Sink {
     Mqtt(crate::sinks::mqtt::ResolvedMqtt),
     /// Webhook for alerts, URL (a secret) resolved.
     Webhook(crate::sinks::webhook::ResolvedWebhook),
+    /// A Modbus output for alerts, its device checked.
+    ModbusOutput(crate::sinks::modbus_output::ResolvedModbusOutput),
 }
 
 impl Sink {
@@ -198,6 +202,7 @@ impl Sink {
             Self::Influxdb(r) => &r.name,
             Self::Mqtt(r) => &r.name,
             Self::Webhook(r) => &r.name,
+            Self::ModbusOutput(r) => &r.name,
         }
     }
 }
@@ -380,13 +385,35 @@ impl Config {
                 crate::engine::rules::RuleSet::default()
             }
         };
-        let derived = crate::engine::derived::DerivedPlan::from_config(&raw.derived, "derived")
+        let mut derived = crate::engine::derived::DerivedPlan::from_config(&raw.derived, "derived")
             .unwrap_or_else(|problems| {
                 for (at, message) in problems {
                     v.push(at, message);
                 }
                 crate::engine::derived::DerivedPlan::default()
             });
+        // The rate, difference and tilt rules' own derived blocks come after the section's, so
+        // they may take its outputs (a rate of a levelling settlement) and tag their series
+        // `derived = <rule>`: one name, one producer.
+        for (i, r) in alerts.rules.iter().enumerate() {
+            let own = rules.derived_blocks().iter().any(|b| b.name == r.name);
+            if own && raw.derived.iter().any(|d| d.name == r.name) {
+                v.push(
+                    format!("alerts.rules[{i}].name"),
+                    format!("\"{}\" is also the name of a [[derived]] block, and a {} rule stores its values as a derived series of its own name; give the rule its own name", r.name, r.kind.as_str()),
+                );
+            }
+            if own && raw.pours.iter().any(|p| p.name == r.name) {
+                v.push(
+                    format!("alerts.rules[{i}].name"),
+                    format!(
+                        "\"{}\" is also the name of a pour; give the rule its own name",
+                        r.name
+                    ),
+                );
+            }
+        }
+        derived.specs.extend(rules.derived_blocks().iter().cloned());
         // A pour's series carry `derived = <pour>`, as a block's carry its name: one name, one
         // producer (the pour's rules select by it).
         for (i, p) in raw.pours.iter().enumerate() {
@@ -405,6 +432,14 @@ impl Config {
                 SinkConfig::Influxdb(c) => c.validate(&at).map(Sink::Influxdb),
                 SinkConfig::Mqtt(c) => c.validate(&at).map(Sink::Mqtt),
                 SinkConfig::Webhook(c) => c.validate(&at).map(Sink::Webhook),
+                SinkConfig::ModbusOutput(c) => {
+                    for (field, message) in
+                        crate::sinks::modbus_output::config::check_device(c, &devices)
+                    {
+                        v.push(format!("{at}.{field}"), message);
+                    }
+                    c.validate(&at).map(Sink::ModbusOutput)
+                }
             };
             match validated {
                 Ok(sink) => {

@@ -77,7 +77,55 @@ impl Access {
     fn admits(&self, given: &[u8]) -> bool {
         hmac::verify(&self.key, given, self.tag.as_ref()).is_ok()
     }
+
+    /// The value of a session cookie valid until `now_s` + [`SESSION_TTL`] (Unix seconds):
+    /// `<expiry>.<HMAC(key, "session|<expiry>") in hex>`. Stateless: nothing is kept per
+    /// session, and a restart (a new key) ends every session.
+    fn session(&self, now_s: u64) -> String {
+        let expiry = now_s.saturating_add(SESSION_TTL.as_secs());
+        let tag = hmac::sign(&self.key, format!("{SESSION_DOMAIN}{expiry}").as_bytes());
+        let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("{expiry}.{hex}")
+    }
+
+    /// Whether `value` is a session cookie this console made and that has not expired at
+    /// `now_s` (compared in constant time).
+    fn admits_session(&self, value: &str, now_s: u64) -> bool {
+        let Some((expiry, hex)) = value.split_once('.') else {
+            return false;
+        };
+        let Ok(expiry_s) = expiry.parse::<u64>() else {
+            return false;
+        };
+        if expiry_s <= now_s || expiry_s > now_s.saturating_add(SESSION_TTL.as_secs()) {
+            return false;
+        }
+        let Some(tag) = (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+        else {
+            return false;
+        };
+        hmac::verify(
+            &self.key,
+            format!("{SESSION_DOMAIN}{expiry_s}").as_bytes(),
+            &tag,
+        )
+        .is_ok()
+    }
 }
+
+/// How long a browser stays signed in to the console after entering the token (a working day
+/// on site).
+pub const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "anju_session";
+/// What a session's HMAC signs before its expiry, so that no other use of the key can make one.
+const SESSION_DOMAIN: &str = "anju-console-session|";
 
 /// What every route reads: counters, the spool, when the gateway started, whether the engine
 /// runs, and readiness.
@@ -99,6 +147,8 @@ pub struct ConsoleState {
     history: Option<Arc<History>>,
     /// Where the daily reports are kept (`data_dir`).
     data_dir: std::path::PathBuf,
+    /// Writes to writable Modbus points (`POST /write`, `gateway write`); `None`: refused.
+    writers: Option<crate::sources::modbus::write::BusWriters>,
 }
 
 /// The site and the gateway a console belongs to (`site`, `gateway_id`), and what its config
@@ -136,7 +186,15 @@ impl ConsoleState {
             commands: None,
             history: None,
             data_dir: std::path::PathBuf::new(),
+            writers: None,
         }
+    }
+
+    /// Take writes to writable Modbus points (`POST /write`) through `writers`.
+    #[must_use]
+    pub fn with_writers(mut self, writers: crate::sources::modbus::write::BusWriters) -> Self {
+        self.writers = Some(writers);
+        self
     }
 
     /// Name the site and gateway on the pages, show the engine's snapshots from `view`, and
@@ -397,5 +455,32 @@ mod tests {
         assert!(!access.admits(b"s3cre"));
         assert!(!access.admits(b"s3cret "));
         assert!(!access.admits(b""));
+    }
+
+    #[test]
+    fn a_session_cookie_is_admitted_until_it_expires_and_cannot_be_forged() {
+        let access = Access::new(&Secret::new("s3cret")).expect("key");
+        let now = 1_767_225_600;
+        let cookie = access.session(now);
+        assert!(access.admits_session(&cookie, now));
+        assert!(access.admits_session(&cookie, now + SESSION_TTL.as_secs() - 1));
+        assert!(!access.admits_session(&cookie, now + SESSION_TTL.as_secs()));
+        // Another expiry with the same tag, a flipped digit, another console's key: refused.
+        let (expiry, tag) = cookie.split_once('.').expect("form");
+        let later: u64 = expiry.parse::<u64>().expect("expiry") + 3600;
+        assert!(!access.admits_session(&format!("{later}.{tag}"), now));
+        let flipped = format!("{expiry}.{}0", &tag[..tag.len() - 1]);
+        assert!(flipped == cookie || !access.admits_session(&flipped, now));
+        let other = Access::new(&Secret::new("s3cret")).expect("key");
+        assert!(!other.admits_session(&cookie, now));
+        for junk in [
+            "",
+            ".",
+            "x.y",
+            "99999999999999999999.00",
+            &format!("{expiry}.zz"),
+        ] {
+            assert!(!access.admits_session(junk, now), "{junk}");
+        }
     }
 }

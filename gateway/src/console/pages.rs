@@ -328,6 +328,44 @@ pub fn config(site: &str, gateway: &str, text: &str, lang: Lang) -> Markup {
     }
 }
 
+/// The form asking for the console's access token (`wrong`: the last one entered was not it);
+/// it posts to `/login` and comes back to `next`.
+#[must_use]
+pub fn login(site: &str, next: &str, wrong: bool, lang: Lang) -> Markup {
+    let title = format!(
+        "{} {} · {}",
+        lang.pick("工地", "Site"),
+        site,
+        lang.pick("控制台登录", "console sign-in")
+    );
+    html! {
+        (DOCTYPE)
+        html lang=(lang.pick("zh-CN", "en")) {
+            head {
+                meta charset="utf-8";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { (title) }
+                @if wrong {
+                    p.bad { (lang.pick("访问令牌不正确", "That is not the access token")) }
+                }
+                form method="post" action="/login" {
+                    input type="hidden" name="next" value=(next);
+                    input type="hidden" name="lang" value=(lang.pick("zh", "en"));
+                    input type="password" name="token" required autofocus size="32"
+                        autocomplete="current-password"
+                        placeholder=(lang.pick("访问令牌（见网关配置 token_env / token_file）", "access token (the gateway's token_env / token_file)"));
+                    " "
+                    button type="submit" { (lang.pick("登录", "Sign in")) }
+                }
+                p.meta { (lang.pick("登录后 12 小时内有效；网关重启后需重新登录。", "Valid for 12 hours; signing in again is needed after the gateway restarts.")) }
+            }
+        }
+    }
+}
+
 /// Who acknowledged the alert (when its latest event is the acknowledgement), and the form to
 /// acknowledge it (again).
 fn ack_cell(a: &Alert, lang: Lang) -> Markup {

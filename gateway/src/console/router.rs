@@ -2,12 +2,16 @@
 //!
 //! Owns the URL space (`/` the overview page, `/device?name=`, `/channel?key=` and `/alerts` the
 //! detail pages, `/reports` and `/report?date=` the daily reports (`POST /reports` makes one),
-//! `POST /alerts/ack` the acknowledgement form, `/config` the effective
+//! `POST /alerts/ack` the acknowledgement form, `POST /write` a write to a writable Modbus point
+//! (what `gateway write` sends), `/config` the effective
 //! configuration,
-//! `/metrics`, `/healthz`, `/readyz`), reading the form, the same-origin check on posts, and the
-//! token check: with a token configured, every request, to any
-//! path, without `Authorization: Bearer <token>` gets 401 and an empty body. It does not bind
-//! sockets or decide readiness ([`super::Console`], [`super::ready`]).
+//! `/metrics`, `/healthz`, `/readyz`, `/login`), reading the form, the same-origin check on
+//! posts, and the token check: with a token configured, every request, to any path, needs
+//! `Authorization: Bearer <token>` (Prometheus, curl, `gateway` commands) or the session cookie
+//! a browser gets by entering the token on `/login` (a browser sends no `Authorization` header
+//! of its own). Without either, a browser's page request is sent to `/login`, and anything else
+//! gets 401 and an empty body. It does not bind sockets or decide readiness
+//! ([`super::Console`], [`super::ready`]).
 
 use std::sync::Arc;
 
@@ -31,6 +35,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/alerts/ack", post(acknowledge))
+        .route("/write", post(write_point))
         .route("/alerts", get(alert_log))
         .route("/reports", get(report_list).post(report_make))
         .route("/report", get(report_page))
@@ -40,6 +45,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/login", get(login_page).post(login))
         // `layer`, not `route_layer`: unknown paths are refused too, so they reveal nothing.
         .layer(middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -48,26 +54,121 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
         .with_state(state)
 }
 
-/// 401 unless the request carries the configured token (compared in constant time).
+/// 401 unless the request carries the configured token or a session cookie (compared in
+/// constant time); a browser asking for a page without either is sent to `/login`.
 async fn require_token(
     State(state): State<Arc<ConsoleState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(access) = &state.access {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
-        if !given.is_some_and(|g| access.admits(g)) {
-            return (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
-            )
-                .into_response();
-        }
+    let Some(access) = &state.access else {
+        return next.run(request).await;
+    };
+    let headers = request.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    let now_s = crate::model::now_ns().unsigned_abs() / 1_000_000_000;
+    let session = session_cookie(headers).is_some_and(|v| access.admits_session(v, now_s));
+    if bearer.is_some_and(|g| access.admits(g)) || session || request.uri().path() == "/login" {
+        return next.run(request).await;
     }
-    next.run(request).await
+    let wants_page = request.method() == axum::http::Method::GET
+        && headers
+            .get(header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+    if wants_page {
+        let next_path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let to = format!("/login?next={}", pages::query_value(next_path));
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
+    )
+        .into_response()
+}
+
+/// The value of the session cookie a request carries, if any.
+fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(super::SESSION_COOKIE)
+                .and_then(|rest| rest.strip_prefix('='))
+        })
+}
+
+/// Where a login may send the browser back to: a path of this console, never another site
+/// (`//host` or `https://…` would make the form an open redirect).
+fn local_path(next: &str) -> &str {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next
+    } else {
+        "/"
+    }
+}
+
+/// A wrong token on `/login` is answered after this long, so that guessing is slow.
+pub const LOGIN_FAILURE_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `/login?next=<path>`: the form asking for the console's access token.
+async fn login_page(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
+    let (params, lang) = page_query(&uri);
+    let next = local_path(params.get("next").map_or("/", String::as_str));
+    if state.access.is_none() {
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, next.to_owned())]).into_response();
+    }
+    Html(pages::login(&state.identity.site, next, false, lang).into_string()).into_response()
+}
+
+/// `POST /login` with `token` and `next`: with the right token, the session cookie (HttpOnly,
+/// SameSite=Strict, [`super::SESSION_TTL`]) and back to `next`; otherwise the form again, 401.
+async fn login(
+    State(state): State<Arc<ConsoleState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if !same_origin(&headers) {
+        return (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response();
+    }
+    let form = form_fields(&body);
+    let field = |k: &str| form.get(k).map_or("", String::as_str);
+    let next = local_path(field("next")).to_owned();
+    let lang = if field("lang") == "en" {
+        Lang::En
+    } else {
+        Lang::Zh
+    };
+    let Some(access) = &state.access else {
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, next)]).into_response();
+    };
+    if access.admits(field("token").as_bytes()) {
+        let now_s = crate::model::now_ns().unsigned_abs() / 1_000_000_000;
+        let cookie = format!(
+            "{}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            super::SESSION_COOKIE,
+            access.session(now_s),
+            super::SESSION_TTL.as_secs()
+        );
+        return (
+            StatusCode::SEE_OTHER,
+            [(header::SET_COOKIE, cookie), (header::LOCATION, next)],
+        )
+            .into_response();
+    }
+    warn!("Console login with a wrong token refused.");
+    tokio::time::sleep(LOGIN_FAILURE_DELAY).await;
+    (
+        StatusCode::UNAUTHORIZED,
+        Html(pages::login(&state.identity.site, &next, true, lang).into_string()),
+    )
+        .into_response()
 }
 
 /// The overview page (`?lang=en` for English).
@@ -284,7 +385,7 @@ async fn report_make(
     })
     .await;
     match made {
-        Ok(Ok(path)) => match tokio::fs::read_to_string(&path).await {
+        Ok(Ok((path, _))) => match tokio::fs::read_to_string(&path).await {
             Ok(page) => Html(page).into_response(),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         },
@@ -317,10 +418,9 @@ async fn acknowledge(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !same_origin(&headers) {
-        return (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response();
-    }
-    let form = form_fields(&body);
+    let Some(form) = same_origin_form(&headers, &body) else {
+        return cross_site_refused();
+    };
     let field = |k: &str| form.get(k).map_or("", String::as_str);
     let lang = if field("lang") == "en" {
         Lang::En
@@ -355,6 +455,76 @@ async fn acknowledge(
         Html(pages::ack_result(&outcome, lang).into_string()),
     )
         .into_response()
+}
+
+/// Longest time `POST /write` waits for the device: the poller sends the write after the poll
+/// in progress, with the device's timeout and retries.
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `POST /write` with `device`, `point` and `value` as a form: write the value to the writable
+/// point through the poller of the device's bus. Plain-text answer: 200 written, 422 refused
+/// before sending (unknown, not writable, a value the point cannot take), 502 the device
+/// refused or did not confirm, 503 the gateway cannot write now. Cross-site posts are refused
+/// as for the acknowledgement form.
+async fn write_point(
+    State(state): State<Arc<ConsoleState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::sources::modbus::write::WriteError;
+    let Some(form) = same_origin_form(&headers, &body) else {
+        return cross_site_refused();
+    };
+    let Some(writers) = &state.writers else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let field = |k: &str| form.get(k).map_or("", String::as_str);
+    let (device, point) = (field("device"), field("point"));
+    let Ok(value) = field("value").trim().parse::<f64>() else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("value \"{}\" is not a number\n", field("value")),
+        )
+            .into_response();
+    };
+    let target = match writers.resolve(device, point, value) {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response(),
+    };
+    let written = tokio::time::timeout(WRITE_TIMEOUT, writers.write(device, target.clone())).await;
+    let (status, text) = match written {
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            format!("written: {device}/{point} = {value} ({target})\n"),
+        ),
+        Ok(Err(e @ (WriteError::Exception { .. } | WriteError::Failed { .. }))) => {
+            (StatusCode::BAD_GATEWAY, format!("{e}\n"))
+        }
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("device \"{device}\" did not confirm the write within {WRITE_TIMEOUT:?}\n"),
+        ),
+    };
+    if status == StatusCode::OK {
+        tracing::info!(device, point, value, write = %target, "Written on request.");
+    } else {
+        warn!(device, point, value, status = status.as_u16(), answer = %text.trim_end(), "Write on request not done.");
+    }
+    (status, text).into_response()
+}
+
+/// The fields of a form post; `None` for a post from another site's page ([`same_origin`]).
+fn same_origin_form(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Option<std::collections::BTreeMap<String, String>> {
+    same_origin(headers).then(|| form_fields(body))
+}
+
+/// The answer to a post [`same_origin_form`] refused.
+fn cross_site_refused() -> Response {
+    (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response()
 }
 
 /// True unless the request names an `Origin` other than its own `Host` (browsers send `Origin`

@@ -287,6 +287,8 @@ pub struct Engine {
     view: Option<(view::ViewTx, Option<Instant>)>,
     /// Requests from the console ([`Engine::with_commands`]).
     commands: Option<command::CommandRx>,
+    /// Notices made outside the engine ([`Engine::with_notices`]).
+    notices: Option<command::NoticeRx>,
     /// The console's local history: every stored reading and alert event goes there too
     /// ([`Engine::with_history`]).
     history: Option<Arc<crate::history::History>>,
@@ -408,6 +410,7 @@ impl Engine {
             dropped_since_log: 0,
             view: None,
             commands: None,
+            notices: None,
             history: None,
             heartbeat: Arc::new(Heartbeat::default()),
         }
@@ -417,6 +420,13 @@ impl Engine {
     #[must_use]
     pub fn with_commands(mut self, rx: command::CommandRx) -> Self {
         self.commands = Some(rx);
+        self
+    }
+
+    /// Deliver the notices that come from `rx` (the daily report's summary) like alert events.
+    #[must_use]
+    pub fn with_notices(mut self, rx: command::NoticeRx) -> Self {
+        self.notices = Some(rx);
         self
     }
 
@@ -591,6 +601,9 @@ impl Engine {
                     "Rule state restored."
                 );
                 self.evaluator = ev;
+                for (rule, output, window) in self.evaluator.take_rate_windows() {
+                    self.derived.adopt_rate_window(&rule, &output, window);
+                }
                 // Everything restored is written once per entry (and a format-1 value removed).
                 self.state_dirty = true;
             }
@@ -714,12 +727,18 @@ impl Engine {
         let mut next_summary = Instant::now() + self.summary_interval;
         let mut next_tick = Instant::now() + TICK_INTERVAL;
         let mut commands = self.commands.take();
+        let mut notices = self.notices.take();
         loop {
             tokio::select! {
                 req = command::next(&mut commands) => match req {
                     Some(req) => self.acknowledge(req).await,
                     // The console is gone: no more requests.
                     None => commands = None,
+                },
+                // Committed with the next tick's flush, as the tick's own alerts.
+                notice = command::next(&mut notices) => match notice {
+                    Some(n) => self.push_alert(&n),
+                    None => notices = None,
                 },
                 batch = self.rx.recv() => match batch {
                     Some(batch) => {

@@ -198,6 +198,16 @@ pub struct StateDelta {
 }
 
 impl StateDelta {
+    /// The entries written, as [`Spool::load_state`] gives them back at the next start (a test's
+    /// restart without a spool).
+    #[cfg(test)]
+    pub(crate) fn into_written(self) -> Vec<(String, Vec<u8>)> {
+        self.entries
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect()
+    }
+
     /// Nothing to change.
     #[must_use]
     pub fn is_empty(&self) -> bool {

@@ -42,6 +42,13 @@ pub const DEFAULT_MEAN_DEVICE_TEMPLATE: &str = "{name}";
 pub const DEFAULT_MEAN_POINT_TEMPLATE: &str = "mean";
 /// Unit tag of a tilt: a dimensionless ratio (0.002 = 2 ‰, GB 50007 Table 5.3.4).
 pub const TILT_UNIT: &str = "ratio";
+/// Default volumetric expansion of the levelling liquid per °C, in the water-density correction
+/// of Geokon's 4675LV liquid settlement system, ΔH = R0·G/(1 − 0.0002·T0) − R1·G/(1 − 0.0002·T1)
+/// (docs/DOMAIN.md §Hydrostatic levelling): a head read at liquid temperature T is
+/// h / (1 − 0.0002·T) of liquid at 0 °C.
+pub const DEFAULT_LIQUID_EXPANSION: f64 = 0.0002;
+/// Largest `liquid_expansion` accepted: ten times water's (glycol mixes are about three times).
+pub const MAX_LIQUID_EXPANSION: f64 = 0.002;
 /// Most readings `establish_readings` may ask for (a day of 10-second polls).
 pub const MAX_ESTABLISH_READINGS: u32 = 8640;
 /// Most readings a `sum_over` window holds per channel (a 72 h window of 1-minute rainfall is
@@ -185,18 +192,24 @@ pub struct DerivedPairConfig {
     pub point: Option<String>,
 }
 
-/// An initial value (初始值) as written: a number, or `{ value = 312.4, surveyed = "2026-11-02" }`.
+/// An initial value (初始值) as written: a number, or `{ value = 312.4, surveyed = "2026-11-02" }`
+/// (with `temperature = 18.5`, the liquid's at the survey, where the line corrects for it).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum InitialConfig {
     /// The value; its survey date is the block's `surveyed`.
     Value(f64),
-    /// The value with its own survey date.
+    /// The value with its own survey date, and with a liquid-temperature correction the liquid
+    /// temperature at the survey.
     Surveyed {
         /// The value, in the channel's unit.
         value: f64,
-        /// Survey date, `YYYY-MM-DD`.
-        surveyed: String,
+        /// Survey date, `YYYY-MM-DD` (default: the block's `surveyed`).
+        #[serde(default)]
+        surveyed: Option<String>,
+        /// Liquid temperature at the survey, °C (default: the block's `initial_temperature`).
+        #[serde(default)]
+        temperature: Option<f64>,
     },
 }
 
@@ -233,6 +246,23 @@ pub struct DerivedConfig {
     /// of its first this many good readings, kept in the spool (off when absent).
     #[serde(default)]
     pub establish_readings: Option<u32>,
+    /// Levelling: the liquid-temperature channel of each cell (reference included), a template
+    /// on the cell (`"{device}/temp1"`); heads are then corrected for the liquid's density
+    /// (docs/DOMAIN.md §Hydrostatic levelling). Off when absent.
+    #[serde(default)]
+    pub liquid_temperature: Option<String>,
+    /// Levelling: the liquid-temperature channel of single cells, by cell key, instead of the
+    /// template (`{ "block-a-lvl/ch5" = "block-a-lvl/temp2" }`).
+    #[serde(default)]
+    pub liquid_temperatures: BTreeMap<String, String>,
+    /// Levelling: the liquid's volumetric expansion per °C (default
+    /// [`DEFAULT_LIQUID_EXPANSION`], water).
+    #[serde(default)]
+    pub liquid_expansion: Option<f64>,
+    /// Levelling with a liquid-temperature correction: the liquid temperature at the survey of
+    /// the initial values given as plain numbers, °C.
+    #[serde(default)]
+    pub initial_temperature: Option<f64>,
     /// Rate, sum_over, stability: the window, e.g. `"1d"`, `"24h"` (stability: default 100d).
     #[serde(default, with = "duration_opt")]
     pub window: Option<Duration>,
@@ -303,6 +333,10 @@ pub struct DerivedConfig {
     /// Rate, stability: least readings in the window before a slope is given (default 3).
     #[serde(default)]
     pub min_points: Option<u32>,
+    /// Rate: least time from the oldest to the newest reading in the window before a slope is
+    /// given (default half the window, [`super::RATE_MIN_SPAN_FRACTION`]).
+    #[serde(default, with = "duration_opt")]
+    pub min_span: Option<Duration>,
     /// Difference, tilt, mean, levelling: longest time between the readings combined (default 10m).
     #[serde(default, with = "duration_opt")]
     pub max_skew: Option<Duration>,
@@ -325,6 +359,56 @@ pub struct DerivedConfig {
     pub unit: Option<String>,
 }
 
+impl DerivedConfig {
+    /// A block of `kind` named `name` with nothing else set (the block of a rate, difference or
+    /// tilt rule is built on it).
+    #[must_use]
+    pub fn new(name: &str, kind: DerivedKind) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            select: None,
+            pairs: Vec::new(),
+            b: None,
+            reference: None,
+            initial: BTreeMap::new(),
+            surveyed: None,
+            establish_readings: None,
+            liquid_temperature: None,
+            liquid_temperatures: BTreeMap::new(),
+            liquid_expansion: None,
+            initial_temperature: None,
+            window: None,
+            per: None,
+            threshold: None,
+            structure_tag: None,
+            input: None,
+            smooth: None,
+            noise_factor: None,
+            min_speed: None,
+            min_r2: None,
+            horizon: None,
+            creep_rate: None,
+            creep_window: None,
+            blue_band_deg: None,
+            days: None,
+            decay: None,
+            store_every: None,
+            gnss: Vec::new(),
+            azimuth_deg: None,
+            dip_deg: None,
+            min_points: None,
+            min_span: None,
+            max_skew: None,
+            settlement_unit: None,
+            device: None,
+            point: None,
+            quantity: None,
+            unit: None,
+        }
+    }
+}
+
 /// A pair, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DerivedPair {
@@ -343,10 +427,51 @@ pub struct DerivedPair {
 /// A configured initial value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InitialValue {
-    /// The value, in the channel's unit.
+    /// The value, in the channel's unit, as read (not corrected).
     pub value: f64,
     /// Survey date, `YYYY-MM-DD`; empty when none was given.
     pub surveyed: String,
+    /// Liquid temperature at the survey, °C, where the line corrects for it.
+    pub temperature: Option<f64>,
+}
+
+/// A levelling line's liquid-temperature correction, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiquidCorrection {
+    /// Template of a cell's temperature channel key (`None`: only `by_cell`).
+    pub template: Option<String>,
+    /// Temperature channel key by cell key, before the template.
+    pub by_cell: BTreeMap<String, String>,
+    /// Volumetric expansion per °C.
+    pub expansion: f64,
+}
+
+impl LiquidCorrection {
+    /// The temperature channel key of cell `key` (`device/point`), if it has one.
+    #[must_use]
+    pub fn temperature_of(&self, key: &str) -> Option<String> {
+        if let Some(t) = self.by_cell.get(key) {
+            return Some(t.clone());
+        }
+        let (device, point) = key.split_once('/').unwrap_or((key, ""));
+        self.template
+            .as_deref()
+            .map(|t| expand(t, &[("device", device), ("point", point), ("key", key)]))
+    }
+
+    /// See [`liquid_head`].
+    #[must_use]
+    pub fn head(&self, h: f64, t: f64) -> f64 {
+        liquid_head(h, t, self.expansion)
+    }
+}
+
+/// The head of liquid at 0 °C that a cell reading `h` at liquid temperature `t` stands for,
+/// with the liquid's volumetric expansion `alpha` per °C: h / (1 − α·t), Geokon 4675LV
+/// (docs/DOMAIN.md §Hydrostatic levelling).
+#[must_use]
+pub fn liquid_head(h: f64, t: f64, alpha: f64) -> f64 {
+    h / (1.0 - alpha * t)
 }
 
 /// A validated `[[derived]]` entry.
@@ -368,6 +493,8 @@ pub struct DerivedSpec {
     pub initial: BTreeMap<String, InitialValue>,
     /// Levelling: readings whose mean establishes a missing initial value (`None`: never).
     pub establish_readings: Option<u32>,
+    /// Levelling: the liquid-temperature correction (`None`: heads as read).
+    pub liquid: Option<LiquidCorrection>,
     /// Rate, sum_over, stability: window, ns.
     pub window_ns: i64,
     /// Rate, stability: seconds per unit of time of the slope.
@@ -383,6 +510,8 @@ pub struct DerivedSpec {
     pub per_suffix: String,
     /// Rate: least readings.
     pub min_points: u32,
+    /// Rate, stability: least time from the oldest to the newest reading of the window, ns.
+    pub min_span_ns: i64,
     /// Longest time between combined readings, ns.
     pub max_skew_ns: i64,
     /// Output device template.
@@ -502,6 +631,56 @@ fn check_template(
 }
 
 /// True for `YYYY-MM-DD` with a plausible month and day.
+/// A levelling block's liquid-temperature correction, or `None` when it has none.
+fn liquid_correction(
+    c: &DerivedConfig,
+    push: &mut impl FnMut(&str, String),
+) -> Option<LiquidCorrection> {
+    if c.liquid_temperature.is_none() && c.liquid_temperatures.is_empty() {
+        if c.liquid_expansion.is_some() || c.initial_temperature.is_some() {
+            push(
+                "liquid_temperature",
+                "missing: liquid_expansion and initial_temperature apply to a line whose heads are corrected for the liquid temperature; name each cell's temperature channel, e.g. liquid_temperature = \"{device}/temp1\"".into(),
+            );
+        }
+        return None;
+    }
+    if let Some(t) = &c.liquid_temperature {
+        let mut found = Vec::new();
+        check_template(
+            t,
+            &["device", "point", "key"],
+            "liquid_temperature",
+            &mut found,
+        );
+        for (path, message) in found {
+            push(&path, message);
+        }
+    }
+    for (cell, t) in &c.liquid_temperatures {
+        for key in [cell, t] {
+            if !is_channel_key(key) {
+                push(
+                    &format!("liquid_temperatures.\"{cell}\""),
+                    format!("\"{key}\" is not a channel key; write \"device/point\""),
+                );
+            }
+        }
+    }
+    let expansion = c.liquid_expansion.unwrap_or(DEFAULT_LIQUID_EXPANSION);
+    if !(expansion > 0.0 && expansion <= MAX_LIQUID_EXPANSION) {
+        push(
+            "liquid_expansion",
+            format!("must be above 0 and at most {MAX_LIQUID_EXPANSION} per °C (water: {DEFAULT_LIQUID_EXPANSION})"),
+        );
+    }
+    Some(LiquidCorrection {
+        template: c.liquid_temperature.clone(),
+        by_cell: c.liquid_temperatures.clone(),
+        expansion,
+    })
+}
+
 fn is_date(s: &str) -> bool {
     let b = s.as_bytes();
     let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
@@ -523,7 +702,7 @@ pub(super) fn is_channel_key(s: &str) -> bool {
 }
 
 #[allow(clippy::too_many_lines)] // one flat list of per-kind checks reads better split by kind than by helper
-fn validate_block(
+pub(crate) fn validate_block(
     c: &DerivedConfig,
     at: &str,
     problems: &mut Vec<(String, String)>,
@@ -539,12 +718,32 @@ fn validate_block(
         Stability, SumOver, TangentAngle, Tilt,
     };
     // Each field and the kinds that take it; given to another kind, it is refused, not ignored.
-    let takes: [(&str, bool, &[DerivedKind]); 28] = [
+    let takes: [(&str, bool, &[DerivedKind]); 33] = [
         ("pairs", !c.pairs.is_empty(), &[Difference, Tilt]),
         ("b", c.b.is_some(), &[Difference]),
         ("reference", c.reference.is_some(), &[Levelling]),
         ("initial", !c.initial.is_empty(), &[Levelling]),
         ("surveyed", c.surveyed.is_some(), &[Levelling]),
+        (
+            "liquid_temperature",
+            c.liquid_temperature.is_some(),
+            &[Levelling],
+        ),
+        (
+            "liquid_temperatures",
+            !c.liquid_temperatures.is_empty(),
+            &[Levelling],
+        ),
+        (
+            "liquid_expansion",
+            c.liquid_expansion.is_some(),
+            &[Levelling],
+        ),
+        (
+            "initial_temperature",
+            c.initial_temperature.is_some(),
+            &[Levelling],
+        ),
         (
             "establish_readings",
             c.establish_readings.is_some(),
@@ -568,6 +767,7 @@ fn validate_block(
             c.min_points.is_some(),
             &[Rate, Stability, InverseVelocity, TangentAngle],
         ),
+        ("min_span", c.min_span.is_some(), &[Rate]),
         (
             "smooth",
             c.smooth.is_some(),
@@ -709,6 +909,7 @@ fn validate_block(
             );
         }
     }
+    let liquid = liquid_correction(c, &mut push);
     let mut initial = BTreeMap::new();
     for (key, v) in &c.initial {
         let path = format!("initial.\"{key}\"");
@@ -718,22 +919,58 @@ fn validate_block(
                 format!("\"{key}\" is not a channel key; write \"device/point\""),
             );
         }
-        let (value, surveyed) = match v {
-            InitialConfig::Value(v) => (*v, c.surveyed.clone().unwrap_or_default()),
-            InitialConfig::Surveyed { value, surveyed } => {
-                if !is_date(surveyed) {
+        let (value, surveyed, temperature) = match v {
+            InitialConfig::Value(v) => (
+                *v,
+                c.surveyed.clone().unwrap_or_default(),
+                c.initial_temperature,
+            ),
+            InitialConfig::Surveyed {
+                value,
+                surveyed,
+                temperature,
+            } => {
+                if let Some(d) = surveyed.as_deref().filter(|d| !is_date(d)) {
                     push(
                         &format!("{path}.surveyed"),
-                        format!("\"{surveyed}\" is not a date; write \"YYYY-MM-DD\""),
+                        format!("\"{d}\" is not a date; write \"YYYY-MM-DD\""),
                     );
                 }
-                (*value, surveyed.clone())
+                (
+                    *value,
+                    surveyed
+                        .clone()
+                        .or_else(|| c.surveyed.clone())
+                        .unwrap_or_default(),
+                    temperature.or(c.initial_temperature),
+                )
             }
         };
         if !value.is_finite() {
             push(&path, "must be a finite number".into());
         }
-        initial.insert(key.clone(), InitialValue { value, surveyed });
+        if liquid.is_some() && temperature.is_none() {
+            // Geokon 4675LV corrects the zero reading with its own temperature (R0, T0): an
+            // initial head without one would be compared with corrected heads.
+            push(
+                &path,
+                format!("the line corrects heads for the liquid temperature, so this initial value needs the liquid temperature at its survey: write {{ value = {value}, temperature = 18.0 }} or give the block initial_temperature = 18.0"),
+            );
+        }
+        if temperature.is_some_and(|t| !t.is_finite() || !(-40.0..=100.0).contains(&t)) {
+            push(
+                &format!("{path}.temperature"),
+                "must be a liquid temperature in °C between -40 and 100".into(),
+            );
+        }
+        initial.insert(
+            key.clone(),
+            InitialValue {
+                value,
+                surveyed,
+                temperature,
+            },
+        );
     }
     let mut pairs = Vec::new();
     let length = c.settlement_unit.unwrap_or_default();
@@ -895,6 +1132,17 @@ fn validate_block(
             ));
         }
     }
+    // docs/DOMAIN.md §Data quality: a slope over less than half its window is noise.
+    let min_span_ns = c.min_span.map_or_else(
+        || (window_ns as f64 * super::RATE_MIN_SPAN_FRACTION) as i64,
+        ns,
+    );
+    if min_span_ns > window_ns && k == DerivedKind::Rate {
+        problems.push((
+            format!("{at}.min_span"),
+            "is longer than the window; it could never be met".into(),
+        ));
+    }
     let (forecast, tangent, antecedent) = slope_params(c, at, problems);
     let (gnss, direction) = if k == DerivedKind::AlongSlope {
         (
@@ -953,6 +1201,7 @@ fn validate_block(
         reference: c.reference.clone(),
         initial,
         establish_readings: c.establish_readings,
+        liquid,
         window_ns,
         per_secs: per.as_secs_f64(),
         threshold,
@@ -960,6 +1209,7 @@ fn validate_block(
         sum_input: c.input.unwrap_or_default(),
         per_suffix: per_suffix(per),
         min_points,
+        min_span_ns,
         max_skew_ns: ns(c.max_skew.unwrap_or(DEFAULT_PAIR_MAX_SKEW)),
         device,
         point,
@@ -1268,6 +1518,19 @@ impl std::fmt::Display for DerivedSpec {
                 p.days, p.decay
             )?;
         }
+        if let Some(l) = &self.liquid {
+            write!(
+                f,
+                "; heads corrected for the liquid temperature, h / (1 - {}*T) (Geokon 4675LV)",
+                l.expansion
+            )?;
+            if let Some(t) = &l.template {
+                write!(f, ", T of each cell from {t}")?;
+            }
+            for (cell, t) in &l.by_cell {
+                write!(f, ", of {cell} from {t}")?;
+            }
+        }
         if let Some(n) = self.establish_readings {
             write!(
                 f,
@@ -1309,9 +1572,13 @@ impl std::fmt::Display for DerivedSpec {
             };
             write!(
                 f,
-                "\n    initial {channel} = {} (configured, {date})",
+                "\n    initial {channel} = {} (configured, {date}",
                 i.value
             )?;
+            if let Some(t) = i.temperature {
+                write!(f, ", liquid at {t} °C")?;
+            }
+            f.write_str(")")?;
         }
         Ok(())
     }

@@ -74,6 +74,8 @@ pub const INITIAL_PREFIX: &str = "vi/";
 pub const RATE_MIN_SPAN_FRACTION: f64 = 0.5;
 /// The tag that marks a derived series, with the name of its `[[derived]]` block.
 pub const DERIVED_TAG: &str = "derived";
+/// The tag of a rate series naming the quantity it is the rate of (`settlement`).
+pub const RATE_OF_TAG: &str = "rate_of";
 /// A slope judgement whose gate verdict changed is logged at most once per this interval per
 /// output (the verdict is in every reading's quality code anyway).
 pub const SLOPE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -129,6 +131,10 @@ enum Calc {
     Levelling {
         /// Channel key of the reference cell.
         reference: String,
+        /// Liquid-temperature channels of the cell and of the reference, where the line
+        /// corrects heads for the liquid's density (docs/DOMAIN.md §Hydrostatic levelling).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        temperatures: Option<Box<(String, String)>>,
     },
     /// `(a − b) / divisor` (divisor 1 for a difference).
     Pair { divisor: f64 },
@@ -297,6 +303,10 @@ impl DerivedSet {
             let spec = &set.specs[bi];
             if let Some(r) = &spec.reference {
                 set.routes.entry(r.clone()).or_default();
+                // The reference's liquid temperature is history only, as the reference.
+                if let Some(t) = spec.liquid.as_ref().and_then(|l| l.temperature_of(r)) {
+                    set.routes.entry(t).or_default();
+                }
             }
             let (pairs, name, device, kind, point) = (
                 spec.pairs.clone(),
@@ -459,9 +469,18 @@ impl DerivedSet {
             );
             let calc = match spec.kind {
                 DerivedKind::Levelling => match &spec.reference {
-                    Some(r) if r != key => Calc::Levelling {
-                        reference: r.clone(),
-                    },
+                    Some(r) if r != key => {
+                        let temperatures = spec.liquid.as_ref().and_then(|l| {
+                            Some(Box::new((l.temperature_of(key)?, l.temperature_of(r)?)))
+                        });
+                        if let Some(t) = &temperatures {
+                            self.routes.entry(t.0.clone()).or_default();
+                        }
+                        Calc::Levelling {
+                            reference: r.clone(),
+                            temperatures,
+                        }
+                    }
                     _ => continue,
                 },
                 DerivedKind::Rate => Calc::Rate(RateWindow::new(spec.window_ns)),
@@ -520,8 +539,12 @@ impl DerivedSet {
             .iter()
             .filter(|r| !self.by_key.contains_key(&r.series.key))
             .collect();
+        // Every channel is seen before any reading is recorded, so a reading that only feeds
+        // another's computation (a cell's liquid temperature) is kept even when it comes first.
         for r in &inputs {
             self.see(&r.series, None);
+        }
+        for r in &inputs {
             self.record(r);
         }
         // The outputs each reading (inputs, then produced) feeds: `flat[spans[i].0..spans[i].1]`,
@@ -721,11 +744,17 @@ impl DerivedSet {
         self.language = language;
     }
 
-    /// The initial value of `channel` in block `bi`: configured, or established.
+    /// The initial value of `channel` in block `bi`: configured, or established. With a
+    /// liquid-temperature correction, the configured value corrected with its survey's
+    /// temperature (established ones are means of corrected heads already).
     fn initial_of(&self, bi: usize, channel: &str) -> Option<f64> {
         let spec = &self.specs[bi];
         if let Some(i) = spec.initial.get(channel) {
-            return Some(i.value);
+            return match (&spec.liquid, i.temperature) {
+                (Some(l), Some(t)) => Some(l.head(i.value, t)),
+                (Some(_), None) => None,
+                (None, _) => Some(i.value),
+            };
         }
         match self.baselines.get(&initial_key(&spec.name, channel)) {
             Some((b, _)) => b.value(),
@@ -752,6 +781,22 @@ impl DerivedSet {
         if !is_input || spec.initial.contains_key(key) {
             return;
         }
+        // With a liquid-temperature correction the initial value is a mean of corrected heads;
+        // a reading without its temperature is not collected.
+        let v = match &spec.liquid {
+            None => v,
+            Some(l) => {
+                let t = l
+                    .temperature_of(key)
+                    .and_then(|t| self.histories.get(&t))
+                    .and_then(|h| h.nearest(r.ts, spec.max_skew_ns))
+                    .and_then(|x| x.value);
+                match t {
+                    Some(t) => l.head(v, t),
+                    None => return,
+                }
+            }
+        };
         let entry_key = initial_key(&spec.name, key);
         if self.lost_baselines.contains(&entry_key) {
             return;
@@ -815,6 +860,10 @@ impl DerivedSet {
             }
         }
         tags.insert(DERIVED_TAG.to_owned(), spec.name.clone());
+        // A rate is a kind of its own ([`QuantityKind::Rate`]); the tag says of what.
+        if spec.kind == DerivedKind::Rate {
+            tags.insert(RATE_OF_TAG.to_owned(), base.kind.measurement().to_owned());
+        }
         let site = tags.remove("site").unwrap_or_default();
         let gateway = tags.remove("gateway").unwrap_or_default();
         let (kind, unit) = match &o.form {
@@ -856,35 +905,70 @@ impl DerivedSet {
             spec.threshold,
             spec.antecedent,
         );
+        let min_span_ns = spec.min_span_ns;
         let s = Sample::of(r);
         let bi = self.outputs[oi].block;
         let (cell0, ref0) = match &self.outputs[oi].calc {
-            Calc::Levelling { reference } => (
+            Calc::Levelling { reference, .. } => (
                 self.initial_of(bi, &r.series.key),
                 self.initial_of(bi, reference),
             ),
             _ => (None, None),
         };
+        // The liquid temperatures of the cell and the reference, where the line corrects for
+        // them: `Err` when one has no good reading within `max_skew`.
+        let liquid = match (&self.outputs[oi].calc, &self.specs[bi].liquid) {
+            (
+                Calc::Levelling {
+                    temperatures: Some(t),
+                    ..
+                },
+                Some(l),
+            ) => {
+                let at = |key: &str| {
+                    self.histories
+                        .get(key)
+                        .and_then(|h| h.nearest(s.ts, max_skew))
+                        .and_then(|x| x.value)
+                };
+                Some(match (at(&t.0), at(&t.1)) {
+                    (Some(tc), Some(tr)) => Ok((l.expansion, tc, tr)),
+                    _ => Err(Quality::CorrectionUnavailable),
+                })
+            }
+            _ => None,
+        };
         let mut dirty = false;
         let value: Option<Result<f64, Quality>> = match &mut self.outputs[oi].calc {
-            Calc::Levelling { reference } => {
-                // docs/DOMAIN.md §Derived channels: s_i = (h_i − h_i0) − (h_ref − h_ref0).
+            Calc::Levelling { reference, .. } => {
+                // docs/DOMAIN.md §Derived channels: s_i = (h_i − h_i0) − (h_ref − h_ref0),
+                // each head corrected for the liquid temperature where the line says so
+                // (§Hydrostatic levelling, Geokon 4675LV).
                 let href = self
                     .histories
                     .get(reference.as_str())
                     .and_then(|h| h.nearest(s.ts, max_skew))
                     .and_then(|x| x.value);
-                Some(match (s.value, href, cell0, ref0) {
-                    (Some(h), Some(href), Some(h0), Some(href0)) => Ok((h - h0) - (href - href0)),
-                    (Some(_), Some(_), _, _) => Err(Quality::InitialValueMissing),
+                let heads = match (s.value, href, &liquid) {
+                    (Some(h), Some(href), None) => Ok((h, href)),
+                    (Some(h), Some(href), Some(Ok((alpha, tc, tr)))) => Ok((
+                        config::liquid_head(h, *tc, *alpha),
+                        config::liquid_head(href, *tr, *alpha),
+                    )),
+                    (Some(_), Some(_), Some(Err(q))) => Err(*q),
                     _ => Err(Quality::DerivedInputBad),
+                };
+                Some(match (heads, cell0, ref0) {
+                    (Ok((h, href)), Some(h0), Some(href0)) => Ok((h - h0) - (href - href0)),
+                    (Ok(_), _, _) => Err(Quality::InitialValueMissing),
+                    (Err(q), _, _) => Err(q),
                 })
             }
             Calc::Rate(window) => match s.value {
                 Some(v) => {
                     window.push(s.ts, v);
                     dirty = true;
-                    window_rate(window, min_points, window_ns, per_secs).map(Ok)
+                    window_rate(window, min_points, min_span_ns, per_secs).map(Ok)
                 }
                 None => Some(Err(Quality::DerivedInputBad)),
             },
@@ -899,7 +983,7 @@ impl DerivedSet {
                     // rate over the last `window` is below the threshold, judged only once the
                     // channel's history covers the whole window.
                     let covered = s.ts.saturating_sub(*since) >= window_ns;
-                    let rate = window_rate(window, min_points, window_ns, per_secs);
+                    let rate = window_rate(window, min_points, min_span_ns, per_secs);
                     let stable = covered && rate.is_some_and(|r| r.abs() < threshold);
                     Ok(if stable { 1.0 } else { 0.0 })
                 }
@@ -1203,6 +1287,14 @@ impl DerivedSet {
         std::mem::take(&mut self.prompt_save)
     }
 
+    /// Take over the window of a rate rule's derived channel `output` (block `rule`) that state
+    /// saved by an earlier version kept in the rule, unless the block saved its own.
+    pub fn adopt_rate_window(&mut self, rule: &str, output: &str, window: RateWindow) {
+        self.restored
+            .entry(entry_key(rule, output))
+            .or_insert(Calc::Rate(window));
+    }
+
     /// Take over the saved state among the spool's state `entries` (those under
     /// [`ENTRY_PREFIX`]); each output takes its own when it is created. Returns the keys of
     /// entries that cannot be read: their outputs start fresh, and the engine says so.
@@ -1280,6 +1372,11 @@ fn series_group(spec: &DerivedSpec, input_unit: &str) -> Vec<(&'static str, Quan
 /// kinds with one series per output: the block's `quantity` and `unit` when given, else the
 /// input's (a rate's per `per`).
 fn output_form(spec: &DerivedSpec, kind: QuantityKind, unit: &str) -> (QuantityKind, String) {
+    let kind = if spec.kind == DerivedKind::Rate {
+        QuantityKind::Rate
+    } else {
+        kind
+    };
     (
         spec.quantity.unwrap_or(kind),
         spec.unit.clone().unwrap_or_else(|| {
@@ -1401,20 +1498,18 @@ fn increment(
 }
 
 /// The least-squares slope of `window` per `per_secs` seconds, once it rests on `min_points`
-/// readings spanning at least [`RATE_MIN_SPAN_FRACTION`] of `window_ns` (shared by the `rate`
-/// and `stability` kinds: one definition of a derived rate).
+/// readings spanning at least `min_span_ns` (by default [`RATE_MIN_SPAN_FRACTION`] of the
+/// window; shared by the `rate` and `stability` kinds and so by rate rules: one definition of
+/// a derived rate).
 pub(crate) fn window_rate(
     window: &mut RateWindow,
     min_points: u32,
-    window_ns: i64,
+    min_span_ns: i64,
     per_secs: f64,
 ) -> Option<f64> {
     window
         .slope()
-        .filter(|slope| {
-            slope.points >= min_points
-                && secs(slope.span_ns) >= secs(window_ns) * RATE_MIN_SPAN_FRACTION
-        })
+        .filter(|slope| slope.points >= min_points && slope.span_ns >= min_span_ns)
         .map(|slope| slope.per_sec * per_secs)
 }
 

@@ -63,11 +63,7 @@ fn close(a: Option<f64>, b: f64) -> bool {
 fn saved_entries(set: &mut DerivedSet) -> Vec<(String, Vec<u8>)> {
     let (delta, errors) = set.state_changes();
     assert_eq!(errors, 0);
-    delta
-        .entries
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect()
+    delta.into_written()
 }
 
 /// A set of one block: `lines` after `[[derived]]`.
@@ -176,6 +172,111 @@ fn levelling_subtracts_initial_heads_and_the_reference_and_feeds_a_tilt() {
         Quality::DerivedInputBad,
         "tilt of a bad settlement"
     );
+}
+
+/// A line whose cells sit in the sun and whose reference sits in a pit: heads read at the
+/// liquid's temperature, corrected as Geokon's 4675LV manual does (docs/DOMAIN.md §Hydrostatic
+/// levelling: ΔH = R0·G/(1 − 0.0002·T0) − R1·G/(1 − 0.0002·T1)).
+const WARM_LINE: &str = r#"
+[[derived]]
+name = "settlement"
+kind = "levelling"
+select = { device = "lvl", point = "ch?" }
+reference = "lvl/ch5"
+liquid_temperature = "{device}/temp1"
+liquid_temperatures = { "lvl/ch5" = "lvl/temp2" }
+initial_temperature = 12.0
+establish_readings = 1
+initial = { "lvl/ch1" = { value = 311.1504, temperature = 20.0 }, "lvl/ch5" = 300.57688 }
+"#;
+
+#[test]
+fn levelling_heads_are_corrected_for_the_liquid_temperature() {
+    let mut set = DerivedSet::new(plan(WARM_LINE));
+    let temp = |p: &str| series("lvl", p, QuantityKind::Temperature, "°C");
+    let (ch1, ch2, ch5, t1, t2) = (
+        level("ch1"),
+        level("ch2"),
+        level("ch5"),
+        temp("temp1"),
+        temp("temp2"),
+    );
+    // The physics: a cell reads the column of 0 °C liquid H as H·(1 − 0.0002·T) at T. ch1's
+    // column was 312.4 mm at its survey (20 °C: 311.1504 mm read), the reference's 301.3 mm
+    // (12 °C: 300.57688 mm). ch2 has no configured initial value: its first reading, at 30 °C,
+    // establishes it (305.9 mm of column, 304.0646 mm read). The temperatures come first in
+    // the poll, as the cells' would on another logger.
+    let out = set.on_batch(&[
+        good(&t1, T0, 30.0),
+        good(&t2, T0, 12.0),
+        good(&ch1, T0, 312.4 * (1.0 - 0.0002 * 30.0)),
+        good(&ch2, T0, 305.9 * (1.0 - 0.0002 * 30.0)),
+        good(&ch5, T0, 300.57688),
+    ]);
+    let got = seen(&out);
+    // Nothing moved; read as it comes, ch1 would show −2.5 mm of heave from the warm liquid.
+    assert!(close(got[0].1, 0.0), "{got:?}");
+    assert!(close(got[1].1, 0.0), "{got:?}");
+    // Later, in the afternoon sun (35 °C), ch1 settled 2.0 mm and ch2 1.0 mm; the reference is
+    // still at 12 °C. Uncorrected, ch1 would be 1.05 mm.
+    let out = set.on_batch(&[
+        good(&t1, T0 + H, 35.0),
+        good(&ch1, T0 + H, 314.4 * (1.0 - 0.0002 * 35.0)),
+        good(&ch2, T0 + H, 306.9 * (1.0 - 0.0002 * 35.0)),
+        good(&t2, T0 + H, 12.0),
+        good(&ch5, T0 + H, 300.57688),
+    ]);
+    let got = seen(&out);
+    assert!(close(got[0].1, 2.0), "{got:?}");
+    assert!(close(got[1].1, 1.0), "{got:?}");
+    // A cell whose liquid temperature is missing is flagged 204, never computed uncorrected.
+    let out = set.on_batch(&[
+        good(&ch1, T0 + 3 * H, 313.0),
+        good(&ch5, T0 + 3 * H, 300.57688),
+    ]);
+    let got = seen(&out);
+    assert_eq!(
+        (got[0].1, got[0].2),
+        (None, Quality::CorrectionUnavailable),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn a_corrected_line_refuses_initial_values_without_their_temperature() {
+    let p = problems(
+        r#"
+[[derived]]
+name = "settlement"
+kind = "levelling"
+select = { device = "lvl" }
+reference = "lvl/ch5"
+liquid_temperature = "{device}/{bogus}"
+liquid_expansion = 0.5
+initial = { "lvl/ch1" = 311.0 }
+"#,
+    );
+    let text = format!("{p:?}");
+    assert!(
+        text.contains("derived[0].initial.\\\"lvl/ch1\\\"") && text.contains("initial_temperature"),
+        "{text}"
+    );
+    assert!(
+        text.contains("derived[0].liquid_temperature") && text.contains("{bogus}"),
+        "{text}"
+    );
+    assert!(text.contains("derived[0].liquid_expansion"), "{text}");
+    let p = problems(
+        r#"
+[[derived]]
+name = "settlement"
+kind = "levelling"
+select = { device = "lvl" }
+reference = "lvl/ch5"
+initial_temperature = 12.0
+"#,
+    );
+    assert_eq!(p[0].0, "derived[0].liquid_temperature", "{p:?}");
 }
 
 #[test]
@@ -564,13 +665,14 @@ fn sum_over_a_running_total_is_what_the_total_gained_in_the_window() {
     assert!(close(got[3].1, 2.0) && close(got[4].1, 2.0), "{got:?}");
 }
 
-/// The `rate`, `difference` and `tilt` rule kinds still compute their own value inside the
-/// rule (README *`[[derived]]`*, "Rule kinds and derived channels"): on the same readings, the
-/// value a rule raises on is the value the derived kind stores at that reading. Slope worked by
-/// hand as in the rules' own test: t = 0, ¼, ½, ¾, 1 d, v = 0, 0.5, 1.5, 2, 3 mm → 3.0 mm/d;
+/// The `rate`, `difference` and `tilt` rule kinds are each a derived channel plus a rule that
+/// judges it (issue 7 item 4: one place computes each quantity): the rule's own block, named
+/// after it, stores the value as a series tagged `derived = <rule>`, and the rule raises on
+/// that stored reading, naming the channels it was derived from. Slope worked by hand as in
+/// the rules' own test: t = 0, ¼, ½, ¾, 1 d, v = 0, 0.5, 1.5, 2, 3 mm → 3.0 mm/d;
 /// core − surface 60.0 − 40.5 = 19.5 °C; tilt (12 − 4) mm / 8 m = 0.001.
 #[test]
-fn rule_kinds_rate_difference_and_tilt_judge_the_values_the_derived_kinds_store() {
+fn rule_kinds_rate_difference_and_tilt_are_derived_channels_their_rules_judge() {
     use crate::engine::rules::{AlertsConfig, Evaluator, RuleSet};
     let rules: AlertsConfig = toml::from_str(
         r#"
@@ -599,27 +701,12 @@ confirm = { count = 1 }
 "#,
     )
     .expect("rules");
-    let mut ev = Evaluator::new(RuleSet::from_config(&rules, "alerts").expect("valid"), "xa");
-    let mut set = DerivedSet::new(plan(
-        r#"
-[[derived]]
-name = "rate"
-kind = "rate"
-select = { device = "lev-a1" }
-window = "1d"
-min_points = 5
-
-[[derived]]
-name = "core-surface"
-kind = "difference"
-pairs = [{ a = "slab/t01", b = "slab/t02" }]
-
-[[derived]]
-name = "tilt"
-kind = "tilt"
-pairs = [{ a = "lev-b/ch1", b = "lev-b/ch2", distance_m = 8.0 }]
-"#,
-    ));
+    let rules = RuleSet::from_config(&rules, "alerts").expect("valid");
+    let specs = rules.derived_blocks().to_vec();
+    let names: Vec<&str> = specs.iter().map(|b| b.name.as_str()).collect();
+    assert_eq!(names, ["rate", "core-surface", "tilt"]);
+    let mut ev = Evaluator::new(rules, "xa");
+    let mut set = DerivedSet::new(DerivedPlan { specs });
     let settle = |d: &str, p: &str| series(d, p, QuantityKind::Settlement, "mm");
     let temp = |p: &str| series("slab", p, QuantityKind::Temperature, "°C");
     let mut readings: Vec<Reading> = [0.0, 0.5, 1.5, 2.0, 3.0]
@@ -640,41 +727,56 @@ pairs = [{ a = "lev-b/ch1", b = "lev-b/ch2", distance_m = 8.0 }]
         good(&settle("lev-b", "ch1"), t, 12.0),
         good(&settle("lev-b", "ch2"), t, 4.0),
     ]);
-    let mut judged: Vec<(String, f64)> = Vec::new();
-    let mut stored: Vec<(String, i64, f64)> = Vec::new();
+    // (rule, value, the channel judged, the channels named)
+    let mut judged: Vec<(String, f64, String, Vec<String>)> = Vec::new();
+    let mut stored: Vec<(String, String, f64)> = Vec::new();
     for r in &readings {
-        for a in ev.on_reading(r, r.ts).1 {
-            judged.push((a.rule.clone(), a.value.expect("a value")));
-        }
-        // One reading a batch: a pair's value is flagged until its second reading comes.
+        assert!(
+            ev.on_reading(r, r.ts).1.is_empty(),
+            "no rule judges a raw reading"
+        );
+        // One reading a batch, as the engine stores them; the derived readings are judged next.
         for d in set.on_batch(std::slice::from_ref(r)) {
             let block = d.series.tags.get("derived").cloned().unwrap_or_default();
             if let Some(v) = d.value {
-                stored.push((block, d.ts, v));
+                stored.push((block, d.series.key.clone(), v));
+            }
+            for a in ev.on_reading(&d, d.ts).1 {
+                let v = a.value.expect("a value");
+                judged.push((a.rule.clone(), v, a.channel.clone(), a.channels.clone()));
             }
         }
     }
-    assert_eq!(judged.len(), 3, "{judged:?}");
-    for (rule, value) in &judged {
-        let derived = stored
+    let want = [
+        ("rate", 3.0, "lev-a1/ch1.rate", vec!["lev-a1/ch1"]),
+        (
+            "core-surface",
+            19.5,
+            "slab/t01-t02.core-surface",
+            vec!["slab/t01", "slab/t02"],
+        ),
+        (
+            "tilt",
+            0.001,
+            "lev-b/ch1-ch2.tilt",
+            vec!["lev-b/ch1", "lev-b/ch2"],
+        ),
+    ];
+    assert_eq!(judged.len(), want.len(), "{judged:?}");
+    for ((rule, v, channel, channels), got) in want.iter().zip(&judged) {
+        assert_eq!(
+            (got.0.as_str(), got.2.as_str()),
+            (*rule, *channel),
+            "{judged:?}"
+        );
+        assert_eq!(&got.3, channels, "{judged:?}");
+        assert!((got.1 - v).abs() < 1e-9, "{rule} = {v}: {judged:?}");
+        let last = stored
             .iter()
             .rev()
-            .find(|(block, ..)| block == rule)
+            .find(|(block, key, _)| block == rule && key == channel)
             .unwrap_or_else(|| panic!("no {rule} stored: {stored:?}"));
-        assert!(
-            (derived.2 - value).abs() < 1e-12,
-            "{rule}: the rule judged {value}, the derived channel stored {}",
-            derived.2
-        );
-    }
-    let want = [("rate", 3.0), ("core-surface", 19.5), ("tilt", 0.001)];
-    for (rule, v) in want {
-        assert!(
-            judged
-                .iter()
-                .any(|(r, x)| r == rule && (x - v).abs() < 1e-9),
-            "{rule} = {v} in {judged:?}"
-        );
+        assert!((last.2 - got.1).abs() < 1e-12, "judged what was stored");
     }
 }
 

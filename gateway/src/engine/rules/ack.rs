@@ -125,9 +125,11 @@ impl Evaluator {
         if in_devices.is_some() {
             return in_devices;
         }
-        self.pairs
-            .iter_mut()
-            .flatten()
-            .find_map(|p| bump(&mut p.upper.active, id).or_else(|| bump(&mut p.lower.active, id)))
+        // An alert of a pair or rate rule restored from an earlier version's state, whose
+        // derived channel has not reported since.
+        self.adoptable
+            .values_mut()
+            .flat_map(|slots| slots.values_mut())
+            .find_map(|s| bump(&mut s.upper.active, id).or_else(|| bump(&mut s.lower.active, id)))
     }
 }

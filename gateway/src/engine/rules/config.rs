@@ -16,6 +16,8 @@ use super::condition::{Confirm, Thresholds};
 use super::selector::{Selector, SelectorConfig};
 use crate::alert::{Cause, Language, Level, Side};
 use crate::config::duration_opt;
+use crate::engine::derived::config::{DerivedConfig, DerivedKind, DerivedPairConfig, DerivedSpec};
+use crate::engine::derived::DERIVED_TAG;
 
 /// Consecutive readings that must breach a level before it is raised or escalated, when a rule
 /// has no `confirm`. docs/DOMAIN.md §Data quality suggests escalating after 3 of 4 recent samples;
@@ -94,7 +96,9 @@ pub enum RuleKind {
 }
 
 impl RuleKind {
-    const fn as_str(self) -> &'static str {
+    /// The name as written in the config.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Absolute => "absolute",
             Self::Change => "change",
@@ -452,21 +456,34 @@ impl Band {
 }
 
 /// The value a channel rule watches.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Measure {
+    /// The value.
     Absolute,
+    /// The value minus the baseline.
     Change,
-    Rate(RateSpec),
+    /// |value| (a difference or tilt rule with `abs`).
+    Magnitude,
 }
 
-/// A validated rate rule.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct RateSpec {
-    pub window_ns: i64,
-    /// Seconds per rate unit (86 400 for per day).
-    pub per_secs: f64,
-    pub min_points: u32,
-    pub min_span_ns: i64,
+/// Where the values a channel rule judges come from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Origin {
+    /// The channels its selector matches (absolute, change).
+    Channels,
+    /// The rule's own derived rate channel of each channel `input` matches (a `rate` rule:
+    /// [`RuleSet::derived`] computes it, the rule judges it like any channel).
+    Rate {
+        /// The rule's `select`: the channels whose rate is judged.
+        input: Selector,
+    },
+    /// The rule's own derived channel of each pair (a `difference` or `tilt` rule).
+    Pairs {
+        /// The pairs as configured.
+        pairs: Vec<Pair>,
+        /// Key of each pair's derived channel → its index in `pairs`.
+        by_output: HashMap<String, usize>,
+    },
 }
 
 /// A validated override.
@@ -487,8 +504,11 @@ pub(crate) struct ChannelRule {
     pub name: String,
     pub label: Option<String>,
     pub cause: Cause,
+    /// The channels it judges: for a rate, difference or tilt rule, its own derived channels
+    /// (tag `derived = <name>`).
     pub selector: Selector,
     pub measure: Measure,
+    pub origin: Origin,
     pub upper: Option<Band>,
     pub lower: Option<Band>,
     pub baseline: Option<f64>,
@@ -496,34 +516,13 @@ pub(crate) struct ChannelRule {
     pub confirm: Confirm,
     pub clear: Confirm,
     pub deadband: Deadband,
-    /// Unit suffix of the measured value: `""` (the channel's unit) or `/d` for rates.
-    pub unit_suffix: String,
 }
 
-/// One validated pair.
-#[derive(Debug, Clone, PartialEq)]
+/// One pair of a difference or tilt rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Pair {
     pub a: String,
     pub b: String,
-    /// Divisor of `a − b`, in channel units (1 for a difference).
-    pub divisor: f64,
-}
-
-/// A difference or tilt rule.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PairRule {
-    /// Where it is in the config file (`alerts.rules[3]`), for `gateway check`.
-    pub at: String,
-    pub name: String,
-    pub label: Option<String>,
-    pub cause: Cause,
-    pub pairs: Vec<Pair>,
-    /// Resolved bands: `[upper, lower]`.
-    pub bands: [Option<(Band, Thresholds)>; 2],
-    pub abs: bool,
-    pub max_skew_ns: i64,
-    pub confirm: Confirm,
-    pub clear: Confirm,
 }
 
 /// A stale rule.
@@ -586,11 +585,12 @@ pub(crate) struct CheckEntry {
 pub struct RuleSet {
     pub(crate) language: Language,
     pub(crate) channel_rules: Vec<ChannelRule>,
-    pub(crate) pair_rules: Vec<PairRule>,
     pub(crate) stale_rules: Vec<StaleRule>,
     pub(crate) checks: Vec<CheckEntry>,
-    /// Channel key → (pair rule, pair) it takes part in.
-    pub(crate) pairs_by_channel: HashMap<String, Vec<(usize, usize)>>,
+    /// The derived channels of the rate, difference and tilt rules, one block per rule named
+    /// after it (issue 7 item 4: one place computes each quantity, [`crate::engine::derived`];
+    /// the rule judges what the block stores). The config appends them to `[[derived]]`.
+    pub(crate) derived: Vec<DerivedSpec>,
 }
 
 impl RuleSet {
@@ -638,16 +638,6 @@ impl RuleSet {
                 set.checks.push(entry);
             }
         }
-        for (ri, r) in set.pair_rules.iter().enumerate() {
-            for (pi, p) in r.pairs.iter().enumerate() {
-                for key in [&p.a, &p.b] {
-                    let list = set.pairs_by_channel.entry(key.clone()).or_default();
-                    if !list.contains(&(ri, pi)) {
-                        list.push((ri, pi));
-                    }
-                }
-            }
-        }
         if v.problems.is_empty() {
             Ok(set)
         } else {
@@ -661,13 +651,12 @@ impl RuleSet {
         self.language
     }
 
-    /// The names of every rule, in config order (channel rules, pair rules, stale rules).
+    /// The names of every rule, in config order (quality rules, then stale rules).
     #[must_use]
     pub fn rule_names(&self) -> Vec<&str> {
         self.channel_rules
             .iter()
             .map(|r| r.name.as_str())
-            .chain(self.pair_rules.iter().map(|r| r.name.as_str()))
             .chain(self.stale_rules.iter().map(|r| r.name.as_str()))
             .collect()
     }
@@ -675,10 +664,14 @@ impl RuleSet {
     /// True when there is no rule and no check (bad-quality detection still runs by default).
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.channel_rules.is_empty()
-            && self.pair_rules.is_empty()
-            && self.stale_rules.is_empty()
-            && self.checks.is_empty()
+        self.channel_rules.is_empty() && self.stale_rules.is_empty() && self.checks.is_empty()
+    }
+
+    /// The derived blocks of the rate, difference and tilt rules (see [`RuleSet::derived`]),
+    /// for the `[[derived]]` section.
+    #[must_use]
+    pub fn derived_blocks(&self) -> &[DerivedSpec] {
+        &self.derived
     }
 }
 
@@ -692,6 +685,17 @@ fn path(at: &str, rest: &str) -> String {
 
 fn ns(d: Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// The selector of a rule's own derived channels: those of the block named after it.
+fn own_derived(rule: &str) -> Selector {
+    let mut tags = std::collections::BTreeMap::new();
+    tags.insert(DERIVED_TAG.to_owned(), rule.to_owned());
+    SelectorConfig {
+        tags,
+        ..SelectorConfig::default()
+    }
+    .validate("", &mut Vec::new())
 }
 
 /// "1d" → "d", "1h" → "h", otherwise the humantime form ("2d", "30m").
@@ -864,11 +868,14 @@ impl Validation {
         for b in [&upper, &lower].into_iter().flatten() {
             self.deadband_fits(&format!("{at}.clear"), b, deadband);
         }
-        if r.kind.is_pair() {
-            self.pair_rule(at, r, set, [upper, lower], deadband, confirm, clear);
-            return;
-        }
+        let before = self.problems.len();
+        let pairs = if r.kind.is_pair() {
+            self.pairs(at, r)
+        } else {
+            Vec::new()
+        };
         let selector = match &r.select {
+            _ if r.kind.is_pair() => Selector::default(),
             Some(s) => self.selector(&format!("{at}.select"), s),
             None => {
                 self.problem(
@@ -878,17 +885,52 @@ impl Validation {
                 Selector::default()
             }
         };
-        let (measure, cause, unit_suffix) = match r.kind {
-            RuleKind::Absolute => (Measure::Absolute, Cause::Absolute, String::new()),
-            RuleKind::Change => (Measure::Change, Cause::Change, String::new()),
-            _ => {
-                let Some(spec) = self.rate(at, r) else { return };
-                (
-                    Measure::Rate(spec),
-                    Cause::Rate,
-                    per_suffix(r.per.unwrap_or(DEFAULT_RATE_PER)),
-                )
+        let tilt = r.kind == RuleKind::Tilt;
+        let (measure, cause) = match r.kind {
+            RuleKind::Absolute => (Measure::Absolute, Cause::Absolute),
+            RuleKind::Change => (Measure::Change, Cause::Change),
+            RuleKind::Rate => {
+                self.rate(at, r);
+                (Measure::Absolute, Cause::Rate)
             }
+            RuleKind::Difference | RuleKind::Tilt => (
+                if r.abs.unwrap_or(tilt) {
+                    Measure::Magnitude
+                } else {
+                    Measure::Absolute
+                },
+                if tilt { Cause::Tilt } else { Cause::Difference },
+            ),
+            RuleKind::Stale => return,
+        };
+        // A rate, difference or tilt rule judges its own derived channels: the block computes
+        // and stores the quantity, the rule selects what the block stored.
+        let (selector, origin) = match r.kind {
+            RuleKind::Rate | RuleKind::Difference | RuleKind::Tilt => {
+                if self.problems.len() > before {
+                    return;
+                }
+                let Some(spec) = self.derived_block(at, r) else {
+                    return;
+                };
+                let origin = if r.kind == RuleKind::Rate {
+                    Origin::Rate { input: selector }
+                } else {
+                    let by_output = spec
+                        .pairs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| {
+                            let (device, point) = spec.pair_output(&p.a, &p.b, &p.point);
+                            (format!("{device}/{point}"), i)
+                        })
+                        .collect();
+                    Origin::Pairs { pairs, by_output }
+                };
+                set.derived.push(spec);
+                (own_derived(&r.name), origin)
+            }
+            _ => (selector, Origin::Channels),
         };
         if let Some(b) = r.baseline {
             if !b.is_finite() {
@@ -934,7 +976,12 @@ impl Validation {
                 ol.as_ref().or(lower.as_ref()),
             );
             overrides.push(Override {
-                pattern: o.channel.clone(),
+                // A rate rule judges `<channel>.<rule>`, its derived rate of `<channel>`.
+                pattern: if r.kind == RuleKind::Rate {
+                    format!("{}.{}", o.channel, r.name)
+                } else {
+                    o.channel.clone()
+                },
                 upper: ou,
                 lower: ol,
                 baseline: o.baseline,
@@ -948,6 +995,7 @@ impl Validation {
             cause,
             selector,
             measure,
+            origin,
             upper,
             lower,
             baseline: r.baseline,
@@ -955,18 +1003,58 @@ impl Validation {
             confirm,
             clear,
             deadband,
-            unit_suffix,
         });
     }
 
-    fn rate(&mut self, at: &str, r: &RuleConfig) -> Option<RateSpec> {
+    /// The derived block of a rate, difference or tilt rule (named after it), validated where
+    /// every `[[derived]]` block is; its problems carry the rule's path.
+    fn derived_block(&mut self, at: &str, r: &RuleConfig) -> Option<DerivedSpec> {
+        let mut c = DerivedConfig::new(
+            &r.name,
+            match r.kind {
+                RuleKind::Rate => DerivedKind::Rate,
+                RuleKind::Tilt => DerivedKind::Tilt,
+                _ => DerivedKind::Difference,
+            },
+        );
+        if r.kind == RuleKind::Rate {
+            c.select.clone_from(&r.select);
+            c.window = r.window;
+            c.per = r.per;
+            c.min_points = r.min_points;
+            c.min_span = Some(r.min_span.unwrap_or(r.window.unwrap_or_default() / 2));
+        } else {
+            c.pairs = r
+                .pairs
+                .iter()
+                .map(|p| DerivedPairConfig {
+                    a: p.a.clone(),
+                    b: p.b.clone(),
+                    distance_m: p.distance_m,
+                    point: None,
+                })
+                .collect();
+            c.max_skew = Some(r.max_skew.unwrap_or(DEFAULT_PAIR_MAX_SKEW));
+            c.settlement_unit = r.unit;
+        }
+        let mut problems = Vec::new();
+        let spec = crate::engine::derived::config::validate_block(&c, at, &mut problems);
+        for (path, message) in problems {
+            self.problem(&path, &message);
+        }
+        spec
+    }
+
+    /// Check a rate rule's window settings (its derived block checks them again, without the
+    /// rule's bounds).
+    fn rate(&mut self, at: &str, r: &RuleConfig) {
         let Some(window) = r.window else {
             self.problem(&format!("{at}.window"), "missing: a rate rule needs the window its slope is fitted over, e.g. window = \"1d\"");
-            return None;
+            return;
         };
         if window < MIN_RATE_WINDOW {
             self.problem(&format!("{at}.window"), &format!("{window:?} is shorter than {MIN_RATE_WINDOW:?}; a slope over so short a time is noise"));
-            return None;
+            return;
         }
         let per = r.per.unwrap_or(DEFAULT_RATE_PER);
         if per.is_zero() {
@@ -974,7 +1062,7 @@ impl Validation {
                 &format!("{at}.per"),
                 "must be longer than 0s (e.g. \"1d\" for mm/d)",
             );
-            return None;
+            return;
         }
         let min_points = r.min_points.unwrap_or(DEFAULT_RATE_MIN_POINTS);
         if min_points < 2 {
@@ -992,25 +1080,10 @@ impl Validation {
                 ),
             );
         }
-        Some(RateSpec {
-            window_ns: ns(window),
-            per_secs: per.as_secs_f64(),
-            min_points,
-            min_span_ns: ns(min_span),
-        })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn pair_rule(
-        &mut self,
-        at: &str,
-        r: &RuleConfig,
-        set: &mut RuleSet,
-        bands: [Option<Band>; 2],
-        deadband: Deadband,
-        confirm: Confirm,
-        clear: Confirm,
-    ) {
+    /// Check the pairs of a difference or tilt rule.
+    fn pairs(&mut self, at: &str, r: &RuleConfig) -> Vec<Pair> {
         let tilt = r.kind == RuleKind::Tilt;
         if r.pairs.is_empty() {
             self.problem(
@@ -1018,7 +1091,6 @@ impl Validation {
                 "missing: list the channel pairs, e.g. pairs = [{ a = \"lev-a1/ch1\", b = \"lev-a1/ch2\", distance_m = 8.0 }]",
             );
         }
-        let per_metre = r.unit.unwrap_or_default().per_metre();
         let mut pairs = Vec::new();
         for (j, p) in r.pairs.iter().enumerate() {
             let pat = format!("{at}.pairs[{j}]");
@@ -1030,45 +1102,25 @@ impl Validation {
             if p.a == p.b {
                 self.problem(&pat, "a and b are the same channel");
             }
-            let divisor = match (tilt, p.distance_m) {
-                (true, Some(d)) if d.is_finite() && d > 0.0 => d * per_metre,
+            match (tilt, p.distance_m) {
+                (true, Some(d)) if d.is_finite() && d > 0.0 => {}
                 (true, _) => {
                     self.problem(&format!("{pat}.distance_m"), "a tilt pair needs the distance between its points in metres, above 0 (e.g. 8.0)");
-                    1.0
                 }
                 (false, Some(_)) => {
                     self.problem(
                         &format!("{pat}.distance_m"),
                         "only tilt pairs have a distance; use kind = \"tilt\" for a ratio",
                     );
-                    1.0
                 }
-                (false, None) => 1.0,
-            };
+                (false, None) => {}
+            }
             pairs.push(Pair {
                 a: p.a.clone(),
                 b: p.b.clone(),
-                divisor,
             });
         }
-        let [upper, lower] = bands;
-        set.pair_rules.push(PairRule {
-            at: at.to_owned(),
-            name: r.name.clone(),
-            label: r.label.clone(),
-            cause: if tilt { Cause::Tilt } else { Cause::Difference },
-            pairs,
-            bands: [upper, lower].map(|b| {
-                b.map(|b| {
-                    let t = b.oriented(deadband);
-                    (b, t)
-                })
-            }),
-            abs: r.abs.unwrap_or(tilt),
-            max_skew_ns: ns(r.max_skew.unwrap_or(DEFAULT_PAIR_MAX_SKEW)),
-            confirm,
-            clear,
-        });
+        pairs
     }
 
     fn stale_rule(&mut self, at: &str, r: &RuleConfig, set: &mut RuleSet) {

@@ -32,7 +32,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::condition::{Active, Condition, Confirm, FaultCondition, FaultStep, Step, Streak};
-use super::config::{Measure, RuleSet, BAD_QUALITY_CHECK, RANGE_CHECK, SPIKE_CHECK, STUCK_CHECK};
+use super::config::{
+    ChannelRule, Measure, Origin, RuleSet, BAD_QUALITY_CHECK, RANGE_CHECK, SPIKE_CHECK, STUCK_CHECK,
+};
 use super::plan::Plan;
 use super::selector::ChannelInfo;
 use super::window::RateWindow;
@@ -234,12 +236,15 @@ impl<'de> Deserialize<'de> for FaultsSlot {
 struct RuleSlot {
     upper: Condition,
     lower: Condition,
-    /// Rate rules only; boxed, so that a slot of another kind does not carry a window's room
-    /// (issue 14).
-    window: Option<Box<RateWindow>>,
+    /// The rate window a rate rule kept here before its rate became a derived channel (state
+    /// saved by earlier versions): read once and handed to the rule's derived block
+    /// ([`Evaluator::take_rate_windows`]), never written.
+    #[serde(default, rename = "window", skip_serializing)]
+    legacy_window: Option<Box<RateWindow>>,
 }
 
-/// The state of one pair of a difference or tilt rule.
+/// The state of one pair of a difference or tilt rule, as earlier versions saved it (`p/`
+/// entries): read once and carried to the rule's derived pair channel.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct PairState {
     upper: Condition,
@@ -371,32 +376,52 @@ impl Subject {
         }
     }
 
-    fn pair(
-        a: &ChannelInfo,
-        b: &ChannelInfo,
-        cause: Cause,
-        rule: &str,
-        label: Option<&str>,
-        side: Side,
-    ) -> Self {
-        Self {
-            cause,
-            rule: rule.to_owned(),
-            label: label.map(str::to_owned),
-            side: Some(side),
-            structure: a.structure().map(str::to_owned),
-            device: a.device.clone(),
-            point: a.point.clone(),
-            channel: format!("{}|{}", a.key, b.key),
-            channels: vec![a.key.clone(), b.key.clone()],
-            quantity: Some(a.kind),
-            // A tilt is a ratio; a difference has the channels' unit.
-            unit: if cause == Cause::Tilt {
-                String::new()
-            } else {
-                a.unit.clone()
-            },
+    /// A quality rule's condition on channel `info`. For a rate, difference or tilt rule,
+    /// `info` is the rule's derived channel, and the alert names the channel(s) it was derived
+    /// from (as its message and its id always did, so an alert raised before the rule judged
+    /// derived channels keeps its id and its wording); a tilt is a ratio, shown without a unit,
+    /// and a tilt pair's channels are settlement points. `channel`, `device` and `point` are
+    /// the derived channel's: the series the alert was judged on.
+    fn of_rule(info: &ChannelInfo, rule: &ChannelRule, side: Side) -> Self {
+        let mut s = Self::channel(
+            info,
+            rule.cause,
+            &rule.name,
+            rule.label.as_deref(),
+            Some(side),
+            info.unit.clone(),
+        );
+        match &rule.origin {
+            Origin::Channels => {}
+            // `<channel>.<rule>`: the alert names the channel whose rate it is, and its quantity
+            // ("rate of settlement").
+            Origin::Rate { .. } => {
+                if let Some(input) = info
+                    .key
+                    .strip_suffix(rule.name.as_str())
+                    .and_then(|k| k.strip_suffix('.'))
+                {
+                    s.channels = vec![input.to_owned()];
+                }
+                if let Some(q) = info
+                    .tags
+                    .get(crate::engine::derived::RATE_OF_TAG)
+                    .and_then(|m| QuantityKind::from_measurement(m))
+                {
+                    s.quantity = Some(q);
+                }
+            }
+            Origin::Pairs { pairs, by_output } => {
+                if let Some(p) = by_output.get(&info.key).and_then(|&i| pairs.get(i)) {
+                    s.channels = vec![p.a.clone(), p.b.clone()];
+                }
+                if rule.cause == Cause::Tilt {
+                    s.unit = String::new();
+                    s.quantity = Some(QuantityKind::Settlement);
+                }
+            }
         }
+        s
     }
 
     fn device(d: &Device, rule: &str) -> Self {
@@ -596,8 +621,13 @@ pub struct Evaluator {
     by_key: HashMap<String, usize>,
     devices: Vec<Device>,
     by_device: HashMap<String, usize>,
-    /// `[pair rule][pair]`.
-    pairs: Vec<Vec<PairState>>,
+    /// Conditions a rate, difference or tilt rule held before it judged its own derived
+    /// channels (state saved by earlier versions), by the derived channel's key and the rule:
+    /// taken by that channel when it first appears, so an active alert continues with its id.
+    adoptable: HashMap<String, BTreeMap<String, RuleSlot>>,
+    /// Rate windows of rate rules from state saved by earlier versions, for their derived
+    /// blocks: `(rule, derived channel key, window)`.
+    rate_windows: Vec<(String, String, RateWindow)>,
     /// The latest event of every active alert, by id.
     active: BTreeMap<String, Alert>,
     /// Clears of alerts whose rule or check is gone, emitted by the next [`Evaluator::on_tick`].
@@ -611,14 +641,16 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
+    /// The rate windows that state saved by an earlier version kept in rate rules, now kept by
+    /// their derived blocks: `(rule, derived channel key, window)`, each handed out once, for
+    /// [`crate::engine::derived::DerivedSet::adopt_rate_window`].
+    pub fn take_rate_windows(&mut self) -> Vec<(String, String, RateWindow)> {
+        std::mem::take(&mut self.rate_windows)
+    }
+
     /// An evaluator with no history, for `site`.
     #[must_use]
     pub fn new(rules: RuleSet, site: &str) -> Self {
-        let pairs = rules
-            .pair_rules
-            .iter()
-            .map(|r| vec![PairState::default(); r.pairs.len()])
-            .collect();
         Self {
             rules,
             site: site.to_owned(),
@@ -626,7 +658,8 @@ impl Evaluator {
             by_key: HashMap::new(),
             devices: Vec::new(),
             by_device: HashMap::new(),
-            pairs,
+            adoptable: HashMap::new(),
+            rate_windows: Vec::new(),
             active: BTreeMap::new(),
             pending: Vec::new(),
             saved: saved::Saved::default(),
@@ -704,31 +737,45 @@ impl Evaluator {
         now: TimestampNs,
     ) -> usize {
         let plan = self.rules.plan(&info, &mut self.plans);
+        let mut adopted = self.adoptable.remove(&info.key).unwrap_or_default();
         let slots = plan
             .rules
             .iter()
             .map(|rp| {
                 let rule = &self.rules.channel_rules[rp.rule];
-                let mut slot = rule_slots.remove(&rule.name).unwrap_or_default();
+                let mut slot = rule_slots
+                    .remove(&rule.name)
+                    .or_else(|| adopted.remove(&rule.name))
+                    .unwrap_or_default();
                 if rp.bands[0].is_none() {
                     slot.upper = Condition::default();
                 }
                 if rp.bands[1].is_none() {
                     slot.lower = Condition::default();
                 }
-                slot.window = match rule.measure {
-                    Measure::Rate(spec) => {
-                        let fresh = RateWindow::new(spec.window_ns);
-                        // A window of another length has buckets of another width: start over.
-                        slot.window
-                            .filter(|w| w.width_ns == fresh.width_ns)
-                            .or_else(|| Some(Box::new(fresh)))
-                    }
-                    _ => None,
-                };
+                slot.legacy_window = None;
                 slot
             })
             .collect();
+        // A rate rule's conditions and window saved on its input channel by an earlier version:
+        // the rule now judges `<channel>.<rule>`, its derived rate.
+        for (name, mut slot) in rule_slots {
+            let is_rate = self
+                .rules
+                .channel_rules
+                .iter()
+                .any(|r| r.name == name && matches!(r.origin, Origin::Rate { .. }));
+            if !is_rate {
+                continue;
+            }
+            let output = format!("{}.{name}", info.key);
+            if let Some(w) = slot.legacy_window.take() {
+                self.rate_windows.push((name.clone(), output.clone(), *w));
+            }
+            if slot != RuleSlot::default() {
+                self.adoptable.entry(output).or_default().insert(name, slot);
+            }
+        }
         let stale = plan
             .stale
             .iter()
@@ -825,15 +872,6 @@ impl Evaluator {
         }
         for sample in accepted.into_iter().flatten() {
             accept(&self.rules, &mut self.channels[ci], sample, &mut emit);
-            eval_pairs(
-                &self.rules,
-                &self.by_key,
-                &self.channels,
-                &mut self.pairs,
-                ci,
-                sample.ts,
-                &mut emit,
-            );
         }
         (verdict, out)
     }
@@ -910,15 +948,6 @@ impl Evaluator {
             let ch = &mut self.channels[ci];
             observe_spike(ch, false, level, None, sample.ts, &mut emit);
             accept(&self.rules, ch, sample, &mut emit);
-            eval_pairs(
-                &self.rules,
-                &self.by_key,
-                &self.channels,
-                &mut self.pairs,
-                ci,
-                sample.ts,
-                &mut emit,
-            );
         }
         for d in &mut self.devices {
             for (j, &sr) in d.rules.iter().enumerate() {
@@ -953,25 +982,11 @@ impl Evaluator {
             .iter()
             .map(|d| self.device_snapshot(d))
             .collect();
-        let mut pairs = Vec::new();
-        for (ri, rule) in self.rules.pair_rules.iter().enumerate() {
-            for (pi, p) in rule.pairs.iter().enumerate() {
-                let state = &self.pairs[ri][pi];
-                if *state != PairState::default() {
-                    pairs.push(PairSnapshot {
-                        rule: rule.name.clone(),
-                        a: p.a.clone(),
-                        b: p.b.clone(),
-                        state: state.clone(),
-                    });
-                }
-            }
-        }
         EvaluatorState {
             format: STATE_FORMAT,
             channels,
             devices,
-            pairs,
+            pairs: Vec::new(),
             active: self.active.values().cloned().collect(),
         }
     }
@@ -1052,22 +1067,27 @@ impl Evaluator {
         for d in &mut ev.devices {
             d.parked.clear();
         }
+        // A pair's conditions saved by an earlier version go to the rule's derived channel of
+        // that pair (bands the rule no longer has are dropped when the channel takes them).
         for p in state.pairs {
-            let Some(ri) = ev.rules.pair_rules.iter().position(|r| r.name == p.rule) else {
-                continue;
-            };
-            let rule = &ev.rules.pair_rules[ri];
-            let Some(pi) = rule.pairs.iter().position(|x| x.a == p.a && x.b == p.b) else {
-                continue;
-            };
-            let mut st = p.state;
-            if rule.bands[0].is_none() {
-                st.upper = Condition::default();
+            let output = ev.rules.channel_rules.iter().find_map(|r| match &r.origin {
+                Origin::Pairs { pairs, by_output } if r.name == p.rule => {
+                    let i = pairs.iter().position(|x| x.a == p.a && x.b == p.b)?;
+                    by_output
+                        .iter()
+                        .find(|(_, &j)| j == i)
+                        .map(|(k, _)| k.clone())
+                }
+                _ => None,
+            });
+            if let Some(output) = output {
+                let slot = RuleSlot {
+                    upper: p.state.upper,
+                    lower: p.state.lower,
+                    legacy_window: None,
+                };
+                ev.adoptable.entry(output).or_default().insert(p.rule, slot);
             }
-            if rule.bands[1].is_none() {
-                st.lower = Condition::default();
-            }
-            ev.pairs[ri][pi] = st;
         }
         // Every alert still held by a condition stays active; the others are orphans.
         let mut live: Vec<&str> = Vec::new();
@@ -1107,10 +1127,10 @@ impl Evaluator {
                     .map(|a| a.id.as_str()),
             );
         }
-        for row in &ev.pairs {
-            for p in row {
+        for slots in ev.adoptable.values() {
+            for s in slots.values() {
                 live.extend(
-                    [&p.upper.active, &p.lower.active]
+                    [&s.upper.active, &s.lower.active]
                         .into_iter()
                         .flatten()
                         .map(|a| a.id.as_str()),
@@ -1395,19 +1415,10 @@ fn accept(rules: &RuleSet, ch: &mut Channel, sample: Sample, emit: &mut Emit<'_>
     for (slot, rp) in ch.slots.iter_mut().zip(&ch.plan.rules) {
         let rule = &rules.channel_rules[rp.rule];
         let m = match rule.measure {
-            Measure::Absolute => Some(sample.value),
-            Measure::Change => Some(sample.value - rp.baseline.unwrap_or(first.value)),
-            Measure::Rate(spec) => {
-                let w = slot
-                    .window
-                    .get_or_insert_with(|| Box::new(RateWindow::new(spec.window_ns)));
-                w.push(sample.ts, sample.value);
-                w.slope()
-                    .filter(|s| s.points >= spec.min_points && s.span_ns >= spec.min_span_ns)
-                    .map(|s| s.per_sec * spec.per_secs)
-            }
+            Measure::Absolute => sample.value,
+            Measure::Change => sample.value - rp.baseline.unwrap_or(first.value),
+            Measure::Magnitude => sample.value.abs(),
         };
-        let Some(m) = m else { continue };
         for (side_idx, band) in rp.bands.iter().enumerate() {
             let Some((band, th)) = band else { continue };
             let (cond, sign) = if side_idx == 0 {
@@ -1416,68 +1427,8 @@ fn accept(rules: &RuleSet, ch: &mut Channel, sample: Sample, emit: &mut Emit<'_>
                 (&mut slot.lower, -1.0)
             };
             if let Some(step) = cond.observe(sign * m, sample.ts, th, rule.confirm, rule.clear) {
-                let unit = format!("{}{}", ch.info.unit, rule.unit_suffix);
-                let s = Subject::channel(
-                    &ch.info,
-                    rule.cause,
-                    &rule.name,
-                    rule.label.as_deref(),
-                    Some(band.side),
-                    unit,
-                );
+                let s = Subject::of_rule(&ch.info, rule, band.side);
                 emit.quality(&mut cond.active, step, &s, m, &band.thresholds, sample.ts);
-            }
-        }
-    }
-}
-
-/// Re-evaluate the pairs channel `ci` belongs to, after it took a new value at `ts`.
-fn eval_pairs(
-    rules: &RuleSet,
-    by_key: &HashMap<String, usize>,
-    #[allow(clippy::vec_box)] // `Evaluator::channels`
-    channels: &[Box<Channel>],
-    pairs: &mut [Vec<PairState>],
-    ci: usize,
-    ts: TimestampNs,
-    emit: &mut Emit<'_>,
-) {
-    for &(ri, pi) in &channels[ci].plan.pairs {
-        let rule = &rules.pair_rules[ri];
-        let pair = &rule.pairs[pi];
-        let (Some(&ai), Some(&bi)) = (by_key.get(&pair.a), by_key.get(&pair.b)) else {
-            continue;
-        };
-        let (Some(a), Some(b)) = (channels[ai].data.last_usable, channels[bi].data.last_usable)
-        else {
-            continue;
-        };
-        // Compare readings taken close enough together to describe the same moment.
-        if a.ts.abs_diff(b.ts) > rule.max_skew_ns.unsigned_abs() {
-            continue;
-        }
-        let mut m = (a.value - b.value) / pair.divisor;
-        if rule.abs {
-            m = m.abs();
-        }
-        let st = &mut pairs[ri][pi];
-        for (side_idx, band) in rule.bands.iter().enumerate() {
-            let Some((band, th)) = band else { continue };
-            let (cond, sign) = if side_idx == 0 {
-                (&mut st.upper, 1.0)
-            } else {
-                (&mut st.lower, -1.0)
-            };
-            if let Some(step) = cond.observe(sign * m, ts, th, rule.confirm, rule.clear) {
-                let s = Subject::pair(
-                    &channels[ai].info,
-                    &channels[bi].info,
-                    rule.cause,
-                    &rule.name,
-                    rule.label.as_deref(),
-                    band.side,
-                );
-                emit.quality(&mut cond.active, step, &s, m, &band.thresholds, ts);
             }
         }
     }
@@ -1508,5 +1459,180 @@ mod faults_slot_tests {
         assert!(saved.contains("12.5"), "{saved}");
         let back: FaultsSlot = serde_json::from_str(&saved).expect("restore");
         assert_eq!(back.run.map(|r| r.value), Some(12.5));
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    //! State saved before the rate, difference and tilt rules judged their own derived channels
+    //! (a pair's conditions in `p/` entries, a rate rule's conditions and window on its input
+    //! channel): restored under this version, an active alert continues with its id (no clear
+    //! of an orphan, no second raise) and clears on the derived channel's readings; the rate
+    //! window goes to the rule's derived block.
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::{
+        Active, Condition, Evaluator, EvaluatorState, PairSnapshot, PairState, RateWindow, RuleSet,
+    };
+    use crate::alert::{AlertState, Level};
+    use crate::engine::rules::AlertsConfig;
+    use crate::model::{QuantityKind, Reading, Series, NANOS_PER_SEC};
+
+    const T0: i64 = 1_767_225_600 * NANOS_PER_SEC;
+    const H: i64 = 3600 * NANOS_PER_SEC;
+
+    fn rules(text: &str) -> RuleSet {
+        let cfg: AlertsConfig = toml::from_str(text).expect("toml");
+        RuleSet::from_config(&cfg, "alerts").expect("valid")
+    }
+
+    fn series(device: &str, point: &str, kind: QuantityKind, tags: &[(&str, &str)]) -> Arc<Series> {
+        let tags: BTreeMap<String, String> = tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Arc::new(Series::new("xa", "gw", device, point, kind, "mm", &tags))
+    }
+
+    /// The rules after the upgrade.
+    const NOW: &str = r#"
+[[rules]]
+name = "diff"
+kind = "difference"
+pairs = [{ a = "lev/ch1", b = "lev/ch2" }]
+upper = { yellow = 10.0 }
+confirm = { count = 1 }
+
+[[rules]]
+name = "rate"
+kind = "rate"
+select = { device = "lev", point = "ch3" }
+window = "1d"
+upper = { yellow = 2.0 }
+confirm = { count = 1 }
+"#;
+
+    /// Old state: the rate rule's slot on `lev/ch3`, with its window, holding a raised alert
+    /// (made here with an absolute rule of the same name on the same channel: the alert id of
+    /// a channel rule was, and is, made from its rule, side, channel and raise time).
+    fn old_rate_state() -> (EvaluatorState, String) {
+        let mut old = Evaluator::new(
+            rules("[[rules]]\nname = \"rate\"\nkind = \"absolute\"\nselect = { point = \"ch3\" }\nupper = { yellow = 2.0 }\nconfirm = { count = 1 }\n"),
+            "xa",
+        );
+        let ch3 = series("lev", "ch3", QuantityKind::Settlement, &[]);
+        let raised = old.on_reading(&Reading::good(ch3, T0, 3.0), T0).1;
+        let id = raised[0].id.clone();
+        let mut window = RateWindow::new(24 * H);
+        window.push(T0 - 12 * H, 0.0);
+        window.push(T0, 1.5);
+        old.channels[0].slots[0].legacy_window = Some(Box::new(window));
+        // Saved with the window, as the earlier version wrote it.
+        let mut state = old.snapshot();
+        let json = serde_json::to_value(&old.channels[0].slots[0].legacy_window).expect("json");
+        let mut value = serde_json::to_value(&state).expect("json");
+        value["channels"][0]["rules"]["rate"]["window"] = json;
+        state = serde_json::from_value(value).expect("old layout reads");
+        (state, id)
+    }
+
+    #[test]
+    fn a_pair_and_a_rate_alert_of_an_earlier_version_continue_on_the_derived_channels() {
+        let (mut state, rate_id) = old_rate_state();
+        // The pair's conditions as the earlier version saved them, its alert raised at T0.
+        let pair_alert = {
+            let mut ev = Evaluator::new(rules(NOW), "xa");
+            let d = series(
+                "lev",
+                "ch1-ch2.diff",
+                QuantityKind::Settlement,
+                &[("derived", "diff")],
+            );
+            let raised = ev.on_reading(&Reading::good(d, T0, 12.0), T0).1;
+            raised[0].clone()
+        };
+        assert_eq!(pair_alert.channels, ["lev/ch1", "lev/ch2"]);
+        state.pairs.push(PairSnapshot {
+            rule: "diff".to_owned(),
+            a: "lev/ch1".to_owned(),
+            b: "lev/ch2".to_owned(),
+            state: PairState {
+                upper: Condition {
+                    active: Some(Active {
+                        id: pair_alert.id.clone(),
+                        level: Level::Yellow,
+                        started_at: T0,
+                        seq: 0,
+                    }),
+                    ..Condition::default()
+                },
+                lower: Condition::default(),
+            },
+        });
+        state.active.push(pair_alert.clone());
+
+        let mut ev = Evaluator::restore(rules(NOW), "xa", state, T0 + H).expect("restore");
+        assert!(
+            ev.on_tick(T0 + H).is_empty(),
+            "no alert cleared as an orphan"
+        );
+        let mut active: Vec<String> = ev.active_alerts().map(|a| a.id.clone()).collect();
+        active.sort();
+        let mut want = vec![pair_alert.id.clone(), rate_id.clone()];
+        want.sort();
+        assert_eq!(active, want);
+        let windows = ev.take_rate_windows();
+        assert_eq!(windows.len(), 1);
+        assert_eq!(
+            (windows[0].0.as_str(), windows[0].1.as_str()),
+            ("rate", "lev/ch3.rate")
+        );
+
+        // Still above: no second raise. Then below the clearing threshold: cleared, same ids.
+        let diff = series(
+            "lev",
+            "ch1-ch2.diff",
+            QuantityKind::Settlement,
+            &[("derived", "diff")],
+        );
+        let rate = series(
+            "lev",
+            "ch3.rate",
+            QuantityKind::Settlement,
+            &[("derived", "rate")],
+        );
+        assert!(ev
+            .on_reading(
+                &Reading::good(Arc::clone(&diff), T0 + 2 * H, 12.0),
+                T0 + 2 * H
+            )
+            .1
+            .is_empty());
+        let cleared = ev
+            .on_reading(&Reading::good(diff, T0 + 3 * H, 1.0), T0 + 3 * H)
+            .1;
+        assert_eq!(
+            cleared
+                .iter()
+                .map(|a| (a.id.as_str(), a.state))
+                .collect::<Vec<_>>(),
+            [(pair_alert.id.as_str(), AlertState::Cleared)]
+        );
+        let cleared = ev
+            .on_reading(&Reading::good(rate, T0 + 3 * H, 0.5), T0 + 3 * H)
+            .1;
+        assert_eq!(
+            cleared
+                .iter()
+                .map(|a| (a.id.as_str(), a.state, a.channels.clone()))
+                .collect::<Vec<_>>(),
+            [(
+                rate_id.as_str(),
+                AlertState::Cleared,
+                vec!["lev/ch3".to_owned()]
+            )]
+        );
+        assert_eq!(ev.active_alerts().count(), 0);
     }
 }

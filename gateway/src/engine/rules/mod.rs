@@ -2,8 +2,11 @@
 //! for them (issue 4).
 //!
 //! Owns the `[alerts]` configuration ([`AlertsConfig`] → [`RuleSet`]), channel selection
-//! ([`selector`]), the confirmation/hysteresis state machines (`condition`), rate windows
-//! (`window`), and the [`Evaluator`] with its serialisable [`EvaluatorState`]. Pure: no I/O, no
+//! ([`selector`]), the confirmation/hysteresis state machines (`condition`), the least-squares
+//! rate window (`window`, used by the derived channels), and the [`Evaluator`] with its
+//! serialisable [`EvaluatorState`]. Does not compute rates, differences or tilts: a rule of
+//! those kinds brings its own derived block ([`RuleSet::derived_blocks`], computed by
+//! [`crate::engine::derived`]) and judges the readings that block stores. Pure: no I/O, no
 //! clock (every call takes `now`), no delivery. The engine task owns an [`Evaluator`], feeds it
 //! each reading and a periodic tick, spools the [`crate::alert::Alert`] events it returns, and
 //! persists [`Evaluator::snapshot`].
@@ -12,10 +15,12 @@
 //! - `absolute`: the value against `upper` and/or `lower` levels (cumulative settlement).
 //! - `change`: the value minus a baseline, `baseline = ...` or the channel's first good reading.
 //! - `rate`: the least-squares slope over `window`, per `per` (default 1d: mm/d, °C/d), once the
-//!   window holds `min_points` readings spanning `min_span` (§Settlement, §Data quality).
+//!   window holds `min_points` readings spanning `min_span` (§Settlement, §Data quality): the
+//!   rule's derived `rate` channel of each selected channel, `<channel>.<rule>`.
 //! - `difference`: `a − b` for listed pairs (core − surface temperature, GB 50496 §3.0.4-2;
-//!   differential settlement with `abs = true`).
-//! - `tilt`: `|a − b| / distance` for listed pairs (local tilt, GB 50007 Table 5.3.4: 0.002).
+//!   differential settlement with `abs = true`): the rule's derived channel of each pair.
+//! - `tilt`: `|a − b| / distance` for listed pairs (local tilt, GB 50007 Table 5.3.4: 0.002):
+//!   the rule's derived `tilt` channel of each pair (signed; the rule judges its magnitude).
 //! - `stale`: no reading for `after`, per channel or per device (a device-fault alert).
 //!
 //! Levels blue / yellow / orange / red (注意 / 警示 / 警戒 / 警报), any subset, as values or as
@@ -23,9 +28,11 @@
 //! `confirm` (default 3 readings in a row); de-escalating and clearing need the value back past a
 //! deadband (default 10 % of the level's threshold, §Data quality) for `clear.count` readings.
 //!
-//! Difference and tilt pairs compare the latest good readings of both channels when they are
-//! at most `max_skew` apart (default 10m); each new good reading of either channel is one
-//! observation for `confirm` and `clear`.
+//! A pair's derived value combines each channel's reading nearest in time within `max_skew`
+//! (default 10m); each derived reading is one observation for `confirm` and `clear`. The alert
+//! of a rate, difference or tilt rule names the channels its derived channel was made from,
+//! so its id and message are those these rules always had (state saved when the rules computed
+//! the values themselves is carried over, `evaluator.rs`).
 //!
 //! # Sensor checks
 //! Readings whose quality is not good, out of the physical range, stuck, or spikes never reach a
@@ -38,10 +45,9 @@
 //! ([`Evaluator::take_decided`], docs/DOMAIN.md §Data quality).
 //!
 //! # Bounds
-//! Memory per channel: one condition pair per matching rule, a rate window of at most
-//! [`RATE_BUCKETS`] + 1 buckets (about 4 KiB) per matching rate rule, whatever the window's
-//! length, and a fixed set of fault states; per pair, one condition pair; per device, one
-//! condition per device-scope stale rule. Active alerts are at most one per condition. The
+//! Memory per channel: one condition pair per matching rule and a fixed set of fault states (a
+//! rate rule's window of at most [`RATE_BUCKETS`] + 1 buckets is its derived channel's, in
+//! [`crate::engine::derived`]); per device, one condition per device-scope stale rule. Active alerts are at most one per condition. The
 //! number of channels is what the sources produce (configured Modbus points, MQTT sensors seen).
 //! A snapshot of a channel with one 100-day rate window is under 32 KiB of JSON.
 //!
@@ -126,7 +132,7 @@ pub use config::{
     DEFAULT_RATE_PER, DEFAULT_SPIKE_WITHIN, MAX_LEVEL_FRACTION, MIN_RATE_WINDOW, RANGE_CHECK,
     SPIKE_CHECK, STUCK_CHECK,
 };
-pub(crate) use config::{PairRule, StaleRule};
+pub(crate) use config::{ChannelRule, Origin, Pair, StaleRule};
 pub use evaluator::{
     channel_entry_key, AckRefused, Evaluator, EvaluatorState, HeldVerdict, RestoreError,
     RestoreReport, StateScope, Verdict, ENTRY_FORMAT, MAX_CHANNEL_ENTRIES_PER_SAVE, STATE_FORMAT,

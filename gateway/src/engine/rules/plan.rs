@@ -1,5 +1,5 @@
 //! What applies to one channel: the rules whose selectors match it (with its override applied and
-//! thresholds oriented), its sensor checks, its stale rules and the pairs it belongs to.
+//! thresholds oriented), its sensor checks and its stale rules.
 //!
 //! Owns [`Plan`] and its resolution, [`RuleSet::plan`]. The evaluator resolves a plan once, when
 //! it first sees a channel (or restores it), so that evaluating a reading is a walk over the
@@ -46,9 +46,8 @@ pub(crate) struct ChannelChecks {
 pub(crate) struct PlanCache {
     /// By (rule, override that applies); `None`: the override disables the rule.
     rules: HashMap<(usize, Option<usize>), Option<Arc<RulePlan>>>,
-    /// Whole plans of channels in no pair, by what matched. At most one per combination of
-    /// matching rules, overrides, stale rules and check entries the config can produce; a
-    /// channel in a pair has a plan of its own (its pairs are its own).
+    /// Whole plans, by what matched. At most one per combination of matching rules,
+    /// overrides, stale rules and check entries the config can produce.
     plans: HashMap<PlanKey, Arc<Plan>>,
 }
 
@@ -69,8 +68,6 @@ pub(crate) struct Plan {
     /// Device-scope stale rules this channel's selectors select (its device is watched).
     pub device_stale: Vec<usize>,
     pub checks: ChannelChecks,
-    /// (pair rule, pair) this channel is `a` or `b` of.
-    pub pairs: Vec<(usize, usize)>,
 }
 
 impl RuleSet {
@@ -95,32 +92,22 @@ impl RuleSet {
         let checks: Vec<usize> = (0..self.checks.len())
             .filter(|&i| self.checks[i].selector.matches(c))
             .collect();
-        let pairs = self
-            .pairs_by_channel
-            .get(&c.key)
-            .cloned()
-            .unwrap_or_default();
         let key = PlanKey {
             rules,
             stale,
             checks,
         };
-        if pairs.is_empty() {
-            if let Some(p) = cache.plans.get(&key) {
-                return Arc::clone(p);
-            }
+        if let Some(p) = cache.plans.get(&key) {
+            return Arc::clone(p);
         }
-        let plan = Arc::new(self.resolve_plan(&key, pairs, &mut cache.rules));
-        if plan.pairs.is_empty() {
-            cache.plans.insert(key, Arc::clone(&plan));
-        }
+        let plan = Arc::new(self.resolve_plan(&key, &mut cache.rules));
+        cache.plans.insert(key, Arc::clone(&plan));
         plan
     }
 
     fn resolve_plan(
         &self,
         key: &PlanKey,
-        pairs: Vec<(usize, usize)>,
         cache: &mut HashMap<(usize, Option<usize>), Option<Arc<RulePlan>>>,
     ) -> Plan {
         let mut rules: Vec<Arc<RulePlan>> = key
@@ -167,7 +154,6 @@ impl RuleSet {
             stale,
             device_stale,
             checks,
-            pairs,
         }
     }
 }

@@ -31,10 +31,7 @@ use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    ChannelSnapshot, Evaluator, EvaluatorState, PairSnapshot, PairState, RestoreError, RuleSet,
-    STATE_FORMAT,
-};
+use super::{ChannelSnapshot, Evaluator, EvaluatorState, RestoreError, RuleSet, STATE_FORMAT};
 use crate::model::TimestampNs;
 use crate::spool::StateDelta;
 
@@ -60,8 +57,6 @@ struct Header {
 pub(super) struct Saved {
     /// The header was handed out.
     header: bool,
-    /// `[pair rule][pair]` as last handed out (empty: none yet).
-    pairs: Vec<Vec<PairState>>,
     /// Active alerts handed out, by id, with their event sequence.
     active: BTreeMap<String, u32>,
     /// Keys to remove with the next save (the format-1 value, alerts cleared while restoring).
@@ -247,41 +242,6 @@ impl Evaluator {
                 self.devices[di].saved = Some(sig);
             } else {
                 errors += 1;
-            }
-        }
-        if self.saved.pairs.len() != self.pairs.len() {
-            self.saved.pairs = self
-                .pairs
-                .iter()
-                .map(|row| vec![PairState::default(); row.len()])
-                .collect();
-        }
-        for (ri, rule) in self.rules.pair_rules.iter().enumerate() {
-            for (pi, p) in rule.pairs.iter().enumerate() {
-                let state = &self.pairs[ri][pi];
-                if *state == self.saved.pairs[ri][pi] {
-                    continue;
-                }
-                let Ok(id) = serde_json::to_string(&[&rule.name, &p.a, &p.b]) else {
-                    errors += 1;
-                    continue;
-                };
-                let key = format!("{PAIR_PREFIX}{id}");
-                if *state == PairState::default() {
-                    delta.entries.insert(key, None);
-                } else {
-                    let snap = PairSnapshot {
-                        rule: rule.name.clone(),
-                        a: p.a.clone(),
-                        b: p.b.clone(),
-                        state: state.clone(),
-                    };
-                    if !put(&mut delta, key, serde_json::to_vec(&snap)) {
-                        errors += 1;
-                        continue;
-                    }
-                }
-                self.saved.pairs[ri][pi] = state.clone();
             }
         }
         for (id, a) in &self.active {

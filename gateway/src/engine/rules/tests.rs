@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::*;
 use crate::alert::{Alert, AlertKind, AlertState, Cause, Level, Side};
+use crate::engine::derived::{DerivedPlan, DerivedSet};
 use crate::model::{Quality, QuantityKind, Reading, Series, TimestampNs, NANOS_PER_SEC};
 
 /// 2026-01-01T00:00:00Z.
@@ -59,22 +60,39 @@ fn problems(text: &str) -> Vec<String> {
     }
 }
 
-/// An evaluator for site `xa`; readings arrive at their own time.
+/// An evaluator for site `xa` with the derived channels of its rate, difference and tilt rules,
+/// wired as the engine wires them: a reading the rules used (or a bad one) feeds the derived
+/// channels, and their readings are judged like any; readings arrive at their own time.
 struct Site {
     ev: Evaluator,
+    derived: DerivedSet,
 }
 
 impl Site {
     fn new(rules: &str) -> Self {
+        Self::with(Evaluator::new(ruleset(rules), "xa"))
+    }
+    fn with(ev: Evaluator) -> Self {
+        let specs = ev.rules().derived_blocks().to_vec();
         Self {
-            ev: Evaluator::new(ruleset(rules), "xa"),
+            ev,
+            derived: DerivedSet::new(DerivedPlan { specs }),
         }
     }
     fn good(&mut self, s: &Arc<Series>, ts: TimestampNs, v: f64) -> (Verdict, Vec<Alert>) {
-        self.ev.on_reading(&Reading::good(Arc::clone(s), ts, v), ts)
+        self.judge(&Reading::good(Arc::clone(s), ts, v), ts)
     }
     fn bad(&mut self, s: &Arc<Series>, ts: TimestampNs, q: Quality) -> (Verdict, Vec<Alert>) {
-        self.ev.on_reading(&Reading::bad(Arc::clone(s), ts, q), ts)
+        self.judge(&Reading::bad(Arc::clone(s), ts, q), ts)
+    }
+    fn judge(&mut self, r: &Reading, now: TimestampNs) -> (Verdict, Vec<Alert>) {
+        let (verdict, mut alerts) = self.ev.on_reading(r, now);
+        if matches!(verdict, Verdict::Usable | Verdict::BadQuality) {
+            for d in self.derived.on_batch(std::slice::from_ref(r)) {
+                alerts.extend(self.ev.on_reading(&d, now).1);
+            }
+        }
+        (verdict, alerts)
     }
 }
 
@@ -428,7 +446,8 @@ fn gb50496_core_surface_difference() {
         (e[0].state, e[0].level, e[0].value, e[0].threshold),
         (AlertState::Raised, Level::Yellow, Some(26.0), Some(20.0))
     );
-    assert_eq!(e[0].channel, "slab-3f-therm/t1|slab-3f-therm/t2");
+    // Judged on the rule's derived channel of the pair, named after both channels.
+    assert_eq!(e[0].channel, "slab-3f-therm/t1-t2.core-surface");
     assert_eq!(
         e[0].channels,
         vec!["slab-3f-therm/t1".to_owned(), "slab-3f-therm/t2".to_owned()]
@@ -894,12 +913,16 @@ fn a_registered_channel_that_never_reports_goes_stale() {
 }
 
 /// Snapshot through JSON, as the engine would persist it.
-fn restart(site: Site, rules: &str, now: TimestampNs) -> Site {
+fn restart(mut site: Site, rules: &str, now: TimestampNs) -> Site {
     let json = serde_json::to_string(&site.ev.snapshot()).expect("serialise");
     let state: EvaluatorState = serde_json::from_str(&json).expect("parse");
-    Site {
-        ev: Evaluator::restore(ruleset(rules), "xa", state, now).expect("restore"),
-    }
+    let (delta, errors) = site.derived.state_changes();
+    assert_eq!(errors, 0);
+    let entries = delta.into_written();
+    let mut again =
+        Site::with(Evaluator::restore(ruleset(rules), "xa", state, now).expect("restore"));
+    assert!(again.derived.restore(&entries).is_empty());
+    again
 }
 
 #[test]
@@ -1080,7 +1103,7 @@ fn the_gb_rule_file_and_the_module_doc_example_are_valid() {
     let gb = ruleset(GB_RULES);
     assert_eq!(
         gb.rule_names(),
-        vec!["cooling-rate", "core-surface", "local-tilt"]
+        vec!["core-surface", "cooling-rate", "local-tilt"]
     );
 
     // The example in this module's documentation, so that it cannot rot.
@@ -1218,10 +1241,11 @@ fn only_changed_entries_are_saved_a_channel_at_rest_is_not_rewritten() {
     let mut want = vec![(k0.as_str(), true), (k1.as_str(), true), ("h", true)];
     want.sort_unstable();
     assert_eq!(keys(&first), want);
-    // A normal reading: the absolute rule is at rest (ch0 unchanged), ch1's window moved.
+    // A normal reading: the absolute rule is at rest (ch0 unchanged); ch1's rate window moved,
+    // but it is the rate rule's derived block's (saved with the derived state), not the rule's.
     site.good(&ch0, T0 + 10 * S, 10.5);
     site.good(&ch1, T0 + 10 * S, 10.5);
-    assert_eq!(keys(&store.save(&mut site.ev)), vec![(k1.as_str(), true)]);
+    assert!(store.save(&mut site.ev).is_empty());
     // Nothing read: nothing written.
     assert!(store.save(&mut site.ev).is_empty());
     // A raise writes the channel and the alert; the clear removes the alert entry.
@@ -1255,7 +1279,7 @@ fn saved_entries_restore_an_active_alert_and_the_single_value_is_migrated_once()
         Evaluator::restore_entries(ruleset(TOTAL), "xa", store.entries(), T0 + 60 * S)
             .expect("restore");
     assert_eq!(report, RestoreReport::default());
-    let mut site2 = Site { ev };
+    let mut site2 = Site::with(ev);
     assert!(
         site2.good(&ch, T0 + 61 * S, 31.0).1.is_empty(),
         "no second raise"
@@ -1330,8 +1354,9 @@ fn an_evicted_channel_continues_its_rate_window_and_its_active_alert() {
     assert!((e[0].value.expect("value") - 3.0).abs() < 1e-9);
 
     // The channel with the active alert, evicted and back: no second raise, same id clears.
+    // Idle: both channels, and the rate rule's derived channel holding the rate alert.
     let (gone, delta) = site.ev.evict_idle(T0 + 30 * H, H);
-    assert_eq!(gone.len(), 2);
+    assert_eq!(gone.len(), 3, "{gone:?}");
     assert_eq!(
         site.ev.active_alerts().count(),
         2,
