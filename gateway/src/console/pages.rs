@@ -308,6 +308,21 @@ pub fn config(site: &str, gateway: &str, text: &str, lang: Lang) -> Markup {
         gateway,
         lang.pick("配置", "configuration")
     );
+    document(
+        &title,
+        lang,
+        html! {
+            p.meta {
+                a href=(lang.pick("/", "/?lang=en")) { (lang.pick("返回总览", "Back to the overview")) }
+                " · " (lang.pick("与 `gateway check` 输出相同；密钥不显示", "as `gateway check` prints it; secrets are never shown"))
+            }
+            pre { (text) }
+        },
+    )
+}
+
+/// A plain page: `title` as the document's title and heading, then `body`.
+fn document(title: &str, lang: Lang, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang=(lang.pick("zh-CN", "en")) {
@@ -318,11 +333,7 @@ pub fn config(site: &str, gateway: &str, text: &str, lang: Lang) -> Markup {
             }
             body {
                 h1 { (title) }
-                p.meta {
-                    a href=(lang.pick("/", "/?lang=en")) { (lang.pick("返回总览", "Back to the overview")) }
-                    " · " (lang.pick("与 `gateway check` 输出相同；密钥不显示", "as `gateway check` prints it; secrets are never shown"))
-                }
-                pre { (text) }
+                (body)
             }
         }
     }
@@ -338,32 +349,25 @@ pub fn login(site: &str, next: &str, wrong: bool, lang: Lang) -> Markup {
         site,
         lang.pick("控制台登录", "console sign-in")
     );
-    html! {
-        (DOCTYPE)
-        html lang=(lang.pick("zh-CN", "en")) {
-            head {
-                meta charset="utf-8";
-                title { (title) }
-                style { (PreEscaped(STYLE)) }
+    document(
+        &title,
+        lang,
+        html! {
+            @if wrong {
+                p.bad { (lang.pick("访问令牌不正确", "That is not the access token")) }
             }
-            body {
-                h1 { (title) }
-                @if wrong {
-                    p.bad { (lang.pick("访问令牌不正确", "That is not the access token")) }
-                }
-                form method="post" action="/login" {
-                    input type="hidden" name="next" value=(next);
-                    input type="hidden" name="lang" value=(lang.pick("zh", "en"));
-                    input type="password" name="token" required autofocus size="32"
-                        autocomplete="current-password"
-                        placeholder=(lang.pick("访问令牌（见网关配置 token_env / token_file）", "access token (the gateway's token_env / token_file)"));
-                    " "
-                    button type="submit" { (lang.pick("登录", "Sign in")) }
-                }
-                p.meta { (lang.pick("登录后 12 小时内有效；网关重启后需重新登录。", "Valid for 12 hours; signing in again is needed after the gateway restarts.")) }
+            form method="post" action="/login" {
+                input type="hidden" name="next" value=(next);
+                input type="hidden" name="lang" value=(lang.pick("zh", "en"));
+                input type="password" name="token" required autofocus size="32"
+                    autocomplete="current-password"
+                    placeholder=(lang.pick("访问令牌（见网关配置 token_env / token_file）", "access token (the gateway's token_env / token_file)"));
+                " "
+                button type="submit" { (lang.pick("登录", "Sign in")) }
             }
-        }
-    }
+            p.meta { (lang.pick("登录后 12 小时内有效；网关重启后需重新登录。", "Valid for 12 hours; signing in again is needed after the gateway restarts.")) }
+        },
+    )
 }
 
 /// Who acknowledged the alert (when its latest event is the acknowledgement), and the form to

@@ -134,10 +134,9 @@ async fn login(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !same_origin(&headers) {
-        return (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response();
-    }
-    let form = form_fields(&body);
+    let Some(form) = same_origin_form(&headers, &body) else {
+        return cross_site_refused();
+    };
     let field = |k: &str| form.get(k).map_or("", String::as_str);
     let next = local_path(field("next")).to_owned();
     let lang = if field("lang") == "en" {
@@ -362,10 +361,9 @@ async fn report_make(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !same_origin(&headers) {
-        return (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response();
-    }
-    let form = form_fields(&body);
+    let Some(form) = same_origin_form(&headers, &body) else {
+        return cross_site_refused();
+    };
     let day = match crate::report::Day::parse(form.get("date").map_or("", String::as_str)) {
         Ok(d) => d,
         Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response(),
