@@ -510,6 +510,9 @@ pub struct RunningGateway {
     handle: tokio::task::JoinHandle<Result<(), anju_gateway::run::RunError>>,
     /// The gateway's counters.
     pub metrics: std::sync::Arc<anju_gateway::metrics::Metrics>,
+    /// Reloads its config file: the channel SIGHUP goes through in the daemon (`main.rs`), so
+    /// a test's reload takes the signal's path from there on.
+    pub reloader: anju_gateway::run::Reloader,
 }
 
 /// Write `config` to `dir/gateway.toml`, validate it as the daemon would, and run the gateway.
@@ -528,12 +531,14 @@ pub fn start_gateway(config: &str, dir: &Path) -> Result<RunningGateway> {
     }
     let gw = anju_gateway::run::Gateway::new(cfg);
     let metrics = gw.metrics();
+    let reloader = gw.reloader();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let handle = tokio::spawn(gw.run(shutdown.clone()));
     Ok(RunningGateway {
         shutdown,
         handle,
         metrics,
+        reloader,
     })
 }
 
