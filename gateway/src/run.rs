@@ -1,8 +1,9 @@
-//! Wiring for `gateway run`: opens the spool, starts the sources, the engine and the sinks, and
-//! shuts them down in order.
+//! Wiring for `gateway run`: opens the spool, starts the sources, the engine and the sinks,
+//! carries out config reloads, and shuts them down in order.
 //!
-//! Owns start-up order, nothing else; the task tree and shutdown order are [`crate::supervise`],
-//! what systemd is told and when is [`crate::systemd`].
+//! Owns start-up order and the order of a reload's stops and starts (docs/ARCHITECTURE.md
+//! §Reload); what a reload keeps or refuses is [`crate::reload`], the task tree and shutdown
+//! order are [`crate::supervise`], what systemd is told and when is [`crate::systemd`].
 //! Shutdown: cancel the sources; each drops its sender; the engine drains the channel, commits
 //! the rest to the spool and returns; then the sinks stop (what they have not delivered stays in
 //! the spool for the next start). A task that ends on its own starts the same shutdown, and
@@ -644,6 +645,9 @@ impl Running {
         };
         self.cfg = new;
         let cfg = self.cfg.clone();
+        // The engine first: whatever fails to start after it, the channel has its reader and
+        // the shutdown that follows commits what is in it.
+        self.start_engine(inputs);
         if plan.console {
             self.start_console().await?;
         }
@@ -654,7 +658,6 @@ impl Running {
         {
             self.start_sink(sink)?;
         }
-        self.start_engine(inputs);
         for bus in group_into_buses(&cfg.devices) {
             if plan.buses.started.contains(&poller_task(&bus)) {
                 self.start_poller(bus);

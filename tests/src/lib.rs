@@ -518,7 +518,8 @@ pub struct RunningGateway {
 /// Write `config` to `dir/gateway.toml`, validate it as the daemon would, and run the gateway.
 /// A config without a `[console]` section runs without the console (the daemon's default,
 /// 127.0.0.1:8080, would collide between gateways of tests running at once); a test of the
-/// console writes the section with a free port.
+/// console writes the section with a free port. A reload ([`RunningGateway::reloader`]) reads the
+/// file as written, with the daemon's default console: a test that reloads writes the section.
 ///
 /// # Errors
 /// When the config is invalid.
