@@ -248,7 +248,7 @@ pub enum ReloadOutcome {
         /// From the request to the new engine running.
         took: Duration,
         /// What was kept, stopped and started.
-        plan: Plan,
+        plan: Box<Plan>,
     },
     /// The old config keeps running; why (every problem, as `gateway check` prints them).
     Refused {

@@ -599,7 +599,10 @@ impl Running {
               console_restarted = plan.console,
               "Config reloaded.");
         systemd::notify(&[NotifyState::Ready]);
-        Ok(ReloadOutcome::Applied { took, plan })
+        Ok(ReloadOutcome::Applied {
+            took,
+            plan: Box::new(plan),
+        })
     }
 
     /// Stop what `plan` replaces, then the engine, and start the new ones (docs/ARCHITECTURE.md

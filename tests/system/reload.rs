@@ -1,9 +1,10 @@
 //! Reload without loss (issue 13 item 5), through a real mosquitto into a real VictoriaMetrics:
 //! while a publisher sends 20,000 QoS 1 readings at 1,000/s, the gateway reloads its config 21
-//! times (20 valid files alternating between two `[engine] max_past` settings, one invalid):
+//! times (20 valid files alternating between two `[engine] max_past` settings and two sink batch
+//! sizes, one invalid file):
 //! - every reading published is committed to the spool exactly once (`readings_spooled_total`
 //!   equals what was published: a redelivered message would be stored twice) and lands in the
-//!   store at its time with its value;
+//!   store at its time with its value, though the sink and the console restart on every reload;
 //! - the MQTT source's session was never dropped (one connection in all);
 //! - the invalid file was refused naming the file, the key and the fix, and counted; the
 //!   old config kept running;
@@ -48,11 +49,19 @@ async fn twenty_reloads_under_load_lose_nothing_store_nothing_twice_and_keep_the
     let console = free_port()?;
     let base = config(dir.path(), &broker.addr().to_string(), &vm.url(), "")
         + &format!("\n[console]\nlisten = \"127.0.0.1:{console}\"\n");
-    // A: the default max_past (30 days). B: one hour. Invalid: a zero flush interval.
+    // A: the default max_past (30 days) and sink batch size. B: one hour, and batches of at
+    // most 500 (the sink is restarted, and the console, whose readiness watches the sinks).
+    // Invalid: a zero flush interval.
     let flush = "flush_interval = \"50ms\"";
-    ensure!(base.contains(flush), "the base config changed");
+    let batch = "batch_max_age = \"100ms\"";
+    ensure!(
+        base.contains(flush) && base.contains(batch),
+        "the base config changed"
+    );
     let config_a = base.clone();
-    let config_b = base.replace(flush, &format!("{flush}\nmax_past = \"1h\""));
+    let config_b = base
+        .replace(flush, &format!("{flush}\nmax_past = \"1h\""))
+        .replace(batch, &format!("{batch}\nbatch_max_records = 500"));
     let invalid = base.replace(flush, "flush_interval = \"0s\"");
     let file = dir.path().join("gateway.toml");
 
@@ -100,7 +109,7 @@ async fn twenty_reloads_under_load_lose_nothing_store_nothing_twice_and_keep_the
         tokio::time::sleep(BETWEEN_RELOADS).await;
         let text = if attempt == INVALID_AT {
             &invalid
-        } else if valid % 2 == 0 {
+        } else if valid.is_multiple_of(2) {
             &config_b
         } else {
             &config_a
@@ -126,8 +135,11 @@ async fn twenty_reloads_under_load_lose_nothing_store_nothing_twice_and_keep_the
             ReloadOutcome::Applied { took: t, plan } => {
                 ensure!(attempt != INVALID_AT, "the invalid config was applied");
                 ensure!(
-                    plan.mqtt.kept == ["mqtt source nodes"] && plan.mqtt.started.is_empty(),
-                    "the MQTT source's settings did not change, yet: {plan:?}"
+                    plan.mqtt.kept == ["mqtt source nodes"]
+                        && plan.mqtt.started.is_empty()
+                        && plan.sinks.started == ["sink influxdb"]
+                        && plan.console,
+                    "the MQTT source is kept, the sink and the console restarted, yet: {plan:?}"
                 );
                 took.push((t, waited));
                 // The change is in force at once: a probe two hours old is refused under B and
@@ -139,7 +151,7 @@ async fn twenty_reloads_under_load_lose_nothing_store_nothing_twice_and_keep_the
                     probe
                         .publish("a/probe/p", QoS::AtLeastOnce, false, good(probes, ts))
                         .await?;
-                    if valid % 2 == 0 {
+                    if valid.is_multiple_of(2) {
                         wait_until(Duration::from_secs(10), "the old probe refused", || async {
                             rejected_probes(&gw) > before
                         })
