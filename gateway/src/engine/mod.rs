@@ -727,8 +727,9 @@ impl Engine {
     }
 
     /// [`Engine::run`], or until `stop` (a config reload, `crate::run`): then commit what is
-    /// held (pending acknowledgements fire as after any commit) and hand back the input channel
-    /// with the batches still in it, and the console's channels, for the next engine.
+    /// held and the whole rule state (pending acknowledgements fire as after any commit) and
+    /// hand back the input channel with the batches still in it, and the console's channels,
+    /// for the next engine.
     pub async fn run_until(mut self, stop: CancellationToken) -> EngineInputs {
         self.restore_rules().await;
         let flush_interval = self.cfg.flush_interval();
@@ -808,7 +809,12 @@ impl Engine {
                 }
             }
         }
+        // The next engine (after a reload) or the next start restores the rule, derived and
+        // pour state as it is now, not as of the last periodic save (STATE_SAVE_INTERVAL): in
+        // full, in rounds of MAX_CHANNEL_ENTRIES_PER_SAVE entries.
+        self.hold_save_due = self.state_dirty;
         self.final_flush().await;
+        while self.hold_save_due && self.flush().await {}
         EngineInputs {
             rx: self.rx,
             commands,
