@@ -27,7 +27,8 @@
 //!   climbs yellow → orange → red after the onset of acceleration, never orange or red before.
 //! - [`reload`]: 20 config reloads (and one invalid file, refused) under 1,000 QoS 1 readings/s:
 //!   every reading committed once and landed, the MQTT session never dropped, each change in
-//!   force right after its reload.
+//!   force right after its reload; ten reloads that restart one Modbus bus and keep two miss
+//!   no sample the simulator served.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
 //! - [`tls`]: MQTT over TLS (with a client certificate) from a real mosquitto and https to a
 //!   real VictoriaMetrics, both with certificates of a CA made in the test: readings land
