@@ -210,6 +210,7 @@ impl Gateway {
             history,
             heartbeat: Arc::new(Heartbeat::default()),
             engine_running: Arc::new(AtomicBool::new(false)),
+            started: Instant::now(),
             view_rx,
             command_tx,
             spare_view: None,
@@ -362,6 +363,8 @@ struct Running {
     history: Option<Arc<crate::history::History>>,
     heartbeat: Arc<Heartbeat>,
     engine_running: Arc<AtomicBool>,
+    /// When the gateway started (the console's uptime, across reloads).
+    started: Instant,
     view_rx: crate::engine::view::ViewRx,
     command_tx: crate::engine::command::CommandTx,
     /// The console's channels while no console runs (not handed to the engine, which then
@@ -406,7 +409,8 @@ impl Running {
             self.view_rx.clone(),
             self.command_tx.clone(),
         )
-        .with_history(self.history.clone(), cfg.data_dir.clone());
+        .with_history(self.history.clone(), cfg.data_dir.clone())
+        .started_at(self.started);
         let console = Console::bind(settings, state).await?;
         self.spawn(Stage::Console, CONSOLE_TASK.to_owned(), |stop| {
             console.run(stop)
