@@ -575,6 +575,19 @@ impl Running {
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(format!("{}: cannot be read: {e}", path.display())),
         };
+        // The engine hands over only after its final commit; with the spool's file unavailable
+        // that commit fails and what it holds would be given up (counted, as at a shutdown).
+        let spool = Arc::clone(&self.spool);
+        let writable = tokio::task::spawn_blocking(move || spool.stats().available)
+            .await
+            .unwrap_or(false);
+        let checked = checked.and_then(|accepted| {
+            if writable {
+                Ok(accepted)
+            } else {
+                Err(format!("{}: not reloaded now: the spool's file is unavailable and retried, and the engine must commit what it holds before a new one takes over; reload again once `/readyz` says ready", path.display()))
+            }
+        });
         let (mut new, plan) = match checked {
             Ok(accepted) => accepted,
             Err(reason) => {
