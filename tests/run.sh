@@ -16,6 +16,8 @@ command -v socat >/dev/null 2>&1 || need+=(socat)
 # Headless browser for the console's page test (tests/system/console_browser.rs), and a Chinese
 # font (4 MB) so that its screenshots show the pages' Chinese text instead of empty boxes.
 [ -x /usr/bin/chromium ] || need+=(chromium)
+# ChromeDriver, to fill in and submit a console form in that browser (W3C WebDriver).
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 [ -n "$(fc-list :lang=zh 2>/dev/null)" ] || need+=(fonts-wqy-microhei)
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]} (needed by the system tests)"

@@ -5,8 +5,12 @@
 //! the same lock, so a request never mixes two samples. A point's value comes from a physics
 //! channel through its sensor ([`crate::sensor`]) when the scenario maps it, else from its
 //! default series ([`crate::signal`]); the device's scheduled faults then alter it
-//! ([`crate::fault`]): stuck, spike, drift, status flags, dropped samples, a skewed clock. It also
-//! owns the Modbus exception rules for reads (application protocol V1.1b3 §6.1-6.4, §7) and
+//! ([`crate::fault`]): stuck, spike, drift, status flags, dropped samples, a skewed clock. A
+//! `writable` point (a relay coil, a setting register) is not sampled and not in the truth: it
+//! keeps what the master
+//! wrote ([`ModbusDevice::write`]), readable by tests as [`ModbusDevice::output`]. It also
+//! owns the Modbus exception rules for reads and writes (application protocol V1.1b3 §6.1-6.6,
+//! §6.12, §7) and
 //! the line faults the transports act on ([`LineFaults`]: exceptions, delays, garbage, bad
 //! CRCs). It does not speak any transport ([`crate::tcp`], [`crate::rtu`]).
 
@@ -495,7 +499,7 @@ impl ModbusDevice {
         let device_ns = device_s.saturating_mul(NANOS_PER_SEC);
         let mut truth = Vec::with_capacity(self.points.len());
         let mut writes = Vec::with_capacity(self.points.len() * 2);
-        for lp in &self.points {
+        for lp in self.points.iter().filter(|lp| !lp.point.writable) {
             let p = &lp.point;
             let raw =
                 RawValue::from_engineering(p.data_type, self.value(lp, tick), p.scale, p.offset);
@@ -543,6 +547,73 @@ impl ModbusDevice {
             unix_s: device_s,
         });
         truth
+    }
+
+    /// Takes a write of `values` (coils as 0/1) to `function` from `address`: FC 05 / 15 on
+    /// coils, FC 06 / 16 on holding registers. Ignores the online state, as [`Self::read`].
+    ///
+    /// # Errors
+    /// 01 for a table that cannot be written (inputs); an injected whole-device exception; 02
+    /// when an address written is not part of a `writable` point (application protocol V1.1b3
+    /// §6.5/6.6/6.12: "starting address … invalid").
+    pub fn write(&self, function: Function, address: u16, values: &[u16]) -> Result<(), Exception> {
+        if !matches!(function, Function::Coil | Function::Holding) {
+            return Err(Exception::IllegalFunction);
+        }
+        if let Some((e, _)) = self
+            .lock_line()
+            .exceptions
+            .iter()
+            .find(|(_, r)| r.is_none())
+        {
+            return Err(*e);
+        }
+        let end = u32::from(address) + u32::try_from(values.len()).unwrap_or(u32::MAX);
+        let writable = |a: u32| {
+            self.points.iter().any(|lp| {
+                let p = &lp.point;
+                p.writable
+                    && p.function == function
+                    && (u32::from(p.address)..u32::from(p.address) + u32::from(p.width()))
+                        .contains(&a)
+            })
+        };
+        if values.is_empty() || !(u32::from(address)..end).all(writable) {
+            return Err(Exception::IllegalDataAddress);
+        }
+        let mut image = self.lock();
+        let table = &mut image.tables[function.index()];
+        for (a, v) in (usize::from(address)..).zip(values) {
+            table[a] = if function.is_bits() {
+                u16::from(*v != 0)
+            } else {
+                *v
+            };
+        }
+        Ok(())
+    }
+
+    /// The module lost power and came back: every writable coil and register is 0 again (relay
+    /// modules start with their relays released).
+    pub fn power_cycle(&self) {
+        let mut image = self.lock();
+        for lp in self.points.iter().filter(|lp| lp.point.writable) {
+            let p = &lp.point;
+            let start = usize::from(p.address);
+            let table = &mut image.tables[p.function.index()];
+            for r in &mut table[start..start + usize::from(p.width())] {
+                *r = 0;
+            }
+        }
+    }
+
+    /// What a writable register or coil holds now (coils as 0/1): the state a relay or setting
+    /// is in, for tests. `None` outside the table's map.
+    #[must_use]
+    pub fn output(&self, function: Function, address: u16) -> Option<u16> {
+        self.lock().tables[function.index()]
+            .get(usize::from(address))
+            .copied()
     }
 
     /// Answers a read of `quantity` registers/bits of `function` from `address`: the values
@@ -604,6 +675,7 @@ mod tests {
             unit: String::new(),
             quantity: Quantity::Other,
             time: Some((10, WordOrder::Cdab)),
+            writable: false,
         }
     }
 

@@ -171,6 +171,8 @@ struct RawPoint {
     time_address: Option<u16>,
     #[serde(default)]
     time_word_order: Option<WordOrder>,
+    #[serde(default)]
+    writable: bool,
 }
 
 const fn one() -> f64 {
@@ -218,6 +220,9 @@ pub struct Point {
     pub quantity: Quantity,
     /// Sample-time u32 (Unix seconds): address in the same table and its word order.
     pub time: Option<(u16, WordOrder)>,
+    /// The master may write it (a relay coil, a setting register): the device keeps what was
+    /// written instead of sampling a value.
+    pub writable: bool,
 }
 
 impl Point {
@@ -449,6 +454,7 @@ fn validate(raw: RawProfile, stem: &str) -> Result<Profile, (String, String)> {
             unit: p.unit,
             quantity: p.quantity,
             time,
+            writable: p.writable,
         });
     }
     // Time registers last, so a clash with a value point is reported whatever the file order.

@@ -1,4 +1,5 @@
-//! Modbus RTU slaves sharing one serial line: framing, CRC and the bus rules.
+//! Modbus RTU slaves sharing one serial line: framing, CRC and the bus rules; reads (FC 01-04)
+//! and the writes of writable points (FC 05, 06, 16, echoed as V1.1b3 §6.5, §6.6, §6.12 say).
 //!
 //! Written directly over tokio-serial rather than on tokio-modbus's RTU server because a bus
 //! needs control tokio-modbus does not give: its server ends on a run of undecodable bytes and
@@ -156,8 +157,59 @@ impl Bus {
     }
 }
 
+/// Write single coil (application protocol V1.1b3 §6.5).
+const WRITE_SINGLE_COIL: u8 = 0x05;
+/// Write single register (§6.6).
+const WRITE_SINGLE_REGISTER: u8 = 0x06;
+/// Write multiple registers (§6.12).
+const WRITE_MULTIPLE_REGISTERS: u8 = 0x10;
+
+/// The PDU data of a write's reply: the request's address and value (05, 06) or quantity (16)
+/// echoed, once the device took the write.
+fn answer_write(device: &ModbusDevice, fc: u8, data: &[u8]) -> Result<Vec<u8>, Exception> {
+    let [a_hi, a_lo, w_hi, w_lo, rest @ ..] = data else {
+        return Err(Exception::IllegalDataValue);
+    };
+    let address = u16::from_be_bytes([*a_hi, *a_lo]);
+    let word = u16::from_be_bytes([*w_hi, *w_lo]);
+    match fc {
+        // §6.5: 0xFF00 is ON, 0x0000 OFF; any other value is exception 03.
+        WRITE_SINGLE_COIL => {
+            let on = match word {
+                0xFF00 => 1,
+                0x0000 => 0,
+                _ => return Err(Exception::IllegalDataValue),
+            };
+            device.write(Function::Coil, address, &[on])?;
+        }
+        WRITE_SINGLE_REGISTER => device.write(Function::Holding, address, &[word])?,
+        _ => {
+            // §6.12: byte count = 2 × quantity, then the registers.
+            let (&count, values) = rest.split_first().ok_or(Exception::IllegalDataValue)?;
+            if word == 0
+                || usize::from(count) != 2 * usize::from(word)
+                || values.len() != usize::from(count)
+            {
+                return Err(Exception::IllegalDataValue);
+            }
+            let regs: Vec<u16> = values
+                .chunks_exact(2)
+                .map(|w| u16::from_be_bytes([w[0], w[1]]))
+                .collect();
+            device.write(Function::Holding, address, &regs)?;
+        }
+    }
+    Ok(data[..4].to_vec())
+}
+
 /// The PDU data of a reply (after the function code) for function `fc` with request `data`.
 fn answer(device: &ModbusDevice, fc: u8, data: &[u8]) -> Result<Vec<u8>, Exception> {
+    if matches!(
+        fc,
+        WRITE_SINGLE_COIL | WRITE_SINGLE_REGISTER | WRITE_MULTIPLE_REGISTERS
+    ) {
+        return answer_write(device, fc, data);
+    }
     let function = Function::from_code(fc).ok_or(Exception::IllegalFunction)?;
     let [a_hi, a_lo, n_hi, n_lo] = data else {
         return Err(Exception::IllegalDataValue);
@@ -304,6 +356,7 @@ mod tests {
                 unit: String::new(),
                 quantity: Quantity::Other,
                 time: None,
+                writable: false,
             }],
         };
         let d = Arc::new(ModbusDevice::new("d", 5, &profile, false, 1));
@@ -339,11 +392,16 @@ mod tests {
         push_crc(&mut req);
         let reply = b.reply(&req).expect("reply").bytes;
         assert_eq!(&reply[..3], &[0x05, 0x83, 0x02]);
-        // Write single register (06) is not supported: 05 86 01.
+        // Write single register (06) to a register that is not writable: 05 86 02.
         let mut req = vec![0x05, 0x06, 0x00, 0x00, 0x00, 0x01];
         push_crc(&mut req);
         let reply = b.reply(&req).expect("reply").bytes;
-        assert_eq!(&reply[..3], &[0x05, 0x86, 0x01]);
+        assert_eq!(&reply[..3], &[0x05, 0x86, 0x02]);
+        // A function the simulator does not serve (0x2B, encapsulated interface): 05 AB 01.
+        let mut req = vec![0x05, 0x2B, 0x0E, 0x01, 0x00];
+        push_crc(&mut req);
+        let reply = b.reply(&req).expect("reply").bytes;
+        assert_eq!(&reply[..3], &[0x05, 0xAB, 0x01]);
     }
 
     #[test]

@@ -788,6 +788,38 @@ impl RunningSite {
         self.sampler.tick()
     }
 
+    /// What a Modbus device's coil or register holds now (coils as 0/1): the state of a
+    /// writable relay or setting ([`ModbusDevice::output`]). `None` for an unknown device or an
+    /// address outside its map.
+    #[must_use]
+    pub fn modbus_output(
+        &self,
+        device: &str,
+        function: crate::profile::Function,
+        address: u16,
+    ) -> Option<u16> {
+        self.sampler
+            .modbus
+            .iter()
+            .find(|d| d.name() == device)
+            .and_then(|d| d.output(function, address))
+    }
+
+    /// Power-cycles a Modbus device's outputs: its writable coils and registers are 0 again, as
+    /// a relay module that lost power comes back ([`ModbusDevice::power_cycle`]).
+    ///
+    /// # Errors
+    /// [`SiteError::UnknownDevice`] if no Modbus device has that name.
+    pub fn power_cycle(&self, device: &str) -> Result<(), SiteError> {
+        self.sampler
+            .modbus
+            .iter()
+            .find(|d| d.name() == device)
+            .ok_or_else(|| SiteError::UnknownDevice(device.to_owned()))?
+            .power_cycle();
+        Ok(())
+    }
+
     /// Makes a device answer/publish (`true`) or go silent (`false`): Modbus TCP connections
     /// stay open but get no reply, an RTU slave ignores its frames, an MQTT node stops
     /// publishing (a CIGEM rain gauge keeps counting) and a node with a last will loses its

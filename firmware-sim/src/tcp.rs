@@ -1,6 +1,7 @@
 //! Modbus TCP transport of one simulated slave, on tokio-modbus's server.
 //!
-//! Owns the mapping of tokio-modbus requests onto [`ModbusDevice::read`] and the unit-id and
+//! Owns the mapping of tokio-modbus requests onto [`ModbusDevice::read`] and
+//! [`ModbusDevice::write`] (FC 05, 06, 16) and the unit-id and
 //! offline rules: an offline device accepts connections but never answers (a hung device behind
 //! a live network); a request for another unit id gets exception 0B; a `slow` fault holds the
 //! reply back (the answer is computed when the request arrives, so it carries the sample of
@@ -65,6 +66,21 @@ impl DeviceService {
             }
             Request::ReadInputRegisters(a, n) => {
                 Response::ReadInputRegisters(d.read(Function::Input, a, n)?)
+            }
+            // V1.1b3 §6.5: the reply echoes address and state.
+            Request::WriteSingleCoil(a, on) => {
+                d.write(Function::Coil, a, &[u16::from(on)])?;
+                Response::WriteSingleCoil(a, on)
+            }
+            // §6.6: the reply echoes address and value.
+            Request::WriteSingleRegister(a, v) => {
+                d.write(Function::Holding, a, &[v])?;
+                Response::WriteSingleRegister(a, v)
+            }
+            // §6.12: the reply echoes address and quantity.
+            Request::WriteMultipleRegisters(a, ref words) => {
+                d.write(Function::Holding, a, words)?;
+                Response::WriteMultipleRegisters(a, u16::try_from(words.len()).unwrap_or(u16::MAX))
             }
             _ => return Err(Exception::IllegalFunction.into()),
         };

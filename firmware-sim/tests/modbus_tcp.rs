@@ -50,6 +50,11 @@ unit = 3
 name = "piezo"
 profile = "vw-piezometer"
 unit = 1
+
+[[modbus_tcp]]
+name = "io"
+profile = "io-relay"
+unit = 1
 "#;
 
 fn scenario(dir: &Path) -> Scenario {
@@ -115,7 +120,8 @@ async fn check_all(s: &Scenario, site: &RunningSite) -> usize {
     for slave in &s.modbus_tcp {
         let addr = site.tcp_addr(&slave.name).expect("tcp addr");
         let mut ctx = connect(addr, slave.unit).await;
-        for p in &slave.profile.points {
+        // A writable point holds what the master wrote, not a sample: it has no truth.
+        for p in slave.profile.points.iter().filter(|p| !p.writable) {
             let regs = read(&mut ctx, p.function, p.address, p.width())
                 .await
                 .expect("point read");
@@ -168,7 +174,11 @@ async fn every_profile_reads_back_the_truth() {
     used.sort();
     used.dedup();
     assert_eq!(used, files);
-    let points: usize = s.modbus_tcp.iter().map(|d| d.profile.points.len()).sum();
+    let points: usize = s
+        .modbus_tcp
+        .iter()
+        .map(|d| d.profile.points.iter().filter(|p| !p.writable).count())
+        .sum();
     for _ in 0..3 {
         assert_eq!(check_all(&s, &site).await, points);
         site.step();
@@ -284,11 +294,11 @@ async fn exceptions_for_holes_ranges_functions_and_units() {
         read(&mut ctx, Function::Input, 0, 126).await,
         Err(ExceptionCode::IllegalDataValue)
     );
-    // Writes are not supported: exception 01.
+    // A write to a register that is not writable (this device has none): exception 02.
     let w = within("write", ctx.write_single_register(0, 1))
         .await
         .expect("transport");
-    assert_eq!(w, Err(ExceptionCode::IllegalFunction));
+    assert_eq!(w, Err(ExceptionCode::IllegalDataAddress));
     // A unit id that is not this device: exception 0B; 255 (direct) is accepted.
     ctx.set_slave(Slave(9));
     assert_eq!(
@@ -384,6 +394,7 @@ fn decoder_reads_the_geokon_vector() {
         unit: String::new(),
         quantity: firmware_sim::quantity::Quantity::Resistance,
         time: None,
+        writable: false,
     };
     assert_eq!(decode(&p, &[0xC87C, 0x4628]), 10_802.121_093_75);
 }
@@ -458,5 +469,48 @@ async fn real_time_ticks_on_whole_seconds() {
     );
     // A sample is taken no earlier than its second on the clock.
     assert!(site.now_ns() >= last.unix_s * 1_000_000_000);
+    site.shutdown().await;
+}
+
+/// The relay module (`io`, config/profiles/io-relay.toml): what the master writes stays (samples
+/// do not overwrite it) and is read back, and a write to a read-only or unmapped address is
+/// refused with exception 02 (Modbus application protocol V1.1b3 §6.5, §6.6, §7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_keeps_what_was_written_and_refuses_other_addresses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, site) = start(dir.path()).await;
+    let addr = site.tcp_addr("io").expect("io listens");
+    let mut ctx = connect(addr, 1).await;
+    assert_eq!(site.modbus_output("io", Function::Coil, 0), Some(0));
+    ctx.write_single_coil(0, true)
+        .await
+        .expect("transport")
+        .expect("coil 0 is the siren relay");
+    ctx.write_single_register(0, 300)
+        .await
+        .expect("transport")
+        .expect("holding 0 is the sampling interval");
+    for _ in 0..3 {
+        site.step();
+    }
+    assert_eq!(site.modbus_output("io", Function::Coil, 0), Some(1));
+    assert_eq!(site.modbus_output("io", Function::Holding, 0), Some(300));
+    assert_eq!(
+        ctx.read_coils(0, 2).await.expect("transport"),
+        Ok(vec![true, false])
+    );
+    assert_eq!(
+        ctx.write_single_coil(7, true).await.expect("transport"),
+        Err(ExceptionCode::IllegalDataAddress)
+    );
+    assert_eq!(
+        ctx.write_single_register(1, 1).await.expect("transport"),
+        Err(ExceptionCode::IllegalDataAddress)
+    );
+    ctx.write_single_coil(0, false)
+        .await
+        .expect("transport")
+        .expect("off");
+    assert_eq!(site.modbus_output("io", Function::Coil, 0), Some(0));
     site.shutdown().await;
 }

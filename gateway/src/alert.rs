@@ -224,6 +224,8 @@ pub enum Cause {
     Milestone,
     /// A structure's settlement became stable, every point of it (notice; JGJ 8-2016 §7.1.5).
     Stable,
+    /// The daily report (监理日报) was made: its summary (notice).
+    Report,
 }
 
 impl Cause {
@@ -240,7 +242,7 @@ impl Cause {
             | Self::OutOfRange
             | Self::Stale
             | Self::DeviceSilent => AlertKind::DeviceFault,
-            Self::Milestone | Self::Stable => AlertKind::Notice,
+            Self::Milestone | Self::Stable | Self::Report => AlertKind::Notice,
         }
     }
 
@@ -261,6 +263,7 @@ impl Cause {
             Self::DeviceSilent => "device_silent",
             Self::Milestone => "milestone",
             Self::Stable => "stable",
+            Self::Report => "report",
         }
     }
 }
@@ -790,6 +793,14 @@ fn capitalise(s: &str) -> String {
 /// in English `[Notice] <subject> <label>: <value>, at least <threshold> (rule <rule>)`, the
 /// label saying what happened ("reached 50 % of the design strength").
 fn notice_message(a: &Alert, lang: Language) -> String {
+    // The daily report's summary says everything in its label.
+    if a.cause == Cause::Report {
+        let text = a.label.as_deref().unwrap_or_default();
+        return match lang {
+            Language::Zh => format!("【日报】{text}"),
+            Language::En => format!("[Daily report] {text}"),
+        };
+    }
     let subj = subject(a, lang);
     let what = a.label.clone().unwrap_or_default();
     let rule = &a.rule;

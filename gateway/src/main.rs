@@ -54,6 +54,26 @@ enum Cmd {
         #[command(subcommand)]
         action: PourCmd,
     },
+    /// Write a value to a Modbus point its profile declares `writable = true` (a sampling
+    /// interval, a relay), through the running gateway: its console passes the write to the
+    /// poller that owns the device's bus. Exit 0 when the device confirmed it, 2 when refused
+    /// (unknown device or point, not writable, a value the point cannot take), 1 when the device
+    /// refused or did not answer, or the gateway cannot be reached.
+    Write {
+        /// The site config file (of the running gateway).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// The device (`[[devices]]` name).
+        #[arg(long)]
+        device: String,
+        /// The point, as named in the profile.
+        #[arg(long)]
+        point: String,
+        /// The value in the point's unit (scale and offset are undone), e.g. 300; a coil takes
+        /// 1 or 0.
+        #[arg(long, allow_hyphen_values = true)]
+        value: f64,
+    },
     /// Make the daily report (监理日报) of a day from the local history now, and keep it in
     /// data_dir/reports. With the service running, its console makes it.
     Report {
@@ -187,6 +207,12 @@ fn main() -> ExitCode {
         Cmd::Baseline { action } => baseline(action),
         Cmd::Pour { action } => pour(action),
         Cmd::Report { config, date } => report(&config, &date),
+        Cmd::Write {
+            config,
+            device,
+            point,
+            value,
+        } => write(&config, &device, &point, value),
         Cmd::Run { config } => {
             init_logging();
             let cfg = match Config::load(&config) {
@@ -221,15 +247,8 @@ fn report(config: &std::path::Path, date: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = small_runtime() else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(anju_gateway::report::on_demand(&cfg, date)) {
         Ok(path) => {
@@ -245,6 +264,95 @@ fn report(config: &std::path::Path, date: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `gateway write`: check the write against the config (exit 2 when refused), then send it to
+/// the running gateway's console (`POST /write`) and report its answer.
+fn write(config: &std::path::Path, device: &str, point: &str, value: f64) -> ExitCode {
+    use anju_gateway::sources::modbus::write::resolve_in;
+    let Some(cfg) = load_for_baseline(config) else {
+        return ExitCode::from(2);
+    };
+    let refuse = |message: String| {
+        eprintln!("{message}");
+        eprintln!("\n{}: nothing was written", config.display());
+        ExitCode::from(2)
+    };
+    let Some(d) = cfg.devices.iter().find(|d| d.name == device) else {
+        return refuse(format!(
+            "no Modbus device \"{device}\" in the config; the devices are: {}",
+            cfg.devices
+                .iter()
+                .map(|d| d.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    };
+    let target = match resolve_in(&d.points, device, point, value) {
+        Ok(t) => t,
+        Err(e) => return refuse(e.to_string()),
+    };
+    let Some(console) = &cfg.console else {
+        return refuse(
+            "the console is turned off in this config; writes go through the running gateway's console ([console])"
+                .to_owned(),
+        );
+    };
+    // A console listening on every address is reached on loopback.
+    let mut addr = console.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}/write");
+    let Some(runtime) = small_runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let value_text = value.to_string();
+    let form = [
+        ("device", device),
+        ("point", point),
+        ("value", value_text.as_str()),
+    ];
+    let answer = runtime.block_on(async {
+        let mut request = reqwest011::Client::new().post(&url).form(&form);
+        if let Some(token) = &console.token {
+            request = request.bearer_auth(token.expose());
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok::<_, reqwest011::Error>((status, response.text().await.unwrap_or_default()))
+    });
+    match answer {
+        Ok((200, text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok((422, text)) => refuse(text.trim_end().to_owned()),
+        Ok((status, text)) => {
+            eprintln!(
+                "{} (HTTP {status}; {target} not confirmed)",
+                text.trim_end()
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!(
+                "cannot reach the running gateway's console at {url}: {}; is the gateway running with this config?",
+                e.without_url()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A single-threaded runtime for a command that makes one request, or `None` after saying why
+/// it cannot start.
+fn small_runtime() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("cannot start: {e}"))
+        .ok()
 }
 
 /// The initial values of `cfg`'s levelling blocks, with those in the spool when it can be

@@ -68,6 +68,10 @@ counters! {
     ModbusReadings = "modbus_readings_total" ["device"];
     /// Polls that started later than their schedule by more than one interval.
     ModbusPollOverruns = "modbus_poll_overruns_total" ["device"];
+    /// Modbus writes (FC 05/06/16) the device confirmed.
+    ModbusWrites = "modbus_writes_total" ["device"];
+    /// Modbus write attempts that failed, by reason (an exception code, timeout, connect, ...).
+    ModbusWriteErrors = "modbus_write_errors_total" ["device", "reason"];
     /// MQTT messages received per subscription.
     MqttMessages = "mqtt_messages_total" ["subscription"];
     /// Readings decoded from MQTT messages.
@@ -146,6 +150,12 @@ counters! {
     WebhookAlertsRejected = "webhook_alerts_rejected_total" ["sink"];
     /// Alert events of kinds the webhook sink is not configured for.
     WebhookAlertsSkipped = "webhook_alerts_skipped_total" ["sink"];
+    /// Alert events a Modbus output sink took (its cursor advanced past them).
+    ModbusOutputAlerts = "modbus_output_alerts_total" ["sink"];
+    /// Writes of a Modbus output sink's state the device confirmed, by state (on, off).
+    ModbusOutputWrites = "modbus_output_writes_total" ["sink", "state"];
+    /// Writes of a Modbus output sink's state that failed (retried after the backoff).
+    ModbusOutputFailures = "modbus_output_failures_total" ["sink"];
 }
 
 /// The gateway's counters. Shared as `Arc<Metrics>`.

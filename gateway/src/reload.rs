@@ -72,10 +72,12 @@ pub struct Plan {
     pub buses: Changes,
     /// MQTT sources.
     pub mqtt: Changes,
-    /// Sinks (their cursors are in the spool: a restarted sink continues where it stopped).
+    /// Sinks (their cursors are in the spool: a restarted sink continues where it stopped). A
+    /// Modbus output sink is restarted also when a bus is, as it holds the write routes.
     pub sinks: Changes,
-    /// The console is restarted: its settings, the sinks its readiness watches, or the
-    /// configuration it shows changed (browsers sign in again: the session key is new).
+    /// The console is restarted: its settings, the sinks its readiness watches, the Modbus
+    /// buses its `/write` reaches, or the configuration it shows changed (browsers sign in
+    /// again: the session key is new).
     pub console: bool,
     /// `[embedded_broker]` changed: not applied (its clients' sessions live in it), the old
     /// broker keeps running until a restart.
@@ -136,12 +138,28 @@ pub fn plan(old: &Config, new: &Config) -> Result<Plan, Vec<Refusal>> {
             .map(|s| (sink_task(s), s.clone()))
             .collect()
     };
+    let buses = Changes::between(&buses(old), &buses(new));
+    // Writes reach a device through its bus's poller (`sources::modbus::write`): a bus started
+    // or stopped changes the routes the console and the Modbus output sinks hold.
+    let routes_changed = !buses.stopped.is_empty() || !buses.started.is_empty();
+    let mut sinks = Changes::between(&sinks(old), &sinks(new));
+    if routes_changed {
+        for s in &new.sinks {
+            let name = sink_task(s);
+            if matches!(s, Sink::ModbusOutput(_)) && sinks.kept.contains(&name) {
+                sinks.kept.retain(|k| *k != name);
+                sinks.stopped.push(name.clone());
+                sinks.started.push(name);
+            }
+        }
+    }
     Ok(Plan {
-        buses: Changes::between(&buses(old), &buses(new)),
+        buses,
         mqtt: Changes::between(&mqtt(old), &mqtt(new)),
-        sinks: Changes::between(&sinks(old), &sinks(new)),
+        sinks,
         console: old.console != new.console
             || old.sinks != new.sinks
+            || routes_changed
             || console_config_text(old) != console_config_text(new),
         broker_needs_restart: !same_broker(
             old.embedded_broker.as_ref(),
@@ -194,6 +212,7 @@ fn refusals(old: &Config, new: &Config) -> Vec<Refusal> {
                     Sink::Influxdb(_) => "influxdb",
                     Sink::Mqtt(_) => "mqtt",
                     Sink::Webhook(_) => "webhook",
+                    Sink::ModbusOutput(_) => "modbus_output",
                 };
                 (s.name().to_owned(), kind)
             })

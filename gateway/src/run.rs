@@ -25,9 +25,11 @@ use crate::metrics::{Counter, Metrics};
 use crate::model::{Clock, SystemClock};
 use crate::reload::{console_config_text, mqtt_task, poller_task, sink_task, Plan, ReloadOutcome};
 use crate::sinks::influxdb::{InfluxSink, InfluxSinkError};
+use crate::sinks::modbus_output::{ModbusOutputSink, SavedRules};
 use crate::sinks::mqtt::{MqttSink, MqttSinkError};
 use crate::sinks::webhook::{WebhookSink, WebhookSinkError};
-use crate::sources::modbus::poller::{group_into_buses, Poller};
+use crate::sources::modbus::poller::{group_into_buses, Bus, Poller};
+use crate::sources::modbus::write::{write_channel, BusWriters, WriteCommand, WriteRx};
 use crate::sources::mqtt::MqttSource;
 use crate::sources::{ReadingTx, READING_CHANNEL_CAPACITY};
 use crate::spool::{AlertIdentity, Reader, Spool, SpoolError, Stream};
@@ -199,6 +201,7 @@ impl Gateway {
         // The engine publishes its snapshots only when a console shows them.
         let (view_tx, view_rx) = crate::engine::view::channel();
         let (command_tx, command_rx) = crate::engine::command::channel();
+        let (notice_tx, notice_rx) = crate::engine::command::notice_channel();
         let (tx, rx) = mpsc::channel(READING_CHANNEL_CAPACITY);
         let mut running = Running {
             cfg,
@@ -213,20 +216,34 @@ impl Gateway {
             started: Instant::now(),
             view_rx,
             command_tx,
+            notice_tx,
+            writers: BusWriters::default(),
+            bus_writes: HashMap::new(),
             spare_view: None,
             spare_commands: None,
             stops: HashMap::new(),
             engine: None,
         };
 
+        // Writes (Modbus output sinks, the console's `/write`) reach a device through the
+        // poller of its bus: its channels first, so the console and the sinks have them.
+        let cfg = running.cfg.clone();
+        let buses: Vec<(Bus, WriteRx)> = group_into_buses(&cfg.devices)
+            .into_iter()
+            .map(|bus| {
+                let (tx, rx) = write_channel();
+                running.bus_writes.insert(poller_task(&bus), tx);
+                (bus, rx)
+            })
+            .collect();
+        running.route_writes();
         // The console before any source, so a port in use stops the start before data flows.
         if running.cfg.console.is_some() {
             running.start_console().await?;
         }
-        running.start_history_tasks();
-        let cfg = running.cfg.clone();
-        for bus in group_into_buses(&cfg.devices) {
-            running.start_poller(bus);
+        let notices_wanted = running.start_history_tasks();
+        for (bus, writes) in buses {
+            running.start_poller(bus, writes);
         }
         for settings in &cfg.mqtt {
             running.start_mqtt(settings);
@@ -237,6 +254,7 @@ impl Gateway {
         running.start_engine(EngineInputs {
             rx,
             commands: Some(command_rx),
+            notices: notices_wanted.then_some(notice_rx),
             view: Some(view_tx),
         });
 
@@ -309,7 +327,7 @@ fn spool_readers(cfg: &Config) -> Vec<Reader> {
         .map(|s| {
             let stream = match s {
                 Sink::Influxdb(_) => Stream::Points,
-                Sink::Mqtt(_) | Sink::Webhook(_) => Stream::Alerts,
+                Sink::Mqtt(_) | Sink::Webhook(_) | Sink::ModbusOutput(_) => Stream::Alerts,
             };
             Reader::new(s.name(), &[stream])
         })
@@ -367,6 +385,12 @@ struct Running {
     started: Instant,
     view_rx: crate::engine::view::ViewRx,
     command_tx: crate::engine::command::CommandTx,
+    /// Where the daily report's notice goes (the engine spools it).
+    notice_tx: crate::engine::command::NoticeTx,
+    /// The way to each Modbus device's poller, for the console and the Modbus output sinks.
+    writers: BusWriters,
+    /// Each bus's write channel, by poller task name (kept with the bus by a reload).
+    bus_writes: HashMap<String, mpsc::Sender<WriteCommand>>,
     /// The console's channels while no console runs (not handed to the engine, which then
     /// publishes no snapshots).
     spare_view: Option<crate::engine::view::ViewTx>,
@@ -410,6 +434,7 @@ impl Running {
             self.command_tx.clone(),
         )
         .with_history(self.history.clone(), cfg.data_dir.clone())
+        .with_writers(self.writers.clone())
         .started_at(self.started);
         let console = Console::bind(settings, state).await?;
         self.spawn(Stage::Console, CONSOLE_TASK.to_owned(), |stop| {
@@ -420,11 +445,13 @@ impl Running {
 
     /// The history's writer and the daily report: started once, kept by reloads (their
     /// settings need a restart, `crate::reload`). Stopped with the console, after the engine:
-    /// the history's last flush has what the engine stored last.
-    fn start_history_tasks(&mut self) {
+    /// the history's last flush has what the engine stored last. Whether the report's notices
+    /// go to the engine.
+    fn start_history_tasks(&mut self) -> bool {
         let Some(h) = &self.history else {
-            return;
+            return false;
         };
+        let mut notices_wanted = false;
         let stop = self.tree.stop_token(Stage::Console);
         self.tree.spawn(
             Stage::Console,
@@ -433,6 +460,11 @@ impl Running {
         );
         if let Some(report) = self.cfg.console.as_ref().and_then(|c| c.report) {
             let stop = self.tree.stop_token(Stage::Console);
+            notices_wanted = report.notify;
+            let announce = report.notify.then(|| crate::report::Announce {
+                notices: self.notice_tx.clone(),
+                language: self.cfg.rules.language(),
+            });
             self.tree.spawn(
                 Stage::Console,
                 "daily report",
@@ -440,12 +472,30 @@ impl Running {
                     Arc::clone(h),
                     report,
                     self.cfg.data_dir.clone(),
-                    self.cfg.site.clone(),
-                    self.cfg.gateway_id.clone(),
+                    (self.cfg.site.clone(), self.cfg.gateway_id.clone()),
+                    announce,
                     stop,
                 ),
             );
         }
+        notices_wanted
+    }
+
+    /// The writers of the buses of `self.cfg`, through their channels in `bus_writes`.
+    fn route_writes(&mut self) {
+        let buses = group_into_buses(&self.cfg.devices);
+        let channels: Vec<(
+            &[crate::sources::modbus::config::Device],
+            mpsc::Sender<WriteCommand>,
+        )> = buses
+            .iter()
+            .filter_map(|b| {
+                self.bus_writes
+                    .get(&poller_task(b))
+                    .map(|tx| (b.devices.as_slice(), tx.clone()))
+            })
+            .collect();
+        self.writers = BusWriters::for_channels(&channels);
     }
 
     /// The sending half of the readings channel (present until the shutdown).
@@ -457,7 +507,7 @@ impl Running {
         }
     }
 
-    fn start_poller(&mut self, bus: crate::sources::modbus::poller::Bus) {
+    fn start_poller(&mut self, bus: Bus, writes: WriteRx) {
         let name = poller_task(&bus);
         let poller = Poller::new(
             bus,
@@ -465,7 +515,8 @@ impl Running {
             &self.cfg.gateway_id,
             Arc::clone(&self.metrics),
             Arc::clone(&self.clock),
-        );
+        )
+        .with_writes(writes);
         let tx = self.readings();
         self.spawn(Stage::Sources, name, |stop| poller.run(tx, stop));
     }
@@ -499,6 +550,19 @@ impl Running {
                 let s = WebhookSink::new(resolved.clone(), spool, metrics)?;
                 self.spawn(Stage::Sinks, name, |stop| s.run(stop));
             }
+            Sink::ModbusOutput(resolved) => {
+                let s = ModbusOutputSink::new(
+                    resolved.clone(),
+                    spool,
+                    metrics,
+                    self.writers.clone(),
+                    Some(SavedRules {
+                        rules: self.cfg.rules.clone(),
+                        site: self.cfg.site.clone(),
+                    }),
+                );
+                self.spawn(Stage::Sinks, name, |stop| s.run(stop));
+            }
         }
         Ok(())
     }
@@ -507,7 +571,12 @@ impl Running {
     /// from the spool, as at start-up.
     fn start_engine(&mut self, inputs: EngineInputs) {
         let cfg = &self.cfg;
-        let EngineInputs { rx, commands, view } = inputs;
+        let EngineInputs {
+            rx,
+            commands,
+            notices,
+            view,
+        } = inputs;
         let engine = Engine::new(
             rx,
             Arc::clone(&self.spool),
@@ -535,6 +604,10 @@ impl Running {
         };
         let engine = match &self.history {
             Some(h) => engine.with_history(Arc::clone(h)),
+            None => engine,
+        };
+        let engine = match notices {
+            Some(rx) => engine.with_notices(rx),
             None => engine,
         };
         let stop = CancellationToken::new();
@@ -665,6 +738,20 @@ impl Running {
         };
         self.cfg = new;
         let cfg = self.cfg.clone();
+        // Write channels: kept with their buses, new for the buses started (the console and
+        // the Modbus output sinks, which hold the routes, are restarted then: `reload::plan`).
+        for name in &plan.buses.stopped {
+            self.bus_writes.remove(name);
+        }
+        let mut buses = Vec::new();
+        for bus in group_into_buses(&cfg.devices) {
+            if plan.buses.started.contains(&poller_task(&bus)) {
+                let (tx, rx) = write_channel();
+                self.bus_writes.insert(poller_task(&bus), tx);
+                buses.push((bus, rx));
+            }
+        }
+        self.route_writes();
         // The engine first: whatever fails to start after it, the channel has its reader and
         // the shutdown that follows commits what is in it.
         self.start_engine(inputs);
@@ -678,10 +765,8 @@ impl Running {
         {
             self.start_sink(sink)?;
         }
-        for bus in group_into_buses(&cfg.devices) {
-            if plan.buses.started.contains(&poller_task(&bus)) {
-                self.start_poller(bus);
-            }
+        for (bus, writes) in buses {
+            self.start_poller(bus, writes);
         }
         for m in cfg
             .mqtt

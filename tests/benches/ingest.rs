@@ -38,7 +38,10 @@
 //! run's two-minute span of each channel so that every reading is fitted: [`slope_blocks`]);
 //! compare its throughput and CPU per reading with a run without. `-- --no-history` turns the
 //! console's local history off (`[console.history] enabled = false`), to measure its cost per
-//! reading against a run with it (the default, as on a site box). Everything runs on 127.0.0.1 and stops by
+//! reading against a run with it (the default, as on a site box). `-- --overview-every MS` fetches
+//! the console's overview page every MS milliseconds while the readings go through (issue 9: a
+//! technician's browser refreshing it once a second costs under 5 % of throughput; compare with a
+//! run without). Everything runs on 127.0.0.1 and stops by
 //! itself: the load is a fixed number of messages and every wait has a deadline.
 
 use std::path::Path;
@@ -105,6 +108,36 @@ async fn stored_count(
         .as_str()
         .unwrap_or("0");
     Ok(v.parse::<f64>().unwrap_or(0.0) as u64)
+}
+
+/// Fetch the console's overview page on `port` every `every` until `stop`: pages fetched, bytes
+/// and the slowest answer. A page that is not 200 ends the run with its status.
+async fn view_overview(
+    port: u16,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(u64, u64, Duration)> {
+    let http = reqwest011::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let url = format!("http://127.0.0.1:{port}/");
+    let (mut pages, mut bytes, mut slowest) = (0u64, 0u64, Duration::ZERO);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Ok((pages, bytes, slowest)),
+            _ = tick.tick() => {
+                let asked = Instant::now();
+                let response = http.get(&url).send().await?;
+                if !response.status().is_success() {
+                    bail!("the overview answered {}", response.status());
+                }
+                bytes += response.bytes().await?.len() as u64;
+                slowest = slowest.max(asked.elapsed());
+                pages += 1;
+            }
+        }
+    }
 }
 
 /// The cargo profile the gateway is built with unless `--profile` names another.
@@ -316,7 +349,7 @@ fn start_gateway(
     derived: &str,
     history: bool,
 ) -> Result<(Child, u16)> {
-    // The local history is on by default with the console; `--no-history` turns it off to
+    // Returns the console's port. The local history is on by default with the console; `--no-history` turns it off to
     // measure what it costs per reading.
     let history = if history {
         ""
@@ -371,7 +404,7 @@ batch_max_age = "200ms"
         &mut child,
         "gateway",
     )?;
-    Ok((child, probe_port))
+    Ok((child, console_port))
 }
 
 /// Publish `readings` messages of `scenario` as fast as the broker takes them (QoS 0), or at
@@ -491,6 +524,11 @@ async fn main() -> Result<()> {
     let gzip = !args.iter().any(|a| a == "--no-gzip");
     let slope = args.iter().any(|a| a == "--slope");
     let history = !args.iter().any(|a| a == "--no-history");
+    let overview_every: Option<u64> = args
+        .iter()
+        .position(|a| a == "--overview-every")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok());
     let readings = args
         .iter()
         .position(|a| a == "--readings")
@@ -546,7 +584,7 @@ async fn main() -> Result<()> {
     } else {
         String::new()
     };
-    let (mut gw, _) = start_gateway(
+    let (mut gw, console_port) = start_gateway(
         &bin,
         dir.path(),
         broker.addr(),
@@ -564,6 +602,16 @@ async fn main() -> Result<()> {
     let cpu_before = cpu_us(pid)?;
 
     let base_ms: i64 = anju_gateway::model::now_ns() / 1_000_000 - (readings as i64);
+    // The overview, fetched as a browser refreshing it would, until the readings have landed.
+    let viewing = tokio_util::sync::CancellationToken::new();
+    let viewer = overview_every.map(|ms| {
+        let stop = viewing.clone();
+        tokio::spawn(view_overview(
+            console_port,
+            Duration::from_millis(ms.max(1)),
+            stop,
+        ))
+    });
     let started = Instant::now();
     let published_in = publish_all(
         broker.addr(),
@@ -591,6 +639,11 @@ async fn main() -> Result<()> {
     }
     let landed_in = started.elapsed();
     let cpu_after = cpu_us(pid)?;
+    viewing.cancel();
+    let viewed = match viewer {
+        Some(v) => Some(v.await??),
+        None => None,
+    };
     let peak_rss_kb = proc_field(pid, "VmHWM:")?;
     let _ = Command::new("kill")
         .arg("-TERM")
@@ -633,6 +686,13 @@ async fn main() -> Result<()> {
         idle_rss_kb as f64 / 1024.0,
         peak_rss_kb as f64 / 1024.0
     );
+    if let (Some((pages, bytes, slowest)), Some(ms)) = (viewed, overview_every) {
+        println!(
+            "  console overview    {pages} pages fetched, one every {ms} ms ({:.0} KB each, slowest {:.0} ms); compare throughput and CPU with a run without --overview-every (target: < 5 % less)",
+            bytes as f64 / pages.max(1) as f64 / 1024.0,
+            slowest.as_secs_f64() * 1000.0
+        );
+    }
     if stored < readings {
         bail!("only {stored} of {readings} readings landed within {LAND_TIMEOUT:?}");
     }

@@ -518,8 +518,11 @@ pub struct RunningGateway {
 /// Write `config` to `dir/gateway.toml`, validate it as the daemon would, and run the gateway.
 /// A config without a `[console]` section runs without the console (the daemon's default,
 /// 127.0.0.1:8080, would collide between gateways of tests running at once); a test of the
-/// console writes the section with a free port. A reload ([`RunningGateway::reloader`]) reads the
-/// file as written, with the daemon's default console: a test that reloads writes the section.
+/// console writes the section with a free port. A config without a `[console.report]` table
+/// makes no daily report by itself: by default one is made at start when it is past 07:30
+/// local time, and its notice would be one more alert in every test that counts them, at some
+/// hours of the day only. A reload ([`RunningGateway::reloader`]) reads the file as written,
+/// with the daemon's defaults: a test that reloads writes both sections.
 ///
 /// # Errors
 /// When the config is invalid.
@@ -529,6 +532,11 @@ pub fn start_gateway(config: &str, dir: &Path) -> Result<RunningGateway> {
     let mut cfg = anju_gateway::config::Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     if !config.contains("[console]") {
         cfg.console = None;
+    }
+    if !config.contains("[console.report]") {
+        if let Some(console) = cfg.console.as_mut() {
+            console.report = None;
+        }
     }
     let gw = anju_gateway::run::Gateway::new(cfg);
     let metrics = gw.metrics();
@@ -825,5 +833,173 @@ impl Chromium {
             );
         }
         Ok(())
+    }
+}
+
+/// Where Debian's `chromium-driver` puts ChromeDriver.
+pub const CHROMEDRIVER_BIN: &str = "/usr/bin/chromedriver";
+/// Longest a WebDriver command may take (a page load included).
+pub const WEBDRIVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A headless Chromium driven through ChromeDriver with the W3C WebDriver protocol
+/// (https://www.w3.org/TR/webdriver2/): plain HTTP and JSON, so a test can fill a page's form
+/// and press its button as a person would. One browser session per value; the driver process
+/// is killed when it is dropped.
+#[derive(Debug)]
+pub struct WebDriver {
+    driver: Child,
+    http: reqwest011::Client,
+    /// `http://127.0.0.1:<port>/session/<id>`.
+    session: String,
+}
+
+impl WebDriver {
+    /// Start ChromeDriver on a free loopback port and open a headless session; `None` when
+    /// ChromeDriver is not installed (the caller skips, saying so: `tests/run.sh` installs it).
+    ///
+    /// # Errors
+    /// The driver did not start or refused the session.
+    pub async fn start() -> Result<Option<Self>> {
+        if !Path::new(CHROMEDRIVER_BIN).exists() {
+            return Ok(None);
+        }
+        let port = free_port()?;
+        let driver = Command::new(CHROMEDRIVER_BIN)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {CHROMEDRIVER_BIN}"))?;
+        let http = reqwest011::Client::builder()
+            .timeout(WEBDRIVER_TIMEOUT)
+            .build()?;
+        let base = format!("http://127.0.0.1:{port}");
+        wait_until(
+            Duration::from_secs(10),
+            "chromedriver to listen",
+            || async { http.get(format!("{base}/status")).send().await.is_ok() },
+        )
+        .await?;
+        let profile = std::env::temp_dir().join(format!("anju-webdriver-{port}"));
+        let caps = serde_json::json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM_BIN,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                         "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync",
+                         "--window-size=1280,1800",
+                         format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let answer: serde_json::Value = serde_json::from_slice(
+            &http
+                .post(format!("{base}/session"))
+                .header("content-type", "application/json")
+                .body(caps.to_string())
+                .send()
+                .await?
+                .bytes()
+                .await?,
+        )?;
+        let id = answer["value"]["sessionId"]
+            .as_str()
+            .with_context(|| format!("chromedriver refused the session: {answer}"))?;
+        Ok(Some(Self {
+            session: format!("{base}/session/{id}"),
+            driver,
+            http,
+        }))
+    }
+
+    /// One command: `POST` with `body`, or `GET` without; its `value`.
+    async fn command(
+        &self,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let url = format!("{}{path}", self.session);
+        let request = match body {
+            Some(b) => self
+                .http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(b.to_string()),
+            None => self.http.get(&url),
+        };
+        let answer: serde_json::Value =
+            serde_json::from_slice(&request.send().await?.bytes().await?)?;
+        if let Some(error) = answer["value"]["error"].as_str() {
+            bail!("webdriver {path}: {error}: {}", answer["value"]["message"]);
+        }
+        Ok(answer["value"].clone())
+    }
+
+    /// Load `url` and wait for the page.
+    ///
+    /// # Errors
+    /// The driver failed.
+    pub async fn goto(&self, url: &str) -> Result<()> {
+        self.command("/url", Some(serde_json::json!({ "url": url })))
+            .await
+            .map(drop)
+    }
+
+    /// The reference of the first element matching the CSS `selector`.
+    async fn element(&self, selector: &str) -> Result<String> {
+        let found = self
+            .command(
+                "/element",
+                Some(serde_json::json!({ "using": "css selector", "value": selector })),
+            )
+            .await?;
+        // W3C WebDriver §12.1: the web element identifier.
+        found["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no element {selector}: {found}"))
+    }
+
+    /// Type `text` into the first element matching `selector`.
+    ///
+    /// # Errors
+    /// No such element, or the driver failed.
+    pub async fn type_into(&self, selector: &str, text: &str) -> Result<()> {
+        let e = self.element(selector).await?;
+        self.command(
+            &format!("/element/{e}/value"),
+            Some(serde_json::json!({ "text": text })),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Click the first element matching `selector`.
+    ///
+    /// # Errors
+    /// No such element, or the driver failed.
+    pub async fn click(&self, selector: &str) -> Result<()> {
+        let e = self.element(selector).await?;
+        self.command(&format!("/element/{e}/click"), Some(serde_json::json!({})))
+            .await
+            .map(drop)
+    }
+
+    /// The current page's source as the browser holds it.
+    ///
+    /// # Errors
+    /// The driver failed.
+    pub async fn source(&self) -> Result<String> {
+        let v = self.command("/source", None).await?;
+        Ok(v.as_str().unwrap_or_default().to_owned())
+    }
+}
+
+impl Drop for WebDriver {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
     }
 }

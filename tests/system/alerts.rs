@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 /// A webhook receiver on 127.0.0.1:0 that answers 200 to every POST and keeps the bodies. A
 /// plain HTTP/1.1 loop is enough here (keep-alive, Content-Length bodies); nothing about the
 /// receiver is under test.
-async fn webhook_receiver() -> Result<(String, Arc<Mutex<Vec<Value>>>)> {
+pub(crate) async fn webhook_receiver() -> Result<(String, Arc<Mutex<Vec<Value>>>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hook", listener.local_addr()?);
     let bodies = Arc::new(Mutex::new(Vec::new()));

@@ -30,7 +30,7 @@ fn config(dir: &std::path::Path, broker: &str, store: &str, console: &str) -> St
 }
 
 /// One scrape of `/metrics`, parsed; `(name, sorted labels) -> value`.
-struct Scraped {
+pub(crate) struct Scraped {
     values: HashMap<(String, Vec<(String, String)>), f64>,
     helped: Vec<String>,
 }
@@ -64,7 +64,7 @@ impl Scraped {
         })
     }
 
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub(crate) fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let mut labels: Vec<(String, String)> = labels
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -74,7 +74,7 @@ impl Scraped {
     }
 }
 
-async fn scrape(client: &reqwest011::Client, base: &str) -> Result<Scraped> {
+pub(crate) async fn scrape(client: &reqwest011::Client, base: &str) -> Result<Scraped> {
     let response = client.get(format!("{base}/metrics")).send().await?;
     ensure!(
         response.status() == 200,
@@ -561,7 +561,7 @@ client_id = "anju-gw-test-alerts"
 
 /// Post the acknowledgement form for alert `id` from a page of `origin` (the console's own:
 /// `base`) for `by`: status and body.
-async fn post_ack(
+pub(crate) async fn post_ack(
     http: &reqwest011::Client,
     base: &str,
     id: &str,
@@ -581,4 +581,63 @@ async fn post_ack(
         .send()
         .await?;
     Ok((r.status().as_u16(), r.text().await?))
+}
+
+/// Issue 9: the daily report is announced where the bureau reads: a gateway started after the
+/// report time with yesterday's report missing makes it at once, and its summary arrives in the
+/// WeCom group (a local receiver speaking the group robot's protocol) as a markdown message
+/// naming the day, the site and where to read the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_report_is_announced_to_the_wecom_group() -> Result<()> {
+    anju_system::init_tracing();
+    let broker = Mosquitto::start()?;
+    let (hook_url, hooks) = crate::alerts::webhook_receiver().await?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let store = format!("http://127.0.0.1:{}", free_port()?);
+    // 00:00: past the report time whenever the test runs, so yesterday's report is due at start.
+    let console = format!(
+        "listen = \"127.0.0.1:{port}\"\n[console.report]\nat = \"00:00\"\n\n[[sinks]]\ntype = \"webhook\"\nformat = \"wecom\"\nurl_env = \"ANJU_TEST_REPORT_HOOK\"\n"
+    );
+    std::env::set_var("ANJU_TEST_REPORT_HOOK", &hook_url);
+    let gw = start_gateway(
+        &config(dir.path(), &broker.addr().to_string(), &store, &console),
+        dir.path(),
+    )?;
+    // Yesterday in local time (UTC+8), as the report names it.
+    let local = std::time::SystemTime::now() + Duration::from_secs(8 * 3600)
+        - Duration::from_secs(24 * 3600);
+    let yesterday = humantime::format_rfc3339(local).to_string()[..10].to_owned();
+    let announced = wait_until(
+        Duration::from_secs(30),
+        "the report's notice on the webhook",
+        || async {
+            crate::alerts::snapshot(&hooks).iter().any(|b| {
+                b["msgtype"] == "markdown"
+                    && b["markdown"]["content"]
+                        .as_str()
+                        .is_some_and(|c| c.contains("【日报】") && c.contains(&yesterday))
+            })
+        },
+    )
+    .await;
+    let bodies = crate::alerts::snapshot(&hooks);
+    gw.stop().await?;
+    announced.with_context(|| format!("webhook bodies: {bodies:?}"))?;
+    let content = bodies
+        .iter()
+        .filter_map(|b| b["markdown"]["content"].as_str())
+        .find(|c| c.contains("【日报】"))
+        .unwrap_or_default();
+    ensure!(
+        content.contains("工地 site-01")
+            && content.contains(&format!("/report?date={yesterday}"))
+            && dir
+                .path()
+                .join("reports")
+                .join(format!("{yesterday}.html"))
+                .exists(),
+        "{content}"
+    );
+    Ok(())
 }

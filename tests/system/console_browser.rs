@@ -8,7 +8,9 @@
 //!   and max are values the simulator served within that bucket's 10 s (stored as f32);
 //! - an alert raised by the simulator's supply voltage (rule threshold below it) appears as a
 //!   `raised` event on the alert history page with the served value, and as an active alert
-//!   with its acknowledgement form;
+//!   with its acknowledgement form; filled in and submitted in the browser (ChromeDriver, W3C
+//!   WebDriver), the acknowledgement reaches the MQTT alert sink (a real mosquitto) with who
+//!   and the note, and the overview then shows it acknowledged;
 //! - the daily report of today, made as `gateway report --date` makes it while the gateway runs
 //!   (through the console), is kept in data_dir/reports and shows the raise, lvl-1/ch1's
 //!   readings with a min and max within what the simulator served, and lvl-1 not offline.
@@ -130,12 +132,15 @@ async fn console_pages_in_headless_chromium_show_the_simulated_site() -> Result<
     };
     let chromium = Arc::new(chromium);
     let vm = VictoriaMetrics::start()?;
+    let broker = anju_system::Mosquitto::start()?;
+    let upstream = crate::alerts::alert_subscriber(broker.addr(), "anju/+/alerts").await?;
     let (site, _pty_dir) = crate::modbus_to_influx::basic_site().await?;
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let config = format!(
-        "{}{RULE}\n[console]\nlisten = \"127.0.0.1:{port}\"\n",
-        crate::modbus_to_influx::gateway_config(&site, &vm.url(), dir.path())?
+        "{}{RULE}\n[[sinks]]\ntype = \"mqtt\"\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"anju-gw-browser\"\n\n[console]\nlisten = \"127.0.0.1:{port}\"\n",
+        crate::modbus_to_influx::gateway_config(&site, &vm.url(), dir.path())?,
+        broker.addr().port()
     );
     let gw = start_gateway(&config, dir.path())?;
     let base = format!("http://127.0.0.1:{port}");
@@ -374,6 +379,56 @@ async fn console_pages_in_headless_chromium_show_the_simulated_site() -> Result<
         );
     }
     eprintln!("console screenshots: {}", shots.display());
+
+    // 消警 in the browser: the technician types who and a note into the active alert's form on
+    // the overview and presses the button; the bureau's side gets the acknowledgement.
+    match anju_system::WebDriver::start().await? {
+        None => eprintln!(
+            "SKIPPED the acknowledgement in the browser: {} is not installed (`bash tests/run.sh` installs Debian's chromium-driver)",
+            anju_system::CHROMEDRIVER_BIN
+        ),
+        Some(browser) => {
+            browser.goto(&format!("{base}/")).await?;
+            let form = "form[action='/alerts/ack']";
+            browser
+                .type_into(&format!("{form} input[name='by']"), "监理 王工")
+                .await?;
+            browser
+                .type_into(&format!("{form} input[name='note']"), "已到场核查")
+                .await?;
+            browser.click(&format!("{form} button")).await?;
+            let answer = browser.source().await?;
+            ensure!(answer.contains("已消警"), "the answer page: {answer}");
+            wait_until(
+                Duration::from_secs(20),
+                "the acknowledgement on the MQTT alert sink",
+                || async {
+                    crate::alerts::snapshot(&upstream).iter().any(|a| {
+                        a["rule"] == "lvl-1-supply"
+                            && a["state"] == "acknowledged"
+                            && a["ack"]["by"] == "监理 王工"
+                            && a["ack"]["note"] == "已到场核查"
+                    })
+                },
+            )
+            .await
+            .with_context(|| format!("alerts upstream: {:?}", crate::alerts::snapshot(&upstream)))?;
+            // The overview shows the engine's view, published about once a second.
+            let shown = wait_until(
+                Duration::from_secs(10),
+                "the acknowledgement on the overview",
+                || async {
+                    browser.goto(&format!("{base}/")).await.is_ok()
+                        && browser
+                            .source()
+                            .await
+                            .is_ok_and(|p| p.contains("已消警") && p.contains("监理 王工"))
+                },
+            )
+            .await;
+            shown.with_context(|| "the overview does not show the acknowledgement")?;
+        }
+    }
     gw.stop().await?;
     drop(site);
     Ok(())

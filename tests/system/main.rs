@@ -29,6 +29,11 @@
 //!   every reading committed once and landed, the MQTT session never dropped, each change in
 //!   force right after its reload; ten reloads that restart one Modbus bus and keep two miss
 //!   no sample the simulator served.
+//! - [`siren`]: a Modbus output alert sink switches the simulator's relay coil on with a red
+//!   alert, keeps it on while a second alert holds it, releases it on 消警 and on the clear; a
+//!   write the device refuses is counted and polling of the device goes on; after a restart the
+//!   siren follows the saved active alerts; on an RS-485 line the writes go between the polls of
+//!   the line without a late or mismatched reply.
 //! - [`restarts`]: a store outage and a gateway restart with a backlog lose nothing.
 //! - [`tls`]: MQTT over TLS (with a client certificate) from a real mosquitto and https to a
 //!   real VictoriaMetrics, both with certificates of a CA made in the test: readings land
@@ -54,6 +59,7 @@ mod names;
 mod reload;
 mod restarts;
 mod rtu_slave;
+mod siren;
 mod slope;
 mod spool_failures;
 mod tls;

@@ -51,7 +51,9 @@ async fn twenty_reloads_under_load_lose_nothing_store_nothing_twice_and_keep_the
     let dir = tempfile::tempdir()?;
     let console = free_port()?;
     let base = config(dir.path(), &broker.addr().to_string(), &vm.url(), "")
-        + &format!("\n[console]\nlisten = \"127.0.0.1:{console}\"\n");
+        + &format!(
+            "\n[console]\nlisten = \"127.0.0.1:{console}\"\n[console.report]\nenabled = false\n"
+        );
     // A: the default max_past (30 days) and sink batch size. B: one hour, and batches of at
     // most 500 (the sink is restarted, and the console, whose readiness watches the sinks).
     // Invalid: a zero flush interval.

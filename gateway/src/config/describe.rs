@@ -77,7 +77,7 @@ pub fn describe(cfg: &Config) -> String {
             });
             let _ = writeln!(
                 out,
-                "      {}/{} [{}{}] {} @ {} {:?} {:?} x{} {:+}{}",
+                "      {}/{} [{}{}] {} @ {} {:?} {:?} x{} {:+}{}{}",
                 d.name,
                 p.name,
                 p.quantity,
@@ -92,7 +92,8 @@ pub fn describe(cfg: &Config) -> String {
                 p.word_order,
                 p.scale,
                 p.offset,
-                time
+                time,
+                if p.writable { ", writable" } else { "" }
             );
         }
         for h in &d.holes {
@@ -228,6 +229,21 @@ pub fn describe(cfg: &Config) -> String {
                     out,
                     "  {}: alerts to a {:?} webhook (URL <redacted>)",
                     r.name, r.format
+                );
+            }
+            Sink::ModbusOutput(r) => {
+                let f = &r.filter;
+                let _ = writeln!(
+                    out,
+                    "  {}: device {} {} while a {:?} alert of level {} or above is active{}{} and not acknowledged; re-asserted every {}",
+                    r.name,
+                    r.device,
+                    r.output.write(true),
+                    f.kinds,
+                    f.level,
+                    f.rules.as_ref().map_or_else(String::new, |x| format!(", rules {x:?}")),
+                    f.structures.as_ref().map_or_else(String::new, |x| format!(", structures {x:?}")),
+                    crate::sinks::fmt_dur(r.reassert_interval)
                 );
             }
         }

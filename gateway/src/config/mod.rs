@@ -177,6 +177,8 @@ pub enum SinkConfig {
     Mqtt(crate::sinks::mqtt::MqttSinkConfig),
     /// Alerts to an HTTP webhook (generic JSON, WeCom or DingTalk group robots).
     Webhook(crate::sinks::webhook::WebhookSinkConfig),
+    /// Alerts to a siren, beacon or relay on a Modbus coil or holding register.
+    ModbusOutput(crate::sinks::modbus_output::ModbusOutputConfig),
 }
 
 /// A validated sink.
@@ -188,6 +190,8 @@ pub enum Sink {
     Mqtt(crate::sinks::mqtt::ResolvedMqtt),
     /// Webhook for alerts, URL (a secret) resolved.
     Webhook(crate::sinks::webhook::ResolvedWebhook),
+    /// A Modbus output for alerts, its device checked.
+    ModbusOutput(crate::sinks::modbus_output::ResolvedModbusOutput),
 }
 
 impl Sink {
@@ -198,6 +202,7 @@ impl Sink {
             Self::Influxdb(r) => &r.name,
             Self::Mqtt(r) => &r.name,
             Self::Webhook(r) => &r.name,
+            Self::ModbusOutput(r) => &r.name,
         }
     }
 }
@@ -427,6 +432,14 @@ impl Config {
                 SinkConfig::Influxdb(c) => c.validate(&at).map(Sink::Influxdb),
                 SinkConfig::Mqtt(c) => c.validate(&at).map(Sink::Mqtt),
                 SinkConfig::Webhook(c) => c.validate(&at).map(Sink::Webhook),
+                SinkConfig::ModbusOutput(c) => {
+                    for (field, message) in
+                        crate::sinks::modbus_output::config::check_device(c, &devices)
+                    {
+                        v.push(format!("{at}.{field}"), message);
+                    }
+                    c.validate(&at).map(Sink::ModbusOutput)
+                }
             };
             match validated {
                 Ok(sink) => {

@@ -147,6 +147,8 @@ pub struct ConsoleState {
     history: Option<Arc<History>>,
     /// Where the daily reports are kept (`data_dir`).
     data_dir: std::path::PathBuf,
+    /// Writes to writable Modbus points (`POST /write`, `gateway write`); `None`: refused.
+    writers: Option<crate::sources::modbus::write::BusWriters>,
 }
 
 /// The site and the gateway a console belongs to (`site`, `gateway_id`), and what its config
@@ -184,7 +186,15 @@ impl ConsoleState {
             commands: None,
             history: None,
             data_dir: std::path::PathBuf::new(),
+            writers: None,
         }
+    }
+
+    /// Take writes to writable Modbus points (`POST /write`) through `writers`.
+    #[must_use]
+    pub fn with_writers(mut self, writers: crate::sources::modbus::write::BusWriters) -> Self {
+        self.writers = Some(writers);
+        self
     }
 
     /// Name the site and gateway on the pages, show the engine's snapshots from `view`, and

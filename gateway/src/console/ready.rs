@@ -36,6 +36,7 @@ fn delivery_counters(sink: &Sink) -> &'static [Counter] {
             Counter::WebhookAlertsRejected,
             Counter::WebhookAlertsSkipped,
         ],
+        Sink::ModbusOutput(_) => &[Counter::ModbusOutputAlerts],
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Owns the URL space (`/` the overview page, `/device?name=`, `/channel?key=` and `/alerts` the
 //! detail pages, `/reports` and `/report?date=` the daily reports (`POST /reports` makes one),
-//! `POST /alerts/ack` the acknowledgement form, `/config` the effective
+//! `POST /alerts/ack` the acknowledgement form, `POST /write` a write to a writable Modbus point
+//! (what `gateway write` sends), `/config` the effective
 //! configuration,
 //! `/metrics`, `/healthz`, `/readyz`, `/login`), reading the form, the same-origin check on
 //! posts, and the token check: with a token configured, every request, to any path, needs
@@ -34,6 +35,7 @@ pub fn router(state: Arc<ConsoleState>) -> Router {
     Router::new()
         .route("/", get(overview))
         .route("/alerts/ack", post(acknowledge))
+        .route("/write", post(write_point))
         .route("/alerts", get(alert_log))
         .route("/reports", get(report_list).post(report_make))
         .route("/report", get(report_page))
@@ -383,7 +385,7 @@ async fn report_make(
     })
     .await;
     match made {
-        Ok(Ok(path)) => match tokio::fs::read_to_string(&path).await {
+        Ok(Ok((path, _))) => match tokio::fs::read_to_string(&path).await {
             Ok(page) => Html(page).into_response(),
             Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         },
@@ -416,10 +418,9 @@ async fn acknowledge(
     headers: axum::http::HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !same_origin(&headers) {
-        return (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response();
-    }
-    let form = form_fields(&body);
+    let Some(form) = same_origin_form(&headers, &body) else {
+        return cross_site_refused();
+    };
     let field = |k: &str| form.get(k).map_or("", String::as_str);
     let lang = if field("lang") == "en" {
         Lang::En
@@ -454,6 +455,76 @@ async fn acknowledge(
         Html(pages::ack_result(&outcome, lang).into_string()),
     )
         .into_response()
+}
+
+/// Longest time `POST /write` waits for the device: the poller sends the write after the poll
+/// in progress, with the device's timeout and retries.
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `POST /write` with `device`, `point` and `value` as a form: write the value to the writable
+/// point through the poller of the device's bus. Plain-text answer: 200 written, 422 refused
+/// before sending (unknown, not writable, a value the point cannot take), 502 the device
+/// refused or did not confirm, 503 the gateway cannot write now. Cross-site posts are refused
+/// as for the acknowledgement form.
+async fn write_point(
+    State(state): State<Arc<ConsoleState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::sources::modbus::write::WriteError;
+    let Some(form) = same_origin_form(&headers, &body) else {
+        return cross_site_refused();
+    };
+    let Some(writers) = &state.writers else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let field = |k: &str| form.get(k).map_or("", String::as_str);
+    let (device, point) = (field("device"), field("point"));
+    let Ok(value) = field("value").trim().parse::<f64>() else {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("value \"{}\" is not a number\n", field("value")),
+        )
+            .into_response();
+    };
+    let target = match writers.resolve(device, point, value) {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, format!("{e}\n")).into_response(),
+    };
+    let written = tokio::time::timeout(WRITE_TIMEOUT, writers.write(device, target.clone())).await;
+    let (status, text) = match written {
+        Ok(Ok(())) => (
+            StatusCode::OK,
+            format!("written: {device}/{point} = {value} ({target})\n"),
+        ),
+        Ok(Err(e @ (WriteError::Exception { .. } | WriteError::Failed { .. }))) => {
+            (StatusCode::BAD_GATEWAY, format!("{e}\n"))
+        }
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("device \"{device}\" did not confirm the write within {WRITE_TIMEOUT:?}\n"),
+        ),
+    };
+    if status == StatusCode::OK {
+        tracing::info!(device, point, value, write = %target, "Written on request.");
+    } else {
+        warn!(device, point, value, status = status.as_u16(), answer = %text.trim_end(), "Write on request not done.");
+    }
+    (status, text).into_response()
+}
+
+/// The fields of a form post; `None` for a post from another site's page ([`same_origin`]).
+fn same_origin_form(
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Option<std::collections::BTreeMap<String, String>> {
+    same_origin(headers).then(|| form_fields(body))
+}
+
+/// The answer to a post [`same_origin_form`] refused.
+fn cross_site_refused() -> Response {
+    (StatusCode::FORBIDDEN, "cross-site form posts are refused\n").into_response()
 }
 
 /// True unless the request names an `Origin` other than its own `Host` (browsers send `Origin`

@@ -1,5 +1,6 @@
-//! Requests to the running engine from outside the reading path: today, acknowledging an alert
-//! (消警) from the console.
+//! Requests to the running engine from outside the reading path: acknowledging an alert (消警)
+//! from the console, and notices made elsewhere (the daily report's summary) to deliver like
+//! alert events.
 //!
 //! Owns the request and its answer. The engine takes requests in its own loop, between batches,
 //! so an acknowledgement is ordered with the alert's other events and committed with the rule
@@ -49,8 +50,20 @@ pub fn channel() -> (CommandTx, CommandRx) {
     mpsc::channel(COMMAND_CAPACITY)
 }
 
-/// The next request, or never when there is no channel (no console) or it closed.
-pub(super) async fn next(rx: &mut Option<CommandRx>) -> Option<AckRequest> {
+/// Where notices made outside the engine go (the daily report's summary): the engine spools
+/// each with the alerts, so every alert sink delivers it (WeCom, DingTalk, MQTT, InfluxDB).
+pub type NoticeTx = mpsc::Sender<Alert>;
+/// The engine's end of [`NoticeTx`].
+pub type NoticeRx = mpsc::Receiver<Alert>;
+
+/// A notice channel.
+#[must_use]
+pub fn notice_channel() -> (NoticeTx, NoticeRx) {
+    mpsc::channel(COMMAND_CAPACITY)
+}
+
+/// The next message, or never when there is no channel or it closed.
+pub(super) async fn next<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
     match rx {
         Some(r) => r.recv().await,
         None => std::future::pending().await,

@@ -231,6 +231,8 @@ pub struct EngineInputs {
     pub rx: ReadingRx,
     /// Requests from the console, if it took any.
     pub commands: Option<command::CommandRx>,
+    /// Notices made outside the engine, if it took any.
+    pub notices: Option<command::NoticeRx>,
     /// Where snapshots for the console went, if anywhere.
     pub view: Option<view::ViewTx>,
 }
@@ -300,6 +302,8 @@ pub struct Engine {
     view: Option<(view::ViewTx, Option<Instant>)>,
     /// Requests from the console ([`Engine::with_commands`]).
     commands: Option<command::CommandRx>,
+    /// Notices made outside the engine ([`Engine::with_notices`]).
+    notices: Option<command::NoticeRx>,
     /// The console's local history: every stored reading and alert event goes there too
     /// ([`Engine::with_history`]).
     history: Option<Arc<crate::history::History>>,
@@ -421,6 +425,7 @@ impl Engine {
             dropped_since_log: 0,
             view: None,
             commands: None,
+            notices: None,
             history: None,
             heartbeat: Arc::new(Heartbeat::default()),
         }
@@ -430,6 +435,13 @@ impl Engine {
     #[must_use]
     pub fn with_commands(mut self, rx: command::CommandRx) -> Self {
         self.commands = Some(rx);
+        self
+    }
+
+    /// Deliver the notices that come from `rx` (the daily report's summary) like alert events.
+    #[must_use]
+    pub fn with_notices(mut self, rx: command::NoticeRx) -> Self {
+        self.notices = Some(rx);
         self
     }
 
@@ -738,6 +750,7 @@ impl Engine {
         let mut next_summary = Instant::now() + self.summary_interval;
         let mut next_tick = Instant::now() + TICK_INTERVAL;
         let mut commands = self.commands.take();
+        let mut notices = self.notices.take();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
@@ -745,6 +758,11 @@ impl Engine {
                     Some(req) => self.acknowledge(req).await,
                     // The console is gone: no more requests.
                     None => commands = None,
+                },
+                // Committed with the next tick's flush, as the tick's own alerts.
+                notice = command::next(&mut notices) => match notice {
+                    Some(n) => self.push_alert(&n),
+                    None => notices = None,
                 },
                 batch = self.rx.recv() => match batch {
                     Some(batch) => {
@@ -818,6 +836,7 @@ impl Engine {
         EngineInputs {
             rx: self.rx,
             commands,
+            notices,
             view: self.view.map(|(tx, _)| tx),
         }
     }

@@ -182,6 +182,34 @@ fn a_sink_batch_size_restarts_that_sink_only() {
 }
 
 #[test]
+fn a_restarted_bus_restarts_the_modbus_output_sink_and_the_console_that_write_through_it() {
+    let with_siren = || {
+        config(Some((
+            "[[mqtt]]\nname = \"nodes\"",
+            &format!(
+                "[[devices]]\nname = \"site-io\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5030\"\nunit = 1\nprofile = \"io-relay\"\n\
+                 [[sinks]]\ntype = \"modbus_output\"\nname = \"siren\"\ndevice = \"site-io\"\ncoil = 0\nlevel = \"red\"\n\
+                 [[mqtt]]\nname = \"nodes\""
+            ),
+        )))
+    };
+    let p = plan(&with_siren(), &with_siren()).expect("accepted");
+    assert!(p.sinks.kept.contains(&"sink siren".to_owned()) && !p.console);
+    // Another device's bus restarted: the siren's routes are rebuilt, so the sink and the
+    // console (its `/write`) take the new ones.
+    let p = plan(&with_siren(), &{
+        let mut c = with_siren();
+        c.devices[0].tags.insert("floor".into(), "2".into());
+        c
+    })
+    .expect("accepted");
+    assert_eq!(p.buses.started, [BUS_A]);
+    assert_eq!(p.sinks.started, ["sink siren"]);
+    assert_eq!(p.sinks.kept, ["sink county"]);
+    assert!(p.console);
+}
+
+#[test]
 fn data_dir_site_and_spool_changes_are_refused_naming_the_key_and_the_restart() {
     assert_eq!(
         refused(("data_dir = \"/tmp/anju-reload-test\"", "data_dir = \"/tmp/elsewhere\"")),

@@ -18,6 +18,10 @@ pub struct ReportConfig {
     /// [`DEFAULT_AT`]).
     #[serde(default)]
     pub at: Option<String>,
+    /// `false` sends no summary of the report to the alert sinks (WeCom, DingTalk, MQTT, ...).
+    /// Default `true`.
+    #[serde(default = "on")]
+    pub notify: bool,
 }
 
 const fn on() -> bool {
@@ -29,6 +33,7 @@ impl Default for ReportConfig {
         Self {
             enabled: true,
             at: None,
+            notify: true,
         }
     }
 }
@@ -38,6 +43,8 @@ impl Default for ReportConfig {
 pub struct ReportSettings {
     /// Seconds after local midnight.
     pub at_secs: u32,
+    /// A summary of each report made by the schedule goes to the alert sinks as a notice.
+    pub notify: bool,
 }
 
 impl ReportConfig {
@@ -57,6 +64,9 @@ impl ReportConfig {
                 format!("\"{text}\" is not a time of day; write HH:MM in local time (UTC+8), e.g. \"{DEFAULT_AT}\""),
             ));
         };
-        Ok(self.enabled.then_some(ReportSettings { at_secs }))
+        Ok(self.enabled.then_some(ReportSettings {
+            at_secs,
+            notify: self.notify,
+        }))
     }
 }

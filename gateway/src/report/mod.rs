@@ -11,6 +11,11 @@
 //! history only, so it works with the uplink down; what the history does not hold (a day older
 //! than its window) is reported as missing, never guessed.
 //!
+//! A report the schedule made is also summarised in one notice (`cause = report`: channels,
+//! readings, the day's alert events, devices offline, where to read it), which the engine
+//! delivers through every alert sink like any notice, so the WeCom or DingTalk group reads it
+//! in the morning ([`Summary::notice`]; `[console.report] notify = false` turns it off).
+//!
 //! It does not own the history, the console's routes, or the drawing (`console::chart`).
 
 mod config;
@@ -165,9 +170,9 @@ impl ChannelDay {
 
 /// The day's summary of a channel: `(latest, change, rate per day, min, max, readings, bad)`;
 /// `None` without a good reading.
-type Summary = (f64, f64, Option<f64>, f64, f64, u64, u64);
+type ChannelSummary = (f64, f64, Option<f64>, f64, f64, u64, u64);
 
-fn summarise(c: &ChannelDay) -> Option<Summary> {
+fn summarise(c: &ChannelDay) -> Option<ChannelSummary> {
     let good = c.with_readings();
     let (first, last) = (good.first()?, good.last()?);
     let change = last.mean - first.mean;
@@ -205,9 +210,142 @@ fn uncovered(
     out
 }
 
+/// What a day's report found, in numbers: the notice that announces it says this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// The day.
+    pub date: String,
+    /// Channels with readings that day or the day before.
+    pub channels: usize,
+    /// Good and bad readings.
+    pub readings: u64,
+    /// See [`Summary::readings`].
+    pub bad: u64,
+    /// Alert events of the day by state: raised, escalated, cleared, acknowledged.
+    pub raised: usize,
+    /// See [`Summary::raised`].
+    pub escalated: usize,
+    /// See [`Summary::raised`].
+    pub cleared: usize,
+    /// See [`Summary::raised`].
+    pub acknowledged: usize,
+    /// Devices without readings for longer than [`OFFLINE_AFTER`] that day.
+    pub offline: Vec<String>,
+}
+
+/// Most offline devices a summary names (the count covers them all).
+pub const SUMMARY_DEVICES: usize = 5;
+
+impl Summary {
+    /// The notice announcing the report of `self.date` for `site`/`gateway`, worded in
+    /// `language` (the rules' language), made at `now`. Its id is the day's, so a report made
+    /// again the same day is the same notice (a receiver de-duplicates on `(id, seq)`).
+    #[must_use]
+    pub fn notice(
+        &self,
+        site: &str,
+        gateway: &str,
+        language: crate::alert::Language,
+        now: TimestampNs,
+    ) -> crate::alert::Alert {
+        use crate::alert::Language;
+        let named: Vec<&str> = self
+            .offline
+            .iter()
+            .take(SUMMARY_DEVICES)
+            .map(String::as_str)
+            .collect();
+        let more = self.offline.len().saturating_sub(named.len());
+        let link = format!("/report?date={}", self.date);
+        let label = match language {
+            Language::Zh => {
+                let devices = if self.offline.is_empty() {
+                    "无离线设备".to_owned()
+                } else {
+                    format!(
+                        "离线设备 {} 台（{}{}）",
+                        self.offline.len(),
+                        named.join("、"),
+                        if more > 0 { " 等" } else { "" }
+                    )
+                };
+                format!(
+                    "{} 工地 {site}：{} 个测点，有效读数 {}，异常读数 {}；告警 {} 起，升级 {}，解除 {}，消警 {}；{devices}。详见网关 {gateway} 控制台 {link}",
+                    self.date, self.channels, self.readings, self.bad, self.raised, self.escalated, self.cleared, self.acknowledged
+                )
+            }
+            Language::En => {
+                let devices = if self.offline.is_empty() {
+                    "no device offline".to_owned()
+                } else {
+                    format!(
+                        "{} device(s) offline ({}{})",
+                        self.offline.len(),
+                        named.join(", "),
+                        if more > 0 {
+                            format!(" and {more} more")
+                        } else {
+                            String::new()
+                        }
+                    )
+                };
+                format!(
+                    "{} site {site}: {} channels, {} good readings, {} bad; {} alerts raised, {} escalated, {} cleared, {} acknowledged; {devices}. On gateway {gateway}'s console: {link}",
+                    self.date, self.channels, self.readings, self.bad, self.raised, self.escalated, self.cleared, self.acknowledged
+                )
+            }
+        };
+        let id_day = Day::parse(&self.date).map_or(now, |d| d.start_ns);
+        let mut a = crate::alert::Alert {
+            id: crate::alert::stable_id(site, REPORT_RULE, None, &[&self.date], id_day),
+            seq: 0,
+            kind: crate::alert::AlertKind::Notice,
+            cause: crate::alert::Cause::Report,
+            site: site.to_owned(),
+            structure: None,
+            device: gateway.to_owned(),
+            point: String::new(),
+            channel: gateway.to_owned(),
+            channels: Vec::new(),
+            quantity: None,
+            rule: REPORT_RULE.to_owned(),
+            label: Some(label),
+            side: None,
+            level: crate::alert::Level::Blue,
+            previous_level: None,
+            state: AlertState::Notice,
+            value: None,
+            threshold: None,
+            unit: String::new(),
+            quality: None,
+            started_at: now,
+            event_at: now,
+            detected_at: now,
+            message: String::new(),
+            ack: None,
+        };
+        a.message = crate::alert::render_message(&a, language);
+        a
+    }
+}
+
+/// The `rule` of the report's notice.
+pub const REPORT_RULE: &str = "daily-report";
+
 /// The report of `day` for `site`/`gateway` from `history`, made at `now`.
 #[must_use]
 pub fn render(history: &History, day: &Day, site: &str, gateway: &str, now: TimestampNs) -> Markup {
+    compose(history, day, site, gateway, now).0
+}
+
+/// The report of `day` and what it found.
+fn compose(
+    history: &History,
+    day: &Day,
+    site: &str,
+    gateway: &str,
+    now: TimestampNs,
+) -> (Markup, Summary) {
     let tier = TIERS[2];
     let to = day.end_ns().min(now);
     // The channels with readings this day or the day before: one that fell silent yesterday
@@ -272,7 +410,18 @@ pub fn render(history: &History, day: &Day, site: &str, gateway: &str, now: Time
         .map(|b| u64::from(b.bad))
         .sum();
     let title = format!("监理日报 {} · {site}", day.date);
-    html! {
+    let summary = Summary {
+        date: day.date.clone(),
+        channels: channels.len(),
+        readings,
+        bad,
+        raised: count(AlertState::Raised),
+        escalated: count(AlertState::Escalated),
+        cleared: count(AlertState::Cleared),
+        acknowledged: count(AlertState::Acknowledged),
+        offline: offline.iter().map(|(d, _)| (*d).to_owned()).collect(),
+    };
+    let page = html! {
         (DOCTYPE)
         html lang="zh-CN" {
             head {
@@ -353,7 +502,8 @@ pub fn render(history: &History, day: &Day, site: &str, gateway: &str, now: Time
                 }
             }
         }
-    }
+    };
+    (page, summary)
 }
 
 fn watch_table(list: &[&ChannelDay]) -> Markup {
@@ -417,15 +567,16 @@ pub fn make(
     site: &str,
     gateway: &str,
     now: TimestampNs,
-) -> Result<PathBuf, String> {
-    let page = render(history, day, site, gateway, now).into_string();
+) -> Result<(PathBuf, Summary), String> {
+    let (page, summary) = compose(history, day, site, gateway, now);
+    let page = page.into_string();
     let path = path_of(data_dir, day);
     let dir = data_dir.join(REPORTS_DIR);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let tmp = dir.join(format!(".{}.html.tmp", day.date));
     std::fs::write(&tmp, page).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(path)
+    Ok((path, summary))
 }
 
 /// The days with a report in `data_dir`, newest first.
@@ -457,15 +608,24 @@ fn next_due(now: TimestampNs, at_secs: u32) -> TimestampNs {
     }
 }
 
+/// Where the schedule's reports are announced: the engine's notice channel and the wording.
+#[derive(Debug, Clone)]
+pub struct Announce {
+    /// The engine's end takes the notice into the alerts stream.
+    pub notices: crate::engine::command::NoticeTx,
+    /// The rules' language.
+    pub language: crate::alert::Language,
+}
+
 /// The daily task: at `settings.at` every day, the report of the day before; at start, the
 /// report of the day before when it is past `at` and the report is missing (the gateway was
-/// down at that time).
+/// down at that time). Each report made is announced through `announce` when given.
 pub async fn keep_making(
     history: Arc<History>,
     settings: ReportSettings,
     data_dir: PathBuf,
-    site: String,
-    gateway: String,
+    (site, gateway): (String, String),
+    announce: Option<Announce>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let made = |day: Day| {
@@ -475,11 +635,21 @@ pub async fn keep_making(
             site.clone(),
             gateway.clone(),
         );
+        let announce = announce.clone();
         async move {
             let now = crate::model::now_ns();
             let date = day.date.clone();
+            let (site2, gw2) = (site.clone(), gw.clone());
             match tokio::task::spawn_blocking(move || make(&h, &dir, &day, &site, &gw, now)).await {
-                Ok(Ok(path)) => info!(date = %date, path = %path.display(), "Daily report made."),
+                Ok(Ok((path, summary))) => {
+                    info!(date = %date, path = %path.display(), "Daily report made.");
+                    if let Some(a) = announce {
+                        let notice = summary.notice(&site2, &gw2, a.language, now);
+                        if a.notices.send(notice).await.is_err() {
+                            warn!(date = %date, "The daily report's notice was not sent: the engine has stopped.");
+                        }
+                    }
+                }
                 Ok(Err(e)) => warn!(date = %date, error = %e, "Cannot make the daily report."),
                 Err(e) => warn!(date = %date, error = %e, "The daily report task failed."),
             }
@@ -543,7 +713,7 @@ pub async fn on_demand(cfg: &crate::config::Config, date: &str) -> Result<PathBu
     .await
     .map_err(|e| OnDemandError::Unavailable(e.to_string()))?;
     let held = match offline {
-        Ok(path) => return Ok(path),
+        Ok((path, _)) => return Ok(path),
         Err(e) if e.contains("open in another process") => e,
         Err(e) => return Err(OnDemandError::Unavailable(e)),
     };

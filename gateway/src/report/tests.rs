@@ -154,13 +154,53 @@ fn the_report_gives_each_watch_its_day_offline_devices_and_alert_counts() {
         "the site had readings all day"
     );
 
+    // The summary the notice announces: the same day in numbers (channels ch1, supply, core and
+    // tc-9's; 4 + 48 + 1 good readings, ch1's timeout; the three events; raft-b and tc-9 offline).
+    let (_, summary) = compose(&h, &day, "xa", "gw-1", now);
+    assert_eq!(
+        summary,
+        Summary {
+            date: "2026-11-28".to_owned(),
+            channels: 4,
+            readings: 53,
+            bad: 1,
+            raised: 1,
+            escalated: 0,
+            cleared: 1,
+            acknowledged: 1,
+            offline: vec!["raft-b".to_owned(), "tc-9".to_owned()],
+        }
+    );
+    let zh = summary.notice("xa", "gw-1", crate::alert::Language::Zh, now);
+    assert_eq!(
+        zh.message,
+        "【日报】2026-11-28 工地 xa：4 个测点，有效读数 53，异常读数 1；告警 1 起，升级 0，解除 1，消警 1；离线设备 2 台（raft-b、tc-9）。详见网关 gw-1 控制台 /report?date=2026-11-28"
+    );
+    assert_eq!(
+        (zh.kind, zh.state, zh.cause, zh.level),
+        (
+            crate::alert::AlertKind::Notice,
+            AlertState::Notice,
+            crate::alert::Cause::Report,
+            crate::alert::Level::Blue
+        )
+    );
+    let en = summary.notice("xa", "gw-1", crate::alert::Language::En, now + H);
+    assert_eq!(en.id, zh.id, "one notice per day, whenever it is made");
+    assert!(
+        en.message.starts_with("[Daily report] 2026-11-28 site xa: 4 channels, 53 good readings, 1 bad; 1 alerts raised")
+            && en.message.contains("2 device(s) offline (raft-b, tc-9)"),
+        "{}",
+        en.message
+    );
+
     // Kept in data_dir/reports, listed newest first.
-    let path = make(&h, dir.path(), &day, "xa", "gw-1", now).expect("made");
+    let (path, _) = make(&h, dir.path(), &day, "xa", "gw-1", now).expect("made");
     assert_eq!(path, dir.path().join("reports").join("2026-11-28.html"));
     assert!(std::fs::read_to_string(&path)
         .expect("read")
         .contains("监理日报 2026-11-28 · xa"));
-    make(&h, dir.path(), &day.previous(), "xa", "gw-1", now).expect("made");
+    let _ = make(&h, dir.path(), &day.previous(), "xa", "gw-1", now).expect("made");
     assert_eq!(list(dir.path()), ["2026-11-28", "2026-11-27"]);
 }
 
@@ -227,8 +267,16 @@ fn report_config_defaults_and_bad_times() {
     assert_eq!(
         c.validate("console.report"),
         Ok(Some(ReportSettings {
-            at_secs: 7 * 3600 + 30 * 60
+            at_secs: 7 * 3600 + 30 * 60,
+            notify: true,
         }))
+    );
+    let quiet: ReportConfig = toml::from_str("notify = false").expect("parses");
+    assert_eq!(
+        quiet
+            .validate("console.report")
+            .map(|s| s.map(|s| s.notify)),
+        Ok(Some(false))
     );
     let off: ReportConfig = toml::from_str("enabled = false").expect("parses");
     assert_eq!(off.validate("console.report"), Ok(None));

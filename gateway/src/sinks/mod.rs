@@ -9,6 +9,7 @@
 //! by [`crate::secret`], waiting between attempts is [`crate::retry`].
 
 pub mod influxdb;
+pub mod modbus_output;
 pub mod mqtt;
 pub mod webhook;
 

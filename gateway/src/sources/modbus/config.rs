@@ -193,6 +193,10 @@ pub struct PointConfig {
     /// Word order of the sample-time u32; defaults to the profile's `word_order`.
     #[serde(default)]
     pub time_word_order: Option<WordOrder>,
+    /// The device accepts writes to this point (a coil, or a whole holding register value: a
+    /// relay, a sampling interval). `gateway write` refuses every other point.
+    #[serde(default)]
+    pub writable: bool,
 }
 
 const fn default_scale() -> f64 {
@@ -432,6 +436,8 @@ pub struct Point {
     pub quantity: QuantityKind,
     /// Address and word order of the sample-time u32 (Unix seconds), same table.
     pub time: Option<(u16, WordOrder)>,
+    /// Declared writable (`writable = true`): a coil or a whole holding register value.
+    pub writable: bool,
 }
 
 impl Point {
@@ -1149,6 +1155,12 @@ impl PointConfig {
         if self.time_address.is_some() && bits {
             found.push("time_address needs a register table (holding or input)".into());
         }
+        if self.writable {
+            found.extend(writable_problem(
+                self,
+                conversion.is_some() || sign != Sign::Positive,
+            ));
+        }
         let point = Point {
             name: self.name.clone(),
             function: self.function,
@@ -1164,6 +1176,7 @@ impl PointConfig {
             time: self
                 .time_address
                 .map(|t| (t, self.time_word_order.unwrap_or(default_order))),
+            writable: self.writable,
         };
         if let Some(msg) = super::plan::point_span_error(&point) {
             found.push(msg);
@@ -1176,6 +1189,30 @@ impl PointConfig {
             }
         }
         ok.then_some(point)
+    }
+}
+
+/// Why a point declared `writable` cannot be written, if it cannot. Only coils (FC 05) and
+/// whole holding-register values (FC 06 / 16) are written (Modbus application protocol V1.1b3
+/// §6.5, §6.6, §6.12); a value goes out as `(value − offset) / scale` in the point's own type
+/// and word order, so a conversion or sign (not invertible in general) is refused, and so is a
+/// bit inside a register (writing it would overwrite the register's other bits).
+fn writable_problem(point: &PointConfig, converted: bool) -> Option<String> {
+    match point.function {
+        Function::Discrete | Function::Input => Some(format!(
+            "writable = true needs a coil or a holding register; {} is read-only in Modbus",
+            point.function
+        )),
+        Function::Holding if point.bit.is_some() => Some(
+            "writable = true on one bit of a register is not supported (it would overwrite the other bits); \
+             declare the whole register (type = \"u16\") writable"
+                .into(),
+        ),
+        _ if converted => Some(
+            "a writable point takes the device's number: remove its conversion and sign (scale and offset are fine)"
+                .into(),
+        ),
+        _ => None,
     }
 }
 
@@ -1469,5 +1506,51 @@ conversion = { type = "ntc_beta", r25 = 10000.0, beta = 3950.0 }
         );
         assert_eq!(cfg.devices[1].points[1].channel.sign, Sign::Negative);
         assert_eq!(cfg.devices[1].points[0].channel.sign, Sign::Positive);
+    }
+
+    /// `writable = true` only where a value can be written back as the device's number.
+    #[test]
+    fn writable_points_are_coils_or_whole_holding_values_without_conversion() {
+        let profile = |point: &str| {
+            format!("name = \"logger\"\n[[points]]\nname = \"p\"\nquantity = \"other\"\nwritable = true\n{point}")
+        };
+        let refused = |point: &str, needle: &str| {
+            let problems = load(&profile(point))
+                .err()
+                .map(|e| e.problems())
+                .unwrap_or_default();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.contains("points[0]") && p.contains(needle)),
+                "{point}: {problems:#?}"
+            );
+        };
+        refused(
+            "function = \"input\"\naddress = 0\ntype = \"u16\"\n",
+            "needs a coil or a holding register",
+        );
+        refused(
+            "function = \"discrete\"\naddress = 0\ntype = \"bool\"\n",
+            "needs a coil or a holding register",
+        );
+        refused(
+            "function = \"holding\"\naddress = 0\ntype = \"bool\"\nbit = 3\n",
+            "one bit of a register is not supported",
+        );
+        refused(
+            "function = \"holding\"\naddress = 0\ntype = \"u16\"\nsign = -1\n",
+            "remove its conversion and sign",
+        );
+        let cfg = load(&profile(
+            "function = \"holding\"\naddress = 0\ntype = \"f32\"\nscale = 0.5\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.devices[0].points[0].writable);
+        let cfg = load(&profile(
+            "function = \"coil\"\naddress = 4\ntype = \"bool\"\n",
+        ))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.devices[0].points[0].writable);
     }
 }

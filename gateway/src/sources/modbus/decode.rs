@@ -1,6 +1,7 @@
 //! Turning Modbus registers and bits into numbers.
 //!
-//! Owns the byte-order rules, the register → device number step (`register × scale + offset`),
+//! Owns the byte-order rules, the register → device number step (`register × scale + offset`)
+//! and its inverse for writable points ([`encode_point`]: device number → registers, range-checked),
 //! and applying each point's conversion to the readings of one poll ([`convert_poll`]), pairing
 //! a vibrating-wire point with its temperature sibling. It does not know which request a
 //! register came from beyond the block start it is given ([`super::plan`] decides the
@@ -67,6 +68,144 @@ pub fn raw_value(regs: &[u16], data_type: DataType, order: WordOrder) -> f64 {
         DataType::I64 => i64::from_be_bytes(arr8(&b)) as f64,
         DataType::F64 => f64::from_be_bytes(arr8(&b)),
     }
+}
+
+/// Why a value cannot be written to a point.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EncodeError {
+    /// NaN or infinite.
+    #[error("{0} is not a finite number")]
+    NotFinite(f64),
+    /// A coil takes 0 or 1.
+    #[error("{0} is not 0 or 1 (a coil is off or on)")]
+    NotABit(f64),
+    /// `(value − offset) / scale` is not a whole number for an integer type.
+    #[error("{value} is not a multiple of the point's scale {scale} (offset {offset}); the device stores whole numbers")]
+    NotAStep {
+        /// The value asked for.
+        value: f64,
+        /// The point's scale.
+        scale: f64,
+        /// The point's offset.
+        offset: f64,
+    },
+    /// Outside what the point's type holds.
+    #[error("{value} is outside {min}..={max}, what this point's {data_type:?} holds")]
+    OutOfRange {
+        /// The value asked for.
+        value: f64,
+        /// Smallest value the point can take.
+        min: f64,
+        /// Largest value the point can take.
+        max: f64,
+        /// The point's type.
+        data_type: DataType,
+    },
+}
+
+/// Largest integer magnitude an f64 holds exactly (2^53): 64-bit raw values are kept within it.
+const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0;
+
+/// How far `(value − offset) / scale` may be from a whole number and still be taken as one: the
+/// rounding of a decimal scale such as 0.1 (f64 has about 16 significant digits).
+const STEP_TOLERANCE: f64 = 1e-6;
+
+/// The registers of the raw value `raw` in `data_type` and `order`: the inverse of
+/// [`raw_value`]. The caller has range-checked `raw` ([`encode_point`]).
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // range-checked by the caller
+fn raw_registers(raw: f64, data_type: DataType, order: WordOrder) -> Vec<u16> {
+    let be: Vec<u8> = match data_type {
+        DataType::Bool => vec![0, u8::from(raw != 0.0)],
+        DataType::U16 => (raw as u16).to_be_bytes().to_vec(),
+        DataType::I16 => (raw as i16).to_be_bytes().to_vec(),
+        DataType::U32 => (raw as u32).to_be_bytes().to_vec(),
+        DataType::I32 => (raw as i32).to_be_bytes().to_vec(),
+        DataType::F32 => (raw as f32).to_be_bytes().to_vec(),
+        DataType::U64 => (raw as u64).to_be_bytes().to_vec(),
+        DataType::I64 => (raw as i64).to_be_bytes().to_vec(),
+        DataType::F64 => raw.to_be_bytes().to_vec(),
+    };
+    let words: Vec<u16> = be
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect();
+    // Reversing the words and swapping the bytes of each is its own inverse, so the reader's
+    // reordering puts big-endian registers into the device's order.
+    ordered_bytes(&words, order)
+        .chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect()
+}
+
+/// The range of raw values `data_type` holds (64-bit integers within ±2^53, see
+/// [`MAX_EXACT_INT`]).
+fn raw_range(data_type: DataType) -> (f64, f64) {
+    match data_type {
+        DataType::Bool => (0.0, 1.0),
+        DataType::U16 => (0.0, f64::from(u16::MAX)),
+        DataType::I16 => (f64::from(i16::MIN), f64::from(i16::MAX)),
+        DataType::U32 => (0.0, f64::from(u32::MAX)),
+        DataType::I32 => (f64::from(i32::MIN), f64::from(i32::MAX)),
+        DataType::U64 => (0.0, MAX_EXACT_INT),
+        DataType::I64 => (-MAX_EXACT_INT, MAX_EXACT_INT),
+        DataType::F32 => (-f64::from(f32::MAX), f64::from(f32::MAX)),
+        DataType::F64 => (f64::MIN, f64::MAX),
+    }
+}
+
+/// The registers (or, for a coil, the one bit as 0/1) that make `point` read `value`: the
+/// device number `(value − offset) / scale` in the point's type and word order. The inverse of
+/// [`register_point`] and [`bit_point`] for a point without `bit` (writable points have none).
+///
+/// # Errors
+/// A value that is not finite, not 0/1 for a coil, not a whole step for an integer type, or
+/// outside what the type holds (the range named in engineering units).
+pub fn encode_point(point: &Point, value: f64) -> Result<Vec<u16>, EncodeError> {
+    if !value.is_finite() {
+        return Err(EncodeError::NotFinite(value));
+    }
+    let raw = (value - point.offset) / point.scale;
+    let integer = !matches!(point.data_type, DataType::F32 | DataType::F64);
+    let raw = if integer {
+        let whole = raw.round();
+        if (raw - whole).abs() > STEP_TOLERANCE * whole.abs().max(1.0) {
+            return Err(
+                if point.function.is_bits() || point.data_type == DataType::Bool {
+                    EncodeError::NotABit(value)
+                } else {
+                    EncodeError::NotAStep {
+                        value,
+                        scale: point.scale,
+                        offset: point.offset,
+                    }
+                },
+            );
+        }
+        whole
+    } else {
+        raw
+    };
+    let (lo, hi) = raw_range(point.data_type);
+    if !(lo..=hi).contains(&raw) {
+        if point.data_type == DataType::Bool {
+            return Err(EncodeError::NotABit(value));
+        }
+        // In engineering units, lowest first whatever the scale's sign.
+        let (a, b) = (
+            lo * point.scale + point.offset,
+            hi * point.scale + point.offset,
+        );
+        return Err(EncodeError::OutOfRange {
+            value,
+            min: a.min(b),
+            max: a.max(b),
+            data_type: point.data_type,
+        });
+    }
+    if point.function.is_bits() {
+        return Ok(vec![u16::from(raw != 0.0)]);
+    }
+    Ok(raw_registers(raw, point.data_type, point.word_order))
 }
 
 /// The slice of `regs` (read from `block_start`) that holds `count` registers at `address`.
@@ -342,6 +481,7 @@ mod tests {
             unit: String::new(),
             quantity: QuantityKind::Other,
             time: None,
+            writable: false,
         }
     }
 
@@ -374,5 +514,59 @@ mod tests {
         // 1_764_410_400 s = 0x692A_C420 (2025-11-29T10:00:00Z), word-swapped.
         let ts = sample_time(40, WordOrder::Cdab, 40, &[0xC420, 0x692A]).expect("in block");
         assert_eq!(ts, 1_764_410_400 * NANOS_PER_SEC);
+    }
+
+    #[test]
+    fn a_written_value_is_laid_out_in_the_points_word_order() {
+        // 1.5 as binary32 is 0x3FC0_0000 (IEEE 754-2019 §3.4): abcd 3FC0 0000, cdab swaps the
+        // words, badc the bytes of each word, dcba both.
+        let cases = [
+            (WordOrder::Abcd, [0x3FC0, 0x0000]),
+            (WordOrder::Cdab, [0x0000, 0x3FC0]),
+            (WordOrder::Badc, [0xC03F, 0x0000]),
+            (WordOrder::Dcba, [0x0000, 0xC03F]),
+        ];
+        for (order, regs) in cases {
+            let mut p = point(DataType::F32, 0);
+            p.word_order = order;
+            assert_eq!(encode_point(&p, 1.5), Ok(regs.to_vec()), "{order:?}");
+            assert_eq!(register_point(&p, 0, &regs), Ok(1.5));
+        }
+        // -2 as i32 is 0xFFFF_FFFE; the sampling interval 300 s as u16 is 0x012C.
+        assert_eq!(
+            encode_point(&point(DataType::I32, 0), -2.0),
+            Ok(vec![0xFFFF, 0xFFFE])
+        );
+        assert_eq!(
+            encode_point(&point(DataType::U16, 0), 300.0),
+            Ok(vec![0x012C])
+        );
+    }
+
+    #[test]
+    fn a_written_value_is_range_checked_in_engineering_units() {
+        let mut p = point(DataType::U16, 0);
+        p.scale = 0.1;
+        // 12.3 / 0.1 = 122.99999999999999 in f64: still the step 123.
+        assert_eq!(encode_point(&p, 12.3), Ok(vec![123]));
+        assert!(matches!(
+            encode_point(&p, 12.34),
+            Err(EncodeError::NotAStep { .. })
+        ));
+        let Err(EncodeError::OutOfRange { min, max, .. }) = encode_point(&p, 6553.6) else {
+            panic!("6553.6 is above u16 × 0.1");
+        };
+        assert_eq!((min, max), (0.0, 6553.5));
+        assert_eq!(encode_point(&p, -0.1).ok(), None);
+        assert!(matches!(
+            encode_point(&p, f64::NAN),
+            Err(EncodeError::NotFinite(_))
+        ));
+        let mut coil = point(DataType::Bool, 3);
+        coil.function = Function::Coil;
+        assert_eq!(encode_point(&coil, 1.0), Ok(vec![1]));
+        assert_eq!(encode_point(&coil, 0.0), Ok(vec![0]));
+        assert_eq!(encode_point(&coil, 2.0), Err(EncodeError::NotABit(2.0)));
+        assert_eq!(encode_point(&coil, 0.5), Err(EncodeError::NotABit(0.5)));
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns the register-map config ([`config`]), value decoding ([`decode`]), read planning
 //! ([`plan`]), RTU framing ([`rtu_frame`]) and exchanges ([`rtu_link`]), and the per-bus
-//! [`poller`]. One poller task per bus: devices on one serial line
+//! [`poller`], and writes ([`write`]) carried into the poller that owns the device's bus. One poller task per bus: devices on one serial line
 //! (or behind one serial device server) are polled one at a time, separate buses in parallel.
 
 pub mod config;
@@ -11,3 +11,4 @@ pub mod plan;
 pub mod poller;
 pub mod rtu_frame;
 pub mod rtu_link;
+pub mod write;

@@ -530,6 +530,7 @@ mod tests {
             unit: String::new(),
             quantity: QuantityKind::Other,
             time: None,
+            writable: false,
         }
     }
 

@@ -25,6 +25,11 @@
 //!   it answers.
 //! - An exception, a timeout or a garbled frame becomes a quality flag on the affected readings
 //!   and a counter per device and reason; it never ends the task.
+//! - Writes ([`super::write`]) arrive on the poller's command channel and are sent between two
+//!   polls on the same connection, with the device's timeout and retries; the reply must echo
+//!   the request (Modbus application protocol V1.1b3 §6.5, §6.6, §6.12). A refused or
+//!   unanswered write is counted (`modbus_write_errors_total`) and answered to the writer, which
+//!   logs it naming device and address; polling goes on.
 
 use crate::metrics::Counter;
 use std::collections::HashSet;
@@ -46,6 +51,7 @@ use super::rtu_frame::{self, Answer, Expect};
 use super::rtu_link::{
     reason as rtu_link_reason, Discard, ExchangeError, PendingRequests, RtuLink,
 };
+use super::write::{WriteCommand, WriteError, WriteRx, WriteTarget};
 use crate::log_limit::LogLimiter;
 use crate::metrics::Metrics;
 use crate::model::{Clock, Quality, Reading, Series};
@@ -188,6 +194,8 @@ pub struct Poller {
     discard_log: LogLimiter,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    /// Writes for this bus's devices ([`super::write::BusWriters`]); `None` without writers.
+    writes: Option<WriteRx>,
 }
 
 impl fmt::Debug for Poller {
@@ -257,7 +265,15 @@ impl Poller {
             discard_log: LogLimiter::new(DISCARD_LOG_INTERVAL, 256),
             metrics,
             clock,
+            writes: None,
         }
+    }
+
+    /// Take writes for this bus's devices from `rx` (see [`super::write::BusWriters`]).
+    #[must_use]
+    pub fn with_writes(mut self, rx: WriteRx) -> Self {
+        self.writes = Some(rx);
+        self
     }
 
     /// Poll until `shutdown` is cancelled or the engine goes away.
@@ -278,6 +294,13 @@ impl Poller {
             };
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                command = next_write(&mut self.writes) => {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = self.execute_write(command) => {}
+                    }
+                    continue;
+                }
                 () = sleep_until(due) => {}
             }
             let readings = tokio::select! {
@@ -293,6 +316,137 @@ impl Poller {
             }
         }
         debug!(bus = %self.link, "Modbus poller stopped.");
+    }
+
+    /// Send one write with the device's timeout and retries (exception 06, busy, is retried
+    /// after [`BUSY_RETRY_DELAY`]; other exceptions are final) and answer the writer.
+    async fn execute_write(&mut self, command: WriteCommand) {
+        let WriteCommand {
+            device: idx,
+            target,
+            reply,
+        } = command;
+        let Some(st) = self.devices.get(idx) else {
+            let _ = reply.send(Err(WriteError::UnknownDevice(format!("#{idx}"))));
+            return;
+        };
+        let (name, unit, wait, retries) = (
+            st.device.name.clone(),
+            st.device.unit,
+            st.device.timeout,
+            st.device.retries,
+        );
+        let mut last = String::from("not sent");
+        let mut result = None;
+        for attempt in 0..=retries {
+            if let Err(reason) = self.ensure_connected(unit, wait).await {
+                self.count_write_error(&name, "connect");
+                last = reason;
+                sleep(wait.min(Duration::from_secs(1))).await;
+                continue;
+            }
+            let reason = match self.write_attempt(idx, unit, &target, wait).await {
+                Attempt::Data(_) => {
+                    self.metrics
+                        .incr(Counter::ModbusWrites, &[("device", &name)]);
+                    debug!(device = %name, write = %target, "Write confirmed.");
+                    result = Some(Ok(()));
+                    break;
+                }
+                Attempt::Exception(code) => {
+                    self.count_write_error(&name, exception_reason(code));
+                    if code == 6 && attempt < retries {
+                        sleep(BUSY_RETRY_DELAY).await;
+                        last = format!("exception {code:02X}");
+                        continue;
+                    }
+                    result = Some(Err(WriteError::Exception {
+                        device: name.clone(),
+                        target: target.clone(),
+                        code,
+                    }));
+                    break;
+                }
+                Attempt::Timeout => "timeout".to_owned(),
+                Attempt::Mismatched(e) | Attempt::Garbled(e) => e,
+                Attempt::Io(e) => {
+                    self.drop_connection().await;
+                    e
+                }
+            };
+            self.count_write_error(
+                &name,
+                if reason == "timeout" {
+                    "timeout"
+                } else {
+                    "comm_error"
+                },
+            );
+            last = reason;
+            // As for reads: a fresh TCP connection after any failure.
+            if matches!(self.ctx, Some(Conn::Tcp(_))) {
+                self.drop_connection().await;
+            }
+        }
+        let result = result.unwrap_or_else(|| {
+            Err(WriteError::Failed {
+                device: name.clone(),
+                target: target.clone(),
+                reason: last,
+            })
+        });
+        // The writer logs a failure at WARN with its own context (the sink, the command).
+        if let Err(e) = &result {
+            debug!(device = %name, unit, bus = %self.link, address = target.address(),
+                   function = target.function_code(), error = %e, "Modbus write failed.");
+        }
+        // The writer may have given up waiting; the write was still sent.
+        let _ = reply.send(result);
+    }
+
+    fn count_write_error(&self, device: &str, reason: &'static str) {
+        self.metrics.incr(
+            Counter::ModbusWriteErrors,
+            &[("device", device), ("reason", reason)],
+        );
+    }
+
+    /// One attempt of a write on the open connection; the reply must echo the request.
+    async fn write_attempt(
+        &mut self,
+        idx: usize,
+        unit: u8,
+        target: &WriteTarget,
+        wait: Duration,
+    ) -> Attempt {
+        match self.ctx.as_mut() {
+            None => Attempt::Io("not connected".to_owned()),
+            Some(Conn::Tcp(ctx)) => {
+                ctx.set_slave(Slave(unit));
+                match timeout(wait, send_write(ctx, target)).await {
+                    Ok(Ok(Ok(response))) => match echo_error(target, &response) {
+                        None => Attempt::Data(Reply::Bits(Vec::new())),
+                        Some(e) => Attempt::Mismatched(e),
+                    },
+                    Ok(Ok(Err(exception))) => Attempt::Exception(u8::from(exception)),
+                    Ok(Err(e)) => Attempt::Garbled(e.to_string()),
+                    Err(_elapsed) => Attempt::Timeout,
+                }
+            }
+            Some(Conn::Rtu(link)) => {
+                let (echo, request) = rtu_frame::write_request(unit, target);
+                let result = link.exchange_write(echo, &request, wait).await;
+                let discards = link.take_discards();
+                self.count_discards(idx, &discards);
+                match result {
+                    Ok(Answer::Exception(code)) => Attempt::Exception(code),
+                    Ok(_) => Attempt::Data(Reply::Bits(Vec::new())),
+                    Err(ExchangeError::Timeout) => Attempt::Timeout,
+                    Err(ExchangeError::Garbled) => Attempt::Garbled("garbled reply".to_owned()),
+                    Err(ExchangeError::Io(e)) => Attempt::Io(e.to_string()),
+                }
+            }
+        }
     }
 
     /// Set the device's next poll: its interval when healthy, exponential backoff when not.
@@ -598,6 +752,8 @@ impl Poller {
                     Ok(Answer::Registers(r)) => Attempt::Data(Reply::Registers(r)),
                     Ok(Answer::Bits(b)) => Attempt::Data(Reply::Bits(b)),
                     Ok(Answer::Exception(code)) => Attempt::Exception(code),
+                    // `check_reply` never gives a write's echo.
+                    Ok(Answer::Written) => Attempt::Mismatched("a write's echo".to_owned()),
                     Err(ExchangeError::Timeout) => Attempt::Timeout,
                     Err(ExchangeError::Garbled) => Attempt::Garbled("garbled reply".to_owned()),
                     Err(ExchangeError::Io(e)) => Attempt::Io(e.to_string()),
@@ -744,6 +900,54 @@ async fn send(ctx: &mut Context, req: &ReadRequest) -> tokio_modbus::Result<Repl
             .await?
             .map(Reply::Registers),
     })
+}
+
+/// The next write, or never when there is no command channel (or it closed).
+async fn next_write(rx: &mut Option<WriteRx>) -> WriteCommand {
+    if let Some(r) = rx.as_mut() {
+        if let Some(command) = r.recv().await {
+            return command;
+        }
+        *rx = None;
+    }
+    std::future::pending().await
+}
+
+/// Send a write through tokio-modbus; the echo is checked by [`echo_error`].
+async fn send_write(
+    ctx: &mut Context,
+    target: &WriteTarget,
+) -> tokio_modbus::Result<tokio_modbus::Response> {
+    use std::borrow::Cow;
+    use tokio_modbus::client::Client as _;
+    use tokio_modbus::Request;
+    let request = match target {
+        WriteTarget::Coil { address, on } => Request::WriteSingleCoil(*address, *on),
+        WriteTarget::Register { address, value } => Request::WriteSingleRegister(*address, *value),
+        WriteTarget::Registers { address, values } => {
+            Request::WriteMultipleRegisters(*address, Cow::Owned(values.clone()))
+        }
+    };
+    ctx.call(request).await
+}
+
+/// Why a write's reply is not its confirmation: FC 05 and 06 echo address and value, FC 16
+/// address and quantity (V1.1b3 §6.5, §6.6, §6.12); tokio-modbus only `debug_assert`s it.
+fn echo_error(target: &WriteTarget, response: &tokio_modbus::Response) -> Option<String> {
+    use tokio_modbus::Response;
+    let echoed = match (target, response) {
+        (WriteTarget::Coil { address, on }, Response::WriteSingleCoil(a, c)) => {
+            a == address && c == on
+        }
+        (WriteTarget::Register { address, value }, Response::WriteSingleRegister(a, v)) => {
+            a == address && v == value
+        }
+        (WriteTarget::Registers { address, values }, Response::WriteMultipleRegisters(a, n)) => {
+            a == address && usize::from(*n) == values.len()
+        }
+        _ => false,
+    };
+    (!echoed).then(|| format!("the reply {response:?} does not echo {target}"))
 }
 
 /// A static counter label per exception code (Modbus application protocol V1.1b3 §7).

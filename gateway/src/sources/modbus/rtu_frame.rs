@@ -1,8 +1,10 @@
-//! Modbus RTU framing: building read requests and checking a reply against its request.
+//! Modbus RTU framing: building read and write requests and checking a reply against its
+//! request.
 //!
 //! Owns the byte layout of RTU frames (Modbus over serial line V1.02 §2.5.1.1), CRC-16/Modbus
 //! (V1.02 §6.2.2), the PDU of the four read functions (Modbus application protocol V1.1b3
-//! §6.1–6.4) and of exception replies (V1.1b3 §7), and the inter-frame silence t3.5 derived from
+//! §6.1–6.4), of the three writes and their echoes (§6.5, §6.6, §6.12: [`write_request`],
+//! [`check_echo`]) and of exception replies (V1.1b3 §7), and the inter-frame silence t3.5 derived from
 //! the line's baud rate. It does no I/O ([`super::rtu_link`]) and knows nothing of points
 //! ([`super::plan`]).
 //!
@@ -16,6 +18,19 @@ use std::fmt;
 use std::time::Duration;
 
 use super::config::Function;
+use super::write::WriteTarget;
+
+/// Function code of write single coil (V1.1b3 §6.5).
+pub const WRITE_SINGLE_COIL: u8 = 0x05;
+/// Function code of write single register (V1.1b3 §6.6).
+pub const WRITE_SINGLE_REGISTER: u8 = 0x06;
+/// Function code of write multiple registers (V1.1b3 §6.12).
+pub const WRITE_MULTIPLE_REGISTERS: u8 = 0x10;
+/// Coil ON as written by FC 05 (V1.1b3 §6.5: "FF 00 hex requests the output to be ON").
+const COIL_ON: u16 = 0xFF00;
+/// Length of a write's reply: unit, function, address, value or quantity, CRC (§6.5, §6.6,
+/// §6.12: the reply echoes the request's first four data bytes).
+const ECHO_FRAME_LEN: usize = HEADER_LEN + 4 + CRC_LEN;
 
 /// Largest RTU frame: V1.02 §2.5.1.1, "the maximum size of a Modbus RTU frame is 256 bytes".
 pub const MAX_FRAME_LEN: usize = 256;
@@ -114,6 +129,91 @@ impl fmt::Display for Expect {
     }
 }
 
+/// What a write request asked, to check its echo against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Echo {
+    /// Unit (slave) id the request went to.
+    pub unit: u8,
+    /// 05, 06 or 16.
+    pub function: u8,
+    /// The first address written.
+    pub address: u16,
+    /// The value (05: 0xFF00 or 0; 06: the register) or, for 16, the quantity of registers.
+    pub word: u16,
+}
+
+/// The RTU frame of a write to `unit` and the echo that confirms it (V1.1b3 §6.5, §6.6, §6.12;
+/// V1.02 §2.5.1.1 frame). A FC 16 of more registers than a frame holds is not built by the
+/// gateway: writable points are at most 4 registers wide.
+#[must_use]
+pub fn write_request(unit: u8, target: &WriteTarget) -> (Echo, Vec<u8>) {
+    let (function, address, word, data): (u8, u16, u16, Vec<u8>) = match target {
+        WriteTarget::Coil { address, on } => {
+            let v = if *on { COIL_ON } else { 0 };
+            (WRITE_SINGLE_COIL, *address, v, Vec::new())
+        }
+        WriteTarget::Register { address, value } => {
+            (WRITE_SINGLE_REGISTER, *address, *value, Vec::new())
+        }
+        WriteTarget::Registers { address, values } => {
+            let n = u16::try_from(values.len()).unwrap_or(u16::MAX);
+            let mut data = vec![u8::try_from(values.len() * 2).unwrap_or(u8::MAX)];
+            data.extend(values.iter().flat_map(|v| v.to_be_bytes()));
+            (WRITE_MULTIPLE_REGISTERS, *address, n, data)
+        }
+    };
+    let mut frame = vec![unit, function];
+    frame.extend(address.to_be_bytes());
+    frame.extend(word.to_be_bytes());
+    frame.extend(data);
+    let crc = crc16(&frame);
+    frame.extend(crc.to_le_bytes());
+    (
+        Echo {
+            unit,
+            function,
+            address,
+            word,
+        },
+        frame,
+    )
+}
+
+/// Check one complete frame against the write it should confirm: CRC, unit, function (or its
+/// exception), and the echoed address and value or quantity.
+///
+/// # Errors
+/// The first check the frame fails (a wrong echo is [`Mismatch::Echo`]).
+pub fn check_echo(frame: &[u8], echo: &Echo) -> Result<Answer, Mismatch> {
+    if frame.len() < EXCEPTION_FRAME_LEN || frame.len() > MAX_FRAME_LEN {
+        return Err(Mismatch::Length);
+    }
+    if crc16(frame) != 0 {
+        return Err(Mismatch::BadCrc);
+    }
+    if frame[0] != echo.unit {
+        return Err(Mismatch::Unit(frame[0]));
+    }
+    if frame[1] == echo.function | EXCEPTION_FLAG {
+        if frame.len() != EXCEPTION_FRAME_LEN {
+            return Err(Mismatch::Length);
+        }
+        return Ok(Answer::Exception(frame[2]));
+    }
+    if frame[1] != echo.function {
+        return Err(Mismatch::Function(frame[1]));
+    }
+    if frame.len() != ECHO_FRAME_LEN {
+        return Err(Mismatch::Length);
+    }
+    let address = u16::from_be_bytes([frame[2], frame[3]]);
+    let word = u16::from_be_bytes([frame[4], frame[5]]);
+    if (address, word) != (echo.address, echo.word) {
+        return Err(Mismatch::Echo);
+    }
+    Ok(Answer::Written)
+}
+
 /// A reply that passed every check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -123,6 +223,8 @@ pub enum Answer {
     Bits(Vec<bool>),
     /// An exception reply with this code (V1.1b3 §7).
     Exception(u8),
+    /// FC 05/06/16: the write's echo ([`check_echo`]).
+    Written,
 }
 
 /// Why a complete frame is not the reply to a request.
@@ -143,6 +245,8 @@ pub enum Mismatch {
     },
     /// The frame's length does not match its own header.
     Length,
+    /// A write's reply that does not repeat the address and value (or quantity) written.
+    Echo,
 }
 
 impl fmt::Display for Mismatch {
@@ -153,12 +257,13 @@ impl fmt::Display for Mismatch {
             Self::Function(c) => write!(f, "answer for function 0x{c:02X}"),
             Self::ByteCount { got, want } => write!(f, "byte count {got}, expected {want}"),
             Self::Length => write!(f, "frame length does not match its header"),
+            Self::Echo => write!(f, "the reply does not echo the address and value written"),
         }
     }
 }
 
-/// Bytes that cannot start a reply to a read: a function code other than 01..04 or an exception
-/// (noise, or a frame we are not in step with).
+/// Bytes that cannot start a reply: a function code other than 01..04, 05, 06, 16 or an
+/// exception (noise, or a frame we are not in step with).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotAReply;
 
@@ -173,6 +278,12 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<usize>, NotAReply> {
     };
     if function & EXCEPTION_FLAG != 0 {
         return Ok(Some(EXCEPTION_FRAME_LEN));
+    }
+    if matches!(
+        function,
+        WRITE_SINGLE_COIL | WRITE_SINGLE_REGISTER | WRITE_MULTIPLE_REGISTERS
+    ) {
+        return Ok(Some(ECHO_FRAME_LEN));
     }
     if !(1..=4).contains(&function) {
         return Err(NotAReply);
@@ -374,7 +485,9 @@ mod tests {
         assert_eq!(frame_len(&[0x01]), Ok(None));
         assert_eq!(frame_len(&[0x01, 0x03]), Ok(None));
         assert_eq!(frame_len(&[0x01, 0x03, 0x02]), Ok(Some(7)));
-        assert_eq!(frame_len(&[0x01, 0x10, 0x00]), Err(NotAReply));
+        // A write's echo has a fixed length (V1.1b3 §6.12); 0x11 is no reply of ours.
+        assert_eq!(frame_len(&[0x01, 0x10]), Ok(Some(8)));
+        assert_eq!(frame_len(&[0x01, 0x11, 0x00]), Err(NotAReply));
     }
 
     #[test]
@@ -385,5 +498,49 @@ mod tests {
         assert_eq!(t35(19_200), Duration::from_micros(2_006));
         // Faster lines use the fixed 1.75 ms.
         assert_eq!(t35(115_200), Duration::from_micros(1_750));
+    }
+
+    #[test]
+    fn write_frames_and_their_echoes() {
+        // Write single coil 0x00AC ON at unit 0x11: the request and its echo are the same
+        // bytes (V1.1b3 §6.5 example: 05 00 AC FF 00).
+        let target = WriteTarget::Coil {
+            address: 0xAC,
+            on: true,
+        };
+        let (echo, frame) = write_request(0x11, &target);
+        assert_eq!(&frame[..6], &[0x11, 0x05, 0x00, 0xAC, 0xFF, 0x00]);
+        assert_eq!(crc16(&frame), 0);
+        assert_eq!(check_echo(&frame, &echo), Ok(Answer::Written));
+        // Write single register 1 = 3 (§6.6 example: 06 00 01 00 03).
+        let (echo, frame) = write_request(
+            1,
+            &WriteTarget::Register {
+                address: 1,
+                value: 3,
+            },
+        );
+        assert_eq!(&frame[..6], &[0x01, 0x06, 0x00, 0x01, 0x00, 0x03]);
+        assert_eq!(check_echo(&frame, &echo), Ok(Answer::Written));
+        // Write multiple registers 1-2 = 000A 0102 (§6.12 example): the reply echoes the
+        // quantity, not the data.
+        let (echo, frame) = write_request(
+            1,
+            &WriteTarget::Registers {
+                address: 1,
+                values: vec![0x000A, 0x0102],
+            },
+        );
+        assert_eq!(
+            &frame[..11],
+            &[0x01, 0x10, 0x00, 0x01, 0x00, 0x02, 0x04, 0x00, 0x0A, 0x01, 0x02]
+        );
+        let reply = with_crc(vec![0x01, 0x10, 0x00, 0x01, 0x00, 0x02]);
+        assert_eq!(frame_len(&reply), Ok(Some(8)));
+        assert_eq!(check_echo(&reply, &echo), Ok(Answer::Written));
+        let wrong = with_crc(vec![0x01, 0x10, 0x00, 0x01, 0x00, 0x03]);
+        assert_eq!(check_echo(&wrong, &echo), Err(Mismatch::Echo));
+        let refused = with_crc(vec![0x01, 0x90, 0x02]);
+        assert_eq!(check_echo(&refused, &echo), Ok(Answer::Exception(2)));
     }
 }

@@ -38,7 +38,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::time::{timeout_at, Instant};
 
 use super::rtu_frame::{
-    check_reply, crc16, frame_len, Answer, Expect, Mismatch, NotAReply, MAX_FRAME_LEN,
+    check_echo, check_reply, crc16, frame_len, Answer, Echo, Expect, Mismatch, NotAReply,
+    MAX_FRAME_LEN,
 };
 
 /// How many timeouts after its request a timed-out request may still be answered late and have
@@ -217,6 +218,73 @@ impl RtuLink {
             }
         }
         self.fail(expect, sent, wait, ExchangeError::Timeout).await
+    }
+
+    /// Send a write's `request` and return its checked echo ([`check_echo`]) or exception,
+    /// waiting at most `wait`. The same line discipline as [`Self::exchange`]: t3.5 of silence
+    /// before, late replies of pending reads discarded and recorded, the line drained after a
+    /// failure. A write that timed out is not kept pending: its late echo can fit no read, so it
+    /// is discarded as a mismatched reply.
+    ///
+    /// # Errors
+    /// [`ExchangeError`]; after a timeout or a garbled reply the line has been drained.
+    pub async fn exchange_write(
+        &mut self,
+        echo: Echo,
+        request: &[u8],
+        wait: Duration,
+    ) -> Result<Answer, ExchangeError> {
+        let now = Instant::now();
+        self.pending.retain(|p| p.until > now);
+        self.drain(self.gap, wait, echo.unit).await?;
+        let deadline = Instant::now() + wait;
+        let outcome = match timeout_at(deadline, async {
+            self.io.write_all(request).await?;
+            self.io.flush().await
+        })
+        .await
+        {
+            Ok(Ok(())) => self.await_echo(&echo, deadline).await,
+            Ok(Err(e)) => Err(ExchangeError::Io(e)),
+            Err(_) => Err(ExchangeError::Timeout),
+        };
+        match outcome {
+            Err(failed @ (ExchangeError::Timeout | ExchangeError::Garbled)) => {
+                self.drain(wait, wait.saturating_mul(DRAIN_MAX_TIMEOUTS), echo.unit)
+                    .await?;
+                Err(failed)
+            }
+            other => other,
+        }
+    }
+
+    /// Read frames until `echo`'s reply (or an exception), discarding and recording the
+    /// others, until `deadline`.
+    async fn await_echo(
+        &mut self,
+        echo: &Echo,
+        deadline: Instant,
+    ) -> Result<Answer, ExchangeError> {
+        for _ in 0..MAX_FRAMES_PER_CALL {
+            let frame = match self.next_frame(deadline).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Err(ExchangeError::Timeout),
+                Err(ReadError::Garbled) => {
+                    self.record(None, echo.unit, reason::GARBLED, None);
+                    return Err(ExchangeError::Garbled);
+                }
+                Err(ReadError::Io(e)) => return Err(ExchangeError::Io(e)),
+            };
+            if let Ok(answer) = check_echo(&frame, echo) {
+                // The unit answered this request, so it will not answer an older one.
+                self.pending.retain(|p| p.expect.unit != echo.unit);
+                return Ok(answer);
+            }
+            if matches!(self.classify(&frame, None), Verdict::Garbled) {
+                return Err(ExchangeError::Garbled);
+            }
+        }
+        Err(ExchangeError::Timeout)
     }
 
     /// Remember `expect` as possibly answered late, drain the line, and return `err`.
