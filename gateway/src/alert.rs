@@ -224,6 +224,9 @@ pub enum Cause {
     Milestone,
     /// A structure's settlement became stable, every point of it (notice; JGJ 8-2016 §7.1.5).
     Stable,
+    /// A pour's surface − air difference under the insulation crossed the GB 50496-2018
+    /// §3.0.4-4 limit: do not strip yet, or stripping may go ahead (notice).
+    StripAdvice,
     /// The daily report (监理日报) was made: its summary (notice).
     Report,
 }
@@ -242,7 +245,7 @@ impl Cause {
             | Self::OutOfRange
             | Self::Stale
             | Self::DeviceSilent => AlertKind::DeviceFault,
-            Self::Milestone | Self::Stable | Self::Report => AlertKind::Notice,
+            Self::Milestone | Self::Stable | Self::StripAdvice | Self::Report => AlertKind::Notice,
         }
     }
 
@@ -263,6 +266,7 @@ impl Cause {
             Self::DeviceSilent => "device_silent",
             Self::Milestone => "milestone",
             Self::Stable => "stable",
+            Self::StripAdvice => "strip_advice",
             Self::Report => "report",
         }
     }

@@ -21,8 +21,15 @@
 //!   [`MAX_HELD_READINGS`] copies are held (the oldest go first) and none survives a restart:
 //!   those readings stay stored flagged only.
 //!
-//! It does not decide what the engine does with readings (`engine::Engine::ingest`) nor read
-//! NTP's status: the build date is the one check that needs neither systemd nor a daemon.
+//! - with `[clock] sync = "ntp"` ([`ClockConfig`]), the system's own word as well
+//!   ([`NtpClock`]): until `timedatectl` says the clock is synchronised by NTP
+//!   (`NTPSynchronized=yes`, from the kernel's `adjtimex` status through systemd-timedated,
+//!   whichever NTP daemon set it), the clock is not trusted either, so a box without a battery
+//!   that boots at its image's date or at the time `fake-hwclock` saved at shutdown (both later
+//!   than the build) does not store readings as good at a time hours or days wrong.
+//!
+//! It does not decide what the engine does with readings (`engine::Engine::ingest`). The build
+//! date is the one check that needs neither systemd nor a daemon, and the default.
 
 use std::collections::VecDeque;
 
@@ -66,6 +73,127 @@ pub const MAX_HELD_READINGS: usize = 50_000;
 #[must_use]
 pub const fn synchronised(now: TimestampNs) -> bool {
     now >= BUILD_FLOOR_NS
+}
+
+/// `[clock]`: what makes the clock trusted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockConfig {
+    /// `"build_date"` (default) or `"ntp"`.
+    #[serde(default)]
+    pub sync: SyncRule,
+}
+
+/// The rule for a synchronised clock. Closed set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncRule {
+    /// Not earlier than the build ([`synchronised`]): for boxes with a battery-backed clock, or
+    /// without systemd.
+    #[default]
+    BuildDate,
+    /// That, and NTP's status as `timedatectl` gives it ([`NtpClock`]): for boxes without a
+    /// battery-backed clock that run systemd-timesyncd or chrony (README, Install on a site box).
+    Ntp,
+}
+
+/// Where `timedatectl` is on Debian (systemd).
+pub const TIMEDATECTL: &str = "/usr/bin/timedatectl";
+/// How often NTP's status is asked until it says synchronised.
+pub const NTP_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The system clock, trusted once NTP has synchronised it (and not earlier than the build). A
+/// thread asks `timedatectl show -p NTPSynchronized --value` every [`NTP_POLL_INTERVAL`] until
+/// it answers `yes`, then ends: a clock NTP has set stays trusted (a later step is a jump,
+/// [`ClockWatch`]). When the command cannot be run at all the thread says so at ERROR once and
+/// trusts the clock from its date alone, as [`SyncRule::BuildDate`] does: nothing is held back
+/// for ever because a tool is missing.
+#[derive(Debug)]
+pub struct NtpClock {
+    synced: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl NtpClock {
+    /// Start asking `command` (normally [`TIMEDATECTL`]) every `every`.
+    #[must_use]
+    pub fn start(command: &std::path::Path, every: std::time::Duration) -> Self {
+        let synced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&synced);
+        let command = command.to_path_buf();
+        let spawned = std::thread::Builder::new()
+            .name("ntp-status".into())
+            .spawn(move || loop {
+                match ntp_status(&command) {
+                    Ok(true) => {
+                        tracing::info!("NTP reports the system clock synchronised.");
+                        flag.store(true, std::sync::atomic::Ordering::Release);
+                        return;
+                    }
+                    Ok(false) => std::thread::sleep(every),
+                    Err(e) => {
+                        tracing::error!(command = %command.display(), error = %e,
+                            "Cannot ask whether NTP has synchronised the clock; trusting it from its date alone ([clock] sync = \"ntp\" needs systemd's timedatectl).");
+                        flag.store(true, std::sync::atomic::Ordering::Release);
+                        return;
+                    }
+                }
+            });
+        if spawned.is_err() {
+            synced.store(true, std::sync::atomic::Ordering::Release);
+        }
+        Self { synced }
+    }
+}
+
+impl crate::model::Clock for NtpClock {
+    fn now_ns(&self) -> TimestampNs {
+        crate::model::now_ns()
+    }
+
+    /// Not earlier than the build, and synchronised by NTP.
+    fn synchronised(&self, now: TimestampNs) -> bool {
+        synchronised(now) && self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn monotonic_ns(&self) -> i64 {
+        crate::model::SystemClock.monotonic_ns()
+    }
+}
+
+/// `NTPSynchronized` as `command show -p NTPSynchronized --value` prints it (`yes` / `no`).
+///
+/// # Errors
+/// The command cannot be run, fails, or prints something else.
+pub fn ntp_status(command: &std::path::Path) -> Result<bool, String> {
+    let out = std::process::Command::new(command)
+        .args(["show", "-p", "NTPSynchronized", "--value"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// The gateway's clock under `cfg`.
+#[must_use]
+pub fn for_config(cfg: &ClockConfig) -> std::sync::Arc<dyn crate::model::Clock> {
+    match cfg.sync {
+        SyncRule::BuildDate => std::sync::Arc::new(crate::model::SystemClock),
+        SyncRule::Ntp => std::sync::Arc::new(NtpClock::start(
+            std::path::Path::new(TIMEDATECTL),
+            NTP_POLL_INTERVAL,
+        )),
+    }
 }
 
 /// A clock step seen by [`ClockWatch`].
@@ -174,6 +302,69 @@ pub fn flagged(mut r: Reading) -> Reading {
 
 #[cfg(test)]
 mod tests {
+    use super::{ntp_status, NtpClock, BUILD_FLOOR_NS};
+    use crate::model::Clock as _;
+
+    /// A stand-in for `timedatectl` (a real process, as the gateway runs it): answers `no`
+    /// `nos` times, then `yes`; with `nos = None`, something `timedatectl` never prints.
+    fn fake_timedatectl(dir: &std::path::Path, nos: Option<u32>) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let script = dir.join("timedatectl");
+        let count = dir.join("count");
+        let body = match nos {
+            Some(n) => format!(
+                "#!/bin/sh\n[ \"$*\" = \"show -p NTPSynchronized --value\" ] || exit 3\nc=$(cat {c} 2>/dev/null || echo 0)\necho $((c + 1)) > {c}\nif [ \"$c\" -lt {n} ]; then echo no; else echo yes; fi\n",
+                c = count.display()
+            ),
+            None => "#!/bin/sh\necho maybe\n".to_owned(),
+        };
+        std::fs::write(&script, body).expect("script");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("mode");
+        script
+    }
+
+    #[test]
+    fn an_ntp_clock_is_trusted_once_timedatectl_says_synchronised() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = fake_timedatectl(dir.path(), Some(2));
+        assert_eq!(ntp_status(&script), Ok(false));
+        std::fs::remove_file(dir.path().join("count")).expect("reset");
+        let clock = NtpClock::start(&script, std::time::Duration::from_millis(20));
+        let now = BUILD_FLOOR_NS + 1;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut untrusted_seen = false;
+        while !clock.synchronised(now) {
+            untrusted_seen = true;
+            assert!(std::time::Instant::now() < deadline, "never synchronised");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(untrusted_seen, "trusted before NTP said so");
+        let asked: u32 = std::fs::read_to_string(dir.path().join("count"))
+            .expect("count")
+            .trim()
+            .parse()
+            .expect("number");
+        assert_eq!(asked, 3, "two noes, then yes, then no more asking");
+        // A clock earlier than the build is not trusted, whatever NTP says.
+        assert!(!clock.synchronised(BUILD_FLOOR_NS - 1));
+    }
+
+    #[test]
+    fn an_answer_that_is_not_yes_or_no_and_a_missing_command_are_errors_and_trust_the_date() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let odd = fake_timedatectl(dir.path(), None);
+        assert!(ntp_status(&odd).is_err());
+        let missing = dir.path().join("no-such-timedatectl");
+        assert!(ntp_status(&missing).is_err());
+        // The gateway then trusts the clock from its date alone (nothing held for ever).
+        let clock = NtpClock::start(&missing, std::time::Duration::from_millis(20));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !clock.synchronised(BUILD_FLOOR_NS + 1) {
+            assert!(std::time::Instant::now() < deadline, "held back for ever");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     use super::*;
     use crate::model::{Quality, QuantityKind, Series};
     use std::sync::Arc;

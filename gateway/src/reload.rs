@@ -197,6 +197,11 @@ fn refusals(old: &Config, new: &Config) -> Vec<Refusal> {
         "the spool is open there (one handle per process)",
     );
     refuse(
+        old.clock != new.clock,
+        "clock",
+        "every source and the engine read the clock made at start",
+    );
+    refuse(
         old.spool != new.spool,
         "spool",
         "the spool's settings are read when it opens",

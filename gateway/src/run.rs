@@ -22,7 +22,7 @@ use crate::config::{Config, Sink};
 use crate::console::{Console, ConsoleState, Identity};
 use crate::engine::{Engine, EngineInputs, Heartbeat};
 use crate::metrics::{Counter, Metrics};
-use crate::model::{Clock, SystemClock};
+use crate::model::Clock;
 use crate::reload::{console_config_text, mqtt_task, poller_task, sink_task, Plan, ReloadOutcome};
 use crate::sinks::influxdb::{InfluxSink, InfluxSinkError};
 use crate::sinks::modbus_output::{ModbusOutputSink, SavedRules};
@@ -123,9 +123,9 @@ impl Gateway {
     pub fn new(cfg: Config) -> Self {
         let (tx, reloads) = mpsc::channel(RELOAD_QUEUE);
         Self {
+            clock: crate::clock::for_config(&cfg.clock),
             cfg,
             metrics: Arc::new(Metrics::new()),
-            clock: Arc::new(SystemClock),
             reloads,
             reloader: Reloader(tx),
         }

@@ -35,7 +35,8 @@
 //! burst's buffers). With `--rate`, throughput is the offered rate, not a limit. `-- --slope`
 //! (`sites`) adds the slope early warning on every channel (issue 8: an `inverse_velocity`, a
 //! `tangent_angle` and an `antecedent_rainfall` block per quantity, windows shortened to the
-//! run's two-minute span of each channel so that every reading is fitted: [`slope_blocks`]);
+//! run's two-minute span of each channel so that every reading is fitted: [`slope_blocks`]; their
+//! series are stored at most once a minute each while unchanged, the default `store_every`);
 //! compare its throughput and CPU per reading with a run without. `-- --no-history` turns the
 //! console's local history off (`[console.history] enabled = false`), to measure its cost per
 //! reading against a run with it (the default, as on a site box). `-- --overview-every MS` fetches

@@ -4,7 +4,10 @@
 //! T0 = −10 °C). Each strength milestone (1.2 MPa, the winter critical strength, 50 / 75 /
 //! 100 % of the design strength) is stored once in the `alerts` measurement as a notice, at the
 //! time the test computes from the served truth temperatures with the C1074 formulas (the
-//! weakest of core and surface deciding), within 1 h.
+//! weakest of core and surface deciding), within 1 h. With no insulation removal configured, the
+//! strip advice (GB 50496-2018 §3.0.4-4: not while the surface is more than 20 °C above the air,
+//! again once it is 2 °C below that) is stored at the samples where the served surface and air
+//! temperatures cross those lines.
 
 use std::time::Duration;
 
@@ -128,6 +131,43 @@ fn reached(core: &[(i64, f64)], surface: &[(i64, f64)], threshold: f64) -> Optio
         .map(|(t, _)| t)
 }
 
+/// The sample times (ms) at which the strip advice of a pour turns, from the served surface and
+/// air temperatures of `node`: "do not strip" at the first sample more than
+/// [`SURFACE_AMBIENT_LIMIT_C`] above the air, "may strip" at the next one at most
+/// [`STRIP_ADVICE_DEADBAND_C`] below it, and so on.
+fn strip_turns(truth: &Truth, node: &str) -> Vec<i64> {
+    use anju_gateway::engine::curing::config::{STRIP_ADVICE_DEADBAND_C, SURFACE_AMBIENT_LIMIT_C};
+    let air: Vec<(i64, f64)> = truth
+        .samples_of(node, "ambient")
+        .iter()
+        .map(|s| (s.ts_ns / 1_000_000, s.value))
+        .collect();
+    let mut surface: Vec<(i64, f64)> = truth
+        .samples_of(node, "surface")
+        .iter()
+        .map(|s| (s.ts_ns / 1_000_000, s.value))
+        .collect();
+    surface.sort_by_key(|(t, _)| *t);
+    let mut hold = false;
+    let mut turns = Vec::new();
+    for (t, v) in surface {
+        let Some((_, a)) = air.iter().find(|(ta, _)| *ta == t) else {
+            continue;
+        };
+        let diff = v - a;
+        let turn = if hold {
+            diff <= SURFACE_AMBIENT_LIMIT_C - STRIP_ADVICE_DEADBAND_C
+        } else {
+            diff > SURFACE_AMBIENT_LIMIT_C
+        };
+        if turn {
+            hold = !hold;
+            turns.push(t);
+        }
+    }
+    turns
+}
+
 /// The notices in the `alerts` measurement: (rule, event time ms) of each stored `state` point
 /// of kind `notice`.
 fn notices(series: &[ExportedSeries]) -> Vec<(String, i64)> {
@@ -214,7 +254,12 @@ batch_max_age = "100ms"
             let n = vm
                 .export_until("alerts_state", AHEAD)
                 .await
-                .map(|s| notices(&s).len())
+                .map(|s| {
+                    notices(&s)
+                        .iter()
+                        .filter(|(r, _)| !r.ends_with("/strip-advice"))
+                        .count()
+                })
                 .unwrap_or(0);
             let last = vm
                 .export_until("strength_value", AHEAD)
@@ -247,6 +292,7 @@ batch_max_age = "100ms"
             .collect();
         anyhow::bail!("{e}: notices stored {got:?}; strengths {last:?}, last sample {last_ms}");
     }
+    let covered = vm.export_until("temperature_value", AHEAD).await?;
     gw.stop().await?;
     let truth = site.truth();
     site.shutdown().await;
@@ -283,6 +329,55 @@ batch_max_age = "100ms"
                 (stored[0] - want) / 60_000
             );
         }
+    }
+    for (pour, node, _) in POURS {
+        // The difference under the insulation is the served surface minus the served air.
+        let (surface, air) = (
+            truth.samples_of(node, "surface"),
+            truth.samples_of(node, "ambient"),
+        );
+        let series = covered
+            .iter()
+            .find(|s| {
+                s.metric.get("device").map(String::as_str) == Some(node)
+                    && s.metric.get("point").map(String::as_str)
+                        == Some("surface.surface-ambient-covered")
+            })
+            .with_context(|| format!("{pour}: no surface-ambient-covered series"))?;
+        ensure!(
+            series.timestamps.len() + 1 >= STEPS,
+            "{pour}: {} samples",
+            series.timestamps.len()
+        );
+        let mut largest = f64::MIN;
+        for (t, v) in series.timestamps.iter().zip(&series.values) {
+            let at = |p: &[firmware_sim::TrueSample]| {
+                p.iter()
+                    .find(|s| s.ts_ns / 1_000_000 == *t)
+                    .map(|s| s.value)
+            };
+            let (Some(sv), Some(av)) = (at(&surface), at(&air)) else {
+                anyhow::bail!("{pour}: no served sample at {t}");
+            };
+            ensure!(
+                (v - (sv - av)).abs() < 1e-6,
+                "{pour} at {t}: {v} stored, {sv} − {av} served"
+            );
+            largest = largest.max(*v);
+        }
+        eprintln!("{pour}: surface − air under the insulation up to {largest:.2} °C");
+        let rule = format!("{pour}/strip-advice");
+        let stored: Vec<i64> = got
+            .iter()
+            .filter(|(r, _)| *r == rule)
+            .map(|(_, t)| *t)
+            .collect();
+        let want = strip_turns(&truth, node);
+        eprintln!("{rule}: stored at {stored:?}, the truth turns at {want:?}");
+        ensure!(
+            stored == want,
+            "{rule}: stored at {stored:?}, the served surface and air turn at {want:?}"
+        );
     }
     // The milestones come in order of their strength, not all at once: the 100 % of raft-a
     // comes hours after its walk-on.

@@ -129,6 +129,9 @@ pub struct RawConfig {
     /// Engine settings.
     #[serde(default)]
     pub engine: EngineConfig,
+    /// What makes the clock trusted (`[clock]`).
+    #[serde(default)]
+    pub clock: crate::clock::ClockConfig,
     /// Spool settings.
     #[serde(default)]
     pub spool: crate::spool::SpoolConfig,
@@ -222,6 +225,8 @@ pub struct Config {
     pub summary_interval: Duration,
     /// Engine settings.
     pub engine: EngineConfig,
+    /// What makes the clock trusted.
+    pub clock: crate::clock::ClockConfig,
     /// Spool settings.
     pub spool: crate::spool::SpoolConfig,
     /// Modbus devices with their points resolved.
@@ -471,6 +476,7 @@ impl Config {
             data_dir,
             summary_interval,
             engine: raw.engine,
+            clock: raw.clock,
             spool: raw.spool,
             devices,
             mqtt,

@@ -186,11 +186,9 @@ fn a_restarted_bus_restarts_the_modbus_output_sink_and_the_console_that_write_th
     let with_siren = || {
         config(Some((
             "[[mqtt]]\nname = \"nodes\"",
-            &format!(
-                "[[devices]]\nname = \"site-io\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5030\"\nunit = 1\nprofile = \"io-relay\"\n\
+            "[[devices]]\nname = \"site-io\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5030\"\nunit = 1\nprofile = \"io-relay\"\n\
                  [[sinks]]\ntype = \"modbus_output\"\nname = \"siren\"\ndevice = \"site-io\"\ncoil = 0\nlevel = \"red\"\n\
-                 [[mqtt]]\nname = \"nodes\""
-            ),
+                 [[mqtt]]\nname = \"nodes\"",
         )))
     };
     let p = plan(&with_siren(), &with_siren()).expect("accepted");
@@ -219,6 +217,8 @@ fn data_dir_site_and_spool_changes_are_refused_naming_the_key_and_the_restart() 
     assert!(r.len() == 1 && r[0].starts_with("site: "), "{r:?}");
     let r = refused(("[console]", "[spool]\nmax_bytes = 104857600\n[console]"));
     assert!(r.len() == 1 && r[0].starts_with("spool: "), "{r:?}");
+    let r = refused(("[console]", "[clock]\nsync = \"ntp\"\n[console]"));
+    assert!(r.len() == 1 && r[0].starts_with("clock: "), "{r:?}");
 }
 
 #[test]

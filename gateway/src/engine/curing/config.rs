@@ -53,10 +53,18 @@ pub const CORE_SURFACE_LIMIT_C: f64 = 25.0;
 pub const COOLING_RATE_LIMIT_C_PER_D: f64 = 2.0;
 /// GB 50496-2018 §3.0.4-4: surface − air ≤ 20 °C once the insulation is removed.
 pub const SURFACE_AMBIENT_LIMIT_C: f64 = 20.0;
+/// The strip advice's deadband, °C: "do not strip yet" is withdrawn once every surface sensor
+/// is this far below [`SURFACE_AMBIENT_LIMIT_C`] (10 % of it; the gateway's choice, so that a
+/// surface swinging around the limit with the day does not flip the advice every reading).
+pub const STRIP_ADVICE_DEADBAND_C: f64 = 2.0;
 /// The four levels of each GB 50496 rule as fractions of its limit: blue at 70 % (the
 /// pre-warning of GB 50497 practice), yellow at 80 % (the curing practice's warning point, e.g.
 /// 20 °C and 1.6 °C/d), orange at 90 % (midway, [U]), red at the limit (docs/DOMAIN.md §Curing).
+/// A pour's `levels` may set other fractions.
 pub const LEVEL_FRACTIONS: [f64; 4] = [0.7, 0.8, 0.9, 1.0];
+/// Highest level fraction accepted: a red level at 1.5 × the limit already tolerates half as
+/// much again as GB 50496 allows; anything above is a typo (a percentage written as 80).
+pub const MAX_LEVEL_FRACTION: f64 = 1.5;
 /// The tag naming a pour on its series.
 pub const POUR_TAG: &str = "pour";
 /// The tag naming a sensor's role on its series.
@@ -191,6 +199,43 @@ pub struct PourConfig {
     /// `{ count = 1 }` for a pour read every 4 h by hand (GB 50496-2018 schedule).
     #[serde(default)]
     pub confirm: Option<ConfirmConfig>,
+    /// The fractions of each GB 50496 limit at which its four levels fire, a rule's band
+    /// without `alarm` (default [`LEVEL_FRACTIONS`]; a key left out keeps its default).
+    #[serde(default)]
+    pub levels: Option<BandConfig>,
+}
+
+/// The fractions blue, yellow, orange, red of a pour's `levels = { blue = 0.6, yellow = 0.8,
+/// orange = 0.9, red = 1.0 }` (a rule's band without `alarm`: the alarm is the GB 50496-2018
+/// §3.0.4 limit), defaults filled in; each in (0, [`MAX_LEVEL_FRACTION`]], ascending, or the
+/// problems at `at`.
+fn level_fractions(band: &BandConfig, at: &str, problems: &mut Vec<(String, String)>) -> [f64; 4] {
+    if band.alarm.is_some() {
+        problems.push((
+            format!("{at}.alarm"),
+            "the alarm of a pour's levels is the GB 50496 limit of each quantity; remove it and give the fractions".into(),
+        ));
+    }
+    let given = [band.blue, band.yellow, band.orange, band.red];
+    let mut f = LEVEL_FRACTIONS;
+    for (i, name) in ["blue", "yellow", "orange", "red"].iter().enumerate() {
+        if let Some(v) = given[i] {
+            if !(v.is_finite() && v > 0.0 && v <= MAX_LEVEL_FRACTION) {
+                problems.push((
+                    format!("{at}.{name}"),
+                    format!("{v} is not a fraction of the limit in (0, {MAX_LEVEL_FRACTION}]; write 0.8 for 80 %"),
+                ));
+            }
+            f[i] = v;
+        }
+    }
+    if f.windows(2).any(|w| w[0] >= w[1]) {
+        problems.push((
+            at.to_owned(),
+            format!("blue {} < yellow {} < orange {} < red {} must ascend (defaults 0.7, 0.8, 0.9, 1.0 where left out)", f[0], f[1], f[2], f[3]),
+        ));
+    }
+    f
 }
 
 /// A validated mix.
@@ -235,6 +280,8 @@ pub struct PourSpec {
     pub min_points: u32,
     /// The rules' confirmation: readings and time (`None`: the rules' default).
     pub confirm: Option<(Option<u32>, Option<Duration>)>,
+    /// Fractions of each limit at which blue, yellow, orange and red fire.
+    pub level_fractions: [f64; 4],
 }
 
 /// The validated `[[mixes]]` and `[[pours]]`.
@@ -487,6 +534,11 @@ impl CuringPlan {
                     "must be at least 1 reading".into(),
                 ));
             }
+            let level_fractions = level_fractions(
+                &p.levels.clone().unwrap_or_default(),
+                &format!("{at}.levels"),
+                &mut problems,
+            );
             let max_skew = p.max_skew.unwrap_or(DEFAULT_PAIR_MAX_SKEW);
             if max_skew.is_zero() {
                 problems.push((format!("{at}.max_skew"), "must be longer than 0s".into()));
@@ -504,6 +556,7 @@ impl CuringPlan {
                     cooling_window_ns: ns(cooling),
                     min_points: DEFAULT_RATE_MIN_POINTS,
                     confirm: p.confirm.as_ref().map(|c| (c.count, c.duration)),
+                    level_fractions,
                 });
             }
         }
@@ -514,8 +567,8 @@ impl CuringPlan {
         }
     }
 
-    /// The GB 50496-2018 §3.0.4 rules of every pour, four levels each ([`LEVEL_FRACTIONS`] of
-    /// the limit), on the pour's derived series: `<pour>/rise`, `<pour>/core-surface`,
+    /// The GB 50496-2018 §3.0.4 rules of every pour, four levels each (the pour's `levels`,
+    /// by default [`LEVEL_FRACTIONS`] of the limit), on the pour's derived series: `<pour>/rise`, `<pour>/core-surface`,
     /// `<pour>/cooling-rate`, `<pour>/surface-ambient`. Labels in `language`.
     #[must_use]
     pub fn rules(&self, language: Language) -> Vec<RuleConfig> {
@@ -531,7 +584,7 @@ impl CuringPlan {
                     continue;
                 };
                 let label = series.label(language);
-                let [blue, yellow, orange, red] = LEVEL_FRACTIONS.map(Some);
+                let [blue, yellow, orange, red] = p.level_fractions.map(Some);
                 let mut tags = BTreeMap::new();
                 tags.insert(DERIVED_TAG.to_owned(), p.name.clone());
                 rules.push(RuleConfig {
@@ -602,8 +655,13 @@ impl std::fmt::Display for PourSpec {
         write!(f, "\n    sensors: {}", roles.join(", "))?;
         write!(
             f,
-            "\n    series <point>.{{rise, core-surface, cooling-rate, surface-ambient, maturity, equivalent-age, strength, strength-share}}; rules {0}/rise ≤ {RISE_LIMIT_C} °C, {0}/core-surface ≤ {CORE_SURFACE_LIMIT_C} °C, {0}/cooling-rate ≤ {COOLING_RATE_LIMIT_C_PER_D} °C/d, {0}/surface-ambient ≤ {SURFACE_AMBIENT_LIMIT_C} °C (GB 50496-2018 §3.0.4)",
+            "\n    series <point>.{{rise, core-surface, cooling-rate, surface-ambient, surface-ambient-covered, maturity, equivalent-age, strength, strength-share}}; rules {0}/rise ≤ {RISE_LIMIT_C} °C, {0}/core-surface ≤ {CORE_SURFACE_LIMIT_C} °C, {0}/cooling-rate ≤ {COOLING_RATE_LIMIT_C_PER_D} °C/d, {0}/surface-ambient ≤ {SURFACE_AMBIENT_LIMIT_C} °C (GB 50496-2018 §3.0.4)",
             self.name
+        )?;
+        let [b, y, o, r] = self.level_fractions;
+        write!(
+            f,
+            "\n    levels: blue {b}, yellow {y}, orange {o}, red {r} × each limit"
         )?;
         write!(
             f,
@@ -635,6 +693,9 @@ pub enum Series {
     CoolingRate,
     /// Surface − air once the insulation is off, °C (§3.0.4-4).
     SurfaceAmbient,
+    /// Surface − air while the insulation is on, °C: what stripping now would expose
+    /// (§3.0.4-4 advice, [`STRIP_ADVICE_DEADBAND_C`]).
+    SurfaceAmbientCovered,
     /// Nurse–Saul maturity, °C·h.
     Maturity,
     /// Equivalent age at 20 °C, h.
@@ -647,11 +708,12 @@ pub enum Series {
 
 impl Series {
     /// Every series, in [`Series::index`] order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Rise,
         Self::CoreSurface,
         Self::CoolingRate,
         Self::SurfaceAmbient,
+        Self::SurfaceAmbientCovered,
         Self::Maturity,
         Self::EquivalentAge,
         Self::Strength,
@@ -666,10 +728,11 @@ impl Series {
             Self::CoreSurface => 1,
             Self::CoolingRate => 2,
             Self::SurfaceAmbient => 3,
-            Self::Maturity => 4,
-            Self::EquivalentAge => 5,
-            Self::Strength => 6,
-            Self::StrengthShare => 7,
+            Self::SurfaceAmbientCovered => 4,
+            Self::Maturity => 5,
+            Self::EquivalentAge => 6,
+            Self::Strength => 7,
+            Self::StrengthShare => 8,
         }
     }
 
@@ -681,6 +744,7 @@ impl Series {
             Self::CoreSurface => "core-surface",
             Self::CoolingRate => "cooling-rate",
             Self::SurfaceAmbient => "surface-ambient",
+            Self::SurfaceAmbientCovered => "surface-ambient-covered",
             Self::Maturity => "maturity",
             Self::EquivalentAge => "equivalent-age",
             Self::Strength => "strength",

@@ -3,12 +3,14 @@
 //! `[[pours]]` entry, from its sensors by role.
 //!
 //! Owns the pour's channels (selectors matched once per channel, on first sight), its derived
-//! series (`<point>.rise`, `.core-surface`, `.cooling-rate`, `.surface-ambient`, `.maturity`,
-//! `.equivalent-age`, `.strength`, `.strength-share`, tagged `derived` and `pour` with the pour's
-//! name and `role`), the state that must survive a restart (per sensor: maturity, equivalent age
-//! and cooling window, `vc/<pour>/<channel>`; per pour: placing temperature, insulation removal
-//! set by `gateway pour remove-insulation`, milestones already announced, `vp/<pour>`), and the
-//! milestone notices ([`crate::alert::AlertKind::Notice`]). It does no I/O and has no clock of
+//! series (`<point>.rise`, `.core-surface`, `.cooling-rate`, `.surface-ambient`,
+//! `.surface-ambient-covered`, `.maturity`, `.equivalent-age`, `.strength`, `.strength-share`,
+//! tagged `derived` and `pour` with the pour's name and `role`), the state that must survive a
+//! restart (per sensor: maturity, equivalent age and cooling window, `vc/<pour>/<channel>`; per
+//! pour: placing temperature, insulation removal set by `gateway pour remove-insulation`,
+//! milestones already announced, the last strip advice, `vp/<pour>`), and the milestone and
+//! strip-advice notices ([`crate::alert::AlertKind::Notice`]; GB 50496-2018 §3.0.4-4 before the
+//! insulation comes off: `PourSet::strip_advice`). It does no I/O and has no clock of
 //! its own, and never evaluates rules: the four-level GB 50496 rules are ordinary rules over its
 //! series ([`config::CuringPlan::rules`]), evaluated by the engine like any.
 //!
@@ -202,6 +204,10 @@ pub struct PourState {
     /// Milestones announced ([`Milestone::name`]).
     #[serde(default)]
     pub announced: BTreeSet<String>,
+    /// The strip advice last announced: `Some(true)` "do not strip yet", `Some(false)` "may
+    /// strip" after it, `None` none yet.
+    #[serde(default)]
+    pub strip_advice: Option<bool>,
 }
 
 /// One sensor of one pour.
@@ -217,6 +223,9 @@ struct Sensor {
     /// Output series, built on first use, by [`PourSeries::index`].
     outputs: [Option<Arc<Series>>; PourSeries::ALL.len()],
     dirty: bool,
+    /// Surface: its latest surface − air difference under the insulation, °C (the strip advice
+    /// takes the pour's largest).
+    covered_diff: Option<f64>,
 }
 
 /// The pours of a gateway and their state. Build with [`PourSet::new`]; feed with
@@ -405,6 +414,7 @@ impl PourSet {
                 history: History::default(),
                 outputs: Default::default(),
                 dirty: false,
+                covered_diff: None,
             });
             self.by_channel
                 .entry(series.key.clone())
@@ -535,13 +545,19 @@ impl PourSet {
         if role == Role::Surface {
             // §3.0.4-4 applies once the insulation is off (configured or set by command).
             let removed = removed_cfg.or(self.states[pi].0.insulation_removed_ns);
-            if removed.is_some_and(|t| r.ts >= t) {
-                if let Some(air) = self.role_mean(pi, Role::Ambient, r.ts) {
-                    let diff = match (value, air) {
-                        (Some(v), Ok(a)) => Ok(v - a),
-                        _ => bad,
-                    };
+            let off = removed.is_some_and(|t| r.ts >= t);
+            if let Some(air) = self.role_mean(pi, Role::Ambient, r.ts) {
+                let diff = match (value, air) {
+                    (Some(v), Ok(a)) => Ok(v - a),
+                    _ => bad,
+                };
+                if off {
                     self.emit(si, PourSeries::SurfaceAmbient, r.ts, diff, out);
+                } else {
+                    // Before removal: what stripping now would expose, and the advice on it.
+                    self.emit(si, PourSeries::SurfaceAmbientCovered, r.ts, diff, out);
+                    self.sensors[si].covered_diff = diff.ok();
+                    self.strip_advice(pi, si, r.ts, now);
                 }
             }
         }
@@ -632,6 +648,97 @@ impl PourSet {
         }
     }
 
+    /// Advise on stripping pour `pi` while its insulation is on, from the surface − air
+    /// differences of its surface sensors (the largest decides; sensor `si` read at `ts`).
+    /// GB 50496-2018 §3.0.4-4 allows at most 20 °C between surface and air when the insulation
+    /// is removed ("不应大于"; ../shared/reference/domain.md §2.1: "T_surface − T_air > 20 blocks
+    /// insulation removal (advisory)"): above it a notice says not to strip yet; once every
+    /// surface is [`config::STRIP_ADVICE_DEADBAND_C`] below it, a notice says stripping may go
+    /// ahead. Each turn once, saved with its notice.
+    fn strip_advice(&mut self, pi: usize, si: usize, ts: TimestampNs, now: TimestampNs) {
+        use config::{STRIP_ADVICE_DEADBAND_C, SURFACE_AMBIENT_LIMIT_C};
+        let Some(largest) = self.members[pi]
+            .iter()
+            .filter_map(|&m| self.sensors[m].covered_diff)
+            .max_by(f64::total_cmp)
+        else {
+            return;
+        };
+        let hold = match self.states[pi].0.strip_advice {
+            Some(true) if largest <= SURFACE_AMBIENT_LIMIT_C - STRIP_ADVICE_DEADBAND_C => false,
+            Some(true) => return,
+            _ if largest > SURFACE_AMBIENT_LIMIT_C => true,
+            _ => return,
+        };
+        let (limit, below) = (
+            crate::alert::format_number(SURFACE_AMBIENT_LIMIT_C),
+            crate::alert::format_number(SURFACE_AMBIENT_LIMIT_C - STRIP_ADVICE_DEADBAND_C),
+        );
+        let label = match (self.language, hold) {
+            (Language::Zh, true) => format!("保温层下表面与大气温差超过 {limit} °C，暂不宜拆除保温（GB 50496-2018 §3.0.4-4）"),
+            (Language::Zh, false) => format!("保温层下表面与大气温差已降至 {below} °C 以下，可拆除保温（GB 50496-2018 §3.0.4-4）"),
+            (Language::En, true) => format!("surface-air difference under the insulation above {limit} °C: do not strip the insulation yet (GB 50496-2018 §3.0.4-4)"),
+            (Language::En, false) => format!("surface-air difference under the insulation down to {below} °C or less: the insulation may come off (GB 50496-2018 §3.0.4-4)"),
+        };
+        let series = self.output(si, PourSeries::SurfaceAmbientCovered);
+        let rule = format!("{}/strip-advice", self.pours[pi].name);
+        // Each turn of the advice is its own notice: its time stands for the raise time.
+        let a = self.pour_notice(
+            pi,
+            (Cause::StripAdvice, rule, label),
+            (&series, largest, None),
+            (ts, ts, now),
+        );
+        info!(pour = %self.pours[pi].name, difference = largest, "{}", a.message);
+        let (state, dirty) = &mut self.states[pi];
+        state.strip_advice = Some(hold);
+        *dirty = true;
+        self.notices.push(a);
+    }
+
+    /// A notice of pour `pi` (`cause`, `rule`, `label`) about the reading of `series` at `ts`
+    /// with `value` (and the `threshold` it reached), detected at `now`; its id is the rule's
+    /// for the time `id_ts` (alert.rs §Notices).
+    fn pour_notice(
+        &self,
+        pi: usize,
+        (cause, rule, label): (Cause, String, String),
+        (series, value, threshold): (&Series, f64, Option<f64>),
+        (id_ts, ts, now): (TimestampNs, TimestampNs, TimestampNs),
+    ) -> Alert {
+        let pour = &self.pours[pi];
+        let mut a = Alert {
+            id: stable_id(&self.site, &rule, None, &[&pour.name], id_ts),
+            seq: 0,
+            kind: AlertKind::Notice,
+            cause,
+            site: self.site.clone(),
+            structure: Some(pour.element.clone()),
+            device: series.device.clone(),
+            point: series.point.clone(),
+            channel: series.key.clone(),
+            channels: vec![series.key.clone()],
+            quantity: Some(series.kind),
+            rule,
+            label: Some(label),
+            side: None,
+            level: Level::Blue,
+            previous_level: None,
+            state: AlertState::Notice,
+            value: Some(value),
+            threshold,
+            unit: series.unit.clone(),
+            quality: None,
+            started_at: ts,
+            event_at: ts,
+            detected_at: now,
+            message: String::new(),
+            ack: None,
+        };
+        a.message = render_message(&a, self.language);
+        a
+    }
+
     /// The notice of `milestone` (`threshold` MPa) of pour `pi`, reached by the strength
     /// `value` of `series` in its reading at `ts`, detected at `now`.
     fn notice(
@@ -643,38 +750,14 @@ impl PourSet {
     ) -> Alert {
         let pour = &self.pours[pi];
         let rule = format!("{}/{}", pour.name, milestone.name());
-        let mut a = Alert {
-            // One milestone of one pour has one id: the pour's placing time stands for the
-            // raise time of the id scheme (alert.rs §Notices).
-            id: stable_id(&self.site, &rule, None, &[&pour.name], pour.placed_ns),
-            seq: 0,
-            kind: AlertKind::Notice,
-            cause: Cause::Milestone,
-            site: self.site.clone(),
-            structure: Some(pour.element.clone()),
-            device: series.device.clone(),
-            point: series.point.clone(),
-            channel: series.key.clone(),
-            channels: vec![series.key.clone()],
-            quantity: Some(QuantityKind::Strength),
-            rule,
-            label: Some(milestone.label(self.language)),
-            side: None,
-            level: Level::Blue,
-            previous_level: None,
-            state: AlertState::Notice,
-            value: Some(value),
-            threshold: Some(threshold),
-            unit: "MPa".to_owned(),
-            quality: None,
-            started_at: ts,
-            event_at: ts,
-            detected_at: now,
-            message: String::new(),
-            ack: None,
-        };
-        a.message = render_message(&a, self.language);
-        a
+        // One milestone of one pour has one id: the pour's placing time stands for the raise
+        // time of the id scheme (alert.rs §Notices).
+        self.pour_notice(
+            pi,
+            (Cause::Milestone, rule, milestone.label(self.language)),
+            (series, value, Some(threshold)),
+            (pour.placed_ns, ts, now),
+        )
     }
 
     /// The series of `what` of sensor `si`, built on first use.
@@ -696,9 +779,10 @@ impl PourSet {
         let site = tags.remove("site").unwrap_or_default();
         let gateway = tags.remove("gateway").unwrap_or_default();
         let (kind, unit) = match what {
-            PourSeries::Rise | PourSeries::CoreSurface | PourSeries::SurfaceAmbient => {
-                (QuantityKind::Temperature, "°C")
-            }
+            PourSeries::Rise
+            | PourSeries::CoreSurface
+            | PourSeries::SurfaceAmbient
+            | PourSeries::SurfaceAmbientCovered => (QuantityKind::Temperature, "°C"),
             PourSeries::CoolingRate => (QuantityKind::Temperature, "°C/d"),
             PourSeries::Maturity => (QuantityKind::Maturity, "°C·h"),
             PourSeries::EquivalentAge => (QuantityKind::Age, "h"),

@@ -360,6 +360,19 @@ fn no_milestone_before_every_concrete_role_has_reported() {
     }
 }
 
+/// A spool in `dir` with one reader, for the engine tests.
+fn spool_in(dir: &std::path::Path) -> Arc<crate::spool::Spool> {
+    use crate::spool::{Spool, SpoolConfig};
+    Arc::new(
+        Spool::open(
+            &dir.join("spool.redb"),
+            &SpoolConfig::default(),
+            &["reader".to_owned()],
+        )
+        .expect("spool"),
+    )
+}
+
 /// The engine over `polls` hours after placing, (core, surface, air) °C from `temps`, with the
 /// pour's rules and a spool at `spool`.
 async fn run_engine(
@@ -367,9 +380,19 @@ async fn run_engine(
     polls: std::ops::RangeInclusive<i64>,
     temps: fn(i64) -> (f64, f64, f64),
 ) {
+    run_engine_with(POUR, spool, polls, temps).await;
+}
+
+/// [`run_engine`] with the pours and mixes of `config`.
+async fn run_engine_with(
+    config: &str,
+    spool: &Arc<crate::spool::Spool>,
+    polls: std::ops::RangeInclusive<i64>,
+    temps: fn(i64) -> (f64, f64, f64),
+) {
     use crate::engine::rules::{AlertsConfig, RuleSet};
     use crate::engine::{Engine, EngineConfig};
-    let plan = plan(POUR);
+    let plan = plan(config);
     let alerts = AlertsConfig {
         rules: plan.rules(Language::Zh),
         ..AlertsConfig::default()
@@ -455,16 +478,8 @@ fn every_series_has_its_own_output_slot() {
 
 #[tokio::test]
 async fn the_pours_rules_judge_its_derived_series_with_the_gb_50496_levels() {
-    use crate::spool::{Spool, SpoolConfig};
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Arc::new(
-        Spool::open(
-            &dir.path().join("spool.redb"),
-            &SpoolConfig::default(),
-            &["reader".to_owned()],
-        )
-        .expect("spool"),
-    );
+    let spool = spool_in(dir.path());
     // Core − surface 19 °C for 4 h (76 %: blue, 70-80 % of 25 °C), then 26 °C (red, ≥ 25 °C).
     run_engine(&spool, 0..=8, |h| {
         if h < 4 {
@@ -609,4 +624,113 @@ fn throughput() {
         "{n} readings of 100 pours in {secs:.3} s: {:.2} µs per reading, {derived} derived readings",
         secs * 1e6 / n
     );
+}
+
+#[tokio::test]
+async fn a_pour_sets_the_fractions_of_the_limit_at_which_each_level_fires() {
+    use crate::alert::Level;
+    // Yellow from 75 % and orange from 85 % of each limit: core − surface 19 °C is 76 % of
+    // 25 °C, yellow (blue with the default 0.8), then 22 °C = 88 %, orange (yellow by default).
+    let config = POUR.replace(
+        "[[pours]]",
+        "[[pours]]\nlevels = { blue = 0.6, yellow = 0.75, orange = 0.85 }",
+    );
+    let rules = plan(&config).rules(Language::En);
+    let band = rules[1].upper.as_ref().expect("upper band");
+    assert_eq!(
+        (band.alarm, band.blue, band.yellow, band.orange, band.red),
+        (Some(25.0), Some(0.6), Some(0.75), Some(0.85), Some(1.0))
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = spool_in(dir.path());
+    run_engine_with(&config, &spool, 0..=8, |h| {
+        if h < 4 {
+            (39.0, 20.0, 15.0)
+        } else {
+            (42.0, 20.0, 15.0)
+        }
+    })
+    .await;
+    let levels: Vec<(String, Level)> = crate::engine::tests::alerts(&spool)
+        .into_iter()
+        .filter(|a| a.kind == AlertKind::Quality)
+        .map(|a| (a.rule, a.level))
+        .collect();
+    assert_eq!(
+        levels,
+        [
+            ("raft/core-surface".to_owned(), Level::Yellow),
+            ("raft/core-surface".to_owned(), Level::Orange),
+        ]
+    );
+    // `gateway check`: fractions outside (0, 1.5] or not ascending, with their paths.
+    let p = problems(&POUR.replace(
+        "[[pours]]",
+        "[[pours]]\nlevels = { blue = 0.9, yellow = 0.8, red = 80.0 }",
+    ));
+    let at = |path: &str| {
+        p.iter()
+            .find(|(a, _)| a == path)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_else(|| panic!("no problem at {path}: {p:?}"))
+    };
+    assert!(at("pours[0].levels.red").contains("0.8 for 80 %"));
+    assert!(at("pours[0].levels").contains("must ascend"));
+}
+
+#[test]
+fn under_the_insulation_a_surface_more_than_20_above_the_air_advises_not_to_strip_yet() {
+    // The insulation comes off at 10 h (POUR). Surface 40 °C over air 18 °C: 22 °C > 20 °C
+    // (GB 50496-2018 §3.0.4-4), do not strip yet, at 2 h; 19 °C at 4 h is within the 2 °C
+    // deadband (no change); 17.5 °C at 6 h ≤ 18 °C: may strip. Each turn once.
+    let mut set = PourSet::new(plan(POUR), "xa", Language::En);
+    let s = sensors();
+    let mut advice = Vec::new();
+    for (h, surface) in [
+        (0, 35.0),
+        (1, 37.0),
+        (2, 40.0),
+        (3, 41.0),
+        (4, 37.0),
+        (5, 36.5),
+        (6, 35.5),
+        (7, 35.0),
+    ] {
+        let out = set.on_batch(&poll(&s, h, 45.0, surface, 18.0), T0 + h * H);
+        assert!(
+            close(
+                value(&out, "therm/t02.surface-ambient-covered"),
+                surface - 18.0,
+                1e-9
+            ),
+            "hour {h}: {out:?}"
+        );
+        assert_eq!(value(&out, "therm/t02.surface-ambient"), None, "hour {h}");
+        for n in set.take_notices() {
+            if n.cause == crate::alert::Cause::StripAdvice {
+                advice.push((h, n.value, n.rule, n.label.unwrap_or_default()));
+            }
+        }
+    }
+    let got: Vec<(i64, Option<f64>, &str)> = advice
+        .iter()
+        .map(|(h, v, rule, _)| (*h, *v, rule.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, Some(22.0), "raft/strip-advice"),
+            (6, Some(17.5), "raft/strip-advice")
+        ]
+    );
+    assert!(advice[0].3.contains("do not strip"), "{}", advice[0].3);
+    assert!(advice[1].3.contains("may come off"), "{}", advice[1].3);
+    let (delta, _) = set.state_changes();
+    let pour = delta
+        .entries
+        .get("vp/raft")
+        .and_then(Option::as_ref)
+        .expect("pour state saved");
+    let pour: super::PourState = serde_json::from_slice(pour).expect("pour state JSON");
+    assert_eq!(pour.strip_advice, Some(false));
 }

@@ -19,11 +19,12 @@ use crate::engine::rules::{
 };
 use crate::model::QuantityKind;
 
+use super::gnss::{Direction, GnssPoint, GnssPointConfig};
 use super::slope::{
     AntecedentParams, ForecastParams, TangentParams, DEFAULT_ANTECEDENT_DAYS,
     DEFAULT_BLUE_BAND_DEG, DEFAULT_DECAY, DEFAULT_FIT_WINDOW, DEFAULT_HORIZON, DEFAULT_MIN_R2,
-    DEFAULT_NOISE_FACTOR, DEFAULT_SLOPE_MIN_POINTS, DEFAULT_SMOOTH, MAX_ANTECEDENT_DAYS,
-    MIN_SLOPE_MIN_POINTS,
+    DEFAULT_NOISE_FACTOR, DEFAULT_SLOPE_MIN_POINTS, DEFAULT_SMOOTH, DEFAULT_STORE_EVERY,
+    MAX_ANTECEDENT_DAYS, MAX_STORE_EVERY, MIN_SLOPE_MIN_POINTS,
 };
 
 /// Default output device of a channel derived from one input: the input's device.
@@ -95,6 +96,9 @@ pub enum DerivedKind {
     TangentAngle,
     /// Effective antecedent rainfall Σ K^i·R_i over `days` per selected rain gauge.
     AntecedentRainfall,
+    /// The along-slope displacement of each GNSS point of `gnss` (east, north, up) on the
+    /// direction `azimuth_deg` (and `dip_deg`): [`super::gnss`].
+    AlongSlope,
 }
 
 /// Point suffixes of the series of an `inverse_velocity` block, after its point template: the
@@ -134,6 +138,7 @@ impl DerivedKind {
             Self::InverseVelocity => "inverse_velocity",
             Self::TangentAngle => "tangent_angle",
             Self::AntecedentRainfall => "antecedent_rainfall",
+            Self::AlongSlope => "along_slope",
         }
     }
 
@@ -309,6 +314,22 @@ pub struct DerivedConfig {
     /// Antecedent_rainfall: daily decay factor K, 0 < K ≤ 1 (default 0.8).
     #[serde(default)]
     pub decay: Option<f64>,
+    /// Inverse_velocity, tangent_angle, antecedent_rainfall: shortest time between two stored
+    /// readings of a series whose quality and level did not change (default 1m, `"0s"`: every
+    /// reading; see [`DEFAULT_STORE_EVERY`]).
+    #[serde(default, with = "duration_opt")]
+    pub store_every: Option<Duration>,
+    /// Along_slope: the GNSS points, each `{ east, north, up, point }`.
+    #[serde(default)]
+    pub gnss: Vec<GnssPointConfig>,
+    /// Along_slope: the direction the slope moves in (dip direction), degrees clockwise from
+    /// north.
+    #[serde(default)]
+    pub azimuth_deg: Option<f64>,
+    /// Along_slope: the slope angle below the horizontal, degrees; given, the displacement is
+    /// along the slope (east, north and up), otherwise horizontal (east and north).
+    #[serde(default)]
+    pub dip_deg: Option<f64>,
     /// Rate, stability: least readings in the window before a slope is given (default 3).
     #[serde(default)]
     pub min_points: Option<u32>,
@@ -372,6 +393,10 @@ impl DerivedConfig {
             blue_band_deg: None,
             days: None,
             decay: None,
+            store_every: None,
+            gnss: Vec::new(),
+            azimuth_deg: None,
+            dip_deg: None,
             min_points: None,
             min_span: None,
             max_skew: None,
@@ -503,6 +528,13 @@ pub struct DerivedSpec {
     pub tangent: Option<TangentParams>,
     /// Antecedent_rainfall: its parameters.
     pub antecedent: Option<AntecedentParams>,
+    /// Slope kinds: shortest time between two stored readings of an unchanged series, ns (0:
+    /// every reading; other kinds store every reading).
+    pub store_every_ns: i64,
+    /// Along_slope: its GNSS points.
+    pub gnss: Vec<GnssPoint>,
+    /// Along_slope: the direction it projects on.
+    pub direction: Option<Direction>,
 }
 
 /// The validated `[[derived]]` section, in declaration order: a block sees its own inputs and
@@ -664,7 +696,7 @@ fn is_date(s: &str) -> bool {
 }
 
 /// True for a channel key `device/point` with both parts present.
-fn is_channel_key(s: &str) -> bool {
+pub(super) fn is_channel_key(s: &str) -> bool {
     s.split_once('/')
         .is_some_and(|(d, p)| !d.is_empty() && !p.is_empty())
 }
@@ -682,11 +714,11 @@ pub(crate) fn validate_block(
         push("name", "must not be empty".into());
     }
     use DerivedKind::{
-        AntecedentRainfall, Difference, InverseVelocity, Levelling, Mean, Rate, Stability, SumOver,
-        TangentAngle, Tilt,
+        AlongSlope, AntecedentRainfall, Difference, InverseVelocity, Levelling, Mean, Rate,
+        Stability, SumOver, TangentAngle, Tilt,
     };
     // Each field and the kinds that take it; given to another kind, it is refused, not ignored.
-    let takes: [(&str, bool, &[DerivedKind]); 29] = [
+    let takes: [(&str, bool, &[DerivedKind]); 33] = [
         ("pairs", !c.pairs.is_empty(), &[Difference, Tilt]),
         ("b", c.b.is_some(), &[Difference]),
         ("reference", c.reference.is_some(), &[Levelling]),
@@ -755,6 +787,14 @@ pub(crate) fn validate_block(
         ("days", c.days.is_some(), &[AntecedentRainfall]),
         ("decay", c.decay.is_some(), &[AntecedentRainfall]),
         (
+            "store_every",
+            c.store_every.is_some(),
+            &[InverseVelocity, TangentAngle, AntecedentRainfall],
+        ),
+        ("gnss", !c.gnss.is_empty(), &[AlongSlope]),
+        ("azimuth_deg", c.azimuth_deg.is_some(), &[AlongSlope]),
+        ("dip_deg", c.dip_deg.is_some(), &[AlongSlope]),
+        (
             "max_skew",
             c.max_skew.is_some(),
             &[Difference, Tilt, Mean, Levelling],
@@ -821,6 +861,15 @@ pub(crate) fn validate_block(
             }
             if c.reference.is_none() {
                 push("reference", "missing: a levelling line needs its reference cell (outside the settlement zone), e.g. reference = \"block-a-lvl/ch5\"".into());
+            }
+        }
+        DerivedKind::AlongSlope => {
+            if c.select.is_some() {
+                push(
+                    "select",
+                    "an along_slope block takes its GNSS points from `gnss`; remove `select`"
+                        .into(),
+                );
             }
         }
         DerivedKind::Mean
@@ -1095,6 +1144,33 @@ pub(crate) fn validate_block(
         ));
     }
     let (forecast, tangent, antecedent) = slope_params(c, at, problems);
+    let (gnss, direction) = if k == DerivedKind::AlongSlope {
+        (
+            super::gnss::validate(&c.name, &c.gnss, c.dip_deg.is_some(), at, problems),
+            Some(super::gnss::direction(
+                c.azimuth_deg,
+                c.dip_deg,
+                at,
+                problems,
+            )),
+        )
+    } else {
+        (Vec::new(), None)
+    };
+    let store_every = if matches!(
+        k,
+        DerivedKind::InverseVelocity | DerivedKind::TangentAngle | DerivedKind::AntecedentRainfall
+    ) {
+        c.store_every.unwrap_or(DEFAULT_STORE_EVERY)
+    } else {
+        Duration::ZERO
+    };
+    if store_every > MAX_STORE_EVERY {
+        problems.push((
+            format!("{at}.store_every"),
+            format!("{store_every:?} is longer than {MAX_STORE_EVERY:?}; a judgement stored so seldom hides a fast failure stage, leave it out for 1m"),
+        ));
+    }
     if forecast.is_some() || tangent.is_some() {
         // Their speeds are per `per` (checked in `slope_params`).
         per = c.per.unwrap_or(DEFAULT_RATE_PER);
@@ -1105,6 +1181,7 @@ pub(crate) fn validate_block(
         // A verdict is no settlement: no settlement rule or dashboard may select it.
         DerivedKind::Stability => Some(QuantityKind::Status),
         DerivedKind::AntecedentRainfall => Some(QuantityKind::Rainfall),
+        DerivedKind::AlongSlope => Some(QuantityKind::Displacement),
         _ => None,
     });
     let unit = c.unit.clone().or_else(|| match k {
@@ -1141,6 +1218,9 @@ pub(crate) fn validate_block(
         forecast,
         tangent,
         antecedent,
+        store_every_ns: ns(store_every),
+        gnss,
+        direction,
     })
 }
 
@@ -1455,6 +1535,26 @@ impl std::fmt::Display for DerivedSpec {
             write!(
                 f,
                 "; missing initial values: mean of the first {n} good readings, kept in the spool"
+            )?;
+        }
+        if let Some(d) = &self.direction {
+            write!(
+                f,
+                "; along azimuth {}°{} (docs/DOMAIN.md §Slope early warning)",
+                d.azimuth.to_degrees(),
+                d.plunge.map_or_else(
+                    || " (horizontal)".to_owned(),
+                    |p| format!(", {}° below the horizontal", p.to_degrees())
+                )
+            )?;
+        }
+        for g in &self.gnss {
+            write!(
+                f,
+                "\n    {}/{} from {}",
+                g.device,
+                g.point,
+                g.inputs.join(", ")
             )?;
         }
         for p in &self.pairs {

@@ -1,8 +1,9 @@
 //! Derived channels (issue 7 items 2-4, issue 8 items 2-3): settlement from hydrostatic levelling,
 //! differences, means, rates, tilts, sums over a window, running sums, the settlement
 //! stability verdict (JGJ 8-2016, docs/DOMAIN.md §Settlement) and the slope early warning
-//! (failure-time forecast, tangent angle, antecedent rainfall: [`slope`], docs/DOMAIN.md §Slope
-//! early warning), each a [`Series`] of its own whose readings the engine stores and evaluates
+//! (failure-time forecast, tangent angle, antecedent rainfall: [`slope`]; a GNSS point's
+//! along-slope displacement: [`gnss`]; docs/DOMAIN.md §Slope early warning; their series stored
+//! at most once per `store_every` while unchanged), each a [`Series`] of its own whose readings the engine stores and evaluates
 //! exactly like a device's.
 //!
 //! Owns the `[[derived]]` configuration ([`config`]), the routing of channels to the derived
@@ -41,6 +42,7 @@
 //! produce; they are not evicted with idle channels (an idle output costs its state only).
 
 pub mod config;
+pub mod gnss;
 pub mod initial;
 pub mod slope;
 
@@ -138,6 +140,9 @@ enum Calc {
     Pair { divisor: f64 },
     /// Mean of the inputs.
     Mean,
+    /// Along-slope displacement of a GNSS point from its east, north (and up) inputs
+    /// ([`gnss::Direction::project`]).
+    AlongSlope,
     /// Least-squares slope.
     Rate(RateWindow),
     /// Readings within the window; `None` for a bad one (the sum is flagged while it is in).
@@ -218,6 +223,21 @@ struct Output {
     /// Forecast, tangent angle: the gate that refused the last reading (`None`: a value was
     /// given), to log changes only.
     refusal: Option<Refusal>,
+    /// Slope series: the time and [`Signature`] of its last stored reading (`store_every`; not
+    /// saved: the first reading after a start is stored).
+    stored: Option<(TimestampNs, Signature)>,
+}
+
+/// The quality code of a slope series' reading (0 for a value) and, for a tangent angle's level
+/// series, the level (−1 otherwise): what has a reading stored at once despite `store_every`.
+type Signature = (i64, i64);
+
+/// The [`Signature`] of a slope series' `value` (and `level`).
+fn signature(value: &Result<f64, Quality>, level: Option<u8>) -> Signature {
+    (
+        value.as_ref().map_or_else(|q| q.code(), |_| 0),
+        level.map_or(-1, i64::from),
+    )
 }
 
 /// The derived channels of a gateway and their state. Build with [`DerivedSet::new`]; feed with
@@ -230,6 +250,9 @@ pub struct DerivedSet {
     by_key: HashMap<String, usize>,
     /// Input channel key → outputs it feeds (empty for a levelling reference: history only).
     routes: HashMap<String, Vec<usize>>,
+    /// Changes of `routes` so far: a batch looks each reading's routes up once, and again
+    /// after a change ([`DerivedSet::on_batch`]).
+    route_changes: u64,
     /// Channels already matched against the selectors, with their series.
     seen: HashMap<String, Arc<Series>>,
     histories: HashMap<String, History>,
@@ -248,6 +271,19 @@ pub struct DerivedSet {
     language: crate::alert::Language,
     /// Rate limit of the slope judgements' log lines, by output key.
     slope_log: Option<LogLimiter>,
+}
+
+/// Append the outputs channel `key` feeds to `flat`; their range in it.
+fn routes_into(
+    routes: &HashMap<String, Vec<usize>>,
+    key: &str,
+    flat: &mut Vec<usize>,
+) -> (usize, usize) {
+    let from = flat.len();
+    if let Some(outs) = routes.get(key) {
+        flat.extend_from_slice(outs);
+    }
+    (from, flat.len())
 }
 
 /// Nanoseconds as seconds.
@@ -283,6 +319,9 @@ impl DerivedSet {
                 let (d, pt) = set.specs[bi].pair_output(&p.a, &p.b, &p.point);
                 let calc = Calc::Pair { divisor: p.divisor };
                 set.add_output(bi, d, pt, vec![p.a, p.b], calc);
+            }
+            for g in set.specs[bi].gnss.clone() {
+                set.add_output(bi, g.device, g.point, g.inputs, Calc::AlongSlope);
             }
             if kind == DerivedKind::Mean {
                 let vars = [("name", name.as_str())];
@@ -347,6 +386,7 @@ impl DerivedSet {
         let oi = self.outputs.len();
         for input in &inputs {
             self.routes.entry(input.clone()).or_default().push(oi);
+            self.route_changes += 1;
         }
         self.outputs.push(Output {
             block,
@@ -359,6 +399,7 @@ impl DerivedSet {
             companions: Vec::new(),
             form: None,
             refusal: None,
+            stored: None,
         });
         self.by_key.insert(key, oi);
         Some(oi)
@@ -456,6 +497,7 @@ impl DerivedSet {
                     if let Some(oi) = self.outputs.iter().position(|o| o.block == bi) {
                         self.outputs[oi].inputs.push(key.to_owned());
                         self.routes.entry(key.to_owned()).or_default().push(oi);
+                        self.route_changes += 1;
                     }
                     continue;
                 }
@@ -468,7 +510,7 @@ impl DerivedSet {
                     self.add_output(bi, d, p, inputs, Calc::Pair { divisor: 1.0 });
                     continue;
                 }
-                DerivedKind::Tilt => continue,
+                DerivedKind::Tilt | DerivedKind::AlongSlope => continue,
                 DerivedKind::AntecedentRainfall => Calc::Antecedent(slope::Antecedent::default()),
                 DerivedKind::InverseVelocity | DerivedKind::TangentAngle => {
                     let calc = match (spec.forecast, spec.tangent) {
@@ -505,7 +547,22 @@ impl DerivedSet {
         for r in &inputs {
             self.record(r);
         }
+        // The outputs each reading (inputs, then produced) feeds: `flat[spans[i].0..spans[i].1]`,
+        // looked up once per reading rather than once per block and reading (README
+        // *Performance*: the lookups and copies were a good part of a slope reading's cost), and
+        // again whenever a block's new outputs changed the routes.
+        let mut flat: Vec<usize> = Vec::new();
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(inputs.len());
+        let mut looked_up = None;
         for bi in 0..self.specs.len() {
+            if looked_up != Some(self.route_changes) {
+                flat.clear();
+                spans.clear();
+                for r in inputs.iter().copied().chain(produced.iter()) {
+                    spans.push(routes_into(&self.routes, &r.series.key, &mut flat));
+                }
+                looked_up = Some(self.route_changes);
+            }
             let mut made: Vec<Reading> = Vec::new();
             // Combined outputs are computed once per time, after every reading is recorded.
             let mut combine: Vec<(usize, TimestampNs, Arc<Series>)> = Vec::new();
@@ -518,11 +575,9 @@ impl DerivedSet {
                     self.establish(bi, r);
                 }
             }
-            for r in inputs.iter().copied().chain(produced.iter()) {
-                let Some(outs) = self.routes.get(&r.series.key).cloned() else {
-                    continue;
-                };
-                for oi in outs {
+            for (ri, r) in inputs.iter().copied().chain(produced.iter()).enumerate() {
+                let (from, to) = spans[ri];
+                for &oi in &flat[from..to] {
                     if self.outputs[oi].block != bi {
                         continue;
                     }
@@ -530,7 +585,7 @@ impl DerivedSet {
                         Calc::Forecast(_) | Calc::Tangent(_) => {
                             self.compute_slope(oi, r, &mut made);
                         }
-                        Calc::Pair { .. } | Calc::Mean => {
+                        Calc::Pair { .. } | Calc::Mean | Calc::AlongSlope => {
                             if !combine.iter().any(|(o, ts, _)| *o == oi && *ts == r.ts) {
                                 combine.push((oi, r.ts, Arc::clone(&r.series)));
                             }
@@ -565,6 +620,7 @@ impl DerivedSet {
             for r in &made {
                 self.see(&r.series, Some(bi));
                 self.record(r);
+                spans.push(routes_into(&self.routes, &r.series.key, &mut flat));
             }
             produced.extend(made);
         }
@@ -998,6 +1054,7 @@ impl DerivedSet {
             }),
             Calc::Pair { .. }
             | Calc::Mean
+            | Calc::AlongSlope
             | Calc::AllStable { .. }
             | Calc::Forecast(_)
             | Calc::Tangent(_)
@@ -1007,7 +1064,29 @@ impl DerivedSet {
             self.outputs[oi].dirty = true;
         }
         let value = value?;
+        if matches!(self.outputs[oi].calc, Calc::Antecedent(_))
+            && !self.store_due(oi, s.ts, signature(&value, None))
+        {
+            return None;
+        }
         Some(self.emit(oi, &r.series, s.ts, value))
+    }
+
+    /// True when slope series `oi`'s reading at `ts` with `sig` is to be stored (`store_every`,
+    /// README *Performance*): the first one, one whose signature differs from the last stored
+    /// (a gate's verdict, a level, a bad input: what rules and people act on goes out at once),
+    /// one older than the last stored (a backlog), or one `store_every` after it. The
+    /// judgement itself was made and its state kept either way; a rule on a value (e.g. the
+    /// time to failure) sees it at most `store_every` late.
+    fn store_due(&mut self, oi: usize, ts: TimestampNs, sig: Signature) -> bool {
+        let every = self.specs[self.outputs[oi].block].store_every_ns;
+        let due = self.outputs[oi]
+            .stored
+            .is_none_or(|(last, was)| was != sig || ts < last || ts - last >= every);
+        if due {
+            self.outputs[oi].stored = Some((ts, sig));
+        }
+        due
     }
 
     /// The readings of a forecast or tangent-angle output and its companions from its input's
@@ -1022,6 +1101,7 @@ impl DerivedSet {
             [Err(Quality::DerivedInputBad); config::FORECAST_SERIES.len()];
         let mut refusal = None;
         let mut estimated = None;
+        let mut level = None;
         let refused = |r: Refusal| Err(Quality::Refused(r));
         match (&mut self.outputs[oi].calc, s.value) {
             (_, None) => {}
@@ -1054,9 +1134,10 @@ impl DerivedSet {
             (Calc::Tangent(state), Some(v)) => {
                 let Some(p) = tangent else { return };
                 match state.on_reading(&p, s.ts, v, &mut estimated) {
-                    Ok((alpha, level)) => {
+                    Ok((alpha, l)) => {
                         values[0] = Ok(alpha);
-                        values[1] = Ok(f64::from(level));
+                        values[1] = Ok(f64::from(l));
+                        level = Some(l);
                     }
                     Err(r) => {
                         values[0] = refused(r);
@@ -1078,12 +1159,19 @@ impl DerivedSet {
             self.outputs[oi].dirty = true;
             self.log_refusal(oi, refusal);
         }
+        let tangent = matches!(self.outputs[oi].calc, Calc::Tangent(_));
         let companions = std::mem::take(&mut self.outputs[oi].companions);
         for (i, target) in std::iter::once(oi)
             .chain(companions.iter().copied())
             .enumerate()
         {
-            if let Some(value) = values.get(i) {
+            let Some(value) = values.get(i) else {
+                continue;
+            };
+            // Each series on its own: the tangent angle's level series (its second) turns with
+            // the level, every series with its quality.
+            let level = level.filter(|_| tangent && i == 1);
+            if self.store_due(target, s.ts, signature(value, level)) {
                 made.push(self.emit(target, &r.series, s.ts, *value));
             }
         }
@@ -1135,10 +1223,14 @@ impl DerivedSet {
                     .and_then(|s| s.value)
             })
             .collect();
+        let direction = self.specs[self.outputs[oi].block].direction;
         let value = match (&self.outputs[oi].calc, values.as_deref()) {
             (Calc::Pair { divisor }, Some([a, b])) => Ok((a - b) / divisor),
             (Calc::Mean, Some(v)) if !v.is_empty() => Ok(v.iter().sum::<f64>() / v.len() as f64),
-            (Calc::Pair { .. } | Calc::Mean, _) => Err(Quality::DerivedInputBad),
+            (Calc::AlongSlope, Some(enu)) => direction
+                .and_then(|d| d.project(enu))
+                .ok_or(Quality::DerivedInputBad),
+            (Calc::Pair { .. } | Calc::Mean | Calc::AlongSlope, _) => Err(Quality::DerivedInputBad),
             _ => return None,
         };
         // The series is named after `a` for a pair: build it from `a` when it was seen.

@@ -75,6 +75,18 @@ pub const MAX_ANTECEDENT_DAYS: u32 = 60;
 /// formula's duration but not K [U]; 0.8 is a value common in the Chinese landslide literature,
 /// to be set from the site's own rainfall–displacement history.
 pub const DEFAULT_DECAY: f64 = 0.8;
+/// Default `store_every` of the slope kinds: the shortest time between two stored readings of
+/// one of their series while its quality (gate verdict) and level stay the same. The judgement
+/// is still made on every reading (the windows take each one); only storing is thinned. One
+/// minute is the gateway's choice: slope stages last hours to days and a forecast's horizons are
+/// hours (reference §3.2), so a minute's delay of a rule on these series changes no decision,
+/// while a node read every few seconds would otherwise store up to eight series per reading
+/// (README *Performance*). Displacement and rainfall read every 10 min to 1 h are stored every
+/// reading, as before.
+pub const DEFAULT_STORE_EVERY: Duration = Duration::from_secs(60);
+/// Longest `store_every` accepted: a stored judgement an hour old would hide the run of a fast
+/// failure stage from the console and the store.
+pub const MAX_STORE_EVERY: Duration = Duration::from_secs(3600);
 /// Hours per day.
 const HOURS_PER_DAY: i64 = 24;
 /// Nanoseconds per hour.

@@ -665,3 +665,134 @@ fn a_point_moving_the_negative_way_forecasts_the_same_failure_time() {
         }
     }
 }
+
+#[test]
+fn store_every_thins_unchanged_judgements_and_stores_a_new_level_at_once() {
+    // A crack creeping at exactly v_c = 1.8 mm/d read every 10 s: α = arctan(v/v_c) = 45°
+    // (blue, level 1) once the 10-min smoothing window holds readings over half its length
+    // (t = 300 s); from t = 1800 s it moves at 100 mm/d. By hand, with the window's 61 readings
+    // 10 s apart (Sxx = 100 s²·61·(61² − 1)/12 = 1 891 000 s²), the second reading after the kink
+    // adds 98.2 mm/d·(300·20 + 290·10) s²/Sxx = 0.46 mm/d: α = arctan(2.26/1.8) = 51.5° > 50°,
+    // yellow (level 2) at t = 1820 s.
+    const S: i64 = NANOS_PER_SEC;
+    let crack_at = |t: i64| {
+        let d = |secs: i64, rate: f64| rate * secs as f64 / 86_400.0;
+        if t <= 1800 {
+            d(t, 1.8)
+        } else {
+            d(1800, 1.8) + d(t - 1800, 100.0)
+        }
+    };
+    let block = |every: &str| {
+        one_block(&format!("name = \"xu\"\nkind = \"tangent_angle\"\nselect = {{ kind = \"crack\" }}\ncreep_rate = 1.8\nsmooth = \"10m\"\n{every}"))
+    };
+    let s = crack();
+    // (time s, angle, quality) of the stored angle readings, and the stored levels.
+    let run = |set: &mut super::super::DerivedSet| {
+        let mut angles = Vec::new();
+        let mut levels = Vec::new();
+        for t in (0..=1900).step_by(10) {
+            for r in set.on_batch(&[Reading::good(Arc::clone(&s), T0 + t * S, crack_at(t))]) {
+                match r.series.point.as_str() {
+                    "L1_LF_1.xu.angle" => angles.push((t, r.value, r.quality)),
+                    "L1_LF_1.xu.level" => levels.push((t, r.value)),
+                    other => panic!("unexpected series {other}"),
+                }
+            }
+        }
+        (angles, levels)
+    };
+    // The default: once a minute while unchanged.
+    let (angles, levels) = run(&mut block(""));
+    let refused: Vec<i64> = angles
+        .iter()
+        .filter(|a| a.2 == Quality::Refused(Refusal::TooFewReadings))
+        .map(|a| a.0)
+        .collect();
+    assert_eq!(refused, [0, 60, 120, 180, 240], "{angles:?}");
+    let blue: Vec<i64> = levels
+        .iter()
+        .filter(|l| l.1 == Some(1.0))
+        .map(|l| l.0)
+        .collect();
+    // Good from t = 300 s on (a new verdict: stored at once), then every 60 s to the kink.
+    let want: Vec<i64> = (300..=1800).step_by(60).collect();
+    assert_eq!(blue, want, "{levels:?}");
+    for (t, alpha, q) in angles.iter().filter(|a| (300..=1800).contains(&a.0)) {
+        assert_eq!(*q, Quality::Good, "t = {t}");
+        let alpha = alpha.unwrap_or(f64::NAN);
+        assert!((alpha - 45.0).abs() < 1e-6, "t = {t}: α = {alpha}");
+    }
+    let yellow = levels.iter().find(|l| l.1 == Some(2.0)).map(|l| l.0);
+    assert_eq!(yellow, Some(1820), "{levels:?}");
+    // `store_every = "0s"`: every reading.
+    let (angles, _) = run(&mut block("store_every = \"0s\""));
+    assert_eq!(angles.len(), 191);
+    assert!(problems(
+        "[[derived]]\nname = \"xu\"\nkind = \"tangent_angle\"\nselect = { kind = \"crack\" }\ncreep_rate = 1.8\nstore_every = \"2h\"\n"
+    )
+    .iter()
+    .any(|p| p.0 == "derived[0].store_every" && p.1.contains("1m")));
+}
+
+#[test]
+fn the_running_window_fit_equals_a_direct_least_squares_fit_over_the_same_readings() {
+    // The speed window of the forecast (6 h, 64 buckets of 5.6 min) on the slope-failure
+    // scenario's crack meter read every 10 min for 20 days less two hours (2,868 readings, the
+    // oldest bucket leaving on nearly every reading): after each reading, slope, mean, residual
+    // variance and R² of the window's running sums equal a two-pass fit of the readings it holds
+    // (those in the newest bucket and the 64 before it), to a relative 1e-9.
+    use super::super::super::rules::RATE_BUCKETS;
+    let sc = Scenario1::load();
+    let window_ns = 6 * H;
+    let width = window_ns / RATE_BUCKETS;
+    let mut w = RateWindow::new(window_ns);
+    let mut held: Vec<(i64, f64)> = Vec::new();
+    let step = 600 * NANOS_PER_SEC;
+    for k in 0..(20 * 144 - 12) {
+        let ts = T0 + k * step;
+        let h = k / 6;
+        let v = sc.crack_at(h) + 0.3 * ((k % 6) as f64) / 144.0;
+        w.push(ts, v);
+        held.push((ts, v));
+        let newest = ts.div_euclid(width);
+        held.retain(|(t, _)| t.div_euclid(width) >= newest - RATE_BUCKETS);
+        let Some(fit) = w.fit() else {
+            assert!(
+                held.len() < 2,
+                "reading {k}: no fit over {} readings",
+                held.len()
+            );
+            continue;
+        };
+        let n = held.len() as f64;
+        let secs = |t: i64| (t - T0) as f64 / NANOS_PER_SEC as f64;
+        let tbar = held.iter().map(|(t, _)| secs(*t)).sum::<f64>() / n;
+        let vbar = held.iter().map(|(_, v)| v).sum::<f64>() / n;
+        let sxx: f64 = held.iter().map(|(t, _)| (secs(*t) - tbar).powi(2)).sum();
+        let sxy: f64 = held
+            .iter()
+            .map(|(t, v)| (secs(*t) - tbar) * (v - vbar))
+            .sum();
+        let syy: f64 = held.iter().map(|(_, v)| (v - vbar).powi(2)).sum();
+        let b = sxy / sxx;
+        let sse: f64 = held
+            .iter()
+            .map(|(t, v)| (v - vbar - b * (secs(*t) - tbar)).powi(2))
+            .sum();
+        let close = |a: f64, b: f64, what: &str| {
+            assert!(
+                (a - b).abs() <= 1e-9 * b.abs().max(1e-12) + 1e-12,
+                "reading {k}: {what} {a} (running) vs {b} (direct)"
+            );
+        };
+        assert_eq!(fit.slope.points as usize, held.len(), "reading {k}");
+        close(fit.slope.per_sec, b, "slope");
+        close(fit.mean_value, vbar, "mean");
+        close(secs(fit.mean_ts), tbar, "mean time");
+        if held.len() > 2 {
+            close(fit.residual_var, sse / (n - 2.0), "residual variance");
+            close(fit.r2, (1.0 - sse / syy).clamp(0.0, 1.0), "R²");
+        }
+    }
+}
