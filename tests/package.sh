@@ -110,7 +110,7 @@ $verify"
 $verify"
   for directive in Type=notify User=anju WatchdogSec= StateDirectory=anju \
     ConfigurationDirectory=anju EnvironmentFile=-/etc/anju/secrets.env \
-    "ExecStartPre=$gw check" Restart=on-failure ProtectSystem=strict NoNewPrivileges=yes \
+    "ExecStartPre=$gw check" "ExecReload=$gw check" "ExecReload=/bin/kill -HUP" Restart=on-failure ProtectSystem=strict NoNewPrivileges=yes \
     "CapabilityBoundingSet=" SupplementaryGroups=dialout; do
     grep -q "^$directive" "$work/unit/anju-gateway.service" || fail "the unit has no $directive"
   done

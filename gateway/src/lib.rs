@@ -22,7 +22,8 @@
 //!   curves and alert page (its own redb file, downsampled, bounded in time and bytes).
 //! - [`report`]: the daily report (监理日报) from the local history, kept in `data_dir/reports`.
 //! - [`console`]: the HTTP server: `/metrics`, `/healthz`, `/readyz` (pages later).
-//! - [`run`]: wires everything together for `gateway run`.
+//! - [`run`]: wires everything together for `gateway run`, and carries out config reloads.
+//! - [`reload`]: what a config reload keeps, restarts and refuses.
 //! - [`supervise`]: the task tree: every task named, watched, and stopped in order.
 //! - [`systemd`]: `READY=1`, `STOPPING=1` and watchdog keep-alives while the engine turns.
 //!
@@ -46,6 +47,7 @@ pub mod metrics;
 pub mod model;
 pub mod pour;
 pub mod record;
+pub mod reload;
 pub mod report;
 pub mod retry;
 pub mod run;

@@ -25,7 +25,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Run the gateway until Ctrl-C or SIGTERM.
+    /// Run the gateway until Ctrl-C or SIGTERM; SIGHUP reloads the config file.
     Run {
         /// The site config file.
         #[arg(short, long)]
@@ -508,11 +508,34 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             info!("Shutting down: stopping sources, committing what is in flight.");
             signal.cancel();
         });
-        anju_gateway::run::Gateway::new(cfg)
-            .run(shutdown)
-            .await
-            .context("gateway stopped")
+        let gateway = anju_gateway::run::Gateway::new(cfg);
+        reload_on_hangup(gateway.reloader());
+        gateway.run(shutdown).await.context("gateway stopped")
     })
+}
+
+/// SIGHUP (`systemctl reload anju-gateway`, packaging/anju-gateway.service `ExecReload=`)
+/// reloads the config file the gateway was started with (README §Reload).
+fn reload_on_hangup(reloader: anju_gateway::run::Reloader) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        info!("SIGHUP: reloading the config.");
+                        reloader.request();
+                    }
+                });
+            }
+            Err(e) => {
+                error!(error = %e, "Cannot listen for SIGHUP; config reloads need a restart.")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(reloader);
 }
 
 async fn wait_for_signal() {

@@ -122,6 +122,8 @@ counters! {
     RuleStateBytesWritten = "rule_state_bytes_written_total" [];
     /// Saved rule state that could not be used, by reason (the rules started fresh for it).
     RuleStateLost = "rule_state_lost_total" ["reason"];
+    /// Config reloads (SIGHUP, `systemctl reload`), by result: applied, or refused (invalid, or a change that needs a restart; the old config keeps running).
+    ConfigReloads = "config_reloads_total" ["result"];
     /// Channels dropped from the engine's memory after `channel_idle_evict` without readings.
     ChannelsEvicted = "engine_channels_evicted_total" [];
     /// Points accepted by the InfluxDB store.

@@ -96,6 +96,25 @@ impl TaskTree {
         }
     }
 
+    /// Wait until the tasks named `names` have ended (their stop tokens were cancelled by the
+    /// caller: a reload stopping the components it replaces). Returns the failures met on the
+    /// way: one of them panicking, or any other task ending meanwhile, which is a failure as in
+    /// [`TaskTree::watch`].
+    pub async fn retire(&mut self, names: &[String]) -> Vec<TaskFailure> {
+        let mut failures = Vec::new();
+        while self.names.values().any(|(_, n)| names.contains(n)) {
+            let Some(ended) = self.tasks.join_next_with_id().await else {
+                break;
+            };
+            let returned = ended.is_ok();
+            let failure = self.failure(ended);
+            if !(returned && names.contains(&failure.name)) {
+                failures.push(failure);
+            }
+        }
+        failures
+    }
+
     /// Stop every stage in order, waiting for each to finish before the next: sources, then
     /// the engine (which drains and commits), then the sinks, then the console. Returns every
     /// task that failed on the way (panicked, or the engine ending before being asked).
@@ -233,6 +252,67 @@ mod tests {
             *log.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
             ["source stopped", "engine committed", "sink stopped"]
+        );
+    }
+
+    #[tokio::test]
+    async fn retiring_named_tasks_waits_for_them_and_leaves_the_rest_running() {
+        let log: Log = Arc::default();
+        let mut tree = TaskTree::new();
+        let stage = tree.stop_token(Stage::Sources);
+        let (old, kept) = (stage.child_token(), stage.child_token());
+        tree.spawn(
+            Stage::Sources,
+            "mqtt source old",
+            until_stopped(old.clone(), &log, "old"),
+        );
+        tree.spawn(
+            Stage::Sources,
+            "mqtt source kept",
+            until_stopped(kept, &log, "kept"),
+        );
+        old.cancel();
+        let failures = tokio::time::timeout(
+            Duration::from_secs(10),
+            tree.retire(&["mqtt source old".to_owned()]),
+        )
+        .await
+        .expect("bounded");
+        assert!(failures.is_empty(), "{failures:?}");
+        assert_eq!(
+            *log.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ["old"]
+        );
+        // The kept one still runs: retiring it without its stop would wait; a shutdown stops it.
+        assert!(tree.shutdown().await.is_empty());
+        assert_eq!(
+            *log.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ["old", "kept"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_that_fails_while_others_are_retired_is_reported() {
+        let mut tree = TaskTree::new();
+        let stop = tree.stop_token(Stage::Sinks).child_token();
+        let log: Log = Arc::default();
+        tree.spawn(
+            Stage::Sinks,
+            "sink a",
+            until_stopped(stop.clone(), &log, "a"),
+        );
+        tree.spawn(Stage::Sources, "poller x", async { panic!("wire cut") });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stop.cancel();
+        let failures = tree.retire(&["sink a".to_owned()]).await;
+        assert_eq!(
+            failures
+                .iter()
+                .map(|f| (f.name.as_str(), f.how.as_str()))
+                .collect::<Vec<_>>(),
+            [("poller x", "panicked: wire cut")]
         );
     }
 

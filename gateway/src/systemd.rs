@@ -7,6 +7,8 @@
 //! - `WATCHDOG=1` at half the watchdog period, and only when the engine's [`Heartbeat`] moved
 //!   since the last one: an engine stuck in a commit that never returns, or a runtime whose
 //!   threads are blocked, stops the keep-alives, and systemd kills and restarts the gateway;
+//! - `RELOADING=1` (with `MONOTONIC_USEC`) when a config reload begins, `READY=1` when it is
+//!   done, applied or refused (`crate::run`);
 //! - `STOPPING=1` when the shutdown begins.
 //!
 //! It does not decide what alive means for the engine (the engine beats on its own tick), and
@@ -30,6 +32,19 @@ pub type Notifier = fn(&[NotifyState<'_>]);
 pub fn notify(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
         warn!(error = %e, "Cannot notify the service manager (NOTIFY_SOCKET).");
+    }
+}
+
+/// Tell the service manager a config reload begins: `RELOADING=1` with `MONOTONIC_USEC` (which
+/// systemd 253 and later require with it, sd_notify(3)); `READY=1` follows when it is done,
+/// applied or refused.
+pub fn notify_reloading() {
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[NotifyState::Reloading, now]),
+        Err(e) => {
+            warn!(error = %e, "Cannot read the monotonic clock for RELOADING=1; sending it without.");
+            notify(&[NotifyState::Reloading]);
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! `gateway run` under a service manager, as systemd runs it (packaging/anju-gateway.service:
 //! `Type=notify`, `WatchdogSec=`): the real binary with `NOTIFY_SOCKET` pointing at a socket this
 //! test reads, and `WATCHDOG_USEC` set. It must say `READY=1` once started, send `WATCHDOG=1`
-//! while its engine turns, and `STOPPING=1` on SIGTERM, then exit 0; and its log, a file here as
-//! the journal's pipe is there, must carry no ANSI colour codes.
+//! while its engine turns, `RELOADING=1` (with `MONOTONIC_USEC`) and `READY=1` around a reload on
+//! SIGHUP (`ExecReload=`), refusing a file that needs a restart and applying a valid change, and
+//! `STOPPING=1` on SIGTERM, then exit 0; and its log, a file here as the journal's pipe is there,
+//! must carry no ANSI colour codes.
 //!
 //! Owns that end-to-end check only; when keep-alives are withheld is `src/systemd.rs`'s unit test.
 
@@ -53,7 +55,7 @@ fn wait_for(socket: &UnixDatagram, wanted: &str, seen: &mut Vec<String>) -> bool
 }
 
 #[test]
-fn run_says_ready_keeps_the_watchdog_fed_and_says_stopping() {
+fn run_says_ready_keeps_the_watchdog_fed_reloads_on_sighup_and_says_stopping() {
     let dir = tempfile::tempdir().expect("temp dir");
     // An MQTT source whose broker is not there: it retries, so the gateway (and its engine)
     // runs until told to stop, and nothing outside the test is touched.
@@ -62,10 +64,8 @@ fn run_says_ready_keeps_the_watchdog_fed_and_says_stopping() {
         .expect("a free port")
         .port();
     let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
+    let text = format!(
+        r#"
 site = "notify-test"
 gateway_id = "gw-notify"
 data_dir = "{data}"
@@ -85,10 +85,9 @@ quantity = "temperature"
 unit = "°C"
 payload = {{ format = "plain" }}
 "#,
-            data = dir.path().join("data").display()
-        ),
-    )
-    .expect("write config");
+        data = dir.path().join("data").display()
+    );
+    std::fs::write(&config, &text).expect("write config");
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind the notify socket");
     socket
@@ -123,11 +122,46 @@ payload = {{ format = "plain" }}
     );
 
     let pid = gateway.0.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("run kill");
-    assert!(killed.success(), "kill -TERM {pid}");
+    let signal = |name: &str| {
+        let sent = Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill {name} {pid}");
+    };
+    // A reload the gateway must refuse (the spool is open in data_dir), then one it applies (a
+    // unit changed: the source is restarted). Each: RELOADING=1 with its time, then READY=1.
+    for (edit, logged) in [
+        (
+            ("/data\"", "/elsewhere\""),
+            "restart the service to change data_dir",
+        ),
+        (("unit = \"°C\"", "unit = \"K\""), "Config reloaded."),
+    ] {
+        std::fs::write(&config, text.replace(edit.0, edit.1)).expect("write config");
+        signal("-HUP");
+        assert!(
+            wait_for(&socket, "RELOADING=1", &mut seen),
+            "no RELOADING=1; received {seen:?}; log:\n{}",
+            log_text()
+        );
+        let reloading = seen.last().cloned().unwrap_or_default();
+        assert!(
+            reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+            "RELOADING=1 without MONOTONIC_USEC (systemd 253+ fails the reload): {reloading:?}"
+        );
+        assert!(
+            wait_for(&socket, "READY=1", &mut seen),
+            "no READY=1 after the reload; received {seen:?}; log:\n{}",
+            log_text()
+        );
+        assert!(
+            log_text().contains(logged),
+            "no {logged:?} in the log:\n{}",
+            log_text()
+        );
+    }
+    signal("-TERM");
     assert!(
         wait_for(&socket, "STOPPING=1", &mut seen),
         "no STOPPING=1; received {seen:?}; log:\n{}",

@@ -510,6 +510,9 @@ pub struct RunningGateway {
     handle: tokio::task::JoinHandle<Result<(), anju_gateway::run::RunError>>,
     /// The gateway's counters.
     pub metrics: std::sync::Arc<anju_gateway::metrics::Metrics>,
+    /// Reloads its config file: the channel SIGHUP goes through in the daemon (`main.rs`), so
+    /// a test's reload takes the signal's path from there on.
+    pub reloader: anju_gateway::run::Reloader,
 }
 
 /// Write `config` to `dir/gateway.toml`, validate it as the daemon would, and run the gateway.
@@ -518,7 +521,8 @@ pub struct RunningGateway {
 /// console writes the section with a free port. A config without a `[console.report]` table
 /// makes no daily report by itself: by default one is made at start when it is past 07:30
 /// local time, and its notice would be one more alert in every test that counts them, at some
-/// hours of the day only.
+/// hours of the day only. A reload ([`RunningGateway::reloader`]) reads the file as written,
+/// with the daemon's defaults: a test that reloads writes both sections.
 ///
 /// # Errors
 /// When the config is invalid.
@@ -536,12 +540,14 @@ pub fn start_gateway(config: &str, dir: &Path) -> Result<RunningGateway> {
     }
     let gw = anju_gateway::run::Gateway::new(cfg);
     let metrics = gw.metrics();
+    let reloader = gw.reloader();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let handle = tokio::spawn(gw.run(shutdown.clone()));
     Ok(RunningGateway {
         shutdown,
         handle,
         metrics,
+        reloader,
     })
 }
 

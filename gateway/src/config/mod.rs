@@ -185,7 +185,7 @@ pub enum SinkConfig {
 }
 
 /// A validated sink.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sink {
     /// InfluxDB v2 with its token resolved.
     Influxdb(crate::sinks::influxdb::ResolvedInflux),

@@ -207,6 +207,14 @@ impl ConsoleState {
         self
     }
 
+    /// Count the uptime it shows from `started` (the gateway's start, when a config reload
+    /// restarts the console).
+    #[must_use]
+    pub fn started_at(mut self, started: Instant) -> Self {
+        self.started = started;
+        self
+    }
+
     /// Draw curves and the alert history from `history`; keep and show daily reports in
     /// `data_dir`.
     #[must_use]

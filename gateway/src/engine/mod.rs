@@ -40,6 +40,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::time::{sleep_until, Instant};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::alert::{encode_alert_line, Alert};
@@ -220,6 +221,20 @@ pub struct ChannelState {
     /// Time of the last reading stored flagged or held as a possible spike: a repeat of it is
     /// not stored again ([`Engine::store`]).
     pub judged_ts: Option<TimestampNs>,
+}
+
+/// What an engine stopped by [`Engine::run_until`] hands to the next: its input channel, with
+/// the batches still in it, and the console's channels.
+#[derive(Debug)]
+pub struct EngineInputs {
+    /// The readings channel.
+    pub rx: ReadingRx,
+    /// Requests from the console, if it took any.
+    pub commands: Option<command::CommandRx>,
+    /// Notices made outside the engine, if it took any.
+    pub notices: Option<command::NoticeRx>,
+    /// Where snapshots for the console went, if anywhere.
+    pub view: Option<view::ViewTx>,
 }
 
 /// The engine task. Build with [`Engine::new`], then `run`.
@@ -719,7 +734,15 @@ impl Engine {
     }
 
     /// Run until every source has dropped its sender, then commit what is left and return.
-    pub async fn run(mut self) {
+    pub async fn run(self) {
+        let _ = self.run_until(CancellationToken::new()).await;
+    }
+
+    /// [`Engine::run`], or until `stop` (a config reload, `crate::run`): then commit what is
+    /// held and the whole rule state (pending acknowledgements fire as after any commit) and
+    /// hand back the input channel with the batches still in it, and the console's channels,
+    /// for the next engine.
+    pub async fn run_until(mut self, stop: CancellationToken) -> EngineInputs {
         self.restore_rules().await;
         let flush_interval = self.cfg.flush_interval();
         let max_records = self.cfg.flush_max_records();
@@ -730,6 +753,7 @@ impl Engine {
         let mut notices = self.notices.take();
         loop {
             tokio::select! {
+                () = stop.cancelled() => break,
                 req = command::next(&mut commands) => match req {
                     Some(req) => self.acknowledge(req).await,
                     // The console is gone: no more requests.
@@ -803,7 +827,18 @@ impl Engine {
                 }
             }
         }
+        // The next engine (after a reload) or the next start restores the rule, derived and
+        // pour state as it is now, not as of the last periodic save (STATE_SAVE_INTERVAL): in
+        // full, in rounds of MAX_CHANNEL_ENTRIES_PER_SAVE entries.
+        self.hold_save_due = self.state_dirty;
         self.final_flush().await;
+        while self.hold_save_due && self.flush().await {}
+        EngineInputs {
+            rx: self.rx,
+            commands,
+            notices,
+            view: self.view.map(|(tx, _)| tx),
+        }
     }
 
     /// Store the derived readings of the last batch the same way as a source's (their own

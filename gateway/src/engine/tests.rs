@@ -980,3 +980,80 @@ async fn readings_stamped_before_the_clock_is_set_are_flagged_then_stamped_again
         1
     );
 }
+
+/// A config reload (`crate::run`): the engine stopped by its token commits what it received
+/// with its rule state as it is now (not as of the last 10-s save), and hands over the channel
+/// with the batch it had not taken; the next engine confirms the alert the first one started
+/// counting, and every reading is stored once.
+#[tokio::test]
+async fn an_engine_stopped_for_a_reload_hands_over_its_channel_and_its_rule_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Arc::new(
+        Spool::open(
+            &dir.path().join("spool.redb"),
+            &SpoolConfig::default(),
+            &["reader".to_owned()],
+        )
+        .expect("spool"),
+    );
+    let series = settlement_point("ch3");
+    let t0 = now_ns() - 600 * 1_000_000_000;
+    let engine = |rx| {
+        Engine::new(
+            rx,
+            Arc::clone(&spool),
+            Arc::new(Metrics::new()),
+            Arc::new(SystemClock),
+            EngineConfig::default(),
+            Duration::from_secs(3600),
+            rules(),
+            "xa",
+        )
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let first = tokio::spawn(engine(rx).run_until(stop.clone()));
+    // 31 mm: the first of the two readings above 30 mm that confirm the raise (`RULES`).
+    let (committed, notice) = tokio::sync::oneshot::channel();
+    tx.send(ReadingBatch {
+        readings: vec![Reading::good(Arc::clone(&series), t0, 31.0)],
+        on_commit: Some(committed),
+    })
+    .await
+    .expect("engine alive");
+    tokio::time::timeout(Duration::from_secs(10), notice)
+        .await
+        .expect("committed in time")
+        .expect("committed");
+    stop.cancel();
+    let inputs = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("stops")
+        .expect("no panic");
+    // Sent while no engine runs: it waits in the channel for the next one.
+    tx.send(ReadingBatch::from(vec![Reading::good(
+        Arc::clone(&series),
+        t0 + 1_000_000_000,
+        32.0,
+    )]))
+    .await
+    .expect("the channel outlives the engine");
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(10), engine(inputs.rx).run())
+        .await
+        .expect("the second engine drains and stops");
+
+    let raised: Vec<_> = alerts(&spool)
+        .into_iter()
+        .filter(|a| a.state == AlertState::Raised)
+        .collect();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    let stored = stored_points(&spool);
+    assert_eq!(
+        stored
+            .iter()
+            .map(|(p, ts, v, _)| (p.as_str(), *ts, v.as_str()))
+            .collect::<Vec<_>>(),
+        [("ch3", t0, "31.0"), ("ch3", t0 + 1_000_000_000, "32.0")]
+    );
+}

@@ -92,8 +92,9 @@ impl fmt::Display for Link {
     }
 }
 
-/// Devices that share one wire and are polled by one task.
-#[derive(Debug, Clone)]
+/// Devices that share one wire and are polled by one task (kept through a config reload when
+/// equal, `crate::reload`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Bus {
     /// The wire.
     pub link: Link,

@@ -215,6 +215,13 @@ pub struct WriteCommand {
 /// A poller's end of its command channel.
 pub type WriteRx = mpsc::Receiver<WriteCommand>;
 
+/// A bus's command channel: the sending half for [`BusWriters::for_channels`], the receiving
+/// half for its poller.
+#[must_use]
+pub fn write_channel() -> (mpsc::Sender<WriteCommand>, WriteRx) {
+    mpsc::channel(WRITE_QUEUE)
+}
+
 /// The way to every Modbus TCP device's poller, by device name. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct BusWriters {
@@ -250,6 +257,25 @@ impl BusWriters {
             },
             receivers,
         )
+    }
+
+    /// The writers of `buses`, each bus's devices in its poller's order with the sending half
+    /// of the command channel that poller takes ([`write_channel`]): a config reload
+    /// (`crate::run`) keeps the channels of the buses it keeps running.
+    #[must_use]
+    pub fn for_channels(buses: &[(&[Device], mpsc::Sender<WriteCommand>)]) -> Self {
+        let mut by_device = HashMap::new();
+        let mut points = HashMap::new();
+        for (devices, tx) in buses {
+            for (i, d) in devices.iter().enumerate() {
+                by_device.insert(d.name.clone(), (i, tx.clone()));
+                points.insert(d.name.clone(), d.points.clone());
+            }
+        }
+        Self {
+            by_device: Arc::new(by_device),
+            points: Arc::new(points),
+        }
     }
 
     /// The write that sets `device`'s `point` to `value` (engineering units as the point reads

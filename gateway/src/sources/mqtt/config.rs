@@ -189,7 +189,7 @@ pub enum Qos {
 }
 
 /// A validated subscription.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
     /// Name (metrics label).
     pub name: String,
@@ -211,8 +211,9 @@ pub struct Subscription {
     pub tags: BTreeMap<String, String>,
 }
 
-/// A validated MQTT source.
-#[derive(Debug, Clone)]
+/// A validated MQTT source. Equal settings (secrets and TLS files' contents included) keep a
+/// running source, and its session, through a config reload (`crate::reload`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct MqttSettings {
     /// Source name.
     pub name: String,
