@@ -139,11 +139,7 @@ async fn login(
     };
     let field = |k: &str| form.get(k).map_or("", String::as_str);
     let next = local_path(field("next")).to_owned();
-    let lang = if field("lang") == "en" {
-        Lang::En
-    } else {
-        Lang::Zh
-    };
+    let lang = form_lang(&form);
     let Some(access) = &state.access else {
         return (StatusCode::SEE_OTHER, [(header::LOCATION, next)]).into_response();
     };
@@ -420,11 +416,7 @@ async fn acknowledge(
         return cross_site_refused();
     };
     let field = |k: &str| form.get(k).map_or("", String::as_str);
-    let lang = if field("lang") == "en" {
-        Lang::En
-    } else {
-        Lang::Zh
-    };
+    let lang = form_lang(&form);
     let Some(commands) = &state.commands else {
         return StatusCode::NOT_FOUND.into_response();
     };
@@ -518,6 +510,16 @@ fn same_origin_form(
     body: &[u8],
 ) -> Option<std::collections::BTreeMap<String, String>> {
     same_origin(headers).then(|| form_fields(body))
+}
+
+/// The language a form asks for with its `lang` field (`en`; anything else is Chinese, as
+/// [`Lang::from_query`] reads a query).
+fn form_lang(form: &std::collections::BTreeMap<String, String>) -> Lang {
+    if form.get("lang").is_some_and(|v| v == "en") {
+        Lang::En
+    } else {
+        Lang::Zh
+    }
 }
 
 /// The answer to a post [`same_origin_form`] refused.

@@ -60,6 +60,19 @@ async fn run_engine(spool: &Arc<Spool>, series: &Arc<Series>, t0: i64, values: &
 }
 
 /// Every alert event in the alerts stream of `spool` (read and acknowledged as `reader`).
+/// A spool in `dir` with one reader, `reader`, for the engine tests (opened again after a
+/// simulated restart the same way).
+pub(crate) fn spool_in(dir: &std::path::Path) -> Arc<Spool> {
+    Arc::new(
+        Spool::open(
+            &dir.join("spool.redb"),
+            &SpoolConfig::default(),
+            &["reader".to_owned()],
+        )
+        .expect("spool"),
+    )
+}
+
 pub(super) fn alerts(spool: &Spool) -> Vec<Alert> {
     let mut out = Vec::new();
     while let Some(batch) = spool
@@ -77,12 +90,7 @@ pub(super) fn alerts(spool: &Spool) -> Vec<Alert> {
 #[tokio::test]
 async fn an_alert_survives_a_restart_without_a_second_raise_and_still_clears() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("spool.redb");
-    let open = || {
-        Arc::new(
-            Spool::open(&path, &SpoolConfig::default(), &["reader".to_owned()]).expect("spool"),
-        )
-    };
+    let open = || spool_in(dir.path());
     let series = Arc::new(Series::new(
         "xa",
         "gw",
@@ -154,14 +162,7 @@ mod spool_faults {
 
     fn setup() -> (tempfile::TempDir, Arc<Spool>, Arc<Series>) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let spool = Arc::new(
-            Spool::open(
-                &dir.path().join("spool.redb"),
-                &SpoolConfig::default(),
-                &["reader".to_owned()],
-            )
-            .expect("spool"),
-        );
+        let spool = spool_in(dir.path());
         let series = Arc::new(Series::new(
             "xa",
             "gw",
@@ -421,14 +422,7 @@ impl crate::model::Clock for TestClock {
 async fn an_idle_channel_is_evicted_and_comes_back_with_its_active_alert() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Arc::new(
-        Spool::open(
-            &dir.path().join("spool.redb"),
-            &SpoolConfig::default(),
-            &["reader".to_owned()],
-        )
-        .expect("open"),
-    );
+    let spool = spool_in(dir.path());
     let series = Arc::new(Series::new(
         "xa",
         "gw1",
@@ -612,14 +606,7 @@ fn settlement_point(point: &str) -> Arc<Series> {
 #[tokio::test]
 async fn readings_judged_by_a_sensor_check_are_stored_flagged_with_their_value() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Arc::new(
-        Spool::open(
-            &dir.path().join("spool.redb"),
-            &SpoolConfig::default(),
-            &["reader".to_owned()],
-        )
-        .expect("spool"),
-    );
+    let spool = spool_in(dir.path());
     let s = settlement_point("ch1");
     let t0 = now_ns() - 600 * 1_000_000_000;
     let t = |i: i64| t0 + i * 1_000_000_000;
@@ -671,14 +658,7 @@ async fn readings_judged_by_a_sensor_check_are_stored_flagged_with_their_value()
 #[tokio::test]
 async fn a_held_jump_decided_a_real_step_feeds_the_derived_channels_and_a_spike_does_not() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Arc::new(
-        Spool::open(
-            &dir.path().join("spool.redb"),
-            &SpoolConfig::default(),
-            &["reader".to_owned()],
-        )
-        .expect("spool"),
-    );
+    let spool = spool_in(dir.path());
     let s = settlement_point("ch1");
     let t0 = now_ns() - 600 * 1_000_000_000;
     let t = |i: i64| t0 + i * 1_000_000_000;
@@ -745,12 +725,7 @@ device = "sum"
 #[tokio::test]
 async fn a_held_jump_survives_a_restart_in_the_rule_state_and_is_stored_once_decided() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("spool.redb");
-    let open = || {
-        Arc::new(
-            Spool::open(&path, &SpoolConfig::default(), &["reader".to_owned()]).expect("spool"),
-        )
-    };
+    let open = || spool_in(dir.path());
     let (ch1, ch2) = (settlement_point("ch1"), settlement_point("ch2"));
     let t0 = now_ns() - 600 * 1_000_000_000;
     let t = |i: i64| t0 + i * 1_000_000_000;
@@ -799,12 +774,7 @@ async fn a_held_jump_survives_a_restart_in_the_rule_state_and_is_stored_once_dec
 #[tokio::test]
 async fn a_held_jump_alone_in_its_batch_is_durable_before_the_batch_is_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("spool.redb");
-    let open = || {
-        Arc::new(
-            Spool::open(&path, &SpoolConfig::default(), &["reader".to_owned()]).expect("spool"),
-        )
-    };
+    let open = || spool_in(dir.path());
     let ch1 = settlement_point("ch1");
     let t0 = now_ns() - 600 * 1_000_000_000;
     let t = |i: i64| t0 + i * 1_000_000_000;
@@ -884,14 +854,7 @@ async fn readings_stamped_before_the_clock_is_set_are_flagged_then_stamped_again
     use std::sync::atomic::Ordering;
     const S: i64 = 1_000_000_000;
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Arc::new(
-        Spool::open(
-            &dir.path().join("spool.redb"),
-            &SpoolConfig::default(),
-            &["reader".to_owned()],
-        )
-        .expect("open"),
-    );
+    let spool = spool_in(dir.path());
     // Boot: the wall clock reads 1970 + 100 s, the monotonic clock 10 s.
     let clock = Arc::new(BootClock {
         wall: std::sync::atomic::AtomicI64::new(100 * S),
@@ -988,14 +951,7 @@ async fn readings_stamped_before_the_clock_is_set_are_flagged_then_stamped_again
 #[tokio::test]
 async fn an_engine_stopped_for_a_reload_hands_over_its_channel_and_its_rule_state() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let spool = Arc::new(
-        Spool::open(
-            &dir.path().join("spool.redb"),
-            &SpoolConfig::default(),
-            &["reader".to_owned()],
-        )
-        .expect("spool"),
-    );
+    let spool = spool_in(dir.path());
     let series = settlement_point("ch3");
     let t0 = now_ns() - 600 * 1_000_000_000;
     let engine = |rx| {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::{CuringPlan, MixConfig, PourConfig, PourSet};
 use crate::alert::{AlertKind, AlertState, Language};
+use crate::engine::tests::spool_in;
 use crate::model::{Quality, QuantityKind, Reading, Series, NANOS_PER_SEC};
 
 /// 2026-01-01T00:00:00Z, the placing time of the test pour.
@@ -360,19 +361,6 @@ fn no_milestone_before_every_concrete_role_has_reported() {
     }
 }
 
-/// A spool in `dir` with one reader, for the engine tests.
-fn spool_in(dir: &std::path::Path) -> Arc<crate::spool::Spool> {
-    use crate::spool::{Spool, SpoolConfig};
-    Arc::new(
-        Spool::open(
-            &dir.join("spool.redb"),
-            &SpoolConfig::default(),
-            &["reader".to_owned()],
-        )
-        .expect("spool"),
-    )
-}
-
 /// The engine over `polls` hours after placing, (core, surface, air) °C from `temps`, with the
 /// pour's rules and a spool at `spool`.
 async fn run_engine(
@@ -438,14 +426,8 @@ fn notices(spool: &crate::spool::Spool) -> Vec<String> {
 
 #[tokio::test]
 async fn the_engine_commits_each_notice_with_the_pour_state_and_never_repeats_it_after_a_restart() {
-    use crate::spool::{Spool, SpoolConfig};
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("spool.redb");
-    let open = || {
-        Arc::new(
-            Spool::open(&path, &SpoolConfig::default(), &["reader".to_owned()]).expect("spool"),
-        )
-    };
+    let open = || spool_in(dir.path());
     let spool = open();
     let steady = |_| (30.0, 20.0, 15.0);
     run_engine(&spool, 0..=20, steady).await;
