@@ -20,7 +20,6 @@
 //! after it, quotes open only at the start of a field value), so what it accepts is read back
 //! with the same names.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::model::Reading;
@@ -75,7 +74,10 @@ pub fn escape_string_field(s: &str) -> String {
 /// Render `measurement,k=v,...` with tags in the map's (sorted) order, as InfluxDB recommends
 /// for write performance. Empty tag values are skipped: line protocol forbids them.
 #[must_use]
-pub fn series_prefix(measurement: &str, tags: &BTreeMap<String, String>) -> String {
+pub fn series_prefix<'a>(
+    measurement: &str,
+    tags: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> String {
     let mut out = String::with_capacity(64);
     escape_measurement(&mut out, measurement);
     for (k, v) in tags {
@@ -251,6 +253,7 @@ pub fn validate(body: &[u8]) -> Result<(), LineError> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use super::*;

@@ -4,7 +4,8 @@
 //! while its engine turns, `RELOADING=1` (with `MONOTONIC_USEC`) and `READY=1` around a reload on
 //! SIGHUP (`ExecReload=`), refusing a file that needs a restart and applying a valid change, and
 //! `STOPPING=1` on SIGTERM, then exit 0; and its log, a file here as the journal's pipe is there,
-//! must carry no ANSI colour codes.
+//! must carry no ANSI colour codes. Started without `MALLOC_ARENA_MAX`, it must run with it set
+//! to 1 (one glibc heap; main.rs).
 //!
 //! Owns that end-to-end check only; when keep-alives are withheld is `src/systemd.rs`'s unit test.
 
@@ -101,6 +102,7 @@ payload = {{ format = "plain" }}
         .env("NOTIFY_SOCKET", &socket_path)
         .env("WATCHDOG_USEC", WATCHDOG_USEC)
         .env_remove("WATCHDOG_PID")
+        .env_remove("MALLOC_ARENA_MAX")
         .env("ANJU_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -122,6 +124,16 @@ payload = {{ format = "plain" }}
     );
 
     let pid = gateway.0.id().to_string();
+    // Started without MALLOC_ARENA_MAX, it runs with one glibc heap (main.rs `one_malloc_heap`:
+    // an exec of itself, same process id, so the READY=1 above came through it).
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("read its environment");
+    assert!(
+        environ
+            .split(|&b| b == 0)
+            .any(|v| v == b"MALLOC_ARENA_MAX=1"),
+        "the gateway runs without MALLOC_ARENA_MAX=1: {}",
+        String::from_utf8_lossy(&environ).replace('\0', " ")
+    );
     let signal = |name: &str| {
         let sent = Command::new("kill")
             .args([name, &pid])

@@ -298,8 +298,11 @@ pub struct ChannelMeta {
 #[derive(Debug)]
 struct PendingChannel {
     series: std::sync::Arc<crate::model::Series>,
-    tiers: [Vec<(u32, Bucket)>; 3],
+    tiers: TierBuckets,
 }
+
+/// Per tier, buckets by index.
+type TierBuckets = [Vec<(u32, Bucket)>; 3];
 
 /// Readings and alert events waiting for the next flush.
 #[derive(Debug, Default)]
@@ -856,8 +859,7 @@ impl History {
             let mut pending_channels: Vec<(String, PendingChannel)> =
                 pending.channels.into_iter().collect();
             pending_channels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let mut written: Vec<(u32, [Vec<(u32, Bucket)>; 3])> =
-                Vec::with_capacity(pending_channels.len());
+            let mut written: Vec<(u32, TierBuckets)> = Vec::with_capacity(pending_channels.len());
             for (key, c) in pending_channels {
                 let id = if let Some(&id) = ids.get(&key) {
                     id

@@ -769,7 +769,7 @@ impl PourSet {
         let sensor = &self.sensors[si];
         let pour = &self.pours[sensor.pour];
         let base = &sensor.base;
-        let mut tags = base.tags.clone();
+        let mut tags = base.tags.to_map();
         for t in ["device", "point", "unit"] {
             tags.remove(t);
         }

@@ -845,7 +845,7 @@ impl DerivedSet {
         }
         let o = &self.outputs[oi];
         let spec = &self.specs[o.block];
-        let mut tags = base.tags.clone();
+        let mut tags = base.tags.to_map();
         for t in ["device", "point", "unit"] {
             tags.remove(t);
         }
@@ -1401,7 +1401,7 @@ pub fn planned_pair_channel<'a>(
 ) -> Option<ChannelInfo> {
     let (a, b) = (known(&pair.a)?, known(&pair.b)?);
     let (device, point) = spec.pair_output(&pair.a, &pair.b, &pair.point);
-    let mut tags = a.tags.clone();
+    let mut tags = a.tags.to_map();
     tags.retain(|k, v| b.tags.get(k) == Some(v));
     let (kind, unit) = output_form(spec, a.kind, &a.unit);
     Some(planned_channel(spec, tags, &device, &point, kind, &unit))
@@ -1453,7 +1453,7 @@ pub fn planned_channels(spec: &DerivedSpec, input: &ChannelInfo) -> Vec<ChannelI
         config::expand(&spec.point, &vars),
     );
     let channel = |point: &str, kind: QuantityKind, unit: &str| {
-        planned_channel(spec, input.tags.clone(), &device, point, kind, unit)
+        planned_channel(spec, input.tags.to_map(), &device, point, kind, unit)
     };
     let group = series_group(spec, &input.unit);
     if group.is_empty() {

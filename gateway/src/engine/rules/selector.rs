@@ -46,7 +46,7 @@ impl From<InfoFields> for ChannelInfo {
                 point: f.point,
                 kind: f.kind,
                 unit: f.unit,
-                tags: f.tags,
+                tags: f.tags.into(),
                 line_prefix,
             }),
         }
@@ -62,7 +62,7 @@ impl From<ChannelInfo> for InfoFields {
             point: s.point.clone(),
             kind: s.kind,
             unit: s.unit.clone(),
-            tags: s.tags.clone(),
+            tags: s.tags.to_map(),
         }
     }
 }
