@@ -21,7 +21,9 @@
 //! was chosen: one build per opt-level, `CARGO_PROFILE_DIST_OPT_LEVEL=s` and its own
 //! `CARGO_TARGET_DIR`). Prints readings/s landed in
 //! the store (first publish to the last reading queryable), gateway CPU microseconds per
-//! reading, idle RSS and peak RSS.
+//! reading, idle RSS and peak RSS. The gateway runs with one glibc heap, as on a site box
+//! (`gateway run` starts itself again with `MALLOC_ARENA_MAX=1` unless the environment sets it;
+//! run the bench with `MALLOC_ARENA_MAX=16` for glibc's default bound on 2 cores).
 //!
 //! The sink runs with `batch_max_age = "200ms"`: with the default 1 s, the last partial batch
 //! of a finite burst waits up to a second for company, which is half of this two-second run.
