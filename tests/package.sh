@@ -98,6 +98,20 @@ $without"
 [ $with_rc -eq 0 ] || fail "gateway check of the shipped config with its secrets: exit $with_rc:
 $with"
 
+# Every program the unit runs is in the package, in an Essential package or in one the package
+# depends on: systemd-analyze verify only looks on this machine, and a minimal box image lacks
+# what a build machine has (/bin/kill of ExecReload failed so under a real systemd).
+unit_file="$root/usr/lib/systemd/system/anju-gateway.service"
+for exe in $(sed -n 's/^Exec[A-Za-z]*=[-@:+!]*\(\/[^ ]*\).*/\1/p' "$unit_file" | sort -u); do
+  grep -qxF ".$exe" <<<"$(dpkg-deb -c "$deb" | awk '{ print $6 }')" && continue
+  owner=$(dpkg -S "$exe" 2>/dev/null | head -1 | cut -d: -f1) ||
+    fail "the unit runs $exe, which neither the package nor this machine has"
+  [ -n "$owner" ] || fail "the unit runs $exe, which neither the package nor this machine has"
+  [ "$(dpkg-query -W -f='${Essential}' "$owner" 2>/dev/null)" = yes ] && continue
+  [[ ", $depends," == *", $owner"[\ ,]* ]] ||
+    fail "the unit runs $exe (package $owner), which is neither Essential nor in Depends: \"$depends\""
+done
+
 # The unit, with ExecStart pointing at the packaged binary (verify wants it to exist).
 if command -v systemd-analyze >/dev/null 2>&1; then
   mkdir -p "$work/unit"

@@ -13,6 +13,8 @@ need=()
 [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 [ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 command -v socat >/dev/null 2>&1 || need+=(socat)
+# The package test looks up the owner of every program the unit runs (/bin/kill: procps).
+[ -x /bin/kill ] || need+=(procps)
 # Headless browser for the console's page test (tests/system/console_browser.rs), and a Chinese
 # font (4 MB) so that its screenshots show the pages' Chinese text instead of empty boxes.
 [ -x /usr/bin/chromium ] || need+=(chromium)
