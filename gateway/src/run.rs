@@ -256,6 +256,7 @@ impl Gateway {
             commands: Some(command_rx),
             notices: notices_wanted.then_some(notice_rx),
             view: Some(view_tx),
+            clock_held: crate::clock::HeldReadings::default(),
         });
 
         // With the console, stopped last: both report to the outside.
@@ -576,6 +577,7 @@ impl Running {
             commands,
             notices,
             view,
+            clock_held,
         } = inputs;
         let engine = Engine::new(
             rx,
@@ -589,7 +591,8 @@ impl Running {
         )
         .with_derived(cfg.derived.clone())
         .with_pours(cfg.pours.clone())
-        .with_heartbeat(Arc::clone(&self.heartbeat));
+        .with_heartbeat(Arc::clone(&self.heartbeat))
+        .with_clock_held(clock_held);
         let (view, commands) = (
             view.or(self.spare_view.take()),
             commands.or(self.spare_commands.take()),

@@ -235,6 +235,9 @@ pub struct EngineInputs {
     pub notices: Option<command::NoticeRx>,
     /// Where snapshots for the console went, if anywhere.
     pub view: Option<view::ViewTx>,
+    /// Copies of readings the gateway stamped before its clock was synchronised, waiting to be
+    /// stamped again ([`crate::clock::HeldReadings`]): a reload must not lose them.
+    pub clock_held: crate::clock::HeldReadings,
 }
 
 /// The engine task. Build with [`Engine::new`], then `run`.
@@ -475,6 +478,14 @@ impl Engine {
         if let Some(h) = &self.history {
             h.record(&r.series, r.ts, r.value, r.quality);
         }
+    }
+
+    /// Take over the readings an earlier engine held to stamp again once the clock is
+    /// synchronised ([`EngineInputs::clock_held`], a reload).
+    #[must_use]
+    pub fn with_clock_held(mut self, held: crate::clock::HeldReadings) -> Self {
+        self.clock_held = held;
+        self
     }
 
     /// Publish a [`view::SiteView`] for the console through `tx`, at most every
@@ -838,6 +849,7 @@ impl Engine {
             commands,
             notices,
             view: self.view.map(|(tx, _)| tx),
+            clock_held: std::mem::take(&mut self.clock_held),
         }
     }
 

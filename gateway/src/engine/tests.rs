@@ -944,6 +944,83 @@ async fn readings_stamped_before_the_clock_is_set_are_flagged_then_stamped_again
     );
 }
 
+/// A reload while the clock is not yet synchronised: the copies the first engine held to stamp
+/// again go to the next engine, which stamps them once the clock is set (issue 13 item 5: they
+/// were lost with the engine).
+#[tokio::test]
+async fn readings_held_for_the_clock_survive_an_engine_stopped_for_a_reload() {
+    use std::sync::atomic::Ordering;
+    const S: i64 = 1_000_000_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = spool_in(dir.path());
+    let clock = Arc::new(BootClock {
+        wall: std::sync::atomic::AtomicI64::new(100 * S),
+        mono: std::sync::atomic::AtomicI64::new(10 * S),
+    });
+    let metrics = Arc::new(Metrics::new());
+    let engine = |rx| {
+        Engine::new(
+            rx,
+            Arc::clone(&spool),
+            Arc::clone(&metrics),
+            Arc::clone(&clock) as Arc<dyn crate::model::Clock>,
+            EngineConfig::default(),
+            Duration::from_secs(3600),
+            rules(),
+            "xa",
+        )
+    };
+    let (tx, rx) = mpsc::channel(16);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let first = tokio::spawn(engine(rx).run_until(stop.clone()));
+    let plate = settlement_point("p1");
+    // A poll the gateway stamped at boot (1970 + 100 s, monotonic 10 s).
+    let (committed, notice) = tokio::sync::oneshot::channel();
+    tx.send(ReadingBatch {
+        readings: vec![Reading::good(Arc::clone(&plate), 100 * S, 1.5)],
+        on_commit: Some(committed),
+    })
+    .await
+    .expect("engine alive");
+    tokio::time::timeout(Duration::from_secs(10), notice)
+        .await
+        .expect("committed in time")
+        .expect("committed");
+    stop.cancel();
+    let inputs = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("stops")
+        .expect("no panic");
+    // NTP sets the clock 30 s (monotonic) after the poll, while the next engine starts.
+    let synced = crate::clock::BUILD_FLOOR_NS + 2 * 86_400 * S;
+    clock.wall.store(synced, Ordering::SeqCst);
+    clock.mono.store(40 * S, Ordering::SeqCst);
+    let second = engine(inputs.rx).with_clock_held(inputs.clock_held);
+    tx.send(ReadingBatch::from(vec![Reading::good(
+        Arc::clone(&plate),
+        synced,
+        2.0,
+    )]))
+    .await
+    .expect("the channel outlives the engine");
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(10), second.run())
+        .await
+        .expect("the second engine drains and stops");
+
+    let p = |s: &str| s.to_owned();
+    assert_eq!(
+        stored_points(&spool),
+        vec![
+            (p("p1"), 100 * S, p("1.5"), p("205i")),
+            // Stamped again by the second engine: it arrived 30 s before the sync.
+            (p("p1"), synced - 30 * S, p("1.5"), p("0i")),
+            (p("p1"), synced, p("2.0"), p("0i")),
+        ]
+    );
+    assert_eq!(metrics.total(Counter::ReadingsRestamped), 1);
+}
+
 /// A config reload (`crate::run`): the engine stopped by its token commits what it received
 /// with its rule state as it is now (not as of the last 10-s save), and hands over the channel
 /// with the batch it had not taken; the next engine confirms the alert the first one started
