@@ -8,8 +8,12 @@
 //! append and reads the alerts stream; latency = commit observed − reading sent.
 //!
 //! Reference measured in the same run, on the same disk, first: a lone fsync (4 KiB written and
-//! `sync_data`, [`FSYNC_SAMPLES`] times) and a lone spool commit on an idle spool. The target
-//! (issue 11) is p99 ≤ the lone fsync's p99 + 1 ms; both are printed.
+//! `sync_data`) and a lone spool commit on an idle spool, each twice: back to back
+//! ([`FSYNC_SAMPLES`] times) and spaced like the alerts ([`ALERT_EVERY`] apart,
+//! [`SPACED_SAMPLES`] times). An alert commit comes after a pause, and on this machine's disk a
+//! spaced fsync takes about three times a back-to-back one (p50 0.54 against 0.17 ms, 2026-11-30),
+//! so the spaced one is the floor an alert can reach; the target (issue 11) is p99 ≤ the lone
+//! fsync's p99 + 1 ms, printed against both.
 //!
 //! Run: `cargo bench -p anju-system --bench alert_latency`. Bounded: a fixed 10 s run.
 
@@ -36,16 +40,19 @@ const LOAD_CHANNELS: usize = 2_000;
 const ALERT_EVERY: Duration = Duration::from_millis(20);
 /// Length of the run.
 const RUN_FOR: Duration = Duration::from_secs(10);
-/// Lone fsyncs (and lone spool commits) measured for the reference.
+/// Lone fsyncs (and lone spool commits) measured back to back for the reference.
 const FSYNC_SAMPLES: usize = 300;
+/// Lone fsyncs (and lone spool commits) measured [`ALERT_EVERY`] apart (2 s each).
+const SPACED_SAMPLES: usize = 100;
 
-/// Latencies of `FSYNC_SAMPLES` lone 4 KiB write + fsync in `dir`, sorted.
-fn lone_fsyncs(dir: &std::path::Path) -> Result<Vec<Duration>> {
+/// Latencies of `samples` lone 4 KiB write + fsync in `dir`, `pause` apart, sorted.
+fn lone_fsyncs(dir: &std::path::Path, samples: usize, pause: Duration) -> Result<Vec<Duration>> {
     use std::io::Write as _;
     let mut f = std::fs::File::create(dir.join("fsync.probe"))?;
     let block = [0x5a_u8; 4096];
-    let mut out = Vec::with_capacity(FSYNC_SAMPLES);
-    for _ in 0..FSYNC_SAMPLES {
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        std::thread::sleep(pause);
         let t = Instant::now();
         f.write_all(&block)?;
         f.sync_data()?;
@@ -55,13 +62,15 @@ fn lone_fsyncs(dir: &std::path::Path) -> Result<Vec<Duration>> {
     Ok(out)
 }
 
-/// Latencies of `FSYNC_SAMPLES` lone alert appends to an idle spool in `dir`, sorted.
-fn lone_commits(dir: &std::path::Path) -> Result<Vec<Duration>> {
+/// Latencies of `samples` lone alert appends to an idle spool in `dir`, `pause` apart, sorted.
+fn lone_commits(dir: &std::path::Path, samples: usize, pause: Duration) -> Result<Vec<Duration>> {
+    let _ = std::fs::remove_file(dir.join("idle.redb"));
     let spool = Spool::open(&dir.join("idle.redb"), &SpoolConfig::default(), &[])?;
     let line = br#"{"id":"bench","seq":0}
 "#;
-    let mut out = Vec::with_capacity(FSYNC_SAMPLES);
-    for _ in 0..FSYNC_SAMPLES {
+    let mut out = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        std::thread::sleep(pause);
         let t = Instant::now();
         spool.append(Stream::Alerts, line, 1)?;
         out.push(t.elapsed());
@@ -92,8 +101,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     // The references first, on the same disk, with nothing else running in this process.
-    let fsyncs = lone_fsyncs(dir.path())?;
-    let commits = lone_commits(dir.path())?;
+    let fsyncs = lone_fsyncs(dir.path(), FSYNC_SAMPLES, Duration::ZERO)?;
+    let commits = lone_commits(dir.path(), FSYNC_SAMPLES, Duration::ZERO)?;
+    let spaced_fsyncs = lone_fsyncs(dir.path(), SPACED_SAMPLES, ALERT_EVERY)?;
+    let spaced_commits = lone_commits(dir.path(), SPACED_SAMPLES, ALERT_EVERY)?;
     let spool = Arc::new(Spool::open(
         &dir.path().join("spool.redb"),
         &SpoolConfig::default(),
@@ -242,17 +253,23 @@ async fn main() -> Result<()> {
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let fsync_p99 = percentile(&fsyncs, 0.99);
-    println!(
-        "  reference: lone fsync      p50 {:.2} ms, p99 {:.2} ms; lone spool commit p50 {:.2} ms, p99 {:.2} ms",
-        ms(percentile(&fsyncs, 0.50)),
-        ms(fsync_p99),
-        ms(percentile(&commits, 0.50)),
-        ms(percentile(&commits, 0.99)),
-    );
-    println!(
-        "  p99 / (fsync p99 + 1 ms)  {:>8.2} (target ≤ 1)",
-        ms(percentile(&latencies, 0.99)) / (ms(fsync_p99) + 1.0)
-    );
+    let p99 = ms(percentile(&latencies, 0.99));
+    for (name, f, c) in [
+        ("back to back", &fsyncs, &commits),
+        (
+            &*format!("{} ms apart", ALERT_EVERY.as_millis()),
+            &spaced_fsyncs,
+            &spaced_commits,
+        ),
+    ] {
+        println!(
+            "  reference, {name:<12}  lone fsync p50 {:.2} ms, p99 {:.2} ms; lone spool commit p50 {:.2} ms, p99 {:.2} ms; p99 / (fsync p99 + 1 ms) = {:.2} (target ≤ 1)",
+            ms(percentile(f, 0.50)),
+            ms(percentile(f, 0.99)),
+            ms(percentile(c, 0.50)),
+            ms(percentile(c, 0.99)),
+            p99 / (ms(percentile(f, 0.99)) + 1.0)
+        );
+    }
     Ok(())
 }
