@@ -944,6 +944,32 @@ async fn readings_stamped_before_the_clock_is_set_are_flagged_then_stamped_again
     );
 }
 
+/// Send `reading` with a commit notice, wait for its commit, stop the engine as a reload does
+/// and return what it hands over.
+async fn commit_then_stop(
+    tx: &mpsc::Sender<ReadingBatch>,
+    reading: Reading,
+    stop: &tokio_util::sync::CancellationToken,
+    engine: tokio::task::JoinHandle<crate::engine::EngineInputs>,
+) -> crate::engine::EngineInputs {
+    let (committed, notice) = tokio::sync::oneshot::channel();
+    tx.send(ReadingBatch {
+        readings: vec![reading],
+        on_commit: Some(committed),
+    })
+    .await
+    .expect("engine alive");
+    tokio::time::timeout(Duration::from_secs(10), notice)
+        .await
+        .expect("committed in time")
+        .expect("committed");
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), engine)
+        .await
+        .expect("stops")
+        .expect("no panic")
+}
+
 /// A reload while the clock is not yet synchronised: the copies the first engine held to stamp
 /// again go to the next engine, which stamps them once the clock is set (issue 13 item 5: they
 /// were lost with the engine).
@@ -975,22 +1001,13 @@ async fn readings_held_for_the_clock_survive_an_engine_stopped_for_a_reload() {
     let first = tokio::spawn(engine(rx).run_until(stop.clone()));
     let plate = settlement_point("p1");
     // A poll the gateway stamped at boot (1970 + 100 s, monotonic 10 s).
-    let (committed, notice) = tokio::sync::oneshot::channel();
-    tx.send(ReadingBatch {
-        readings: vec![Reading::good(Arc::clone(&plate), 100 * S, 1.5)],
-        on_commit: Some(committed),
-    })
-    .await
-    .expect("engine alive");
-    tokio::time::timeout(Duration::from_secs(10), notice)
-        .await
-        .expect("committed in time")
-        .expect("committed");
-    stop.cancel();
-    let inputs = tokio::time::timeout(Duration::from_secs(10), first)
-        .await
-        .expect("stops")
-        .expect("no panic");
+    let inputs = commit_then_stop(
+        &tx,
+        Reading::good(Arc::clone(&plate), 100 * S, 1.5),
+        &stop,
+        first,
+    )
+    .await;
     // NTP sets the clock 30 s (monotonic) after the poll, while the next engine starts.
     let synced = crate::clock::BUILD_FLOOR_NS + 2 * 86_400 * S;
     clock.wall.store(synced, Ordering::SeqCst);
@@ -1047,22 +1064,13 @@ async fn an_engine_stopped_for_a_reload_hands_over_its_channel_and_its_rule_stat
     let stop = tokio_util::sync::CancellationToken::new();
     let first = tokio::spawn(engine(rx).run_until(stop.clone()));
     // 31 mm: the first of the two readings above 30 mm that confirm the raise (`RULES`).
-    let (committed, notice) = tokio::sync::oneshot::channel();
-    tx.send(ReadingBatch {
-        readings: vec![Reading::good(Arc::clone(&series), t0, 31.0)],
-        on_commit: Some(committed),
-    })
-    .await
-    .expect("engine alive");
-    tokio::time::timeout(Duration::from_secs(10), notice)
-        .await
-        .expect("committed in time")
-        .expect("committed");
-    stop.cancel();
-    let inputs = tokio::time::timeout(Duration::from_secs(10), first)
-        .await
-        .expect("stops")
-        .expect("no panic");
+    let inputs = commit_then_stop(
+        &tx,
+        Reading::good(Arc::clone(&series), t0, 31.0),
+        &stop,
+        first,
+    )
+    .await;
     // Sent while no engine runs: it waits in the channel for the next one.
     tx.send(ReadingBatch::from(vec![Reading::good(
         Arc::clone(&series),
