@@ -837,6 +837,17 @@ struct BootClock {
     mono: std::sync::atomic::AtomicI64,
 }
 
+impl BootClock {
+    /// At boot: the wall clock reads 1970 + 100 s, the monotonic clock 10 s.
+    fn at_boot() -> Arc<Self> {
+        const S: i64 = 1_000_000_000;
+        Arc::new(Self {
+            wall: std::sync::atomic::AtomicI64::new(100 * S),
+            mono: std::sync::atomic::AtomicI64::new(10 * S),
+        })
+    }
+}
+
 impl crate::model::Clock for BootClock {
     fn now_ns(&self) -> i64 {
         self.wall.load(std::sync::atomic::Ordering::SeqCst)
@@ -855,11 +866,7 @@ async fn readings_stamped_before_the_clock_is_set_are_flagged_then_stamped_again
     const S: i64 = 1_000_000_000;
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = spool_in(dir.path());
-    // Boot: the wall clock reads 1970 + 100 s, the monotonic clock 10 s.
-    let clock = Arc::new(BootClock {
-        wall: std::sync::atomic::AtomicI64::new(100 * S),
-        mono: std::sync::atomic::AtomicI64::new(10 * S),
-    });
+    let clock = BootClock::at_boot();
     let metrics = Arc::new(Metrics::new());
     let (tx, rx) = mpsc::channel(16);
     let engine = Engine::new(
@@ -979,10 +986,7 @@ async fn readings_held_for_the_clock_survive_an_engine_stopped_for_a_reload() {
     const S: i64 = 1_000_000_000;
     let dir = tempfile::tempdir().expect("tempdir");
     let spool = spool_in(dir.path());
-    let clock = Arc::new(BootClock {
-        wall: std::sync::atomic::AtomicI64::new(100 * S),
-        mono: std::sync::atomic::AtomicI64::new(10 * S),
-    });
+    let clock = BootClock::at_boot();
     let metrics = Arc::new(Metrics::new());
     let engine = |rx| {
         Engine::new(
