@@ -398,7 +398,6 @@ impl ClientTls {
     /// Make `builder` use this table's rustls configuration: `ca_file` as the whole trust store
     /// and the client certificate, if any. reqwest 0.12 runs the same rustls 0.23 as rumqttc,
     /// so it takes the configuration built at load as it is, not the PEM files again.
-    #[must_use]
     pub fn reqwest(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         builder.use_preconfigured_tls(ClientConfig::clone(&self.rustls))
     }
