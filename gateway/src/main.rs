@@ -346,13 +346,13 @@ fn write(config: &std::path::Path, device: &str, point: &str, value: f64) -> Exi
         ("value", value_text.as_str()),
     ];
     let answer = runtime.block_on(async {
-        let mut request = reqwest011::Client::new().post(&url).form(&form);
+        let mut request = reqwest::Client::new().post(&url).form(&form);
         if let Some(token) = &console.token {
             request = request.bearer_auth(token.expose());
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
-        Ok::<_, reqwest011::Error>((status, response.text().await.unwrap_or_default()))
+        Ok::<_, reqwest::Error>((status, response.text().await.unwrap_or_default()))
     });
     match answer {
         Ok((200, text)) => {

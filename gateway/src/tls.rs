@@ -5,10 +5,10 @@
 //! Owns the one `tls` table written in the config ([`TlsConfig`] for a client, [`ListenerTls`]
 //! for a listener), reading and checking its PEM files at load (so `gateway check` refuses an
 //! unreadable CA file or a key without its certificate, naming the field and the fix), and
-//! turning them into what each library takes: a rustls 0.23 `ClientConfig` for rumqttc and
-//! tokio-rustls, reqwest 0.11's roots and identity for the InfluxDB sink, a `ServerConfig`
-//! for the listener. It does not open connections and does not decide whether TLS is required
-//! (the broker's config does that for its listeners).
+//! turning them into what each library takes: a rustls 0.23 `ClientConfig` for rumqttc,
+//! tokio-rustls and reqwest (the InfluxDB sink), a `ServerConfig` for the listener. It does not
+//! open connections and does not decide whether TLS is required (the broker's config does that
+//! for its listeners).
 //!
 //! Rules (README §Configuration reference, *TLS*):
 //! - `ca_file` is required and is the whole trust store: only certificates it signs are
@@ -19,8 +19,8 @@
 //! - `server_name` is the name the server's certificate must carry when it differs from the
 //!   host connected to (a broker reached by IP whose certificate names `broker.site.lan`).
 //!
-//! The crypto provider is rustls' `ring`, the one the lock file already builds for rumqttc
-//! (rustls 0.23) and reqwest (rustls 0.21): no other TLS stack is added.
+//! The crypto provider is rustls' `ring`, the one rumqttc and reqwest 0.12 build (rustls 0.23):
+//! no other TLS stack is added.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -395,26 +395,11 @@ impl ClientTls {
         rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(self.rustls()))
     }
 
-    /// Make `builder` trust `ca_file` only and present the client certificate, if any
-    /// (reqwest 0.11 runs rustls 0.21, which takes the PEM itself).
-    ///
-    /// # Errors
-    /// What reqwest reports; the files were checked at load, so only a PEM that rustls 0.23
-    /// accepts and rustls 0.21 does not.
-    pub fn reqwest(
-        &self,
-        builder: reqwest011::ClientBuilder,
-    ) -> Result<reqwest011::ClientBuilder, reqwest011::Error> {
-        let mut builder = builder
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest011::Certificate::from_pem(&self.ca_pem)?);
-        if let Some(id) = &self.identity {
-            let mut pem = id.cert_pem.clone();
-            pem.push(b'\n');
-            pem.extend_from_slice(&id.key_pem);
-            builder = builder.identity(reqwest011::Identity::from_pem(&pem)?);
-        }
-        Ok(builder)
+    /// Make `builder` use this table's rustls configuration: `ca_file` as the whole trust store
+    /// and the client certificate, if any. reqwest 0.12 runs the same rustls 0.23 as rumqttc,
+    /// so it takes the configuration built at load as it is, not the PEM files again.
+    pub fn reqwest(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        builder.use_preconfigured_tls(ClientConfig::clone(&self.rustls))
     }
 
     /// The name a TLS connection to `host` is made for: the configured `server_name`, else the

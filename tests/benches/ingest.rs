@@ -91,11 +91,7 @@ fn cpu_us(pid: u32) -> Result<u64> {
 
 /// Distinct readings stored and queryable. (VictoriaMetrics' own `vm_rows_inserted_total`
 /// moves in steps of about a second, too coarse to time a two-second run.)
-async fn stored_count(
-    http: &reqwest011::Client,
-    vm: &VictoriaMetrics,
-    selector: &str,
-) -> Result<u64> {
+async fn stored_count(http: &reqwest::Client, vm: &VictoriaMetrics, selector: &str) -> Result<u64> {
     let _ = http
         .get(format!("{}/internal/force_flush", vm.url()))
         .send()
@@ -120,7 +116,7 @@ async fn view_overview(
     every: Duration,
     stop: tokio_util::sync::CancellationToken,
 ) -> Result<(u64, u64, Duration)> {
-    let http = reqwest011::Client::builder()
+    let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
     let url = format!("http://127.0.0.1:{port}/");
@@ -626,7 +622,7 @@ async fn main() -> Result<()> {
     )
     .await?;
 
-    let http = reqwest011::Client::builder()
+    let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
     let deadline = Instant::now() + LAND_TIMEOUT;

@@ -314,7 +314,7 @@ pub struct VictoriaMetrics {
     /// Certificate and key when it serves https only (`-tls`).
     tls: Option<(PathBuf, PathBuf)>,
     dir: tempfile::TempDir,
-    http: reqwest011::Client,
+    http: reqwest::Client,
 }
 
 /// One series exported from VictoriaMetrics.
@@ -337,7 +337,7 @@ impl VictoriaMetrics {
         require(VICTORIA_METRICS_BIN, "victoria-metrics")?;
         let dir = tempfile::tempdir()?;
         let port = free_port()?;
-        let http = reqwest011::Client::builder()
+        let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()?;
         let mut vm = Self {
@@ -358,10 +358,10 @@ impl VictoriaMetrics {
     /// When victoria-metrics is missing or does not start.
     pub fn start_with_tls(ca: &TestCa) -> Result<Self> {
         require(VICTORIA_METRICS_BIN, "victoria-metrics")?;
-        let http = reqwest011::Client::builder()
+        let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest011::Certificate::from_pem(&std::fs::read(
+            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(
                 ca.ca_file(),
             )?)?)
             .build()?;
@@ -848,7 +848,7 @@ pub const WEBDRIVER_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct WebDriver {
     driver: Child,
-    http: reqwest011::Client,
+    http: reqwest::Client,
     /// `http://127.0.0.1:<port>/session/<id>`.
     session: String,
 }
@@ -872,7 +872,7 @@ impl WebDriver {
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("cannot start {CHROMEDRIVER_BIN}"))?;
-        let http = reqwest011::Client::builder()
+        let http = reqwest::Client::builder()
             .timeout(WEBDRIVER_TIMEOUT)
             .build()?;
         let base = format!("http://127.0.0.1:{port}");

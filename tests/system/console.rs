@@ -74,7 +74,7 @@ impl Scraped {
     }
 }
 
-pub(crate) async fn scrape(client: &reqwest011::Client, base: &str) -> Result<Scraped> {
+pub(crate) async fn scrape(client: &reqwest::Client, base: &str) -> Result<Scraped> {
     let response = client.get(format!("{base}/metrics")).send().await?;
     ensure!(
         response.status() == 200,
@@ -124,7 +124,7 @@ async fn console_metrics_count_exactly_the_readings_sent() -> Result<()> {
     }
     wait_acked(&acked, SENT).await?;
 
-    let http = reqwest011::Client::new();
+    let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     #[allow(clippy::cast_precision_loss)]
     let sent = SENT as f64;
@@ -227,7 +227,7 @@ async fn console_with_a_token_answers_401_and_nothing_else_without_it() -> Resul
         &config(dir.path(), &broker.addr().to_string(), &store, &console),
         dir.path(),
     )?;
-    let http = reqwest011::Client::new();
+    let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     wait_until(Duration::from_secs(10), "the console to listen", || async {
         http.get(format!("{base}/healthz")).send().await.is_ok()
@@ -287,8 +287,8 @@ async fn console_with_a_token_answers_401_and_nothing_else_without_it() -> Resul
 
     // A browser sends no Authorization header: its page request goes to the sign-in form,
     // the token entered there gives it a session cookie, and the cookie opens the pages.
-    let browser = reqwest011::Client::builder()
-        .redirect(reqwest011::redirect::Policy::none())
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let html = "text/html,application/xhtml+xml";
     let response = browser
@@ -454,7 +454,7 @@ client_id = "anju-gw-test-alerts"
         .and_then(|a| a["id"].as_str().map(str::to_owned))
         .context("alert id")?;
 
-    let http = reqwest011::Client::new();
+    let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     wait_until(
         Duration::from_secs(10),
@@ -562,7 +562,7 @@ client_id = "anju-gw-test-alerts"
 /// Post the acknowledgement form for alert `id` from a page of `origin` (the console's own:
 /// `base`) for `by`: status and body.
 pub(crate) async fn post_ack(
-    http: &reqwest011::Client,
+    http: &reqwest::Client,
     base: &str,
     id: &str,
     origin: &str,

@@ -112,7 +112,7 @@ fn served(truth: &[&TrueSample], stored: f64) -> bool {
         .any(|s| f64::from(s.value as f32).to_bits() == stored.to_bits())
 }
 
-async fn page(http: &reqwest011::Client, url: &str) -> String {
+async fn page(http: &reqwest::Client, url: &str) -> String {
     match http.get(url).send().await {
         Ok(r) => r.text().await.unwrap_or_default(),
         Err(_) => String::new(),
@@ -145,7 +145,7 @@ async fn console_pages_in_headless_chromium_show_the_simulated_site() -> Result<
     let gw = start_gateway(&config, dir.path())?;
     let base = format!("http://127.0.0.1:{port}");
     let channel_url = format!("{base}/channel?key={DEVICE}%2F{POINT}&span=1h");
-    let http = reqwest011::Client::new();
+    let http = reqwest::Client::new();
     wait_until(
         Duration::from_secs(90),
         "buckets of lvl-1/ch1 on its channel page",

@@ -250,7 +250,7 @@ async fn twenty_reloads_under_load_lose_nothing_store_nothing_twice_and_keep_the
         count("refused")
     );
     // The console (kept or restarted by the reloads) serves the count.
-    let metrics = reqwest011::get(format!("http://127.0.0.1:{console}/metrics"))
+    let metrics = reqwest::get(format!("http://127.0.0.1:{console}/metrics"))
         .await?
         .text()
         .await?;

@@ -215,7 +215,7 @@ listen = "127.0.0.1:{port}"
         .find(|a| a["state"] == "raised" && a["channel"] == "pier-2/p0")
         .and_then(|a| a["id"].as_str().map(str::to_owned))
         .context("pier-2's alert id")?;
-    let http = reqwest011::Client::new();
+    let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     let (status, body) = crate::console::post_ack(&http, &base, &id, &base, "现场 李工").await?;
@@ -326,7 +326,7 @@ listen = "127.0.0.1:{port}"
     }
 
     // Device commands: the sampling interval register (u16 seconds) through the console.
-    let http = reqwest011::Client::new();
+    let http = reqwest::Client::new();
     let (status, text) = post_write(&http, &base, "sample_interval", "300").await?;
     ensure!(status == 200, "write: {status} {text}");
     ensure!(
@@ -355,7 +355,7 @@ listen = "127.0.0.1:{port}"
 
 /// `POST /write` of `value` to site-io's `point`, as `gateway write` sends it: status and body.
 async fn post_write(
-    http: &reqwest011::Client,
+    http: &reqwest::Client,
     base: &str,
     point: &str,
     value: &str,
@@ -477,7 +477,7 @@ listen = "127.0.0.1:{port}"
     wait_acked(&acked, 2).await?;
     becomes(false, "the RTU siren off after the clear").await?;
 
-    let http = reqwest011::Client::new();
+    let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     let r = http
         .post(format!("{base}/write"))

@@ -323,7 +323,7 @@ async fn a_filling_disk_takes_the_history_first_and_no_reading() -> Result<()> {
         !history.exists(),
         "the history wrote again on the short disk"
     );
-    let page = reqwest011::get(format!(
+    let page = reqwest::get(format!(
         "http://127.0.0.1:{port}/channel?key=during%2Fp&lang=en"
     ))
     .await?

@@ -380,7 +380,7 @@ mod tests {
         let base = format!("http://{}", console.local_addr().expect("addr"));
         let stop = CancellationToken::new();
         let served = tokio::spawn(console.run(stop.clone()));
-        let http = reqwest011::Client::new();
+        let http = reqwest::Client::new();
         let ready = http
             .get(format!("{base}/readyz"))
             .send()

@@ -727,7 +727,7 @@ pub async fn on_demand(cfg: &crate::config::Config, date: &str) -> Result<PathBu
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let mut request = reqwest011::Client::new()
+    let mut request = reqwest::Client::new()
         .post(format!("http://{addr}/reports"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("date={}", day.date))

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use reqwest011::Url;
+use reqwest::Url;
 use serde::Deserialize;
 
 use crate::config::{Problem, Problems};
@@ -17,7 +17,7 @@ use crate::tls::{ClientTls, TlsConfig};
 
 /// Default sink name (the spool cursor is stored under it).
 pub const DEFAULT_NAME: &str = "influxdb";
-/// Default time for one whole write request (connect, send, answer). influxdb2 has no default
+/// Default time for one whole write request (connect, send, answer). reqwest has no default
 /// timeout at all (docs/ARCHITECTURE.md §Crate pitfalls), so without one a half-open connection would stall the sink.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upper bound on the TCP/TLS connect part of a request. A working uplink, even cellular,
@@ -46,8 +46,9 @@ pub struct InfluxSinkConfig {
     /// Name of the sink; also its cursor name in the spool. Default `influxdb`.
     #[serde(default = "default_name")]
     pub name: String,
-    /// Server root, `http://host:8086` or `https://...`. It must not have a path: influxdb2
-    /// replaces the path with `/api/v2/write` (docs/ARCHITECTURE.md §Crate pitfalls), so a proxy prefix would be lost.
+    /// Server root, `http://host:8086` or `https://...`. It must not have a path: the write
+    /// URL replaces the path with `/api/v2/write` (sink.rs `write_url`, as influxdb2 did:
+    /// docs/ARCHITECTURE.md §Crate pitfalls), so a proxy prefix would be lost.
     pub url: String,
     /// The CA (and client certificate) of an `https` store ([`crate::tls`]); absent = the
     /// public roots built into the client.
@@ -159,7 +160,10 @@ impl InfluxSinkConfig {
                 );
             }
             if t.server_name.is_some() {
-                // reqwest checks the certificate against the URL's host and has no other name.
+                // The store's certificate is checked against the URL's host. reqwest is given
+                // the table's rustls configuration, whose verifier would check this name
+                // instead, but no test covers that path yet, so it is refused rather than
+                // silently half-supported.
                 p.push(
                     at("tls.server_name"),
                     "not supported for InfluxDB: write the name the store's certificate carries as the url's host (add it to /etc/hosts if DNS does not know it)",

@@ -1,6 +1,6 @@
 //! The InfluxDB v2 sink task: reads batches of points from the spool, writes them with
-//! `POST /api/v2/write` (influxdb2's `write_line_protocol`, precision ns), and only then moves
-//! its cursor.
+//! `POST /api/v2/write?bucket=&org=&precision=ns` (InfluxDB v2 API, the request influxdb2's
+//! `write_line_protocol` made, written here directly: [`write`]), and only then moves its cursor.
 //!
 //! Owns batching (size and age), gzip, the HTTP client with its timeouts, the write pipeline,
 //! failure classification, backoff, and its counters. It does not own the data (the spool does)
@@ -21,8 +21,7 @@
 //!
 //! Failure rules (docs/ARCHITECTURE.md §Sinks, §Crate pitfalls), applied to the oldest
 //! write:
-//! - success is exactly `204 No Content` (influxdb2 turns anything else into
-//!   `RequestError::Http`) → ack;
+//! - success is exactly `204 No Content` (anything else is [`WriteError::Http`]) → ack;
 //! - [`Verdict::Retry`]: transport errors (connect, timeout, I/O), 5xx, 408, 429 → WARN, back off
 //!   exponentially from `retry_initial` to `retry_max`, resend the *same* batch; later writes
 //!   stay in flight and are acked after it, in order;
@@ -46,8 +45,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use influxdb2::RequestError;
-use reqwest011::header::{HeaderMap, HeaderValue, CONTENT_ENCODING};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING};
+use reqwest::{StatusCode, Url};
 use tokio_util::bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -102,26 +101,83 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Timeout of one `/health` probe: it is one small GET on a link that just failed.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Classify a failed `write_line_protocol`.
+/// Why a write was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No complete answer: connect refused, timeout, reset, TLS, or the answer's body could not
+    /// be read.
+    #[error("error while processing the HTTP request: {0}")]
+    Transport(#[source] reqwest::Error),
+    /// The receiver answered with a status other than `204 No Content`.
+    #[error("HTTP {status}: {text}")]
+    Http {
+        /// The answer's status.
+        status: StatusCode,
+        /// The answer's body (InfluxDB explains a refusal there).
+        text: String,
+    },
+}
+
+/// `POST` one line-protocol body (gzip or plain, as the client's default headers say) to
+/// `write_url` (`<url>/api/v2/write?bucket=..&org=..&precision=ns`, [`write_url`]).
+///
+/// InfluxDB v2 answers `204 No Content` once the points are written (API reference,
+/// `POST /api/v2/write`); that alone is success, whatever else a proxy or another store answers.
+///
+/// # Errors
+/// [`WriteError`]: any other status (with the answer's text), or no answer.
+pub async fn write(
+    client: &reqwest::Client,
+    write_url: &Url,
+    body: Bytes,
+) -> Result<(), WriteError> {
+    let response = client
+        .post(write_url.clone())
+        .body(body)
+        .send()
+        .await
+        .map_err(WriteError::Transport)?;
+    let status = response.status();
+    if status == StatusCode::NO_CONTENT {
+        return Ok(());
+    }
+    let text = response.text().await.map_err(WriteError::Transport)?;
+    Err(WriteError::Http { status, text })
+}
+
+/// The write endpoint of the store at `base`: its path replaced by `/api/v2/write` (so `url`
+/// must not have a path, config.rs), then `bucket`, `org` and `precision=ns` as
+/// form-urlencoded query parameters, in that order.
 #[must_use]
-pub fn classify(err: &RequestError) -> Verdict {
+pub fn write_url(base: &Url, org: &str, bucket: &str) -> Url {
+    let mut url = base.clone();
+    url.set_path("/api/v2/write");
+    url.query_pairs_mut()
+        .append_pair("bucket", bucket)
+        .append_pair("org", org)
+        .append_pair("precision", "ns");
+    url
+}
+
+/// Classify a failed [`write`].
+#[must_use]
+pub fn classify(err: &WriteError) -> Verdict {
     match err {
-        RequestError::Http { status, .. } => classify_status(status.as_u16()),
-        // ReqwestProcessing: connect refused, timeout, reset, TLS. The other variants are not
-        // produced by a line-protocol write; retrying is the safe default.
-        _ => Verdict::Retry,
+        WriteError::Http { status, .. } => classify_status(status.as_u16()),
+        // Connect refused, timeout, reset, TLS: retrying is the safe default.
+        WriteError::Transport(_) => Verdict::Retry,
     }
 }
 
 /// The HTTP status (if any) and a bounded description of a failed write, for logs and dead
 /// letters. Transport errors include their source chain ("connection refused" lives there).
-fn describe(err: &RequestError) -> (Option<u16>, String) {
+fn describe(err: &WriteError) -> (Option<u16>, String) {
     match err {
-        RequestError::Http { status, text } => (
+        WriteError::Http { status, text } => (
             Some(status.as_u16()),
             truncate_utf8(text, MAX_REASON_BYTES).to_owned(),
         ),
-        other => {
+        other @ WriteError::Transport(_) => {
             let mut text = other.to_string();
             let mut source = std::error::Error::source(other);
             while let Some(s) = source {
@@ -176,24 +232,15 @@ pub enum InfluxSinkError {
         /// The sink name.
         sink: String,
         /// What reqwest reported.
-        source: reqwest011::Error,
-    },
-    /// reqwest refused the `tls` table's CA or client certificate (they passed the config
-    /// check, which rustls 0.23 does; reqwest 0.11 parses them again with rustls 0.21).
-    #[error("sink {sink}: the tls table cannot be used: {source}; check tls.ca_file, tls.cert_file and tls.key_file")]
-    Tls {
-        /// The sink name.
-        sink: String,
-        /// What reqwest reported.
-        source: reqwest011::Error,
+        source: reqwest::Error,
     },
     /// reqwest could not build a client (TLS backend initialisation).
     #[error("sink {sink}: cannot build the HTTP client: {source}")]
     Client {
         /// The sink name.
         sink: String,
-        /// What influxdb2/reqwest reported.
-        source: influxdb2::BuildError,
+        /// What reqwest reported.
+        source: reqwest::Error,
     },
 }
 
@@ -217,16 +264,17 @@ async fn blocking<T: Send + 'static, E: Into<BlockingError> + Send + 'static>(
     tokio::task::spawn_blocking(f).await?.map_err(Into::into)
 }
 
-/// Where writes go: the client and the org/bucket query parameters, shared with the write tasks.
+/// Where writes go: the client (timeouts, token, gzip header) and the write URL, shared with
+/// the write tasks.
 #[derive(Debug)]
 struct Endpoint {
-    client: influxdb2::Client,
-    org: String,
-    bucket: String,
+    client: reqwest::Client,
+    /// [`write_url`] of the configured store.
+    write: Url,
     /// Plain client for the `/health` probe ([`PROBE_INTERVAL`]).
-    probe: reqwest011::Client,
+    probe: reqwest::Client,
     /// `<url>/health` (InfluxDB v2 and VictoriaMetrics both serve it).
-    health: reqwest011::Url,
+    health: Url,
 }
 
 /// A batch read from the spool and encoded for the wire.
@@ -350,49 +398,44 @@ impl InfluxSink {
                 path: spool.path().to_path_buf(),
             });
         }
-        // influxdb2 sets this header per request; an invalid value would fail every request as
-        // a transport error and be retried forever, so check it once here.
-        if HeaderValue::from_str(&format!("Token {}", cfg.token_or_empty())).is_err() {
-            return Err(InfluxSinkError::BadToken { sink: cfg.name });
-        }
         let mut headers = HeaderMap::new();
+        // InfluxDB v2 API tokens go as `Authorization: Token <token>`; an empty token (a store
+        // without authentication) sends no header. An invalid value would fail every request
+        // as a transport error and be retried forever, so it is refused here, once.
+        let token = cfg.token_or_empty();
+        if !token.is_empty() {
+            let Ok(mut auth) = HeaderValue::from_str(&format!("Token {token}")) else {
+                return Err(InfluxSinkError::BadToken { sink: cfg.name });
+            };
+            auth.set_sensitive(true);
+            headers.insert(AUTHORIZATION, auth);
+        }
         if cfg.gzip {
-            // influxdb2's own gzip option does not cover write_line_protocol (docs/ARCHITECTURE.md §Crate pitfalls), so the
-            // header is set here and the body is compressed by `gzip`.
+            // The body is compressed by `gzip` before it is queued (and kept compressed for a
+            // resend), so the client only labels it.
             headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         }
         // Both clients trust what the `tls` table says (the probe asks the same server).
-        let with_tls = |b: reqwest011::ClientBuilder| match &cfg.tls {
-            Some(tls) => tls.reqwest(b).map_err(|source| InfluxSinkError::Tls {
-                sink: cfg.name.clone(),
-                source,
-            }),
-            None => Ok(b),
+        let with_tls = |b: reqwest::ClientBuilder| match &cfg.tls {
+            Some(tls) => tls.reqwest(b),
+            None => b,
         };
-        let http = with_tls(
-            reqwest011::ClientBuilder::new()
+        let client = with_tls(
+            reqwest::ClientBuilder::new()
                 .timeout(cfg.timeout)
                 .connect_timeout(cfg.connect_timeout)
                 .default_headers(headers),
-        )?;
-        // `with_builder` panics on an unparsable URL; `cfg.url` is an already parsed `Url`, and
-        // its serialization always parses again.
-        let client = influxdb2::ClientBuilder::with_builder(
-            http,
-            cfg.url.as_str(),
-            cfg.org.as_str(),
-            cfg.token_or_empty(),
         )
         .build()
         .map_err(|source| InfluxSinkError::Client {
             sink: cfg.name.clone(),
-            source,
+            source: source.without_url(),
         })?;
         let probe = with_tls(
-            reqwest011::ClientBuilder::new()
+            reqwest::ClientBuilder::new()
                 .timeout(PROBE_TIMEOUT)
                 .connect_timeout(PROBE_TIMEOUT),
-        )?
+        )
         .build()
         .map_err(|source| InfluxSinkError::Probe {
             sink: cfg.name.clone(),
@@ -405,8 +448,7 @@ impl InfluxSink {
         health.set_query(None);
         let endpoint = Arc::new(Endpoint {
             client,
-            org: cfg.org.clone(),
-            bucket: cfg.bucket.clone(),
+            write: write_url(&cfg.url, &cfg.org, &cfg.bucket),
             probe,
             health,
         });
@@ -500,7 +542,7 @@ impl InfluxSink {
         let endpoint = Arc::clone(&self.endpoint);
         WriteTask(tokio::spawn(async move {
             let e = &*endpoint;
-            match e.client.write_line_protocol(&e.org, &e.bucket, wire).await {
+            match write(&e.client, &e.write, wire).await {
                 Ok(()) => Outcome::Accepted,
                 Err(err) => {
                     let (status, text) = describe(&err);

@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use reqwest011::Url;
+use reqwest::Url;
 use serde::Deserialize;
 
 use crate::alert::{AlertKind, Language};

@@ -29,7 +29,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use reqwest011::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -120,7 +120,7 @@ pub enum WebhookSinkError {
         /// The sink name.
         sink: String,
         /// What reqwest reported.
-        source: reqwest011::Error,
+        source: reqwest::Error,
     },
 }
 
@@ -139,7 +139,7 @@ fn now_ms() -> i64 {
 }
 
 /// A transport error's text with its causes, never with the URL.
-fn describe(err: reqwest011::Error) -> String {
+fn describe(err: reqwest::Error) -> String {
     let err = err.without_url();
     let mut text = err.to_string();
     let mut source = std::error::Error::source(&err);
@@ -158,7 +158,7 @@ fn describe(err: reqwest011::Error) -> String {
 #[derive(Debug)]
 pub struct WebhookSink {
     cfg: ResolvedWebhook,
-    client: reqwest011::Client,
+    client: reqwest::Client,
     reader: BatchReader,
     metrics: Arc<Metrics>,
 }
@@ -179,11 +179,11 @@ impl WebhookSink {
                 path: spool.path().to_path_buf(),
             });
         }
-        let client = reqwest011::ClientBuilder::new()
+        let client = reqwest::ClientBuilder::new()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.connect_timeout)
             // A robot never redirects; following one would re-send the body elsewhere.
-            .redirect(reqwest011::redirect::Policy::none())
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|source| WebhookSinkError::Client {
                 sink: cfg.name.clone(),

@@ -48,15 +48,15 @@ fn classification_table() {
 #[tokio::test]
 async fn a_transport_error_is_retried() {
     // Port 1 on loopback: nothing listens there, so the connect is refused immediately.
-    let client = influxdb2::Client::new("http://127.0.0.1:1", "o", "");
-    let err = client
-        .write_line_protocol("o", "b", "m v=1 1\n")
-        .await
-        .expect_err("refused");
-    assert!(
-        matches!(err, RequestError::ReqwestProcessing { .. }),
-        "{err}"
-    );
+    let base = Url::parse("http://127.0.0.1:1").expect("url");
+    let err = write(
+        &reqwest::Client::new(),
+        &write_url(&base, "o", "b"),
+        Bytes::from_static(b"m v=1 1\n"),
+    )
+    .await
+    .expect_err("refused");
+    assert!(matches!(err, WriteError::Transport(_)), "{err}");
     assert_eq!(classify(&err), Verdict::Retry);
     let (status, text) = describe(&err);
     assert_eq!(status, None);
@@ -317,7 +317,7 @@ const CHUNK2: &[u8] = b"settlement,point=P1 value=1.75,quality=0i 17000000100000
 fn resolved(addr: SocketAddr, gzip: bool) -> ResolvedInflux {
     ResolvedInflux {
         name: SINK.to_owned(),
-        url: reqwest011::Url::parse(&format!("http://{addr}")).expect("url"),
+        url: reqwest::Url::parse(&format!("http://{addr}")).expect("url"),
         tls: None,
         org: "site".to_owned(),
         bucket: "anju".to_owned(),
@@ -523,6 +523,34 @@ async fn without_gzip_the_body_is_plain() {
     let req = &fake.seen()[0];
     assert_eq!(req.header("content-encoding"), None);
     assert_eq!(req.body, CHUNK1);
+}
+
+#[tokio::test]
+async fn without_a_token_no_authorization_is_sent() {
+    // A store without authentication (VictoriaMetrics, InfluxDB 1.x's v2 API) takes no token;
+    // an `Authorization: Token ` with nothing after it would be refused by one that checks.
+    let (addr, fake) = Fake::start(&[]).await;
+    let cfg = ResolvedInflux {
+        token: None,
+        ..resolved(addr, false)
+    };
+    let h = Harness::start(cfg, &[(CHUNK1, 2)]);
+    eventually("the batch is acked", || h.backlog() == 0).await;
+    h.stop().await;
+    let req = &fake.seen()[0];
+    assert_eq!(req.header("authorization"), None);
+    assert_eq!(req.body, CHUNK1);
+}
+
+#[test]
+fn org_and_bucket_are_form_urlencoded_and_the_path_is_replaced() {
+    // application/x-www-form-urlencoded (WHATWG URL §5.2): space is `+`, `&` and `/` are
+    // percent-encoded; the store's URL has no path of its own (config.rs), any is replaced.
+    let base = Url::parse("https://influx.example:8086/").expect("url");
+    assert_eq!(
+        write_url(&base, "Xin'an county", "a&b/c").as_str(),
+        "https://influx.example:8086/api/v2/write?bucket=a%26b%2Fc&org=Xin%27an+county&precision=ns"
+    );
 }
 
 #[tokio::test]
