@@ -397,8 +397,17 @@ async fn console_pages_in_headless_chromium_show_the_simulated_site() -> Result<
                 .type_into(&format!("{form} input[name='note']"), "已到场核查")
                 .await?;
             browser.click(&format!("{form} button")).await?;
-            let answer = browser.source().await?;
-            ensure!(answer.contains("已消警"), "the answer page: {answer}");
+            // ChromeDriver may answer the click before the form's navigation has begun (seen
+            // once under load: the source was still the overview): wait for the answer page.
+            let last = std::cell::RefCell::new(String::new());
+            let answered = wait_until(Duration::from_secs(10), "the answer page", || async {
+                let page = browser.source().await.unwrap_or_default();
+                let done = page.contains("已消警");
+                *last.borrow_mut() = page;
+                done
+            })
+            .await;
+            answered.with_context(|| format!("the answer page: {}", last.borrow()))?;
             wait_until(
                 Duration::from_secs(20),
                 "the acknowledgement on the MQTT alert sink",
