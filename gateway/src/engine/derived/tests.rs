@@ -29,6 +29,16 @@ pub(super) fn problems(toml_text: &str) -> Vec<(String, String)> {
     DerivedPlan::from_config(&s.derived, "derived").expect_err("invalid")
 }
 
+/// Every one of `paths` names at least one of the `found` problems.
+pub(super) fn assert_problems_at(found: &[(String, String)], paths: &[&str]) {
+    for want in paths {
+        assert!(
+            found.iter().any(|(p, _)| p == want),
+            "{want} missing from {found:?}"
+        );
+    }
+}
+
 fn series(device: &str, point: &str, kind: QuantityKind, unit: &str) -> Arc<Series> {
     let mut tags = BTreeMap::new();
     tags.insert("structure".to_owned(), "A栋".to_owned());
@@ -453,19 +463,19 @@ select = {}
 point = "rate"
 "#,
     );
-    let paths: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
-    for want in [
-        "derived[0].window",
-        "derived[0].reference",
-        "derived[0].surveyed",
-        "derived[1].pairs[0].distance_m",
-        "derived[1].point",
-        "derived[2].name",
-        "derived[2].window",
-        "derived[2].point",
-    ] {
-        assert!(paths.contains(&want), "{want} missing from {found:?}");
-    }
+    assert_problems_at(
+        &found,
+        &[
+            "derived[0].window",
+            "derived[0].reference",
+            "derived[0].surveyed",
+            "derived[1].pairs[0].distance_m",
+            "derived[1].point",
+            "derived[2].name",
+            "derived[2].window",
+            "derived[2].point",
+        ],
+    );
     assert!(found
         .iter()
         .any(|(_, m)| m.contains("reference = \"block-a-lvl/ch5\"")));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use firmware_sim::physics::{slope::Slope, Model};
 use firmware_sim::Scenario;
 
-use super::super::tests::{one_block, problems};
+use super::super::tests::{assert_problems_at, one_block, problems};
 use crate::model::{Quality, QuantityKind, Reading, Series, NANOS_PER_SEC};
 
 const T0: i64 = 1_767_225_600 * NANOS_PER_SEC;
@@ -154,14 +154,14 @@ select = { kind = "displacement" }
 gnss = [{ east = "g1-east", north = "g1/north" }]
 "#,
     );
-    let paths: Vec<&str> = got.iter().map(|p| p.0.as_str()).collect();
-    for want in [
-        "derived[0].azimuth_deg",
-        "derived[0].dip_deg",
-        "derived[0].select",
-        "derived[0].gnss[0].up",
-        "derived[0].gnss[0].east",
-    ] {
-        assert!(paths.contains(&want), "{want} missing in {got:?}");
-    }
+    assert_problems_at(
+        &got,
+        &[
+            "derived[0].azimuth_deg",
+            "derived[0].dip_deg",
+            "derived[0].select",
+            "derived[0].gnss[0].up",
+            "derived[0].gnss[0].east",
+        ],
+    );
 }

@@ -11,7 +11,7 @@ use firmware_sim::sensor::SensorKind;
 use firmware_sim::signal::{gaussian, series_id};
 use firmware_sim::Scenario;
 
-use super::super::tests::{one_block, problems};
+use super::super::tests::{assert_problems_at, one_block, problems};
 use super::*;
 use crate::model::{Quality, QuantityKind, Reading, Refusal, Series};
 
@@ -439,17 +439,17 @@ decay = 0.0
 days = 100
 "#,
     );
-    let paths: Vec<&str> = got.iter().map(|p| p.0.as_str()).collect();
-    for want in [
-        "derived[0].min_r2",
-        "derived[0].window",
-        "derived[0].creep_rate",
-        "derived[1].creep_rate",
-        "derived[2].decay",
-        "derived[2].days",
-    ] {
-        assert!(paths.contains(&want), "{want} missing in {got:?}");
-    }
+    assert_problems_at(
+        &got,
+        &[
+            "derived[0].min_r2",
+            "derived[0].window",
+            "derived[0].creep_rate",
+            "derived[1].creep_rate",
+            "derived[2].decay",
+            "derived[2].days",
+        ],
+    );
     let creep = got
         .iter()
         .find(|p| p.0 == "derived[1].creep_rate")
