@@ -118,7 +118,16 @@ async fn main() -> Result<()> {
         Arc::clone(&spool),
         Arc::new(Metrics::new()),
         Arc::new(SystemClock),
-        EngineConfig::default(),
+        EngineConfig {
+            // `-- --flush-max-records N`: the engine's point commit size (`[engine]
+            // flush_max_records`), to see what a smaller point commit does to the tail.
+            flush_max_records: std::env::args()
+                .skip_while(|a| a != "--flush-max-records")
+                .nth(1)
+                .map(|n| n.parse())
+                .transpose()?,
+            ..EngineConfig::default()
+        },
         Duration::from_secs(3600),
         rules,
         "bench",

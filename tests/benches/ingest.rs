@@ -89,6 +89,69 @@ fn cpu_us(pid: u32) -> Result<u64> {
     Ok((utime + stime) * 1_000_000 / CLK_TCK)
 }
 
+/// Busy time of the whole machine (every core, every process: other work on it too), in
+/// microseconds: /proc/stat's first line, all but idle and iowait.
+fn machine_busy_us() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("/proc/stat is empty")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Ok(busy * 1_000_000 / CLK_TCK)
+}
+
+/// Where the machine's CPU went during one phase of the benchmark: the machine as a whole and
+/// each process of the run (the gateway's throughput is bounded by what the others leave it on
+/// the shared cores, so the benchmark prints what each took).
+struct CpuAccount {
+    at: Instant,
+    machine: u64,
+    processes: Vec<(&'static str, u32, u64)>,
+}
+
+impl CpuAccount {
+    fn start(processes: &[(&'static str, Option<u32>)]) -> Result<Self> {
+        Ok(Self {
+            at: Instant::now(),
+            machine: machine_busy_us()?,
+            processes: processes
+                .iter()
+                .filter_map(|(name, pid)| pid.map(|p| (*name, p)))
+                .map(|(name, pid)| Ok((name, pid, cpu_us(pid)?)))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// One line: wall time, cores busy on the whole machine, and each process's share.
+    fn line(&self) -> Result<String> {
+        let wall = self.at.elapsed().as_secs_f64();
+        let cores = |us: u64| us as f64 / 1e6 / wall;
+        let mut out = format!(
+            "{wall:.2} s: machine {:.2} of {} cores busy",
+            cores(machine_busy_us()?.saturating_sub(self.machine)),
+            std::thread::available_parallelism().map_or(0, usize::from)
+        );
+        for (name, pid, before) in &self.processes {
+            let now = cpu_us(*pid)?;
+            out.push_str(&format!(
+                ", {name} {:.2}",
+                cores(now.saturating_sub(*before))
+            ));
+        }
+        Ok(out)
+    }
+}
+
 /// Distinct readings stored and queryable. (VictoriaMetrics' own `vm_rows_inserted_total`
 /// moves in steps of about a second, too coarse to time a two-second run.)
 async fn stored_count(http: &reqwest::Client, vm: &VictoriaMetrics, selector: &str) -> Result<u64> {
@@ -574,8 +637,14 @@ async fn main() -> Result<()> {
     let vm = VictoriaMetrics::start()?;
     let broker = Mosquitto::start()?;
 
+    let own_pid = std::process::id();
     // The reference first, with the broker to itself.
+    let reference_cpu = CpuAccount::start(&[
+        ("publisher and counter", Some(own_pid)),
+        ("mosquitto", broker.pid()),
+    ])?;
     let limit = broker_limit(broker.addr(), scenario, readings).await?;
+    let reference_cpu = reference_cpu.line()?;
 
     let dir = tempfile::tempdir()?;
     let derived = if slope && matches!(scenario, Scenario::Sites { .. }) {
@@ -611,6 +680,12 @@ async fn main() -> Result<()> {
             stop,
         ))
     });
+    let run_cpu = CpuAccount::start(&[
+        ("bench (publisher, store polls)", Some(own_pid)),
+        ("mosquitto", broker.pid()),
+        ("gateway", Some(pid)),
+        ("VictoriaMetrics", vm.pid()),
+    ])?;
     let started = Instant::now();
     let published_in = publish_all(
         broker.addr(),
@@ -638,6 +713,7 @@ async fn main() -> Result<()> {
     }
     let landed_in = started.elapsed();
     let cpu_after = cpu_us(pid)?;
+    let run_cpu = run_cpu.line()?;
     viewing.cancel();
     let viewed = match viewer {
         Some(v) => Some(v.await??),
@@ -680,6 +756,8 @@ async fn main() -> Result<()> {
         cpu_per_reading,
         (cpu_after - cpu_before) as f64 / 1e6
     );
+    println!("  CPU, reference      {reference_cpu}");
+    println!("  CPU, through gateway {run_cpu}");
     println!(
         "  gateway RSS         idle {:.1} MB, peak {:.1} MB (targets ≤ 15, ≤ 40)",
         idle_rss_kb as f64 / 1024.0,

@@ -270,6 +270,12 @@ impl Mosquitto {
         SocketAddr::from(([127, 0, 0, 1], self.port))
     }
 
+    /// The broker process's id while it runs (the benchmarks read its CPU time).
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The TLS listener's address, when started with one.
     #[must_use]
     pub fn tls_addr(&self) -> Option<SocketAddr> {
@@ -408,6 +414,12 @@ impl VictoriaMetrics {
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The store process's id while it runs (the benchmarks read its CPU time).
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The base URL for the gateway's InfluxDB sink (`https://` when started with TLS).
