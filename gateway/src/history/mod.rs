@@ -304,6 +304,37 @@ struct PendingChannel {
 /// Per tier, buckets by index.
 type TierBuckets = [Vec<(u32, Bucket)>; 3];
 
+/// Add a reading at `ts` to its bucket of every tier (a new bucket counted in `buckets`).
+/// False when no tier keeps it (a time outside every tier's range).
+fn add_to_tiers(
+    tiers: &mut TierBuckets,
+    buckets: &mut usize,
+    ts: TimestampNs,
+    value: Option<f64>,
+    quality: Quality,
+) -> bool {
+    let mut kept = false;
+    for tier in &TIERS {
+        if let Some(i) = bucket_index(ts, tier.width_secs) {
+            let list = &mut tiers[tier.index];
+            // Readings come in time order: the bucket is almost always the last one.
+            if let Some((_, b)) = list.iter_mut().rev().find(|(j, _)| *j == i) {
+                b.add(value, quality);
+            } else {
+                if list.is_empty() {
+                    list.reserve_exact(1);
+                }
+                let mut b = Bucket::empty(bucket_start(i, tier.width_secs));
+                b.add(value, quality);
+                list.push((i, b));
+                *buckets += 1;
+            }
+            kept = true;
+        }
+    }
+    kept
+}
+
 /// Readings and alert events waiting for the next flush.
 #[derive(Debug, Default)]
 struct Pending {
@@ -433,44 +464,25 @@ impl History {
     ) {
         let key = series.key.as_str();
         let mut p = lock(&self.pending);
-        if !p.channels.contains_key(key) {
-            if p.channels.len() >= MAX_PENDING_CHANNELS {
-                p.skipped += 1;
-                return;
-            }
-            p.channels.insert(
-                key.to_owned(),
-                PendingChannel {
+        let Pending {
+            channels,
+            buckets,
+            skipped,
+            ..
+        } = &mut *p;
+        // One look-up per reading (a channel's first reading of the interval takes a second).
+        let full = channels.len() >= MAX_PENDING_CHANNELS;
+        let kept = match channels.get_mut(key) {
+            Some(channel) => add_to_tiers(&mut channel.tiers, buckets, ts, value, quality),
+            None if full => false,
+            None => {
+                let channel = channels.entry(key.to_owned()).or_insert(PendingChannel {
                     series: std::sync::Arc::clone(series),
                     tiers: Default::default(),
-                },
-            );
-        }
-        let Pending {
-            channels, buckets, ..
-        } = &mut *p;
-        let Some(PendingChannel { tiers, .. }) = channels.get_mut(key) else {
-            return;
-        };
-        let mut kept = false;
-        for tier in &TIERS {
-            if let Some(i) = bucket_index(ts, tier.width_secs) {
-                let list = &mut tiers[tier.index];
-                // Readings come in time order: the bucket is almost always the last one.
-                if let Some((_, b)) = list.iter_mut().rev().find(|(j, _)| *j == i) {
-                    b.add(value, quality);
-                } else {
-                    if list.is_empty() {
-                        list.reserve_exact(1);
-                    }
-                    let mut b = Bucket::empty(bucket_start(i, tier.width_secs));
-                    b.add(value, quality);
-                    list.push((i, b));
-                    *buckets += 1;
-                }
-                kept = true;
+                });
+                add_to_tiers(&mut channel.tiers, buckets, ts, value, quality)
             }
-        }
+        };
         // A burst (a backlog replayed by a node, many channels at once) is written before the
         // interval is over, so that neither the buckets in memory nor the transaction writing
         // them grow with it.
@@ -478,7 +490,7 @@ impl History {
             self.flush_due.notify_one();
         }
         if !kept {
-            p.skipped += 1;
+            *skipped += 1;
         }
     }
 

@@ -141,9 +141,11 @@ impl ReadPacer {
     }
 
     /// Busy at `now_ns`: the last full window was, and the current one is not over (when
-    /// messages stop, no message ends the window, so the pauses stop with it).
-    fn busy(&self, now_ns: i64) -> bool {
-        self.busy && now_ns.saturating_sub(self.window_start_ns) < PACER_WINDOW_NS
+    /// messages stop, no message ends the window, so the pauses stop with it). Once over, the
+    /// source is not busy until a message shows a busy window again.
+    fn busy(&mut self, now_ns: i64) -> bool {
+        self.busy = self.busy && now_ns.saturating_sub(self.window_start_ns) < PACER_WINDOW_NS;
+        self.busy
     }
 }
 
@@ -422,9 +424,12 @@ impl MqttSource {
                 }
                 // Also only when `poll` is pending (the socket is drained): a busy source lets
                 // it fill for READ_PAUSE before the next round of reads.
-                () = std::future::ready(()), if !pausing && pacer.busy(now_ns()) => {
-                    pausing = true;
-                    pause.as_mut().reset(tokio::time::Instant::now() + READ_PAUSE);
+                // (The flag first: the clock is read only when the socket is drained.)
+                () = std::future::ready(()), if !pausing && pacer.busy => {
+                    if pacer.busy(now_ns()) {
+                        pausing = true;
+                        pause.as_mut().reset(tokio::time::Instant::now() + READ_PAUSE);
+                    }
                 }
             }
         }
