@@ -309,3 +309,23 @@ async fn a_burst_of_buckets_asks_the_writer_to_flush_early() {
     h.flush(T0 + i * 10 * S);
     assert_eq!(lock(&h.pending).buckets, 0);
 }
+
+#[test]
+fn channels_beyond_the_pending_bound_are_skipped_and_counted_the_others_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = open(dir.path());
+    for i in 0..MAX_PENDING_CHANNELS {
+        h.record(&series(&format!("d/c{i}")), T0, Some(1.0), Quality::Good);
+    }
+    // One channel more: not held (counted); a held channel's next reading still is.
+    h.record(&series("d/one-too-many"), T0, Some(2.0), Quality::Good);
+    h.record(&series("d/c7"), T0 + S, Some(3.0), Quality::Good);
+    assert_eq!(h.stats().skipped, 1);
+    let c = h.curve("d/c7", T0 - 60 * S, T0 + 60 * S, TIERS[0]);
+    assert_eq!(c.buckets.len(), 1, "{c:?}");
+    assert_eq!(c.buckets[0].count, 2);
+    assert!(h
+        .curve("d/one-too-many", T0 - 60 * S, T0 + 60 * S, TIERS[0])
+        .buckets
+        .is_empty());
+}
