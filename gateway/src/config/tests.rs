@@ -110,6 +110,63 @@ word_order = \"ACBD\"
     assert!(p[0].contains("test.toml"), "{}", p[0]);
 }
 
+/// The whole problem line as README §Configuration reference shows it: file, key path, serde's
+/// message, and the line of the offending value in the file (counted here from the text).
+#[test]
+fn a_problem_names_the_file_the_path_and_the_line() {
+    let text = format!(
+        "{HEAD}
+[[devices]]
+name = \"a\"
+transport = \"tcp\"
+address = \"127.0.0.1:502\"
+[[devices.points]]
+name = \"p\"
+function = \"holding\"
+address = 0
+type = \"f32\"
+quantity = \"settlement\"
+word_order = \"ACBD\"
+"
+    );
+    let line_of = |key: &str| 1 + text.lines().position(|l| l.starts_with(key)).expect("key");
+    let p = problems(&text);
+    assert_eq!(
+        p,
+        [format!(
+            "{}: devices[0].points[0].word_order: unknown variant `ACBD`, expected one of \
+             `abcd`, `cdab`, `badc`, `dcba` (line {})",
+            config_dir().join("test.toml").display(),
+            line_of("word_order")
+        )]
+    );
+    // An unknown key is named with its own path, at its own line.
+    let good = text.replace("\"ACBD\"", "\"cdab\"");
+    let fixed = good.replace("\"cdab\"", "\"cdab\"\npoll_interval = \"5s\"");
+    let p = problems(&fixed);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains(": devices[0].points[0].poll_interval: unknown field `poll_interval`"),
+        "{}",
+        p[0]
+    );
+    let line = 1 + fixed
+        .lines()
+        .position(|l| l.starts_with("poll_interval"))
+        .expect("key");
+    assert!(p[0].ends_with(&format!("(line {line})")), "{}", p[0]);
+    // A wrong type in an array of tables, and a TOML syntax error with no path.
+    let p = problems(&good.replace("address = 0", "address = \"zero\""));
+    assert!(
+        p[0].contains(": devices[0].points[0].address: invalid type: string \"zero\""),
+        "{}",
+        p[0]
+    );
+    let p = problems(&format!("{HEAD}site_extra = \n"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].ends_with("(line 4)"), "{}", p[0]);
+}
+
 #[test]
 fn an_unknown_key_is_refused_with_its_path() {
     assert_problem(&format!("{HEAD}\n[[devices]]\nname = \"a\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:502\"\nprofile = \"tilt-crack\"\npoll_intervall = \"5s\"\n"), "devices[0]");
