@@ -225,10 +225,69 @@ impl<'de> de::Deserializer<'de> for ValueReader<'_, 'de> {
         .map_err(|e| e.locate(path, &span))
     }
 
-    serde::forward_to_deserialize_any! {
-        bool u8 u16 u32 u64 u128 i8 i16 i32 i64 i128 f32 f64 char str string seq
-        bytes byte_buf map unit struct ignored_any unit_struct tuple_struct tuple identifier
+    // Structs, sequences and maps take one or two kinds of value; any other kind is refused
+    // here with the message the visitor itself would give (serde's `invalid type`), without
+    // instantiating every `visit_*` of every config type's visitor (issue 13, size).
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Error> {
+        let (path, span) = (self.path, self.span);
+        match self.value {
+            DeValue::Table(entries) => visitor.visit_map(MapReader::new(entries, path)),
+            DeValue::Array(items) => visitor.visit_seq(SeqReader::new(items, path)),
+            other => Err(refused(&other, &visitor)),
+        }
+        .map_err(|e| e.locate(path, &span))
     }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        let (path, span) = (self.path, self.span);
+        match self.value {
+            DeValue::Array(items) => visitor.visit_seq(SeqReader::new(items, path)),
+            other => Err(refused(&other, &visitor)),
+        }
+        .map_err(|e| e.locate(path, &span))
+    }
+
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        let (path, span) = (self.path, self.span);
+        match self.value {
+            DeValue::Table(entries) => visitor.visit_map(MapReader::new(entries, path)),
+            other => Err(refused(&other, &visitor)),
+        }
+        .map_err(|e| e.locate(path, &span))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool u8 u16 u32 u64 u128 i8 i16 i32 i64 i128 f32 f64 char str string
+        bytes byte_buf unit ignored_any unit_struct tuple_struct tuple identifier
+    }
+}
+
+/// The error a visitor's default `visit_*` gives for `value` (serde's `invalid type: ...,
+/// expected ...`), or the number's own error when it does not fit.
+fn refused(value: &DeValue<'_>, expected: &dyn de::Expected) -> Error {
+    let number = match value {
+        DeValue::String(s) => return de::Error::invalid_type(Unexpected::Str(s), expected),
+        DeValue::Boolean(b) => return de::Error::invalid_type(Unexpected::Bool(*b), expected),
+        DeValue::Datetime(_) => {
+            return de::Error::invalid_type(Unexpected::Other("date-time"), expected)
+        }
+        DeValue::Array(_) => return de::Error::invalid_type(Unexpected::Seq, expected),
+        DeValue::Table(_) => return de::Error::invalid_type(Unexpected::Map, expected),
+        DeValue::Integer(n) => integer(n),
+        DeValue::Float(f) => float(f),
+    };
+    let unexpected = match number {
+        Ok(Number::Signed(n)) => Unexpected::Signed(n),
+        Ok(Number::Unsigned(n)) => Unexpected::Unsigned(n),
+        Ok(Number::Float(f)) => Unexpected::Float(f),
+        Err(e) => return e,
+    };
+    de::Error::invalid_type(unexpected, expected)
 }
 
 /// The one entry of a table that names an enum variant (`{ variant = ... }`).

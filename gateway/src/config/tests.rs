@@ -162,6 +162,15 @@ word_order = \"ACBD\"
         "{}",
         p[0]
     );
+    // A table or an array where something else is written: serde's own words.
+    assert_problem(
+        &format!("{HEAD}engine = \"fast\"\n"),
+        "test.toml: engine: invalid type: string \"fast\", expected struct EngineConfig (line 4)",
+    );
+    assert_problem(
+        &format!("{HEAD}devices = 5\n"),
+        "test.toml: devices: invalid type: integer `5`, expected a sequence (line 4)",
+    );
     let p = problems(&format!("{HEAD}site_extra = \n"));
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].ends_with("(line 4)"), "{}", p[0]);
