@@ -83,9 +83,9 @@ fn forty_identical_modules_need_forty_short_entries() {
     assert!(cfg.devices.iter().all(|d| d.points.len() == 12));
 }
 
-#[test]
-fn a_bad_word_order_names_the_path_and_the_allowed_values() {
-    let p = problems(&format!(
+/// One Modbus TCP device with one f32 point whose word order is `"ACBD"` (not one of the four).
+fn bad_word_order_config() -> String {
+    format!(
         "{HEAD}
 [[devices]]
 name = \"a\"
@@ -99,7 +99,12 @@ type = \"f32\"
 quantity = \"settlement\"
 word_order = \"ACBD\"
 "
-    ));
+    )
+}
+
+#[test]
+fn a_bad_word_order_names_the_path_and_the_allowed_values() {
+    let p = problems(&bad_word_order_config());
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].contains("devices[0].points[0].word_order"), "{}", p[0]);
     assert!(
@@ -114,21 +119,7 @@ word_order = \"ACBD\"
 /// message, and the line of the offending value in the file (counted here from the text).
 #[test]
 fn a_problem_names_the_file_the_path_and_the_line() {
-    let text = format!(
-        "{HEAD}
-[[devices]]
-name = \"a\"
-transport = \"tcp\"
-address = \"127.0.0.1:502\"
-[[devices.points]]
-name = \"p\"
-function = \"holding\"
-address = 0
-type = \"f32\"
-quantity = \"settlement\"
-word_order = \"ACBD\"
-"
-    );
+    let text = bad_word_order_config();
     let line_of = |key: &str| 1 + text.lines().position(|l| l.starts_with(key)).expect("key");
     let p = problems(&text);
     assert_eq!(
