@@ -17,9 +17,10 @@
 //! The behaviour is toml 1.x's deserializer (`toml::de::ValueDeserializer`: integers as `i64`,
 //! else `u64`; a missing `Option` key is `None`, a present one `Some`; an enum from a string or
 //! from a table of one entry) and the paths are serde_path_to_error's (the innermost value,
-//! map key or enum variant that failed; `[i]` for array elements). One difference: a TOML
-//! date-time where the config expects something else is reported as "invalid type: date-time"
-//! (toml exposed it as a private map, so the error named a map).
+//! map key or enum variant that failed; `[i]` for array elements). Differences, none of which a
+//! config type meets: a TOML date-time is refused as "invalid type: date-time" (toml exposed it
+//! as a private map); an integer beyond `u64` is an overflow (toml offered `i128`/`u128`); a
+//! tuple variant is read from an array only (toml also took a table keyed `0`, `1`, ...).
 
 use std::borrow::Cow;
 use std::fmt;
