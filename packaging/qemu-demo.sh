@@ -75,7 +75,10 @@ for _ in $(seq 50); do
 done
 
 echo "== $target: gateway run, $seconds s, demo site -> VictoriaMetrics"
-ANJU_LOG=info "${run[@]}" "$bin" run -c "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
+# MALLOC_ARENA_MAX=1 as the Debian unit sets it: without it `gateway run` starts itself again
+# with it (main.rs, one_malloc_heap), and under qemu-user without binfmt_misc that exec of an
+# ARM binary fails (glibc's execvp hands the file to /bin/sh: "ELF...: not found").
+MALLOC_ARENA_MAX=1 ANJU_LOG=info "${run[@]}" "$bin" run -c "$work/gateway.toml" >"$work/gateway.log" 2>&1 &
 gateway=$!
 sleep "$seconds"
 metrics=$(curl -s 127.0.0.1:18080/metrics || true)

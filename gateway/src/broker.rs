@@ -8,24 +8,28 @@
 //! [`EmbeddedBroker::listen_addr`].
 //!
 //! Facts about rumqttd this relies on (docs/ARCHITECTURE.md §Crate pitfalls, rumqttd; and its source):
-//! - `Broker::start()` blocks forever and spawns its own threads and single-threaded runtimes,
-//!   so it gets a thread of its own here. rumqttd has no shutdown: the broker lives until the
-//!   process exits.
-//! - A listener that cannot bind only logs an error inside rumqttd's thread. [`start`] therefore
-//!   binds the address itself first, to report a taken port clearly, and then probes with a TCP
-//!   connect for at most [`START_TIMEOUT`].
+//! - The broker is rumqttd's `Router` (its own thread, started by `Router::spawn`) and one v4
+//!   `Server` on a single-threaded runtime in a thread of its own here: what
+//!   `Broker::start` does for a config with one `[v4]` listener, without `Broker::start`
+//!   itself, whose other branches (v5 and bridge links, the Prometheus exporter with its
+//!   hyper 0.14 server, the HTTP console that reloads a regex-based log filter) would all be
+//!   linked in although their config is `None` (issue 13, binary size: README §Building for
+//!   the site boxes). rumqttd has no shutdown: the broker lives until the process exits.
+//! - A listener that cannot bind ends `Server::start` with an error (reported as the broker's
+//!   end). [`start`] also binds the address itself first, to report a taken port clearly, and
+//!   then probes with a TCP connect for at most [`START_TIMEOUT`].
 //! - The library does not install a tracing subscriber (only rumqttd's own binary does); its
 //!   events (an `info` per accepted connection) go to the gateway's subscriber, where the
 //!   filter directive `rumqttd=warn` keeps them quiet. Console, Prometheus, metrics timers,
-//!   bridge and cluster stay off (their config fields are `None`), so it opens no other port.
+//!   bridge and cluster are never started (above), so it opens no other port.
 //! - The sample config's listener is `0.0.0.0`; the default here is `127.0.0.1`. Listening on
 //!   the site network is a deliberate config choice (`listen = "0.0.0.0:1883"`), and it is
 //!   refused at load unless `[[embedded_broker.users]]` are configured: rumqttd would otherwise
 //!   accept anonymous clients, and any device on the network could publish readings. With users,
 //!   rumqttd checks every CONNECT's username and password (`ConnectionSettings::auth`,
 //!   compared in constant time) and closes the connection of a client that fails. rumqttd's
-//!   `Debug` of its settings prints those passwords: they are never logged here (and its
-//!   `Broker::start` span skips the config).
+//!   `Debug` of its settings prints those passwords: they are never logged here (and
+//!   `Server::start` logs only the listener's name and address).
 //! - rumqttd's own TLS needs its `use-rustls` feature, which builds rustls 0.22 and
 //!   x509-parser: a third TLS stack in the binary, and its accept loop does the handshakes one
 //!   after another. So the TLS listener (`[embedded_broker.tls]`) is the gateway's: tokio-rustls
@@ -416,19 +420,14 @@ pub fn start(config: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
             dynamic_filters: true,
         },
     };
-    let rumqttd_config = rumqttd::Config {
-        id: 0,
-        router: rumqttd::RouterConfig {
-            max_connections: config.max_connections,
-            max_outgoing_packet_count: MAX_OUTGOING_PACKETS,
-            max_segment_size: config
-                .max_payload_bytes
-                .saturating_mul(4)
-                .max(MIN_SEGMENT_BYTES),
-            max_segment_count: SEGMENT_COUNT,
-            ..Default::default()
-        },
-        v4: Some(HashMap::from([("1".to_owned(), server)])),
+    let router_config = rumqttd::RouterConfig {
+        max_connections: config.max_connections,
+        max_outgoing_packet_count: MAX_OUTGOING_PACKETS,
+        max_segment_size: config
+            .max_payload_bytes
+            .saturating_mul(4)
+            .max(MIN_SEGMENT_BYTES),
+        max_segment_count: SEGMENT_COUNT,
         ..Default::default()
     };
 
@@ -439,11 +438,20 @@ pub fn start(config: &BrokerSettings) -> Result<EmbeddedBroker, BrokerError> {
             // `start` returns only when every listener thread has ended, i.e. on failure. Nothing
             // of the closure is used after a panic, so unwind safety is moot.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                let mut broker = rumqttd::Broker::new(rumqttd_config);
-                broker.start().map_err(|e| e.to_string())
+                // What `Broker::new` and `Broker::start` do for one v4 listener (router id 0,
+                // as `Config::id` was), see the module comment.
+                let router_tx = rumqttd::Router::new(0, router_config).spawn();
+                let mut server = rumqttd::Server::new(server, router_tx, rumqttd::protocol::v4::V4);
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start its runtime: {e}"))?;
+                runtime
+                    .block_on(server.start(rumqttd::LinkType::Remote))
+                    .map_err(|e| e.to_string())
             }));
             let reason = match outcome {
-                Ok(Ok(())) => "the listener ended (see the rumqttd error above)".to_owned(),
+                Ok(Ok(())) => "the listener ended".to_owned(),
                 Ok(Err(e)) => e,
                 Err(_) => "rumqttd panicked".to_owned(),
             };

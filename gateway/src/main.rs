@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
+use tracing_subscriber::filter::Targets;
 
 use anju_gateway::baseline;
 use anju_gateway::config::Config;
@@ -159,16 +160,36 @@ enum BaselineCmd {
 
 /// Log to stderr (systemd's journal takes it as it takes stdout), with colour only when stderr
 /// is a terminal: a journal, a file or a pipe gets plain text without ANSI escape codes.
+///
+/// `ANJU_LOG` is a list of `level` and `target=level` directives, e.g. `info` or
+/// `info,anju_gateway::sources=debug` (tracing-subscriber's `filter::Targets`). It is not an
+/// `EnvFilter`, whose span and field-value directives need regex (327,680 B of the aarch64
+/// site binary, README §Building for the site boxes). A value that does not parse is reported
+/// and the default used.
 fn init_logging() {
     use std::io::IsTerminal as _;
-    // ANJU_LOG takes tracing's filter syntax, e.g. `info` or `info,anju_gateway::sources=debug`.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ANJU_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=warn"));
+    use tracing_subscriber::filter::LevelFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    const DEFAULT: &str = "info,rumqttd=warn";
+    let default = || {
+        Targets::new()
+            .with_default(LevelFilter::INFO)
+            .with_target("rumqttd", LevelFilter::WARN)
+    };
+    let filter = match std::env::var("ANJU_LOG") {
+        Ok(text) => text.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("ANJU_LOG={text:?} is not a log filter ({e}); logging with {DEFAULT:?}");
+            default()
+        }),
+        Err(_) => default(),
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        .finish()
+        .with(filter)
         .init();
 }
 

@@ -85,14 +85,15 @@ impl ConfigError {
 /// Parse TOML text into `T`, naming the key path of any error (`devices[2].unit`).
 ///
 /// # Errors
-/// A single [`Problem`] with the path and toml's message and line.
+/// A single [`Problem`] with the path and toml's or the config type's message and line.
 pub fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Problem> {
-    let problem = |at: String, e: &toml::de::Error| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-        let mut message = e.message().trim().to_owned();
-        if let Some(line) = line {
+    let problem = |at: String, message: &str, span: Option<std::ops::Range<usize>>| {
+        let mut message = message.trim().to_owned();
+        if let Some(span) = span {
+            // Line breaks before the span, plus one: a key at the start of a line is on that
+            // line (`lines().count()` of the text before it named the line before).
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
             message.push_str(&format!(" (line {line})"));
         }
         Problem {
@@ -101,12 +102,10 @@ pub fn parse_toml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, Pro
             message,
         }
     };
-    let de = toml::Deserializer::parse(text).map_err(|e| problem(String::new(), &e))?;
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let at = e.path().to_string();
-        let at = if at == "." { String::new() } else { at };
-        problem(at, e.inner())
-    })
+    let document = toml::de::DeTable::parse(text)
+        .map_err(|e| problem(String::new(), e.message(), e.span()))?;
+    reader::from_document(document)
+        .map_err(|e| problem(e.at.unwrap_or_default(), &e.message, e.span))
 }
 
 /// The config file as written.
@@ -504,6 +503,7 @@ fn is_local_host(host: &str, listen: SocketAddr) -> bool {
 mod coverage;
 mod describe;
 mod problem;
+mod reader;
 pub use coverage::{
     rule_coverage, RuleCoverage, MAX_LISTED_CHANNELS, TYPICAL_CIGEM_UPLOAD_INTERVAL,
 };

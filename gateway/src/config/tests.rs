@@ -83,9 +83,9 @@ fn forty_identical_modules_need_forty_short_entries() {
     assert!(cfg.devices.iter().all(|d| d.points.len() == 12));
 }
 
-#[test]
-fn a_bad_word_order_names_the_path_and_the_allowed_values() {
-    let p = problems(&format!(
+/// One Modbus TCP device with one f32 point whose word order is `"ACBD"` (not one of the four).
+fn bad_word_order_config() -> String {
+    format!(
         "{HEAD}
 [[devices]]
 name = \"a\"
@@ -99,7 +99,12 @@ type = \"f32\"
 quantity = \"settlement\"
 word_order = \"ACBD\"
 "
-    ));
+    )
+}
+
+#[test]
+fn a_bad_word_order_names_the_path_and_the_allowed_values() {
+    let p = problems(&bad_word_order_config());
     assert_eq!(p.len(), 1, "{p:?}");
     assert!(p[0].contains("devices[0].points[0].word_order"), "{}", p[0]);
     assert!(
@@ -108,6 +113,58 @@ word_order = \"ACBD\"
         p[0]
     );
     assert!(p[0].contains("test.toml"), "{}", p[0]);
+}
+
+/// The whole problem line as README §Configuration reference shows it: file, key path, serde's
+/// message, and the line of the offending value in the file (counted here from the text).
+#[test]
+fn a_problem_names_the_file_the_path_and_the_line() {
+    let text = bad_word_order_config();
+    let line_of = |key: &str| 1 + text.lines().position(|l| l.starts_with(key)).expect("key");
+    let p = problems(&text);
+    assert_eq!(
+        p,
+        [format!(
+            "{}: devices[0].points[0].word_order: unknown variant `ACBD`, expected one of \
+             `abcd`, `cdab`, `badc`, `dcba` (line {})",
+            config_dir().join("test.toml").display(),
+            line_of("word_order")
+        )]
+    );
+    // An unknown key is named with its own path, at its own line.
+    let good = text.replace("\"ACBD\"", "\"cdab\"");
+    let fixed = good.replace("\"cdab\"", "\"cdab\"\npoll_interval = \"5s\"");
+    let p = problems(&fixed);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains(": devices[0].points[0].poll_interval: unknown field `poll_interval`"),
+        "{}",
+        p[0]
+    );
+    let line = 1 + fixed
+        .lines()
+        .position(|l| l.starts_with("poll_interval"))
+        .expect("key");
+    assert!(p[0].ends_with(&format!("(line {line})")), "{}", p[0]);
+    // A wrong type in an array of tables, and a TOML syntax error with no path.
+    let p = problems(&good.replace("address = 0", "address = \"zero\""));
+    assert!(
+        p[0].contains(": devices[0].points[0].address: invalid type: string \"zero\""),
+        "{}",
+        p[0]
+    );
+    // A table or an array where something else is written: serde's own words.
+    assert_problem(
+        &format!("{HEAD}engine = \"fast\"\n"),
+        "test.toml: engine: invalid type: string \"fast\", expected struct EngineConfig (line 4)",
+    );
+    assert_problem(
+        &format!("{HEAD}devices = 5\n"),
+        "test.toml: devices: invalid type: integer `5`, expected a sequence (line 4)",
+    );
+    let p = problems(&format!("{HEAD}site_extra = \n"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].ends_with("(line 4)"), "{}", p[0]);
 }
 
 #[test]
