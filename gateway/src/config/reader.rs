@@ -127,10 +127,12 @@ fn integer(value: &DeInteger<'_>) -> Result<Number, Error> {
     }
 }
 
-/// A TOML float; a finite literal too large for `f64` is an error, `inf` is not (as toml).
+/// A TOML float; a finite literal too large for `f64` is an error, `inf` and `nan` are not (as
+/// toml's `DeFloat::to_f64`): the config types' validation refuses them where a number must be
+/// finite, with the key's own message ("must be a finite number").
 fn float(value: &DeFloat<'_>) -> Result<Number, Error> {
     match value.as_str().parse::<f64>() {
-        Ok(f) if f.is_finite() || value.as_str().contains("inf") => Ok(Number::Float(f)),
+        Ok(f) if !f.is_infinite() || value.as_str().contains("inf") => Ok(Number::Float(f)),
         _ => Err(Error::new("floating-point number overflowed")),
     }
 }

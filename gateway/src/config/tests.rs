@@ -1063,3 +1063,26 @@ fn the_gateway_logs_in_to_its_own_broker_with_one_of_its_users() {
         "test.toml: embedded_broker.listen: 0.0.0.0:1883 can be reached from the site network, but the broker has no users",
     );
 }
+
+#[test]
+fn nan_and_inf_thresholds_reach_the_rules_check_and_are_refused_by_name() {
+    // TOML's `nan` and `inf` are floats (TOML 1.0 §Float); the reader passes them on as toml
+    // does, and the rule's own check names the key, instead of a parse error about overflow.
+    for value in ["nan", "+inf", "-inf"] {
+        assert_problem(
+            &format!(
+                "{HEAD}[alerts]\n[[alerts.rules]]\nname = \"x\"\nkind = \"absolute\"\n\
+                 select = {{ kind = \"settlement\" }}\nupper = {{ alarm = {value} }}\n"
+            ),
+            "test.toml: alerts.rules[0].upper.alarm: must be a finite number",
+        );
+    }
+    // A finite literal beyond f64 is still a parse error at its key.
+    assert_problem(
+        &format!(
+            "{HEAD}[alerts]\n[[alerts.rules]]\nname = \"x\"\nkind = \"absolute\"\n\
+             select = {{ kind = \"settlement\" }}\nupper = {{ alarm = 1e400 }}\n"
+        ),
+        "alerts.rules[0].upper.alarm",
+    );
+}
