@@ -479,7 +479,7 @@ async fn publish_all(
     readings: u64,
     base_ms: i64,
     rate: Option<u64>,
-) -> Result<Duration> {
+) -> Result<(Duration, Vec<(i64, Instant)>)> {
     let mut opts = MqttOptions::new(client_id, "127.0.0.1", broker.port());
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_max_packet_size(1 << 20, 1 << 20);
@@ -506,9 +506,19 @@ async fn publish_all(
     });
     // Drive the publisher's connection until every publish is on the wire.
     let mut sent = 0u64;
+    // When each breaching reading went out (its `ts` in ms, and the moment): publishes leave in
+    // the order they were made, so the n-th outgoing publish is reading n.
+    let mut breaches = Vec::new();
     while sent < readings {
         match tokio::time::timeout(Duration::from_secs(30), eventloop.poll()).await {
-            Ok(Ok(Event::Outgoing(Outgoing::Publish(_)))) => sent += 1,
+            Ok(Ok(Event::Outgoing(Outgoing::Publish(_)))) => {
+                if matches!(scenario, Scenario::Sites { .. })
+                    && sent % BREACH_EVERY == BREACH_EVERY - 1
+                {
+                    breaches.push((base_ms + sent as i64, Instant::now()));
+                }
+                sent += 1;
+            }
             Ok(Ok(_)) => {}
             Ok(Err(e)) => bail!("publisher connection failed after {sent} messages: {e}"),
             Err(_) => bail!("publisher stalled after {sent} messages"),
@@ -519,7 +529,51 @@ async fn publish_all(
     let _ = client.disconnect().await;
     // Let the DISCONNECT out, bounded.
     let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
-    Ok(took)
+    Ok((took, breaches))
+}
+
+/// Watch the MQTT alert sink's topics on `broker` until `stop`: each raised alert's event time
+/// (the breaching reading's `ts`, ns) and when it arrived here.
+async fn watch_alerts(
+    broker: std::net::SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<tokio::task::JoinHandle<Vec<(i64, Instant)>>> {
+    let mut opts = MqttOptions::new("anju-bench-alert-watcher", "127.0.0.1", broker.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    client.subscribe("anju/#", QoS::AtMostOnce).await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(rumqttc::Packet::SubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => bail!("alert watcher: {e}"),
+            Err(_) => bail!("alert watcher: no SUBACK"),
+        }
+    }
+    Ok(tokio::spawn(async move {
+        let mut raised = Vec::new();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                event = eventloop.poll() => match event {
+                    Ok(Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let arrived = Instant::now();
+                        // The per-site summary (an array) is not an event.
+                        if let Ok(alert) = serde_json::from_slice::<anju_gateway::alert::Alert>(&p.payload) {
+                            if alert.state == anju_gateway::alert::AlertState::Raised {
+                                raised.push((alert.event_at, arrived));
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                },
+            }
+        }
+        let _ = client.disconnect().await;
+        raised
+    }))
 }
 
 /// The broker's own limit in this run: the same messages from the same publisher to a subscriber
@@ -686,8 +740,10 @@ async fn main() -> Result<()> {
         ("gateway", Some(pid)),
         ("VictoriaMetrics", vm.pid()),
     ])?;
+    let watching = tokio_util::sync::CancellationToken::new();
+    let watcher = watch_alerts(broker.addr(), watching.clone()).await?;
     let started = Instant::now();
-    let published_in = publish_all(
+    let (published_in, breaches) = publish_all(
         broker.addr(),
         "anju-bench-publisher",
         scenario,
@@ -713,6 +769,10 @@ async fn main() -> Result<()> {
     }
     let landed_in = started.elapsed();
     let cpu_after = cpu_us(pid)?;
+    // The last alerts may still be on their way: give them a moment (bounded).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    watching.cancel();
+    let raised = watcher.await?;
     let run_cpu = run_cpu.line()?;
     viewing.cancel();
     let viewed = match viewer {
@@ -756,6 +816,47 @@ async fn main() -> Result<()> {
         cpu_per_reading,
         (cpu_after - cpu_before) as f64 / 1e6
     );
+    // From the breaching reading's publish to its alert at a subscriber of the MQTT alert
+    // sink's topic: the source's reads and batch, the engine, the alert's durable commit, the
+    // sink and the broker both ways.
+    let published_at: std::collections::HashMap<i64, Instant> = breaches.into_iter().collect();
+    let mut samples: Vec<(Duration, Duration)> = raised
+        .iter()
+        .filter_map(|(event_at_ns, arrived)| {
+            let sent = published_at.get(&(event_at_ns / 1_000_000))?;
+            Some((
+                sent.saturating_duration_since(started),
+                arrived.saturating_duration_since(*sent),
+            ))
+        })
+        .collect();
+    samples.sort();
+    let mut latencies: Vec<Duration> = samples.iter().map(|(_, l)| *l).collect();
+    latencies.sort();
+    // The scenario raises few alerts (every 1000th reading breaches, so with 2,000 sensors the
+    // same two channels, and an alert stays raised): each is listed when there are few.
+    if !samples.is_empty() && samples.len() < 20 {
+        let list: Vec<String> = samples
+            .iter()
+            .map(|(at, l)| {
+                format!(
+                    "{:.1} ms (published {:.0} ms into the run)",
+                    l.as_secs_f64() * 1e3,
+                    at.as_secs_f64() * 1e3
+                )
+            })
+            .collect();
+        println!("  alert, end to end   {} (publish of the breaching reading to the alert at an MQTT subscriber)", list.join(", "));
+    } else if !latencies.is_empty() {
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "  alert, end to end   p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} raised alerts, publish of the breaching reading to the alert at an MQTT subscriber)",
+            at(0.5).as_secs_f64() * 1e3,
+            at(0.99).as_secs_f64() * 1e3,
+            at(1.0).as_secs_f64() * 1e3,
+            latencies.len()
+        );
+    }
     println!("  CPU, reference      {reference_cpu}");
     println!("  CPU, through gateway {run_cpu}");
     println!(
