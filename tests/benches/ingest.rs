@@ -63,6 +63,9 @@ const NODES_PER_SITE: u64 = 100;
 const BREACH_EVERY: u64 = 1_000;
 /// Readings published (one per message).
 const DEFAULT_READINGS: u64 = 200_000;
+/// Most breaching channels whose readings the alert watcher subscribes to (each is one more
+/// subscription on the broker during the run).
+const MAX_WATCHED_TOPICS: usize = 16;
 /// Longest wait for every reading to be queryable in the store.
 const LAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// Kernel clock ticks per second for /proc/<pid>/stat (CLK_TCK; 100 on Linux x86_64/aarch64).
@@ -532,20 +535,31 @@ async fn publish_all(
     Ok((took, breaches))
 }
 
-/// Watch the MQTT alert sink's topics on `broker` until `stop`: each raised alert's event time
-/// (the breaching reading's `ts`, ns) and when it arrived here.
+/// Raised alerts (the breaching reading's `ts`, ns, and when the event arrived) and the
+/// breaching channels' readings (`ts`, ms, and when the broker delivered them), as one
+/// subscriber saw them.
+type Watched = (Vec<(i64, Instant)>, std::collections::HashMap<i64, Instant>);
+
+/// Watch the MQTT alert sink's topics and the breaching channels' `topics` on `broker` until
+/// `stop`. The broker delivers a reading to this subscriber as it does to the gateway, so the
+/// time from that delivery to the alert is the gateway's part of the alert's way.
 async fn watch_alerts(
     broker: std::net::SocketAddr,
+    topics: &[String],
     stop: tokio_util::sync::CancellationToken,
-) -> Result<tokio::task::JoinHandle<Vec<(i64, Instant)>>> {
+) -> Result<tokio::task::JoinHandle<Watched>> {
     let mut opts = MqttOptions::new("anju-bench-alert-watcher", "127.0.0.1", broker.port());
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
     client.subscribe("anju/#", QoS::AtMostOnce).await?;
-    loop {
+    for topic in topics {
+        client.subscribe(topic.as_str(), QoS::AtMostOnce).await?;
+    }
+    let mut acks = 0;
+    while acks < 1 + topics.len() {
         match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
-            Ok(Ok(Event::Incoming(rumqttc::Packet::SubAck(_)))) => break,
+            Ok(Ok(Event::Incoming(rumqttc::Packet::SubAck(_)))) => acks += 1,
             Ok(Ok(_)) => {}
             Ok(Err(e)) => bail!("alert watcher: {e}"),
             Err(_) => bail!("alert watcher: no SUBACK"),
@@ -553,14 +567,22 @@ async fn watch_alerts(
     }
     Ok(tokio::spawn(async move {
         let mut raised = Vec::new();
+        let mut delivered = std::collections::HashMap::new();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 event = eventloop.poll() => match event {
                     Ok(Event::Incoming(rumqttc::Packet::Publish(p))) => {
                         let arrived = Instant::now();
+                        if p.topic.starts_with("sites/") {
+                            let ts = serde_json::from_slice::<serde_json::Value>(&p.payload)
+                                .ok()
+                                .and_then(|v| v["ts"].as_i64());
+                            if let Some(ts) = ts {
+                                delivered.insert(ts, arrived);
+                            }
                         // The per-site summary (an array) is not an event.
-                        if let Ok(alert) = serde_json::from_slice::<anju_gateway::alert::Alert>(&p.payload) {
+                        } else if let Ok(alert) = serde_json::from_slice::<anju_gateway::alert::Alert>(&p.payload) {
                             if alert.state == anju_gateway::alert::AlertState::Raised {
                                 raised.push((alert.event_at, arrived));
                             }
@@ -572,7 +594,7 @@ async fn watch_alerts(
             }
         }
         let _ = client.disconnect().await;
-        raised
+        (raised, delivered)
     }))
 }
 
@@ -741,7 +763,19 @@ async fn main() -> Result<()> {
         ("VictoriaMetrics", vm.pid()),
     ])?;
     let watching = tokio_util::sync::CancellationToken::new();
-    let watcher = watch_alerts(broker.addr(), watching.clone()).await?;
+    // The channels that breach: reading i breaches when i % BREACH_EVERY == BREACH_EVERY - 1,
+    // and reading i is sensor i % sensors (reading s is sensor s, hence its topic).
+    let breaching_topics: Vec<String> = match scenario {
+        Scenario::Sites { sensors } => (0..readings / BREACH_EVERY)
+            .map(|k| (k * BREACH_EVERY + BREACH_EVERY - 1) % sensors)
+            .collect::<std::collections::BTreeSet<u64>>()
+            .into_iter()
+            .take(MAX_WATCHED_TOPICS)
+            .map(|s| scenario.message(s, 0).0)
+            .collect(),
+        Scenario::Strain => Vec::new(),
+    };
+    let watcher = watch_alerts(broker.addr(), &breaching_topics, watching.clone()).await?;
     let started = Instant::now();
     let (published_in, breaches) = publish_all(
         broker.addr(),
@@ -772,7 +806,7 @@ async fn main() -> Result<()> {
     // The last alerts may still be on their way: give them a moment (bounded).
     tokio::time::sleep(Duration::from_millis(500)).await;
     watching.cancel();
-    let raised = watcher.await?;
+    let (raised, delivered) = watcher.await?;
     let run_cpu = run_cpu.line()?;
     viewing.cancel();
     let viewed = match viewer {
@@ -820,28 +854,34 @@ async fn main() -> Result<()> {
     // sink's topic: the source's reads and batch, the engine, the alert's durable commit, the
     // sink and the broker both ways.
     let published_at: std::collections::HashMap<i64, Instant> = breaches.into_iter().collect();
-    let mut samples: Vec<(Duration, Duration)> = raised
+    // (published into the run, publish to alert, broker's delivery to alert)
+    let mut samples: Vec<(Duration, Duration, Option<Duration>)> = raised
         .iter()
         .filter_map(|(event_at_ns, arrived)| {
-            let sent = published_at.get(&(event_at_ns / 1_000_000))?;
+            let ts_ms = event_at_ns / 1_000_000;
+            let sent = published_at.get(&ts_ms)?;
             Some((
                 sent.saturating_duration_since(started),
                 arrived.saturating_duration_since(*sent),
+                delivered
+                    .get(&ts_ms)
+                    .map(|d| arrived.saturating_duration_since(*d)),
             ))
         })
         .collect();
     samples.sort();
-    let mut latencies: Vec<Duration> = samples.iter().map(|(_, l)| *l).collect();
+    let mut latencies: Vec<Duration> = samples.iter().map(|(_, l, _)| *l).collect();
     latencies.sort();
     // The scenario raises few alerts (every 1000th reading breaches, so with 2,000 sensors the
     // same two channels, and an alert stays raised): each is listed when there are few.
     if !samples.is_empty() && samples.len() < 20 {
         let list: Vec<String> = samples
             .iter()
-            .map(|(at, l)| {
+            .map(|(at, l, d)| {
                 format!(
-                    "{:.1} ms (published {:.0} ms into the run)",
+                    "{:.1} ms from the publish, {} from the broker's delivery (published {:.0} ms into the run)",
                     l.as_secs_f64() * 1e3,
+                    d.map_or("n.r.".to_owned(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)),
                     at.as_secs_f64() * 1e3
                 )
             })
