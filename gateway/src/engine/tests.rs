@@ -34,18 +34,29 @@ fn rules() -> RuleSet {
 
 /// Run an engine over `values` (one reading each, 1 s apart from `t0`) and wait for it to
 /// commit everything.
-async fn run_engine(spool: &Arc<Spool>, series: &Arc<Series>, t0: i64, values: &[f64]) {
-    let (tx, rx) = mpsc::channel(16);
-    let engine = Engine::new(
+/// An engine on `spool` as most tests here want it: the default config, [`rules`], site `xa`,
+/// with `metrics` and `clock`.
+fn engine_on(
+    rx: crate::sources::ReadingRx,
+    spool: &Arc<Spool>,
+    metrics: &Arc<Metrics>,
+    clock: Arc<dyn crate::model::Clock>,
+) -> Engine {
+    Engine::new(
         rx,
         Arc::clone(spool),
-        Arc::new(Metrics::new()),
-        Arc::new(SystemClock),
+        Arc::clone(metrics),
+        clock,
         EngineConfig::default(),
         Duration::from_secs(3600),
         rules(),
         "xa",
-    );
+    )
+}
+
+async fn run_engine(spool: &Arc<Spool>, series: &Arc<Series>, t0: i64, values: &[f64]) {
+    let (tx, rx) = mpsc::channel(16);
+    let engine = engine_on(rx, spool, &Arc::new(Metrics::new()), Arc::new(SystemClock));
     let task = tokio::spawn(engine.run());
     for (i, v) in values.iter().enumerate() {
         let ts = t0 + i64::try_from(i).expect("small") * 1_000_000_000;
@@ -869,15 +880,11 @@ async fn readings_stamped_before_the_clock_is_set_are_flagged_then_stamped_again
     let clock = BootClock::at_boot();
     let metrics = Arc::new(Metrics::new());
     let (tx, rx) = mpsc::channel(16);
-    let engine = Engine::new(
+    let engine = engine_on(
         rx,
-        Arc::clone(&spool),
-        Arc::clone(&metrics),
+        &spool,
+        &metrics,
         Arc::clone(&clock) as Arc<dyn crate::model::Clock>,
-        EngineConfig::default(),
-        Duration::from_secs(3600),
-        rules(),
-        "xa",
     );
     let task = tokio::spawn(engine.run());
     let plate = settlement_point("p1");
@@ -989,15 +996,11 @@ async fn readings_held_for_the_clock_survive_an_engine_stopped_for_a_reload() {
     let clock = BootClock::at_boot();
     let metrics = Arc::new(Metrics::new());
     let engine = |rx| {
-        Engine::new(
+        engine_on(
             rx,
-            Arc::clone(&spool),
-            Arc::clone(&metrics),
+            &spool,
+            &metrics,
             Arc::clone(&clock) as Arc<dyn crate::model::Clock>,
-            EngineConfig::default(),
-            Duration::from_secs(3600),
-            rules(),
-            "xa",
         )
     };
     let (tx, rx) = mpsc::channel(16);
@@ -1052,18 +1055,7 @@ async fn an_engine_stopped_for_a_reload_hands_over_its_channel_and_its_rule_stat
     let spool = spool_in(dir.path());
     let series = settlement_point("ch3");
     let t0 = now_ns() - 600 * 1_000_000_000;
-    let engine = |rx| {
-        Engine::new(
-            rx,
-            Arc::clone(&spool),
-            Arc::new(Metrics::new()),
-            Arc::new(SystemClock),
-            EngineConfig::default(),
-            Duration::from_secs(3600),
-            rules(),
-            "xa",
-        )
-    };
+    let engine = |rx| engine_on(rx, &spool, &Arc::new(Metrics::new()), Arc::new(SystemClock));
     let (tx, rx) = mpsc::channel(16);
     let stop = tokio_util::sync::CancellationToken::new();
     let first = tokio::spawn(engine(rx).run_until(stop.clone()));
