@@ -249,7 +249,7 @@ batch_max_age = "100ms"
     let expected = POURS.len() * 5;
     let stored = wait_until(
         Duration::from_secs(90),
-        "every milestone notice of both pours and the last strengths stored",
+        "every milestone notice of both pours, the last strengths and the surface-air differences stored",
         || async {
             let n = vm
                 .export_until("alerts_state", AHEAD)
@@ -271,7 +271,22 @@ batch_max_age = "100ms"
                         .count()
                         >= 2 * 2 * POURS.len()
                 });
-            n >= expected && last
+            // The surface-air difference under the insulation, asserted below sample by sample:
+            // its last readings may reach the store in a later write than the strengths'.
+            let covered = vm
+                .export_until("temperature_value", AHEAD)
+                .await
+                .is_ok_and(|s| {
+                    s.iter()
+                        .filter(|s| {
+                            s.metric.get("point").map(String::as_str)
+                                == Some("surface.surface-ambient-covered")
+                                && s.timestamps.len() + 1 >= STEPS
+                        })
+                        .count()
+                        >= POURS.len()
+                });
+            n >= expected && last && covered
         },
     )
     .await;
