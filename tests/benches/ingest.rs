@@ -756,12 +756,6 @@ async fn main() -> Result<()> {
             stop,
         ))
     });
-    let run_cpu = CpuAccount::start(&[
-        ("bench (publisher, store polls)", Some(own_pid)),
-        ("mosquitto", broker.pid()),
-        ("gateway", Some(pid)),
-        ("VictoriaMetrics", vm.pid()),
-    ])?;
     let watching = tokio_util::sync::CancellationToken::new();
     // The channels that breach: reading i breaches when i % BREACH_EVERY == BREACH_EVERY - 1,
     // and reading i is sensor i % sensors (reading s is sensor s, hence its topic).
@@ -776,6 +770,12 @@ async fn main() -> Result<()> {
         Scenario::Strain => Vec::new(),
     };
     let watcher = watch_alerts(broker.addr(), &breaching_topics, watching.clone()).await?;
+    let run_cpu = CpuAccount::start(&[
+        ("bench (publisher, store polls)", Some(own_pid)),
+        ("mosquitto", broker.pid()),
+        ("gateway", Some(pid)),
+        ("VictoriaMetrics", vm.pid()),
+    ])?;
     let started = Instant::now();
     let (published_in, breaches) = publish_all(
         broker.addr(),
