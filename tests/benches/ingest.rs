@@ -803,11 +803,11 @@ async fn main() -> Result<()> {
     }
     let landed_in = started.elapsed();
     let cpu_after = cpu_us(pid)?;
+    let run_cpu = run_cpu.line()?;
     // The last alerts may still be on their way: give them a moment (bounded).
     tokio::time::sleep(Duration::from_millis(500)).await;
     watching.cancel();
     let (raised, delivered) = watcher.await?;
-    let run_cpu = run_cpu.line()?;
     viewing.cancel();
     let viewed = match viewer {
         Some(v) => Some(v.await??),
