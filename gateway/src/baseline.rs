@@ -41,10 +41,11 @@ pub enum BaselineError {
     Spool(#[from] OfflineError),
 }
 
-/// The spool file of `cfg`.
+/// The file `cfg`'s gateway keeps the engine's state in: the spool's alerts file
+/// (docs/ARCHITECTURE.md §Spool layout, Two files).
 #[must_use]
-pub fn spool_path(cfg: &Config) -> PathBuf {
-    cfg.data_dir.join(crate::run::SPOOL_FILE)
+pub fn state_path(cfg: &Config) -> PathBuf {
+    crate::spool::alerts_path(&cfg.data_dir)
 }
 
 /// The saved state entries, as the listing takes them.
@@ -251,8 +252,8 @@ pub fn carry_out(
             return Err(BaselineError::Refused(unknown));
         }
     }
-    let path = spool_path(cfg);
-    let entries = offline::read_state(&path)?.unwrap_or_default();
+    let path = state_path(cfg);
+    let entries = offline::read_saved_state(&cfg.data_dir)?.unwrap_or_default();
     let delta = plan_order(&cfg.derived, order, &entries, now)?;
     offline::write_state(&path, &delta)?;
     let readings = order
@@ -304,7 +305,7 @@ pub fn missing_channels(cfg: &Config, block: &str) -> Result<Vec<String>, Baseli
             "--block {block}: no levelling [[derived]] block of that name"
         )]));
     };
-    let entries = offline::read_state(&spool_path(cfg))?.unwrap_or_default();
+    let entries = offline::read_saved_state(&cfg.data_dir)?.unwrap_or_default();
     let mut out = Vec::new();
     for d in &cfg.devices {
         for p in &d.points {

@@ -411,7 +411,7 @@ fn small_runtime() -> Option<tokio::runtime::Runtime> {
 /// The initial values of `cfg`'s levelling blocks, with those in the spool when it can be
 /// read (not while the service runs: then the listing says so).
 fn initial_values(cfg: &Config, with_configured: bool) -> String {
-    let saved = anju_gateway::spool::offline::read_state(&baseline::spool_path(cfg));
+    let saved = anju_gateway::spool::offline::read_saved_state(&cfg.data_dir);
     baseline::listing(&cfg.derived, &saved, with_configured)
 }
 
@@ -490,7 +490,7 @@ fn pour(action: PourCmd) -> ExitCode {
                 println!("{}: no [[pours]]", config.display());
                 return ExitCode::SUCCESS;
             }
-            let saved = anju_gateway::spool::offline::read_state(&baseline::spool_path(&cfg));
+            let saved = anju_gateway::spool::offline::read_saved_state(&cfg.data_dir);
             print!("{}", anju_gateway::pour::listing(&cfg, &saved));
             ExitCode::SUCCESS
         }

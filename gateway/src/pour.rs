@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use crate::baseline::spool_path;
+use crate::baseline::state_path;
 use crate::config::Config;
 use crate::engine::curing::{pour_key, PourState};
 use crate::engine::derived::initial::format_ts as utc;
@@ -76,8 +76,8 @@ pub fn remove_insulation(
             utc(spec.placed_ns)
         )));
     }
-    let path = spool_path(cfg);
-    let entries = offline::read_state(&path)?.unwrap_or_default();
+    let path = state_path(cfg);
+    let entries = offline::read_saved_state(&cfg.data_dir)?.unwrap_or_default();
     let mut state = saved_state(&entries, pour).map_err(|e| {
         PourCommandError::Refused(format!(
             "the saved state of pour \"{pour}\" cannot be read ({e}); writing over it would announce its milestones again, so nothing was changed"
@@ -184,7 +184,7 @@ sensors = {{ core = {{ channel = "therm/t01" }}, surface = {{ channel = "therm/t
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = config(dir.path(), "");
         // A spool as the gateway leaves it.
-        drop(Spool::open(&spool_path(&cfg), &SpoolConfig::default(), &[]).expect("spool"));
+        drop(Spool::open(&state_path(&cfg), &SpoolConfig::default(), &[]).expect("spool"));
         // 2026-11-30T10:00:00Z = 18:00 +08:00, ten hours after placing.
         let at = crate::sources::mqtt::timestamp::parse_rfc3339("2026-11-30T10:00:00Z").expect("t");
         let text = remove_insulation(&cfg, "raft", at).expect("saved");
@@ -192,7 +192,7 @@ sensors = {{ core = {{ channel = "therm/t01" }}, surface = {{ channel = "therm/t
             text.contains("raft: insulation removed at 2026-11-30T10:00:00Z"),
             "{text}"
         );
-        let entries = offline::read_state(&spool_path(&cfg))
+        let entries = offline::read_state(&state_path(&cfg))
             .expect("read")
             .expect("file");
         let state = saved_state(&entries, "raft")
@@ -227,10 +227,10 @@ sensors = {{ core = {{ channel = "therm/t01" }}, surface = {{ channel = "therm/t
         use std::sync::Arc;
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = config(dir.path(), "");
-        drop(Spool::open(&spool_path(&cfg), &SpoolConfig::default(), &[]).expect("spool"));
+        drop(Spool::open(&state_path(&cfg), &SpoolConfig::default(), &[]).expect("spool"));
         let at = crate::sources::mqtt::timestamp::parse_rfc3339("2026-11-30T10:00:00Z").expect("t");
         remove_insulation(&cfg, "raft", at).expect("saved");
-        let entries = offline::read_state(&spool_path(&cfg))
+        let entries = offline::read_state(&state_path(&cfg))
             .expect("read")
             .expect("file");
         let mut set = PourSet::new(cfg.pours.clone(), "xa", crate::alert::Language::En);

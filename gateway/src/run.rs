@@ -32,12 +32,12 @@ use crate::sources::modbus::poller::{group_into_buses, Bus, Poller};
 use crate::sources::modbus::write::{write_channel, BusWriters, WriteCommand, WriteRx};
 use crate::sources::mqtt::MqttSource;
 use crate::sources::{ReadingTx, READING_CHANNEL_CAPACITY};
-use crate::spool::{AlertIdentity, Reader, Spool, SpoolError, Stream};
+use crate::spool::{self, AlertIdentity, Reader, Spool, SpoolError, Spools, Stream};
 use crate::supervise::{Stage, TaskFailure, TaskTree};
 use crate::systemd::{self, NotifyState};
 
 /// File name of the spool inside the data directory.
-pub const SPOOL_FILE: &str = "spool.redb";
+pub const SPOOL_FILE: &str = spool::POINTS_FILE;
 
 /// Why the gateway could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -155,26 +155,13 @@ impl Gateway {
             mut reloads,
             reloader,
         } = self;
-        let spool_path = cfg.data_dir.join(SPOOL_FILE);
         // Kept while it runs: `reloads` never closes.
         let _reloader = reloader;
-        let readers = spool_readers(&cfg);
-        let spool_cfg = cfg.spool.clone();
-        // Named in the device-fault alert the spool raises itself if it finds its file damaged
-        // (docs/ARCHITECTURE.md §Spool layout, Failures).
-        let identity = AlertIdentity {
-            site: cfg.site.clone(),
-            gateway: cfg.gateway_id.clone(),
-            language: cfg.rules.language(),
-        };
-        let spool = Arc::new(
-            tokio::task::spawn_blocking(move || {
-                Spool::open_with(&spool_path, &spool_cfg, &readers, Some(identity))
-            })
-            .await??,
-        );
-        spool.count_into(Arc::clone(&metrics));
-        info!(site = %cfg.site, gateway = %cfg.gateway_id, spool = %spool.path().display(), "Gateway starting.");
+        let spools = open_spools(&cfg).await?;
+        spools.points.count_into(Arc::clone(&metrics));
+        spools.alerts.count_into(Arc::clone(&metrics));
+        info!(site = %cfg.site, gateway = %cfg.gateway_id, spool = %spools.points.path().display(),
+              alerts = %spools.alerts.path().display(), "Gateway starting.");
 
         // The embedded broker first, so MQTT sources pointed at it connect on their first try.
         // rumqttd has no shutdown: it lives until the process exits (see `broker`), and a
@@ -207,7 +194,7 @@ impl Gateway {
             cfg,
             tree: TaskTree::new(),
             readings: Some(tx),
-            spool,
+            spools,
             metrics,
             clock,
             history,
@@ -322,17 +309,77 @@ impl Gateway {
 
 /// The spool's readers: each sink with the one stream it delivers (docs/ARCHITECTURE.md
 /// §Spool layout, Cursors), so that it pins nothing in the other stream.
-fn spool_readers(cfg: &Config) -> Vec<Reader> {
+fn spool_readers(cfg: &Config, stream: Stream) -> Vec<Reader> {
     cfg.sinks
         .iter()
-        .map(|s| {
-            let stream = match s {
-                Sink::Influxdb(_) => Stream::Points,
-                Sink::Mqtt(_) | Sink::Webhook(_) | Sink::ModbusOutput(_) => Stream::Alerts,
-            };
-            Reader::new(s.name(), &[stream])
-        })
+        .filter(|s| sink_stream(s) == stream)
+        .map(|s| Reader::new(s.name(), &[stream]))
         .collect()
+}
+
+/// The one stream `sink` delivers.
+fn sink_stream(sink: &Sink) -> Stream {
+    match sink {
+        Sink::Influxdb(_) => Stream::Points,
+        Sink::Mqtt(_) | Sink::Webhook(_) | Sink::ModbusOutput(_) => Stream::Alerts,
+    }
+}
+
+/// Open the spool's two files (docs/ARCHITECTURE.md §Spool layout, Two files): the alerts file
+/// first, so that damage found in the points file is announced on the stream the alert sinks
+/// read; then move what a single-file spool of an earlier version holds of alerts and rule
+/// state into the alerts file.
+async fn open_spools(cfg: &Config) -> Result<Spools, RunError> {
+    // Named in the device-fault alert a spool file raises itself if it finds itself damaged
+    // (docs/ARCHITECTURE.md §Spool layout, Failures).
+    let identity = AlertIdentity {
+        site: cfg.site.clone(),
+        gateway: cfg.gateway_id.clone(),
+        language: cfg.rules.language(),
+    };
+    let (alerts_path, alert_readers) = (
+        spool::alerts_path(&cfg.data_dir),
+        spool_readers(cfg, Stream::Alerts),
+    );
+    let (spool_cfg, alerts_identity) = (cfg.spool.clone(), identity.clone());
+    let alerts = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            Spool::open_with(
+                &alerts_path,
+                &spool_cfg,
+                &alert_readers,
+                Some(alerts_identity),
+            )
+        })
+        .await??,
+    );
+    let (points_path, point_readers) = (
+        spool::points_path(&cfg.data_dir),
+        spool_readers(cfg, Stream::Points),
+    );
+    let (spool_cfg, to) = (cfg.spool.clone(), Arc::clone(&alerts));
+    let points = Arc::new(
+        tokio::task::spawn_blocking(move || {
+            Spool::open_points_with(&points_path, &spool_cfg, &point_readers, identity, to)
+        })
+        .await??,
+    );
+    let (from, to) = (Arc::clone(&points), Arc::clone(&alerts));
+    match tokio::task::spawn_blocking(move || from.move_alerts_and_state_to(&to)).await? {
+        Ok(moved) if moved == spool::MovedOut::default() => {}
+        Ok(moved) => info!(
+            alert_events = moved.alert_records,
+            state_entries = moved.state_entries,
+            from = %points.path().display(),
+            to = %alerts.path().display(),
+            "Alerts and rule state moved into the alerts file (once, after an upgrade from a single spool file)."
+        ),
+        // Tried again at the next start; meanwhile the engine starts from the alerts file's state.
+        Err(e) => {
+            error!(error = %e, "Alerts and rule state of the earlier single spool file could not be moved into the alerts file; the move is tried again at the next start.")
+        }
+    }
+    Ok(Spools { points, alerts })
 }
 
 /// What the running gateway's loop waits for.
@@ -376,7 +423,7 @@ struct Running {
     /// A sender kept for the sources a reload starts; dropped at shutdown, so the engine ends
     /// once every source has gone.
     readings: Option<ReadingTx>,
-    spool: Arc<Spool>,
+    spools: Spools,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     history: Option<Arc<crate::history::History>>,
@@ -421,7 +468,7 @@ impl Running {
         };
         let state = ConsoleState::new(
             Arc::clone(&self.metrics),
-            Arc::clone(&self.spool),
+            self.spools.clone(),
             &cfg.sinks,
             Arc::clone(&self.engine_running),
         )
@@ -537,7 +584,8 @@ impl Running {
 
     fn start_sink(&mut self, sink: &Sink) -> Result<(), RunError> {
         let name = sink_task(sink);
-        let (spool, metrics) = (Arc::clone(&self.spool), Arc::clone(&self.metrics));
+        let spool = Arc::clone(self.spools.of(sink_stream(sink)));
+        let metrics = Arc::clone(&self.metrics);
         match sink {
             Sink::Influxdb(resolved) => {
                 let s = InfluxSink::new(resolved.clone(), spool, metrics)?;
@@ -581,7 +629,7 @@ impl Running {
         } = inputs;
         let engine = Engine::new(
             rx,
-            Arc::clone(&self.spool),
+            Arc::clone(&self.spools.points),
             Arc::clone(&self.metrics),
             Arc::clone(&self.clock),
             cfg.engine.clone(),
@@ -589,6 +637,7 @@ impl Running {
             cfg.rules.clone(),
             &cfg.site,
         )
+        .with_alerts_spool(Arc::clone(&self.spools.alerts))
         .with_derived(cfg.derived.clone())
         .with_pours(cfg.pours.clone())
         .with_heartbeat(Arc::clone(&self.heartbeat))
@@ -653,8 +702,8 @@ impl Running {
         };
         // The engine hands over only after its final commit; with the spool's file unavailable
         // that commit fails and what it holds would be given up (counted, as at a shutdown).
-        let spool = Arc::clone(&self.spool);
-        let writable = tokio::task::spawn_blocking(move || spool.stats().available)
+        let spools = self.spools.clone();
+        let writable = tokio::task::spawn_blocking(move || spools.stats().available)
             .await
             .unwrap_or(false);
         let checked = checked.and_then(|accepted| {

@@ -105,11 +105,24 @@ async fn main() -> Result<()> {
     let commits = lone_commits(dir.path(), FSYNC_SAMPLES, Duration::ZERO)?;
     let spaced_fsyncs = lone_fsyncs(dir.path(), SPACED_SAMPLES, ALERT_EVERY)?;
     let spaced_commits = lone_commits(dir.path(), SPACED_SAMPLES, ALERT_EVERY)?;
+    // The gateway's layout: points in one file, alerts and the rule state in another
+    // (docs/ARCHITECTURE.md §Spool layout, Two files); `-- --one-file` puts both in one, as
+    // before, for comparison.
+    let one_file = std::env::args().any(|a| a == "--one-file");
     let spool = Arc::new(Spool::open(
         &dir.path().join("spool.redb"),
         &SpoolConfig::default(),
         &["watcher".to_owned()],
     )?);
+    let alerts_spool = if one_file {
+        Arc::clone(&spool)
+    } else {
+        Arc::new(Spool::open(
+            &dir.path().join("alerts.redb"),
+            &SpoolConfig::default(),
+            &["watcher".to_owned()],
+        )?)
+    };
     let cfg: AlertsConfig = toml::from_str(RULES)?;
     let rules = RuleSet::from_config(&cfg, "alerts").map_err(|p| anyhow::anyhow!("{p:?}"))?;
     let (tx, rx) = mpsc::channel(256);
@@ -131,7 +144,8 @@ async fn main() -> Result<()> {
         Duration::from_secs(3600),
         rules,
         "bench",
-    );
+    )
+    .with_alerts_spool(Arc::clone(&alerts_spool));
     let engine = tokio::spawn(engine.run());
 
     let no_tags = BTreeMap::new();
@@ -162,7 +176,7 @@ async fn main() -> Result<()> {
     let sent: Arc<Mutex<BTreeMap<i64, Instant>>> = Arc::new(Mutex::new(BTreeMap::new()));
 
     // The watcher: wakes on every append, reads new alert events, matches them to readings.
-    let watcher_spool = Arc::clone(&spool);
+    let watcher_spool = Arc::clone(&alerts_spool);
     let watcher_sent = Arc::clone(&sent);
     let watcher = tokio::spawn(async move {
         let mut latencies = Vec::new();
@@ -172,18 +186,19 @@ async fn main() -> Result<()> {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let s = Arc::clone(&watcher_spool);
+            // Seen when read, before the watcher's own ack (a commit of its own).
             let batches = tokio::task::spawn_blocking(move || {
                 let mut out = Vec::new();
                 while let Ok(Some(b)) = s.read_batch(Stream::Alerts, "watcher", 1000) {
+                    let seen = Instant::now();
                     let _ = s.ack(Stream::Alerts, "watcher", &b);
-                    out.push(b);
+                    out.push((seen, b));
                 }
                 out
             })
             .await
             .unwrap_or_default();
-            let seen = Instant::now();
-            for b in batches {
+            for (seen, b) in batches {
                 for line in b.body.split(|c| *c == b'\n').filter(|l| !l.is_empty()) {
                     let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
                         continue;
@@ -243,7 +258,8 @@ async fn main() -> Result<()> {
     let mut latencies = watcher.await?;
     latencies.sort();
     let alerts_sent = sent.lock().await.len();
-    println!("alert latency benchmark: {:.0} readings/s background load over {LOAD_CHANNELS} channels, {} alerting readings", sent_load as f64 / RUN_FOR.as_secs_f64(), alerts_sent);
+    println!("alert latency benchmark: {:.0} readings/s background load over {LOAD_CHANNELS} channels, {} alerting readings, {}", sent_load as f64 / RUN_FOR.as_secs_f64(), alerts_sent,
+        if one_file { "alerts and points in one spool file (--one-file)" } else { "alerts and rule state in a file of their own" });
     println!(
         "  alerts committed and seen  {} of {}",
         latencies.len(),

@@ -609,9 +609,7 @@ async fn levelling_settlement_and_tilt_are_stored_equal_to_the_truth_across_a_re
         after >= LOOKS - 1,
         "only {after} settlements after the re-zeroing"
     );
-    let saved =
-        anju_gateway::spool::offline::read_state(&dir.path().join(anju_gateway::run::SPOOL_FILE))?
-            .context("a spool")?;
+    let saved = anju_gateway::spool::offline::read_saved_state(dir.path())?.context("a spool")?;
     let (_, bytes) = saved
         .iter()
         .find(|(k, _)| k == "vi/rezeroed/block-a-lvl/ch1")

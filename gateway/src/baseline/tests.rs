@@ -353,7 +353,7 @@ fn the_command_refuses_channels_the_block_cannot_have_and_saves_a_request_otherw
     assert!(r[1].contains("neither the reference nor a cell"), "{r:?}");
     assert!(r[2].contains("no device other"), "{r:?}");
     assert!(
-        !super::spool_path(&cfg).exists(),
+        !super::state_path(&cfg).exists(),
         "nothing written, not even a file"
     );
 
@@ -374,7 +374,7 @@ fn the_command_refuses_channels_the_block_cannot_have_and_saves_a_request_otherw
     assert!(text.contains("next 4 good readings"), "{text}");
     // `gateway baseline show` / `gateway check` read it back; with a gateway running on the
     // file they say why they cannot.
-    let saved = offline::read_state(&super::spool_path(&cfg));
+    let saved = offline::read_state(&super::state_path(&cfg));
     let shown = listing(&cfg.derived, &saved, true);
     assert!(shown.contains("lvl/ch8 = 301.3 (configured"), "{shown}");
     assert!(
@@ -384,12 +384,12 @@ fn the_command_refuses_channels_the_block_cannot_have_and_saves_a_request_otherw
         "{shown}"
     );
     let running = Spool::open(
-        &super::spool_path(&cfg),
+        &super::state_path(&cfg),
         &SpoolConfig::default(),
         &["r".to_owned()],
     )
     .expect("spool");
-    let held = offline::read_state(&super::spool_path(&cfg));
+    let held = offline::read_state(&super::state_path(&cfg));
     assert!(matches!(held, Err(OfflineError::InUse { .. })), "{held:?}");
     let shown = listing(&cfg.derived, &held, false);
     assert!(shown.contains("in the spool: not shown"), "{shown}");

@@ -37,7 +37,7 @@ use crate::engine::view::ViewRx;
 use crate::history::History;
 use crate::metrics::Metrics;
 use crate::secret::Secret;
-use crate::spool::{Spool, SpoolStats};
+use crate::spool::{SpoolStats, Spools};
 
 /// How long requests in progress may finish after the console is told to stop.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -132,7 +132,7 @@ const SESSION_DOMAIN: &str = "anju-console-session|";
 #[derive(Debug)]
 pub struct ConsoleState {
     metrics: Arc<Metrics>,
-    spool: Arc<Spool>,
+    spool: Spools,
     started: Instant,
     engine_running: Arc<AtomicBool>,
     readiness: ready::Readiness,
@@ -170,7 +170,7 @@ impl ConsoleState {
     #[must_use]
     pub fn new(
         metrics: Arc<Metrics>,
-        spool: Arc<Spool>,
+        spool: Spools,
         sinks: &[Sink],
         engine_running: Arc<AtomicBool>,
     ) -> Self {
@@ -230,7 +230,7 @@ impl ConsoleState {
 
     /// The spool's counts, read off the runtime's worker threads (they take the spool's lock).
     async fn spool_stats(&self) -> SpoolStats {
-        let spool = Arc::clone(&self.spool);
+        let spool = self.spool.clone();
         tokio::task::spawn_blocking(move || spool.stats())
             .await
             .unwrap_or_default()
@@ -351,7 +351,7 @@ mod tests {
     }
 
     fn state_with_engine(dir: &std::path::Path, engine_running: bool) -> ConsoleState {
-        let spool = Spool::open(
+        let spool = crate::spool::Spool::open(
             &dir.join("spool.redb"),
             &crate::spool::SpoolConfig::default(),
             &[],
@@ -359,7 +359,7 @@ mod tests {
         .expect("spool");
         ConsoleState::new(
             Arc::new(Metrics::new()),
-            Arc::new(spool),
+            Spools::single(Arc::new(spool)),
             &[],
             Arc::new(AtomicBool::new(engine_running)),
         )

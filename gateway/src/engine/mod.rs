@@ -244,7 +244,12 @@ pub struct EngineInputs {
 #[derive(Debug)]
 pub struct Engine {
     rx: ReadingRx,
+    /// Where points are committed.
     spool: Arc<Spool>,
+    /// Where alert events and the rule, derived and pour state are committed: a file of its
+    /// own in the gateway ([`Engine::with_alerts_spool`]), so that an alert's commit never
+    /// waits for redb's writer of the points file; `spool` itself when not set.
+    alerts_spool: Arc<Spool>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     cfg: EngineConfig,
@@ -408,6 +413,7 @@ impl Engine {
             last_evict_scan: 0,
             last_state_save: Instant::now(),
             rx,
+            alerts_spool: Arc::clone(&spool),
             spool,
             metrics,
             clock,
@@ -438,6 +444,14 @@ impl Engine {
     #[must_use]
     pub fn with_commands(mut self, rx: command::CommandRx) -> Self {
         self.commands = Some(rx);
+        self
+    }
+
+    /// Commit alert events and the engine's state to `spool` instead of the points' spool
+    /// (docs/ARCHITECTURE.md §Spool layout, Two files).
+    #[must_use]
+    pub fn with_alerts_spool(mut self, spool: Arc<Spool>) -> Self {
+        self.alerts_spool = spool;
         self
     }
 
@@ -587,7 +601,7 @@ impl Engine {
     /// read is reported at ERROR and counted (`rule_state_lost_total`), and the rules start
     /// fresh; a format-1 state (one value) is taken over and rewritten per entry.
     async fn restore_rules(&mut self) {
-        let spool = Arc::clone(&self.spool);
+        let spool = Arc::clone(&self.alerts_spool);
         let entries = match tokio::task::spawn_blocking(move || spool.load_state()).await {
             Ok(Ok(entries)) => entries,
             Ok(Err(e)) => {
@@ -725,7 +739,7 @@ impl Engine {
             }
         }
         if !from_spool.is_empty() {
-            let spool = Arc::clone(&self.spool);
+            let spool = Arc::clone(&self.alerts_spool);
             let keys = from_spool.clone();
             match tokio::task::spawn_blocking(move || spool.load_state_entries(&keys)).await {
                 Ok(Ok(found)) => entries.extend(found),
@@ -1248,7 +1262,7 @@ impl Engine {
     async fn save_held(&mut self) -> bool {
         self.collect_state();
         let state = self.unsaved.clone();
-        let spool = Arc::clone(&self.spool);
+        let spool = Arc::clone(&self.alerts_spool);
         let error = match tokio::task::spawn_blocking(move || spool.save_state(&state)).await {
             Ok(Ok(())) => {
                 self.commits.succeeded();
@@ -1303,16 +1317,31 @@ impl Engine {
             self.collect_state();
         }
         let state = (saving_state && !self.unsaved.is_empty()).then(|| self.unsaved.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            spool.append_with_state(Stream::Points, &task_body, records, state.as_ref())
+        // With the state in a file of its own, it is saved after the points it covers are in
+        // theirs; points stored and state not saved: the points count as committed, the state
+        // stays unsaved and goes with the next commit.
+        let state_file =
+            (!Arc::ptr_eq(&self.spool, &self.alerts_spool)).then(|| Arc::clone(&self.alerts_spool));
+        let result = tokio::task::spawn_blocking(move || match state_file {
+            None => spool
+                .append_with_state(Stream::Points, &task_body, records, state.as_ref())
+                .map(|outcome| (outcome, None)),
+            Some(state_file) => {
+                let outcome = spool.append(Stream::Points, &task_body, records)?;
+                let state_error = state.and_then(|s| state_file.save_state(&s).err());
+                Ok((outcome, state_error))
+            }
         })
         .await;
         // The task has ended, so this is the only reference left.
         let mut body = Arc::try_unwrap(body).unwrap_or_else(|shared| (*shared).clone());
         let error = match result {
-            Ok(Ok(outcome)) => {
+            Ok(Ok((outcome, state_error))) => {
                 self.commits.succeeded();
-                if saving_state {
+                if let Some(e) = state_error {
+                    self.metrics.incr(Counter::SpoolErrors, &[]);
+                    warn!(error = %e, "Rule state could not be saved with the points; it is kept and saved with the next commit.");
+                } else if saving_state {
                     self.state_saved();
                 }
                 self.metrics
@@ -1440,7 +1469,7 @@ impl Engine {
         let state = self.unsaved.clone();
         let body = Arc::new(std::mem::take(&mut self.pending_alerts));
         let records = self.pending_alert_records;
-        let (spool, task_body) = (Arc::clone(&self.spool), Arc::clone(&body));
+        let (spool, task_body) = (Arc::clone(&self.alerts_spool), Arc::clone(&body));
         let result = tokio::task::spawn_blocking(move || {
             spool.append_with_state(Stream::Alerts, &task_body, records, Some(&state))
         })
@@ -1469,8 +1498,11 @@ impl Engine {
 
     /// Log what flowed since the last summary.
     async fn summary(&mut self) {
-        let spool = Arc::clone(&self.spool);
-        let stats = tokio::task::spawn_blocking(move || spool.stats())
+        let spools = crate::spool::Spools {
+            points: Arc::clone(&self.spool),
+            alerts: Arc::clone(&self.alerts_spool),
+        };
+        let stats = tokio::task::spawn_blocking(move || spools.stats())
             .await
             .ok();
         let mut latest: Vec<&ChannelState> = self

@@ -1094,3 +1094,110 @@ async fn an_engine_stopped_for_a_reload_hands_over_its_channel_and_its_rule_stat
         [("ch3", t0, "31.0"), ("ch3", t0 + 1_000_000_000, "32.0")]
     );
 }
+
+/// The gateway's layout (docs/ARCHITECTURE.md §Spool layout, Two files): alert events and the
+/// rule state go to the alerts file, the points (with the alerts' `alerts` points) to the points
+/// file, and a restart takes the rule state from the alerts file: the active alert is not
+/// raised again and still clears.
+#[tokio::test]
+async fn alerts_and_rule_state_go_to_the_alerts_file_and_a_restart_takes_them_from_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = |name: &str| {
+        Arc::new(
+            Spool::open(
+                &dir.path().join(name),
+                &SpoolConfig::default(),
+                &["reader".to_owned()],
+            )
+            .expect("spool"),
+        )
+    };
+    let series = settlement_point("ch5");
+    let t0 = now_ns() - 600 * 1_000_000_000;
+    let run = |points: Arc<Spool>, alerts_file: Arc<Spool>, t0: i64, values: Vec<f64>| {
+        let series = Arc::clone(&series);
+        async move {
+            let (tx, rx) = mpsc::channel(16);
+            let engine = engine_on(
+                rx,
+                &points,
+                &Arc::new(Metrics::new()),
+                Arc::new(SystemClock),
+            )
+            .with_alerts_spool(alerts_file);
+            let task = tokio::spawn(engine.run());
+            for (i, v) in values.iter().enumerate() {
+                let ts = t0 + i64::try_from(i).expect("small") * 1_000_000_000;
+                let batch = ReadingBatch::from(vec![Reading::good(Arc::clone(&series), ts, *v)]);
+                tx.send(batch).await.expect("engine alive");
+            }
+            drop(tx);
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("engine stops")
+                .expect("no panic");
+        }
+    };
+    let (points, alerts_file) = (open("spool.redb"), open("alerts.redb"));
+    run(
+        Arc::clone(&points),
+        Arc::clone(&alerts_file),
+        t0,
+        vec![12.0, 31.0, 32.0],
+    )
+    .await;
+    let raised = alerts(&alerts_file);
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].state, AlertState::Raised);
+    assert!(
+        alerts(&points).is_empty(),
+        "no alert event in the points file"
+    );
+    assert!(
+        points.load_state().expect("state").is_empty(),
+        "no state there"
+    );
+    assert!(
+        alerts_file
+            .load_state()
+            .expect("state")
+            .iter()
+            .any(|(k, _)| k.starts_with("c/")),
+        "the channel's rule state is in the alerts file"
+    );
+    drop((points, alerts_file));
+
+    let (points, alerts_file) = (open("spool.redb"), open("alerts.redb"));
+    run(
+        Arc::clone(&points),
+        Arc::clone(&alerts_file),
+        t0 + 10_000_000_000,
+        vec![33.0, 34.0, 15.0, 14.0],
+    )
+    .await;
+    let after = alerts(&alerts_file);
+    assert_eq!(
+        after.iter().map(|a| a.state).collect::<Vec<_>>(),
+        vec![AlertState::Cleared],
+        "{after:?}"
+    );
+    assert_eq!(after[0].id, raised[0].id);
+    let mut lines: Vec<String> = Vec::new();
+    while let Some(batch) = points
+        .read_batch(Stream::Points, "reader", 1000)
+        .expect("read")
+    {
+        lines.extend(
+            String::from_utf8_lossy(&batch.body)
+                .lines()
+                .map(str::to_owned),
+        );
+        points.ack(Stream::Points, "reader", &batch).expect("ack");
+    }
+    let count = |m: &str| lines.iter().filter(|l| l.starts_with(m)).count();
+    assert_eq!(
+        (count("settlement,"), count("alerts,"), lines.len()),
+        (7, 2, 9),
+        "both runs' readings and one `alerts` point per event, nothing else: {lines:?}"
+    );
+}

@@ -131,6 +131,59 @@ fn an_empty_file_is_damage_not_silently_replaced() {
     assert_collecting(&spool);
 }
 
+/// With the alerts in a file of their own, damage to the points file is announced on the
+/// alerts file's stream, the one the alert sinks read; its `alerts` point stays with the points.
+#[test]
+fn damage_to_the_points_file_is_announced_in_the_alerts_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let alerts = std::sync::Arc::new(
+        Spool::open_with(
+            &dir.path().join("alerts.redb"),
+            &SpoolConfig::default(),
+            &[Reader::new(HOOK, &[Stream::Alerts])],
+            Some(identity()),
+        )
+        .expect("alerts file"),
+    );
+    let path = dir.path().join("spool.redb");
+    std::fs::write(&path, vec![0x5a; 8192]).expect("garbage");
+    let points = Spool::open_points_with(
+        &path,
+        &SpoolConfig::default(),
+        &[Reader::new(SINK, &[Stream::Points])],
+        identity(),
+        std::sync::Arc::clone(&alerts),
+    )
+    .expect("open never fails for a damaged file");
+    let kept = points.damage_reports()[0].kept_aside.clone();
+    let batch = alerts
+        .read_batch(Stream::Alerts, HOOK, 100)
+        .expect("read")
+        .expect("the device-fault alert");
+    let alert: crate::alert::Alert =
+        serde_json::from_slice(&batch.body[..batch.body.len() - 1]).expect("alert json");
+    assert_eq!(alert.rule, "spool_damaged");
+    assert!(
+        alert.message.contains(&kept.display().to_string()),
+        "{}",
+        alert.message
+    );
+    assert_eq!(
+        points.stats().alerts_records,
+        0,
+        "none left unread beside the points"
+    );
+    let line = points
+        .read_batch(Stream::Points, SINK, 100)
+        .expect("read")
+        .expect("the alert's point");
+    assert!(
+        line.body.starts_with(b"alerts,"),
+        "{:?}",
+        String::from_utf8_lossy(&line.body)
+    );
+}
+
 #[test]
 fn a_file_that_is_not_a_spool_is_kept_aside_and_a_fresh_one_started() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -60,10 +60,12 @@ mod disk;
 mod landed;
 pub mod offline;
 mod open;
+mod split;
 
 pub use disk::{classify, file_len, free_bytes, prepare_dir, restrict_file, IoClass};
 use open::{panic_message, Health};
 pub use open::{AlertIdentity, DamageReport};
+pub use split::{alerts_path, points_path, MovedOut, Spools, ALERTS_FILE, POINTS_FILE};
 
 use crate::model::now_ns;
 use std::collections::{BTreeMap, BTreeSet};
@@ -737,6 +739,10 @@ pub struct Spool {
     readers: Vec<Reader>,
     /// Who the gateway is, for the device-fault alert about a damaged file.
     identity: Option<AlertIdentity>,
+    /// Where that alert goes when this file is not the one the alert sinks read (the points
+    /// file beside the alerts file, [`Spool::open_points_with`]); `None`: on this file's own
+    /// alerts stream.
+    damage_alerts_to: Option<std::sync::Arc<Spool>>,
     /// The open file, the in-memory mirror and the file's health. Held across every call that
     /// touches the file (reads too): a reopen swaps the database under it, and reads are short.
     inner: Mutex<Inner>,
@@ -890,11 +896,39 @@ impl Spool {
         readers: &[Reader],
         identity: Option<AlertIdentity>,
     ) -> Result<Self, SpoolError> {
+        Self::open_inner(path, config, readers, identity, None)
+    }
+
+    /// [`Spool::open_with`] for the points file of a gateway whose alerts and rule state are in
+    /// a file of their own, `alerts` (docs/ARCHITECTURE.md §Spool layout, Two files): the
+    /// device-fault alert about damage to this file goes on `alerts`' stream, which the alert
+    /// sinks read; its line-protocol copy stays on this file's points stream.
+    ///
+    /// # Errors
+    /// As [`Spool::open_with`].
+    pub fn open_points_with(
+        path: &Path,
+        config: &SpoolConfig,
+        readers: &[Reader],
+        identity: AlertIdentity,
+        alerts: std::sync::Arc<Spool>,
+    ) -> Result<Self, SpoolError> {
+        Self::open_inner(path, config, readers, Some(identity), Some(alerts))
+    }
+
+    fn open_inner(
+        path: &Path,
+        config: &SpoolConfig,
+        readers: &[Reader],
+        identity: Option<AlertIdentity>,
+        damage_alerts_to: Option<std::sync::Arc<Spool>>,
+    ) -> Result<Self, SpoolError> {
         let spool = Self {
             path: path.to_path_buf(),
             config: config.clone(),
             readers: readers.to_vec(),
             identity,
+            damage_alerts_to,
             inner: Mutex::new(Inner {
                 db: None,
                 state: State::default(),

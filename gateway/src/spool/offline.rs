@@ -91,6 +91,25 @@ pub fn read_state(path: &Path) -> Result<Option<StateEntries>, OfflineError> {
     })
 }
 
+/// The engine's saved state in `data_dir` (key order): the alerts file's entries over those a
+/// single spool file of an earlier version still holds (the gateway moves them into the alerts
+/// file at its next start, keeping the alerts file's: docs/ARCHITECTURE.md §Spool layout, Two
+/// files). `None` when neither file exists yet.
+///
+/// # Errors
+/// As [`read_state`], for either file.
+pub fn read_saved_state(data_dir: &Path) -> Result<Option<StateEntries>, OfflineError> {
+    let earlier = read_state(&super::points_path(data_dir))?;
+    let current = read_state(&super::alerts_path(data_dir))?;
+    if earlier.is_none() && current.is_none() {
+        return Ok(None);
+    }
+    let mut merged: std::collections::BTreeMap<String, Vec<u8>> =
+        earlier.unwrap_or_default().into_iter().collect();
+    merged.extend(current.unwrap_or_default());
+    Ok(Some(merged.into_iter().collect()))
+}
+
 /// Apply `delta` to the saved state in one durable transaction, creating the file (and
 /// data_dir) when the gateway has not run yet.
 ///

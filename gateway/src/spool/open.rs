@@ -466,7 +466,16 @@ impl Spool {
             let alert = damage_alert(id, &report);
             if let Ok(mut json) = serde_json::to_vec(&alert) {
                 json.push(b'\n');
-                writer.push(Stream::Alerts, 1, &json);
+                match &self.damage_alerts_to {
+                    // The alerts file has its own lock and never calls into this one.
+                    Some(alerts) => {
+                        if let Err(e) = alerts.append(Stream::Alerts, &json, 1) {
+                            error!(spool = %p.display(), error = %e,
+                                "The device-fault alert about the damaged spool file could not be stored in the alerts file; the damage is in the log and the counters only.");
+                        }
+                    }
+                    None => writer.push(Stream::Alerts, 1, &json),
+                }
             }
             let mut line = Vec::new();
             encode_alert_line(&mut line, &alert);
