@@ -254,7 +254,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     cfg: EngineConfig,
     summary_interval: Duration,
-    channels: HashMap<String, ChannelState>,
+    channels: HashMap<crate::model::SeriesKey, ChannelState>,
     site: String,
     /// Lines waiting for the next spool commit, and how many readings they hold.
     pending: Vec<u8>,
@@ -1151,7 +1151,7 @@ impl Engine {
                 return None;
             }
             self.channels.insert(
-                series.key.clone(),
+                crate::model::SeriesKey(Arc::clone(series)),
                 ChannelState {
                     series: Arc::clone(series),
                     last_ts: 0,
@@ -1540,7 +1540,7 @@ impl Engine {
 
     /// The channels seen so far (for tests and the status page).
     #[must_use]
-    pub fn channels(&self) -> &HashMap<String, ChannelState> {
+    pub fn channels(&self) -> &HashMap<crate::model::SeriesKey, ChannelState> {
         &self.channels
     }
 }

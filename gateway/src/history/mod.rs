@@ -339,7 +339,7 @@ fn add_to_tiers(
 #[derive(Debug, Default)]
 struct Pending {
     /// Per channel key.
-    channels: HashMap<String, PendingChannel>,
+    channels: HashMap<crate::model::SeriesKey, PendingChannel>,
     alerts: Vec<Alert>,
     skipped: u64,
     /// Buckets held, over all channels and tiers.
@@ -476,7 +476,8 @@ impl History {
             Some(channel) => add_to_tiers(&mut channel.tiers, buckets, ts, value, quality),
             None if full => false,
             None => {
-                let channel = channels.entry(key.to_owned()).or_insert(PendingChannel {
+                let key = crate::model::SeriesKey(std::sync::Arc::clone(series));
+                let channel = channels.entry(key).or_insert(PendingChannel {
                     series: std::sync::Arc::clone(series),
                     tiers: Default::default(),
                 });
@@ -868,12 +869,13 @@ impl History {
             // reads them back when it comes again to a leaf. In key order each leaf is read and
             // written once: on a 5,000-channel burst the random order of the map spent 45 % of
             // the gateway's CPU in that pwrite/pread traffic (issue 11, perf).
-            let mut pending_channels: Vec<(String, PendingChannel)> =
+            let mut pending_channels: Vec<(crate::model::SeriesKey, PendingChannel)> =
                 pending.channels.into_iter().collect();
-            pending_channels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            pending_channels.sort_unstable_by(|a, b| a.0 .0.key.cmp(&b.0 .0.key));
             let mut written: Vec<(u32, TierBuckets)> = Vec::with_capacity(pending_channels.len());
-            for (key, c) in pending_channels {
-                let id = if let Some(&id) = ids.get(&key) {
+            for (crate::model::SeriesKey(series), c) in pending_channels {
+                let key = &series.key;
+                let id = if let Some(&id) = ids.get(key.as_str()) {
                     id
                 } else {
                     let id = *next_id;
@@ -887,7 +889,7 @@ impl History {
                             c.series.unit.as_str(),
                         ),
                     )?;
-                    new_ids.push((key, id));
+                    new_ids.push((key.clone(), id));
                     id
                 };
                 written.push((id, c.tiers));

@@ -380,10 +380,11 @@ impl Evaluator {
             };
             let key = snap.info.key.clone();
             delta.entries.insert(channel_entry_key(&key), Some(bytes));
-            self.by_key.remove(&key);
+            self.by_key.remove(key.as_str());
             self.channels.swap_remove(ci);
             if let Some(moved) = self.channels.get(ci) {
-                self.by_key.insert(moved.info.key.clone(), ci);
+                self.by_key
+                    .insert(crate::model::SeriesKey(moved.info.series()), ci);
             }
             self.saved.evicted.insert(key_hash(&key));
             keys.push(key);
@@ -417,7 +418,7 @@ impl Evaluator {
     pub fn restore_channel(&mut self, entry: &[u8], now: TimestampNs) -> Result<(), String> {
         let snap: ChannelSnapshot = serde_json::from_slice(entry).map_err(|e| e.to_string())?;
         self.saved.evicted.remove(&key_hash(&snap.info.key));
-        if self.by_key.contains_key(&snap.info.key) {
+        if self.by_key.contains_key(snap.info.key.as_str()) {
             return Ok(());
         }
         let sig = channel_significance(&snap).ok();
