@@ -417,6 +417,196 @@ mod spool_faults {
         );
         assert_eq!(metrics.total(Counter::ReadingsSpooled), 0);
     }
+
+    /// The time of a stored line (its last field).
+    fn line_ts(line: &str) -> i64 {
+        line.rsplit(' ')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .expect("line ends with its time")
+    }
+
+    /// Wait (at most 5 s) for a held points append to reach its gate.
+    async fn arrived_at_gate(arrived: oneshot::Receiver<()>) {
+        tokio::time::timeout(Duration::from_secs(5), arrived)
+            .await
+            .expect("the points commit started")
+            .expect("gate kept");
+    }
+
+    #[tokio::test]
+    async fn an_alert_is_committed_while_a_slow_points_commit_is_in_flight() {
+        let (_dir, spool, series) = setup();
+        let engine = start(&spool);
+        let t0 = now_ns() - 60_000_000_000;
+        // The commit of the first reading is held at its start: a disk in an fsync stall.
+        let (arrived, go) = spool.hold_next_points_append();
+        let mut first = engine.send(&series, t0, 12.0).await;
+        arrived_at_gate(arrived).await;
+        // 31 and 32 mm confirm a raise (alarm 30, two readings) while that commit is in flight.
+        let mut second = engine.send(&series, t0 + 1_000_000_000, 31.0).await;
+        let mut third = engine.send(&series, t0 + 2_000_000_000, 32.0).await;
+        let raised = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let found = alerts(&spool);
+                if !found.is_empty() {
+                    return found;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the alert is committed without waiting for the points commit");
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        assert_eq!(raised[0].state, AlertState::Raised);
+        assert_eq!(raised[0].value, Some(32.0));
+        // The points commit is still held: no point stored, no reading acknowledged.
+        assert!(points(&spool).is_empty());
+        assert!(first.try_recv().is_err());
+        assert!(second.try_recv().is_err());
+        assert!(third.try_recv().is_err());
+        go.send(()).expect("commit waiting at the gate");
+        for n in [first, second, third] {
+            tokio::time::timeout(Duration::from_secs(5), n)
+                .await
+                .expect("acknowledged once the points commit returned")
+                .expect("notice sent, not dropped");
+        }
+        let metrics = engine.stop().await;
+        // The three readings in order, and the alert's point, each once.
+        let lines = points(&spool);
+        let readings: Vec<i64> = lines
+            .iter()
+            .filter(|l| l.starts_with("settlement,"))
+            .map(|l| line_ts(l))
+            .collect();
+        assert_eq!(
+            readings,
+            vec![t0, t0 + 1_000_000_000, t0 + 2_000_000_000],
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(metrics.total(Counter::SpoolErrors), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_background_commit_is_retried_with_what_came_meanwhile_each_line_once_in_order(
+    ) {
+        let (_dir, spool, series) = setup();
+        let engine = start(&spool);
+        let t0 = now_ns() - 60_000_000_000;
+        let ts = |i: i64| t0 + i * 1_000_000;
+        // The first commit is held, then fails (a full disk); the retry panics in its task.
+        let (arrived, go) = spool.hold_next_points_append();
+        spool.inject_faults(&[InjectedFault::Error, InjectedFault::Panic]);
+        let mut notices = vec![engine.send(&series, ts(0), 0.0).await];
+        arrived_at_gate(arrived).await;
+        // Readings arrive while the failing commit is in flight...
+        for i in 1..20 {
+            notices.push(engine.send(&series, ts(i), 1.0).await);
+        }
+        go.send(()).expect("commit waiting at the gate");
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while engine.metrics.total(Counter::SpoolErrors) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the held commit failed");
+        // ...and while it is retried after the backoff.
+        for i in 20..40 {
+            notices.push(engine.send(&series, ts(i), 2.0).await);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // The second attempt waits for the backoff (100 ms) and fails again: nothing acknowledged.
+        assert!(notices.iter_mut().all(|n| n.try_recv().is_err()));
+        for n in notices {
+            tokio::time::timeout(Duration::from_secs(30), n)
+                .await
+                .expect("committed once the spool works again")
+                .expect("notice sent, not dropped");
+        }
+        let metrics = engine.stop().await;
+        // Every reading stored once, in the order it came, none lost to the failed commits.
+        let stored: Vec<i64> = points(&spool).iter().map(|l| line_ts(l)).collect();
+        assert_eq!(stored, (0..40).map(ts).collect::<Vec<_>>());
+        assert_eq!(metrics.total(Counter::SpoolErrors), 2);
+        assert_eq!(metrics.total(Counter::ReadingsDropped), 0);
+        assert_eq!(metrics.total(Counter::ReadingsSpooled), 40);
+    }
+
+    #[tokio::test]
+    async fn while_a_commit_is_in_flight_the_engine_takes_readings_only_up_to_its_bound() {
+        let (_dir, spool, series) = setup();
+        const MAX_RECORDS: u32 = 10;
+        const CHANNEL: usize = 4;
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        let metrics = Arc::new(Metrics::new());
+        let engine = Engine::new(
+            rx,
+            Arc::clone(&spool),
+            Arc::clone(&metrics),
+            Arc::new(SystemClock),
+            EngineConfig {
+                flush_max_records: Some(MAX_RECORDS),
+                ..EngineConfig::default()
+            },
+            Duration::from_secs(3600),
+            rules(),
+            "xa",
+        );
+        let task = tokio::spawn(engine.run());
+        let t0 = now_ns() - 60_000_000_000;
+        let reading = |i: i64| {
+            ReadingBatch::from(vec![Reading::good(
+                Arc::clone(&series),
+                t0 + i * 1_000_000,
+                1.0,
+            )])
+        };
+        // The first reading's commit (it waits for its notice) is held at its start.
+        let (arrived, go) = spool.hold_next_points_append();
+        let (ack, committed) = oneshot::channel();
+        tx.send(ReadingBatch {
+            readings: vec![Reading::good(Arc::clone(&series), t0, 1.0)],
+            on_commit: Some(ack),
+        })
+        .await
+        .expect("engine alive");
+        arrived_at_gate(arrived).await;
+        // Send one reading at a time until the engine stops taking them (a send waits a second).
+        let mut sent = 1_i64;
+        while tokio::time::timeout(Duration::from_secs(1), tx.send(reading(sent)))
+            .await
+            .is_ok()
+        {
+            sent += 1;
+            assert!(sent < 1000, "the engine never stopped taking readings");
+        }
+        // Taken: the bound (two commits' worth), then the channel filled behind it.
+        let bound = i64::from(MAX_RECORDS * super::super::PENDING_COMMITS_WHILE_COMMITTING);
+        assert_eq!(sent - 1, bound + i64::try_from(CHANNEL).expect("small"));
+        go.send(()).expect("commit waiting at the gate");
+        tokio::time::timeout(Duration::from_secs(5), committed)
+            .await
+            .expect("acknowledged once the commit returned")
+            .expect("notice sent");
+        // Once the commit returned the engine reads on.
+        tokio::time::timeout(Duration::from_secs(5), tx.send(reading(sent)))
+            .await
+            .expect("taken again")
+            .expect("engine alive");
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("engine stops")
+            .expect("no panic");
+        let stored: Vec<i64> = points(&spool).iter().map(|l| line_ts(l)).collect();
+        assert_eq!(
+            stored,
+            (0..=sent).map(|i| t0 + i * 1_000_000).collect::<Vec<_>>()
+        );
+    }
 }
 
 /// A clock the test moves.
