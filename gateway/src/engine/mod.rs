@@ -73,7 +73,7 @@ pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_MAX_PAST: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Default longest time a reading waits in the engine before its spool commit.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-/// Default most readings per spool commit.
+/// Default number of pending readings that starts a spool commit at once.
 pub const DEFAULT_FLUSH_MAX_RECORDS: u32 = 8192;
 /// Most readings held in memory while the spool cannot be written. About 12 MB of lines.
 pub const MAX_UNSPOOLED_RECORDS: u32 = 100_000;
@@ -145,7 +145,8 @@ pub struct EngineConfig {
     /// Longest time between a reading's arrival and its spool commit (default 100ms).
     #[serde(default, with = "crate::config::duration_opt")]
     pub flush_interval: Option<Duration>,
-    /// Most readings per spool commit (default 8192).
+    /// Pending readings that start a spool commit at once (default 8192); while one is in
+    /// flight up to [`PENDING_COMMITS_WHILE_COMMITTING`] times this many wait for the next.
     #[serde(default)]
     pub flush_max_records: Option<u32>,
     /// Drop a channel from memory after this long without readings, its rule state saved and
