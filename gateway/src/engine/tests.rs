@@ -210,17 +210,26 @@ mod spool_faults {
     }
 
     fn start(spool: &Arc<Spool>) -> Running {
-        let (tx, rx) = mpsc::channel(64);
+        start_with(
+            spool,
+            EngineConfig {
+                flush_interval: Some(Duration::from_millis(10)),
+                ..EngineConfig::default()
+            },
+            64,
+        )
+    }
+
+    /// An engine with `cfg` on `spool`, reading from a channel of `capacity` batches.
+    fn start_with(spool: &Arc<Spool>, cfg: EngineConfig, capacity: usize) -> Running {
+        let (tx, rx) = mpsc::channel(capacity);
         let metrics = Arc::new(Metrics::new());
         let engine = Engine::new(
             rx,
             Arc::clone(spool),
             Arc::clone(&metrics),
             Arc::new(SystemClock),
-            EngineConfig {
-                flush_interval: Some(Duration::from_millis(10)),
-                ..EngineConfig::default()
-            },
+            cfg,
             Duration::from_secs(3600),
             rules(),
             "xa",
@@ -254,6 +263,29 @@ mod spool_faults {
         }
     }
 
+    /// Wait at most `secs` seconds for the signal of `rx` (a commit notice, a gate reached);
+    /// `what` says what did not happen otherwise.
+    async fn within(secs: u64, rx: oneshot::Receiver<()>, what: &str) {
+        tokio::time::timeout(Duration::from_secs(secs), rx)
+            .await
+            .expect(what)
+            .expect("signal sent, not dropped");
+    }
+
+    /// `spooled` readings were committed, none dropped, after exactly `failures` failed commits.
+    fn assert_spooled_after_failures(metrics: &Metrics, spooled: u64, failures: u64) {
+        assert_eq!(metrics.total(Counter::SpoolErrors), failures);
+        assert_eq!(metrics.total(Counter::ReadingsDropped), 0);
+        assert_eq!(metrics.total(Counter::ReadingsSpooled), spooled);
+    }
+
+    /// Wait (at most 30 s each) for every commit notice of `notices`.
+    async fn all_acknowledged(notices: Vec<oneshot::Receiver<()>>) {
+        for n in notices {
+            within(30, n, "committed once the spool works").await;
+        }
+    }
+
     #[tokio::test]
     async fn failed_point_commits_are_held_retried_with_backoff_and_acknowledged_only_after() {
         let (_dir, spool, series) = setup();
@@ -275,21 +307,14 @@ mod spool_faults {
         }
         // Nothing is committed while the faults last, so no notice has fired yet.
         assert!(notices.iter_mut().all(|n| n.try_recv().is_err()));
-        for n in notices {
-            tokio::time::timeout(Duration::from_secs(30), n)
-                .await
-                .expect("committed once the spool works again")
-                .expect("notice sent, not dropped");
-        }
+        all_acknowledged(notices).await;
         let metrics = engine.stop().await;
         // Every reading is stored once, in order, none lost to the panics.
         let lines = points(&spool);
         assert_eq!(lines.len(), 50, "{lines:?}");
         // Exactly the six injected failures were attempts: retries waited for the backoff
         // instead of hammering the disk with every incoming batch.
-        assert_eq!(metrics.total(Counter::SpoolErrors), 6);
-        assert_eq!(metrics.total(Counter::ReadingsDropped), 0);
-        assert_eq!(metrics.total(Counter::ReadingsSpooled), 50);
+        assert_spooled_after_failures(&metrics, 50, 6);
     }
 
     #[tokio::test]
@@ -426,14 +451,6 @@ mod spool_faults {
             .expect("line ends with its time")
     }
 
-    /// Wait (at most 5 s) for a held points append to reach its gate.
-    async fn arrived_at_gate(arrived: oneshot::Receiver<()>) {
-        tokio::time::timeout(Duration::from_secs(5), arrived)
-            .await
-            .expect("the points commit started")
-            .expect("gate kept");
-    }
-
     #[tokio::test]
     async fn an_alert_is_committed_while_a_slow_points_commit_is_in_flight() {
         let (_dir, spool, series) = setup();
@@ -442,7 +459,7 @@ mod spool_faults {
         // The commit of the first reading is held at its start: a disk in an fsync stall.
         let (arrived, go) = spool.hold_next_points_append();
         let mut first = engine.send(&series, t0, 12.0).await;
-        arrived_at_gate(arrived).await;
+        within(5, arrived, "the points commit reached its gate").await;
         // 31 and 32 mm confirm a raise (alarm 30, two readings) while that commit is in flight.
         let mut second = engine.send(&series, t0 + 1_000_000_000, 31.0).await;
         let mut third = engine.send(&series, t0 + 2_000_000_000, 32.0).await;
@@ -466,12 +483,7 @@ mod spool_faults {
         assert!(second.try_recv().is_err());
         assert!(third.try_recv().is_err());
         go.send(()).expect("commit waiting at the gate");
-        for n in [first, second, third] {
-            tokio::time::timeout(Duration::from_secs(5), n)
-                .await
-                .expect("acknowledged once the points commit returned")
-                .expect("notice sent, not dropped");
-        }
+        all_acknowledged(vec![first, second, third]).await;
         let metrics = engine.stop().await;
         // The three readings in order, and the alert's point, each once.
         let lines = points(&spool);
@@ -500,7 +512,7 @@ mod spool_faults {
         let (arrived, go) = spool.hold_next_points_append();
         spool.inject_faults(&[InjectedFault::Error, InjectedFault::Panic]);
         let mut notices = vec![engine.send(&series, ts(0), 0.0).await];
-        arrived_at_gate(arrived).await;
+        within(5, arrived, "the points commit reached its gate").await;
         // Readings arrive while the failing commit is in flight...
         for i in 1..20 {
             notices.push(engine.send(&series, ts(i), 1.0).await);
@@ -520,19 +532,12 @@ mod spool_faults {
         }
         // The second attempt waits for the backoff (100 ms) and fails again: nothing acknowledged.
         assert!(notices.iter_mut().all(|n| n.try_recv().is_err()));
-        for n in notices {
-            tokio::time::timeout(Duration::from_secs(30), n)
-                .await
-                .expect("committed once the spool works again")
-                .expect("notice sent, not dropped");
-        }
+        all_acknowledged(notices).await;
         let metrics = engine.stop().await;
         // Every reading stored once, in the order it came, none lost to the failed commits.
         let stored: Vec<i64> = points(&spool).iter().map(|l| line_ts(l)).collect();
         assert_eq!(stored, (0..40).map(ts).collect::<Vec<_>>());
-        assert_eq!(metrics.total(Counter::SpoolErrors), 2);
-        assert_eq!(metrics.total(Counter::ReadingsDropped), 0);
-        assert_eq!(metrics.total(Counter::ReadingsSpooled), 40);
+        assert_spooled_after_failures(&metrics, 40, 2);
     }
 
     #[tokio::test]
@@ -540,22 +545,15 @@ mod spool_faults {
         let (_dir, spool, series) = setup();
         const MAX_RECORDS: u32 = 10;
         const CHANNEL: usize = 4;
-        let (tx, rx) = mpsc::channel(CHANNEL);
-        let metrics = Arc::new(Metrics::new());
-        let engine = Engine::new(
-            rx,
-            Arc::clone(&spool),
-            Arc::clone(&metrics),
-            Arc::new(SystemClock),
+        let engine = start_with(
+            &spool,
             EngineConfig {
                 flush_max_records: Some(MAX_RECORDS),
                 ..EngineConfig::default()
             },
-            Duration::from_secs(3600),
-            rules(),
-            "xa",
+            CHANNEL,
         );
-        let task = tokio::spawn(engine.run());
+        let tx = &engine.tx;
         let t0 = now_ns() - 60_000_000_000;
         let reading = |i: i64| {
             ReadingBatch::from(vec![Reading::good(
@@ -573,7 +571,7 @@ mod spool_faults {
         })
         .await
         .expect("engine alive");
-        arrived_at_gate(arrived).await;
+        within(5, arrived, "the points commit reached its gate").await;
         // Send one reading at a time until the engine stops taking them (a send waits a second).
         let mut sent = 1_i64;
         while tokio::time::timeout(Duration::from_secs(1), tx.send(reading(sent)))
@@ -587,20 +585,13 @@ mod spool_faults {
         let bound = i64::from(MAX_RECORDS * super::super::PENDING_COMMITS_WHILE_COMMITTING);
         assert_eq!(sent - 1, bound + i64::try_from(CHANNEL).expect("small"));
         go.send(()).expect("commit waiting at the gate");
-        tokio::time::timeout(Duration::from_secs(5), committed)
-            .await
-            .expect("acknowledged once the commit returned")
-            .expect("notice sent");
+        within(5, committed, "acknowledged once the commit returned").await;
         // Once the commit returned the engine reads on.
         tokio::time::timeout(Duration::from_secs(5), tx.send(reading(sent)))
             .await
             .expect("taken again")
             .expect("engine alive");
-        drop(tx);
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("engine stops")
-            .expect("no panic");
+        engine.stop().await;
         let stored: Vec<i64> = points(&spool).iter().map(|l| line_ts(l)).collect();
         assert_eq!(
             stored,
