@@ -1320,9 +1320,8 @@ impl Engine {
     /// (at a stop). True when everything held is committed.
     async fn flush_and_wait(&mut self) -> bool {
         loop {
-            if let Some(mut commit) = self.in_flight.take() {
-                let result = (&mut commit.task).await;
-                self.in_flight = Some(commit);
+            if self.in_flight.is_some() {
+                let result = points_returned(&mut self.in_flight).await;
                 self.points_committed(result);
             }
             let done = self.flush().await;
