@@ -14,16 +14,25 @@
 //! spool every `flush_interval` or `flush_max_records`, whichever comes first, so the commit
 //! rate (one fsync each) stays far below what an SD card can take.
 //!
-//! A reading is acknowledged to nobody until its spool commit returned: the engine awaits each
-//! commit. Alerts are committed before the points of the same flush, and points wait while
-//! alerts cannot be committed, so no reading is acknowledged upstream before the alerts it
-//! raised are durable. If the spool cannot be written (full disk, I/O error, a panic in the
-//! storage layer) the engine keeps the lines in memory and retries with backoff
+//! A reading is acknowledged to nobody until its spool commit returned. Points are committed in
+//! the background, one commit in flight at a time ([`PointsCommit`]): the loop goes on taking
+//! batches, evaluating rules and committing alerts while it runs, and the lines that arrive
+//! meanwhile go with the next commit (group commit); past [`PENDING_COMMITS_WHILE_COMMITTING`]
+//! commits' worth of them the loop waits for the commit before it reads on, so a slow disk slows
+//! the sources. Alerts are committed at once, awaited by the loop, also while a points commit is
+//! in flight: an alert never waits behind points (issue 11). Rule state is saved by the loop too,
+//! awaited, never by a background commit, so saves and alert commits reach the spool in the
+//! order the loop made them and an older state never overwrites a newer one. Before a points
+//! commit is started, the alerts and the due state are committed: a batch's acknowledgement
+//! fires when the commit of its last line returned, and by then the alerts its readings raised
+//! and the state that holds its held readings are durable. If the spool cannot be written (full
+//! disk, I/O error, a panic in the storage layer) the engine keeps the lines in memory (a failed
+//! commit's lines go back in front of those that came since) and retries with backoff
 //! ([`COMMIT_RETRY_INITIAL`] → [`COMMIT_RETRY_MAX`]), logging the failure once and then at most
 //! every [`FAILURE_LOG_INTERVAL`] with counts. Past [`MAX_UNSPOOLED_RECORDS`] held readings it
-//! drops them, counted and logged at ERROR, so that memory stays bounded. At shutdown it tries
-//! the final commit [`FINAL_COMMIT_ATTEMPTS`] times and says how many readings it could not
-//! commit; it never claims a commit that did not happen.
+//! drops them, counted and logged at ERROR, so that memory stays bounded. At shutdown it waits
+//! for the commit in flight, then tries the final commit [`FINAL_COMMIT_ATTEMPTS`] times and says
+//! how many readings it could not commit; it never claims a commit that did not happen.
 
 pub mod command;
 pub mod curing;
@@ -50,7 +59,7 @@ use crate::model::{Clock, Quality, Reading, Series, TimestampNs};
 use crate::record as line;
 use crate::retry::Backoff;
 use crate::sources::{ReadingBatch, ReadingRx};
-use crate::spool::{Spool, StateDelta, Stream};
+use crate::spool::{AppendOutcome, Spool, SpoolError, StateDelta, Stream};
 use curing::{CuringPlan, PourSet};
 use derived::{DerivedPlan, DerivedSet};
 use rules::{Evaluator, RuleSet, StateScope, Verdict};
@@ -64,10 +73,17 @@ pub const DEFAULT_MAX_FUTURE: Duration = Duration::from_secs(10 * 60);
 pub const DEFAULT_MAX_PAST: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Default longest time a reading waits in the engine before its spool commit.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-/// Default most readings per spool commit.
+/// Default number of pending readings that starts a spool commit at once.
 pub const DEFAULT_FLUSH_MAX_RECORDS: u32 = 8192;
 /// Most readings held in memory while the spool cannot be written. About 12 MB of lines.
 pub const MAX_UNSPOOLED_RECORDS: u32 = 100_000;
+/// While a points commit is in flight, the engine takes batches until this many commits' worth
+/// (`flush_max_records` each) of readings wait for the next one; past that it waits for the
+/// commit before it reads on, so a disk slower than the input slows the sources (the bounded
+/// reading channel fills) and memory stays bounded. One commit's worth is what the next commit
+/// starts at; the second lets the sources go on at full rate through an fsync that takes longer
+/// than usual. The next commit takes all of them at once (group commit).
+pub const PENDING_COMMITS_WHILE_COMMITTING: u32 = 2;
 /// First wait before retrying a failed spool commit.
 pub const COMMIT_RETRY_INITIAL: Duration = Duration::from_millis(100);
 /// Longest wait between retries of a failing spool commit: short enough that a disk with room
@@ -129,7 +145,8 @@ pub struct EngineConfig {
     /// Longest time between a reading's arrival and its spool commit (default 100ms).
     #[serde(default, with = "crate::config::duration_opt")]
     pub flush_interval: Option<Duration>,
-    /// Most readings per spool commit (default 8192).
+    /// Pending readings that start a spool commit at once (default 8192); while one is in
+    /// flight up to [`PENDING_COMMITS_WHILE_COMMITTING`] times this many wait for the next.
     #[serde(default)]
     pub flush_max_records: Option<u32>,
     /// Drop a channel from memory after this long without readings, its rule state saved and
@@ -256,9 +273,15 @@ pub struct Engine {
     summary_interval: Duration,
     channels: HashMap<crate::model::SeriesKey, ChannelState>,
     site: String,
-    /// Lines waiting for the next spool commit, and how many readings they hold.
+    /// Lines waiting for the next spool commit, and how many readings they hold (not those of
+    /// the commit in flight).
     pending: Vec<u8>,
     pending_records: u32,
+    /// The points commit in flight, if any: at most one, so points are committed in order.
+    in_flight: Option<PointsCommit>,
+    /// The buffer of the last commit that returned, emptied: `pending` at the next start of a
+    /// commit, so the two buffers take turns instead of growing a new one each time.
+    spare: Vec<u8>,
     /// The alert rules and their state.
     evaluator: Evaluator,
     /// The derived channels and their state.
@@ -275,7 +298,8 @@ pub struct Engine {
     /// The rule state changed since it was last saved.
     state_dirty: bool,
     /// A reading is held as a possible spike and not stored yet: the rule state that holds it
-    /// goes with the next points commit, whatever [`STATE_SAVE_INTERVAL`] says.
+    /// is saved before the next points commit starts (or before the acknowledgement of its
+    /// batch), whatever [`STATE_SAVE_INTERVAL`] says.
     hold_save_due: bool,
     /// Rule state entries handed out by the evaluator (or evicted) and not yet committed:
     /// kept until a commit holding them returned, and read first when an evicted channel
@@ -287,7 +311,7 @@ pub struct Engine {
     last_evict_scan: TimestampNs,
     last_state_save: Instant,
     /// Commit notices of the batches whose readings are in `pending` (see
-    /// [`crate::sources::ReadingBatch::on_commit`]).
+    /// [`crate::sources::ReadingBatch::on_commit`]); those of the commit in flight are in it.
     pending_acks: Vec<tokio::sync::oneshot::Sender<()>>,
     /// Wall clock against monotonic clock, for jumps ([`crate::clock`]).
     clock_watch: crate::clock::ClockWatch,
@@ -329,6 +353,29 @@ struct CommitHealth {
     failures: u64,
     /// The failure is logged once, then at most every [`FAILURE_LOG_INTERVAL`].
     log: LogLimiter,
+}
+
+/// The points commit in flight: a blocking task appending `body` to the points stream.
+#[derive(Debug)]
+struct PointsCommit {
+    task: tokio::task::JoinHandle<Result<AppendOutcome, SpoolError>>,
+    /// Shared with the task, so that the lines survive a panic in it.
+    body: Arc<Vec<u8>>,
+    records: u32,
+    /// The commit notices that fire when it returned: those of every batch whose last line is
+    /// in it (none when it is one piece of held lines with more to follow).
+    acks: Vec<tokio::sync::oneshot::Sender<()>>,
+    started: Instant,
+}
+
+/// The points commit in flight returned (never, without one: the loop polls this only with one).
+async fn points_returned(
+    in_flight: &mut Option<PointsCommit>,
+) -> Result<Result<AppendOutcome, SpoolError>, tokio::task::JoinError> {
+    match in_flight {
+        Some(commit) => (&mut commit.task).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The [`LogLimiter`] key of a failing spool.
@@ -423,6 +470,8 @@ impl Engine {
             site: site.to_owned(),
             pending: Vec::with_capacity(1 << 20),
             pending_records: 0,
+            in_flight: None,
+            spare: Vec::new(),
             pending_acks: Vec::new(),
             clock_watch: crate::clock::ClockWatch::default(),
             clock_synchronised: None,
@@ -469,7 +518,9 @@ impl Engine {
         let result = match self.evaluator.acknowledge(&req.id, &req.by, &req.note, now) {
             Ok(event) => {
                 self.push_alert(&event);
-                let stored = self.flush().await;
+                self.flush().await;
+                // Alerts are committed first and all together: none left means this one is in.
+                let stored = self.pending_alert_records == 0;
                 info!(alert = %event.id, seq = event.seq, by = %req.by, stored, "Alert acknowledged.");
                 Ok(command::Acked { event, stored })
             }
@@ -771,6 +822,9 @@ impl Engine {
         self.restore_rules().await;
         let flush_interval = self.cfg.flush_interval();
         let max_records = self.cfg.flush_max_records();
+        let pending_bound = max_records
+            .saturating_mul(PENDING_COMMITS_WHILE_COMMITTING)
+            .min(MAX_UNSPOOLED_RECORDS);
         let mut flush_at = Instant::now() + flush_interval;
         let mut next_summary = Instant::now() + self.summary_interval;
         let mut next_tick = Instant::now() + TICK_INTERVAL;
@@ -789,7 +843,20 @@ impl Engine {
                     Some(n) => self.push_alert(&n),
                     None => notices = None,
                 },
-                batch = self.rx.recv() => match batch {
+                result = points_returned(&mut self.in_flight), if self.in_flight.is_some() => {
+                    self.points_committed(result);
+                    // What came during the commit goes now if it would have gone at its arrival
+                    // (the trigger below), and a piece of held lines is followed by the next.
+                    if self.pending_records >= max_records
+                        || self.pending_alert_records > 0
+                        || self.hold_save_due
+                        || (!self.pending_acks.is_empty() && self.rx.is_empty())
+                    {
+                        self.flush().await;
+                    }
+                }
+                // Past the bound the loop waits for the commit in flight before reading on.
+                batch = self.rx.recv(), if self.in_flight.is_none() || self.pending_records < pending_bound => match batch {
                     Some(batch) => {
                         if self.pending_records == 0 {
                             flush_at = Instant::now() + flush_interval;
@@ -800,8 +867,9 @@ impl Engine {
                         self.metrics.set_engine_channels(self.channels.len());
                         // Group commit: a source waiting to acknowledge upstream gets its commit
                         // as soon as the input is drained, not after the flush interval; under
-                        // load, batches pile up during a commit and share the next one.
-                        // Alerts go out at once: the bureau must not wait for a flush interval.
+                        // load, batches arrive during a commit and share the next one.
+                        // Alerts go out at once, also while points are being committed: the
+                        // bureau must not wait for a flush interval, nor for points.
                         if self.pending_records >= max_records
                             || self.pending_alert_records > 0
                             || (!self.pending_acks.is_empty() && self.rx.is_empty())
@@ -811,7 +879,9 @@ impl Engine {
                     }
                     None => break,
                 },
-                () = sleep_until(flush_at), if self.pending_records > 0 || self.pending_alert_records > 0 => {
+                // Lines wait while a commit is in flight: they go when it returned (above, or here
+                // at once if their time came meanwhile).
+                () = sleep_until(flush_at), if (self.pending_records > 0 && self.in_flight.is_none()) || self.pending_alert_records > 0 => {
                     self.flush().await;
                     // While commits fail, the next try waits for the backoff, not the interval.
                     flush_at = (Instant::now() + flush_interval).max(self.commits.retry_at.unwrap_or(flush_at));
@@ -819,8 +889,16 @@ impl Engine {
                 () = sleep_until(next_tick) => {
                     // On the tick, not per batch: `select!` polls its branches in random order,
                     // so the tick comes round under any load, and an engine stuck inside a
-                    // commit or a batch never gets here.
-                    self.heartbeat.beat();
+                    // commit or a batch never gets here. A points commit runs beside the loop:
+                    // one in flight for longer than a tick stops the beats as it would if the
+                    // loop awaited it, so a hung disk still reaches the watchdog.
+                    let stalled = self
+                        .in_flight
+                        .as_ref()
+                        .is_some_and(|c| c.started.elapsed() >= TICK_INTERVAL);
+                    if !stalled {
+                        self.heartbeat.beat();
+                    }
                     // A look at the clock while no batch comes: a jump is seen within a tick,
                     // and readings to stamp again are stored without waiting for one.
                     let (_, again) =
@@ -857,7 +935,7 @@ impl Engine {
         // full, in rounds of MAX_CHANNEL_ENTRIES_PER_SAVE entries.
         self.hold_save_due = self.state_dirty;
         self.final_flush().await;
-        while self.hold_save_due && self.flush().await {}
+        while self.hold_save_due && self.flush_and_wait().await {}
         EngineInputs {
             rx: self.rx,
             commands,
@@ -887,14 +965,15 @@ impl Engine {
         self.derive(&feed);
     }
 
-    /// Commit what is held before stopping, trying [`FINAL_COMMIT_ATTEMPTS`] times; then say
+    /// Commit what is held before stopping (after the commit in flight returned), trying
+    /// [`FINAL_COMMIT_ATTEMPTS`] times; then say
     /// truthfully what was committed, and count what was not.
     async fn final_flush(&mut self) {
         let mut backoff = Backoff::new(COMMIT_RETRY_INITIAL, COMMIT_RETRY_MAX);
         for attempt in 1..=FINAL_COMMIT_ATTEMPTS {
             // The last words: no backoff gate, but a short wait between attempts.
             self.commits.retry_at = None;
-            if self.flush().await {
+            if self.flush_and_wait().await {
                 info!(
                     channels = self.channels.len(),
                     "Engine stopped; every reading received is in the spool."
@@ -1211,8 +1290,11 @@ impl Engine {
         }
     }
 
-    /// Commit pending alerts with the rule state, then the pending lines. Points wait while the
-    /// alerts cannot be committed. True when nothing is left uncommitted; false while commits
+    /// Commit the pending alerts with their rule state (awaited), then, unless a points commit
+    /// is in flight, the rule state when a save is due (awaited) and the first piece of the
+    /// pending lines (in the background: [`Engine::points_committed`] takes its result). Points
+    /// wait while the alerts or the state cannot be committed. True when nothing is left
+    /// uncommitted and nothing is in flight; false while lines are in flight or held, or commits
     /// fail (or wait for their retry time), with everything still held.
     async fn flush(&mut self) -> bool {
         if !self.commits.may_try() {
@@ -1223,7 +1305,17 @@ impl Engine {
             self.bound_held_points();
             return false;
         }
-        if self.pending_records == 0 && self.hold_save_due && !self.save_held().await {
+        if self.in_flight.is_some() {
+            // The lines go with the next commit, once this one returned: in order, one at a time.
+            return false;
+        }
+        // Saved by the loop, never with a background commit: in the loop's order with the alert
+        // commits, so an older snapshot never lands after a newer one.
+        let save_due = self.hold_save_due
+            || (self.state_dirty
+                && (self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL
+                    || self.derived.take_prompt_save()));
+        if save_due && !self.save_rule_state().await {
             self.bound_held_points();
             return false;
         }
@@ -1234,32 +1326,30 @@ impl Engine {
             }
             return true;
         }
-        // Held lines can outgrow the largest chunk the spool's bound takes (after an outage of
-        // the disk, or a small `max_bytes`): they are committed in pieces of at most that size,
-        // at line ends, and the commit notices fire once every piece is in.
-        let limit = usize::try_from(self.spool.max_chunk_bytes(Stream::Points))
-            .unwrap_or(usize::MAX)
-            .max(1);
-        let mut first_piece = true;
+        self.start_points_commit();
+        false
+    }
+
+    /// [`Engine::flush`] until nothing is left or a commit fails, waiting for each points commit
+    /// (at a stop). True when everything held is committed.
+    async fn flush_and_wait(&mut self) -> bool {
         loop {
-            if !self.commit_points_piece(limit, first_piece).await {
-                return false;
+            if self.in_flight.is_some() {
+                let result = points_returned(&mut self.in_flight).await;
+                self.points_committed(result);
             }
-            first_piece = false;
-            if self.pending_records == 0 {
-                for ack in self.pending_acks.drain(..) {
-                    // A source that went away no longer needs the notice.
-                    let _ = ack.send(());
-                }
-                return true;
+            let done = self.flush().await;
+            if self.in_flight.is_none() {
+                return done;
             }
         }
     }
 
-    /// A reading held as a possible spike, and no line to commit the rule state with: commit
-    /// the state alone, so that the held reading is durable before its batch is acknowledged.
-    /// True when committed; false when the commit failed (acknowledgements wait, retried).
-    async fn save_held(&mut self) -> bool {
+    /// Commit the changed rule state entries alone (a reading held as a possible spike, the
+    /// periodic save, the rounds at a stop), awaited: before the points commit that follows, and
+    /// before the acknowledgement of a batch whose reading is held. True when committed; false
+    /// when the commit failed (acknowledgements wait, retried).
+    async fn save_rule_state(&mut self) -> bool {
         self.collect_state();
         let state = self.unsaved.clone();
         let spool = Arc::clone(&self.alerts_spool);
@@ -1278,11 +1368,15 @@ impl Engine {
         false
     }
 
-    /// Commit the first piece of the held lines, at most `limit` bytes at a line end; with
-    /// `with_state`, the changed rule state entries go with it (now and then). True when
-    /// committed (the rest stays held); false when the commit failed (everything stays held).
-    async fn commit_points_piece(&mut self, limit: usize, with_state: bool) -> bool {
-        let all = std::mem::take(&mut self.pending);
+    /// Start the commit of the first piece of the pending lines in the background. Held lines
+    /// can outgrow the largest chunk the spool's bound takes (after an outage of the disk, or a
+    /// small `max_bytes`): they are committed in pieces of at most that size, at line ends, one
+    /// after the other, and the commit notices go with the last piece.
+    fn start_points_commit(&mut self) {
+        let limit = usize::try_from(self.spool.max_chunk_bytes(Stream::Points))
+            .unwrap_or(usize::MAX)
+            .max(1);
+        let all = &self.pending;
         let cut = if all.len() <= limit {
             all.len()
         } else {
@@ -1293,57 +1387,56 @@ impl Engine {
                 .or_else(|| all.iter().position(|b| *b == b'\n'))
                 .map_or(all.len(), |i| i + 1)
         };
-        let (piece, rest) = if cut == all.len() {
-            (all, Vec::new())
+        let (piece, records, acks) = if cut == all.len() {
+            let piece = std::mem::replace(&mut self.pending, std::mem::take(&mut self.spare));
+            let acks = std::mem::take(&mut self.pending_acks);
+            (piece, self.pending_records, acks)
         } else {
-            (all[..cut].to_vec(), all[cut..].to_vec())
+            let piece = all[..cut].to_vec();
+            // The rest stays pending, in front of what comes next.
+            self.pending.drain(..cut);
+            let records =
+                u32::try_from(piece.iter().filter(|b| **b == b'\n').count()).unwrap_or(u32::MAX);
+            (piece, records, Vec::new())
         };
-        let records = if rest.is_empty() {
-            self.pending_records
-        } else {
-            u32::try_from(piece.iter().filter(|b| **b == b'\n').count()).unwrap_or(u32::MAX)
-        };
-        // Shared with the commit task, so that the lines survive a panic in it.
+        self.pending_records = self.pending_records.saturating_sub(records);
         let body = Arc::new(piece);
         let (spool, task_body) = (Arc::clone(&self.spool), Arc::clone(&body));
-        // Save the changed rule state entries with the points now and then (alerts save them
-        // themselves).
-        let saving_state = with_state
-            && self.state_dirty
-            && (self.hold_save_due
-                || self.last_state_save.elapsed() >= STATE_SAVE_INTERVAL
-                || self.derived.take_prompt_save());
-        if saving_state {
-            self.collect_state();
-        }
-        let state = (saving_state && !self.unsaved.is_empty()).then(|| self.unsaved.clone());
-        // With the state in a file of its own, it is saved after the points it covers are in
-        // theirs; points stored and state not saved: the points count as committed, the state
-        // stays unsaved and goes with the next commit.
-        let state_file =
-            (!Arc::ptr_eq(&self.spool, &self.alerts_spool)).then(|| Arc::clone(&self.alerts_spool));
-        let result = tokio::task::spawn_blocking(move || match state_file {
-            None => spool
-                .append_with_state(Stream::Points, &task_body, records, state.as_ref())
-                .map(|outcome| (outcome, None)),
-            Some(state_file) => {
-                let outcome = spool.append(Stream::Points, &task_body, records)?;
-                let state_error = state.and_then(|s| state_file.save_state(&s).err());
-                Ok((outcome, state_error))
-            }
-        })
-        .await;
+        // No rule state: the loop saves it itself (see `flush`).
+        let task = tokio::task::spawn_blocking(move || {
+            spool.append_with_state(Stream::Points, &task_body, records, None)
+        });
+        self.in_flight = Some(PointsCommit {
+            task,
+            body,
+            records,
+            acks,
+            started: Instant::now(),
+        });
+    }
+
+    /// The points commit in flight returned with `result`. Committed: its notices fire.
+    /// Failed (an error or a panic in the task): its lines go back in front of those pending
+    /// since and its notices wait with theirs, retried after the backoff.
+    fn points_committed(
+        &mut self,
+        result: Result<Result<AppendOutcome, SpoolError>, tokio::task::JoinError>,
+    ) {
+        let Some(PointsCommit {
+            task: _,
+            body,
+            records,
+            mut acks,
+            started: _,
+        }) = self.in_flight.take()
+        else {
+            return;
+        };
         // The task has ended, so this is the only reference left.
         let mut body = Arc::try_unwrap(body).unwrap_or_else(|shared| (*shared).clone());
         let error = match result {
-            Ok(Ok((outcome, state_error))) => {
+            Ok(Ok(outcome)) => {
                 self.commits.succeeded();
-                if let Some(e) = state_error {
-                    self.metrics.incr(Counter::SpoolErrors, &[]);
-                    warn!(error = %e, "Rule state could not be saved with the points; it is kept and saved with the next commit.");
-                } else if saving_state {
-                    self.state_saved();
-                }
                 self.metrics
                     .add(Counter::ReadingsSpooled, &[], u64::from(records));
                 self.count_dropped_alerts(outcome.dropped_alert_records);
@@ -1363,22 +1456,24 @@ impl Engine {
                         self.dropped_since_log = 0;
                     }
                 }
-                if rest.is_empty() {
-                    // Reuse the buffer's capacity for the next lines.
-                    body.clear();
-                    self.pending = body;
-                } else {
-                    self.pending = rest;
+                for ack in acks {
+                    // A source that went away no longer needs the notice.
+                    let _ = ack.send(());
                 }
-                self.pending_records = self.pending_records.saturating_sub(records);
-                return true;
+                // Reuse the buffer's capacity for the lines after the next.
+                body.clear();
+                self.spare = body;
+                return;
             }
             Ok(Err(e)) => e.to_string(),
             Err(join) => format!("the commit task failed: {join}"),
         };
         self.metrics.incr(Counter::SpoolErrors, &[]);
-        body.extend_from_slice(&rest);
+        body.extend_from_slice(&self.pending);
         self.pending = body;
+        self.pending_records = self.pending_records.saturating_add(records);
+        acks.append(&mut self.pending_acks);
+        self.pending_acks = acks;
         self.commits.failed(
             "points",
             &error,
@@ -1386,7 +1481,6 @@ impl Engine {
             self.pending_alert_records,
         );
         self.bound_held_points();
-        false
     }
 
     /// Undelivered alert events the spool dropped to keep alerts within their share of the

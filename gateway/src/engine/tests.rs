@@ -210,17 +210,26 @@ mod spool_faults {
     }
 
     fn start(spool: &Arc<Spool>) -> Running {
-        let (tx, rx) = mpsc::channel(64);
+        start_with(
+            spool,
+            EngineConfig {
+                flush_interval: Some(Duration::from_millis(10)),
+                ..EngineConfig::default()
+            },
+            64,
+        )
+    }
+
+    /// An engine with `cfg` on `spool`, reading from a channel of `capacity` batches.
+    fn start_with(spool: &Arc<Spool>, cfg: EngineConfig, capacity: usize) -> Running {
+        let (tx, rx) = mpsc::channel(capacity);
         let metrics = Arc::new(Metrics::new());
         let engine = Engine::new(
             rx,
             Arc::clone(spool),
             Arc::clone(&metrics),
             Arc::new(SystemClock),
-            EngineConfig {
-                flush_interval: Some(Duration::from_millis(10)),
-                ..EngineConfig::default()
-            },
+            cfg,
             Duration::from_secs(3600),
             rules(),
             "xa",
@@ -254,6 +263,29 @@ mod spool_faults {
         }
     }
 
+    /// Wait at most `secs` seconds for the signal of `rx` (a commit notice, a gate reached);
+    /// `what` says what did not happen otherwise.
+    async fn within(secs: u64, rx: oneshot::Receiver<()>, what: &str) {
+        tokio::time::timeout(Duration::from_secs(secs), rx)
+            .await
+            .expect(what)
+            .expect("signal sent, not dropped");
+    }
+
+    /// `spooled` readings were committed, none dropped, after exactly `failures` failed commits.
+    fn assert_spooled_after_failures(metrics: &Metrics, spooled: u64, failures: u64) {
+        assert_eq!(metrics.total(Counter::SpoolErrors), failures);
+        assert_eq!(metrics.total(Counter::ReadingsDropped), 0);
+        assert_eq!(metrics.total(Counter::ReadingsSpooled), spooled);
+    }
+
+    /// Wait (at most 30 s each) for every commit notice of `notices`.
+    async fn all_acknowledged(notices: Vec<oneshot::Receiver<()>>) {
+        for n in notices {
+            within(30, n, "committed once the spool works").await;
+        }
+    }
+
     #[tokio::test]
     async fn failed_point_commits_are_held_retried_with_backoff_and_acknowledged_only_after() {
         let (_dir, spool, series) = setup();
@@ -275,21 +307,14 @@ mod spool_faults {
         }
         // Nothing is committed while the faults last, so no notice has fired yet.
         assert!(notices.iter_mut().all(|n| n.try_recv().is_err()));
-        for n in notices {
-            tokio::time::timeout(Duration::from_secs(30), n)
-                .await
-                .expect("committed once the spool works again")
-                .expect("notice sent, not dropped");
-        }
+        all_acknowledged(notices).await;
         let metrics = engine.stop().await;
         // Every reading is stored once, in order, none lost to the panics.
         let lines = points(&spool);
         assert_eq!(lines.len(), 50, "{lines:?}");
         // Exactly the six injected failures were attempts: retries waited for the backoff
         // instead of hammering the disk with every incoming batch.
-        assert_eq!(metrics.total(Counter::SpoolErrors), 6);
-        assert_eq!(metrics.total(Counter::ReadingsDropped), 0);
-        assert_eq!(metrics.total(Counter::ReadingsSpooled), 50);
+        assert_spooled_after_failures(&metrics, 50, 6);
     }
 
     #[tokio::test]
@@ -416,6 +441,162 @@ mod spool_faults {
             3
         );
         assert_eq!(metrics.total(Counter::ReadingsSpooled), 0);
+    }
+
+    /// The time of a stored line (its last field).
+    fn line_ts(line: &str) -> i64 {
+        line.rsplit(' ')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .expect("line ends with its time")
+    }
+
+    #[tokio::test]
+    async fn an_alert_is_committed_while_a_slow_points_commit_is_in_flight() {
+        let (_dir, spool, series) = setup();
+        let engine = start(&spool);
+        let t0 = now_ns() - 60_000_000_000;
+        // The commit of the first reading is held at its start: a disk in an fsync stall.
+        let (arrived, go) = spool.hold_next_points_append();
+        let mut first = engine.send(&series, t0, 12.0).await;
+        within(5, arrived, "the points commit reached its gate").await;
+        // 31 and 32 mm confirm a raise (alarm 30, two readings) while that commit is in flight.
+        let mut second = engine.send(&series, t0 + 1_000_000_000, 31.0).await;
+        let mut third = engine.send(&series, t0 + 2_000_000_000, 32.0).await;
+        let raised = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let found = alerts(&spool);
+                if !found.is_empty() {
+                    return found;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the alert is committed without waiting for the points commit");
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        assert_eq!(raised[0].state, AlertState::Raised);
+        assert_eq!(raised[0].value, Some(32.0));
+        // The points commit is still held: no point stored, no reading acknowledged.
+        assert!(points(&spool).is_empty());
+        assert!(first.try_recv().is_err());
+        assert!(second.try_recv().is_err());
+        assert!(third.try_recv().is_err());
+        go.send(()).expect("commit waiting at the gate");
+        all_acknowledged(vec![first, second, third]).await;
+        let metrics = engine.stop().await;
+        // The three readings in order, and the alert's point, each once.
+        let lines = points(&spool);
+        let readings: Vec<i64> = lines
+            .iter()
+            .filter(|l| l.starts_with("settlement,"))
+            .map(|l| line_ts(l))
+            .collect();
+        assert_eq!(
+            readings,
+            vec![t0, t0 + 1_000_000_000, t0 + 2_000_000_000],
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(metrics.total(Counter::SpoolErrors), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_background_commit_is_retried_with_what_came_meanwhile_each_line_once_in_order(
+    ) {
+        let (_dir, spool, series) = setup();
+        let engine = start(&spool);
+        let t0 = now_ns() - 60_000_000_000;
+        let ts = |i: i64| t0 + i * 1_000_000;
+        // The first commit is held, then fails (a full disk); the retry panics in its task.
+        let (arrived, go) = spool.hold_next_points_append();
+        spool.inject_faults(&[InjectedFault::Error, InjectedFault::Panic]);
+        let mut notices = vec![engine.send(&series, ts(0), 0.0).await];
+        within(5, arrived, "the points commit reached its gate").await;
+        // Readings arrive while the failing commit is in flight...
+        for i in 1..20 {
+            notices.push(engine.send(&series, ts(i), 1.0).await);
+        }
+        go.send(()).expect("commit waiting at the gate");
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while engine.metrics.total(Counter::SpoolErrors) == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the held commit failed");
+        // ...and while it is retried after the backoff.
+        for i in 20..40 {
+            notices.push(engine.send(&series, ts(i), 2.0).await);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // The second attempt waits for the backoff (100 ms) and fails again: nothing acknowledged.
+        assert!(notices.iter_mut().all(|n| n.try_recv().is_err()));
+        all_acknowledged(notices).await;
+        let metrics = engine.stop().await;
+        // Every reading stored once, in the order it came, none lost to the failed commits.
+        let stored: Vec<i64> = points(&spool).iter().map(|l| line_ts(l)).collect();
+        assert_eq!(stored, (0..40).map(ts).collect::<Vec<_>>());
+        assert_spooled_after_failures(&metrics, 40, 2);
+    }
+
+    #[tokio::test]
+    async fn while_a_commit_is_in_flight_the_engine_takes_readings_only_up_to_its_bound() {
+        let (_dir, spool, series) = setup();
+        const MAX_RECORDS: u32 = 10;
+        const CHANNEL: usize = 4;
+        let engine = start_with(
+            &spool,
+            EngineConfig {
+                flush_max_records: Some(MAX_RECORDS),
+                ..EngineConfig::default()
+            },
+            CHANNEL,
+        );
+        let tx = &engine.tx;
+        let t0 = now_ns() - 60_000_000_000;
+        let reading = |i: i64| {
+            ReadingBatch::from(vec![Reading::good(
+                Arc::clone(&series),
+                t0 + i * 1_000_000,
+                1.0,
+            )])
+        };
+        // The first reading's commit (it waits for its notice) is held at its start.
+        let (arrived, go) = spool.hold_next_points_append();
+        let (ack, committed) = oneshot::channel();
+        tx.send(ReadingBatch {
+            readings: vec![Reading::good(Arc::clone(&series), t0, 1.0)],
+            on_commit: Some(ack),
+        })
+        .await
+        .expect("engine alive");
+        within(5, arrived, "the points commit reached its gate").await;
+        // Send one reading at a time until the engine stops taking them (a send waits a second).
+        let mut sent = 1_i64;
+        while tokio::time::timeout(Duration::from_secs(1), tx.send(reading(sent)))
+            .await
+            .is_ok()
+        {
+            sent += 1;
+            assert!(sent < 1000, "the engine never stopped taking readings");
+        }
+        // Taken: the bound (two commits' worth), then the channel filled behind it.
+        let bound = i64::from(MAX_RECORDS * super::super::PENDING_COMMITS_WHILE_COMMITTING);
+        assert_eq!(sent - 1, bound + i64::try_from(CHANNEL).expect("small"));
+        go.send(()).expect("commit waiting at the gate");
+        within(5, committed, "acknowledged once the commit returned").await;
+        // Once the commit returned the engine reads on.
+        tokio::time::timeout(Duration::from_secs(5), tx.send(reading(sent)))
+            .await
+            .expect("taken again")
+            .expect("engine alive");
+        engine.stop().await;
+        let stored: Vec<i64> = points(&spool).iter().map(|l| line_ts(l)).collect();
+        assert_eq!(
+            stored,
+            (0..=sent).map(|i| t0 + i * 1_000_000).collect::<Vec<_>>()
+        );
     }
 }
 

@@ -755,7 +755,17 @@ pub struct Spool {
     /// Cursor moves (acks, dead letters) to fail with a storage error (tests of the sinks).
     #[cfg(test)]
     ack_faults: std::sync::atomic::AtomicU32,
+    /// A points append to hold at its start (tests only, [`Spool::hold_next_points_append`]).
+    #[cfg(test)]
+    points_gate: Mutex<Option<PointsGate>>,
 }
+
+/// Where a held points append says it arrived, and what lets it go on (tests only).
+#[cfg(test)]
+type PointsGate = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::sync::oneshot::Receiver<()>,
+);
 
 /// A commit failure a test asks for. A fake, allowed because a real disk cannot be told to fail
 /// exactly the next commit, or to make the commit task panic (docs/ARCHITECTURE.md §Tests).
@@ -942,6 +952,8 @@ impl Spool {
             injected: Mutex::default(),
             #[cfg(test)]
             ack_faults: std::sync::atomic::AtomicU32::new(0),
+            #[cfg(test)]
+            points_gate: Mutex::default(),
         };
         spool.first_open()?;
         Ok(spool)
@@ -1044,6 +1056,45 @@ impl Spool {
             .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Hold the next points append at its start, before it takes the spool's lock or begins a
+    /// transaction (other calls go on meanwhile), until the second returned end is used or
+    /// dropped; the first says when it got there. An injected fault applies after the hold.
+    /// A fake (tests only), allowed because a real disk cannot be told to make exactly the next
+    /// points commit slow (an SD card's fsync stall) while an alert is raised.
+    #[cfg(test)]
+    pub fn hold_next_points_append(
+        &self,
+    ) -> (
+        tokio::sync::oneshot::Receiver<()>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (arrived_tx, arrived) = tokio::sync::oneshot::channel();
+        let (go, go_rx) = tokio::sync::oneshot::channel();
+        *self
+            .points_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((arrived_tx, go_rx));
+        (arrived, go)
+    }
+
+    /// Wait at the gate of [`Spool::hold_next_points_append`], if this is the append it holds.
+    #[cfg(test)]
+    fn wait_at_points_gate(&self, stream: Stream) {
+        if stream != Stream::Points {
+            return;
+        }
+        let gate = self
+            .points_gate
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((arrived, go)) = gate {
+            let _ = arrived.send(());
+            // Sent or dropped: either lets the append go on.
+            let _ = go.blocking_recv();
+        }
+    }
+
     /// The next injected fault: an error or a panic here, or the fault the append's
     /// transaction acts on (`PanicInRedb`, `ErrorAfterCommit`).
     #[cfg(test)]
@@ -1142,6 +1193,8 @@ impl Spool {
         state: Option<&StateDelta>,
     ) -> Result<AppendOutcome, SpoolError> {
         let p = self.path.as_path();
+        #[cfg(test)]
+        self.wait_at_points_gate(stream);
         #[cfg(test)]
         let injected = self.take_injected_fault()?;
         if records == 0 || body.is_empty() {
