@@ -15,7 +15,13 @@
 //! so the spaced one is the floor an alert can reach; the target (issue 11) is p99 ≤ the lone
 //! fsync's p99 + 1 ms, printed against both.
 //!
-//! Run: `cargo bench -p anju-system --bench alert_latency`. Bounded: a fixed 10 s run.
+//! A third reference: the spaced fsync while another thread writes and fsyncs what the points
+//! commits write under this load in another file ([`fsyncs_beside_writes`]): both files share
+//! the file system's journal and the device's queue, so that is the disk's own fsync beside
+//! the points, the floor of an alert commit in a file of its own.
+//!
+//! Run: `cargo bench -p anju-system --bench alert_latency [-- --one-file]`. Bounded: a fixed
+//! 10 s run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -62,6 +68,46 @@ fn lone_fsyncs(dir: &std::path::Path, samples: usize, pause: Duration) -> Result
     Ok(out)
 }
 
+/// What the points commits write beside the alerts under the benchmark's load: one commit of
+/// `flush_max_records` (8,192) lines of about 70 bytes every 82 ms at 100,000 readings/s.
+const POINTS_LIKE_WRITE: usize = 8_192 * 70;
+/// Time between two of those writes.
+const POINTS_LIKE_EVERY: Duration = Duration::from_millis(82);
+
+/// [`lone_fsyncs`] while another thread writes [`POINTS_LIKE_WRITE`] bytes and fsyncs them in
+/// another file of `dir` every [`POINTS_LIKE_EVERY`]: the disk's own fsync beside the points
+/// commits, the floor of an alert commit in a file of its own (the file system's journal and
+/// the device's queue are shared by both files). Stops its writer when done.
+fn fsyncs_beside_writes(
+    dir: &std::path::Path,
+    samples: usize,
+    pause: Duration,
+) -> Result<Vec<Duration>> {
+    use std::os::unix::fs::FileExt as _;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = std::fs::File::create(dir.join("points-like.probe"))?;
+    let writer_stop = Arc::clone(&stop);
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let block = vec![0xa5_u8; POINTS_LIKE_WRITE];
+        // Two regions in turn, so that each write is to pages the last fsync did not just write.
+        let mut offset = 0u64;
+        while !writer_stop.load(Ordering::Relaxed) {
+            load.write_all_at(&block, offset)?;
+            load.sync_data()?;
+            offset = if offset == 0 { block.len() as u64 } else { 0 };
+            std::thread::sleep(POINTS_LIKE_EVERY);
+        }
+        Ok(())
+    });
+    let measured = lone_fsyncs(dir, samples, pause);
+    stop.store(true, Ordering::Relaxed);
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the points-like writer panicked"))??;
+    measured
+}
+
 /// Latencies of `samples` lone alert appends to an idle spool in `dir`, `pause` apart, sorted.
 fn lone_commits(dir: &std::path::Path, samples: usize, pause: Duration) -> Result<Vec<Duration>> {
     let _ = std::fs::remove_file(dir.join("idle.redb"));
@@ -105,6 +151,7 @@ async fn main() -> Result<()> {
     let commits = lone_commits(dir.path(), FSYNC_SAMPLES, Duration::ZERO)?;
     let spaced_fsyncs = lone_fsyncs(dir.path(), SPACED_SAMPLES, ALERT_EVERY)?;
     let spaced_commits = lone_commits(dir.path(), SPACED_SAMPLES, ALERT_EVERY)?;
+    let loaded_fsyncs = fsyncs_beside_writes(dir.path(), SPACED_SAMPLES, ALERT_EVERY)?;
     // The gateway's layout: points in one file, alerts and the rule state in another
     // (docs/ARCHITECTURE.md §Spool layout, Two files); `-- --one-file` puts both in one, as
     // before, for comparison.
@@ -296,5 +343,14 @@ async fn main() -> Result<()> {
             p99 / (ms(percentile(f, 0.99)) + 1.0)
         );
     }
+    println!(
+        "  reference, beside a points-like write load ({} KiB + fsync every {} ms in another file), {} ms apart: fsync p50 {:.2} ms, p99 {:.2} ms; p99 / (fsync p99 + 1 ms) = {:.2}",
+        POINTS_LIKE_WRITE / 1024,
+        POINTS_LIKE_EVERY.as_millis(),
+        ALERT_EVERY.as_millis(),
+        ms(percentile(&loaded_fsyncs, 0.50)),
+        ms(percentile(&loaded_fsyncs, 0.99)),
+        p99 / (ms(percentile(&loaded_fsyncs, 0.99)) + 1.0)
+    );
     Ok(())
 }
