@@ -55,8 +55,21 @@ fn engine_on(
 }
 
 async fn run_engine(spool: &Arc<Spool>, series: &Arc<Series>, t0: i64, values: &[f64]) {
+    run_engine_split(spool, spool, series, t0, values).await;
+}
+
+/// [`run_engine`] with the points committed to `points` and the alerts and rule state to
+/// `alerts_file` (the gateway's two files).
+async fn run_engine_split(
+    points: &Arc<Spool>,
+    alerts_file: &Arc<Spool>,
+    series: &Arc<Series>,
+    t0: i64,
+    values: &[f64],
+) {
     let (tx, rx) = mpsc::channel(16);
-    let engine = engine_on(rx, spool, &Arc::new(Metrics::new()), Arc::new(SystemClock));
+    let engine = engine_on(rx, points, &Arc::new(Metrics::new()), Arc::new(SystemClock))
+        .with_alerts_spool(Arc::clone(alerts_file));
     let task = tokio::spawn(engine.run());
     for (i, v) in values.iter().enumerate() {
         let ts = t0 + i64::try_from(i).expect("small") * 1_000_000_000;
@@ -82,6 +95,24 @@ pub(crate) fn spool_in(dir: &std::path::Path) -> Arc<Spool> {
         )
         .expect("spool"),
     )
+}
+
+/// Every point line in the points stream of `spool`, drained (read and acknowledged as
+/// `reader`).
+fn point_lines(spool: &Spool) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(batch) = spool
+        .read_batch(Stream::Points, "reader", 10_000)
+        .expect("read")
+    {
+        out.extend(
+            String::from_utf8_lossy(&batch.body)
+                .lines()
+                .map(str::to_owned),
+        );
+        spool.ack(Stream::Points, "reader", &batch).expect("ack");
+    }
+    out
 }
 
 pub(super) fn alerts(spool: &Spool) -> Vec<Alert> {
@@ -186,22 +217,7 @@ mod spool_faults {
         (dir, spool, series)
     }
 
-    /// Every point line in the spool, drained.
-    fn points(spool: &Spool) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(batch) = spool
-            .read_batch(Stream::Points, "reader", 10_000)
-            .expect("read")
-        {
-            out.extend(
-                String::from_utf8_lossy(&batch.body)
-                    .lines()
-                    .map(str::to_owned),
-            );
-            spool.ack(Stream::Points, "reader", &batch).expect("ack");
-        }
-        out
-    }
+    use super::point_lines as points;
 
     struct Running {
         tx: mpsc::Sender<ReadingBatch>,
@@ -1295,38 +1311,8 @@ async fn alerts_and_rule_state_go_to_the_alerts_file_and_a_restart_takes_them_fr
     };
     let series = settlement_point("ch5");
     let t0 = now_ns() - 600 * 1_000_000_000;
-    let run = |points: Arc<Spool>, alerts_file: Arc<Spool>, t0: i64, values: Vec<f64>| {
-        let series = Arc::clone(&series);
-        async move {
-            let (tx, rx) = mpsc::channel(16);
-            let engine = engine_on(
-                rx,
-                &points,
-                &Arc::new(Metrics::new()),
-                Arc::new(SystemClock),
-            )
-            .with_alerts_spool(alerts_file);
-            let task = tokio::spawn(engine.run());
-            for (i, v) in values.iter().enumerate() {
-                let ts = t0 + i64::try_from(i).expect("small") * 1_000_000_000;
-                let batch = ReadingBatch::from(vec![Reading::good(Arc::clone(&series), ts, *v)]);
-                tx.send(batch).await.expect("engine alive");
-            }
-            drop(tx);
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .expect("engine stops")
-                .expect("no panic");
-        }
-    };
     let (points, alerts_file) = (open("spool.redb"), open("alerts.redb"));
-    run(
-        Arc::clone(&points),
-        Arc::clone(&alerts_file),
-        t0,
-        vec![12.0, 31.0, 32.0],
-    )
-    .await;
+    run_engine_split(&points, &alerts_file, &series, t0, &[12.0, 31.0, 32.0]).await;
     let raised = alerts(&alerts_file);
     assert_eq!(raised.len(), 1, "{raised:?}");
     assert_eq!(raised[0].state, AlertState::Raised);
@@ -1349,11 +1335,12 @@ async fn alerts_and_rule_state_go_to_the_alerts_file_and_a_restart_takes_them_fr
     drop((points, alerts_file));
 
     let (points, alerts_file) = (open("spool.redb"), open("alerts.redb"));
-    run(
-        Arc::clone(&points),
-        Arc::clone(&alerts_file),
+    run_engine_split(
+        &points,
+        &alerts_file,
+        &series,
         t0 + 10_000_000_000,
-        vec![33.0, 34.0, 15.0, 14.0],
+        &[33.0, 34.0, 15.0, 14.0],
     )
     .await;
     let after = alerts(&alerts_file);
@@ -1363,18 +1350,7 @@ async fn alerts_and_rule_state_go_to_the_alerts_file_and_a_restart_takes_them_fr
         "{after:?}"
     );
     assert_eq!(after[0].id, raised[0].id);
-    let mut lines: Vec<String> = Vec::new();
-    while let Some(batch) = points
-        .read_batch(Stream::Points, "reader", 1000)
-        .expect("read")
-    {
-        lines.extend(
-            String::from_utf8_lossy(&batch.body)
-                .lines()
-                .map(str::to_owned),
-        );
-        points.ack(Stream::Points, "reader", &batch).expect("ack");
-    }
+    let lines = point_lines(&points);
     let count = |m: &str| lines.iter().filter(|l| l.starts_with(m)).count();
     assert_eq!(
         (count("settlement,"), count("alerts,"), lines.len()),
