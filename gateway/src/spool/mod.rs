@@ -2,8 +2,9 @@
 //! §Data flow). A reading or alert is acknowledged to nobody until it is committed here, and a
 //! sink deletes nothing until its receiver answered success.
 //!
-//! Owns the on-disk file (redb), the two streams, the sink cursors, the size bound, the
-//! free-space bound and the dead-letter table; `open.rs` keeps the file usable (reopen after a
+//! Owns one on-disk file (redb) with its two streams, the sink cursors, the size bound, the
+//! free-space bound and the dead-letter table; the gateway runs two such files, points in one,
+//! alerts and the engine's state in the other (`split.rs`); `open.rs` keeps the file usable (reopen after a
 //! storage error, damage: move aside, salvage, alert), `disk.rs` the file system details. It
 //! does not build line protocol (the engine does, validated with [`crate::record::validate`]),
 //! does not talk to any network (the sinks do), and does not log what it drops:
@@ -13,8 +14,8 @@
 //! # Invariants
 //! 1. **Durable before acknowledged.** Every mutating call is one redb write transaction with
 //!    [`Durability::Immediate`]: when it returns `Ok`, the change has been fsynced.
-//! 2. **Ordered, never reused sequences.** One `u64` sequence is shared by both streams; it only
-//!    grows and survives restarts (it is stored in the same transaction as the chunk).
+//! 2. **Ordered, never reused sequences.** One `u64` sequence per file is shared by its streams;
+//!    it only grows and survives restarts (it is stored in the same transaction as the chunk).
 //! 3. **A sink never loses or repeats a chunk** across restarts: its cursor (next sequence to
 //!    read) is durable and only moves forward, in the same transaction as the deletions it causes.
 //! 4. **Deleted only when every reader of its stream has passed it** — or by the size bound,
@@ -30,7 +31,7 @@
 //!    dropped-records total live in the meta and cursor tables, updated in the same transaction
 //!    as the data, and mirrored in memory so [`Spool::stats`] is a copy.
 //!
-//! # On-disk layout (one redb file)
+//! # On-disk layout (of each file)
 //! | table | key | value |
 //! |---|---|---|
 //! | `points`, `alerts` | `u64` sequence | `(records: u32, appended_ns: i64, body: &[u8])` — newline-terminated lines |

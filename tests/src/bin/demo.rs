@@ -137,6 +137,6 @@ async fn main() -> Result<()> {
     if !errors.is_empty() {
         println!("anju-demo: problems counted:\n  {}", errors.join("\n  "));
     }
-    println!("anju-demo: stopped; the spool is at /tmp/anju-demo/data/spool.redb");
+    println!("anju-demo: stopped; the spool is at /tmp/anju-demo/data/spool.redb (points) and alerts.redb (alerts, rule state)");
     Ok(())
 }
