@@ -167,7 +167,9 @@ impl Gateway {
         // rumqttd has no shutdown: it lives until the process exits (see `broker`), and a
         // reload keeps it.
         let _broker = match cfg.embedded_broker.clone() {
-            Some(b) => Some(tokio::task::spawn_blocking(move || crate::broker::start(&b)).await??),
+            Some(b) => {
+                Some(crate::supervise::spawn_blocking(move || crate::broker::start(&b)).await??)
+            }
             None => None,
         };
 
@@ -177,7 +179,7 @@ impl Gateway {
                 let path = cfg.data_dir.join(crate::history::HISTORY_FILE);
                 let min_free = cfg.spool.min_free_bytes;
                 Some(Arc::new(
-                    tokio::task::spawn_blocking(move || {
+                    crate::supervise::spawn_blocking(move || {
                         crate::history::History::open(&path, settings, min_free)
                     })
                     .await?,
@@ -343,7 +345,7 @@ async fn open_spools(cfg: &Config) -> Result<Spools, RunError> {
     );
     let (spool_cfg, alerts_identity) = (cfg.spool.clone(), identity.clone());
     let alerts = Arc::new(
-        tokio::task::spawn_blocking(move || {
+        crate::supervise::spawn_blocking(move || {
             Spool::open_with(
                 &alerts_path,
                 &spool_cfg,
@@ -359,13 +361,13 @@ async fn open_spools(cfg: &Config) -> Result<Spools, RunError> {
     );
     let (spool_cfg, to) = (cfg.spool.clone(), Arc::clone(&alerts));
     let points = Arc::new(
-        tokio::task::spawn_blocking(move || {
+        crate::supervise::spawn_blocking(move || {
             Spool::open_points_with(&points_path, &spool_cfg, &point_readers, identity, to)
         })
         .await??,
     );
     let (from, to) = (Arc::clone(&points), Arc::clone(&alerts));
-    match tokio::task::spawn_blocking(move || from.move_alerts_and_state_to(&to)).await? {
+    match crate::supervise::spawn_blocking(move || from.move_alerts_and_state_to(&to)).await? {
         Ok(moved) if moved == spool::MovedOut::default() => {}
         Ok(moved) => info!(
             alert_events = moved.alert_records,
@@ -685,7 +687,7 @@ impl Running {
         info!(config = %path.display(), "Reloading the config.");
         let loaded = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || Config::load(&path)).await
+            crate::supervise::spawn_blocking(move || Config::load(&path)).await
         };
         let checked = match loaded {
             Ok(Ok(new)) => crate::reload::plan(&self.cfg, &new)
@@ -703,7 +705,7 @@ impl Running {
         // The engine hands over only after its final commit; with the spool's file unavailable
         // that commit fails and what it holds would be given up (counted, as at a shutdown).
         let spools = self.spools.clone();
-        let writable = tokio::task::spawn_blocking(move || spools.stats().available)
+        let writable = crate::supervise::spawn_blocking(move || spools.stats().available)
             .await
             .unwrap_or(false);
         let checked = checked.and_then(|accepted| {

@@ -231,7 +231,7 @@ impl ConsoleState {
     /// The spool's counts, read off the runtime's worker threads (they take the spool's lock).
     async fn spool_stats(&self) -> SpoolStats {
         let spool = self.spool.clone();
-        tokio::task::spawn_blocking(move || spool.stats())
+        crate::supervise::spawn_blocking(move || spool.stats())
             .await
             .unwrap_or_default()
     }

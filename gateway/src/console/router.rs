@@ -210,7 +210,9 @@ fn required<'a>(
 /// which a flush holds while writing).
 async fn history_stats(state: &ConsoleState) -> Option<crate::history::HistoryStats> {
     let h = Arc::clone(state.history.as_ref()?);
-    tokio::task::spawn_blocking(move || h.stats()).await.ok()
+    crate::supervise::spawn_blocking(move || h.stats())
+        .await
+        .ok()
 }
 
 /// The curve of channel `key` over `span` ending `now` (empty without a history).
@@ -219,7 +221,7 @@ async fn curve_of(state: &ConsoleState, key: String, span: Span, now: i64) -> Cu
         return Curve::default();
     };
     let from = now - span.secs() * crate::model::NANOS_PER_SEC;
-    tokio::task::spawn_blocking(move || h.curve(&key, from, now, span.tier()))
+    crate::supervise::spawn_blocking(move || h.curve(&key, from, now, span.tier()))
         .await
         .unwrap_or_default()
 }
@@ -303,7 +305,7 @@ async fn alert_log(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri)
         (Some(h), Some(s)) => {
             let kept = i64::try_from(s.kept.as_nanos()).unwrap_or(i64::MAX);
             let from = now.saturating_sub(kept);
-            tokio::task::spawn_blocking(move || h.alerts(from, detail::ALERT_ROWS))
+            crate::supervise::spawn_blocking(move || h.alerts(from, detail::ALERT_ROWS))
                 .await
                 .unwrap_or_default()
         }
@@ -317,7 +319,7 @@ async fn alert_log(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri)
 async fn report_list(State(state): State<Arc<ConsoleState>>, uri: axum::http::Uri) -> Response {
     let lang = Lang::from_query(uri.query());
     let dir = state.data_dir.clone();
-    let days = tokio::task::spawn_blocking(move || crate::report::list(&dir))
+    let days = crate::supervise::spawn_blocking(move || crate::report::list(&dir))
         .await
         .unwrap_or_default();
     let today = crate::report::Day::of(crate::model::now_ns()).date;
@@ -374,7 +376,7 @@ async fn report_make(
     let dir = state.data_dir.clone();
     let (site, gateway) = (state.identity.site.clone(), state.identity.gateway.clone());
     let now = crate::model::now_ns();
-    let made = tokio::task::spawn_blocking(move || {
+    let made = crate::supervise::spawn_blocking(move || {
         crate::report::make(&history, &dir, &day, &site, &gateway, now)
     })
     .await;

@@ -653,7 +653,7 @@ impl Engine {
     /// fresh; a format-1 state (one value) is taken over and rewritten per entry.
     async fn restore_rules(&mut self) {
         let spool = Arc::clone(&self.alerts_spool);
-        let entries = match tokio::task::spawn_blocking(move || spool.load_state()).await {
+        let entries = match crate::supervise::spawn_blocking(move || spool.load_state()).await {
             Ok(Ok(entries)) => entries,
             Ok(Err(e)) => {
                 self.state_lost("unreadable", &e);
@@ -792,7 +792,7 @@ impl Engine {
         if !from_spool.is_empty() {
             let spool = Arc::clone(&self.alerts_spool);
             let keys = from_spool.clone();
-            match tokio::task::spawn_blocking(move || spool.load_state_entries(&keys)).await {
+            match crate::supervise::spawn_blocking(move || spool.load_state_entries(&keys)).await {
                 Ok(Ok(found)) => entries.extend(found),
                 Ok(Err(e)) => self.state_lost("evicted_unreadable", &e),
                 Err(e) => self.state_lost("evicted_unreadable", &e),
@@ -1353,7 +1353,7 @@ impl Engine {
         self.collect_state();
         let state = self.unsaved.clone();
         let spool = Arc::clone(&self.alerts_spool);
-        let error = match tokio::task::spawn_blocking(move || spool.save_state(&state)).await {
+        let error = match crate::supervise::spawn_blocking(move || spool.save_state(&state)).await {
             Ok(Ok(())) => {
                 self.commits.succeeded();
                 self.state_saved();
@@ -1403,7 +1403,7 @@ impl Engine {
         let body = Arc::new(piece);
         let (spool, task_body) = (Arc::clone(&self.spool), Arc::clone(&body));
         // No rule state: the loop saves it itself (see `flush`).
-        let task = tokio::task::spawn_blocking(move || {
+        let task = crate::supervise::spawn_blocking(move || {
             spool.append_with_state(Stream::Points, &task_body, records, None)
         });
         self.in_flight = Some(PointsCommit {
@@ -1564,7 +1564,7 @@ impl Engine {
         let body = Arc::new(std::mem::take(&mut self.pending_alerts));
         let records = self.pending_alert_records;
         let (spool, task_body) = (Arc::clone(&self.alerts_spool), Arc::clone(&body));
-        let result = tokio::task::spawn_blocking(move || {
+        let result = crate::supervise::spawn_blocking(move || {
             spool.append_with_state(Stream::Alerts, &task_body, records, Some(&state))
         })
         .await;
@@ -1596,7 +1596,7 @@ impl Engine {
             points: Arc::clone(&self.spool),
             alerts: Arc::clone(&self.alerts_spool),
         };
-        let stats = tokio::task::spawn_blocking(move || spools.stats())
+        let stats = crate::supervise::spawn_blocking(move || spools.stats())
             .await
             .ok();
         let mut latest: Vec<&ChannelState> = self

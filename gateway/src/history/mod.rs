@@ -1019,7 +1019,7 @@ pub async fn keep_writing(
         let h = std::sync::Arc::clone(&history);
         let now = clock.now_ns();
         // A panic in the flush is caught inside it; a failed join only loses this flush.
-        let _ = tokio::task::spawn_blocking(move || h.flush(now)).await;
+        let _ = crate::supervise::spawn_blocking(move || h.flush(now)).await;
         if stopping {
             return;
         }

@@ -640,7 +640,9 @@ pub async fn keep_making(
             let now = crate::model::now_ns();
             let date = day.date.clone();
             let (site2, gw2) = (site.clone(), gw.clone());
-            match tokio::task::spawn_blocking(move || make(&h, &dir, &day, &site, &gw, now)).await {
+            match crate::supervise::spawn_blocking(move || make(&h, &dir, &day, &site, &gw, now))
+                .await
+            {
                 Ok(Ok((path, summary))) => {
                     info!(date = %date, path = %path.display(), "Daily report made.");
                     if let Some(a) = announce {
@@ -699,7 +701,7 @@ pub async fn on_demand(cfg: &crate::config::Config, date: &str) -> Result<PathBu
         cfg.gateway_id.clone(),
     );
     let local_day = day.clone();
-    let offline = tokio::task::spawn_blocking(move || {
+    let offline = crate::supervise::spawn_blocking(move || {
         let history = History::open_existing(&history_path)?;
         make(
             &history,

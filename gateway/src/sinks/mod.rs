@@ -164,7 +164,7 @@ impl BatchReader {
                 self.max_records,
             );
             let read: Result<Option<Batch>, SpoolCallError> =
-                tokio::task::spawn_blocking(move || {
+                crate::supervise::spawn_blocking(move || {
                     spool.read_batch_from(stream, &sink, from, max)
                 })
                 .await
@@ -229,7 +229,7 @@ impl BatchReader {
             self.sink.clone(),
             batch.clone(),
         );
-        Ok(tokio::task::spawn_blocking(move || match reason {
+        Ok(crate::supervise::spawn_blocking(move || match reason {
             None => spool.ack(stream, &sink, &batch),
             Some(r) => spool.dead_letter(stream, &sink, &batch, &r),
         })

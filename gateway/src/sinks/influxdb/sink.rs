@@ -261,7 +261,9 @@ enum BlockingError {
 async fn blocking<T: Send + 'static, E: Into<BlockingError> + Send + 'static>(
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, BlockingError> {
-    tokio::task::spawn_blocking(f).await?.map_err(Into::into)
+    crate::supervise::spawn_blocking(f)
+        .await?
+        .map_err(Into::into)
 }
 
 /// Where writes go: the client (timeouts, token, gzip header) and the write URL, shared with

@@ -84,7 +84,7 @@ impl ModbusOutputSink {
             return Vec::new();
         };
         let spool = Arc::clone(&self.spool);
-        let restored = tokio::task::spawn_blocking(move || {
+        let restored = crate::supervise::spawn_blocking(move || {
             let entries = spool.load_state().map_err(|e| e.to_string())?;
             if entries.is_empty() {
                 return Ok(Vec::new());
