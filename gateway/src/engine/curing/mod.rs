@@ -28,7 +28,8 @@
 //!
 //! # Bounds
 //! Per sensor: a cooling window of `RATE_BUCKETS + 1` buckets (core only), a history of
-//! `INPUT_HISTORY` readings (surface and air, combined with the core and surface), eight
+//! `INPUT_HISTORY` readings, or the last batch's when it brought more (surface and air, combined
+//! with the core and surface; a batch's readings are all kept until it is combined), eight
 //! output series. Per pour: one entry. The sensors are what the selectors match.
 
 pub mod config;
@@ -43,7 +44,7 @@ use tracing::{error, info};
 use crate::alert::{
     render_message, stable_id, Alert, AlertKind, AlertState, Cause, Language, Level,
 };
-use crate::engine::derived::{window_rate, History, Sample, DERIVED_TAG};
+use crate::engine::derived::{window_rate, BatchId, History, Sample, DERIVED_TAG};
 use crate::engine::rules::selector::ChannelInfo;
 use crate::engine::rules::RateWindow;
 use crate::model::{Quality, QuantityKind, Reading, Series, TimestampNs};
@@ -242,6 +243,8 @@ pub struct PourSet {
     by_channel: HashMap<String, Vec<usize>>,
     /// Channels already matched against the selectors.
     seen: std::collections::HashSet<String>,
+    /// The batch being recorded ([`History`]).
+    batch: BatchId,
     /// Saved sensor state read at start, by entry key, taken when the sensor is created.
     restored: HashMap<String, SensorState>,
     notices: Vec<Alert>,
@@ -432,12 +435,14 @@ impl PourSet {
         if self.pours.is_empty() {
             return out;
         }
-        // Every reading is recorded before any is combined, so the roles of one poll meet.
+        // Every reading is recorded before any is combined, so the roles of one poll meet, also
+        // when the batch holds many polls (a node's stored polls uploaded at once).
+        self.batch += 1;
         for r in readings {
             self.see(&r.series);
             if let Some(sis) = self.by_channel.get(&r.series.key) {
                 for &si in sis {
-                    self.sensors[si].history.push(Sample::of(r));
+                    self.sensors[si].history.push(Sample::of(r), self.batch);
                 }
             }
         }

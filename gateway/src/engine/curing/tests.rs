@@ -716,3 +716,61 @@ fn under_the_insulation_a_surface_more_than_20_above_the_air_advises_not_to_stri
     let pour: super::PourState = serde_json::from_slice(pour).expect("pour state JSON");
     assert_eq!(pour.strip_advice, Some(false));
 }
+
+#[test]
+fn a_node_uploading_hours_of_stored_polls_in_one_batch_combines_each_poll_with_itself() {
+    // A curing node back from a radio outage sends 40 stored 10-minute polls at once: one batch
+    // of 120 readings, far more than the 16 per sensor kept between batches. Each core − surface
+    // and surface − air is that poll's own pair (the values drift apart poll by poll, so a
+    // neighbouring poll's partner gives another number), and every one is good.
+    let mut set = PourSet::new(plan(POUR), "xa", Language::En);
+    let s = sensors();
+    let step = 10 * 60 * NANOS_PER_SEC;
+    let at = |i: i64| {
+        (
+            T0 + i * step,
+            40.0 + 0.3 * i as f64,
+            30.0 + 0.1 * i as f64,
+            15.0 + 0.25 * i as f64,
+        )
+    };
+    let mut batch = Vec::new();
+    for i in 0..40 {
+        let (ts, core, surface, air) = at(i);
+        batch.push(Reading::good(Arc::clone(&s.core), ts, core));
+        batch.push(Reading::good(Arc::clone(&s.surface), ts, surface));
+        batch.push(Reading::good(Arc::clone(&s.air), ts, air));
+    }
+    let out = set.on_batch(&batch, T0 + 40 * step);
+    let combined: [(&str, fn(f64, f64, f64) -> f64); 2] = [
+        ("therm/t01.core-surface", |core, surface, _| core - surface),
+        ("therm/t02.surface-ambient-covered", |_, surface, air| surface - air),
+    ];
+    for (key, of) in combined {
+        let got: Vec<&Reading> = out.iter().filter(|r| r.series.key == key).collect();
+        assert_eq!(got.len(), 40, "{key}: one per poll");
+        for r in got {
+            let i = (r.ts - T0) / step;
+            let (_, core, surface, air) = at(i);
+            let expected = of(core, surface, air);
+            assert_eq!(r.quality, Quality::Good, "{key} poll {i}");
+            assert!(
+                close(r.value, expected, 1e-9),
+                "{key} poll {i}: {:?} stored, {expected} from the poll's own readings",
+                r.value
+            );
+        }
+    }
+    // The next batch finds the last polls kept: a surface reading 5 min after the last poll is
+    // combined with that poll's air.
+    let (ts, _, _, air) = at(39);
+    let out = set.on_batch(
+        &[Reading::good(Arc::clone(&s.surface), ts + 5 * 60 * NANOS_PER_SEC, 50.0)],
+        T0 + 41 * step,
+    );
+    assert!(close(
+        value(&out, "therm/t02.surface-ambient-covered"),
+        50.0 - air,
+        1e-9
+    ));
+}

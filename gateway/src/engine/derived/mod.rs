@@ -33,7 +33,8 @@
 //! computes, so the cells and the reference of one logger's poll are combined with each other.
 //!
 //! # Bounds
-//! Per input channel: [`INPUT_HISTORY`] readings. Per output: a rate window (rate, stability)
+//! Per input channel: [`INPUT_HISTORY`] readings, or the last batch's readings of it when that
+//! batch brought more ([`History`]). Per output: a rate window (rate, stability)
 //! of at most `RATE_BUCKETS + 1` buckets (about 4 KiB), or a sum window of at most
 //! [`config::MAX_SUM_READINGS`] readings, or one number, or a slope kind's state (two rate
 //! windows, or [`slope::MAX_ANTECEDENT_DAYS`] × 24 hourly sums; see [`slope`]); per established
@@ -101,21 +102,45 @@ impl Sample {
     }
 }
 
-/// The last [`INPUT_HISTORY`] readings of one input, oldest first.
+/// The readings of one input kept to combine with the other inputs', oldest first: the last
+/// [`INPUT_HISTORY`], or all of the current batch's when it brought more.
+///
+/// All of a batch's readings are recorded before any is combined, so a reading meets the
+/// partners of its own poll even when they came later in the batch. A batch can hold many polls
+/// of one channel (a logger or node uploading the polls it stored through an outage, a backlog
+/// the engine takes at once): evicting by count while recording would drop a poll's partner
+/// before that poll is combined, and the reading would be paired with a neighbouring poll's
+/// partner (a wrong value stored as good) or with none (flagged). So readings of the batch
+/// being recorded are never evicted; older ones are, down to [`INPUT_HISTORY`].
 #[derive(Debug, Default)]
-pub(crate) struct History(VecDeque<Sample>);
+pub(crate) struct History {
+    samples: VecDeque<Sample>,
+    /// The batch ([`BatchId`]) of the last push, and how many samples it pushed.
+    batch: BatchId,
+    of_batch: usize,
+}
+
+/// Counts the batches a [`DerivedSet`] or pour set records: a [`History`] tells the readings of
+/// the batch being recorded from those kept from earlier ones.
+pub(crate) type BatchId = u64;
 
 impl History {
-    pub(crate) fn push(&mut self, s: Sample) {
-        if self.0.len() == INPUT_HISTORY {
-            self.0.pop_front();
+    /// Keep `s`, recorded in batch `batch` (batches numbered upwards).
+    pub(crate) fn push(&mut self, s: Sample, batch: BatchId) {
+        if batch != self.batch {
+            self.batch = batch;
+            self.of_batch = 0;
         }
-        self.0.push_back(s);
+        self.of_batch += 1;
+        self.samples.push_back(s);
+        while self.samples.len() > INPUT_HISTORY.max(self.of_batch) {
+            self.samples.pop_front();
+        }
     }
 
     /// The reading nearest to `ts`, if one is within `max_skew` (the later one on a tie).
     pub(crate) fn nearest(&self, ts: TimestampNs, max_skew: i64) -> Option<Sample> {
-        self.0
+        self.samples
             .iter()
             .rev()
             .filter(|s| s.ts.abs_diff(ts) <= max_skew.unsigned_abs())
@@ -256,6 +281,8 @@ pub struct DerivedSet {
     /// Channels already matched against the selectors, with their series.
     seen: HashMap<String, Arc<Series>>,
     histories: HashMap<String, History>,
+    /// The batch being recorded ([`History`]).
+    batch: BatchId,
     /// Saved state read at start, taken by each output when it is created.
     restored: HashMap<String, Calc>,
     /// Initial values being established or established, by entry key, with a changed flag.
@@ -539,6 +566,7 @@ impl DerivedSet {
             .iter()
             .filter(|r| !self.by_key.contains_key(&r.series.key))
             .collect();
+        self.batch += 1;
         // Every channel is seen before any reading is recorded, so a reading that only feeds
         // another's computation (a cell's liquid temperature) is kept even when it comes first.
         for r in &inputs {
@@ -829,10 +857,10 @@ impl DerivedSet {
         }
         // The key is copied once per channel, not per reading.
         match self.histories.get_mut(&r.series.key) {
-            Some(h) => h.push(Sample::of(r)),
+            Some(h) => h.push(Sample::of(r), self.batch),
             None => {
                 let mut h = History::default();
-                h.push(Sample::of(r));
+                h.push(Sample::of(r), self.batch);
                 self.histories.insert(r.series.key.clone(), h);
             }
         }

@@ -1144,3 +1144,46 @@ fn a_structure_stable_before_the_upgrade_is_not_announced() {
     again.on_batch(&[good(&p1, T0 + 101 * DAY, 5.0)]);
     assert!(again.take_notices(T0).is_empty());
 }
+
+#[test]
+fn a_batch_of_many_polls_combines_each_poll_with_its_own_partner() {
+    // A logger back from an outage uploads 48 stored 10-minute polls at once: one batch with
+    // far more readings per channel than the history keeps between batches. Each difference is
+    // that poll's own pair (the two drift apart poll by poll, so a neighbouring poll's partner
+    // gives another number), and every one is good.
+    let mut set = DerivedSet::new(plan(
+        r#"
+[[derived]]
+name = "core-surface"
+kind = "difference"
+pairs = [{ a = "raft-a/t01", b = "raft-a/t02" }]
+"#,
+    ));
+    let t = |p: &str| series("raft-a", p, QuantityKind::Temperature, "°C");
+    let (core, surface) = (t("t01"), t("t02"));
+    let step = 10 * MIN;
+    let at = |i: i64| (30.0 + 0.1 * i as f64, 20.0 + 0.37 * i as f64);
+    let mut batch = Vec::new();
+    for i in 0..48 {
+        let (a, b) = at(i);
+        batch.push(good(&core, T0 + i * step, a));
+        batch.push(good(&surface, T0 + i * step, b));
+    }
+    let out = set.on_batch(&batch);
+    assert_eq!(out.len(), 48, "one difference per poll: {:?}", seen(&out));
+    for r in &out {
+        let i = (r.ts - T0) / step;
+        let (a, b) = at(i);
+        assert_eq!(r.quality, Quality::Good, "poll {i}");
+        assert!(
+            close(r.value, a - b),
+            "poll {i}: {:?} stored, {} from the poll's own readings",
+            r.value,
+            a - b
+        );
+    }
+    // Between batches the last polls are kept: a core reading 5 min after the last poll is
+    // combined with that poll's surface.
+    let out = set.on_batch(&[good(&core, T0 + 47 * step + 5 * MIN, 50.0)]);
+    assert!(close(out[0].value, 50.0 - at(47).1), "{:?}", seen(&out));
+}
