@@ -601,10 +601,12 @@ impl Engine {
     /// Feed stored readings to the derived channels and the pours; their readings are stored
     /// next. Notices (a structure turned stable, a pour's milestones) are queued with the state
     /// that records them, so that the alerts commit carries both (a notice is never announced
-    /// twice, nor lost, by a restart).
-    fn derive(&mut self, feed: &[Reading]) {
+    /// twice, nor lost, by a restart). A combination waits for an input that has not reported up
+    /// to its time ([`derived::COMBINE_WAIT`]) unless `wait` is false (the engine stopping: then
+    /// everything waiting is computed from what there is).
+    fn derive(&mut self, feed: &[Reading], wait: bool) {
         let now = self.clock.now_ns();
-        let derived = self.derived.on_batch(feed);
+        let derived = self.derived.on_batch_at(feed, wait.then_some(now));
         self.derived_pending.extend(derived);
         let notices = self.derived.take_notices(now);
         if !notices.is_empty() {
@@ -619,6 +621,10 @@ impl Engine {
         }
         let poured = self.pours.on_batch(feed, now);
         self.derived_pending.extend(poured);
+        if !wait {
+            let released = self.pours.release_waiting(now);
+            self.derived_pending.extend(released);
+        }
         let notices = self.pours.take_notices();
         if notices.is_empty() {
             return;
@@ -912,6 +918,10 @@ impl Engine {
                     }
                     self.store_decided();
                     self.feed_decided();
+                    // Combinations whose wait for an input is over.
+                    if self.derived.is_waiting() || self.pours.is_waiting() {
+                        self.derive(&[], true);
+                    }
                     self.store_derived().await;
                     self.evict_idle(now);
                     self.metrics.set_engine_channels(self.channels.len());
@@ -933,6 +943,11 @@ impl Engine {
         // The next engine (after a reload) or the next start restores the rule, derived and
         // pour state as it is now, not as of the last periodic save (STATE_SAVE_INTERVAL): in
         // full, in rounds of MAX_CHANNEL_ENTRIES_PER_SAVE entries.
+        // What waits for an input is computed from what there is and stored with the rest.
+        if self.derived.is_waiting() || self.pours.is_waiting() {
+            self.derive(&[], false);
+            self.store_derived().await;
+        }
         self.hold_save_due = self.state_dirty;
         self.final_flush().await;
         while self.hold_save_due && self.flush_and_wait().await {}
@@ -962,7 +977,7 @@ impl Engine {
             return;
         }
         let feed = std::mem::take(&mut self.decided_feed);
-        self.derive(&feed);
+        self.derive(&feed, true);
     }
 
     /// Commit what is held before stopping (after the commit in flight returned), trying
@@ -1117,7 +1132,7 @@ impl Engine {
             feed.sort_by_key(|r| r.ts);
         }
         if !feed.is_empty() {
-            self.derive(&feed);
+            self.derive(&feed, true);
         }
     }
 

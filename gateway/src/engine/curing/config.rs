@@ -98,6 +98,17 @@ impl Role {
         }
     }
 
+    /// The role whose readings this one's are combined with: the core with the surface
+    /// (core − surface), the surface with the air (surface − air; GB 50496-2018 §3.0.4).
+    #[must_use]
+    pub const fn partner(self) -> Option<Self> {
+        match self {
+            Self::Core => Some(Self::Surface),
+            Self::Surface => Some(Self::Ambient),
+            Self::Bottom | Self::Ambient => None,
+        }
+    }
+
     /// True for the concrete's own sensors (maturity and strength are theirs).
     #[must_use]
     pub const fn in_concrete(self) -> bool {

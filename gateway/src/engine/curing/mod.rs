@@ -44,7 +44,7 @@ use tracing::{error, info};
 use crate::alert::{
     render_message, stable_id, Alert, AlertKind, AlertState, Cause, Language, Level,
 };
-use crate::engine::derived::{window_rate, BatchId, History, Sample, DERIVED_TAG};
+use crate::engine::derived::{window_rate, BatchId, History, Sample, Waiting, DERIVED_TAG};
 use crate::engine::rules::selector::ChannelInfo;
 use crate::engine::rules::RateWindow;
 use crate::model::{Quality, QuantityKind, Reading, Series, TimestampNs};
@@ -227,6 +227,9 @@ struct Sensor {
     /// Surface: its latest surface − air difference under the insulation, °C (the strip advice
     /// takes the pour's largest).
     covered_diff: Option<f64>,
+    /// Its readings waiting to be combined with the other roles ([`PourSet::waiting`]): a later
+    /// one waits behind them, so its series keep their order.
+    waiting: u32,
 }
 
 /// The pours of a gateway and their state. Build with [`PourSet::new`]; feed with
@@ -245,6 +248,9 @@ pub struct PourSet {
     seen: std::collections::HashSet<String>,
     /// The batch being recorded ([`History`]).
     batch: BatchId,
+    /// Core and surface readings (sensor, reading) waiting for the surface or air reading of
+    /// their time ([`crate::engine::derived::COMBINE_WAIT`]).
+    waiting: Waiting<(usize, Reading)>,
     /// Saved sensor state read at start, by entry key, taken when the sensor is created.
     restored: HashMap<String, SensorState>,
     notices: Vec<Alert>,
@@ -418,6 +424,7 @@ impl PourSet {
                 outputs: Default::default(),
                 dirty: false,
                 covered_diff: None,
+                waiting: 0,
             });
             self.by_channel
                 .entry(series.key.clone())
@@ -446,6 +453,7 @@ impl PourSet {
                 }
             }
         }
+        self.combine_released(Some(now), now, &mut out);
         for r in readings {
             // By index: the list is not copied per reading.
             for j in 0.. {
@@ -456,6 +464,89 @@ impl PourSet {
             }
         }
         out
+    }
+
+    /// True when every sensor of `role` in pour `pi` has reported up to `ts` (none: true).
+    fn role_reached(&self, pi: usize, role: Role, ts: TimestampNs) -> bool {
+        self.members[pi]
+            .iter()
+            .map(|&si| &self.sensors[si])
+            .filter(|s| s.role == role)
+            .all(|s| s.history.reached(ts))
+    }
+
+    /// The series of sensor `si`'s reading `r` combined with the readings of another role at
+    /// its time: the core − surface difference (GB 50496-2018 §3.0.4-2), the surface − air
+    /// difference (§3.0.4-4) once the insulation is off, or under it with the strip advice.
+    fn combine(&mut self, si: usize, r: &Reading, now: TimestampNs, out: &mut Vec<Reading>) {
+        let (pi, role) = (self.sensors[si].pour, self.sensors[si].role);
+        let Some(partner) = role.partner() else {
+            return;
+        };
+        let Some(other) = self.role_mean(pi, partner, r.ts) else {
+            return;
+        };
+        let value = r.value.filter(|_| r.quality.is_good());
+        let diff = match (value, other) {
+            (Some(v), Ok(o)) => Ok(v - o),
+            _ => Err(Quality::DerivedInputBad),
+        };
+        if role == Role::Core {
+            self.emit(si, PourSeries::CoreSurface, r.ts, diff, out);
+            return;
+        }
+        // §3.0.4-4 applies once the insulation is off (configured or set by command).
+        let removed = self.pours[pi]
+            .insulation_removed_ns
+            .or(self.states[pi].0.insulation_removed_ns);
+        if removed.is_some_and(|t| r.ts >= t) {
+            self.emit(si, PourSeries::SurfaceAmbient, r.ts, diff, out);
+        } else {
+            // Before removal: what stripping now would expose, and the advice on it.
+            self.emit(si, PourSeries::SurfaceAmbientCovered, r.ts, diff, out);
+            self.sensors[si].covered_diff = diff.ok();
+            self.strip_advice(pi, si, r.ts, now);
+        }
+    }
+
+    /// True while readings wait for another role's: the engine feeds an empty batch on its tick
+    /// so that they are combined once their wait is over.
+    #[must_use]
+    pub fn is_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
+    /// Combine every waiting reading now, from what there is (the engine stopping).
+    pub fn release_waiting(&mut self, now: TimestampNs) -> Vec<Reading> {
+        let mut out = Vec::new();
+        self.combine_released(None, now, &mut out);
+        out
+    }
+
+    /// Combine the waiting readings whose partners reached their time or whose wait is over at
+    /// `wait_now` (`None`: all of them).
+    fn combine_released(
+        &mut self,
+        wait_now: Option<TimestampNs>,
+        now: TimestampNs,
+        out: &mut Vec<Reading>,
+    ) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let mut waiting = std::mem::take(&mut self.waiting);
+        let released = waiting.take(wait_now, |(si, r), waited| {
+            let s = &self.sensors[*si];
+            waited
+                || s.role
+                    .partner()
+                    .is_none_or(|p| self.role_reached(s.pour, p, r.ts))
+        });
+        self.waiting = waiting;
+        for (si, r) in released {
+            self.sensors[si].waiting -= 1;
+            self.combine(si, &r, now, out);
+        }
     }
 
     /// The mean of the readings of `role` in pour `pi` nearest to `ts` within the pour's
@@ -485,10 +576,7 @@ impl PourSet {
     fn compute(&mut self, si: usize, r: &Reading, now: TimestampNs, out: &mut Vec<Reading>) {
         let pi = self.sensors[si].pour;
         let role = self.sensors[si].role;
-        let (placed, removed_cfg) = (
-            self.pours[pi].placed_ns,
-            self.pours[pi].insulation_removed_ns,
-        );
+        let placed = self.pours[pi].placed_ns;
         // Before placing an embedded sensor reads the air: nothing of the pour yet.
         if r.ts < placed || !role.in_concrete() {
             return;
@@ -516,13 +604,6 @@ impl PourSet {
                 _ => bad,
             };
             self.emit(si, PourSeries::Rise, r.ts, rise, out);
-            if let Some(surface) = self.role_mean(pi, Role::Surface, r.ts) {
-                let diff = match (value, surface) {
-                    (Some(v), Ok(s)) => Ok(v - s),
-                    _ => bad,
-                };
-                self.emit(si, PourSeries::CoreSurface, r.ts, diff, out);
-            }
             let (window_ns, min_points) =
                 (self.pours[pi].cooling_window_ns, self.pours[pi].min_points);
             let cooling = match value {
@@ -547,23 +628,15 @@ impl PourSet {
                 self.emit(si, PourSeries::CoolingRate, r.ts, c, out);
             }
         }
-        if role == Role::Surface {
-            // §3.0.4-4 applies once the insulation is off (configured or set by command).
-            let removed = removed_cfg.or(self.states[pi].0.insulation_removed_ns);
-            let off = removed.is_some_and(|t| r.ts >= t);
-            if let Some(air) = self.role_mean(pi, Role::Ambient, r.ts) {
-                let diff = match (value, air) {
-                    (Some(v), Ok(a)) => Ok(v - a),
-                    _ => bad,
-                };
-                if off {
-                    self.emit(si, PourSeries::SurfaceAmbient, r.ts, diff, out);
-                } else {
-                    // Before removal: what stripping now would expose, and the advice on it.
-                    self.emit(si, PourSeries::SurfaceAmbientCovered, r.ts, diff, out);
-                    self.sensors[si].covered_diff = diff.ok();
-                    self.strip_advice(pi, si, r.ts, now);
-                }
+        // Core − surface and surface − air wait for the partner's reading of their time (it may
+        // come in a later message or batch: docs/DOMAIN.md §Derived channels), behind the
+        // sensor's earlier ones; at the bound of the queue, computed from what there is.
+        if let Some(partner) = role.partner() {
+            let early = self.sensors[si].waiting > 0 || !self.role_reached(pi, partner, r.ts);
+            if early && self.waiting.push((si, r.clone()), now).is_ok() {
+                self.sensors[si].waiting += 1;
+            } else {
+                self.combine(si, r, now, out);
             }
         }
         let Some(v) = value else {

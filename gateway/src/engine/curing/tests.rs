@@ -742,9 +742,12 @@ fn a_node_uploading_hours_of_stored_polls_in_one_batch_combines_each_poll_with_i
         batch.push(Reading::good(Arc::clone(&s.air), ts, air));
     }
     let out = set.on_batch(&batch, T0 + 40 * step);
-    let combined: [(&str, fn(f64, f64, f64) -> f64); 2] = [
+    type Of = fn(f64, f64, f64) -> f64;
+    let combined: [(&str, Of); 2] = [
         ("therm/t01.core-surface", |core, surface, _| core - surface),
-        ("therm/t02.surface-ambient-covered", |_, surface, air| surface - air),
+        ("therm/t02.surface-ambient-covered", |_, surface, air| {
+            surface - air
+        }),
     ];
     for (key, of) in combined {
         let got: Vec<&Reading> = out.iter().filter(|r| r.series.key == key).collect();
@@ -761,16 +764,96 @@ fn a_node_uploading_hours_of_stored_polls_in_one_batch_combines_each_poll_with_i
             );
         }
     }
-    // The next batch finds the last polls kept: a surface reading 5 min after the last poll is
-    // combined with that poll's air.
+    // The last polls are kept for the next batch: a surface reading 5 min after the last poll
+    // waits for the air of its time; when none came within COMBINE_WAIT, it is combined with
+    // that last poll's air.
     let (ts, _, _, air) = at(39);
+    let now = T0 + 41 * step;
     let out = set.on_batch(
-        &[Reading::good(Arc::clone(&s.surface), ts + 5 * 60 * NANOS_PER_SEC, 50.0)],
-        T0 + 41 * step,
+        &[Reading::good(
+            Arc::clone(&s.surface),
+            ts + 5 * 60 * NANOS_PER_SEC,
+            50.0,
+        )],
+        now,
     );
+    assert_eq!(value(&out, "therm/t02.surface-ambient-covered"), None);
+    let out = set.on_batch(&[], now + wait_ns());
     assert!(close(
         value(&out, "therm/t02.surface-ambient-covered"),
         50.0 - air,
         1e-9
     ));
+}
+
+fn wait_ns() -> i64 {
+    i64::try_from(crate::engine::derived::COMBINE_WAIT.as_nanos()).expect("short")
+}
+
+#[test]
+fn a_poll_split_over_two_messages_is_combined_with_its_own_readings() {
+    // A node that sends each sensor in its own message: the surface reading of a poll can reach
+    // the engine a batch before the air reading of the same poll. It waits for it instead of
+    // taking the air of the poll before (10 min earlier, within max_skew), and the core waits
+    // for the surface likewise.
+    let mut set = PourSet::new(plan(POUR), "xa", Language::En);
+    let s = sensors();
+    let now = T0 + 3 * H;
+    let mut all = set.on_batch(&poll(&s, 1, 40.0, 30.0, 18.0), now);
+    let ts = T0 + H + 10 * 60 * NANOS_PER_SEC;
+    let out = set.on_batch(
+        &[
+            Reading::good(Arc::clone(&s.core), ts, 41.0),
+            Reading::good(Arc::clone(&s.surface), ts, 32.0),
+        ],
+        now,
+    );
+    assert_eq!(value(&out, "therm/t02.surface-ambient-covered"), None);
+    assert!(
+        value(&out, "therm/t01.rise").is_some(),
+        "the core's own series do not wait"
+    );
+    all.extend(out);
+    let out = set.on_batch(&[Reading::good(Arc::clone(&s.air), ts, 21.0)], now + 1);
+    assert!(close(
+        value(&out, "therm/t02.surface-ambient-covered"),
+        32.0 - 21.0,
+        1e-9
+    ));
+    all.extend(out);
+    // Each difference once per time, from its own poll.
+    let at_ts = |key: &str| -> Vec<Option<f64>> {
+        all.iter()
+            .filter(|r| r.series.key == key && r.ts == ts)
+            .map(|r| r.value)
+            .collect()
+    };
+    assert_eq!(at_ts("therm/t01.core-surface"), [Some(41.0 - 32.0)]);
+    assert_eq!(at_ts("therm/t02.surface-ambient-covered").len(), 1);
+    // A surface reading whose air never comes: combined from what there is once the wait is
+    // over (the air 10 min before, within max_skew), or when the engine stops.
+    let ts2 = ts + 10 * 60 * NANOS_PER_SEC;
+    let out = set.on_batch(&[Reading::good(Arc::clone(&s.surface), ts2, 33.0)], now);
+    assert_eq!(value(&out, "therm/t02.surface-ambient-covered"), None);
+    let out = set.on_batch(&[], now + wait_ns() - 1);
+    assert_eq!(value(&out, "therm/t02.surface-ambient-covered"), None);
+    let out = set.on_batch(&[], now + wait_ns());
+    assert!(close(
+        value(&out, "therm/t02.surface-ambient-covered"),
+        33.0 - 21.0,
+        1e-9
+    ));
+    // The engine stopping combines what waits: 10 min and 1 ns after the last air reading,
+    // beyond max_skew, flagged.
+    let out = set.on_batch(&[Reading::good(Arc::clone(&s.surface), ts2 + 1, 34.0)], now);
+    assert_eq!(value(&out, "therm/t02.surface-ambient-covered"), None);
+    assert!(set.is_waiting());
+    let out = set.release_waiting(now);
+    let covered: Vec<(Option<f64>, Quality)> = out
+        .iter()
+        .filter(|r| r.series.key == "therm/t02.surface-ambient-covered")
+        .map(|r| (r.value, r.quality))
+        .collect();
+    assert_eq!(covered, [(None, Quality::DerivedInputBad)]);
+    assert!(!set.is_waiting());
 }

@@ -30,7 +30,9 @@
 //! levelling block derived from the same poll, and no block can feed itself (no cycles).
 //! Readings combined (pairs, means, a cell and its reference) are the latest of each input
 //! nearest in time within `max_skew`; all readings of a batch are recorded before any block
-//! computes, so the cells and the reference of one logger's poll are combined with each other.
+//! computes, so the cells and the reference of one logger's poll are combined with each other,
+//! and a combination some input of which has not reported up to its time waits for it (the rest
+//! of a poll in a later batch), at most [`COMBINE_WAIT`] ([`DerivedSet::on_batch_at`]).
 //!
 //! # Bounds
 //! Per input channel: [`INPUT_HISTORY`] readings, or the last batch's readings of it when that
@@ -39,7 +41,8 @@
 //! [`config::MAX_SUM_READINGS`] readings, or one number, or a slope kind's state (two rate
 //! windows, or [`slope::MAX_ANTECEDENT_DAYS`] × 24 hourly sums; see [`slope`]); per established
 //! initial value, one entry; per slope output whose gate verdict changed, one rate-limiter key
-//! ([`SLOPE_LOG_KEYS`] at most). The number of outputs is what the selectors match among the channels the sources
+//! ([`SLOPE_LOG_KEYS`] at most); combinations waiting for an input, [`MAX_WAITING_COMBINATIONS`]
+//! at most. The number of outputs is what the selectors match among the channels the sources
 //! produce; they are not evicted with idle channels (an idle output costs its state only).
 
 pub mod config;
@@ -49,6 +52,7 @@ pub mod slope;
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
@@ -65,6 +69,13 @@ pub use initial::{Baseline, ESTABLISH_METHOD};
 /// Readings of each input kept to combine with the readings of the other inputs (a logger's
 /// poll, or a few of a node's buffered messages).
 pub const INPUT_HISTORY: usize = 16;
+/// Longest a combination (pair, mean, along-slope, a levelling cell with its reference and
+/// liquid temperatures) waits, in gateway time, for an input that has not reported up to its
+/// time yet: the rest of a poll split over several messages or batches, a logger polled just
+/// after another. Then it is computed from what there is (docs/DOMAIN.md §Derived channels).
+pub const COMBINE_WAIT: Duration = Duration::from_secs(2);
+/// Combinations waiting at most: beyond, a combination is computed at once from what there is.
+pub const MAX_WAITING_COMBINATIONS: usize = 4096;
 /// Prefix of the spool state entries of derived channels (`v/<block>/<channel key>`).
 pub const ENTRY_PREFIX: &str = "v/";
 /// Prefix of the spool state entries of initial values the gateway established
@@ -138,6 +149,12 @@ impl History {
         }
     }
 
+    /// True once the input has a reading at or after `ts`: its reading nearest to `ts` is then
+    /// known (a channel's readings come in time order).
+    pub(crate) fn reached(&self, ts: TimestampNs) -> bool {
+        self.samples.iter().rev().any(|s| s.ts >= ts)
+    }
+
     /// The reading nearest to `ts`, if one is within `max_skew` (the later one on a tie).
     pub(crate) fn nearest(&self, ts: TimestampNs, max_skew: i64) -> Option<Sample> {
         self.samples
@@ -146,6 +163,88 @@ impl History {
             .filter(|s| s.ts.abs_diff(ts) <= max_skew.unsigned_abs())
             .min_by_key(|s| s.ts.abs_diff(ts))
             .copied()
+    }
+}
+
+/// Combinations waiting for their inputs to reach their time, oldest first, each with the
+/// gateway time it started waiting ([`COMBINE_WAIT`]).
+#[derive(Debug)]
+pub(crate) struct Waiting<T>(VecDeque<(T, TimestampNs)>);
+
+impl<T> Default for Waiting<T> {
+    fn default() -> Self {
+        Self(VecDeque::new())
+    }
+}
+
+impl<T> Waiting<T> {
+    /// Wait with `item` from `now`; `item` back when [`MAX_WAITING_COMBINATIONS`] wait already
+    /// (compute it at once).
+    pub(crate) fn push(&mut self, item: T, now: TimestampNs) -> Result<(), T> {
+        if self.0.len() >= MAX_WAITING_COMBINATIONS {
+            return Err(item);
+        }
+        self.0.push_back((item, now));
+        Ok(())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().map(|(t, _)| t)
+    }
+
+    /// Take, in order, the entries `release` lets go, told whether each has waited
+    /// [`COMBINE_WAIT`] by `now` (always, with `now` `None`: a final release; also when the
+    /// clock went back past its start).
+    pub(crate) fn take(
+        &mut self,
+        now: Option<TimestampNs>,
+        mut release: impl FnMut(&T, bool) -> bool,
+    ) -> Vec<T> {
+        let wait = i64::try_from(COMBINE_WAIT.as_nanos()).unwrap_or(i64::MAX);
+        let mut out = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.0.len());
+        for (item, since) in self.0.drain(..) {
+            let waited = now.is_none_or(|now| now < since || now - since >= wait);
+            if release(&item, waited) {
+                out.push(item);
+            } else {
+                kept.push_back((item, since));
+            }
+        }
+        self.0 = kept;
+        out
+    }
+}
+
+/// A derived computation waiting for an input ([`Waiting`]).
+#[derive(Debug)]
+enum Pending {
+    /// Pair, mean, along-slope output `oi` at `ts`, first triggered by a reading of `trigger`.
+    Combined {
+        oi: usize,
+        ts: TimestampNs,
+        trigger: Arc<Series>,
+    },
+    /// A levelling cell's reading, for output `oi`.
+    Levelling { oi: usize, reading: Reading },
+}
+
+impl Pending {
+    const fn output(&self) -> usize {
+        match self {
+            Self::Combined { oi, .. } | Self::Levelling { oi, .. } => *oi,
+        }
+    }
+
+    const fn ts(&self) -> TimestampNs {
+        match self {
+            Self::Combined { ts, .. } => *ts,
+            Self::Levelling { reading, .. } => reading.ts,
+        }
     }
 }
 
@@ -248,6 +347,9 @@ struct Output {
     /// Forecast, tangent angle: the gate that refused the last reading (`None`: a value was
     /// given), to log changes only.
     refusal: Option<Refusal>,
+    /// Its combinations waiting for an input ([`DerivedSet::waiting`]): a later one waits
+    /// behind them, so the output's readings keep their order.
+    waiting: u32,
     /// Slope series: the time and [`Signature`] of its last stored reading (`store_every`; not
     /// saved: the first reading after a start is stored).
     stored: Option<(TimestampNs, Signature)>,
@@ -283,6 +385,8 @@ pub struct DerivedSet {
     histories: HashMap<String, History>,
     /// The batch being recorded ([`History`]).
     batch: BatchId,
+    /// Combinations waiting for an input to reach their time.
+    waiting: Waiting<Pending>,
     /// Saved state read at start, taken by each output when it is created.
     restored: HashMap<String, Calc>,
     /// Initial values being established or established, by entry key, with a changed flag.
@@ -426,6 +530,7 @@ impl DerivedSet {
             companions: Vec::new(),
             form: None,
             refusal: None,
+            waiting: 0,
             stored: None,
         });
         self.by_key.insert(key, oi);
@@ -557,7 +662,19 @@ impl DerivedSet {
     /// The derived readings of a batch of stored readings (in their order), outputs of earlier
     /// blocks feeding later ones. Readings of derived channels themselves (the engine stores
     /// them through the same path) are ignored here: they were used when they were made.
+    /// Nothing waits: what [`DerivedSet::on_batch_at`] does at `None`.
     pub fn on_batch(&mut self, readings: &[Reading]) -> Vec<Reading> {
+        self.on_batch_at(readings, None)
+    }
+
+    /// [`DerivedSet::on_batch`] at gateway time `now`. A combination some input of which has
+    /// not reported up to its time yet waits for it, at most [`COMBINE_WAIT`]: its reading
+    /// nearest in time may still come (the rest of a poll split over messages or batches), and
+    /// combining with an older one would store another poll's value as good. Waiting ones are
+    /// computed once their inputs reached their time or their wait is over, in a later batch
+    /// or on an empty one (the engine's tick: [`DerivedSet::is_waiting`]). With `now` `None`
+    /// nothing waits and everything waiting is computed (the engine stopping).
+    pub fn on_batch_at(&mut self, readings: &[Reading], now: Option<TimestampNs>) -> Vec<Reading> {
         let mut produced: Vec<Reading> = Vec::new();
         if self.specs.is_empty() {
             return produced;
@@ -603,6 +720,27 @@ impl DerivedSet {
                     self.establish(bi, r);
                 }
             }
+            // First what waited for this block's inputs and may go now, in the order it came.
+            if !self.waiting.is_empty() {
+                let mut waiting = std::mem::take(&mut self.waiting);
+                let released = waiting.take(now, |p, waited| {
+                    self.outputs[p.output()].block == bi && (waited || self.reached(p))
+                });
+                self.waiting = waiting;
+                for p in released {
+                    self.outputs[p.output()].waiting -= 1;
+                    match p {
+                        Pending::Combined { oi, ts, trigger } => {
+                            if !combine.iter().any(|(o, t, _)| *o == oi && *t == ts) {
+                                combine.push((oi, ts, trigger));
+                            }
+                        }
+                        Pending::Levelling { oi, reading } => {
+                            self.single(oi, &reading, &mut made, &mut structures);
+                        }
+                    }
+                }
+            }
             for (ri, r) in inputs.iter().copied().chain(produced.iter()).enumerate() {
                 let (from, to) = spans[ri];
                 for &oi in &flat[from..to] {
@@ -614,22 +752,36 @@ impl DerivedSet {
                             self.compute_slope(oi, r, &mut made);
                         }
                         Calc::Pair { .. } | Calc::Mean | Calc::AlongSlope => {
-                            if !combine.iter().any(|(o, ts, _)| *o == oi && *ts == r.ts) {
-                                combine.push((oi, r.ts, Arc::clone(&r.series)));
+                            if combine.iter().any(|(o, ts, _)| *o == oi && *ts == r.ts)
+                                || self.waiting.iter().any(
+                                    |p| matches!(p, Pending::Combined { oi: o, ts, .. } if *o == oi && *ts == r.ts),
+                                )
+                            {
+                                continue;
+                            }
+                            let pending = Pending::Combined {
+                                oi,
+                                ts: r.ts,
+                                trigger: Arc::clone(&r.series),
+                            };
+                            if let Some(Pending::Combined { oi, ts, trigger }) =
+                                self.wait_if_early(pending, now)
+                            {
+                                combine.push((oi, ts, trigger));
                             }
                         }
-                        _ => {
-                            let out = self.compute_single(oi, r);
-                            if let Some(verdict) = &out {
-                                if let Some(so) = self.structure_member(oi, r, verdict) {
-                                    if !structures.iter().any(|(o, ts, _)| *o == so && *ts == r.ts)
-                                    {
-                                        structures.push((so, r.ts, Arc::clone(&r.series)));
-                                    }
-                                }
+                        Calc::Levelling { .. } => {
+                            let pending = Pending::Levelling {
+                                oi,
+                                reading: r.clone(),
+                            };
+                            if let Some(Pending::Levelling { oi, reading }) =
+                                self.wait_if_early(pending, now)
+                            {
+                                self.single(oi, &reading, &mut made, &mut structures);
                             }
-                            made.extend(out);
                         }
+                        _ => self.single(oi, r, &mut made, &mut structures),
                     }
                 }
             }
@@ -653,6 +805,75 @@ impl DerivedSet {
             produced.extend(made);
         }
         produced
+    }
+
+    /// `p` back to be computed now, or `None` when it waits: at gateway time `now`, behind
+    /// others of its output, or for an input that has not reported up to its time.
+    fn wait_if_early(&mut self, p: Pending, now: Option<TimestampNs>) -> Option<Pending> {
+        let Some(now) = now else {
+            return Some(p);
+        };
+        let oi = p.output();
+        if self.outputs[oi].waiting == 0 && self.reached(&p) {
+            return Some(p);
+        }
+        match self.waiting.push(p, now) {
+            Ok(()) => {
+                self.outputs[oi].waiting += 1;
+                None
+            }
+            // The bound is reached: computed now, from what there is.
+            Err(p) => Some(p),
+        }
+    }
+
+    /// True when every other input of `p` has reported up to its time: the readings it will
+    /// be combined with are known.
+    fn reached(&self, p: &Pending) -> bool {
+        let ts = p.ts();
+        let reached = |key: &str| self.histories.get(key).is_some_and(|h| h.reached(ts));
+        match p {
+            Pending::Combined { oi, .. } => self.outputs[*oi].inputs.iter().all(|k| reached(k)),
+            Pending::Levelling { oi, .. } => match &self.outputs[*oi].calc {
+                Calc::Levelling {
+                    reference,
+                    temperatures,
+                } => {
+                    reached(reference)
+                        && temperatures
+                            .as_deref()
+                            .is_none_or(|(tc, tr)| reached(tc) && reached(tr))
+                }
+                _ => true,
+            },
+        }
+    }
+
+    /// Compute output `oi` of a single reading `r` into `made`, and note the structure verdict
+    /// it feeds.
+    fn single(
+        &mut self,
+        oi: usize,
+        r: &Reading,
+        made: &mut Vec<Reading>,
+        structures: &mut Vec<(usize, TimestampNs, Arc<Series>)>,
+    ) {
+        let out = self.compute_single(oi, r);
+        if let Some(verdict) = &out {
+            if let Some(so) = self.structure_member(oi, r, verdict) {
+                if !structures.iter().any(|(o, ts, _)| *o == so && *ts == r.ts) {
+                    structures.push((so, r.ts, Arc::clone(&r.series)));
+                }
+            }
+        }
+        made.extend(out);
+    }
+
+    /// True while combinations wait for an input: the engine feeds an empty batch on its tick
+    /// so that they are computed once their wait is over.
+    #[must_use]
+    pub fn is_waiting(&self) -> bool {
+        !self.waiting.is_empty()
     }
 
     /// Record the point verdict `verdict` of stability output `oi` (from the reading `r` of its

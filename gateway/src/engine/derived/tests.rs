@@ -1187,3 +1187,74 @@ pairs = [{ a = "raft-a/t01", b = "raft-a/t02" }]
     let out = set.on_batch(&[good(&core, T0 + 47 * step + 5 * MIN, 50.0)]);
     assert!(close(out[0].value, 50.0 - at(47).1), "{:?}", seen(&out));
 }
+
+fn wait_ns() -> i64 {
+    i64::try_from(super::COMBINE_WAIT.as_nanos()).expect("short")
+}
+
+#[test]
+fn a_poll_split_over_batches_is_combined_with_its_own_readings() {
+    // Sensors sent in messages of their own, or loggers polled one after the other: a poll's
+    // readings reach the engine in several batches. A combination waits for the input that has
+    // not reported up to its time rather than take that input's reading of the poll before
+    // (10 min earlier, within max_skew), and is computed once, from its own poll.
+    let mut set = DerivedSet::new(plan(
+        r#"
+[[derived]]
+name = "core-surface"
+kind = "difference"
+pairs = [{ a = "raft-a/t01", b = "raft-a/t02" }]
+"#,
+    ));
+    let t = |p: &str| series("raft-a", p, QuantityKind::Temperature, "°C");
+    let (core, surface) = (t("t01"), t("t02"));
+    let now = Some(T0 + H);
+    let step = 10 * MIN;
+    let mut all = set.on_batch_at(&[good(&core, T0, 30.0), good(&surface, T0, 20.0)], now);
+    all.extend(set.on_batch_at(&[good(&core, T0 + step, 33.0)], now));
+    assert_eq!(all.len(), 1, "the core at +10 min waits: {:?}", seen(&all));
+    assert!(set.is_waiting());
+    all.extend(set.on_batch_at(&[good(&surface, T0 + step, 21.5)], now));
+    let got = seen(&all);
+    assert_eq!(got.len(), 2, "once per time: {got:?}");
+    assert!(close(got[1].1, 33.0 - 21.5), "{got:?}");
+    assert_eq!(all[1].ts, T0 + step);
+    assert!(!set.is_waiting());
+    // The surface stops reporting: the core's difference waits COMBINE_WAIT, then is computed
+    // from what there is (the surface 10 min before, within max_skew).
+    let later = T0 + H;
+    assert!(set
+        .on_batch_at(&[good(&core, T0 + 2 * step, 34.0)], Some(later))
+        .is_empty());
+    assert!(set.on_batch_at(&[], Some(later + wait_ns() - 1)).is_empty());
+    let out = set.on_batch_at(&[], Some(later + wait_ns()));
+    assert!(close(out[0].value, 34.0 - 21.5), "{:?}", seen(&out));
+    // The engine's stop (`None`) computes everything waiting: the core at +30 min has no
+    // surface within 10 min, its difference is flagged.
+    assert!(set
+        .on_batch_at(&[good(&core, T0 + 3 * step, 35.0)], Some(later))
+        .is_empty());
+    let out = set.on_batch_at(&[], None);
+    assert_eq!(
+        seen(&out),
+        [(
+            "raft-a/t01-t02.core-surface".to_owned(),
+            None,
+            Quality::DerivedInputBad
+        )]
+    );
+    assert!(!set.is_waiting());
+
+    // A levelling line whose reference is on a logger polled after the cells' logger: each
+    // settlement takes the reference of its own poll, not the one before.
+    let mut set = DerivedSet::new(plan(LINE));
+    let (ch1, ch5) = (level("ch1"), level("ch5"));
+    let mut out = set.on_batch_at(&[good(&ch1, T0, 315.4), good(&ch5, T0, 301.8)], now);
+    out.extend(set.on_batch_at(&[good(&ch1, T0 + MIN, 316.0)], now));
+    assert_eq!(out.len(), 1, "{:?}", seen(&out));
+    out.extend(set.on_batch_at(&[good(&ch5, T0 + MIN + 1, 302.9)], now));
+    let got = seen(&out);
+    assert_eq!(got.len(), 2, "{got:?}");
+    // (316.0 − 312.4) − (302.9 − 301.3) = 2.0 mm (with the reference before: 3.1 mm).
+    assert!(close(got[1].1, 2.0), "{got:?}");
+}
