@@ -1358,3 +1358,97 @@ async fn alerts_and_rule_state_go_to_the_alerts_file_and_a_restart_takes_them_fr
         "both runs' readings and one `alerts` point per event, nothing else: {lines:?}"
     );
 }
+
+/// A poll whose two settlement cells reach the engine in separate batches (a node sending each
+/// sensor in a message of its own): their difference is computed once, from the poll's own
+/// readings, not first from the other cell's reading of the poll before. A cell whose partner
+/// never comes has its difference computed from what there is once the wait is over, on the
+/// engine's tick while it runs, and at once when it stops.
+#[tokio::test]
+async fn a_difference_waits_for_the_partner_of_its_poll_and_not_for_ever() {
+    #[derive(serde::Deserialize)]
+    struct Section {
+        derived: Vec<super::derived::DerivedConfig>,
+    }
+    let blocks: Section = toml::from_str(
+        r#"
+[[derived]]
+name = "diff"
+kind = "difference"
+pairs = [{ a = "lev-a1/ch1", b = "lev-a1/ch2" }]
+"#,
+    )
+    .expect("derived parse");
+    let plan = super::derived::DerivedPlan::from_config(&blocks.derived, "derived")
+        .expect("derived valid");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = spool_in(dir.path());
+    let (tx, rx) = mpsc::channel(16);
+    let metrics = Arc::new(Metrics::new());
+    let engine = engine_on(rx, &spool, &metrics, Arc::new(SystemClock)).with_derived(plan);
+    let task = tokio::spawn(engine.run());
+    let (a, b) = (settlement_point("ch1"), settlement_point("ch2"));
+    // Polls 1 min apart, well within the 10 min max_skew.
+    let t0 = now_ns() - 600 * 1_000_000_000;
+    let t = |i: i64| t0 + i * 60 * 1_000_000_000;
+    for batch in [
+        vec![
+            Reading::good(Arc::clone(&a), t(0), 10.0),
+            Reading::good(Arc::clone(&b), t(0), 4.0),
+        ],
+        vec![Reading::good(Arc::clone(&a), t(1), 11.0)],
+        vec![Reading::good(Arc::clone(&b), t(1), 4.5)],
+        // ch2 stops reporting.
+        vec![Reading::good(Arc::clone(&a), t(2), 12.0)],
+    ] {
+        tx.send(ReadingBatch::from(batch))
+            .await
+            .expect("engine alive");
+    }
+    let diffs = |points: &[(String, i64, String, String)]| -> Vec<(i64, f64)> {
+        points
+            .iter()
+            .filter(|(p, ..)| p == "ch1-ch2.diff")
+            .map(|(_, ts, v, q)| {
+                assert_eq!(q, "0i");
+                (*ts, v.parse().expect("a number"))
+            })
+            .collect()
+    };
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !seen.iter().any(|(ts, _)| *ts == t(2)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the difference at t2 was never computed while the engine ran: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        seen.extend(diffs(&stored_points(&spool)));
+    }
+    // Stopping computes what still waits.
+    tx.send(ReadingBatch::from(vec![Reading::good(
+        Arc::clone(&a),
+        t(3),
+        13.0,
+    )]))
+    .await
+    .expect("engine alive");
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("engine stops")
+        .expect("no panic");
+    seen.extend(diffs(&stored_points(&spool)));
+    seen.sort_by_key(|(ts, _)| *ts);
+    let want = [
+        (t(0), 6.0),
+        (t(1), 6.5),
+        (t(2), 12.0 - 4.5),
+        (t(3), 13.0 - 4.5),
+    ];
+    assert_eq!(seen.len(), want.len(), "once per poll: {seen:?}");
+    for ((ts, v), (want_ts, want_v)) in seen.iter().zip(&want) {
+        assert_eq!(ts, want_ts, "{seen:?}");
+        assert!((v - want_v).abs() < 1e-9, "{v} != {want_v}: {seen:?}");
+    }
+}
