@@ -1145,13 +1145,9 @@ fn a_structure_stable_before_the_upgrade_is_not_announced() {
     assert!(again.take_notices(T0).is_empty());
 }
 
-#[test]
-fn a_batch_of_many_polls_combines_each_poll_with_its_own_partner() {
-    // A logger back from an outage uploads 48 stored 10-minute polls at once: one batch with
-    // far more readings per channel than the history keeps between batches. Each difference is
-    // that poll's own pair (the two drift apart poll by poll, so a neighbouring poll's partner
-    // gives another number), and every one is good.
-    let mut set = DerivedSet::new(plan(
+/// A `core-surface` difference of raft-a's t01 and t02, and those two series.
+fn core_surface_pair() -> (DerivedSet, Arc<Series>, Arc<Series>) {
+    let set = DerivedSet::new(plan(
         r#"
 [[derived]]
 name = "core-surface"
@@ -1160,7 +1156,16 @@ pairs = [{ a = "raft-a/t01", b = "raft-a/t02" }]
 "#,
     ));
     let t = |p: &str| series("raft-a", p, QuantityKind::Temperature, "°C");
-    let (core, surface) = (t("t01"), t("t02"));
+    (set, t("t01"), t("t02"))
+}
+
+#[test]
+fn a_batch_of_many_polls_combines_each_poll_with_its_own_partner() {
+    // A logger back from an outage uploads 48 stored 10-minute polls at once: one batch with
+    // far more readings per channel than the history keeps between batches. Each difference is
+    // that poll's own pair (the two drift apart poll by poll, so a neighbouring poll's partner
+    // gives another number), and every one is good.
+    let (mut set, core, surface) = core_surface_pair();
     let step = 10 * MIN;
     let at = |i: i64| (30.0 + 0.1 * i as f64, 20.0 + 0.37 * i as f64);
     let mut batch = Vec::new();
@@ -1198,16 +1203,7 @@ fn a_poll_split_over_batches_is_combined_with_its_own_readings() {
     // readings reach the engine in several batches. A combination waits for the input that has
     // not reported up to its time rather than take that input's reading of the poll before
     // (10 min earlier, within max_skew), and is computed once, from its own poll.
-    let mut set = DerivedSet::new(plan(
-        r#"
-[[derived]]
-name = "core-surface"
-kind = "difference"
-pairs = [{ a = "raft-a/t01", b = "raft-a/t02" }]
-"#,
-    ));
-    let t = |p: &str| series("raft-a", p, QuantityKind::Temperature, "°C");
-    let (core, surface) = (t("t01"), t("t02"));
+    let (mut set, core, surface) = core_surface_pair();
     let now = Some(T0 + H);
     let step = 10 * MIN;
     let mut all = set.on_batch_at(&[good(&core, T0, 30.0), good(&surface, T0, 20.0)], now);
