@@ -1115,18 +1115,7 @@ async fn readings_stamped_before_the_clock_is_set_are_flagged_then_stamped_again
     clock.mono.store(40 * S, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(50)).await;
     // A poll with the synchronised clock: stored good, as always.
-    tx.send(ReadingBatch::from(vec![Reading::good(
-        Arc::clone(&plate),
-        synced,
-        2.0,
-    )]))
-    .await
-    .expect("engine alive");
-    drop(tx);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("engine stops")
-        .expect("no panic");
+    send_last_and_stop(tx, Reading::good(Arc::clone(&plate), synced, 2.0), task).await;
 
     let stored = stored_points(&spool);
     let p = |s: &str| s.to_owned();
@@ -1157,6 +1146,22 @@ async fn readings_stamped_before_the_clock_is_set_are_flagged_then_stamped_again
 
 /// Send `reading` with a commit notice, wait for its commit, stop the engine as a reload does
 /// and return what it hands over.
+/// Send `reading` as the last batch, close the engine's input and wait for it to stop.
+async fn send_last_and_stop(
+    tx: mpsc::Sender<ReadingBatch>,
+    reading: Reading,
+    task: tokio::task::JoinHandle<()>,
+) {
+    tx.send(ReadingBatch::from(vec![reading]))
+        .await
+        .expect("engine alive");
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("engine stops")
+        .expect("no panic");
+}
+
 async fn commit_then_stop(
     tx: &mpsc::Sender<ReadingBatch>,
     reading: Reading,
@@ -1426,18 +1431,7 @@ pairs = [{ a = "lev-a1/ch1", b = "lev-a1/ch2" }]
         seen.extend(diffs(&stored_points(&spool)));
     }
     // Stopping computes what still waits.
-    tx.send(ReadingBatch::from(vec![Reading::good(
-        Arc::clone(&a),
-        t(3),
-        13.0,
-    )]))
-    .await
-    .expect("engine alive");
-    drop(tx);
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("engine stops")
-        .expect("no panic");
+    send_last_and_stop(tx, Reading::good(Arc::clone(&a), t(3), 13.0), task).await;
     seen.extend(diffs(&stored_points(&spool)));
     seen.sort_by_key(|(ts, _)| *ts);
     let want = [

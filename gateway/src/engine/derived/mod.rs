@@ -753,7 +753,8 @@ impl DerivedSet {
                         }
                         Calc::Pair { .. } | Calc::Mean | Calc::AlongSlope => {
                             if combine.iter().any(|(o, ts, _)| *o == oi && *ts == r.ts)
-                                || self.waiting.iter().any(
+                                || self.outputs[oi].waiting > 0
+                                    && self.waiting.iter().any(
                                     |p| matches!(p, Pending::Combined { oi: o, ts, .. } if *o == oi && *ts == r.ts),
                                 )
                             {
