@@ -46,6 +46,16 @@
 //! technician's browser refreshing it once a second costs under 5 % of throughput; compare with a
 //! run without). Everything runs on 127.0.0.1 and stops by
 //! itself: the load is a fixed number of messages and every wait has a deadline.
+//!
+//! `-- --callgrind` runs the gateway under valgrind's callgrind and prints the instructions it
+//! executed per reading between the first publish and the last reading landed (counters zeroed
+//! and dumped with `callgrind_control`): a figure that does not move with the machine's load,
+//! for changes of a few per cent that the CPU time's run-to-run spread hides. Under callgrind
+//! the gateway runs some 90 times slower, so the readings are paced (`--rate`, 2,000/s unless
+//! given; 20,000 readings unless `--readings`): at a low rate a reading carries more of the
+//! timers' and wake-ups' fixed cost than in the burst, so compare figures of the same options.
+//! The profile is left in the temporary directory's `callgrind.out.*` unless `--callgrind-out
+//! DIR` names a directory to copy it to (`callgrind_annotate` reads it).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -168,6 +178,67 @@ impl CpuAccount {
         }
         Ok(out)
     }
+}
+
+/// The gateway's process, killed when the run ends early on an error (an `Err` out of `main`
+/// must not leave it running, reconnecting to a broker that is gone).
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Base name of callgrind's profile in the run's directory (`--callgrind`).
+const CALLGRIND_OUT: &str = "callgrind.out";
+/// Messages per second under `--callgrind` unless `--rate` says otherwise: what the gateway
+/// keeps up with at callgrind's slowdown on one core.
+const CALLGRIND_RATE: u64 = 2_000;
+/// Readings under `--callgrind` unless `--readings` says otherwise (ten seconds at
+/// [`CALLGRIND_RATE`]).
+const CALLGRIND_READINGS: u64 = 20_000;
+
+/// Send `arg` (`--zero`, `--dump=NAME`) to the callgrind running as `pid`.
+fn callgrind_control(pid: u32, arg: &str) -> Result<()> {
+    let status = Command::new("callgrind_control")
+        .arg(arg)
+        .arg(pid.to_string())
+        .stdout(Stdio::null())
+        .status()
+        .context("run callgrind_control (Debian package valgrind)")?;
+    if !status.success() {
+        bail!("callgrind_control {arg} {pid}: {status}");
+    }
+    Ok(())
+}
+
+/// The instructions of the dump named `run` in `dir` (the `summary:` line of its file).
+fn callgrind_run_total(dir: &Path) -> Result<u64> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if !path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(CALLGRIND_OUT))
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        if !text.lines().any(|l| l == "desc: Trigger: dump run") {
+            continue;
+        }
+        if let Some(total) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("summary: "))
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return Ok(total);
+        }
+    }
+    bail!("no callgrind dump named run in {}", dir.display())
 }
 
 /// Distinct readings stored and queryable. (VictoriaMetrics' own `vm_rows_inserted_total`
@@ -428,6 +499,7 @@ fn start_gateway(
     scenario: Scenario,
     derived: &str,
     history: bool,
+    callgrind: bool,
 ) -> Result<(Child, u16)> {
     // Returns the console's port. The local history is on by default with the console; `--no-history` turns it off to
     // measure what it costs per reading.
@@ -471,7 +543,22 @@ batch_max_age = "200ms"
     );
     let path = dir.join("bench.toml");
     std::fs::write(&path, config)?;
-    let mut child = Command::new(bin)
+    let mut command = if callgrind {
+        let mut c = Command::new("valgrind");
+        c.arg("--tool=callgrind")
+            .arg(format!(
+                "--callgrind-out-file={}",
+                dir.join(CALLGRIND_OUT).display()
+            ))
+            .arg(bin)
+            // Set, so that `gateway run` does not start itself again (an `exec` callgrind would
+            // not follow); the value it would set itself.
+            .env("MALLOC_ARENA_MAX", "1");
+        c
+    } else {
+        Command::new(bin)
+    };
+    let mut child = command
         .args(["run", "-c"])
         .arg(&path)
         .env("ANJU_LOG", "warn,rumqttd=off")
@@ -682,17 +769,28 @@ async fn main() -> Result<()> {
         .position(|a| a == "--overview-every")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok());
+    let callgrind = args.iter().any(|a| a == "--callgrind");
     let readings = args
         .iter()
         .position(|a| a == "--readings")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
-        .unwrap_or(DEFAULT_READINGS);
+        .unwrap_or(if callgrind {
+            CALLGRIND_READINGS
+        } else {
+            DEFAULT_READINGS
+        });
+    let callgrind_out = args
+        .iter()
+        .position(|a| a == "--callgrind-out")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from);
     let rate: Option<u64> = args
         .iter()
         .position(|a| a == "--rate")
         .and_then(|i| args.get(i + 1))
-        .and_then(|n| n.parse().ok());
+        .and_then(|n| n.parse().ok())
+        .or(callgrind.then_some(CALLGRIND_RATE));
     let sensors = args
         .iter()
         .position(|a| a == "--sensors")
@@ -746,7 +844,7 @@ async fn main() -> Result<()> {
     } else {
         String::new()
     };
-    let (mut gw, console_port) = start_gateway(
+    let (gw, console_port) = start_gateway(
         &bin,
         dir.path(),
         broker.addr(),
@@ -755,13 +853,18 @@ async fn main() -> Result<()> {
         scenario,
         &derived,
         history,
+        callgrind,
     )?;
-    let pid = gw.id();
+    let mut gw = Stopped(gw);
+    let pid = gw.0.id();
 
     // Let the gateway connect and settle, then take the idle figures.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rss_kb = proc_field(pid, "VmRSS:")?;
     let cpu_before = cpu_us(pid)?;
+    if callgrind {
+        callgrind_control(pid, "--zero")?;
+    }
 
     let base_ms: i64 = anju_gateway::model::now_ns() / 1_000_000 - (readings as i64);
     // The overview, fetched as a browser refreshing it would, until the readings have landed.
@@ -821,6 +924,12 @@ async fn main() -> Result<()> {
     }
     let landed_in = started.elapsed();
     let cpu_after = cpu_us(pid)?;
+    let instructions = if callgrind {
+        callgrind_control(pid, "--dump=run")?;
+        Some(callgrind_run_total(dir.path())?)
+    } else {
+        None
+    };
     let run_cpu = run_cpu.line()?;
     // The last alerts may still be on their way: give them a moment (bounded).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -836,7 +945,7 @@ async fn main() -> Result<()> {
         .arg("-TERM")
         .arg(pid.to_string())
         .status();
-    let _ = gw.wait();
+    let _ = gw.0.wait();
 
     let cpu_per_reading = (cpu_after - cpu_before) as f64 / readings as f64;
     let throughput = stored as f64 / landed_in.as_secs_f64();
@@ -930,6 +1039,25 @@ async fn main() -> Result<()> {
         idle_rss_kb as f64 / 1024.0,
         peak_rss_kb as f64 / 1024.0
     );
+    if let Some(ir) = instructions {
+        println!(
+            "  gateway instructions {:>7.0} per reading ({ir} under callgrind from the first publish to the last reading landed; compare runs of the same options)",
+            ir as f64 / readings as f64
+        );
+        if let Some(to) = &callgrind_out {
+            std::fs::create_dir_all(to)?;
+            for entry in std::fs::read_dir(dir.path())? {
+                let entry = entry?;
+                if entry
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(CALLGRIND_OUT)
+                {
+                    std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+                }
+            }
+        }
+    }
     if let (Some((pages, bytes, slowest)), Some(ms)) = (viewed, overview_every) {
         println!(
             "  console overview    {pages} pages fetched, one every {ms} ms ({:.0} KB each, slowest {:.0} ms); compare throughput and CPU with a run without --overview-every (target: < 5 % less)",
