@@ -42,7 +42,6 @@ pub(crate) mod summary;
 pub mod view;
 
 use crate::metrics::Counter;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -271,7 +270,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     cfg: EngineConfig,
     summary_interval: Duration,
-    channels: HashMap<crate::model::SeriesKey, ChannelState>,
+    channels: crate::model::SeriesMap<ChannelState>,
     site: String,
     /// Lines waiting for the next spool commit, and how many readings they hold (not those of
     /// the commit in flight).
@@ -466,7 +465,7 @@ impl Engine {
             clock,
             cfg,
             summary_interval,
-            channels: HashMap::new(),
+            channels: crate::model::SeriesMap::default(),
             site: site.to_owned(),
             pending: Vec::with_capacity(1 << 20),
             pending_records: 0,
@@ -1649,7 +1648,7 @@ impl Engine {
 
     /// The channels seen so far (for tests and the status page).
     #[must_use]
-    pub fn channels(&self) -> &HashMap<crate::model::SeriesKey, ChannelState> {
+    pub fn channels(&self) -> &crate::model::SeriesMap<ChannelState> {
         &self.channels
     }
 }

@@ -339,7 +339,7 @@ fn add_to_tiers(
 #[derive(Debug, Default)]
 struct Pending {
     /// Per channel key.
-    channels: HashMap<crate::model::SeriesKey, PendingChannel>,
+    channels: crate::model::SeriesMap<PendingChannel>,
     alerts: Vec<Alert>,
     skipped: u64,
     /// Buckets held, over all channels and tiers.

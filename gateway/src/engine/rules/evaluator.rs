@@ -618,7 +618,7 @@ pub struct Evaluator {
     /// to that much again per channel (2.7 MB at 5,000 channels, measured with DHAT, issue 14).
     #[allow(clippy::vec_box)] // deliberate, see above
     channels: Vec<Box<Channel>>,
-    by_key: HashMap<crate::model::SeriesKey, usize>,
+    by_key: crate::model::SeriesMap<usize>,
     devices: Vec<Device>,
     by_device: HashMap<String, usize>,
     /// Conditions a rate, difference or tilt rule held before it judged its own derived
@@ -655,7 +655,7 @@ impl Evaluator {
             rules,
             site: site.to_owned(),
             channels: Vec::new(),
-            by_key: HashMap::new(),
+            by_key: crate::model::SeriesMap::default(),
             devices: Vec::new(),
             by_device: HashMap::new(),
             adoptable: HashMap::new(),

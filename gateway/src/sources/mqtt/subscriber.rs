@@ -954,7 +954,7 @@ fn write_key(key: &mut Vec<u8>, index: usize, caps: &[&str], sample: &Sample<'_>
 /// engine keys its channel state by the series key, not by this `Arc`.
 #[derive(Debug)]
 struct SeriesCache {
-    map: HashMap<Box<[u8]>, (Arc<Series>, TimestampNs)>,
+    map: HashMap<Box<[u8]>, (Arc<Series>, TimestampNs), crate::model::FastHash>,
     max: usize,
     idle_ns: i64,
     /// Receive time at or after which the next sweep runs.
@@ -970,7 +970,7 @@ struct SeriesCache {
 impl SeriesCache {
     fn new(max: usize, idle: Duration) -> Self {
         Self {
-            map: HashMap::new(),
+            map: HashMap::default(),
             max,
             idle_ns: i64::try_from(idle.as_nanos()).unwrap_or(i64::MAX),
             next_sweep_ns: TimestampNs::MIN,
