@@ -138,6 +138,9 @@ impl<'de> Deserialize<'de> for Node<'de> {
     }
 }
 
+/// Members an object's list is first given room for (a sensor payload has five to eight).
+const OBJECT_MEMBERS: usize = 8;
+
 /// Builds a [`Node`], borrowing strings when the deserializer can lend them.
 struct NodeVisitor;
 
@@ -197,7 +200,9 @@ impl<'de> Visitor<'de> for NodeVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        // JSON gives no size hint: room for a sensor payload's handful of keys at once, instead
+        // of growing 0 → 4 → 8 (two allocations and a copy per message).
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(OBJECT_MEMBERS));
         while let Some(key) = map.next_key::<Key<'de>>()? {
             let value: Node<'de> = map.next_value()?;
             members.push((key.0, value));
