@@ -321,6 +321,9 @@ struct InFlight {
     /// Sends so far (1 for the first).
     attempt: u32,
     task: WriteTask,
+    /// When the latest send started: a failure of a send older than the store's latest
+    /// acceptance is stale ([`InfluxSink::settle_head`]).
+    sent_at: tokio::time::Instant,
     /// Its acceptance was counted (an ack retried after a spool error is not counted again).
     counted: bool,
 }
@@ -485,6 +488,8 @@ impl InfluxSink {
         let mut backoff = Backoff::new(self.cfg.retry_initial, self.cfg.retry_max);
         // Oldest first; only the front is ever acked, so the cursor moves in order.
         let mut queue: VecDeque<InFlight> = VecDeque::with_capacity(MAX_IN_FLIGHT);
+        // When the store last accepted a write (answered, not when it was sent).
+        let mut accepted_at: Option<tokio::time::Instant> = None;
         let mut preparing: Option<Preparing<'_>> = None;
         loop {
             // A prepared batch is sent at once, so preparing counts against MAX_IN_FLIGHT:
@@ -508,13 +513,20 @@ impl InfluxSink {
                         prepared: p,
                         attempt: 1,
                         task,
+                        sent_at: tokio::time::Instant::now(),
                         counted: false,
                     });
                     true
                 }
                 Event::Head(outcome) => {
                     match self
-                        .settle_head(&mut queue, outcome, &shutdown, &mut backoff)
+                        .settle_head(
+                            &mut queue,
+                            outcome,
+                            &shutdown,
+                            &mut backoff,
+                            &mut accepted_at,
+                        )
                         .await
                     {
                         Step::Next => true,
@@ -598,12 +610,21 @@ impl InfluxSink {
     /// Act on the answer to the oldest write (the front of `queue`): ack it, dead-letter it,
     /// or back off and resend it. Later writes stay in flight meanwhile; their answers wait
     /// their turn, so nothing after a failed batch is acked before it.
+    ///
+    /// A transient failure of a write sent before `accepted_at` (the store's latest
+    /// acceptance, kept up to date here) is stale: it failed while the store was away or busy,
+    /// and its answer waited behind the head's. Since the store has accepted a write after it,
+    /// the batch is resent at once instead of after a backoff. Without this, the second batch
+    /// in flight during an outage waited `retry_initial` (1 s by default) after the store was
+    /// back and the first batch had gone through: a 200,000-reading backlog took 1.46 s to drain
+    /// instead of 0.46 s (ingest bench `--outage`, 2026-12-01).
     async fn settle_head(
         &self,
         queue: &mut VecDeque<InFlight>,
         outcome: Outcome,
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
+        accepted_at: &mut Option<tokio::time::Instant>,
     ) -> Step {
         let name = self.cfg.name.as_str();
         let labels = [("sink", name)];
@@ -615,6 +636,7 @@ impl InfluxSink {
                 let records = head.prepared.batch.records;
                 if !head.counted {
                     head.counted = true;
+                    *accepted_at = Some(tokio::time::Instant::now());
                     if head.attempt > 1 {
                         info!(sink = %name, attempt = head.attempt, records, "write succeeded again");
                     }
@@ -682,9 +704,17 @@ impl InfluxSink {
         let Some(head) = queue.front_mut() else {
             return Step::Next;
         };
-        let delay = backoff.next_delay();
         self.metrics.incr(WRITE_RETRIES, &labels);
         let (records, attempt) = (head.prepared.batch.records, head.attempt);
+        if verdict == Verdict::Retry && accepted_at.is_some_and(|at| at > head.sent_at) {
+            info!(sink = %name, status, response = %text, records, attempt,
+                  "write failed before the store accepted a later one; resending now");
+            head.attempt += 1;
+            head.sent_at = tokio::time::Instant::now();
+            head.task = self.send(head.prepared.wire.clone());
+            return Step::Next;
+        }
+        let delay = backoff.next_delay();
         if verdict == Verdict::Retry {
             warn!(sink = %name, status, response = %text, records, attempt, retry_in = ?delay,
                   "write failed; will resend the same batch");
@@ -698,6 +728,7 @@ impl InfluxSink {
             return Step::Stop;
         }
         head.attempt += 1;
+        head.sent_at = tokio::time::Instant::now();
         head.task = self.send(head.prepared.wire.clone());
         Step::Next
     }

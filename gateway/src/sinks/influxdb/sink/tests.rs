@@ -720,6 +720,79 @@ async fn a_failed_batch_holds_the_cursor_while_a_later_one_is_accepted() {
 }
 
 #[tokio::test]
+async fn a_batch_that_failed_before_the_store_accepted_a_later_write_is_resent_at_once() {
+    // Batch 2 is refused (503) while batch 1 is still on the wire; then the store accepts
+    // batch 1. Batch 2's failure is older than that acceptance: it goes again at once, not
+    // after the backoff (a minute here, longer than the test waits), as the second batch in
+    // flight during an outage must once the store is back.
+    let (addr, fake) = Fake::start_keyed(
+        &[],
+        &[
+            (N1, &[Answer::Held(204)]),
+            (N2, &[Answer::Status(503, "busy"), Answer::Status(204, "")]),
+        ],
+    )
+    .await;
+    let mut cfg = one_chunk_per_batch(addr);
+    cfg.retry_initial = Duration::from_secs(60);
+    cfg.retry_max = Duration::from_secs(60);
+    let h = Harness::start(cfg, &[(CHUNK1, 2), (CHUNK2, 1)]);
+    eventually("batch 1 on the wire and batch 2 refused", || {
+        fake.count(N1) == 1 && fake.count(N2) == 1
+    })
+    .await;
+    fake.release();
+    eventually("both batches acked", || h.backlog() == 0).await;
+    assert_eq!(fake.count(N1), 1, "batch 1 sent once");
+    assert_eq!(
+        fake.count(N2),
+        2,
+        "batch 2 sent again after batch 1 was accepted"
+    );
+    assert_eq!(h.counter(WRITE_RETRIES), 1);
+    assert_eq!(h.counter(WRITTEN_RECORDS), 3);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_that_fails_again_after_the_store_accepted_a_write_waits_out_the_backoff() {
+    // The resend at once is for a failure older than the latest acceptance only: a batch that
+    // fails again after it is retried on the backoff, so a store that keeps refusing one batch
+    // is not hammered.
+    let (addr, fake) = Fake::start_keyed(
+        &[],
+        &[
+            (N1, &[Answer::Held(204)]),
+            (
+                N2,
+                &[
+                    Answer::Status(503, "busy"),
+                    Answer::Status(503, "still busy"),
+                ],
+            ),
+        ],
+    )
+    .await;
+    let mut cfg = one_chunk_per_batch(addr);
+    cfg.retry_initial = Duration::from_secs(60);
+    cfg.retry_max = Duration::from_secs(60);
+    let h = Harness::start(cfg, &[(CHUNK1, 2), (CHUNK2, 1)]);
+    eventually("batch 1 on the wire and batch 2 refused", || {
+        fake.count(N1) == 1 && fake.count(N2) == 1
+    })
+    .await;
+    fake.release();
+    eventually("batch 2 resent once and refused again", || {
+        fake.count(N2) == 2 && h.counter(WRITE_RETRIES) == 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fake.count(N2), 2, "no third send before the backoff");
+    assert_eq!(h.backlog(), 1, "batch 1 acked, batch 2 held");
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_mid_pipeline_acks_nothing_unconfirmed() {
     let (addr, fake) = Fake::start_keyed(
         &[],
