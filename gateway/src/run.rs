@@ -6,7 +6,8 @@
 //! order are [`crate::supervise`], what systemd is told and when is [`crate::systemd`].
 //! Shutdown: cancel the sources; each drops its sender; the engine drains the channel, commits
 //! the rest to the spool and returns; then the sinks stop (what they have not delivered stays in
-//! the spool for the next start). A task that ends on its own starts the same shutdown, and
+//! the spool for the next start); [`Gateway::run`] returns once no task holds the spool or
+//! history files any more. A task that ends on its own starts the same shutdown, and
 //! [`Gateway::run`] then returns [`RunError::Task`], so the process exits non-zero.
 
 use std::collections::HashMap;
@@ -152,160 +153,236 @@ impl Gateway {
             cfg,
             metrics,
             clock,
-            mut reloads,
+            reloads,
             reloader,
         } = self;
         // Kept while it runs: `reloads` never closes.
         let _reloader = reloader;
         let spools = open_spools(&cfg).await?;
-        spools.points.count_into(Arc::clone(&metrics));
-        spools.alerts.count_into(Arc::clone(&metrics));
-        info!(site = %cfg.site, gateway = %cfg.gateway_id, spool = %spools.points.path().display(),
-              alerts = %spools.alerts.path().display(), "Gateway starting.");
+        let mut held = HeldFiles::of(&spools);
+        let outcome = serve(cfg, metrics, clock, reloads, spools, &mut held, shutdown).await;
+        held.released().await;
+        outcome
+    }
+}
 
-        // The embedded broker first, so MQTT sources pointed at it connect on their first try.
-        // rumqttd has no shutdown: it lives until the process exits (see `broker`), and a
-        // reload keeps it.
-        let _broker = match cfg.embedded_broker.clone() {
-            Some(b) => {
-                Some(crate::supervise::spawn_blocking(move || crate::broker::start(&b)).await??)
-            }
-            None => None,
-        };
+/// [`Gateway::run`] once the spool files are open: start everything, carry out reloads, and
+/// shut down in order. `held` is told of every file a task may still hold when this returns.
+async fn serve(
+    cfg: Config,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    mut reloads: mpsc::Receiver<ReloadRequest>,
+    spools: Spools,
+    held: &mut HeldFiles,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    spools.points.count_into(Arc::clone(&metrics));
+    spools.alerts.count_into(Arc::clone(&metrics));
+    info!(site = %cfg.site, gateway = %cfg.gateway_id, spool = %spools.points.path().display(),
+          alerts = %spools.alerts.path().display(), "Gateway starting.");
 
-        // The local history behind the console's curves: its own file, never the spool's.
-        let history = match cfg.console.as_ref().and_then(|c| c.history) {
-            Some(settings) => {
-                let path = cfg.data_dir.join(crate::history::HISTORY_FILE);
-                let min_free = cfg.spool.min_free_bytes;
-                Some(Arc::new(
-                    crate::supervise::spawn_blocking(move || {
-                        crate::history::History::open(&path, settings, min_free)
-                    })
-                    .await?,
-                ))
-            }
-            None => None,
-        };
-        // The engine publishes its snapshots only when a console shows them.
-        let (view_tx, view_rx) = crate::engine::view::channel();
-        let (command_tx, command_rx) = crate::engine::command::channel();
-        let (notice_tx, notice_rx) = crate::engine::command::notice_channel();
-        let (tx, rx) = mpsc::channel(READING_CHANNEL_CAPACITY);
-        let mut running = Running {
-            cfg,
-            tree: TaskTree::new(),
-            readings: Some(tx),
-            spools,
-            metrics,
-            clock,
-            history,
-            heartbeat: Arc::new(Heartbeat::default()),
-            engine_running: Arc::new(AtomicBool::new(false)),
-            started: Instant::now(),
-            view_rx,
-            command_tx,
-            notice_tx,
-            writers: BusWriters::default(),
-            bus_writes: HashMap::new(),
-            spare_view: None,
-            spare_commands: None,
-            stops: HashMap::new(),
-            engine: None,
-        };
+    // The embedded broker first, so MQTT sources pointed at it connect on their first try.
+    // rumqttd has no shutdown: it lives until the process exits (see `broker`), and a
+    // reload keeps it.
+    let _broker = match cfg.embedded_broker.clone() {
+        Some(b) => Some(crate::supervise::spawn_blocking(move || crate::broker::start(&b)).await??),
+        None => None,
+    };
 
-        // Writes (Modbus output sinks, the console's `/write`) reach a device through the
-        // poller of its bus: its channels first, so the console and the sinks have them.
-        let cfg = running.cfg.clone();
-        let buses: Vec<(Bus, WriteRx)> = group_into_buses(&cfg.devices)
-            .into_iter()
-            .map(|bus| {
-                let (tx, rx) = write_channel();
-                running.bus_writes.insert(poller_task(&bus), tx);
-                (bus, rx)
-            })
-            .collect();
-        running.route_writes();
-        // The console before any source, so a port in use stops the start before data flows.
-        if running.cfg.console.is_some() {
-            running.start_console().await?;
-        }
-        let notices_wanted = running.start_history_tasks();
-        for (bus, writes) in buses {
-            running.start_poller(bus, writes);
-        }
-        for settings in &cfg.mqtt {
-            running.start_mqtt(settings);
-        }
-        for sink in &cfg.sinks {
-            running.start_sink(sink)?;
-        }
-        running.start_engine(EngineInputs {
-            rx,
-            commands: Some(command_rx),
-            notices: notices_wanted.then_some(notice_rx),
-            view: Some(view_tx),
-            clock_held: crate::clock::HeldReadings::default(),
-        });
-
-        // With the console, stopped last: both report to the outside.
-        if let Some(period) = systemd::keep_alive_period() {
-            let stop = running.tree.stop_token(Stage::Console);
-            running.tree.spawn(
-                Stage::Console,
-                "systemd watchdog",
-                systemd::keep_alive(
-                    Arc::clone(&running.heartbeat),
-                    period,
-                    systemd::notify,
-                    stop,
-                ),
+    // The local history behind the console's curves: its own file, never the spool's.
+    let history = match cfg.console.as_ref().and_then(|c| c.history) {
+        Some(settings) => {
+            let path = cfg.data_dir.join(crate::history::HISTORY_FILE);
+            let min_free = cfg.spool.min_free_bytes;
+            let opened = Arc::new(
+                crate::supervise::spawn_blocking({
+                    let path = path.clone();
+                    move || crate::history::History::open(&path, settings, min_free)
+                })
+                .await?,
             );
+            held.watch(&opened, &path);
+            Some(opened)
         }
-        systemd::notify(&[NotifyState::Ready]);
+        None => None,
+    };
+    // The engine publishes its snapshots only when a console shows them.
+    let (view_tx, view_rx) = crate::engine::view::channel();
+    let (command_tx, command_rx) = crate::engine::command::channel();
+    let (notice_tx, notice_rx) = crate::engine::command::notice_channel();
+    let (tx, rx) = mpsc::channel(READING_CHANNEL_CAPACITY);
+    let mut running = Running {
+        cfg,
+        tree: TaskTree::new(),
+        readings: Some(tx),
+        spools,
+        metrics,
+        clock,
+        history,
+        heartbeat: Arc::new(Heartbeat::default()),
+        engine_running: Arc::new(AtomicBool::new(false)),
+        started: Instant::now(),
+        view_rx,
+        command_tx,
+        notice_tx,
+        writers: BusWriters::default(),
+        bus_writes: HashMap::new(),
+        spare_view: None,
+        spare_commands: None,
+        stops: HashMap::new(),
+        engine: None,
+    };
 
-        let (failed, mut more) = loop {
-            let event = tokio::select! {
-                biased;
-                failed = running.tree.watch(&shutdown) => Event::Ended(failed),
-                Some(request) = reloads.recv() => Event::Reload(request),
-            };
-            match event {
-                Event::Ended(failed) => break (failed, Vec::new()),
-                Event::Reload(request) => match running.reload().await {
-                    Ok(outcome) => {
-                        if let Some(reply) = request.reply {
-                            let _ = reply.send(outcome);
-                        }
-                    }
-                    Err(ReloadFailed::Task(mut failures)) => {
-                        let first = failures.remove(0);
-                        break (Some(first), failures);
-                    }
-                    Err(ReloadFailed::Start(e)) => {
-                        error!(error = %e, "A component of the reloaded config did not start; stopping the gateway (what is held is committed first) so that it can be restarted.");
-                        running.readings = None;
-                        let _ = running.tree.shutdown().await;
-                        return Err(e);
-                    }
-                },
-            }
+    // Writes (Modbus output sinks, the console's `/write`) reach a device through the
+    // poller of its bus: its channels first, so the console and the sinks have them.
+    let cfg = running.cfg.clone();
+    let buses: Vec<(Bus, WriteRx)> = group_into_buses(&cfg.devices)
+        .into_iter()
+        .map(|bus| {
+            let (tx, rx) = write_channel();
+            running.bus_writes.insert(poller_task(&bus), tx);
+            (bus, rx)
+        })
+        .collect();
+    running.route_writes();
+    // The console before any source, so a port in use stops the start before data flows.
+    if running.cfg.console.is_some() {
+        running.start_console().await?;
+    }
+    let notices_wanted = running.start_history_tasks();
+    for (bus, writes) in buses {
+        running.start_poller(bus, writes);
+    }
+    for settings in &cfg.mqtt {
+        running.start_mqtt(settings);
+    }
+    for sink in &cfg.sinks {
+        running.start_sink(sink)?;
+    }
+    running.start_engine(EngineInputs {
+        rx,
+        commands: Some(command_rx),
+        notices: notices_wanted.then_some(notice_rx),
+        view: Some(view_tx),
+        clock_held: crate::clock::HeldReadings::default(),
+    });
+
+    // With the console, stopped last: both report to the outside.
+    if let Some(period) = systemd::keep_alive_period() {
+        let stop = running.tree.stop_token(Stage::Console);
+        running.tree.spawn(
+            Stage::Console,
+            "systemd watchdog",
+            systemd::keep_alive(
+                Arc::clone(&running.heartbeat),
+                period,
+                systemd::notify,
+                stop,
+            ),
+        );
+    }
+    systemd::notify(&[NotifyState::Ready]);
+
+    let (failed, mut more) = loop {
+        let event = tokio::select! {
+            biased;
+            failed = running.tree.watch(&shutdown) => Event::Ended(failed),
+            Some(request) = reloads.recv() => Event::Reload(request),
         };
-        systemd::notify(&[NotifyState::Stopping]);
-        if let Some(f) = &failed {
-            error!(task = %f.name, how = %f.how,
-                   "A gateway task ended on its own; stopping the gateway (what is held is committed first) so that it can be restarted.");
+        match event {
+            Event::Ended(failed) => break (failed, Vec::new()),
+            Event::Reload(request) => match running.reload().await {
+                Ok(outcome) => {
+                    if let Some(reply) = request.reply {
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Err(ReloadFailed::Task(mut failures)) => {
+                    let first = failures.remove(0);
+                    break (Some(first), failures);
+                }
+                Err(ReloadFailed::Start(e)) => {
+                    error!(error = %e, "A component of the reloaded config did not start; stopping the gateway (what is held is committed first) so that it can be restarted.");
+                    running.readings = None;
+                    let _ = running.tree.shutdown().await;
+                    return Err(e);
+                }
+            },
         }
-        // The engine ends once every source has gone and with them every sender.
-        running.readings = None;
-        more.extend(running.tree.shutdown().await);
-        if let Some(first) = failed.or_else(|| more.first().cloned()) {
-            let more = more.into_iter().filter(|f| *f != first).collect();
-            info!("Gateway stopped after a task failure.");
-            return Err(RunError::Task { first, more });
+    };
+    systemd::notify(&[NotifyState::Stopping]);
+    if let Some(f) = &failed {
+        error!(task = %f.name, how = %f.how,
+               "A gateway task ended on its own; stopping the gateway (what is held is committed first) so that it can be restarted.");
+    }
+    // The engine ends once every source has gone and with them every sender.
+    running.readings = None;
+    more.extend(running.tree.shutdown().await);
+    if let Some(first) = failed.or_else(|| more.first().cloned()) {
+        let more = more.into_iter().filter(|f| *f != first).collect();
+        info!("Gateway stopped after a task failure.");
+        return Err(RunError::Task { first, more });
+    }
+    info!("Gateway stopped.");
+    Ok(())
+}
+
+/// Longest wait at the end of [`Gateway::run`] for every task to let go of the spool and
+/// history files. A blocking call already running when its task was stopped (a spool read of
+/// a sink, a commit) cannot be cancelled and holds its file until it returns, after the task
+/// tree has stopped; the next user of the files in the same process (a restart, an offline
+/// command a test runs right after) must find them closed (another process finds them closed
+/// once this one has exited). Such calls take milliseconds; an SD card's fsync stall can take
+/// seconds.
+pub const FILES_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often [`HeldFiles::released`] looks again.
+const FILES_RELEASE_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// The files [`Gateway::run`] opened, watched without holding them, so that it returns only
+/// once they are closed ([`FILES_RELEASE_WAIT`]).
+struct HeldFiles(Vec<(std::path::PathBuf, Box<dyn Fn() -> usize + Send + Sync>)>);
+
+impl HeldFiles {
+    fn of(spools: &Spools) -> Self {
+        let mut held = Self(Vec::new());
+        held.watch(&spools.points, spools.points.path());
+        if !Arc::ptr_eq(&spools.points, &spools.alerts) {
+            held.watch(&spools.alerts, spools.alerts.path());
         }
-        info!("Gateway stopped.");
-        Ok(())
+        held
+    }
+
+    fn watch<T: Send + Sync + 'static>(&mut self, file: &Arc<T>, path: &std::path::Path) {
+        let weak = Arc::downgrade(file);
+        self.0
+            .push((path.to_path_buf(), Box::new(move || weak.strong_count())));
+    }
+
+    /// Wait until no task holds any of the files, at most [`FILES_RELEASE_WAIT`]; a file
+    /// still held then is named in a warning (the process exiting closes it).
+    async fn released(self) {
+        self.released_within(FILES_RELEASE_WAIT).await;
+    }
+
+    /// [`HeldFiles::released`] with the bound `wait`.
+    async fn released_within(self, wait: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let still: Vec<_> = self.0.iter().filter(|(_, count)| count() > 0).collect();
+            if still.is_empty() {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                for (path, count) in still {
+                    warn!(file = %path.display(), holders = count(), ?wait,
+                          "A file is still held by a stopped task; it closes when that task ends.");
+                }
+                return;
+            }
+            tokio::time::sleep(FILES_RELEASE_POLL).await;
+        }
     }
 }
 
@@ -830,5 +907,52 @@ impl Running {
             self.start_mqtt(m);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_wait_ends_only_once_a_blocking_call_still_running_has_let_go_of_its_file() {
+        // A blocking call that outlives its task (a sink's spool read when the sink is
+        // stopped) holds the file for a while after the task tree has stopped.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = Arc::new(std::fs::File::create(dir.path().join("f")).expect("create"));
+        let mut held = HeldFiles(Vec::new());
+        held.watch(&file, &dir.path().join("f"));
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let late = {
+            let file = Arc::clone(&file);
+            crate::supervise::spawn_blocking(move || {
+                let _ = started_tx.send(());
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                drop(file);
+            })
+        };
+        started_rx.recv().expect("the blocking call started");
+        let watcher = Arc::downgrade(&file);
+        drop(file);
+        assert_eq!(watcher.strong_count(), 1, "held by the blocking call only");
+        held.released().await;
+        assert_eq!(
+            watcher.strong_count(),
+            0,
+            "released() returned before the file was let go"
+        );
+        late.await.expect("join");
+    }
+
+    #[tokio::test]
+    async fn a_file_never_let_go_ends_the_wait_at_the_bound() {
+        let file = Arc::new(0u8);
+        let mut held = HeldFiles(Vec::new());
+        held.watch(&file, std::path::Path::new("spool.redb"));
+        let bound = std::time::Duration::from_millis(50);
+        let started = tokio::time::Instant::now();
+        held.released_within(bound).await;
+        assert!(started.elapsed() >= bound, "{:?}", started.elapsed());
+        assert_eq!(Arc::strong_count(&file), 1);
     }
 }

@@ -339,25 +339,10 @@ async fn levelling_settlement_and_tilt_are_stored_equal_to_the_truth_across_a_re
                 },
                 readings: Some(1),
             };
-            // The gateway here is a task of this process: once it has returned, the spool file
-            // was seen still held for a moment (once in a clean-clone run, 2026-12-01; which
-            // task let go of it late is not established). A service's process releases it when
-            // it exits. So the command is retried while the file is in use, for at most 10 s.
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            loop {
-                match anju_gateway::baseline::carry_out(&cfg, &order, anju_gateway::model::now_ns())
-                {
-                    Err(anju_gateway::baseline::BaselineError::Spool(
-                        anju_gateway::spool::offline::OfflineError::InUse { .. },
-                    )) if std::time::Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    result => {
-                        result.map_err(|e| anyhow::anyhow!("{e}"))?;
-                        break;
-                    }
-                }
-            }
+            // Right after the gateway returned: it returns only once its tasks have let go of
+            // the spool (`run::FILES_RELEASE_WAIT`), as a service's process does by exiting.
+            anju_gateway::baseline::carry_out(&cfg, &order, anju_gateway::model::now_ns())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             gw = start_gateway(&config, dir.path())?;
         }
         for _ in 0..STEPS_PER_LOOK {
