@@ -20,8 +20,12 @@
 //! the file system's journal and the device's queue, so that is the disk's own fsync beside
 //! the points, the floor of an alert commit in a file of its own.
 //!
-//! Run: `cargo bench -p anju-system --bench alert_latency [-- --one-file]`. Bounded: a fixed
-//! 10 s run.
+//! `-- --in-batch`: each alerting reading arrives inside a load batch of 512 (at a position
+//! that moves from one to the next), as an MQTT source hands over what it read from its socket,
+//! instead of in a batch of its own; its latency counts from the batch's send.
+//!
+//! Run: `cargo bench -p anju-system --bench alert_latency [-- --one-file] [-- --in-batch]`.
+//! Bounded: a fixed 10 s run.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -156,6 +160,7 @@ async fn main() -> Result<()> {
     // (docs/ARCHITECTURE.md §Spool layout, Two files); `-- --one-file` puts both in one, as
     // before, for comparison.
     let one_file = std::env::args().any(|a| a == "--one-file");
+    let in_batch = std::env::args().any(|a| a == "--in-batch");
     let spool = Arc::new(Spool::open(
         &dir.path().join("spool.redb"),
         &SpoolConfig::default(),
@@ -268,6 +273,7 @@ async fn main() -> Result<()> {
     let mut sent_load = 0u64;
     let mut next_alert = start;
     let mut high = true;
+    let mut alerts_made = 0usize;
     let mut ts = now_ns() - 3_600 * 1_000_000_000;
     while start.elapsed() < RUN_FOR {
         let due = (start.elapsed().as_secs_f64() * LOAD_PER_SECOND as f64) as u64;
@@ -285,17 +291,44 @@ async fn main() -> Result<()> {
             sent_load += BATCH as u64;
         }
         if Instant::now() >= next_alert {
-            ts += 1_000;
             let value = if high { 40.0 } else { 10.0 };
             high = !high;
-            sent.lock().await.insert(ts, Instant::now());
-            tx.send(ReadingBatch::from(vec![Reading::good(
-                Arc::clone(&alarm),
-                ts,
-                value,
-            )]))
-            .await
-            .context("engine alive")?;
+            let mut readings = Vec::with_capacity(BATCH);
+            // With `--in-batch`, the load readings around it in one batch; the position moves
+            // by a prime step so that every place in the batch is met.
+            let before = if in_batch {
+                (alerts_made * 37) % BATCH
+            } else {
+                0
+            };
+            let after = if in_batch { BATCH - 1 - before } else { 0 };
+            for k in 0..before {
+                ts += 1_000;
+                let i = (sent_load as usize + k) % LOAD_CHANNELS;
+                readings.push(Reading::good(
+                    Arc::clone(&load_series[i]),
+                    ts,
+                    (k % 97) as f64,
+                ));
+            }
+            ts += 1_000;
+            let alert_ts = ts;
+            readings.push(Reading::good(Arc::clone(&alarm), ts, value));
+            for k in before..before + after {
+                ts += 1_000;
+                let i = (sent_load as usize + k) % LOAD_CHANNELS;
+                readings.push(Reading::good(
+                    Arc::clone(&load_series[i]),
+                    ts,
+                    (k % 97) as f64,
+                ));
+            }
+            sent_load += (before + after) as u64;
+            alerts_made += 1;
+            sent.lock().await.insert(alert_ts, Instant::now());
+            tx.send(ReadingBatch::from(readings))
+                .await
+                .context("engine alive")?;
             next_alert += ALERT_EVERY;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -307,6 +340,9 @@ async fn main() -> Result<()> {
     let alerts_sent = sent.lock().await.len();
     println!("alert latency benchmark: {:.0} readings/s background load over {LOAD_CHANNELS} channels, {} alerting readings, {}", sent_load as f64 / RUN_FOR.as_secs_f64(), alerts_sent,
         if one_file { "alerts and points in one spool file (--one-file)" } else { "alerts and rule state in a file of their own" });
+    if in_batch {
+        println!("  each alerting reading inside a load batch of {BATCH} (--in-batch)");
+    }
     println!(
         "  alerts committed and seen  {} of {}",
         latencies.len(),

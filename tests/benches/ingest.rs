@@ -48,8 +48,8 @@
 //! itself: the load is a fixed number of messages and every wait has a deadline.
 //!
 //! `-- --outage [SECS]` (issue 11, drain after an outage): the store is stopped before the
-//! first publish and started again SECS (20 unless given) after, once every reading is in the
-//! spool; prints how long after the store's return the gateway's first write was accepted
+//! first publish and started again SECS (20 unless given; fractions move the return against the
+//! sink's once-a-second health probe) after, once every reading is in the spool; prints how long after the store's return the gateway's first write was accepted
 //! (target ≤ 1 s) and the drain's rate, first accepted write to last (target ≥ 100,000
 //! readings/s), read from the gateway's console counters every 10 ms, beside the store's own
 //! rate for as many lines in the sink's batches just after a restart (the reference, same run).
@@ -951,8 +951,9 @@ async fn main() -> Result<()> {
     let callgrind = args.iter().any(|a| a == "--callgrind");
     let outage: Option<Duration> = args.iter().position(|a| a == "--outage").map(|i| {
         args.get(i + 1)
-            .and_then(|n| n.parse().ok())
-            .map_or(DEFAULT_OUTAGE, Duration::from_secs)
+            .and_then(|n| n.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map_or(DEFAULT_OUTAGE, Duration::from_secs_f64)
     });
     let readings = args
         .iter()
