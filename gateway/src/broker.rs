@@ -618,12 +618,7 @@ mod tests {
     use std::path::PathBuf;
 
     /// A port that was free a moment ago on 127.0.0.1.
-    pub(crate) fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port")
-    }
+    use crate::loopback::test_port as free_port;
 
     /// Validate `[embedded_broker]` text, with the variable `PW` set to `s3cret`: the settings
     /// and every problem, as `gateway check` prints them.

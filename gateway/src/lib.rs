@@ -43,6 +43,7 @@ pub mod conversion;
 pub mod engine;
 pub mod history;
 pub mod log_limit;
+pub mod loopback;
 pub mod metrics;
 pub mod model;
 pub mod pour;

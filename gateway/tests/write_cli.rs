@@ -30,12 +30,9 @@ fn write(config: &Path, device: &str, point: &str, value: &str) -> Output {
         .expect("run gateway write")
 }
 
-/// A port nothing listens on: bound, read, released.
+/// A port nothing listens on.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    anju_gateway::loopback::free_port().expect("a free loopback port")
 }
 
 #[test]

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,13 +34,13 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the small race is acceptable in tests).
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range
+/// ([`anju_gateway::loopback::free_port`]).
 ///
 /// # Errors
 /// When no port can be bound.
 pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    anju_gateway::loopback::free_port().context("a free port on 127.0.0.1")
 }
 
 fn require(bin: &str, package: &str) -> Result<()> {

@@ -175,12 +175,7 @@ pub(crate) struct Broker {
     dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+use crate::loopback::test_port as free_port;
 
 impl Broker {
     fn start() -> Self {

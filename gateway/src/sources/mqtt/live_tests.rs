@@ -23,12 +23,7 @@ use crate::sources::{ReadingRx, READING_CHANNEL_CAPACITY};
 /// Upper bound of every wait in these tests.
 const WAIT: Duration = Duration::from_secs(20);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
+use crate::loopback::test_port as free_port;
 
 /// A source config for a broker on `port`, with a probe subscription, and a `$dp` one if
 /// `cigem`.

@@ -406,10 +406,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
 #[tokio::test]
 async fn an_unreachable_store_is_probed_and_used_within_seconds_of_its_return() {
     // A port nothing listens on yet: every write fails to connect.
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], crate::loopback::test_port()));
     let mut cfg = resolved(addr, false);
     // A backoff far longer than the test's wait: only the health probe can end it early.
     cfg.retry_initial = Duration::from_secs(60);
