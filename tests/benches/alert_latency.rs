@@ -302,25 +302,20 @@ async fn main() -> Result<()> {
                 0
             };
             let after = if in_batch { BATCH - 1 - before } else { 0 };
-            for k in 0..before {
+            let mut alert_ts = 0;
+            for k in 0..=before + after {
                 ts += 1_000;
-                let i = (sent_load as usize + k) % LOAD_CHANNELS;
+                if k == before {
+                    alert_ts = ts;
+                    readings.push(Reading::good(Arc::clone(&alarm), ts, value));
+                    continue;
+                }
+                let j = if k < before { k } else { k - 1 };
+                let i = (sent_load as usize + j) % LOAD_CHANNELS;
                 readings.push(Reading::good(
                     Arc::clone(&load_series[i]),
                     ts,
-                    (k % 97) as f64,
-                ));
-            }
-            ts += 1_000;
-            let alert_ts = ts;
-            readings.push(Reading::good(Arc::clone(&alarm), ts, value));
-            for k in before..before + after {
-                ts += 1_000;
-                let i = (sent_load as usize + k) % LOAD_CHANNELS;
-                readings.push(Reading::good(
-                    Arc::clone(&load_series[i]),
-                    ts,
-                    (k % 97) as f64,
+                    (j % 97) as f64,
                 ));
             }
             sent_load += (before + after) as u64;

@@ -716,29 +716,32 @@ async fn a_failed_batch_holds_the_cursor_while_a_later_one_is_accepted() {
     }
 }
 
-#[tokio::test]
-async fn a_batch_that_failed_before_the_store_accepted_a_later_write_is_resent_at_once() {
-    // Batch 2 is refused (503) while batch 1 is still on the wire; then the store accepts
-    // batch 1. Batch 2's failure is older than that acceptance: it goes again at once, not
-    // after the backoff (a minute here, longer than the test waits), as the second batch in
-    // flight during an outage must once the store is back.
-    let (addr, fake) = Fake::start_keyed(
-        &[],
-        &[
-            (N1, &[Answer::Held(204)]),
-            (N2, &[Answer::Status(503, "busy"), Answer::Status(204, "")]),
-        ],
-    )
-    .await;
+/// Batch 1 on the wire, held unanswered, while batch 2 is answered with `n2`'s first answer;
+/// then batch 1 is accepted (204). The backoff is a minute, longer than any test waits.
+async fn batch_2_answered_while_batch_1_waits(n2: &'static [Answer]) -> (Fake, Harness) {
+    let (addr, fake) = Fake::start_keyed(&[], &[(N1, &[Answer::Held(204)]), (N2, n2)]).await;
     let mut cfg = one_chunk_per_batch(addr);
     cfg.retry_initial = Duration::from_secs(60);
     cfg.retry_max = Duration::from_secs(60);
     let h = Harness::start(cfg, &[(CHUNK1, 2), (CHUNK2, 1)]);
-    eventually("batch 1 on the wire and batch 2 refused", || {
+    eventually("batch 1 on the wire and batch 2 answered", || {
         fake.count(N1) == 1 && fake.count(N2) == 1
     })
     .await;
     fake.release();
+    (fake, h)
+}
+
+#[tokio::test]
+async fn a_batch_that_failed_before_the_store_accepted_a_later_write_is_resent_at_once() {
+    // Batch 2's failure (503) is older than the store's acceptance of batch 1: it goes again
+    // at once, not after the backoff, as the second batch in flight during an outage must once
+    // the store is back.
+    let (fake, h) = batch_2_answered_while_batch_1_waits(&[
+        Answer::Status(503, "busy"),
+        Answer::Status(204, ""),
+    ])
+    .await;
     eventually("both batches acked", || h.backlog() == 0).await;
     assert_eq!(fake.count(N1), 1, "batch 1 sent once");
     assert_eq!(
@@ -756,29 +759,11 @@ async fn a_batch_that_fails_again_after_the_store_accepted_a_write_waits_out_the
     // The resend at once is for a failure older than the latest acceptance only: a batch that
     // fails again after it is retried on the backoff, so a store that keeps refusing one batch
     // is not hammered.
-    let (addr, fake) = Fake::start_keyed(
-        &[],
-        &[
-            (N1, &[Answer::Held(204)]),
-            (
-                N2,
-                &[
-                    Answer::Status(503, "busy"),
-                    Answer::Status(503, "still busy"),
-                ],
-            ),
-        ],
-    )
+    let (fake, h) = batch_2_answered_while_batch_1_waits(&[
+        Answer::Status(503, "busy"),
+        Answer::Status(503, "still busy"),
+    ])
     .await;
-    let mut cfg = one_chunk_per_batch(addr);
-    cfg.retry_initial = Duration::from_secs(60);
-    cfg.retry_max = Duration::from_secs(60);
-    let h = Harness::start(cfg, &[(CHUNK1, 2), (CHUNK2, 1)]);
-    eventually("batch 1 on the wire and batch 2 refused", || {
-        fake.count(N1) == 1 && fake.count(N2) == 1
-    })
-    .await;
-    fake.release();
     eventually("batch 2 resent once and refused again", || {
         fake.count(N2) == 2 && h.counter(WRITE_RETRIES) == 2
     })
