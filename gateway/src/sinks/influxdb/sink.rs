@@ -708,7 +708,7 @@ impl InfluxSink {
         let (records, attempt) = (head.prepared.batch.records, head.attempt);
         if verdict == Verdict::Retry && accepted_at.is_some_and(|at| at > head.sent_at) {
             info!(sink = %name, status, response = %text, records, attempt,
-                  "write failed before the store accepted a later one; resending now");
+                  "write failed earlier; the store has accepted a write since, resending now");
             head.attempt += 1;
             head.sent_at = tokio::time::Instant::now();
             head.task = self.send(head.prepared.wire.clone());
