@@ -396,3 +396,30 @@ fn the_command_refuses_channels_the_block_cannot_have_and_saves_a_request_otherw
     assert!(shown.contains("stop the service first"), "{shown}");
     drop(running);
 }
+
+#[test]
+fn a_spool_let_go_of_within_the_in_use_wait_is_used() {
+    // A lock that outlives its holder's close for a moment (a child forked then) reads as in
+    // use: the command waits for it rather than refusing at once (offline::IN_USE_WAIT).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("alerts.redb");
+    let running = Spool::open(&path, &SpoolConfig::default(), &["r".to_owned()]).expect("spool");
+    let (opened, wait_for_it) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let _ = opened.send(());
+        std::thread::sleep(offline::IN_USE_WAIT / 5);
+        drop(running);
+    });
+    wait_for_it.recv().expect("the holder runs");
+    let mut delta = crate::spool::StateDelta::default();
+    delta
+        .entries
+        .insert("vi/settlement/lvl/ch1".to_owned(), Some(b"{}".to_vec()));
+    offline::write_state(&path, &delta).expect("written once the holder let go");
+    holder.join().expect("holder");
+    let back = offline::read_state(&path).expect("read").expect("a file");
+    assert!(
+        back.iter().any(|(k, _)| k == "vi/settlement/lvl/ch1"),
+        "{back:?}"
+    );
+}

@@ -6,7 +6,7 @@
 //! durable transaction. Does not own the streams, cursors, bounds or the damage handling
 //! ([`super::Spool`], `super::open`): nothing here moves a file aside or registers a sink. A
 //! file a running gateway holds (redb lets one process open it) is refused with a message that
-//! says to stop the service first, never waited for.
+//! says to stop the service first, after at most [`IN_USE_WAIT`].
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,35 @@ use std::path::{Path, PathBuf};
 use redb::{Database, DatabaseError, ReadableDatabase as _, ReadableTable as _, TableError};
 
 use super::{disk, open::panic_message, StateDelta, CACHE_BYTES, ENGINE_STATE};
+
+/// How long an open waits for a lock held elsewhere before it reports the file in use. redb's
+/// locks are open-file-description locks (`F_OFD_SETLK`, redb's `range_lock.rs`): one outlives
+/// its holder's close while a child process forked at that moment still has the descriptor,
+/// until the child's `exec` closes it. In a process that starts others (the system tests start
+/// servers throughout), a file just closed by a gateway that ran in the same process could read
+/// as held for that moment (the levelling system test's baseline command was refused twice in
+/// some twenty runs, right after the gateway had returned). A running gateway holds it for good:
+/// the command then says so after this wait.
+pub const IN_USE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often an open refused as in use is tried again within [`IN_USE_WAIT`].
+const IN_USE_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// `open`, tried again while the file reads as in use, for at most [`IN_USE_WAIT`].
+fn open_waiting<D>(
+    path: &Path,
+    open: impl Fn() -> Result<D, DatabaseError>,
+) -> Result<D, OfflineError> {
+    let deadline = std::time::Instant::now() + IN_USE_WAIT;
+    loop {
+        match open().map_err(|e| OfflineError::of_open(path, e)) {
+            Err(OfflineError::InUse { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(IN_USE_RETRY);
+            }
+            other => return other,
+        }
+    }
+}
 
 /// Saved state entries, `(key, bytes)` in key order.
 pub type StateEntries = Vec<(String, Vec<u8>)>;
@@ -72,10 +101,11 @@ pub fn read_state(path: &Path) -> Result<Option<StateEntries>, OfflineError> {
         return Ok(None);
     }
     guarded(path, || {
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .open_read_only(path)
-            .map_err(|e| OfflineError::of_open(path, e))?;
+        let db = open_waiting(path, || {
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .open_read_only(path)
+        })?;
         let txn = db.begin_read().map_err(|e| OfflineError::of(path, e))?;
         let table = match txn.open_table(ENGINE_STATE) {
             Ok(t) => t,
@@ -124,10 +154,9 @@ pub fn write_state(path: &Path, delta: &StateDelta) -> Result<(), OfflineError> 
         return Err(OfflineError::of(path, "the file is empty (0 bytes)"));
     }
     guarded(path, || {
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| OfflineError::of_open(path, e))?;
+        let db = open_waiting(path, || {
+            Database::builder().set_cache_size(CACHE_BYTES).create(path)
+        })?;
         let txn = db.begin_write().map_err(|e| OfflineError::of(path, e))?;
         {
             let mut table = txn
