@@ -342,7 +342,12 @@ const FILES_RELEASE_POLL: std::time::Duration = std::time::Duration::from_millis
 
 /// The files [`Gateway::run`] opened, watched without holding them, so that it returns only
 /// once they are closed ([`FILES_RELEASE_WAIT`]).
-struct HeldFiles(Vec<(std::path::PathBuf, Box<dyn Fn() -> usize + Send + Sync>)>);
+struct HeldFiles(
+    Vec<(
+        std::path::PathBuf,
+        std::sync::Weak<dyn std::any::Any + Send + Sync>,
+    )>,
+);
 
 impl HeldFiles {
     fn of(spools: &Spools) -> Self {
@@ -355,9 +360,9 @@ impl HeldFiles {
     }
 
     fn watch<T: Send + Sync + 'static>(&mut self, file: &Arc<T>, path: &std::path::Path) {
-        let weak = Arc::downgrade(file);
-        self.0
-            .push((path.to_path_buf(), Box::new(move || weak.strong_count())));
+        let weak: std::sync::Weak<dyn std::any::Any + Send + Sync> =
+            Arc::downgrade(file) as std::sync::Weak<T>;
+        self.0.push((path.to_path_buf(), weak));
     }
 
     /// Wait until no task holds any of the files, at most [`FILES_RELEASE_WAIT`]; a file
@@ -370,13 +375,17 @@ impl HeldFiles {
     async fn released_within(self, wait: std::time::Duration) {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let still: Vec<_> = self.0.iter().filter(|(_, count)| count() > 0).collect();
+            let still: Vec<_> = self
+                .0
+                .iter()
+                .filter(|(_, file)| file.strong_count() > 0)
+                .collect();
             if still.is_empty() {
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
-                for (path, count) in still {
-                    warn!(file = %path.display(), holders = count(), ?wait,
+                for (path, file) in still {
+                    warn!(file = %path.display(), holders = file.strong_count(), ?wait,
                           "A file is still held by a stopped task; it closes when that task ends.");
                 }
                 return;

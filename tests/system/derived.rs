@@ -339,8 +339,9 @@ async fn levelling_settlement_and_tilt_are_stored_equal_to_the_truth_across_a_re
                 },
                 readings: Some(1),
             };
-            // Right after the gateway returned: it returns only once its tasks have let go of
-            // the spool (`run::FILES_RELEASE_WAIT`), as a service's process does by exiting.
+            // Right after the gateway returned: it returns once its tasks have let go of the
+            // spool (`run::FILES_RELEASE_WAIT`), and the command waits out a lock a child
+            // process forked meanwhile still holds (`spool::offline::IN_USE_WAIT`).
             anju_gateway::baseline::carry_out(&cfg, &order, anju_gateway::model::now_ns())
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             gw = start_gateway(&config, dir.path())?;
