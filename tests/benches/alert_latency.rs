@@ -20,6 +20,12 @@
 //! the file system's journal and the device's queue, so that is the disk's own fsync beside
 //! the points, the floor of an alert commit in a file of its own.
 //!
+//! A fourth, during the run itself: a thread of this process that wakes every 20 ms (between
+//! two alerting readings), writes 4 KiB and fsyncs them in a file of its own
+//! ([`probe_beside_load`]): the disk's own fsync under this load, beside the points commits and
+//! with the cores as busy as the alert path finds them, and how late that thread's wake-up
+//! comes (the wait for a core).
+//!
 //! `-- --in-batch`: each alerting reading arrives inside a load batch of 512 (at a position
 //! that moves from one to the next), as an MQTT source hands over what it read from its socket,
 //! instead of in a batch of its own; its latency counts from the batch's send.
@@ -110,6 +116,47 @@ fn fsyncs_beside_writes(
         .join()
         .map_err(|_| anyhow::anyhow!("the points-like writer panicked"))??;
     measured
+}
+
+/// What the probe beside the load measured ([`probe_beside_load`]), each sorted.
+struct LoadedProbe {
+    /// 4 KiB write + `sync_data`, from the probe thread's wake-up to the fsync's return.
+    fsyncs: Vec<Duration>,
+    /// How late the probe thread ran after its sleep's deadline: the wait for a core.
+    late: Vec<Duration>,
+}
+
+/// A thread of this process that, from `start` until `until`, wakes every [`ALERT_EVERY`]
+/// (half a period after the alerting readings, so that the two do not meet) and writes and
+/// fsyncs 4 KiB in a file of its own in `dir`: the disk's own fsync under the benchmark's load
+/// and beside its commits, from a thread that sleeps between two as the alert path does.
+fn probe_beside_load(
+    dir: &std::path::Path,
+    start: Instant,
+    until: Instant,
+) -> Result<std::thread::JoinHandle<std::io::Result<LoadedProbe>>> {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(dir.join("loaded.probe"))?;
+    Ok(std::thread::spawn(move || {
+        let block = [0x3c_u8; 4096];
+        let mut probe = LoadedProbe {
+            fsyncs: Vec::new(),
+            late: Vec::new(),
+        };
+        let mut due = start + ALERT_EVERY / 2;
+        while due < until {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let woke = Instant::now();
+            probe.late.push(woke.saturating_duration_since(due));
+            f.write_all(&block)?;
+            f.sync_data()?;
+            probe.fsyncs.push(woke.elapsed());
+            due += ALERT_EVERY;
+        }
+        probe.fsyncs.sort();
+        probe.late.sort();
+        Ok(probe)
+    }))
 }
 
 /// Latencies of `samples` lone alert appends to an idle spool in `dir`, `pause` apart, sorted.
@@ -270,6 +317,7 @@ async fn main() -> Result<()> {
 
     // The load and the alerting readings.
     let start = Instant::now();
+    let probe = probe_beside_load(dir.path(), start, start + RUN_FOR)?;
     let mut sent_load = 0u64;
     let mut next_alert = start;
     let mut high = true;
@@ -331,6 +379,9 @@ async fn main() -> Result<()> {
     drop(tx);
     let _ = engine.await;
     let mut latencies = watcher.await?;
+    let probe = probe
+        .join()
+        .map_err(|_| anyhow::anyhow!("the probe beside the load panicked"))??;
     latencies.sort();
     let alerts_sent = sent.lock().await.len();
     println!("alert latency benchmark: {:.0} readings/s background load over {LOAD_CHANNELS} channels, {} alerting readings, {}", sent_load as f64 / RUN_FOR.as_secs_f64(), alerts_sent,
@@ -382,6 +433,15 @@ async fn main() -> Result<()> {
         ms(percentile(&loaded_fsyncs, 0.50)),
         ms(percentile(&loaded_fsyncs, 0.99)),
         p99 / (ms(percentile(&loaded_fsyncs, 0.99)) + 1.0)
+    );
+    println!(
+        "  reference, under this load  4 KiB + fsync {} ms apart by a thread of this process during the run: p50 {:.2} ms, p99 {:.2} ms, that thread's wake-up late by p50 {:.2} ms, p99 {:.2} ms; p99 / (fsync p99 + 1 ms) = {:.2}",
+        ALERT_EVERY.as_millis(),
+        ms(percentile(&probe.fsyncs, 0.50)),
+        ms(percentile(&probe.fsyncs, 0.99)),
+        ms(percentile(&probe.late, 0.50)),
+        ms(percentile(&probe.late, 0.99)),
+        p99 / (ms(percentile(&probe.fsyncs, 0.99)) + 1.0)
     );
     Ok(())
 }

@@ -54,6 +54,20 @@
 //! readings/s), read from the gateway's console counters every 10 ms, beside the store's own
 //! rate for as many lines in the sink's batches just after a restart (the reference, same run).
 //!
+//! Unless `-- --no-bare` (and not with `--rate`, `--outage` or `--callgrind`), a second
+//! reference follows the broker's limit: the bare pipeline, the same messages through the broker
+//! to a forwarder in the bench that costs next to nothing (for every 5,000 messages it receives
+//! it posts a batch of 5,000 lines encoded and compressed beforehand, two writes in flight) into
+//! the same store, first publish to last queryable as for the gateway. It is the bound any
+//! gateway meets on this machine: what the publisher, the broker and the store leave of its
+//! cores. The gateway's throughput is printed as a ratio to it as well.
+//!
+//! `-- --timeline` reads the gateway's counters every 10 ms during the run and prints when the
+//! MQTT source had received every message, when every reading was committed to the spool and
+//! when the store had accepted every reading, beside the last publish and the last reading
+//! queryable: where the time after the last publish goes. Each read renders the console's
+//! /metrics page, so compare throughput and CPU only between runs of the same options.
+//!
 //! `-- --callgrind` runs the gateway under valgrind's callgrind and prints the instructions it
 //! executed per reading between the first publish and the last reading landed (counters zeroed
 //! and dumped with `callgrind_control`): a figure that does not move with the machine's load,
@@ -317,14 +331,81 @@ async fn gateway_counter(http: &reqwest::Client, console_port: u16, name: &str) 
         .error_for_status()?
         .text()
         .await?;
-    Ok(body
-        .lines()
+    Ok(counter_in(&body, name))
+}
+
+/// The sum of counter `name` over its labels in a /metrics page.
+fn counter_in(body: &str, name: &str) -> u64 {
+    body.lines()
         .filter(|l| {
             l.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with(['{', ' ']))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64)
+        .sum::<f64>() as u64
+}
+
+/// When each stage of the gateway had every reading of the run (`--timeline`), from the first
+/// publish: where the time between the last publish and the last reading queryable goes.
+#[derive(Debug, Default)]
+struct Timeline {
+    /// The MQTT source had received every message (`mqtt_messages_total`).
+    received: Option<Duration>,
+    /// Every reading committed to the spool (`readings_spooled_total`).
+    spooled: Option<Duration>,
+    /// The store had accepted every reading (`influx_written_records_total`).
+    written: Option<Duration>,
+    /// Counter polls made (one every [`TIMELINE_EVERY`] at most).
+    polls: u64,
+}
+
+/// How often `--timeline` reads the gateway's counters (each read renders its /metrics page).
+const TIMELINE_EVERY: Duration = Duration::from_millis(10);
+
+/// Read the gateway's counters every [`TIMELINE_EVERY`] from `started` until every stage has
+/// all `readings` (counted from the values `before`), or `stop`.
+async fn follow_timeline(
+    console_port: u16,
+    readings: u64,
+    before: [u64; 3],
+    started: Instant,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<Timeline> {
+    const NAMES: [&str; 3] = [
+        "anju_mqtt_messages_total",
+        "anju_readings_spooled_total",
+        "anju_influx_written_records_total",
+    ];
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let mut t = Timeline::default();
+    let mut tick = tokio::time::interval(TIMELINE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while t.written.is_none() {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let body = http
+            .get(format!("http://127.0.0.1:{console_port}/metrics"))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        t.polls += 1;
+        let at = started.elapsed();
+        for (i, slot) in [&mut t.received, &mut t.spooled, &mut t.written]
+            .into_iter()
+            .enumerate()
+        {
+            if slot.is_none() && counter_in(&body, NAMES[i]).saturating_sub(before[i]) >= readings {
+                *slot = Some(at);
+            }
+        }
+    }
+    Ok(t)
 }
 
 /// What the drain after an outage measured.
@@ -407,14 +488,11 @@ async fn drain_after_outage(
     })
 }
 
-/// The store's own rate for a backlog like the drain's, in the same run (the reference of the
-/// drain figure): `readings` lines shaped as the gateway writes them (the schema of README's
-/// *Time-series schema*, under a measurement of their own), in batches of the sink's default
-/// size, gzip-compressed beforehand as the sink does, posted with as many writes in flight as the
-/// sink keeps. Readings per second, first write to last accepted.
-async fn store_alone(http: &reqwest::Client, vm: &VictoriaMetrics, readings: u64) -> Result<f64> {
+/// The sink's batches of `readings` lines shaped as the scenario's (5,000 lines each, gzip),
+/// tagged `gateway=<gateway>` so that each reference counts its own, time-stamped in the past.
+fn reference_bodies(readings: u64, gateway: &str) -> Result<Vec<Vec<u8>>> {
     use anju_gateway::sinks::influxdb::config::DEFAULT_BATCH_MAX_RECORDS;
-    use anju_gateway::sinks::influxdb::sink::{gzip, MAX_IN_FLIGHT};
+    use anju_gateway::sinks::influxdb::sink::gzip;
     let batch = u64::from(DEFAULT_BATCH_MAX_RECORDS);
     let base_ns = anju_gateway::model::now_ns() - 2 * readings as i64 * 1_000_000;
     let mut bodies = Vec::new();
@@ -430,7 +508,7 @@ async fn store_alone(http: &reqwest::Client, vm: &VictoriaMetrics, readings: u64
             };
             body.extend_from_slice(
                 format!(
-                    "reference_{kind},device=n{node:03},gateway=bench-ref,node=n{node:03},point=s{site:02}-n{node:03},site=xa-{site:02},unit={unit} value={}.{:03},quality=0i {}\n",
+                    "reference_{kind},device=n{node:03},gateway={gateway},node=n{node:03},point=s{site:02}-n{node:03},site=xa-{site:02},unit={unit} value={}.{:03},quality=0i {}\n",
                     i % 97,
                     i % 1000,
                     base_ns + i as i64 * 1_000_000
@@ -440,32 +518,158 @@ async fn store_alone(http: &reqwest::Client, vm: &VictoriaMetrics, readings: u64
         }
         bodies.push(gzip(&body)?);
     }
+    Ok(bodies)
+}
+
+/// The store's write URL, as the gateway's sink is configured here.
+fn write_url(vm: &VictoriaMetrics) -> String {
+    format!(
+        "{}/api/v2/write?org=county&bucket=anju&precision=ns",
+        vm.url()
+    )
+}
+
+/// Post `body` (gzip line protocol) to the store.
+async fn post_lines(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<()> {
+    http.post(url)
+        .header("Content-Encoding", "gzip")
+        .body(body)
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+/// The store's own rate for a backlog like the drain's, in the same run (the reference of the
+/// drain figure): `readings` lines shaped as the gateway writes them (the schema of README's
+/// *Time-series schema*, under a measurement of their own), in batches of the sink's default
+/// size, gzip-compressed beforehand as the sink does, posted with as many writes in flight as the
+/// sink keeps. Readings per second, first write to last accepted.
+async fn store_alone(http: &reqwest::Client, vm: &VictoriaMetrics, readings: u64) -> Result<f64> {
+    use anju_gateway::sinks::influxdb::sink::MAX_IN_FLIGHT;
+    let bodies = reference_bodies(readings, "bench-ref")?;
     let mut lanes: Vec<Vec<Vec<u8>>> = (0..MAX_IN_FLIGHT).map(|_| Vec::new()).collect();
     for (i, body) in bodies.into_iter().enumerate() {
         lanes[i % MAX_IN_FLIGHT].push(body);
     }
-    let url = format!(
-        "{}/api/v2/write?org=county&bucket=anju&precision=ns",
-        vm.url()
-    );
+    let url = write_url(vm);
     let started = Instant::now();
     let mut writers = Vec::new();
     for mine in lanes {
         let (http, url) = (http.clone(), url.clone());
         writers.push(tokio::spawn(async move {
             for body in mine {
-                http.post(&url)
-                    .header("Content-Encoding", "gzip")
-                    .body(body)
-                    .send()
-                    .await?
-                    .error_for_status()?;
+                post_lines(&http, &url, body).await?;
             }
             anyhow::Ok(())
         }));
     }
     for writer in writers {
         writer.await??;
+    }
+    Ok(readings as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Selector of the lines the bare pipeline writes.
+const BARE_SELECTOR: &str = "{__name__=~\"reference_.*\",gateway=\"bench-bare\"}";
+
+/// The pipeline with a gateway that costs nothing (`--bare`): the same messages from the same
+/// publisher through the broker to a subscriber that, for every 5,000 messages it receives,
+/// posts a batch of 5,000 lines encoded beforehand (the sink's batch shape, gzip, two writes in
+/// flight) to the store, and the last partial batch as soon as the last message is in. Returns
+/// readings per second from the first publish to the last reading queryable, polled as the
+/// gateway's run is. No JSON decoding, no rules, no spool, no fsync: what the broker, the
+/// publisher and the store leave of the machine's two cores, the bound of any gateway here.
+async fn bare_pipeline(
+    broker: std::net::SocketAddr,
+    vm: &VictoriaMetrics,
+    scenario: Scenario,
+    readings: u64,
+) -> Result<f64> {
+    use anju_gateway::sinks::influxdb::config::DEFAULT_BATCH_MAX_RECORDS;
+    use anju_gateway::sinks::influxdb::sink::MAX_IN_FLIGHT;
+    let batch = u64::from(DEFAULT_BATCH_MAX_RECORDS);
+    let mut bodies = reference_bodies(readings, "bench-bare")?.into_iter();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let url = write_url(vm);
+    // One writer per lane, each sending its bodies one after the other: MAX_IN_FLIGHT at once.
+    let mut lanes = Vec::new();
+    let mut writers = Vec::new();
+    for _ in 0..MAX_IN_FLIGHT {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+        lanes.push(tx);
+        let (http, url) = (http.clone(), url.clone());
+        writers.push(tokio::spawn(async move {
+            while let Some(body) = rx.recv().await {
+                post_lines(&http, &url, body).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let mut opts = MqttOptions::new("anju-bench-bare", "127.0.0.1", broker.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    client.subscribe(scenario.filter(), QoS::AtMostOnce).await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(rumqttc::Packet::SubAck(_)))) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => bail!("bare pipeline's subscriber: {e}"),
+            Err(_) => bail!("bare pipeline's subscriber: no SUBACK"),
+        }
+    }
+    let forwarder = tokio::spawn(async move {
+        let mut got = 0u64;
+        let mut sent = 0usize;
+        while got < readings {
+            match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+                Ok(Ok(Event::Incoming(rumqttc::Packet::Publish(_)))) => {
+                    got += 1;
+                    if got.is_multiple_of(batch) || got == readings {
+                        if let Some(body) = bodies.next() {
+                            let _ = lanes[sent % lanes.len()].send(body);
+                            sent += 1;
+                        }
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        let _ = client.disconnect().await;
+        drop(lanes);
+        got
+    });
+    let started = Instant::now();
+    publish_all(
+        broker,
+        "anju-bench-publisher-bare",
+        scenario,
+        readings,
+        0,
+        None,
+    )
+    .await?;
+    let got = forwarder.await?;
+    if got < readings {
+        bail!("the bare pipeline's subscriber got only {got} of {readings} messages");
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let deadline = Instant::now() + LAND_TIMEOUT;
+    loop {
+        let stored = stored_count(&http, vm, BARE_SELECTOR).await?;
+        if stored >= readings {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the bare pipeline: only {stored} of {readings} lines queryable within {LAND_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(readings as f64 / started.elapsed().as_secs_f64())
 }
@@ -575,6 +779,14 @@ impl Scenario {
     }
 
     /// The store's series of this scenario's readings (for counting what landed).
+    /// The subscription that receives every message of the scenario.
+    fn filter(self) -> &'static str {
+        match self {
+            Scenario::Sites { .. } => "sites/#",
+            Scenario::Strain => "bench/#",
+        }
+    }
+
     fn selector(self) -> &'static str {
         match self {
             Scenario::Strain => "strain_value{device=\"bench\"}",
@@ -890,11 +1102,7 @@ async fn broker_limit(
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    let filter = match scenario {
-        Scenario::Sites { .. } => "sites/#",
-        Scenario::Strain => "bench/#",
-    };
-    client.subscribe(filter, QoS::AtMostOnce).await?;
+    client.subscribe(scenario.filter(), QoS::AtMostOnce).await?;
     // Wait for the SUBACK so no message is published before the subscription exists.
     loop {
         match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
@@ -949,6 +1157,8 @@ async fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok());
     let callgrind = args.iter().any(|a| a == "--callgrind");
+    let timeline = args.iter().any(|a| a == "--timeline");
+    let no_bare = args.iter().any(|a| a == "--no-bare");
     let outage: Option<Duration> = args.iter().position(|a| a == "--outage").map(|i| {
         args.get(i + 1)
             .and_then(|n| n.parse::<f64>().ok())
@@ -1022,6 +1232,18 @@ async fn main() -> Result<()> {
     // CPU target, which the issue set on a box where the broker took 5.0 µs per reading.
     let broker_us_per_reading = reference_cpu.used_us("mosquitto")? as f64 / readings as f64;
     let reference_cpu = reference_cpu.line()?;
+    // The pipeline with a gateway that costs nothing: what the other parts leave of the machine.
+    let bare = if !no_bare && !callgrind && outage.is_none() && rate.is_none() {
+        let cpu = CpuAccount::start(&[
+            ("publisher and forwarder", Some(own_pid)),
+            ("mosquitto", broker.pid()),
+            ("VictoriaMetrics", vm.pid()),
+        ])?;
+        let rate = bare_pipeline(broker.addr(), &vm, scenario, readings).await?;
+        Some((rate, cpu.line()?))
+    } else {
+        None
+    };
 
     let dir = tempfile::tempdir()?;
     let derived = if slope && matches!(scenario, Scenario::Sites { .. }) {
@@ -1096,7 +1318,30 @@ async fn main() -> Result<()> {
         ("gateway", Some(pid)),
         ("VictoriaMetrics", vm.pid()),
     ])?;
+    let timeline_before = if timeline {
+        let mut before = [0; 3];
+        for (b, name) in before.iter_mut().zip([
+            "anju_mqtt_messages_total",
+            "anju_readings_spooled_total",
+            "anju_influx_written_records_total",
+        ]) {
+            *b = gateway_counter(&http, console_port, name).await?;
+        }
+        Some(before)
+    } else {
+        None
+    };
+    let following = tokio_util::sync::CancellationToken::new();
     let started = Instant::now();
+    let follower = timeline_before.map(|before| {
+        tokio::spawn(follow_timeline(
+            console_port,
+            readings,
+            before,
+            started,
+            following.clone(),
+        ))
+    });
     let (published_in, breaches) = publish_all(
         broker.addr(),
         "anju-bench-publisher",
@@ -1137,6 +1382,11 @@ async fn main() -> Result<()> {
     }
     let landed_in = started.elapsed();
     let cpu_after = cpu_us(pid)?;
+    following.cancel();
+    let timeline = match follower {
+        Some(f) => Some(f.await??),
+        None => None,
+    };
     let instructions = if callgrind {
         callgrind_control(pid, "--dump=run")?;
         Some(callgrind_run_total(dir.path())?)
@@ -1221,6 +1471,14 @@ async fn main() -> Result<()> {
             "  throughput          {throughput:>8.0} readings/s = {:.2} × the broker limit (target ≥ 0.85)",
             throughput / limit
         );
+        if let Some((bare_rate, bare_cpu)) = &bare {
+            println!(
+                "  bare pipeline       {bare_rate:>8.0} readings/s = {:.2} × the broker limit: the same messages through the broker to a forwarder that costs nothing (batches encoded beforehand) into the store, first publish to last queryable; the gateway reached {:.2} × this",
+                bare_rate / limit,
+                throughput / bare_rate
+            );
+            println!("  CPU, bare pipeline  {bare_cpu}");
+        }
     }
     println!(
         "  gateway CPU         {:>8.2} µs per reading ({:.2} s user+system; target ≤ 3)",
@@ -1280,6 +1538,20 @@ async fn main() -> Result<()> {
             at(0.99).as_secs_f64() * 1e3,
             at(1.0).as_secs_f64() * 1e3,
             latencies.len()
+        );
+    }
+    if let Some(t) = &timeline {
+        let at = |d: Option<Duration>| {
+            d.map_or("n.r.".to_owned(), |d| format!("{:.3} s", d.as_secs_f64()))
+        };
+        println!(
+            "  timeline            from the first publish: all published {:.3} s, received by the gateway {}, committed to its spool {}, accepted by the store {}, queryable {:.3} s ({} counter reads)",
+            published_in.as_secs_f64(),
+            at(t.received),
+            at(t.spooled),
+            at(t.written),
+            landed_in.as_secs_f64(),
+            t.polls
         );
     }
     println!("  CPU, reference      {reference_cpu}");
