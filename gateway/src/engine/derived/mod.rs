@@ -57,8 +57,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
+use super::rules::fingerprint::fingerprint;
 use super::rules::selector::ChannelInfo;
-use super::rules::RateWindow;
+use super::rules::{OpenBucket, RateWindow};
 use crate::log_limit::LogLimiter;
 use crate::model::{Quality, QuantityKind, Reading, Refusal, Series, TimestampNs, NANOS_PER_SEC};
 use crate::spool::StateDelta;
@@ -81,6 +82,11 @@ pub const ENTRY_PREFIX: &str = "v/";
 /// Prefix of the spool state entries of initial values the gateway established
 /// (`vi/<block>/<channel key>`, see `establish_readings`).
 pub const INITIAL_PREFIX: &str = "vi/";
+/// Prefix of the entries that hold the newest bucket of a derived channel's rate window
+/// (`vo/<block>/<channel key>`), saved apart from its `v/` entry while the window's other
+/// buckets are unchanged (issue 11: a full 1-d window rewritten with every save wrote about
+/// 18 KB per plate every 10 s).
+pub const OPEN_PREFIX: &str = "vo/";
 /// A rate is given once its readings span at least this fraction of the window, as for rate
 /// rules (docs/DOMAIN.md §Data quality: a slope over less than the noise period is noise).
 pub const RATE_MIN_SPAN_FRACTION: f64 = 0.5;
@@ -307,6 +313,27 @@ enum Calc {
 }
 
 impl Calc {
+    /// Rate and stability: the fingerprint of the entry without the window's newest bucket,
+    /// and that bucket ([`OPEN_PREFIX`]). `None` for the other kinds, and for an empty window.
+    fn split(&self) -> Option<(u64, OpenBucket)> {
+        match self {
+            Self::Rate(w) => Some((w.closed_fingerprint()?, w.open_bucket()?)),
+            Self::Stability { window, since } => {
+                let closed = (*since, window.closed_fingerprint()?);
+                Some((fingerprint(&closed).ok()?, window.open_bucket()?))
+            }
+            _ => None,
+        }
+    }
+
+    /// The rate window of a rate or stability calc.
+    fn window_mut(&mut self) -> Option<&mut RateWindow> {
+        match self {
+            Self::Rate(w) | Self::Stability { window: w, .. } => Some(w),
+            _ => None,
+        }
+    }
+
     /// True for state that must survive a restart.
     const fn is_persistent(&self) -> bool {
         matches!(
@@ -338,6 +365,10 @@ struct Output {
     series: Option<Arc<Series>>,
     /// The state changed since it was last handed out for saving.
     dirty: bool,
+    /// Rate and stability: the fingerprint of the window's closed buckets (and the rest of the
+    /// entry) as last handed out in full; while it holds, only the newest bucket is saved
+    /// ([`OPEN_PREFIX`]). `None`: the next save is a full one.
+    saved_closed: Option<u64>,
     /// Forecast, tangent angle: the outputs of its further series, in the order of
     /// [`config::FORECAST_SERIES`] / [`config::TANGENT_SERIES`] after the first.
     companions: Vec<usize>,
@@ -527,6 +558,7 @@ impl DerivedSet {
             calc,
             series: None,
             dirty: false,
+            saved_closed: None,
             companions: Vec::new(),
             form: None,
             refusal: None,
@@ -1503,13 +1535,34 @@ impl DerivedSet {
             if !o.dirty || !o.calc.is_persistent() {
                 continue;
             }
-            let key = entry_key(
-                &self.specs[o.block].name,
-                &format!("{}/{}", o.device, o.point),
-            );
+            let channel = format!("{}/{}", o.device, o.point);
+            let block = &self.specs[o.block].name;
+            // A window's buckets other than the newest change once per bucket width (1/64 of
+            // the window) or with a late reading: until then only the newest is written.
+            let split = o.calc.split();
+            if let Some((closed, open)) = &split {
+                if o.saved_closed == Some(*closed) {
+                    match serde_json::to_vec(open) {
+                        Ok(bytes) => {
+                            delta.entries.insert(open_key(block, &channel), Some(bytes));
+                            o.dirty = false;
+                        }
+                        Err(_) => errors += 1,
+                    }
+                    continue;
+                }
+            }
             match serde_json::to_vec(&o.calc) {
                 Ok(bytes) => {
-                    delta.entries.insert(key, Some(bytes));
+                    delta
+                        .entries
+                        .insert(entry_key(block, &channel), Some(bytes));
+                    if let Some((closed, _)) = split {
+                        // The whole window holds its newest bucket: an older one saved apart
+                        // must not be put back over it at the next start.
+                        delta.entries.insert(open_key(block, &channel), None);
+                        o.saved_closed = Some(closed);
+                    }
                     o.dirty = false;
                 }
                 Err(_) => errors += 1,
@@ -1550,7 +1603,15 @@ impl DerivedSet {
     /// entries that cannot be read: their outputs start fresh, and the engine says so.
     pub fn restore(&mut self, entries: &[(String, Vec<u8>)]) -> Vec<String> {
         let mut unreadable = Vec::new();
+        let mut open = Vec::new();
         for (key, bytes) in entries {
+            if let Some(rest) = key.strip_prefix(OPEN_PREFIX) {
+                match serde_json::from_slice::<OpenBucket>(bytes) {
+                    Ok(b) => open.push((format!("{ENTRY_PREFIX}{rest}"), b)),
+                    Err(_) => unreadable.push(key.clone()),
+                }
+                continue;
+            }
             if key.starts_with(INITIAL_PREFIX) {
                 match serde_json::from_slice::<Baseline>(bytes) {
                     Ok(b) => {
@@ -1571,6 +1632,12 @@ impl DerivedSet {
                     self.restored.insert(key.clone(), calc);
                 }
                 Err(_) => unreadable.push(key.clone()),
+            }
+        }
+        // The newest buckets saved apart, onto the windows saved whole before them.
+        for (key, b) in open {
+            if let Some(w) = self.restored.get_mut(&key).and_then(Calc::window_mut) {
+                w.restore_open(b);
             }
         }
         unreadable
@@ -1771,6 +1838,11 @@ pub fn initial_key(block: &str, channel: &str) -> String {
 /// The spool key of an output's state.
 fn entry_key(block: &str, channel: &str) -> String {
     format!("{ENTRY_PREFIX}{block}/{channel}")
+}
+
+/// The spool key of the newest bucket of an output's window, saved apart ([`OPEN_PREFIX`]).
+fn open_key(block: &str, channel: &str) -> String {
+    format!("{OPEN_PREFIX}{block}/{channel}")
 }
 
 /// A copy of a series (only when an output's first input was never seen: cannot happen for a

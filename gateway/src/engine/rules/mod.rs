@@ -118,6 +118,7 @@
 mod condition;
 mod config;
 mod evaluator;
+pub(crate) mod fingerprint;
 mod plan;
 pub mod selector;
 mod window;
@@ -139,7 +140,7 @@ pub use evaluator::{
 };
 pub use selector::{ChannelInfo, SelectorConfig};
 pub use window::RATE_BUCKETS;
-pub(crate) use window::{LineFit, RateWindow};
+pub(crate) use window::{LineFit, OpenBucket, RateWindow};
 
 #[cfg(test)]
 mod tests;

@@ -20,10 +20,12 @@
 //! change with every reading: the gateway time it was last heard (restore sets it to `now`
 //! anyway), and the data time and value of its last good reading (a reading that changed
 //! nothing else changes nothing a restart needs; they are written with the next real change).
-//! So a channel whose rules are at rest is not rewritten, and one with a rate window is (its
-//! window moves with every reading). The conditions themselves do not count runs while at rest
-//! (`condition.rs`). Change is detected by a hash of the content, so memory per channel is 8
-//! bytes, not a second copy of its state.
+//! So a channel whose rules are at rest is not rewritten. (Rate windows are the state of
+//! derived channels now, saved by `derived`: the newest bucket alone while the others are
+//! unchanged.) The conditions themselves do not count runs while at rest (`condition.rs`).
+//! Change is detected by a fingerprint of the content (`fingerprint.rs`: the values fed to a
+//! hasher, not formatted as JSON), so memory per channel is 8 bytes, not a second copy of its
+//! state.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashSet};
@@ -31,6 +33,7 @@ use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
+use super::super::fingerprint::{fingerprint, FingerprintError};
 use super::{ChannelSnapshot, Evaluator, EvaluatorState, RestoreError, RuleSet, STATE_FORMAT};
 use crate::model::TimestampNs;
 use crate::spool::StateDelta;
@@ -134,13 +137,29 @@ fn key_hash(channel: &str) -> u64 {
     hash_of(channel.as_bytes())
 }
 
-/// The content of a channel entry that counts as a change (see the module doc), hashed.
-fn channel_significance(snap: &ChannelSnapshot) -> Result<u64, serde_json::Error> {
-    let mut masked = snap.clone();
-    masked.data.last_heard = 0;
-    masked.data.last_ts = None;
-    masked.data.last_usable = None;
-    Ok(hash_of(&serde_json::to_vec(&masked)?))
+/// The content of a channel entry that counts as a change (see the module doc): the entry
+/// without the fields that change with every reading (`last_heard`, `last_ts`,
+/// `last_usable`). The channel's info is fixed for its life in memory and identified by its
+/// key.
+#[derive(Serialize)]
+struct Significant<'a> {
+    key: &'a str,
+    first_usable: &'a Option<super::Sample>,
+    faults: &'a super::FaultsSlot,
+    rules: &'a BTreeMap<String, super::RuleSlot>,
+    stale: &'a BTreeMap<String, super::FaultCondition>,
+}
+
+/// The fingerprint of what counts as a change in a channel's entry (`fingerprint.rs`: the
+/// values fed to a hasher, not formatted as JSON).
+fn channel_significance(snap: &ChannelSnapshot) -> Result<u64, FingerprintError> {
+    fingerprint(&Significant {
+        key: &snap.info.key,
+        first_usable: &snap.data.first_usable,
+        faults: &snap.data.faults,
+        rules: &snap.rules,
+        stale: &snap.stale,
+    })
 }
 
 impl Evaluator {
@@ -223,11 +242,10 @@ impl Evaluator {
                 continue;
             }
             let snap = self.device_snapshot(&self.devices[di]);
-            let Ok(stale) = serde_json::to_vec(&snap.stale) else {
+            let Ok(sig) = fingerprint(&snap.stale) else {
                 errors += 1;
                 continue;
             };
-            let sig = hash_of(&stale);
             let d = &self.devices[di];
             // A device without stale conditions worth keeping has nothing to save.
             let at_rest = snap.stale.values().all(|c| *c == Default::default());

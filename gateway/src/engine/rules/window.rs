@@ -53,6 +53,29 @@ struct Bucket {
     last_ts: TimestampNs,
 }
 
+/// The newest bucket of a window, saved apart from the others while they do not change
+/// (`derived::DerivedSet::state_changes`): the readings of the last `window / RATE_BUCKETS`
+/// take a bucket's bytes to save, not the whole window's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OpenBucket(Bucket);
+
+/// A window without its newest bucket, for [`RateWindow::closed_fingerprint`].
+struct Closed<'a>(&'a RateWindow);
+
+impl Serialize for Closed<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple as _;
+        let w = self.0;
+        let n = w.buckets.len().saturating_sub(1);
+        let mut t = s.serialize_tuple(n + 1)?;
+        t.serialize_element(&w.width_ns)?;
+        for b in w.buckets.range(..n) {
+            t.serialize_element(b)?;
+        }
+        t.end()
+    }
+}
+
 /// Least-squares sums over the whole window, relative to the window's origin.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Totals {
@@ -249,6 +272,41 @@ impl RateWindow {
         }
         self.totals = Some((origin, vref, tot));
         self.totals
+    }
+
+    /// Fingerprint of the window without its newest bucket: it changes when a bucket closes
+    /// (a reading opened a newer one), when the oldest leaves, and when a late reading lands in
+    /// an older bucket; not with readings of the newest. `None` when it cannot be taken (the
+    /// caller saves the whole window).
+    #[must_use]
+    pub fn closed_fingerprint(&self) -> Option<u64> {
+        super::fingerprint::fingerprint(&Closed(self)).ok()
+    }
+
+    /// The newest bucket, to save apart from the rest ([`RateWindow::closed_fingerprint`]).
+    #[must_use]
+    pub fn open_bucket(&self) -> Option<OpenBucket> {
+        self.buckets.back().copied().map(OpenBucket)
+    }
+
+    /// Put back the newest bucket saved apart after the whole window was: it replaces the
+    /// window's newest bucket of the same number, follows it when newer, and is ignored when
+    /// older (the whole window was saved after it).
+    pub fn restore_open(&mut self, open: OpenBucket) {
+        let b = open.0;
+        match self.buckets.back_mut() {
+            Some(last) if last.idx == b.idx => *last = b,
+            Some(last) if last.idx > b.idx => return,
+            _ => self.buckets.push_back(b),
+        }
+        while self
+            .buckets
+            .front()
+            .is_some_and(|f| f.idx < b.idx - RATE_BUCKETS)
+        {
+            self.buckets.pop_front();
+        }
+        self.totals = None;
     }
 
     /// Forget every reading (a new run starts).
