@@ -82,9 +82,9 @@ pub const ENTRY_PREFIX: &str = "v/";
 /// Prefix of the spool state entries of initial values the gateway established
 /// (`vi/<block>/<channel key>`, see `establish_readings`).
 pub const INITIAL_PREFIX: &str = "vi/";
-/// Prefix of the entries that hold the newest bucket of a derived channel's rate window
-/// (`vo/<block>/<channel key>`), saved apart from its `v/` entry while the window's other
-/// buckets are unchanged (issue 11: a full 1-d window rewritten with every save wrote about
+/// Prefix of the entries that hold the newest bucket of each rate window of a derived channel
+/// (rate, stability, forecast, tangent angle: `vo/<block>/<channel key>`), saved apart from its
+/// `v/` entry while the windows' other buckets are unchanged (issue 11: a full 1-d window rewritten with every save wrote about
 /// 18 KB per plate every 10 s).
 pub const OPEN_PREFIX: &str = "vo/";
 /// A rate is given once its readings span at least this fraction of the window, as for rate
@@ -313,24 +313,33 @@ enum Calc {
 }
 
 impl Calc {
-    /// Rate and stability: the fingerprint of the entry without the window's newest bucket,
-    /// and that bucket ([`OPEN_PREFIX`]). `None` for the other kinds, and for an empty window.
-    fn split(&self) -> Option<(u64, OpenBucket)> {
-        match self {
-            Self::Rate(w) => Some((w.closed_fingerprint()?, w.open_bucket()?)),
-            Self::Stability { window, since } => {
-                let closed = (*since, window.closed_fingerprint()?);
-                Some((fingerprint(&closed).ok()?, window.open_bucket()?))
-            }
-            _ => None,
+    /// Calcs that hold rate windows (rate, stability, forecast, tangent angle): the fingerprint
+    /// of the entry without each window's newest bucket, and those buckets, in the order of
+    /// [`Calc::windows_mut`] ([`OPEN_PREFIX`]). `None` for the other kinds.
+    fn split(&self) -> Option<(u64, Vec<Option<OpenBucket>>)> {
+        if !matches!(
+            self,
+            Self::Rate(_) | Self::Stability { .. } | Self::Forecast(_) | Self::Tangent(_)
+        ) {
+            return None;
         }
+        // On a copy: the buckets other than the newest, and every other field, as saved.
+        let mut closed = self.clone();
+        let open: Vec<Option<OpenBucket>> = closed
+            .windows_mut()
+            .into_iter()
+            .map(RateWindow::take_open)
+            .collect();
+        Some((fingerprint(&closed).ok()?, open))
     }
 
-    /// The rate window of a rate or stability calc.
-    fn window_mut(&mut self) -> Option<&mut RateWindow> {
+    /// The rate windows of a calc, in a fixed order; empty for kinds without one.
+    fn windows_mut(&mut self) -> Vec<&mut RateWindow> {
         match self {
-            Self::Rate(w) | Self::Stability { window: w, .. } => Some(w),
-            _ => None,
+            Self::Rate(w) | Self::Stability { window: w, .. } => vec![w],
+            Self::Forecast(f) => f.windows_mut(),
+            Self::Tangent(t) => t.windows_mut(),
+            _ => Vec::new(),
         }
     }
 
@@ -365,8 +374,8 @@ struct Output {
     series: Option<Arc<Series>>,
     /// The state changed since it was last handed out for saving.
     dirty: bool,
-    /// Rate and stability: the fingerprint of the window's closed buckets (and the rest of the
-    /// entry) as last handed out in full; while it holds, only the newest bucket is saved
+    /// Calcs with rate windows: the fingerprint of the entry without each window's newest
+    /// bucket as last handed out in full; while it holds, only the newest buckets are saved
     /// ([`OPEN_PREFIX`]). `None`: the next save is a full one.
     saved_closed: Option<u64>,
     /// Forecast, tangent angle: the outputs of its further series, in the order of
@@ -1606,7 +1615,7 @@ impl DerivedSet {
         let mut open = Vec::new();
         for (key, bytes) in entries {
             if let Some(rest) = key.strip_prefix(OPEN_PREFIX) {
-                match serde_json::from_slice::<OpenBucket>(bytes) {
+                match serde_json::from_slice::<Vec<Option<OpenBucket>>>(bytes) {
                     Ok(b) => open.push((format!("{ENTRY_PREFIX}{rest}"), b)),
                     Err(_) => unreadable.push(key.clone()),
                 }
@@ -1635,9 +1644,13 @@ impl DerivedSet {
             }
         }
         // The newest buckets saved apart, onto the windows saved whole before them.
-        for (key, b) in open {
-            if let Some(w) = self.restored.get_mut(&key).and_then(Calc::window_mut) {
-                w.restore_open(b);
+        for (key, buckets) in open {
+            if let Some(calc) = self.restored.get_mut(&key) {
+                for (w, b) in calc.windows_mut().into_iter().zip(buckets) {
+                    if let Some(b) = b {
+                        w.restore_open(b);
+                    }
+                }
             }
         }
         unreadable

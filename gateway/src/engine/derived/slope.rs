@@ -211,6 +211,11 @@ pub struct Forecast {
 }
 
 impl Forecast {
+    /// Its windows, in a fixed order (saved apart: `DerivedSet::state_changes`).
+    pub fn windows_mut(&mut self) -> Vec<&mut RateWindow> {
+        vec![&mut self.displacement, &mut self.inverse]
+    }
+
     /// An empty forecast of `p`'s windows.
     #[must_use]
     pub fn new(p: &ForecastParams) -> Self {
@@ -370,6 +375,14 @@ pub struct Tangent {
 }
 
 impl Tangent {
+    /// Its windows, in a fixed order (saved apart: `DerivedSet::state_changes`).
+    pub fn windows_mut(&mut self) -> Vec<&mut RateWindow> {
+        match &mut self.reference {
+            Reference::Estimating { window, .. } => vec![&mut self.displacement, window],
+            Reference::Known { .. } => vec![&mut self.displacement],
+        }
+    }
+
     /// An empty tangent angle of `p`'s windows.
     #[must_use]
     pub fn new(p: &TangentParams) -> Self {

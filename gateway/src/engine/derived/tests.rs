@@ -1295,7 +1295,11 @@ fn a_rate_window_saved_in_parts_comes_back_whole_after_a_restart() {
         parts > full && full >= 2 * 64,
         "{full} full saves, {parts} partial"
     );
-    assert!(spool.contains_key("vo/rate/plate/s1.rate"), "{:?}", spool.keys());
+    assert!(
+        spool.contains_key("vo/rate/plate/s1.rate"),
+        "{:?}",
+        spool.keys()
+    );
     let entries: Vec<(String, Vec<u8>)> = spool.clone().into_iter().collect();
     let mut again = one_block(RATE);
     assert!(again.restore(&entries).is_empty());
@@ -1327,9 +1331,51 @@ fn a_rate_window_saved_in_parts_comes_back_whole_after_a_restart() {
     );
 }
 
+#[test]
+fn forecast_and_tangent_windows_saved_in_parts_come_back_whole_after_a_restart() {
+    const BLOCKS: &str =
+        "name = \"inv\"\nkind = \"inverse_velocity\"\nselect = { kind = \"settlement\" }\n\
+         smooth = \"12h\"\nwindow = \"2d\"\n\
+         [[derived]]\nname = \"xu\"\nkind = \"tangent_angle\"\nselect = { kind = \"settlement\" }\n\
+         smooth = \"12h\"\ncreep_window = \"1d\"";
+    let plate = series("plate", "s1", QuantityKind::Settlement, "mm");
+    // An accelerating displacement (1 mm/d doubling every day), read every 5 min for 3 days,
+    // the state saved after every reading.
+    let v = |i: i64| {
+        let d = (i * 5) as f64 / 1440.0;
+        (d * std::f64::consts::LN_2).exp() / std::f64::consts::LN_2 + 0.002 * ((i * 7) % 5) as f64
+    };
+    let mut set = one_block(BLOCKS);
+    let mut spool = BTreeMap::new();
+    let n = 3 * 288;
+    for i in 0..n {
+        let _ = set.on_batch(&[good(&plate, T0 + i * 5 * MIN, v(i))]);
+        commit_changes(&mut set, &mut spool);
+    }
+    let open: Vec<&String> = spool.keys().filter(|k| k.starts_with("vo/")).collect();
+    assert_eq!(open.len(), 2, "{:?}", spool.keys());
+    let entries: Vec<(String, Vec<u8>)> = spool.into_iter().collect();
+    let mut again = one_block(BLOCKS);
+    assert!(again.restore(&entries).is_empty());
+    let next = good(&plate, T0 + n * 5 * MIN, v(n));
+    let ran_on = seen(&set.on_batch(std::slice::from_ref(&next)));
+    let restored = seen(&again.on_batch(std::slice::from_ref(&next)));
+    assert!(
+        ran_on.iter().filter(|(_, v, _)| v.is_some()).count() >= 2,
+        "{ran_on:?}"
+    );
+    assert_eq!(ran_on.len(), restored.len(), "{ran_on:?} {restored:?}");
+    for (a, b) in ran_on.iter().zip(&restored) {
+        assert_eq!((&a.0, a.2), (&b.0, b.2));
+        let (x, y) = (a.1.unwrap_or(0.0), b.1.unwrap_or(0.0));
+        assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{a:?} {b:?}");
+    }
+}
+
 /// Derived state bytes written per hour by windowed blocks (issue 11: the site box's SD card),
-/// once their windows are full: 50 settlement plates read every 10 s, a rate block (1 d window)
-/// and a stability block (its default 100 d window) over all of them, saved every 10 s
+/// once their windows are full: 50 settlement plates read every 10 s, a rate block (1 d window),
+/// a stability block (its default 100 d window), an inverse-velocity forecast and a tangent
+/// angle (their default windows) over all of them, saved every 10 s
 /// (`STATE_SAVE_INTERVAL`). The windows are filled with a reading an hour for 100 days first,
 /// then the hour measured. `cargo test -p anju-gateway --release --lib
 /// derived::tests::window_state_bytes_per_hour -- --ignored --nocapture`.
@@ -1338,7 +1384,9 @@ fn a_rate_window_saved_in_parts_comes_back_whole_after_a_restart() {
 fn window_state_bytes_per_hour() {
     let mut set = one_block(
         "name = \"rate\"\nkind = \"rate\"\nselect = { kind = \"settlement\" }\nwindow = \"1d\"\n\
-         [[derived]]\nname = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }",
+         [[derived]]\nname = \"stable\"\nkind = \"stability\"\nselect = { kind = \"settlement\" }\n\
+         [[derived]]\nname = \"inv\"\nkind = \"inverse_velocity\"\nselect = { kind = \"settlement\" }\n\
+         [[derived]]\nname = \"xu\"\nkind = \"tangent_angle\"\nselect = { kind = \"settlement\" }\ncreep_window = \"7d\"",
     );
     let plates: Vec<Arc<Series>> = (0..50)
         .map(|i| series("plate", &format!("s{i:02}"), QuantityKind::Settlement, "mm"))
@@ -1358,7 +1406,7 @@ fn window_state_bytes_per_hour() {
         ts += H;
     }
     let _ = set.state_changes();
-    let mut bytes = 0usize;
+    let (mut bytes, mut whole) = (0usize, 0usize);
     let mut saves = 0;
     for tick in 0..360_i64 {
         let ts = start + tick * 10 * NANOS_PER_SEC;
@@ -1368,11 +1416,25 @@ fn window_state_bytes_per_hour() {
             .map(|(i, s)| good(s, ts, value(ts, i)))
             .collect();
         let _ = set.on_batch(&batch);
+        // What saving every changed entry whole wrote (before the newest buckets were saved
+        // apart): its key and its JSON.
+        whole += set
+            .outputs
+            .iter()
+            .filter(|o| o.dirty && o.calc.is_persistent())
+            .map(|o| {
+                let key = super::entry_key(
+                    &set.specs[o.block].name,
+                    &format!("{}/{}", o.device, o.point),
+                );
+                key.len() + serde_json::to_vec(&o.calc).map_or(0, |v| v.len())
+            })
+            .sum::<usize>();
         let (delta, errors) = set.state_changes();
         assert_eq!(errors, 0);
         bytes += delta.written_bytes();
         saves += 1;
     }
-    println!("derived state written per hour, 50 plates with a 1 d rate and a 100 d stability window: {bytes} bytes in {saves} saves");
-    assert!(bytes > 0);
+    println!("derived state written per hour, 50 plates with a 1 d rate, a 100 d stability window, an inverse-velocity forecast and a tangent angle (their default windows): {bytes} bytes in {saves} saves; every changed entry whole: {whole} bytes ({:.1}x more)", whole as f64 / bytes.max(1) as f64);
+    assert!(bytes > 0 && bytes < whole);
 }

@@ -59,23 +59,6 @@ struct Bucket {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct OpenBucket(Bucket);
 
-/// A window without its newest bucket, for [`RateWindow::closed_fingerprint`].
-struct Closed<'a>(&'a RateWindow);
-
-impl Serialize for Closed<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeTuple as _;
-        let w = self.0;
-        let n = w.buckets.len().saturating_sub(1);
-        let mut t = s.serialize_tuple(n + 1)?;
-        t.serialize_element(&w.width_ns)?;
-        for b in w.buckets.range(..n) {
-            t.serialize_element(b)?;
-        }
-        t.end()
-    }
-}
-
 /// Least-squares sums over the whole window, relative to the window's origin.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct Totals {
@@ -274,19 +257,12 @@ impl RateWindow {
         self.totals
     }
 
-    /// Fingerprint of the window without its newest bucket: it changes when a bucket closes
-    /// (a reading opened a newer one), when the oldest leaves, and when a late reading lands in
-    /// an older bucket; not with readings of the newest. `None` when it cannot be taken (the
-    /// caller saves the whole window).
-    #[must_use]
-    pub fn closed_fingerprint(&self) -> Option<u64> {
-        super::fingerprint::fingerprint(&Closed(self)).ok()
-    }
-
-    /// The newest bucket, to save apart from the rest ([`RateWindow::closed_fingerprint`]).
-    #[must_use]
-    pub fn open_bucket(&self) -> Option<OpenBucket> {
-        self.buckets.back().copied().map(OpenBucket)
+    /// Take the newest bucket out, to save it apart from the rest (the caller works on a copy:
+    /// `DerivedSet::state_changes`). Its readings leave the window with it.
+    pub fn take_open(&mut self) -> Option<OpenBucket> {
+        let b = self.buckets.pop_back()?;
+        self.totals = None;
+        Some(OpenBucket(b))
     }
 
     /// Put back the newest bucket saved apart after the whole window was: it replaces the
