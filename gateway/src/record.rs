@@ -97,8 +97,8 @@ pub fn series_prefix<'a>(
 /// has none, `raw` when the channel has no conversion (or the raw number is not finite: line
 /// protocol cannot carry NaN, docs/DOMAIN.md §Line protocol).
 ///
-/// Floats are written with Rust's shortest round-trip formatting, so the stored value is the
-/// exact `f64` the gateway computed.
+/// Floats are written with the shortest digits that read back as the same value
+/// ([`write_float`]), so the stored value is the exact `f64` the gateway computed.
 pub fn encode_reading(out: &mut Vec<u8>, reading: &Reading) {
     // Written straight into `out` (no `String` per reading), integers with `itoa` (the
     // formatting machinery's cost showed in the ingest benchmark's profile).
