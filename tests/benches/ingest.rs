@@ -324,14 +324,18 @@ const DRAIN_POLL: Duration = Duration::from_millis(10);
 
 /// The sum of the counter `name` (every label set) on the gateway's console `/metrics`.
 async fn gateway_counter(http: &reqwest::Client, console_port: u16, name: &str) -> Result<u64> {
-    let body = http
+    Ok(counter_in(&metrics_page(http, console_port).await?, name))
+}
+
+/// The gateway's console `/metrics` page.
+async fn metrics_page(http: &reqwest::Client, console_port: u16) -> Result<String> {
+    Ok(http
         .get(format!("http://127.0.0.1:{console_port}/metrics"))
         .send()
         .await?
         .error_for_status()?
         .text()
-        .await?;
-    Ok(counter_in(&body, name))
+        .await?)
 }
 
 /// The sum of counter `name` over its labels in a /metrics page.
@@ -387,13 +391,7 @@ async fn follow_timeline(
             () = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let body = http
-            .get(format!("http://127.0.0.1:{console_port}/metrics"))
-            .send()
-            .await?
-            .error_for_status()?
-            .text()
-            .await?;
+        let body = metrics_page(&http, console_port).await?;
         t.polls += 1;
         let at = started.elapsed();
         for (i, slot) in [&mut t.received, &mut t.spooled, &mut t.written]
@@ -573,7 +571,29 @@ async fn store_alone(http: &reqwest::Client, vm: &VictoriaMetrics, readings: u64
 /// Selector of the lines the bare pipeline writes.
 const BARE_SELECTOR: &str = "{__name__=~\"reference_.*\",gateway=\"bench-bare\"}";
 
-/// The pipeline with a gateway that costs nothing (`--bare`): the same messages from the same
+/// A client `id` subscribed to every message of the scenario, once the broker has confirmed
+/// the subscription (so no message is published before it exists).
+async fn subscribe_all(
+    broker: std::net::SocketAddr,
+    id: &str,
+    scenario: Scenario,
+) -> Result<(AsyncClient, rumqttc::EventLoop)> {
+    let mut opts = MqttOptions::new(id, "127.0.0.1", broker.port());
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(opts, 100);
+    client.subscribe(scenario.filter(), QoS::AtMostOnce).await?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
+            Ok(Ok(Event::Incoming(rumqttc::Packet::SubAck(_)))) => return Ok((client, eventloop)),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => bail!("{id}: {e}"),
+            Err(_) => bail!("{id}: no SUBACK"),
+        }
+    }
+}
+
+/// The pipeline with a gateway that costs nothing (the bare pipeline): the same messages from the same
 /// publisher through the broker to a subscriber that, for every 5,000 messages it receives,
 /// posts a batch of 5,000 lines encoded beforehand (the sink's batch shape, gzip, two writes in
 /// flight) to the store, and the last partial batch as soon as the last message is in. Returns
@@ -608,19 +628,7 @@ async fn bare_pipeline(
             anyhow::Ok(())
         }));
     }
-    let mut opts = MqttOptions::new("anju-bench-bare", "127.0.0.1", broker.port());
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    client.subscribe(scenario.filter(), QoS::AtMostOnce).await?;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
-            Ok(Ok(Event::Incoming(rumqttc::Packet::SubAck(_)))) => break,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => bail!("bare pipeline's subscriber: {e}"),
-            Err(_) => bail!("bare pipeline's subscriber: no SUBACK"),
-        }
-    }
+    let (client, mut eventloop) = subscribe_all(broker, "anju-bench-bare", scenario).await?;
     let forwarder = tokio::spawn(async move {
         let mut got = 0u64;
         let mut sent = 0usize;
@@ -1098,20 +1106,7 @@ async fn broker_limit(
     scenario: Scenario,
     readings: u64,
 ) -> Result<f64> {
-    let mut opts = MqttOptions::new("anju-bench-counter", "127.0.0.1", broker.port());
-    opts.set_keep_alive(Duration::from_secs(30));
-    opts.set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    client.subscribe(scenario.filter(), QoS::AtMostOnce).await?;
-    // Wait for the SUBACK so no message is published before the subscription exists.
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
-            Ok(Ok(Event::Incoming(rumqttc::Packet::SubAck(_)))) => break,
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => bail!("counting subscriber: {e}"),
-            Err(_) => bail!("counting subscriber: no SUBACK"),
-        }
-    }
+    let (client, mut eventloop) = subscribe_all(broker, "anju-bench-counter", scenario).await?;
     let counter = tokio::spawn(async move {
         let mut got = 0u64;
         let mut last = Instant::now();

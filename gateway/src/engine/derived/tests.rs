@@ -1394,28 +1394,24 @@ fn window_state_bytes_per_hour() {
     let value = |ts: i64, i: usize| {
         20.0 * (1.0 - (-((ts - T0) as f64) / (60.0 * DAY as f64)).exp()) + 0.01 * (i % 7) as f64
     };
-    let start = T0 + 100 * DAY;
-    let mut ts = T0;
-    while ts < start {
-        let batch: Vec<Reading> = plates
+    let batch_at = |ts: i64| -> Vec<Reading> {
+        plates
             .iter()
             .enumerate()
             .map(|(i, s)| good(s, ts, value(ts, i)))
-            .collect();
-        let _ = set.on_batch(&batch);
+            .collect()
+    };
+    let start = T0 + 100 * DAY;
+    let mut ts = T0;
+    while ts < start {
+        let _ = set.on_batch(&batch_at(ts));
         ts += H;
     }
     let _ = set.state_changes();
     let (mut bytes, mut whole) = (0usize, 0usize);
     let mut saves = 0;
     for tick in 0..360_i64 {
-        let ts = start + tick * 10 * NANOS_PER_SEC;
-        let batch: Vec<Reading> = plates
-            .iter()
-            .enumerate()
-            .map(|(i, s)| good(s, ts, value(ts, i)))
-            .collect();
-        let _ = set.on_batch(&batch);
+        let _ = set.on_batch(&batch_at(start + tick * 10 * NANOS_PER_SEC));
         // What saving every changed entry whole wrote (before the newest buckets were saved
         // apart): its key and its JSON.
         whole += set

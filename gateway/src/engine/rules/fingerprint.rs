@@ -65,6 +65,27 @@ enum Tag {
     Struct,
 }
 
+/// Narrow integers are fed as their 64-bit widening: an `i32` field and an `i64` field of the
+/// same value fingerprint the same, as their JSON reads the same.
+macro_rules! widened {
+    ($($method:ident($narrow:ty) => $wide_method:ident($wide:ty)),*) => {$(
+        fn $method(self, v: $narrow) -> Result<(), FingerprintError> {
+            self.$wide_method(<$wide>::from(v))
+        }
+    )*};
+}
+
+/// Integers: their type's tag, then their bytes.
+macro_rules! tagged {
+    ($($method:ident($ty:ty) => $tag:ident $write:ident),*) => {$(
+        fn $method(self, v: $ty) -> Result<(), FingerprintError> {
+            self.tag(Tag::$tag);
+            self.0.$write(v);
+            Ok(())
+        }
+    )*};
+}
+
 struct Fingerprinter<H: Hasher>(H);
 
 impl<H: Hasher> Fingerprinter<H> {
@@ -76,6 +97,11 @@ impl<H: Hasher> Fingerprinter<H> {
         self.tag(tag);
         self.0.write_usize(b.len());
         self.0.write(b);
+    }
+
+    fn variant(&mut self, index: u32) {
+        self.tag(Tag::Variant);
+        self.0.write_u32(index);
     }
 
     fn length(&mut self, tag: Tag, len: Option<usize>) {
@@ -101,44 +127,20 @@ impl<H: Hasher> ser::Serializer for &mut Fingerprinter<H> {
         self.0.write_u8(u8::from(v));
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), FingerprintError> {
-        self.serialize_i64(i64::from(v))
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), FingerprintError> {
-        self.serialize_i64(i64::from(v))
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), FingerprintError> {
-        self.serialize_i64(i64::from(v))
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), FingerprintError> {
-        self.tag(Tag::I64);
-        self.0.write_i64(v);
-        Ok(())
-    }
-    fn serialize_i128(self, v: i128) -> Result<(), FingerprintError> {
-        self.tag(Tag::I64);
-        self.0.write_i128(v);
-        Ok(())
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), FingerprintError> {
-        self.serialize_u64(u64::from(v))
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), FingerprintError> {
-        self.serialize_u64(u64::from(v))
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), FingerprintError> {
-        self.serialize_u64(u64::from(v))
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), FingerprintError> {
-        self.tag(Tag::U64);
-        self.0.write_u64(v);
-        Ok(())
-    }
-    fn serialize_u128(self, v: u128) -> Result<(), FingerprintError> {
-        self.tag(Tag::U64);
-        self.0.write_u128(v);
-        Ok(())
-    }
+    widened!(
+        serialize_i8(i8) => serialize_i64(i64),
+        serialize_i16(i16) => serialize_i64(i64),
+        serialize_i32(i32) => serialize_i64(i64),
+        serialize_u8(u8) => serialize_u64(u64),
+        serialize_u16(u16) => serialize_u64(u64),
+        serialize_u32(u32) => serialize_u64(u64)
+    );
+    tagged!(
+        serialize_i64(i64) => I64 write_i64,
+        serialize_i128(i128) => I64 write_i128,
+        serialize_u64(u64) => U64 write_u64,
+        serialize_u128(u128) => U64 write_u128
+    );
     fn serialize_f32(self, v: f32) -> Result<(), FingerprintError> {
         self.serialize_f64(f64::from(v))
     }
@@ -183,8 +185,7 @@ impl<H: Hasher> ser::Serializer for &mut Fingerprinter<H> {
         index: u32,
         _variant: &'static str,
     ) -> Result<(), FingerprintError> {
-        self.tag(Tag::Variant);
-        self.0.write_u32(index);
+        self.variant(index);
         Ok(())
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(
@@ -201,8 +202,7 @@ impl<H: Hasher> ser::Serializer for &mut Fingerprinter<H> {
         _variant: &'static str,
         value: &T,
     ) -> Result<(), FingerprintError> {
-        self.tag(Tag::Variant);
-        self.0.write_u32(index);
+        self.variant(index);
         value.serialize(self)
     }
     fn serialize_seq(self, len: Option<usize>) -> Result<Self, FingerprintError> {
@@ -228,8 +228,7 @@ impl<H: Hasher> ser::Serializer for &mut Fingerprinter<H> {
         _variant: &'static str,
         len: usize,
     ) -> Result<Self, FingerprintError> {
-        self.tag(Tag::Variant);
-        self.0.write_u32(index);
+        self.variant(index);
         self.length(Tag::Seq, Some(len));
         Ok(self)
     }
@@ -250,57 +249,38 @@ impl<H: Hasher> ser::Serializer for &mut Fingerprinter<H> {
         _variant: &'static str,
         len: usize,
     ) -> Result<Self, FingerprintError> {
-        self.tag(Tag::Variant);
-        self.0.write_u32(index);
+        self.variant(index);
         self.length(Tag::Struct, Some(len));
         Ok(self)
     }
 }
 
-impl<H: Hasher> ser::SerializeSeq for &mut Fingerprinter<H> {
-    type Ok = ();
-    type Error = FingerprintError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), FingerprintError> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), FingerprintError> {
-        self.tag(Tag::Seq);
-        Ok(())
-    }
+/// The sequence and tuple kinds: the elements fed in turn after the length written first; a
+/// sequence of a length not known beforehand is closed by its tag.
+macro_rules! sequence_kind {
+    ($($trait:ident :: $method:ident closed by $end:expr),*) => {$(
+        impl<H: Hasher> ser::$trait for &mut Fingerprinter<H> {
+            type Ok = ();
+            type Error = FingerprintError;
+            fn $method<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), FingerprintError> {
+                v.serialize(&mut **self)
+            }
+            fn end(self) -> Result<(), FingerprintError> {
+                if let Some(tag) = $end {
+                    self.tag(tag);
+                }
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl<H: Hasher> ser::SerializeTuple for &mut Fingerprinter<H> {
-    type Ok = ();
-    type Error = FingerprintError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), FingerprintError> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), FingerprintError> {
-        Ok(())
-    }
-}
-
-impl<H: Hasher> ser::SerializeTupleStruct for &mut Fingerprinter<H> {
-    type Ok = ();
-    type Error = FingerprintError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), FingerprintError> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), FingerprintError> {
-        Ok(())
-    }
-}
-
-impl<H: Hasher> ser::SerializeTupleVariant for &mut Fingerprinter<H> {
-    type Ok = ();
-    type Error = FingerprintError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), FingerprintError> {
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), FingerprintError> {
-        Ok(())
-    }
-}
+sequence_kind!(
+    SerializeSeq::serialize_element closed by Some(Tag::Seq),
+    SerializeTuple::serialize_element closed by None,
+    SerializeTupleStruct::serialize_field closed by None,
+    SerializeTupleVariant::serialize_field closed by None
+);
 
 impl<H: Hasher> ser::SerializeMap for &mut Fingerprinter<H> {
     type Ok = ();
@@ -317,42 +297,29 @@ impl<H: Hasher> ser::SerializeMap for &mut Fingerprinter<H> {
     }
 }
 
-impl<H: Hasher> ser::SerializeStruct for &mut Fingerprinter<H> {
-    type Ok = ();
-    type Error = FingerprintError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), FingerprintError> {
-        self.bytes(Tag::Str, key.as_bytes());
-        v.serialize(&mut **self)
-    }
-    fn skip_field(&mut self, key: &'static str) -> Result<(), FingerprintError> {
-        // Skipped and absent are the same state (JSON omits both).
-        let _ = key;
-        Ok(())
-    }
-    fn end(self) -> Result<(), FingerprintError> {
-        Ok(())
-    }
+/// The struct kinds: each field fed with its name (a field skipped is left out, as JSON leaves
+/// it out).
+macro_rules! struct_kind {
+    ($($trait:ident),*) => {$(
+        impl<H: Hasher> ser::$trait for &mut Fingerprinter<H> {
+            type Ok = ();
+            type Error = FingerprintError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                v: &T,
+            ) -> Result<(), FingerprintError> {
+                self.bytes(Tag::Str, key.as_bytes());
+                v.serialize(&mut **self)
+            }
+            fn end(self) -> Result<(), FingerprintError> {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl<H: Hasher> ser::SerializeStructVariant for &mut Fingerprinter<H> {
-    type Ok = ();
-    type Error = FingerprintError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), FingerprintError> {
-        self.bytes(Tag::Str, key.as_bytes());
-        v.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), FingerprintError> {
-        Ok(())
-    }
-}
+struct_kind!(SerializeStruct, SerializeStructVariant);
 
 #[cfg(test)]
 mod tests {
