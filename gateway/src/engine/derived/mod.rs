@@ -84,8 +84,9 @@ pub const ENTRY_PREFIX: &str = "v/";
 pub const INITIAL_PREFIX: &str = "vi/";
 /// Prefix of the entries that hold the newest bucket of each rate window of a derived channel
 /// (rate, stability, forecast, tangent angle: `vo/<block>/<channel key>`), saved apart from its
-/// `v/` entry while the windows' other buckets are unchanged (issue 11: a full 1-d window rewritten with every save wrote about
-/// 18 KB per plate every 10 s).
+/// `v/` entry while the windows' other buckets are unchanged (issue 11: the whole windows
+/// rewritten with every save wrote about 18 KB per plate with a rate and a stability verdict
+/// every 10 s). An entry that cannot be read costs its channel the newest buckets only.
 pub const OPEN_PREFIX: &str = "vo/";
 /// A rate is given once its readings span at least this fraction of the window, as for rate
 /// rules (docs/DOMAIN.md §Data quality: a slope over less than the noise period is noise).

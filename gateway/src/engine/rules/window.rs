@@ -1,8 +1,9 @@
 //! A bounded sliding window of one channel's good readings, answering "what is the least-squares
 //! slope over the last `window`?" in O(1) amortised time per reading.
 //!
-//! Owns [`RateWindow`]. docs/DOMAIN.md §Settlement and §Data quality: a rate alarm needs the rate over a window longer
-//! than the noise period, as a least-squares slope, not the difference of two samples.
+//! Owns [`RateWindow`] and its newest bucket saved apart ([`OpenBucket`]). docs/DOMAIN.md
+//! §Settlement and §Data quality: a rate alarm needs the rate over a window longer than the
+//! noise period, as a least-squares slope, not the difference of two samples.
 //!
 //! # Bounded memory
 //! A window of 100 days at one reading per 5 s would be 1.7 million points. Instead of points the
