@@ -97,22 +97,19 @@ pub fn series_prefix<'a>(
 /// has none, `raw` when the channel has no conversion (or the raw number is not finite: line
 /// protocol cannot carry NaN, docs/DOMAIN.md §Line protocol).
 ///
-/// Floats are written with the shortest digits that read back as the same value
-/// ([`write_float`]), so the stored value is the exact `f64` the gateway computed.
+/// Floats are written with Rust's shortest round-trip formatting, so the stored value is the
+/// exact `f64` the gateway computed.
 pub fn encode_reading(out: &mut Vec<u8>, reading: &Reading) {
     // Written straight into `out` (no `String` per reading), integers with `itoa` (the
     // formatting machinery's cost showed in the ingest benchmark's profile).
     out.extend_from_slice(reading.series.line_prefix.as_bytes());
     out.push(b' ');
     if let Some(v) = reading.value {
-        out.extend_from_slice(b"value=");
-        write_float(out, v);
-        out.push(b',');
+        // `{v:?}` keeps a decimal point or exponent, so integers stay floats (`3.0`, not `3`).
+        let _ = write!(out, "value={v:?},");
     }
     if let Some(raw) = reading.raw.filter(|r| r.is_finite()) {
-        out.extend_from_slice(b"raw=");
-        write_float(out, raw);
-        out.push(b',');
+        let _ = write!(out, "raw={raw:?},");
     }
     let mut int = itoa::Buffer::new();
     out.extend_from_slice(b"quality=");
@@ -120,25 +117,6 @@ pub fn encode_reading(out: &mut Vec<u8>, reading: &Reading) {
     out.extend_from_slice(b"i ");
     out.extend_from_slice(int.format(reading.ts).as_bytes());
     out.push(b'\n');
-}
-
-/// Magnitudes [`write_float`] hands to `ryu`: within them both `ryu` and `{:?}` write plain
-/// decimals (`1000.0`, `0.0001`); outside, `{:?}` switches to an exponent below 1e-4 and `ryu`
-/// only below 1e-5, so those go through `{:?}` and keep the form earlier versions wrote.
-const RYU_PLAIN: std::ops::Range<f64> = 1e-4..1e16;
-
-/// `v` with the shortest digits that read back as the same `f64`, with a decimal point or an
-/// exponent, so integers stay floats (`3.0`, not `3`), which line protocol needs for a float
-/// field; `{:?}` writes the same but through the formatting machinery (it showed in profiles).
-/// Where two decimals of the shortest length are equally close to the `f64` (a value with
-/// trailing zero bits, e.g. 79710275.791015625 → `…79101562` or `…79101563`), `ryu` rounds
-/// to even and `{:?}` up: both read back as the same `f64`, which is what is stored.
-fn write_float(out: &mut Vec<u8>, v: f64) {
-    if v == 0.0 || RYU_PLAIN.contains(&v.abs()) {
-        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
-    } else {
-        let _ = write!(out, "{v:?}");
-    }
 }
 
 /// Why a line was refused.
@@ -290,65 +268,6 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
-    }
-
-    #[test]
-    fn floats_are_written_as_debug_formatting_writes_them_or_as_close() {
-        // Against Rust's own `{:?}`, the format stored lines have always had: every value at
-        // the edges of the range handed to ryu, and three million others: random bit patterns (every
-        // magnitude), random mantissas within the range, sensor-like decimals.
-        let mut values = vec![
-            0.0,
-            -0.0,
-            1.0,
-            3.0,
-            -12.345,
-            1e-4,
-            1e-5,
-            9.999_999_999_999_999e-5,
-            1e15,
-            1e16,
-            9_999_999_999_999_998.0,
-            f64::MIN_POSITIVE,
-            f64::MAX,
-            f64::NAN,
-            f64::INFINITY,
-        ];
-        for v in [1e-4_f64, 1e16] {
-            values.push(f64::from_bits(v.to_bits() - 1));
-            values.push(f64::from_bits(v.to_bits() + 1));
-        }
-        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-        for i in 0..3_000_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            values.push(match i % 3 {
-                0 => f64::from_bits(x),
-                // Any mantissa at a binary exponent of the range handed to ryu (2^-14..2^53).
-                1 => f64::from_bits(((1009 + (x >> 57) % 67) << 52) | (x & ((1 << 52) - 1))),
-                _ => (x % 2_000_000_000) as f64 / 1000.0 - 1_000_000.0,
-            });
-        }
-        let mut out = Vec::new();
-        for v in values {
-            out.clear();
-            write_float(&mut out, v);
-            let (got, debug) = (String::from_utf8_lossy(&out), format!("{v:?}"));
-            if got == debug {
-                continue;
-            }
-            // Only a tie may differ, and only in its last digit: the same length, the same
-            // `f64` read back.
-            let back: f64 = got.parse().unwrap_or(f64::NAN);
-            assert!(
-                back.to_bits() == v.to_bits()
-                    && got.len() == debug.len()
-                    && got[..got.len() - 1] == debug[..debug.len() - 1],
-                "{:#x}: {got} against {debug}",
-                v.to_bits()
-            );
-        }
     }
 
     #[test]

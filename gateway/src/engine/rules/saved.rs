@@ -23,17 +23,14 @@
 //! So a channel whose rules are at rest is not rewritten. (Rate windows are the state of
 //! derived channels now, saved by `derived`: the newest bucket alone while the others are
 //! unchanged.) The conditions themselves do not count runs while at rest (`condition.rs`).
-//! Change is detected by a fingerprint of the content (`fingerprint.rs`: the values fed to a
-//! hasher, not formatted as JSON), so memory per channel is 8 bytes, not a second copy of its
-//! state.
+//! Change is detected by a fingerprint of the content (`fingerprint.rs`), so memory per channel
+//! is 8 bytes, not a second copy of its state.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashSet};
-use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-use super::super::fingerprint::{fingerprint, FingerprintError};
+use super::super::fingerprint::{fingerprint, hash_bytes};
 use super::{ChannelSnapshot, Evaluator, EvaluatorState, RestoreError, RuleSet, STATE_FORMAT};
 use crate::model::TimestampNs;
 use crate::spool::StateDelta;
@@ -125,16 +122,8 @@ impl StateScope {
     }
 }
 
-fn hash_of(bytes: &[u8]) -> u64 {
-    // `DefaultHasher::new()` uses fixed keys: the same content hashes the same in one run,
-    // which is all this needs (the hashes are never stored).
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    h.finish()
-}
-
 fn key_hash(channel: &str) -> u64 {
-    hash_of(channel.as_bytes())
+    hash_bytes(channel.as_bytes())
 }
 
 /// The content of a channel entry that counts as a change (see the module doc): the entry
@@ -150,9 +139,9 @@ struct Significant<'a> {
     stale: &'a BTreeMap<String, super::FaultCondition>,
 }
 
-/// The fingerprint of what counts as a change in a channel's entry (`fingerprint.rs`: the
-/// values fed to a hasher, not formatted as JSON).
-fn channel_significance(snap: &ChannelSnapshot) -> Result<u64, FingerprintError> {
+/// The fingerprint of what counts as a change in a channel's entry (`fingerprint.rs`), taken
+/// from a view of the state, not a masked copy of its snapshot.
+fn channel_significance(snap: &ChannelSnapshot) -> Result<u64, serde_json::Error> {
     fingerprint(&Significant {
         key: &snap.info.key,
         first_usable: &snap.data.first_usable,
