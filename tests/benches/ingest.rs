@@ -390,6 +390,9 @@ struct Timeline {
     spooled: Option<Duration>,
     /// The store had accepted every reading (`influx_written_records_total`).
     written: Option<Duration>,
+    /// Readings the store had accepted when every reading was committed: what was left for the
+    /// sink then.
+    written_when_spooled: u64,
     /// Counter polls made (one every [`TIMELINE_EVERY`] at most).
     polls: u64,
 }
@@ -425,6 +428,7 @@ async fn follow_timeline(
         let body = metrics_page(&http, console_port).await?;
         t.polls += 1;
         let at = started.elapsed();
+        let spooled_before = t.spooled.is_some();
         for (i, slot) in [&mut t.received, &mut t.spooled, &mut t.written]
             .into_iter()
             .enumerate()
@@ -432,6 +436,9 @@ async fn follow_timeline(
             if slot.is_none() && counter_in(&body, NAMES[i]).saturating_sub(before[i]) >= readings {
                 *slot = Some(at);
             }
+        }
+        if !spooled_before && t.spooled.is_some() {
+            t.written_when_spooled = counter_in(&body, NAMES[2]).saturating_sub(before[2]);
         }
     }
     Ok(t)
@@ -1580,10 +1587,11 @@ async fn main() -> Result<()> {
             d.map_or("n.r.".to_owned(), |d| format!("{:.3} s", d.as_secs_f64()))
         };
         println!(
-            "  timeline            from the first publish: all published {:.3} s, received by the gateway {}, committed to its spool {}, accepted by the store {}, queryable {:.3} s ({} counter reads)",
+            "  timeline            from the first publish: all published {:.3} s, received by the gateway {}, committed to its spool {} (the store had accepted {} of them then), accepted by the store {}, queryable {:.3} s ({} counter reads)",
             published_in.as_secs_f64(),
             at(t.received),
             at(t.spooled),
+            t.written_when_spooled,
             at(t.written),
             landed_in.as_secs_f64(),
             t.polls
