@@ -381,7 +381,7 @@ pub fn utf8(payload: &[u8]) -> Result<&str, PayloadError> {
 /// Parse a JSON document.
 ///
 /// # Errors
-/// [`PayloadError::NotJson`] with the parser's message (what, line and column).
+/// [`PayloadError::NotJson`] with serde_json's message (line and column).
 pub fn parse_json(text: &str) -> Result<Node<'_>, PayloadError> {
     document::parse(text).map_err(|e| PayloadError::NotJson(e.to_string()))
 }
