@@ -82,8 +82,10 @@
 //! box's Cortex-A55 class SoC ([`CACHE_SIM_D1`], [`CACHE_SIM_LL`]) and prints the gateway's data
 //! reads and writes that missed them, per reading: with 2,000 channels taken in turn, a reading
 //! finds its channel's state cold, and those misses cost more time than instructions do on a
-//! loaded box, yet do not show in an instruction count. Like the instruction count, the figure
-//! does not move with the machine's load; compare runs of the same options.
+//! loaded box, yet do not show in an instruction count. The simulation itself is exact, but the
+//! gateway slowed further by it batches by the clock, so the totals move with the machine's load
+//! (84-102 last-level misses per reading in four runs of two builds, 2026-12-01): compare one
+//! function's figures (`callgrind_annotate --show=Ir,D1mr,DLmr`) between runs on a quiet machine.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
