@@ -1195,8 +1195,13 @@ async fn main() -> Result<()> {
         .position(|a| a == "--overview-every")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok());
-    let cache_sim = args.iter().any(|a| a == "--cache-sim");
-    let callgrind = cache_sim || args.iter().any(|a| a == "--callgrind");
+    let callgrind = if args.iter().any(|a| a == "--cache-sim") {
+        Some(Callgrind::CacheSim)
+    } else if args.iter().any(|a| a == "--callgrind") {
+        Some(Callgrind::Instructions)
+    } else {
+        None
+    };
     let timeline = args.iter().any(|a| a == "--timeline");
     let no_bare = args.iter().any(|a| a == "--no-bare");
     let outage: Option<Duration> = args.iter().position(|a| a == "--outage").map(|i| {
@@ -1210,7 +1215,7 @@ async fn main() -> Result<()> {
         .position(|a| a == "--readings")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
-        .unwrap_or(if callgrind {
+        .unwrap_or(if callgrind.is_some() {
             CALLGRIND_READINGS
         } else {
             DEFAULT_READINGS
@@ -1225,7 +1230,7 @@ async fn main() -> Result<()> {
         .position(|a| a == "--rate")
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
-        .or(callgrind.then_some(CALLGRIND_RATE));
+        .or(callgrind.and(Some(CALLGRIND_RATE)));
     let sensors = args
         .iter()
         .position(|a| a == "--sensors")
@@ -1273,7 +1278,7 @@ async fn main() -> Result<()> {
     let broker_us_per_reading = reference_cpu.used_us("mosquitto")? as f64 / readings as f64;
     let reference_cpu = reference_cpu.line()?;
     // The pipeline with a gateway that costs nothing: what the other parts leave of the machine.
-    let bare = if !no_bare && !callgrind && outage.is_none() && rate.is_none() {
+    let bare = if !no_bare && callgrind.is_none() && outage.is_none() && rate.is_none() {
         let cpu = CpuAccount::start(&[
             ("publisher and forwarder", Some(own_pid)),
             ("mosquitto", broker.pid()),
@@ -1300,11 +1305,7 @@ async fn main() -> Result<()> {
         scenario,
         &derived,
         history,
-        match (callgrind, cache_sim) {
-            (_, true) => Some(Callgrind::CacheSim),
-            (true, false) => Some(Callgrind::Instructions),
-            (false, false) => None,
-        },
+        callgrind,
     )?;
     let mut gw = Stopped(gw);
     let pid = gw.0.id();
@@ -1313,7 +1314,7 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rss_kb = proc_field(pid, "VmRSS:")?;
     let cpu_before = cpu_us(pid)?;
-    if callgrind {
+    if callgrind.is_some() {
         callgrind_control(pid, "--zero")?;
     }
 
@@ -1431,7 +1432,7 @@ async fn main() -> Result<()> {
         Some(f) => Some(f.await??),
         None => None,
     };
-    let callgrind_totals = if callgrind {
+    let callgrind_totals = if callgrind.is_some() {
         callgrind_control(pid, "--dump=run")?;
         Some(callgrind_run_totals(dir.path())?)
     } else {
