@@ -62,7 +62,7 @@
 //! gateway meets on this machine: what the publisher, the broker and the store leave of its
 //! cores. The gateway's throughput is printed as a ratio to it as well.
 //!
-//! Unless `--outage`, the run through the gateway ends with its CPU ceiling
+//! Unless `--outage` or `--callgrind`, the run through the gateway ends with its CPU ceiling
 //! ([`print_cpu_ceiling`]): the machine's busy time per reading outside the gateway (/proc/stat
 //! less the gateway's own), and from it the throughput the machine's cores fully busy could carry
 //! with the gateway as measured, at its CPU target and costing nothing, and what the gateway may
@@ -1595,7 +1595,7 @@ async fn main() -> Result<()> {
             ISSUE_CPU_TARGET_US / ISSUE_BROKER_CPU_US
         );
     }
-    if drain.is_none() && broker_us_per_reading > 0.0 {
+    if drain.is_none() && callgrind.is_none() && broker_us_per_reading > 0.0 {
         print_cpu_ceiling(
             limit,
             readings,
